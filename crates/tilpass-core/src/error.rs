@@ -1,0 +1,146 @@
+//! The error type shared by every tilpass crate.
+//!
+//! Each crate has its own `thiserror` enum for what it alone can get wrong; all of them convert
+//! into [`Error`] (through [`Error::Component`]) so applications can use one `Result` type.
+
+use std::path::PathBuf;
+
+/// Result alias using [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `tilpass-core`, plus a slot for the other crates' errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file could not be parsed or did not have the expected structure.
+    #[error("{path}: invalid JSON: {message}")]
+    Json {
+        /// The JSON file.
+        path: PathBuf,
+        /// What serde reported, with line and column.
+        message: String,
+    },
+    /// A required file is missing from a model directory.
+    #[error("{dir}: no {what} found (looked for {looked_for})")]
+    MissingFile {
+        /// The directory searched.
+        dir: PathBuf,
+        /// What was being looked for, e.g. "weights".
+        what: String,
+        /// The file names tried.
+        looked_for: String,
+    },
+    /// A safetensors file is malformed.
+    #[error("{path}: invalid safetensors file: {message}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+    /// A tensor that the caller needs is absent from the checkpoint.
+    #[error("tensor `{name}` not found in {location}{hint}")]
+    MissingTensor {
+        /// The tensor's (remapped) name.
+        name: String,
+        /// The checkpoint directory or file.
+        location: PathBuf,
+        /// Close names, pre-formatted (empty when none).
+        hint: String,
+    },
+    /// A tensor has a shape other than the expected one.
+    #[error("tensor `{name}` in {file}: expected shape {expected:?}, found {found:?}")]
+    ShapeMismatch {
+        /// The tensor's name.
+        name: String,
+        /// The file that holds it.
+        file: PathBuf,
+        /// The shape the caller expected.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor has a dtype tilpass cannot convert to what was asked.
+    #[error("tensor `{name}` in {file}: unsupported dtype {dtype} (expected {expected})")]
+    UnsupportedDtype {
+        /// The tensor's name.
+        name: String,
+        /// The file that holds it.
+        file: PathBuf,
+        /// The dtype found.
+        dtype: String,
+        /// What would have been accepted.
+        expected: String,
+    },
+    /// Two source keys were renamed to the same key by a remapping.
+    #[error("key remapping maps both `{first}` and `{second}` to `{target}`")]
+    RemapCollision {
+        /// First original key.
+        first: String,
+        /// Second original key.
+        second: String,
+        /// The key both map to.
+        target: String,
+    },
+    /// A key-remapping pattern is not a valid regular expression.
+    #[error("invalid key-remapping pattern `{pattern}`: {message}")]
+    InvalidPattern {
+        /// The pattern.
+        pattern: String,
+        /// The regex error.
+        message: String,
+    },
+    /// A device string could not be parsed.
+    #[error("invalid device `{spec}`: {reason}. Expected one of: flex, wgpu, wgpu-cpu, wgpu:N, cuda, cuda:N")]
+    InvalidDevice {
+        /// The string given.
+        spec: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The device names a backend that this build does not include.
+    #[error("device `{spec}` needs the `{feature}` backend, which this build of tilpass does not include (rebuild with `--features {feature}`)")]
+    BackendNotCompiled {
+        /// The device string.
+        spec: String,
+        /// The cargo feature that enables the backend.
+        feature: &'static str,
+    },
+    /// A configuration value is invalid.
+    #[error("{context}: {message}")]
+    InvalidConfig {
+        /// Which config (file or struct) was being read.
+        context: String,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+    /// An error from another tilpass crate.
+    #[error("{0}")]
+    Component(Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Wraps a serde_json error with the path of the file being read.
+    pub fn json(path: impl Into<PathBuf>, source: &serde_json::Error) -> Self {
+        Error::Json {
+            path: path.into(),
+            message: source.to_string(),
+        }
+    }
+}

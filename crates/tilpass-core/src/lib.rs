@@ -1,0 +1,29 @@
+//! # tilpass-core
+//!
+//! The foundation every tilpass crate stands on:
+//!
+//! - [`Error`] and [`Result`]: the error type the other crates' errors convert into;
+//! - [`DeviceSpec`]: a device parsed from a string (`flex`, `wgpu`, `wgpu-cpu`, `cuda:N`); the
+//!   `tilpass` facade turns it into a burn `Device`;
+//! - Hugging Face checkpoint I/O: [`ModelDir`] (`config.json`), [`Checkpoint`] (single and sharded
+//!   safetensors, bf16/f16/f64 cast to f32, key remapping with [`KeyRemap`]),
+//!   [`save_safetensors`] and [`save_sharded`];
+//! - atomic file writes ([`write_atomic`]) for checkpoints that survive crashes.
+
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod device;
+pub mod error;
+pub mod fs;
+pub mod model_dir;
+
+pub use checkpoint::{
+    Checkpoint, HostTensor, KeyRemap, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, SaveDtype,
+    TensorInfo, cast_to_f32, save_safetensors, save_sharded,
+};
+pub use device::DeviceSpec;
+pub use error::{Error, Result};
+pub use fs::{read_json, write_atomic, write_atomic_with};
+pub use model_dir::{CONFIG_FILE, ModelDir};
+pub use safetensors::Dtype;
