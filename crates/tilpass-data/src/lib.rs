@@ -1,0 +1,40 @@
+//! # tilpass-data
+//!
+//! Datasets for adapting language models, in the formats TRL uses:
+//!
+//! - [`Record`]: language modelling (`text` / `messages`), prompt-only, prompt-completion,
+//!   preference (explicit or implicit prompt) and unpaired preference, plus Alpaca rows
+//!   converted to `messages`;
+//! - [`read_dataset`] for JSONL and JSON files, with errors naming file, line and field and a
+//!   `skip_invalid` mode that counts and reports what it dropped; [`stream_records`] for files
+//!   too large to hold;
+//! - filters: [`dedup`] (exact or normalised) and [`LengthFilter`];
+//! - [`stats`]: rows, kinds, turns, characters per role.
+//!
+//! ```
+//! use tilpass_data::{Record, RecordKind};
+//! let row = serde_json::json!({"instruction": "Oversett til nynorsk", "input": "Jeg er glad.", "output": "Eg er glad."});
+//! let rec = Record::from_json(&row, None).unwrap();
+//! assert_eq!(rec.kind(), RecordKind::LanguageModeling);
+//! assert!(rec.is_conversational());
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod filter;
+pub mod reader;
+pub mod record;
+pub mod stats;
+
+pub use error::{DataError, Location, RecordError, Result};
+pub use filter::{DedupKey, DedupReport, LengthFilter, dedup, dedup_indices, normalize_text};
+pub use reader::{
+    Dataset, JsonlRows, ReadOptions, ReadReport, SkippedRow, read_dataset, stream_records,
+    write_jsonl,
+};
+pub use record::{Content, Message, Record, RecordKind, Role, parse_messages};
+pub use stats::{DatasetStats, Summary, stats};
+
+#[cfg(test)]
+mod tests;
