@@ -1,0 +1,585 @@
+//! Chat templates: HF's Jinja chat templates rendered with minijinja, with HF's semantics.
+//!
+//! Matches transformers' `apply_chat_template` environment: `trim_blocks` and `lstrip_blocks`,
+//! loop controls, `raise_exception(...)`, `strftime_now(...)`, a `tojson` filter that writes JSON
+//! as Python's `json.dumps(ensure_ascii=False)` does, Python string/dict methods
+//! (`.strip()`, `.split()`, `.items()`, ...), the special tokens (`bos_token`, `eos_token`, ...)
+//! as variables, and `{% generation %}...{% endgeneration %}` blocks, whose character spans
+//! become the assistant-token mask (`return_assistant_tokens_mask=True`).
+
+use std::ops::Range;
+
+use minijinja::value::Kwargs;
+use minijinja::{Environment, ErrorKind, Value as JValue};
+use serde_json::Value;
+use tilpass_data::Message;
+
+use crate::error::{Result, TokenizeError};
+use crate::tokenizer::SpecialTokens;
+
+/// Names of the templates shipped with tilpass.
+pub const BUILTIN_NAMES: [&str; 2] = ["chatml", "norsk"];
+
+/// ChatML (`<|im_start|>role ... <|im_end|>`), as used by Qwen and many fine-tunes, with
+/// `{% generation %}` blocks around assistant turns. Its end-of-turn token `<|im_end|>` must be
+/// in the vocabulary (add it as a special token for tokenizers without it).
+pub const CHATML_TEMPLATE: &str = "{%- for message in messages %}\n{%- if message['role'] == 'assistant' %}\n{{- '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}\n{%- else %}\n{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}\n{%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n{{- '<|im_start|>assistant\\n' }}\n{%- endif %}";
+
+/// A plain-text template with Norwegian role labels that needs no new special tokens, for base
+/// models without a chat template (e.g. a tokenizer trained from scratch): `### System:`,
+/// `### Bruker:` (user), `### Assistent:`; each assistant turn ends with the EOS token, which is
+/// inside the `{% generation %}` block and so supervised.
+pub const NORSK_TEMPLATE: &str = "{{- bos_token if bos_token is defined and bos_token else '' }}\n{%- for message in messages %}\n{%- if message['role'] == 'system' %}\n{{- '### System:\\n' + message['content'] | trim + '\\n\\n' }}\n{%- elif message['role'] == 'user' %}\n{{- '### Bruker:\\n' + message['content'] | trim + '\\n\\n' }}\n{%- elif message['role'] == 'assistant' %}\n{{- '### Assistent:\\n' }}{% generation %}{{ message['content'] | trim + eos_token }}{% endgeneration %}{{ '\\n\\n' }}\n{%- else %}\n{{- raise_exception('norsk template: unsupported role ' + message['role']) }}\n{%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n{{- '### Assistent:\\n' }}\n{%- endif %}";
+
+/// The source of a built-in template by name.
+pub fn builtin(name: &str) -> Option<&'static str> {
+    match name {
+        "chatml" => Some(CHATML_TEMPLATE),
+        "norsk" => Some(NORSK_TEMPLATE),
+        _ => None,
+    }
+}
+
+const GEN_START: char = '\u{FDD0}';
+const GEN_END: char = '\u{FDD1}';
+const GEN_FILTER: &str = "__tilpass_generation";
+const RAISE_PREFIX: &str = "\u{FDD2}raise:";
+
+/// Options for rendering, mirroring `apply_chat_template`'s arguments.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// Append the header of a new assistant turn.
+    pub add_generation_prompt: bool,
+    /// Leave the final message open (no end-of-turn), to let the model continue it.
+    pub continue_final_message: bool,
+    /// Tool schemas (`tools`), as JSON.
+    pub tools: Option<Value>,
+    /// Retrieved documents (`documents`), as JSON.
+    pub documents: Option<Value>,
+    /// Extra template variables (`chat_template_kwargs`, e.g. `enable_thinking`).
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// A rendered conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedChat {
+    /// The text to tokenize (with `add_special_tokens = false`).
+    pub text: String,
+    /// Byte ranges of `text` inside `{% generation %}` blocks.
+    pub generation_spans: Vec<Range<usize>>,
+}
+
+/// A compiled chat template.
+pub struct ChatTemplate {
+    name: String,
+    source: String,
+    env: Environment<'static>,
+    special: SpecialTokens,
+    has_generation: bool,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("name", &self.name)
+            .field("has_generation", &self.has_generation)
+            .finish()
+    }
+}
+
+fn template_error(name: &str, e: &minijinja::Error) -> TokenizeError {
+    let detail = e.detail().unwrap_or_default();
+    if let Some(msg) = detail.strip_prefix(RAISE_PREFIX) {
+        return TokenizeError::TemplateRaised {
+            name: name.to_string(),
+            message: msg.to_string(),
+        };
+    }
+    let mut message = format!("{}", e.kind());
+    if !detail.is_empty() {
+        message.push_str(": ");
+        message.push_str(detail);
+    }
+    if let Some(line) = e.line() {
+        message.push_str(&format!(" (template line {line})"));
+    }
+    TokenizeError::Template {
+        name: name.to_string(),
+        message,
+    }
+}
+
+/// Rewrites `{% generation %}`/`{% endgeneration %}` into a filter block with the same
+/// whitespace control, so minijinja can render it and we can find its output.
+fn rewrite_generation(source: &str) -> (String, bool) {
+    let open = regex::Regex::new(r"\{%([-+]?)\s*generation\s*([-+]?)%\}").expect("valid regex");
+    let close =
+        regex::Regex::new(r"\{%([-+]?)\s*endgeneration\s*([-+]?)%\}").expect("valid regex");
+    let has = open.is_match(source);
+    let s = open.replace_all(source, format!("{{%${{1}} filter {GEN_FILTER} ${{2}}%}}"));
+    let s = close.replace_all(&s, "{%${1} endfilter ${2}%}");
+    (s.into_owned(), has)
+}
+
+/// Writes JSON as Python's `json.dumps(obj, ensure_ascii=False, indent=indent,
+/// separators=separators, sort_keys=sort_keys)`.
+pub fn python_json(v: &Value, indent: Option<usize>, sort_keys: bool) -> String {
+    fn esc(s: &str, out: &mut String) {
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{08}' => out.push_str("\\b"),
+                '\u{0c}' => out.push_str("\\f"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    fn num(n: &serde_json::Number) -> String {
+        if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+            if f.is_finite() && f == f.trunc() && f.abs() < 1e16 {
+                return format!("{f:.1}");
+            }
+            // Python's repr uses e-XX with two digits at least.
+            let s = format!("{f:?}");
+            if let Some((m, e)) = s.split_once('e') {
+                let (sign, digits) = match e.strip_prefix('-') {
+                    Some(d) => ("-", d),
+                    None => ("+", e),
+                };
+                return format!("{m}e{sign}{digits:0>2}");
+            }
+            return s;
+        }
+        n.to_string()
+    }
+    fn go(v: &Value, indent: Option<usize>, sort: bool, level: usize, out: &mut String) {
+        let (item_sep, key_sep) = if indent.is_some() {
+            (",", ": ")
+        } else {
+            (", ", ": ")
+        };
+        let newline = |out: &mut String, lvl: usize| {
+            if let Some(i) = indent {
+                out.push('\n');
+                out.push_str(&" ".repeat(i * lvl));
+            }
+        };
+        match v {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Number(n) => out.push_str(&num(n)),
+            Value::String(s) => esc(s, out),
+            Value::Array(a) => {
+                if a.is_empty() {
+                    out.push_str("[]");
+                    return;
+                }
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(item_sep);
+                    }
+                    newline(out, level + 1);
+                    go(x, indent, sort, level + 1, out);
+                }
+                newline(out, level);
+                out.push(']');
+            }
+            Value::Object(o) => {
+                if o.is_empty() {
+                    out.push_str("{}");
+                    return;
+                }
+                let mut keys: Vec<&String> = o.keys().collect();
+                if sort {
+                    keys.sort();
+                }
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(item_sep);
+                    }
+                    newline(out, level + 1);
+                    esc(k, out);
+                    out.push_str(key_sep);
+                    go(&o[k], indent, sort, level + 1, out);
+                }
+                newline(out, level);
+                out.push('}');
+            }
+        }
+    }
+    let mut out = String::new();
+    go(v, indent, sort_keys, 0, &mut out);
+    out
+}
+
+fn tojson_filter(value: JValue, kwargs: Kwargs) -> std::result::Result<JValue, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    let _: Option<JValue> = kwargs.get("ensure_ascii")?;
+    let _: Option<JValue> = kwargs.get("separators")?;
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(&value).map_err(|e| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}"))
+    })?;
+    Ok(JValue::from_safe_string(python_json(
+        &json,
+        indent,
+        sort_keys.unwrap_or(false),
+    )))
+}
+
+/// `strftime_now(format)`: the current UTC time, formatted with the common strftime codes
+/// (`%Y %m %d %b %B %H %M %S %y %j %A %a %%`).
+fn strftime_now(fmt: String) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    strftime(secs, &fmt)
+}
+
+fn strftime(secs: i64, fmt: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+    ];
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy_m = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy_m + 2) / 153;
+    let d = doy_m - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let cum = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let yday = cum[(m - 1) as usize] + d + i64::from(leap && m > 2);
+    let wd = DAYS[days.rem_euclid(7) as usize];
+    let month = MONTHS[(m - 1) as usize];
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out.push_str(&y.to_string()),
+            Some('y') => out.push_str(&format!("{:02}", y % 100)),
+            Some('m') => out.push_str(&format!("{m:02}")),
+            Some('d') => out.push_str(&format!("{d:02}")),
+            Some('j') => out.push_str(&format!("{yday:03}")),
+            Some('B') => out.push_str(month),
+            Some('b') => out.push_str(&month[..3]),
+            Some('A') => out.push_str(wd),
+            Some('a') => out.push_str(&wd[..3]),
+            Some('H') => out.push_str(&format!("{:02}", rem / 3600)),
+            Some('M') => out.push_str(&format!("{:02}", rem % 3600 / 60)),
+            Some('S') => out.push_str(&format!("{:02}", rem % 60)),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+impl ChatTemplate {
+    /// Compiles a template. `special` supplies `bos_token`, `eos_token`, ... to the template.
+    pub fn new(name: &str, source: &str, special: SpecialTokens) -> Result<Self> {
+        let (rewritten, has_generation) = rewrite_generation(source);
+        let mut env = Environment::new();
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .keep_trailing_newline(false)
+                .build()
+                .expect("default delimiters are valid"),
+        );
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_filter("tojson", tojson_filter);
+        env.add_filter(GEN_FILTER, |body: String| {
+            format!("{GEN_START}{body}{GEN_END}")
+        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<JValue, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("{RAISE_PREFIX}{msg}"),
+                ))
+            },
+        );
+        env.add_function("strftime_now", strftime_now);
+        env.add_template_owned("chat".to_string(), rewritten)
+            .map_err(|e| template_error(name, &e))?;
+        Ok(Self {
+            name: name.to_string(),
+            source: source.to_string(),
+            env,
+            special,
+            has_generation,
+        })
+    }
+
+    /// The template's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The template source as given.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// True when the template marks assistant output with `{% generation %}` blocks.
+    pub fn has_generation_blocks(&self) -> bool {
+        self.has_generation
+    }
+
+    /// Renders typed messages.
+    pub fn render(&self, messages: &[Message], opts: &RenderOptions) -> Result<RenderedChat> {
+        let json = serde_json::to_value(messages).map_err(|e| TokenizeError::Template {
+            name: self.name.clone(),
+            message: format!("messages do not serialise: {e}"),
+        })?;
+        self.render_json(&json, opts)
+    }
+
+    /// Renders messages given as JSON (a list of objects with `role` and `content`).
+    pub fn render_json(&self, messages: &Value, opts: &RenderOptions) -> Result<RenderedChat> {
+        if opts.add_generation_prompt && opts.continue_final_message {
+            return Err(TokenizeError::Invalid(
+                "add_generation_prompt and continue_final_message cannot both be set".into(),
+            ));
+        }
+        let mut ctx = serde_json::Map::new();
+        for (k, v) in self.special.template_vars() {
+            ctx.insert(k.to_string(), v);
+        }
+        for (k, v) in &opts.extra {
+            ctx.insert(k.clone(), v.clone());
+        }
+        ctx.insert("messages".into(), messages.clone());
+        ctx.insert(
+            "tools".into(),
+            opts.tools.clone().unwrap_or(Value::Null),
+        );
+        ctx.insert(
+            "documents".into(),
+            opts.documents.clone().unwrap_or(Value::Null),
+        );
+        ctx.insert(
+            "add_generation_prompt".into(),
+            Value::Bool(opts.add_generation_prompt),
+        );
+        let tpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| template_error(&self.name, &e))?;
+        let raw = tpl
+            .render(JValue::from(minijinja::value::Serde(&ctx)))
+            .map_err(|e| template_error(&self.name, &e))?;
+        let mut rendered = extract_spans(&raw);
+        if opts.continue_final_message {
+            let last = messages
+                .as_array()
+                .and_then(|a| a.last())
+                .and_then(|m| m.get("content"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    TokenizeError::Invalid(
+                        "continue_final_message needs a final message with string content".into(),
+                    )
+                })?;
+            let cut = match rendered.text.rfind(last) {
+                Some(i) if !last.is_empty() => i + last.len(),
+                _ => {
+                    let t = last.trim();
+                    match rendered.text.rfind(t) {
+                        Some(i) => i + t.len(),
+                        None => {
+                            return Err(TokenizeError::Template {
+                                name: self.name.clone(),
+                                message: "continue_final_message: the final message's content \
+                                          does not appear in the rendered text"
+                                    .into(),
+                            });
+                        }
+                    }
+                }
+            };
+            rendered.text.truncate(cut);
+            for s in &mut rendered.generation_spans {
+                s.end = s.end.min(cut);
+                s.start = s.start.min(cut);
+            }
+            rendered.generation_spans.retain(|s| !s.is_empty());
+        }
+        Ok(rendered)
+    }
+}
+
+fn extract_spans(raw: &str) -> RenderedChat {
+    let mut text = String::with_capacity(raw.len());
+    let mut spans = vec![];
+    let mut open: Vec<usize> = vec![];
+    for c in raw.chars() {
+        match c {
+            GEN_START => open.push(text.len()),
+            GEN_END => {
+                if let Some(start) = open.pop()
+                    && open.is_empty()
+                {
+                    spans.push(start..text.len());
+                }
+            }
+            c => text.push(c),
+        }
+    }
+    RenderedChat {
+        text,
+        generation_spans: spans,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn special() -> SpecialTokens {
+        SpecialTokens {
+            bos: Some("<s>".into()),
+            eos: Some("</s>".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn python_json_matches_json_dumps() {
+        // Expected strings are what CPython 3.11's json.dumps(..., ensure_ascii=False) prints.
+        let v = json!({"name": "søk", "args": {"q": "ærø\n", "n": 3, "x": 1.5, "l": [], "o": {}}});
+        assert_eq!(
+            python_json(&v, None, false),
+            r#"{"name": "søk", "args": {"q": "ærø\n", "n": 3, "x": 1.5, "l": [], "o": {}}}"#
+        );
+        assert_eq!(
+            python_json(&json!({"b": [1, 2], "a": null}), Some(2), true),
+            "{\n  \"a\": null,\n  \"b\": [\n    1,\n    2\n  ]\n}"
+        );
+        assert_eq!(python_json(&json!(1e-7), None, false), "1e-07");
+        assert_eq!(python_json(&json!(2.0), None, false), "2.0");
+    }
+
+    #[test]
+    fn strftime_formats_known_instants() {
+        // 2024-02-29 13:05:09 UTC = 1709211909 (a leap day, a Thursday).
+        assert_eq!(
+            strftime(1_709_211_909, "%d %b %Y %H:%M:%S %A %j %%"),
+            "29 Feb 2024 13:05:09 Thursday 060 %"
+        );
+        assert_eq!(strftime(0, "%Y-%m-%d %a"), "1970-01-01 Thu");
+    }
+
+    #[test]
+    fn generation_blocks_give_spans_and_keep_whitespace_control() {
+        let src = "{% for m in messages %}{% if m.role == 'assistant' %}A: {%- generation -%}  {{ m.content }}{{ eos_token }}  {%- endgeneration %}\n{% else %}U: {{ m.content }}\n{% endif %}{% endfor %}";
+        let t = ChatTemplate::new("t", src, special()).unwrap();
+        assert!(t.has_generation_blocks());
+        let msgs = json!([{"role":"user","content":"Hei"},{"role":"assistant","content":"Hallo"}]);
+        let r = t.render_json(&msgs, &RenderOptions::default()).unwrap();
+        assert_eq!(r.text, "U: Hei\nA:Hallo</s>");
+        assert_eq!(r.generation_spans, vec![9..18]);
+        assert_eq!(&r.text[r.generation_spans[0].clone()], "Hallo</s>");
+    }
+
+    #[test]
+    fn raise_exception_is_a_typed_error() {
+        let t = ChatTemplate::new(
+            "strict",
+            "{% if messages[0].role != 'user' %}{{ raise_exception('must start with user') }}{% endif %}",
+            special(),
+        )
+        .unwrap();
+        let err = t
+            .render_json(&json!([{"role":"assistant","content":"x"}]), &RenderOptions::default())
+            .unwrap_err();
+        match err {
+            TokenizeError::TemplateRaised { name, message } => {
+                assert_eq!((name.as_str(), message.as_str()), ("strict", "must start with user"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn syntax_and_render_errors_name_the_template_and_line() {
+        let err = ChatTemplate::new("broken", "{% for m in messages %}\n{{ m.content }", special())
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, TokenizeError::Template { .. }), "{msg}");
+        assert!(msg.contains("broken") && msg.contains("line 2"), "{msg}");
+        let t = ChatTemplate::new("div", "{{ 1 // 0 }}", special()).unwrap();
+        let err = t.render_json(&json!([]), &RenderOptions::default()).unwrap_err();
+        assert!(matches!(err, TokenizeError::Template { .. }), "{err}");
+    }
+
+    #[test]
+    fn python_methods_namespaces_and_slices_work() {
+        let src = "{%- set ns = namespace(n=0) %}{%- for m in messages[::-1] %}{%- if m.content.startswith('x') %}{% set ns.n = ns.n + 1 %}{% endif %}{%- endfor %}{{ ns.n }}|{{ messages[0].content.split('-')[-1].strip() }}|{{ 'Ab'.lower() }}{% for k, v in {'a': 1}.items() %}{{ k }}={{ v }}{% endfor %}";
+        let t = ChatTemplate::new("py", src, special()).unwrap();
+        let msgs = json!([{"role":"user","content":"x-  y "},{"role":"user","content":"xz"},{"role":"user","content":"q"}]);
+        let r = t.render_json(&msgs, &RenderOptions::default()).unwrap();
+        assert_eq!(r.text, "2|y|aba=1");
+    }
+
+    #[test]
+    fn continue_final_message_cuts_after_the_content() {
+        let t = ChatTemplate::new("chatml", CHATML_TEMPLATE, special()).unwrap();
+        let msgs = json!([{"role":"user","content":"Hei"},{"role":"assistant","content":"Det var en"}]);
+        let opts = RenderOptions {
+            continue_final_message: true,
+            ..Default::default()
+        };
+        let r = t.render_json(&msgs, &opts).unwrap();
+        assert!(r.text.ends_with("<|im_start|>assistant\nDet var en"), "{:?}", r.text);
+        assert_eq!(r.generation_spans.len(), 1);
+    }
+}

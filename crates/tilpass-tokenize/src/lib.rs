@@ -1,0 +1,49 @@
+//! # tilpass-tokenize
+//!
+//! From text and conversations to model inputs:
+//!
+//! - [`Tokenizer`]: a Hugging Face tokenizer directory (`tokenizer.json`, or GPT-2
+//!   `vocab.json` + `merges.txt`, or BERT `vocab.txt`; `tokenizer_config.json`,
+//!   `special_tokens_map.json`, chat templates);
+//! - [`ChatTemplate`]: Jinja chat templates with transformers' semantics (minijinja), including
+//!   `{% generation %}` blocks; built-in [`chat_template::CHATML_TEMPLATE`] and
+//!   [`chat_template::NORSK_TEMPLATE`];
+//! - [`encode_chat`]: ids plus assistant-token mask (generation blocks or prefix rendering);
+//! - [`SftEncoder`]: TRL-style SFT examples (`input_ids`, `labels` with -100, `attention_mask`),
+//!   truncation policies; [`encode_preference`] for DPO-style triples;
+//! - [`collate`] (left/right padding) and [`pack_bfd`] (best-fit-decreasing packing with
+//!   per-document `position_ids` and block-diagonal attention);
+//! - [`train_tokenizer`] (BPE, Unigram, WordPiece), [`fertility`] and [`extend_vocabulary`].
+//!
+//! ```
+//! use tilpass_tokenize::{ChatTemplate, RenderOptions, SpecialTokens};
+//! let t = ChatTemplate::new("chatml", tilpass_tokenize::chat_template::CHATML_TEMPLATE, SpecialTokens::default()).unwrap();
+//! let msgs = serde_json::json!([{"role": "user", "content": "Hei!"}, {"role": "assistant", "content": "Hallo!"}]);
+//! let r = t.render_json(&msgs, &RenderOptions::default()).unwrap();
+//! assert_eq!(r.text, "<|im_start|>user\nHei!<|im_end|>\n<|im_start|>assistant\nHallo!<|im_end|>\n");
+//! assert_eq!(&r.text[r.generation_spans[0].clone()], "Hallo!<|im_end|>");
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod batch;
+pub mod chat;
+pub mod chat_template;
+pub mod error;
+pub mod extend;
+pub mod packing;
+pub mod preference;
+pub mod sft;
+pub mod tokenizer;
+pub mod train;
+
+pub use batch::{Batch, PadSide, collate, length_grouped_batches};
+pub use chat::{ChatEncoding, MaskMode, encode_chat, mask_from_spans};
+pub use chat_template::{ChatTemplate, RenderOptions, RenderedChat};
+pub use error::{Result, TokenizeError};
+pub use extend::{ExtendConfig, ExtendReport, NewToken, extend_vocabulary};
+pub use packing::{PackedSequence, pack_bfd};
+pub use preference::{PreferenceConfig, PreferenceExample, encode_preference, preference_texts};
+pub use sft::{EncodeReport, IGNORE_INDEX, SftConfig, SftEncoder, SftExample, Truncation};
+pub use tokenizer::{SpecialTokens, Tokenizer};
+pub use train::{Fertility, TokenizerKind, TrainConfig, fertility, train_tokenizer};
