@@ -70,7 +70,8 @@ fn mask_from_byte_ranges(encoding: &tokenizers::Encoding, ranges: &[std::ops::Ra
         .collect()
 }
 
-fn common_prefix_len(a: &str, b: &str) -> usize {
+/// Length in bytes of the longest common prefix of two strings (on a character boundary).
+pub fn common_prefix_len(a: &str, b: &str) -> usize {
     let mut n = 0;
     for ((i, ca), cb) in a.char_indices().zip(b.chars()) {
         if ca != cb {

@@ -23,13 +23,13 @@ pub const BUILTIN_NAMES: [&str; 2] = ["chatml", "norsk"];
 /// ChatML (`<|im_start|>role ... <|im_end|>`), as used by Qwen and many fine-tunes, with
 /// `{% generation %}` blocks around assistant turns. Its end-of-turn token `<|im_end|>` must be
 /// in the vocabulary (add it as a special token for tokenizers without it).
-pub const CHATML_TEMPLATE: &str = "{%- for message in messages %}\n{%- if message['role'] == 'assistant' %}\n{{- '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}\n{%- else %}\n{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}\n{%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n{{- '<|im_start|>assistant\\n' }}\n{%- endif %}";
+pub const CHATML_TEMPLATE: &str = include_str!("../templates/chatml.jinja");
 
 /// A plain-text template with Norwegian role labels that needs no new special tokens, for base
 /// models without a chat template (e.g. a tokenizer trained from scratch): `### System:`,
 /// `### Bruker:` (user), `### Assistent:`; each assistant turn ends with the EOS token, which is
 /// inside the `{% generation %}` block and so supervised.
-pub const NORSK_TEMPLATE: &str = "{{- bos_token if bos_token is defined and bos_token else '' }}\n{%- for message in messages %}\n{%- if message['role'] == 'system' %}\n{{- '### System:\\n' + message['content'] | trim + '\\n\\n' }}\n{%- elif message['role'] == 'user' %}\n{{- '### Bruker:\\n' + message['content'] | trim + '\\n\\n' }}\n{%- elif message['role'] == 'assistant' %}\n{{- '### Assistent:\\n' }}{% generation %}{{ message['content'] | trim + eos_token }}{% endgeneration %}{{ '\\n\\n' }}\n{%- else %}\n{{- raise_exception('norsk template: unsupported role ' + message['role']) }}\n{%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n{{- '### Assistent:\\n' }}\n{%- endif %}";
+pub const NORSK_TEMPLATE: &str = include_str!("../templates/norsk.jinja");
 
 /// The source of a built-in template by name.
 pub fn builtin(name: &str) -> Option<&'static str> {

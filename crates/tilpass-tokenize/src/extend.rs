@@ -1,17 +1,22 @@
 //! Vocabulary extension for a new language: find frequent words that the tokenizer splits into
 //! many pieces, add them as tokens, and measure fertility before and after.
 //!
-//! New tokens are added the way `tokenizer.add_tokens(...)` does in transformers (as *added
-//! tokens*, matched before the model), in the word-initial form the tokenizer uses: `▁word` for
-//! SentencePiece-style tokenizers (Llama 2, Mistral), ` word` (leading space) for byte-level BPE
-//! (GPT-2, Llama 3), and the bare word for WordPiece. The model's embeddings must then be
-//! resized to [`crate::Tokenizer::vocab_size`].
+//! New tokens go into the model itself, not into the added-token list (whose matching before
+//! normalization breaks word boundaries for SentencePiece-style tokenizers):
+//!
+//! - **BPE** (GPT-2, Llama 2/3, Mistral, Qwen): the word's current pieces are merged left to
+//!   right by new merges appended after the existing ones (so they apply only once every old
+//!   merge is done), creating the intermediate tokens as needed; the word then becomes one
+//!   token, in the tokenizer's own form (`▁word`, `Ġword`), and decodes exactly as before;
+//! - **WordPiece** (BERT): the word is added to the vocabulary; longest-match-first picks it.
+//!
+//! New ids follow the largest existing id. The model's embeddings must then be resized to
+//! [`crate::Tokenizer::vocab_size`].
 
 use std::collections::HashMap;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tokenizers::AddedToken;
 
 use crate::error::{Result, TokenizeError};
 use crate::tokenizer::Tokenizer;
@@ -47,7 +52,7 @@ impl Default for ExtendConfig {
 pub struct NewToken {
     /// The word as found in the corpus.
     pub word: String,
-    /// The token string added (word-initial form).
+    /// The token added, in the model's own form (`▁word`, `Ġword`, `word`).
     pub token: String,
     /// Occurrences in the corpus.
     pub frequency: usize,
@@ -68,30 +73,9 @@ pub struct ExtendReport {
     pub before: Fertility,
     /// Fertility on the corpus after.
     pub after: Fertility,
-    /// Vocabulary size after (resize the model's embeddings to this).
+    /// Vocabulary size after, intermediate merge tokens included (resize the model's
+    /// embeddings to this).
     pub vocab_size: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WordStyle {
-    /// `▁word` in the normalized text.
-    Metaspace,
-    /// ` word` in the raw text (byte-level).
-    SpacePrefix,
-    /// Bare word, single-word match.
-    Plain,
-}
-
-fn detect_style(tok: &Tokenizer) -> Result<WordStyle> {
-    let enc = tok.encode_full("a b", false)?;
-    let last = enc.get_tokens().last().cloned().unwrap_or_default();
-    Ok(if last.starts_with('▁') {
-        WordStyle::Metaspace
-    } else if last.starts_with('Ġ') || last.starts_with(' ') {
-        WordStyle::SpacePrefix
-    } else {
-        WordStyle::Plain
-    })
 }
 
 /// Words: maximal runs of alphabetic characters (so `blåbærsyltetøy` is one word).
@@ -99,18 +83,22 @@ fn words(line: &str) -> impl Iterator<Item = &str> {
     line.split(|c: char| !c.is_alphabetic()).filter(|w| !w.is_empty())
 }
 
-fn normalize(tok: &Tokenizer, word: &str) -> String {
-    match tok.inner().get_normalizer() {
-        Some(n) => {
-            use tokenizers::{NormalizedString, Normalizer};
-            let mut s = NormalizedString::from(word);
-            match n.normalize(&mut s) {
-                Ok(()) => s.get().to_string(),
-                Err(_) => word.to_string(),
-            }
-        }
-        None => word.to_string(),
-    }
+/// The model kind and its editable JSON.
+enum ModelJson {
+    Bpe,
+    WordPiece,
+}
+
+fn is_byte_fallback(piece: &str) -> bool {
+    piece.len() == 6 && piece.starts_with("<0x") && piece.ends_with('>')
+}
+
+/// The pieces a word takes in running text (after a first word, so it gets its word-initial
+/// form).
+fn pieces_of(tok: &Tokenizer, word: &str) -> Result<Vec<String>> {
+    let prefix = tok.encode_full("x", false)?.get_tokens().len();
+    let enc = tok.encode_full(&format!("x {word}"), false)?;
+    Ok(enc.get_tokens()[prefix.min(enc.get_tokens().len())..].to_vec())
 }
 
 /// Finds frequent, badly split words in `corpus` and adds them to `tokenizer`.
@@ -123,7 +111,23 @@ pub fn extend_vocabulary<S: AsRef<str> + Sync>(
         return Err(TokenizeError::Invalid("vocabulary extension needs a corpus".into()));
     }
     let before = fertility(tokenizer, corpus)?;
-    let style = detect_style(tokenizer)?;
+    let mut json: serde_json::Value = serde_json::from_str(
+        &tokenizer
+            .inner()
+            .to_string(false)
+            .map_err(crate::error::tk_err("serialising the tokenizer"))?,
+    )
+    .map_err(|e| TokenizeError::Invalid(format!("tokenizer JSON: {e}")))?;
+    let kind = match json["model"]["type"].as_str() {
+        Some("BPE") => ModelJson::Bpe,
+        Some("WordPiece") => ModelJson::WordPiece,
+        other => {
+            return Err(TokenizeError::Invalid(format!(
+                "vocabulary extension supports BPE and WordPiece tokenizers, not {}",
+                other.unwrap_or("this model")
+            )));
+        }
+    };
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for line in corpus {
         for w in words(line.as_ref()) {
@@ -136,62 +140,111 @@ pub fn extend_vocabulary<S: AsRef<str> + Sync>(
         .filter(|(w, c)| *c >= config.min_frequency && w.chars().count() >= config.min_chars)
         .collect();
     let tok_ref = &*tokenizer;
-    let mut scored: Vec<(String, &str, usize, usize)> = frequent
+    let mut scored: Vec<(&str, usize, Vec<String>)> = frequent
         .par_iter()
-        .map(|&(w, c)| -> Result<Option<(String, &str, usize, usize)>> {
-            // Pieces of the word as it appears mid-sentence.
-            let probe = format!("x {w}");
-            let with = tok_ref.encode(&probe, false)?.len();
-            let without = tok_ref.encode("x", false)?.len();
-            let pieces = with.saturating_sub(without).max(1);
-            if pieces < config.min_pieces {
+        .map(|&(w, c)| -> Result<Option<(&str, usize, Vec<String>)>> {
+            let pieces = pieces_of(tok_ref, w)?;
+            if pieces.len() < config.min_pieces.max(2) || pieces.iter().any(|p| is_byte_fallback(p))
+            {
                 return Ok(None);
             }
-            let norm = normalize(tok_ref, w);
-            let token = match style {
-                WordStyle::Metaspace => format!("▁{norm}"),
-                WordStyle::SpacePrefix => format!(" {w}"),
-                WordStyle::Plain => norm,
-            };
-            Ok(Some((token, w, c, pieces)))
+            Ok(Some((w, c, pieces)))
         })
         .filter_map(|r| r.transpose())
         .collect::<Result<_>>()?;
     let candidates = scored.len();
     // Tokens saved if added: frequency x (pieces - 1); ties broken by the word for determinism.
     scored.sort_by(|a, b| {
-        (b.2 * (b.3 - 1))
-            .cmp(&(a.2 * (a.3 - 1)))
-            .then_with(|| a.1.cmp(b.1))
+        (b.1 * (b.2.len() - 1))
+            .cmp(&(a.1 * (a.2.len() - 1)))
+            .then_with(|| a.0.cmp(b.0))
     });
+
+    let model = json["model"].as_object_mut().expect("model object");
+    let mut next_id = model["vocab"]
+        .as_object()
+        .map(|v| v.values().filter_map(serde_json::Value::as_u64).max().unwrap_or(0))
+        .unwrap_or(0);
+    let added_max = tokenizer
+        .inner()
+        .get_added_tokens_decoder()
+        .keys()
+        .copied()
+        .max()
+        .map(u64::from)
+        .unwrap_or(0);
+    next_id = next_id.max(added_max) + 1;
+    let merges_as_pairs = model
+        .get("merges")
+        .and_then(|m| m.as_array())
+        .and_then(|m| m.first())
+        .is_some_and(serde_json::Value::is_array);
+    let mut new_vocab: Vec<(String, u64)> = vec![];
+    let mut new_merges: Vec<(String, String)> = vec![];
+    let vocab = model["vocab"].as_object().expect("vocab object").clone();
+    let has = |t: &str, new_vocab: &[(String, u64)]| {
+        vocab.contains_key(t) || new_vocab.iter().any(|(n, _)| n == t)
+    };
     let mut added = vec![];
-    let mut to_add = vec![];
-    for (token, word, frequency, pieces_before) in scored {
+    for (word, frequency, pieces) in scored {
         if added.len() >= config.max_new_tokens {
             break;
         }
-        if tokenizer.token_to_id(&token).is_some() || to_add.iter().any(|t: &AddedToken| t.content == token) {
+        let token = match kind {
+            ModelJson::Bpe => pieces.concat(),
+            ModelJson::WordPiece => pieces
+                .iter()
+                .map(|p| p.strip_prefix("##").unwrap_or(p))
+                .collect(),
+        };
+        if has(&token, &new_vocab) {
             continue;
         }
-        let t = match style {
-            WordStyle::Metaspace => AddedToken::from(token.clone(), false).normalized(true),
-            WordStyle::SpacePrefix => AddedToken::from(token.clone(), false).normalized(false),
-            WordStyle::Plain => AddedToken::from(token.clone(), false)
-                .normalized(true)
-                .single_word(true),
-        };
-        to_add.push(t);
+        match kind {
+            ModelJson::Bpe => {
+                let mut left = pieces[0].clone();
+                for right in &pieces[1..] {
+                    let merged = format!("{left}{right}");
+                    if !has(&merged, &new_vocab) {
+                        new_vocab.push((merged.clone(), next_id));
+                        next_id += 1;
+                    }
+                    if !new_merges.iter().any(|(a, b)| *a == left && b == right) {
+                        new_merges.push((left.clone(), right.clone()));
+                    }
+                    left = merged;
+                }
+            }
+            ModelJson::WordPiece => {
+                new_vocab.push((token.clone(), next_id));
+                next_id += 1;
+            }
+        }
         added.push(NewToken {
             word: word.to_string(),
             token,
             frequency,
-            pieces_before,
+            pieces_before: pieces.len(),
         });
     }
-    tokenizer
-        .inner_mut()
-        .add_tokens(to_add)
-        .map_err(crate::error::tk_err("adding tokens"))?;
+    let vocab_obj = model["vocab"].as_object_mut().expect("vocab object");
+    for (t, id) in &new_vocab {
+        vocab_obj.insert(t.clone(), serde_json::Value::from(*id));
+    }
+    if let Some(merges) = model.get_mut("merges").and_then(|m| m.as_array_mut()) {
+        for (a, b) in new_merges {
+            merges.push(if merges_as_pairs {
+                serde_json::json!([a, b])
+            } else {
+                serde_json::Value::String(format!("{a} {b}"))
+            });
+        }
+    }
+    let rebuilt: tokenizers::Tokenizer = json
+        .to_string()
+        .parse()
+        .map_err(crate::error::tk_err("rebuilding the extended tokenizer"))?;
+    *tokenizer.inner_mut() = rebuilt;
     let after = fertility(tokenizer, corpus)?;
     Ok(ExtendReport {
         distinct_words,

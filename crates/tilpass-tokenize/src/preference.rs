@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use tilpass_data::{Content, Message, Record};
 
+use crate::chat::common_prefix_len;
 use crate::chat_template::RenderOptions;
 use crate::error::{Result, TokenizeError};
 use crate::tokenizer::Tokenizer;
@@ -34,8 +35,9 @@ pub struct PreferenceExample {
 }
 
 /// The prompt, chosen and rejected strings after applying the chat template, as TRL's
-/// `maybe_apply_chat_template`: the prompt is rendered with the generation prompt, and each
-/// completion is the rendering of prompt + completion with the prompt's rendering removed.
+/// `maybe_apply_chat_template`: the prompt is rendered with the generation prompt and cut to
+/// its common prefix with the renderings of prompt + chosen and prompt + rejected; each
+/// completion is the rest of its rendering. Implicit prompts are extracted first.
 pub fn preference_texts(
     tokenizer: &Tokenizer,
     record: &Record,
@@ -67,21 +69,20 @@ pub fn preference_texts(
                     },
                 )?
                 .text;
-            let tail = |c: &[Message]| -> Result<String> {
+            // TRL keeps the common prefix of the prompt and each rendering as the prompt (templates
+            // such as DeepSeek-R1's add tokens with the generation prompt), then cuts it off.
+            let render_with = |c: &[Message]| -> Result<String> {
                 let all: Vec<Message> = p.iter().chain(c).cloned().collect();
-                let full = t.render(&all, &RenderOptions::default())?.text;
-                full.strip_prefix(&prompt_text)
-                    .map(str::to_string)
-                    .ok_or_else(|| TokenizeError::Template {
-                        name: t.name().to_string(),
-                        message: format!(
-                            "example {index}: the rendered prompt is not a prefix of the rendered \
-                             prompt + completion"
-                        ),
-                    })
+                Ok(t.render(&all, &RenderOptions::default())?.text)
             };
-            let (c, r) = (tail(&c)?, tail(&r)?);
-            Ok((prompt_text, c, r))
+            let prompt_chosen = render_with(&c)?;
+            let mut prompt = prompt_text;
+            prompt.truncate(common_prefix_len(&prompt, &prompt_chosen));
+            let chosen = prompt_chosen[prompt.len()..].to_string();
+            let prompt_rejected = render_with(&r)?;
+            prompt.truncate(common_prefix_len(&prompt, &prompt_rejected));
+            let rejected = prompt_rejected[prompt.len()..].to_string();
+            Ok((prompt, chosen, rejected))
         }
         _ => Err(TokenizeError::UnsupportedRecord {
             index,

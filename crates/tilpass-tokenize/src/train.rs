@@ -127,7 +127,9 @@ pub fn train_tokenizer(files: &[PathBuf], config: &TrainConfig) -> Result<Tokeni
     match config.kind {
         TokenizerKind::Bpe => {
             tok = tokenizers::Tokenizer::new(BPE::default());
-            tok.with_pre_tokenizer(Some(pre_tokenizers::byte_level::ByteLevel::default()));
+            tok.with_pre_tokenizer(Some(
+                pre_tokenizers::byte_level::ByteLevel::default().add_prefix_space(false),
+            ));
             tok.with_decoder(Some(decoders::byte_level::ByteLevel::default()));
             trainer = BpeTrainerBuilder::new()
                 .vocab_size(config.vocab_size)

@@ -1,0 +1,343 @@
+//! The `tilpass` command. Machine-readable results go to stdout as JSON; progress and logs go
+//! to stderr. Exit code 0 on success, 2 on bad input with a one-line cause on stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use tilpass::data::{
+    DedupKey, LengthFilter, ReadOptions, RecordKind, dedup, read_dataset, stats, write_jsonl,
+};
+use tilpass::tokenize::{
+    ExtendConfig, MaskMode, RenderOptions, TokenizerKind, TrainConfig, encode_chat,
+    extend_vocabulary, fertility, train_tokenizer,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser)]
+#[command(name = "tilpass", version, about = "Adapt language models to Norwegian and other low-resource languages")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tokenize text or a conversation: prints {"ids", "text", "assistant_mask"}.
+    Tokenize(TokenizeArgs),
+    /// Inspect and clean datasets (JSONL or JSON, TRL formats).
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Train tokenizers, extend vocabularies, measure fertility.
+    #[command(subcommand)]
+    Tokenizer(TokenizerCommand),
+}
+
+#[derive(Args)]
+struct TokenizeArgs {
+    /// Tokenizer directory (tokenizer.json, tokenizer_config.json, ...).
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Text to tokenize.
+    #[arg(long, conflicts_with = "messages", required_unless_present = "messages")]
+    text: Option<String>,
+    /// JSON file with a list of {"role", "content"} messages (or a row with "messages").
+    #[arg(long)]
+    messages: Option<PathBuf>,
+    /// Append the assistant header so the model answers next.
+    #[arg(long, requires = "messages")]
+    add_generation_prompt: bool,
+    /// Chat template: a name the tokenizer carries, or a built-in (`chatml`, `norsk`).
+    #[arg(long)]
+    chat_template: Option<String>,
+    /// How assistant tokens are found: auto, generation_blocks or prefix.
+    #[arg(long, default_value = "auto", value_parser = parse_mask_mode)]
+    mask_mode: MaskMode,
+    /// Do not add the tokenizer's special tokens (BOS, [CLS]/[SEP]) to --text.
+    #[arg(long)]
+    no_special_tokens: bool,
+}
+
+#[derive(Args)]
+struct ReadArgs {
+    /// Dataset file (.jsonl, or .json holding an array).
+    file: PathBuf,
+    /// Force the record kind (language_modeling, prompt_only, prompt_completion, preference,
+    /// unpaired_preference, alpaca); by default the first row decides.
+    #[arg(long)]
+    format: Option<RecordKind>,
+    /// Drop invalid rows (counted and reported) instead of stopping at the first.
+    #[arg(long)]
+    skip_invalid: bool,
+}
+
+impl ReadArgs {
+    fn options(&self, skip_invalid: bool) -> ReadOptions {
+        ReadOptions {
+            kind: self.format,
+            skip_invalid: skip_invalid || self.skip_invalid,
+            max_reported: Some(20),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Rows, kinds, turns and characters of a dataset.
+    Stats(ReadArgs),
+    /// Check every row; prints a report and exits 2 when any row is invalid.
+    Validate(ReadArgs),
+    /// Remove duplicates (and optionally too short/long rows); writes JSONL.
+    Dedup {
+        #[command(flatten)]
+        read: ReadArgs,
+        /// Output JSONL file.
+        #[arg(long)]
+        out: PathBuf,
+        /// What makes two rows duplicates: exact, normalized (case and white space) or prompt.
+        #[arg(long, default_value = "exact", value_parser = parse_dedup_key)]
+        key: DedupKey,
+        /// Drop rows with fewer characters.
+        #[arg(long)]
+        min_chars: Option<usize>,
+        /// Drop rows with more characters.
+        #[arg(long)]
+        max_chars: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenizerCommand {
+    /// Train a new tokenizer on text files (one document per line).
+    Train {
+        /// Training text files.
+        #[arg(long, num_args = 1.., required = true)]
+        files: Vec<PathBuf>,
+        /// bpe (byte-level), unigram or wordpiece.
+        #[arg(long, default_value = "bpe")]
+        kind: TokenizerKind,
+        /// Vocabulary size, special tokens included.
+        #[arg(long, default_value_t = 32000)]
+        vocab_size: usize,
+        /// Minimum frequency of a merge (BPE, WordPiece).
+        #[arg(long, default_value_t = 2)]
+        min_frequency: u64,
+        /// Chat template to store with the tokenizer (`chatml`, `norsk`).
+        #[arg(long)]
+        chat_template: Option<String>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Add frequent, badly split words of a corpus to a tokenizer.
+    Extend {
+        /// Tokenizer directory.
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// Corpus file (one text per line).
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Add at most this many tokens.
+        #[arg(long, default_value_t = 1000)]
+        max_new_tokens: usize,
+        /// Only words seen at least this often.
+        #[arg(long, default_value_t = 5)]
+        min_frequency: usize,
+        /// Only words split into at least this many pieces.
+        #[arg(long, default_value_t = 3)]
+        min_pieces: usize,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Tokens per word of a tokenizer on a corpus.
+    Fertility {
+        /// Tokenizer directory.
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// Corpus file (one text per line).
+        #[arg(long)]
+        corpus: PathBuf,
+    },
+}
+
+fn parse_mask_mode(s: &str) -> Result<MaskMode, String> {
+    serde_json::from_value(json!(s))
+        .map_err(|_| format!("unknown mask mode `{s}`; expected auto, generation_blocks or prefix"))
+}
+
+fn parse_dedup_key(s: &str) -> Result<DedupKey, String> {
+    serde_json::from_value(json!(s))
+        .map_err(|_| format!("unknown dedup key `{s}`; expected exact, normalized or prompt"))
+}
+
+fn print(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string(v).expect("JSON value"));
+}
+
+fn read_lines(path: &PathBuf) -> Result<Vec<String>, BoxError> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text.lines().map(str::to_string).collect())
+}
+
+fn tokenize(a: TokenizeArgs) -> Result<(), BoxError> {
+    let tok = tilpass::tokenize::Tokenizer::from_dir(&a.tokenizer)?;
+    if let Some(text) = a.text {
+        let ids = tok.encode(&text, !a.no_special_tokens)?;
+        print(&json!({"ids": ids, "text": text, "assistant_mask": null}));
+        return Ok(());
+    }
+    let path = a.messages.expect("clap requires --text or --messages");
+    let value: serde_json::Value = {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: invalid JSON: {e}", path.display()))?
+    };
+    let list = value.get("messages").cloned().unwrap_or(value);
+    let messages = tilpass::data::parse_messages(&list)
+        .map_err(|e| format!("{}: {}", path.display(), e.within("messages")))?;
+    let template = tok.chat_template(a.chat_template.as_deref())?;
+    let opts = RenderOptions {
+        add_generation_prompt: a.add_generation_prompt,
+        ..Default::default()
+    };
+    let enc = encode_chat(&tok, &template, &messages, &opts, a.mask_mode)?;
+    print(&json!({"ids": enc.ids, "text": enc.text, "assistant_mask": enc.assistant_mask}));
+    Ok(())
+}
+
+fn data(cmd: DataCommand) -> Result<bool, BoxError> {
+    match cmd {
+        DataCommand::Stats(r) => {
+            let ds = read_dataset(&r.file, &r.options(false))?;
+            print(&json!({"stats": stats(&ds.records), "read": ds.report}));
+        }
+        DataCommand::Validate(r) => {
+            let ds = read_dataset(&r.file, &r.options(true))?;
+            let bad = ds.report.skipped_count;
+            print(&json!({"valid": bad == 0, "read": ds.report}));
+            if bad > 0 {
+                let first = &ds.report.skipped[0];
+                eprintln!(
+                    "error: {}: {bad} invalid row(s) of {}; first at {}: {}",
+                    r.file.display(),
+                    ds.report.rows,
+                    first.location,
+                    first.reason
+                );
+                return Ok(false);
+            }
+        }
+        DataCommand::Dedup {
+            read,
+            out,
+            key,
+            min_chars,
+            max_chars,
+        } => {
+            let ds = read_dataset(&read.file, &read.options(false))?;
+            let mut records = ds.records;
+            let filter = LengthFilter {
+                min_chars,
+                max_chars,
+            };
+            let removed_length = filter.apply(&mut records);
+            let report = dedup(&mut records, key);
+            write_jsonl(&out, &records)?;
+            print(&json!({
+                "read": ds.report,
+                "removed_by_length": removed_length,
+                "dedup": report,
+                "written": records.len(),
+                "out": out,
+            }));
+        }
+    }
+    Ok(true)
+}
+
+fn tokenizer_cmd(cmd: TokenizerCommand) -> Result<(), BoxError> {
+    match cmd {
+        TokenizerCommand::Train {
+            files,
+            kind,
+            vocab_size,
+            min_frequency,
+            chat_template,
+            out,
+        } => {
+            let cfg = TrainConfig {
+                kind,
+                vocab_size,
+                min_frequency,
+                show_progress: true,
+                ..Default::default()
+            };
+            let mut tok = train_tokenizer(&files, &cfg)?;
+            if let Some(name) = chat_template {
+                let src = tilpass::tokenize::chat_template::builtin(&name)
+                    .ok_or_else(|| format!("unknown built-in chat template `{name}`; expected chatml or norsk"))?;
+                tok.set_chat_template("default", src);
+            }
+            tok.save(&out)?;
+            print(&json!({"out": out, "vocab_size": tok.vocab_size(), "kind": kind}));
+        }
+        TokenizerCommand::Extend {
+            tokenizer,
+            corpus,
+            max_new_tokens,
+            min_frequency,
+            min_pieces,
+            out,
+        } => {
+            let mut tok = tilpass::tokenize::Tokenizer::from_dir(&tokenizer)?;
+            let lines = read_lines(&corpus)?;
+            let cfg = ExtendConfig {
+                max_new_tokens,
+                min_frequency,
+                min_pieces,
+                ..Default::default()
+            };
+            let report = extend_vocabulary(&mut tok, &lines, &cfg)?;
+            tok.save(&out)?;
+            eprintln!(
+                "added {} tokens; fertility {:.3} -> {:.3} tokens/word",
+                report.added.len(),
+                report.before.fertility,
+                report.after.fertility
+            );
+            print(&serde_json::to_value(&report)?);
+        }
+        TokenizerCommand::Fertility { tokenizer, corpus } => {
+            let tok = tilpass::tokenize::Tokenizer::from_dir(&tokenizer)?;
+            let lines = read_lines(&corpus)?;
+            print(&serde_json::to_value(fertility(&tok, &lines)?)?);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TILPASS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Tokenize(a) => tokenize(a).map(|()| true),
+        Command::Data(d) => data(d),
+        Command::Tokenizer(t) => tokenizer_cmd(t).map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("error: {}", e.to_string().replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Runnable examples of tilpass; see the `[[example]]` entries of this package.

@@ -1,0 +1,105 @@
+//! Packing: no attention crosses documents and positions restart per document.
+
+use tilpass::tokenize::{IGNORE_INDEX, PadSide, SftExample, collate, pack_bfd};
+
+fn example(len: usize, seed: u32) -> SftExample {
+    let ids: Vec<u32> = (0..len as u32).map(|i| seed * 1000 + i).collect();
+    SftExample {
+        labels: ids.iter().map(|&i| i64::from(i)).collect(),
+        attention_mask: vec![1; len],
+        input_ids: ids,
+    }
+}
+
+#[test]
+fn best_fit_decreasing_fills_bins_and_keeps_documents_intact() {
+    let lens = [7, 5, 4, 3, 2, 2, 1];
+    let examples: Vec<SftExample> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| example(l, i as u32 + 1))
+        .collect();
+    let packed = pack_bfd(&examples, 8);
+    // BFD on [7,5,4,3,2,2,1] into 8: {7,1}, {5,3}, {4,2,2}: the optimum, ceil(24/8) = 3.
+    assert_eq!(packed.len(), 3);
+    let mut seen = vec![0; examples.len()];
+    for p in &packed {
+        assert!(p.len() <= 8);
+        assert_eq!(p.doc_lengths.iter().sum::<usize>(), p.len());
+        let mut offset = 0;
+        for (&d, &n) in p.doc_indices.iter().zip(&p.doc_lengths) {
+            seen[d] += 1;
+            // The document's tokens, in order, unchanged.
+            assert_eq!(&p.input_ids[offset..offset + n], &examples[d].input_ids[..]);
+            offset += n;
+        }
+    }
+    assert!(seen.iter().all(|&c| c == 1), "every document packed once: {seen:?}");
+}
+
+#[test]
+fn positions_restart_and_attention_never_crosses_documents() {
+    let examples: Vec<SftExample> = [13, 3, 9, 1, 6, 10, 4, 4]
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| example(l, i as u32 + 1))
+        .collect();
+    let packed = pack_bfd(&examples, 16);
+    for p in &packed {
+        let docs = p.document_ids();
+        let n = p.len();
+        // position_ids: 0 at every document start, +1 inside a document.
+        for i in 0..n {
+            let starts_doc = i == 0 || docs[i] != docs[i - 1];
+            if starts_doc {
+                assert_eq!(p.position_ids[i], 0, "position resets at {i}");
+                assert_eq!(p.labels[i], IGNORE_INDEX, "no label crosses into document at {i}");
+            } else {
+                assert_eq!(p.position_ids[i], p.position_ids[i - 1] + 1);
+                assert_ne!(p.labels[i], IGNORE_INDEX);
+            }
+        }
+        let mask = p.attention_mask();
+        assert_eq!(mask.len(), n * n);
+        let mut allowed = 0;
+        for q in 0..n {
+            for k in 0..n {
+                let visible = !mask[q * n + k];
+                if docs[q] != docs[k] {
+                    assert!(!visible, "query {q} (doc {}) sees key {k} (doc {})", docs[q], docs[k]);
+                }
+                if visible {
+                    assert!(k <= q, "causal: {q} must not see future {k}");
+                    allowed += 1;
+                }
+            }
+        }
+        // Exactly the causal triangles of the documents are visible.
+        let expected: usize = p.doc_lengths.iter().map(|l| l * (l + 1) / 2).sum();
+        assert_eq!(allowed, expected);
+        assert_eq!(*p.cu_seqlens().last().unwrap(), n);
+    }
+}
+
+#[test]
+fn too_long_examples_are_truncated_to_the_block() {
+    let packed = pack_bfd(&[example(20, 1), example(3, 2)], 8);
+    assert_eq!(packed.iter().map(|p| p.len()).sum::<usize>(), 8 + 3);
+}
+
+#[test]
+fn collate_pads_left_or_right() {
+    let ex = [example(3, 1), example(1, 2)];
+    let right = collate(&ex, 0, PadSide::Right, Some(4));
+    assert_eq!(right.shape(), [2, 4]);
+    assert_eq!(right.row_ids(1), [2000, 0, 0, 0]);
+    assert_eq!(&right.attention_mask[4..], [1, 0, 0, 0]);
+    assert_eq!(&right.labels[4..], [2000, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]);
+    let left = collate(&ex, 0, PadSide::Left, None);
+    assert_eq!(left.shape(), [2, 3]);
+    assert_eq!(left.row_ids(1), [0, 0, 2000]);
+    assert_eq!(&left.attention_mask[3..], [0, 0, 1]);
+    // HF: position_ids = cumsum(mask) - 1, masked positions filled with 1.
+    assert_eq!(&left.position_ids[..3], [0, 1, 2]);
+    assert_eq!(&left.position_ids[3..], [1, 1, 0]);
+}
