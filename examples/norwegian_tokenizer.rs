@@ -31,11 +31,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut tok = train_tokenizer(&[corpus], &cfg)?;
     tok.set_chat_template("default", tilpass::tokenize::chat_template::NORSK_TEMPLATE);
     let ours = fertility(&tok, &lines)?;
-    println!("trained BPE: vocab {}, {:.3} tokens/word", tok.vocab_size(), ours.fertility);
+    println!(
+        "trained BPE: vocab {}, {:.3} tokens/word",
+        tok.vocab_size(),
+        ours.fertility
+    );
     if let Some(base) = args.next() {
         let base = Tokenizer::from_dir(base)?;
         let f = fertility(&base, &lines)?;
-        println!("baseline ({}): {:.3} tokens/word", base.source(), f.fertility);
+        println!(
+            "baseline ({}): {:.3} tokens/word",
+            base.source(),
+            f.fertility
+        );
     }
 
     let chat = Record::Conversation {

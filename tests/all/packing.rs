@@ -34,7 +34,10 @@ fn best_fit_decreasing_fills_bins_and_keeps_documents_intact() {
             offset += n;
         }
     }
-    assert!(seen.iter().all(|&c| c == 1), "every document packed once: {seen:?}");
+    assert!(
+        seen.iter().all(|&c| c == 1),
+        "every document packed once: {seen:?}"
+    );
 }
 
 #[test]
@@ -53,7 +56,10 @@ fn positions_restart_and_attention_never_crosses_documents() {
             let starts_doc = i == 0 || docs[i] != docs[i - 1];
             if starts_doc {
                 assert_eq!(p.position_ids[i], 0, "position resets at {i}");
-                assert_eq!(p.labels[i], IGNORE_INDEX, "no label crosses into document at {i}");
+                assert_eq!(
+                    p.labels[i], IGNORE_INDEX,
+                    "no label crosses into document at {i}"
+                );
             } else {
                 assert_eq!(p.position_ids[i], p.position_ids[i - 1] + 1);
                 assert_ne!(p.labels[i], IGNORE_INDEX);
@@ -66,7 +72,11 @@ fn positions_restart_and_attention_never_crosses_documents() {
             for k in 0..n {
                 let visible = !mask[q * n + k];
                 if docs[q] != docs[k] {
-                    assert!(!visible, "query {q} (doc {}) sees key {k} (doc {})", docs[q], docs[k]);
+                    assert!(
+                        !visible,
+                        "query {q} (doc {}) sees key {k} (doc {})",
+                        docs[q], docs[k]
+                    );
                 }
                 if visible {
                     assert!(k <= q, "causal: {q} must not see future {k}");
@@ -94,7 +104,10 @@ fn collate_pads_left_or_right() {
     assert_eq!(right.shape(), [2, 4]);
     assert_eq!(right.row_ids(1), [2000, 0, 0, 0]);
     assert_eq!(&right.attention_mask[4..], [1, 0, 0, 0]);
-    assert_eq!(&right.labels[4..], [2000, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]);
+    assert_eq!(
+        &right.labels[4..],
+        [2000, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]
+    );
     let left = collate(&ex, 0, PadSide::Left, None);
     assert_eq!(left.shape(), [2, 3]);
     assert_eq!(left.row_ids(1), [0, 0, 2000]);

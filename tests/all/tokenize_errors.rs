@@ -1,16 +1,22 @@
 //! Malformed inputs give typed errors that say where.
 
 use tilpass::data::{Message, Record, Role};
-use tilpass::tokenize::{SftConfig, SftEncoder, Tokenizer, TokenizeError, Truncation};
+use tilpass::tokenize::{SftConfig, SftEncoder, TokenizeError, Tokenizer, Truncation};
 use tilpass_tests::artefact;
 
 #[test]
 fn missing_tokenizer_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let err = Tokenizer::from_dir(dir.path()).unwrap_err();
-    assert!(matches!(err, TokenizeError::MissingTokenizer { .. }), "{err}");
+    assert!(
+        matches!(err, TokenizeError::MissingTokenizer { .. }),
+        "{err}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("tokenizer.json") && msg.contains("vocab.txt"), "{msg}");
+    assert!(
+        msg.contains("tokenizer.json") && msg.contains("vocab.txt"),
+        "{msg}"
+    );
     let err = Tokenizer::from_dir(dir.path().join("nope")).unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
 }
@@ -83,8 +89,13 @@ fn examples_without_supervised_tokens_and_overlong_examples() {
         ],
     };
     // A dataset where nothing is supervised is an error; one bad row among good ones is dropped.
-    let err = enc.encode_all(std::slice::from_ref(&no_answer)).unwrap_err();
-    assert!(matches!(err, TokenizeError::NoSupervisedTokens { .. }), "{err}");
+    let err = enc
+        .encode_all(std::slice::from_ref(&no_answer))
+        .unwrap_err();
+    assert!(
+        matches!(err, TokenizeError::NoSupervisedTokens { .. }),
+        "{err}"
+    );
     let (kept, report) = enc.encode_all(&[no_answer.clone(), ok.clone()]).unwrap();
     assert_eq!((kept.len(), report.dropped_unsupervised), (1, 1));
 
@@ -99,7 +110,11 @@ fn examples_without_supervised_tokens_and_overlong_examples() {
     .unwrap();
     assert!(matches!(
         strict.encode(3, &ok),
-        Err(TokenizeError::TooLong { index: 3, max_length: 4, .. })
+        Err(TokenizeError::TooLong {
+            index: 3,
+            max_length: 4,
+            ..
+        })
     ));
     let drop = SftEncoder::new(
         &tok,

@@ -4,8 +4,8 @@
 use serde_json::Value;
 use tilpass::data::{Record, parse_messages};
 use tilpass::tokenize::{
-    ChatTemplate, MaskMode, PreferenceConfig, RenderOptions, SftConfig, SftEncoder, Tokenizer,
-    TokenizeError, Truncation, encode_chat, encode_preference, preference_texts,
+    ChatTemplate, MaskMode, PreferenceConfig, RenderOptions, SftConfig, SftEncoder, TokenizeError,
+    Tokenizer, Truncation, encode_chat, encode_preference, preference_texts,
 };
 use tilpass_tests::{artefact, fixture_json};
 
@@ -26,7 +26,8 @@ fn template(tok: &mut Tokenizer, spec: &Value) -> ChatTemplate {
     if let Some(name) = spec.get("builtin").and_then(Value::as_str) {
         return tok.chat_template(Some(name)).unwrap();
     }
-    tok.chat_template(None).expect("tokenizer carries a template")
+    tok.chat_template(None)
+        .expect("tokenizer carries a template")
 }
 
 #[test]
@@ -37,7 +38,11 @@ fn tokenizer_ids_match_hf_tokenizers() {
         let Some(tok) = load(name) else { continue };
         for row in rows.as_array().unwrap() {
             let text = row["text"].as_str().unwrap();
-            assert_eq!(tok.encode(text, true).unwrap(), ids(&row["ids"]), "{name}: {text:?}");
+            assert_eq!(
+                tok.encode(text, true).unwrap(),
+                ids(&row["ids"]),
+                "{name}: {text:?}"
+            );
             let enc = tok.encode_full(text, false).unwrap();
             assert_eq!(enc.get_ids(), ids(&row["ids_plain"]), "{name}: {text:?}");
             let tokens: Vec<String> = serde_json::from_value(row["tokens_plain"].clone()).unwrap();
@@ -62,19 +67,28 @@ fn known_vectors_from_the_artefact_notes() {
     if let Some(gpt2) = load("gpt2") {
         assert_eq!(gpt2.encode("Hello world", true).unwrap(), [15496, 995]);
         assert_eq!(
-            gpt2.encode("Hvor ligger nærmeste bibliotek?", true).unwrap(),
-            [39, 20867, 300, 15249, 299, 21241, 26224, 29872, 275, 29142, 313, 988, 30]
+            gpt2.encode("Hvor ligger nærmeste bibliotek?", true)
+                .unwrap(),
+            [
+                39, 20867, 300, 15249, 299, 21241, 26224, 29872, 275, 29142, 313, 988, 30
+            ]
         );
     }
     if let Some(mistral) = load("mistral") {
-        assert_eq!(mistral.encode("Hello, world", true).unwrap(), [1, 22557, 28725, 1526]);
+        assert_eq!(
+            mistral.encode("Hello, world", true).unwrap(),
+            [1, 22557, 28725, 1526]
+        );
         assert_eq!(mistral.bos_id(), Some(1));
         assert_eq!(mistral.eos_id(), Some(2));
     }
     if let Some(minilm) = load("minilm") {
         assert_eq!(
             minilm.encode("Blåbærsyltetøy på søndag", true).unwrap(),
-            [101, 1038, 20470, 29667, 2869, 8516, 22513, 27688, 6643, 1055, 16415, 8943, 2290, 102]
+            [
+                101, 1038, 20470, 29667, 2869, 8516, 22513, 27688, 6643, 1055, 16415, 8943, 2290,
+                102
+            ]
         );
     }
 }
@@ -107,7 +121,11 @@ fn chat_templates_match_transformers() {
         let exp = &case["expected"];
         let enc = encode_chat(&tok, &t, &messages, &opts, MaskMode::Auto)
             .unwrap_or_else(|e| panic!("{id}: {e}"));
-        assert_eq!(enc.text, exp["text"].as_str().unwrap(), "{id}: rendered text");
+        assert_eq!(
+            enc.text,
+            exp["text"].as_str().unwrap(),
+            "{id}: rendered text"
+        );
         assert_eq!(enc.ids, ids(&exp["ids"]), "{id}: ids");
         if let Some(mask) = exp.get("assistant_masks") {
             let mask: Vec<u8> = serde_json::from_value(mask.clone()).unwrap();
@@ -153,7 +171,9 @@ fn sft_labels_match_trl() {
         }
         let record = Record::from_json(&case["record"], None).unwrap();
         let enc = SftEncoder::new(&tok, sft_config(case)).unwrap();
-        let ex = enc.encode(0, &record).unwrap_or_else(|e| panic!("{id}: {e}"));
+        let ex = enc
+            .encode(0, &record)
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
         let exp = &case["expected"];
         assert_eq!(ex.input_ids, ids(&exp["input_ids"]), "{id}: input_ids");
         let labels: Vec<i64> = serde_json::from_value(exp["labels"].clone()).unwrap();

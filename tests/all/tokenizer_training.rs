@@ -1,7 +1,7 @@
 //! Training tokenizers on Norwegian text, fertility, and vocabulary extension.
 
 use tilpass::tokenize::{
-    ExtendConfig, TokenizerKind, Tokenizer, TrainConfig, extend_vocabulary, fertility,
+    ExtendConfig, Tokenizer, TokenizerKind, TrainConfig, extend_vocabulary, fertility,
     train_tokenizer,
 };
 use tilpass_tests::{artefact, read_lines, shared_data};
@@ -14,7 +14,9 @@ fn bpe_trained_on_bokmaal_beats_gpt2_fertility() {
     ) else {
         return;
     };
-    let Some(gpt2_dir) = artefact("gpt2") else { return };
+    let Some(gpt2_dir) = artefact("gpt2") else {
+        return;
+    };
     let cfg = TrainConfig {
         kind: TokenizerKind::Bpe,
         vocab_size: 8000,
@@ -23,9 +25,16 @@ fn bpe_trained_on_bokmaal_beats_gpt2_fertility() {
     };
     let ours = train_tokenizer(std::slice::from_ref(&nob), &cfg).unwrap();
     // A 2,400-sentence corpus runs out of pairs seen twice before 8,000 entries.
-    assert!(ours.vocab_size() > 5000 && ours.vocab_size() <= 8000, "{}", ours.vocab_size());
+    assert!(
+        ours.vocab_size() > 5000 && ours.vocab_size() <= 8000,
+        "{}",
+        ours.vocab_size()
+    );
     let gpt2 = Tokenizer::from_dir(gpt2_dir).unwrap();
-    for (name, path) in [("nob-dev (training text)", &nob), ("nno-dev (held out)", &nno)] {
+    for (name, path) in [
+        ("nob-dev (training text)", &nob),
+        ("nno-dev (held out)", &nno),
+    ] {
         let lines = read_lines(path);
         let a = fertility(&ours, &lines).unwrap();
         let b = fertility(&gpt2, &lines).unwrap();
@@ -56,17 +65,28 @@ fn unigram_and_wordpiece_train_save_and_reload() {
             ..Default::default()
         };
         let tok = train_tokenizer(std::slice::from_ref(&nob), &cfg).unwrap();
-        assert!(tok.vocab_size() <= 2000 && tok.vocab_size() > 500, "{kind:?}: {}", tok.vocab_size());
+        assert!(
+            tok.vocab_size() <= 2000 && tok.vocab_size() > 500,
+            "{kind:?}: {}",
+            tok.vocab_size()
+        );
         let dir = tempfile::tempdir().unwrap();
         tok.save(dir.path()).unwrap();
         let back = Tokenizer::from_dir(dir.path()).unwrap();
         let s = "Dommeren lar gjerningsbeskrivelsen tale for seg.";
-        assert_eq!(back.encode(s, true).unwrap(), tok.encode(s, true).unwrap(), "{kind:?}");
+        assert_eq!(
+            back.encode(s, true).unwrap(),
+            tok.encode(s, true).unwrap(),
+            "{kind:?}"
+        );
         let ids = tok.encode(s, false).unwrap();
         let text = tok.decode(&ids, true).unwrap();
         match kind {
             TokenizerKind::WordPiece => {
-                assert_eq!(tok.encode(s, true).unwrap()[0], tok.token_to_id("[CLS]").unwrap());
+                assert_eq!(
+                    tok.encode(s, true).unwrap()[0],
+                    tok.token_to_id("[CLS]").unwrap()
+                );
                 // WordPiece's decoder cleans up the space before punctuation.
                 assert_eq!(text, s);
             }
@@ -114,7 +134,10 @@ fn vocabulary_extension_lowers_fertility_and_round_trips() {
     let original = Tokenizer::from_dir(artefact("mistral").unwrap()).unwrap();
     let a = fertility(&tok, held_out).unwrap();
     let b = fertility(&original, held_out).unwrap();
-    println!("held-out fertility: {:.3} -> {:.3}", b.fertility, a.fertility);
+    println!(
+        "held-out fertility: {:.3} -> {:.3}",
+        b.fertility, a.fertility
+    );
     assert!(a.fertility < b.fertility);
     for line in held_out.iter().take(50) {
         let new_ids = tok.encode(line, false).unwrap();

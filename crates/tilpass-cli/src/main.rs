@@ -17,7 +17,11 @@ use tilpass::tokenize::{
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Parser)]
-#[command(name = "tilpass", version, about = "Adapt language models to Norwegian and other low-resource languages")]
+#[command(
+    name = "tilpass",
+    version,
+    about = "Adapt language models to Norwegian and other low-resource languages"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,7 +45,11 @@ struct TokenizeArgs {
     #[arg(long)]
     tokenizer: PathBuf,
     /// Text to tokenize.
-    #[arg(long, conflicts_with = "messages", required_unless_present = "messages")]
+    #[arg(
+        long,
+        conflicts_with = "messages",
+        required_unless_present = "messages"
+    )]
     text: Option<String>,
     /// JSON file with a list of {"role", "content"} messages (or a row with "messages").
     #[arg(long)]
@@ -191,7 +199,8 @@ fn tokenize(a: TokenizeArgs) -> Result<(), BoxError> {
     }
     let path = a.messages.expect("clap requires --text or --messages");
     let value: serde_json::Value = {
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         serde_json::from_str(&text).map_err(|e| format!("{}: invalid JSON: {e}", path.display()))?
     };
     let list = value.get("messages").cloned().unwrap_or(value);
@@ -276,8 +285,9 @@ fn tokenizer_cmd(cmd: TokenizerCommand) -> Result<(), BoxError> {
             };
             let mut tok = train_tokenizer(&files, &cfg)?;
             if let Some(name) = chat_template {
-                let src = tilpass::tokenize::chat_template::builtin(&name)
-                    .ok_or_else(|| format!("unknown built-in chat template `{name}`; expected chatml or norsk"))?;
+                let src = tilpass::tokenize::chat_template::builtin(&name).ok_or_else(|| {
+                    format!("unknown built-in chat template `{name}`; expected chatml or norsk")
+                })?;
                 tok.set_chat_template("default", src);
             }
             tok.save(&out)?;

@@ -595,7 +595,9 @@ pub fn save_sharded<'a>(
     });
     let index_path = dir.join(SAFETENSORS_INDEX_FILE);
     let text = serde_json::to_string_pretty(&index).expect("JSON value");
-    write_atomic_with(&index_path, |f| std::io::Write::write_all(f, text.as_bytes()))?;
+    write_atomic_with(&index_path, |f| {
+        std::io::Write::write_all(f, text.as_bytes())
+    })?;
     Ok(files)
 }
 
@@ -627,7 +629,10 @@ mod tests {
         );
         assert_eq!(ckpt.read_f32("model.a.weight").unwrap(), a);
         assert_eq!(ckpt.read_f32_shaped("model.b", &[4]).unwrap(), b);
-        assert_eq!(ckpt.metadata().get("format").map(String::as_str), Some("pt"));
+        assert_eq!(
+            ckpt.metadata().get("format").map(String::as_str),
+            Some("pt")
+        );
     }
 
     #[test]
@@ -637,7 +642,10 @@ mod tests {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        assert_eq!(cast_to_f32(&bf, Dtype::BF16).unwrap(), vec![1.0, -2.5, 0.125]);
+        assert_eq!(
+            cast_to_f32(&bf, Dtype::BF16).unwrap(),
+            vec![1.0, -2.5, 0.125]
+        );
         let f16: Vec<u8> = [0x3C00u16, 0xC500]
             .iter()
             .flat_map(|v| v.to_le_bytes())
@@ -683,10 +691,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = t(&[2, 3], 0.0);
         let path = dir.path().join("w.safetensors");
-        save_safetensors(&path, [("layers.0.attn.q_proj.weight", &a)], SaveDtype::F32, None)
-            .unwrap();
+        save_safetensors(
+            &path,
+            [("layers.0.attn.q_proj.weight", &a)],
+            SaveDtype::F32,
+            None,
+        )
+        .unwrap();
         let ckpt = Checkpoint::open(&path).unwrap();
-        let err = ckpt.read_f32("model.layers.0.attn.q_proj.weight").unwrap_err();
+        let err = ckpt
+            .read_f32("model.layers.0.attn.q_proj.weight")
+            .unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::MissingTensor { .. }));
         assert!(
@@ -699,7 +714,10 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::ShapeMismatch { .. }));
         let msg = err.to_string();
-        assert!(msg.contains("w.safetensors") && msg.contains("[3, 2]"), "{msg}");
+        assert!(
+            msg.contains("w.safetensors") && msg.contains("[3, 2]"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -716,7 +734,10 @@ mod tests {
         .unwrap();
         let remap = KeyRemap::new([(r"^bert\.", "")]).unwrap();
         let ckpt = Checkpoint::open(&path).unwrap().remap(&remap).unwrap();
-        assert_eq!(ckpt.keys().collect::<Vec<_>>(), ["embeddings.word", "pooler"]);
+        assert_eq!(
+            ckpt.keys().collect::<Vec<_>>(),
+            ["embeddings.word", "pooler"]
+        );
         assert_eq!(ckpt.info("pooler").unwrap().stored_name, "bert.pooler");
         let clash = KeyRemap::new([(r"^bert\..*$", "same")]).unwrap();
         let err = Checkpoint::open(&path).unwrap().remap(&clash).unwrap_err();
@@ -729,7 +750,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pytorch_model.bin"), b"x").unwrap();
         let msg = Checkpoint::open(dir.path()).unwrap_err().to_string();
-        assert!(msg.contains("model.safetensors") && msg.contains("pytorch_model.bin"), "{msg}");
+        assert!(
+            msg.contains("model.safetensors") && msg.contains("pytorch_model.bin"),
+            "{msg}"
+        );
     }
 
     #[test]

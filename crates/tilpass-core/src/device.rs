@@ -11,10 +11,13 @@ use std::str::FromStr;
 use crate::error::Error;
 
 /// A parsed device string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub enum DeviceSpec {
-    /// burn's pure-Rust CPU backend (`flex`, also accepted as `cpu`).
+    /// burn's pure-Rust CPU backend (`flex`, also accepted as `cpu`); the default.
+    #[default]
     Flex,
     /// wgpu on its default adapter (`wgpu`).
     Wgpu,
@@ -34,12 +37,6 @@ impl DeviceSpec {
             DeviceSpec::Wgpu | DeviceSpec::WgpuCpu | DeviceSpec::WgpuDiscrete(_) => "wgpu",
             DeviceSpec::Cuda(_) => "cuda",
         }
-    }
-}
-
-impl Default for DeviceSpec {
-    fn default() -> Self {
-        DeviceSpec::Flex
     }
 }
 
@@ -66,9 +63,9 @@ impl FromStr for DeviceSpec {
         };
         let (name, index) = match spec.split_once(':') {
             Some((name, idx)) => {
-                let idx: usize = idx
-                    .parse()
-                    .map_err(|_| invalid("the part after `:` must be a device index (0, 1, ...)"))?;
+                let idx: usize = idx.parse().map_err(|_| {
+                    invalid("the part after `:` must be a device index (0, 1, ...)")
+                })?;
                 (name, Some(idx))
             }
             None => (spec.as_str(), None),

@@ -99,7 +99,9 @@ pub enum Error {
         message: String,
     },
     /// A device string could not be parsed.
-    #[error("invalid device `{spec}`: {reason}. Expected one of: flex, wgpu, wgpu-cpu, wgpu:N, cuda, cuda:N")]
+    #[error(
+        "invalid device `{spec}`: {reason}. Expected one of: flex, wgpu, wgpu-cpu, wgpu:N, cuda, cuda:N"
+    )]
     InvalidDevice {
         /// The string given.
         spec: String,
@@ -107,7 +109,9 @@ pub enum Error {
         reason: String,
     },
     /// The device names a backend that this build does not include.
-    #[error("device `{spec}` needs the `{feature}` backend, which this build of tilpass does not include (rebuild with `--features {feature}`)")]
+    #[error(
+        "device `{spec}` needs the `{feature}` backend, which this build of tilpass does not include (rebuild with `--features {feature}`)"
+    )]
     BackendNotCompiled {
         /// The device string.
         spec: String,

@@ -90,6 +90,9 @@ mod tests {
         let p = dir.path().join("config.json");
         std::fs::write(&p, "{\n  \"a\": 1,\n  oops\n}").unwrap();
         let err = read_json::<serde_json::Value>(&p).unwrap_err().to_string();
-        assert!(err.contains("config.json") && err.contains("line 3"), "{err}");
+        assert!(
+            err.contains("config.json") && err.contains("line 3"),
+            "{err}"
+        );
     }
 }

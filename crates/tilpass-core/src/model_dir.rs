@@ -95,7 +95,10 @@ mod tests {
             vocab_size: usize,
         }
         let err = md.config::<Needs>().unwrap_err().to_string();
-        assert!(err.contains("config.json") && err.contains("vocab_size"), "{err}");
+        assert!(
+            err.contains("config.json") && err.contains("vocab_size"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -289,10 +289,7 @@ impl Iterator for JsonlRows {
                 Err(e) => {
                     return Some(Err(DataError::Io {
                         path: self.path.clone(),
-                        source: std::io::Error::new(
-                            e.kind(),
-                            format!("line {}: {e}", self.line),
-                        ),
+                        source: std::io::Error::new(e.kind(), format!("line {}: {e}", self.line)),
                     }));
                 }
             }

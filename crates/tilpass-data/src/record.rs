@@ -342,7 +342,10 @@ impl Record {
     /// Parses a JSON object as a record of `kind` (or of the kind its keys suggest when `None`).
     pub fn from_json(value: &Value, kind: Option<RecordKind>) -> Result<Self, RecordError> {
         let obj = value.as_object().ok_or_else(|| {
-            RecordError::record(format!("expected a JSON object, found {}", json_type(value)))
+            RecordError::record(format!(
+                "expected a JSON object, found {}",
+                json_type(value)
+            ))
         })?;
         let kind = match kind {
             Some(k) => k,
@@ -466,7 +469,10 @@ impl Record {
     pub fn to_json(&self) -> Value {
         let mut o = Map::new();
         let put = |o: &mut Map<String, Value>, k: &str, c: &Content| {
-            o.insert(k.into(), serde_json::to_value(c).expect("content serialises"));
+            o.insert(
+                k.into(),
+                serde_json::to_value(c).expect("content serialises"),
+            );
         };
         match self {
             Record::Text { text } => {

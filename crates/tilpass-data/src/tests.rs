@@ -41,8 +41,16 @@ fn reads_conversations_and_skips_blank_lines() {
 #[test]
 fn every_trl_format_is_recognised() {
     let rows = [
-        (json!({"text": "Nordlys over Tromsø."}), RecordKind::LanguageModeling, false),
-        (json!({"prompt": "Skriv et dikt"}), RecordKind::PromptOnly, false),
+        (
+            json!({"text": "Nordlys over Tromsø."}),
+            RecordKind::LanguageModeling,
+            false,
+        ),
+        (
+            json!({"prompt": "Skriv et dikt"}),
+            RecordKind::PromptOnly,
+            false,
+        ),
         (
             json!({"prompt": [{"role":"user","content":"Hei"}], "completion": [{"role":"assistant","content":"Hei!"}]}),
             RecordKind::PromptCompletion,
@@ -98,9 +106,7 @@ fn alpaca_becomes_messages() {
 fn implicit_prompt_is_extracted_like_trl() {
     // The example of TRL's `extract_prompt` documentation.
     let v = json!({"chosen": "The sky is blue.", "rejected": "The sky is green."});
-    let r = Record::from_json(&v, None)
-        .unwrap()
-        .with_explicit_prompt();
+    let r = Record::from_json(&v, None).unwrap().with_explicit_prompt();
     assert_eq!(
         r,
         Record::Preference {
@@ -131,7 +137,16 @@ fn malformed_json_line_names_file_and_line() {
     );
     let err = read_dataset(&p, &ReadOptions::default()).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, DataError::Json { location: Location::Line(2), .. }), "{msg}");
+    assert!(
+        matches!(
+            err,
+            DataError::Json {
+                location: Location::Line(2),
+                ..
+            }
+        ),
+        "{msg}"
+    );
     assert!(msg.contains("bad.jsonl:line 2"), "{msg}");
 }
 
@@ -143,7 +158,16 @@ fn missing_messages_names_the_field() {
     );
     let err = read_dataset(&p, &ReadOptions::default()).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, DataError::Record { location: Location::Line(2), .. }), "{msg}");
+    assert!(
+        matches!(
+            err,
+            DataError::Record {
+                location: Location::Line(2),
+                ..
+            }
+        ),
+        "{msg}"
+    );
     assert!(msg.contains("field `messages`: missing"), "{msg}");
     // With the kind forced, the missing field itself is named.
     let opts = ReadOptions {
@@ -151,11 +175,19 @@ fn missing_messages_names_the_field() {
         ..Default::default()
     };
     let msg = read_dataset(&p, &opts).unwrap_err().to_string();
-    assert!(msg.contains("line 2") && msg.contains("field `messages`: missing"), "{msg}");
+    assert!(
+        msg.contains("line 2") && msg.contains("field `messages`: missing"),
+        "{msg}"
+    );
     // A first row of unknown shape lists the keys it has.
     let (_d2, p2) = file("odd.jsonl", "{\"foo\": 1}\n");
-    let msg = read_dataset(&p2, &ReadOptions::default()).unwrap_err().to_string();
-    assert!(msg.contains("line 1") && msg.contains("unrecognised record with keys [foo]"), "{msg}");
+    let msg = read_dataset(&p2, &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("line 1") && msg.contains("unrecognised record with keys [foo]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -200,7 +232,11 @@ fn skip_invalid_counts_and_reports() {
         lines,
         [Location::Line(2), Location::Line(3), Location::Line(4)]
     );
-    assert!(r.skipped[1].reason.contains("field `text`"), "{:?}", r.skipped);
+    assert!(
+        r.skipped[1].reason.contains("field `text`"),
+        "{:?}",
+        r.skipped
+    );
     assert!(r.skipped[2].reason.contains("one kind"), "{:?}", r.skipped);
 }
 
@@ -240,7 +276,10 @@ fn dedup_and_length_filter() {
     // Rows 1 and 3 ask the same question.
     let mut by_prompt = ds.records.clone();
     let rep = dedup(&mut by_prompt, DedupKey::Prompt);
-    assert_eq!(rep.removed, 0, "row 1 has a system prompt, so the prompts differ");
+    assert_eq!(
+        rep.removed, 0,
+        "row 1 has a system prompt, so the prompts differ"
+    );
     let texts = ["Hei  der", "hei der", "Hei der!", "Hei  der"];
     let mut recs: Vec<Record> = texts
         .iter()

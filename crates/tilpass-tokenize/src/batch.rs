@@ -95,5 +95,7 @@ pub fn collate(
 pub fn length_grouped_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
     let mut idx: Vec<usize> = (0..lengths.len()).collect();
     idx.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
-    idx.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
+    idx.chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
 }

@@ -36,7 +36,10 @@ pub struct ChatEncoding {
 
 /// Applies HF's span-to-token rule (`char_to_token` on the span's first and last character)
 /// to produce an assistant mask from the spans of generation blocks.
-pub fn mask_from_spans(encoding: &tokenizers::Encoding, spans: &[std::ops::Range<usize>]) -> Vec<u8> {
+pub fn mask_from_spans(
+    encoding: &tokenizers::Encoding,
+    spans: &[std::ops::Range<usize>],
+) -> Vec<u8> {
     let n = encoding.get_ids().len();
     let mut mask = vec![0u8; n];
     for span in spans {
@@ -62,7 +65,10 @@ pub fn mask_from_spans(encoding: &tokenizers::Encoding, spans: &[std::ops::Range
 }
 
 /// Marks tokens whose first byte lies in one of the byte ranges.
-fn mask_from_byte_ranges(encoding: &tokenizers::Encoding, ranges: &[std::ops::Range<usize>]) -> Vec<u8> {
+fn mask_from_byte_ranges(
+    encoding: &tokenizers::Encoding,
+    ranges: &[std::ops::Range<usize>],
+) -> Vec<u8> {
     encoding
         .get_offsets()
         .iter()
@@ -148,9 +154,10 @@ pub fn encode_chat(
             if !template.has_generation_blocks() {
                 return Err(TokenizeError::Template {
                     name: template.name().to_string(),
-                    message: "the template has no {% generation %} blocks, so it cannot produce an \
+                    message:
+                        "the template has no {% generation %} blocks, so it cannot produce an \
                               assistant mask; use mask mode `prefix` or a template with markers"
-                        .into(),
+                            .into(),
                 });
             }
             true

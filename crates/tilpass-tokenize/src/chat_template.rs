@@ -113,8 +113,7 @@ fn template_error(name: &str, e: &minijinja::Error) -> TokenizeError {
 /// whitespace control, so minijinja can render it and we can find its output.
 fn rewrite_generation(source: &str) -> (String, bool) {
     let open = regex::Regex::new(r"\{%([-+]?)\s*generation\s*([-+]?)%\}").expect("valid regex");
-    let close =
-        regex::Regex::new(r"\{%([-+]?)\s*endgeneration\s*([-+]?)%\}").expect("valid regex");
+    let close = regex::Regex::new(r"\{%([-+]?)\s*endgeneration\s*([-+]?)%\}").expect("valid regex");
     let has = open.is_match(source);
     let s = open.replace_all(source, format!("{{%${{1}} filter {GEN_FILTER} ${{2}}%}}"));
     let s = close.replace_all(&s, "{%${1} endfilter ${2}%}");
@@ -227,9 +226,8 @@ fn tojson_filter(value: JValue, kwargs: Kwargs) -> std::result::Result<JValue, m
     let _: Option<JValue> = kwargs.get("ensure_ascii")?;
     let _: Option<JValue> = kwargs.get("separators")?;
     kwargs.assert_all_used()?;
-    let json = serde_json::to_value(&value).map_err(|e| {
-        minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}"))
-    })?;
+    let json = serde_json::to_value(&value)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
     Ok(JValue::from_safe_string(python_json(
         &json,
         indent,
@@ -397,10 +395,7 @@ impl ChatTemplate {
             ctx.insert(k.clone(), v.clone());
         }
         ctx.insert("messages".into(), messages.clone());
-        ctx.insert(
-            "tools".into(),
-            opts.tools.clone().unwrap_or(Value::Null),
-        );
+        ctx.insert("tools".into(), opts.tools.clone().unwrap_or(Value::Null));
         ctx.insert(
             "documents".into(),
             opts.documents.clone().unwrap_or(Value::Null),
@@ -539,11 +534,17 @@ mod tests {
         )
         .unwrap();
         let err = t
-            .render_json(&json!([{"role":"assistant","content":"x"}]), &RenderOptions::default())
+            .render_json(
+                &json!([{"role":"assistant","content":"x"}]),
+                &RenderOptions::default(),
+            )
             .unwrap_err();
         match err {
             TokenizeError::TemplateRaised { name, message } => {
-                assert_eq!((name.as_str(), message.as_str()), ("strict", "must start with user"));
+                assert_eq!(
+                    (name.as_str(), message.as_str()),
+                    ("strict", "must start with user")
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -551,13 +552,19 @@ mod tests {
 
     #[test]
     fn syntax_and_render_errors_name_the_template_and_line() {
-        let err = ChatTemplate::new("broken", "{% for m in messages %}\n{{ m.content }", special())
-            .unwrap_err();
+        let err = ChatTemplate::new(
+            "broken",
+            "{% for m in messages %}\n{{ m.content }",
+            special(),
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, TokenizeError::Template { .. }), "{msg}");
         assert!(msg.contains("broken") && msg.contains("line 2"), "{msg}");
         let t = ChatTemplate::new("div", "{{ 1 // 0 }}", special()).unwrap();
-        let err = t.render_json(&json!([]), &RenderOptions::default()).unwrap_err();
+        let err = t
+            .render_json(&json!([]), &RenderOptions::default())
+            .unwrap_err();
         assert!(matches!(err, TokenizeError::Template { .. }), "{err}");
     }
 
@@ -573,13 +580,18 @@ mod tests {
     #[test]
     fn continue_final_message_cuts_after_the_content() {
         let t = ChatTemplate::new("chatml", CHATML_TEMPLATE, special()).unwrap();
-        let msgs = json!([{"role":"user","content":"Hei"},{"role":"assistant","content":"Det var en"}]);
+        let msgs =
+            json!([{"role":"user","content":"Hei"},{"role":"assistant","content":"Det var en"}]);
         let opts = RenderOptions {
             continue_final_message: true,
             ..Default::default()
         };
         let r = t.render_json(&msgs, &opts).unwrap();
-        assert!(r.text.ends_with("<|im_start|>assistant\nDet var en"), "{:?}", r.text);
+        assert!(
+            r.text.ends_with("<|im_start|>assistant\nDet var en"),
+            "{:?}",
+            r.text
+        );
         assert_eq!(r.generation_spans.len(), 1);
     }
 }

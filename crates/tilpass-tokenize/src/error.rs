@@ -55,7 +55,9 @@ pub enum TokenizeError {
         message: String,
     },
     /// The tokenizer has no chat template and none was given.
-    #[error("{context}: the tokenizer has no chat template; pass one (e.g. --chat-template chatml) or use a built-in (`chatml`, `norsk`)")]
+    #[error(
+        "{context}: the tokenizer has no chat template; pass one (e.g. --chat-template chatml) or use a built-in (`chatml`, `norsk`)"
+    )]
     NoChatTemplate {
         /// The tokenizer directory.
         context: String,
@@ -77,7 +79,9 @@ pub enum TokenizeError {
         reason: String,
     },
     /// An example is longer than allowed and the policy says to fail.
-    #[error("example {index}: {len} tokens exceed max_length {max_length} (truncation policy `error`)")]
+    #[error(
+        "example {index}: {len} tokens exceed max_length {max_length} (truncation policy `error`)"
+    )]
     TooLong {
         /// Index of the example.
         index: usize,
@@ -108,7 +112,9 @@ impl From<TokenizeError> for tilpass_core::Error {
 /// Result alias for this crate.
 pub type Result<T, E = TokenizeError> = std::result::Result<T, E>;
 
-pub(crate) fn tk_err(context: impl Into<String>) -> impl FnOnce(tokenizers::Error) -> TokenizeError {
+pub(crate) fn tk_err(
+    context: impl Into<String>,
+) -> impl FnOnce(tokenizers::Error) -> TokenizeError {
     let context = context.into();
     move |e| TokenizeError::Tokenizer {
         context,

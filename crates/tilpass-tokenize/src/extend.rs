@@ -80,7 +80,8 @@ pub struct ExtendReport {
 
 /// Words: maximal runs of alphabetic characters (so `blåbærsyltetøy` is one word).
 fn words(line: &str) -> impl Iterator<Item = &str> {
-    line.split(|c: char| !c.is_alphabetic()).filter(|w| !w.is_empty())
+    line.split(|c: char| !c.is_alphabetic())
+        .filter(|w| !w.is_empty())
 }
 
 /// The model kind and its editable JSON.
@@ -108,7 +109,9 @@ pub fn extend_vocabulary<S: AsRef<str> + Sync>(
     config: &ExtendConfig,
 ) -> Result<ExtendReport> {
     if corpus.is_empty() {
-        return Err(TokenizeError::Invalid("vocabulary extension needs a corpus".into()));
+        return Err(TokenizeError::Invalid(
+            "vocabulary extension needs a corpus".into(),
+        ));
     }
     let before = fertility(tokenizer, corpus)?;
     let mut json: serde_json::Value = serde_json::from_str(
@@ -163,7 +166,12 @@ pub fn extend_vocabulary<S: AsRef<str> + Sync>(
     let model = json["model"].as_object_mut().expect("model object");
     let mut next_id = model["vocab"]
         .as_object()
-        .map(|v| v.values().filter_map(serde_json::Value::as_u64).max().unwrap_or(0))
+        .map(|v| {
+            v.values()
+                .filter_map(serde_json::Value::as_u64)
+                .max()
+                .unwrap_or(0)
+        })
         .unwrap_or(0);
     let added_max = tokenizer
         .inner()

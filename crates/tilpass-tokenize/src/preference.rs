@@ -52,7 +52,10 @@ pub fn preference_texts(
     else {
         return Err(TokenizeError::UnsupportedRecord {
             index,
-            message: format!("expected a preference row, found {}", record.kind().as_str()),
+            message: format!(
+                "expected a preference row, found {}",
+                record.kind().as_str()
+            ),
         });
     };
     let prompt = prompt.unwrap_or(Content::Text(String::new()));

@@ -137,7 +137,9 @@ impl<'a> SftEncoder<'a> {
             (config.max_length, config.truncation)
             && max == 0
         {
-            return Err(TokenizeError::Invalid("max_length must be at least 1".into()));
+            return Err(TokenizeError::Invalid(
+                "max_length must be at least 1".into(),
+            ));
         }
         Ok(Self {
             tokenizer,
@@ -152,9 +154,11 @@ impl<'a> SftEncoder<'a> {
     }
 
     fn template(&self, index: usize) -> Result<&ChatTemplate> {
-        self.template.as_ref().ok_or_else(|| TokenizeError::NoChatTemplate {
-            context: format!("example {index}: {}", self.tokenizer.source()),
-        })
+        self.template
+            .as_ref()
+            .ok_or_else(|| TokenizeError::NoChatTemplate {
+                context: format!("example {index}: {}", self.tokenizer.source()),
+            })
     }
 
     fn with_eos(&self, text: &str) -> String {
@@ -210,7 +214,10 @@ impl<'a> SftEncoder<'a> {
                             &RenderOptions::default(),
                             self.config.mask_mode,
                         )?;
-                        let assistant = self.config.assistant_only_loss.then_some(enc.assistant_mask);
+                        let assistant = self
+                            .config
+                            .assistant_only_loss
+                            .then_some(enc.assistant_mask);
                         (prompt_ids, enc.ids, assistant)
                     }
                     (Content::Text(p), Content::Text(c)) => {
@@ -284,7 +291,9 @@ impl<'a> SftEncoder<'a> {
         if !mask.contains(&1) {
             let reason = match record {
                 Record::Conversation { messages }
-                    if !messages.iter().any(|m| m.role == tilpass_data::Role::Assistant) =>
+                    if !messages
+                        .iter()
+                        .any(|m| m.role == tilpass_data::Role::Assistant) =>
                 {
                     "the conversation has no assistant turn".to_string()
                 }
@@ -319,7 +328,9 @@ impl<'a> SftEncoder<'a> {
                 len: self.config.max_length.unwrap_or(0) + 1,
                 max_length: self.config.max_length.unwrap_or(0),
             }),
-            Outcome::Unsupervised(reason) => Err(TokenizeError::NoSupervisedTokens { index, reason }),
+            Outcome::Unsupervised(reason) => {
+                Err(TokenizeError::NoSupervisedTokens { index, reason })
+            }
         }
     }
 
@@ -355,11 +366,13 @@ impl<'a> SftEncoder<'a> {
         }
         report.kept = out.len();
         if out.is_empty() {
-            let (index, reason) = first_unsupervised
-                .unwrap_or((0, "every example was dropped for length".into()));
+            let (index, reason) =
+                first_unsupervised.unwrap_or((0, "every example was dropped for length".into()));
             return Err(TokenizeError::NoSupervisedTokens {
                 index,
-                reason: format!("no example in the dataset has a supervised token; first: {reason}"),
+                reason: format!(
+                    "no example in the dataset has a supervised token; first: {reason}"
+                ),
             });
         }
         Ok((out, report))

@@ -136,8 +136,9 @@ fn collect_templates(
                     _ => {
                         return Err(TokenizeError::Json {
                             path: path.to_path_buf(),
-                            message: "chat_template list entries need `name` and `template` strings"
-                                .into(),
+                            message:
+                                "chat_template list entries need `name` and `template` strings"
+                                    .into(),
                         });
                     }
                 }
@@ -210,7 +211,11 @@ impl Tokenizer {
             for e in entries.flatten() {
                 let p = e.path();
                 if p.extension().is_some_and(|x| x == "jinja") {
-                    let name = p.file_stem().unwrap_or_default().to_string_lossy().to_string();
+                    let name = p
+                        .file_stem()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .to_string();
                     let t = std::fs::read_to_string(&p).map_err(|e| TokenizeError::Io {
                         path: p.clone(),
                         source: e,
@@ -246,7 +251,11 @@ impl Tokenizer {
             config: config.clone(),
         };
         tok.apply_special_map(&config, true);
-        let _ = collect_templates(&config, Path::new(TOKENIZER_CONFIG_FILE), &mut tok.templates);
+        let _ = collect_templates(
+            &config,
+            Path::new(TOKENIZER_CONFIG_FILE),
+            &mut tok.templates,
+        );
         tok
     }
 
@@ -278,9 +287,13 @@ impl Tokenizer {
     /// Loads a single `tokenizer.json` file (no config: no special-token names, no template).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(tk_err(path.display().to_string()))?;
-        Ok(Self::from_parts(inner, path.display().to_string(), Default::default()))
+        let inner =
+            tokenizers::Tokenizer::from_file(path).map_err(tk_err(path.display().to_string()))?;
+        Ok(Self::from_parts(
+            inner,
+            path.display().to_string(),
+            Default::default(),
+        ))
     }
 
     /// Where the tokenizer came from (for messages).
@@ -354,7 +367,10 @@ impl Tokenizer {
 
     /// Encodes text. `add_special_tokens` applies the post-processor (BOS, `[CLS] ... [SEP]`).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        Ok(self.encode_full(text, add_special_tokens)?.get_ids().to_vec())
+        Ok(self
+            .encode_full(text, add_special_tokens)?
+            .get_ids()
+            .to_vec())
     }
 
     /// Encodes text and returns the full encoding (byte offsets, tokens, ...).
@@ -490,7 +506,10 @@ fn write(path: PathBuf, bytes: &[u8]) -> Result<()> {
     })
 }
 
-fn load_model(dir: &Path, config: &serde_json::Map<String, Value>) -> Result<tokenizers::Tokenizer> {
+fn load_model(
+    dir: &Path,
+    config: &serde_json::Map<String, Value>,
+) -> Result<tokenizers::Tokenizer> {
     use tokenizers::models::bpe::BPE;
     use tokenizers::models::wordpiece::WordPiece;
     let json = dir.join(TOKENIZER_FILE);

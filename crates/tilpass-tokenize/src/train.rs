@@ -35,7 +35,9 @@ impl std::str::FromStr for TokenizerKind {
             "bpe" => Ok(Self::Bpe),
             "unigram" => Ok(Self::Unigram),
             "wordpiece" => Ok(Self::WordPiece),
-            _ => Err(format!("unknown tokenizer kind `{s}`; expected bpe, unigram or wordpiece")),
+            _ => Err(format!(
+                "unknown tokenizer kind `{s}`; expected bpe, unigram or wordpiece"
+            )),
         }
     }
 }
@@ -108,7 +110,10 @@ pub fn train_tokenizer(files: &[PathBuf], config: &TrainConfig) -> Result<Tokeni
         if !f.is_file() {
             return Err(TokenizeError::Io {
                 path: f.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "training file not found"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "training file not found",
+                ),
             });
         }
     }
@@ -200,7 +205,9 @@ pub fn train_tokenizer(files: &[PathBuf], config: &TrainConfig) -> Result<Tokeni
             let pad = find(&|s| s.contains("pad"));
             let unk = find(&|s| s.contains("unk"));
             if let Some(b) = &bos {
-                let id = tok.token_to_id(b).expect("special tokens are in the vocabulary");
+                let id = tok
+                    .token_to_id(b)
+                    .expect("special tokens are in the vocabulary");
                 let post = TemplateProcessing::builder()
                     .try_single(format!("{b}:0 $A:0"))
                     .and_then(|x| x.try_pair(format!("{b}:0 $A:0 {b}:1 $B:1")))
@@ -210,7 +217,12 @@ pub fn train_tokenizer(files: &[PathBuf], config: &TrainConfig) -> Result<Tokeni
                     .map_err(|e| TokenizeError::Invalid(e.to_string()))?;
                 tok.with_post_processor(Some(post));
             }
-            for (k, v) in [("bos_token", bos), ("eos_token", eos), ("pad_token", pad), ("unk_token", unk)] {
+            for (k, v) in [
+                ("bos_token", bos),
+                ("eos_token", eos),
+                ("pad_token", pad),
+                ("unk_token", unk),
+            ] {
                 if let Some(v) = v {
                     cfg.insert(k.into(), serde_json::Value::String(v));
                 }
@@ -243,7 +255,10 @@ pub fn train_tokenizer(files: &[PathBuf], config: &TrainConfig) -> Result<Tokeni
                     cfg.insert(k.into(), serde_json::Value::String(v));
                 }
             }
-            cfg.insert("do_lower_case".into(), serde_json::Value::Bool(config.lowercase));
+            cfg.insert(
+                "do_lower_case".into(),
+                serde_json::Value::Bool(config.lowercase),
+            );
         }
     }
     Ok(Tokenizer::from_parts(tok, "trained tokenizer", cfg))

@@ -105,13 +105,22 @@ mod tests {
         #[cfg(not(feature = "cuda"))]
         {
             let err = device("cuda:1").unwrap_err();
-            assert!(matches!(err, Error::BackendNotCompiled { feature: "cuda", .. }));
+            assert!(matches!(
+                err,
+                Error::BackendNotCompiled {
+                    feature: "cuda",
+                    ..
+                }
+            ));
             assert!(err.to_string().contains("--features cuda"), "{err}");
         }
         #[cfg(not(feature = "wgpu"))]
         assert!(matches!(
             device("wgpu-cpu"),
-            Err(Error::BackendNotCompiled { feature: "wgpu", .. })
+            Err(Error::BackendNotCompiled {
+                feature: "wgpu",
+                ..
+            })
         ));
         assert!(matches!(device("tpu"), Err(Error::InvalidDevice { .. })));
     }
@@ -124,3 +133,8 @@ mod tests {
         assert_eq!((x.clone() * x).sum().into_scalar::<f32>(), 14.0);
     }
 }
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
