@@ -133,7 +133,7 @@ impl<'a> Collector<'a> {
             ));
             return self.fail(location, self.record_err(location, err));
         }
-        match parse_row(value, self.kind) {
+        match Record::from_json(value, self.kind) {
             Ok(record) => {
                 let kind = record_kind_for_consistency(value, &record);
                 match self.kind {
@@ -185,10 +185,6 @@ fn record_kind_for_consistency(value: &Value, record: &Record) -> RecordKind {
         Some(RecordKind::Alpaca) => RecordKind::Alpaca,
         _ => record.kind(),
     }
-}
-
-fn parse_row(value: &Value, kind: Option<RecordKind>) -> std::result::Result<Record, RecordError> {
-    Record::from_json(value, kind)
 }
 
 /// Reads a whole JSONL or JSON-array file.

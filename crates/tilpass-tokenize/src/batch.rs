@@ -99,3 +99,16 @@ pub fn length_grouped_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<u
         .map(<[usize]>::to_vec)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_groups_hold_similar_lengths() {
+        let lengths = [5, 100, 7, 98, 6, 99];
+        let groups = length_grouped_batches(&lengths, 2);
+        assert_eq!(groups, vec![vec![1, 5], vec![3, 2], vec![4, 0]]);
+        assert_eq!(length_grouped_batches(&[], 4), Vec::<Vec<usize>>::new());
+    }
+}

@@ -614,3 +614,115 @@ fn load_model(
         looked_for: "tokenizer.json, vocab.json + merges.txt, vocab.txt".into(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A word-level tokenizer written to `dir` with the given config files.
+    fn write_dir(dir: &Path, config: Option<&str>, special_map: Option<&str>) {
+        use tokenizers::models::wordlevel::WordLevel;
+        let vocab = [
+            ("<s>", 0),
+            ("</s>", 1),
+            ("<pad>", 2),
+            ("<unk>", 3),
+            ("hei", 4),
+            ("du", 5),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let model = WordLevel::builder()
+            .vocab(vocab)
+            .unk_token("<unk>".into())
+            .build()
+            .unwrap();
+        let mut tok = tokenizers::Tokenizer::new(model);
+        tok.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::Whitespace));
+        tok.add_special_tokens([
+            AddedToken::from("<s>", true),
+            AddedToken::from("</s>", true),
+        ])
+        .unwrap();
+        tok.save(dir.join(TOKENIZER_FILE), false).unwrap();
+        if let Some(c) = config {
+            std::fs::write(dir.join(TOKENIZER_CONFIG_FILE), c).unwrap();
+        }
+        if let Some(m) = special_map {
+            std::fs::write(dir.join(SPECIAL_TOKENS_MAP_FILE), m).unwrap();
+        }
+    }
+
+    #[test]
+    fn special_tokens_come_from_config_then_special_tokens_map() {
+        let dir = tempfile::tempdir().unwrap();
+        write_dir(
+            dir.path(),
+            Some(
+                r#"{"bos_token": {"content": "<s>", "lstrip": false}, "eos_token": "</s>", "model_max_length": 512}"#,
+            ),
+            Some(
+                r#"{"bos_token": "IGNORED", "pad_token": "<pad>", "unk_token": {"content": "<unk>"}}"#,
+            ),
+        );
+        let tok = Tokenizer::from_dir(dir.path()).unwrap();
+        let s = tok.special_tokens();
+        assert_eq!(s.bos.as_deref(), Some("<s>"), "the config wins");
+        assert_eq!(s.eos.as_deref(), Some("</s>"));
+        assert_eq!(
+            s.pad.as_deref(),
+            Some("<pad>"),
+            "filled from special_tokens_map.json"
+        );
+        assert_eq!(s.unk.as_deref(), Some("<unk>"));
+        assert_eq!(
+            (tok.bos_id(), tok.eos_id(), tok.pad_id()),
+            (Some(0), Some(1), Some(2))
+        );
+        assert_eq!(tok.model_max_length(), Some(512));
+        assert_eq!(tok.encode("hei du <s>", false).unwrap(), [4, 5, 0]);
+    }
+
+    #[test]
+    fn named_template_lists_and_jinja_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write_dir(
+            dir.path(),
+            Some(
+                r#"{"chat_template": [{"name": "default", "template": "A"}, {"name": "tool_use", "template": "B{{ tools | length }}"}]}"#,
+            ),
+            None,
+        );
+        let mut tok = Tokenizer::from_dir(dir.path()).unwrap();
+        assert_eq!(tok.chat_template_names(), ["default", "tool_use"]);
+        let t = tok.chat_template(Some("tool_use")).unwrap();
+        let opts = crate::RenderOptions {
+            tools: Some(serde_json::json!([1, 2])),
+            ..Default::default()
+        };
+        assert_eq!(
+            t.render_json(&serde_json::json!([]), &opts).unwrap().text,
+            "B2"
+        );
+        // chat_template.jinja overrides the config's default, as in transformers.
+        std::fs::write(dir.path().join(CHAT_TEMPLATE_JINJA_FILE), "J").unwrap();
+        tok = Tokenizer::from_dir(dir.path()).unwrap();
+        let t = tok.chat_template(None).unwrap();
+        assert_eq!(
+            t.render_json(&serde_json::json!([]), &Default::default())
+                .unwrap()
+                .text,
+            "J"
+        );
+        // Saving and loading keeps both templates.
+        let out = tempfile::tempdir().unwrap();
+        tok.save(out.path()).unwrap();
+        let back = Tokenizer::from_dir(out.path()).unwrap();
+        assert_eq!(back.chat_template_names(), ["default", "tool_use"]);
+        let bad = tempfile::tempdir().unwrap();
+        write_dir(bad.path(), Some(r#"{"chat_template": 5}"#), None);
+        let err = Tokenizer::from_dir(bad.path()).unwrap_err();
+        assert!(err.to_string().contains("tokenizer_config.json"), "{err}");
+    }
+}
