@@ -1,7 +1,7 @@
 //! SFT encoding throughput: chat template rendering + tokenization + assistant masks, the work
 //! done for every training example. Needs the Mistral tokenizer (`scripts/fetch-artefacts.sh`)
 //! and the shared Norwegian sentences; the same work in transformers is timed by
-//! `scripts/compare/tokenize.py`.
+//! `scripts/compare/sft_encode.py`.
 
 use std::path::PathBuf;
 

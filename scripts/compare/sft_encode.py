@@ -3,7 +3,7 @@
 conversations (the `norsk` chat template, assistant-token masks from `{% generation %}` blocks,
 labels with -100), as TRL's SFTTrainer does it with transformers, on the Mistral tokenizer.
 
-    .venv/bin/python scripts/compare/tokenize.py      # prints conversations/s
+    .venv/bin/python scripts/compare/sft_encode.py      # prints conversations/s
 
 Run on the same machine as `cargo bench -p tilpass-benches --bench tokenize`.
 """
