@@ -506,6 +506,22 @@ fn write(path: PathBuf, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// BERT's post-processor: `[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]` (type ids 0/1).
+pub(crate) fn cls_sep_processor(
+    cls: &str,
+    cls_id: u32,
+    sep: &str,
+    sep_id: u32,
+) -> Result<tokenizers::processors::template::TemplateProcessing> {
+    tokenizers::processors::template::TemplateProcessing::builder()
+        .try_single(format!("{cls}:0 $A:0 {sep}:0"))
+        .and_then(|b| b.try_pair(format!("{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1")))
+        .map_err(|e| TokenizeError::Invalid(e.to_string()))?
+        .special_tokens(vec![(cls.to_string(), cls_id), (sep.to_string(), sep_id)])
+        .build()
+        .map_err(|e| TokenizeError::Invalid(e.to_string()))
+}
+
 fn load_model(
     dir: &Path,
     config: &serde_json::Map<String, Value>,
@@ -586,14 +602,7 @@ fn load_model(
             })
         };
         let (cls_id, sep_id) = (id(&cls)?, id(&sep)?);
-        let post = tokenizers::processors::template::TemplateProcessing::builder()
-            .try_single(format!("{cls}:0 $A:0 {sep}:0"))
-            .and_then(|b| b.try_pair(format!("{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1")))
-            .map_err(|e| TokenizeError::Invalid(e.to_string()))?
-            .special_tokens(vec![(cls.clone(), cls_id), (sep.clone(), sep_id)])
-            .build()
-            .map_err(|e| TokenizeError::Invalid(e.to_string()))?;
-        tok.with_post_processor(Some(post));
+        tok.with_post_processor(Some(cls_sep_processor(&cls, cls_id, &sep, sep_id)?));
         let specials: Vec<AddedToken> = [
             get("pad_token", "[PAD]"),
             get("unk_token", "[UNK]"),

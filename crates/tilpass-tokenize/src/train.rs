@@ -13,7 +13,7 @@ use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, decoders, normalizers, pre_tokenizers};
 
 use crate::error::{Result, TokenizeError, tk_err};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Tokenizer, cls_sep_processor};
 
 /// The tokenization algorithm to train.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,14 +235,7 @@ pub fn train_tokenizer(files: &[PathBuf], config: &TrainConfig) -> Result<Tokeni
                     tok.token_to_id(&cls).expect("special"),
                     tok.token_to_id(&sep).expect("special"),
                 );
-                let post = TemplateProcessing::builder()
-                    .try_single(format!("{cls}:0 $A:0 {sep}:0"))
-                    .and_then(|x| x.try_pair(format!("{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1")))
-                    .map_err(|e| TokenizeError::Invalid(e.to_string()))?
-                    .special_tokens(vec![(cls.clone(), ci), (sep.clone(), si)])
-                    .build()
-                    .map_err(|e| TokenizeError::Invalid(e.to_string()))?;
-                tok.with_post_processor(Some(post));
+                tok.with_post_processor(Some(cls_sep_processor(&cls, ci, &sep, si)?));
             }
             for (k, name) in [
                 ("cls_token", "CLS"),
