@@ -1,6 +1,7 @@
 //! All cross-crate tests in one binary (each test binary links burn, so there is one).
 
 mod core_device;
+mod decoder_parity;
 mod packing;
 mod tokenize_errors;
 mod tokenize_parity;

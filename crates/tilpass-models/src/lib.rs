@@ -1,10 +1,30 @@
 //! # tilpass-models
 //!
-//! *Not implemented yet* (issues 3 and 4). This crate will own the model architectures as burn
-//! modules, each in its own module file: `bert`, `ltg_bert` (NorBERT3), `llama` (also Mistral),
-//! `gpt2`, `t5`, `nort5`; the shared layers (`attention`, `rope`, `norm`, `mlp`, `kv_cache`); the
-//! heads (causal LM, masked LM, sequence classification, embedding pooling); generation
-//! (greedy, sampling, top-k/top-p, repetition penalty, stop strings, beam search); and loading
-//! each family from a Hugging Face model directory through `tilpass-core`.
+//! Language-model architectures as burn modules, loaded from Hugging Face model directories.
+//!
+//! Implemented so far (issue 3, in progress): the decoders [`Llama`] (also Mistral, with
+//! sliding-window attention; grouped-query attention, RoPE with `linear` and `llama3`
+//! scaling, optional biases, tied or untied head) and [`Gpt2`], behind [`DecoderLm::load`]
+//! (dispatch on `model_type`, single or sharded safetensors, bf16/f16 cast to f32); padded
+//! batches; a [`KvCache`]; greedy generation ([`generate_greedy`]).
+//!
+//! Planned: sampling, stop strings and streaming; encoders and encoder-decoders (`bert`,
+//! `ltg_bert`, `t5`, `nort5`, issue 4); classification and embedding heads.
 
 #![warn(missing_docs)]
+
+pub mod config;
+pub mod decoder;
+pub mod error;
+pub mod generate;
+pub mod gpt2;
+pub mod layers;
+pub mod llama;
+
+pub use config::{Gpt2Config, LlamaConfig, RopeParameters, TokenIds};
+pub use decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS};
+pub use error::{ModelError, Result};
+pub use generate::{GenerateConfig, generate_greedy};
+pub use gpt2::Gpt2;
+pub use layers::{KvCache, attention_bias};
+pub use llama::Llama;

@@ -1,0 +1,204 @@
+//! Decoder-only language models loaded from a Hugging Face directory, behind one API.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use tilpass_core::{CONFIG_FILE, ModelDir};
+
+use crate::config::{Gpt2Config, LlamaConfig};
+use crate::error::{ModelError, Result};
+use crate::gpt2::Gpt2;
+use crate::layers::{KvCache, attention_bias};
+use crate::llama::Llama;
+
+/// `model_type`s that [`DecoderLm::load`] understands.
+pub const SUPPORTED_DECODERS: [&str; 3] = ["llama", "mistral", "gpt2"];
+
+/// A decoder-only causal language model.
+#[derive(Debug)]
+pub enum DecoderLm {
+    /// Llama or Mistral.
+    Llama(Box<Llama>),
+    /// GPT-2.
+    Gpt2(Box<Gpt2>),
+}
+
+/// A batch of token rows for [`DecoderLm::forward`], as host arrays.
+#[derive(Debug, Clone)]
+pub struct DecoderInput {
+    /// Token ids, `[batch, seq]` row-major.
+    pub input_ids: Vec<u32>,
+    /// 1 for real tokens, 0 for padding, over cached + new columns: `[batch, past + seq]`.
+    pub attention_mask: Vec<u8>,
+    /// Positions of the new tokens, `[batch, seq]`.
+    pub position_ids: Vec<i64>,
+    /// Rows.
+    pub batch: usize,
+    /// New tokens per row.
+    pub seq: usize,
+}
+
+impl DecoderInput {
+    /// A batch from rows of equal length with no padding.
+    pub fn unpadded(rows: &[Vec<u32>]) -> Result<Self> {
+        let seq = rows.first().map(Vec::len).unwrap_or(0);
+        if rows.iter().any(|r| r.len() != seq) || seq == 0 {
+            return Err(ModelError::Input(
+                "rows must be non-empty and of equal length".into(),
+            ));
+        }
+        let batch = rows.len();
+        Ok(Self {
+            input_ids: rows.concat(),
+            attention_mask: vec![1; batch * seq],
+            position_ids: (0..batch).flat_map(|_| 0..seq as i64).collect(),
+            batch,
+            seq,
+        })
+    }
+
+    /// A left-padded batch (prompts end in the last column), with positions `cumsum(mask) - 1`
+    /// (1 on padding) as transformers' `generate` computes them.
+    pub fn left_padded(rows: &[Vec<u32>], pad_id: u32) -> Result<Self> {
+        let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
+        if rows.is_empty() || rows.iter().any(Vec::is_empty) {
+            return Err(ModelError::Input(
+                "every row needs at least one token".into(),
+            ));
+        }
+        let batch = rows.len();
+        let mut input = Self {
+            input_ids: vec![pad_id; batch * seq],
+            attention_mask: vec![0; batch * seq],
+            position_ids: vec![1; batch * seq],
+            batch,
+            seq,
+        };
+        for (b, r) in rows.iter().enumerate() {
+            let off = b * seq + seq - r.len();
+            input.input_ids[off..off + r.len()].copy_from_slice(r);
+            for j in 0..r.len() {
+                input.attention_mask[off + j] = 1;
+                input.position_ids[off + j] = j as i64;
+            }
+        }
+        Ok(input)
+    }
+}
+
+impl DecoderLm {
+    /// Loads a model directory (`config.json` + safetensors, single or sharded, any float dtype),
+    /// dispatching on `model_type`.
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let md = ModelDir::open(dir)?;
+        let path = md.path().join(CONFIG_FILE).display().to_string();
+        let model_type = md.model_type().unwrap_or("").to_string();
+        let ckpt = md.checkpoint()?;
+        match model_type.as_str() {
+            "llama" | "mistral" => {
+                let cfg: LlamaConfig = md.config()?;
+                Ok(Self::Llama(Box::new(Llama::load(
+                    cfg, &ckpt, &path, device,
+                )?)))
+            }
+            "gpt2" => {
+                let cfg: Gpt2Config = md.config()?;
+                Ok(Self::Gpt2(Box::new(Gpt2::load(cfg, &ckpt, &path, device)?)))
+            }
+            other => Err(ModelError::UnsupportedModelType {
+                path,
+                model_type: if other.is_empty() {
+                    "(none)".into()
+                } else {
+                    other.into()
+                },
+                supported: SUPPORTED_DECODERS.join(", "),
+            }),
+        }
+    }
+
+    /// Number of layers (for [`KvCache::new`]).
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Self::Llama(m) => m.layers.len(),
+            Self::Gpt2(m) => m.h.len(),
+        }
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Llama(m) => m.config.vocab_size,
+            Self::Gpt2(m) => m.config.vocab_size,
+        }
+    }
+
+    /// Maximum positions.
+    pub fn max_positions(&self) -> usize {
+        match self {
+            Self::Llama(m) => m.config.max_position_embeddings,
+            Self::Gpt2(m) => m.config.n_positions,
+        }
+    }
+
+    /// EOS ids from the config.
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        let e = match self {
+            Self::Llama(m) => &m.config.eos_token_id,
+            Self::Gpt2(m) => &m.config.eos_token_id,
+        };
+        e.as_ref().map(|e| e.to_vec()).unwrap_or_default()
+    }
+
+    fn device(&self) -> Device {
+        match self {
+            Self::Llama(m) => m.embed_tokens.weight.val().device(),
+            Self::Gpt2(m) => m.wte.weight.val().device(),
+        }
+    }
+
+    /// Logits `[batch, seq, vocab]` for the new tokens of `input`; with a cache, the cached
+    /// columns are attended to and the new keys/values are appended.
+    pub fn forward(&self, input: &DecoderInput, cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
+        let (b, s) = (input.batch, input.seq);
+        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        if input.input_ids.len() != b * s
+            || input.position_ids.len() != b * s
+            || input.attention_mask.len() != b * (past + s)
+        {
+            return Err(ModelError::Input(format!(
+                "expected input_ids and position_ids of {b}x{s} and attention_mask of {b}x{}",
+                past + s
+            )));
+        }
+        let max = self.max_positions() as i64;
+        if let Some(p) = input.position_ids.iter().find(|p| **p >= max) {
+            return Err(ModelError::TooLong {
+                len: *p as usize + 1,
+                max: max as usize,
+            });
+        }
+        if let Some(t) = input
+            .input_ids
+            .iter()
+            .find(|t| **t as usize >= self.vocab_size())
+        {
+            return Err(ModelError::Input(format!(
+                "token id {t} is outside the vocabulary of {}",
+                self.vocab_size()
+            )));
+        }
+        let device = self.device();
+        let ids: Vec<i64> = input.input_ids.iter().map(|&t| i64::from(t)).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
+        let window = match self {
+            Self::Llama(m) => m.config.sliding_window,
+            Self::Gpt2(_) => None,
+        };
+        let bias = attention_bias(&input.attention_mask, b, s, past, window, &device);
+        Ok(match self {
+            Self::Llama(m) => m.lm_logits(m.hidden(ids, &input.position_ids, &bias, cache)),
+            Self::Gpt2(m) => m.lm_logits(m.hidden(ids, &input.position_ids, &bias, cache)),
+        })
+    }
+}

@@ -1,0 +1,50 @@
+//! Errors of `tilpass-models`.
+
+/// Errors of `tilpass-models`; each names the file, tensor or input concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// Reading the checkpoint or config failed (missing or mis-shaped tensor, bad JSON, ...).
+    #[error(transparent)]
+    Core(#[from] tilpass_core::Error),
+    /// `config.json` names an architecture tilpass does not implement.
+    #[error("{path}: unsupported model_type `{model_type}`; supported: {supported}")]
+    UnsupportedModelType {
+        /// The config file.
+        path: String,
+        /// The `model_type` found.
+        model_type: String,
+        /// The supported ones.
+        supported: String,
+    },
+    /// A config option tilpass does not implement.
+    #[error("{path}: {message}")]
+    UnsupportedConfig {
+        /// The config file.
+        path: String,
+        /// Which option and why.
+        message: String,
+    },
+    /// The input is longer than the model's context.
+    #[error("sequence of {len} tokens exceeds the model's context of {max} positions")]
+    TooLong {
+        /// Tokens asked for (prompt + new tokens).
+        len: usize,
+        /// `max_position_embeddings` / `n_positions`.
+        max: usize,
+    },
+    /// Inputs of inconsistent shapes.
+    #[error("invalid input: {0}")]
+    Input(String),
+}
+
+impl From<ModelError> for tilpass_core::Error {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Core(c) => c,
+            other => tilpass_core::Error::Component(Box::new(other)),
+        }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -1,0 +1,220 @@
+//! Decoder parity with HF transformers on tiny random models (tests/fixtures/models, made by
+//! tests/fixtures/generate_models.py): logits of a left-padded batch, cached vs uncached
+//! decoding, greedy generation token for token, and loading errors.
+
+use serde_json::Value;
+use tilpass::core::Checkpoint;
+use tilpass::models::{
+    DecoderInput, DecoderLm, GenerateConfig, KvCache, ModelError, generate_greedy,
+};
+use tilpass_tests::fixture_path;
+
+const FIXTURES: [&str; 4] = [
+    "llama_gqa",
+    "llama3_rope_bf16_sharded",
+    "mistral_sliding_window",
+    "gpt2",
+];
+
+fn device() -> tilpass::burn::tensor::Device {
+    tilpass::device("flex").unwrap()
+}
+
+fn inputs(name: &str) -> Value {
+    let p = fixture_path(&format!("models/{name}/inputs.json"));
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn rows<T: serde::de::DeserializeOwned>(v: &Value) -> Vec<Vec<T>> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+fn logits_vec(t: tilpass::burn::tensor::Tensor<3>) -> Vec<f32> {
+    t.into_data().try_into_vec_as::<f32>().unwrap()
+}
+
+#[test]
+fn padded_batch_logits_match_transformers() {
+    let dev = device();
+    for name in FIXTURES {
+        let dir = fixture_path(&format!("models/{name}"));
+        let model = DecoderLm::load(&dir, &dev).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let inp = inputs(name);
+        let ids: Vec<Vec<u32>> = rows(&inp["input_ids"]);
+        let mask: Vec<Vec<u8>> = rows(&inp["attention_mask"]);
+        let pos: Vec<Vec<i64>> = rows(&inp["position_ids"]);
+        let (b, s) = (ids.len(), ids[0].len());
+        let input = DecoderInput {
+            input_ids: ids.concat(),
+            attention_mask: mask.concat(),
+            position_ids: pos.concat(),
+            batch: b,
+            seq: s,
+        };
+        let got = logits_vec(model.forward(&input, None).unwrap());
+        let expected = Checkpoint::open(dir.join("expected.safetensors"))
+            .unwrap()
+            .read_f32("logits")
+            .unwrap();
+        let vocab = model.vocab_size();
+        assert_eq!(expected.shape, [b, s, vocab]);
+        let mut max_diff = 0f32;
+        for (row, m) in mask.iter().enumerate() {
+            for (col, &keep) in m.iter().enumerate() {
+                if keep == 0 {
+                    continue; // padding positions are not defined outputs
+                }
+                let o = (row * s + col) * vocab;
+                for v in 0..vocab {
+                    max_diff = max_diff.max((got[o + v] - expected.data[o + v]).abs());
+                }
+            }
+        }
+        println!("{name}: max |logit - transformers| = {max_diff:.2e}");
+        assert!(max_diff <= 1e-4, "{name}: {max_diff}");
+    }
+}
+
+#[test]
+fn cached_decoding_matches_full_forward() {
+    let dev = device();
+    for name in FIXTURES {
+        let model = DecoderLm::load(fixture_path(&format!("models/{name}")), &dev).unwrap();
+        let tokens: Vec<u32> = vec![1, 17, 42, 99, 200, 3, 5, 7, 11, 13];
+        let full = logits_vec(
+            model
+                .forward(
+                    &DecoderInput::unpadded(std::slice::from_ref(&tokens)).unwrap(),
+                    None,
+                )
+                .unwrap(),
+        );
+        let vocab = model.vocab_size();
+        let mut cache = KvCache::new(model.num_layers());
+        // A 4-token prefix, then one token at a time.
+        let prefix = DecoderInput::unpadded(&[tokens[..4].to_vec()]).unwrap();
+        let mut got = logits_vec(model.forward(&prefix, Some(&mut cache)).unwrap());
+        for (i, &t) in tokens.iter().enumerate().skip(4) {
+            let step = DecoderInput {
+                input_ids: vec![t],
+                attention_mask: vec![1; i + 1],
+                position_ids: vec![i as i64],
+                batch: 1,
+                seq: 1,
+            };
+            got.extend(logits_vec(model.forward(&step, Some(&mut cache)).unwrap()));
+        }
+        assert_eq!(cache.len(), tokens.len());
+        let max_diff = full
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert_eq!(got.len(), tokens.len() * vocab);
+        assert!(max_diff <= 1e-4, "{name}: cached vs full {max_diff}");
+    }
+}
+
+#[test]
+fn greedy_generation_matches_transformers() {
+    let dev = device();
+    for name in FIXTURES {
+        let model = DecoderLm::load(fixture_path(&format!("models/{name}")), &dev).unwrap();
+        let inp = inputs(name);
+        let n = inp["max_new_tokens"].as_u64().unwrap() as usize;
+        let row0: Vec<u32> = vec![1, 17, 42, 99, 200, 3, 5, 7, 11, 13, 250, 128];
+        let row1: Vec<u32> = vec![1, 60, 61, 62, 63, 64, 65];
+        for use_cache in [true, false] {
+            let cfg = GenerateConfig {
+                max_new_tokens: n,
+                eos_token_ids: Some(vec![2]),
+                pad_token_id: Some(0),
+                use_cache,
+            };
+            let single = generate_greedy(&model, std::slice::from_ref(&row0), &cfg).unwrap();
+            let want: Vec<Vec<u32>> = rows(&inp["greedy_single"]);
+            assert_eq!(single, want, "{name} (cache: {use_cache})");
+            let batch = generate_greedy(&model, &[row0.clone(), row1.clone()], &cfg).unwrap();
+            let want: Vec<Vec<u32>> = rows(&inp["greedy_batch"]);
+            assert_eq!(batch, want, "{name} batched (cache: {use_cache})");
+        }
+        // transformers without its cache gives the same tokens as with it.
+        let no_cache: Vec<u32> =
+            serde_json::from_value(inp["greedy_single_no_cache"].clone()).unwrap();
+        let want: Vec<Vec<u32>> = rows(&inp["greedy_single"]);
+        assert_eq!(&no_cache[..want[0].len()], &want[0][..], "{name}");
+    }
+}
+
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fixture_path(&format!("models/{name}"))).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+fn edit_config(dir: &std::path::Path, f: impl FnOnce(&mut Value)) {
+    let p = dir.join("config.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, v.to_string()).unwrap();
+}
+
+#[test]
+fn loading_errors_name_what_is_wrong() {
+    let dev = device();
+    let d = copy_fixture("llama_gqa");
+    edit_config(d.path(), |v| v["model_type"] = "falcon".into());
+    let err = DecoderLm::load(d.path(), &dev).unwrap_err();
+    assert!(
+        matches!(err, ModelError::UnsupportedModelType { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("llama, mistral, gpt2"), "{err}");
+
+    let d = copy_fixture("llama_gqa");
+    edit_config(d.path(), |v| v["intermediate_size"] = 100.into());
+    let msg = DecoderLm::load(d.path(), &dev).unwrap_err().to_string();
+    assert!(
+        msg.contains("model.layers.0.mlp.gate_proj.weight")
+            && msg.contains("[100, 64]")
+            && msg.contains("[128, 64]"),
+        "{msg}"
+    );
+
+    let d = copy_fixture("llama_gqa");
+    edit_config(d.path(), |v| v["num_hidden_layers"] = 3.into());
+    let msg = DecoderLm::load(d.path(), &dev).unwrap_err().to_string();
+    assert!(
+        msg.contains("model.layers.2.input_layernorm.weight") && msg.contains("not found"),
+        "{msg}"
+    );
+
+    let d = copy_fixture("gpt2");
+    edit_config(d.path(), |v| {
+        v["scale_attn_by_inverse_layer_idx"] = true.into()
+    });
+    let msg = DecoderLm::load(d.path(), &dev).unwrap_err().to_string();
+    assert!(msg.contains("scale_attn_by_inverse_layer_idx"), "{msg}");
+}
+
+#[test]
+fn prompts_longer_than_the_context_are_rejected() {
+    let model = DecoderLm::load(fixture_path("models/gpt2"), &device()).unwrap();
+    let long = vec![5u32; 120];
+    let cfg = GenerateConfig {
+        max_new_tokens: 20,
+        ..Default::default()
+    };
+    match generate_greedy(&model, &[long], &cfg) {
+        Err(ModelError::TooLong { len: 140, max: 128 }) => {}
+        other => panic!("{other:?}"),
+    }
+    let too_long = DecoderInput::unpadded(&[vec![5u32; 129]]).unwrap();
+    assert!(matches!(
+        model.forward(&too_long, None),
+        Err(ModelError::TooLong { .. })
+    ));
+}
