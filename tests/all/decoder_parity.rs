@@ -130,6 +130,7 @@ fn greedy_generation_matches_transformers() {
                 eos_token_ids: Some(vec![2]),
                 pad_token_id: Some(0),
                 use_cache,
+                ..Default::default()
             };
             let single = generate_greedy(&model, std::slice::from_ref(&row0), &cfg).unwrap();
             let want: Vec<Vec<u32>> = rows(&inp["greedy_single"]);
@@ -137,6 +138,14 @@ fn greedy_generation_matches_transformers() {
             let batch = generate_greedy(&model, &[row0.clone(), row1.clone()], &cfg).unwrap();
             let want: Vec<Vec<u32>> = rows(&inp["greedy_batch"]);
             assert_eq!(batch, want, "{name} batched (cache: {use_cache})");
+            let penalised = GenerateConfig {
+                repetition_penalty: Some(1.3),
+                ..cfg.clone()
+            };
+            let got = generate_greedy(&model, &[row0.clone(), row1.clone()], &penalised).unwrap();
+            let want: Vec<Vec<u32>> = rows(&inp["greedy_batch_repetition_penalty_1.3"]);
+            assert_eq!(got, want, "{name} repetition penalty (cache: {use_cache})");
+            assert_ne!(got, batch, "{name}: the penalty changes the output");
         }
         // transformers without its cache gives the same tokens as with it.
         let no_cache: Vec<u32> =

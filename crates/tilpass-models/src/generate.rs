@@ -1,4 +1,5 @@
-//! Text generation (greedy decoding so far) with or without the KV cache.
+//! Text generation: greedy decoding and sampling (temperature, top-k, top-p), repetition
+//! penalty, EOS, a streaming callback; with or without the KV cache.
 
 use serde::{Deserialize, Serialize};
 
@@ -6,7 +7,7 @@ use crate::decoder::{DecoderInput, DecoderLm};
 use crate::error::{ModelError, Result};
 use crate::layers::KvCache;
 
-/// Options for [`generate_greedy`].
+/// Options for [`generate`] (transformers' `GenerationConfig` names and defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GenerateConfig {
@@ -18,6 +19,19 @@ pub struct GenerateConfig {
     pub pad_token_id: Option<u32>,
     /// Reuse keys/values of earlier positions (much faster; same result).
     pub use_cache: bool,
+    /// Sample instead of taking the most likely token.
+    pub do_sample: bool,
+    /// Divide logits by this before sampling.
+    pub temperature: f32,
+    /// Sample only among the `k` most likely tokens.
+    pub top_k: Option<usize>,
+    /// Sample only among the most likely tokens whose probabilities sum to `p`.
+    pub top_p: Option<f32>,
+    /// Penalise tokens already in the row (divide positive logits, multiply negative ones, as
+    /// transformers' `RepetitionPenaltyLogitsProcessor`); applies to greedy decoding too.
+    pub repetition_penalty: Option<f32>,
+    /// Seed of the sampler (same seed, same tokens).
+    pub seed: u64,
 }
 
 impl Default for GenerateConfig {
@@ -27,32 +41,137 @@ impl Default for GenerateConfig {
             eos_token_ids: None,
             pad_token_id: None,
             use_cache: true,
+            do_sample: false,
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            repetition_penalty: None,
+            seed: 0,
         }
     }
 }
 
-fn argmax_rows(logits: &[f32], vocab: usize) -> Vec<u32> {
-    logits
-        .chunks(vocab)
-        .map(|row| {
-            // First maximum, as torch.argmax.
-            let mut best = 0;
-            for (i, v) in row.iter().enumerate() {
-                if *v > row[best] {
-                    best = i;
-                }
-            }
-            best as u32
-        })
-        .collect()
+/// A small deterministic generator (SplitMix64) for sampling.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    state: u64,
 }
 
-/// Greedy decoding of a batch of prompts (left-padded). Returns the new tokens of each row,
-/// stopping a row at its first EOS (included), like transformers' `generate(do_sample=False)`.
+impl Sampler {
+    /// Seeds the generator.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            state: seed ^ 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    /// A uniform number in `[0, 1)`.
+    pub fn uniform(&mut self) -> f64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// transformers' `RepetitionPenaltyLogitsProcessor` on one row of logits.
+pub fn apply_repetition_penalty(logits: &mut [f32], seen: &[u32], penalty: f32) {
+    let mut done = std::collections::HashSet::new();
+    for &t in seen {
+        if !done.insert(t) {
+            continue;
+        }
+        if let Some(l) = logits.get_mut(t as usize) {
+            *l = if *l < 0.0 { *l * penalty } else { *l / penalty };
+        }
+    }
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    // First maximum, as torch.argmax.
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Picks the next token from one row of logits: the most likely one, or a sample after
+/// temperature, top-k and top-p (transformers' warper order).
+pub fn next_token(logits: &mut [f32], cfg: &GenerateConfig, sampler: &mut Sampler) -> u32 {
+    if !cfg.do_sample {
+        return argmax(logits);
+    }
+    let t = if cfg.temperature > 0.0 {
+        cfg.temperature
+    } else {
+        1.0
+    };
+    logits.iter_mut().for_each(|l| *l /= t);
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    let keep = cfg
+        .top_k
+        .filter(|k| *k > 0)
+        .map_or(order.len(), |k| k.min(order.len()));
+    let max = logits[order[0]];
+    let mut probs: Vec<f64> = order[..keep]
+        .iter()
+        .map(|&i| f64::from(logits[i] - max).exp())
+        .collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    if let Some(p) = cfg.top_p.filter(|p| *p < 1.0) {
+        // The smallest prefix whose mass reaches p (at least one token).
+        let mut cum = 0.0;
+        let mut n = 0;
+        for q in &probs {
+            n += 1;
+            cum += q;
+            if cum >= f64::from(p) {
+                break;
+            }
+        }
+        probs.truncate(n.max(1));
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|q| *q /= total);
+    }
+    let u = sampler.uniform();
+    let mut cum = 0.0;
+    for (j, q) in probs.iter().enumerate() {
+        cum += q;
+        if u < cum {
+            return order[j] as u32;
+        }
+    }
+    order[probs.len() - 1] as u32
+}
+
+/// Greedy decoding (see [`generate`]).
 pub fn generate_greedy(
     model: &DecoderLm,
     prompts: &[Vec<u32>],
     cfg: &GenerateConfig,
+) -> Result<Vec<Vec<u32>>> {
+    let cfg = GenerateConfig {
+        do_sample: false,
+        ..cfg.clone()
+    };
+    generate(model, prompts, &cfg, &mut |_, _| true)
+}
+
+/// Generates from a batch of prompts (left-padded). Returns the new tokens of each row; a row
+/// stops at its first EOS (included), as in transformers' `generate`, or when
+/// `on_token(row, token)` returns `false` (for streaming output and stop strings).
+pub fn generate(
+    model: &DecoderLm,
+    prompts: &[Vec<u32>],
+    cfg: &GenerateConfig,
+    on_token: &mut dyn FnMut(usize, u32) -> bool,
 ) -> Result<Vec<Vec<u32>>> {
     let eos = cfg
         .eos_token_ids
@@ -86,6 +205,7 @@ pub fn generate_greedy(
     let mut out = vec![Vec::new(); b];
     let mut done = vec![false; b];
     let mut cache = cfg.use_cache.then(|| KvCache::new(model.num_layers()));
+    let mut sampler = Sampler::new(cfg.seed);
     let mut step_input = first;
     for _ in 0..cfg.max_new_tokens {
         let logits = model.forward(&step_input, cache.as_mut())?;
@@ -95,14 +215,23 @@ pub fn generate_greedy(
             .into_data()
             .try_into_vec_as::<f32>()
             .map_err(|e| ModelError::Input(format!("{e:?}")))?;
-        let next = argmax_rows(&last, vocab);
         let mut tokens = Vec::with_capacity(b);
         for r in 0..b {
-            let t = if done[r] { pad } else { next[r] };
-            if !done[r] {
-                out[r].push(t);
-                done[r] = eos.contains(&t);
+            if done[r] {
+                tokens.push(pad);
+                continue;
             }
+            let mut row = last[r * vocab..(r + 1) * vocab].to_vec();
+            if let Some(p) = cfg.repetition_penalty.filter(|p| *p != 1.0) {
+                let seen: Vec<u32> = (0..seq)
+                    .filter(|&j| mask[r * seq + j] == 1)
+                    .map(|j| ids[r * seq + j])
+                    .collect();
+                apply_repetition_penalty(&mut row, &seen, p);
+            }
+            let t = next_token(&mut row, cfg, &mut sampler);
+            out[r].push(t);
+            done[r] = eos.contains(&t) || !on_token(r, t);
             tokens.push(t);
         }
         if done.iter().all(|d| *d) {
@@ -152,4 +281,93 @@ pub fn generate_greedy(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_counts(logits: &[f32], cfg: &GenerateConfig, n: usize) -> Vec<usize> {
+        let mut s = Sampler::new(cfg.seed);
+        let mut counts = vec![0; logits.len()];
+        for _ in 0..n {
+            counts[next_token(&mut logits.to_vec(), cfg, &mut s) as usize] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn sampling_follows_the_softmax() {
+        // softmax([ln 1, ln 2, ln 3, ln 4]) = [0.1, 0.2, 0.3, 0.4].
+        let logits: Vec<f32> = [1f32, 2.0, 3.0, 4.0].iter().map(|x| x.ln()).collect();
+        let cfg = GenerateConfig {
+            do_sample: true,
+            seed: 7,
+            ..Default::default()
+        };
+        let n = 40_000;
+        let c = sample_counts(&logits, &cfg, n);
+        for (i, want) in [0.1, 0.2, 0.3, 0.4].iter().enumerate() {
+            let got = c[i] as f64 / n as f64;
+            assert!((got - want).abs() < 0.01, "token {i}: {got} vs {want}");
+        }
+        // Same seed, same draws.
+        assert_eq!(c, sample_counts(&logits, &cfg, n));
+    }
+
+    #[test]
+    fn top_k_top_p_and_temperature_restrict_the_choice() {
+        let logits: Vec<f32> = [1f32, 2.0, 3.0, 4.0].iter().map(|x| x.ln()).collect();
+        let base = GenerateConfig {
+            do_sample: true,
+            ..Default::default()
+        };
+        let k2 = sample_counts(
+            &logits,
+            &GenerateConfig {
+                top_k: Some(2),
+                ..base.clone()
+            },
+            5000,
+        );
+        assert_eq!((k2[0], k2[1]), (0, 0));
+        assert!((k2[3] as f64 / 5000.0 - 4.0 / 7.0).abs() < 0.03);
+        // top_p 0.65: {0.4, 0.3} reaches 0.7 >= 0.65, so only tokens 3 and 2.
+        let p = sample_counts(
+            &logits,
+            &GenerateConfig {
+                top_p: Some(0.65),
+                ..base.clone()
+            },
+            5000,
+        );
+        assert_eq!((p[0], p[1]), (0, 0));
+        // top_p 0.3: the first token alone reaches it.
+        let p1 = sample_counts(
+            &logits,
+            &GenerateConfig {
+                top_p: Some(0.3),
+                ..base.clone()
+            },
+            100,
+        );
+        assert_eq!(p1[3], 100);
+        // A very low temperature is greedy.
+        let cold = sample_counts(
+            &logits,
+            &GenerateConfig {
+                temperature: 0.01,
+                ..base
+            },
+            100,
+        );
+        assert_eq!(cold[3], 100);
+    }
+
+    #[test]
+    fn repetition_penalty_divides_positive_and_multiplies_negative() {
+        let mut l = vec![2.0, -2.0, 1.0];
+        apply_repetition_penalty(&mut l, &[0, 1, 0], 2.0);
+        assert_eq!(l, vec![1.0, -4.0, 1.0]);
+    }
 }

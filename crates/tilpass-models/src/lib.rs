@@ -6,9 +6,10 @@
 //! sliding-window attention; grouped-query attention, RoPE with `linear` and `llama3`
 //! scaling, optional biases, tied or untied head) and [`Gpt2`], behind [`DecoderLm::load`]
 //! (dispatch on `model_type`, single or sharded safetensors, bf16/f16 cast to f32); padded
-//! batches; a [`KvCache`]; greedy generation ([`generate_greedy`]).
+//! batches; a [`KvCache`]; [`generate`] (greedy, temperature / top-k / top-p sampling,
+//! repetition penalty, streaming callback).
 //!
-//! Planned: sampling, stop strings and streaming; encoders and encoder-decoders (`bert`,
+//! Planned: encoders and encoder-decoders (`bert`,
 //! `ltg_bert`, `t5`, `nort5`, issue 4); classification and embedding heads.
 
 #![warn(missing_docs)]
@@ -24,7 +25,9 @@ pub mod llama;
 pub use config::{Gpt2Config, LlamaConfig, RopeParameters, TokenIds};
 pub use decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS};
 pub use error::{ModelError, Result};
-pub use generate::{GenerateConfig, generate_greedy};
+pub use generate::{
+    GenerateConfig, Sampler, apply_repetition_penalty, generate, generate_greedy, next_token,
+};
 pub use gpt2::Gpt2;
 pub use layers::{KvCache, attention_bias};
 pub use llama::Llama;
