@@ -9,8 +9,9 @@ use serde_json::json;
 use tilpass::data::{
     DedupKey, LengthFilter, ReadOptions, RecordKind, dedup, read_dataset, stats, write_jsonl,
 };
+use tilpass::models::{DecoderInput, DecoderLm, GenerateConfig, generate};
 use tilpass::tokenize::{
-    ExtendConfig, MaskMode, RenderOptions, TokenizerKind, TrainConfig, encode_chat,
+    ExtendConfig, MaskMode, RenderOptions, Tokenizer, TokenizerKind, TrainConfig, encode_chat,
     extend_vocabulary, fertility, train_tokenizer,
 };
 
@@ -37,6 +38,106 @@ enum Command {
     /// Train tokenizers, extend vocabularies, measure fertility.
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
+    /// Logits of a decoder for one sequence: prints {"shape": [1, seq, vocab], "logits": [...]}.
+    Logits(LogitsArgs),
+    /// Generate text from a prompt (streamed to stdout; --json for a JSON object).
+    Generate(GenerateArgs),
+    /// Chat with a model on stdin/stdout through its chat template.
+    Chat(ChatArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Model directory (config.json + safetensors; tokenizer files for text input).
+    #[arg(long)]
+    model: PathBuf,
+    /// Device: flex (CPU), wgpu, wgpu-cpu, wgpu:N, cuda:N.
+    #[arg(long, default_value = "flex")]
+    device: String,
+}
+
+#[derive(Args)]
+struct LogitsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Token ids, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    ids: Vec<u32>,
+}
+
+#[derive(Args, Clone)]
+struct SamplingArgs {
+    /// New tokens at most.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 means greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample among the k most likely tokens.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sample among the most likely tokens holding this much probability.
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Repetition penalty (e.g. 1.1).
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
+    /// Seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop when the output contains this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Chat template name or built-in (`chatml`, `norsk`).
+    #[arg(long)]
+    chat_template: Option<String>,
+}
+
+impl SamplingArgs {
+    fn config(&self) -> GenerateConfig {
+        GenerateConfig {
+            max_new_tokens: self.max_new_tokens,
+            do_sample: self.temperature > 0.0,
+            temperature: if self.temperature > 0.0 {
+                self.temperature
+            } else {
+                1.0
+            },
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Treat the prompt as a user message and apply the chat template.
+    #[arg(long)]
+    chat: bool,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Print {"text", "ids", "prompt_ids"} instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A system message to start the conversation with.
+    #[arg(long)]
+    system: Option<String>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
 }
 
 #[derive(Args)]
@@ -328,6 +429,169 @@ fn tokenizer_cmd(cmd: TokenizerCommand) -> Result<(), BoxError> {
     Ok(())
 }
 
+fn load_model(args: &ModelArgs) -> Result<DecoderLm, BoxError> {
+    let device = tilpass::device(&args.device)?;
+    Ok(DecoderLm::load(&args.model, &device)?)
+}
+
+fn logits_cmd(a: LogitsArgs) -> Result<(), BoxError> {
+    let model = load_model(&a.model)?;
+    let input = DecoderInput::unpadded(std::slice::from_ref(&a.ids))?;
+    let logits = model.forward(&input, None)?;
+    let shape = logits.dims();
+    let values = logits
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| format!("{e:?}"))?;
+    print(&json!({"shape": shape, "logits": values}));
+    Ok(())
+}
+
+/// Streams decoded text to stdout as tokens arrive and stops at any stop string; returns
+/// the generated ids and text (stop string removed).
+fn run_generation(
+    model: &DecoderLm,
+    tok: &Tokenizer,
+    prompt_ids: Vec<u32>,
+    sampling: &SamplingArgs,
+    stream: bool,
+) -> Result<(Vec<u32>, String), BoxError> {
+    use std::io::Write;
+    let mut cfg = sampling.config();
+    let room = model.max_positions().saturating_sub(prompt_ids.len());
+    if room == 0 {
+        return Err(format!(
+            "the prompt has {} tokens, the model's context is {}",
+            prompt_ids.len(),
+            model.max_positions()
+        )
+        .into());
+    }
+    if cfg.max_new_tokens > room {
+        tracing::info!("max_new_tokens lowered to {room} to fit the context");
+        cfg.max_new_tokens = room;
+    }
+    if cfg.eos_token_ids.is_none() {
+        let mut eos = model.eos_token_ids();
+        eos.extend(tok.eos_id());
+        cfg.eos_token_ids = Some(eos);
+    }
+    let mut ids: Vec<u32> = vec![];
+    let mut printed = 0usize;
+    let mut text = String::new();
+    let mut stopped_at: Option<usize> = None;
+    let mut err: Option<BoxError> = None;
+    generate(model, &[prompt_ids], &cfg, &mut |_, t| {
+        ids.push(t);
+        match tok.decode(&ids, true) {
+            Ok(s) => text = s,
+            Err(e) => {
+                err = Some(e.into());
+                return false;
+            }
+        }
+        if let Some(pos) = sampling
+            .stop
+            .iter()
+            .filter_map(|s| text.find(s.as_str()))
+            .min()
+        {
+            stopped_at = Some(pos);
+        }
+        let visible = stopped_at.unwrap_or(text.len());
+        // Hold back a partial character (byte-level models) and a possible stop-string start.
+        let hold = sampling
+            .stop
+            .iter()
+            .map(|s| s.len())
+            .max()
+            .unwrap_or(0)
+            .saturating_sub(1);
+        let safe = if stopped_at.is_some() {
+            visible
+        } else {
+            visible.saturating_sub(hold)
+        };
+        let mut safe = safe.min(text.len());
+        while !text.is_char_boundary(safe) {
+            safe -= 1;
+        }
+        if stream && safe > printed && !text.ends_with('\u{FFFD}') {
+            print!("{}", &text[printed..safe]);
+            let _ = std::io::stdout().flush();
+            printed = safe;
+        }
+        stopped_at.is_none()
+    })?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    if let Some(p) = stopped_at {
+        text.truncate(p);
+    }
+    if stream {
+        if text.len() > printed {
+            print!("{}", &text[printed..]);
+        }
+        println!();
+    }
+    Ok((ids, text))
+}
+
+fn generate_cmd(a: GenerateArgs) -> Result<(), BoxError> {
+    let model = load_model(&a.model)?;
+    let tok = Tokenizer::from_dir(&a.model.model)?;
+    let prompt_ids = if a.chat {
+        let t = tok.chat_template(a.sampling.chat_template.as_deref())?;
+        let msgs = [tilpass::data::Message::new(
+            tilpass::data::Role::User,
+            a.prompt.clone(),
+        )];
+        let opts = RenderOptions {
+            add_generation_prompt: true,
+            ..Default::default()
+        };
+        tok.encode(&t.render(&msgs, &opts)?.text, false)?
+    } else {
+        tok.encode(&a.prompt, true)?
+    };
+    let (ids, text) = run_generation(&model, &tok, prompt_ids.clone(), &a.sampling, !a.json)?;
+    if a.json {
+        print(&json!({"text": text, "ids": ids, "prompt_ids": prompt_ids}));
+    }
+    Ok(())
+}
+
+fn chat_cmd(a: ChatArgs) -> Result<(), BoxError> {
+    use std::io::BufRead;
+    use tilpass::data::{Message, Role};
+    let model = load_model(&a.model)?;
+    let tok = Tokenizer::from_dir(&a.model.model)?;
+    let template = tok.chat_template(a.sampling.chat_template.as_deref())?;
+    let mut messages: Vec<Message> = a
+        .system
+        .iter()
+        .map(|s| Message::new(Role::System, s.clone()))
+        .collect();
+    eprintln!("tilpass chat: type a message and press Enter; an empty line or Ctrl-D ends.");
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            break;
+        }
+        messages.push(Message::new(Role::User, line));
+        let opts = RenderOptions {
+            add_generation_prompt: true,
+            ..Default::default()
+        };
+        let prompt = tok.encode(&template.render(&messages, &opts)?.text, false)?;
+        let (_, text) = run_generation(&model, &tok, prompt, &a.sampling, true)?;
+        messages.push(Message::new(Role::Assistant, text.trim().to_string()));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -341,6 +605,9 @@ fn main() -> ExitCode {
         Command::Tokenize(a) => tokenize(a).map(|()| true),
         Command::Data(d) => data(d),
         Command::Tokenizer(t) => tokenizer_cmd(t).map(|()| true),
+        Command::Logits(a) => logits_cmd(a).map(|()| true),
+        Command::Generate(a) => generate_cmd(a).map(|()| true),
+        Command::Chat(a) => chat_cmd(a).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

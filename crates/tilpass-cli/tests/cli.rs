@@ -186,3 +186,195 @@ fn bad_input_exits_2_with_one_line() {
     let err = bad_input(&tilpass(&["data", "stats", "/nonexistent/file.jsonl"]));
     assert!(err.contains("/nonexistent/file.jsonl"), "{err}");
 }
+
+fn fixture_dir(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/models")
+        .join(name)
+}
+
+/// A copy of a tiny fixture model with a word-level tokenizer whose token `tN` has id N.
+fn model_with_tokenizer(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fixture_dir(name)).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let vocab: serde_json::Map<String, Value> = (0..256)
+        .map(|i| (format!("t{i}"), Value::from(i)))
+        .collect();
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
+        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}
+    });
+    std::fs::write(dir.path().join("tokenizer.json"), tok.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn logits_match_the_transformers_fixture() {
+    let dir = fixture_dir("llama_gqa");
+    let ids = "1,17,42,99,200,3,5,7,11,13,250,128";
+    let v = ok_json(&tilpass(&[
+        "logits",
+        "--model",
+        dir.to_str().unwrap(),
+        "--ids",
+        ids,
+    ]));
+    assert_eq!(v["shape"], serde_json::json!([1, 12, 256]));
+    let got: Vec<f32> = serde_json::from_value(v["logits"].clone()).unwrap();
+    // Row 0 of the fixture batch is these ids, unpadded.
+    let expected = tilpass::core::Checkpoint::open(dir.join("expected.safetensors"))
+        .unwrap()
+        .read_f32("logits")
+        .unwrap();
+    let max = got
+        .iter()
+        .zip(&expected.data[..12 * 256])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max <= 1e-4, "{max}");
+}
+
+#[test]
+fn generate_greedy_and_sampled_text() {
+    let dir = model_with_tokenizer("gpt2");
+    let prompt = "t1 t17 t42 t99 t200 t3 t5 t7 t11 t13 t250 t128";
+    let m = dir.path().to_str().unwrap();
+    let v = ok_json(&tilpass(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        prompt,
+        "--max-new-tokens",
+        "20",
+        "--json",
+    ]));
+    let inputs: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir("gpt2").join("inputs.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        v["ids"], inputs["greedy_single"][0],
+        "greedy = transformers"
+    );
+    assert_eq!(v["prompt_ids"][0], 1);
+    let words: Vec<String> = v["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| format!("t{i}"))
+        .collect();
+    assert_eq!(v["text"], words.join(" "));
+    // Streaming prints the same text.
+    let out = tilpass(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        prompt,
+        "--max-new-tokens",
+        "20",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), words.join(" "));
+    // A stop string cuts the output.
+    let stop = words[2].clone();
+    let v = ok_json(&tilpass(&[
+        "generate", "--model", m, "--prompt", prompt, "--stop", &stop, "--json",
+    ]));
+    assert!(!v["text"].as_str().unwrap().contains(&stop), "{v}");
+    // Sampling is reproducible with a seed.
+    let args = [
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        prompt,
+        "--temperature",
+        "1.0",
+        "--top-k",
+        "50",
+        "--seed",
+        "3",
+        "--json",
+    ];
+    assert_eq!(
+        ok_json(&tilpass(&args))["ids"],
+        ok_json(&tilpass(&args))["ids"]
+    );
+}
+
+#[test]
+fn model_errors_exit_2() {
+    let err = bad_input(&tilpass(&[
+        "logits",
+        "--model",
+        "/nonexistent/model",
+        "--ids",
+        "1,2",
+    ]));
+    assert!(err.contains("/nonexistent/model"), "{err}");
+    let dir = fixture_dir("gpt2");
+    let err = bad_input(&tilpass(&[
+        "logits",
+        "--model",
+        dir.to_str().unwrap(),
+        "--ids",
+        "1,2",
+        "--device",
+        "cuda:0",
+    ]));
+    assert!(err.contains("--features cuda"), "{err}");
+    let err = bad_input(&tilpass(&[
+        "logits",
+        "--model",
+        dir.to_str().unwrap(),
+        "--ids",
+        "1,999",
+    ]));
+    assert!(err.contains("999"), "{err}");
+}
+
+#[test]
+fn chat_answers_each_line_on_stdin() {
+    use std::io::Write;
+    let dir = model_with_tokenizer("gpt2");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tilpass"))
+        .args([
+            "chat",
+            "--model",
+            dir.path().to_str().unwrap(),
+            "--chat-template",
+            "norsk",
+            "--max-new-tokens",
+            "4",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"t5 t6\nt7 t8\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let answers: Vec<&str> = text.lines().collect();
+    assert_eq!(answers.len(), 2, "{text}");
+    assert!(
+        answers.iter().all(|a| a.split_whitespace().count() >= 1),
+        "{text}"
+    );
+}
