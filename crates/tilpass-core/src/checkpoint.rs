@@ -49,6 +49,28 @@ impl HostTensor {
         self.data.len()
     }
 
+    /// The transpose of a rank-2 tensor, as a new contiguous tensor (`[r, c]` -> `[c, r]`).
+    ///
+    /// Fails for other ranks.
+    pub fn transposed(&self) -> Result<Self> {
+        let [r, c] = self.shape[..] else {
+            return Err(Error::InvalidConfig {
+                context: "HostTensor::transposed".into(),
+                message: format!("expected a rank-2 tensor, shape is {:?}", self.shape),
+            });
+        };
+        let mut data = vec![0f32; r * c];
+        for i in 0..r {
+            for j in 0..c {
+                data[j * r + i] = self.data[i * c + j];
+            }
+        }
+        Ok(Self {
+            shape: vec![c, r],
+            data,
+        })
+    }
+
     /// Copies this tensor to `device` as a rank-`D` burn tensor.
     ///
     /// Fails when the rank is not `D`.

@@ -8,7 +8,7 @@ use tilpass_core::Checkpoint;
 
 use crate::config::Gpt2Config;
 use crate::error::{ModelError, Result};
-use crate::layers::{KvCache, LayerNorm, attention, load_conv1d, load_embedding};
+use crate::layers::{KvCache, LayerNorm, attention, load_conv1d, load_embedding, tied_logits};
 
 /// `gelu_new`: `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`.
 pub fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -163,6 +163,6 @@ impl Gpt2 {
 
     /// Logits `[batch, seq, vocab]` through the tied head.
     pub fn lm_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        hidden.matmul(self.wte.weight.val().transpose().unsqueeze::<3>())
+        tied_logits(hidden, self.wte.weight.val())
     }
 }

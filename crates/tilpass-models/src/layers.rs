@@ -85,7 +85,12 @@ pub fn load_linear(
     bias: bool,
     device: &Device,
 ) -> Result<Linear> {
-    let w: Tensor<2> = ckpt.tensor(&format!("{prefix}.weight"), [d_out, d_in], device)?;
+    // Transposed on the host so the stored weight is contiguous: a transposed view would be
+    // copied by every matmul.
+    let w: Tensor<2> = ckpt
+        .read_f32_shaped(&format!("{prefix}.weight"), &[d_out, d_in])?
+        .transposed()?
+        .to_tensor(device)?;
     let b = if bias {
         Some(Param::from_tensor(ckpt.tensor(
             &format!("{prefix}.bias"),
@@ -96,7 +101,7 @@ pub fn load_linear(
         None
     };
     Ok(Linear {
-        weight: Param::from_tensor(w.transpose()),
+        weight: Param::from_tensor(w),
         bias: b,
     })
 }
@@ -134,6 +139,16 @@ pub fn load_embedding(
     Ok(Embedding {
         weight: Param::from_tensor(ckpt.tensor(name, [n, dim], device)?),
     })
+}
+
+/// Logits through a tied head: `hidden [b, s, d] · embeddingᵀ` with `embedding [vocab, d]`,
+/// computed as `(E · hᵀ)ᵀ` so the large embedding matrix is never transposed (a transposed
+/// view would be copied by the matmul on every call).
+pub fn tied_logits(hidden: Tensor<3>, embedding: Tensor<2>) -> Tensor<3> {
+    let [b, s, d] = hidden.dims();
+    let [v, _] = embedding.dims();
+    let h = hidden.reshape([b * s, d]).transpose();
+    embedding.matmul(h).transpose().reshape([b, s, v])
 }
 
 /// Rotary position embeddings in HF's rotate-half layout.

@@ -8,7 +8,9 @@ use tilpass_core::Checkpoint;
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::layers::{KvCache, RmsNorm, Rope, apply_rope, attention, load_embedding, load_linear};
+use crate::layers::{
+    KvCache, RmsNorm, Rope, apply_rope, attention, load_embedding, load_linear, tied_logits,
+};
 
 /// Self-attention with grouped-query heads and rotary embeddings.
 #[derive(Module, Debug)]
@@ -345,7 +347,7 @@ impl Llama {
     pub fn lm_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => hidden.matmul(self.embed_tokens.weight.val().transpose().unsqueeze::<3>()),
+            None => tied_logits(hidden, self.embed_tokens.weight.val()),
         }
     }
 }
