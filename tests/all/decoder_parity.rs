@@ -17,7 +17,7 @@ const FIXTURES: [&str; 4] = [
 ];
 
 fn device() -> tilpass::burn::tensor::Device {
-    tilpass::device("flex").unwrap()
+    tilpass_tests::test_device()
 }
 
 fn inputs(name: &str) -> Value {

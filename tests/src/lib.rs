@@ -72,6 +72,13 @@ pub fn shared_data(rel: &str) -> Option<PathBuf> {
     None
 }
 
+/// The device tests run on: `TILPASS_TEST_DEVICE` (e.g. `wgpu-cpu`, with the `wgpu` feature),
+/// else `flex`.
+pub fn test_device() -> tilpass::burn::tensor::Device {
+    let spec = std::env::var("TILPASS_TEST_DEVICE").unwrap_or_else(|_| "flex".into());
+    tilpass::device(&spec).unwrap_or_else(|e| panic!("TILPASS_TEST_DEVICE={spec}: {e}"))
+}
+
 /// Lines of a text file.
 pub fn read_lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
