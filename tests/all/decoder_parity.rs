@@ -6,6 +6,7 @@ use serde_json::Value;
 use tilpass::core::Checkpoint;
 use tilpass::models::{
     DecoderInput, DecoderLm, GenerateConfig, KvCache, ModelError, generate_greedy,
+    shifted_log_probs,
 };
 use tilpass_tests::fixture_path;
 
@@ -226,4 +227,39 @@ fn prompts_longer_than_the_context_are_rejected() {
         model.forward(&too_long, None),
         Err(ModelError::TooLong { .. })
     ));
+}
+
+#[test]
+fn shifted_log_probs_match_a_log_softmax_of_the_reference_logits() {
+    let dir = fixture_path("models/llama_gqa");
+    let model = DecoderLm::load(&dir, &device()).unwrap();
+    let tokens: Vec<u32> = vec![1, 17, 42, 99, 200, 3, 5, 7, 11, 13, 250, 128];
+    let input = DecoderInput::unpadded(std::slice::from_ref(&tokens)).unwrap();
+    let mut labels: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+    labels[3] = -100;
+    let (lp, mask) = shifted_log_probs(model.forward(&input, None).unwrap(), &labels).unwrap();
+    let lp: Vec<f32> = lp.into_data().try_into_vec_as::<f32>().unwrap();
+    // The reference: transformers' logits (row 0 of the fixture batch), log-softmax on the host.
+    let expected = Checkpoint::open(dir.join("expected.safetensors"))
+        .unwrap()
+        .read_f32("logits")
+        .unwrap();
+    let v = 256;
+    for t in 0..tokens.len() - 1 {
+        let row = &expected.data[t * v..(t + 1) * v];
+        let max = row.iter().copied().fold(f32::MIN, f32::max);
+        let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+        let want = if labels[t + 1] < 0 {
+            0.0
+        } else {
+            row[labels[t + 1] as usize] - lse
+        };
+        assert_eq!(mask[t], labels[t + 1] >= 0);
+        assert!(
+            (lp[t] - want).abs() < 1e-4,
+            "position {t}: {} vs {want}",
+            lp[t]
+        );
+    }
+    assert!(shifted_log_probs(model.forward(&input, None).unwrap(), &labels[..3]).is_err());
 }

@@ -160,6 +160,25 @@ impl DecoderLm {
     /// Logits `[batch, seq, vocab]` for the new tokens of `input`; with a cache, the cached
     /// columns are attended to and the new keys/values are appended.
     pub fn forward(&self, input: &DecoderInput, cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
+        let hidden = self.forward_hidden(input, cache)?;
+        Ok(self.logits(hidden))
+    }
+
+    /// Logits `[batch, seq, vocab]` from final hidden states `[batch, seq, hidden]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match self {
+            Self::Llama(m) => m.lm_logits(hidden),
+            Self::Gpt2(m) => m.lm_logits(hidden),
+        }
+    }
+
+    /// Final hidden states `[batch, seq, hidden]` (after the last norm) for the new tokens of
+    /// `input`, e.g. for embeddings or a value head.
+    pub fn forward_hidden(
+        &self,
+        input: &DecoderInput,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor<3>> {
         let (b, s) = (input.batch, input.seq);
         let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         if input.input_ids.len() != b * s
@@ -197,8 +216,43 @@ impl DecoderLm {
         };
         let bias = attention_bias(&input.attention_mask, b, s, past, window, &device);
         Ok(match self {
-            Self::Llama(m) => m.lm_logits(m.hidden(ids, &input.position_ids, &bias, cache)),
-            Self::Gpt2(m) => m.lm_logits(m.hidden(ids, &input.position_ids, &bias, cache)),
+            Self::Llama(m) => m.hidden(ids, &input.position_ids, &bias, cache),
+            Self::Gpt2(m) => m.hidden(ids, &input.position_ids, &bias, cache),
         })
     }
+}
+
+/// Log-probabilities of the next token, shifted as in causal-LM training: entry `[b, t]` is
+/// `log p(labels[b, t + 1] | tokens ..= t)` from `logits [batch, seq, vocab]` and `labels`
+/// (`[batch, seq]` row-major, -100 = ignored). Returns `[batch, seq - 1]` with 0 at ignored
+/// labels, and the mask of scored positions (`[batch, seq - 1]`, true = scored).
+pub fn shifted_log_probs(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<2>, Vec<bool>)> {
+    let [b, s, v] = logits.dims();
+    if labels.len() != b * s || s < 2 {
+        return Err(ModelError::Input(format!(
+            "labels must be {b}x{s} (and seq >= 2), got {} values",
+            labels.len()
+        )));
+    }
+    let mut idx = Vec::with_capacity(b * (s - 1));
+    let mut mask = Vec::with_capacity(b * (s - 1));
+    for r in 0..b {
+        for t in 1..s {
+            let l = labels[r * s + t];
+            if l >= v as i64 {
+                return Err(ModelError::Input(format!(
+                    "label {l} is outside the vocabulary of {v}"
+                )));
+            }
+            mask.push(l >= 0);
+            idx.push(l.max(0));
+        }
+    }
+    let device = logits.device();
+    let lp = burn::tensor::activation::log_softmax(logits.slice([0..b, 0..s - 1, 0..v]), 2);
+    let idx = Tensor::<3, Int>::from_data(TensorData::new(idx, [b, s - 1, 1]), &device);
+    let keep: Vec<f32> = mask.iter().map(|&m| f32::from(u8::from(m))).collect();
+    let keep = Tensor::<2>::from_data(TensorData::new(keep, [b, s - 1]), &device);
+    let picked = lp.gather(2, idx).reshape([b, s - 1]) * keep;
+    Ok((picked, mask))
 }

@@ -23,7 +23,7 @@ pub mod layers;
 pub mod llama;
 
 pub use config::{Gpt2Config, LlamaConfig, RopeParameters, TokenIds};
-pub use decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS};
+pub use decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS, shifted_log_probs};
 pub use error::{ModelError, Result};
 pub use generate::{
     GenerateConfig, Sampler, apply_repetition_penalty, generate, generate_greedy, next_token,
