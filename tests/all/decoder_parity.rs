@@ -263,3 +263,44 @@ fn shifted_log_probs_match_a_log_softmax_of_the_reference_logits() {
     }
     assert!(shifted_log_probs(model.forward(&input, None).unwrap(), &labels[..3]).is_err());
 }
+
+#[test]
+fn saved_models_reload_with_the_same_tensors_and_logits() {
+    use tilpass::core::SaveDtype;
+    let dev = device();
+    for name in ["llama3_rope_bf16_sharded", "gpt2", "llama_gqa"] {
+        let src = fixture_path(&format!("models/{name}"));
+        let model = DecoderLm::load(&src, &dev).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        model.save(out.path(), SaveDtype::F32).unwrap();
+        if let Some(keep) = std::env::var_os("TILPASS_KEEP_SAVED_MODELS") {
+            // For checking by hand that transformers loads what tilpass writes.
+            model
+                .save(std::path::Path::new(&keep).join(name), SaveDtype::F32)
+                .unwrap();
+        }
+        // The same tensor names as transformers wrote.
+        let original = tilpass::core::ModelDir::open(&src)
+            .unwrap()
+            .checkpoint()
+            .unwrap();
+        let saved = Checkpoint::open(out.path()).unwrap();
+        let a: Vec<&str> = original.keys().collect();
+        let b: Vec<&str> = saved.keys().collect();
+        assert_eq!(a, b, "{name}");
+        for k in a {
+            assert_eq!(
+                original.read_f32(k).unwrap(),
+                saved.read_f32(k).unwrap(),
+                "{name}: {k}"
+            );
+        }
+        let back = DecoderLm::load(out.path(), &dev).unwrap();
+        let input = DecoderInput::unpadded(&[vec![1, 17, 42, 99, 200]]).unwrap();
+        assert_eq!(
+            logits_vec(model.forward(&input, None).unwrap()),
+            logits_vec(back.forward(&input, None).unwrap()),
+            "{name}"
+        );
+    }
+}

@@ -7,6 +7,10 @@ fn one() -> f64 {
     1.0
 }
 
+fn is_one(f: &f64) -> bool {
+    *f == 1.0
+}
+
 /// RoPE parameters: transformers 4 `rope_scaling` (+ `rope_theta`) or transformers 5
 /// `rope_parameters`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,19 +19,19 @@ pub struct RopeParameters {
     #[serde(alias = "type", default = "default_rope_type")]
     pub rope_type: String,
     /// Base of the frequencies.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_theta: Option<f64>,
     /// Scaling factor (`linear`, `llama3`).
-    #[serde(default = "one")]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
     pub factor: f64,
     /// `llama3`: low-frequency factor.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub low_freq_factor: Option<f64>,
     /// `llama3`: high-frequency factor.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub high_freq_factor: Option<f64>,
     /// `llama3`: the context length before scaling.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_max_position_embeddings: Option<usize>,
 }
 
@@ -72,10 +76,10 @@ pub struct LlamaConfig {
     /// Query heads.
     pub num_attention_heads: usize,
     /// Key/value heads (grouped-query attention); defaults to `num_attention_heads`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_key_value_heads: Option<usize>,
     /// Head size; defaults to `hidden_size / num_attention_heads`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_dim: Option<usize>,
     /// Context length.
     #[serde(default = "default_max_pos")]
@@ -84,13 +88,13 @@ pub struct LlamaConfig {
     #[serde(default = "default_rms_eps")]
     pub rms_norm_eps: f64,
     /// RoPE base (transformers 4).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_theta: Option<f64>,
     /// RoPE scaling (transformers 4).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_scaling: Option<RopeParameters>,
     /// RoPE parameters (transformers 5).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_parameters: Option<RopeParameters>,
     /// Biases on q/k/v/o.
     #[serde(default)]
@@ -102,19 +106,19 @@ pub struct LlamaConfig {
     #[serde(default)]
     pub tie_word_embeddings: bool,
     /// Mistral's sliding-window attention size.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sliding_window: Option<usize>,
     /// Activation of the MLP (only `silu` is supported).
     #[serde(default = "default_act")]
     pub hidden_act: String,
     /// BOS id.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bos_token_id: Option<u32>,
     /// EOS id(s).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eos_token_id: Option<TokenIds>,
     /// Padding id.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pad_token_id: Option<u32>,
     /// Any other fields, kept for saving.
     #[serde(flatten)]
@@ -179,7 +183,7 @@ pub struct Gpt2Config {
     #[serde(default = "default_gpt2_pos")]
     pub n_positions: usize,
     /// MLP inner size; defaults to `4 * n_embd`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n_inner: Option<usize>,
     /// `gelu_new` (also accepted: `gelu_pytorch_tanh`, `gelu_fast`, `gelu`).
     #[serde(default = "default_gpt2_act")]
@@ -194,10 +198,10 @@ pub struct Gpt2Config {
     #[serde(default = "yes")]
     pub scale_attn_weights: bool,
     /// BOS id.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bos_token_id: Option<u32>,
     /// EOS id(s).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eos_token_id: Option<TokenIds>,
     /// Any other fields.
     #[serde(flatten)]
