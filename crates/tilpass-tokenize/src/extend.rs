@@ -84,7 +84,7 @@ fn words(line: &str) -> impl Iterator<Item = &str> {
         .filter(|w| !w.is_empty())
 }
 
-/// The model kind and its editable JSON.
+/// The kind of model whose vocabulary is extended.
 enum ModelJson {
     Bpe,
     WordPiece,
