@@ -4,6 +4,10 @@
 //! stay flat, not grow with the position). `scripts/compare/decoder.py` times the same work
 //! in transformers (PyTorch, CPU).
 
+/// The allocator the `tilpass` binary uses (see its `main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tilpass::core::{HostTensor, SaveDtype, save_safetensors};
 use tilpass::models::{DecoderInput, DecoderLm, GenerateConfig, KvCache, generate_greedy};

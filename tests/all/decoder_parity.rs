@@ -274,7 +274,7 @@ fn saved_models_reload_with_the_same_tensors_and_logits() {
         let out = tempfile::tempdir().unwrap();
         model.save(out.path(), SaveDtype::F32).unwrap();
         if let Some(keep) = std::env::var_os("TILPASS_KEEP_SAVED_MODELS") {
-            // For checking by hand that transformers loads what tilpass writes.
+            // tests/fixtures/generate_models.py --verify-saved DIR loads these in transformers.
             model
                 .save(std::path::Path::new(&keep).join(name), SaveDtype::F32)
                 .unwrap();

@@ -3,6 +3,7 @@
 mod core_device;
 mod decoder_parity;
 mod packing;
+mod stop_strings;
 mod tokenize_errors;
 mod tokenize_parity;
 mod tokenizer_training;

@@ -8,7 +8,7 @@ use tilpass_core::{CONFIG_FILE, HostTensor, ModelDir, SaveDtype, save_safetensor
 use crate::config::{Gpt2Config, LlamaConfig};
 use crate::error::{ModelError, Result};
 use crate::gpt2::Gpt2;
-use crate::layers::{KvCache, attention_bias};
+use crate::layers::{KvCache, causal_mask};
 use crate::llama::Llama;
 
 /// `model_type`s that [`DecoderLm::load`] understands.
@@ -333,10 +333,10 @@ impl DecoderLm {
             Self::Llama(m) => m.config.sliding_window,
             Self::Gpt2(_) => None,
         };
-        let bias = attention_bias(&input.attention_mask, b, s, past, window, &device);
+        let mask = causal_mask(&input.attention_mask, b, s, past, window, &device);
         Ok(match self {
-            Self::Llama(m) => m.hidden(ids, &input.position_ids, &bias, cache),
-            Self::Gpt2(m) => m.hidden(ids, &input.position_ids, &bias, cache),
+            Self::Llama(m) => m.hidden(ids, &input.position_ids, &mask, cache),
+            Self::Gpt2(m) => m.hidden(ids, &input.position_ids, &mask, cache),
         })
     }
 }

@@ -32,6 +32,9 @@ pub enum ModelError {
         /// `max_position_embeddings` / `n_positions`.
         max: usize,
     },
+    /// The detokenizer given to [`crate::generate_text`] failed.
+    #[error("decoding generated tokens failed: {0}")]
+    Decode(String),
     /// Inputs of inconsistent shapes.
     #[error("invalid input: {0}")]
     Input(String),

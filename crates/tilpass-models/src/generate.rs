@@ -32,6 +32,9 @@ pub struct GenerateConfig {
     pub repetition_penalty: Option<f32>,
     /// Seed of the sampler (same seed, same tokens).
     pub seed: u64,
+    /// Stop a row once its decoded text contains any of these (transformers' `stop_strings`).
+    /// Needs a detokenizer, so only [`generate_text`] honours them; [`generate`] rejects them.
+    pub stop_strings: Vec<String>,
 }
 
 impl Default for GenerateConfig {
@@ -47,6 +50,7 @@ impl Default for GenerateConfig {
             top_p: None,
             repetition_penalty: None,
             seed: 0,
+            stop_strings: Vec::new(),
         }
     }
 }
@@ -173,6 +177,20 @@ pub fn generate(
     cfg: &GenerateConfig,
     on_token: &mut dyn FnMut(usize, u32) -> bool,
 ) -> Result<Vec<Vec<u32>>> {
+    if !cfg.stop_strings.is_empty() {
+        return Err(ModelError::Input(
+            "stop_strings need the generated text: use generate_text with a detokenizer".into(),
+        ));
+    }
+    generate_ids(model, prompts, cfg, on_token)
+}
+
+fn generate_ids(
+    model: &DecoderLm,
+    prompts: &[Vec<u32>],
+    cfg: &GenerateConfig,
+    on_token: &mut dyn FnMut(usize, u32) -> bool,
+) -> Result<Vec<Vec<u32>>> {
     let eos = cfg
         .eos_token_ids
         .clone()
@@ -281,6 +299,156 @@ pub fn generate(
         }
     }
     Ok(out)
+}
+
+/// Why a row of [`generate_text`] stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// It produced an EOS token (kept in `ids`, not in `text` if the detokenizer skips it).
+    Eos,
+    /// Its text reached this stop string.
+    StopString(String),
+    /// It reached `max_new_tokens`.
+    MaxNewTokens,
+}
+
+/// One generated row of [`generate_text`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// Every new token, including an EOS or the one that completed a stop string.
+    pub ids: Vec<u32>,
+    /// Decoded text of `ids`, cut before the first stop string.
+    pub text: String,
+    /// Why the row stopped.
+    pub stop: StopReason,
+}
+
+/// Per-row text state: decoded text, how much was streamed, where a stop string matched.
+struct TextRow {
+    ids: Vec<u32>,
+    text: String,
+    streamed: usize,
+    stop: Option<(usize, String)>,
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of some stop string (that
+/// text may still become a stop string, so it is not streamed yet).
+fn pending_stop_prefix(text: &str, stops: &[String]) -> usize {
+    let mut best = 0;
+    for s in stops {
+        for (k, _) in s.char_indices().skip(1) {
+            if k > best && text.ends_with(&s[..k]) {
+                best = k;
+            }
+        }
+    }
+    best
+}
+
+/// [`generate`] with text: every row's tokens are decoded by `decode` (a tokenizer's decode,
+/// usually skipping special tokens) as they arrive, a row stops at the first of
+/// `cfg.stop_strings` in its text (as transformers' `stop_strings`), and `on_text(row, chunk)`
+/// streams the new text of each row. Text that could still turn into a stop string, and a
+/// trailing incomplete character (`\u{FFFD}` from byte-level tokens), is held back until it
+/// is settled, so the streamed chunks concatenate to exactly the returned `text`.
+///
+/// ```no_run
+/// # use tilpass_models::{DecoderLm, GenerateConfig, generate_text};
+/// # fn demo(model: &DecoderLm, prompt: Vec<u32>) -> tilpass_models::Result<()> {
+/// let cfg = GenerateConfig { stop_strings: vec!["\n\n".into()], ..Default::default() };
+/// let decode = |ids: &[u32]| Ok(format!("{ids:?}")); // a tokenizer's decode in practice
+/// let rows = generate_text(model, &[prompt], &cfg, &decode, &mut |_, chunk| print!("{chunk}"))?;
+/// println!("\nstopped: {:?}", rows[0].stop);
+/// # Ok(()) }
+/// ```
+pub fn generate_text(
+    model: &DecoderLm,
+    prompts: &[Vec<u32>],
+    cfg: &GenerateConfig,
+    decode: &dyn Fn(&[u32]) -> std::result::Result<String, String>,
+    on_text: &mut dyn FnMut(usize, &str),
+) -> Result<Vec<Generation>> {
+    let eos = cfg
+        .eos_token_ids
+        .clone()
+        .unwrap_or_else(|| model.eos_token_ids());
+    let stops: Vec<String> = cfg
+        .stop_strings
+        .iter()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect();
+    let mut rows: Vec<TextRow> = prompts
+        .iter()
+        .map(|_| TextRow {
+            ids: Vec::new(),
+            text: String::new(),
+            streamed: 0,
+            stop: None,
+        })
+        .collect();
+    let mut error: Option<String> = None;
+    generate_ids(model, prompts, cfg, &mut |r, t| {
+        let row = &mut rows[r];
+        row.ids.push(t);
+        match decode(&row.ids) {
+            Ok(text) => row.text = text,
+            Err(e) => {
+                error = Some(e);
+                return false;
+            }
+        }
+        row.stop = stops
+            .iter()
+            .filter_map(|s| row.text.find(s.as_str()).map(|p| (p, s.clone())))
+            .min_by_key(|(p, _)| *p);
+        let finished = row.stop.is_some() || eos.contains(&t);
+        let mut safe = match &row.stop {
+            Some((p, _)) => *p,
+            None if finished => row.text.len(),
+            None => {
+                let mut end = row.text.len() - pending_stop_prefix(&row.text, &stops);
+                if row.text[..end].ends_with('\u{FFFD}') {
+                    end -= '\u{FFFD}'.len_utf8();
+                }
+                end
+            }
+        };
+        while !row.text.is_char_boundary(safe) {
+            safe -= 1;
+        }
+        if safe > row.streamed && row.text.is_char_boundary(row.streamed) {
+            on_text(r, &row.text[row.streamed..safe]);
+            row.streamed = safe;
+        }
+        row.stop.is_none()
+    })?;
+    if let Some(e) = error {
+        return Err(ModelError::Decode(e));
+    }
+    Ok(rows
+        .into_iter()
+        .enumerate()
+        .map(|(r, mut row)| {
+            let stop = match row.stop.take() {
+                Some((p, s)) => {
+                    row.text.truncate(p);
+                    StopReason::StopString(s)
+                }
+                None if row.ids.last().is_some_and(|t| eos.contains(t)) => StopReason::Eos,
+                None => StopReason::MaxNewTokens,
+            };
+            if row.text.len() > row.streamed && row.text.is_char_boundary(row.streamed) {
+                on_text(r, &row.text[row.streamed..]);
+            }
+            Generation {
+                ids: row.ids,
+                text: row.text,
+                stop,
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

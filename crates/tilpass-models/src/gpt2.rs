@@ -3,7 +3,7 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, Linear};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use tilpass_core::Checkpoint;
 
 use crate::config::Gpt2Config;
@@ -122,7 +122,7 @@ impl Gpt2 {
         &self,
         input_ids: Tensor<2, Int>,
         positions: &[i64],
-        bias: &Tensor<4>,
+        mask: &Tensor<4, Bool>,
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let [b, s] = input_ids.dims();
@@ -149,7 +149,7 @@ impl Gpt2 {
                 Some(c) => c.append(i, k, v),
                 None => (k, v),
             };
-            let a = attention(q, k, v, bias, scale)
+            let a = attention(q, k, v, Some(mask), None, scale)
                 .swap_dims(1, 2)
                 .reshape([b, s, d]);
             x = x + blk.c_proj.forward(a);

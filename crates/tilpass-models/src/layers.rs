@@ -2,8 +2,8 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
-use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Tensor, TensorData};
 use tilpass_core::Checkpoint;
 
 use crate::error::Result;
@@ -247,20 +247,21 @@ impl KvCache {
     }
 }
 
-/// Additive attention bias `[batch, 1, q_len, past + q_len]`: 0 where query `i` (column
-/// `past + i`) may see key column `j` — `j <= past + i`, `attention_mask[b][j] == 1` and, with
-/// a sliding window `w`, `past + i - j < w` — and `f32::MIN` elsewhere (as transformers).
-pub fn attention_bias(
+/// Decoder attention mask `[batch, 1, q_len, past + q_len]`, `true` where query `i` (column
+/// `past + i`) may **not** see key column `j`: it may see it when `j <= past + i`,
+/// `attention_mask[b][j] == 1` and, with a sliding window `w`, `past + i - j < w` (as
+/// transformers' causal / sliding-window masks).
+pub fn causal_mask(
     attention_mask: &[u8],
     batch: usize,
     q_len: usize,
     past: usize,
     sliding_window: Option<usize>,
     device: &Device,
-) -> Tensor<4> {
+) -> Tensor<4, Bool> {
     let k_len = past + q_len;
     debug_assert_eq!(attention_mask.len(), batch * k_len);
-    let mut bias = vec![f32::MIN; batch * q_len * k_len];
+    let mut masked = vec![true; batch * q_len * k_len];
     for b in 0..batch {
         for i in 0..q_len {
             let qpos = past + i;
@@ -268,21 +269,28 @@ pub fn attention_bias(
                 let visible = attention_mask[b * k_len + j] == 1
                     && sliding_window.is_none_or(|w| qpos - j < w);
                 if visible {
-                    bias[(b * q_len + i) * k_len + j] = 0.0;
+                    masked[(b * q_len + i) * k_len + j] = false;
                 }
             }
         }
     }
-    Tensor::from_data(TensorData::new(bias, [batch, 1, q_len, k_len]), device)
+    Tensor::from_data(TensorData::new(masked, [batch, 1, q_len, k_len]), device)
 }
 
 /// Scaled dot-product attention with grouped-query heads: `q [b, h, s, d]`, `k`/`v`
-/// `[b, kv, t, d]` with `h % kv == 0`, additive `bias [b, 1, s, t]`. Returns `[b, h, s, d]`.
+/// `[b, kv, t, d]` with `h % kv == 0`; `mask [b, 1 or h, s, t]` is `true` where a key is hidden,
+/// `bias [b, 1 or h, s, t]` is added to the scaled scores (relative positions). Returns
+/// `[b, h, s, d]`. A query row that sees no key gets zeros.
+///
+/// Runs burn's fused `attention` (on Flex: tiled with an online softmax for long sequences,
+/// so the `[s, t]` scores of every head are never materialised at once). Key/value heads are
+/// expanded to the query heads first, since not every backend's kernel accepts GQA.
 pub fn attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
-    bias: &Tensor<4>,
+    mask: Option<&Tensor<4, Bool>>,
+    bias: Option<&Tensor<4>>,
     scale: f64,
 ) -> Tensor<4> {
     let [b, h, _, d] = q.dims();
@@ -298,6 +306,16 @@ pub fn attention(
         };
         (expand(k), expand(v))
     };
-    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + bias.clone();
-    softmax(scores, 3).matmul(v)
+    burn::tensor::module::attention(
+        q,
+        k,
+        v,
+        mask.cloned(),
+        bias.cloned(),
+        AttentionModuleOptions {
+            scale: Some(scale),
+            softcap: None,
+            is_causal: false,
+        },
+    )
 }

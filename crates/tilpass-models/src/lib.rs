@@ -7,7 +7,7 @@
 //! scaling, optional biases, tied or untied head) and [`Gpt2`], behind [`DecoderLm::load`]
 //! (dispatch on `model_type`, single or sharded safetensors, bf16/f16 cast to f32); padded
 //! batches; a [`KvCache`]; [`generate`] (greedy, temperature / top-k / top-p sampling,
-//! repetition penalty, streaming callback).
+//! repetition penalty, stop strings and streamed text through [`generate_text`]).
 //!
 //! Planned: encoders and encoder-decoders (`bert`,
 //! `ltg_bert`, `t5`, `nort5`, issue 4); classification and embedding heads.
@@ -26,8 +26,9 @@ pub use config::{Gpt2Config, LlamaConfig, RopeParameters, TokenIds};
 pub use decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS, shifted_log_probs};
 pub use error::{ModelError, Result};
 pub use generate::{
-    GenerateConfig, Sampler, apply_repetition_penalty, generate, generate_greedy, next_token,
+    GenerateConfig, Generation, Sampler, StopReason, apply_repetition_penalty, generate,
+    generate_greedy, generate_text, next_token,
 };
 pub use gpt2::Gpt2;
-pub use layers::{KvCache, attention_bias};
+pub use layers::{KvCache, causal_mask};
 pub use llama::Llama;

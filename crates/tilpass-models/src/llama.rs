@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::silu;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Bool, Device, Tensor};
 use tilpass_core::Checkpoint;
 
 use crate::config::LlamaConfig;
@@ -37,7 +37,7 @@ impl LlamaAttention {
         x: Tensor<3>,
         cos: &Tensor<4>,
         sin: &Tensor<4>,
-        bias: &Tensor<4>,
+        mask: &Tensor<4, Bool>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
@@ -63,7 +63,7 @@ impl LlamaAttention {
             Some((c, layer)) => c.append(layer, k, v),
             None => (k, v),
         };
-        let out = attention(q, k, v, bias, 1.0 / (d as f64).sqrt());
+        let out = attention(q, k, v, Some(mask), None, 1.0 / (d as f64).sqrt());
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([b, s, h * d]))
     }
@@ -316,7 +316,7 @@ impl Llama {
         &self,
         input_ids: burn::tensor::Tensor<2, burn::tensor::Int>,
         positions: &[i64],
-        bias: &Tensor<4>,
+        mask: &Tensor<4, Bool>,
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let [b, s] = input_ids.dims();
@@ -329,7 +329,7 @@ impl Llama {
                 layer.input_layernorm.forward(x.clone()),
                 &cos,
                 &sin,
-                bias,
+                mask,
                 c,
             );
             x = x + a;
