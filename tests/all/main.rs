@@ -2,6 +2,7 @@
 
 mod core_device;
 mod decoder_parity;
+mod encoder_parity;
 mod packing;
 mod stop_strings;
 mod tokenize_errors;

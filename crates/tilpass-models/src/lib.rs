@@ -14,16 +14,20 @@
 
 #![warn(missing_docs)]
 
+pub mod bert;
 pub mod config;
 pub mod decoder;
+pub mod encoder;
 pub mod error;
 pub mod generate;
 pub mod gpt2;
 pub mod layers;
 pub mod llama;
 
+pub use bert::{Bert, BertConfig, BertHeadKind};
 pub use config::{Gpt2Config, LlamaConfig, RopeParameters, TokenIds};
 pub use decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS, shifted_log_probs};
+pub use encoder::{Activation, EncoderInput, PoolingMode, key_padding_mask, labels_from, pool};
 pub use error::{ModelError, Result};
 pub use generate::{
     GenerateConfig, Generation, Sampler, StopReason, apply_repetition_penalty, generate,

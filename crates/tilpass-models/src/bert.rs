@@ -1,0 +1,420 @@
+//! BERT (`model_type: bert`): embeddings (word + position + token type), post-LN encoder,
+//! pooler, and the masked-LM, sequence-classification and token-classification heads, as
+//! transformers' `modeling_bert.py` computes them (eager attention, inference).
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use tilpass_core::Checkpoint;
+
+use crate::encoder::{Activation, EncoderInput, labels_from};
+use crate::error::{ModelError, Result};
+use crate::layers::{LayerNorm, attention, load_embedding, load_linear};
+
+/// `config.json` of a BERT model (transformers' `BertConfig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width of the model.
+    pub hidden_size: usize,
+    /// Encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Feed-forward width.
+    pub intermediate_size: usize,
+    /// Feed-forward activation (`gelu` by default).
+    #[serde(default = "gelu")]
+    pub hidden_act: String,
+    /// Learned positions.
+    #[serde(default = "d512")]
+    pub max_position_embeddings: usize,
+    /// Segment types.
+    #[serde(default = "d2")]
+    pub type_vocab_size: usize,
+    /// Layer-norm epsilon.
+    #[serde(default = "eps12")]
+    pub layer_norm_eps: f64,
+    /// Padding id.
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+    /// Only `absolute` is supported.
+    #[serde(default = "absolute")]
+    pub position_embedding_type: String,
+    /// Class names by id (`{"0": "negativ", ...}`); its length is the number of labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id2label: Option<BTreeMap<String, String>>,
+    /// `single_label_classification`, `multi_label_classification` or `regression`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem_type: Option<String>,
+    /// The class transformers saved (`BertForMaskedLM`, ...), which picks the head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architectures: Option<Vec<String>>,
+}
+
+fn gelu() -> String {
+    "gelu".into()
+}
+fn d512() -> usize {
+    512
+}
+fn d2() -> usize {
+    2
+}
+fn eps12() -> f64 {
+    1e-12
+}
+fn absolute() -> String {
+    "absolute".into()
+}
+
+impl BertConfig {
+    /// Number of classes (length of `id2label`, 2 when absent, as transformers).
+    pub fn num_labels(&self) -> usize {
+        self.id2label.as_ref().map(|m| m.len()).unwrap_or(2)
+    }
+}
+
+/// Which output layer a BERT model carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BertHeadKind {
+    /// The bare encoder (`BertModel`): hidden states, pooler output, embeddings.
+    Base,
+    /// `BertForMaskedLM`.
+    MaskedLm,
+    /// `BertForSequenceClassification`.
+    SequenceClassification,
+    /// `BertForTokenClassification`.
+    TokenClassification,
+}
+
+impl BertHeadKind {
+    /// The head of a transformers class name; `Base` for anything else.
+    pub fn from_architecture(name: &str) -> Self {
+        match name {
+            "BertForMaskedLM" | "BertForPreTraining" => Self::MaskedLm,
+            "BertForSequenceClassification" => Self::SequenceClassification,
+            "BertForTokenClassification" => Self::TokenClassification,
+            _ => Self::Base,
+        }
+    }
+}
+
+/// One post-LN encoder layer.
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    out_norm: LayerNorm,
+}
+
+/// The masked-LM head: `transform` (dense, activation, LayerNorm) then the tied decoder.
+#[derive(Module, Debug)]
+pub struct BertMlmHead {
+    dense: Linear,
+    norm: LayerNorm,
+    /// Decoder weight `[vocab, hidden]` (the word embeddings unless untied).
+    decoder: Param<Tensor<2>>,
+    /// Decoder bias `[vocab]`.
+    bias: Param<Tensor<1>>,
+}
+
+/// The classifier of the classification heads: `Linear(hidden, num_labels)`.
+#[derive(Module, Debug)]
+pub struct BertClassifier {
+    linear: Linear,
+}
+
+/// A BERT model with its head.
+#[derive(Module, Debug)]
+pub struct Bert {
+    word: Embedding,
+    position: Embedding,
+    token_type: Embedding,
+    emb_norm: LayerNorm,
+    layers: Vec<BertLayer>,
+    pooler: Option<Linear>,
+    mlm: Option<BertMlmHead>,
+    classifier: Option<BertClassifier>,
+    #[module(skip)]
+    head: BertHeadKind,
+    #[module(skip)]
+    heads: usize,
+    #[module(skip)]
+    act: Activation,
+    #[module(skip)]
+    config: BertConfig,
+}
+
+impl Bert {
+    /// Loads the weights of `config` with the head named by `architectures` (or `head`), from
+    /// keys with or without the `bert.` prefix (buffers such as `embeddings.position_ids` are
+    /// ignored).
+    pub fn load(
+        config: BertConfig,
+        head: Option<BertHeadKind>,
+        ckpt: &Checkpoint,
+        path: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        let unsupported = |message: String| ModelError::UnsupportedConfig {
+            path: path.into(),
+            message,
+        };
+        let act = Activation::parse(&config.hidden_act)
+            .ok_or_else(|| unsupported(format!("hidden_act `{}`", config.hidden_act)))?;
+        if config.position_embedding_type != "absolute" {
+            return Err(unsupported(format!(
+                "position_embedding_type `{}` (absolute is supported)",
+                config.position_embedding_type
+            )));
+        }
+        let (h, i, heads) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.num_attention_heads,
+        );
+        if heads == 0 || h % heads != 0 {
+            return Err(unsupported(format!(
+                "hidden_size {h} is not a multiple of num_attention_heads {heads}"
+            )));
+        }
+        let head = head.unwrap_or_else(|| {
+            config
+                .architectures
+                .as_ref()
+                .and_then(|a| a.first())
+                .map(|a| BertHeadKind::from_architecture(a))
+                .unwrap_or(BertHeadKind::Base)
+        });
+        let p = if ckpt.contains("bert.embeddings.word_embeddings.weight") {
+            "bert."
+        } else {
+            ""
+        };
+        let eps = config.layer_norm_eps;
+        let word_name = format!("{p}embeddings.word_embeddings.weight");
+        let word = load_embedding(ckpt, &word_name, config.vocab_size, h, device)?;
+        let position = load_embedding(
+            ckpt,
+            &format!("{p}embeddings.position_embeddings.weight"),
+            config.max_position_embeddings,
+            h,
+            device,
+        )?;
+        let token_type = load_embedding(
+            ckpt,
+            &format!("{p}embeddings.token_type_embeddings.weight"),
+            config.type_vocab_size,
+            h,
+            device,
+        )?;
+        let emb_norm = LayerNorm::load(ckpt, &format!("{p}embeddings.LayerNorm"), h, eps, device)?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for l in 0..config.num_hidden_layers {
+            let n = format!("{p}encoder.layer.{l}");
+            let lin = |name: &str, din, dout| {
+                load_linear(ckpt, &format!("{n}.{name}"), din, dout, true, device)
+            };
+            layers.push(BertLayer {
+                query: lin("attention.self.query", h, h)?,
+                key: lin("attention.self.key", h, h)?,
+                value: lin("attention.self.value", h, h)?,
+                attn_out: lin("attention.output.dense", h, h)?,
+                attn_norm: LayerNorm::load(
+                    ckpt,
+                    &format!("{n}.attention.output.LayerNorm"),
+                    h,
+                    eps,
+                    device,
+                )?,
+                intermediate: lin("intermediate.dense", h, i)?,
+                output: lin("output.dense", i, h)?,
+                out_norm: LayerNorm::load(ckpt, &format!("{n}.output.LayerNorm"), h, eps, device)?,
+            });
+        }
+        let pooler_name = format!("{p}pooler.dense");
+        let pooler = if ckpt.contains(&format!("{pooler_name}.weight")) {
+            Some(load_linear(ckpt, &pooler_name, h, h, true, device)?)
+        } else if head == BertHeadKind::SequenceClassification {
+            // Classification reads the pooler; a missing one is an error naming it.
+            Some(load_linear(ckpt, &pooler_name, h, h, true, device)?)
+        } else {
+            None
+        };
+        let mlm = if head == BertHeadKind::MaskedLm {
+            let decoder = if ckpt.contains("cls.predictions.decoder.weight") {
+                ckpt.tensor(
+                    "cls.predictions.decoder.weight",
+                    [config.vocab_size, h],
+                    device,
+                )?
+            } else {
+                word.weight.val()
+            };
+            let bias_name = if ckpt.contains("cls.predictions.bias") {
+                "cls.predictions.bias"
+            } else {
+                "cls.predictions.decoder.bias"
+            };
+            Some(BertMlmHead {
+                dense: load_linear(ckpt, "cls.predictions.transform.dense", h, h, true, device)?,
+                norm: LayerNorm::load(ckpt, "cls.predictions.transform.LayerNorm", h, eps, device)?,
+                decoder: Param::from_tensor(decoder),
+                bias: Param::from_tensor(ckpt.tensor(bias_name, [config.vocab_size], device)?),
+            })
+        } else {
+            None
+        };
+        let classifier = match head {
+            BertHeadKind::SequenceClassification | BertHeadKind::TokenClassification => {
+                Some(BertClassifier {
+                    linear: load_linear(ckpt, "classifier", h, config.num_labels(), true, device)?,
+                })
+            }
+            _ => None,
+        };
+        labels_from(&config.id2label)?;
+        Ok(Self {
+            word,
+            position,
+            token_type,
+            emb_norm,
+            layers,
+            pooler,
+            mlm,
+            classifier,
+            head,
+            heads,
+            act,
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    /// The head this model carries.
+    pub fn head(&self) -> BertHeadKind {
+        self.head
+    }
+
+    /// Last hidden states `[batch, seq, hidden]`.
+    pub fn forward_hidden(&self, input: &EncoderInput) -> Result<Tensor<3>> {
+        input.check_limits(
+            self.config.vocab_size,
+            Some(self.config.max_position_embeddings),
+        )?;
+        if let Some(t) = input
+            .token_type_ids
+            .iter()
+            .find(|t| **t as usize >= self.config.type_vocab_size)
+        {
+            return Err(ModelError::Input(format!(
+                "token type {t} is outside type_vocab_size {}",
+                self.config.type_vocab_size
+            )));
+        }
+        let device = self.word.weight.device();
+        let (b, s) = (input.batch, input.seq);
+        let ints = |v: &[u32], shape: [usize; 2]| {
+            let v: Vec<i64> = v.iter().map(|&t| i64::from(t)).collect();
+            Tensor::<2, Int>::from_data(TensorData::new(v, shape), &device)
+        };
+        let ids = ints(&input.input_ids, [b, s]);
+        let types = ints(&input.token_type_ids, [b, s]);
+        let pos: Vec<u32> = (0..s as u32).collect();
+        let pos = ints(&pos, [1, s]);
+        let x =
+            self.word.forward(ids) + self.position.forward(pos) + self.token_type.forward(types);
+        let mut x = self.emb_norm.forward(x);
+        let mask = input.key_padding_mask(&device);
+        for layer in &self.layers {
+            x = self.layer(layer, x, &mask);
+        }
+        Ok(x)
+    }
+
+    fn layer(&self, l: &BertLayer, x: Tensor<3>, mask: &Tensor<4, Bool>) -> Tensor<3> {
+        let [b, s, h] = x.dims();
+        let (nh, hd) = (self.heads, h / self.heads);
+        let split = |t: Tensor<3>| t.reshape([b, s, nh, hd]).swap_dims(1, 2);
+        let q = split(l.query.forward(x.clone()));
+        let k = split(l.key.forward(x.clone()));
+        let v = split(l.value.forward(x.clone()));
+        let ctx = attention(q, k, v, Some(mask), None, 1.0 / (hd as f64).sqrt())
+            .swap_dims(1, 2)
+            .reshape([b, s, h]);
+        let x = l.attn_norm.forward(l.attn_out.forward(ctx) + x);
+        let inter = self.act.apply(l.intermediate.forward(x.clone()));
+        l.out_norm.forward(l.output.forward(inter) + x)
+    }
+
+    /// The pooler output `tanh(dense(h[:, 0]))`, `[batch, hidden]`.
+    pub fn pooled(&self, hidden: Tensor<3>) -> Result<Tensor<2>> {
+        let pooler = self.pooler.as_ref().ok_or_else(|| {
+            ModelError::Input("this checkpoint has no pooler (pooler.dense)".into())
+        })?;
+        let [b, _, h] = hidden.dims();
+        let cls = hidden.slice([0..b, 0..1, 0..h]).reshape([b, h]);
+        Ok(pooler.forward(cls).tanh())
+    }
+
+    /// Masked-LM logits `[batch, seq, vocab]`.
+    pub fn mlm_logits(&self, input: &EncoderInput) -> Result<Tensor<3>> {
+        let head = self
+            .mlm
+            .as_ref()
+            .ok_or_else(|| self.wrong_head("masked-LM"))?;
+        let hidden = self.forward_hidden(input)?;
+        let t = head
+            .norm
+            .forward(self.act.apply(head.dense.forward(hidden)));
+        let logits = crate::layers::tied_logits(t, head.decoder.val());
+        Ok(logits + head.bias.val().unsqueeze::<3>())
+    }
+
+    /// Sequence-classification logits `[batch, num_labels]` (from the pooler output).
+    pub fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
+        if self.head != BertHeadKind::SequenceClassification {
+            return Err(self.wrong_head("sequence-classification"));
+        }
+        let c = self
+            .classifier
+            .as_ref()
+            .ok_or_else(|| self.wrong_head("classifier"))?;
+        let pooled = self.pooled(self.forward_hidden(input)?)?;
+        Ok(c.linear.forward(pooled))
+    }
+
+    /// Token-classification logits `[batch, seq, num_labels]`.
+    pub fn token_logits(&self, input: &EncoderInput) -> Result<Tensor<3>> {
+        if self.head != BertHeadKind::TokenClassification {
+            return Err(self.wrong_head("token-classification"));
+        }
+        let c = self
+            .classifier
+            .as_ref()
+            .ok_or_else(|| self.wrong_head("classifier"))?;
+        Ok(c.linear.forward(self.forward_hidden(input)?))
+    }
+
+    fn wrong_head(&self, wanted: &str) -> ModelError {
+        ModelError::Input(format!(
+            "the model has a {:?} head, not a {wanted} head (architectures: {:?})",
+            self.head, self.config.architectures
+        ))
+    }
+}

@@ -1,0 +1,215 @@
+//! Shared pieces of the encoders: padded input batches, key-padding masks, activations,
+//! sentence-embedding pooling, label maps.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Bool, Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+
+/// A batch for an encoder, as host arrays (`[batch, seq]` row-major each).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderInput {
+    /// Token ids.
+    pub input_ids: Vec<u32>,
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: Vec<u8>,
+    /// Segment ids (BERT `token_type_ids`); zeros when not given.
+    pub token_type_ids: Vec<u32>,
+    /// Rows.
+    pub batch: usize,
+    /// Columns.
+    pub seq: usize,
+}
+
+impl EncoderInput {
+    /// A right-padded batch (the usual layout for encoders): rows are padded with `pad_id` to
+    /// the longest row; token types are all 0.
+    pub fn right_padded(rows: &[Vec<u32>], pad_id: u32) -> Result<Self> {
+        let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
+        if rows.is_empty() || rows.iter().any(Vec::is_empty) {
+            return Err(ModelError::Input(
+                "every row needs at least one token".into(),
+            ));
+        }
+        let batch = rows.len();
+        let mut input = Self {
+            input_ids: vec![pad_id; batch * seq],
+            attention_mask: vec![0; batch * seq],
+            token_type_ids: vec![0; batch * seq],
+            batch,
+            seq,
+        };
+        for (b, r) in rows.iter().enumerate() {
+            input.input_ids[b * seq..b * seq + r.len()].copy_from_slice(r);
+            input.attention_mask[b * seq..b * seq + r.len()].fill(1);
+        }
+        Ok(input)
+    }
+
+    /// Checks that every array is `batch × seq`.
+    pub fn validate(&self) -> Result<()> {
+        let n = self.batch * self.seq;
+        if self.input_ids.len() != n
+            || self.attention_mask.len() != n
+            || self.token_type_ids.len() != n
+            || n == 0
+        {
+            return Err(ModelError::Input(format!(
+                "expected input_ids, attention_mask and token_type_ids of {}x{} (non-empty), \
+                 got {}, {} and {} values",
+                self.batch,
+                self.seq,
+                self.input_ids.len(),
+                self.attention_mask.len(),
+                self.token_type_ids.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Errors if a token id is outside `vocab` or the rows are longer than `max_positions`.
+    pub fn check_limits(&self, vocab: usize, max_positions: Option<usize>) -> Result<()> {
+        self.validate()?;
+        if let Some(t) = self.input_ids.iter().find(|t| **t as usize >= vocab) {
+            return Err(ModelError::Input(format!(
+                "token id {t} is outside the vocabulary of {vocab}"
+            )));
+        }
+        if let Some(max) = max_positions
+            && self.seq > max
+        {
+            return Err(ModelError::TooLong { len: self.seq, max });
+        }
+        Ok(())
+    }
+
+    /// Hidden-key mask `[batch, 1, seq, seq]` for bidirectional attention: `true` where the key
+    /// column is padding.
+    pub fn key_padding_mask(&self, device: &Device) -> Tensor<4, Bool> {
+        key_padding_mask(&self.attention_mask, self.batch, self.seq, self.seq, device)
+    }
+}
+
+/// Mask `[batch, 1, q_len, k_len]`, `true` where `attention_mask[b][j] == 0` (padding key).
+pub fn key_padding_mask(
+    attention_mask: &[u8],
+    batch: usize,
+    q_len: usize,
+    k_len: usize,
+    device: &Device,
+) -> Tensor<4, Bool> {
+    let mut masked = Vec::with_capacity(batch * q_len * k_len);
+    for b in 0..batch {
+        let row: Vec<bool> = attention_mask[b * k_len..(b + 1) * k_len]
+            .iter()
+            .map(|m| *m == 0)
+            .collect();
+        for _ in 0..q_len {
+            masked.extend_from_slice(&row);
+        }
+    }
+    Tensor::from_data(TensorData::new(masked, [batch, 1, q_len, k_len]), device)
+}
+
+/// The activation functions of transformers' `ACT2FN` that the encoders use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu`: exact, with erf.
+    Gelu,
+    /// `gelu_new` / `gelu_pytorch_tanh` / `gelu_fast`: the tanh approximation.
+    GeluTanh,
+    /// `relu`.
+    Relu,
+    /// `silu` / `swish`.
+    Silu,
+}
+
+impl Activation {
+    /// Parses a `hidden_act` / `dense_act_fn` name; `None` when unknown.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "gelu" => Self::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
+            "relu" => Self::Relu,
+            "silu" | "swish" => Self::Silu,
+            _ => return None,
+        })
+    }
+
+    /// Applies the activation element-wise.
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        use burn::tensor::activation as a;
+        match self {
+            Self::Gelu => a::gelu(x),
+            Self::GeluTanh => crate::gpt2::gelu_new(x),
+            Self::Relu => a::relu(x),
+            Self::Silu => a::silu(x),
+        }
+    }
+}
+
+/// How token vectors become one sentence vector (sentence-transformers' `Pooling` modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolingMode {
+    /// Mean over real (non-padding) tokens.
+    Mean,
+    /// The first token (`[CLS]`).
+    Cls,
+    /// Element-wise maximum over real tokens.
+    Max,
+}
+
+/// Pools `hidden [batch, seq, dim]` with `attention_mask` (`[batch, seq]`) into
+/// `[batch, dim]`, then L2-normalises each row when `normalize` (as sentence-transformers'
+/// `Normalize`, with its 1e-12 floor).
+pub fn pool(
+    hidden: Tensor<3>,
+    attention_mask: &[u8],
+    mode: PoolingMode,
+    normalize: bool,
+) -> Tensor<2> {
+    let [b, s, d] = hidden.dims();
+    let device = hidden.device();
+    let mask: Vec<f32> = attention_mask.iter().map(|m| f32::from(*m)).collect();
+    let m = Tensor::<2>::from_data(TensorData::new(mask, [b, s]), &device).unsqueeze_dim::<3>(2);
+    let pooled: Tensor<2> = match mode {
+        PoolingMode::Cls => hidden.slice([0..b, 0..1, 0..d]).reshape([b, d]),
+        PoolingMode::Mean => {
+            let sum = (hidden * m.clone()).sum_dim(1).reshape([b, d]);
+            let n = m.sum_dim(1).reshape([b, 1]).clamp_min(1e-9);
+            sum / n
+        }
+        PoolingMode::Max => {
+            // Padding positions get a very small value so they never win.
+            let masked = hidden + (m.neg().add_scalar(1.0)).mul_scalar(-1e9);
+            masked.max_dim(1).reshape([b, d])
+        }
+    };
+    if normalize {
+        let norm = pooled.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
+        pooled / norm
+    } else {
+        pooled
+    }
+}
+
+/// `id2label` of a config as an ordered list (index = class id); `None` when absent.
+pub fn labels_from(id2label: &Option<BTreeMap<String, String>>) -> Result<Option<Vec<String>>> {
+    let Some(map) = id2label else {
+        return Ok(None);
+    };
+    let mut out = vec![String::new(); map.len()];
+    for (k, v) in map {
+        let i: usize = k.parse().ok().filter(|i| *i < map.len()).ok_or_else(|| {
+            ModelError::Input(format!(
+                "id2label key `{k}` is not a class id below {}",
+                map.len()
+            ))
+        })?;
+        out[i] = v.clone();
+    }
+    Ok(Some(out))
+}
