@@ -191,3 +191,52 @@ fn bert_errors_name_the_problem() {
         "{err}"
     );
 }
+
+#[test]
+fn ltg_bert_matches_its_reference_modelling_code() {
+    use tilpass::models::EncoderModel;
+    let dev = tilpass_tests::test_device();
+    for name in ["ltg_bert_mlm", "ltg_bert_cls"] {
+        let model = EncoderModel::load(fixture_path(&format!("encoders/{name}")), &dev).unwrap();
+        assert!(matches!(model, EncoderModel::LtgBert(_)), "{name}");
+        let input = batch(name);
+        let mask = input.attention_mask.clone();
+        let hidden = values(model.forward_hidden(&input).unwrap());
+        let d = max_diff(
+            &hidden,
+            &expected(name, "last_hidden_state"),
+            real_tokens(&mask, 64),
+        );
+        assert!(d <= 1e-4, "{name}: hidden max diff {d}");
+        let want = expected(name, "logits");
+        let d = if name == "ltg_bert_mlm" {
+            let got = values(model.mlm_logits(&input).unwrap());
+            // The reference sets ids 0..=106 to -inf; every other logit is compared.
+            let v = *want.0.last().unwrap();
+            max_diff(&got, &want, |i| mask[i / v] == 1 && i % v > 106)
+        } else {
+            assert_eq!(model.labels().unwrap().unwrap(), ["a", "b", "c"]);
+            max_diff(&values(model.classify(&input).unwrap()), &want, |_| true)
+        };
+        assert!(d <= 1e-4, "{name}: logits max diff {d}");
+    }
+}
+
+#[test]
+fn ltg_bert_log_buckets_follow_the_reference_formula() {
+    use tilpass::models::ltg_bert::log_bucket;
+    // Within ±mid the relative position is its own bucket; beyond, buckets grow
+    // logarithmically up to max_position - 1 and keep the sign.
+    assert_eq!(log_bucket(0, 32, 512), 0);
+    assert_eq!(log_bucket(15, 32, 512), 15);
+    assert_eq!(log_bucket(-16, 32, 512), -16);
+    let far = log_bucket(511, 32, 512);
+    assert_eq!(far, 31, "the farthest distance uses the last bucket");
+    assert_eq!(log_bucket(-511, 32, 512), -31);
+    let mut last = 16;
+    for d in 17..512 {
+        let b = log_bucket(d, 32, 512);
+        assert!(b >= last && b <= 31, "monotone at {d}");
+        last = b;
+    }
+}

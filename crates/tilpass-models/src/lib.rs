@@ -17,16 +17,19 @@
 pub mod bert;
 pub mod config;
 pub mod decoder;
+pub mod embed;
 pub mod encoder;
 pub mod error;
 pub mod generate;
 pub mod gpt2;
 pub mod layers;
 pub mod llama;
+pub mod ltg_bert;
 
 pub use bert::{Bert, BertConfig, BertHeadKind};
 pub use config::{Gpt2Config, LlamaConfig, RopeParameters, TokenIds};
 pub use decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS, shifted_log_probs};
+pub use embed::{EncoderModel, PoolingConfig, SUPPORTED_ENCODERS, SentenceEmbedder, cosine};
 pub use encoder::{Activation, EncoderInput, PoolingMode, key_padding_mask, labels_from, pool};
 pub use error::{ModelError, Result};
 pub use generate::{
@@ -36,3 +39,4 @@ pub use generate::{
 pub use gpt2::Gpt2;
 pub use layers::{KvCache, causal_mask};
 pub use llama::Llama;
+pub use ltg_bert::{LtgBert, LtgBertConfig};

@@ -1,0 +1,291 @@
+//! Encoders behind one API, and sentence embeddings with sentence-transformers semantics.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor};
+use serde::Deserialize;
+use tilpass_core::{CONFIG_FILE, ModelDir};
+
+use crate::bert::{Bert, BertConfig};
+use crate::encoder::{EncoderInput, PoolingMode, pool};
+use crate::error::{ModelError, Result};
+use crate::ltg_bert::{LtgBert, LtgBertConfig};
+
+/// `model_type`s that [`EncoderModel::load`] understands (`ltgbert`/`norbert` are NorBERT3 /
+/// LTG-BERT checkpoints, recognised also by `architectures` when `model_type` is missing).
+pub const SUPPORTED_ENCODERS: [&str; 4] = ["bert", "ltgbert", "norbert", "norbert3"];
+
+/// A bidirectional encoder: BERT or LTG-BERT (NorBERT3).
+#[derive(Debug)]
+pub enum EncoderModel {
+    /// BERT and its heads.
+    Bert(Box<Bert>),
+    /// LTG-BERT / NorBERT3 and its heads.
+    LtgBert(Box<LtgBert>),
+}
+
+impl EncoderModel {
+    /// Loads an encoder directory, dispatching on `model_type` (or `architectures`).
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let md = ModelDir::open(dir)?;
+        let path = md.path().join(CONFIG_FILE).display().to_string();
+        let model_type = md.model_type().unwrap_or("").to_string();
+        let arch = md.config_json()["architectures"][0]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let ckpt = md.checkpoint()?;
+        let is_ltg = matches!(model_type.as_str(), "ltgbert" | "norbert" | "norbert3")
+            || (model_type.is_empty()
+                && (arch.starts_with("Norbert") || arch.starts_with("LtgBert")));
+        if model_type == "bert" {
+            let cfg: BertConfig = md.config()?;
+            return Ok(Self::Bert(Box::new(Bert::load(
+                cfg, None, &ckpt, &path, device,
+            )?)));
+        }
+        if is_ltg {
+            let cfg: LtgBertConfig = md.config()?;
+            return Ok(Self::LtgBert(Box::new(LtgBert::load(
+                cfg, &ckpt, &path, device,
+            )?)));
+        }
+        Err(ModelError::UnsupportedModelType {
+            path,
+            model_type: if model_type.is_empty() {
+                "(none)".into()
+            } else {
+                model_type
+            },
+            supported: SUPPORTED_ENCODERS.join(", "),
+        })
+    }
+
+    /// Last hidden states `[batch, seq, hidden]`.
+    pub fn forward_hidden(&self, input: &EncoderInput) -> Result<Tensor<3>> {
+        match self {
+            Self::Bert(m) => m.forward_hidden(input),
+            Self::LtgBert(m) => m.forward_hidden(input),
+        }
+    }
+
+    /// Sequence-classification logits `[batch, num_labels]`.
+    pub fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
+        match self {
+            Self::Bert(m) => m.classify(input),
+            Self::LtgBert(m) => m.classify(input),
+        }
+    }
+
+    /// Masked-LM logits `[batch, seq, vocab]`.
+    pub fn mlm_logits(&self, input: &EncoderInput) -> Result<Tensor<3>> {
+        match self {
+            Self::Bert(m) => m.mlm_logits(input),
+            Self::LtgBert(m) => m.mlm_logits(input),
+        }
+    }
+
+    /// Class names by id, from `id2label`, when the config has them.
+    pub fn labels(&self) -> Result<Option<Vec<String>>> {
+        match self {
+            Self::Bert(m) => crate::encoder::labels_from(&m.config().id2label),
+            Self::LtgBert(m) => crate::encoder::labels_from(&m.config().id2label),
+        }
+    }
+
+    /// The padding id to use for batches (`pad_token_id`, else 0).
+    pub fn pad_token_id(&self) -> u32 {
+        match self {
+            Self::Bert(m) => m.config().pad_token_id.unwrap_or(0),
+            Self::LtgBert(m) => m.config().pad_token_id.unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct StModule {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    path: String,
+}
+
+#[derive(Deserialize, Default)]
+struct StPooling {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+    #[serde(default)]
+    pooling_mode: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StConfig {
+    max_seq_length: Option<usize>,
+}
+
+/// How a directory turns token vectors into sentence vectors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolingConfig {
+    /// The pooling.
+    pub mode: PoolingMode,
+    /// L2-normalise the pooled vector.
+    pub normalize: bool,
+    /// Truncate inputs to this many tokens (`sentence_bert_config.json`'s `max_seq_length`).
+    pub max_seq_length: Option<usize>,
+}
+
+impl PoolingConfig {
+    /// Reads sentence-transformers' files in `dir` — `modules.json` (a `Normalize` module),
+    /// `1_Pooling/config.json` (or the Pooling module's path) and `sentence_bert_config.json`
+    /// — falling back to mean pooling without normalisation when they are absent.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let read = |name: &Path| -> Result<Option<serde_json::Value>> {
+            let p = dir.join(name);
+            if !p.exists() {
+                return Ok(None);
+            }
+            Ok(Some(tilpass_core::read_json(&p)?))
+        };
+        let mut normalize = false;
+        let mut pooling_path = std::path::PathBuf::from("1_Pooling");
+        if let Some(v) = read(Path::new("modules.json"))? {
+            let modules: Vec<StModule> = serde_json::from_value(v).map_err(|e| {
+                ModelError::Input(format!("{}: {e}", dir.join("modules.json").display()))
+            })?;
+            for m in modules {
+                if m.kind.ends_with(".Normalize") {
+                    normalize = true;
+                }
+                if m.kind.ends_with(".Pooling") && !m.path.is_empty() {
+                    pooling_path = m.path.into();
+                }
+            }
+        }
+        let pooling: StPooling = match read(&pooling_path.join("config.json"))? {
+            Some(v) => serde_json::from_value(v).map_err(|e| {
+                ModelError::Input(format!(
+                    "{}: {e}",
+                    pooling_path.join("config.json").display()
+                ))
+            })?,
+            None => StPooling {
+                pooling_mode_mean_tokens: true,
+                ..Default::default()
+            },
+        };
+        let mode = match pooling.pooling_mode.as_deref() {
+            Some("mean") => PoolingMode::Mean,
+            Some("cls") => PoolingMode::Cls,
+            Some("max") => PoolingMode::Max,
+            Some(other) => {
+                return Err(ModelError::Input(format!(
+                    "{}: pooling_mode `{other}` is not supported (mean, cls, max are)",
+                    pooling_path.display()
+                )));
+            }
+            None if pooling.pooling_mode_mean_sqrt_len_tokens => {
+                return Err(ModelError::Input(format!(
+                    "{}: pooling_mode_mean_sqrt_len_tokens is not supported",
+                    pooling_path.display()
+                )));
+            }
+            None => {
+                let n = [
+                    pooling.pooling_mode_cls_token,
+                    pooling.pooling_mode_mean_tokens,
+                    pooling.pooling_mode_max_tokens,
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count();
+                if n > 1 {
+                    return Err(ModelError::Input(format!(
+                        "{}: several pooling modes at once (concatenation) are not supported",
+                        pooling_path.display()
+                    )));
+                }
+                if pooling.pooling_mode_cls_token {
+                    PoolingMode::Cls
+                } else if pooling.pooling_mode_max_tokens {
+                    PoolingMode::Max
+                } else {
+                    PoolingMode::Mean
+                }
+            }
+        };
+        let max_seq_length = read(Path::new("sentence_bert_config.json"))?
+            .and_then(|v| serde_json::from_value::<StConfig>(v).ok())
+            .and_then(|c| c.max_seq_length);
+        Ok(Self {
+            mode,
+            normalize,
+            max_seq_length,
+        })
+    }
+}
+
+/// An encoder plus its pooling: sentence embeddings as sentence-transformers computes them.
+#[derive(Debug)]
+pub struct SentenceEmbedder {
+    /// The encoder.
+    pub model: EncoderModel,
+    /// Pooling, normalisation and truncation.
+    pub pooling: PoolingConfig,
+}
+
+impl SentenceEmbedder {
+    /// Loads the encoder in `dir` and its sentence-transformers pooling files.
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        Ok(Self {
+            model: EncoderModel::load(dir, device)?,
+            pooling: PoolingConfig::from_dir(dir)?,
+        })
+    }
+
+    /// Embeds tokenized sentences (with their special tokens), `batch_size` at a time;
+    /// rows longer than `max_seq_length` keep their first tokens. Returns one vector per row.
+    pub fn embed_ids(&self, rows: &[Vec<u32>], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(rows.len());
+        let pad = self.model.pad_token_id();
+        for chunk in rows.chunks(batch_size.max(1)) {
+            let chunk: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|r| match self.pooling.max_seq_length {
+                    Some(m) if r.len() > m => r[..m].to_vec(),
+                    _ => r.clone(),
+                })
+                .collect();
+            let input = EncoderInput::right_padded(&chunk, pad)?;
+            let hidden = self.model.forward_hidden(&input)?;
+            let pooled = pool(
+                hidden,
+                &input.attention_mask,
+                self.pooling.mode,
+                self.pooling.normalize,
+            );
+            let [b, d] = pooled.dims();
+            let v = pooled
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .map_err(|e| ModelError::Input(format!("{e:?}")))?;
+            out.extend((0..b).map(|i| v[i * d..(i + 1) * d].to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// Cosine similarity of two vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb).max(1e-12)
+}
