@@ -4,6 +4,7 @@ mod core_device;
 mod decoder_parity;
 mod encoder_parity;
 mod packing;
+mod sentence_embeddings;
 mod stop_strings;
 mod tokenize_errors;
 mod tokenize_parity;

@@ -14,7 +14,9 @@ use serde_json::json;
 use tilpass::data::{
     DedupKey, LengthFilter, ReadOptions, RecordKind, dedup, read_dataset, stats, write_jsonl,
 };
-use tilpass::models::{DecoderInput, DecoderLm, GenerateConfig, generate_text};
+use tilpass::models::{
+    DecoderInput, DecoderLm, GenerateConfig, PoolingMode, SentenceEmbedder, generate_text,
+};
 use tilpass::tokenize::{
     ExtendConfig, MaskMode, RenderOptions, Tokenizer, TokenizerKind, TrainConfig, encode_chat,
     extend_vocabulary, fertility, train_tokenizer,
@@ -49,6 +51,30 @@ enum Command {
     Generate(GenerateArgs),
     /// Chat with a model on stdin/stdout through its chat template.
     Chat(ChatArgs),
+    /// Sentence embeddings from an encoder (BERT, NorBERT3): one --text prints
+    /// {"dim", "embedding"}; several texts or --file print one JSON line per text.
+    Embed(EmbedArgs),
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Text to embed (repeatable).
+    #[arg(long)]
+    text: Vec<String>,
+    /// A file with one text per line.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Pooling (default: the directory's sentence-transformers config, else mean).
+    #[arg(long, value_parser = ["mean", "cls", "max"])]
+    pooling: Option<String>,
+    /// L2-normalise the embeddings (default: as the directory's modules.json says).
+    #[arg(long)]
+    normalize: bool,
+    /// Sentences per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
 }
 
 #[derive(Args)]
@@ -439,6 +465,51 @@ fn load_model(args: &ModelArgs) -> Result<DecoderLm, BoxError> {
     Ok(DecoderLm::load(&args.model, &device)?)
 }
 
+fn embed_cmd(a: EmbedArgs) -> Result<(), BoxError> {
+    let mut texts = a.text.clone();
+    if let Some(f) = &a.file {
+        texts.extend(read_lines(f)?);
+    }
+    if texts.is_empty() {
+        return Err("give --text TEXT or --file FILE".into());
+    }
+    let device = tilpass::device(&a.model.device)?;
+    let mut embedder = SentenceEmbedder::load(&a.model.model, &device)?;
+    if let Some(p) = &a.pooling {
+        embedder.pooling.mode = match p.as_str() {
+            "cls" => PoolingMode::Cls,
+            "max" => PoolingMode::Max,
+            _ => PoolingMode::Mean,
+        };
+    }
+    embedder.pooling.normalize |= a.normalize;
+    let tok = tilpass::tokenize::Tokenizer::from_dir(&a.model.model)?;
+    let start = std::time::Instant::now();
+    let single = texts.len() == 1 && a.file.is_none();
+    let mut done = 0usize;
+    for chunk in texts.chunks(a.batch_size.max(1) * 8) {
+        let ids = chunk
+            .iter()
+            .map(|t| tok.encode(t, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        let vectors = embedder.embed_ids(&ids, a.batch_size)?;
+        for (t, v) in chunk.iter().zip(vectors) {
+            if single {
+                print(&json!({"dim": v.len(), "embedding": v}));
+            } else {
+                println!("{}", json!({"text": t, "embedding": v}));
+            }
+        }
+        done += chunk.len();
+        tracing::info!(
+            "{done}/{} texts, {:.1}/s",
+            texts.len(),
+            done as f64 / start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
 fn logits_cmd(a: LogitsArgs) -> Result<(), BoxError> {
     let model = load_model(&a.model)?;
     let input = DecoderInput::unpadded(std::slice::from_ref(&a.ids))?;
@@ -567,6 +638,7 @@ fn main() -> ExitCode {
         Command::Logits(a) => logits_cmd(a).map(|()| true),
         Command::Generate(a) => generate_cmd(a).map(|()| true),
         Command::Chat(a) => chat_cmd(a).map(|()| true),
+        Command::Embed(a) => embed_cmd(a).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

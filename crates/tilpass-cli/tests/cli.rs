@@ -195,8 +195,12 @@ fn fixture_dir(name: &str) -> std::path::PathBuf {
 
 /// A copy of a tiny fixture model with a word-level tokenizer whose token `tN` has id N.
 fn model_with_tokenizer(name: &str) -> tempfile::TempDir {
+    with_tokenizer(&fixture_dir(name))
+}
+
+fn with_tokenizer(src: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(fixture_dir(name)).unwrap() {
+    for e in std::fs::read_dir(src).unwrap() {
         let p = e.unwrap().path();
         std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
     }
@@ -377,4 +381,53 @@ fn chat_answers_each_line_on_stdin() {
         answers.iter().all(|a| a.split_whitespace().count() >= 1),
         "{text}"
     );
+}
+
+#[test]
+fn embed_prints_the_pooled_vector() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/bert_cls");
+    let dir = with_tokenizer(&src);
+    let m = dir.path().to_str().unwrap();
+    // Row 1 of the fixture batch (token types 0): mean pooling + L2 normalisation.
+    let v = ok_json(&tilpass(&[
+        "embed",
+        "--model",
+        m,
+        "--text",
+        "t2 t60 t61 t62 t63 t64 t65",
+        "--normalize",
+    ]));
+    assert_eq!(v["dim"], 64);
+    let got: Vec<f32> = serde_json::from_value(v["embedding"].clone()).unwrap();
+    let want = tilpass::core::Checkpoint::open(src.join("expected.safetensors"))
+        .unwrap()
+        .read_f32("mean_pooled")
+        .unwrap();
+    let max = got
+        .iter()
+        .zip(&want.data[64..128])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max <= 1e-5, "{max}");
+    // Several texts: one JSON line each.
+    let out = tilpass(&[
+        "embed",
+        "--model",
+        m,
+        "--text",
+        "t5 t6",
+        "--text",
+        "t7",
+        "--pooling",
+        "cls",
+    ]);
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["text"], "t7");
+    let err = bad_input(&tilpass(&["embed", "--model", m]));
+    assert!(err.contains("--text"), "{err}");
 }
