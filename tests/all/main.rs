@@ -5,6 +5,7 @@ mod decoder_parity;
 mod encoder_parity;
 mod packing;
 mod sentence_embeddings;
+mod seq2seq_parity;
 mod stop_strings;
 mod tokenize_errors;
 mod tokenize_parity;

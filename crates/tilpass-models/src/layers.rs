@@ -236,6 +236,14 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// Replaces every cached key and value tensor by `f(tensor)` (e.g. selecting beam rows).
+    pub fn map(&mut self, f: impl Fn(Tensor<4>) -> Tensor<4>) {
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = f(k.clone());
+            *v = f(v.clone());
+        }
+    }
+
     /// Appends new keys/values of `layer` and returns the full ones.
     pub fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let (k, v) = match self.layers[layer].take() {

@@ -25,6 +25,8 @@ pub mod gpt2;
 pub mod layers;
 pub mod llama;
 pub mod ltg_bert;
+pub mod seq2seq;
+pub mod t5;
 
 pub use bert::{Bert, BertConfig, BertHeadKind};
 pub use config::{Gpt2Config, LlamaConfig, RopeParameters, TokenIds};
@@ -40,3 +42,5 @@ pub use gpt2::Gpt2;
 pub use layers::{KvCache, causal_mask};
 pub use llama::Llama;
 pub use ltg_bert::{LtgBert, LtgBertConfig};
+pub use seq2seq::{EarlyStopping, Seq2SeqConfig, generate_seq2seq};
+pub use t5::{EncoderOutput, T5, T5Cache, T5Config, t5_bucket};

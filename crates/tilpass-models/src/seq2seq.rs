@@ -1,0 +1,334 @@
+//! Generation for encoder-decoder models: greedy decoding and beam search with transformers'
+//! semantics (`num_beams`, `length_penalty`, `early_stopping` true / false / "never").
+
+use serde::{Deserialize, Serialize};
+
+use crate::encoder::EncoderInput;
+use crate::error::{ModelError, Result};
+use crate::t5::{EncoderOutput, T5, T5Cache};
+
+/// When beam search stops (transformers' `early_stopping`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EarlyStopping {
+    /// Stop when the best running beam, scored at the current length, cannot beat the worst
+    /// finished one (transformers' default, `False`).
+    #[default]
+    Heuristic,
+    /// Stop as soon as `num_beams` hypotheses are finished (`True`).
+    Finished,
+    /// The canonical rule: stop only when no running beam can improve (`"never"`).
+    Never,
+}
+
+/// Options for [`generate_seq2seq`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Seq2SeqConfig {
+    /// New tokens at most (the decoder start token not counted).
+    pub max_new_tokens: usize,
+    /// Beams; 1 is greedy decoding.
+    pub num_beams: usize,
+    /// Exponent of the length normalisation of finished beams' scores.
+    pub length_penalty: f32,
+    /// Stopping rule of beam search.
+    pub early_stopping: EarlyStopping,
+    /// End-of-sequence ids (default: the model's).
+    pub eos_token_ids: Option<Vec<u32>>,
+    /// First decoder token (default: the model's `decoder_start_token_id`).
+    pub decoder_start_token_id: Option<u32>,
+    /// Reuse decoder keys/values (same result, faster).
+    pub use_cache: bool,
+}
+
+impl Default for Seq2SeqConfig {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 64,
+            num_beams: 1,
+            length_penalty: 1.0,
+            early_stopping: EarlyStopping::Heuristic,
+            eos_token_ids: None,
+            decoder_start_token_id: None,
+            use_cache: true,
+        }
+    }
+}
+
+/// Runs the decoder over `rows` (every row the same length) and returns the log-softmax of
+/// the last position's logits, `[rows][vocab]`.
+struct Stepper<'a> {
+    model: &'a T5,
+    enc: EncoderOutput,
+    cache: Option<T5Cache>,
+}
+
+impl Stepper<'_> {
+    fn step(&mut self, rows: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let n = rows.len();
+        let len = rows[0].len();
+        let (ids, t): (Vec<u32>, usize) = match &self.cache {
+            Some(c) if !c.is_empty() => (rows.iter().map(|r| r[len - 1]).collect(), 1),
+            _ => (rows.concat(), len),
+        };
+        let logits = self.model.decode(&self.enc, &ids, t, self.cache.as_mut())?;
+        let [_, _, v] = logits.dims();
+        let last = burn::tensor::activation::log_softmax(logits.slice([0..n, t - 1..t, 0..v]), 2);
+        let flat = last
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| ModelError::Input(format!("{e:?}")))?;
+        Ok(flat.chunks(v).map(<[f32]>::to_vec).collect())
+    }
+}
+
+/// Generates from an encoder-decoder: the encoder reads `input`, the decoder starts from the
+/// decoder start token. Returns the new tokens of each row (start token excluded), up to and
+/// including the first EOS, as transformers' `generate` (greedy when `num_beams == 1`, else
+/// beam search returning the best finished hypothesis).
+pub fn generate_seq2seq(
+    model: &T5,
+    input: &EncoderInput,
+    cfg: &Seq2SeqConfig,
+) -> Result<Vec<Vec<u32>>> {
+    if cfg.num_beams == 0 {
+        return Err(ModelError::Input("num_beams must be at least 1".into()));
+    }
+    let eos = cfg
+        .eos_token_ids
+        .clone()
+        .unwrap_or_else(|| model.eos_token_ids());
+    let start = cfg
+        .decoder_start_token_id
+        .unwrap_or_else(|| model.decoder_start_token_id());
+    let enc = model.encode(input)?;
+    if cfg.num_beams == 1 {
+        greedy(model, enc, input.batch, start, &eos, cfg)
+    } else {
+        beam_search(model, enc, input.batch, start, &eos, cfg)
+    }
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn greedy(
+    model: &T5,
+    enc: EncoderOutput,
+    b: usize,
+    start: u32,
+    eos: &[u32],
+    cfg: &Seq2SeqConfig,
+) -> Result<Vec<Vec<u32>>> {
+    let mut st = Stepper {
+        model,
+        enc,
+        cache: cfg
+            .use_cache
+            .then(|| T5Cache::new(model.num_decoder_layers())),
+    };
+    let pad = model.config().pad_token_id.unwrap_or(0);
+    let mut rows = vec![vec![start]; b];
+    let mut out = vec![Vec::new(); b];
+    let mut done = vec![false; b];
+    for _ in 0..cfg.max_new_tokens {
+        let lp = st.step(&rows)?;
+        for r in 0..b {
+            let t = if done[r] { pad } else { argmax(&lp[r]) };
+            if !done[r] {
+                out[r].push(t);
+                done[r] = eos.contains(&t);
+            }
+            rows[r].push(t);
+        }
+        if done.iter().all(|d| *d) {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Indices of the `k` largest values, largest first (ties: lower index first).
+fn top_k(values: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    let k = k.min(values.len());
+    idx.select_nth_unstable_by(k.saturating_sub(1), |&a, &b| {
+        values[b].total_cmp(&values[a]).then(a.cmp(&b))
+    });
+    idx.truncate(k);
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    idx
+}
+
+#[derive(Clone)]
+struct Hyp {
+    tokens: Vec<u32>,
+    score: f32,
+}
+
+/// transformers' vectorised beam search (`_beam_search`, v4.50+), per batch row.
+fn beam_search(
+    model: &T5,
+    enc: EncoderOutput,
+    b: usize,
+    start: u32,
+    eos: &[u32],
+    cfg: &Seq2SeqConfig,
+) -> Result<Vec<Vec<u32>>> {
+    const NEG: f32 = -1.0e9;
+    let nb = cfg.num_beams;
+    let keep = (1 + eos.len()).max(2) * nb;
+    let max_length = 1 + cfg.max_new_tokens; // decoder prompt = the start token
+    let mut st = Stepper {
+        model,
+        enc: enc.repeat_rows(nb),
+        cache: cfg
+            .use_cache
+            .then(|| T5Cache::new(model.num_decoder_layers())),
+    };
+    let mut running: Vec<Vec<Hyp>> = (0..b)
+        .map(|_| {
+            (0..nb)
+                .map(|i| Hyp {
+                    tokens: Vec::new(),
+                    score: if i == 0 { 0.0 } else { NEG },
+                })
+                .collect()
+        })
+        .collect();
+    let mut finished: Vec<Vec<(Hyp, bool)>> = vec![
+        vec![
+            (
+                Hyp {
+                    tokens: Vec::new(),
+                    score: NEG,
+                },
+                false
+            );
+            nb
+        ];
+        b
+    ];
+    let mut improvable = vec![true; b];
+    let mut cur_len = 1usize;
+    while cur_len < max_length {
+        let rows: Vec<Vec<u32>> = running
+            .iter()
+            .flat_map(|beams| {
+                beams
+                    .iter()
+                    .map(|h| [vec![start], h.tokens.clone()].concat())
+            })
+            .collect();
+        let lp = st.step(&rows)?;
+        let vocab = lp[0].len();
+        let mut all_hit = true;
+        let mut order = Vec::with_capacity(b * nb);
+        for r in 0..b {
+            let mut acc = Vec::with_capacity(nb * vocab);
+            for (i, h) in running[r].iter().enumerate() {
+                acc.extend(lp[r * nb + i].iter().map(|v| v + h.score));
+            }
+            let cand: Vec<(usize, Hyp, bool)> = top_k(&acc, keep)
+                .into_iter()
+                .map(|c| {
+                    let (beam, tok) = (c / vocab, (c % vocab) as u32);
+                    let mut tokens = running[r][beam].tokens.clone();
+                    tokens.push(tok);
+                    let hit = eos.contains(&tok) || cur_len + 1 >= max_length;
+                    (
+                        beam,
+                        Hyp {
+                            tokens,
+                            score: acc[c],
+                        },
+                        hit,
+                    )
+                })
+                .collect();
+            all_hit &= cand.iter().all(|c| c.2);
+            // Next running beams: the best candidates that did not stop.
+            let run_scores: Vec<f32> = cand
+                .iter()
+                .map(|(_, h, hit)| h.score + if *hit { NEG } else { 0.0 })
+                .collect();
+            let next: Vec<usize> = top_k(&run_scores, nb);
+            // Finished beams: merge the old ones with candidates in the top `nb` that stopped.
+            let denom = ((cur_len + 1 - 1) as f64).powf(f64::from(cfg.length_penalty)) as f32;
+            let full =
+                finished[r].iter().all(|f| f.1) && cfg.early_stopping == EarlyStopping::Finished;
+            let mut merged: Vec<(Hyp, bool)> = finished[r].clone();
+            for (rank, (_, h, hit)) in cand.iter().enumerate() {
+                let just = *hit && rank < nb;
+                let mut s = h.score / denom;
+                if full {
+                    s += NEG;
+                }
+                if !improvable[r] {
+                    s += NEG;
+                }
+                if !just {
+                    s += NEG;
+                }
+                merged.push((
+                    Hyp {
+                        tokens: h.tokens.clone(),
+                        score: s,
+                    },
+                    just,
+                ));
+            }
+            let ms: Vec<f32> = merged.iter().map(|m| m.0.score).collect();
+            finished[r] = top_k(&ms, nb)
+                .into_iter()
+                .map(|i| merged[i].clone())
+                .collect();
+            running[r] = next
+                .iter()
+                .map(|&i| Hyp {
+                    tokens: cand[i].1.tokens.clone(),
+                    score: run_scores[i],
+                })
+                .collect();
+            order.extend(next.iter().map(|&i| r * nb + cand[i].0));
+        }
+        if let Some(c) = st.cache.as_mut() {
+            c.select_rows(&order);
+        }
+        cur_len += 1;
+        for r in 0..b {
+            let best_len = if cfg.early_stopping == EarlyStopping::Never && cfg.length_penalty > 0.0
+            {
+                max_length - 1
+            } else {
+                cur_len - 1
+            };
+            let best =
+                running[r][0].score / (best_len as f64).powf(f64::from(cfg.length_penalty)) as f32;
+            let min_fin = finished[r]
+                .iter()
+                .map(|f| f.0.score)
+                .fold(f32::INFINITY, f32::min);
+            let any_better = finished[r]
+                .iter()
+                .any(|f| best > if f.1 { min_fin } else { NEG });
+            improvable[r] &= any_better;
+        }
+        let open = !(finished.iter().all(|f| f.iter().all(|x| x.1))
+            && cfg.early_stopping == EarlyStopping::Finished);
+        if !improvable.iter().any(|x| *x) || !open || all_hit {
+            break;
+        }
+    }
+    Ok(finished
+        .into_iter()
+        .map(|f| f[0].0.tokens.clone())
+        .collect())
+}

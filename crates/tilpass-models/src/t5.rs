@@ -1,0 +1,577 @@
+//! T5 (`model_type: t5`, also T5.1.1 / mT5 layouts): RMS layer norms, relative-position
+//! buckets shared across layers, encoder, decoder with cross-attention and a KV cache, ReLU or
+//! gated feed-forward, tied (rescaled) or untied LM head, as transformers' `modeling_t5.py`.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use tilpass_core::Checkpoint;
+
+use crate::config::TokenIds;
+use crate::encoder::{Activation, EncoderInput, key_padding_mask};
+use crate::error::{ModelError, Result};
+use crate::layers::{KvCache, RmsNorm, attention, load_embedding, load_linear, tied_logits};
+
+/// `config.json` of a T5 model (transformers' `T5Config`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct T5Config {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width of the model.
+    pub d_model: usize,
+    /// Width of one attention head.
+    pub d_kv: usize,
+    /// Feed-forward width.
+    pub d_ff: usize,
+    /// Encoder layers.
+    pub num_layers: usize,
+    /// Decoder layers (default: `num_layers`).
+    #[serde(default)]
+    pub num_decoder_layers: Option<usize>,
+    /// Attention heads.
+    pub num_heads: usize,
+    /// Relative-position buckets.
+    #[serde(default = "d32")]
+    pub relative_attention_num_buckets: usize,
+    /// Distances beyond this share the last bucket.
+    #[serde(default = "d128")]
+    pub relative_attention_max_distance: usize,
+    /// RMS-norm epsilon.
+    #[serde(default = "eps6")]
+    pub layer_norm_epsilon: f64,
+    /// `relu` (T5 v1.0), `gated-gelu` (T5.1.1, mT5), `gated-silu`, ...
+    #[serde(default = "relu")]
+    pub feed_forward_proj: String,
+    /// Share the LM head with the embeddings (and rescale by `d_model^-0.5`).
+    #[serde(default = "yes")]
+    pub tie_word_embeddings: bool,
+    /// Padding id.
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+    /// End of sequence.
+    #[serde(default)]
+    pub eos_token_id: Option<TokenIds>,
+    /// First decoder token.
+    #[serde(default)]
+    pub decoder_start_token_id: Option<u32>,
+}
+
+fn d32() -> usize {
+    32
+}
+fn d128() -> usize {
+    128
+}
+fn eps6() -> f64 {
+    1e-6
+}
+fn relu() -> String {
+    "relu".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl T5Config {
+    /// `(gated, activation)` from `feed_forward_proj` as transformers parses it
+    /// (`gated-gelu` uses `gelu_new`).
+    pub fn feed_forward(&self) -> Option<(bool, Activation)> {
+        let parts: Vec<&str> = self.feed_forward_proj.split('-').collect();
+        let gated = parts.len() == 2 && parts[0] == "gated";
+        if parts.len() > 2 || (parts.len() == 2 && !gated) {
+            return None;
+        }
+        let act = if self.feed_forward_proj == "gated-gelu" {
+            Activation::GeluTanh
+        } else {
+            Activation::parse(parts[parts.len() - 1])?
+        };
+        Some((gated, act))
+    }
+}
+
+/// transformers' `_relative_position_bucket` for `relative = key - query`.
+pub fn t5_bucket(
+    relative: i64,
+    bidirectional: bool,
+    num_buckets: usize,
+    max_distance: usize,
+) -> i64 {
+    let mut buckets = num_buckets as i64;
+    let mut out = 0;
+    let rel = if bidirectional {
+        buckets /= 2;
+        if relative > 0 {
+            out += buckets;
+        }
+        relative.abs()
+    } else {
+        -relative.min(0)
+    };
+    let max_exact = buckets / 2;
+    if rel < max_exact {
+        return out + rel;
+    }
+    let large = max_exact
+        + ((rel as f32 / max_exact as f32).ln()
+            / (max_distance as f64 / max_exact as f64).ln() as f32
+            * (buckets - max_exact) as f32) as i64;
+    out + large.min(buckets - 1)
+}
+
+/// Attention without biases and without score scaling (T5 folds it into the init).
+#[derive(Module, Debug)]
+pub struct T5Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+}
+
+/// The feed-forward: `wo(act(wi x))` or `wo(act(wi_0 x) * wi_1 x)`.
+#[derive(Module, Debug)]
+pub struct T5Ff {
+    wi: Linear,
+    wi_1: Option<Linear>,
+    wo: Linear,
+}
+
+/// One encoder or decoder block.
+#[derive(Module, Debug)]
+pub struct T5Block {
+    self_norm: RmsNorm,
+    self_attn: T5Attention,
+    cross: Option<(RmsNorm, T5Attention)>,
+    ff_norm: RmsNorm,
+    ff: T5Ff,
+}
+
+/// Encoder states a decoder attends to.
+#[derive(Debug, Clone)]
+pub struct EncoderOutput {
+    /// Final encoder hidden states `[batch, seq, d_model]`.
+    pub hidden: Tensor<3>,
+    /// The encoder's attention mask (`[batch, seq]`, 1 = real token).
+    pub attention_mask: Vec<u8>,
+}
+
+impl EncoderOutput {
+    /// Repeats every row `n` times (row `i` becomes rows `i*n .. i*n+n`), for beam search.
+    pub fn repeat_rows(&self, n: usize) -> Self {
+        let [b, s, d] = self.hidden.dims();
+        let hidden = self
+            .hidden
+            .clone()
+            .unsqueeze_dim::<4>(1)
+            .expand([b, n, s, d])
+            .reshape([b * n, s, d]);
+        let mut mask = Vec::with_capacity(b * n * s);
+        for r in 0..b {
+            for _ in 0..n {
+                mask.extend_from_slice(&self.attention_mask[r * s..(r + 1) * s]);
+            }
+        }
+        Self {
+            hidden,
+            attention_mask: mask,
+        }
+    }
+}
+
+/// Decoder cache: self-attention keys/values and the cross-attention projections of the
+/// encoder output (computed once).
+#[derive(Debug, Clone)]
+pub struct T5Cache {
+    /// Self-attention keys/values, `[batch, heads, past, d_kv]` per layer.
+    pub self_attn: KvCache,
+    /// Cross-attention keys/values per layer.
+    pub cross: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl T5Cache {
+    /// An empty cache for `layers` decoder layers.
+    pub fn new(layers: usize) -> Self {
+        Self {
+            self_attn: KvCache::new(layers),
+            cross: vec![None; layers],
+        }
+    }
+
+    /// Decoder positions already cached.
+    pub fn len(&self) -> usize {
+        self.self_attn.len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps rows `rows` (in that order) of every cached tensor: beam reordering.
+    pub fn select_rows(&mut self, rows: &[usize]) {
+        let Some(device) = self.cross.iter().flatten().next().map(|(k, _)| k.device()) else {
+            return;
+        };
+        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device);
+        self.self_attn.map(|t| t.select(0, idx.clone()));
+        for c in self.cross.iter_mut().flatten() {
+            *c = (
+                c.0.clone().select(0, idx.clone()),
+                c.1.clone().select(0, idx.clone()),
+            );
+        }
+    }
+}
+
+/// A T5 encoder-decoder with its LM head.
+#[derive(Module, Debug)]
+pub struct T5 {
+    shared: Embedding,
+    encoder: Vec<T5Block>,
+    encoder_bias: Embedding,
+    encoder_norm: RmsNorm,
+    decoder: Vec<T5Block>,
+    decoder_bias: Embedding,
+    decoder_norm: RmsNorm,
+    lm_head: Option<Param<Tensor<2>>>,
+    #[module(skip)]
+    act: Activation,
+    #[module(skip)]
+    config: T5Config,
+}
+
+impl T5 {
+    /// Loads a T5 directory (`model_type` `t5` or `mt5`; single or sharded safetensors).
+    pub fn from_dir(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
+        let md = tilpass_core::ModelDir::open(dir)?;
+        let path = md
+            .path()
+            .join(tilpass_core::CONFIG_FILE)
+            .display()
+            .to_string();
+        match md.model_type() {
+            Some("t5") | Some("mt5") => {}
+            other => {
+                return Err(ModelError::UnsupportedModelType {
+                    path,
+                    model_type: other.unwrap_or("(none)").into(),
+                    supported: "t5, mt5".into(),
+                });
+            }
+        }
+        let cfg: T5Config = md.config()?;
+        Self::load(cfg, &md.checkpoint()?, &path, device)
+    }
+
+    /// Loads the weights of `config` (`shared`, `encoder.*`, `decoder.*`, `lm_head` when
+    /// untied).
+    pub fn load(config: T5Config, ckpt: &Checkpoint, path: &str, device: &Device) -> Result<Self> {
+        let (gated, act) = config.feed_forward().ok_or_else(|| ModelError::UnsupportedConfig {
+            path: path.into(),
+            message: format!(
+                "feed_forward_proj `{}` is not supported (relu, gelu, gated-gelu, gated-silu are)",
+                config.feed_forward_proj
+            ),
+        })?;
+        let (d, inner, ff) = (config.d_model, config.num_heads * config.d_kv, config.d_ff);
+        let eps = config.layer_norm_epsilon;
+        let shared = load_embedding(ckpt, "shared.weight", config.vocab_size, d, device)?;
+        let attn = |p: &str| -> Result<T5Attention> {
+            Ok(T5Attention {
+                q: load_linear(ckpt, &format!("{p}.q"), d, inner, false, device)?,
+                k: load_linear(ckpt, &format!("{p}.k"), d, inner, false, device)?,
+                v: load_linear(ckpt, &format!("{p}.v"), d, inner, false, device)?,
+                o: load_linear(ckpt, &format!("{p}.o"), inner, d, false, device)?,
+            })
+        };
+        let ffn = |p: &str| -> Result<T5Ff> {
+            Ok(if gated {
+                T5Ff {
+                    wi: load_linear(ckpt, &format!("{p}.wi_0"), d, ff, false, device)?,
+                    wi_1: Some(load_linear(
+                        ckpt,
+                        &format!("{p}.wi_1"),
+                        d,
+                        ff,
+                        false,
+                        device,
+                    )?),
+                    wo: load_linear(ckpt, &format!("{p}.wo"), ff, d, false, device)?,
+                }
+            } else {
+                T5Ff {
+                    wi: load_linear(ckpt, &format!("{p}.wi"), d, ff, false, device)?,
+                    wi_1: None,
+                    wo: load_linear(ckpt, &format!("{p}.wo"), ff, d, false, device)?,
+                }
+            })
+        };
+        let norm = |p: String| RmsNorm::load(ckpt, &p, d, eps, device);
+        let mut encoder = Vec::with_capacity(config.num_layers);
+        for l in 0..config.num_layers {
+            let p = format!("encoder.block.{l}.layer");
+            encoder.push(T5Block {
+                self_norm: norm(format!("{p}.0.layer_norm"))?,
+                self_attn: attn(&format!("{p}.0.SelfAttention"))?,
+                cross: None,
+                ff_norm: norm(format!("{p}.1.layer_norm"))?,
+                ff: ffn(&format!("{p}.1.DenseReluDense"))?,
+            });
+        }
+        let n_dec = config.num_decoder_layers.unwrap_or(config.num_layers);
+        let mut decoder = Vec::with_capacity(n_dec);
+        for l in 0..n_dec {
+            let p = format!("decoder.block.{l}.layer");
+            decoder.push(T5Block {
+                self_norm: norm(format!("{p}.0.layer_norm"))?,
+                self_attn: attn(&format!("{p}.0.SelfAttention"))?,
+                cross: Some((
+                    norm(format!("{p}.1.layer_norm"))?,
+                    attn(&format!("{p}.1.EncDecAttention"))?,
+                )),
+                ff_norm: norm(format!("{p}.2.layer_norm"))?,
+                ff: ffn(&format!("{p}.2.DenseReluDense"))?,
+            });
+        }
+        let bias = |p: &str| {
+            load_embedding(
+                ckpt,
+                &format!("{p}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
+                config.relative_attention_num_buckets,
+                config.num_heads,
+                device,
+            )
+        };
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(Param::from_tensor(ckpt.tensor(
+                "lm_head.weight",
+                [config.vocab_size, d],
+                device,
+            )?))
+        };
+        Ok(Self {
+            encoder_bias: bias("encoder")?,
+            decoder_bias: bias("decoder")?,
+            encoder_norm: norm("encoder.final_layer_norm".into())?,
+            decoder_norm: norm("decoder.final_layer_norm".into())?,
+            shared,
+            encoder,
+            decoder,
+            lm_head,
+            act,
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &T5Config {
+        &self.config
+    }
+
+    /// Decoder layers.
+    pub fn num_decoder_layers(&self) -> usize {
+        self.decoder.len()
+    }
+
+    /// The end-of-sequence ids (default 1).
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        self.config
+            .eos_token_id
+            .as_ref()
+            .map(TokenIds::to_vec)
+            .unwrap_or_else(|| vec![1])
+    }
+
+    /// The first decoder token (`decoder_start_token_id`, else `pad_token_id`, else 0).
+    pub fn decoder_start_token_id(&self) -> u32 {
+        self.config
+            .decoder_start_token_id
+            .or(self.config.pad_token_id)
+            .unwrap_or(0)
+    }
+
+    fn device(&self) -> Device {
+        self.shared.weight.device()
+    }
+
+    /// Position bias `[1, heads, q_len, k_len]` for queries at `past..past + q_len`.
+    fn position_bias(
+        &self,
+        table: &Embedding,
+        q_len: usize,
+        k_len: usize,
+        past: usize,
+        bidirectional: bool,
+    ) -> Tensor<4> {
+        let c = &self.config;
+        let mut idx = Vec::with_capacity(q_len * k_len);
+        for q in 0..q_len {
+            for k in 0..k_len {
+                idx.push(t5_bucket(
+                    k as i64 - (past + q) as i64,
+                    bidirectional,
+                    c.relative_attention_num_buckets,
+                    c.relative_attention_max_distance,
+                ));
+            }
+        }
+        let idx = Tensor::<2, Int>::from_data(TensorData::new(idx, [q_len, k_len]), &self.device());
+        // [q, k, heads] → [1, heads, q, k]
+        table.forward(idx).permute([2, 0, 1]).unsqueeze::<4>()
+    }
+
+    fn split(&self, x: Tensor<3>) -> Tensor<4> {
+        let [b, s, _] = x.dims();
+        x.reshape([b, s, self.config.num_heads, self.config.d_kv])
+            .swap_dims(1, 2)
+    }
+
+    fn merge(&self, x: Tensor<4>) -> Tensor<3> {
+        let [b, h, s, d] = x.dims();
+        x.swap_dims(1, 2).reshape([b, s, h * d])
+    }
+
+    fn ff(&self, f: &T5Ff, x: Tensor<3>) -> Tensor<3> {
+        let h = self.act.apply(f.wi.forward(x.clone()));
+        let h = match &f.wi_1 {
+            Some(w1) => h * w1.forward(x),
+            None => h,
+        };
+        f.wo.forward(h)
+    }
+
+    /// Encoder hidden states `[batch, seq, d_model]` (after the final norm).
+    pub fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
+        input.check_limits(self.config.vocab_size, None)?;
+        let device = self.device();
+        let (b, s) = (input.batch, input.seq);
+        let ids: Vec<i64> = input.input_ids.iter().map(|&t| i64::from(t)).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
+        let mut x = self.shared.forward(ids);
+        let mask = input.key_padding_mask(&device);
+        let bias = self.position_bias(&self.encoder_bias, s, s, 0, true);
+        for blk in &self.encoder {
+            let h = blk.self_norm.forward(x.clone());
+            let a = &blk.self_attn;
+            let ctx = attention(
+                self.split(a.q.forward(h.clone())),
+                self.split(a.k.forward(h.clone())),
+                self.split(a.v.forward(h)),
+                Some(&mask),
+                Some(&bias),
+                1.0,
+            );
+            x = x + a.o.forward(self.merge(ctx));
+            x = x.clone() + self.ff(&blk.ff, blk.ff_norm.forward(x));
+        }
+        Ok(EncoderOutput {
+            hidden: self.encoder_norm.forward(x),
+            attention_mask: input.attention_mask.clone(),
+        })
+    }
+
+    /// Decoder logits `[batch, t, vocab]` for `decoder_ids` (`[batch, t]` row-major) after the
+    /// cached positions; all decoder positions are real tokens (no decoder padding).
+    pub fn decode(
+        &self,
+        enc: &EncoderOutput,
+        decoder_ids: &[u32],
+        t: usize,
+        mut cache: Option<&mut T5Cache>,
+    ) -> Result<Tensor<3>> {
+        let [b, s, _] = enc.hidden.dims();
+        if decoder_ids.len() != b * t || t == 0 {
+            return Err(ModelError::Input(format!(
+                "expected {b}x{t} decoder ids (one row per encoder row), got {}",
+                decoder_ids.len()
+            )));
+        }
+        if let Some(x) = decoder_ids
+            .iter()
+            .find(|x| **x as usize >= self.config.vocab_size)
+        {
+            return Err(ModelError::Input(format!(
+                "token id {x} is outside the vocabulary of {}",
+                self.config.vocab_size
+            )));
+        }
+        let device = self.device();
+        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let ids: Vec<i64> = decoder_ids.iter().map(|&x| i64::from(x)).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &device);
+        let mut x = self.shared.forward(ids);
+        let self_mask =
+            crate::layers::causal_mask(&vec![1; b * (past + t)], b, t, past, None, &device);
+        let bias = self.position_bias(&self.decoder_bias, t, past + t, past, false);
+        let cross_mask: Tensor<4, Bool> = key_padding_mask(&enc.attention_mask, b, t, s, &device);
+        for (l, blk) in self.decoder.iter().enumerate() {
+            let h = blk.self_norm.forward(x.clone());
+            let a = &blk.self_attn;
+            let (q, k, v) = (
+                self.split(a.q.forward(h.clone())),
+                self.split(a.k.forward(h.clone())),
+                self.split(a.v.forward(h)),
+            );
+            let (k, v) = match cache.as_deref_mut() {
+                Some(c) => c.self_attn.append(l, k, v),
+                None => (k, v),
+            };
+            let ctx = attention(q, k, v, Some(&self_mask), Some(&bias), 1.0);
+            x = x + a.o.forward(self.merge(ctx));
+            let (norm, ca) = blk
+                .cross
+                .as_ref()
+                .expect("decoder blocks have cross-attention");
+            let h = norm.forward(x.clone());
+            let cached = cache.as_ref().and_then(|c| c.cross[l].clone());
+            let (ck, cv) = match cached {
+                Some(kv) => kv,
+                None => {
+                    let kv = (
+                        self.split(ca.k.forward(enc.hidden.clone())),
+                        self.split(ca.v.forward(enc.hidden.clone())),
+                    );
+                    if let Some(c) = cache.as_deref_mut() {
+                        c.cross[l] = Some(kv.clone());
+                    }
+                    kv
+                }
+            };
+            let ctx = attention(
+                self.split(ca.q.forward(h)),
+                ck,
+                cv,
+                Some(&cross_mask),
+                None,
+                1.0,
+            );
+            x = x + ca.o.forward(self.merge(ctx));
+            x = x.clone() + self.ff(&blk.ff, blk.ff_norm.forward(x));
+        }
+        let x = self.decoder_norm.forward(x);
+        Ok(match &self.lm_head {
+            Some(w) => tied_logits(x, w.val()),
+            None => tied_logits(
+                x.mul_scalar((self.config.d_model as f64).powf(-0.5)),
+                self.shared.weight.val(),
+            ),
+        })
+    }
+
+    /// Logits `[batch, t, vocab]` of a full pass: encode `input`, decode `decoder_ids`.
+    pub fn forward(&self, input: &EncoderInput, decoder_ids: &[Vec<u32>]) -> Result<Tensor<3>> {
+        let t = decoder_ids.first().map(Vec::len).unwrap_or(0);
+        if decoder_ids.len() != input.batch || decoder_ids.iter().any(|r| r.len() != t) {
+            return Err(ModelError::Input(format!(
+                "decoder_input_ids must be {} rows of equal length",
+                input.batch
+            )));
+        }
+        let enc = self.encode(input)?;
+        self.decode(&enc, &decoder_ids.concat(), t, None)
+    }
+}
