@@ -15,7 +15,8 @@ use tilpass::data::{
     DedupKey, LengthFilter, ReadOptions, RecordKind, dedup, read_dataset, stats, write_jsonl,
 };
 use tilpass::models::{
-    DecoderInput, DecoderLm, GenerateConfig, PoolingMode, SentenceEmbedder, generate_text,
+    DecoderInput, DecoderLm, EncoderInput, GenerateConfig, PoolingMode, SentenceEmbedder,
+    Seq2SeqConfig, T5, generate_seq2seq, generate_text,
 };
 use tilpass::tokenize::{
     ExtendConfig, MaskMode, RenderOptions, Tokenizer, TokenizerKind, TrainConfig, encode_chat,
@@ -45,7 +46,8 @@ enum Command {
     /// Train tokenizers, extend vocabularies, measure fertility.
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
-    /// Logits of a decoder for one sequence: prints {"shape": [1, seq, vocab], "logits": [...]}.
+    /// Logits for one sequence: prints {"shape": [1, seq, vocab], "logits": [...]}; for T5 the
+    /// decoder's logits over --decoder-ids.
     Logits(LogitsArgs),
     /// Generate text from a prompt (streamed to stdout; --json for a JSON object).
     Generate(GenerateArgs),
@@ -91,9 +93,12 @@ struct ModelArgs {
 struct LogitsArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Token ids, comma-separated.
+    /// Token ids, comma-separated (the encoder input for encoder-decoder models).
     #[arg(long, value_delimiter = ',', required = true)]
     ids: Vec<u32>,
+    /// Decoder token ids for encoder-decoder models (T5), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    decoder_ids: Option<Vec<u32>>,
 }
 
 #[derive(Args, Clone)]
@@ -158,6 +163,12 @@ struct GenerateArgs {
     /// Print {"text", "ids", "prompt_ids"} instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// Beam search with this many beams (encoder-decoder models).
+    #[arg(long, default_value_t = 1)]
+    num_beams: usize,
+    /// Length penalty of beam search.
+    #[arg(long, default_value_t = 1.0)]
+    length_penalty: f32,
 }
 
 #[derive(Args)]
@@ -510,7 +521,37 @@ fn embed_cmd(a: EmbedArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// `model_type` of a model directory's config.json.
+fn model_type(dir: &std::path::Path) -> Result<String, BoxError> {
+    let md = tilpass::core::ModelDir::open(dir)?;
+    Ok(md.model_type().unwrap_or("").to_string())
+}
+
+fn is_seq2seq(dir: &std::path::Path) -> Result<bool, BoxError> {
+    Ok(matches!(model_type(dir)?.as_str(), "t5" | "mt5"))
+}
+
 fn logits_cmd(a: LogitsArgs) -> Result<(), BoxError> {
+    if is_seq2seq(&a.model.model)? {
+        let device = tilpass::device(&a.model.device)?;
+        let model = T5::from_dir(&a.model.model, &device)?;
+        let dec = a
+            .decoder_ids
+            .clone()
+            .unwrap_or_else(|| vec![model.decoder_start_token_id()]);
+        let input = EncoderInput::right_padded(std::slice::from_ref(&a.ids), 0)?;
+        let logits = model.forward(&input, &[dec])?;
+        let shape = logits.dims();
+        let values = logits
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| format!("{e:?}"))?;
+        print(&json!({"shape": shape, "logits": values}));
+        return Ok(());
+    }
+    if a.decoder_ids.is_some() {
+        return Err("--decoder-ids is for encoder-decoder models (T5)".into());
+    }
     let model = load_model(&a.model)?;
     let input = DecoderInput::unpadded(std::slice::from_ref(&a.ids))?;
     let logits = model.forward(&input, None)?;
@@ -568,7 +609,41 @@ fn run_generation(
     Ok((ids, text))
 }
 
+fn generate_seq2seq_cmd(a: GenerateArgs) -> Result<(), BoxError> {
+    let device = tilpass::device(&a.model.device)?;
+    let model = T5::from_dir(&a.model.model, &device)?;
+    let tok = Tokenizer::from_dir(&a.model.model)?;
+    let prompt_ids = tok.encode(&a.prompt, true)?;
+    let cfg = Seq2SeqConfig {
+        max_new_tokens: a.sampling.max_new_tokens,
+        num_beams: a.num_beams,
+        length_penalty: a.length_penalty,
+        ..Default::default()
+    };
+    if a.sampling.temperature > 0.0 || a.sampling.top_k.is_some() || a.sampling.top_p.is_some() {
+        return Err(
+            "sampling is not implemented for encoder-decoder models: use greedy or --num-beams"
+                .into(),
+        );
+    }
+    let input = EncoderInput::right_padded(std::slice::from_ref(&prompt_ids), 0)?;
+    let ids = generate_seq2seq(&model, &input, &cfg)?.remove(0);
+    let text = tok.decode(&ids, true)?;
+    if a.json {
+        print(&json!({"text": text, "ids": ids, "prompt_ids": prompt_ids}));
+    } else {
+        println!("{text}");
+    }
+    Ok(())
+}
+
 fn generate_cmd(a: GenerateArgs) -> Result<(), BoxError> {
+    if is_seq2seq(&a.model.model)? {
+        return generate_seq2seq_cmd(a);
+    }
+    if a.num_beams != 1 {
+        return Err("--num-beams is implemented for encoder-decoder models (T5) only".into());
+    }
     let model = load_model(&a.model)?;
     let tok = Tokenizer::from_dir(&a.model.model)?;
     let prompt_ids = if a.chat {

@@ -431,3 +431,60 @@ fn embed_prints_the_pooled_vector() {
     let err = bad_input(&tilpass(&["embed", "--model", m]));
     assert!(err.contains("--text"), "{err}");
 }
+
+#[test]
+fn seq2seq_logits_and_generation() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/t5_v1_1");
+    let dir = with_tokenizer(&src);
+    let m = dir.path().to_str().unwrap();
+    let inp: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("inputs.json")).unwrap()).unwrap();
+    // Row 0 of the fixture batch, unpadded, with its decoder ids.
+    let v = ok_json(&tilpass(&[
+        "logits",
+        "--model",
+        m,
+        "--ids",
+        "2,17,42,99,200,3,5,7,11,13,250,128",
+        "--decoder-ids",
+        "0,5,9,11,40",
+    ]));
+    assert_eq!(v["shape"], serde_json::json!([1, 5, 256]));
+    let got: Vec<f32> = serde_json::from_value(v["logits"].clone()).unwrap();
+    let want = tilpass::core::Checkpoint::open(src.join("expected.safetensors"))
+        .unwrap()
+        .read_f32("logits")
+        .unwrap();
+    let max = got
+        .iter()
+        .zip(&want.data[..5 * 256])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max <= 1e-4, "{max}");
+    // Beam search from text (the word-level tokenizer adds no EOS, so the prompt is row 0).
+    let prompt = "t2 t17 t42 t99 t200 t3 t5 t7 t11 t13 t250 t128";
+    let v = ok_json(&tilpass(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        prompt,
+        "--num-beams",
+        "4",
+        "--max-new-tokens",
+        "16",
+        "--json",
+    ]));
+    let want: Vec<Vec<u32>> = serde_json::from_value(inp["beam4"].clone()).unwrap();
+    assert_eq!(v["ids"], serde_json::json!(want[0]));
+    let err = bad_input(&tilpass(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        prompt,
+        "--temperature",
+        "0.7",
+    ]));
+    assert!(err.contains("sampling"), "{err}");
+}
