@@ -140,3 +140,58 @@ fn t5_errors() {
     .unwrap_err();
     assert!(err.to_string().contains("t5"), "{err}");
 }
+
+#[test]
+fn nort5_matches_its_reference_modelling_code() {
+    use tilpass::models::{Seq2SeqLm, Seq2SeqModel};
+    let name = "nort5";
+    let model = Seq2SeqLm::load(
+        fixture_path("encoders/nort5"),
+        &tilpass_tests::test_device(),
+    )
+    .unwrap();
+    assert!(matches!(model, Seq2SeqLm::NorT5(_)));
+    let input = batch(name);
+    let mask = input.attention_mask.clone();
+    let inp = inputs(name);
+    let dec: Vec<Vec<u32>> = rows(&inp["decoder_input_ids"]);
+    let enc = model.encode(&input).unwrap();
+    let d = max_diff(
+        &values(enc.hidden.clone()),
+        &expected(name, "encoder_hidden"),
+        |i| mask[i / 64] == 1,
+    );
+    assert!(d <= 1e-4, "encoder max diff {d}");
+    // The decoder ids hold [CLS] (1) and [SEP] (2), read as BOS and EOS.
+    let logits = values(model.forward(&input, &dec).unwrap());
+    let d = max_diff(&logits, &expected(name, "logits"), |_| true);
+    assert!(d <= 1e-4, "logits max diff {d}");
+    // Cached step-by-step decoding gives the same logits (relative positions of the new
+    // query continue from the cache, in self- and cross-attention).
+    let t = dec[0].len();
+    let mut cache = T5Cache::new(model.num_decoder_layers());
+    let mut worst = 0f32;
+    for i in 0..t {
+        let ids: Vec<u32> = dec.iter().map(|r| r[i]).collect();
+        let step = values(model.decode(&enc, &ids, 1, Some(&mut cache)).unwrap()).1;
+        for r in 0..2 {
+            for j in 0..256 {
+                worst = worst.max((logits.1[(r * t + i) * 256 + j] - step[r * 256 + j]).abs());
+            }
+        }
+    }
+    assert!(worst <= 1e-4, "cached vs full {worst}");
+    for use_cache in [true, false] {
+        let cfg = Seq2SeqConfig {
+            max_new_tokens: 16,
+            use_cache,
+            ..Default::default()
+        };
+        let got = generate_seq2seq(&model, &input, &cfg).unwrap();
+        assert_eq!(
+            got,
+            rows::<u32>(&inp["greedy"]),
+            "greedy (cache {use_cache})"
+        );
+    }
+}

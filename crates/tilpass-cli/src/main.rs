@@ -16,7 +16,7 @@ use tilpass::data::{
 };
 use tilpass::models::{
     DecoderInput, DecoderLm, EncoderInput, GenerateConfig, PoolingMode, SentenceEmbedder,
-    Seq2SeqConfig, T5, generate_seq2seq, generate_text,
+    Seq2SeqConfig, Seq2SeqLm, Seq2SeqModel, generate_seq2seq, generate_text,
 };
 use tilpass::tokenize::{
     ExtendConfig, MaskMode, RenderOptions, Tokenizer, TokenizerKind, TrainConfig, encode_chat,
@@ -528,13 +528,15 @@ fn model_type(dir: &std::path::Path) -> Result<String, BoxError> {
 }
 
 fn is_seq2seq(dir: &std::path::Path) -> Result<bool, BoxError> {
-    Ok(matches!(model_type(dir)?.as_str(), "t5" | "mt5"))
+    let md = tilpass::core::ModelDir::open(dir)?;
+    let arch = md.config_json()["architectures"][0].as_str().unwrap_or("");
+    Ok(matches!(model_type(dir)?.as_str(), "t5" | "mt5" | "nort5") || arch.starts_with("NorT5"))
 }
 
 fn logits_cmd(a: LogitsArgs) -> Result<(), BoxError> {
     if is_seq2seq(&a.model.model)? {
         let device = tilpass::device(&a.model.device)?;
-        let model = T5::from_dir(&a.model.model, &device)?;
+        let model = Seq2SeqLm::load(&a.model.model, &device)?;
         let dec = a
             .decoder_ids
             .clone()
@@ -611,7 +613,7 @@ fn run_generation(
 
 fn generate_seq2seq_cmd(a: GenerateArgs) -> Result<(), BoxError> {
     let device = tilpass::device(&a.model.device)?;
-    let model = T5::from_dir(&a.model.model, &device)?;
+    let model = Seq2SeqLm::load(&a.model.model, &device)?;
     let tok = Tokenizer::from_dir(&a.model.model)?;
     let prompt_ids = tok.encode(&a.prompt, true)?;
     let cfg = Seq2SeqConfig {

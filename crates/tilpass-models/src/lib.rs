@@ -25,6 +25,7 @@ pub mod gpt2;
 pub mod layers;
 pub mod llama;
 pub mod ltg_bert;
+pub mod nort5;
 pub mod seq2seq;
 pub mod t5;
 
@@ -42,5 +43,8 @@ pub use gpt2::Gpt2;
 pub use layers::{KvCache, causal_mask};
 pub use llama::Llama;
 pub use ltg_bert::{LtgBert, LtgBertConfig};
-pub use seq2seq::{EarlyStopping, Seq2SeqConfig, generate_seq2seq};
+pub use nort5::{NorT5, NorT5Config};
+pub use seq2seq::{
+    EarlyStopping, SUPPORTED_SEQ2SEQ, Seq2SeqConfig, Seq2SeqLm, Seq2SeqModel, generate_seq2seq,
+};
 pub use t5::{EncoderOutput, T5, T5Cache, T5Config, t5_bucket};

@@ -85,6 +85,53 @@ pub fn log_bucket(relative: i64, bucket_size: usize, max_position: usize) -> i64
     log_pos * relative.signum()
 }
 
+/// Bucket indices `[q_len, k_len]` (shifted into `[0, 2 * buckets - 1)`) for
+/// queries at positions `offset..offset + q_len` and keys `0..k_len`.
+pub fn bucket_indices(
+    q_len: usize,
+    k_len: usize,
+    offset: usize,
+    bucket_size: usize,
+    max_position: usize,
+    device: &Device,
+) -> Tensor<2, Int> {
+    let mut idx = Vec::with_capacity(q_len * k_len);
+    for q in 0..q_len as i64 {
+        for k in 0..k_len as i64 {
+            idx.push(
+                bucket_size as i64 - 1
+                    + log_bucket(q + offset as i64 - k, bucket_size, max_position),
+            );
+        }
+    }
+    Tensor::<2, Int>::from_data(TensorData::new(idx, [q_len, k_len]), device)
+}
+
+/// The disentangled relative terms added to the attention scores, `[b, h, s, t]`:
+/// content→position `q_i · key_pos[idx(i, j)]` plus position→content `k_j · query_pos[idx(i, j)]`,
+/// both times `scale`. `q [b, h, s, d]`, `k [b, h, t, d]`, `q_pos`/`k_pos [1, h, r, d]` (the
+/// projected relative embeddings), `idx [s, t]` from [`bucket_indices`].
+pub fn disentangled_bias(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    q_pos: Tensor<4>,
+    k_pos: Tensor<4>,
+    idx: &Tensor<2, Int>,
+    scale: f64,
+) -> Tensor<4> {
+    let [b, h, s, d] = q.dims();
+    let t = k.dims()[2];
+    let idx: Tensor<4, Int> = idx.clone().unsqueeze::<4>().expand([b, h, s, t]);
+    let r = q_pos.dims()[2];
+    let c2p = q.clone().matmul(k_pos.swap_dims(2, 3)).mul_scalar(scale); // [b, h, s, r]
+    let c2p = c2p.gather(3, idx.clone());
+    let p2c = q_pos
+        .expand([b, h, r, d])
+        .matmul(k.clone().swap_dims(2, 3))
+        .mul_scalar(scale); // [b, h, r, t]
+    c2p + p2c.gather(2, idx)
+}
+
 /// One LTG-BERT layer.
 #[derive(Module, Debug)]
 pub struct LtgBertLayer {
@@ -269,19 +316,14 @@ impl LtgBert {
         let (nh, h) = (c.num_attention_heads, c.hidden_size);
         let hd = h / nh;
         let r = rel.dims()[0];
-        // Bucket index of every (query, key) pair, shifted into [0, 2 * buckets - 1).
-        let mut idx = Vec::with_capacity(s * s);
-        for q in 0..s as i64 {
-            for k in 0..s as i64 {
-                idx.push(
-                    c.position_bucket_size as i64 - 1
-                        + log_bucket(q - k, c.position_bucket_size, c.max_position_embeddings),
-                );
-            }
-        }
-        let idx = Tensor::<2, Int>::from_data(TensorData::new(idx, [s, s]), &device)
-            .unsqueeze::<4>()
-            .expand([b, nh, s, s]);
+        let idx = bucket_indices(
+            s,
+            s,
+            0,
+            c.position_bucket_size,
+            c.max_position_embeddings,
+            &device,
+        );
         let mask = input.key_padding_mask(&device);
         let scale = 1.0 / ((3 * hd) as f64).sqrt();
         for l in &self.layers {
@@ -299,15 +341,8 @@ impl LtgBert {
             let heads = |t: Tensor<2>| t.reshape([r, nh, hd]).swap_dims(0, 1).unsqueeze::<4>();
             let q_pos = heads(pos.clone().slice([0..r, 0..h]));
             let k_pos = heads(pos.slice([0..r, h..2 * h]));
-            // content→position: q_i · key_pos[bucket(i, j)];  position→content: k_j · query_pos[bucket(i, j)].
-            let c2p = q.clone().matmul(k_pos.swap_dims(2, 3)).mul_scalar(scale); // [b, nh, s, r]
-            let c2p = c2p.gather(3, idx.clone());
-            let p2c = q_pos
-                .expand([b, nh, r, hd])
-                .matmul(k.clone().swap_dims(2, 3))
-                .mul_scalar(scale); // [b, nh, r, s]
-            let p2c = p2c.gather(2, idx.clone());
-            let ctx = attention(q, k, v, Some(&mask), Some(&(c2p + p2c)), scale)
+            let rel_bias = disentangled_bias(&q, &k, q_pos, k_pos, &idx, scale);
+            let ctx = attention(q, k, v, Some(&mask), Some(&rel_bias), scale)
                 .swap_dims(1, 2)
                 .reshape([b, s, h]);
             x = x + l.post_norm.forward(l.out_proj.forward(ctx));

@@ -3,9 +3,183 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor};
+
 use crate::encoder::EncoderInput;
 use crate::error::{ModelError, Result};
+use crate::nort5::NorT5;
 use crate::t5::{EncoderOutput, T5, T5Cache};
+
+/// What generation needs from an encoder-decoder.
+pub trait Seq2SeqModel {
+    /// Encoder states of a batch.
+    fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput>;
+    /// Decoder logits `[batch, t, vocab]` for `decoder_ids` (`[batch, t]`) after the cache.
+    fn decode(
+        &self,
+        enc: &EncoderOutput,
+        decoder_ids: &[u32],
+        t: usize,
+        cache: Option<&mut T5Cache>,
+    ) -> Result<Tensor<3>>;
+    /// Decoder layers (for the cache).
+    fn num_decoder_layers(&self) -> usize;
+    /// End-of-sequence ids.
+    fn eos_token_ids(&self) -> Vec<u32>;
+    /// The first decoder token.
+    fn decoder_start_token_id(&self) -> u32;
+    /// Padding for finished rows.
+    fn pad_token_id(&self) -> u32;
+}
+
+impl Seq2SeqModel for T5 {
+    fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
+        T5::encode(self, input)
+    }
+    fn decode(
+        &self,
+        enc: &EncoderOutput,
+        ids: &[u32],
+        t: usize,
+        cache: Option<&mut T5Cache>,
+    ) -> Result<Tensor<3>> {
+        T5::decode(self, enc, ids, t, cache)
+    }
+    fn num_decoder_layers(&self) -> usize {
+        T5::num_decoder_layers(self)
+    }
+    fn eos_token_ids(&self) -> Vec<u32> {
+        T5::eos_token_ids(self)
+    }
+    fn decoder_start_token_id(&self) -> u32 {
+        T5::decoder_start_token_id(self)
+    }
+    fn pad_token_id(&self) -> u32 {
+        self.config().pad_token_id.unwrap_or(0)
+    }
+}
+
+impl Seq2SeqModel for NorT5 {
+    fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
+        NorT5::encode(self, input)
+    }
+    fn decode(
+        &self,
+        enc: &EncoderOutput,
+        ids: &[u32],
+        t: usize,
+        cache: Option<&mut T5Cache>,
+    ) -> Result<Tensor<3>> {
+        NorT5::decode(self, enc, ids, t, cache)
+    }
+    fn num_decoder_layers(&self) -> usize {
+        NorT5::num_decoder_layers(self)
+    }
+    fn eos_token_ids(&self) -> Vec<u32> {
+        vec![self.config().eos_token_id]
+    }
+    fn decoder_start_token_id(&self) -> u32 {
+        self.config().bos_token_id
+    }
+    fn pad_token_id(&self) -> u32 {
+        self.config().pad_token_id
+    }
+}
+
+/// `model_type`s that [`Seq2SeqLm::load`] understands.
+pub const SUPPORTED_SEQ2SEQ: [&str; 3] = ["t5", "mt5", "nort5"];
+
+/// An encoder-decoder language model: T5 or NorT5.
+#[derive(Debug)]
+pub enum Seq2SeqLm {
+    /// T5, T5.1.1, mT5.
+    T5(Box<T5>),
+    /// NorT5.
+    NorT5(Box<NorT5>),
+}
+
+impl Seq2SeqLm {
+    /// Loads an encoder-decoder directory, dispatching on `model_type` (or a NorT5
+    /// `architectures` entry).
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let md = tilpass_core::ModelDir::open(dir)?;
+        let model_type = md.model_type().unwrap_or("").to_string();
+        let arch = md.config_json()["architectures"][0]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        match model_type.as_str() {
+            "t5" | "mt5" => Ok(Self::T5(Box::new(T5::from_dir(dir, device)?))),
+            "nort5" => Ok(Self::NorT5(Box::new(NorT5::from_dir(dir, device)?))),
+            "" if arch.starts_with("NorT5") => {
+                Ok(Self::NorT5(Box::new(NorT5::from_dir(dir, device)?)))
+            }
+            other => Err(ModelError::UnsupportedModelType {
+                path: md
+                    .path()
+                    .join(tilpass_core::CONFIG_FILE)
+                    .display()
+                    .to_string(),
+                model_type: if other.is_empty() {
+                    "(none)".into()
+                } else {
+                    other.into()
+                },
+                supported: SUPPORTED_SEQ2SEQ.join(", "),
+            }),
+        }
+    }
+
+    fn inner(&self) -> &dyn Seq2SeqModel {
+        match self {
+            Self::T5(m) => m.as_ref(),
+            Self::NorT5(m) => m.as_ref(),
+        }
+    }
+
+    /// Logits `[batch, t, vocab]` of a full pass: encode `input`, decode `decoder_ids`.
+    pub fn forward(&self, input: &EncoderInput, decoder_ids: &[Vec<u32>]) -> Result<Tensor<3>> {
+        let t = decoder_ids.first().map(Vec::len).unwrap_or(0);
+        if decoder_ids.len() != input.batch || decoder_ids.iter().any(|r| r.len() != t) {
+            return Err(ModelError::Input(format!(
+                "decoder_input_ids must be {} rows of equal length",
+                input.batch
+            )));
+        }
+        let enc = self.encode(input)?;
+        self.decode(&enc, &decoder_ids.concat(), t, None)
+    }
+}
+
+impl Seq2SeqModel for Seq2SeqLm {
+    fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
+        self.inner().encode(input)
+    }
+    fn decode(
+        &self,
+        enc: &EncoderOutput,
+        ids: &[u32],
+        t: usize,
+        cache: Option<&mut T5Cache>,
+    ) -> Result<Tensor<3>> {
+        self.inner().decode(enc, ids, t, cache)
+    }
+    fn num_decoder_layers(&self) -> usize {
+        self.inner().num_decoder_layers()
+    }
+    fn eos_token_ids(&self) -> Vec<u32> {
+        self.inner().eos_token_ids()
+    }
+    fn decoder_start_token_id(&self) -> u32 {
+        self.inner().decoder_start_token_id()
+    }
+    fn pad_token_id(&self) -> u32 {
+        self.inner().pad_token_id()
+    }
+}
 
 /// When beam search stops (transformers' `early_stopping`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -58,7 +232,7 @@ impl Default for Seq2SeqConfig {
 /// Runs the decoder over `rows` (every row the same length) and returns the log-softmax of
 /// the last position's logits, `[rows][vocab]`.
 struct Stepper<'a> {
-    model: &'a T5,
+    model: &'a dyn Seq2SeqModel,
     enc: EncoderOutput,
     cache: Option<T5Cache>,
 }
@@ -87,7 +261,7 @@ impl Stepper<'_> {
 /// including the first EOS, as transformers' `generate` (greedy when `num_beams == 1`, else
 /// beam search returning the best finished hypothesis).
 pub fn generate_seq2seq(
-    model: &T5,
+    model: &dyn Seq2SeqModel,
     input: &EncoderInput,
     cfg: &Seq2SeqConfig,
 ) -> Result<Vec<Vec<u32>>> {
@@ -120,7 +294,7 @@ fn argmax(row: &[f32]) -> u32 {
 }
 
 fn greedy(
-    model: &T5,
+    model: &dyn Seq2SeqModel,
     enc: EncoderOutput,
     b: usize,
     start: u32,
@@ -134,7 +308,7 @@ fn greedy(
             .use_cache
             .then(|| T5Cache::new(model.num_decoder_layers())),
     };
-    let pad = model.config().pad_token_id.unwrap_or(0);
+    let pad = model.pad_token_id();
     let mut rows = vec![vec![start]; b];
     let mut out = vec![Vec::new(); b];
     let mut done = vec![false; b];
@@ -175,7 +349,7 @@ struct Hyp {
 
 /// transformers' vectorised beam search (`_beam_search`, v4.50+), per batch row.
 fn beam_search(
-    model: &T5,
+    model: &dyn Seq2SeqModel,
     enc: EncoderOutput,
     b: usize,
     start: u32,

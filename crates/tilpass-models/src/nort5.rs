@@ -1,0 +1,444 @@
+//! NorT5 (the public `modeling_nort5.py` of the ltg/nort5-* models): an LTG-BERT-style
+//! encoder-decoder — shared word embedding with an un-parameterised LayerNorm, pre-LN
+//! attention with separate q/k/v projections, disentangled log-bucket relative positions in
+//! self- *and* cross-attention (separate relative tables for each), post-attention LayerNorm,
+//! GEGLU feed-forward, and an untied LM head after a LayerNorm.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use tilpass_core::Checkpoint;
+
+use crate::encoder::{EncoderInput, key_padding_mask};
+use crate::error::{ModelError, Result};
+use crate::gpt2::gelu_new;
+use crate::layers::{LayerNorm, attention, causal_mask, load_embedding, load_linear};
+use crate::ltg_bert::{bucket_indices, disentangled_bias};
+use crate::t5::{EncoderOutput, T5Cache};
+
+/// The modelling code computes relative buckets over 512 positions whatever the config says.
+const BUCKET_RANGE: usize = 512;
+
+/// `config.json` of a NorT5 model (`NorT5Config`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NorT5Config {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width of the model.
+    pub hidden_size: usize,
+    /// GEGLU width.
+    pub intermediate_size: usize,
+    /// Layers of the encoder and of the decoder.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Relative-position buckets on each side.
+    #[serde(default = "d32")]
+    pub position_bucket_size: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "eps7")]
+    pub layer_norm_eps: f64,
+    /// Padding id.
+    #[serde(default = "d3")]
+    pub pad_token_id: u32,
+    /// `[CLS]`; replaced by `bos_token_id` in decoder inputs.
+    #[serde(default = "d1")]
+    pub cls_token_id: u32,
+    /// `[SEP]`; replaced by `eos_token_id` in decoder inputs.
+    #[serde(default = "d2")]
+    pub sep_token_id: u32,
+    /// First decoder token.
+    #[serde(default = "d5")]
+    pub bos_token_id: u32,
+    /// End of sequence.
+    #[serde(default = "d6")]
+    pub eos_token_id: u32,
+}
+
+fn d32() -> usize {
+    32
+}
+fn eps7() -> f64 {
+    1e-7
+}
+fn d1() -> u32 {
+    1
+}
+fn d2() -> u32 {
+    2
+}
+fn d3() -> u32 {
+    3
+}
+fn d5() -> u32 {
+    5
+}
+fn d6() -> u32 {
+    6
+}
+
+/// One attention block (self or cross).
+#[derive(Module, Debug)]
+pub struct NorT5Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    post_norm: LayerNorm,
+}
+
+/// A layer: self-attention, optional cross-attention, GEGLU feed-forward.
+#[derive(Module, Debug)]
+pub struct NorT5Layer {
+    self_attn: NorT5Attention,
+    cross: Option<NorT5Attention>,
+    ff_in: Linear,
+    ff_out: Linear,
+}
+
+/// A relative-position table and its LayerNorm.
+#[derive(Module, Debug)]
+pub struct RelativeTable {
+    table: Param<Tensor<2>>,
+    norm: LayerNorm,
+}
+
+impl RelativeTable {
+    fn load(
+        ckpt: &Checkpoint,
+        prefix: &str,
+        r: usize,
+        h: usize,
+        eps: f64,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            table: Param::from_tensor(ckpt.tensor(
+                &format!("{prefix}.relative_embedding"),
+                [r, h],
+                device,
+            )?),
+            norm: LayerNorm::load(
+                ckpt,
+                &format!("{prefix}.relative_layer_norm"),
+                h,
+                eps,
+                device,
+            )?,
+        })
+    }
+
+    fn forward(&self) -> Tensor<2> {
+        self.norm.forward(self.table.val())
+    }
+}
+
+/// A NorT5 encoder-decoder with its LM head.
+#[derive(Module, Debug)]
+pub struct NorT5 {
+    word: Embedding,
+    enc_rel: RelativeTable,
+    encoder: Vec<NorT5Layer>,
+    dec_self_rel: RelativeTable,
+    dec_cross_rel: RelativeTable,
+    decoder: Vec<NorT5Layer>,
+    head: Linear,
+    #[module(skip)]
+    config: NorT5Config,
+}
+
+fn plain_norm<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
+    let (var, mean) = x.clone().var_mean_bias(D - 1);
+    (x - mean) / var.add_scalar(eps).sqrt()
+}
+
+impl NorT5 {
+    /// Loads a NorT5 directory (`model_type` `nort5`, or `architectures` naming a NorT5 class).
+    pub fn from_dir(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
+        let md = tilpass_core::ModelDir::open(dir)?;
+        let path = md
+            .path()
+            .join(tilpass_core::CONFIG_FILE)
+            .display()
+            .to_string();
+        let cfg: NorT5Config = md.config()?;
+        Self::load(cfg, &md.checkpoint()?, &path, device)
+    }
+
+    /// Loads the weights of `config` (`position_indices` buffers are not needed).
+    pub fn load(
+        config: NorT5Config,
+        ckpt: &Checkpoint,
+        path: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        let (h, i, nh) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.num_attention_heads,
+        );
+        if nh == 0 || h % nh != 0 || config.position_bucket_size < 4 {
+            return Err(ModelError::UnsupportedConfig {
+                path: path.into(),
+                message: format!(
+                    "hidden_size {h} must be a multiple of num_attention_heads {nh}, and \
+                     position_bucket_size ({}) at least 4",
+                    config.position_bucket_size
+                ),
+            });
+        }
+        let eps = config.layer_norm_eps;
+        let r = 2 * config.position_bucket_size - 1;
+        let attn = |p: &str| -> Result<NorT5Attention> {
+            Ok(NorT5Attention {
+                q: load_linear(ckpt, &format!("{p}.in_proj_q"), h, h, true, device)?,
+                k: load_linear(ckpt, &format!("{p}.in_proj_k"), h, h, true, device)?,
+                v: load_linear(ckpt, &format!("{p}.in_proj_v"), h, h, true, device)?,
+                o: load_linear(ckpt, &format!("{p}.out_proj"), h, h, true, device)?,
+                post_norm: LayerNorm::load(ckpt, &format!("{p}.post_layer_norm"), h, eps, device)?,
+            })
+        };
+        let layer = |p: String, cross: bool| -> Result<NorT5Layer> {
+            let (sa, ca) = if cross {
+                (
+                    format!("{p}.self_attention"),
+                    Some(format!("{p}.cross_attention")),
+                )
+            } else {
+                (format!("{p}.attention"), None)
+            };
+            Ok(NorT5Layer {
+                self_attn: attn(&sa)?,
+                cross: ca.map(|c| attn(&c)).transpose()?,
+                ff_in: load_linear(ckpt, &format!("{p}.mlp.mlp.1"), h, 2 * i, false, device)?,
+                ff_out: load_linear(ckpt, &format!("{p}.mlp.mlp.4"), i, h, false, device)?,
+            })
+        };
+        let n = config.num_hidden_layers;
+        Ok(Self {
+            word: load_embedding(
+                ckpt,
+                "embedding.word_embedding.weight",
+                config.vocab_size,
+                h,
+                device,
+            )?,
+            enc_rel: RelativeTable::load(ckpt, "encoder.relative_embedding", r, h, eps, device)?,
+            encoder: (0..n)
+                .map(|l| layer(format!("encoder.layers.{l}"), false))
+                .collect::<Result<_>>()?,
+            dec_self_rel: RelativeTable::load(
+                ckpt,
+                "decoder.self_relative_embedding",
+                r,
+                h,
+                eps,
+                device,
+            )?,
+            dec_cross_rel: RelativeTable::load(
+                ckpt,
+                "decoder.cross_relative_embedding",
+                r,
+                h,
+                eps,
+                device,
+            )?,
+            decoder: (0..n)
+                .map(|l| layer(format!("decoder.layers.{l}"), true))
+                .collect::<Result<_>>()?,
+            head: load_linear(
+                ckpt,
+                "classifier.nonlinearity.2",
+                h,
+                config.vocab_size,
+                true,
+                device,
+            )?,
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NorT5Config {
+        &self.config
+    }
+
+    /// Decoder layers.
+    pub fn num_decoder_layers(&self) -> usize {
+        self.decoder.len()
+    }
+
+    fn device(&self) -> Device {
+        self.word.weight.device()
+    }
+
+    fn embed(&self, ids: &[u32], b: usize, s: usize) -> Tensor<3> {
+        let ids: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &self.device());
+        plain_norm(self.word.forward(ids), self.config.layer_norm_eps)
+    }
+
+    fn split(&self, x: Tensor<3>) -> Tensor<4> {
+        let [b, s, h] = x.dims();
+        let nh = self.config.num_attention_heads;
+        x.reshape([b, s, nh, h / nh]).swap_dims(1, 2)
+    }
+
+    fn rel_heads(&self, proj: &Linear, rel: &Tensor<2>) -> Tensor<4> {
+        let [r, h] = rel.dims();
+        let nh = self.config.num_attention_heads;
+        proj.forward(rel.clone().unsqueeze::<3>())
+            .reshape([r, nh, h / nh])
+            .swap_dims(0, 1)
+            .unsqueeze::<4>()
+    }
+
+    /// Keys and values of `kv [b, t, h]` for block `a` (LayerNorm, projections), per head.
+    fn keys_values(&self, a: &NorT5Attention, kv: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
+        let kvn = plain_norm(kv, self.config.layer_norm_eps);
+        (
+            self.split(a.k.forward(kvn.clone())),
+            self.split(a.v.forward(kvn)),
+        )
+    }
+
+    /// Attention of queries `x [b, s, h]` at positions `offset..` over `k`/`v`, with the
+    /// relative table `rel` and hidden-key `mask`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        a: &NorT5Attention,
+        x: Tensor<3>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        rel: &Tensor<2>,
+        offset: usize,
+        mask: &Tensor<4, burn::tensor::Bool>,
+    ) -> Tensor<3> {
+        let c = &self.config;
+        let [b, s, h] = x.dims();
+        let nh = c.num_attention_heads;
+        let t = k.dims()[2];
+        let scale = 1.0 / ((3 * (h / nh)) as f64).sqrt();
+        let q = self.split(a.q.forward(plain_norm(x, c.layer_norm_eps)));
+        let idx = bucket_indices(
+            s,
+            t,
+            offset,
+            c.position_bucket_size,
+            BUCKET_RANGE,
+            &self.device(),
+        );
+        let bias = disentangled_bias(
+            &q,
+            &k,
+            self.rel_heads(&a.q, rel),
+            self.rel_heads(&a.k, rel),
+            &idx,
+            scale,
+        );
+        let ctx = attention(q, k, v, Some(mask), Some(&bias), scale)
+            .swap_dims(1, 2)
+            .reshape([b, s, h]);
+        a.post_norm.forward(a.o.forward(ctx))
+    }
+
+    fn ff(&self, l: &NorT5Layer, x: Tensor<3>) -> Tensor<3> {
+        let eps = self.config.layer_norm_eps;
+        let [b, s, _] = x.dims();
+        let i = self.config.intermediate_size;
+        let f = l.ff_in.forward(plain_norm(x, eps));
+        let g = f.clone().slice([0..b, 0..s, 0..i]) * gelu_new(f.slice([0..b, 0..s, i..2 * i]));
+        l.ff_out.forward(plain_norm(g, eps))
+    }
+
+    /// Encoder hidden states `[batch, seq, hidden]` (the last layer; NorT5 has no final norm).
+    pub fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
+        input.check_limits(self.config.vocab_size, None)?;
+        let (b, s) = (input.batch, input.seq);
+        let mut x = self.embed(&input.input_ids, b, s);
+        let rel = self.enc_rel.forward();
+        let mask = input.key_padding_mask(&self.device());
+        for l in &self.encoder {
+            let (k, v) = self.keys_values(&l.self_attn, x.clone());
+            x = x.clone() + self.attend(&l.self_attn, x, k, v, &rel, 0, &mask);
+            x = x.clone() + self.ff(l, x);
+        }
+        Ok(EncoderOutput {
+            hidden: x,
+            attention_mask: input.attention_mask.clone(),
+        })
+    }
+
+    /// Decoder logits `[batch, t, vocab]` for `decoder_ids` (`[batch, t]` row-major; `[CLS]`
+    /// and `[SEP]` are read as BOS and EOS, as the reference does) after the cached positions.
+    pub fn decode(
+        &self,
+        enc: &EncoderOutput,
+        decoder_ids: &[u32],
+        t: usize,
+        mut cache: Option<&mut T5Cache>,
+    ) -> Result<Tensor<3>> {
+        let c = &self.config;
+        let [b, s, _] = enc.hidden.dims();
+        if decoder_ids.len() != b * t || t == 0 {
+            return Err(ModelError::Input(format!(
+                "expected {b}x{t} decoder ids (one row per encoder row), got {}",
+                decoder_ids.len()
+            )));
+        }
+        if let Some(x) = decoder_ids.iter().find(|x| **x as usize >= c.vocab_size) {
+            return Err(ModelError::Input(format!(
+                "token id {x} is outside the vocabulary of {}",
+                c.vocab_size
+            )));
+        }
+        let ids: Vec<u32> = decoder_ids
+            .iter()
+            .map(|&x| {
+                if x == c.cls_token_id {
+                    c.bos_token_id
+                } else if x == c.sep_token_id {
+                    c.eos_token_id
+                } else {
+                    x
+                }
+            })
+            .collect();
+        let device = self.device();
+        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let mut x = self.embed(&ids, b, t);
+        let self_rel = self.dec_self_rel.forward();
+        let cross_rel = self.dec_cross_rel.forward();
+        let self_mask = causal_mask(&vec![1; b * (past + t)], b, t, past, None, &device);
+        let cross_mask = key_padding_mask(&enc.attention_mask, b, t, s, &device);
+        for (li, l) in self.decoder.iter().enumerate() {
+            let (k, v) = self.keys_values(&l.self_attn, x.clone());
+            let (k, v) = match cache.as_deref_mut() {
+                Some(c) => c.self_attn.append(li, k, v),
+                None => (k, v),
+            };
+            x = x.clone() + self.attend(&l.self_attn, x, k, v, &self_rel, past, &self_mask);
+            let ca = l
+                .cross
+                .as_ref()
+                .expect("decoder layers have cross-attention");
+            let cached = cache.as_ref().and_then(|c| c.cross[li].clone());
+            let (ck, cv) = match cached {
+                Some(kv) => kv,
+                None => {
+                    let kv = self.keys_values(ca, enc.hidden.clone());
+                    if let Some(c) = cache.as_deref_mut() {
+                        c.cross[li] = Some(kv.clone());
+                    }
+                    kv
+                }
+            };
+            x = x.clone() + self.attend(ca, x, ck, cv, &cross_rel, past, &cross_mask);
+            x = x.clone() + self.ff(l, x);
+        }
+        let x = plain_norm(x, c.layer_norm_eps);
+        Ok(self.head.forward(x))
+    }
+}
