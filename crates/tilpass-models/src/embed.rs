@@ -251,19 +251,23 @@ impl SentenceEmbedder {
     }
 
     /// Embeds tokenized sentences (with their special tokens), `batch_size` at a time;
-    /// rows longer than `max_seq_length` keep their first tokens. Returns one vector per row.
+    /// rows longer than `max_seq_length` keep their first tokens. Like sentence-transformers,
+    /// rows are batched in order of decreasing length (less padding); the result is in input
+    /// order, one vector per row.
     pub fn embed_ids(&self, rows: &[Vec<u32>], batch_size: usize) -> Result<Vec<Vec<f32>>> {
-        let mut out = Vec::with_capacity(rows.len());
         let pad = self.model.pad_token_id();
-        for chunk in rows.chunks(batch_size.max(1)) {
-            let chunk: Vec<Vec<u32>> = chunk
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(rows[i].len()));
+        let mut out = vec![Vec::new(); rows.len()];
+        for chunk in order.chunks(batch_size.max(1)) {
+            let batch: Vec<Vec<u32>> = chunk
                 .iter()
-                .map(|r| match self.pooling.max_seq_length {
-                    Some(m) if r.len() > m => r[..m].to_vec(),
-                    _ => r.clone(),
+                .map(|&i| match self.pooling.max_seq_length {
+                    Some(m) if rows[i].len() > m => rows[i][..m].to_vec(),
+                    _ => rows[i].clone(),
                 })
                 .collect();
-            let input = EncoderInput::right_padded(&chunk, pad)?;
+            let input = EncoderInput::right_padded(&batch, pad)?;
             let hidden = self.model.forward_hidden(&input)?;
             let pooled = pool(
                 hidden,
@@ -276,7 +280,9 @@ impl SentenceEmbedder {
                 .into_data()
                 .try_into_vec_as::<f32>()
                 .map_err(|e| ModelError::Input(format!("{e:?}")))?;
-            out.extend((0..b).map(|i| v[i * d..(i + 1) * d].to_vec()));
+            for (k, &i) in chunk.iter().enumerate().take(b) {
+                out[i] = v[k * d..(k + 1) * d].to_vec();
+            }
         }
         Ok(out)
     }

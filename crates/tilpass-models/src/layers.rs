@@ -67,12 +67,18 @@ impl LayerNorm {
         })
     }
 
-    /// Normalises the last dimension of `[.., hidden]`.
+    /// Normalises the last dimension of `[.., hidden]` (burn's fused `layer_norm`).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let (var, mean) = x.clone().var_mean_bias(D - 1);
-        let normed = (x - mean) / var.add_scalar(self.eps).sqrt();
-        normed * self.weight.val().unsqueeze::<D>() + self.bias.val().unsqueeze::<D>()
+        burn::tensor::module::layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
     }
+}
+
+/// Layer normalisation without weight and bias over the last dimension (PyTorch's
+/// `LayerNorm(elementwise_affine=False)`).
+pub fn plain_layer_norm<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
+    let d = x.dims()[D - 1];
+    let ones = Tensor::<1>::ones([d], &x.device());
+    burn::tensor::module::layer_norm(x, ones, None, eps)
 }
 
 /// Loads a PyTorch `nn.Linear` (`weight [out, in]`, optional `bias [out]`) into burn's layout

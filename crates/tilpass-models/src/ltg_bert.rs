@@ -15,7 +15,9 @@ use tilpass_core::Checkpoint;
 use crate::encoder::{EncoderInput, labels_from};
 use crate::error::{ModelError, Result};
 use crate::gpt2::gelu_new;
-use crate::layers::{LayerNorm, attention, load_embedding, load_linear, tied_logits};
+use crate::layers::{
+    LayerNorm, attention, load_embedding, load_linear, plain_layer_norm, tied_logits,
+};
 
 /// `config.json` of an LTG-BERT / NorBERT3 model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,12 +167,6 @@ pub struct LtgBert {
     config: LtgBertConfig,
 }
 
-/// LayerNorm without weight and bias over the last dimension.
-fn plain_norm<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
-    let (var, mean) = x.clone().var_mean_bias(D - 1);
-    (x - mean) / var.add_scalar(eps).sqrt()
-}
-
 impl LtgBert {
     /// Loads the weights of `config`; the head follows `architectures`
     /// (`…ForMaskedLM` → `classifier.*`, `…ForSequenceClassification` → `head.*`).
@@ -311,7 +307,7 @@ impl LtgBert {
         let ids: Vec<i64> = input.input_ids.iter().map(|&t| i64::from(t)).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
         let eps = c.layer_norm_eps;
-        let mut x = plain_norm(self.word.forward(ids), eps);
+        let mut x = plain_layer_norm(self.word.forward(ids), eps);
         let rel = self.relative_norm.forward(self.relative.val());
         let (nh, h) = (c.num_attention_heads, c.hidden_size);
         let hd = h / nh;
@@ -327,7 +323,7 @@ impl LtgBert {
         let mask = input.key_padding_mask(&device);
         let scale = 1.0 / ((3 * hd) as f64).sqrt();
         for l in &self.layers {
-            let hn = plain_norm(x.clone(), eps);
+            let hn = plain_layer_norm(x.clone(), eps);
             let qk = l.in_proj_qk.forward(hn.clone());
             let split = |t: Tensor<3>| t.reshape([b, s, nh, hd]).swap_dims(1, 2);
             let q = split(qk.clone().slice([0..b, 0..s, 0..h]));
@@ -346,19 +342,19 @@ impl LtgBert {
                 .swap_dims(1, 2)
                 .reshape([b, s, h]);
             x = x + l.post_norm.forward(l.out_proj.forward(ctx));
-            let ff = l.ff_in.forward(plain_norm(x.clone(), eps));
+            let ff = l.ff_in.forward(plain_layer_norm(x.clone(), eps));
             let i = c.intermediate_size;
             let gated =
                 ff.clone().slice([0..b, 0..s, 0..i]) * gelu_new(ff.slice([0..b, 0..s, i..2 * i]));
-            x = x + l.ff_out.forward(plain_norm(gated, eps));
+            x = x + l.ff_out.forward(plain_layer_norm(gated, eps));
         }
         Ok(x)
     }
 
     fn run_head(&self, head: &LtgHead, x: Tensor<3>) -> Tensor<3> {
         let eps = self.config.layer_norm_eps;
-        let t = plain_norm(
-            burn::tensor::activation::gelu(head.dense.forward(plain_norm(x, eps))),
+        let t = plain_layer_norm(
+            crate::encoder::gelu_exact(head.dense.forward(plain_layer_norm(x, eps))),
             eps,
         );
         tied_logits(t, head.out_weight.val()) + head.out_bias.val().unsqueeze::<3>()

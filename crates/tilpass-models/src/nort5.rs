@@ -13,7 +13,9 @@ use tilpass_core::Checkpoint;
 use crate::encoder::{EncoderInput, key_padding_mask};
 use crate::error::{ModelError, Result};
 use crate::gpt2::gelu_new;
-use crate::layers::{LayerNorm, attention, causal_mask, load_embedding, load_linear};
+use crate::layers::{
+    LayerNorm, attention, causal_mask, load_embedding, load_linear, plain_layer_norm,
+};
 use crate::ltg_bert::{bucket_indices, disentangled_bias};
 use crate::t5::{EncoderOutput, T5Cache};
 
@@ -148,11 +150,6 @@ pub struct NorT5 {
     config: NorT5Config,
 }
 
-fn plain_norm<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
-    let (var, mean) = x.clone().var_mean_bias(D - 1);
-    (x - mean) / var.add_scalar(eps).sqrt()
-}
-
 impl NorT5 {
     /// Loads a NorT5 directory (`model_type` `nort5`, or `architectures` naming a NorT5 class).
     pub fn from_dir(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
@@ -276,7 +273,7 @@ impl NorT5 {
     fn embed(&self, ids: &[u32], b: usize, s: usize) -> Tensor<3> {
         let ids: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &self.device());
-        plain_norm(self.word.forward(ids), self.config.layer_norm_eps)
+        plain_layer_norm(self.word.forward(ids), self.config.layer_norm_eps)
     }
 
     fn split(&self, x: Tensor<3>) -> Tensor<4> {
@@ -296,7 +293,7 @@ impl NorT5 {
 
     /// Keys and values of `kv [b, t, h]` for block `a` (LayerNorm, projections), per head.
     fn keys_values(&self, a: &NorT5Attention, kv: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
-        let kvn = plain_norm(kv, self.config.layer_norm_eps);
+        let kvn = plain_layer_norm(kv, self.config.layer_norm_eps);
         (
             self.split(a.k.forward(kvn.clone())),
             self.split(a.v.forward(kvn)),
@@ -321,7 +318,7 @@ impl NorT5 {
         let nh = c.num_attention_heads;
         let t = k.dims()[2];
         let scale = 1.0 / ((3 * (h / nh)) as f64).sqrt();
-        let q = self.split(a.q.forward(plain_norm(x, c.layer_norm_eps)));
+        let q = self.split(a.q.forward(plain_layer_norm(x, c.layer_norm_eps)));
         let idx = bucket_indices(
             s,
             t,
@@ -348,9 +345,9 @@ impl NorT5 {
         let eps = self.config.layer_norm_eps;
         let [b, s, _] = x.dims();
         let i = self.config.intermediate_size;
-        let f = l.ff_in.forward(plain_norm(x, eps));
+        let f = l.ff_in.forward(plain_layer_norm(x, eps));
         let g = f.clone().slice([0..b, 0..s, 0..i]) * gelu_new(f.slice([0..b, 0..s, i..2 * i]));
-        l.ff_out.forward(plain_norm(g, eps))
+        l.ff_out.forward(plain_layer_norm(g, eps))
     }
 
     /// Encoder hidden states `[batch, seq, hidden]` (the last layer; NorT5 has no final norm).
@@ -438,7 +435,7 @@ impl NorT5 {
             x = x.clone() + self.attend(ca, x, ck, cv, &cross_rel, past, &cross_mask);
             x = x.clone() + self.ff(l, x);
         }
-        let x = plain_norm(x, c.layer_norm_eps);
+        let x = plain_layer_norm(x, c.layer_norm_eps);
         Ok(self.head.forward(x))
     }
 }
