@@ -123,6 +123,20 @@ fn bert_heads_match_transformers_on_a_padded_batch() {
             max_diff(&got, &want, real_tokens(&mask, per_token))
         };
         assert!(d <= 1e-4, "{name}: logits max diff {d}");
+        if head == BertHeadKind::SequenceClassification {
+            // softmax for single-label, sigmoid per class for multi-label (problem_type).
+            let p = model.config().problem_type().unwrap();
+            let want_p = expected(name, "probabilities");
+            let probs = values(p.probabilities(model.classify(&input).unwrap()));
+            let d = max_diff(&probs, &want_p, |_| true);
+            assert!(d <= 1e-5, "{name}: probabilities max diff {d} ({p:?})");
+            let row_sum: f32 = probs.1[..probs.0[1]].iter().sum();
+            assert_eq!(
+                (row_sum - 1.0).abs() < 1e-5,
+                p == tilpass::models::ProblemType::SingleLabelClassification,
+                "{name}"
+            );
+        }
     }
 }
 

@@ -77,6 +77,11 @@ impl BertConfig {
     pub fn num_labels(&self) -> usize {
         self.id2label.as_ref().map(|m| m.len()).unwrap_or(2)
     }
+
+    /// The classification problem (`problem_type`, defaulted as transformers does).
+    pub fn problem_type(&self) -> Result<crate::encoder::ProblemType> {
+        crate::encoder::ProblemType::from_config(self.problem_type.as_deref(), self.num_labels())
+    }
 }
 
 /// Which output layer a BERT model carries.

@@ -286,6 +286,47 @@ pub fn pool(
     }
 }
 
+/// What a sequence classifier predicts (transformers' `problem_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemType {
+    /// One class per input: softmax over the logits.
+    SingleLabelClassification,
+    /// Any number of classes per input: a sigmoid per logit.
+    MultiLabelClassification,
+    /// A real value per output: the logits themselves.
+    Regression,
+}
+
+impl ProblemType {
+    /// From a config's `problem_type`, defaulting as transformers does when it is absent:
+    /// regression for one label, single-label classification otherwise.
+    pub fn from_config(problem_type: Option<&str>, num_labels: usize) -> Result<Self> {
+        Ok(match problem_type {
+            Some("single_label_classification") => Self::SingleLabelClassification,
+            Some("multi_label_classification") => Self::MultiLabelClassification,
+            Some("regression") => Self::Regression,
+            Some(other) => {
+                return Err(ModelError::Input(format!(
+                    "problem_type `{other}` is not one of single_label_classification, \
+                     multi_label_classification, regression"
+                )));
+            }
+            None if num_labels == 1 => Self::Regression,
+            None => Self::SingleLabelClassification,
+        })
+    }
+
+    /// Class probabilities (or regression values) from logits `[batch, num_labels]`.
+    pub fn probabilities(self, logits: Tensor<2>) -> Tensor<2> {
+        match self {
+            Self::SingleLabelClassification => burn::tensor::activation::softmax(logits, 1),
+            Self::MultiLabelClassification => burn::tensor::activation::sigmoid(logits),
+            Self::Regression => logits,
+        }
+    }
+}
+
 /// `id2label` of a config as an ordered list (index = class id); `None` when absent.
 pub fn labels_from(id2label: &Option<BTreeMap<String, String>>) -> Result<Option<Vec<String>>> {
     let Some(map) = id2label else {

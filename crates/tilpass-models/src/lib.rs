@@ -33,7 +33,9 @@ pub use bert::{Bert, BertConfig, BertHeadKind};
 pub use config::{Gpt2Config, LlamaConfig, RopeParameters, TokenIds};
 pub use decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS, shifted_log_probs};
 pub use embed::{EncoderModel, PoolingConfig, SUPPORTED_ENCODERS, SentenceEmbedder, cosine};
-pub use encoder::{Activation, EncoderInput, PoolingMode, key_padding_mask, labels_from, pool};
+pub use encoder::{
+    Activation, EncoderInput, PoolingMode, ProblemType, key_padding_mask, labels_from, pool,
+};
 pub use error::{ModelError, Result};
 pub use generate::{
     GenerateConfig, Generation, Sampler, StopReason, apply_repetition_penalty, generate,
