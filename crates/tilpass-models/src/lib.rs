@@ -2,15 +2,36 @@
 //!
 //! Language-model architectures as burn modules, loaded from Hugging Face model directories.
 //!
-//! Implemented so far (issue 3, in progress): the decoders [`Llama`] (also Mistral, with
-//! sliding-window attention; grouped-query attention, RoPE with `linear` and `llama3`
-//! scaling, optional biases, tied or untied head) and [`Gpt2`], behind [`DecoderLm::load`]
-//! (dispatch on `model_type`, single or sharded safetensors, bf16/f16 cast to f32); padded
-//! batches; a [`KvCache`]; [`generate`] (greedy, temperature / top-k / top-p sampling,
-//! repetition penalty, stop strings and streamed text through [`generate_text`]).
+//! Every architecture matches its reference (transformers, or the public modelling code for
+//! LTG-BERT and NorT5) to 1e-4 on padded batches, on Flex and on wgpu.
 //!
-//! Planned: encoders and encoder-decoders (`bert`,
-//! `ltg_bert`, `t5`, `nort5`, issue 4); classification and embedding heads.
+//! - **Decoders** — [`Llama`] (also Mistral: grouped-query attention, RoPE with `linear` and
+//!   `llama3` scaling, sliding windows, optional biases, tied or untied head) and [`Gpt2`],
+//!   behind [`DecoderLm::load`] (dispatch on `model_type`, single or sharded safetensors,
+//!   bf16/f16 cast to f32) and [`DecoderLm::save`] (HF layout); left-padded batches, a
+//!   [`KvCache`], [`generate`] (greedy, temperature / top-k / top-p sampling, repetition
+//!   penalty) and [`generate_text`] (stop strings, streamed text).
+//! - **Encoders** — [`Bert`] (masked LM, sequence and token classification, pooler) and
+//!   [`LtgBert`] (NorBERT3) behind [`EncoderModel::load`]; sentence embeddings with
+//!   sentence-transformers' pooling files through [`SentenceEmbedder`]; [`ProblemType`] for
+//!   class probabilities.
+//! - **Encoder-decoders** — [`T5`] (v1.0, T5.1.1 / mT5) and [`NorT5`] behind
+//!   [`Seq2SeqLm::load`], with a decoder cache and [`generate_seq2seq`] (greedy and
+//!   transformers' beam search).
+//!
+//! ```no_run
+//! use tilpass_models::{EncoderInput, Seq2SeqConfig, Seq2SeqLm, SentenceEmbedder, generate_seq2seq};
+//! # fn demo(device: &burn::tensor::Device) -> tilpass_models::Result<()> {
+//! // Sentence embeddings: token ids (with special tokens) per sentence → one vector each.
+//! let embedder = SentenceEmbedder::load("all-MiniLM-L6-v2", device)?;
+//! let vectors = embedder.embed_ids(&[vec![101, 2023, 2003, 102]], 32)?;
+//! // Beam search with a T5 or NorT5 model.
+//! let t5 = Seq2SeqLm::load("nort5-base", device)?;
+//! let input = EncoderInput::right_padded(&[vec![37, 423, 1]], 0)?;
+//! let cfg = Seq2SeqConfig { num_beams: 4, max_new_tokens: 40, ..Default::default() };
+//! let tokens = generate_seq2seq(&t5, &input, &cfg)?;
+//! # Ok(()) }
+//! ```
 
 #![warn(missing_docs)]
 
