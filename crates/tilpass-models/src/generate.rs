@@ -93,8 +93,8 @@ pub fn apply_repetition_penalty(logits: &mut [f32], seen: &[u32], penalty: f32) 
     }
 }
 
-fn argmax(row: &[f32]) -> u32 {
-    // First maximum, as torch.argmax.
+/// Index of the first maximum (as `torch.argmax`).
+pub(crate) fn argmax(row: &[f32]) -> u32 {
     let mut best = 0;
     for (i, v) in row.iter().enumerate() {
         if *v > row[best] {

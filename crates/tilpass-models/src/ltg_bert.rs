@@ -134,6 +134,25 @@ pub fn disentangled_bias(
     c2p + p2c.gather(2, idx)
 }
 
+/// Errors unless `hidden` splits into `heads` and there are at least 4 position buckets.
+pub fn check_heads_and_buckets(
+    path: &str,
+    hidden: usize,
+    heads: usize,
+    buckets: usize,
+) -> Result<()> {
+    if heads == 0 || !hidden.is_multiple_of(heads) || buckets < 4 {
+        return Err(ModelError::UnsupportedConfig {
+            path: path.into(),
+            message: format!(
+                "hidden_size {hidden} must be a multiple of num_attention_heads {heads}, and \
+                 position_bucket_size ({buckets}) at least 4"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// One LTG-BERT layer.
 #[derive(Module, Debug)]
 pub struct LtgBertLayer {
@@ -181,16 +200,7 @@ impl LtgBert {
             config.intermediate_size,
             config.num_attention_heads,
         );
-        if nh == 0 || h % nh != 0 || config.position_bucket_size < 4 {
-            return Err(ModelError::UnsupportedConfig {
-                path: path.into(),
-                message: format!(
-                    "hidden_size {h} must be a multiple of num_attention_heads {nh}, and \
-                     position_bucket_size ({}) at least 4",
-                    config.position_bucket_size
-                ),
-            });
-        }
+        check_heads_and_buckets(path, h, nh, config.position_bucket_size)?;
         let eps = config.layer_norm_eps;
         let word = load_embedding(
             ckpt,

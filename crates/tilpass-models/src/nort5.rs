@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
 
 use crate::encoder::{EncoderInput, key_padding_mask};
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::gpt2::gelu_new;
 use crate::layers::{
     LayerNorm, attention, causal_mask, load_embedding, load_linear, plain_layer_norm,
 };
-use crate::ltg_bert::{bucket_indices, disentangled_bias};
-use crate::t5::{EncoderOutput, T5Cache};
+use crate::ltg_bert::{bucket_indices, check_heads_and_buckets, disentangled_bias};
+use crate::t5::{EncoderOutput, T5Cache, check_decoder_ids};
 
 /// The modelling code computes relative buckets over 512 positions whatever the config says.
 const BUCKET_RANGE: usize = 512;
@@ -175,16 +175,7 @@ impl NorT5 {
             config.intermediate_size,
             config.num_attention_heads,
         );
-        if nh == 0 || h % nh != 0 || config.position_bucket_size < 4 {
-            return Err(ModelError::UnsupportedConfig {
-                path: path.into(),
-                message: format!(
-                    "hidden_size {h} must be a multiple of num_attention_heads {nh}, and \
-                     position_bucket_size ({}) at least 4",
-                    config.position_bucket_size
-                ),
-            });
-        }
+        check_heads_and_buckets(path, h, nh, config.position_bucket_size)?;
         let eps = config.layer_norm_eps;
         let r = 2 * config.position_bucket_size - 1;
         let attn = |p: &str| -> Result<NorT5Attention> {
@@ -379,18 +370,7 @@ impl NorT5 {
     ) -> Result<Tensor<3>> {
         let c = &self.config;
         let [b, s, _] = enc.hidden.dims();
-        if decoder_ids.len() != b * t || t == 0 {
-            return Err(ModelError::Input(format!(
-                "expected {b}x{t} decoder ids (one row per encoder row), got {}",
-                decoder_ids.len()
-            )));
-        }
-        if let Some(x) = decoder_ids.iter().find(|x| **x as usize >= c.vocab_size) {
-            return Err(ModelError::Input(format!(
-                "token id {x} is outside the vocabulary of {}",
-                c.vocab_size
-            )));
-        }
+        check_decoder_ids(decoder_ids, b, t, c.vocab_size)?;
         let ids: Vec<u32> = decoder_ids
             .iter()
             .map(|&x| {

@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::encoder::EncoderInput;
 use crate::error::{ModelError, Result};
+use crate::generate::argmax;
 use crate::nort5::NorT5;
 use crate::t5::{EncoderOutput, T5, T5Cache};
 
@@ -142,16 +143,26 @@ impl Seq2SeqLm {
 
     /// Logits `[batch, t, vocab]` of a full pass: encode `input`, decode `decoder_ids`.
     pub fn forward(&self, input: &EncoderInput, decoder_ids: &[Vec<u32>]) -> Result<Tensor<3>> {
-        let t = decoder_ids.first().map(Vec::len).unwrap_or(0);
-        if decoder_ids.len() != input.batch || decoder_ids.iter().any(|r| r.len() != t) {
-            return Err(ModelError::Input(format!(
-                "decoder_input_ids must be {} rows of equal length",
-                input.batch
-            )));
-        }
-        let enc = self.encode(input)?;
-        self.decode(&enc, &decoder_ids.concat(), t, None)
+        forward_seq2seq(self, input, decoder_ids)
     }
+}
+
+/// Logits `[batch, t, vocab]` of a full pass of any encoder-decoder: encode `input`, decode
+/// `decoder_ids` (one row of equal length per input row).
+pub fn forward_seq2seq(
+    model: &dyn Seq2SeqModel,
+    input: &EncoderInput,
+    decoder_ids: &[Vec<u32>],
+) -> Result<Tensor<3>> {
+    let t = decoder_ids.first().map(Vec::len).unwrap_or(0);
+    if decoder_ids.len() != input.batch || decoder_ids.iter().any(|r| r.len() != t) {
+        return Err(ModelError::Input(format!(
+            "decoder_input_ids must be {} rows of equal length",
+            input.batch
+        )));
+    }
+    let enc = model.encode(input)?;
+    model.decode(&enc, &decoder_ids.concat(), t, None)
 }
 
 impl Seq2SeqModel for Seq2SeqLm {
@@ -281,16 +292,6 @@ pub fn generate_seq2seq(
     } else {
         beam_search(model, enc, input.batch, start, &eos, cfg)
     }
-}
-
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 fn greedy(

@@ -120,6 +120,22 @@ pub fn t5_bucket(
     out + large.min(buckets - 1)
 }
 
+/// Errors unless `decoder_ids` is `batch × t` (t ≥ 1) ids inside the vocabulary.
+pub fn check_decoder_ids(decoder_ids: &[u32], batch: usize, t: usize, vocab: usize) -> Result<()> {
+    if decoder_ids.len() != batch * t || t == 0 {
+        return Err(ModelError::Input(format!(
+            "expected {batch}x{t} decoder ids (one row per encoder row), got {}",
+            decoder_ids.len()
+        )));
+    }
+    if let Some(x) = decoder_ids.iter().find(|x| **x as usize >= vocab) {
+        return Err(ModelError::Input(format!(
+            "token id {x} is outside the vocabulary of {vocab}"
+        )));
+    }
+    Ok(())
+}
+
 /// Attention without biases and without score scaling (T5 folds it into the init).
 #[derive(Module, Debug)]
 pub struct T5Attention {
@@ -484,21 +500,7 @@ impl T5 {
         mut cache: Option<&mut T5Cache>,
     ) -> Result<Tensor<3>> {
         let [b, s, _] = enc.hidden.dims();
-        if decoder_ids.len() != b * t || t == 0 {
-            return Err(ModelError::Input(format!(
-                "expected {b}x{t} decoder ids (one row per encoder row), got {}",
-                decoder_ids.len()
-            )));
-        }
-        if let Some(x) = decoder_ids
-            .iter()
-            .find(|x| **x as usize >= self.config.vocab_size)
-        {
-            return Err(ModelError::Input(format!(
-                "token id {x} is outside the vocabulary of {}",
-                self.config.vocab_size
-            )));
-        }
+        check_decoder_ids(decoder_ids, b, t, self.config.vocab_size)?;
         let device = self.device();
         let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let ids: Vec<i64> = decoder_ids.iter().map(|&x| i64::from(x)).collect();
@@ -564,14 +566,6 @@ impl T5 {
 
     /// Logits `[batch, t, vocab]` of a full pass: encode `input`, decode `decoder_ids`.
     pub fn forward(&self, input: &EncoderInput, decoder_ids: &[Vec<u32>]) -> Result<Tensor<3>> {
-        let t = decoder_ids.first().map(Vec::len).unwrap_or(0);
-        if decoder_ids.len() != input.batch || decoder_ids.iter().any(|r| r.len() != t) {
-            return Err(ModelError::Input(format!(
-                "decoder_input_ids must be {} rows of equal length",
-                input.batch
-            )));
-        }
-        let enc = self.encode(input)?;
-        self.decode(&enc, &decoder_ids.concat(), t, None)
+        crate::seq2seq::forward_seq2seq(self, input, decoder_ids)
     }
 }
