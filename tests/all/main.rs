@@ -4,6 +4,7 @@ mod core_device;
 mod decoder_parity;
 mod encoder_parity;
 mod packing;
+mod peft_parity;
 mod sentence_embeddings;
 mod seq2seq_parity;
 mod stop_strings;

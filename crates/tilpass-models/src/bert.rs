@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
+
+use crate::layers::Linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
@@ -132,6 +134,8 @@ pub struct BertMlmHead {
     decoder: Param<Tensor<2>>,
     /// Decoder bias `[vocab]`.
     bias: Param<Tensor<1>>,
+    /// Whether `decoder` is the word-embedding matrix (no `cls.predictions.decoder.weight`).
+    tied: bool,
 }
 
 /// The classifier of the classification heads: `Linear(hidden, num_labels)`.
@@ -258,14 +262,15 @@ impl Bert {
             None
         };
         let mlm = if head == BertHeadKind::MaskedLm {
-            let decoder = if ckpt.contains("cls.predictions.decoder.weight") {
+            let tied = !ckpt.contains("cls.predictions.decoder.weight");
+            let decoder = if tied {
+                word.weight.val()
+            } else {
                 ckpt.tensor(
                     "cls.predictions.decoder.weight",
                     [config.vocab_size, h],
                     device,
                 )?
-            } else {
-                word.weight.val()
             };
             let bias_name = if ckpt.contains("cls.predictions.bias") {
                 "cls.predictions.bias"
@@ -277,6 +282,7 @@ impl Bert {
                 norm: LayerNorm::load(ckpt, "cls.predictions.transform.LayerNorm", h, eps, device)?,
                 decoder: Param::from_tensor(decoder),
                 bias: Param::from_tensor(ckpt.tensor(bias_name, [config.vocab_size], device)?),
+                tied,
             })
         } else {
             None
@@ -421,5 +427,49 @@ impl Bert {
             "the model has a {:?} head, not a {wanted} head (architectures: {:?})",
             self.head, self.config.architectures
         ))
+    }
+}
+
+macro_rules! bert_linears {
+    ($s:expr $(, $m:tt)?) => {{
+        let mut out = Vec::new();
+        // The HF module path: `bert.` inside the task classes, none in a bare `BertModel`.
+        let p0 = if $s.head == BertHeadKind::Base { "" } else { "bert." };
+        for (i, l) in (& $($m)? $s.layers).into_iter().enumerate() {
+            let p = format!("{p0}encoder.layer.{i}");
+            out.push((format!("{p}.attention.self.query"), & $($m)? l.query));
+            out.push((format!("{p}.attention.self.key"), & $($m)? l.key));
+            out.push((format!("{p}.attention.self.value"), & $($m)? l.value));
+            out.push((format!("{p}.attention.output.dense"), & $($m)? l.attn_out));
+            out.push((format!("{p}.intermediate.dense"), & $($m)? l.intermediate));
+            out.push((format!("{p}.output.dense"), & $($m)? l.output));
+        }
+        if let Some(pooler) = & $($m)? $s.pooler {
+            out.push((format!("{p0}pooler.dense"), pooler));
+        }
+        if let Some(c) = & $($m)? $s.classifier {
+            out.push(("classifier".to_string(), & $($m)? c.linear));
+        }
+        out
+    }};
+}
+
+impl crate::layers::HasLinears for Bert {
+    fn linears(&self) -> Vec<(String, &Linear)> {
+        bert_linears!(self)
+    }
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        bert_linears!(self, mut)
+    }
+    fn model_type(&self) -> String {
+        "bert".into()
+    }
+    fn parameter_count(&self) -> usize {
+        // The MLM decoder is tied to the word embeddings: count it once, as PyTorch does.
+        let tied = match &self.mlm {
+            Some(h) if h.tied => h.decoder.val().dims().iter().product(),
+            _ => 0,
+        };
+        burn::module::Module::num_params(self) - tied
     }
 }

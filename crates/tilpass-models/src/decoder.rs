@@ -131,7 +131,7 @@ impl DecoderLm {
             Self::Llama(m) => {
                 let lin = |put: &mut dyn FnMut(String, HostTensor),
                            name: String,
-                           l: &burn::nn::Linear|
+                           l: &crate::layers::Linear|
                  -> Result<()> {
                     put(format!("{name}.weight"), host2(&l.weight).transposed()?);
                     if let Some(b) = &l.bias {
@@ -179,7 +179,7 @@ impl DecoderLm {
             Self::Gpt2(m) => {
                 let conv = |put: &mut dyn FnMut(String, HostTensor),
                             name: String,
-                            l: &burn::nn::Linear| {
+                            l: &crate::layers::Linear| {
                     put(format!("{name}.weight"), host2(&l.weight));
                     if let Some(b) = &l.bias {
                         put(format!("{name}.bias"), host1(b));
@@ -374,4 +374,34 @@ pub fn shifted_log_probs(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<2>
     let keep = Tensor::<2>::from_data(TensorData::new(keep, [b, s - 1]), &device);
     let picked = lp.gather(2, idx).reshape([b, s - 1]) * keep;
     Ok((picked, mask))
+}
+
+impl crate::layers::HasLinears for DecoderLm {
+    fn linears(&self) -> Vec<(String, &crate::layers::Linear)> {
+        match self {
+            Self::Llama(m) => m.linears(),
+            Self::Gpt2(m) => m.linears(),
+        }
+    }
+    fn linears_mut(&mut self) -> Vec<(String, &mut crate::layers::Linear)> {
+        match self {
+            Self::Llama(m) => m.linears_mut(),
+            Self::Gpt2(m) => m.linears_mut(),
+        }
+    }
+    fn model_type(&self) -> String {
+        match self {
+            Self::Llama(m) => m.model_type(),
+            Self::Gpt2(m) => m.model_type(),
+        }
+    }
+    fn conv1d_layers(&self) -> bool {
+        matches!(self, Self::Gpt2(_))
+    }
+    fn parameter_count(&self) -> usize {
+        match self {
+            Self::Llama(m) => m.parameter_count(),
+            Self::Gpt2(m) => m.parameter_count(),
+        }
+    }
 }

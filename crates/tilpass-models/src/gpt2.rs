@@ -2,7 +2,9 @@
 //! LM head tied to the token embeddings.
 
 use burn::module::Module;
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
+
+use crate::layers::Linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use tilpass_core::Checkpoint;
 
@@ -164,5 +166,37 @@ impl Gpt2 {
     /// Logits `[batch, seq, vocab]` through the tied head.
     pub fn lm_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         tied_logits(hidden, self.wte.weight.val())
+    }
+}
+
+macro_rules! gpt2_linears {
+    ($s:expr $(, $m:tt)?) => {{
+        let mut out = Vec::new();
+        for (i, b) in (& $($m)? $s.h).into_iter().enumerate() {
+            let p = format!("transformer.h.{i}");
+            out.push((format!("{p}.attn.c_attn"), & $($m)? b.c_attn));
+            out.push((format!("{p}.attn.c_proj"), & $($m)? b.c_proj));
+            out.push((format!("{p}.mlp.c_fc"), & $($m)? b.c_fc));
+            out.push((format!("{p}.mlp.c_proj"), & $($m)? b.mlp_proj));
+        }
+        out
+    }};
+}
+
+impl crate::layers::HasLinears for Gpt2 {
+    fn linears(&self) -> Vec<(String, &Linear)> {
+        gpt2_linears!(self)
+    }
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        gpt2_linears!(self, mut)
+    }
+    fn model_type(&self) -> String {
+        "gpt2".into()
+    }
+    fn conv1d_layers(&self) -> bool {
+        true
+    }
+    fn parameter_count(&self) -> usize {
+        burn::module::Module::num_params(self)
     }
 }

@@ -1,7 +1,7 @@
 //! Shared layers: norms, linear loading, rotary embeddings, attention with a KV cache, masks.
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, Linear};
+use burn::nn::{Dropout, Embedding};
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 use tilpass_core::Checkpoint;
@@ -81,6 +81,125 @@ pub fn plain_layer_norm<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
     burn::tensor::module::layer_norm(x, ones, None, eps)
 }
 
+/// A linear layer `y = x·W + b` (`weight [in, out]`, burn's layout) that can carry LoRA / DoRA
+/// adapters (`tilpass-peft` adds them): `y = x·W + b + Σ s·dropout(x)·A·B` over the active,
+/// unmerged adapters.
+#[derive(Module, Debug)]
+pub struct Linear {
+    /// Weight `[in, out]`.
+    pub weight: Param<Tensor<2>>,
+    /// Bias `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// Adapters, in the order they were added.
+    pub lora: Vec<LoraBranch>,
+}
+
+/// One named low-rank adapter on a [`Linear`] (HF PEFT's `lora_A`/`lora_B`, optional DoRA
+/// magnitude).
+#[derive(Module, Debug)]
+pub struct LoraBranch {
+    /// `A` in burn's layout `[in, r]` (PEFT's `lora_A.weight [r, in]` transposed).
+    pub a: Param<Tensor<2>>,
+    /// `B` in burn's layout `[r, out]` (PEFT's `lora_B.weight [out, r]` transposed).
+    pub b: Param<Tensor<2>>,
+    /// DoRA magnitude `m [out]`; `None` for plain LoRA.
+    pub magnitude: Option<Param<Tensor<1>>>,
+    /// Dropout on the adapter's input (training only).
+    pub dropout: Dropout,
+    /// `lora_alpha / r` (or `/ √r` with rsLoRA).
+    pub scale: f64,
+    /// The adapter's name (`default` unless named).
+    pub name: String,
+    /// Whether the adapter takes part in the forward pass.
+    pub active: bool,
+    /// Whether `s·A·B` (or the DoRA rescaling) has been folded into the weight.
+    pub merged: bool,
+    /// DoRA: the norm `‖W + ΔW‖` used by the merge, kept to undo it.
+    #[module(skip)]
+    pub merge_norm: Option<Tensor<1>>,
+}
+
+impl LoraBranch {
+    /// `s · (A·B)` as a weight delta `[in, out]`.
+    pub fn delta(&self) -> Tensor<2> {
+        self.a.val().matmul(self.b.val()).mul_scalar(self.scale)
+    }
+
+    /// DoRA's column norm `‖W + ΔW‖` over the input dimension, `[out]` (detached, as PEFT).
+    pub fn weight_norm(&self, weight: Tensor<2>) -> Tensor<1> {
+        let [_, out] = weight.dims();
+        (weight + self.delta())
+            .detach()
+            .square()
+            .sum_dim(0)
+            .sqrt()
+            .reshape([out])
+    }
+}
+
+impl Linear {
+    /// A plain linear layer from a weight `[in, out]` and optional bias `[out]`.
+    pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+        Self {
+            weight: Param::from_tensor(weight),
+            bias: bias.map(Param::from_tensor),
+            lora: Vec::new(),
+        }
+    }
+
+    /// `(in, out)` sizes.
+    pub fn dims(&self) -> (usize, usize) {
+        let [i, o] = self.weight.dims();
+        (i, o)
+    }
+
+    /// Applies the layer to `[.., in]`, giving `[.., out]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let base = burn::tensor::module::linear(
+            x.clone(),
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+        );
+        let mut y = base.clone();
+        for br in self.lora.iter().filter(|b| b.active && !b.merged) {
+            let h = br.dropout.forward(x.clone());
+            let lora = burn::tensor::module::linear(h, br.a.val(), None);
+            let lora = burn::tensor::module::linear(lora, br.b.val(), None).mul_scalar(br.scale);
+            y = match &br.magnitude {
+                None => y + lora,
+                Some(m) => {
+                    // PEFT: y + (m/n − 1)·Wx + (m/n)·s·BAx, with n = ‖W + ΔW‖ detached.
+                    let ratio = (m.val() / br.weight_norm(self.weight.val())).unsqueeze::<D>();
+                    let wx = match &self.bias {
+                        Some(b) => base.clone() - b.val().unsqueeze::<D>(),
+                        None => base.clone(),
+                    };
+                    y + wx * (ratio.clone() - 1.0) + lora * ratio
+                }
+            };
+        }
+        y
+    }
+}
+
+/// A model whose linear layers can carry adapters, each named by its Hugging Face module path
+/// (`model.layers.0.self_attn.q_proj`, `bert.encoder.layer.0.attention.self.query`, ...), the
+/// names HF PEFT uses in `target_modules` and in adapter files.
+pub trait HasLinears {
+    /// Every adaptable linear layer with its path, in model order.
+    fn linears(&self) -> Vec<(String, &Linear)>;
+    /// The same, mutable.
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)>;
+    /// HF `model_type` (`llama`, `gpt2`, `bert`, `t5`, ...).
+    fn model_type(&self) -> String;
+    /// True when the HF modules are GPT-2's `Conv1D` (PEFT then records `fan_in_fan_out`).
+    fn conv1d_layers(&self) -> bool {
+        false
+    }
+    /// Total number of parameters, as `sum(p.numel())` over the HF model (tied weights once).
+    fn parameter_count(&self) -> usize;
+}
+
 /// Loads a PyTorch `nn.Linear` (`weight [out, in]`, optional `bias [out]`) into burn's layout
 /// (`[in, out]`).
 pub fn load_linear(
@@ -109,6 +228,7 @@ pub fn load_linear(
     Ok(Linear {
         weight: Param::from_tensor(w),
         bias: b,
+        lora: Vec::new(),
     })
 }
 
@@ -131,6 +251,7 @@ pub fn load_conv1d(
             [d_out],
             device,
         )?)),
+        lora: Vec::new(),
     })
 }
 

@@ -63,7 +63,7 @@ pub use generate::{
     generate_greedy, generate_text, next_token,
 };
 pub use gpt2::Gpt2;
-pub use layers::{KvCache, causal_mask};
+pub use layers::{HasLinears, KvCache, Linear, LoraBranch, causal_mask};
 pub use llama::Llama;
 pub use ltg_bert::{LtgBert, LtgBertConfig};
 pub use nort5::{NorT5, NorT5Config};

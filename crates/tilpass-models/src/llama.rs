@@ -1,7 +1,9 @@
 //! Llama and Mistral decoders (HF `LlamaForCausalLM`, `MistralForCausalLM`).
 
 use burn::module::Module;
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
+
+use crate::layers::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::{Bool, Device, Tensor};
 use tilpass_core::Checkpoint;
@@ -349,5 +351,38 @@ impl Llama {
             Some(head) => head.forward(hidden),
             None => tied_logits(hidden, self.embed_tokens.weight.val()),
         }
+    }
+}
+
+macro_rules! llama_linears {
+    ($s:expr $(, $m:tt)?) => {{
+        let mut out = Vec::new();
+        for (i, l) in (& $($m)? $s.layers).into_iter().enumerate() {
+            // LlamaForCausalLM's module paths (whatever the checkpoint's key prefix).
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.self_attn.q_proj"), & $($m)? l.self_attn.q_proj));
+            out.push((format!("{p}.self_attn.k_proj"), & $($m)? l.self_attn.k_proj));
+            out.push((format!("{p}.self_attn.v_proj"), & $($m)? l.self_attn.v_proj));
+            out.push((format!("{p}.self_attn.o_proj"), & $($m)? l.self_attn.o_proj));
+            out.push((format!("{p}.mlp.gate_proj"), & $($m)? l.mlp.gate_proj));
+            out.push((format!("{p}.mlp.up_proj"), & $($m)? l.mlp.up_proj));
+            out.push((format!("{p}.mlp.down_proj"), & $($m)? l.mlp.down_proj));
+        }
+        out
+    }};
+}
+
+impl crate::layers::HasLinears for Llama {
+    fn linears(&self) -> Vec<(String, &Linear)> {
+        llama_linears!(self)
+    }
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        llama_linears!(self, mut)
+    }
+    fn model_type(&self) -> String {
+        self.config.model_type.clone()
+    }
+    fn parameter_count(&self) -> usize {
+        burn::module::Module::num_params(self)
     }
 }

@@ -5,7 +5,9 @@
 //! GEGLU feed-forward, and an untied LM head after a LayerNorm.
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
+
+use crate::layers::Linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;

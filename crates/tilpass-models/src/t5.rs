@@ -3,7 +3,9 @@
 //! gated feed-forward, tied (rescaled) or untied LM head, as transformers' `modeling_t5.py`.
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
+
+use crate::layers::Linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
@@ -567,5 +569,53 @@ impl T5 {
     /// Logits `[batch, t, vocab]` of a full pass: encode `input`, decode `decoder_ids`.
     pub fn forward(&self, input: &EncoderInput, decoder_ids: &[Vec<u32>]) -> Result<Tensor<3>> {
         crate::seq2seq::forward_seq2seq(self, input, decoder_ids)
+    }
+}
+
+macro_rules! t5_linears {
+    ($s:expr $(, $m:tt)?) => {{
+        let mut out = Vec::new();
+        for (stack, blocks) in [("encoder", & $($m)? $s.encoder), ("decoder", & $($m)? $s.decoder)] {
+            for (i, blk) in blocks.into_iter().enumerate() {
+                let p = format!("{stack}.block.{i}.layer");
+                let a = & $($m)? blk.self_attn;
+                out.push((format!("{p}.0.SelfAttention.q"), & $($m)? a.q));
+                out.push((format!("{p}.0.SelfAttention.k"), & $($m)? a.k));
+                out.push((format!("{p}.0.SelfAttention.v"), & $($m)? a.v));
+                out.push((format!("{p}.0.SelfAttention.o"), & $($m)? a.o));
+                let ff_layer = if let Some((_, ca)) = & $($m)? blk.cross {
+                    out.push((format!("{p}.1.EncDecAttention.q"), & $($m)? ca.q));
+                    out.push((format!("{p}.1.EncDecAttention.k"), & $($m)? ca.k));
+                    out.push((format!("{p}.1.EncDecAttention.v"), & $($m)? ca.v));
+                    out.push((format!("{p}.1.EncDecAttention.o"), & $($m)? ca.o));
+                    2
+                } else {
+                    1
+                };
+                let ff = & $($m)? blk.ff;
+                let wi = if ff.wi_1.is_some() { "wi_0" } else { "wi" };
+                out.push((format!("{p}.{ff_layer}.DenseReluDense.{wi}"), & $($m)? ff.wi));
+                if let Some(w1) = & $($m)? ff.wi_1 {
+                    out.push((format!("{p}.{ff_layer}.DenseReluDense.wi_1"), w1));
+                }
+                out.push((format!("{p}.{ff_layer}.DenseReluDense.wo"), & $($m)? ff.wo));
+            }
+        }
+        out
+    }};
+}
+
+impl crate::layers::HasLinears for T5 {
+    fn linears(&self) -> Vec<(String, &Linear)> {
+        t5_linears!(self)
+    }
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        t5_linears!(self, mut)
+    }
+    fn model_type(&self) -> String {
+        "t5".into()
+    }
+    fn parameter_count(&self) -> usize {
+        burn::module::Module::num_params(self)
     }
 }

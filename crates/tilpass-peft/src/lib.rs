@@ -1,9 +1,40 @@
 //! # tilpass-peft
 //!
-//! *Not implemented yet* (issue 5). This crate will own parameter-efficient adapters over any
-//! `tilpass-models` architecture: LoRA (rsLoRA, DoRA, dropout, target modules), prefix tuning,
-//! P-tuning and prompt tuning; reading and writing HF PEFT `adapter_config.json` and
-//! `adapter_model.safetensors`; merge and unmerge; several named adapters, switching and
-//! disabling.
+//! Parameter-efficient adapters over `tilpass-models` architectures, file-compatible with HF
+//! PEFT both ways.
+//!
+//! Implemented (issue 5, in progress): **LoRA** with rsLoRA and **DoRA**, dropout,
+//! `target_modules` as names / regex / `all-linear` (or PEFT's defaults per model type),
+//! `exclude_modules`, `rank_pattern` / `alpha_pattern`, `modules_to_save` (e.g. a classifier
+//! head); PEFT's initialisation (a fresh adapter changes nothing); reading and writing
+//! `adapter_config.json` + `adapter_model.safetensors`; several named adapters, switching,
+//! a disabled forward (the DPO reference), merge / unmerge / merge-and-unload; PEFT's
+//! trainable-parameter count. Works on every model with [`tilpass_models::HasLinears`]:
+//! Llama/Mistral, GPT-2, BERT, T5.
+//!
+//! Planned: prefix tuning, P-tuning, prompt tuning; LoRA on LTG-BERT / NorT5 and embeddings.
+//!
+//! ```no_run
+//! use tilpass_models::{DecoderInput, DecoderLm};
+//! use tilpass_peft::{LoraConfig, PeftModel};
+//! # fn demo(device: &burn::tensor::Device) -> Result<(), Box<dyn std::error::Error>> {
+//! let model = DecoderLm::load("normistral-7b", device)?;
+//! let mut peft = PeftModel::new(model);
+//! peft.add_adapter("default", &LoraConfig::new(16, 32.0, &["q_proj", "k_proj", "v_proj", "o_proj"]), 0)?;
+//! println!("{}", peft.trainable_parameters());     // trainable params: ... || all params: ...
+//! let logits = peft.forward(&DecoderInput::unpadded(&[vec![1, 2, 3]])?, None)?;
+//! peft.save_adapter("default", "my-adapter")?;     // loads in PEFT's PeftModel.from_pretrained
+//! # Ok(()) }
+//! ```
 
 #![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod lora;
+
+pub use config::{
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraConfig, PEFT_TYPES, TargetModules, default_targets,
+};
+pub use error::{PeftError, Result};
+pub use lora::{KEY_PREFIX, PeftModel, TrainableReport};

@@ -9,8 +9,8 @@
 //! | [`core`] | `tilpass-core` | errors, devices, HF safetensors checkpoints |
 //! | [`data`] | `tilpass-data` | TRL dataset formats, readers, filters, statistics |
 //! | [`tokenize`] | `tilpass-tokenize` | tokenizers, chat templates, SFT encoding, packing, tokenizer training |
-//! | [`models`] | `tilpass-models` | planned |
-//! | [`peft`] | `tilpass-peft` | planned |
+//! | [`models`] | `tilpass-models` | decoders (Llama, Mistral, GPT-2), encoders (BERT, NorBERT3), encoder-decoders (T5, NorT5), generation |
+//! | [`peft`] | `tilpass-peft` | LoRA / rsLoRA / DoRA, HF PEFT files, merge, several adapters (prompt methods planned) |
 //! | [`train`] | `tilpass-train` | planned |
 //! | [`preference`] | `tilpass-preference` | planned |
 //! | [`rag`] | `tilpass-rag` | planned |

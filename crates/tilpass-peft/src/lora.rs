@@ -1,0 +1,536 @@
+//! LoRA and DoRA adapters on a model's linear layers: adding, loading and saving in HF PEFT's
+//! format, switching, disabling, merging.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::Serialize;
+use tilpass_core::{Checkpoint, HostTensor, SaveDtype, save_safetensors};
+use tilpass_models::{HasLinears, LoraBranch};
+
+use crate::config::{ADAPTER_WEIGHTS, LoraConfig, TargetModules, default_targets};
+use crate::error::{PeftError, Result};
+
+/// Prefix of every key in `adapter_model.safetensors`.
+pub const KEY_PREFIX: &str = "base_model.model.";
+
+/// Trainable parameters against the whole, as PEFT's `get_nb_trainable_parameters`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TrainableReport {
+    /// Adapter parameters (+ `modules_to_save` copies).
+    pub trainable: usize,
+    /// Base model + adapters.
+    pub total: usize,
+}
+
+impl TrainableReport {
+    /// `trainable / total` in percent.
+    pub fn percent(&self) -> f64 {
+        100.0 * self.trainable as f64 / self.total.max(1) as f64
+    }
+}
+
+impl std::fmt::Display for TrainableReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "trainable params: {} || all params: {} || trainable%: {:.4}",
+            self.trainable,
+            self.total,
+            self.percent()
+        )
+    }
+}
+
+/// A small deterministic generator (SplitMix64) for adapter initialisation.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// `n` values uniform in `[-bound, bound)`.
+    fn uniform_vec(&mut self, n: usize, bound: f64) -> Vec<f32> {
+        (0..n)
+            .map(|_| ((self.uniform() * 2.0 - 1.0) * bound) as f32)
+            .collect()
+    }
+
+    /// `n` normal values with standard deviation `std` (Box–Muller).
+    fn normal_vec(&mut self, n: usize, std: f64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let u1 = self.uniform().max(1e-300);
+                let u2 = self.uniform();
+                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * std) as f32
+            })
+            .collect()
+    }
+}
+
+/// A model with named LoRA adapters (HF PEFT's `PeftModel`). The adapters live inside the
+/// model's [`Linear`] layers, so the model's own `forward` runs them; `Deref` gives the model.
+#[derive(Debug)]
+pub struct PeftModel<M> {
+    model: M,
+    adapters: BTreeMap<String, LoraConfig>,
+    /// `modules_to_save`: per path, the base layer's weight and bias (to restore when disabled).
+    originals: BTreeMap<String, (Tensor<2>, Option<Tensor<1>>)>,
+}
+
+impl<M> std::ops::Deref for PeftModel<M> {
+    type Target = M;
+    fn deref(&self) -> &M {
+        &self.model
+    }
+}
+
+impl<M> std::ops::DerefMut for PeftModel<M> {
+    fn deref_mut(&mut self) -> &mut M {
+        &mut self.model
+    }
+}
+
+fn host(t: Tensor<2>) -> Result<HostTensor> {
+    Ok(HostTensor::from_tensor(&t))
+}
+
+impl<M: HasLinears> PeftModel<M> {
+    /// Wraps a model without adapters.
+    pub fn new(model: M) -> Self {
+        Self {
+            model,
+            adapters: BTreeMap::new(),
+            originals: BTreeMap::new(),
+        }
+    }
+
+    /// The model (with its adapters).
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The adapters' names and configs.
+    pub fn adapters(&self) -> &BTreeMap<String, LoraConfig> {
+        &self.adapters
+    }
+
+    fn device(&self) -> Result<Device> {
+        self.model
+            .linears()
+            .first()
+            .map(|(_, l)| l.weight.device())
+            .ok_or_else(|| PeftError::Config("the model has no linear layers".into()))
+    }
+
+    /// The module paths `cfg` selects for LoRA (not `modules_to_save`), or an error listing
+    /// the layer names when nothing matches.
+    pub fn targets(&self, cfg: &LoraConfig) -> Result<Vec<String>> {
+        let model_type = self.model.model_type();
+        let targets = match &cfg.target_modules {
+            Some(t) => t.clone(),
+            None => TargetModules::List(
+                default_targets(&model_type)
+                    .ok_or_else(|| {
+                        PeftError::Config(format!(
+                            "no default target_modules for model_type `{model_type}`: name them"
+                        ))
+                    })?
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+            ),
+        };
+        let saved = cfg.modules_to_save.clone().unwrap_or_default();
+        let mut out = Vec::new();
+        for (path, _) in self.model.linears() {
+            let last = path.rsplit('.').next().unwrap_or(&path);
+            let is_saved = saved
+                .iter()
+                .any(|s| path == *s || path.ends_with(&format!(".{s}")));
+            // `all-linear` leaves out the output layer (a classifier head).
+            let output = targets.is_all_linear() && (last == "classifier" || last == "score");
+            let excluded = match &cfg.exclude_modules {
+                Some(e) => e.matches(&path)?,
+                None => false,
+            };
+            if !is_saved && !output && !excluded && targets.matches(&path)? {
+                out.push(path);
+            }
+        }
+        if out.is_empty() {
+            let mut names: Vec<String> = self
+                .model
+                .linears()
+                .iter()
+                .map(|(p, _)| p.rsplit('.').next().unwrap_or(p).to_string())
+                .collect();
+            names.sort();
+            names.dedup();
+            return Err(PeftError::NoTargets {
+                targets: serde_json::to_string(&targets).unwrap_or_default(),
+                model_type,
+                candidates: names.join(", "),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds adapter `name` as `cfg` says, initialised as PEFT does (`init_lora_weights`; a
+    /// fresh default adapter changes nothing), with random numbers from `seed`. Returns the
+    /// adapted module paths. The new adapter is active.
+    pub fn add_adapter(&mut self, name: &str, cfg: &LoraConfig, seed: u64) -> Result<Vec<String>> {
+        cfg.validate()?;
+        if self.adapters.contains_key(name) {
+            return Err(PeftError::DuplicateAdapter(name.into()));
+        }
+        let mut cfg = cfg.clone();
+        if self.model.conv1d_layers() && !cfg.fan_in_fan_out {
+            tracing::warn!(
+                "the model's layers are Conv1D: setting fan_in_fan_out = true, as PEFT does"
+            );
+            cfg.fan_in_fan_out = true;
+        }
+        let targets = self.targets(&cfg)?;
+        let device = self.device()?;
+        let mut rng = Rng(seed ^ 0x005E_ED0F_10A4);
+        let init = cfg.init_lora_weights.clone();
+        for (path, lin) in self.model.linears_mut() {
+            if !targets.contains(&path) {
+                continue;
+            }
+            let (r, scale) = cfg.rank_and_scale(&path);
+            let (d_in, d_out) = lin.dims();
+            // PEFT's lora_A is nn.Linear(in, r): Kaiming-uniform(a=√5) gives U(±1/√in).
+            let a = match init.as_str() {
+                Some("gaussian") => rng.normal_vec(d_in * r, 1.0 / r as f64),
+                _ => rng.uniform_vec(d_in * r, 1.0 / (d_in as f64).sqrt()),
+            };
+            let b = if init == serde_json::Value::Bool(false) {
+                rng.uniform_vec(r * d_out, 1.0 / (r as f64).sqrt())
+            } else {
+                vec![0.0; r * d_out]
+            };
+            let a = Tensor::<2>::from_data(TensorData::new(a, [d_in, r]), &device);
+            let b = Tensor::<2>::from_data(TensorData::new(b, [r, d_out]), &device);
+            let mut branch = LoraBranch {
+                a: Param::from_tensor(a),
+                b: Param::from_tensor(b),
+                magnitude: None,
+                dropout: dropout(cfg.lora_dropout),
+                scale,
+                name: name.into(),
+                active: true,
+                merged: false,
+                merge_norm: None,
+            };
+            if cfg.use_dora {
+                branch.magnitude = Some(Param::from_tensor(branch.weight_norm(lin.weight.val())));
+            }
+            lin.lora.push(branch);
+        }
+        for path in cfg.modules_to_save.clone().unwrap_or_default() {
+            for (p, lin) in self.model.linears_mut() {
+                if p == path || p.ends_with(&format!(".{path}")) {
+                    self.originals
+                        .entry(p.clone())
+                        .or_insert_with(|| (lin.weight.val(), lin.bias.as_ref().map(|b| b.val())));
+                }
+            }
+        }
+        self.adapters.insert(name.into(), cfg);
+        Ok(targets)
+    }
+
+    /// Loads an HF PEFT LoRA adapter directory as adapter `name` (active). Every tensor the
+    /// config implies must be in the file with the shape this model needs; a missing or
+    /// mis-shaped one (an adapter for another architecture or size) is an error naming it.
+    pub fn load_adapter(&mut self, dir: impl AsRef<Path>, name: &str) -> Result<LoraConfig> {
+        let dir = dir.as_ref();
+        let cfg = LoraConfig::read(dir)?;
+        let file = dir.join(ADAPTER_WEIGHTS);
+        let ckpt = Checkpoint::open(&file)?;
+        let mismatch = |message: String| PeftError::Mismatch {
+            path: file.display().to_string(),
+            message,
+        };
+        let targets = self.add_adapter(name, &cfg, 0).map_err(|e| match e {
+            PeftError::NoTargets { .. } => {
+                mismatch(format!("adapter does not fit this model: {e}"))
+            }
+            other => other,
+        })?;
+        let device = self.device()?;
+        for (path, lin) in self.model.linears_mut() {
+            if !targets.contains(&path) {
+                continue;
+            }
+            let (d_in, d_out) = lin.dims();
+            let branch = lin
+                .lora
+                .iter_mut()
+                .find(|b| b.name == name)
+                .expect("added above");
+            let r = branch.a.dims()[1];
+            let key = |suffix: &str| format!("{KEY_PREFIX}{path}.{suffix}");
+            let read = |k: &str, shape: &[usize]| {
+                if !ckpt.contains(k) {
+                    return Err(mismatch(format!(
+                        "missing tensor `{k}`: the adapter was made for another model or target set"
+                    )));
+                }
+                ckpt.read_f32_shaped(k, shape)
+                    .map_err(|e| mismatch(e.to_string()))
+            };
+            let a = read(&key("lora_A.weight"), &[r, d_in])?.transposed()?;
+            let b = read(&key("lora_B.weight"), &[d_out, r])?.transposed()?;
+            branch.a = Param::from_tensor(a.to_tensor(&device)?);
+            branch.b = Param::from_tensor(b.to_tensor(&device)?);
+            if cfg.use_dora {
+                let m = read(&key("lora_magnitude_vector"), &[d_out])?;
+                branch.magnitude = Some(Param::from_tensor(m.to_tensor(&device)?));
+            }
+        }
+        for (path, lin) in self.model.linears_mut() {
+            if !self.originals.contains_key(&path) {
+                continue;
+            }
+            let (d_in, d_out) = lin.dims();
+            let w = format!("{KEY_PREFIX}{path}.weight");
+            if !ckpt.contains(&w) {
+                continue;
+            }
+            let weight = ckpt
+                .read_f32_shaped(&w, &[d_out, d_in])
+                .map_err(|e| mismatch(e.to_string()))?
+                .transposed()?;
+            lin.weight = Param::from_tensor(weight.to_tensor(&device)?);
+            let bk = format!("{KEY_PREFIX}{path}.bias");
+            if lin.bias.is_some() && ckpt.contains(&bk) {
+                let b = ckpt
+                    .read_f32_shaped(&bk, &[d_out])
+                    .map_err(|e| mismatch(e.to_string()))?;
+                lin.bias = Some(Param::from_tensor(b.to_tensor(&device)?));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Writes adapter `name` as HF PEFT does: `adapter_config.json` and
+    /// `adapter_model.safetensors` (`base_model.model.<path>.lora_{A,B}.weight` as `[r, in]` /
+    /// `[out, r]`, DoRA magnitudes, `modules_to_save` weights).
+    pub fn save_adapter(&self, name: &str, dir: impl AsRef<Path>) -> Result<()> {
+        let cfg = self
+            .adapters
+            .get(name)
+            .ok_or_else(|| PeftError::UnknownAdapter(name.into()))?;
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
+        let mut tensors: Vec<(String, HostTensor)> = Vec::new();
+        for (path, lin) in self.model.linears() {
+            for b in lin.lora.iter().filter(|b| b.name == name) {
+                tensors.push((
+                    format!("{KEY_PREFIX}{path}.lora_A.weight"),
+                    host(b.a.val().transpose())?,
+                ));
+                tensors.push((
+                    format!("{KEY_PREFIX}{path}.lora_B.weight"),
+                    host(b.b.val().transpose())?,
+                ));
+                if let Some(m) = &b.magnitude {
+                    tensors.push((
+                        format!("{KEY_PREFIX}{path}.lora_magnitude_vector"),
+                        HostTensor::from_tensor(&m.val()),
+                    ));
+                }
+            }
+            if self.originals.contains_key(&path) {
+                tensors.push((
+                    format!("{KEY_PREFIX}{path}.weight"),
+                    host(lin.weight.val().transpose())?,
+                ));
+                if let Some(bias) = &lin.bias {
+                    tensors.push((
+                        format!("{KEY_PREFIX}{path}.bias"),
+                        HostTensor::from_tensor(&bias.val()),
+                    ));
+                }
+            }
+        }
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let meta = [("format".to_string(), "pt".to_string())]
+            .into_iter()
+            .collect();
+        save_safetensors(
+            dir.join(ADAPTER_WEIGHTS),
+            tensors.iter().map(|(k, t)| (k.as_str(), t)),
+            SaveDtype::F32,
+            Some(meta),
+        )?;
+        cfg.write(dir)
+    }
+
+    /// Makes exactly `names` active (the others stay loaded but do nothing); several active
+    /// adapters are summed.
+    pub fn set_active(&mut self, names: &[&str]) -> Result<()> {
+        for n in names {
+            if !self.adapters.contains_key(*n) {
+                return Err(PeftError::UnknownAdapter(n.to_string()));
+            }
+        }
+        for (_, lin) in self.model.linears_mut() {
+            for b in &mut lin.lora {
+                b.active = names.contains(&b.name.as_str());
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of the active adapters.
+    pub fn active(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .model
+            .linears()
+            .iter()
+            .flat_map(|(_, l)| l.lora.iter().filter(|b| b.active).map(|b| b.name.clone()))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Runs `f` on the base model: adapters off and `modules_to_save` layers back to their
+    /// original weights (PEFT's `disable_adapter()`, TRL's DPO reference). Errors while an
+    /// adapter is merged.
+    pub fn with_disabled<R>(&mut self, f: impl FnOnce(&M) -> R) -> Result<R> {
+        if self
+            .model
+            .linears()
+            .iter()
+            .any(|(_, l)| l.lora.iter().any(|b| b.merged))
+        {
+            return Err(PeftError::Config(
+                "unmerge the adapters before disabling them".into(),
+            ));
+        }
+        let mut saved = Vec::new();
+        for (path, lin) in self.model.linears_mut() {
+            saved.push(lin.lora.iter().map(|b| b.active).collect::<Vec<_>>());
+            for b in &mut lin.lora {
+                b.active = false;
+            }
+            if let Some((w, bias)) = self.originals.get(&path) {
+                let current = (lin.weight.clone(), lin.bias.clone());
+                lin.weight = Param::from_tensor(w.clone());
+                lin.bias = bias.clone().map(Param::from_tensor);
+                self.originals
+                    .insert(path.clone(), (current.0.val(), current.1.map(|b| b.val())));
+            }
+        }
+        let out = f(&self.model);
+        for ((path, lin), flags) in self.model.linears_mut().into_iter().zip(saved) {
+            for (b, on) in lin.lora.iter_mut().zip(flags) {
+                b.active = on;
+            }
+            if let Some((w, bias)) = self.originals.get(&path) {
+                let base = (lin.weight.val(), lin.bias.as_ref().map(|b| b.val()));
+                lin.weight = Param::from_tensor(w.clone());
+                lin.bias = bias.clone().map(Param::from_tensor);
+                self.originals.insert(path.clone(), base);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Folds adapter `name` into the weights (`W += s·A·B`; DoRA: `W ← m ⊙ (W + ΔW) / ‖W + ΔW‖`).
+    pub fn merge(&mut self, name: &str) -> Result<()> {
+        if !self.adapters.contains_key(name) {
+            return Err(PeftError::UnknownAdapter(name.into()));
+        }
+        for (_, lin) in self.model.linears_mut() {
+            let w = lin.weight.val();
+            let Some(b) = lin.lora.iter_mut().find(|b| b.name == name && !b.merged) else {
+                continue;
+            };
+            let updated = w.clone() + b.delta();
+            let merged = match &b.magnitude {
+                None => updated,
+                Some(m) => {
+                    let norm = b.weight_norm(w);
+                    let ratio = (m.val() / norm.clone()).unsqueeze::<2>();
+                    b.merge_norm = Some(norm);
+                    updated * ratio
+                }
+            };
+            b.merged = true;
+            lin.weight = Param::from_tensor(merged.detach());
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Self::merge`] for every merged adapter, newest first.
+    pub fn unmerge(&mut self) -> Result<()> {
+        for (_, lin) in self.model.linears_mut() {
+            let mut w = lin.weight.val();
+            for b in lin.lora.iter_mut().rev().filter(|b| b.merged) {
+                if let (Some(m), Some(norm)) = (&b.magnitude, &b.merge_norm) {
+                    w = w / (m.val() / norm.clone()).unsqueeze::<2>();
+                }
+                w = w - b.delta();
+                b.merged = false;
+                b.merge_norm = None;
+            }
+            lin.weight = Param::from_tensor(w.detach());
+        }
+        Ok(())
+    }
+
+    /// Merges the active adapters and drops every adapter: the plain model, with the same
+    /// outputs (PEFT's `merge_and_unload`).
+    pub fn merge_and_unload(mut self) -> Result<M> {
+        for name in self.active() {
+            self.merge(&name)?;
+        }
+        for (_, lin) in self.model.linears_mut() {
+            lin.lora.clear();
+        }
+        Ok(self.model)
+    }
+
+    /// Trainable adapter parameters against all parameters, counted as PEFT does (adapters
+    /// and `modules_to_save` copies are part of the total).
+    pub fn trainable_parameters(&self) -> TrainableReport {
+        let mut trainable = 0;
+        let mut copies = 0;
+        for (path, lin) in self.model.linears() {
+            for b in &lin.lora {
+                trainable += b.a.val().dims().iter().product::<usize>()
+                    + b.b.val().dims().iter().product::<usize>()
+                    + b.magnitude.as_ref().map(|m| m.val().dims()[0]).unwrap_or(0);
+            }
+            if self.originals.contains_key(&path) {
+                let (i, o) = lin.dims();
+                copies += i * o + lin.bias.as_ref().map(|_| o).unwrap_or(0);
+            }
+        }
+        // The model's count includes the adapters; PEFT keeps a separate trainable copy of
+        // each `modules_to_save` layer, counted on top.
+        TrainableReport {
+            trainable: trainable + copies,
+            total: self.model.parameter_count() + copies,
+        }
+    }
+}
+
+fn dropout(p: f64) -> Dropout {
+    DropoutConfig::new(p).init()
+}

@@ -1,0 +1,326 @@
+//! LoRA / DoRA parity with HF PEFT 0.21.2 (tests/fixtures/peft, made by
+//! tests/fixtures/generate_peft.py on the tiny fixture models): adapters PEFT created load here
+//! and give PEFT's logits; merged logits equal PEFT's `merge_and_unload`; PEFT's parameter
+//! counts; saving writes what PEFT wrote; errors.
+
+use serde_json::Value;
+use tilpass::burn::tensor::Tensor;
+use tilpass::core::Checkpoint;
+use tilpass::models::{Bert, BertConfig, DecoderInput, DecoderLm, EncoderInput, HasLinears, T5};
+use tilpass::peft::{LoraConfig, PeftError, PeftModel};
+use tilpass_tests::{fixture_json, fixture_path};
+
+fn expected(case: &str, key: &str) -> Vec<f32> {
+    Checkpoint::open(fixture_path(&format!("peft/{case}/expected.safetensors")))
+        .unwrap()
+        .read_f32(key)
+        .unwrap()
+        .data
+}
+
+fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec_as::<f32>().unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32], keep: impl Fn(usize) -> bool) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .filter(|(i, _)| keep(*i))
+        .map(|(_, (x, y))| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+fn rows<T: serde::de::DeserializeOwned>(v: &Value) -> Vec<Vec<T>> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+/// The left-padded batch of a decoder fixture, and its mask per token.
+fn decoder_batch(base: &str) -> (DecoderInput, Vec<u8>) {
+    let inp = fixture_json(&format!("{base}/inputs.json"));
+    let ids: Vec<Vec<u32>> = rows(&inp["input_ids"]);
+    let mask: Vec<Vec<u8>> = rows(&inp["attention_mask"]);
+    let pos: Vec<Vec<i64>> = rows(&inp["position_ids"]);
+    let input = DecoderInput {
+        batch: ids.len(),
+        seq: ids[0].len(),
+        input_ids: ids.concat(),
+        attention_mask: mask.concat(),
+        position_ids: pos.concat(),
+    };
+    (input, mask.concat())
+}
+
+fn base_of(case: &str) -> String {
+    fixture_json(&format!("peft/{case}/info.json"))["base"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn peft_lora_and_dora_adapters_give_peft_logits_on_decoders() {
+    let dev = tilpass_tests::test_device();
+    for case in [
+        "llama_lora",
+        "llama_rslora_all_linear",
+        "llama_dora",
+        "gpt2_lora",
+    ] {
+        let base = base_of(case);
+        let model = DecoderLm::load(fixture_path(&base), &dev).unwrap();
+        let (input, mask) = decoder_batch(&base);
+        let vocab = 256;
+        let keep = |i: usize| mask[i / vocab] == 1;
+        let mut peft = PeftModel::new(model);
+        let before = vals(peft.forward(&input, None).unwrap());
+        let d = max_diff(&before, &expected(case, "base"), keep);
+        assert!(d <= 1e-4, "{case}: base {d}");
+        peft.load_adapter(fixture_path(&format!("peft/{case}")), "default")
+            .unwrap();
+        let got = vals(peft.forward(&input, None).unwrap());
+        let d = max_diff(&got, &expected(case, "logits"), keep);
+        assert!(d <= 1e-4, "{case}: adapter logits {d}");
+        // PEFT's parameter count.
+        let info = fixture_json(&format!("peft/{case}/info.json"));
+        let report = peft.trainable_parameters();
+        assert_eq!(
+            report.trainable as u64,
+            info["trainable_parameters"].as_u64().unwrap(),
+            "{case}"
+        );
+        assert_eq!(
+            report.total as u64,
+            info["total_parameters"].as_u64().unwrap(),
+            "{case}"
+        );
+        // Disabled: the base model's logits.
+        let off = peft
+            .with_disabled(|m| vals(m.forward(&input, None).unwrap()))
+            .unwrap();
+        assert!(
+            max_diff(&off, &before, |_| true) <= 1e-6,
+            "{case}: disabled"
+        );
+        // Merge: PEFT's merged logits and ours agree; unmerge restores the weights.
+        let w0: Vec<Vec<f32>> = peft
+            .linears()
+            .iter()
+            .map(|(_, l)| vals(l.weight.val()))
+            .collect();
+        peft.merge("default").unwrap();
+        let merged = vals(peft.forward(&input, None).unwrap());
+        assert!(
+            max_diff(&merged, &got, keep) <= 1e-5,
+            "{case}: merged vs unmerged"
+        );
+        assert!(
+            max_diff(&merged, &expected(case, "merged"), keep) <= 1e-4,
+            "{case}: merged vs PEFT"
+        );
+        assert!(
+            peft.with_disabled(|_| ()).is_err(),
+            "disabling while merged is refused"
+        );
+        peft.unmerge().unwrap();
+        for (w, (_, l)) in w0.iter().zip(peft.linears()) {
+            assert!(
+                max_diff(w, &vals(l.weight.val()), |_| true) <= 1e-6,
+                "{case}: unmerge"
+            );
+        }
+        let plain = peft.merge_and_unload().unwrap();
+        let d = max_diff(
+            &vals(plain.forward(&input, None).unwrap()),
+            &expected(case, "merged"),
+            keep,
+        );
+        assert!(d <= 1e-4, "{case}: merge_and_unload {d}");
+    }
+}
+
+#[test]
+fn bert_classifier_and_t5_adapters_match_peft() {
+    let dev = tilpass_tests::test_device();
+    // BERT classification: LoRA on query/value + the classifier in modules_to_save.
+    let base = fixture_path("encoders/bert_cls");
+    let md = tilpass::core::ModelDir::open(&base).unwrap();
+    let cfg: BertConfig = md.config().unwrap();
+    let bert = Bert::load(cfg, None, &md.checkpoint().unwrap(), "config.json", &dev).unwrap();
+    let input = crate::encoder_parity::batch("bert_cls");
+    let mut peft = PeftModel::new(bert);
+    peft.load_adapter(fixture_path("peft/bert_cls_lora"), "default")
+        .unwrap();
+    let got = vals(peft.classify(&input).unwrap());
+    assert!(max_diff(&got, &expected("bert_cls_lora", "logits"), |_| true) <= 1e-4);
+    let info = fixture_json("peft/bert_cls_lora/info.json");
+    assert_eq!(
+        peft.trainable_parameters().total as u64,
+        info["total_parameters"].as_u64().unwrap()
+    );
+    assert_eq!(
+        peft.trainable_parameters().trainable as u64,
+        info["trainable_parameters"].as_u64().unwrap()
+    );
+    // Disabled: the original classifier comes back too.
+    let off = peft
+        .with_disabled(|m| vals(m.classify(&input).unwrap()))
+        .unwrap();
+    assert!(max_diff(&off, &expected("bert_cls_lora", "base"), |_| true) <= 1e-4);
+    let again = vals(peft.classify(&input).unwrap());
+    assert!(
+        max_diff(&again, &got, |_| true) <= 1e-6,
+        "adapter restored after disabling"
+    );
+    // T5: a regex target on q and v of every attention (self and cross).
+    let t5 = T5::from_dir(fixture_path("encoders/t5_v1_1"), &dev).unwrap();
+    let input: EncoderInput = crate::encoder_parity::batch("t5_v1_1");
+    let dec: Vec<Vec<u32>> = rows(&crate::encoder_parity::inputs("t5_v1_1")["decoder_input_ids"]);
+    let mut peft = PeftModel::new(t5);
+    peft.load_adapter(fixture_path("peft/t5_lora"), "default")
+        .unwrap();
+    let got = vals(peft.forward(&input, &dec).unwrap());
+    assert!(max_diff(&got, &expected("t5_lora", "logits"), |_| true) <= 1e-4);
+}
+
+#[test]
+fn lora_r16_on_qkvo_counts_like_peft() {
+    let want = fixture_json("peft/llama_r16_qkvo_count.json");
+    let model = DecoderLm::load(
+        fixture_path("models/llama_gqa"),
+        &tilpass_tests::test_device(),
+    )
+    .unwrap();
+    let mut peft = PeftModel::new(model);
+    let cfg = LoraConfig::new(16, 32.0, &["q_proj", "k_proj", "v_proj", "o_proj"]);
+    let targets = peft.add_adapter("default", &cfg, 0).unwrap();
+    assert_eq!(targets.len(), 8);
+    let r = peft.trainable_parameters();
+    assert_eq!(
+        r.trainable as u64,
+        want["trainable_parameters"].as_u64().unwrap()
+    );
+    assert_eq!(r.total as u64, want["total_parameters"].as_u64().unwrap());
+}
+
+#[test]
+fn a_fresh_adapter_changes_nothing_and_saves_in_peft_layout() {
+    let dev = tilpass_tests::test_device();
+    let model = DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap();
+    let (input, _) = decoder_batch("models/llama_gqa");
+    let mut peft = PeftModel::new(model);
+    let before = vals(peft.forward(&input, None).unwrap());
+    let cfg = LoraConfig::new(4, 8.0, &["q_proj", "v_proj"]);
+    peft.add_adapter("default", &cfg, 7).unwrap();
+    assert_eq!(
+        vals(peft.forward(&input, None).unwrap()),
+        before,
+        "B = 0 at init"
+    );
+    // Same key names and shapes as PEFT's own file for the same targets.
+    let dir = tempfile::tempdir().unwrap();
+    peft.save_adapter("default", dir.path()).unwrap();
+    let ours = Checkpoint::open(dir.path().join("adapter_model.safetensors")).unwrap();
+    let theirs =
+        Checkpoint::open(fixture_path("peft/llama_lora/adapter_model.safetensors")).unwrap();
+    let mut want: Vec<(String, Vec<usize>)> = theirs
+        .keys()
+        .filter(|k| k.contains("q_proj") || k.contains("v_proj"))
+        .map(|k| (k.to_string(), theirs.info(k).unwrap().shape))
+        .collect();
+    let mut got: Vec<(String, Vec<usize>)> = ours
+        .keys()
+        .map(|k| (k.to_string(), ours.info(k).unwrap().shape))
+        .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    let c: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c["peft_type"], "LORA");
+    assert_eq!(c["r"], 4);
+    assert_eq!(c["inference_mode"], true);
+    // Reloading our own file gives the same adapter.
+    let model = DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap();
+    let mut back = PeftModel::new(model);
+    back.load_adapter(dir.path(), "default").unwrap();
+    assert_eq!(vals(back.forward(&input, None).unwrap()), before);
+}
+
+#[test]
+fn several_adapters_switch_and_sum() {
+    let dev = tilpass_tests::test_device();
+    let (input, mask) = decoder_batch("models/llama_gqa");
+    let keep = |i: usize| mask[i / 256] == 1;
+    let mut peft = PeftModel::new(DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap());
+    peft.load_adapter(fixture_path("peft/llama_lora"), "a")
+        .unwrap();
+    peft.load_adapter(fixture_path("peft/llama_dora"), "b")
+        .unwrap();
+    peft.set_active(&["a"]).unwrap();
+    let a = vals(peft.forward(&input, None).unwrap());
+    assert!(max_diff(&a, &expected("llama_lora", "logits"), keep) <= 1e-4);
+    peft.set_active(&["b"]).unwrap();
+    let b = vals(peft.forward(&input, None).unwrap());
+    assert!(max_diff(&b, &expected("llama_dora", "logits"), keep) <= 1e-4);
+    assert_eq!(peft.active(), ["b"]);
+    assert!(matches!(
+        peft.set_active(&["c"]),
+        Err(PeftError::UnknownAdapter(_))
+    ));
+    assert!(matches!(
+        peft.load_adapter(fixture_path("peft/llama_lora"), "a"),
+        Err(PeftError::DuplicateAdapter(_))
+    ));
+}
+
+#[test]
+fn adapter_errors_name_the_problem() {
+    let dev = tilpass_tests::test_device();
+    let mut peft = PeftModel::new(DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap());
+    // No such module: the error lists the layer names.
+    let err = peft
+        .add_adapter("x", &LoraConfig::new(4, 8.0, &["query"]), 0)
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("q_proj") && msg.contains("down_proj"), "{msg}");
+    // Rank 0.
+    let err = peft
+        .add_adapter("x", &LoraConfig::new(0, 8.0, &["q_proj"]), 0)
+        .unwrap_err();
+    assert!(err.to_string().contains("rank"), "{err}");
+    // An adapter for another architecture (GPT-2's c_attn on Llama).
+    let err = peft
+        .load_adapter(fixture_path("peft/gpt2_lora"), "g")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("adapter_model.safetensors"),
+        "{err}"
+    );
+    // An adapter for another hidden size: shapes are checked and named.
+    let mut gpt2 = PeftModel::new(DecoderLm::load(fixture_path("models/gpt2"), &dev).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(
+            fixture_path(&format!("peft/gpt2_lora/{f}")),
+            dir.path().join(f),
+        )
+        .unwrap();
+    }
+    let mut cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    cfg["r"] = 8.into();
+    std::fs::write(dir.path().join("adapter_config.json"), cfg.to_string()).unwrap();
+    let err = gpt2.load_adapter(dir.path(), "wrong").unwrap_err();
+    assert!(err.to_string().contains("lora_A.weight"), "{err}");
+    // Unknown peft_type.
+    cfg["peft_type"] = "FANCY".into();
+    std::fs::write(dir.path().join("adapter_config.json"), cfg.to_string()).unwrap();
+    let err = gpt2.load_adapter(dir.path(), "f").unwrap_err();
+    assert!(err.to_string().contains("unknown peft_type"), "{err}");
+}
