@@ -324,3 +324,144 @@ fn adapter_errors_name_the_problem() {
     let err = gpt2.load_adapter(dir.path(), "f").unwrap_err();
     assert!(err.to_string().contains("unknown peft_type"), "{err}");
 }
+
+/// Mean next-token NLL of the fixture batch (labels = the tokens, padding ignored).
+fn lm_loss(logits: Tensor<3>, input: &DecoderInput) -> Tensor<1> {
+    let labels: Vec<i64> = input
+        .input_ids
+        .iter()
+        .zip(&input.attention_mask)
+        .map(|(t, m)| if *m == 1 { i64::from(*t) } else { -100 })
+        .collect();
+    let (lp, mask) = tilpass::models::shifted_log_probs(logits, &labels).unwrap();
+    let n = mask.iter().filter(|m| **m).count() as f64;
+    lp.sum().neg().div_scalar(n)
+}
+
+/// The round-trip adapters (`tests/fixtures/peft/roundtrip/`): trained here, loaded by PEFT in
+/// `generate_peft.py --verify`. Rewritten when `TILPASS_WRITE_PEFT_ROUNDTRIP=1`.
+const ROUNDTRIP: [(&str, &str, &[&str], bool); 3] = [
+    (
+        "llama_trained",
+        "models/llama_gqa",
+        &["q_proj", "k_proj", "v_proj", "o_proj"],
+        false,
+    ),
+    (
+        "llama_dora_trained",
+        "models/llama_gqa",
+        &["q_proj", "v_proj"],
+        true,
+    ),
+    ("gpt2_trained", "models/gpt2", &["c_attn"], false),
+];
+
+#[test]
+fn a_training_step_moves_only_the_adapters_and_round_trips() {
+    let dev = tilpass_tests::test_device().autodiff();
+    for (case, base, targets, dora) in ROUNDTRIP {
+        let model = DecoderLm::load(fixture_path(base), &dev).unwrap();
+        let (input, mask) = decoder_batch(base);
+        let mut peft = PeftModel::new(model);
+        let mut cfg = LoraConfig::new(4, 8.0, targets);
+        cfg.use_dora = dora;
+        // Random B too, so that A gets a gradient in the first step.
+        cfg.init_lora_weights = Value::Bool(false);
+        peft.add_adapter("default", &cfg, 11).unwrap();
+        peft.freeze_base();
+        let base_before: Vec<Vec<f32>> = peft
+            .linears()
+            .iter()
+            .map(|(_, l)| vals(l.weight.val()))
+            .collect();
+        let adapters_before: Vec<Vec<f32>> = peft
+            .linears()
+            .iter()
+            .flat_map(|(_, l)| {
+                l.lora
+                    .iter()
+                    .flat_map(|b| [vals(b.a.val()), vals(b.b.val())])
+            })
+            .collect();
+        let loss0 = lm_loss(peft.forward(&input, None).unwrap(), &input);
+        let grads = loss0.backward();
+        for (path, l) in peft.linears() {
+            assert!(
+                l.weight.val().grad(&grads).is_none(),
+                "{case}: {path} is frozen"
+            );
+        }
+        let updated = peft.sgd_step(&grads, 0.5);
+        let per_branch = if dora { 3 } else { 2 };
+        assert_eq!(updated, adapters_before.len() / 2 * per_branch, "{case}");
+        for (w, (path, l)) in base_before.iter().zip(peft.linears()) {
+            assert_eq!(
+                w,
+                &vals(l.weight.val()),
+                "{case}: {path} unchanged bit for bit"
+            );
+        }
+        let adapters_after: Vec<Vec<f32>> = peft
+            .linears()
+            .iter()
+            .flat_map(|(_, l)| {
+                l.lora
+                    .iter()
+                    .flat_map(|b| [vals(b.a.val()), vals(b.b.val())])
+            })
+            .collect();
+        for (a, b) in adapters_before.iter().zip(&adapters_after) {
+            assert!(
+                max_diff(a, b, |_| true) > 0.0,
+                "{case}: every adapter tensor moved"
+            );
+        }
+        let loss1 = lm_loss(peft.forward(&input, None).unwrap(), &input);
+        let (l0, l1) = (vals(loss0)[0], vals(loss1)[0]);
+        assert!(l1 < l0, "{case}: loss {l0} -> {l1}");
+        // Save, reload on a plain device: the same logits.
+        let logits = vals(peft.forward(&input, None).unwrap().inner());
+        let dir = tempfile::tempdir().unwrap();
+        peft.save_adapter("default", dir.path()).unwrap();
+        let plain = tilpass_tests::test_device();
+        let mut back = PeftModel::new(DecoderLm::load(fixture_path(base), &plain).unwrap());
+        back.load_adapter(dir.path(), "default").unwrap();
+        let again = vals(back.forward(&input, None).unwrap());
+        let keep = |i: usize| mask[i / 256] == 1;
+        assert!(max_diff(&logits, &again, keep) <= 1e-6, "{case}: reload");
+        if std::env::var("TILPASS_WRITE_PEFT_ROUNDTRIP").is_ok_and(|v| v == "1") {
+            let out = fixture_path(&format!("peft/roundtrip/{case}"));
+            peft.save_adapter("default", &out).unwrap();
+            let t =
+                tilpass::core::HostTensor::new(vec![2, input.seq, 256], logits.clone()).unwrap();
+            tilpass::core::save_safetensors(
+                out.join("tilpass_logits.safetensors"),
+                [("logits", &t)],
+                tilpass::core::SaveDtype::F32,
+                None,
+            )
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn committed_round_trip_adapters_reproduce_their_logits() {
+    // generate_peft.py --verify tests/fixtures/peft/roundtrip checks that PEFT gives these
+    // same logits from the same files.
+    let dev = tilpass_tests::test_device();
+    for (case, base, _, _) in ROUNDTRIP {
+        let dir = fixture_path(&format!("peft/roundtrip/{case}"));
+        let (input, mask) = decoder_batch(base);
+        let mut peft = PeftModel::new(DecoderLm::load(fixture_path(base), &dev).unwrap());
+        peft.load_adapter(&dir, "default").unwrap();
+        let got = vals(peft.forward(&input, None).unwrap());
+        let want = Checkpoint::open(dir.join("tilpass_logits.safetensors"))
+            .unwrap()
+            .read_f32("logits")
+            .unwrap()
+            .data;
+        let d = max_diff(&got, &want, |i| mask[i / 256] == 1);
+        assert!(d <= 1e-5, "{case}: {d}");
+    }
+}

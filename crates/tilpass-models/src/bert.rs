@@ -472,4 +472,7 @@ impl crate::layers::HasLinears for Bert {
         };
         burn::module::Module::num_params(self) - tied
     }
+    fn freeze(&mut self) {
+        *self = burn::module::Module::no_grad(self.clone());
+    }
 }

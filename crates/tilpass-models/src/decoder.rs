@@ -404,4 +404,10 @@ impl crate::layers::HasLinears for DecoderLm {
             Self::Gpt2(m) => m.parameter_count(),
         }
     }
+    fn freeze(&mut self) {
+        match self {
+            Self::Llama(m) => m.freeze(),
+            Self::Gpt2(m) => m.freeze(),
+        }
+    }
 }

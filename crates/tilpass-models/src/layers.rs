@@ -198,6 +198,9 @@ pub trait HasLinears {
     }
     /// Total number of parameters, as `sum(p.numel())` over the HF model (tied weights once).
     fn parameter_count(&self) -> usize;
+    /// Stops gradient tracking of every parameter (burn's `Module::no_grad`); adapters then
+    /// re-enable their own.
+    fn freeze(&mut self);
 }
 
 /// Loads a PyTorch `nn.Linear` (`weight [out, in]`, optional `bias [out]`) into burn's layout

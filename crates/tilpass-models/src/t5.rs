@@ -618,4 +618,7 @@ impl crate::layers::HasLinears for T5 {
     fn parameter_count(&self) -> usize {
         burn::module::Module::num_params(self)
     }
+    fn freeze(&mut self) {
+        *self = burn::module::Module::no_grad(self.clone());
+    }
 }

@@ -506,6 +506,60 @@ impl<M: HasLinears> PeftModel<M> {
         Ok(self.model)
     }
 
+    /// Freezes the base model (no gradients) and keeps every adapter parameter and
+    /// `modules_to_save` layer trainable: after this, a backward pass on an autodiff device
+    /// computes gradients for the adapters only.
+    pub fn freeze_base(&mut self) {
+        self.model.freeze();
+        for (path, lin) in self.model.linears_mut() {
+            for b in &mut lin.lora {
+                b.a = b.a.clone().set_require_grad(true);
+                b.b = b.b.clone().set_require_grad(true);
+                b.magnitude = b.magnitude.take().map(|m| m.set_require_grad(true));
+            }
+            if self.originals.contains_key(&path) {
+                lin.weight = lin.weight.clone().set_require_grad(true);
+                lin.bias = lin.bias.take().map(|b| b.set_require_grad(true));
+            }
+        }
+    }
+
+    /// One plain SGD step `p ← p − lr·∇p` on every adapter parameter (and `modules_to_save`
+    /// layer) that has a gradient in `grads`; returns how many tensors were updated. (The
+    /// training engine of `tilpass-train` runs AdamW; this is the minimal step.)
+    pub fn sgd_step(&mut self, grads: &burn::tensor::Gradients, lr: f64) -> usize {
+        fn step<const D: usize>(
+            p: &mut Param<Tensor<D>>,
+            grads: &burn::tensor::Gradients,
+            lr: f64,
+        ) -> bool {
+            let Some(g) = p.val().grad(grads) else {
+                return false;
+            };
+            // Update on the inner backend, then re-enter autodiff as a fresh leaf.
+            let updated = p.val().inner() - g.mul_scalar(lr);
+            *p = Param::from_tensor(Tensor::from_inner(updated).require_grad());
+            true
+        }
+        let mut n = 0;
+        for (path, lin) in self.model.linears_mut() {
+            for b in &mut lin.lora {
+                n += usize::from(step(&mut b.a, grads, lr));
+                n += usize::from(step(&mut b.b, grads, lr));
+                if let Some(m) = &mut b.magnitude {
+                    n += usize::from(step(m, grads, lr));
+                }
+            }
+            if self.originals.contains_key(&path) {
+                n += usize::from(step(&mut lin.weight, grads, lr));
+                if let Some(bias) = &mut lin.bias {
+                    n += usize::from(step(bias, grads, lr));
+                }
+            }
+        }
+        n
+    }
+
     /// Trainable adapter parameters against all parameters, counted as PEFT does (adapters
     /// and `modules_to_save` copies are part of the total).
     pub fn trainable_parameters(&self) -> TrainableReport {
