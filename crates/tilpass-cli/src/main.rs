@@ -15,9 +15,10 @@ use tilpass::data::{
     DedupKey, LengthFilter, ReadOptions, RecordKind, dedup, read_dataset, stats, write_jsonl,
 };
 use tilpass::models::{
-    DecoderInput, DecoderLm, EncoderInput, GenerateConfig, PoolingMode, SentenceEmbedder,
-    Seq2SeqConfig, Seq2SeqLm, Seq2SeqModel, generate_seq2seq, generate_text,
+    DecoderInput, DecoderLm, EncoderInput, GenerateConfig, HasLinears, PoolingMode,
+    SentenceEmbedder, Seq2SeqConfig, Seq2SeqLm, Seq2SeqModel, generate_seq2seq, generate_text,
 };
+use tilpass::peft::PeftModel;
 use tilpass::tokenize::{
     ExtendConfig, MaskMode, RenderOptions, Tokenizer, TokenizerKind, TrainConfig, encode_chat,
     extend_vocabulary, fertility, train_tokenizer,
@@ -53,9 +54,122 @@ enum Command {
     Generate(GenerateArgs),
     /// Chat with a model on stdin/stdout through its chat template.
     Chat(ChatArgs),
+    /// Inspect or merge LoRA / DoRA adapters (HF PEFT format).
+    #[command(subcommand)]
+    Peft(PeftCommand),
     /// Sentence embeddings from an encoder (BERT, NorBERT3): one --text prints
     /// {"dim", "embedding"}; several texts or --file print one JSON line per text.
     Embed(EmbedArgs),
+}
+
+#[derive(Subcommand)]
+enum PeftCommand {
+    /// Prints an adapter's config summary; with --model, the layers it adapts and PEFT's
+    /// trainable-parameter count.
+    Info {
+        /// The adapter directory.
+        adapter: PathBuf,
+        /// A model directory to check the adapter against.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Folds an adapter into a decoder's weights and saves the plain model (HF layout).
+    Merge {
+        /// The base model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// The adapter directory.
+        #[arg(long)]
+        adapter: PathBuf,
+        /// Where to write the merged model (config.json + model.safetensors).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn load_any(
+    dir: &std::path::Path,
+    device: &tilpass::burn::tensor::Device,
+) -> Result<AnyModel, BoxError> {
+    if is_seq2seq(dir)? {
+        return Ok(AnyModel::Seq2Seq(Seq2SeqLm::load(dir, device)?));
+    }
+    match DecoderLm::load(dir, device) {
+        Ok(m) => Ok(AnyModel::Decoder(m)),
+        Err(tilpass::models::ModelError::UnsupportedModelType { .. }) => Ok(AnyModel::Encoder(
+            tilpass::models::EncoderModel::load(dir, device)?,
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Any model tilpass loads, for adapter commands.
+enum AnyModel {
+    Decoder(DecoderLm),
+    Encoder(tilpass::models::EncoderModel),
+    Seq2Seq(Seq2SeqLm),
+}
+
+fn peft_cmd(c: PeftCommand) -> Result<(), BoxError> {
+    use tilpass::peft::LoraConfig;
+    match c {
+        PeftCommand::Info { adapter, model } => {
+            let cfg = LoraConfig::read(&adapter)?;
+            let ckpt =
+                tilpass::core::Checkpoint::open(adapter.join(tilpass::peft::ADAPTER_WEIGHTS))?;
+            let params: usize = ckpt
+                .keys()
+                .map(|k| {
+                    ckpt.info(k)
+                        .map(|i| i.shape.iter().product::<usize>())
+                        .unwrap_or(0)
+                })
+                .sum();
+            let mut out = json!({
+                "peft_type": cfg.peft_type, "task_type": cfg.task_type, "r": cfg.r,
+                "lora_alpha": cfg.lora_alpha, "use_rslora": cfg.use_rslora, "use_dora": cfg.use_dora,
+                "target_modules": cfg.target_modules, "modules_to_save": cfg.modules_to_save,
+                "tensors": ckpt.len(), "parameters": params,
+            });
+            if let Some(dir) = model {
+                let device = tilpass::device("flex")?;
+                fn report<M: HasLinears>(
+                    m: M,
+                    adapter: &std::path::Path,
+                ) -> Result<serde_json::Value, BoxError> {
+                    let mut p = PeftModel::new(m);
+                    p.load_adapter(adapter, "default")?;
+                    let targets = p.targets(&p.adapters()["default"].clone())?;
+                    let r = p.trainable_parameters();
+                    Ok(
+                        json!({"adapted_modules": targets, "trainable_parameters": r.trainable,
+                              "total_parameters": r.total, "trainable_percent": r.percent()}),
+                    )
+                }
+                out["model"] = match load_any(&dir, &device)? {
+                    AnyModel::Decoder(m) => report(m, &adapter)?,
+                    AnyModel::Encoder(m) => report(m, &adapter)?,
+                    AnyModel::Seq2Seq(m) => report(m, &adapter)?,
+                };
+            }
+            print(&out);
+            Ok(())
+        }
+        PeftCommand::Merge {
+            model,
+            adapter,
+            out,
+        } => {
+            let device = tilpass::device("flex")?;
+            let base = DecoderLm::load(&model, &device)?;
+            let mut peft = PeftModel::new(base);
+            peft.load_adapter(&adapter, "default")?;
+            let merged = peft.merge_and_unload()?;
+            merged.save(&out, tilpass::core::SaveDtype::F32)?;
+            print(&json!({"merged": out.display().to_string()}));
+            Ok(())
+        }
+    }
 }
 
 #[derive(Args)]
@@ -87,6 +201,20 @@ struct ModelArgs {
     /// Device: flex (CPU), wgpu, wgpu-cpu, wgpu:N, cuda:N.
     #[arg(long, default_value = "flex")]
     device: String,
+    /// A LoRA / DoRA adapter directory (HF PEFT format) to apply to the model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+}
+
+/// Applies `--adapter` (if given) to a freshly loaded model.
+fn with_adapter<M: HasLinears>(model: M, args: &ModelArgs) -> Result<M, BoxError> {
+    let Some(dir) = &args.adapter else {
+        return Ok(model);
+    };
+    let mut peft = PeftModel::new(model);
+    peft.load_adapter(dir, "default")?;
+    tracing::info!("adapter {}: {}", dir.display(), peft.trainable_parameters());
+    Ok(peft.into_model())
 }
 
 #[derive(Args)]
@@ -473,7 +601,7 @@ fn tokenizer_cmd(cmd: TokenizerCommand) -> Result<(), BoxError> {
 
 fn load_model(args: &ModelArgs) -> Result<DecoderLm, BoxError> {
     let device = tilpass::device(&args.device)?;
-    Ok(DecoderLm::load(&args.model, &device)?)
+    with_adapter(DecoderLm::load(&args.model, &device)?, args)
 }
 
 fn embed_cmd(a: EmbedArgs) -> Result<(), BoxError> {
@@ -486,6 +614,7 @@ fn embed_cmd(a: EmbedArgs) -> Result<(), BoxError> {
     }
     let device = tilpass::device(&a.model.device)?;
     let mut embedder = SentenceEmbedder::load(&a.model.model, &device)?;
+    embedder.model = with_adapter(embedder.model, &a.model)?;
     if let Some(p) = &a.pooling {
         embedder.pooling.mode = match p.as_str() {
             "cls" => PoolingMode::Cls,
@@ -536,7 +665,7 @@ fn is_seq2seq(dir: &std::path::Path) -> Result<bool, BoxError> {
 fn logits_cmd(a: LogitsArgs) -> Result<(), BoxError> {
     if is_seq2seq(&a.model.model)? {
         let device = tilpass::device(&a.model.device)?;
-        let model = Seq2SeqLm::load(&a.model.model, &device)?;
+        let model = with_adapter(Seq2SeqLm::load(&a.model.model, &device)?, &a.model)?;
         let dec = a
             .decoder_ids
             .clone()
@@ -613,7 +742,7 @@ fn run_generation(
 
 fn generate_seq2seq_cmd(a: GenerateArgs) -> Result<(), BoxError> {
     let device = tilpass::device(&a.model.device)?;
-    let model = Seq2SeqLm::load(&a.model.model, &device)?;
+    let model = with_adapter(Seq2SeqLm::load(&a.model.model, &device)?, &a.model)?;
     let tok = Tokenizer::from_dir(&a.model.model)?;
     let prompt_ids = tok.encode(&a.prompt, true)?;
     let cfg = Seq2SeqConfig {
@@ -716,6 +845,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => generate_cmd(a).map(|()| true),
         Command::Chat(a) => chat_cmd(a).map(|()| true),
         Command::Embed(a) => embed_cmd(a).map(|()| true),
+        Command::Peft(c) => peft_cmd(c).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -488,3 +488,73 @@ fn seq2seq_logits_and_generation() {
     ]));
     assert!(err.contains("sampling"), "{err}");
 }
+
+#[test]
+fn adapters_on_logits_info_and_merge() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let model = root.join("models/llama_gqa");
+    let adapter = root.join("peft/llama_dora");
+    let (m, a) = (model.to_str().unwrap(), adapter.to_str().unwrap());
+    let ids = "1,17,42,99,200,3,5,7,11,13,250,128";
+    // Row 0 of the fixture batch is unpadded: PEFT's logits for it.
+    let expected = |key: &str| {
+        tilpass::core::Checkpoint::open(adapter.join("expected.safetensors"))
+            .unwrap()
+            .read_f32(key)
+            .unwrap()
+            .data[..12 * 256]
+            .to_vec()
+    };
+    let diff = |v: &Value, want: &[f32]| {
+        let got: Vec<f32> = serde_json::from_value(v["logits"].clone()).unwrap();
+        got.iter()
+            .zip(want)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    let v = ok_json(&tilpass(&[
+        "logits",
+        "--model",
+        m,
+        "--adapter",
+        a,
+        "--ids",
+        ids,
+    ]));
+    assert!(diff(&v, &expected("logits")) <= 1e-4);
+    let info = ok_json(&tilpass(&["peft", "info", a, "--model", m]));
+    assert_eq!(info["use_dora"], true);
+    assert_eq!(info["model"]["trainable_parameters"], 3648);
+    let out = tempfile::tempdir().unwrap();
+    let merged = out.path().join("merged");
+    ok_json(&tilpass(&[
+        "peft",
+        "merge",
+        "--model",
+        m,
+        "--adapter",
+        a,
+        "--out",
+        merged.to_str().unwrap(),
+    ]));
+    let v = ok_json(&tilpass(&[
+        "logits",
+        "--model",
+        merged.to_str().unwrap(),
+        "--ids",
+        ids,
+    ]));
+    assert!(diff(&v, &expected("merged")) <= 1e-4);
+    // An adapter for another model is refused with the file named.
+    let gpt2_adapter = root.join("peft/gpt2_lora");
+    let err = bad_input(&tilpass(&[
+        "logits",
+        "--model",
+        m,
+        "--adapter",
+        gpt2_adapter.to_str().unwrap(),
+        "--ids",
+        ids,
+    ]));
+    assert!(err.contains("gpt2_lora"), "{err}");
+}

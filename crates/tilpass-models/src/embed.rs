@@ -295,3 +295,36 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (na * nb).max(1e-12)
 }
+
+impl crate::layers::HasLinears for EncoderModel {
+    fn linears(&self) -> Vec<(String, &crate::layers::Linear)> {
+        match self {
+            Self::Bert(m) => m.linears(),
+            Self::LtgBert(m) => m.linears(),
+        }
+    }
+    fn linears_mut(&mut self) -> Vec<(String, &mut crate::layers::Linear)> {
+        match self {
+            Self::Bert(m) => m.linears_mut(),
+            Self::LtgBert(m) => m.linears_mut(),
+        }
+    }
+    fn model_type(&self) -> String {
+        match self {
+            Self::Bert(m) => m.model_type(),
+            Self::LtgBert(m) => m.model_type(),
+        }
+    }
+    fn parameter_count(&self) -> usize {
+        match self {
+            Self::Bert(m) => m.parameter_count(),
+            Self::LtgBert(m) => m.parameter_count(),
+        }
+    }
+    fn freeze(&mut self) {
+        match self {
+            Self::Bert(m) => m.freeze(),
+            Self::LtgBert(m) => m.freeze(),
+        }
+    }
+}

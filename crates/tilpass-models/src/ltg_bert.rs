@@ -402,3 +402,42 @@ impl LtgBert {
         ))
     }
 }
+
+macro_rules! ltg_linears {
+    ($s:expr $(, $m:tt)?) => {{
+        let mut out = Vec::new();
+        for (i, l) in (& $($m)? $s.layers).into_iter().enumerate() {
+            let p = format!("transformer.layers.{i}");
+            out.push((format!("{p}.attention.in_proj_qk"), & $($m)? l.in_proj_qk));
+            out.push((format!("{p}.attention.in_proj_v"), & $($m)? l.in_proj_v));
+            out.push((format!("{p}.attention.out_proj"), & $($m)? l.out_proj));
+            out.push((format!("{p}.mlp.mlp.1"), & $($m)? l.ff_in));
+            out.push((format!("{p}.mlp.mlp.4"), & $($m)? l.ff_out));
+        }
+        out
+    }};
+}
+
+impl crate::layers::HasLinears for LtgBert {
+    fn linears(&self) -> Vec<(String, &Linear)> {
+        ltg_linears!(self)
+    }
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        ltg_linears!(self, mut)
+    }
+    fn model_type(&self) -> String {
+        "ltgbert".into()
+    }
+    fn parameter_count(&self) -> usize {
+        // The MLM output weight is the word-embedding matrix (tied), counted once.
+        let tied = self
+            .mlm
+            .as_ref()
+            .map(|_| self.word.weight.val().dims().iter().product())
+            .unwrap_or(0);
+        burn::module::Module::num_params(self) - tied
+    }
+    fn freeze(&mut self) {
+        *self = burn::module::Module::no_grad(self.clone());
+    }
+}

@@ -421,3 +421,47 @@ impl NorT5 {
         Ok(self.head.forward(x))
     }
 }
+
+macro_rules! nort5_linears {
+    ($s:expr $(, $m:tt)?) => {{
+        let mut out = Vec::new();
+        for (stack, layers) in [("encoder", & $($m)? $s.encoder), ("decoder", & $($m)? $s.decoder)] {
+            for (i, l) in layers.into_iter().enumerate() {
+                let p = format!("{stack}.layers.{i}");
+                let attn = if l.cross.is_some() { "self_attention" } else { "attention" };
+                let a = & $($m)? l.self_attn;
+                out.push((format!("{p}.{attn}.in_proj_q"), & $($m)? a.q));
+                out.push((format!("{p}.{attn}.in_proj_k"), & $($m)? a.k));
+                out.push((format!("{p}.{attn}.in_proj_v"), & $($m)? a.v));
+                out.push((format!("{p}.{attn}.out_proj"), & $($m)? a.o));
+                if let Some(c) = & $($m)? l.cross {
+                    out.push((format!("{p}.cross_attention.in_proj_q"), & $($m)? c.q));
+                    out.push((format!("{p}.cross_attention.in_proj_k"), & $($m)? c.k));
+                    out.push((format!("{p}.cross_attention.in_proj_v"), & $($m)? c.v));
+                    out.push((format!("{p}.cross_attention.out_proj"), & $($m)? c.o));
+                }
+                out.push((format!("{p}.mlp.mlp.1"), & $($m)? l.ff_in));
+                out.push((format!("{p}.mlp.mlp.4"), & $($m)? l.ff_out));
+            }
+        }
+        out
+    }};
+}
+
+impl crate::layers::HasLinears for NorT5 {
+    fn linears(&self) -> Vec<(String, &Linear)> {
+        nort5_linears!(self)
+    }
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        nort5_linears!(self, mut)
+    }
+    fn model_type(&self) -> String {
+        "nort5".into()
+    }
+    fn parameter_count(&self) -> usize {
+        burn::module::Module::num_params(self)
+    }
+    fn freeze(&mut self) {
+        *self = burn::module::Module::no_grad(self.clone());
+    }
+}

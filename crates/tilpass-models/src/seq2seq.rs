@@ -507,3 +507,36 @@ fn beam_search(
         .map(|f| f[0].0.tokens.clone())
         .collect())
 }
+
+impl crate::layers::HasLinears for Seq2SeqLm {
+    fn linears(&self) -> Vec<(String, &crate::layers::Linear)> {
+        match self {
+            Self::T5(m) => m.linears(),
+            Self::NorT5(m) => m.linears(),
+        }
+    }
+    fn linears_mut(&mut self) -> Vec<(String, &mut crate::layers::Linear)> {
+        match self {
+            Self::T5(m) => m.linears_mut(),
+            Self::NorT5(m) => m.linears_mut(),
+        }
+    }
+    fn model_type(&self) -> String {
+        match self {
+            Self::T5(m) => m.model_type(),
+            Self::NorT5(m) => m.model_type(),
+        }
+    }
+    fn parameter_count(&self) -> usize {
+        match self {
+            Self::T5(m) => m.parameter_count(),
+            Self::NorT5(m) => m.parameter_count(),
+        }
+    }
+    fn freeze(&mut self) {
+        match self {
+            Self::T5(m) => m.freeze(),
+            Self::NorT5(m) => m.freeze(),
+        }
+    }
+}

@@ -119,6 +119,12 @@ impl<M: HasLinears> PeftModel<M> {
         &self.model
     }
 
+    /// The model with its adapters inside (they keep running in its `forward`); the adapter
+    /// bookkeeping (configs, `modules_to_save` originals) is dropped. For inference.
+    pub fn into_model(self) -> M {
+        self.model
+    }
+
     /// The adapters' names and configs.
     pub fn adapters(&self) -> &BTreeMap<String, LoraConfig> {
         &self.adapters
