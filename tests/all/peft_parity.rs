@@ -465,3 +465,92 @@ fn committed_round_trip_adapters_reproduce_their_logits() {
         assert!(d <= 1e-5, "{case}: {d}");
     }
 }
+
+#[test]
+fn prompt_learning_adapters_match_peft() {
+    use tilpass::models::GenerateConfig;
+    use tilpass::peft::{PromptAdapter, PromptMethod};
+    let dev = tilpass_tests::test_device();
+    for case in [
+        "llama_prefix",
+        "llama_prefix_projection",
+        "llama_prompt",
+        "llama_ptuning_mlp",
+        "gpt2_prefix",
+        "gpt2_prompt",
+    ] {
+        let base = base_of(case);
+        let model = DecoderLm::load(fixture_path(&base), &dev).unwrap();
+        let adapter = PromptAdapter::load(fixture_path(&format!("peft/{case}")), &model).unwrap();
+        let (input, mask) = decoder_batch(&base);
+        let got = vals(adapter.forward(&model, &input).unwrap());
+        let want = expected(case, "logits");
+        let n = adapter.len();
+        let extra = if adapter.method == PromptMethod::Prefix {
+            0
+        } else {
+            n
+        };
+        let cols = input.seq + extra;
+        assert_eq!(got.len(), 2 * cols * 256, "{case}: logits shape");
+        // Virtual columns and real tokens are defined outputs; padding is not.
+        let keep = |i: usize| {
+            let (row, col) = (i / (cols * 256), (i / 256) % cols);
+            col < extra || mask[row * input.seq + col - extra] == 1
+        };
+        let d = max_diff(&got, &want, keep);
+        assert!(d <= 1e-4, "{case}: logits max diff {d}");
+        // Greedy generation from row 0 (unpadded), with and without the cache.
+        let info = fixture_json(&format!("peft/{case}/info.json"));
+        let want: Vec<u32> = serde_json::from_value(info["greedy_row0"].clone()).unwrap();
+        let row0: Vec<u32> = vec![1, 17, 42, 99, 200, 3, 5, 7, 11, 13, 250, 128];
+        for use_cache in [true, false] {
+            let cfg = GenerateConfig {
+                max_new_tokens: 8,
+                eos_token_ids: Some(vec![2]),
+                pad_token_id: Some(0),
+                use_cache,
+                ..Default::default()
+            };
+            let got = adapter
+                .generate(&model, std::slice::from_ref(&row0), &cfg, &mut |_, _| true)
+                .unwrap();
+            assert_eq!(got[0], want, "{case}: greedy (cache {use_cache})");
+        }
+    }
+}
+
+#[test]
+fn prompt_adapters_save_reload_and_check_shapes() {
+    use tilpass::peft::{PromptAdapter, PromptMethod};
+    let dev = tilpass_tests::test_device();
+    let model = DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap();
+    let (input, _) = decoder_batch("models/llama_gqa");
+    for method in [PromptMethod::Prefix, PromptMethod::PromptTuning] {
+        let a = PromptAdapter::new(&model, method, 4, 3, None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        a.save(dir.path()).unwrap();
+        let b = PromptAdapter::load(dir.path(), &model).unwrap();
+        assert_eq!(
+            vals(a.forward(&model, &input).unwrap()),
+            vals(b.forward(&model, &input).unwrap())
+        );
+        // GQA: the prefix width is layers · 2 · kv_heads · head_dim (2 · 2 · 2 · 16 = 128).
+        if method == PromptMethod::Prefix {
+            assert_eq!(b.table.dims(), [4, 128]);
+            assert_eq!(b.config.token_dim, Some(32));
+        }
+    }
+    // Text initialisation copies token embeddings (cycled to n).
+    let a = PromptAdapter::new(&model, PromptMethod::PromptTuning, 3, 0, Some(&[17, 42])).unwrap();
+    let emb = vals(
+        model
+            .embed_input(&DecoderInput::unpadded(&[vec![17, 42, 17]]).unwrap())
+            .unwrap(),
+    );
+    assert_eq!(vals(a.table.val()), emb);
+    // An adapter for another model: named shape error.
+    let gpt2 = DecoderLm::load(fixture_path("models/gpt2"), &dev).unwrap();
+    let err = PromptAdapter::load(fixture_path("peft/llama_prefix"), &gpt2).unwrap_err();
+    assert!(err.to_string().contains("prompt_embeddings"), "{err}");
+}

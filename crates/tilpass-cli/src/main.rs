@@ -211,6 +211,14 @@ fn with_adapter<M: HasLinears>(model: M, args: &ModelArgs) -> Result<M, BoxError
     let Some(dir) = &args.adapter else {
         return Ok(model);
     };
+    let cfg: serde_json::Value = tilpass::core::read_json(dir.join(tilpass::peft::ADAPTER_CONFIG))?;
+    if let Some(t @ ("PREFIX_TUNING" | "PROMPT_TUNING" | "P_TUNING")) = cfg["peft_type"].as_str() {
+        return Err(format!(
+            "{}: {t} adapters run through the library's PromptAdapter; the CLI applies LoRA adapters",
+            dir.display()
+        )
+        .into());
+    }
     let mut peft = PeftModel::new(model);
     peft.load_adapter(dir, "default")?;
     tracing::info!("adapter {}: {}", dir.display(), peft.trainable_parameters());

@@ -236,6 +236,45 @@ impl DecoderLm {
         Ok(())
     }
 
+    /// Token embeddings `[batch, seq, hidden]` of `input`'s ids.
+    pub fn embed_input(&self, input: &DecoderInput) -> Result<Tensor<3>> {
+        if let Some(t) = input
+            .input_ids
+            .iter()
+            .find(|t| **t as usize >= self.vocab_size())
+        {
+            return Err(ModelError::Input(format!(
+                "token id {t} is outside the vocabulary of {}",
+                self.vocab_size()
+            )));
+        }
+        let ids: Vec<i64> = input.input_ids.iter().map(|&t| i64::from(t)).collect();
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(ids, [input.batch, input.seq]),
+            &self.device(),
+        );
+        Ok(match self {
+            Self::Llama(m) => m.embed_tokens.forward(ids),
+            Self::Gpt2(m) => m.wte.forward(ids),
+        })
+    }
+
+    /// Width of the model (embedding size).
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Self::Llama(m) => m.config.hidden_size,
+            Self::Gpt2(m) => m.config.n_embd,
+        }
+    }
+
+    /// `(key/value heads, head dim)` of the attention layers (what a KV cache holds).
+    pub fn kv_shape(&self) -> (usize, usize) {
+        match self {
+            Self::Llama(m) => (m.config.kv_heads(), m.config.head_dim()),
+            Self::Gpt2(m) => (m.config.n_head, m.config.n_embd / m.config.n_head),
+        }
+    }
+
     /// Number of layers (for [`KvCache::new`]).
     pub fn num_layers(&self) -> usize {
         match self {
@@ -298,6 +337,28 @@ impl DecoderLm {
         input: &DecoderInput,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor<3>> {
+        self.forward_hidden_with_prompt(input, cache, None)
+    }
+
+    /// Logits like [`Self::forward`], with the embeddings of the first `n` columns replaced by
+    /// `prompt [batch, n, hidden]` (prompt tuning / P-tuning: learned virtual tokens; their ids
+    /// in `input` are placeholders).
+    pub fn forward_with_prompt(
+        &self,
+        input: &DecoderInput,
+        cache: Option<&mut KvCache>,
+        prompt: Option<Tensor<3>>,
+    ) -> Result<Tensor<3>> {
+        Ok(self.logits(self.forward_hidden_with_prompt(input, cache, prompt)?))
+    }
+
+    /// [`Self::forward_hidden`] with optional prompt embeddings (see [`Self::forward_with_prompt`]).
+    pub fn forward_hidden_with_prompt(
+        &self,
+        input: &DecoderInput,
+        cache: Option<&mut KvCache>,
+        prompt: Option<Tensor<3>>,
+    ) -> Result<Tensor<3>> {
         let (b, s) = (input.batch, input.seq);
         let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         if input.input_ids.len() != b * s
@@ -334,9 +395,24 @@ impl DecoderLm {
             Self::Gpt2(_) => None,
         };
         let mask = causal_mask(&input.attention_mask, b, s, past, window, &device);
+        let mut x = match self {
+            Self::Llama(m) => m.embed_tokens.forward(ids),
+            Self::Gpt2(m) => m.wte.forward(ids),
+        };
+        if let Some(p) = prompt {
+            let [pb, n, ph] = p.dims();
+            let h = x.dims()[2];
+            if pb != b || n > s || ph != h {
+                return Err(ModelError::Input(format!(
+                    "prompt embeddings {:?} do not fit a batch of {b}x{s} with hidden size {h}",
+                    [pb, n, ph]
+                )));
+            }
+            x = Tensor::cat(vec![p, x.slice([0..b, n..s, 0..h])], 1);
+        }
         Ok(match self {
-            Self::Llama(m) => m.hidden(ids, &input.position_ids, &mask, cache),
-            Self::Gpt2(m) => m.hidden(ids, &input.position_ids, &mask, cache),
+            Self::Llama(m) => m.hidden_from(x, &input.position_ids, &mask, cache),
+            Self::Gpt2(m) => m.hidden_from(x, &input.position_ids, &mask, cache),
         })
     }
 }

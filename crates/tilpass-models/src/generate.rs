@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::decoder::{DecoderInput, DecoderLm};
 use crate::error::{ModelError, Result};
+use burn::tensor::Tensor;
+
 use crate::layers::KvCache;
 
 /// Options for [`generate`] (transformers' `GenerationConfig` names and defaults).
@@ -185,10 +187,75 @@ pub fn generate(
     generate_ids(model, prompts, cfg, on_token)
 }
 
+/// Virtual tokens in front of every row (prompt learning), for [`generate_with_prefix`].
+pub enum VirtualPrefix<'a> {
+    /// Prefix tuning: `n` cached key/value positions per layer; `make(batch)` builds the cache.
+    Cache {
+        /// Virtual positions.
+        n: usize,
+        /// Builds a cache holding the prefix for `batch` rows.
+        make: &'a dyn Fn(usize) -> KvCache,
+    },
+    /// Prompt tuning / P-tuning: `make(batch)` gives `[batch, n, hidden]` embeddings that are
+    /// prepended to every row's token embeddings.
+    Embeds {
+        /// Virtual tokens.
+        n: usize,
+        /// Builds the prompt embeddings for `batch` rows.
+        make: &'a dyn Fn(usize) -> Tensor<3>,
+    },
+}
+
+impl VirtualPrefix<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Cache { n, .. } | Self::Embeds { n, .. } => *n,
+        }
+    }
+}
+
+/// [`generate`] with virtual tokens in front of every row (PEFT's prompt-learning `generate`):
+/// the attention mask starts with `n` ones and positions count them.
+pub fn generate_with_prefix(
+    model: &DecoderLm,
+    prompts: &[Vec<u32>],
+    cfg: &GenerateConfig,
+    prefix: &VirtualPrefix,
+    on_token: &mut dyn FnMut(usize, u32) -> bool,
+) -> Result<Vec<Vec<u32>>> {
+    generate_core(model, prompts, cfg, Some(prefix), on_token)
+}
+
 fn generate_ids(
     model: &DecoderLm,
     prompts: &[Vec<u32>],
     cfg: &GenerateConfig,
+    on_token: &mut dyn FnMut(usize, u32) -> bool,
+) -> Result<Vec<Vec<u32>>> {
+    generate_core(model, prompts, cfg, None, on_token)
+}
+
+/// Positions `cumsum(mask) - 1` (1 on padding) of `[batch, seq]` rows, as transformers'
+/// `generate` computes them.
+fn positions_of(mask: &[u8], b: usize, seq: usize) -> Vec<i64> {
+    let mut position_ids = vec![1i64; b * seq];
+    for r in 0..b {
+        let mut p = 0;
+        for j in 0..seq {
+            if mask[r * seq + j] == 1 {
+                position_ids[r * seq + j] = p;
+                p += 1;
+            }
+        }
+    }
+    position_ids
+}
+
+fn generate_core(
+    model: &DecoderLm,
+    prompts: &[Vec<u32>],
+    cfg: &GenerateConfig,
+    prefix: Option<&VirtualPrefix>,
     on_token: &mut dyn FnMut(usize, u32) -> bool,
 ) -> Result<Vec<Vec<u32>>> {
     let eos = cfg
@@ -199,34 +266,108 @@ fn generate_ids(
         .pad_token_id
         .or_else(|| eos.first().copied())
         .unwrap_or(0);
+    let n = prefix.map(VirtualPrefix::len).unwrap_or(0);
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    if longest + cfg.max_new_tokens > model.max_positions() {
+    if n + longest + cfg.max_new_tokens > model.max_positions() {
         return Err(ModelError::TooLong {
-            len: longest + cfg.max_new_tokens,
+            len: n + longest + cfg.max_new_tokens,
             max: model.max_positions(),
         });
     }
     let first = DecoderInput::left_padded(prompts, pad)?;
     let b = first.batch;
     let vocab = model.vocab_size();
-    let mut mask = first.attention_mask.clone();
-    let mut ids = first.input_ids.clone();
-    let mut seq = first.seq;
-    let mut next_pos: Vec<i64> = (0..b)
-        .map(|r| {
-            mask[r * seq..(r + 1) * seq]
-                .iter()
-                .map(|&m| i64::from(m))
-                .sum()
-        })
-        .collect();
+    // Columns: `n` virtual ones (placeholders, always attended), then the padded rows.
+    let mut seq = n + first.seq;
+    let mut ids = Vec::with_capacity(b * seq);
+    let mut mask = Vec::with_capacity(b * seq);
+    for r in 0..b {
+        ids.extend(std::iter::repeat_n(pad, n));
+        ids.extend_from_slice(&first.input_ids[r * first.seq..(r + 1) * first.seq]);
+        mask.extend(std::iter::repeat_n(1u8, n));
+        mask.extend_from_slice(&first.attention_mask[r * first.seq..(r + 1) * first.seq]);
+    }
     let mut out = vec![Vec::new(); b];
     let mut done = vec![false; b];
-    let mut cache = cfg.use_cache.then(|| KvCache::new(model.num_layers()));
+    let mut cache: Option<KvCache> = None;
     let mut sampler = Sampler::new(cfg.seed);
-    let mut step_input = first;
-    for _ in 0..cfg.max_new_tokens {
-        let logits = model.forward(&step_input, cache.as_mut())?;
+    let mut last_tokens: Vec<u32> = Vec::new();
+    for step in 0..cfg.max_new_tokens {
+        let full = step == 0 || !cfg.use_cache;
+        let logits = if full {
+            // The whole sequence: virtual prefix + every column so far.
+            let positions = positions_of(&mask, b, seq);
+            match prefix {
+                Some(VirtualPrefix::Cache { make, .. }) => {
+                    // The cache holds the `n` virtual positions; feed the real columns.
+                    let real = seq - n;
+                    let mut c = make(b);
+                    let input = DecoderInput {
+                        input_ids: (0..b)
+                            .flat_map(|r| ids[r * seq + n..(r + 1) * seq].to_vec())
+                            .collect(),
+                        attention_mask: mask.clone(),
+                        position_ids: (0..b)
+                            .flat_map(|r| positions[r * seq + n..(r + 1) * seq].to_vec())
+                            .collect(),
+                        batch: b,
+                        seq: real,
+                    };
+                    let l = model.forward(&input, Some(&mut c))?;
+                    cache = cfg.use_cache.then_some(c);
+                    l
+                }
+                Some(VirtualPrefix::Embeds { make, .. }) => {
+                    let input = DecoderInput {
+                        input_ids: ids.clone(),
+                        attention_mask: mask.clone(),
+                        position_ids: positions,
+                        batch: b,
+                        seq,
+                    };
+                    let mut c = KvCache::new(model.num_layers());
+                    let l = model.forward_with_prompt(
+                        &input,
+                        cfg.use_cache.then_some(&mut c),
+                        Some(make(b)),
+                    )?;
+                    cache = cfg.use_cache.then_some(c);
+                    l
+                }
+                None => {
+                    let input = DecoderInput {
+                        input_ids: ids.clone(),
+                        attention_mask: mask.clone(),
+                        position_ids: positions,
+                        batch: b,
+                        seq,
+                    };
+                    let mut c = KvCache::new(model.num_layers());
+                    let l = model.forward(&input, cfg.use_cache.then_some(&mut c))?;
+                    cache = cfg.use_cache.then_some(c);
+                    l
+                }
+            }
+        } else {
+            // The newest column's position: the count of attended columns before it.
+            let position_ids = (0..b)
+                .map(|r| {
+                    mask[r * seq..(r + 1) * seq]
+                        .iter()
+                        .map(|&m| i64::from(m))
+                        .sum::<i64>()
+                        - 1
+                })
+                .collect();
+            let input = DecoderInput {
+                input_ids: last_tokens.clone(),
+                attention_mask: mask.clone(),
+                position_ids,
+                batch: b,
+                seq: 1,
+            };
+            model.forward(&input, cache.as_mut())?
+        };
         let [_, s, _] = logits.dims();
         let last = logits
             .slice([0..b, s - 1..s, 0..vocab])
@@ -241,7 +382,7 @@ fn generate_ids(
             }
             let mut row = last[r * vocab..(r + 1) * vocab].to_vec();
             if let Some(p) = cfg.repetition_penalty.filter(|p| *p != 1.0) {
-                let seen: Vec<u32> = (0..seq)
+                let seen: Vec<u32> = (n..seq)
                     .filter(|&j| mask[r * seq + j] == 1)
                     .map(|j| ids[r * seq + j])
                     .collect();
@@ -267,36 +408,7 @@ fn generate_ids(
         ids = new_ids;
         mask = new_mask;
         seq += 1;
-        step_input = if cfg.use_cache {
-            DecoderInput {
-                input_ids: tokens,
-                attention_mask: mask.clone(),
-                position_ids: next_pos.clone(),
-                batch: b,
-                seq: 1,
-            }
-        } else {
-            let mut position_ids = vec![1i64; b * seq];
-            for r in 0..b {
-                let mut p = 0;
-                for j in 0..seq {
-                    if mask[r * seq + j] == 1 {
-                        position_ids[r * seq + j] = p;
-                        p += 1;
-                    }
-                }
-            }
-            DecoderInput {
-                input_ids: ids.clone(),
-                attention_mask: mask.clone(),
-                position_ids,
-                batch: b,
-                seq,
-            }
-        };
-        for p in &mut next_pos {
-            *p += 1;
-        }
+        last_tokens = tokens;
     }
     Ok(out)
 }

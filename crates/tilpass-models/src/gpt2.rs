@@ -125,12 +125,25 @@ impl Gpt2 {
         input_ids: Tensor<2, Int>,
         positions: &[i64],
         mask: &Tensor<4, Bool>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let x = self.wte.forward(input_ids);
+        self.hidden_from(x, positions, mask, cache)
+    }
+
+    /// Final hidden states from token embeddings `[batch, seq, hidden]` (position embeddings
+    /// are added here).
+    pub fn hidden_from(
+        &self,
+        embeds: Tensor<3>,
+        positions: &[i64],
+        mask: &Tensor<4, Bool>,
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
-        let [b, s] = input_ids.dims();
-        let device = input_ids.device();
+        let [b, s, _] = embeds.dims();
+        let device = embeds.device();
         let pos = Tensor::<2, Int>::from_data(TensorData::new(positions.to_vec(), [b, s]), &device);
-        let mut x = self.wte.forward(input_ids) + self.wpe.forward(pos);
+        let mut x = embeds + self.wpe.forward(pos);
         let (d, nh) = (self.config.n_embd, self.config.n_head);
         let hd = d / nh;
         let scale = if self.config.scale_attn_weights {

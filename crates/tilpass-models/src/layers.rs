@@ -352,6 +352,14 @@ impl KvCache {
         }
     }
 
+    /// A cache holding given keys and values per layer, `[batch, kv_heads, n, head_dim]` each
+    /// (prefix tuning's virtual tokens).
+    pub fn from_layers(layers: Vec<(Tensor<4>, Tensor<4>)>) -> Self {
+        Self {
+            layers: layers.into_iter().map(Some).collect(),
+        }
+    }
+
     /// Number of cached positions.
     pub fn len(&self) -> usize {
         self.layers

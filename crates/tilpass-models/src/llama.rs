@@ -319,12 +319,25 @@ impl Llama {
         input_ids: burn::tensor::Tensor<2, burn::tensor::Int>,
         positions: &[i64],
         mask: &Tensor<4, Bool>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let x = self.embed_tokens.forward(input_ids);
+        self.hidden_from(x, positions, mask, cache)
+    }
+
+    /// Final hidden states from input embeddings `[batch, seq, hidden]` (prompt tuning
+    /// prepends learned vectors to them).
+    pub fn hidden_from(
+        &self,
+        embeds: Tensor<3>,
+        positions: &[i64],
+        mask: &Tensor<4, Bool>,
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
-        let [b, s] = input_ids.dims();
-        let device = input_ids.device();
+        let [b, s, _] = embeds.dims();
+        let device = embeds.device();
         let (cos, sin) = self.rope.cos_sin(positions, b, s, &device);
-        let mut x = self.embed_tokens.forward(input_ids);
+        let mut x = embeds;
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
             let a = layer.self_attn.forward(

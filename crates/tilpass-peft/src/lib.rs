@@ -10,9 +10,17 @@
 //! `adapter_config.json` + `adapter_model.safetensors`; several named adapters, switching,
 //! a disabled forward (the DPO reference), merge / unmerge / merge-and-unload; PEFT's
 //! trainable-parameter count. Works on every model with [`tilpass_models::HasLinears`]:
-//! Llama/Mistral, GPT-2, BERT, T5.
+//! Llama/Mistral, GPT-2, BERT, LTG-BERT, T5, NorT5 (checked against PEFT on Llama, GPT-2,
+//! BERT and T5).
 //!
-//! Planned: prefix tuning, P-tuning, prompt tuning; LoRA on LTG-BERT / NorT5 and embeddings.
+//! **Prompt learning** on decoders ([`PromptAdapter`]): prefix tuning (GQA-aware, through the
+//! KV cache, so cached generation works), prompt tuning (random or text initialisation) and
+//! P-tuning, loaded from and saved to PEFT's `prompt_embeddings` files, with PEFT's forward
+//! and `generate` semantics.
+//!
+//! Planned: training-time prompt encoders (prefix projection MLP, P-tuning MLP/LSTM) with a
+//! sidecar file to resume them; prompt learning on encoders and encoder-decoders; embedding
+//! LoRA.
 //!
 //! ```no_run
 //! use tilpass_models::{DecoderInput, DecoderLm};
@@ -32,9 +40,11 @@
 pub mod config;
 pub mod error;
 pub mod lora;
+pub mod prompt;
 
 pub use config::{
     ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraConfig, PEFT_TYPES, TargetModules, default_targets,
 };
 pub use error::{PeftError, Result};
 pub use lora::{KEY_PREFIX, PeftModel, TrainableReport};
+pub use prompt::{PromptAdapter, PromptConfig, PromptMethod};

@@ -1,0 +1,343 @@
+//! Prompt learning on decoders — prefix tuning, prompt tuning, P-tuning — in HF PEFT's file
+//! format. PEFT saves all three as one table, `prompt_embeddings`: the prompt encoder's output
+//! for the virtual tokens (`[n, layers·2·token_dim]` for prefix tuning, `[n, hidden]` for the
+//! other two), so a loaded adapter is that table; PEFT cannot resume training from it either.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::module::Param;
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tilpass_core::{Checkpoint, HostTensor, SaveDtype, save_safetensors};
+use tilpass_models::{
+    DecoderInput, DecoderLm, GenerateConfig, KvCache, VirtualPrefix, generate_with_prefix,
+};
+
+use crate::config::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+use crate::error::{PeftError, Result};
+
+/// The prompt-learning methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptMethod {
+    /// `PREFIX_TUNING`: learned keys and values in front of every layer's attention.
+    Prefix,
+    /// `PROMPT_TUNING`: learned input embeddings in front of the tokens.
+    PromptTuning,
+    /// `P_TUNING`: input embeddings produced by a prompt encoder (saved as its output).
+    PTuning,
+}
+
+/// `adapter_config.json` of PEFT's prompt-learning configs (`PrefixTuningConfig`,
+/// `PromptTuningConfig`, `PromptEncoderConfig`); fields tilpass does not read are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptConfig {
+    /// `PREFIX_TUNING`, `PROMPT_TUNING` or `P_TUNING`.
+    pub peft_type: String,
+    /// `CAUSAL_LM` (the task implemented).
+    #[serde(default)]
+    pub task_type: Option<String>,
+    /// Virtual tokens.
+    pub num_virtual_tokens: usize,
+    /// Width of one virtual token (prefix tuning: `kv_heads · head_dim`).
+    #[serde(default)]
+    pub token_dim: Option<usize>,
+    /// 1 for decoders.
+    #[serde(default)]
+    pub num_transformer_submodules: Option<usize>,
+    /// Heads of the prefix (prefix tuning: the key/value heads).
+    #[serde(default)]
+    pub num_attention_heads: Option<usize>,
+    /// Layers of the model.
+    #[serde(default)]
+    pub num_layers: Option<usize>,
+    /// Every other field.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+impl PromptConfig {
+    /// The method of `peft_type`.
+    pub fn method(&self) -> Result<PromptMethod> {
+        Ok(match self.peft_type.as_str() {
+            "PREFIX_TUNING" => PromptMethod::Prefix,
+            "PROMPT_TUNING" => PromptMethod::PromptTuning,
+            "P_TUNING" => PromptMethod::PTuning,
+            other => {
+                return Err(PeftError::Config(format!(
+                    "peft_type `{other}` is not a prompt-learning method"
+                )));
+            }
+        })
+    }
+}
+
+/// A loaded prompt-learning adapter: its config and `prompt_embeddings` table.
+#[derive(Debug)]
+pub struct PromptAdapter {
+    /// The config.
+    pub config: PromptConfig,
+    /// The method.
+    pub method: PromptMethod,
+    /// `prompt_embeddings`, `[n, width]`.
+    pub table: Param<Tensor<2>>,
+    layers: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl PromptAdapter {
+    /// Loads a PEFT prompt-learning adapter for `model`, checking that its shapes fit (number
+    /// of layers, key/value width for prefix tuning, hidden size otherwise).
+    pub fn load(dir: impl AsRef<Path>, model: &DecoderLm) -> Result<Self> {
+        let dir = dir.as_ref();
+        let cfg_path = dir.join(ADAPTER_CONFIG);
+        let config: PromptConfig = serde_json::from_value(tilpass_core::read_json(&cfg_path)?)
+            .map_err(|e| PeftError::Mismatch {
+                path: cfg_path.display().to_string(),
+                message: format!("not a prompt-learning config: {e}"),
+            })?;
+        let method = config.method()?;
+        let file = dir.join(ADAPTER_WEIGHTS);
+        let ckpt = Checkpoint::open(&file)?;
+        let n = config.num_virtual_tokens * config.num_transformer_submodules.unwrap_or(1);
+        let width = Self::width(method, model);
+        let t = ckpt
+            .read_f32_shaped("prompt_embeddings", &[n, width])
+            .map_err(|e| PeftError::Mismatch {
+                path: file.display().to_string(),
+                message: format!("{e} (this model needs [{n}, {width}])"),
+            })?;
+        let (kv_heads, head_dim) = model.kv_shape();
+        Ok(Self {
+            config,
+            method,
+            table: Param::from_tensor(t.to_tensor(&model_device(model))?),
+            layers: model.num_layers(),
+            kv_heads,
+            head_dim,
+        })
+    }
+
+    /// A fresh adapter for `model` with `n` virtual tokens, the table drawn from N(0, 1) (PEFT's
+    /// `nn.Embedding` init; prompt tuning's `RANDOM`) with `seed`, or — for prompt tuning and
+    /// P-tuning — copied from the embeddings of `init_ids` (`TEXT` / `SAMPLE_VOCAB`: repeated
+    /// or cut to `n`).
+    pub fn new(
+        model: &DecoderLm,
+        method: PromptMethod,
+        n: usize,
+        seed: u64,
+        init_ids: Option<&[u32]>,
+    ) -> Result<Self> {
+        if n == 0 {
+            return Err(PeftError::Config(
+                "num_virtual_tokens must be at least 1".into(),
+            ));
+        }
+        let width = Self::width(method, model);
+        let device = model_device(model);
+        let (kv_heads, head_dim) = model.kv_shape();
+        let table = match init_ids {
+            Some(ids) if method != PromptMethod::Prefix && !ids.is_empty() => {
+                let ids: Vec<u32> = ids.iter().copied().cycle().take(n).collect();
+                let input = DecoderInput::unpadded(&[ids])?;
+                model.embed_input(&input)?.reshape([n, width])
+            }
+            Some(_) => {
+                return Err(PeftError::Config(
+                    "text / vocabulary initialisation needs prompt tuning or P-tuning and at least one id".into(),
+                ));
+            }
+            None => {
+                let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+                let mut uniform = || {
+                    state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    let mut z = state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+                };
+                let v: Vec<f32> = (0..n * width)
+                    .map(|_| {
+                        let (u1, u2) = (uniform().max(1e-300), uniform());
+                        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+                    })
+                    .collect();
+                Tensor::from_data(TensorData::new(v, [n, width]), &device)
+            }
+        };
+        let peft_type = match method {
+            PromptMethod::Prefix => "PREFIX_TUNING",
+            PromptMethod::PromptTuning => "PROMPT_TUNING",
+            PromptMethod::PTuning => "P_TUNING",
+        };
+        let token_dim = if method == PromptMethod::Prefix {
+            kv_heads * head_dim
+        } else {
+            width
+        };
+        Ok(Self {
+            config: PromptConfig {
+                peft_type: peft_type.into(),
+                task_type: Some("CAUSAL_LM".into()),
+                num_virtual_tokens: n,
+                token_dim: Some(token_dim),
+                num_transformer_submodules: Some(1),
+                num_attention_heads: Some(if method == PromptMethod::Prefix {
+                    kv_heads
+                } else {
+                    kv_heads.max(1)
+                }),
+                num_layers: Some(model.num_layers()),
+                other: BTreeMap::new(),
+            },
+            method,
+            table: Param::from_tensor(table),
+            layers: model.num_layers(),
+            kv_heads,
+            head_dim,
+        })
+    }
+
+    fn width(method: PromptMethod, model: &DecoderLm) -> usize {
+        let (kv, hd) = model.kv_shape();
+        match method {
+            PromptMethod::Prefix => model.num_layers() * 2 * kv * hd,
+            _ => model.hidden_size(),
+        }
+    }
+
+    /// Virtual tokens.
+    pub fn len(&self) -> usize {
+        self.table.dims()[0]
+    }
+
+    /// True when there are no virtual tokens (never, for a valid adapter).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Prefix tuning: the cache holding the virtual keys/values of every layer for `batch`
+    /// rows. The table row of a virtual token is `[L0_K | L0_V | L1_K | …]`, each chunk
+    /// `heads × head_dim`, as PEFT's `get_prompt` reads it.
+    pub fn prefix_cache(&self, batch: usize) -> KvCache {
+        let (n, kv, hd) = (self.len(), self.kv_heads, self.head_dim);
+        // [n, L·2, kv, hd] → [L·2, kv, n, hd]
+        let t = self
+            .table
+            .val()
+            .reshape([n, self.layers * 2, kv, hd])
+            .permute([1, 2, 0, 3]);
+        let layers = (0..self.layers)
+            .map(|l| {
+                let pick = |j: usize| {
+                    t.clone()
+                        .slice([j..j + 1, 0..kv, 0..n, 0..hd])
+                        .expand([batch, kv, n, hd])
+                };
+                (pick(2 * l), pick(2 * l + 1))
+            })
+            .collect();
+        KvCache::from_layers(layers)
+    }
+
+    /// Prompt / P-tuning: the virtual token embeddings for `batch` rows, `[batch, n, hidden]`.
+    pub fn prompt_embeds(&self, batch: usize) -> Tensor<3> {
+        let [n, h] = self.table.dims();
+        self.table.val().unsqueeze::<3>().expand([batch, n, h])
+    }
+
+    /// Logits as PEFT's forward computes them for `input` (its `position_ids` are ignored, as
+    /// PEFT drops them: positions count every column): prefix tuning gives `[batch, seq,
+    /// vocab]`; prompt tuning and P-tuning prepend the virtual tokens, `[batch, n + seq, vocab]`.
+    pub fn forward(&self, model: &DecoderLm, input: &DecoderInput) -> Result<Tensor<3>> {
+        let (b, s, n) = (input.batch, input.seq, self.len());
+        let mut mask = Vec::with_capacity(b * (n + s));
+        for r in 0..b {
+            mask.extend(std::iter::repeat_n(1u8, n));
+            mask.extend_from_slice(&input.attention_mask[r * s..(r + 1) * s]);
+        }
+        Ok(match self.method {
+            PromptMethod::Prefix => {
+                let mut cache = self.prefix_cache(b);
+                let inp = DecoderInput {
+                    input_ids: input.input_ids.clone(),
+                    attention_mask: mask,
+                    position_ids: (0..b).flat_map(|_| (n..n + s).map(|p| p as i64)).collect(),
+                    batch: b,
+                    seq: s,
+                };
+                model.forward(&inp, Some(&mut cache))?
+            }
+            _ => {
+                let mut ids = Vec::with_capacity(b * (n + s));
+                for r in 0..b {
+                    ids.extend(std::iter::repeat_n(0u32, n));
+                    ids.extend_from_slice(&input.input_ids[r * s..(r + 1) * s]);
+                }
+                let inp = DecoderInput {
+                    input_ids: ids,
+                    attention_mask: mask,
+                    position_ids: (0..b).flat_map(|_| 0..(n + s) as i64).collect(),
+                    batch: b,
+                    seq: n + s,
+                };
+                model.forward_with_prompt(&inp, None, Some(self.prompt_embeds(b)))?
+            }
+        })
+    }
+
+    /// Generation with the virtual tokens in front (greedy or sampled per `cfg`).
+    pub fn generate(
+        &self,
+        model: &DecoderLm,
+        prompts: &[Vec<u32>],
+        cfg: &GenerateConfig,
+        on_token: &mut dyn FnMut(usize, u32) -> bool,
+    ) -> Result<Vec<Vec<u32>>> {
+        let n = self.len();
+        let cache = |b: usize| self.prefix_cache(b);
+        let embeds = |b: usize| self.prompt_embeds(b);
+        let prefix = match self.method {
+            PromptMethod::Prefix => VirtualPrefix::Cache { n, make: &cache },
+            _ => VirtualPrefix::Embeds { n, make: &embeds },
+        };
+        Ok(generate_with_prefix(
+            model, prompts, cfg, &prefix, on_token,
+        )?)
+    }
+
+    /// Writes the adapter as PEFT does (`adapter_config.json`, `prompt_embeddings`).
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
+        let t = HostTensor::from_tensor(&self.table.val());
+        let meta = [("format".to_string(), "pt".to_string())]
+            .into_iter()
+            .collect();
+        save_safetensors(
+            dir.join(ADAPTER_WEIGHTS),
+            [("prompt_embeddings", &t)],
+            SaveDtype::F32,
+            Some(meta),
+        )?;
+        let mut v =
+            serde_json::to_value(&self.config).map_err(|e| PeftError::Config(e.to_string()))?;
+        v["inference_mode"] = Value::Bool(true);
+        let text =
+            serde_json::to_string_pretty(&v).map_err(|e| PeftError::Config(e.to_string()))?;
+        tilpass_core::write_atomic(dir.join(ADAPTER_CONFIG), text.as_bytes())?;
+        Ok(())
+    }
+}
+
+fn model_device(model: &DecoderLm) -> Device {
+    use tilpass_models::HasLinears;
+    model
+        .linears()
+        .first()
+        .map(|(_, l)| l.weight.device())
+        .unwrap_or_default()
+}
