@@ -554,3 +554,113 @@ fn prompt_adapters_save_reload_and_check_shapes() {
     let err = PromptAdapter::load(fixture_path("peft/llama_prefix"), &gpt2).unwrap_err();
     assert!(err.to_string().contains("prompt_embeddings"), "{err}");
 }
+
+#[test]
+fn prompt_encoders_compute_peft_s_table() {
+    use tilpass::peft::PromptAdapter;
+    let dev = tilpass_tests::test_device();
+    let model = DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap();
+    // PEFT's MLP / LSTM / prefix-projection weights (sidecar files written by the fixture
+    // script) give the table PEFT saved.
+    for case in [
+        "llama_ptuning_mlp",
+        "llama_ptuning_lstm",
+        "llama_prefix_projection",
+    ] {
+        let dir = fixture_path(&format!("peft/{case}"));
+        let a = PromptAdapter::load(&dir, &model).unwrap();
+        assert!(a.encoder.is_some(), "{case}: sidecar read");
+        let want = vals(a.table.val());
+        let got = vals(a.table_tensor());
+        assert!(
+            max_diff(&got, &want, |_| true) <= 1e-5,
+            "{case}: encoder output"
+        );
+    }
+}
+
+const PROMPT_ROUNDTRIP: [&str; 2] = ["llama_prefix_trained", "llama_ptuning_trained"];
+
+#[test]
+fn prompt_adapters_train_and_round_trip() {
+    use tilpass::peft::{PromptAdapter, PromptMethod};
+    let dev = tilpass_tests::test_device().autodiff();
+    let (input, mask) = decoder_batch("models/llama_gqa");
+    for case in PROMPT_ROUNDTRIP {
+        let model = DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap();
+        let mut a = if case == "llama_prefix_trained" {
+            PromptAdapter::new(&model, PromptMethod::Prefix, 4, 5, None).unwrap()
+        } else {
+            PromptAdapter::new_with_encoder(&model, PromptMethod::PTuning, 4, 16, None, 5).unwrap()
+        };
+        let n = a.len();
+        let loss = |a: &PromptAdapter| {
+            let logits = a.forward(&model, &input).unwrap();
+            let [b, s, v] = logits.dims();
+            // Score the real tokens only (drop the virtual columns of prompt tuning).
+            let extra = s - input.seq;
+            lm_loss(logits.slice([0..b, extra..s, 0..v]), &input)
+        };
+        let l0 = loss(&a);
+        let grads = l0.backward();
+        assert!(
+            a.sgd_step(&grads, 0.5) > 0,
+            "{case}: prompt parameters updated"
+        );
+        let l1 = loss(&a);
+        assert!(vals(l1)[0] < vals(l0)[0], "{case}: loss falls");
+        let logits = vals(a.forward(&model, &input).unwrap().inner());
+        let dir = tempfile::tempdir().unwrap();
+        a.save(dir.path()).unwrap();
+        let plain = DecoderLm::load(
+            fixture_path("models/llama_gqa"),
+            &tilpass_tests::test_device(),
+        )
+        .unwrap();
+        let back = PromptAdapter::load(dir.path(), &plain).unwrap();
+        let again = vals(back.forward(&plain, &input).unwrap());
+        let cols = input.seq + if case == "llama_prefix_trained" { 0 } else { n };
+        let extra = cols - input.seq;
+        let keep = |i: usize| {
+            let (row, col) = (i / (cols * 256), (i / 256) % cols);
+            col < extra || mask[row * input.seq + col - extra] == 1
+        };
+        assert!(max_diff(&logits, &again, keep) <= 1e-5, "{case}: reload");
+        if std::env::var("TILPASS_WRITE_PEFT_ROUNDTRIP").is_ok_and(|v| v == "1") {
+            let out = fixture_path(&format!("peft/roundtrip/{case}"));
+            a.save(&out).unwrap();
+            let t = tilpass::core::HostTensor::new(vec![2, cols, 256], logits).unwrap();
+            tilpass::core::save_safetensors(
+                out.join("tilpass_logits.safetensors"),
+                [("logits", &t)],
+                tilpass::core::SaveDtype::F32,
+                None,
+            )
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn committed_prompt_round_trips_reproduce_their_logits() {
+    use tilpass::peft::PromptAdapter;
+    let dev = tilpass_tests::test_device();
+    let model = DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap();
+    let (input, mask) = decoder_batch("models/llama_gqa");
+    for case in PROMPT_ROUNDTRIP {
+        let dir = fixture_path(&format!("peft/roundtrip/{case}"));
+        let a = PromptAdapter::load(&dir, &model).unwrap();
+        let got = vals(a.forward(&model, &input).unwrap());
+        let want = Checkpoint::open(dir.join("tilpass_logits.safetensors"))
+            .unwrap()
+            .read_f32("logits")
+            .unwrap();
+        let cols = want.shape[1];
+        let extra = cols - input.seq;
+        let keep = |i: usize| {
+            let (row, col) = (i / (cols * 256), (i / 256) % cols);
+            col < extra || mask[row * input.seq + col - extra] == 1
+        };
+        assert!(max_diff(&got, &want.data, keep) <= 1e-5, "{case}");
+    }
+}

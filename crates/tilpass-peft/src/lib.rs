@@ -41,6 +41,7 @@ pub mod config;
 pub mod error;
 pub mod lora;
 pub mod prompt;
+pub mod prompt_encoder;
 
 pub use config::{
     ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraConfig, PEFT_TYPES, TargetModules, default_targets,
@@ -48,3 +49,4 @@ pub use config::{
 pub use error::{PeftError, Result};
 pub use lora::{KEY_PREFIX, PeftModel, TrainableReport};
 pub use prompt::{PromptAdapter, PromptConfig, PromptMethod};
+pub use prompt_encoder::{ENCODER_SIDECAR, EncoderKind, PromptEncoder};

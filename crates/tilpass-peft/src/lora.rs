@@ -591,6 +591,21 @@ impl<M: HasLinears> PeftModel<M> {
     }
 }
 
+/// `p ← p − lr·∇p` when `p` has a gradient in `grads` (on the inner backend, then back into
+/// autodiff as a fresh leaf); returns whether it did.
+pub(crate) fn sgd<const D: usize>(
+    p: &mut Param<Tensor<D>>,
+    grads: &burn::tensor::Gradients,
+    lr: f64,
+) -> bool {
+    let Some(g) = p.val().grad(grads) else {
+        return false;
+    };
+    let updated = p.val().inner() - g.mul_scalar(lr);
+    *p = Param::from_tensor(Tensor::from_inner(updated).require_grad());
+    true
+}
+
 fn dropout(p: f64) -> Dropout {
     DropoutConfig::new(p).init()
 }

@@ -17,6 +17,7 @@ use tilpass_models::{
 
 use crate::config::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use crate::error::{PeftError, Result};
+use crate::prompt_encoder::{ENCODER_SIDECAR, EncoderKind, PromptEncoder};
 
 /// The prompt-learning methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +81,11 @@ pub struct PromptAdapter {
     pub config: PromptConfig,
     /// The method.
     pub method: PromptMethod,
-    /// `prompt_embeddings`, `[n, width]`.
+    /// `prompt_embeddings`, `[n, width]` (used when there is no encoder).
     pub table: Param<Tensor<2>>,
+    /// The reparameterisation network, when training one (from [`Self::new_with_encoder`] or a
+    /// sidecar file next to the adapter); its output replaces `table`.
+    pub encoder: Option<PromptEncoder>,
     layers: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -110,14 +114,94 @@ impl PromptAdapter {
                 message: format!("{e} (this model needs [{n}, {width}])"),
             })?;
         let (kv_heads, head_dim) = model.kv_shape();
+        let device = model_device(model);
+        let sidecar = dir.join(ENCODER_SIDECAR);
+        let encoder = if sidecar.exists() {
+            let kind = encoder_kind(&config, method).ok_or_else(|| PeftError::Mismatch {
+                path: sidecar.display().to_string(),
+                message: format!("{} has no prompt encoder", config.peft_type),
+            })?;
+            Some(PromptEncoder::load(&sidecar, kind, &device)?)
+        } else {
+            None
+        };
         Ok(Self {
             config,
             method,
-            table: Param::from_tensor(t.to_tensor(&model_device(model))?),
+            table: Param::from_tensor(t.to_tensor(&device)?),
+            encoder,
             layers: model.num_layers(),
             kv_heads,
             head_dim,
         })
+    }
+
+    /// A fresh adapter whose table comes from a trainable prompt encoder (prefix tuning's
+    /// projection MLP, or P-tuning's MLP — `lstm: false` — or bidirectional LSTM with
+    /// `lstm_layers`), with hidden width `hidden` (PEFT's `encoder_hidden_size`).
+    pub fn new_with_encoder(
+        model: &DecoderLm,
+        method: PromptMethod,
+        n: usize,
+        hidden: usize,
+        lstm_layers: Option<usize>,
+        seed: u64,
+    ) -> Result<Self> {
+        let mut me = Self::new(model, method, n, seed, None)?;
+        let (kind, d_in) = match (method, lstm_layers) {
+            (PromptMethod::Prefix, _) => (EncoderKind::PrefixMlp, me.config.token_dim.unwrap_or(0)),
+            (PromptMethod::PTuning, None) => (EncoderKind::PTuningMlp, model.hidden_size()),
+            (PromptMethod::PTuning, Some(_)) => (EncoderKind::PTuningLstm, model.hidden_size()),
+            (PromptMethod::PromptTuning, _) => {
+                return Err(PeftError::Config(
+                    "prompt tuning has no prompt encoder".into(),
+                ));
+            }
+        };
+        let width = me.table.dims()[1];
+        let device = model_device(model);
+        me.encoder = Some(PromptEncoder::new(
+            kind,
+            n,
+            d_in,
+            hidden,
+            width,
+            lstm_layers.unwrap_or(2),
+            seed,
+            &device,
+        ));
+        let other = &mut me.config.other;
+        other.insert("encoder_hidden_size".into(), hidden.into());
+        match kind {
+            EncoderKind::PrefixMlp => {
+                other.insert("prefix_projection".into(), true.into());
+            }
+            EncoderKind::PTuningMlp => {
+                other.insert("encoder_reparameterization_type".into(), "MLP".into());
+            }
+            EncoderKind::PTuningLstm => {
+                other.insert("encoder_reparameterization_type".into(), "LSTM".into());
+                other.insert("encoder_num_layers".into(), lstm_layers.unwrap_or(2).into());
+            }
+        }
+        Ok(me)
+    }
+
+    /// The virtual-token table in use, `[n, width]`: the encoder's output, else `table`.
+    pub fn table_tensor(&self) -> Tensor<2> {
+        match &self.encoder {
+            Some(e) => e.forward(),
+            None => self.table.val(),
+        }
+    }
+
+    /// One SGD step on the trainable prompt parameters (the encoder's, else the table) that
+    /// have a gradient in `grads`; returns how many tensors were updated.
+    pub fn sgd_step(&mut self, grads: &burn::tensor::Gradients, lr: f64) -> usize {
+        match &mut self.encoder {
+            Some(e) => e.sgd_step(grads, lr),
+            None => usize::from(crate::lora::sgd(&mut self.table, grads, lr)),
+        }
     }
 
     /// A fresh adapter for `model` with `n` virtual tokens, the table drawn from N(0, 1) (PEFT's
@@ -179,6 +263,7 @@ impl PromptAdapter {
             width
         };
         Ok(Self {
+            encoder: None,
             config: PromptConfig {
                 peft_type: peft_type.into(),
                 task_type: Some("CAUSAL_LM".into()),
@@ -226,8 +311,7 @@ impl PromptAdapter {
         let (n, kv, hd) = (self.len(), self.kv_heads, self.head_dim);
         // [n, L·2, kv, hd] → [L·2, kv, n, hd]
         let t = self
-            .table
-            .val()
+            .table_tensor()
             .reshape([n, self.layers * 2, kv, hd])
             .permute([1, 2, 0, 3]);
         let layers = (0..self.layers)
@@ -246,7 +330,7 @@ impl PromptAdapter {
     /// Prompt / P-tuning: the virtual token embeddings for `batch` rows, `[batch, n, hidden]`.
     pub fn prompt_embeds(&self, batch: usize) -> Tensor<3> {
         let [n, h] = self.table.dims();
-        self.table.val().unsqueeze::<3>().expand([batch, n, h])
+        self.table_tensor().unsqueeze::<3>().expand([batch, n, h])
     }
 
     /// Logits as PEFT's forward computes them for `input` (its `position_ids` are ignored, as
@@ -313,7 +397,10 @@ impl PromptAdapter {
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
-        let t = HostTensor::from_tensor(&self.table.val());
+        let t = HostTensor::from_tensor(&self.table_tensor());
+        if let Some(e) = &self.encoder {
+            e.save(dir.join(ENCODER_SIDECAR))?;
+        }
         let meta = [("format".to_string(), "pt".to_string())]
             .into_iter()
             .collect();
@@ -330,6 +417,29 @@ impl PromptAdapter {
             serde_json::to_string_pretty(&v).map_err(|e| PeftError::Config(e.to_string()))?;
         tilpass_core::write_atomic(dir.join(ADAPTER_CONFIG), text.as_bytes())?;
         Ok(())
+    }
+}
+
+/// The encoder a config describes (`prefix_projection`, `encoder_reparameterization_type`).
+fn encoder_kind(config: &PromptConfig, method: PromptMethod) -> Option<EncoderKind> {
+    match method {
+        PromptMethod::Prefix => config
+            .other
+            .get("prefix_projection")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            .then_some(EncoderKind::PrefixMlp),
+        PromptMethod::PTuning => Some(
+            match config
+                .other
+                .get("encoder_reparameterization_type")
+                .and_then(Value::as_str)
+            {
+                Some("LSTM") => EncoderKind::PTuningLstm,
+                _ => EncoderKind::PTuningMlp,
+            },
+        ),
+        PromptMethod::PromptTuning => None,
     }
 }
 
