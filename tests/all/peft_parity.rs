@@ -664,3 +664,38 @@ fn committed_prompt_round_trips_reproduce_their_logits() {
         assert!(max_diff(&got, &want.data, keep) <= 1e-5, "{case}");
     }
 }
+
+#[test]
+fn prompt_tuning_on_a_bert_classifier_and_t5_matches_peft() {
+    use tilpass::peft::{PromptAdapter, PromptDims};
+    let dev = tilpass_tests::test_device();
+    // BERT SEQ_CLS: virtual tokens in front (token type 0) + the adapter's classifier.
+    let md = tilpass::core::ModelDir::open(fixture_path("encoders/bert_cls")).unwrap();
+    let cfg: BertConfig = md.config().unwrap();
+    let dims = PromptDims {
+        hidden: 64,
+        layers: 2,
+        kv_heads: 4,
+        head_dim: 16,
+    };
+    let mut bert = Bert::load(cfg, None, &md.checkpoint().unwrap(), "config.json", &dev).unwrap();
+    let a = PromptAdapter::load_with(fixture_path("peft/bert_cls_prompt"), dims, &dev).unwrap();
+    assert_eq!(
+        a.apply_saved_modules(&mut bert).unwrap(),
+        1,
+        "the classifier"
+    );
+    let input = crate::encoder_parity::batch("bert_cls");
+    let got = vals(a.forward_classifier(&bert, &input).unwrap());
+    let d = max_diff(&got, &expected("bert_cls_prompt", "logits"), |_| true);
+    assert!(d <= 1e-4, "bert prompt tuning: {d}");
+    // T5: virtual tokens in front of the encoder only (the table holds 2n rows, as PEFT).
+    let t5 = T5::from_dir(fixture_path("encoders/t5_v1_1"), &dev).unwrap();
+    let a = PromptAdapter::load_with(fixture_path("peft/t5_prompt"), dims, &dev).unwrap();
+    assert_eq!(a.table.dims(), [6, 64]);
+    let input: EncoderInput = crate::encoder_parity::batch("t5_v1_1");
+    let dec: Vec<Vec<u32>> = rows(&crate::encoder_parity::inputs("t5_v1_1")["decoder_input_ids"]);
+    let got = vals(a.forward_seq2seq(&t5, &input, &dec).unwrap());
+    let d = max_diff(&got, &expected("t5_prompt", "logits"), |_| true);
+    assert!(d <= 1e-4, "t5 prompt tuning: {d}");
+}

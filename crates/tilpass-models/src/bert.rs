@@ -324,6 +324,17 @@ impl Bert {
 
     /// Last hidden states `[batch, seq, hidden]`.
     pub fn forward_hidden(&self, input: &EncoderInput) -> Result<Tensor<3>> {
+        self.forward_hidden_with_prompt(input, None)
+    }
+
+    /// [`Self::forward_hidden`] with the word embeddings of the first `n` columns replaced by
+    /// `prompt [batch, n, hidden]` (prompt tuning; position and token-type embeddings are still
+    /// added, as in PEFT).
+    pub fn forward_hidden_with_prompt(
+        &self,
+        input: &EncoderInput,
+        prompt: Option<Tensor<3>>,
+    ) -> Result<Tensor<3>> {
         input.check_limits(
             self.config.vocab_size,
             Some(self.config.max_position_embeddings),
@@ -348,8 +359,8 @@ impl Bert {
         let types = ints(&input.token_type_ids, [b, s]);
         let pos: Vec<u32> = (0..s as u32).collect();
         let pos = ints(&pos, [1, s]);
-        let x =
-            self.word.forward(ids) + self.position.forward(pos) + self.token_type.forward(types);
+        let words = crate::encoder::splice_prompt(self.word.forward(ids), prompt)?;
+        let x = words + self.position.forward(pos) + self.token_type.forward(types);
         let mut x = self.emb_norm.forward(x);
         let mask = input.key_padding_mask(&device);
         for layer in &self.layers {
@@ -399,6 +410,15 @@ impl Bert {
 
     /// Sequence-classification logits `[batch, num_labels]` (from the pooler output).
     pub fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
+        self.classify_with_prompt(input, None)
+    }
+
+    /// [`Self::classify`] with prompt embeddings (see [`Self::forward_hidden_with_prompt`]).
+    pub fn classify_with_prompt(
+        &self,
+        input: &EncoderInput,
+        prompt: Option<Tensor<3>>,
+    ) -> Result<Tensor<2>> {
         if self.head != BertHeadKind::SequenceClassification {
             return Err(self.wrong_head("sequence-classification"));
         }
@@ -406,7 +426,7 @@ impl Bert {
             .classifier
             .as_ref()
             .ok_or_else(|| self.wrong_head("classifier"))?;
-        let pooled = self.pooled(self.forward_hidden(input)?)?;
+        let pooled = self.pooled(self.forward_hidden_with_prompt(input, prompt)?)?;
         Ok(c.linear.forward(pooled))
     }
 

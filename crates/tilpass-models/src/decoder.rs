@@ -395,21 +395,11 @@ impl DecoderLm {
             Self::Gpt2(_) => None,
         };
         let mask = causal_mask(&input.attention_mask, b, s, past, window, &device);
-        let mut x = match self {
+        let x = match self {
             Self::Llama(m) => m.embed_tokens.forward(ids),
             Self::Gpt2(m) => m.wte.forward(ids),
         };
-        if let Some(p) = prompt {
-            let [pb, n, ph] = p.dims();
-            let h = x.dims()[2];
-            if pb != b || n > s || ph != h {
-                return Err(ModelError::Input(format!(
-                    "prompt embeddings {:?} do not fit a batch of {b}x{s} with hidden size {h}",
-                    [pb, n, ph]
-                )));
-            }
-            x = Tensor::cat(vec![p, x.slice([0..b, n..s, 0..h])], 1);
-        }
+        let x = crate::encoder::splice_prompt(x, prompt)?;
         Ok(match self {
             Self::Llama(m) => m.hidden_from(x, &input.position_ids, &mask, cache),
             Self::Gpt2(m) => m.hidden_from(x, &input.position_ids, &mask, cache),

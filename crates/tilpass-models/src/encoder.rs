@@ -92,6 +92,23 @@ impl EncoderInput {
     }
 }
 
+/// Replaces the first `n` rows of `x [batch, seq, hidden]` with `prompt [batch, n, hidden]`
+/// (prompt tuning: learned virtual tokens in front; their ids are placeholders).
+pub fn splice_prompt(x: Tensor<3>, prompt: Option<Tensor<3>>) -> Result<Tensor<3>> {
+    let Some(p) = prompt else {
+        return Ok(x);
+    };
+    let [b, s, h] = x.dims();
+    let [pb, n, ph] = p.dims();
+    if pb != b || n > s || ph != h {
+        return Err(ModelError::Input(format!(
+            "prompt embeddings {:?} do not fit a batch of {b}x{s} with hidden size {h}",
+            [pb, n, ph]
+        )));
+    }
+    Ok(Tensor::cat(vec![p, x.slice([0..b, n..s, 0..h])], 1))
+}
+
 /// Mask `[batch, 1, q_len, k_len]`, `true` where `attention_mask[b][j] == 0` (padding key).
 pub fn key_padding_mask(
     attention_mask: &[u8],

@@ -464,12 +464,23 @@ impl T5 {
 
     /// Encoder hidden states `[batch, seq, d_model]` (after the final norm).
     pub fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
+        self.encode_with_prompt(input, None)
+    }
+
+    /// [`Self::encode`] with the embeddings of the first `n` encoder columns replaced by
+    /// `prompt [batch, n, d_model]` (prompt tuning puts virtual tokens in front of the encoder
+    /// input only, as PEFT does for seq2seq models).
+    pub fn encode_with_prompt(
+        &self,
+        input: &EncoderInput,
+        prompt: Option<Tensor<3>>,
+    ) -> Result<EncoderOutput> {
         input.check_limits(self.config.vocab_size, None)?;
         let device = self.device();
         let (b, s) = (input.batch, input.seq);
         let ids: Vec<i64> = input.input_ids.iter().map(|&t| i64::from(t)).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
-        let mut x = self.shared.forward(ids);
+        let mut x = crate::encoder::splice_prompt(self.shared.forward(ids), prompt)?;
         let mask = input.key_padding_mask(&device);
         let bias = self.position_bias(&self.encoder_bias, s, s, 0, true);
         for blk in &self.encoder {

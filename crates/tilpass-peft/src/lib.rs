@@ -48,5 +48,5 @@ pub use config::{
 };
 pub use error::{PeftError, Result};
 pub use lora::{KEY_PREFIX, PeftModel, TrainableReport};
-pub use prompt::{PromptAdapter, PromptConfig, PromptMethod};
+pub use prompt::{PromptAdapter, PromptConfig, PromptDims, PromptMethod};
 pub use prompt_encoder::{ENCODER_SIDECAR, EncoderKind, PromptEncoder};

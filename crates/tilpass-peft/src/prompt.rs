@@ -12,11 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tilpass_core::{Checkpoint, HostTensor, SaveDtype, save_safetensors};
 use tilpass_models::{
-    DecoderInput, DecoderLm, GenerateConfig, KvCache, VirtualPrefix, generate_with_prefix,
+    Bert, DecoderInput, DecoderLm, EncoderInput, GenerateConfig, HasLinears, KvCache, T5,
+    VirtualPrefix, generate_with_prefix,
 };
 
 use crate::config::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use crate::error::{PeftError, Result};
+use crate::lora::KEY_PREFIX;
 use crate::prompt_encoder::{ENCODER_SIDECAR, EncoderKind, PromptEncoder};
 
 /// The prompt-learning methods.
@@ -74,6 +76,29 @@ impl PromptConfig {
     }
 }
 
+/// The model sizes a prompt adapter must fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptDims {
+    /// Embedding width.
+    pub hidden: usize,
+    /// Transformer layers (of the decoder, for prefix tuning).
+    pub layers: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Head width.
+    pub head_dim: usize,
+}
+
+impl PromptDims {
+    /// Width of one table row for `method`.
+    pub fn width(&self, method: PromptMethod) -> usize {
+        match method {
+            PromptMethod::Prefix => self.layers * 2 * self.kv_heads * self.head_dim,
+            _ => self.hidden,
+        }
+    }
+}
+
 /// A loaded prompt-learning adapter: its config and `prompt_embeddings` table.
 #[derive(Debug)]
 pub struct PromptAdapter {
@@ -86,15 +111,30 @@ pub struct PromptAdapter {
     /// The reparameterisation network, when training one (from [`Self::new_with_encoder`] or a
     /// sidecar file next to the adapter); its output replaces `table`.
     pub encoder: Option<PromptEncoder>,
+    /// Other tensors of the adapter file (e.g. `base_model.classifier.weight` of a SEQ_CLS
+    /// adapter), applied by [`Self::apply_saved_modules`].
+    pub saved_modules: Vec<(String, HostTensor)>,
     layers: usize,
     kv_heads: usize,
     head_dim: usize,
 }
 
 impl PromptAdapter {
-    /// Loads a PEFT prompt-learning adapter for `model`, checking that its shapes fit (number
-    /// of layers, key/value width for prefix tuning, hidden size otherwise).
+    /// Loads a PEFT prompt-learning adapter for a decoder, checking that its shapes fit
+    /// (number of layers, key/value width for prefix tuning, hidden size otherwise).
     pub fn load(dir: impl AsRef<Path>, model: &DecoderLm) -> Result<Self> {
+        let (kv_heads, head_dim) = model.kv_shape();
+        let dims = PromptDims {
+            hidden: model.hidden_size(),
+            layers: model.num_layers(),
+            kv_heads,
+            head_dim,
+        };
+        Self::load_with(dir, dims, &model_device(model))
+    }
+
+    /// Loads a PEFT prompt-learning adapter for a model of the given dimensions.
+    pub fn load_with(dir: impl AsRef<Path>, dims: PromptDims, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg_path = dir.join(ADAPTER_CONFIG);
         let config: PromptConfig = serde_json::from_value(tilpass_core::read_json(&cfg_path)?)
@@ -106,34 +146,143 @@ impl PromptAdapter {
         let file = dir.join(ADAPTER_WEIGHTS);
         let ckpt = Checkpoint::open(&file)?;
         let n = config.num_virtual_tokens * config.num_transformer_submodules.unwrap_or(1);
-        let width = Self::width(method, model);
+        let width = dims.width(method);
         let t = ckpt
             .read_f32_shaped("prompt_embeddings", &[n, width])
             .map_err(|e| PeftError::Mismatch {
                 path: file.display().to_string(),
                 message: format!("{e} (this model needs [{n}, {width}])"),
             })?;
-        let (kv_heads, head_dim) = model.kv_shape();
-        let device = model_device(model);
+        let mut saved_modules = Vec::new();
+        for k in ckpt.keys().filter(|k| *k != "prompt_embeddings") {
+            saved_modules.push((k.to_string(), ckpt.read_f32(k)?));
+        }
         let sidecar = dir.join(ENCODER_SIDECAR);
         let encoder = if sidecar.exists() {
             let kind = encoder_kind(&config, method).ok_or_else(|| PeftError::Mismatch {
                 path: sidecar.display().to_string(),
                 message: format!("{} has no prompt encoder", config.peft_type),
             })?;
-            Some(PromptEncoder::load(&sidecar, kind, &device)?)
+            Some(PromptEncoder::load(&sidecar, kind, device)?)
         } else {
             None
         };
         Ok(Self {
             config,
             method,
-            table: Param::from_tensor(t.to_tensor(&device)?),
+            table: Param::from_tensor(t.to_tensor(device)?),
             encoder,
-            layers: model.num_layers(),
-            kv_heads,
-            head_dim,
+            saved_modules,
+            layers: dims.layers,
+            kv_heads: dims.kv_heads,
+            head_dim: dims.head_dim,
         })
+    }
+
+    /// Copies the adapter's saved modules (`base_model.<path>.weight` / `.bias`, e.g. a
+    /// classifier head PEFT trained alongside the prompt) into the model's layer at `<path>`;
+    /// returns how many layers were set.
+    pub fn apply_saved_modules<M: HasLinears>(&self, model: &mut M) -> Result<usize> {
+        let mut set = 0;
+        for (path, lin) in model.linears_mut() {
+            let w = self.saved_modules.iter().find(|(k, _)| {
+                *k == format!("base_model.{path}.weight")
+                    || *k == format!("{KEY_PREFIX}{path}.weight")
+            });
+            let Some((key, w)) = w else {
+                continue;
+            };
+            let (d_in, d_out) = lin.dims();
+            if w.shape != [d_out, d_in] {
+                return Err(PeftError::Mismatch {
+                    path: key.clone(),
+                    message: format!(
+                        "shape {:?}, the model's layer is [{d_out}, {d_in}]",
+                        w.shape
+                    ),
+                });
+            }
+            let device = lin.weight.device();
+            lin.weight = Param::from_tensor(w.transposed()?.to_tensor(&device)?);
+            let bias_key = key.replace(".weight", ".bias");
+            if let Some((_, b)) = self.saved_modules.iter().find(|(k, _)| *k == bias_key) {
+                lin.bias = Some(Param::from_tensor(b.to_tensor(&device)?));
+            }
+            set += 1;
+        }
+        Ok(set)
+    }
+
+    /// The first `n` table rows (the encoder's virtual tokens) for `batch` rows.
+    fn first_rows(&self, batch: usize) -> Tensor<3> {
+        let n = self.config.num_virtual_tokens;
+        let [_, h] = self.table.dims();
+        self.table_tensor()
+            .slice([0..n, 0..h])
+            .unsqueeze::<3>()
+            .expand([batch, n, h])
+    }
+
+    /// Prompt tuning / P-tuning on a BERT sequence classifier, as PEFT's
+    /// `PeftModelForSequenceClassification`: virtual tokens in front (attended, token type 0);
+    /// logits `[batch, num_labels]`. Call [`Self::apply_saved_modules`] first to use the
+    /// adapter's classifier.
+    pub fn forward_classifier(&self, model: &Bert, input: &EncoderInput) -> Result<Tensor<2>> {
+        if self.method == PromptMethod::Prefix {
+            return Err(PeftError::Config(
+                "prefix tuning on encoders is not implemented".into(),
+            ));
+        }
+        let prefixed = self.prefix_encoder_input(input);
+        Ok(model.classify_with_prompt(&prefixed, Some(self.first_rows(input.batch)))?)
+    }
+
+    /// Prompt tuning / P-tuning on T5: virtual tokens in front of the encoder input only (as
+    /// PEFT for seq2seq); decoder logits `[batch, t, vocab]`.
+    pub fn forward_seq2seq(
+        &self,
+        model: &T5,
+        input: &EncoderInput,
+        decoder_ids: &[Vec<u32>],
+    ) -> Result<Tensor<3>> {
+        if self.method == PromptMethod::Prefix {
+            return Err(PeftError::Config(
+                "prefix tuning on encoder-decoders is not implemented".into(),
+            ));
+        }
+        let t = decoder_ids.first().map(Vec::len).unwrap_or(0);
+        if decoder_ids.len() != input.batch || decoder_ids.iter().any(|r| r.len() != t) {
+            return Err(PeftError::Config(format!(
+                "decoder ids must be {} rows of equal length",
+                input.batch
+            )));
+        }
+        let prefixed = self.prefix_encoder_input(input);
+        let enc = model.encode_with_prompt(&prefixed, Some(self.first_rows(input.batch)))?;
+        Ok(model.decode(&enc, &decoder_ids.concat(), t, None)?)
+    }
+
+    fn prefix_encoder_input(&self, input: &EncoderInput) -> EncoderInput {
+        let (b, s, n) = (input.batch, input.seq, self.config.num_virtual_tokens);
+        let mut out = EncoderInput {
+            input_ids: Vec::with_capacity(b * (n + s)),
+            attention_mask: Vec::with_capacity(b * (n + s)),
+            token_type_ids: Vec::with_capacity(b * (n + s)),
+            batch: b,
+            seq: n + s,
+        };
+        for r in 0..b {
+            out.input_ids.extend(std::iter::repeat_n(0, n));
+            out.input_ids
+                .extend_from_slice(&input.input_ids[r * s..(r + 1) * s]);
+            out.attention_mask.extend(std::iter::repeat_n(1, n));
+            out.attention_mask
+                .extend_from_slice(&input.attention_mask[r * s..(r + 1) * s]);
+            out.token_type_ids.extend(std::iter::repeat_n(0, n));
+            out.token_type_ids
+                .extend_from_slice(&input.token_type_ids[r * s..(r + 1) * s]);
+        }
+        out
     }
 
     /// A fresh adapter whose table comes from a trainable prompt encoder (prefix tuning's
@@ -264,6 +413,7 @@ impl PromptAdapter {
         };
         Ok(Self {
             encoder: None,
+            saved_modules: Vec::new(),
             config: PromptConfig {
                 peft_type: peft_type.into(),
                 task_type: Some("CAUSAL_LM".into()),
@@ -287,11 +437,14 @@ impl PromptAdapter {
     }
 
     fn width(method: PromptMethod, model: &DecoderLm) -> usize {
-        let (kv, hd) = model.kv_shape();
-        match method {
-            PromptMethod::Prefix => model.num_layers() * 2 * kv * hd,
-            _ => model.hidden_size(),
+        let (kv_heads, head_dim) = model.kv_shape();
+        PromptDims {
+            hidden: model.hidden_size(),
+            layers: model.num_layers(),
+            kv_heads,
+            head_dim,
         }
+        .width(method)
     }
 
     /// Virtual tokens.
@@ -444,7 +597,6 @@ fn encoder_kind(config: &PromptConfig, method: PromptMethod) -> Option<EncoderKi
 }
 
 fn model_device(model: &DecoderLm) -> Device {
-    use tilpass_models::HasLinears;
     model
         .linears()
         .first()
