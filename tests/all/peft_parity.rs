@@ -698,4 +698,27 @@ fn prompt_tuning_on_a_bert_classifier_and_t5_matches_peft() {
     let got = vals(a.forward_seq2seq(&t5, &input, &dec).unwrap());
     let d = max_diff(&got, &expected("t5_prompt", "logits"), |_| true);
     assert!(d <= 1e-4, "t5 prompt tuning: {d}");
+    // Prefix tuning: BERT (every layer, positions after the prefix) and T5 (decoder
+    // self-attention only).
+    let mut bert = Bert::load(
+        tilpass::core::ModelDir::open(fixture_path("encoders/bert_cls"))
+            .unwrap()
+            .config()
+            .unwrap(),
+        None,
+        &md.checkpoint().unwrap(),
+        "config.json",
+        &dev,
+    )
+    .unwrap();
+    let a = PromptAdapter::load_with(fixture_path("peft/bert_cls_prefix"), dims, &dev).unwrap();
+    a.apply_saved_modules(&mut bert).unwrap();
+    let bert_input = crate::encoder_parity::batch("bert_cls");
+    let got = vals(a.forward_classifier(&bert, &bert_input).unwrap());
+    let d = max_diff(&got, &expected("bert_cls_prefix", "logits"), |_| true);
+    assert!(d <= 1e-4, "bert prefix tuning: {d}");
+    let a = PromptAdapter::load_with(fixture_path("peft/t5_prefix"), dims, &dev).unwrap();
+    let got = vals(a.forward_seq2seq(&t5, &input, &dec).unwrap());
+    let d = max_diff(&got, &expected("t5_prefix", "logits"), |_| true);
+    assert!(d <= 1e-4, "t5 prefix tuning: {d}");
 }

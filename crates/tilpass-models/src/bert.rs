@@ -335,6 +335,58 @@ impl Bert {
         input: &EncoderInput,
         prompt: Option<Tensor<3>>,
     ) -> Result<Tensor<3>> {
+        self.hidden_impl(input, prompt, None)
+    }
+
+    /// [`Self::forward_hidden`] with prefix tuning's virtual keys/values in front of every
+    /// layer's attention (`prefix[layer] = (k, v)`, each `[batch, heads, n, head_dim]`): every
+    /// token also attends to them, and positions start at `n` (as transformers with a cache).
+    pub fn forward_hidden_with_prefix(
+        &self,
+        input: &EncoderInput,
+        prefix: &[(Tensor<4>, Tensor<4>)],
+    ) -> Result<Tensor<3>> {
+        if prefix.len() != self.layers.len() {
+            return Err(ModelError::Input(format!(
+                "the prefix has {} layers, the model {}",
+                prefix.len(),
+                self.layers.len()
+            )));
+        }
+        self.hidden_impl(input, None, Some(prefix))
+    }
+
+    /// Sequence-classification logits with a prefix (see [`Self::forward_hidden_with_prefix`]).
+    pub fn classify_with_prefix(
+        &self,
+        input: &EncoderInput,
+        prefix: &[(Tensor<4>, Tensor<4>)],
+    ) -> Result<Tensor<2>> {
+        let c = self
+            .classifier
+            .as_ref()
+            .filter(|_| self.head == BertHeadKind::SequenceClassification)
+            .ok_or_else(|| self.wrong_head("sequence-classification"))?;
+        let pooled = self.pooled(self.forward_hidden_with_prefix(input, prefix)?)?;
+        Ok(c.linear.forward(pooled))
+    }
+
+    fn hidden_impl(
+        &self,
+        input: &EncoderInput,
+        prompt: Option<Tensor<3>>,
+        prefix: Option<&[(Tensor<4>, Tensor<4>)]>,
+    ) -> Result<Tensor<3>> {
+        let n = prefix
+            .and_then(|p| p.first())
+            .map(|(k, _)| k.dims()[2])
+            .unwrap_or(0);
+        if input.seq + n > self.config.max_position_embeddings {
+            return Err(ModelError::TooLong {
+                len: input.seq + n,
+                max: self.config.max_position_embeddings,
+            });
+        }
         input.check_limits(
             self.config.vocab_size,
             Some(self.config.max_position_embeddings),
@@ -357,25 +409,40 @@ impl Bert {
         };
         let ids = ints(&input.input_ids, [b, s]);
         let types = ints(&input.token_type_ids, [b, s]);
-        let pos: Vec<u32> = (0..s as u32).collect();
+        let pos: Vec<u32> = (n as u32..(n + s) as u32).collect();
         let pos = ints(&pos, [1, s]);
         let words = crate::encoder::splice_prompt(self.word.forward(ids), prompt)?;
         let x = words + self.position.forward(pos) + self.token_type.forward(types);
         let mut x = self.emb_norm.forward(x);
-        let mask = input.key_padding_mask(&device);
-        for layer in &self.layers {
-            x = self.layer(layer, x, &mask);
+        let mut keys_mask = Vec::with_capacity(b * (n + s));
+        for r in 0..b {
+            keys_mask.extend(std::iter::repeat_n(1u8, n));
+            keys_mask.extend_from_slice(&input.attention_mask[r * s..(r + 1) * s]);
+        }
+        let mask = crate::encoder::key_padding_mask(&keys_mask, b, s, n + s, &device);
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = self.layer(layer, x, &mask, prefix.map(|p| &p[i]));
         }
         Ok(x)
     }
 
-    fn layer(&self, l: &BertLayer, x: Tensor<3>, mask: &Tensor<4, Bool>) -> Tensor<3> {
+    fn layer(
+        &self,
+        l: &BertLayer,
+        x: Tensor<3>,
+        mask: &Tensor<4, Bool>,
+        prefix: Option<&(Tensor<4>, Tensor<4>)>,
+    ) -> Tensor<3> {
         let [b, s, h] = x.dims();
         let (nh, hd) = (self.heads, h / self.heads);
         let split = |t: Tensor<3>| t.reshape([b, s, nh, hd]).swap_dims(1, 2);
         let q = split(l.query.forward(x.clone()));
-        let k = split(l.key.forward(x.clone()));
-        let v = split(l.value.forward(x.clone()));
+        let mut k = split(l.key.forward(x.clone()));
+        let mut v = split(l.value.forward(x.clone()));
+        if let Some((pk, pv)) = prefix {
+            k = Tensor::cat(vec![pk.clone(), k], 2);
+            v = Tensor::cat(vec![pv.clone(), v], 2);
+        }
         let ctx = attention(q, k, v, Some(mask), None, 1.0 / (hd as f64).sqrt())
             .swap_dims(1, 2)
             .reshape([b, s, h]);

@@ -13,14 +13,14 @@
 //! Llama/Mistral, GPT-2, BERT, LTG-BERT, T5, NorT5 (checked against PEFT on Llama, GPT-2,
 //! BERT and T5).
 //!
-//! **Prompt learning** on decoders ([`PromptAdapter`]): prefix tuning (GQA-aware, through the
-//! KV cache, so cached generation works), prompt tuning (random or text initialisation) and
-//! P-tuning, loaded from and saved to PEFT's `prompt_embeddings` files, with PEFT's forward
-//! and `generate` semantics.
+//! **Prompt learning** ([`PromptAdapter`]): prefix tuning (GQA-aware, through the KV cache,
+//! so cached generation works), prompt tuning (random or text initialisation) and P-tuning on
+//! decoders, BERT classifiers and T5 (prefix on the decoder, prompts on the encoder, as PEFT),
+//! loaded from and saved to PEFT's `prompt_embeddings` files with PEFT's forward and
+//! `generate` semantics; the training-time prompt encoders (prefix projection MLP, P-tuning
+//! MLP / bidirectional LSTM) with a sidecar file to resume them ([`PromptEncoder`]).
 //!
-//! Planned: training-time prompt encoders (prefix projection MLP, P-tuning MLP/LSTM) with a
-//! sidecar file to resume them; prompt learning on encoders and encoder-decoders; embedding
-//! LoRA.
+//! Planned: LoRA on embedding layers; prompt learning in the CLI.
 //!
 //! ```no_run
 //! use tilpass_models::{DecoderInput, DecoderLm};

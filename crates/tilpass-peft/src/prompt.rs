@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tilpass_core::{Checkpoint, HostTensor, SaveDtype, save_safetensors};
 use tilpass_models::{
-    Bert, DecoderInput, DecoderLm, EncoderInput, GenerateConfig, HasLinears, KvCache, T5,
+    Bert, DecoderInput, DecoderLm, EncoderInput, GenerateConfig, HasLinears, KvCache, T5, T5Cache,
     VirtualPrefix, generate_with_prefix,
 };
 
@@ -145,7 +145,12 @@ impl PromptAdapter {
         let method = config.method()?;
         let file = dir.join(ADAPTER_WEIGHTS);
         let ckpt = Checkpoint::open(&file)?;
-        let n = config.num_virtual_tokens * config.num_transformer_submodules.unwrap_or(1);
+        // Prompt tuning stores a row per virtual token and submodule (seq2seq: 2); prefix
+        // tuning one per virtual token (PEFT duplicates it for the decoder's two caches).
+        let n = match method {
+            PromptMethod::Prefix => config.num_virtual_tokens,
+            _ => config.num_virtual_tokens * config.num_transformer_submodules.unwrap_or(1),
+        };
         let width = dims.width(method);
         let t = ckpt
             .read_f32_shaped("prompt_embeddings", &[n, width])
@@ -229,9 +234,8 @@ impl PromptAdapter {
     /// adapter's classifier.
     pub fn forward_classifier(&self, model: &Bert, input: &EncoderInput) -> Result<Tensor<2>> {
         if self.method == PromptMethod::Prefix {
-            return Err(PeftError::Config(
-                "prefix tuning on encoders is not implemented".into(),
-            ));
+            // Virtual keys/values in every layer; positions start after them.
+            return Ok(model.classify_with_prefix(input, &self.prefix_layers(input.batch))?);
         }
         let prefixed = self.prefix_encoder_input(input);
         Ok(model.classify_with_prompt(&prefixed, Some(self.first_rows(input.batch)))?)
@@ -245,17 +249,22 @@ impl PromptAdapter {
         input: &EncoderInput,
         decoder_ids: &[Vec<u32>],
     ) -> Result<Tensor<3>> {
-        if self.method == PromptMethod::Prefix {
-            return Err(PeftError::Config(
-                "prefix tuning on encoder-decoders is not implemented".into(),
-            ));
-        }
         let t = decoder_ids.first().map(Vec::len).unwrap_or(0);
         if decoder_ids.len() != input.batch || decoder_ids.iter().any(|r| r.len() != t) {
             return Err(PeftError::Config(format!(
                 "decoder ids must be {} rows of equal length",
                 input.batch
             )));
+        }
+        if self.method == PromptMethod::Prefix {
+            // PEFT: the prefix goes into the decoder's self-attention cache only; the
+            // cross-attention cache is reset (computed from the encoder output).
+            let enc = model.encode(input)?;
+            let mut cache = T5Cache {
+                self_attn: KvCache::from_layers(self.prefix_layers_seq2seq(input.batch)),
+                cross: vec![None; model.num_decoder_layers()],
+            };
+            return Ok(model.decode(&enc, &decoder_ids.concat(), t, Some(&mut cache))?);
         }
         let prefixed = self.prefix_encoder_input(input);
         let enc = model.encode_with_prompt(&prefixed, Some(self.first_rows(input.batch)))?;
@@ -461,23 +470,46 @@ impl PromptAdapter {
     /// rows. The table row of a virtual token is `[L0_K | L0_V | L1_K | …]`, each chunk
     /// `heads × head_dim`, as PEFT's `get_prompt` reads it.
     pub fn prefix_cache(&self, batch: usize) -> KvCache {
+        KvCache::from_layers(self.prefix_layers(batch))
+    }
+
+    /// Prefix tuning: the virtual `(keys, values)` of every layer, `[batch, kv_heads, n,
+    /// head_dim]` each.
+    pub fn prefix_layers(&self, batch: usize) -> Vec<(Tensor<4>, Tensor<4>)> {
+        self.prefix_chunks(batch, |l| (2 * l, 2 * l + 1))
+    }
+
+    /// Prefix tuning on an encoder-decoder, as PEFT builds its `EncoderDecoderCache`: the
+    /// table's `2·L` chunks are doubled and read four per layer (self K, self V, cross K,
+    /// cross V), so layer `l`'s self-attention gets chunks `4l mod 2L` and `4l+1 mod 2L`; the
+    /// cross-attention part is discarded.
+    pub fn prefix_layers_seq2seq(&self, batch: usize) -> Vec<(Tensor<4>, Tensor<4>)> {
+        let chunks = 2 * self.layers;
+        self.prefix_chunks(batch, |l| ((4 * l) % chunks, (4 * l + 1) % chunks))
+    }
+
+    fn prefix_chunks(
+        &self,
+        batch: usize,
+        pick_of: impl Fn(usize) -> (usize, usize),
+    ) -> Vec<(Tensor<4>, Tensor<4>)> {
         let (n, kv, hd) = (self.len(), self.kv_heads, self.head_dim);
         // [n, L·2, kv, hd] → [L·2, kv, n, hd]
         let t = self
             .table_tensor()
             .reshape([n, self.layers * 2, kv, hd])
             .permute([1, 2, 0, 3]);
-        let layers = (0..self.layers)
+        (0..self.layers)
             .map(|l| {
                 let pick = |j: usize| {
                     t.clone()
                         .slice([j..j + 1, 0..kv, 0..n, 0..hd])
                         .expand([batch, kv, n, hd])
                 };
-                (pick(2 * l), pick(2 * l + 1))
+                let (k, v) = pick_of(l);
+                (pick(k), pick(v))
             })
-            .collect();
-        KvCache::from_layers(layers)
+            .collect()
     }
 
     /// Prompt / P-tuning: the virtual token embeddings for `batch` rows, `[batch, n, hidden]`.
