@@ -16,9 +16,10 @@ use tilpass::data::{
 };
 use tilpass::models::{
     DecoderInput, DecoderLm, EncoderInput, GenerateConfig, HasLinears, PoolingMode,
-    SentenceEmbedder, Seq2SeqConfig, Seq2SeqLm, Seq2SeqModel, generate_seq2seq, generate_text,
+    SentenceEmbedder, Seq2SeqConfig, Seq2SeqLm, Seq2SeqModel, VirtualPrefix, generate_seq2seq,
+    generate_text_with_prefix,
 };
-use tilpass::peft::PeftModel;
+use tilpass::peft::{PeftModel, PromptAdapter, PromptMethod};
 use tilpass::tokenize::{
     ExtendConfig, MaskMode, RenderOptions, Tokenizer, TokenizerKind, TrainConfig, encode_chat,
     extend_vocabulary, fertility, train_tokenizer,
@@ -211,10 +212,10 @@ fn with_adapter<M: HasLinears>(model: M, args: &ModelArgs) -> Result<M, BoxError
     let Some(dir) = &args.adapter else {
         return Ok(model);
     };
-    let cfg: serde_json::Value = tilpass::core::read_json(dir.join(tilpass::peft::ADAPTER_CONFIG))?;
-    if let Some(t @ ("PREFIX_TUNING" | "PROMPT_TUNING" | "P_TUNING")) = cfg["peft_type"].as_str() {
+    if is_prompt_adapter(dir)? {
         return Err(format!(
-            "{}: {t} adapters run through the library's PromptAdapter; the CLI applies LoRA adapters",
+            "{}: prompt-learning adapters on encoders run through the library's PromptAdapter; \
+             the CLI applies them to decoders",
             dir.display()
         )
         .into());
@@ -607,9 +608,26 @@ fn tokenizer_cmd(cmd: TokenizerCommand) -> Result<(), BoxError> {
     Ok(())
 }
 
-fn load_model(args: &ModelArgs) -> Result<DecoderLm, BoxError> {
+/// A decoder with `--adapter` applied: LoRA adapters go into its layers; a prompt-learning
+/// adapter (prefix / prompt / P-tuning) is returned beside it.
+fn load_model(args: &ModelArgs) -> Result<(DecoderLm, Option<PromptAdapter>), BoxError> {
     let device = tilpass::device(&args.device)?;
-    with_adapter(DecoderLm::load(&args.model, &device)?, args)
+    let model = DecoderLm::load(&args.model, &device)?;
+    if let Some(dir) = &args.adapter
+        && is_prompt_adapter(dir)?
+    {
+        let adapter = PromptAdapter::load(dir, &model)?;
+        return Ok((model, Some(adapter)));
+    }
+    Ok((with_adapter(model, args)?, None))
+}
+
+fn is_prompt_adapter(dir: &std::path::Path) -> Result<bool, BoxError> {
+    let cfg: serde_json::Value = tilpass::core::read_json(dir.join(tilpass::peft::ADAPTER_CONFIG))?;
+    Ok(matches!(
+        cfg["peft_type"].as_str(),
+        Some("PREFIX_TUNING" | "PROMPT_TUNING" | "P_TUNING")
+    ))
 }
 
 fn embed_cmd(a: EmbedArgs) -> Result<(), BoxError> {
@@ -691,9 +709,13 @@ fn logits_cmd(a: LogitsArgs) -> Result<(), BoxError> {
     if a.decoder_ids.is_some() {
         return Err("--decoder-ids is for encoder-decoder models (T5)".into());
     }
-    let model = load_model(&a.model)?;
+    let (model, prompt) = load_model(&a.model)?;
     let input = DecoderInput::unpadded(std::slice::from_ref(&a.ids))?;
-    let logits = model.forward(&input, None)?;
+    let logits = match &prompt {
+        // PEFT's forward: prompt / P-tuning logits include the virtual columns.
+        Some(p) => p.forward(&model, &input)?,
+        None => model.forward(&input, None)?,
+    };
     let shape = logits.dims();
     let values = logits
         .into_data()
@@ -707,6 +729,7 @@ fn logits_cmd(a: LogitsArgs) -> Result<(), BoxError> {
 /// the generated ids and text (stop string removed).
 fn run_generation(
     model: &DecoderLm,
+    adapter: Option<&PromptAdapter>,
     tok: &Tokenizer,
     prompt_ids: Vec<u32>,
     sampling: &SamplingArgs,
@@ -714,7 +737,10 @@ fn run_generation(
 ) -> Result<(Vec<u32>, String), BoxError> {
     use std::io::Write;
     let mut cfg = sampling.config();
-    let room = model.max_positions().saturating_sub(prompt_ids.len());
+    let virtual_tokens = adapter.map(PromptAdapter::len).unwrap_or(0);
+    let room = model
+        .max_positions()
+        .saturating_sub(prompt_ids.len() + virtual_tokens);
     if room == 0 {
         return Err(format!(
             "the prompt has {} tokens, the model's context is {}",
@@ -734,12 +760,31 @@ fn run_generation(
     }
     cfg.stop_strings = sampling.stop.clone();
     let decode = |ids: &[u32]| tok.decode(ids, true).map_err(|e| e.to_string());
-    let mut rows = generate_text(model, &[prompt_ids], &cfg, &decode, &mut |_, chunk| {
-        if stream {
-            print!("{chunk}");
-            let _ = std::io::stdout().flush();
-        }
-    })?;
+    let cache = |b: usize| adapter.map(|a| a.prefix_cache(b)).unwrap_or_default();
+    let embeds = |b: usize| adapter.map(|a| a.prompt_embeds(b)).expect("prompt adapter");
+    let prefix = adapter.map(|a| match a.method {
+        PromptMethod::Prefix => VirtualPrefix::Cache {
+            n: a.len(),
+            make: &cache,
+        },
+        _ => VirtualPrefix::Embeds {
+            n: a.len(),
+            make: &embeds,
+        },
+    });
+    let mut rows = generate_text_with_prefix(
+        model,
+        &[prompt_ids],
+        &cfg,
+        prefix.as_ref(),
+        &decode,
+        &mut |_, chunk| {
+            if stream {
+                print!("{chunk}");
+                let _ = std::io::stdout().flush();
+            }
+        },
+    )?;
     if stream {
         println!();
     }
@@ -783,7 +828,7 @@ fn generate_cmd(a: GenerateArgs) -> Result<(), BoxError> {
     if a.num_beams != 1 {
         return Err("--num-beams is implemented for encoder-decoder models (T5) only".into());
     }
-    let model = load_model(&a.model)?;
+    let (model, adapter) = load_model(&a.model)?;
     let tok = Tokenizer::from_dir(&a.model.model)?;
     let prompt_ids = if a.chat {
         let t = tok.chat_template(a.sampling.chat_template.as_deref())?;
@@ -799,7 +844,14 @@ fn generate_cmd(a: GenerateArgs) -> Result<(), BoxError> {
     } else {
         tok.encode(&a.prompt, true)?
     };
-    let (ids, text) = run_generation(&model, &tok, prompt_ids.clone(), &a.sampling, !a.json)?;
+    let (ids, text) = run_generation(
+        &model,
+        adapter.as_ref(),
+        &tok,
+        prompt_ids.clone(),
+        &a.sampling,
+        !a.json,
+    )?;
     if a.json {
         print(&json!({"text": text, "ids": ids, "prompt_ids": prompt_ids}));
     }
@@ -809,7 +861,7 @@ fn generate_cmd(a: GenerateArgs) -> Result<(), BoxError> {
 fn chat_cmd(a: ChatArgs) -> Result<(), BoxError> {
     use std::io::BufRead;
     use tilpass::data::{Message, Role};
-    let model = load_model(&a.model)?;
+    let (model, adapter) = load_model(&a.model)?;
     let tok = Tokenizer::from_dir(&a.model.model)?;
     let template = tok.chat_template(a.sampling.chat_template.as_deref())?;
     let mut messages: Vec<Message> = a
@@ -830,7 +882,7 @@ fn chat_cmd(a: ChatArgs) -> Result<(), BoxError> {
             ..Default::default()
         };
         let prompt = tok.encode(&template.render(&messages, &opts)?.text, false)?;
-        let (_, text) = run_generation(&model, &tok, prompt, &a.sampling, true)?;
+        let (_, text) = run_generation(&model, adapter.as_ref(), &tok, prompt, &a.sampling, true)?;
         messages.push(Message::new(Role::Assistant, text.trim().to_string()));
     }
     Ok(())

@@ -558,3 +558,41 @@ fn adapters_on_logits_info_and_merge() {
     ]));
     assert!(err.contains("gpt2_lora"), "{err}");
 }
+
+#[test]
+fn prompt_learning_adapters_in_generate_and_logits() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let dir = model_with_tokenizer("llama_gqa");
+    let m = dir.path().to_str().unwrap();
+    let prompt = "t1 t17 t42 t99 t200 t3 t5 t7 t11 t13 t250 t128";
+    for case in ["llama_prefix", "llama_prompt"] {
+        let adapter = root.join(format!("peft/{case}"));
+        let info: Value =
+            serde_json::from_str(&std::fs::read_to_string(adapter.join("info.json")).unwrap())
+                .unwrap();
+        let v = ok_json(&tilpass(&[
+            "generate",
+            "--model",
+            m,
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--prompt",
+            prompt,
+            "--max-new-tokens",
+            "8",
+            "--json",
+        ]));
+        assert_eq!(v["ids"], info["greedy_row0"], "{case}");
+    }
+    // Prompt tuning's logits include the virtual columns (5 here).
+    let v = ok_json(&tilpass(&[
+        "logits",
+        "--model",
+        m,
+        "--adapter",
+        root.join("peft/llama_prompt").to_str().unwrap(),
+        "--ids",
+        "1,17,42",
+    ]));
+    assert_eq!(v["shape"], serde_json::json!([1, 8, 256]));
+}

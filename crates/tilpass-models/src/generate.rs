@@ -481,6 +481,18 @@ pub fn generate_text(
     decode: &dyn Fn(&[u32]) -> std::result::Result<String, String>,
     on_text: &mut dyn FnMut(usize, &str),
 ) -> Result<Vec<Generation>> {
+    generate_text_with_prefix(model, prompts, cfg, None, decode, on_text)
+}
+
+/// [`generate_text`] with virtual tokens in front of every row (see [`generate_with_prefix`]).
+pub fn generate_text_with_prefix(
+    model: &DecoderLm,
+    prompts: &[Vec<u32>],
+    cfg: &GenerateConfig,
+    prefix: Option<&VirtualPrefix>,
+    decode: &dyn Fn(&[u32]) -> std::result::Result<String, String>,
+    on_text: &mut dyn FnMut(usize, &str),
+) -> Result<Vec<Generation>> {
     let eos = cfg
         .eos_token_ids
         .clone()
@@ -501,7 +513,7 @@ pub fn generate_text(
         })
         .collect();
     let mut error: Option<String> = None;
-    generate_ids(model, prompts, cfg, &mut |r, t| {
+    generate_core(model, prompts, cfg, prefix, &mut |r, t| {
         let row = &mut rows[r];
         row.ids.push(t);
         match decode(&row.ids) {

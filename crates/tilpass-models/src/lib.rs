@@ -60,7 +60,8 @@ pub use encoder::{
 pub use error::{ModelError, Result};
 pub use generate::{
     GenerateConfig, Generation, Sampler, StopReason, VirtualPrefix, apply_repetition_penalty,
-    generate, generate_greedy, generate_text, generate_with_prefix, next_token,
+    generate, generate_greedy, generate_text, generate_text_with_prefix, generate_with_prefix,
+    next_token,
 };
 pub use gpt2::Gpt2;
 pub use layers::{HasLinears, KvCache, Linear, LoraBranch, causal_mask};

@@ -20,7 +20,7 @@
 //! `generate` semantics; the training-time prompt encoders (prefix projection MLP, P-tuning
 //! MLP / bidirectional LSTM) with a sidecar file to resume them ([`PromptEncoder`]).
 //!
-//! Planned: LoRA on embedding layers; prompt learning in the CLI.
+//! Planned: LoRA on embedding layers.
 //!
 //! ```no_run
 //! use tilpass_models::{DecoderInput, DecoderLm};
