@@ -11,3 +11,4 @@ mod stop_strings;
 mod tokenize_errors;
 mod tokenize_parity;
 mod tokenizer_training;
+mod train_parity;

@@ -47,6 +47,6 @@ pub use config::{
     ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraConfig, PEFT_TYPES, TargetModules, default_targets,
 };
 pub use error::{PeftError, Result};
-pub use lora::{KEY_PREFIX, PeftModel, TrainableReport};
+pub use lora::{KEY_PREFIX, ParamMut, PeftModel, TrainableReport};
 pub use prompt::{PromptAdapter, PromptConfig, PromptDims, PromptMethod};
 pub use prompt_encoder::{ENCODER_SIDECAR, EncoderKind, PromptEncoder};

@@ -17,6 +17,15 @@ use crate::error::{PeftError, Result};
 /// Prefix of every key in `adapter_model.safetensors`.
 pub const KEY_PREFIX: &str = "base_model.model.";
 
+/// A mutable trainable parameter of either rank (adapters hold matrices and vectors).
+#[derive(Debug)]
+pub enum ParamMut<'a> {
+    /// A vector (DoRA magnitude, bias).
+    D1(&'a mut Param<Tensor<1>>),
+    /// A matrix (LoRA A / B, weights, prompt tables).
+    D2(&'a mut Param<Tensor<2>>),
+}
+
 /// Trainable parameters against the whole, as PEFT's `get_nb_trainable_parameters`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TrainableReport {
@@ -528,6 +537,48 @@ impl<M: HasLinears> PeftModel<M> {
                 lin.bias = lin.bias.take().map(|b| b.set_require_grad(true));
             }
         }
+    }
+
+    /// Every trainable parameter — adapter `A`, `B`, DoRA magnitudes, `modules_to_save`
+    /// layers — named by its key in `adapter_model.safetensors` (stable across steps, for
+    /// optimiser state).
+    pub fn trainable_params_mut(&mut self) -> Vec<(String, ParamMut<'_>)> {
+        let mut out = Vec::new();
+        for (path, lin) in self.model.linears_mut() {
+            let saved = self.originals.contains_key(&path);
+            let crate_lin = lin;
+            for b in &mut crate_lin.lora {
+                let tag = if b.name == "default" {
+                    String::new()
+                } else {
+                    format!("{}.", b.name)
+                };
+                out.push((
+                    format!("{KEY_PREFIX}{path}.lora_A.{tag}weight"),
+                    ParamMut::D2(&mut b.a),
+                ));
+                out.push((
+                    format!("{KEY_PREFIX}{path}.lora_B.{tag}weight"),
+                    ParamMut::D2(&mut b.b),
+                ));
+                if let Some(m) = &mut b.magnitude {
+                    out.push((
+                        format!("{KEY_PREFIX}{path}.{tag}lora_magnitude_vector"),
+                        ParamMut::D1(m),
+                    ));
+                }
+            }
+            if saved {
+                out.push((
+                    format!("{KEY_PREFIX}{path}.weight"),
+                    ParamMut::D2(&mut crate_lin.weight),
+                ));
+                if let Some(bias) = &mut crate_lin.bias {
+                    out.push((format!("{KEY_PREFIX}{path}.bias"), ParamMut::D1(bias)));
+                }
+            }
+        }
+        out
     }
 
     /// One plain SGD step `p ← p − lr·∇p` on every adapter parameter (and `modules_to_save`

@@ -11,7 +11,7 @@
 //! | [`tokenize`] | `tilpass-tokenize` | tokenizers, chat templates, SFT encoding, packing, tokenizer training |
 //! | [`models`] | `tilpass-models` | decoders (Llama, Mistral, GPT-2), encoders (BERT, NorBERT3), encoder-decoders (T5, NorT5), generation |
 //! | [`peft`] | `tilpass-peft` | LoRA / rsLoRA / DoRA, HF PEFT files, merge, several adapters (prompt methods planned) |
-//! | [`train`] | `tilpass-train` | planned |
+//! | [`train`] | `tilpass-train` | AdamW (PyTorch-exact), LR schedules, gradient clipping (trainer loop and tasks planned) |
 //! | [`preference`] | `tilpass-preference` | planned |
 //! | [`rag`] | `tilpass-rag` | planned |
 //! | [`metrics`] | `tilpass-metrics` | planned |
