@@ -105,3 +105,245 @@ fn five_lora_sft_steps_match_pytorch_and_peft() {
         assert!(d <= 1e-5, "{k}: {d}");
     }
 }
+
+fn reference_batches() -> Vec<tilpass::train::LmBatch> {
+    let batches: Vec<Value> =
+        serde_json::from_value(fixture_json("train/lora_sft/batches.json")).unwrap();
+    batches
+        .iter()
+        .map(|b| {
+            let ids: Vec<Vec<u32>> = rows(&b["input_ids"]);
+            let mask: Vec<Vec<u8>> = rows(&b["attention_mask"]);
+            let labels: Vec<Vec<i64>> = rows(&b["labels"]);
+            let seq = ids[0].len();
+            tilpass::train::LmBatch {
+                input: DecoderInput {
+                    batch: ids.len(),
+                    seq,
+                    input_ids: ids.concat(),
+                    attention_mask: mask.concat(),
+                    position_ids: (0..ids.len()).flat_map(|_| 0..seq as i64).collect(),
+                },
+                labels: labels.concat(),
+            }
+        })
+        .collect()
+}
+
+fn fresh_model(adapter: &std::path::Path) -> PeftModel<DecoderLm> {
+    let dev = tilpass_tests::test_device().autodiff();
+    let mut peft = PeftModel::new(DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap());
+    peft.load_adapter(adapter, "default").unwrap();
+    peft.freeze_base();
+    peft
+}
+
+fn reference_config() -> tilpass::train::TrainConfig {
+    tilpass::train::TrainConfig {
+        learning_rate: 1e-2,
+        warmup_steps: 2,
+        max_steps: 5,
+        max_grad_norm: Some(0.7),
+        adamw: AdamWConfig {
+            weight_decay: 0.01,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_trainer_reproduces_the_reference_run_and_logs_metrics() {
+    use tilpass::train::{Event, train_lm};
+    let reference = fixture_json("train/lora_sft/reference.json");
+    let mut peft = fresh_model(&fixture_path("train/lora_sft/initial"));
+    let out = tempfile::tempdir().unwrap();
+    let cfg = tilpass::train::TrainConfig {
+        output_dir: Some(out.path().to_path_buf()),
+        eval_steps: Some(5),
+        ..reference_config()
+    };
+    let batches = reference_batches();
+    let mut losses = Vec::new();
+    let mut evals = Vec::new();
+    let summary = train_lm(
+        &mut peft,
+        "default",
+        &batches,
+        &batches[..2],
+        &cfg,
+        None,
+        &mut |e| match e {
+            Event::Step(s) => losses.push(s.loss),
+            Event::Eval(e) => evals.push(e.clone()),
+            _ => {}
+        },
+    )
+    .unwrap();
+    assert_eq!(summary.steps, 5);
+    for (i, l) in losses.iter().enumerate() {
+        let want = reference["steps"][i]["loss"].as_f64().unwrap();
+        assert!((l - want).abs() / want <= 1e-4, "step {i}: {l} vs {want}");
+    }
+    assert_eq!(evals.len(), 1);
+    assert!((evals[0].perplexity - evals[0].eval_loss.exp()).abs() < 1e-9);
+    let lines = std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 6, "5 steps + 1 evaluation");
+}
+
+fn adapter_values(peft: &PeftModel<DecoderLm>) -> Vec<Vec<f32>> {
+    use tilpass::models::HasLinears;
+    peft.linears()
+        .iter()
+        .flat_map(|(_, l)| {
+            l.lora.iter().flat_map(|b| {
+                [b.a.val(), b.b.val()]
+                    .map(|t| t.inner().into_data().try_into_vec_as::<f32>().unwrap())
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn resuming_from_a_checkpoint_ends_bit_identical_to_an_uninterrupted_run() {
+    use tilpass::train::train_lm;
+    let batches = reference_batches();
+    let out = tempfile::tempdir().unwrap();
+    let cfg = tilpass::train::TrainConfig {
+        max_steps: 4,
+        gradient_accumulation_steps: 2,
+        save_steps: Some(2),
+        save_total_limit: 5,
+        output_dir: Some(out.path().to_path_buf()),
+        ..reference_config()
+    };
+    let mut full = fresh_model(&fixture_path("train/lora_sft/initial"));
+    train_lm(&mut full, "default", &batches, &[], &cfg, None, &mut |_| {}).unwrap();
+    let ckpt = out.path().join("checkpoint-2");
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ] {
+        assert!(ckpt.join(f).is_file(), "{f}");
+    }
+    // Resume from step 2 in a fresh process-like setting: base model + checkpoint adapter.
+    let mut resumed = fresh_model(&ckpt);
+    let cfg2 = tilpass::train::TrainConfig {
+        output_dir: None,
+        save_steps: None,
+        ..cfg.clone()
+    };
+    let s = train_lm(
+        &mut resumed,
+        "default",
+        &batches,
+        &[],
+        &cfg2,
+        Some(&ckpt),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(s.steps, 4);
+    assert_eq!(
+        adapter_values(&resumed),
+        adapter_values(&full),
+        "bit-identical"
+    );
+    // keep-last: only the newest checkpoints stay.
+    let cfg3 = tilpass::train::TrainConfig {
+        save_steps: Some(1),
+        save_total_limit: 2,
+        ..cfg.clone()
+    };
+    let out3 = tempfile::tempdir().unwrap();
+    let cfg3 = tilpass::train::TrainConfig {
+        output_dir: Some(out3.path().to_path_buf()),
+        ..cfg3
+    };
+    let mut m = fresh_model(&fixture_path("train/lora_sft/initial"));
+    train_lm(&mut m, "default", &batches, &[], &cfg3, None, &mut |_| {}).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(out3.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("checkpoint-"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["checkpoint-3", "checkpoint-4"]);
+}
+
+#[test]
+fn training_errors_name_step_batch_and_cause() {
+    use tilpass::train::{TrainError, train_lm};
+    let batches = reference_batches();
+    // A learning rate that blows the weights up: the loss stops being finite.
+    let cfg = tilpass::train::TrainConfig {
+        learning_rate: 1e18,
+        warmup_steps: 0,
+        max_grad_norm: None,
+        ..reference_config()
+    };
+    let mut peft = fresh_model(&fixture_path("train/lora_sft/initial"));
+    let err = train_lm(&mut peft, "default", &batches, &[], &cfg, None, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, TrainError::NonFinite { .. }), "{err}");
+    assert!(
+        err.to_string().contains("step") && err.to_string().contains("batch"),
+        "{err}"
+    );
+    // A batch without a supervised token.
+    let mut bad = batches.clone();
+    bad[1].labels.iter_mut().for_each(|l| *l = -100);
+    let err = train_lm(
+        &mut peft,
+        "default",
+        &bad,
+        &[],
+        &reference_config(),
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, TrainError::NoSupervision { batch: 1 }),
+        "{err}"
+    );
+    // An unwritable output directory.
+    let cfg = tilpass::train::TrainConfig {
+        output_dir: Some("/proc/tilpass-cannot-write-here".into()),
+        ..reference_config()
+    };
+    let mut peft = fresh_model(&fixture_path("train/lora_sft/initial"));
+    let err = train_lm(&mut peft, "default", &batches, &[], &cfg, None, &mut |_| {}).unwrap_err();
+    assert!(
+        err.to_string().contains("/proc/tilpass-cannot-write-here"),
+        "{err}"
+    );
+    // Resuming another adapter's checkpoint.
+    let out = tempfile::tempdir().unwrap();
+    let cfg = tilpass::train::TrainConfig {
+        max_steps: 1,
+        save_steps: Some(1),
+        output_dir: Some(out.path().to_path_buf()),
+        ..reference_config()
+    };
+    let mut peft = fresh_model(&fixture_path("train/lora_sft/initial"));
+    train_lm(&mut peft, "default", &batches, &[], &cfg, None, &mut |_| {}).unwrap();
+    let dev = tilpass_tests::test_device().autodiff();
+    let mut other =
+        PeftModel::new(DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap());
+    other
+        .load_adapter(fixture_path("peft/llama_lora"), "default")
+        .unwrap();
+    let err = train_lm(
+        &mut other,
+        "default",
+        &batches,
+        &[],
+        &reference_config(),
+        Some(&out.path().join("checkpoint-1")),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, TrainError::Resume { .. }), "{err}");
+}

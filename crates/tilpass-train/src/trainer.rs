@@ -1,0 +1,457 @@
+//! The training loop for causal-LM fine-tuning of adapters: gradient accumulation, clipping,
+//! the schedule, evaluation with early stopping, NaN detection, atomic checkpoints every N
+//! steps (keep the last K) and exact resume, metrics appended as JSON lines.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+use tilpass_core::{Checkpoint, HostTensor, SaveDtype, save_safetensors};
+use tilpass_models::{DecoderInput, DecoderLm, shifted_log_probs};
+use tilpass_peft::PeftModel;
+
+use crate::error::{Result, TrainError};
+use crate::optim::{AdamW, AdamWConfig, NamedGrads, clip_global_norm, collect_grads};
+use crate::schedule::{LrSchedule, ScheduleKind};
+
+/// Settings of a training run (HF `TrainingArguments` names where they exist).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Schedule after warmup.
+    pub lr_scheduler_type: ScheduleKind,
+    /// Linear warmup steps.
+    pub warmup_steps: usize,
+    /// Optimiser steps.
+    pub max_steps: usize,
+    /// Batches per optimiser step.
+    pub gradient_accumulation_steps: usize,
+    /// Global-norm clipping (`None`: off).
+    pub max_grad_norm: Option<f64>,
+    /// AdamW settings.
+    pub adamw: AdamWConfig,
+    /// Evaluate every this many steps (with an eval set).
+    pub eval_steps: Option<usize>,
+    /// Stop after this many evaluations without improvement.
+    pub early_stopping_patience: Option<usize>,
+    /// Write a checkpoint every this many steps (needs `output_dir`).
+    pub save_steps: Option<usize>,
+    /// Checkpoints to keep.
+    pub save_total_limit: usize,
+    /// Where checkpoints and `metrics.jsonl` go.
+    pub output_dir: Option<PathBuf>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            learning_rate: 2e-4,
+            lr_scheduler_type: ScheduleKind::Linear,
+            warmup_steps: 0,
+            max_steps: 100,
+            gradient_accumulation_steps: 1,
+            max_grad_norm: Some(1.0),
+            adamw: AdamWConfig::default(),
+            eval_steps: None,
+            early_stopping_patience: None,
+            save_steps: None,
+            save_total_limit: 2,
+            output_dir: None,
+        }
+    }
+}
+
+/// One training batch: model input and labels (`[batch, seq]`, -100 = not supervised).
+#[derive(Debug, Clone)]
+pub struct LmBatch {
+    /// The tokens.
+    pub input: DecoderInput,
+    /// Next-token targets at each position (shifted inside the loss, as transformers).
+    pub labels: Vec<i64>,
+}
+
+/// What one optimiser step did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// Step number (1-based: steps done).
+    pub step: usize,
+    /// Mean loss over the accumulated batches.
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Supervised tokens in the step.
+    pub tokens: usize,
+    /// Tokens (all, not only supervised) per second.
+    pub tokens_per_s: f64,
+}
+
+/// An evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalLog {
+    /// After this many steps.
+    pub step: usize,
+    /// Mean loss per supervised token.
+    pub eval_loss: f64,
+    /// `exp(eval_loss)`.
+    pub perplexity: f64,
+}
+
+/// Progress reported to the caller (for progress bars).
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A step finished.
+    Step(&'a StepLog),
+    /// An evaluation finished.
+    Eval(&'a EvalLog),
+    /// A checkpoint was written.
+    Checkpoint(&'a Path),
+    /// Early stopping ended the run.
+    EarlyStop {
+        /// The step it stopped at.
+        step: usize,
+    },
+}
+
+/// Where a run is: saved in `trainer_state.json` for resuming.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TrainerState {
+    /// Optimiser steps done.
+    pub step: usize,
+    /// Next training batch (index into the training set, wrapping around).
+    pub batch_cursor: usize,
+    /// Best evaluation loss so far.
+    pub best_eval_loss: Option<f64>,
+    /// Evaluations since the best.
+    pub evals_without_improvement: usize,
+    /// The adapter trained.
+    pub adapter: String,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Steps done.
+    pub steps: usize,
+    /// Loss of the first and last step.
+    pub first_loss: f64,
+    /// Loss of the last step.
+    pub last_loss: f64,
+    /// Last evaluation, if any.
+    pub last_eval: Option<EvalLog>,
+    /// Whether early stopping ended it.
+    pub early_stopped: bool,
+}
+
+/// transformers' causal-LM loss of one batch: the mean next-token NLL over labels != -100,
+/// and the number of supervised tokens.
+pub fn causal_lm_loss(model: &DecoderLm, batch: &LmBatch) -> Result<(Tensor<1>, usize)> {
+    let logits = model.forward(&batch.input, None)?;
+    let (lp, mask) = shifted_log_probs(logits, &batch.labels)?;
+    let n = mask.iter().filter(|m| **m).count();
+    Ok((lp.sum().neg().div_scalar(n.max(1) as f64), n))
+}
+
+fn add_grads(acc: &mut Option<NamedGrads>, g: NamedGrads) {
+    match acc {
+        None => *acc = Some(g),
+        Some(a) => {
+            for ((_, x), (_, y)) in a.iter_mut().zip(g) {
+                *x = x.clone() + y;
+            }
+        }
+    }
+}
+
+const STATE_FILE: &str = "trainer_state.json";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+/// Trains adapter `adapter` of `model` (its base frozen) on `train`, evaluating on `eval`.
+/// With `resume`, continues from a checkpoint directory written by an earlier run (load the
+/// adapter from that directory into `model` first): optimiser state, step and data position
+/// are restored, so the run continues exactly where it stopped.
+pub fn train_lm(
+    model: &mut PeftModel<DecoderLm>,
+    adapter: &str,
+    train: &[LmBatch],
+    eval: &[LmBatch],
+    cfg: &TrainConfig,
+    resume: Option<&Path>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Summary> {
+    if train.is_empty() {
+        return Err(TrainError::Config("the training set is empty".into()));
+    }
+    for (i, b) in train.iter().enumerate() {
+        if b.labels.iter().all(|l| *l < 0) {
+            return Err(TrainError::NoSupervision { batch: i });
+        }
+    }
+    if !model.adapters().contains_key(adapter) {
+        return Err(TrainError::Config(format!(
+            "the model has no adapter `{adapter}`"
+        )));
+    }
+    let accum = cfg.gradient_accumulation_steps.max(1);
+    let schedule = LrSchedule {
+        base_lr: cfg.learning_rate,
+        kind: cfg.lr_scheduler_type,
+        warmup_steps: cfg.warmup_steps,
+        total_steps: cfg.max_steps,
+    };
+    let mut opt = AdamW::new(cfg.adamw);
+    let mut state = TrainerState {
+        adapter: adapter.into(),
+        ..Default::default()
+    };
+    if let Some(dir) = resume {
+        let path = dir.join(STATE_FILE);
+        state = tilpass_core::read_json(&path)?;
+        if state.adapter != adapter {
+            return Err(TrainError::Resume {
+                path: path.display().to_string(),
+                message: format!(
+                    "the checkpoint trained adapter `{}`, not `{adapter}`",
+                    state.adapter
+                ),
+            });
+        }
+        let ck = Checkpoint::open(dir.join(OPTIMIZER_FILE))?;
+        let tensors: Vec<(String, HostTensor)> = ck
+            .keys()
+            .map(|k| Ok((k.to_string(), ck.read_f32(k)?)))
+            .collect::<tilpass_core::Result<_>>()?;
+        // The checkpoint must hold state for exactly this adapter's parameters, same sizes.
+        let sizes: std::collections::BTreeMap<String, usize> = model
+            .trainable_params_mut()
+            .into_iter()
+            .map(|(n, p)| {
+                let numel = match p {
+                    tilpass_peft::ParamMut::D1(p) => p.val().dims()[0],
+                    tilpass_peft::ParamMut::D2(p) => p.val().dims().iter().product(),
+                };
+                (n, numel)
+            })
+            .collect();
+        let saved: std::collections::BTreeMap<String, usize> = tensors
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix("m.").map(|n| (n.to_string(), t.numel())))
+            .collect();
+        if saved != sizes {
+            let differing: Vec<&String> = sizes
+                .keys()
+                .chain(saved.keys())
+                .filter(|k| sizes.get(*k) != saved.get(*k))
+                .take(3)
+                .collect();
+            return Err(TrainError::Resume {
+                path: dir.display().to_string(),
+                message: format!(
+                    "the optimiser state does not match this model's adapter (e.g. {differing:?}): \
+                     another model, adapter or rank"
+                ),
+            });
+        }
+        let device = model
+            .trainable_params_mut()
+            .into_iter()
+            .next()
+            .map(|(_, p)| match p {
+                tilpass_peft::ParamMut::D1(p) => p.val().device(),
+                tilpass_peft::ParamMut::D2(p) => p.val().device(),
+            })
+            .unwrap_or_default();
+        let step = ck
+            .metadata()
+            .get("step")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(state.step as u64);
+        opt.load_state(step, &tensors, &device)?;
+    }
+    let mut metrics = match &cfg.output_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
+            let p = dir.join("metrics.jsonl");
+            Some((
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&p)
+                    .map_err(|e| tilpass_core::Error::io(&p, e))?,
+                p,
+            ))
+        }
+        None => None,
+    };
+    let mut log_line = |v: serde_json::Value| -> Result<()> {
+        if let Some((f, p)) = &mut metrics {
+            writeln!(f, "{v}").map_err(|e| tilpass_core::Error::io(p.as_path(), e))?;
+        }
+        Ok(())
+    };
+    let mut first_loss = None;
+    let mut last_loss = f64::NAN;
+    let mut last_eval = None;
+    let mut early_stopped = false;
+    while state.step < cfg.max_steps {
+        let started = Instant::now();
+        let mut grads: Option<NamedGrads> = None;
+        let (mut loss_sum, mut tokens, mut all_tokens) = (0f64, 0usize, 0usize);
+        for _ in 0..accum {
+            let bi = state.batch_cursor % train.len();
+            let batch = &train[bi];
+            state.batch_cursor += 1;
+            let (loss, n) = causal_lm_loss(model, batch)?;
+            let value: f32 = loss.clone().inner().into_scalar::<f32>();
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    step: state.step,
+                    batch: bi,
+                    value,
+                });
+            }
+            let g = loss.div_scalar(accum as f64).backward();
+            let params = model.trainable_params_mut();
+            add_grads(&mut grads, collect_grads(&params, &g));
+            loss_sum += f64::from(value);
+            tokens += n;
+            all_tokens += batch.input.input_ids.len();
+        }
+        let mut grads = grads.unwrap_or_default();
+        let grad_norm = match cfg.max_grad_norm {
+            Some(m) => clip_global_norm(&mut grads, m),
+            None => crate::optim::global_norm(&grads),
+        };
+        if !grad_norm.is_finite() {
+            return Err(TrainError::NonFinite {
+                step: state.step,
+                batch: state.batch_cursor.saturating_sub(1) % train.len(),
+                value: grad_norm as f32,
+            });
+        }
+        let lr = schedule.lr(state.step);
+        let mut params = model.trainable_params_mut();
+        opt.step(&mut params, &grads, lr);
+        state.step += 1;
+        let log = StepLog {
+            step: state.step,
+            loss: loss_sum / accum as f64,
+            lr,
+            grad_norm,
+            tokens,
+            tokens_per_s: all_tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        };
+        first_loss.get_or_insert(log.loss);
+        last_loss = log.loss;
+        log_line(serde_json::to_value(&log).unwrap_or_default())?;
+        on_event(Event::Step(&log));
+        if let (Some(every), false) = (cfg.eval_steps, eval.is_empty())
+            && state.step % every == 0
+        {
+            let e = evaluate(model, eval, state.step)?;
+            log_line(serde_json::to_value(&e).unwrap_or_default())?;
+            on_event(Event::Eval(&e));
+            if state.best_eval_loss.is_none_or(|b| e.eval_loss < b) {
+                state.best_eval_loss = Some(e.eval_loss);
+                state.evals_without_improvement = 0;
+            } else {
+                state.evals_without_improvement += 1;
+            }
+            last_eval = Some(e);
+            if cfg
+                .early_stopping_patience
+                .is_some_and(|p| state.evals_without_improvement >= p)
+            {
+                early_stopped = true;
+                on_event(Event::EarlyStop { step: state.step });
+            }
+        }
+        if let (Some(every), Some(dir)) = (cfg.save_steps, &cfg.output_dir)
+            && (state.step % every == 0 || early_stopped)
+        {
+            let p = save_checkpoint(model, &opt, &state, dir, cfg.save_total_limit)?;
+            on_event(Event::Checkpoint(&p));
+        }
+        if early_stopped {
+            break;
+        }
+    }
+    Ok(Summary {
+        steps: state.step,
+        first_loss: first_loss.unwrap_or(f64::NAN),
+        last_loss,
+        last_eval,
+        early_stopped,
+    })
+}
+
+/// Mean loss per supervised token over `eval`.
+pub fn evaluate(model: &DecoderLm, eval: &[LmBatch], step: usize) -> Result<EvalLog> {
+    let (mut total, mut count) = (0f64, 0usize);
+    for b in eval {
+        let (loss, n) = causal_lm_loss(model, b)?;
+        total += f64::from(loss.inner().into_scalar::<f32>()) * n as f64;
+        count += n;
+    }
+    let eval_loss = total / count.max(1) as f64;
+    Ok(EvalLog {
+        step,
+        eval_loss,
+        perplexity: eval_loss.exp(),
+    })
+}
+
+/// Writes `dir/checkpoint-<step>/` atomically (a temporary directory renamed into place):
+/// the adapter in PEFT's format, the optimiser state and `trainer_state.json`; then removes the
+/// oldest checkpoints beyond `keep`.
+pub fn save_checkpoint(
+    model: &PeftModel<DecoderLm>,
+    opt: &AdamW,
+    state: &TrainerState,
+    dir: &Path,
+    keep: usize,
+) -> Result<PathBuf> {
+    let final_dir = dir.join(format!("checkpoint-{}", state.step));
+    let tmp = dir.join(format!(".checkpoint-{}.tmp", state.step));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| tilpass_core::Error::io(&tmp, e))?;
+    model.save_adapter(&state.adapter, &tmp)?;
+    let tensors = opt.state_tensors();
+    let meta = [("step".to_string(), opt.step.to_string())]
+        .into_iter()
+        .collect();
+    save_safetensors(
+        tmp.join(OPTIMIZER_FILE),
+        tensors.iter().map(|(k, t)| (k.as_str(), t)),
+        SaveDtype::F32,
+        Some(meta),
+    )?;
+    let json =
+        serde_json::to_string_pretty(state).map_err(|e| TrainError::Config(e.to_string()))?;
+    tilpass_core::write_atomic(tmp.join(STATE_FILE), json.as_bytes())?;
+    let _ = std::fs::remove_dir_all(&final_dir);
+    std::fs::rename(&tmp, &final_dir).map_err(|e| tilpass_core::Error::io(&final_dir, e))?;
+    // Keep the newest `keep` checkpoints.
+    let mut existing: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| tilpass_core::Error::io(dir, e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.strip_prefix("checkpoint-")?
+                .parse()
+                .ok()
+                .map(|s| (s, e.path()))
+        })
+        .collect();
+    existing.sort();
+    while existing.len() > keep.max(1) {
+        let (_, p) = existing.remove(0);
+        let _ = std::fs::remove_dir_all(p);
+    }
+    Ok(final_dir)
+}
