@@ -351,7 +351,7 @@ pub fn train_lm(
         log_line(serde_json::to_value(&log).unwrap_or_default())?;
         on_event(Event::Step(&log));
         if let (Some(every), false) = (cfg.eval_steps, eval.is_empty())
-            && state.step % every == 0
+            && state.step.is_multiple_of(every)
         {
             let e = evaluate(model, eval, state.step)?;
             log_line(serde_json::to_value(&e).unwrap_or_default())?;
@@ -372,7 +372,7 @@ pub fn train_lm(
             }
         }
         if let (Some(every), Some(dir)) = (cfg.save_steps, &cfg.output_dir)
-            && (state.step % every == 0 || early_stopped)
+            && (state.step.is_multiple_of(every) || early_stopped)
         {
             let p = save_checkpoint(model, &opt, &state, dir, cfg.save_total_limit)?;
             on_event(Event::Checkpoint(&p));
