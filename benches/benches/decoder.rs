@@ -86,6 +86,7 @@ fn prompt(n: usize, vocab: usize) -> Vec<u32> {
 }
 
 fn standard(c: &mut Criterion) {
+    tilpass_benches::keep_freed_memory();
     let (_dir, model) = random_llama(&Shape {
         hidden: 512,
         layers: 8,

@@ -15,6 +15,7 @@ use tilpass::models::SentenceEmbedder;
 use tilpass::tokenize::Tokenizer;
 
 fn embed(c: &mut Criterion) {
+    tilpass_benches::keep_freed_memory();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let model_dir = root.join("artefacts/minilm");
     let data = root.join("../shared/data/ud-norwegian/nob-dev.txt");
