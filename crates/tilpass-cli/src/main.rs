@@ -64,12 +64,244 @@ enum Command {
     Generate(GenerateArgs),
     /// Chat with a model on stdin/stdout through its chat template.
     Chat(ChatArgs),
+    /// Train adapters (LoRA SFT on a decoder).
+    #[command(subcommand)]
+    Train(TrainCommand),
     /// Inspect or merge LoRA / DoRA adapters (HF PEFT format).
     #[command(subcommand)]
     Peft(PeftCommand),
     /// Sentence embeddings from an encoder (BERT, NorBERT3): one --text prints
     /// {"dim", "embedding"}; several texts or --file print one JSON line per text.
     Embed(EmbedArgs),
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// LoRA supervised fine-tuning of a decoder on a chat / prompt-completion dataset (TRL
+    /// formats); writes the adapter (HF PEFT format), checkpoints and metrics.jsonl to --out.
+    Sft(SftArgs),
+}
+
+#[derive(Args, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+struct SftArgs {
+    /// Settings as JSON (flags given on the command line win).
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Base model directory (config.json, safetensors, tokenizer files).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Training data (JSONL / JSON, TRL formats).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Evaluation data (eval loss and perplexity every --eval-steps).
+    #[arg(long)]
+    eval_data: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Resume from a checkpoint directory of an earlier run.
+    #[arg(long)]
+    #[serde(skip)]
+    resume: Option<PathBuf>,
+    /// Chat template (the model's, or chatml / norsk / a named one).
+    #[arg(long)]
+    chat_template: Option<String>,
+    /// Truncate examples to this many tokens (keeping the start).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// LoRA rank.
+    #[arg(long)]
+    lora_r: Option<usize>,
+    /// LoRA alpha.
+    #[arg(long)]
+    lora_alpha: Option<f64>,
+    /// Layers to adapt (comma-separated names; default: the model family's, as PEFT).
+    #[arg(long, value_delimiter = ',')]
+    target_modules: Option<Vec<String>>,
+    /// Rows per batch.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Batches per optimiser step.
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Optimiser steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Warmup steps.
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Evaluate every N steps.
+    #[arg(long)]
+    eval_steps: Option<usize>,
+    /// Checkpoint every N steps.
+    #[arg(long)]
+    save_steps: Option<usize>,
+    /// Device.
+    #[arg(long)]
+    device: Option<String>,
+}
+
+impl Default for SftArgs {
+    fn default() -> Self {
+        Self {
+            config: None,
+            model: None,
+            data: None,
+            eval_data: None,
+            out: None,
+            resume: None,
+            chat_template: None,
+            max_length: None,
+            lora_r: Some(16),
+            lora_alpha: Some(32.0),
+            target_modules: None,
+            batch_size: Some(4),
+            grad_accum: Some(1),
+            lr: Some(2e-4),
+            steps: Some(100),
+            warmup: Some(0),
+            eval_steps: None,
+            save_steps: None,
+            device: None,
+        }
+    }
+}
+
+impl SftArgs {
+    /// Flags over the JSON config over the defaults.
+    fn resolve(self) -> Result<Self, BoxError> {
+        let base: SftArgs = match &self.config {
+            Some(p) => tilpass::core::read_json(p)?,
+            None => SftArgs::default(),
+        };
+        macro_rules! pick { ($($f:ident),*) => { SftArgs { $($f: self.$f.clone().or(base.$f.clone()),)* config: None, resume: self.resume.clone() } } }
+        Ok(pick!(
+            model,
+            data,
+            eval_data,
+            out,
+            chat_template,
+            max_length,
+            lora_r,
+            lora_alpha,
+            target_modules,
+            batch_size,
+            grad_accum,
+            lr,
+            steps,
+            warmup,
+            eval_steps,
+            save_steps,
+            device
+        ))
+    }
+}
+
+fn train_sft_cmd(a: SftArgs) -> Result<(), BoxError> {
+    use tilpass::tokenize::{SftConfig, SftEncoder, Truncation};
+    use tilpass::train::{Event, TrainConfig, sft_batches, train_lm};
+    let a = a.resolve()?;
+    let need =
+        |v: &Option<PathBuf>, flag: &str| v.clone().ok_or_else(|| format!("missing --{flag}"));
+    let (model_dir, data, out) = (
+        need(&a.model, "model")?,
+        need(&a.data, "data")?,
+        need(&a.out, "out")?,
+    );
+    let device = tilpass::device(&a.device.clone().unwrap_or_else(|| "flex".into()))?.autodiff();
+    let tok = Tokenizer::from_dir(&model_dir)?;
+    let base = DecoderLm::load(&model_dir, &device)?;
+    let max_positions = base.max_positions();
+    let sft = SftConfig {
+        chat_template: a.chat_template.clone(),
+        max_length: a.max_length,
+        truncation: if a.max_length.is_some() {
+            Truncation::KeepStart
+        } else {
+            SftConfig::default().truncation
+        },
+        ..Default::default()
+    };
+    let encoder = SftEncoder::new(&tok, sft)?;
+    let encode = |p: &PathBuf| -> Result<Vec<tilpass::tokenize::SftExample>, BoxError> {
+        let ds = read_dataset(p, &ReadOptions::default())?;
+        let (examples, report) = encoder.encode_all(&ds.records)?;
+        tracing::info!("{}: {} examples ({report:?})", p.display(), examples.len());
+        Ok(examples)
+    };
+    let pad = tok.pad_id().unwrap_or(0);
+    let bs = a.batch_size.unwrap_or(4);
+    let train = sft_batches(&encode(&data)?, bs, pad, max_positions)?;
+    let eval = match &a.eval_data {
+        Some(p) => sft_batches(&encode(p)?, bs, pad, max_positions)?,
+        None => Vec::new(),
+    };
+    let mut peft = PeftModel::new(base);
+    match &a.resume {
+        Some(dir) => {
+            peft.load_adapter(dir, "default")?;
+        }
+        None => {
+            let mut cfg = tilpass::peft::LoraConfig::new(
+                a.lora_r.unwrap_or(16),
+                a.lora_alpha.unwrap_or(32.0),
+                &[],
+            );
+            cfg.target_modules = a
+                .target_modules
+                .clone()
+                .map(tilpass::peft::TargetModules::List);
+            cfg.task_type = Some("CAUSAL_LM".into());
+            cfg.base_model_name_or_path = Some(model_dir.display().to_string());
+            peft.add_adapter("default", &cfg, 0)?;
+        }
+    }
+    peft.freeze_base();
+    eprintln!("{}", peft.trainable_parameters());
+    let cfg = TrainConfig {
+        learning_rate: a.lr.unwrap_or(2e-4),
+        warmup_steps: a.warmup.unwrap_or(0),
+        max_steps: a.steps.unwrap_or(100),
+        gradient_accumulation_steps: a.grad_accum.unwrap_or(1),
+        eval_steps: a.eval_steps,
+        save_steps: a.save_steps,
+        output_dir: Some(out.clone()),
+        ..Default::default()
+    };
+    let start = std::time::Instant::now();
+    let total = cfg.max_steps;
+    let summary = train_lm(
+        &mut peft,
+        "default",
+        &train,
+        &eval,
+        &cfg,
+        a.resume.as_deref(),
+        &mut |e| match e {
+            Event::Step(s) => {
+                let eta = start.elapsed().as_secs_f64() / s.step.max(1) as f64
+                    * (total - s.step.min(total)) as f64;
+                eprintln!(
+                    "step {}/{total}  loss {:.4}  lr {:.2e}  {:.0} tok/s  eta {:.0}s",
+                    s.step, s.loss, s.lr, s.tokens_per_s, eta
+                );
+            }
+            Event::Eval(e) => eprintln!(
+                "eval at {}: loss {:.4}  perplexity {:.2}",
+                e.step, e.eval_loss, e.perplexity
+            ),
+            Event::Checkpoint(p) => eprintln!("checkpoint {}", p.display()),
+            Event::EarlyStop { step } => eprintln!("early stop at step {step}"),
+        },
+    )?;
+    peft.save_adapter("default", out.join("adapter"))?;
+    print(&json!({"summary": summary, "adapter": out.join("adapter").display().to_string()}));
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -916,6 +1148,7 @@ fn main() -> ExitCode {
         Command::Chat(a) => chat_cmd(a).map(|()| true),
         Command::Embed(a) => embed_cmd(a).map(|()| true),
         Command::Peft(c) => peft_cmd(c).map(|()| true),
+        Command::Train(TrainCommand::Sft(a)) => train_sft_cmd(a).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

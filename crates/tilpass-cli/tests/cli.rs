@@ -596,3 +596,90 @@ fn prompt_learning_adapters_in_generate_and_logits() {
     ]));
     assert_eq!(v["shape"], serde_json::json!([1, 8, 256]));
 }
+
+#[test]
+fn train_sft_writes_an_adapter_checkpoints_and_resumes() {
+    let dir = model_with_tokenizer("llama_gqa");
+    let m = dir.path().to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let rows: String = (0..12)
+        .map(|i| {
+            serde_json::json!({"prompt": format!("t{} t{} t30", 10 + i, 20 + i),
+                               "completion": format!(" t{} t{} t2", 40 + i, 50 + i)})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let data = write(work.path(), "train.jsonl", &rows);
+    // Settings from a JSON file; flags win over it.
+    let cfg = write(
+        work.path(),
+        "sft.json",
+        r#"{"lora_r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "batch_size": 4, "lr": 0.005, "steps": 2}"#,
+    );
+    let out = work.path().join("run");
+    let o = out.to_str().unwrap();
+    let v = ok_json(&tilpass(&[
+        "train",
+        "sft",
+        "--config",
+        &cfg,
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--eval-data",
+        &data,
+        "--out",
+        o,
+        "--steps",
+        "6",
+        "--eval-steps",
+        "3",
+        "--save-steps",
+        "3",
+    ]));
+    let s = &v["summary"];
+    assert_eq!(s["steps"], 6, "the flag beat the config's 2 steps");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let evals: Vec<f64> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter_map(|v| v["eval_loss"].as_f64())
+        .collect();
+    assert_eq!(evals.len(), 2);
+    assert!(evals[1] < evals[0], "eval loss falls: {evals:?}");
+    // The adapter works with --adapter.
+    let adapter = out.join("adapter");
+    ok_json(&tilpass(&[
+        "logits",
+        "--model",
+        m,
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--ids",
+        "1,2,3",
+    ]));
+    // Resume from the step-3 checkpoint to step 6.
+    let out2 = work.path().join("resumed");
+    let v = ok_json(&tilpass(&[
+        "train",
+        "sft",
+        "--config",
+        &cfg,
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--out",
+        out2.to_str().unwrap(),
+        "--steps",
+        "6",
+        "--resume",
+        out.join("checkpoint-3").to_str().unwrap(),
+    ]));
+    assert_eq!(v["summary"]["steps"], 6);
+    // Missing data is exit 2 with the flag named.
+    let err = bad_input(&tilpass(&["train", "sft", "--model", m, "--out", o]));
+    assert!(err.contains("--data"), "{err}");
+}

@@ -18,11 +18,13 @@
 pub mod error;
 pub mod optim;
 pub mod schedule;
+pub mod sft;
 pub mod trainer;
 
 pub use error::{Result, TrainError};
 pub use optim::{AdamW, AdamWConfig, NamedGrads, clip_global_norm, collect_grads, global_norm};
 pub use schedule::{LrSchedule, ScheduleKind};
+pub use sft::sft_batches;
 pub use trainer::{
     EvalLog, Event, LmBatch, StepLog, Summary, TrainConfig, TrainerState, causal_lm_loss, evaluate,
     save_checkpoint, train_lm,

@@ -1,0 +1,64 @@
+//! Supervised fine-tuning data: encoded chat / prompt-completion examples (from
+//! `tilpass-tokenize`'s `SftEncoder`) into padded training batches.
+
+use tilpass_models::DecoderInput;
+use tilpass_tokenize::{IGNORE_INDEX, SftExample};
+
+use crate::error::{Result, TrainError};
+use crate::trainer::LmBatch;
+
+/// Groups `examples` into right-padded batches of `batch_size` rows (positions `0..seq` per
+/// row, labels -100 on padding). Examples longer than `max_positions` are an error naming the
+/// example (truncate them when encoding: `SftConfig::max_length` with a truncation policy);
+/// examples without a supervised token are left out; a dataset with none at all is an error.
+pub fn sft_batches(
+    examples: &[SftExample],
+    batch_size: usize,
+    pad_id: u32,
+    max_positions: usize,
+) -> Result<Vec<LmBatch>> {
+    if let Some((i, e)) = examples
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.len() > max_positions)
+    {
+        return Err(TrainError::Config(format!(
+            "example {i} has {} tokens, the model's context is {max_positions}: truncate when encoding \
+             (max_length with truncation keep_start / keep_end) or drop long examples",
+            e.len()
+        )));
+    }
+    let kept: Vec<&SftExample> = examples
+        .iter()
+        .filter(|e| e.labels.iter().any(|l| *l != IGNORE_INDEX))
+        .collect();
+    if kept.is_empty() {
+        return Err(TrainError::Config(format!(
+            "none of the {} examples has a supervised token (check the chat template's \
+             assistant masks or assistant_only_loss)",
+            examples.len()
+        )));
+    }
+    Ok(kept
+        .chunks(batch_size.max(1))
+        .map(|chunk| {
+            let seq = chunk.iter().map(|e| e.len()).max().unwrap_or(0);
+            let b = chunk.len();
+            let mut input = DecoderInput {
+                input_ids: vec![pad_id; b * seq],
+                attention_mask: vec![0; b * seq],
+                position_ids: (0..b).flat_map(|_| 0..seq as i64).collect(),
+                batch: b,
+                seq,
+            };
+            let mut labels = vec![IGNORE_INDEX; b * seq];
+            for (r, e) in chunk.iter().enumerate() {
+                let o = r * seq;
+                input.input_ids[o..o + e.len()].copy_from_slice(&e.input_ids);
+                input.attention_mask[o..o + e.len()].copy_from_slice(&e.attention_mask);
+                labels[o..o + e.len()].copy_from_slice(&e.labels);
+            }
+            LmBatch { input, labels }
+        })
+        .collect())
+}
