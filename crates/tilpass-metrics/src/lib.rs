@@ -1,8 +1,17 @@
 //! # tilpass-metrics
 //!
-//! *Not implemented yet* (issue 7). This crate will own evaluation metrics with the reference
-//! libraries' exact numbers: BLEU, chrF/chrF++ and TER (sacrebleu), ROUGE (rouge-score), SQuAD
-//! EM/F1, perplexity and bits-per-byte, classification and retrieval metrics (pytrec_eval),
-//! chat-response metrics, language identification and pairwise LLM-as-judge.
+//! Evaluation metrics with the reference libraries' exact numbers.
+//!
+//! Implemented so far: classification metrics ([`classification_report`]: accuracy,
+//! per-class and macro / micro / weighted precision, recall and F1, MCC, confusion matrix —
+//! scikit-learn's definitions, checked against scikit-learn).
+//!
+//! Planned (issue 7): BLEU, chrF/chrF++ and TER (sacrebleu), ROUGE (rouge-score), SQuAD EM/F1,
+//! perplexity and bits-per-byte, retrieval metrics (pytrec_eval), chat-response metrics,
+//! language identification and pairwise LLM-as-judge.
 
 #![warn(missing_docs)]
+
+pub mod classification;
+
+pub use classification::{ClassificationError, ClassificationReport, classification_report};

@@ -14,7 +14,7 @@
 //! | [`train`] | `tilpass-train` | AdamW (PyTorch-exact), LR schedules, gradient clipping (trainer loop and tasks planned) |
 //! | [`preference`] | `tilpass-preference` | planned |
 //! | [`rag`] | `tilpass-rag` | planned |
-//! | [`metrics`] | `tilpass-metrics` | planned |
+//! | [`metrics`] | `tilpass-metrics` | classification metrics (scikit-learn exact); text and retrieval metrics planned |
 //!
 //! ```
 //! let device = tilpass::device("flex").unwrap();
