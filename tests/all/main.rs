@@ -3,6 +3,7 @@
 mod core_device;
 mod decoder_parity;
 mod encoder_parity;
+mod lambert;
 mod metrics_classification;
 mod packing;
 mod peft_parity;

@@ -10,22 +10,32 @@
 //! PEFT: five LoRA SFT steps give the same losses, gradient norms and final adapter; a resumed
 //! run ends bit-identical to an uninterrupted one.
 //!
-//! Planned: the SFT task from chat datasets, the classification (LamBERT) tasks, full
-//! fine-tuning, the CLI and the quickstart.
+//! Tasks: supervised fine-tuning batches from `tilpass-tokenize`'s SFT encoder
+//! ([`sft_batches`], `tilpass train sft`); the LamBERT recipe — label scoring with an LLM
+//! ([`score_labels`], [`label_probabilities`]), classifier training ([`train_classifier`]),
+//! prediction and scikit-learn-exact metrics ([`predict`], [`evaluate_classifier`]).
+//!
+//! Planned: full fine-tuning, the `annotate` / `train classify` / `predict` commands, the
+//! embedded Norwegian chat dataset and the quickstart.
 
 #![warn(missing_docs)]
 
+pub mod classify;
 pub mod error;
 pub mod optim;
 pub mod schedule;
 pub mod sft;
 pub mod trainer;
 
+pub use classify::{
+    ClsBatch, classification_loss, cls_batches, evaluate_classifier, label_probabilities, predict,
+    score_labels, train_classifier,
+};
 pub use error::{Result, TrainError};
 pub use optim::{AdamW, AdamWConfig, NamedGrads, clip_global_norm, collect_grads, global_norm};
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use sft::sft_batches;
 pub use trainer::{
     EvalLog, Event, LmBatch, StepLog, Summary, TrainConfig, TrainerState, causal_lm_loss, evaluate,
-    save_checkpoint, train_lm,
+    save_checkpoint, train_lm, train_loop,
 };

@@ -9,7 +9,7 @@ use std::time::Instant;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use tilpass_core::{Checkpoint, HostTensor, SaveDtype, save_safetensors};
-use tilpass_models::{DecoderInput, DecoderLm, shifted_log_probs};
+use tilpass_models::{DecoderInput, DecoderLm, HasLinears, shifted_log_probs};
 use tilpass_peft::PeftModel;
 
 use crate::error::{Result, TrainError};
@@ -184,13 +184,52 @@ pub fn train_lm(
     resume: Option<&Path>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary> {
-    if train.is_empty() {
-        return Err(TrainError::Config("the training set is empty".into()));
-    }
     for (i, b) in train.iter().enumerate() {
         if b.labels.iter().all(|l| *l < 0) {
             return Err(TrainError::NoSupervision { batch: i });
         }
+    }
+    let tokens: Vec<usize> = train.iter().map(|b| b.input.input_ids.len()).collect();
+    train_loop(
+        model,
+        adapter,
+        &tokens,
+        &|m: &DecoderLm, i: usize| causal_lm_loss(m, &train[i]),
+        &|m: &DecoderLm, step: usize| {
+            if eval.is_empty() {
+                Ok(None)
+            } else {
+                evaluate(m, eval, step).map(Some)
+            }
+        },
+        cfg,
+        resume,
+        on_event,
+    )
+}
+
+/// Per-batch loss: the mean loss of batch `i` and the number of items it averages over.
+pub type LossFn<'a, M> = &'a dyn Fn(&M, usize) -> Result<(Tensor<1>, usize)>;
+/// Evaluation after `step` steps (`None`: no evaluation set).
+pub type EvalFn<'a, M> = &'a dyn Fn(&M, usize) -> Result<Option<EvalLog>>;
+
+/// The training loop over any adapted model: `loss(model, i)` gives the loss of training
+/// batch `i` (of `batch_tokens.len()`, each with that many input tokens), `eval(model, step)`
+/// an evaluation. See [`train_lm`] for what it does.
+#[allow(clippy::too_many_arguments)]
+pub fn train_loop<M: HasLinears>(
+    model: &mut PeftModel<M>,
+    adapter: &str,
+    batch_tokens: &[usize],
+    loss_of: LossFn<'_, M>,
+    eval_of: EvalFn<'_, M>,
+    cfg: &TrainConfig,
+    resume: Option<&Path>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Summary> {
+    let n_train = batch_tokens.len();
+    if n_train == 0 {
+        return Err(TrainError::Config("the training set is empty".into()));
     }
     if !model.adapters().contains_key(adapter) {
         return Err(TrainError::Config(format!(
@@ -303,10 +342,9 @@ pub fn train_lm(
         let mut grads: Option<NamedGrads> = None;
         let (mut loss_sum, mut tokens, mut all_tokens) = (0f64, 0usize, 0usize);
         for _ in 0..accum {
-            let bi = state.batch_cursor % train.len();
-            let batch = &train[bi];
+            let bi = state.batch_cursor % n_train;
             state.batch_cursor += 1;
-            let (loss, n) = causal_lm_loss(model, batch)?;
+            let (loss, n) = loss_of(model, bi)?;
             let value: f32 = loss.clone().inner().into_scalar::<f32>();
             if !value.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -320,7 +358,7 @@ pub fn train_lm(
             add_grads(&mut grads, collect_grads(&params, &g));
             loss_sum += f64::from(value);
             tokens += n;
-            all_tokens += batch.input.input_ids.len();
+            all_tokens += batch_tokens[bi];
         }
         let mut grads = grads.unwrap_or_default();
         let grad_norm = match cfg.max_grad_norm {
@@ -330,7 +368,7 @@ pub fn train_lm(
         if !grad_norm.is_finite() {
             return Err(TrainError::NonFinite {
                 step: state.step,
-                batch: state.batch_cursor.saturating_sub(1) % train.len(),
+                batch: state.batch_cursor.saturating_sub(1) % n_train,
                 value: grad_norm as f32,
             });
         }
@@ -350,10 +388,10 @@ pub fn train_lm(
         last_loss = log.loss;
         log_line(serde_json::to_value(&log).unwrap_or_default())?;
         on_event(Event::Step(&log));
-        if let (Some(every), false) = (cfg.eval_steps, eval.is_empty())
+        if let Some(every) = cfg.eval_steps
             && state.step.is_multiple_of(every)
+            && let Some(e) = eval_of(model, state.step)?
         {
-            let e = evaluate(model, eval, state.step)?;
             log_line(serde_json::to_value(&e).unwrap_or_default())?;
             on_event(Event::Eval(&e));
             if state.best_eval_loss.is_none_or(|b| e.eval_loss < b) {
@@ -409,8 +447,8 @@ pub fn evaluate(model: &DecoderLm, eval: &[LmBatch], step: usize) -> Result<Eval
 /// Writes `dir/checkpoint-<step>/` atomically (a temporary directory renamed into place):
 /// the adapter in PEFT's format, the optimiser state and `trainer_state.json`; then removes the
 /// oldest checkpoints beyond `keep`.
-pub fn save_checkpoint(
-    model: &PeftModel<DecoderLm>,
+pub fn save_checkpoint<M: HasLinears>(
+    model: &PeftModel<M>,
     opt: &AdamW,
     state: &TrainerState,
     dir: &Path,
