@@ -9,3 +9,75 @@ pub fn keep_freed_memory() {
     // mimalloc v2 and v3 (`include/mimalloc.h`), -1 = never purge.
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
 }
+
+/// Sizes of a random Llama checkpoint for benchmarks.
+pub struct Shape {
+    /// Width.
+    pub hidden: usize,
+    /// Layers.
+    pub layers: usize,
+    /// Heads (= key/value heads).
+    pub heads: usize,
+    /// Feed-forward width.
+    pub inter: usize,
+    /// Vocabulary.
+    pub vocab: usize,
+}
+
+/// Writes a random Llama checkpoint (uniform ±0.05, fixed seed) with `config.json` into `dir`.
+pub fn write_random_llama(dir: &std::path::Path, s: &Shape) {
+    use tilpass::core::{HostTensor, SaveDtype, save_safetensors};
+    let cfg = serde_json::json!({
+        "model_type": "llama", "vocab_size": s.vocab, "hidden_size": s.hidden,
+        "intermediate_size": s.inter, "num_hidden_layers": s.layers,
+        "num_attention_heads": s.heads, "num_key_value_heads": s.heads,
+        "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}
+    });
+    std::fs::write(dir.join("config.json"), cfg.to_string()).expect("config");
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut rand = |shape: Vec<usize>| {
+        let n: usize = shape.iter().product();
+        let data = (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+            })
+            .collect();
+        HostTensor::new(shape, data).expect("shape")
+    };
+    let (h, i, v) = (s.hidden, s.inter, s.vocab);
+    let mut tensors: Vec<(String, HostTensor)> = vec![
+        ("model.embed_tokens.weight".into(), rand(vec![v, h])),
+        ("model.norm.weight".into(), rand(vec![h])),
+        ("lm_head.weight".into(), rand(vec![v, h])),
+    ];
+    for l in 0..s.layers {
+        let p = format!("model.layers.{l}");
+        for (n, shape) in [
+            ("self_attn.q_proj", vec![h, h]),
+            ("self_attn.k_proj", vec![h, h]),
+            ("self_attn.v_proj", vec![h, h]),
+            ("self_attn.o_proj", vec![h, h]),
+            ("mlp.gate_proj", vec![i, h]),
+            ("mlp.up_proj", vec![i, h]),
+            ("mlp.down_proj", vec![h, i]),
+        ] {
+            tensors.push((format!("{p}.{n}.weight"), rand(shape)));
+        }
+        tensors.push((format!("{p}.input_layernorm.weight"), rand(vec![h])));
+        tensors.push((
+            format!("{p}.post_attention_layernorm.weight"),
+            rand(vec![h]),
+        ));
+    }
+    save_safetensors(
+        dir.join("model.safetensors"),
+        tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        SaveDtype::F32,
+        None,
+    )
+    .expect("save");
+}
