@@ -64,6 +64,10 @@ enum Command {
     Generate(GenerateArgs),
     /// Chat with a model on stdin/stdout through its chat template.
     Chat(ChatArgs),
+    /// Label texts with an instruction LLM by scoring each label's verbalisation (LamBERT
+    /// step 1): reads JSONL rows with a text field, writes them back with "label",
+    /// "confidence" and "probabilities".
+    Annotate(AnnotateArgs),
     /// Train adapters (LoRA SFT on a decoder).
     #[command(subcommand)]
     Train(TrainCommand),
@@ -73,6 +77,102 @@ enum Command {
     /// Sentence embeddings from an encoder (BERT, NorBERT3): one --text prints
     /// {"dim", "embedding"}; several texts or --file print one JSON line per text.
     Embed(EmbedArgs),
+}
+
+#[derive(Args)]
+struct AnnotateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Input JSONL (one object per line).
+    #[arg(long)]
+    data: PathBuf,
+    /// Field holding the text.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// The labels, comma-separated (their words are scored as continuations).
+    #[arg(long, value_delimiter = ',', required = true)]
+    labels: Vec<String>,
+    /// Prompt with `{text}` where the text goes.
+    #[arg(long, default_value = "Tekst: {text}\nKategori:")]
+    template: String,
+    /// Output JSONL.
+    #[arg(long)]
+    out: PathBuf,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+}
+
+fn annotate_cmd(a: AnnotateArgs) -> Result<(), BoxError> {
+    use std::io::{BufRead, Write};
+    use tilpass::train::{label_probabilities, score_labels};
+    let (model, _) = load_model(&a.model)?;
+    let tok = Tokenizer::from_dir(&a.model.model)?;
+    let verbal = a
+        .labels
+        .iter()
+        .map(|l| tok.encode(&format!(" {l}"), false))
+        .collect::<Result<Vec<_>, _>>()?;
+    let file = std::fs::File::open(&a.data).map_err(|e| format!("{}: {e}", a.data.display()))?;
+    let tmp = a.out.with_extension("jsonl.tmp");
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?,
+    );
+    let template = a.template.replace("\\n", "\n");
+    let start = std::time::Instant::now();
+    let mut done = 0usize;
+    let mut pending: Vec<(serde_json::Value, Vec<u32>)> = Vec::new();
+    let flush = |pending: &mut Vec<(serde_json::Value, Vec<u32>)>,
+                 out: &mut std::io::BufWriter<std::fs::File>|
+     -> Result<(), BoxError> {
+        let prompts: Vec<Vec<u32>> = pending.iter().map(|(_, p)| p.clone()).collect();
+        let scores = score_labels(&model, &prompts, &verbal, a.batch_size)?;
+        for ((mut row, _), s) in pending.drain(..).zip(scores) {
+            let (best, probs) = label_probabilities(&s);
+            row["label"] = json!(a.labels[best]);
+            row["confidence"] = json!(probs[best]);
+            row["probabilities"] = json!(
+                a.labels
+                    .iter()
+                    .zip(&probs)
+                    .map(|(l, p)| (l.clone(), json!(p)))
+                    .collect::<serde_json::Map<_, _>>()
+            );
+            writeln!(out, "{row}")?;
+        }
+        Ok(())
+    };
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| format!("{}:{}: {e}", a.data.display(), i + 1))?;
+        let text = row[&a.text_field].as_str().ok_or_else(|| {
+            format!(
+                "{}:{}: no string field `{}`",
+                a.data.display(),
+                i + 1,
+                a.text_field
+            )
+        })?;
+        let prompt = tok.encode(&template.replace("{text}", text), true)?;
+        pending.push((row, prompt));
+        if pending.len() >= a.batch_size {
+            flush(&mut pending, &mut out)?;
+            done += a.batch_size;
+            tracing::info!(
+                "{done} texts, {:.1}/s",
+                done as f64 / start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    flush(&mut pending, &mut out)?;
+    out.flush()?;
+    drop(out);
+    std::fs::rename(&tmp, &a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -1148,6 +1248,7 @@ fn main() -> ExitCode {
         Command::Chat(a) => chat_cmd(a).map(|()| true),
         Command::Embed(a) => embed_cmd(a).map(|()| true),
         Command::Peft(c) => peft_cmd(c).map(|()| true),
+        Command::Annotate(a) => annotate_cmd(a).map(|()| true),
         Command::Train(TrainCommand::Sft(a)) => train_sft_cmd(a).map(|()| true),
     };
     match result {

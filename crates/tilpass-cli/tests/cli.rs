@@ -683,3 +683,67 @@ fn train_sft_writes_an_adapter_checkpoints_and_resumes() {
     let err = bad_input(&tilpass(&["train", "sft", "--model", m, "--out", o]));
     assert!(err.contains("--data"), "{err}");
 }
+
+#[test]
+fn annotate_labels_jsonl_with_confidences() {
+    let dir = model_with_tokenizer("llama_gqa");
+    let m = dir.path().to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let rows: String = (0..5)
+        .map(|i| {
+            serde_json::json!({"id": i, "text": format!("t{} t{} t{}", 10 + i, 20 + i, 30 + i)})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    let data = write(work.path(), "texts.jsonl", &rows);
+    let out = work.path().join("annotated.jsonl");
+    let o = tilpass(&[
+        "annotate",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--labels",
+        "t5,t9,t11",
+        "--template",
+        "t1 {text} t30",
+        "--out",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["id"], i, "rows keep their order and fields");
+        let probs = l["probabilities"].as_object().unwrap();
+        let sum: f64 = probs.values().map(|v| v.as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-9);
+        let best = probs
+            .iter()
+            .max_by(|a, b| a.1.as_f64().partial_cmp(&b.1.as_f64()).unwrap())
+            .unwrap();
+        assert_eq!(l["label"], best.0.as_str());
+        assert_eq!(l["confidence"], *best.1);
+    }
+    // A malformed line is named by file and line.
+    let bad = write(work.path(), "bad.jsonl", "{\"text\": \"t1\"}\n{oops\n");
+    let err = bad_input(&tilpass(&[
+        "annotate",
+        "--model",
+        m,
+        "--data",
+        &bad,
+        "--labels",
+        "t5,t9",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(err.contains("bad.jsonl:2"), "{err}");
+}
