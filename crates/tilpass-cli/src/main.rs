@@ -68,7 +68,10 @@ enum Command {
     /// step 1): reads JSONL rows with a text field, writes them back with "label",
     /// "confidence" and "probabilities".
     Annotate(AnnotateArgs),
-    /// Train adapters (LoRA SFT on a decoder).
+    /// Label a JSONL stream with a classifier trained by `tilpass train classify` (LamBERT
+    /// step 3); prints throughput.
+    Predict(PredictArgs),
+    /// Train adapters (LoRA SFT on a decoder, BERT classifiers).
     #[command(subcommand)]
     Train(TrainCommand),
     /// Inspect or merge LoRA / DoRA adapters (HF PEFT format).
@@ -180,6 +183,243 @@ enum TrainCommand {
     /// LoRA supervised fine-tuning of a decoder on a chat / prompt-completion dataset (TRL
     /// formats); writes the adapter (HF PEFT format), checkpoints and metrics.jsonl to --out.
     Sft(SftArgs),
+    /// Train a BERT sequence classifier (LoRA + a new classifier head) on labelled JSONL
+    /// (LamBERT step 2); prints accuracy and macro-F1 on a held-out split.
+    Classify(ClassifyArgs),
+}
+
+#[derive(Args)]
+struct ClassifyArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Labelled JSONL (e.g. from `tilpass annotate`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Field holding the text.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// Field holding the label.
+    #[arg(long, default_value = "label")]
+    label_field: String,
+    /// Output directory (adapter/ with labels.json, metrics.jsonl).
+    #[arg(long)]
+    out: PathBuf,
+    /// Fraction of the rows (the last ones) held out for evaluation.
+    #[arg(long, default_value_t = 0.1)]
+    eval_split: f64,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    lora_r: usize,
+    /// LoRA alpha.
+    #[arg(long, default_value_t = 16.0)]
+    lora_alpha: f64,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 100)]
+    steps: usize,
+    /// Truncate texts to this many tokens.
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+}
+
+/// Rows of a JSONL file with their 1-based line numbers.
+fn read_jsonl(path: &std::path::Path) -> Result<Vec<(usize, serde_json::Value)>, BoxError> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map(|v| (i + 1, v))
+                .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1).into())
+        })
+        .collect()
+}
+
+fn field<'a>(
+    row: &'a serde_json::Value,
+    name: &str,
+    path: &std::path::Path,
+    line: usize,
+) -> Result<&'a str, BoxError> {
+    row[name]
+        .as_str()
+        .ok_or_else(|| format!("{}:{line}: no string field `{name}`", path.display()).into())
+}
+
+fn load_bert(
+    args: &ModelArgs,
+    device: &tilpass::burn::tensor::Device,
+) -> Result<tilpass::models::Bert, BoxError> {
+    match tilpass::models::EncoderModel::load(&args.model, device)? {
+        tilpass::models::EncoderModel::Bert(b) => Ok(*b),
+        _ => Err(
+            "classification training and prediction take BERT models (LTG-BERT is planned)".into(),
+        ),
+    }
+}
+
+fn encode_texts(
+    tok: &Tokenizer,
+    texts: &[&str],
+    max_length: usize,
+) -> Result<Vec<Vec<u32>>, BoxError> {
+    texts
+        .iter()
+        .map(|t| {
+            let mut ids = tok.encode(t, true)?;
+            ids.truncate(max_length.max(2));
+            Ok(ids)
+        })
+        .collect()
+}
+
+fn train_classify_cmd(a: ClassifyArgs) -> Result<(), BoxError> {
+    use tilpass::train::{TrainConfig, cls_batches, evaluate_classifier, train_classifier};
+    let rows = read_jsonl(&a.data)?;
+    let mut texts = Vec::new();
+    let mut labels: Vec<String> = Vec::new();
+    for (line, r) in &rows {
+        texts.push(field(r, &a.text_field, &a.data, *line)?);
+        labels.push(field(r, &a.label_field, &a.data, *line)?.to_string());
+    }
+    let mut names: Vec<String> = labels.clone();
+    names.sort();
+    names.dedup();
+    if names.len() < 2 {
+        return Err(format!(
+            "{}: need at least two distinct labels, found {names:?}",
+            a.data.display()
+        )
+        .into());
+    }
+    let ids: Vec<usize> = labels
+        .iter()
+        .map(|l| names.iter().position(|n| n == l).unwrap_or(0))
+        .collect();
+    let device = tilpass::device(&a.model.device)?.autodiff();
+    let tok = Tokenizer::from_dir(&a.model.model)?;
+    let bert = load_bert(&a.model, &device)?.with_new_classifier(&names, 0)?;
+    let pad = bert.config().pad_token_id.unwrap_or(0);
+    let encoded = encode_texts(&tok, &texts, a.max_length)?;
+    let n_eval = ((rows.len() as f64) * a.eval_split).round() as usize;
+    let n_train = rows.len() - n_eval;
+    let examples: Vec<(Vec<u32>, usize)> = encoded.into_iter().zip(ids).collect();
+    let train = cls_batches(&examples[..n_train], a.batch_size, pad)?;
+    let eval = cls_batches(&examples[n_train..], a.batch_size, pad)?;
+    let mut peft = PeftModel::new(bert);
+    let mut cfg = tilpass::peft::LoraConfig::new(a.lora_r, a.lora_alpha, &["query", "value"]);
+    cfg.modules_to_save = Some(vec!["classifier".into()]);
+    cfg.task_type = Some("SEQ_CLS".into());
+    cfg.base_model_name_or_path = Some(a.model.model.display().to_string());
+    peft.add_adapter("default", &cfg, 0)?;
+    peft.freeze_base();
+    eprintln!(
+        "{} labels {names:?}; {}",
+        names.len(),
+        peft.trainable_parameters()
+    );
+    let tc = TrainConfig {
+        learning_rate: a.lr,
+        max_steps: a.steps,
+        output_dir: Some(a.out.clone()),
+        ..Default::default()
+    };
+    let summary = train_classifier(&mut peft, "default", &train, &tc, None, &mut |e| {
+        if let tilpass::train::Event::Step(s) = e {
+            eprintln!("step {}/{}  loss {:.4}", s.step, a.steps, s.loss);
+        }
+    })?;
+    let report = if eval.is_empty() {
+        None
+    } else {
+        Some(evaluate_classifier(&peft, &eval)?)
+    };
+    let adapter = a.out.join("adapter");
+    peft.save_adapter("default", &adapter)?;
+    tilpass::core::write_atomic(adapter.join("labels.json"), serde_json::to_string(&names)?)?;
+    print(
+        &json!({"summary": summary, "labels": names, "eval": report, "adapter": adapter.display().to_string()}),
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// JSONL with a text field.
+    #[arg(long)]
+    data: PathBuf,
+    /// Field holding the text.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// Output JSONL (rows with "label" and "probabilities" added).
+    #[arg(long)]
+    out: PathBuf,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Truncate texts to this many tokens.
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+}
+
+fn predict_cmd(a: PredictArgs) -> Result<(), BoxError> {
+    use std::io::Write;
+    let adapter = a
+        .model
+        .adapter
+        .clone()
+        .ok_or("predict needs --adapter (from `tilpass train classify`)")?;
+    let names: Vec<String> = tilpass::core::read_json(adapter.join("labels.json"))?;
+    let device = tilpass::device(&a.model.device)?;
+    let tok = Tokenizer::from_dir(&a.model.model)?;
+    let bert = load_bert(&a.model, &device)?.with_new_classifier(&names, 0)?;
+    let pad = bert.config().pad_token_id.unwrap_or(0);
+    let mut peft = PeftModel::new(bert);
+    peft.load_adapter(&adapter, "default")?;
+    let model = peft.into_model();
+    let rows = read_jsonl(&a.data)?;
+    let tmp = a.out.with_extension("jsonl.tmp");
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?,
+    );
+    let start = std::time::Instant::now();
+    for chunk in rows.chunks(a.batch_size.max(1)) {
+        let texts = chunk
+            .iter()
+            .map(|(line, r)| field(r, &a.text_field, &a.data, *line))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids = encode_texts(&tok, &texts, a.max_length)?;
+        let input = EncoderInput::right_padded(&ids, pad)?;
+        let preds = tilpass::train::predict(&model, &[input])?;
+        for ((_, row), (best, probs)) in chunk.iter().zip(preds) {
+            let mut row = row.clone();
+            row["label"] = json!(names[best]);
+            row["probabilities"] = json!(
+                names
+                    .iter()
+                    .zip(&probs)
+                    .map(|(n, p)| (n.clone(), json!(p)))
+                    .collect::<serde_json::Map<_, _>>()
+            );
+            writeln!(out, "{row}")?;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    std::fs::rename(&tmp, &a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    let secs = start.elapsed().as_secs_f64();
+    print(
+        &json!({"rows": rows.len(), "seconds": secs, "rows_per_s": rows.len() as f64 / secs.max(1e-9)}),
+    );
+    Ok(())
 }
 
 #[derive(Args, Clone, serde::Serialize, serde::Deserialize)]
@@ -1250,6 +1490,8 @@ fn main() -> ExitCode {
         Command::Peft(c) => peft_cmd(c).map(|()| true),
         Command::Annotate(a) => annotate_cmd(a).map(|()| true),
         Command::Train(TrainCommand::Sft(a)) => train_sft_cmd(a).map(|()| true),
+        Command::Train(TrainCommand::Classify(a)) => train_classify_cmd(a).map(|()| true),
+        Command::Predict(a) => predict_cmd(a).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

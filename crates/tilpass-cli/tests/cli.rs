@@ -747,3 +747,83 @@ fn annotate_labels_jsonl_with_confidences() {
     ]));
     assert!(err.contains("bad.jsonl:2"), "{err}");
 }
+
+#[test]
+fn lambert_train_classify_and_predict_on_minilm() {
+    let minilm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../artefacts/minilm");
+    if !minilm.join(".done").exists() {
+        let msg = "artefact minilm not found: run scripts/fetch-artefacts.sh";
+        assert!(
+            std::env::var("TILPASS_REQUIRE_ARTEFACTS").ok().as_deref() != Some("1"),
+            "{msg}"
+        );
+        eprintln!("SKIPPED: {msg}");
+        return;
+    }
+    let m = minilm.to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let rows: String = (0..40)
+        .map(|i| {
+            let (t, l) = if i % 2 == 1 {
+                ("Dette er bra og fint", "positiv")
+            } else {
+                ("Dette er dårlig og trist", "negativ")
+            };
+            serde_json::json!({"text": format!("{t} {i}"), "label": l}).to_string() + "\n"
+        })
+        .collect();
+    let data = write(work.path(), "labelled.jsonl", &rows);
+    let out = work.path().join("cls");
+    let v = ok_json(&tilpass(&[
+        "train",
+        "classify",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "12",
+        "--batch-size",
+        "8",
+        "--lr",
+        "5e-3",
+    ]));
+    assert_eq!(v["labels"], serde_json::json!(["negativ", "positiv"]));
+    let s = &v["summary"];
+    assert!(s["last_loss"].as_f64().unwrap() < s["first_loss"].as_f64().unwrap());
+    let eval = &v["eval"];
+    assert_eq!(
+        eval["support"],
+        serde_json::json!([2, 2]),
+        "the last 10% are held out"
+    );
+    // Predict: every row gets a label and probabilities summing to 1; accuracy on this easy
+    // set is checked loosely (the pipeline, not the model, is under test).
+    let preds = work.path().join("preds.jsonl");
+    let adapter = out.join("adapter");
+    let v = ok_json(&tilpass(&[
+        "predict",
+        "--model",
+        m,
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--data",
+        &data,
+        "--out",
+        preds.to_str().unwrap(),
+    ]));
+    assert_eq!(v["rows"], 40);
+    let lines: Vec<Value> = std::fs::read_to_string(&preds)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 40);
+    for l in &lines {
+        let p = l["probabilities"].as_object().unwrap();
+        assert!((p.values().map(|v| v.as_f64().unwrap()).sum::<f64>() - 1.0).abs() < 1e-5);
+        assert!(l["label"] == "positiv" || l["label"] == "negativ");
+    }
+}

@@ -312,6 +312,55 @@ impl Bert {
         })
     }
 
+    /// Turns the model into a fresh sequence classifier over `labels` (any head it had is
+    /// dropped): a new `classifier` initialised as transformers does (weights N(0, 0.02), bias
+    /// 0, from `seed`), on the pooler output. Errors when the checkpoint has no pooler.
+    pub fn with_new_classifier(mut self, labels: &[String], seed: u64) -> Result<Self> {
+        if self.pooler.is_none() {
+            return Err(ModelError::Input(
+                "a sequence classifier reads the pooler, and this checkpoint has none".into(),
+            ));
+        }
+        if labels.is_empty() {
+            return Err(ModelError::Input(
+                "a classifier needs at least one label".into(),
+            ));
+        }
+        let (h, k) = (self.config.hidden_size, labels.len());
+        let mut state = seed ^ 0xC1A5_51F1_E500_0001;
+        let mut uniform = || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64).max(1e-300)
+        };
+        let w: Vec<f32> = (0..h * k)
+            .map(|_| {
+                let (u1, u2) = (uniform(), uniform());
+                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * 0.02) as f32
+            })
+            .collect();
+        let device = self.word.weight.device();
+        self.classifier = Some(BertClassifier {
+            linear: Linear::new(
+                Tensor::from_data(TensorData::new(w, [h, k]), &device),
+                Some(Tensor::zeros([k], &device)),
+            ),
+        });
+        self.mlm = None;
+        self.head = BertHeadKind::SequenceClassification;
+        self.config.id2label = Some(
+            labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i.to_string(), l.clone()))
+                .collect(),
+        );
+        self.config.architectures = Some(vec!["BertForSequenceClassification".into()]);
+        Ok(self)
+    }
+
     /// The configuration.
     pub fn config(&self) -> &BertConfig {
         &self.config
