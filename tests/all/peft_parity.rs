@@ -208,16 +208,16 @@ fn lora_r16_on_qkvo_counts_like_peft() {
 fn a_fresh_adapter_changes_nothing_and_saves_in_peft_layout() {
     let dev = tilpass_tests::test_device();
     let model = DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap();
-    let (input, _) = decoder_batch("models/llama_gqa");
+    let (input, mask) = decoder_batch("models/llama_gqa");
+    // Real tokens only (padding rows are undefined), and not bit for bit: GPU kernels may
+    // sum in another order when the (zero) adapter branch is added.
+    let keep = |i: usize| mask[i / 256] == 1;
     let mut peft = PeftModel::new(model);
     let before = vals(peft.forward(&input, None).unwrap());
     let cfg = LoraConfig::new(4, 8.0, &["q_proj", "v_proj"]);
     peft.add_adapter("default", &cfg, 7).unwrap();
-    assert_eq!(
-        vals(peft.forward(&input, None).unwrap()),
-        before,
-        "B = 0 at init"
-    );
+    let d = max_diff(&vals(peft.forward(&input, None).unwrap()), &before, keep);
+    assert!(d <= 1e-6, "B = 0 at init: {d}");
     // Same key names and shapes as PEFT's own file for the same targets.
     let dir = tempfile::tempdir().unwrap();
     peft.save_adapter("default", dir.path()).unwrap();
@@ -247,7 +247,8 @@ fn a_fresh_adapter_changes_nothing_and_saves_in_peft_layout() {
     let model = DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap();
     let mut back = PeftModel::new(model);
     back.load_adapter(dir.path(), "default").unwrap();
-    assert_eq!(vals(back.forward(&input, None).unwrap()), before);
+    let d = max_diff(&vals(back.forward(&input, None).unwrap()), &before, keep);
+    assert!(d <= 1e-6, "reloaded: {d}");
 }
 
 #[test]
@@ -531,10 +532,12 @@ fn prompt_adapters_save_reload_and_check_shapes() {
         let dir = tempfile::tempdir().unwrap();
         a.save(dir.path()).unwrap();
         let b = PromptAdapter::load(dir.path(), &model).unwrap();
-        assert_eq!(
-            vals(a.forward(&model, &input).unwrap()),
-            vals(b.forward(&model, &input).unwrap())
+        let d = max_diff(
+            &vals(a.forward(&model, &input).unwrap()),
+            &vals(b.forward(&model, &input).unwrap()),
+            |_| true,
         );
+        assert!(d <= 1e-6, "{method:?} reload: {d}");
         // GQA: the prefix width is layers · 2 · kv_heads · head_dim (2 · 2 · 2 · 16 = 128).
         if method == PromptMethod::Prefix {
             assert_eq!(b.table.dims(), [4, 128]);
