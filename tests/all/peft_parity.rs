@@ -52,6 +52,18 @@ fn decoder_batch(base: &str) -> (DecoderInput, Vec<u8>) {
     (input, mask.concat())
 }
 
+/// Writes `dir/tilpass_logits.safetensors` (read by `generate_peft.py --verify`).
+fn write_logits(dir: &std::path::Path, shape: Vec<usize>, logits: Vec<f32>) {
+    let t = tilpass::core::HostTensor::new(shape, logits).unwrap();
+    tilpass::core::save_safetensors(
+        dir.join("tilpass_logits.safetensors"),
+        [("logits", &t)],
+        tilpass::core::SaveDtype::F32,
+        None,
+    )
+    .unwrap();
+}
+
 fn base_of(case: &str) -> String {
     fixture_json(&format!("peft/{case}/info.json"))["base"]
         .as_str()
@@ -433,15 +445,7 @@ fn a_training_step_moves_only_the_adapters_and_round_trips() {
         if std::env::var("TILPASS_WRITE_PEFT_ROUNDTRIP").is_ok_and(|v| v == "1") {
             let out = fixture_path(&format!("peft/roundtrip/{case}"));
             peft.save_adapter("default", &out).unwrap();
-            let t =
-                tilpass::core::HostTensor::new(vec![2, input.seq, 256], logits.clone()).unwrap();
-            tilpass::core::save_safetensors(
-                out.join("tilpass_logits.safetensors"),
-                [("logits", &t)],
-                tilpass::core::SaveDtype::F32,
-                None,
-            )
-            .unwrap();
+            write_logits(&out, vec![2, input.seq, 256], logits.clone());
         }
     }
 }
@@ -632,14 +636,7 @@ fn prompt_adapters_train_and_round_trip() {
         if std::env::var("TILPASS_WRITE_PEFT_ROUNDTRIP").is_ok_and(|v| v == "1") {
             let out = fixture_path(&format!("peft/roundtrip/{case}"));
             a.save(&out).unwrap();
-            let t = tilpass::core::HostTensor::new(vec![2, cols, 256], logits).unwrap();
-            tilpass::core::save_safetensors(
-                out.join("tilpass_logits.safetensors"),
-                [("logits", &t)],
-                tilpass::core::SaveDtype::F32,
-                None,
-            )
-            .unwrap();
+            write_logits(&out, vec![2, cols, 256], logits);
         }
     }
 }

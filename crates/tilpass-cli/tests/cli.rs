@@ -187,6 +187,20 @@ fn bad_input_exits_2_with_one_line() {
     assert!(err.contains("/nonexistent/file.jsonl"), "{err}");
 }
 
+/// Max-abs difference between `v["logits"]` and the first `n` values of `key` in
+/// `dir/expected.safetensors`.
+fn logits_diff(v: &Value, dir: &Path, key: &str, n: usize) -> f32 {
+    let got: Vec<f32> = serde_json::from_value(v["logits"].clone()).unwrap();
+    let want = tilpass::core::Checkpoint::open(dir.join("expected.safetensors"))
+        .unwrap()
+        .read_f32(key)
+        .unwrap();
+    got.iter()
+        .zip(&want.data[..n])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+}
+
 fn fixture_dir(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/models")
@@ -228,17 +242,8 @@ fn logits_match_the_transformers_fixture() {
         ids,
     ]));
     assert_eq!(v["shape"], serde_json::json!([1, 12, 256]));
-    let got: Vec<f32> = serde_json::from_value(v["logits"].clone()).unwrap();
     // Row 0 of the fixture batch is these ids, unpadded.
-    let expected = tilpass::core::Checkpoint::open(dir.join("expected.safetensors"))
-        .unwrap()
-        .read_f32("logits")
-        .unwrap();
-    let max = got
-        .iter()
-        .zip(&expected.data[..12 * 256])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let max = logits_diff(&v, &dir, "logits", 12 * 256);
     assert!(max <= 1e-4, "{max}");
 }
 
@@ -450,16 +455,7 @@ fn seq2seq_logits_and_generation() {
         "0,5,9,11,40",
     ]));
     assert_eq!(v["shape"], serde_json::json!([1, 5, 256]));
-    let got: Vec<f32> = serde_json::from_value(v["logits"].clone()).unwrap();
-    let want = tilpass::core::Checkpoint::open(src.join("expected.safetensors"))
-        .unwrap()
-        .read_f32("logits")
-        .unwrap();
-    let max = got
-        .iter()
-        .zip(&want.data[..5 * 256])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let max = logits_diff(&v, &src, "logits", 5 * 256);
     assert!(max <= 1e-4, "{max}");
     // Beam search from text (the word-level tokenizer adds no EOS, so the prompt is row 0).
     let prompt = "t2 t17 t42 t99 t200 t3 t5 t7 t11 t13 t250 t128";
