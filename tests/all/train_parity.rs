@@ -347,3 +347,153 @@ fn training_errors_name_step_batch_and_cause() {
     .unwrap_err();
     assert!(matches!(err, TrainError::Resume { .. }), "{err}");
 }
+
+fn base_model() -> PeftModel<DecoderLm> {
+    let dev = tilpass_tests::test_device().autodiff();
+    PeftModel::new(DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap())
+}
+
+fn full_config() -> tilpass::train::TrainConfig {
+    tilpass::train::TrainConfig {
+        learning_rate: 1e-3,
+        lr_scheduler_type: ScheduleKind::Constant,
+        max_steps: 3,
+        max_grad_norm: Some(1.0),
+        adamw: AdamWConfig {
+            weight_decay: 0.1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Full fine-tuning (every parameter, no decay on norms) against transformers + torch AdamW
+/// with HF's decay groups (tests/fixtures/train/full_sft).
+#[test]
+fn full_fine_tuning_matches_pytorch() {
+    use tilpass::train::{Event, Target, train_lm};
+    let reference = fixture_json("train/full_sft/reference.json");
+    let batches = reference_batches();
+    let mut model = base_model();
+    let mut steps = Vec::new();
+    train_lm(
+        &mut model,
+        Target::Full,
+        &batches[..3],
+        &[],
+        &full_config(),
+        None,
+        &mut |e| {
+            if let Event::Step(s) = e {
+                steps.push((s.loss, s.grad_norm));
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(steps.len(), 3);
+    for (i, (loss, norm)) in steps.iter().enumerate() {
+        let want = &reference["steps"][i];
+        let (wl, wn) = (
+            want["loss"].as_f64().unwrap(),
+            want["grad_norm"].as_f64().unwrap(),
+        );
+        assert!(
+            (loss - wl).abs() / wl <= 1e-4,
+            "step {i}: loss {loss} vs {wl}"
+        );
+        assert!(
+            (norm - wn).abs() / wn <= 1e-4,
+            "step {i}: norm {norm} vs {wn}"
+        );
+    }
+    // After training, the whole model (not only adapters) equals the reference's.
+    let logits = model.forward(&batches[0].input, None).unwrap();
+    let ours = logits.inner().into_data().try_into_vec_as::<f32>().unwrap();
+    let theirs: Vec<f32> = serde_json::from_value(reference["logits"].clone()).unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    let d = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(d <= 1e-4, "logits after full fine-tuning differ by {d}");
+}
+
+fn all_weights(model: &mut PeftModel<DecoderLm>) -> Vec<(String, Vec<f32>)> {
+    use tilpass::models::HasLinears;
+    let mut out = Vec::new();
+    model.map_params(None, &mut |p, v, _, _| {
+        out.push((
+            p.to_string(),
+            v.into_data().try_into_vec_as::<f32>().unwrap(),
+        ));
+        None
+    });
+    out
+}
+
+#[test]
+fn full_fine_tuning_resumes_bit_identically_and_rejects_an_adapter_checkpoint() {
+    use tilpass::train::{Target, TrainError, train_lm};
+    let batches = reference_batches();
+    let out = tempfile::tempdir().unwrap();
+    let cfg = tilpass::train::TrainConfig {
+        max_steps: 4,
+        save_steps: Some(2),
+        save_total_limit: 5,
+        output_dir: Some(out.path().to_path_buf()),
+        ..full_config()
+    };
+    let mut whole = base_model();
+    let before = all_weights(&mut whole);
+    train_lm(
+        &mut whole,
+        Target::Full,
+        &batches,
+        &[],
+        &cfg,
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let after = all_weights(&mut whole);
+    let changed = before
+        .iter()
+        .zip(&after)
+        .filter(|(a, b)| a.1 != b.1)
+        .count();
+    assert_eq!(changed, before.len(), "every parameter moved");
+    let ckpt = out.path().join("checkpoint-2");
+    assert!(ckpt.join("model.safetensors").is_file());
+    let mut resumed = base_model();
+    let cfg2 = tilpass::train::TrainConfig {
+        output_dir: None,
+        save_steps: None,
+        ..cfg.clone()
+    };
+    train_lm(
+        &mut resumed,
+        Target::Full,
+        &batches,
+        &[],
+        &cfg2,
+        Some(&ckpt),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(all_weights(&mut resumed), after, "bit-identical");
+    // An adapter run cannot resume from a full checkpoint.
+    let mut lora = fresh_model(&fixture_path("train/lora_sft/initial"));
+    let err = train_lm(
+        &mut lora,
+        "default",
+        &batches,
+        &[],
+        &cfg2,
+        Some(&ckpt),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, TrainError::Resume { .. }), "{err}");
+    assert!(err.to_string().contains("full model"), "{err}");
+}

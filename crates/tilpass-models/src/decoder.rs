@@ -470,6 +470,16 @@ impl crate::layers::HasLinears for DecoderLm {
             Self::Gpt2(m) => m.parameter_count(),
         }
     }
+    fn map_params(
+        &mut self,
+        grads: Option<&burn::tensor::Gradients>,
+        f: &mut crate::layers::ParamFn<'_>,
+    ) {
+        match self {
+            Self::Llama(m) => m.map_params(grads, f),
+            Self::Gpt2(m) => m.map_params(grads, f),
+        }
+    }
     fn freeze(&mut self) {
         match self {
             Self::Llama(m) => m.freeze(),

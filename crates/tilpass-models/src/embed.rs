@@ -321,6 +321,16 @@ impl crate::layers::HasLinears for EncoderModel {
             Self::LtgBert(m) => m.parameter_count(),
         }
     }
+    fn map_params(
+        &mut self,
+        grads: Option<&burn::tensor::Gradients>,
+        f: &mut crate::layers::ParamFn<'_>,
+    ) {
+        match self {
+            Self::Bert(m) => m.map_params(grads, f),
+            Self::LtgBert(m) => m.map_params(grads, f),
+        }
+    }
     fn freeze(&mut self) {
         match self {
             Self::Bert(m) => m.freeze(),

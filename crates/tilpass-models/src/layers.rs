@@ -3,7 +3,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, Embedding};
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Gradients, Tensor, TensorData};
 use tilpass_core::Checkpoint;
 
 use crate::error::Result;
@@ -201,6 +201,80 @@ pub trait HasLinears {
     /// Stops gradient tracking of every parameter (burn's `Module::no_grad`); adapters then
     /// re-enable their own.
     fn freeze(&mut self);
+    /// Visits every float parameter (base weights, norms, embeddings, adapters) for whole-model
+    /// training; see [`ParamFn`]. Paths are burn's module paths (`layers.0.attn.q.weight`),
+    /// stable for a given architecture and config.
+    fn map_params(&mut self, grads: Option<&Gradients>, f: &mut ParamFn<'_>);
+    /// Makes every parameter trainable (for full fine-tuning on an autodiff device).
+    fn unfreeze_all(&mut self) {
+        self.map_params(None, &mut |_, v, _, _| {
+            Some(Tensor::from_inner(v).require_grad())
+        });
+    }
+}
+
+/// The callback of [`HasLinears::map_params`]: called with a parameter's path, its value
+/// flattened to `[numel]` (without autodiff), its rank, and its gradient (flattened, `None` when
+/// it has none or no gradients were given). Returning `Some(new)` (`[numel]`) replaces the
+/// value, keeping the parameter's id and its gradient tracking (a returned tensor marked
+/// `require_grad` turns tracking on).
+pub type ParamFn<'a> =
+    dyn FnMut(&str, Tensor<1>, usize, Option<Tensor<1>>) -> Option<Tensor<1>> + 'a;
+
+struct FlatMapper<'a, 'b> {
+    path: Vec<String>,
+    grads: Option<&'a Gradients>,
+    f: &'a mut ParamFn<'b>,
+}
+
+impl burn::module::ModuleMapper for FlatMapper<'_, '_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let value = param.val();
+        let dims = value.dims();
+        let numel: usize = dims.iter().product();
+        let grad = self
+            .grads
+            .and_then(|g| value.grad(g))
+            .map(|g| g.reshape([numel]));
+        let tracked = value.is_require_grad();
+        let autodiff = value.is_autodiff();
+        let flat = value.inner().reshape([numel]);
+        let path = self.path.join(".");
+        match (self.f)(&path, flat, D, grad) {
+            Some(new) => {
+                let track = tracked || new.is_require_grad();
+                let t = new.inner().reshape(dims);
+                let t = if autodiff || track {
+                    Tensor::<D>::from_inner(t)
+                } else {
+                    t
+                };
+                let t = if track { t.require_grad() } else { t };
+                Param::initialized(param.id, t)
+            }
+            None => param,
+        }
+    }
+}
+
+/// [`HasLinears::map_params`] for any burn module.
+pub fn map_module_params<M: Module>(
+    module: M,
+    grads: Option<&Gradients>,
+    f: &mut ParamFn<'_>,
+) -> M {
+    let mut mapper = FlatMapper {
+        path: Vec::new(),
+        grads,
+        f,
+    };
+    module.map(&mut mapper)
 }
 
 /// Loads a PyTorch `nn.Linear` (`weight [out, in]`, optional `bias [out]`) into burn's layout

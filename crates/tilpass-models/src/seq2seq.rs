@@ -533,6 +533,16 @@ impl crate::layers::HasLinears for Seq2SeqLm {
             Self::NorT5(m) => m.parameter_count(),
         }
     }
+    fn map_params(
+        &mut self,
+        grads: Option<&burn::tensor::Gradients>,
+        f: &mut crate::layers::ParamFn<'_>,
+    ) {
+        match self {
+            Self::T5(m) => m.map_params(grads, f),
+            Self::NorT5(m) => m.map_params(grads, f),
+        }
+    }
     fn freeze(&mut self) {
         match self {
             Self::T5(m) => m.freeze(),

@@ -629,6 +629,13 @@ impl crate::layers::HasLinears for T5 {
     fn parameter_count(&self) -> usize {
         burn::module::Module::num_params(self)
     }
+    fn map_params(
+        &mut self,
+        grads: Option<&burn::tensor::Gradients>,
+        f: &mut crate::layers::ParamFn<'_>,
+    ) {
+        *self = crate::layers::map_module_params(self.clone(), grads, f);
+    }
     fn freeze(&mut self) {
         *self = burn::module::Module::no_grad(self.clone());
     }

@@ -36,6 +36,6 @@ pub use optim::{AdamW, AdamWConfig, NamedGrads, clip_global_norm, collect_grads,
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use sft::sft_batches;
 pub use trainer::{
-    EvalLog, Event, LmBatch, StepLog, Summary, TrainConfig, TrainerState, causal_lm_loss, evaluate,
-    save_checkpoint, train_lm, train_loop,
+    EvalLog, Event, LmBatch, StepLog, Summary, Target, TrainConfig, TrainerState, causal_lm_loss,
+    evaluate, save_checkpoint, train_lm, train_loop,
 };

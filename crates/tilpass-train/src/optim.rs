@@ -113,33 +113,72 @@ impl AdamW {
 
     /// One update of every parameter that has a gradient in `grads`, at learning rate `lr`.
     pub fn step(&mut self, params: &mut [(String, ParamMut<'_>)], grads: &NamedGrads, lr: f64) {
-        self.step += 1;
-        let c = self.config;
-        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
-        let bc2_sqrt = (1.0 - c.beta2.powi(self.step as i32)).sqrt();
-        let step_size = lr / bc1;
+        self.begin_step();
         let by_name: BTreeMap<&str, &Tensor<1>> =
             grads.iter().map(|(n, g)| (n.as_str(), g)).collect();
         for (name, p) in params.iter_mut() {
             let Some(g) = by_name.get(name.as_str()) else {
                 continue;
             };
-            let g = (*g).clone();
-            let st = self.state.entry(name.clone()).or_insert_with(|| Moments {
+            match p {
+                ParamMut::D1(p) => {
+                    let decay = decays(name, 1);
+                    apply(p, |v| self.update(name, v, g, lr, decay))
+                }
+                ParamMut::D2(p) => apply(p, |v| self.update(name, v, g, lr, true)),
+            }
+        }
+    }
+
+    /// Starts an optimiser step (PyTorch's `step += 1`); then call [`Self::update`] for each
+    /// parameter. [`Self::step`] does both.
+    pub fn begin_step(&mut self) {
+        self.step += 1;
+    }
+
+    /// The AdamW update of one parameter `name` (value and gradient flattened to `[numel]`,
+    /// no autodiff) in the current step; returns the new value. `decay`: whether weight decay
+    /// applies (see [`decays`]).
+    pub fn update(
+        &mut self,
+        name: &str,
+        value: Tensor<1>,
+        grad: &Tensor<1>,
+        lr: f64,
+        decay: bool,
+    ) -> Tensor<1> {
+        let c = self.config;
+        let step = self.step.max(1) as i32;
+        let bc1 = 1.0 - c.beta1.powi(step);
+        let bc2_sqrt = (1.0 - c.beta2.powi(step)).sqrt();
+        let step_size = lr / bc1;
+        let g = grad.clone();
+        let st = self
+            .state
+            .entry(name.to_string())
+            .or_insert_with(|| Moments {
                 m: g.zeros_like(),
                 v: g.zeros_like(),
             });
-            // exp_avg.lerp_(grad, 1 - β₁); exp_avg_sq.mul_(β₂).addcmul_(grad, grad, 1 - β₂)
-            st.m = st.m.clone() + (g.clone() - st.m.clone()).mul_scalar(1.0 - c.beta1);
-            st.v = st.v.clone().mul_scalar(c.beta2) + (g.clone() * g).mul_scalar(1.0 - c.beta2);
-            let denom = st.v.clone().sqrt().div_scalar(bc2_sqrt).add_scalar(c.eps);
-            let update = (st.m.clone() / denom).mul_scalar(step_size);
-            let decay = 1.0 - lr * c.weight_decay;
-            match p {
-                ParamMut::D1(p) => apply(p, &update, decay),
-                ParamMut::D2(p) => apply(p, &update, decay),
-            }
-        }
+        // exp_avg.lerp_(grad, 1 - β₁); exp_avg_sq.mul_(β₂).addcmul_(grad, grad, 1 - β₂)
+        st.m = st.m.clone() + (g.clone() - st.m.clone()).mul_scalar(1.0 - c.beta1);
+        st.v = st.v.clone().mul_scalar(c.beta2) + (g.clone() * g).mul_scalar(1.0 - c.beta2);
+        let denom = st.v.clone().sqrt().div_scalar(bc2_sqrt).add_scalar(c.eps);
+        let update = (st.m.clone() / denom).mul_scalar(step_size);
+        let factor = if decay {
+            1.0 - lr * c.weight_decay
+        } else {
+            1.0
+        };
+        value.mul_scalar(factor) - update
+    }
+
+    /// Names of the parameters with optimiser state, and their sizes.
+    pub fn state_sizes(&self) -> BTreeMap<String, usize> {
+        self.state
+            .iter()
+            .map(|(k, m)| (k.clone(), m.m.dims()[0]))
+            .collect()
     }
 
     /// The optimiser state as host tensors (`m.<name>`, `v.<name>`) for a checkpoint.
@@ -184,9 +223,16 @@ impl AdamW {
     }
 }
 
-fn apply<const D: usize>(p: &mut Param<Tensor<D>>, update: &Tensor<1>, decay: f64) {
+/// Whether weight decay applies to a parameter of rank `rank` named `name`: HF's rule (no decay
+/// on biases and normalisation weights) read as "every vector except DoRA magnitudes".
+pub fn decays(name: &str, rank: usize) -> bool {
+    rank >= 2 || name.contains("magnitude")
+}
+
+fn apply<const D: usize>(p: &mut Param<Tensor<D>>, f: impl FnOnce(Tensor<1>) -> Tensor<1>) {
     let current = p.val().inner();
     let shape = current.dims();
-    let updated = current.mul_scalar(decay) - update.clone().inner().reshape(shape);
+    let numel: usize = shape.iter().product();
+    let updated = f(current.reshape([numel])).inner().reshape(shape);
     *p = Param::from_tensor(Tensor::from_inner(updated).require_grad());
 }

@@ -118,6 +118,31 @@ pub enum Event<'a> {
     },
 }
 
+/// What a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// One named adapter of the [`PeftModel`]; the base model stays frozen.
+    Adapter(&'a str),
+    /// Every parameter of the model (full fine-tuning; the model must be on an autodiff
+    /// device). Checkpoints hold the whole model (`model.safetensors`, burn parameter paths).
+    Full,
+}
+
+impl<'a> From<&'a str> for Target<'a> {
+    fn from(name: &'a str) -> Self {
+        Target::Adapter(name)
+    }
+}
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Adapter(a) => write!(f, "adapter `{a}`"),
+            Target::Full => write!(f, "the full model"),
+        }
+    }
+}
+
 /// Where a run is: saved in `trainer_state.json` for resuming.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct TrainerState {
@@ -129,8 +154,11 @@ pub struct TrainerState {
     pub best_eval_loss: Option<f64>,
     /// Evaluations since the best.
     pub evals_without_improvement: usize,
-    /// The adapter trained.
+    /// The adapter trained (empty for full fine-tuning).
     pub adapter: String,
+    /// Whether the run trains every parameter.
+    #[serde(default)]
+    pub full: bool,
 }
 
 /// The end of a run.
@@ -170,14 +198,62 @@ fn add_grads(acc: &mut Option<NamedGrads>, g: NamedGrads) {
 
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const FULL_MODEL_FILE: &str = "model.safetensors";
 
-/// Trains adapter `adapter` of `model` (its base frozen) on `train`, evaluating on `eval`.
-/// With `resume`, continues from a checkpoint directory written by an earlier run (load the
-/// adapter from that directory into `model` first): optimiser state, step and data position
+/// Every float parameter of the model, flattened, by burn path.
+fn model_params<M: HasLinears>(model: &mut M) -> Vec<(String, Tensor<1>, usize)> {
+    let mut out = Vec::new();
+    model.map_params(None, &mut |path, v, rank, _| {
+        out.push((path.to_string(), v, rank));
+        None
+    });
+    out
+}
+
+/// Gradients of every tracked parameter (full fine-tuning).
+fn full_grads<M: HasLinears>(model: &mut M, grads: &burn::tensor::Gradients) -> NamedGrads {
+    let mut out = Vec::new();
+    model.map_params(Some(grads), &mut |path, _, _, g| {
+        if let Some(g) = g {
+            out.push((path.to_string(), g));
+        }
+        None
+    });
+    out
+}
+
+/// Sizes of the trainable parameters of `target`, by the names the optimiser uses.
+fn trainable_sizes<M: HasLinears>(
+    model: &mut PeftModel<M>,
+    target: Target<'_>,
+) -> std::collections::BTreeMap<String, usize> {
+    match target {
+        Target::Full => model_params(&mut **model)
+            .into_iter()
+            .map(|(n, v, _)| (n, v.dims()[0]))
+            .collect(),
+        Target::Adapter(_) => model
+            .trainable_params_mut()
+            .into_iter()
+            .map(|(n, p)| {
+                let numel = match p {
+                    tilpass_peft::ParamMut::D1(p) => p.val().dims()[0],
+                    tilpass_peft::ParamMut::D2(p) => p.val().dims().iter().product(),
+                };
+                (n, numel)
+            })
+            .collect(),
+    }
+}
+
+/// Trains `target` of `model` — one adapter (`"default"`, its base frozen) or
+/// [`Target::Full`] — on `train`, evaluating on `eval`. With `resume`, continues from a
+/// checkpoint directory written by an earlier run (for an adapter, load it from that directory
+/// into `model` first; full weights are restored here): optimiser state, step and data position
 /// are restored, so the run continues exactly where it stopped.
-pub fn train_lm(
+pub fn train_lm<'t>(
     model: &mut PeftModel<DecoderLm>,
-    adapter: &str,
+    target: impl Into<Target<'t>>,
     train: &[LmBatch],
     eval: &[LmBatch],
     cfg: &TrainConfig,
@@ -192,7 +268,7 @@ pub fn train_lm(
     let tokens: Vec<usize> = train.iter().map(|b| b.input.input_ids.len()).collect();
     train_loop(
         model,
-        adapter,
+        target,
         &tokens,
         &|m: &DecoderLm, i: usize| causal_lm_loss(m, &train[i]),
         &|m: &DecoderLm, step: usize| {
@@ -217,9 +293,9 @@ pub type EvalFn<'a, M> = &'a dyn Fn(&M, usize) -> Result<Option<EvalLog>>;
 /// batch `i` (of `batch_tokens.len()`, each with that many input tokens), `eval(model, step)`
 /// an evaluation. See [`train_lm`] for what it does.
 #[allow(clippy::too_many_arguments)]
-pub fn train_loop<M: HasLinears>(
+pub fn train_loop<'t, M: HasLinears>(
     model: &mut PeftModel<M>,
-    adapter: &str,
+    target: impl Into<Target<'t>>,
     batch_tokens: &[usize],
     loss_of: LossFn<'_, M>,
     eval_of: EvalFn<'_, M>,
@@ -231,11 +307,22 @@ pub fn train_loop<M: HasLinears>(
     if n_train == 0 {
         return Err(TrainError::Config("the training set is empty".into()));
     }
-    if !model.adapters().contains_key(adapter) {
-        return Err(TrainError::Config(format!(
-            "the model has no adapter `{adapter}`"
-        )));
-    }
+    let target = target.into();
+    let adapter = match target {
+        Target::Adapter(a) => {
+            if !model.adapters().contains_key(a) {
+                return Err(TrainError::Config(format!(
+                    "the model has no adapter `{a}`"
+                )));
+            }
+            a
+        }
+        Target::Full => {
+            model.unfreeze_all();
+            ""
+        }
+    };
+    let full = target == Target::Full;
     let accum = cfg.gradient_accumulation_steps.max(1);
     let schedule = LrSchedule {
         base_lr: cfg.learning_rate,
@@ -246,64 +333,65 @@ pub fn train_loop<M: HasLinears>(
     let mut opt = AdamW::new(cfg.adamw);
     let mut state = TrainerState {
         adapter: adapter.into(),
+        full,
         ..Default::default()
     };
     if let Some(dir) = resume {
         let path = dir.join(STATE_FILE);
         state = tilpass_core::read_json(&path)?;
-        if state.adapter != adapter {
+        if state.adapter != adapter || state.full != full {
+            let was = if state.full {
+                Target::Full
+            } else {
+                Target::Adapter(&state.adapter)
+            };
             return Err(TrainError::Resume {
                 path: path.display().to_string(),
-                message: format!(
-                    "the checkpoint trained adapter `{}`, not `{adapter}`",
-                    state.adapter
-                ),
+                message: format!("the checkpoint trained {was}, not {target}"),
             });
+        }
+        let sizes = trainable_sizes(model, target);
+        if full {
+            restore_full(model, &dir.join(FULL_MODEL_FILE), &sizes)?;
         }
         let ck = Checkpoint::open(dir.join(OPTIMIZER_FILE))?;
         let tensors: Vec<(String, HostTensor)> = ck
             .keys()
             .map(|k| Ok((k.to_string(), ck.read_f32(k)?)))
             .collect::<tilpass_core::Result<_>>()?;
-        // The checkpoint must hold state for exactly this adapter's parameters, same sizes.
-        let sizes: std::collections::BTreeMap<String, usize> = model
-            .trainable_params_mut()
-            .into_iter()
-            .map(|(n, p)| {
-                let numel = match p {
-                    tilpass_peft::ParamMut::D1(p) => p.val().dims()[0],
-                    tilpass_peft::ParamMut::D2(p) => p.val().dims().iter().product(),
-                };
-                (n, numel)
-            })
-            .collect();
+        // The checkpoint must hold state for exactly this adapter's parameters, same sizes
+        // (full fine-tuning: for parameters of this model, same sizes).
         let saved: std::collections::BTreeMap<String, usize> = tensors
             .iter()
             .filter_map(|(k, t)| k.strip_prefix("m.").map(|n| (n.to_string(), t.numel())))
             .collect();
-        if saved != sizes {
-            let differing: Vec<&String> = sizes
+        let mismatch: Vec<&String> = if full {
+            saved
+                .keys()
+                .filter(|k| sizes.get(*k) != saved.get(*k))
+                .take(3)
+                .collect()
+        } else {
+            sizes
                 .keys()
                 .chain(saved.keys())
                 .filter(|k| sizes.get(*k) != saved.get(*k))
                 .take(3)
-                .collect();
+                .collect()
+        };
+        if !mismatch.is_empty() {
             return Err(TrainError::Resume {
                 path: dir.display().to_string(),
                 message: format!(
-                    "the optimiser state does not match this model's adapter (e.g. {differing:?}): \
-                     another model, adapter or rank"
+                    "the optimiser state does not match {target} of this model (e.g. \
+                     {mismatch:?}): another model, adapter or rank"
                 ),
             });
         }
-        let device = model
-            .trainable_params_mut()
+        let device = model_params(&mut **model)
             .into_iter()
             .next()
-            .map(|(_, p)| match p {
-                tilpass_peft::ParamMut::D1(p) => p.val().device(),
-                tilpass_peft::ParamMut::D2(p) => p.val().device(),
-            })
+            .map(|(_, v, _)| v.device())
             .unwrap_or_default();
         let step = ck
             .metadata()
@@ -354,8 +442,12 @@ pub fn train_loop<M: HasLinears>(
                 });
             }
             let g = loss.div_scalar(accum as f64).backward();
-            let params = model.trainable_params_mut();
-            add_grads(&mut grads, collect_grads(&params, &g));
+            let named = if full {
+                full_grads(&mut **model, &g)
+            } else {
+                collect_grads(&model.trainable_params_mut(), &g)
+            };
+            add_grads(&mut grads, named);
             loss_sum += f64::from(value);
             tokens += n;
             all_tokens += batch_tokens[bi];
@@ -373,8 +465,18 @@ pub fn train_loop<M: HasLinears>(
             });
         }
         let lr = schedule.lr(state.step);
-        let mut params = model.trainable_params_mut();
-        opt.step(&mut params, &grads, lr);
+        if full {
+            opt.begin_step();
+            let by_name: std::collections::BTreeMap<&str, &Tensor<1>> =
+                grads.iter().map(|(n, g)| (n.as_str(), g)).collect();
+            model.map_params(None, &mut |path, v, rank, _| {
+                let g = by_name.get(path)?;
+                Some(opt.update(path, v, g, lr, crate::optim::decays(path, rank)))
+            });
+        } else {
+            let mut params = model.trainable_params_mut();
+            opt.step(&mut params, &grads, lr);
+        }
         state.step += 1;
         let log = StepLog {
             step: state.step,
@@ -445,10 +547,10 @@ pub fn evaluate(model: &DecoderLm, eval: &[LmBatch], step: usize) -> Result<Eval
 }
 
 /// Writes `dir/checkpoint-<step>/` atomically (a temporary directory renamed into place):
-/// the adapter in PEFT's format, the optimiser state and `trainer_state.json`; then removes the
+/// the adapter in PEFT's format (full fine-tuning: every parameter in `model.safetensors`), the optimiser state and `trainer_state.json`; then removes the
 /// oldest checkpoints beyond `keep`.
 pub fn save_checkpoint<M: HasLinears>(
-    model: &PeftModel<M>,
+    model: &mut PeftModel<M>,
     opt: &AdamW,
     state: &TrainerState,
     dir: &Path,
@@ -458,7 +560,21 @@ pub fn save_checkpoint<M: HasLinears>(
     let tmp = dir.join(format!(".checkpoint-{}.tmp", state.step));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| tilpass_core::Error::io(&tmp, e))?;
-    model.save_adapter(&state.adapter, &tmp)?;
+    if state.full {
+        let params = model_params(&mut **model);
+        let host: Vec<(String, HostTensor)> = params
+            .iter()
+            .map(|(n, v, _)| (n.clone(), HostTensor::from_tensor(v)))
+            .collect();
+        save_safetensors(
+            tmp.join(FULL_MODEL_FILE),
+            host.iter().map(|(k, t)| (k.as_str(), t)),
+            SaveDtype::F32,
+            None,
+        )?;
+    } else {
+        model.save_adapter(&state.adapter, &tmp)?;
+    }
     let tensors = opt.state_tensors();
     let meta = [("step".to_string(), opt.step.to_string())]
         .into_iter()
@@ -492,4 +608,50 @@ pub fn save_checkpoint<M: HasLinears>(
         let _ = std::fs::remove_dir_all(p);
     }
     Ok(final_dir)
+}
+
+/// Loads full-model weights written by [`save_checkpoint`] into `model`, after checking that
+/// the file holds exactly this model's parameters with the same sizes.
+fn restore_full<M: HasLinears>(
+    model: &mut PeftModel<M>,
+    path: &Path,
+    sizes: &std::collections::BTreeMap<String, usize>,
+) -> Result<()> {
+    let ck = Checkpoint::open(path)?;
+    let mut saved = std::collections::BTreeMap::new();
+    for k in ck.keys() {
+        saved.insert(k.to_string(), ck.read_f32(k)?);
+    }
+    let mismatch: Vec<&String> = sizes
+        .keys()
+        .chain(saved.keys())
+        .filter(|k| sizes.get(*k).copied() != saved.get(*k).map(|t| t.numel()))
+        .take(3)
+        .collect();
+    if !mismatch.is_empty() {
+        return Err(TrainError::Resume {
+            path: path.display().to_string(),
+            message: format!(
+                "the saved weights do not match this model (e.g. {mismatch:?}): another \
+                 architecture or config"
+            ),
+        });
+    }
+    let mut failed = None;
+    model.map_params(None, &mut |name, v, _, _| {
+        let t = saved.get(name)?;
+        match HostTensor::new(vec![t.numel()], t.data.clone())
+            .and_then(|h| h.to_tensor::<1>(&v.device()))
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                failed.get_or_insert(e);
+                None
+            }
+        }
+    });
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
