@@ -451,6 +451,9 @@ struct SftArgs {
     /// Truncate examples to this many tokens (keeping the start).
     #[arg(long)]
     max_length: Option<usize>,
+    /// Full fine-tuning: train every parameter (no adapter); the model is saved in HF layout.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    full: Option<bool>,
     /// LoRA rank.
     #[arg(long)]
     lora_r: Option<usize>,
@@ -497,6 +500,7 @@ impl Default for SftArgs {
             resume: None,
             chat_template: None,
             max_length: None,
+            full: Some(false),
             lora_r: Some(16),
             lora_alpha: Some(32.0),
             target_modules: None,
@@ -527,6 +531,7 @@ impl SftArgs {
             out,
             chat_template,
             max_length,
+            full,
             lora_r,
             lora_alpha,
             target_modules,
@@ -544,7 +549,10 @@ impl SftArgs {
 
 fn train_sft_cmd(a: SftArgs) -> Result<(), BoxError> {
     use tilpass::tokenize::{SftConfig, SftEncoder, Truncation};
-    use tilpass::train::{Event, TrainConfig, sft_batches, train_lm};
+    use tilpass::train::{
+        Progress, Target, TrainConfig, prompt_of, sample_answers, sft_batches,
+        train_lm_with_samples,
+    };
     let a = a.resolve()?;
     let need =
         |v: &Option<PathBuf>, flag: &str| v.clone().ok_or_else(|| format!("missing --{flag}"));
@@ -577,16 +585,23 @@ fn train_sft_cmd(a: SftArgs) -> Result<(), BoxError> {
     let pad = tok.pad_id().unwrap_or(0);
     let bs = a.batch_size.unwrap_or(4);
     let train = sft_batches(&encode(&data)?, bs, pad, max_positions)?;
-    let eval = match &a.eval_data {
-        Some(p) => sft_batches(&encode(p)?, bs, pad, max_positions)?,
+    let eval_examples = match &a.eval_data {
+        Some(p) => encode(p)?,
         None => Vec::new(),
     };
+    let eval = if eval_examples.is_empty() {
+        Vec::new()
+    } else {
+        sft_batches(&eval_examples, bs, pad, max_positions)?
+    };
+    let full = a.full.unwrap_or(false);
     let mut peft = PeftModel::new(base);
-    match &a.resume {
-        Some(dir) => {
+    match (&a.resume, full) {
+        (_, true) => {}
+        (Some(dir), false) => {
             peft.load_adapter(dir, "default")?;
         }
-        None => {
+        (None, false) => {
             let mut cfg = tilpass::peft::LoraConfig::new(
                 a.lora_r.unwrap_or(16),
                 a.lora_alpha.unwrap_or(32.0),
@@ -601,8 +616,12 @@ fn train_sft_cmd(a: SftArgs) -> Result<(), BoxError> {
             peft.add_adapter("default", &cfg, 0)?;
         }
     }
-    peft.freeze_base();
-    eprintln!("{}", peft.trainable_parameters());
+    if full {
+        eprintln!("full fine-tuning: {} parameters", peft.parameter_count());
+    } else {
+        peft.freeze_base();
+        eprintln!("{}", peft.trainable_parameters());
+    }
     let cfg = TrainConfig {
         learning_rate: a.lr.unwrap_or(2e-4),
         warmup_steps: a.warmup.unwrap_or(0),
@@ -613,34 +632,52 @@ fn train_sft_cmd(a: SftArgs) -> Result<(), BoxError> {
         output_dir: Some(out.clone()),
         ..Default::default()
     };
-    let start = std::time::Instant::now();
-    let total = cfg.max_steps;
-    let summary = train_lm(
+    // Sample answers to the first two held-out prompts at each evaluation.
+    let sample_prompts: Vec<Vec<u32>> = eval_examples
+        .iter()
+        .take(2)
+        .map(|e| prompt_of(e).to_vec())
+        .collect();
+    let sampler = |m: &DecoderLm| sample_answers(m, &tok, &sample_prompts, 48);
+    let mut progress = Progress::new("sft", cfg.max_steps);
+    let target = if full {
+        Target::Full
+    } else {
+        Target::Adapter("default")
+    };
+    let summary = train_lm_with_samples(
         &mut peft,
-        "default",
+        target,
         &train,
         &eval,
+        Some(&sampler),
         &cfg,
         a.resume.as_deref(),
-        &mut |e| match e {
-            Event::Step(s) => {
-                let eta = start.elapsed().as_secs_f64() / s.step.max(1) as f64
-                    * (total - s.step.min(total)) as f64;
-                eprintln!(
-                    "step {}/{total}  loss {:.4}  lr {:.2e}  {:.0} tok/s  eta {:.0}s",
-                    s.step, s.loss, s.lr, s.tokens_per_s, eta
-                );
-            }
-            Event::Eval(e) => eprintln!(
-                "eval at {}: loss {:.4}  perplexity {:.2}",
-                e.step, e.eval_loss, e.perplexity
-            ),
-            Event::Checkpoint(p) => eprintln!("checkpoint {}", p.display()),
-            Event::EarlyStop { step } => eprintln!("early stop at step {step}"),
-        },
+        &mut |e| progress.on_event(&e),
     )?;
-    peft.save_adapter("default", out.join("adapter"))?;
-    print(&json!({"summary": summary, "adapter": out.join("adapter").display().to_string()}));
+    progress.finish(&summary);
+    let saved = if full {
+        let dir = out.join("model");
+        peft.save(&dir, tilpass::core::SaveDtype::F32)?;
+        for f in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+        ] {
+            let src = model_dir.join(f);
+            if src.is_file() {
+                std::fs::copy(&src, dir.join(f)).map_err(|e| tilpass::core::Error::io(&src, e))?;
+            }
+        }
+        dir
+    } else {
+        let dir = out.join("adapter");
+        peft.save_adapter("default", &dir)?;
+        dir
+    };
+    print(
+        &json!({"summary": summary, if full { "model" } else { "adapter" }: saved.display().to_string()}),
+    );
     Ok(())
 }
 

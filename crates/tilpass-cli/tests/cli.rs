@@ -645,6 +645,15 @@ fn train_sft_writes_an_adapter_checkpoints_and_resumes() {
         .collect();
     assert_eq!(evals.len(), 2);
     assert!(evals[1] < evals[0], "eval loss falls: {evals:?}");
+    // Each evaluation logs sample answers to held-out prompts.
+    assert!(
+        metrics
+            .lines()
+            .filter(|l| l.contains("\"samples\""))
+            .count()
+            == 2,
+        "{metrics}"
+    );
     // The adapter works with --adapter.
     let adapter = out.join("adapter");
     ok_json(&tilpass(&[
@@ -678,6 +687,53 @@ fn train_sft_writes_an_adapter_checkpoints_and_resumes() {
     // Missing data is exit 2 with the flag named.
     let err = bad_input(&tilpass(&["train", "sft", "--model", m, "--out", o]));
     assert!(err.contains("--data"), "{err}");
+}
+
+#[test]
+fn train_sft_full_fine_tunes_and_saves_a_loadable_model() {
+    let dir = model_with_tokenizer("llama_gqa");
+    let m = dir.path().to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let rows: String = (0..8)
+        .map(|i| {
+            serde_json::json!({"prompt": format!("t{} t30", 10 + i), "completion": format!(" t{} t2", 40 + i)})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    let data = write(work.path(), "train.jsonl", &rows);
+    let out = work.path().join("full");
+    let v = ok_json(&tilpass(&[
+        "train",
+        "sft",
+        "--full",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--lr",
+        "0.001",
+        "--batch-size",
+        "4",
+    ]));
+    assert_eq!(v["summary"]["steps"], 3);
+    let model = out.join("model");
+    assert_eq!(v["model"], model.to_str().unwrap());
+    // The saved model loads and differs from the base.
+    let before = ok_json(&tilpass(&["logits", "--model", m, "--ids", "1,2,3"]));
+    let after = ok_json(&tilpass(&[
+        "logits",
+        "--model",
+        model.to_str().unwrap(),
+        "--ids",
+        "1,2,3",
+    ]));
+    assert_eq!(before["shape"], after["shape"]);
+    assert_ne!(before["logits"], after["logits"]);
 }
 
 #[test]

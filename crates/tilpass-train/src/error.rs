@@ -12,6 +12,9 @@ pub enum TrainError {
     /// An adapter error.
     #[error(transparent)]
     Peft(#[from] tilpass_peft::PeftError),
+    /// A tokenizer error (encoding data, decoding samples).
+    #[error(transparent)]
+    Tokenize(#[from] tilpass_tokenize::TokenizeError),
     /// The loss became NaN or infinite.
     #[error(
         "the loss is {value} at step {step} (batch {batch}): training stopped; lower the learning rate or check the data"

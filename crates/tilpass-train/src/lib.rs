@@ -23,6 +23,7 @@
 pub mod classify;
 pub mod error;
 pub mod optim;
+pub mod progress;
 pub mod schedule;
 pub mod sft;
 pub mod trainer;
@@ -33,9 +34,10 @@ pub use classify::{
 };
 pub use error::{Result, TrainError};
 pub use optim::{AdamW, AdamWConfig, NamedGrads, clip_global_norm, collect_grads, global_norm};
+pub use progress::Progress;
 pub use schedule::{LrSchedule, ScheduleKind};
-pub use sft::sft_batches;
+pub use sft::{prompt_of, sample_answers, sft_batches};
 pub use trainer::{
     EvalLog, Event, LmBatch, StepLog, Summary, Target, TrainConfig, TrainerState, causal_lm_loss,
-    evaluate, save_checkpoint, train_lm, train_loop,
+    evaluate, save_checkpoint, train_lm, train_lm_with_samples, train_loop,
 };

@@ -1,8 +1,8 @@
 //! Supervised fine-tuning data: encoded chat / prompt-completion examples (from
 //! `tilpass-tokenize`'s `SftEncoder`) into padded training batches.
 
-use tilpass_models::DecoderInput;
-use tilpass_tokenize::{IGNORE_INDEX, SftExample};
+use tilpass_models::{DecoderInput, DecoderLm, GenerateConfig, generate};
+use tilpass_tokenize::{IGNORE_INDEX, SftExample, Tokenizer};
 
 use crate::error::{Result, TrainError};
 use crate::trainer::LmBatch;
@@ -61,4 +61,38 @@ pub fn sft_batches(
             LmBatch { input, labels }
         })
         .collect())
+}
+
+/// The prompt of an encoded example: its tokens before the first supervised one (for a chat
+/// example, the conversation up to and including the assistant header).
+pub fn prompt_of(example: &SftExample) -> &[u32] {
+    let end = example
+        .labels
+        .iter()
+        .position(|l| *l != IGNORE_INDEX)
+        .unwrap_or(example.input_ids.len());
+    &example.input_ids[..end]
+}
+
+/// Greedy answers of `model` to `prompts` (token ids), at most `max_new_tokens` each, stopping
+/// at the tokenizer's end-of-sequence token; decoded without special tokens.
+pub fn sample_answers(
+    model: &DecoderLm,
+    tokenizer: &Tokenizer,
+    prompts: &[Vec<u32>],
+    max_new_tokens: usize,
+) -> Result<Vec<String>> {
+    if prompts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cfg = GenerateConfig {
+        max_new_tokens,
+        eos_token_ids: tokenizer.eos_id().map(|e| vec![e]),
+        pad_token_id: tokenizer.pad_id(),
+        ..Default::default()
+    };
+    let out = generate(model, prompts, &cfg, &mut |_, _| true)?;
+    out.iter()
+        .map(|ids| Ok(tokenizer.decode(ids, true)?.trim().to_string()))
+        .collect()
 }

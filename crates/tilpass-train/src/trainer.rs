@@ -100,6 +100,9 @@ pub struct EvalLog {
     pub eval_loss: f64,
     /// `exp(eval_loss)`.
     pub perplexity: f64,
+    /// Sample generations made at this evaluation (see [`train_lm_with_samples`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<String>,
 }
 
 /// Progress reported to the caller (for progress bars).
@@ -260,6 +263,26 @@ pub fn train_lm<'t>(
     resume: Option<&Path>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary> {
+    train_lm_with_samples(model, target, train, eval, None, cfg, resume, on_event)
+}
+
+/// Makes sample generations with the model being trained (e.g. answers to a few held-out
+/// prompts), logged with each evaluation.
+pub type Sampler<'a> = &'a dyn Fn(&DecoderLm) -> Result<Vec<String>>;
+
+/// [`train_lm`] that also logs `sampler`'s generations at every evaluation
+/// ([`EvalLog::samples`]).
+#[allow(clippy::too_many_arguments)]
+pub fn train_lm_with_samples<'t>(
+    model: &mut PeftModel<DecoderLm>,
+    target: impl Into<Target<'t>>,
+    train: &[LmBatch],
+    eval: &[LmBatch],
+    sampler: Option<Sampler<'_>>,
+    cfg: &TrainConfig,
+    resume: Option<&Path>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Summary> {
     for (i, b) in train.iter().enumerate() {
         if b.labels.iter().all(|l| *l < 0) {
             return Err(TrainError::NoSupervision { batch: i });
@@ -273,10 +296,13 @@ pub fn train_lm<'t>(
         &|m: &DecoderLm, i: usize| causal_lm_loss(m, &train[i]),
         &|m: &DecoderLm, step: usize| {
             if eval.is_empty() {
-                Ok(None)
-            } else {
-                evaluate(m, eval, step).map(Some)
+                return Ok(None);
             }
+            let mut log = evaluate(m, eval, step)?;
+            if let Some(sample) = sampler {
+                log.samples = sample(m)?;
+            }
+            Ok(Some(log))
         },
         cfg,
         resume,
@@ -543,6 +569,7 @@ pub fn evaluate(model: &DecoderLm, eval: &[LmBatch], step: usize) -> Result<Eval
         step,
         eval_loss,
         perplexity: eval_loss.exp(),
+        samples: Vec::new(),
     })
 }
 

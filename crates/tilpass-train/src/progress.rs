@@ -1,0 +1,125 @@
+//! A progress bar for training runs (`indicatif`): step, loss, learning rate, tokens/s and
+//! ETA on a terminal; on anything else (CI logs, pipes) a plain line every 5% of the run.
+
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::trainer::{Event, Summary};
+
+/// Renders [`Event`]s of a run on stderr. Feed it every event (`on_event`), then `finish`.
+#[derive(Debug)]
+pub struct Progress {
+    bar: ProgressBar,
+    tty: bool,
+    total: usize,
+    every: usize,
+    started: Instant,
+    first_step: Option<usize>,
+}
+
+impl Progress {
+    /// A bar for a run of `total_steps` optimiser steps, labelled `label` (e.g. `"sft"`).
+    pub fn new(label: &str, total_steps: usize) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let bar = ProgressBar::with_draw_target(
+            Some(total_steps as u64),
+            if tty {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        );
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix:>6} [{bar:28.cyan/blue}] {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(label.to_string());
+        Self {
+            bar,
+            tty,
+            total: total_steps,
+            every: (total_steps / 20).max(1),
+            started: Instant::now(),
+            first_step: None,
+        }
+    }
+
+    fn line(&self, text: String) {
+        if self.tty {
+            self.bar.println(text);
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
+    /// Seconds left, from the pace of the steps run in this process.
+    fn eta(&self, step: usize) -> f64 {
+        let done = step.saturating_sub(self.first_step.unwrap_or(step).saturating_sub(1));
+        self.started.elapsed().as_secs_f64() / done.max(1) as f64
+            * self.total.saturating_sub(step) as f64
+    }
+
+    /// Updates the display with one event of the run.
+    pub fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::Step(s) => {
+                self.first_step.get_or_insert(s.step);
+                let msg = format!(
+                    "loss {:.4}  lr {:.2e}  {:.0} tok/s",
+                    s.loss, s.lr, s.tokens_per_s
+                );
+                self.bar.set_position(s.step as u64);
+                self.bar.set_message(msg.clone());
+                if !self.tty && (s.step.is_multiple_of(self.every) || s.step == self.total) {
+                    eprintln!(
+                        "step {}/{}  {msg}  eta {:.0}s",
+                        s.step,
+                        self.total,
+                        self.eta(s.step)
+                    );
+                }
+            }
+            Event::Eval(e) => {
+                self.line(format!(
+                    "eval at step {}: loss {:.4}  perplexity {:.2}",
+                    e.step, e.eval_loss, e.perplexity
+                ));
+                for (i, s) in e.samples.iter().enumerate() {
+                    self.line(format!("  sample {}: {}", i + 1, s.replace('\n', " ⏎ ")));
+                }
+            }
+            Event::Checkpoint(p) => self.line(format!("checkpoint {}", p.display())),
+            Event::EarlyStop { step } => self.line(format!("early stopping at step {step}")),
+        }
+    }
+
+    /// Clears the bar and prints the run's summary line.
+    pub fn finish(&self, summary: &Summary) {
+        self.bar.finish_and_clear();
+        let eval = summary
+            .last_eval
+            .as_ref()
+            .map(|e| {
+                format!(
+                    ", eval loss {:.4} (perplexity {:.2})",
+                    e.eval_loss, e.perplexity
+                )
+            })
+            .unwrap_or_default();
+        eprintln!(
+            "done: {} steps in {:.1}s, loss {:.4} -> {:.4}{eval}{}",
+            summary.steps,
+            self.started.elapsed().as_secs_f64(),
+            summary.first_loss,
+            summary.last_loss,
+            if summary.early_stopped {
+                " (early stopped)"
+            } else {
+                ""
+            }
+        );
+    }
+}
