@@ -1,1 +1,5 @@
-//! Runnable examples of tilpass; see the `[[example]]` entries of this package.
+//! Runnable examples of tilpass; see the `[[example]]` entries of this package. The
+//! quickstart's flow lives here as a library function so that a test runs it.
+
+#[path = "quickstart_lib.rs"]
+pub mod quickstart;

@@ -432,10 +432,11 @@ struct SftArgs {
     /// Base model directory (config.json, safetensors, tokenizer files).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Training data (JSONL / JSON, TRL formats).
+    /// Training data (JSONL / JSON, TRL formats), or `builtin:norsk-chat` (the embedded
+    /// Norwegian chat set; `builtin:norsk-chat:eval` is its held-out split).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Evaluation data (eval loss and perplexity every --eval-steps).
+    /// Evaluation data (eval loss, perplexity and sample answers every --eval-steps).
     #[arg(long)]
     eval_data: Option<PathBuf>,
     /// Output directory.
@@ -547,6 +548,27 @@ impl SftArgs {
     }
 }
 
+/// Records of an SFT data argument: a JSONL/JSON file, or `builtin:norsk-chat[:train|:eval]`
+/// (the embedded dataset; its `train` split when none is named).
+fn sft_records(p: &std::path::Path) -> Result<Vec<tilpass::data::Record>, BoxError> {
+    let s = p.to_string_lossy();
+    if let Some(name) = s.strip_prefix("builtin:") {
+        let (name, split) = name.split_once(':').unwrap_or((name, "train"));
+        if name != tilpass::data::embedded::NORSK_CHAT {
+            return Err(format!(
+                "unknown built-in dataset `{name}`: the one built in is `builtin:norsk-chat` \
+                 (splits :train, :eval)"
+            )
+            .into());
+        }
+        return Ok(tilpass::data::embedded::norsk_chat(Some(split))?
+            .iter()
+            .map(|c| c.record())
+            .collect());
+    }
+    Ok(read_dataset(p, &ReadOptions::default())?.records)
+}
+
 fn train_sft_cmd(a: SftArgs) -> Result<(), BoxError> {
     use tilpass::tokenize::{SftConfig, SftEncoder, Truncation};
     use tilpass::train::{
@@ -577,8 +599,8 @@ fn train_sft_cmd(a: SftArgs) -> Result<(), BoxError> {
     };
     let encoder = SftEncoder::new(&tok, sft)?;
     let encode = |p: &PathBuf| -> Result<Vec<tilpass::tokenize::SftExample>, BoxError> {
-        let ds = read_dataset(p, &ReadOptions::default())?;
-        let (examples, report) = encoder.encode_all(&ds.records)?;
+        let records = sft_records(p)?;
+        let (examples, report) = encoder.encode_all(&records)?;
         tracing::info!("{}: {} examples ({report:?})", p.display(), examples.len());
         Ok(examples)
     };

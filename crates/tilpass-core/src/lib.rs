@@ -17,6 +17,7 @@ pub mod device;
 pub mod error;
 pub mod fs;
 pub mod model_dir;
+pub mod rng;
 
 pub use checkpoint::{
     Checkpoint, HostTensor, KeyRemap, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, SaveDtype,
@@ -26,4 +27,5 @@ pub use device::DeviceSpec;
 pub use error::{Error, Result};
 pub use fs::{read_json, write_atomic, write_atomic_with};
 pub use model_dir::{CONFIG_FILE, ModelDir};
+pub use rng::SplitMix64;
 pub use safetensors::Dtype;

@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod embedded;
 pub mod error;
 pub mod filter;
 pub mod reader;

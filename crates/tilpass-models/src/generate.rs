@@ -60,25 +60,20 @@ impl Default for GenerateConfig {
 /// A small deterministic generator (SplitMix64) for sampling.
 #[derive(Debug, Clone)]
 pub struct Sampler {
-    state: u64,
+    rng: tilpass_core::SplitMix64,
 }
 
 impl Sampler {
     /// Seeds the generator.
     pub fn new(seed: u64) -> Self {
         Self {
-            state: seed ^ 0x9E37_79B9_7F4A_7C15,
+            rng: tilpass_core::SplitMix64::from_state(seed ^ 0x9E37_79B9_7F4A_7C15),
         }
     }
 
     /// A uniform number in `[0, 1)`.
     pub fn uniform(&mut self) -> f64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        self.rng.uniform()
     }
 }
 

@@ -43,6 +43,7 @@ pub mod encoder;
 pub mod error;
 pub mod generate;
 pub mod gpt2;
+pub mod init;
 pub mod layers;
 pub mod llama;
 pub mod ltg_bert;
@@ -64,6 +65,7 @@ pub use generate::{
     next_token,
 };
 pub use gpt2::Gpt2;
+pub use init::create_llama;
 pub use layers::{HasLinears, KvCache, Linear, LoraBranch, causal_mask};
 pub use llama::Llama;
 pub use ltg_bert::{LtgBert, LtgBertConfig};

@@ -54,38 +54,6 @@ impl std::fmt::Display for TrainableReport {
     }
 }
 
-/// A small deterministic generator (SplitMix64) for adapter initialisation.
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// `n` values uniform in `[-bound, bound)`.
-    fn uniform_vec(&mut self, n: usize, bound: f64) -> Vec<f32> {
-        (0..n)
-            .map(|_| ((self.uniform() * 2.0 - 1.0) * bound) as f32)
-            .collect()
-    }
-
-    /// `n` normal values with standard deviation `std` (Box–Muller).
-    fn normal_vec(&mut self, n: usize, std: f64) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                let u1 = self.uniform().max(1e-300);
-                let u2 = self.uniform();
-                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * std) as f32
-            })
-            .collect()
-    }
-}
-
 /// A model with named LoRA adapters (HF PEFT's `PeftModel`). The adapters live inside the
 /// model's [`Linear`] layers, so the model's own `forward` runs them; `Deref` gives the model.
 #[derive(Debug)]
@@ -217,7 +185,7 @@ impl<M: HasLinears> PeftModel<M> {
         }
         let targets = self.targets(&cfg)?;
         let device = self.device()?;
-        let mut rng = Rng(seed ^ 0x005E_ED0F_10A4);
+        let mut rng = tilpass_core::SplitMix64::from_state(seed ^ 0x005E_ED0F_10A4);
         let init = cfg.init_lora_weights.clone();
         for (path, lin) in self.model.linears_mut() {
             if !targets.contains(&path) {

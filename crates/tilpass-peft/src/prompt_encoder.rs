@@ -54,16 +54,10 @@ pub struct PromptEncoder {
 }
 
 fn uniform(state: &mut u64, n: usize, bound: f64) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = *state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            let u = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
-            ((u * 2.0 - 1.0) * bound) as f32
-        })
-        .collect()
+    let mut rng = tilpass_core::SplitMix64::from_state(*state);
+    let out = rng.uniform_vec(n, bound);
+    *state = state.wrapping_add((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    out
 }
 
 impl PromptEncoder {

@@ -1,0 +1,348 @@
+//! The quickstart's whole flow as a function (the `quickstart` example runs it with the
+//! defaults; the test below with a few steps).
+//!
+//! 1. train a byte-level BPE tokenizer on the embedded `norsk-chat` conversations;
+//! 2. create a tiny Llama-style model and pre-train it briefly on the same text (full
+//!    fine-tuning, causal-LM loss on every token);
+//! 3. LoRA-fine-tune it for chat (built-in `norsk` template, loss on assistant tokens only),
+//!    evaluating loss / perplexity and sample answers on the held-out split;
+//! 4. save the base model (HF layout) and the adapter (HF PEFT layout), and answer a few
+//!    held-out questions in Bokmål and Nynorsk.
+
+use std::path::{Path, PathBuf};
+
+use tilpass::data::embedded::{ChatExample, norsk_chat};
+use tilpass::data::{Record, Role};
+use tilpass::models::{DecoderLm, HasLinears, LlamaConfig, create_llama};
+use tilpass::peft::{LoraConfig, PeftModel, TargetModules};
+use tilpass::tokenize::chat_template::NORSK_TEMPLATE;
+use tilpass::tokenize::{SftConfig, SftEncoder, Tokenizer, TokenizerKind, train_tokenizer};
+use tilpass::train::{
+    Progress, Target, TrainConfig, evaluate, prompt_of, sample_answers, sft_batches,
+    train_lm_with_samples,
+};
+
+/// Error type of the quickstart.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Sizes and lengths of the quickstart run.
+#[derive(Debug, Clone)]
+pub struct QuickstartConfig {
+    /// Where the tokenizer, base model and adapter go.
+    pub out: PathBuf,
+    /// Tokenizer vocabulary.
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Pre-training steps (full model).
+    pub base_steps: usize,
+    /// Chat fine-tuning steps (LoRA).
+    pub chat_steps: usize,
+    /// Conversations per batch.
+    pub batch_size: usize,
+    /// LoRA rank.
+    pub lora_r: usize,
+    /// Seed of the model initialisation.
+    pub seed: u64,
+}
+
+impl Default for QuickstartConfig {
+    fn default() -> Self {
+        Self {
+            out: PathBuf::from("quickstart-out"),
+            vocab_size: 2000,
+            hidden_size: 192,
+            layers: 4,
+            heads: 4,
+            base_steps: 300,
+            chat_steps: 150,
+            batch_size: 16,
+            lora_r: 16,
+            seed: 0,
+        }
+    }
+}
+
+/// What the run measured.
+#[derive(Debug, Clone)]
+pub struct QuickstartReport {
+    /// Pre-training loss of the first and last step.
+    pub base_loss: (f64, f64),
+    /// Chat fine-tuning loss of the first and last step.
+    pub chat_loss: (f64, f64),
+    /// Held-out chat loss before and after the LoRA fine-tuning.
+    pub eval_loss: (f64, f64),
+    /// Held-out questions and the fine-tuned model's answers.
+    pub answers: Vec<(String, String)>,
+    /// The base model directory (HF layout, with the tokenizer).
+    pub base_dir: PathBuf,
+    /// The adapter directory (HF PEFT layout).
+    pub adapter_dir: PathBuf,
+}
+
+fn say(quiet: bool, text: &str) {
+    if !quiet {
+        eprintln!("{text}");
+    }
+}
+
+fn first_question(c: &ChatExample) -> String {
+    c.messages
+        .iter()
+        .find(|m| m.role == Role::User)
+        .map(|m| m.content.clone())
+        .unwrap_or_default()
+}
+
+/// Runs the quickstart; progress goes to stderr unless `quiet`.
+pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxError> {
+    let started = std::time::Instant::now();
+    let train_set = norsk_chat(Some("train"))?;
+    let eval_set = norsk_chat(Some("eval"))?;
+    say(
+        quiet,
+        &format!(
+            "norsk-chat: {} training and {} held-out conversations",
+            train_set.len(),
+            eval_set.len()
+        ),
+    );
+    let base_dir = cfg.out.join("base");
+    std::fs::create_dir_all(&base_dir)?;
+
+    // 1. Tokenizer.
+    let corpus = cfg.out.join("corpus.txt");
+    let text: String = train_set
+        .iter()
+        .flat_map(|c| c.messages.iter().map(|m| m.content.clone() + "\n"))
+        .collect();
+    std::fs::write(&corpus, &text)?;
+    let mut tok = train_tokenizer(
+        &[corpus],
+        &tilpass::tokenize::TrainConfig {
+            kind: TokenizerKind::Bpe,
+            vocab_size: cfg.vocab_size,
+            show_progress: false,
+            ..Default::default()
+        },
+    )?;
+    tok.set_chat_template("default", NORSK_TEMPLATE);
+    tok.save(&base_dir)?;
+    let tok = Tokenizer::from_dir(&base_dir)?;
+    say(
+        quiet,
+        &format!("1/4 tokenizer: BPE, {} tokens", tok.vocab_size()),
+    );
+
+    // 2. A tiny Llama, pre-trained briefly on the conversations as plain text.
+    let model_cfg: LlamaConfig = serde_json::from_value(serde_json::json!({
+        "vocab_size": tok.vocab_size(),
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.hidden_size * 8 / 3,
+        "num_hidden_layers": cfg.layers,
+        "num_attention_heads": cfg.heads,
+        "max_position_embeddings": 512,
+        "tie_word_embeddings": true,
+        "bos_token_id": tok.bos_id(),
+        "eos_token_id": tok.eos_id(),
+        "pad_token_id": tok.pad_id(),
+    }))?;
+    create_llama(&base_dir, &model_cfg, 0.02, cfg.seed)?;
+    let device = tilpass::device("flex")?.autodiff();
+    let mut model = PeftModel::new(DecoderLm::load(&base_dir, &device)?);
+    say(
+        quiet,
+        &format!(
+            "2/4 base model: Llama, hidden {}, {} layers, {} parameters; pre-training {} steps",
+            cfg.hidden_size,
+            cfg.layers,
+            model.parameter_count(),
+            cfg.base_steps
+        ),
+    );
+    let pad = tok.pad_id().unwrap_or(0);
+    let max_pos = model.max_positions();
+    let plain: Vec<Record> = train_set
+        .iter()
+        .map(|c| Record::Text {
+            text: c
+                .messages
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        })
+        .collect();
+    let lm = SftEncoder::new(&tok, SftConfig::default())?;
+    let (lm_examples, _) = lm.encode_all(&plain)?;
+    let lm_batches = sft_batches(&lm_examples, cfg.batch_size, pad, max_pos)?;
+    let mut progress = Progress::new("base", cfg.base_steps);
+    let base = train_lm_with_samples(
+        &mut model,
+        Target::Full,
+        &lm_batches,
+        &[],
+        None,
+        &TrainConfig {
+            learning_rate: 3e-3,
+            lr_scheduler_type: tilpass::train::ScheduleKind::Cosine,
+            warmup_steps: cfg.base_steps / 10,
+            max_steps: cfg.base_steps,
+            ..Default::default()
+        },
+        None,
+        &mut |e| {
+            if !quiet {
+                progress.on_event(&e)
+            }
+        },
+    )?;
+    if !quiet {
+        progress.finish(&base);
+    }
+    model.save(&base_dir, tilpass::core::SaveDtype::F32)?;
+
+    // 3. LoRA chat fine-tuning with the `norsk` template, assistant tokens only.
+    let chat = SftEncoder::new(
+        &tok,
+        SftConfig {
+            assistant_only_loss: true,
+            ..Default::default()
+        },
+    )?;
+    let records = |set: &[ChatExample]| set.iter().map(|c| c.record()).collect::<Vec<_>>();
+    let (train_examples, _) = chat.encode_all(&records(&train_set))?;
+    let (eval_examples, _) = chat.encode_all(&records(&eval_set))?;
+    let train = sft_batches(&train_examples, cfg.batch_size, pad, max_pos)?;
+    let eval = sft_batches(&eval_examples, cfg.batch_size, pad, max_pos)?;
+    let mut lora = LoraConfig::new(cfg.lora_r, 2.0 * cfg.lora_r as f64, &[]);
+    lora.target_modules = Some(TargetModules::Pattern("all-linear".into()));
+    lora.task_type = Some("CAUSAL_LM".into());
+    lora.base_model_name_or_path = Some(base_dir.display().to_string());
+    // A fresh model from the saved base: the adapter is trained over exactly those weights.
+    let mut model = PeftModel::new(DecoderLm::load(&base_dir, &device)?);
+    model.add_adapter("default", &lora, cfg.seed)?;
+    model.freeze_base();
+    let before = evaluate(&model, &eval, 0)?.eval_loss;
+    say(
+        quiet,
+        &format!(
+            "3/4 chat fine-tuning: LoRA r={} on all linear layers ({}); {} steps; held-out loss before {:.3}",
+            cfg.lora_r,
+            model.trainable_parameters(),
+            cfg.chat_steps,
+            before
+        ),
+    );
+    let questions: Vec<&ChatExample> = ["nb", "nn"]
+        .iter()
+        .flat_map(|l| eval_set.iter().filter(move |c| c.lang == *l).take(2))
+        .collect();
+    let prompts: Vec<Vec<u32>> = questions
+        .iter()
+        .map(|c| {
+            let (ex, _) = chat.encode_all(&[c.record()])?;
+            Ok(prompt_of(&ex[0]).to_vec())
+        })
+        .collect::<Result<_, BoxError>>()?;
+    let sampler = |m: &DecoderLm| sample_answers(m, &tok, &prompts[..2], 32);
+    let mut progress = Progress::new("chat", cfg.chat_steps);
+    let tuned = train_lm_with_samples(
+        &mut model,
+        "default",
+        &train,
+        &eval,
+        Some(&sampler),
+        &TrainConfig {
+            learning_rate: 2e-3,
+            lr_scheduler_type: tilpass::train::ScheduleKind::Cosine,
+            warmup_steps: cfg.chat_steps / 10,
+            max_steps: cfg.chat_steps,
+            eval_steps: Some((cfg.chat_steps / 3).max(1)),
+            output_dir: Some(cfg.out.join("chat-run")),
+            ..Default::default()
+        },
+        None,
+        &mut |e| {
+            if !quiet {
+                progress.on_event(&e)
+            }
+        },
+    )?;
+    if !quiet {
+        progress.finish(&tuned);
+    }
+    let after = evaluate(&model, &eval, tuned.steps)?.eval_loss;
+
+    // 4. Save the adapter and answer held-out questions.
+    let adapter_dir = cfg.out.join("adapter");
+    model.save_adapter("default", &adapter_dir)?;
+    let answers = sample_answers(&model, &tok, &prompts, 40)?;
+    let answers: Vec<(String, String)> = questions
+        .iter()
+        .map(|c| first_question(c))
+        .zip(answers)
+        .collect();
+    say(
+        quiet,
+        &format!(
+            "4/4 saved {} (base) and {} (adapter) in {:.0}s",
+            base_dir.display(),
+            adapter_dir.display(),
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(QuickstartReport {
+        base_loss: (base.first_loss, base.last_loss),
+        chat_loss: (tuned.first_loss, tuned.last_loss),
+        eval_loss: (before, after),
+        answers,
+        base_dir,
+        adapter_dir,
+    })
+}
+
+/// Loads the quickstart's result the way a user would: base model directory + adapter.
+pub fn load_result(base: &Path, adapter: &Path) -> Result<PeftModel<DecoderLm>, BoxError> {
+    let device = tilpass::device("flex")?;
+    let mut m = PeftModel::new(DecoderLm::load(base, &device)?);
+    m.load_adapter(adapter, "default")?;
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A few steps of the whole flow: every stage runs, files land where the README says, the
+    /// losses fall and the saved adapter loads back.
+    #[test]
+    fn the_quickstart_flow_runs_and_its_losses_fall() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = QuickstartConfig {
+            out: dir.path().to_path_buf(),
+            vocab_size: 600,
+            hidden_size: 64,
+            layers: 2,
+            heads: 2,
+            base_steps: 12,
+            chat_steps: 12,
+            batch_size: 8,
+            lora_r: 4,
+            seed: 1,
+        };
+        let r = run(&cfg, true).unwrap();
+        assert!(r.base_loss.1 < r.base_loss.0, "{:?}", r.base_loss);
+        assert!(r.eval_loss.1 < r.eval_loss.0, "{:?}", r.eval_loss);
+        assert_eq!(r.answers.len(), 4);
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            assert!(r.base_dir.join(f).is_file(), "{f}");
+        }
+        let m = load_result(&r.base_dir, &r.adapter_dir).unwrap();
+        assert_eq!(m.active(), ["default"]);
+    }
+}
