@@ -252,16 +252,26 @@ fn field<'a>(
         .ok_or_else(|| format!("{}:{line}: no string field `{name}`", path.display()).into())
 }
 
-fn load_bert(
+/// A BERT or LTG-BERT (NorBERT3) encoder turned into a fresh classifier over `labels`, with the
+/// LoRA targets and the head's module name for `modules_to_save`.
+fn load_classifier(
     args: &ModelArgs,
+    labels: &[String],
     device: &tilpass::burn::tensor::Device,
-) -> Result<tilpass::models::Bert, BoxError> {
-    match tilpass::models::EncoderModel::load(&args.model, device)? {
-        tilpass::models::EncoderModel::Bert(b) => Ok(*b),
-        _ => Err(
-            "classification training and prediction take BERT models (LTG-BERT is planned)".into(),
-        ),
-    }
+) -> Result<
+    (
+        tilpass::models::EncoderModel,
+        [&'static str; 2],
+        &'static str,
+    ),
+    BoxError,
+> {
+    let m = tilpass::models::EncoderModel::load(&args.model, device)?;
+    let (targets, head) = match &m {
+        tilpass::models::EncoderModel::Bert(_) => (["query", "value"], "classifier"),
+        tilpass::models::EncoderModel::LtgBert(_) => (["in_proj_qk", "in_proj_v"], "head"),
+    };
+    Ok((m.with_new_classifier(labels, 0)?, targets, head))
 }
 
 fn encode_texts(
@@ -304,8 +314,8 @@ fn train_classify_cmd(a: ClassifyArgs) -> Result<(), BoxError> {
         .collect();
     let device = tilpass::device(&a.model.device)?.autodiff();
     let tok = Tokenizer::from_dir(&a.model.model)?;
-    let bert = load_bert(&a.model, &device)?.with_new_classifier(&names, 0)?;
-    let pad = bert.config().pad_token_id.unwrap_or(0);
+    let (bert, targets, head) = load_classifier(&a.model, &names, &device)?;
+    let pad = bert.pad_token_id();
     let encoded = encode_texts(&tok, &texts, a.max_length)?;
     let n_eval = ((rows.len() as f64) * a.eval_split).round() as usize;
     let n_train = rows.len() - n_eval;
@@ -313,8 +323,8 @@ fn train_classify_cmd(a: ClassifyArgs) -> Result<(), BoxError> {
     let train = cls_batches(&examples[..n_train], a.batch_size, pad)?;
     let eval = cls_batches(&examples[n_train..], a.batch_size, pad)?;
     let mut peft = PeftModel::new(bert);
-    let mut cfg = tilpass::peft::LoraConfig::new(a.lora_r, a.lora_alpha, &["query", "value"]);
-    cfg.modules_to_save = Some(vec!["classifier".into()]);
+    let mut cfg = tilpass::peft::LoraConfig::new(a.lora_r, a.lora_alpha, &targets);
+    cfg.modules_to_save = Some(vec![head.into()]);
     cfg.task_type = Some("SEQ_CLS".into());
     cfg.base_model_name_or_path = Some(a.model.model.display().to_string());
     peft.add_adapter("default", &cfg, 0)?;
@@ -330,15 +340,15 @@ fn train_classify_cmd(a: ClassifyArgs) -> Result<(), BoxError> {
         output_dir: Some(a.out.clone()),
         ..Default::default()
     };
+    let mut progress = tilpass::train::Progress::new("classify", a.steps);
     let summary = train_classifier(&mut peft, "default", &train, &tc, None, &mut |e| {
-        if let tilpass::train::Event::Step(s) = e {
-            eprintln!("step {}/{}  loss {:.4}", s.step, a.steps, s.loss);
-        }
+        progress.on_event(&e)
     })?;
+    progress.finish(&summary);
     let report = if eval.is_empty() {
         None
     } else {
-        Some(evaluate_classifier(&peft, &eval)?)
+        Some(evaluate_classifier(peft.model(), &eval)?)
     };
     let adapter = a.out.join("adapter");
     peft.save_adapter("default", &adapter)?;
@@ -380,8 +390,8 @@ fn predict_cmd(a: PredictArgs) -> Result<(), BoxError> {
     let names: Vec<String> = tilpass::core::read_json(adapter.join("labels.json"))?;
     let device = tilpass::device(&a.model.device)?;
     let tok = Tokenizer::from_dir(&a.model.model)?;
-    let bert = load_bert(&a.model, &device)?.with_new_classifier(&names, 0)?;
-    let pad = bert.config().pad_token_id.unwrap_or(0);
+    let (bert, _, _) = load_classifier(&a.model, &names, &device)?;
+    let pad = bert.pad_token_id();
     let mut peft = PeftModel::new(bert);
     peft.load_adapter(&adapter, "default")?;
     let model = peft.into_model();

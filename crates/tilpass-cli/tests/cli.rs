@@ -879,3 +879,59 @@ fn lambert_train_classify_and_predict_on_minilm() {
         assert!(l["label"] == "positiv" || l["label"] == "negativ");
     }
 }
+
+#[test]
+fn train_classify_and_predict_with_an_ltg_bert_model() {
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/ltg_bert_mlm");
+    let dir = with_tokenizer(&src);
+    let m = dir.path().to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let rows: String = (0..20)
+        .map(|i| {
+            let l = ["nb", "nn"][i % 2];
+            serde_json::json!({"text": format!("t{} t{} t{}", 10 + i % 2, 30 + i, 50 + i % 2), "label": l})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    let data = write(work.path(), "labelled.jsonl", &rows);
+    let out = work.path().join("cls");
+    let v = ok_json(&tilpass(&[
+        "train",
+        "classify",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "10",
+        "--batch-size",
+        "6",
+        "--lr",
+        "5e-3",
+    ]));
+    assert_eq!(v["labels"], serde_json::json!(["nb", "nn"]));
+    let s = &v["summary"];
+    assert!(s["last_loss"].as_f64().unwrap() < s["first_loss"].as_f64().unwrap());
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["modules_to_save"], serde_json::json!(["head"]));
+    let preds = work.path().join("preds.jsonl");
+    let v = ok_json(&tilpass(&[
+        "predict",
+        "--model",
+        m,
+        "--adapter",
+        out.join("adapter").to_str().unwrap(),
+        "--data",
+        &data,
+        "--out",
+        preds.to_str().unwrap(),
+    ]));
+    assert_eq!(v["rows"], 20);
+}

@@ -69,6 +69,15 @@ impl EncoderModel {
         }
     }
 
+    /// Turns the model into a fresh sequence classifier over `labels` (see
+    /// [`crate::Bert::with_new_classifier`] and [`crate::LtgBert::with_new_classifier`]).
+    pub fn with_new_classifier(self, labels: &[String], seed: u64) -> Result<Self> {
+        Ok(match self {
+            Self::Bert(m) => Self::Bert(Box::new(m.with_new_classifier(labels, seed)?)),
+            Self::LtgBert(m) => Self::LtgBert(Box::new(m.with_new_classifier(labels, seed)?)),
+        })
+    }
+
     /// Sequence-classification logits `[batch, num_labels]`.
     pub fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
         match self {

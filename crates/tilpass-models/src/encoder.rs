@@ -361,3 +361,56 @@ pub fn labels_from(id2label: &Option<BTreeMap<String, String>>) -> Result<Option
     }
     Ok(Some(out))
 }
+
+/// A sequence classifier (BERT, LTG-BERT / NorBERT3, or either as an
+/// [`crate::EncoderModel`]), for classification training and prediction.
+pub trait SequenceClassifier: crate::layers::HasLinears {
+    /// Logits `[batch, num_labels]`.
+    fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>>;
+    /// How logits become probabilities (the config's `problem_type`, transformers' default).
+    fn problem_type(&self) -> Result<ProblemType>;
+    /// Number of classes.
+    fn num_labels(&self) -> usize;
+}
+
+impl SequenceClassifier for crate::Bert {
+    fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
+        crate::Bert::classify(self, input)
+    }
+    fn problem_type(&self) -> Result<ProblemType> {
+        self.config().problem_type()
+    }
+    fn num_labels(&self) -> usize {
+        self.config().num_labels()
+    }
+}
+
+impl SequenceClassifier for crate::LtgBert {
+    fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
+        crate::LtgBert::classify(self, input)
+    }
+    fn problem_type(&self) -> Result<ProblemType> {
+        ProblemType::from_config(None, self.config().num_labels())
+    }
+    fn num_labels(&self) -> usize {
+        self.config().num_labels()
+    }
+}
+
+impl SequenceClassifier for crate::EncoderModel {
+    fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
+        crate::EncoderModel::classify(self, input)
+    }
+    fn problem_type(&self) -> Result<ProblemType> {
+        match self {
+            Self::Bert(m) => m.problem_type(),
+            Self::LtgBert(m) => SequenceClassifier::problem_type(m.as_ref()),
+        }
+    }
+    fn num_labels(&self) -> usize {
+        match self {
+            Self::Bert(m) => m.config().num_labels(),
+            Self::LtgBert(m) => m.config().num_labels(),
+        }
+    }
+}

@@ -56,7 +56,8 @@ pub use config::{Gpt2Config, LlamaConfig, RopeParameters, TokenIds};
 pub use decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS, shifted_log_probs};
 pub use embed::{EncoderModel, PoolingConfig, SUPPORTED_ENCODERS, SentenceEmbedder, cosine};
 pub use encoder::{
-    Activation, EncoderInput, PoolingMode, ProblemType, key_padding_mask, labels_from, pool,
+    Activation, EncoderInput, PoolingMode, ProblemType, SequenceClassifier, key_padding_mask,
+    labels_from, pool,
 };
 pub use error::{ModelError, Result};
 pub use generate::{

@@ -175,6 +175,15 @@ pub struct LtgHead {
     out_bias: Param<Tensor<1>>,
 }
 
+/// The sequence-classification head `head.nonlinearity`: `LN → Linear(h, h) → GELU → LN →
+/// Linear(h, labels)` (LNs without parameters); both projections are [`Linear`] layers, so
+/// adapters (`modules_to_save = ["head"]`) reach them.
+#[derive(Module, Debug)]
+pub struct LtgClassifier {
+    dense: Linear,
+    out: Linear,
+}
+
 /// An LTG-BERT / NorBERT3 model with its head.
 #[derive(Module, Debug)]
 pub struct LtgBert {
@@ -183,7 +192,7 @@ pub struct LtgBert {
     relative_norm: LayerNorm,
     layers: Vec<LtgBertLayer>,
     mlm: Option<LtgHead>,
-    classifier: Option<LtgHead>,
+    classifier: Option<LtgClassifier>,
     #[module(skip)]
     config: LtgBertConfig,
 }
@@ -289,7 +298,11 @@ impl LtgBert {
             None
         };
         let classifier = if arch.ends_with("ForSequenceClassification") {
-            Some(head("head", config.num_labels(), None)?)
+            let n = config.num_labels();
+            Some(LtgClassifier {
+                dense: load_linear(ckpt, "head.nonlinearity.1", h, h, true, device)?,
+                out: load_linear(ckpt, "head.nonlinearity.5", h, n, true, device)?,
+            })
         } else {
             None
         };
@@ -391,8 +404,56 @@ impl LtgBert {
         let x = self.forward_hidden(input)?;
         let [b, _, h] = x.dims();
         let first = x.slice([0..b, 0..1, 0..h]);
-        let n = self.config.num_labels();
-        Ok(self.run_head(head, first).reshape([b, n]))
+        let eps = self.config.layer_norm_eps;
+        let t = plain_layer_norm(
+            crate::encoder::gelu_exact(head.dense.forward(plain_layer_norm(first, eps))),
+            eps,
+        );
+        let n = head.out.dims().1;
+        Ok(head.out.forward(t).reshape([b, n]))
+    }
+
+    /// Turns the model into a fresh sequence classifier over `labels` (any head it had is
+    /// dropped): a new `head` initialised as the reference `Classifier.initialize` does
+    /// (weights truncated-normal with std `sqrt(2 / (5·hidden))` cut at ±2 std, biases 0, from
+    /// `seed`).
+    pub fn with_new_classifier(mut self, labels: &[String], seed: u64) -> Result<Self> {
+        if labels.is_empty() {
+            return Err(ModelError::Input(
+                "a classifier needs at least one label".into(),
+            ));
+        }
+        let (h, k) = (self.config.hidden_size, labels.len());
+        let std = (2.0 / (5.0 * h as f64)).sqrt();
+        let mut rng = tilpass_core::SplitMix64::from_state(seed ^ 0x17C0_11A5_51F1);
+        let mut trunc = |n: usize| -> Vec<f32> {
+            let mut out = Vec::with_capacity(n);
+            while out.len() < n {
+                for v in rng.normal_vec(n - out.len(), std) {
+                    if f64::from(v).abs() <= 2.0 * std {
+                        out.push(v);
+                    }
+                }
+            }
+            out
+        };
+        let device = self.word.weight.device();
+        let dense = Tensor::from_data(TensorData::new(trunc(h * h), [h, h]), &device);
+        let out = Tensor::from_data(TensorData::new(trunc(h * k), [h, k]), &device);
+        self.classifier = Some(LtgClassifier {
+            dense: Linear::new(dense, Some(Tensor::zeros([h], &device))),
+            out: Linear::new(out, Some(Tensor::zeros([k], &device))),
+        });
+        self.mlm = None;
+        self.config.id2label = Some(
+            labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i.to_string(), l.clone()))
+                .collect(),
+        );
+        self.config.architectures = Some(vec!["NorbertForSequenceClassification".into()]);
+        Ok(self)
     }
 
     fn wrong_head(&self, wanted: &str) -> ModelError {
@@ -413,6 +474,10 @@ macro_rules! ltg_linears {
             out.push((format!("{p}.attention.out_proj"), & $($m)? l.out_proj));
             out.push((format!("{p}.mlp.mlp.1"), & $($m)? l.ff_in));
             out.push((format!("{p}.mlp.mlp.4"), & $($m)? l.ff_out));
+        }
+        if let Some(c) = & $($m)? $s.classifier {
+            out.push(("head.nonlinearity.1".to_string(), & $($m)? c.dense));
+            out.push(("head.nonlinearity.5".to_string(), & $($m)? c.out));
         }
         out
     }};

@@ -54,6 +54,22 @@ impl std::fmt::Display for TrainableReport {
     }
 }
 
+/// Whether layer `path` is module `name` or inside it, PEFT's `modules_to_save` matching
+/// (`key.endswith(name)` on whole path components): `classifier` covers `classifier`, and
+/// `head` covers `head.nonlinearity.1`.
+fn within_module(path: &str, name: &str) -> bool {
+    let mut end = 0;
+    for part in path.split('.') {
+        end += part.len();
+        let prefix = &path[..end];
+        if prefix == name || prefix.ends_with(&format!(".{name}")) {
+            return true;
+        }
+        end += 1;
+    }
+    false
+}
+
 /// A model with named LoRA adapters (HF PEFT's `PeftModel`). The adapters live inside the
 /// model's [`Linear`] layers, so the model's own `forward` runs them; `Deref` gives the model.
 #[derive(Debug)]
@@ -137,9 +153,7 @@ impl<M: HasLinears> PeftModel<M> {
         let mut out = Vec::new();
         for (path, _) in self.model.linears() {
             let last = path.rsplit('.').next().unwrap_or(&path);
-            let is_saved = saved
-                .iter()
-                .any(|s| path == *s || path.ends_with(&format!(".{s}")));
+            let is_saved = saved.iter().any(|s| within_module(&path, s));
             // `all-linear` leaves out the output layer (a classifier head).
             let output = targets.is_all_linear() && (last == "classifier" || last == "score");
             let excluded = match &cfg.exclude_modules {
@@ -223,7 +237,7 @@ impl<M: HasLinears> PeftModel<M> {
         }
         for path in cfg.modules_to_save.clone().unwrap_or_default() {
             for (p, lin) in self.model.linears_mut() {
-                if p == path || p.ends_with(&format!(".{path}")) {
+                if within_module(&p, &path) {
                     self.originals
                         .entry(p.clone())
                         .or_insert_with(|| (lin.weight.val(), lin.bias.as_ref().map(|b| b.val())));

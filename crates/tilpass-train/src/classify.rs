@@ -7,7 +7,9 @@ use std::path::Path;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use tilpass_metrics::{ClassificationReport, classification_report};
-use tilpass_models::{Bert, DecoderInput, DecoderLm, EncoderInput, shifted_log_probs};
+use tilpass_models::{
+    DecoderInput, DecoderLm, EncoderInput, SequenceClassifier, shifted_log_probs,
+};
 use tilpass_peft::PeftModel;
 
 use crate::error::{Result, TrainError};
@@ -107,7 +109,10 @@ pub fn cls_batches(
 }
 
 /// Mean cross-entropy of a classifier's logits on a batch.
-pub fn classification_loss(model: &Bert, batch: &ClsBatch) -> Result<(Tensor<1>, usize)> {
+pub fn classification_loss<M: SequenceClassifier>(
+    model: &M,
+    batch: &ClsBatch,
+) -> Result<(Tensor<1>, usize)> {
     let logits = model.classify(&batch.input)?;
     let [b, k] = logits.dims();
     if let Some(l) = batch.labels.iter().find(|l| **l >= k) {
@@ -121,11 +126,12 @@ pub fn classification_loss(model: &Bert, batch: &ClsBatch) -> Result<(Tensor<1>,
     Ok((picked.sum().neg().div_scalar(b as f64), b))
 }
 
-/// Trains a BERT classifier's adapter (LoRA + the classifier in `modules_to_save`, or any
-/// adapter) on `train` with the engine of [`crate::train_lm`].
-pub fn train_classifier(
-    model: &mut PeftModel<Bert>,
-    adapter: &str,
+/// Trains a classifier (BERT, LTG-BERT, [`tilpass_models::EncoderModel`]) on `train` with the
+/// engine of [`crate::train_lm`]: its adapter (LoRA + the head in `modules_to_save`, or any
+/// adapter) or, with [`crate::Target::Full`], every parameter.
+pub fn train_classifier<'t, M: SequenceClassifier>(
+    model: &mut PeftModel<M>,
+    target: impl Into<crate::trainer::Target<'t>>,
     train: &[ClsBatch],
     cfg: &TrainConfig,
     resume: Option<&Path>,
@@ -134,9 +140,9 @@ pub fn train_classifier(
     let tokens: Vec<usize> = train.iter().map(|b| b.input.input_ids.len()).collect();
     train_loop(
         model,
-        adapter,
+        target,
         &tokens,
-        &|m: &Bert, i: usize| classification_loss(m, &train[i]),
+        &|m: &M, i: usize| classification_loss(m, &train[i]),
         &|_, _| Ok(None),
         cfg,
         resume,
@@ -145,8 +151,11 @@ pub fn train_classifier(
 }
 
 /// Class and probabilities of every row (softmax or sigmoid per the model's `problem_type`).
-pub fn predict(model: &Bert, batches: &[EncoderInput]) -> Result<Vec<(usize, Vec<f32>)>> {
-    let problem = model.config().problem_type()?;
+pub fn predict<M: SequenceClassifier>(
+    model: &M,
+    batches: &[EncoderInput],
+) -> Result<Vec<(usize, Vec<f32>)>> {
+    let problem = model.problem_type()?;
     let mut out = Vec::new();
     for input in batches {
         let probs = problem.probabilities(model.classify(input)?);
@@ -169,13 +178,16 @@ pub fn predict(model: &Bert, batches: &[EncoderInput]) -> Result<Vec<(usize, Vec
 }
 
 /// Accuracy, macro-F1 and the rest of predictions on labelled batches.
-pub fn evaluate_classifier(model: &Bert, batches: &[ClsBatch]) -> Result<ClassificationReport> {
+pub fn evaluate_classifier<M: SequenceClassifier>(
+    model: &M,
+    batches: &[ClsBatch],
+) -> Result<ClassificationReport> {
     let inputs: Vec<EncoderInput> = batches.iter().map(|b| b.input.clone()).collect();
     let pred: Vec<usize> = predict(model, &inputs)?
         .into_iter()
         .map(|(c, _)| c)
         .collect();
     let gold: Vec<usize> = batches.iter().flat_map(|b| b.labels.clone()).collect();
-    classification_report(&gold, &pred, model.config().num_labels())
+    classification_report(&gold, &pred, model.num_labels())
         .map_err(|e| TrainError::Config(e.to_string()))
 }
