@@ -319,6 +319,29 @@ fn training_errors_name_step_batch_and_cause() {
         err.to_string().contains("/proc/tilpass-cannot-write-here"),
         "{err}"
     );
+    // A full disk: metrics.jsonl pointing at /dev/full (every write fails with ENOSPC).
+    #[cfg(target_os = "linux")]
+    if std::path::Path::new("/dev/full").exists() {
+        let out = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/full", out.path().join("metrics.jsonl")).unwrap();
+        let cfg = tilpass::train::TrainConfig {
+            output_dir: Some(out.path().to_path_buf()),
+            ..reference_config()
+        };
+        let mut peft = fresh_model(&fixture_path("train/lora_sft/initial"));
+        let err =
+            train_lm(&mut peft, "default", &batches, &[], &cfg, None, &mut |_| {}).unwrap_err();
+        assert!(
+            matches!(err, TrainError::Core(tilpass::core::Error::DiskFull { .. })),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("metrics.jsonl") && err.to_string().contains("no space"),
+            "{err}"
+        );
+    } else {
+        eprintln!("SKIPPED disk-full case: no /dev/full on this system");
+    }
     // Resuming another adapter's checkpoint.
     let out = tempfile::tempdir().unwrap();
     let cfg = tilpass::train::TrainConfig {

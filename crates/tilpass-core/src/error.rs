@@ -20,6 +20,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The disk (or quota) is full while writing: nothing partial is left in place (writes
+    /// are atomic), and the earlier checkpoints are untouched.
+    #[error(
+        "{path}: no space left on the device: free some space (or keep fewer checkpoints: \
+         save_total_limit) and resume from the last checkpoint"
+    )]
+    DiskFull {
+        /// The file being written.
+        path: PathBuf,
+    },
     /// A JSON file could not be parsed or did not have the expected structure.
     #[error("{path}: invalid JSON: {message}")]
     Json {
@@ -133,10 +143,16 @@ pub enum Error {
 
 impl Error {
     /// Wraps an I/O error with the path it concerns.
+    /// A full disk or quota becomes [`Error::DiskFull`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
+        match source.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                Error::DiskFull { path: path.into() }
+            }
+            _ => Error::Io {
+                path: path.into(),
+                source,
+            },
         }
     }
 

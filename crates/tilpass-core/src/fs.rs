@@ -96,3 +96,24 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod disk_full_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_a_disk_full_error_and_leaves_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomic(&path, "old").unwrap();
+        let err = write_atomic_with(&path, |_| {
+            Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
+        assert!(err.to_string().contains("no space left"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file stays behind");
+    }
+}
