@@ -1,7 +1,7 @@
 //! The main job of tilpass in one command, on this machine's CPU in a few minutes:
 //!
 //! ```text
-//! cargo run --release --example quickstart [-- [OUT_DIR] [--base-steps N] [--chat-steps N]]
+//! cargo run --release --example quickstart [-- [OUT_DIR] [--base-steps N] [--chat-steps N] [--check]]
 //! ```
 //!
 //! Trains a tokenizer and a tiny Llama-style model on the embedded Norwegian chat dataset
@@ -14,6 +14,7 @@ use tilpass_examples::quickstart::{QuickstartConfig, run};
 
 fn main() {
     let mut cfg = QuickstartConfig::default();
+    let mut check = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut steps = |name: &str| -> usize {
@@ -28,13 +29,17 @@ fn main() {
         match a.as_str() {
             "--base-steps" => cfg.base_steps = steps("--base-steps"),
             "--chat-steps" => cfg.chat_steps = steps("--chat-steps"),
+            // For CI: fail unless every loss fell.
+            "--check" => check = true,
             "-h" | "--help" => {
-                eprintln!("usage: quickstart [OUT_DIR] [--base-steps N] [--chat-steps N]");
+                eprintln!(
+                    "usage: quickstart [OUT_DIR] [--base-steps N] [--chat-steps N] [--check]"
+                );
                 return;
             }
             _ if a.starts_with('-') => {
                 eprintln!(
-                    "unknown option {a}; usage: quickstart [OUT_DIR] [--base-steps N] [--chat-steps N]"
+                    "unknown option {a}; usage: quickstart [OUT_DIR] [--base-steps N] [--chat-steps N] [--check]"
                 );
                 std::process::exit(2);
             }
@@ -54,6 +59,13 @@ fn main() {
             );
             for (q, a) in &r.answers {
                 println!("\n> {q}\n{a}");
+            }
+            let fell = r.base_loss.1 < r.base_loss.0
+                && r.chat_loss.1 < r.chat_loss.0
+                && r.eval_loss.1 < r.eval_loss.0;
+            if check && !fell {
+                eprintln!("quickstart check failed: a loss did not fall");
+                std::process::exit(1);
             }
             println!(
                 "\nbase model: {}\nadapter:    {}\ntry it:     cargo run --release -p tilpass-cli -- chat --model {} --adapter {}",
