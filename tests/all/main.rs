@@ -5,6 +5,7 @@ mod decoder_parity;
 mod encoder_parity;
 mod lambert;
 mod metrics_classification;
+mod metrics_text;
 mod packing;
 mod peft_parity;
 mod sentence_embeddings;

@@ -12,6 +12,15 @@
 
 #![warn(missing_docs)]
 
+pub mod bleu;
+pub mod chrf;
 pub mod classification;
+pub mod error;
+pub mod ngrams;
+pub mod sacre_tokenize;
 
+pub use bleu::{Bleu, BleuConfig, BleuScore, SACREBLEU_VERSION, Smooth};
+pub use chrf::{Chrf, ChrfConfig, ChrfScore};
 pub use classification::{ClassificationError, ClassificationReport, classification_report};
+pub use error::{MetricsError, Result};
+pub use sacre_tokenize::SacreTokenizer;

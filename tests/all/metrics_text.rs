@@ -1,0 +1,235 @@
+//! Text metrics equal the reference libraries (tests/fixtures/metrics/text_metrics.json, made
+//! by tests/fixtures/generate_text_metrics.py from sacrebleu 2.6.0, rouge-score 0.1.2 and
+//! pytrec_eval), plus the printed vectors of ../shared/notes/reference-semantics.md §3.
+
+use serde_json::Value;
+use tilpass::metrics::{Bleu, BleuConfig, Chrf, ChrfConfig, SacreTokenizer, Smooth};
+use tilpass_tests::fixture_json;
+
+/// `hyps`, `refs` (streams; null = no reference) of a case: inline or a named corpus.
+fn texts(fx: &Value, case: &Value) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+    let src = if case.get("hyps").is_some() {
+        case
+    } else {
+        &fx["corpora"][case["corpus"].as_str().unwrap()]
+    };
+    (
+        serde_json::from_value(src["hyps"].clone()).unwrap(),
+        serde_json::from_value(src["refs"].clone()).unwrap(),
+    )
+}
+
+fn bleu_config(c: &Value) -> BleuConfig {
+    let mut cfg = BleuConfig::default();
+    if let Some(t) = c["tokenize"].as_str() {
+        cfg.tokenize = SacreTokenizer::from_name(t).unwrap();
+    }
+    if let Some(s) = c["smooth_method"].as_str() {
+        cfg.smooth_method = Smooth::from_name(s).unwrap();
+    }
+    cfg.smooth_value = c["smooth_value"].as_f64();
+    cfg.lowercase = c["lowercase"].as_bool().unwrap_or(false);
+    cfg.effective_order = c["effective_order"].as_bool().unwrap_or(false);
+    if let Some(n) = c["max_ngram_order"].as_u64() {
+        cfg.max_ngram_order = n as usize;
+    }
+    cfg
+}
+
+#[test]
+fn bleu_matches_sacrebleu() {
+    let fx = fixture_json("metrics/text_metrics.json");
+    let cases = fx["bleu"].as_array().unwrap();
+    assert!(cases.len() > 100);
+    for case in cases {
+        let (hyps, refs) = texts(&fx, case);
+        let bleu = Bleu::new(bleu_config(&case["config"]));
+        let s = bleu.corpus_score(&hyps, &refs).unwrap();
+        let want = case["score"].as_f64().unwrap();
+        let what = format!("{} {} {}", case["corpus"], case["level"], case["config"]);
+        assert!(
+            (s.score - want).abs() < 1e-9,
+            "{what}: {} vs {want}",
+            s.score
+        );
+        assert_eq!(
+            s.sys_len as u64,
+            case["sys_len"].as_u64().unwrap(),
+            "{what}"
+        );
+        assert_eq!(
+            s.ref_len as u64,
+            case["ref_len"].as_u64().unwrap(),
+            "{what}"
+        );
+        assert!(
+            (s.bp - case["bp"].as_f64().unwrap()).abs() < 1e-12,
+            "{what}"
+        );
+        let p: Vec<f64> = serde_json::from_value(case["precisions"].clone()).unwrap();
+        for (a, b) in s.precisions.iter().zip(&p) {
+            assert!(
+                (a - b).abs() < 1e-9,
+                "{what}: precisions {:?} vs {p:?}",
+                s.precisions
+            );
+        }
+        assert_eq!(s.signature, case["signature"].as_str().unwrap(), "{what}");
+    }
+}
+
+#[test]
+fn chrf_matches_sacrebleu() {
+    let fx = fixture_json("metrics/text_metrics.json");
+    for case in fx["chrf"].as_array().unwrap() {
+        let (hyps, refs) = texts(&fx, case);
+        let c = &case["config"];
+        let d = ChrfConfig::default();
+        let cfg = ChrfConfig {
+            char_order: c["char_order"]
+                .as_u64()
+                .map_or(d.char_order, |v| v as usize),
+            word_order: c["word_order"]
+                .as_u64()
+                .map_or(d.word_order, |v| v as usize),
+            beta: c["beta"].as_u64().map_or(d.beta, |v| v as u32),
+            lowercase: c["lowercase"].as_bool().unwrap_or(false),
+            whitespace: c["whitespace"].as_bool().unwrap_or(false),
+            eps_smoothing: c["eps_smoothing"].as_bool().unwrap_or(false),
+        };
+        let chrf = Chrf::new(cfg);
+        let s = chrf.corpus_score(&hyps, &refs).unwrap();
+        let want = case["score"].as_f64().unwrap();
+        let what = format!("{} {} {c}", case["corpus"], case["level"]);
+        assert!(
+            (s.score - want).abs() < 1e-9,
+            "{what}: {} vs {want}",
+            s.score
+        );
+        assert_eq!(s.name, case["name"].as_str().unwrap(), "{what}");
+        if let Some(sig) = case["signature"].as_str() {
+            assert_eq!(s.signature, sig, "{what}");
+        }
+    }
+}
+
+/// The printed vectors of reference-semantics.md §3.2 (sacrebleu's README / test suite).
+#[test]
+fn bleu_and_chrf_reproduce_the_published_vectors() {
+    let refs: Vec<Vec<Option<&str>>> = vec![
+        vec![
+            Some("The dog bit the man."),
+            Some("It was not unexpected."),
+            Some("The man bit him first."),
+        ],
+        vec![
+            Some("The dog had bit the man."),
+            Some("No one was surprised."),
+            Some("The man had bitten the dog."),
+        ],
+    ];
+    let hyps = [
+        "The dog bit the man.",
+        "It wasn't surprising.",
+        "The man had just bitten him.",
+    ];
+    let s = Bleu::default().corpus_score(&hyps, &refs).unwrap();
+    assert_eq!(format!("{:.6}", s.score), "48.530827");
+    assert_eq!(
+        s.to_string(),
+        "BLEU = 48.53 82.4/50.0/45.5/37.5 (BP = 0.943 ratio = 0.944 hyp_len = 17 ref_len = 18)"
+    );
+    assert_eq!(
+        s.signature,
+        "nrefs:2|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
+    );
+    for (n, want) in [77.65, 60.50, 53.93, 48.53, 46.14, 43.28]
+        .iter()
+        .enumerate()
+    {
+        let b = Bleu::new(BleuConfig {
+            max_ngram_order: n + 1,
+            ..Default::default()
+        });
+        let got = b.corpus_score(&hyps, &refs).unwrap().score;
+        assert_eq!(format!("{got:.2}"), format!("{want:.2}"), "order {}", n + 1);
+    }
+    let chrf = Chrf::default().corpus_score(&hyps, &refs).unwrap();
+    assert_eq!(format!("{:.2}", chrf.score), "59.73");
+    // Sentence BLEU with effective order (sacrebleu's test_sentence_bleu, tolerance 1e-3).
+    let r = "producţia de zahăr brut se exprimă în zahăr alb;";
+    let h = "Producția de zahăr primă va fi exprimată în ceea ce privește zahărul alb;";
+    let eff = |tokenize, smooth_method, smooth_value, lowercase| {
+        Bleu::new(BleuConfig {
+            tokenize,
+            smooth_method,
+            smooth_value,
+            lowercase,
+            effective_order: true,
+            ..Default::default()
+        })
+        .sentence_score(h, &[r])
+        .unwrap()
+        .score
+    };
+    use SacreTokenizer::{Char, Intl, Tok13a};
+    let none_tok = SacreTokenizer::None;
+    for (got, want) in [
+        (eff(Tok13a, Smooth::Exp, None, false), 8.493),
+        (eff(Tok13a, Smooth::None, None, false), 0.0),
+        (eff(Tok13a, Smooth::Floor, Some(0.1), false), 4.51688),
+        (eff(Tok13a, Smooth::Floor, Some(0.5), false), 10.10),
+        (eff(Tok13a, Smooth::AddK, Some(1.0), false), 14.882),
+        (eff(Tok13a, Smooth::AddK, Some(2.0), false), 21.389),
+        (eff(none_tok, Smooth::Exp, None, false), 7.347),
+        (eff(Intl, Smooth::Exp, None, false), 8.493),
+        (eff(Char, Smooth::Exp, None, false), 40.8759),
+        (eff(Char, Smooth::Exp, None, true), 42.0267),
+    ] {
+        assert!((got - want).abs() < 1e-3, "{got} vs {want}");
+    }
+    // chrF effective-order and eps vectors (sacrebleu's test_chrf).
+    let c = |h: &str, r: &str, eps| {
+        Chrf::new(ChrfConfig {
+            eps_smoothing: eps,
+            ..Default::default()
+        })
+        .sentence_score(h, &[r])
+        .unwrap()
+        .score
+    };
+    assert!((c("a", "a", false) - 100.0).abs() < 1e-9);
+    assert!((c("aa", "ab", false) - 25.0).abs() < 1e-9);
+    assert!((c("aa", "ab", true) - 8.3333).abs() < 1e-4);
+    assert!((c("a", "a", true) - 16.6667).abs() < 1e-4);
+    assert!((c("a b c", "abc", true) - 50.0).abs() < 1e-9);
+    // Norwegian (reference-semantics.md, computed with sacrebleu 2.6.0).
+    let nh = [
+        "Været i Bergen er vått og kaldt i dag.",
+        "Jeg liker å gå på ski om vinteren.",
+    ];
+    let nr = vec![vec![
+        Some("Været i Bergen er kaldt og vått i dag."),
+        Some("Om vinteren liker jeg å gå på ski."),
+    ]];
+    let b = Bleu::default().corpus_score(&nh, &nr).unwrap().score;
+    assert!((b - 38.33323253707271).abs() < 1e-9, "{b}");
+    let cp = Chrf::new(ChrfConfig::chrf_plus_plus())
+        .corpus_score(&nh, &nr)
+        .unwrap()
+        .score;
+    assert!((cp - 66.51361402001653).abs() < 1e-9, "{cp}");
+}
+
+#[test]
+fn mismatched_and_empty_inputs_are_errors() {
+    let err = Bleu::default()
+        .corpus_score(&["a", "b"], &[vec![Some("a")]])
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("reference stream 1 has 1 lines, expected 2"),
+        "{err}"
+    );
+    assert!(Chrf::default().corpus_score::<&str>(&["a"], &[]).is_err());
+}
