@@ -233,3 +233,131 @@ fn mismatched_and_empty_inputs_are_errors() {
     );
     assert!(Chrf::default().corpus_score::<&str>(&["a"], &[]).is_err());
 }
+
+#[test]
+fn porter_stems_equal_nltk() {
+    let fx = fixture_json("metrics/text_metrics.json");
+    let cases = fx["porter"].as_object().unwrap();
+    assert!(cases.len() > 3000);
+    let wrong: Vec<String> = cases
+        .iter()
+        .filter_map(|(w, s)| {
+            let got = tilpass::metrics::porter_stem(w);
+            (got != s.as_str().unwrap()).then(|| format!("{w}: {got} vs {s}"))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} differ, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+}
+
+#[test]
+fn rouge_matches_rouge_score() {
+    use tilpass::metrics::{Rouge, RougeTokenizer, RougeType};
+    let fx = fixture_json("metrics/text_metrics.json");
+    let types: Vec<RougeType> = ["rouge1", "rouge2", "rouge3", "rougeL", "rougeLsum"]
+        .iter()
+        .map(|t| RougeType::parse(t).unwrap())
+        .collect();
+    for case in fx["rouge"].as_array().unwrap() {
+        let stem = case["use_stemmer"].as_bool().unwrap();
+        let r = Rouge::new(&types, RougeTokenizer::Ascii { stem });
+        let (t, p) = (
+            case["target"].as_str().unwrap(),
+            case["prediction"].as_str().unwrap(),
+        );
+        let got = r.score(t, p);
+        for (k, v) in case["scores"].as_object().unwrap() {
+            let want: Vec<f64> = serde_json::from_value(v.clone()).unwrap();
+            let s = got.scores[k];
+            for (a, b) in [s.precision, s.recall, s.fmeasure].iter().zip(&want) {
+                assert!(
+                    (a - b).abs() < 1e-12,
+                    "{k} stem={stem} {t:?} / {p:?}: {s:?} vs {want:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_unicode_rouge_tokenizer_keeps_norwegian_letters() {
+    use tilpass::metrics::{Rouge, RougeTokenizer, RougeType, StemLanguage};
+    let ascii = RougeTokenizer::Ascii { stem: false };
+    assert_eq!(
+        ascii.tokenize("Blåbærsyltetøy!"),
+        ["bl", "b", "rsyltet", "y"]
+    );
+    let uni = RougeTokenizer::Unicode { stem: None };
+    assert_eq!(
+        uni.tokenize("Blåbærsyltetøy, nærmeste!"),
+        ["blåbærsyltetøy", "nærmeste"]
+    );
+    // "båtene" and "båten" share the Snowball stem, so ROUGE-1 sees a match only with stemming.
+    let plain = Rouge::new(&[RougeType::N(1)], uni).score("båtene", "båten");
+    let stemmed = Rouge::new(
+        &[RougeType::N(1)],
+        RougeTokenizer::Unicode {
+            stem: Some(StemLanguage::Norwegian),
+        },
+    )
+    .score("båtene", "båten");
+    assert_eq!(plain.scores["rouge1"].fmeasure, 0.0);
+    assert_eq!(stemmed.scores["rouge1"].fmeasure, 1.0);
+    assert_eq!(stemmed.tokenizer, "unicode+norwegian");
+}
+
+#[test]
+fn retrieval_metrics_match_pytrec_eval() {
+    use tilpass::metrics::{Qrels, Run, evaluate_run};
+    let fx = fixture_json("metrics/text_metrics.json");
+    for (i, case) in fx["retrieval"].as_array().unwrap().iter().enumerate() {
+        let qrels: Qrels = serde_json::from_value(case["qrels"].clone()).unwrap();
+        let run: Run = serde_json::from_value(case["run"].clone()).unwrap();
+        let cutoffs: Vec<usize> = serde_json::from_value(case["cutoffs"].clone()).unwrap();
+        let (per, _) = evaluate_run(&qrels, &run, &cutoffs).unwrap();
+        let want = case["per_query"].as_object().unwrap();
+        assert_eq!(
+            per.len(),
+            want.len(),
+            "case {i}: the same queries are scored"
+        );
+        for (q, m) in want {
+            let s = &per[q];
+            let close = |a: f64, key: &str| {
+                let b = m[key].as_f64().unwrap();
+                assert!((a - b).abs() < 1e-9, "case {i} {q} {key}: {a} vs {b}");
+            };
+            close(s.ndcg, "ndcg");
+            close(s.map, "map");
+            close(s.recip_rank, "recip_rank");
+            for k in &cutoffs {
+                close(s.ndcg_cut[k], &format!("ndcg_cut_{k}"));
+                close(s.recall[k], &format!("recall_{k}"));
+                close(s.precision[k], &format!("P_{k}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn reciprocal_rank_fusion_reproduces_the_published_vector() {
+    // reference-semantics.md §3.5: A = [d1, d2, d3], B = [d3, d1, d4], k = 60, 1-based ranks.
+    let fused = tilpass::metrics::reciprocal_rank_fusion(
+        &[vec!["d1", "d2", "d3"], vec!["d3", "d1", "d4"]],
+        60.0,
+    );
+    let want = [
+        ("d1", 0.0325224749),
+        ("d3", 0.0322664585),
+        ("d2", 0.0161290323),
+        ("d4", 0.0158730159),
+    ];
+    for ((d, s), (wd, ws)) in fused.iter().zip(want) {
+        assert_eq!(*d, wd);
+        assert!((s - ws).abs() < 1e-10, "{d}: {s}");
+    }
+}

@@ -17,10 +17,16 @@ pub mod chrf;
 pub mod classification;
 pub mod error;
 pub mod ngrams;
+pub mod porter;
+pub mod retrieval;
+pub mod rouge;
 pub mod sacre_tokenize;
 
 pub use bleu::{Bleu, BleuConfig, BleuScore, SACREBLEU_VERSION, Smooth};
 pub use chrf::{Chrf, ChrfConfig, ChrfScore};
 pub use classification::{ClassificationError, ClassificationReport, classification_report};
 pub use error::{MetricsError, Result};
+pub use porter::porter_stem;
+pub use retrieval::{Qrels, RetrievalScores, Run, evaluate_run, reciprocal_rank_fusion};
+pub use rouge::{PrfScore, Rouge, RougeScores, RougeTokenizer, RougeType, StemLanguage};
 pub use sacre_tokenize::SacreTokenizer;
