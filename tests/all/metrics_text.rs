@@ -361,3 +361,67 @@ fn reciprocal_rank_fusion_reproduces_the_published_vector() {
         assert!((s - ws).abs() < 1e-10, "{d}: {s}");
     }
 }
+
+/// reference-semantics.md §3.4 (SQuAD v1.1 script).
+#[test]
+fn squad_exact_match_and_f1_reproduce_the_reference_vectors() {
+    use tilpass::metrics::{Articles, exact_match, squad_scores, token_f1};
+    let en = Articles::English;
+    for (pred, gold, em, f1) in [
+        ("The Eiffel Tower!", "eiffel tower", 1.0, 1.0),
+        ("in Paris, France", "Paris", 0.0, 0.5),
+        ("Oslo er hovedstaden", "hovedstaden er Oslo", 0.0, 1.0),
+        ("Det er i Bergen", "i Bergen", 0.0, 0.666667),
+        ("the cat sat", "a cat sat on the mat", 0.0, 0.666667),
+    ] {
+        assert_eq!(exact_match(pred, &[gold], &en), em, "{pred}");
+        assert!((token_f1(pred, &[gold], &en) - f1).abs() < 1e-6, "{pred}");
+    }
+    // With Norwegian articles, "Det er i Bergen" loses "det" and scores higher.
+    let nb = Articles::Norwegian;
+    assert!((token_f1("Det er i Bergen", &["i Bergen"], &nb) - 0.8).abs() < 1e-12);
+    let s = squad_scores(
+        &["Oslo", "Bergen"],
+        &[vec!["oslo"], vec!["Trondheim", "bergen."]],
+        &en,
+    )
+    .unwrap();
+    assert_eq!((s.exact_match, s.f1), (100.0, 100.0));
+    assert!(squad_scores(&["a"], &[], &en).is_err());
+}
+
+/// distinct-n vector of reference-semantics.md §3.4; perplexity and bits per byte by their
+/// definitions.
+#[test]
+fn chat_and_lm_metrics_follow_their_definitions() {
+    use tilpass::metrics::{ScoredText, distinct_n, lm_scores, repetition_rate, self_bleu};
+    let gens = [
+        "jeg liker å gå på ski",
+        "jeg liker å gå på tur",
+        "han liker å lese bøker",
+        "vi drar til fjellet i dag",
+    ];
+    assert!((distinct_n(&gens, 1) - 16.0 / 23.0).abs() < 1e-12);
+    assert!((distinct_n(&gens, 2) - 14.0 / 19.0).abs() < 1e-12);
+    assert_eq!(repetition_rate(&["a b a b a b"], 2), 1.0 - 2.0 / 5.0);
+    assert_eq!(repetition_rate(&gens, 2), 0.0);
+    // Identical responses are maximally self-similar.
+    assert!((self_bleu(&["det var en gang", "det var en gang"]).unwrap() - 100.0).abs() < 1e-9);
+    let half = 0.5f64.ln();
+    let lp = [half, half.mul_add(2.0, 0.0)];
+    let s = lm_scores(&[ScoredText {
+        logprobs: &lp,
+        text: "abcd",
+    }])
+    .unwrap();
+    assert!((s.perplexity - 8f64.sqrt()).abs() < 1e-12);
+    assert!((s.bits_per_byte - 0.75).abs() < 1e-12);
+    assert!((s.byte_perplexity - 8f64.powf(0.25)).abs() < 1e-12);
+    assert!(
+        lm_scores(&[ScoredText {
+            logprobs: &[f64::NAN],
+            text: "x"
+        }])
+        .is_err()
+    );
+}

@@ -13,20 +13,26 @@
 #![warn(missing_docs)]
 
 pub mod bleu;
+pub mod chat;
 pub mod chrf;
 pub mod classification;
 pub mod error;
+pub mod lm;
 pub mod ngrams;
 pub mod porter;
+pub mod qa;
 pub mod retrieval;
 pub mod rouge;
 pub mod sacre_tokenize;
 
 pub use bleu::{Bleu, BleuConfig, BleuScore, SACREBLEU_VERSION, Smooth};
+pub use chat::{LengthStats, distinct_n, length_stats, repetition_rate, self_bleu};
 pub use chrf::{Chrf, ChrfConfig, ChrfScore};
 pub use classification::{ClassificationError, ClassificationReport, classification_report};
 pub use error::{MetricsError, Result};
+pub use lm::{LmScores, ScoredText, lm_scores};
 pub use porter::porter_stem;
+pub use qa::{Articles, QaScores, exact_match, normalize_answer, squad_scores, token_f1};
 pub use retrieval::{Qrels, RetrievalScores, Run, evaluate_run, reciprocal_rank_fusion};
 pub use rouge::{PrfScore, Rouge, RougeScores, RougeTokenizer, RougeType, StemLanguage};
 pub use sacre_tokenize::SacreTokenizer;
