@@ -4,6 +4,7 @@ mod core_device;
 mod decoder_parity;
 mod encoder_parity;
 mod lambert;
+mod langid;
 mod metrics_classification;
 mod metrics_text;
 mod packing;

@@ -17,6 +17,7 @@ pub mod chat;
 pub mod chrf;
 pub mod classification;
 pub mod error;
+pub mod langid;
 pub mod lm;
 pub mod ngrams;
 pub mod porter;
@@ -30,6 +31,7 @@ pub use chat::{LengthStats, distinct_n, length_stats, repetition_rate, self_bleu
 pub use chrf::{Chrf, ChrfConfig, ChrfScore};
 pub use classification::{ClassificationError, ClassificationReport, classification_report};
 pub use error::{MetricsError, Result};
+pub use langid::{LangId, LangIdConfig, LangPrediction};
 pub use lm::{LmScores, ScoredText, lm_scores};
 pub use porter::porter_stem;
 pub use qa::{Articles, QaScores, exact_match, normalize_answer, squad_scores, token_f1};
