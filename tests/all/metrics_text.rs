@@ -425,3 +425,50 @@ fn chat_and_lm_metrics_follow_their_definitions() {
         .is_err()
     );
 }
+
+#[test]
+fn pairwise_judging_cancels_position_bias_and_controls_for_length() {
+    use tilpass::metrics::{
+        DEFAULT_JUDGE_TEMPLATE, JudgePair, Verdict, judge_pairs, parse_verdict, win_rate,
+    };
+    assert_eq!(parse_verdict("A er bedre ... [[A]]"), Some(Verdict::A));
+    assert_eq!(
+        parse_verdict("først [[A]], men til slutt [[B]]"),
+        Some(Verdict::B)
+    );
+    assert_eq!(parse_verdict("uavgjort [[C]]"), Some(Verdict::Tie));
+    assert_eq!(parse_verdict("ingen dom"), None);
+    let pairs: Vec<JudgePair> = (0..40)
+        .map(|i| JudgePair {
+            question: format!("Spørsmål {i}"),
+            answer: if i % 4 == 0 {
+                "godt svar".into()
+            } else {
+                "svar".into()
+            },
+            baseline: "grunnlinje".into(),
+        })
+        .collect();
+    // A judge that always prefers whatever is shown first: every item flips, so all tie.
+    let mut first: &mut dyn FnMut(&str) -> Result<String, String> = &mut |_| Ok("[[A]]".into());
+    let out = judge_pairs(&pairs, DEFAULT_JUDGE_TEMPLATE, &mut first).unwrap();
+    let w = win_rate(&out, &pairs, 0).unwrap();
+    assert_eq!((w.wins, w.ties, w.losses), (0, 40, 0));
+    assert_eq!(w.win_rate, 50.0);
+    assert_eq!(w.consistency, 0.0);
+    // A judge that prefers the answer containing "godt": 10 wins, 30 losses, consistent.
+    let mut fair = |p: &str| -> Result<String, String> {
+        let (a, b) = (p.find("[Svar A]").unwrap(), p.find("[Svar B]").unwrap());
+        let (sa, sb) = (&p[a..b], &p[b..]);
+        let a_wins = sa.contains("godt") || (!sb.contains("godt") && sa.contains("grunnlinje"));
+        Ok(if a_wins { "[[A]]" } else { "[[B]]" }.into())
+    };
+    let out = judge_pairs(&pairs, DEFAULT_JUDGE_TEMPLATE, &mut fair).unwrap();
+    let w = win_rate(&out, &pairs, 0).unwrap();
+    assert_eq!((w.wins, w.ties, w.losses), (10, 0, 30));
+    assert!((w.win_rate - 25.0).abs() < 1e-12);
+    assert!(w.ci95.0 < 25.0 && w.ci95.1 > 25.0, "{:?}", w.ci95);
+    // Every win came with a longer answer: at equal length the judge would prefer it less.
+    assert!(w.length_controlled < w.win_rate, "{}", w.length_controlled);
+    assert!(judge_pairs(&pairs, "no placeholders", &mut fair).is_err());
+}

@@ -17,6 +17,7 @@ pub mod chat;
 pub mod chrf;
 pub mod classification;
 pub mod error;
+pub mod judge;
 pub mod langid;
 pub mod lm;
 pub mod ngrams;
@@ -31,6 +32,10 @@ pub use chat::{LengthStats, distinct_n, length_stats, repetition_rate, self_bleu
 pub use chrf::{Chrf, ChrfConfig, ChrfScore};
 pub use classification::{ClassificationError, ClassificationReport, classification_report};
 pub use error::{MetricsError, Result};
+pub use judge::{
+    DEFAULT_JUDGE_TEMPLATE, JudgePair, PairOutcome, Verdict, WinRate, judge_pairs, judge_prompt,
+    length_controlled_win_rate, parse_verdict, win_rate,
+};
 pub use langid::{LangId, LangIdConfig, LangPrediction};
 pub use lm::{LmScores, ScoredText, lm_scores};
 pub use porter::porter_stem;
