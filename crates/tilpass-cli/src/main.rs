@@ -18,6 +18,8 @@ fn keep_freed_memory() {
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod metrics_cmd;
+
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use tilpass::data::{
@@ -77,6 +79,9 @@ enum Command {
     /// Inspect or merge LoRA / DoRA adapters (HF PEFT format).
     #[command(subcommand)]
     Peft(PeftCommand),
+    /// Evaluation metrics: BLEU / chrF / chrF++ (sacrebleu-exact), ROUGE, SQuAD EM/F1, chat
+    /// statistics, retrieval (trec_eval), language identification, pairwise LLM-as-judge.
+    Metrics(metrics_cmd::MetricsArgs),
     /// Sentence embeddings from an encoder (BERT, NorBERT3): one --text prints
     /// {"dim", "embedding"}; several texts or --file print one JSON line per text.
     Embed(EmbedArgs),
@@ -1508,6 +1513,78 @@ fn generate_cmd(a: GenerateArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// `tilpass metrics judge`: a local decoder judges answer pairs in both orders.
+fn judge_cmd(a: &metrics_cmd::MetricsArgs) -> Result<serde_json::Value, BoxError> {
+    use tilpass::data::{Message, Role};
+    use tilpass::metrics as m;
+    let model_dir = a
+        .model
+        .clone()
+        .ok_or("`metrics judge` needs --model JUDGE_DIR")?;
+    let data = a
+        .data
+        .clone()
+        .ok_or("`metrics judge` needs --data PAIRS.jsonl (question, answer, baseline)")?;
+    let template = match &a.template {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => m::DEFAULT_JUDGE_TEMPLATE.to_string(),
+    };
+    let mut pairs = Vec::new();
+    for (line, row) in read_jsonl(&data)? {
+        let get = |k: &str| field(&row, k, &data, line).map(str::to_string);
+        pairs.push(m::JudgePair {
+            question: get("question")?,
+            answer: get("answer")?,
+            baseline: get("baseline")?,
+        });
+    }
+    let device = tilpass::device(&a.device)?;
+    let model = DecoderLm::load(&model_dir, &device)?;
+    let tok = Tokenizer::from_dir(&model_dir)?;
+    // The judge's chat template when it has one; else the prompt as plain text.
+    let chat = tok.chat_template(None).ok();
+    let sampling = SamplingArgs {
+        max_new_tokens: 256,
+        temperature: 0.0,
+        top_k: None,
+        top_p: None,
+        repetition_penalty: None,
+        seed: 0,
+        stop: Vec::new(),
+        chat_template: None,
+    };
+    let total = pairs.len() * 2;
+    let mut done = 0usize;
+    let mut judge = |prompt: &str| -> Result<String, BoxError> {
+        let messages = [Message::new(Role::User, prompt)];
+        let opts = RenderOptions {
+            add_generation_prompt: true,
+            ..Default::default()
+        };
+        let ids = match &chat {
+            Some(c) => tok.encode(&c.render(&messages, &opts)?.text, false)?,
+            None => tok.encode(prompt, true)?,
+        };
+        let (_, text) = run_generation(&model, None, &tok, ids, &sampling, false)?;
+        done += 1;
+        eprint!("\rjudged {done}/{total}");
+        Ok(text)
+    };
+    let outcomes = m::judge_pairs(&pairs, &template, &mut judge)?;
+    eprintln!();
+    let unparsed = outcomes
+        .iter()
+        .map(|o| usize::from(o.first.is_none()) + usize::from(o.second.is_none()))
+        .sum::<usize>();
+    let w = m::win_rate(&outcomes, &pairs, a.seed)?;
+    Ok(
+        json!({"metric": "judge", "pairs": pairs.len(), "win_rate": w.win_rate, "ci95": w.ci95,
+              "length_controlled_win_rate": w.length_controlled, "wins": w.wins, "ties": w.ties,
+              "losses": w.losses, "order_consistency": w.consistency,
+              "unparsed_verdicts": unparsed}),
+    )
+}
+
 fn chat_cmd(a: ChatArgs) -> Result<(), BoxError> {
     use std::io::BufRead;
     use tilpass::data::{Message, Role};
@@ -1561,6 +1638,7 @@ fn main() -> ExitCode {
         Command::Train(TrainCommand::Sft(a)) => train_sft_cmd(a).map(|()| true),
         Command::Train(TrainCommand::Classify(a)) => train_classify_cmd(a).map(|()| true),
         Command::Predict(a) => predict_cmd(a).map(|()| true),
+        Command::Metrics(a) => metrics_cmd::metrics_cmd(a).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -935,3 +935,138 @@ fn train_classify_and_predict_with_an_ltg_bert_model() {
     ]));
     assert_eq!(v["rows"], 20);
 }
+
+#[test]
+fn metrics_bleu_chrf_rouge_langid_and_errors() {
+    let work = tempfile::tempdir().unwrap();
+    let hyp = write(
+        work.path(),
+        "hyp.txt",
+        "The dog bit the man.\nIt wasn't surprising.\nThe man had just bitten him.\n",
+    );
+    let r1 = write(
+        work.path(),
+        "ref1.txt",
+        "The dog bit the man.\nIt was not unexpected.\nThe man bit him first.\n",
+    );
+    let r2 = write(
+        work.path(),
+        "ref2.txt",
+        "The dog had bit the man.\nNo one was surprised.\nThe man had bitten the dog.\n",
+    );
+    let v = ok_json(&tilpass(&[
+        "metrics", "bleu", "--hyp", &hyp, "--ref", &r1, "--ref", &r2,
+    ]));
+    assert_eq!(format!("{:.6}", v["score"].as_f64().unwrap()), "48.530827");
+    assert_eq!(
+        v["signature"],
+        "nrefs:2|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
+    );
+    let v = ok_json(&tilpass(&[
+        "metrics", "chrf", "--hyp", &hyp, "--ref", &r1, "--ref", &r2,
+    ]));
+    assert_eq!(format!("{:.2}", v["score"].as_f64().unwrap()), "59.73");
+    let v = ok_json(&tilpass(&["metrics", "rouge", "--hyp", &hyp, "--ref", &r1]));
+    assert_eq!(v["tokenizer"], "unicode");
+    assert!(v["scores"]["rougeL"]["fmeasure"].as_f64().unwrap() > 0.5);
+    let v = ok_json(&tilpass(&[
+        "metrics",
+        "langid",
+        "--text",
+        "Eg veit ikkje kva eg skal gjere.",
+    ]));
+    assert_eq!(v["lang"], "nn");
+    let v = ok_json(&tilpass(&["metrics", "chat", "--hyp", &hyp]));
+    assert!(v["distinct_1"].as_f64().unwrap() > 0.5);
+    // Bad input: exit 2 with the cause.
+    let short = write(work.path(), "short.txt", "one line\n");
+    let err = bad_input(&tilpass(&[
+        "metrics", "bleu", "--hyp", &hyp, "--ref", &short,
+    ]));
+    assert!(
+        err.contains("short.txt has 1 lines") && err.contains("has 3"),
+        "{err}"
+    );
+    let empty = write(work.path(), "empty.txt", "");
+    let err = bad_input(&tilpass(&[
+        "metrics", "bleu", "--hyp", &empty, "--ref", &r1,
+    ]));
+    assert!(err.contains("empty.txt: the file is empty"), "{err}");
+    let bad = work.path().join("bad.txt");
+    std::fs::write(&bad, b"fine\nbad \xff byte\n").unwrap();
+    let err = bad_input(&tilpass(&[
+        "metrics",
+        "bleu",
+        "--hyp",
+        bad.to_str().unwrap(),
+        "--ref",
+        &r1,
+    ]));
+    assert!(err.contains("bad.txt:2: invalid UTF-8"), "{err}");
+    let err = bad_input(&tilpass(&[
+        "metrics", "meteor", "--hyp", &hyp, "--ref", &r1,
+    ]));
+    assert!(err.contains("unknown metric `meteor`"), "{err}");
+}
+
+#[test]
+fn metrics_retrieval_reads_trec_files_and_judge_runs_a_local_model() {
+    let work = tempfile::tempdir().unwrap();
+    let qrels = write(work.path(), "qrels", "q1 0 d1 0\nq1 0 d2 1\nq1 0 d3 0\n");
+    let run = write(
+        work.path(),
+        "run",
+        "q1 Q0 d1 1 1.0 x\nq1 Q0 d2 2 2.0 x\nq1 Q0 d3 3 1.5 x\n",
+    );
+    let v = ok_json(&tilpass(&[
+        "metrics",
+        "retrieval",
+        "--qrels",
+        &qrels,
+        "--run",
+        &run,
+    ]));
+    assert_eq!(
+        v["mean"]["ndcg"], 1.0,
+        "pytrec_eval's vector (reference-semantics §3.5)"
+    );
+    let bad_run = write(work.path(), "bad_run", "q1 Q0 d1\n");
+    let err = bad_input(&tilpass(&[
+        "metrics",
+        "retrieval",
+        "--qrels",
+        &qrels,
+        "--run",
+        &bad_run,
+    ]));
+    assert!(err.contains("bad_run:1: expected 6 columns"), "{err}");
+    // The judge pipeline on the tiny random fixture: verdicts are unparsable, so all ties.
+    let dir = model_with_tokenizer("llama_gqa");
+    let pairs: String = (0..3)
+        .map(|i| {
+            serde_json::json!({"question": format!("t{i} t5"), "answer": "t7 t8", "baseline": "t9"})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    let data = write(work.path(), "pairs.jsonl", &pairs);
+    let tmpl = write(
+        work.path(),
+        "t.txt",
+        "{question} t1 {answer_a} t2 {answer_b}",
+    );
+    let v = ok_json(&tilpass(&[
+        "metrics",
+        "judge",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--data",
+        &data,
+        "--template",
+        &tmpl,
+    ]));
+    assert_eq!(v["pairs"], 3);
+    assert_eq!(v["ties"], 3);
+    assert_eq!(v["unparsed_verdicts"], 6);
+    assert_eq!(v["win_rate"], 50.0);
+}

@@ -17,7 +17,7 @@ fn is_consonant(w: &[u8], mut i: usize) -> bool {
             negate = !negate;
             i -= 1;
         }
-        return !is_vowel(w[i]) != negate;
+        return is_vowel(w[i]) == negate;
     }
     true
 }

@@ -1,0 +1,337 @@
+//! `tilpass metrics METRIC ...`: sacrebleu-exact BLEU / chrF / chrF++, ROUGE, SQuAD EM/F1,
+//! chat-response statistics, retrieval metrics, language identification and pairwise
+//! LLM-as-judge, from text files (one segment per line).
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde_json::json;
+use tilpass::metrics as m;
+
+use crate::BoxError;
+
+/// Arguments of `tilpass metrics`.
+#[derive(Args, Debug)]
+pub struct MetricsArgs {
+    /// bleu, chrf, chrf++, rouge, squad, chat, retrieval, langid or judge.
+    pub metric: String,
+    /// Hypotheses / predictions / responses: one per line (UTF-8).
+    #[arg(long)]
+    pub hyp: Option<PathBuf>,
+    /// References, one per line, aligned with --hyp; repeat for several reference sets (an
+    /// empty line means "no reference" for that segment when several are given).
+    #[arg(long = "ref")]
+    pub refs: Vec<PathBuf>,
+    /// BLEU tokenizer: 13a, intl, char, none.
+    #[arg(long, default_value = "13a")]
+    pub tokenize: String,
+    /// BLEU smoothing: exp, floor, add-k, none.
+    #[arg(long, default_value = "exp")]
+    pub smooth: String,
+    /// BLEU smoothing value (floor / add-k).
+    #[arg(long)]
+    pub smooth_value: Option<f64>,
+    /// Lower-case first (BLEU, chrF).
+    #[arg(long)]
+    pub lowercase: bool,
+    /// BLEU effective order (for sentence-level use).
+    #[arg(long)]
+    pub effective_order: bool,
+    /// ROUGE tokenizer: unicode (default; keeps æ/ø/å) or rouge-score (ASCII only, the
+    /// reference's numbers).
+    #[arg(long, default_value = "unicode")]
+    pub rouge_tokenizer: String,
+    /// ROUGE stemming: none, porter (rouge-score tokenizer), norwegian / swedish / danish /
+    /// english (Snowball, unicode tokenizer).
+    #[arg(long, default_value = "none")]
+    pub stem: String,
+    /// ROUGE variants, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "rouge1,rouge2,rougeL,rougeLsum"
+    )]
+    pub rouge_types: Vec<String>,
+    /// SQuAD articles to drop: english, norwegian, both, none.
+    #[arg(long, default_value = "english")]
+    pub articles: String,
+    /// Text for `langid` (repeatable); or --hyp FILE with one text per line.
+    #[arg(long)]
+    pub text: Vec<String>,
+    /// TREC qrels (`qid 0 docid grade`) for `retrieval`.
+    #[arg(long)]
+    pub qrels: Option<PathBuf>,
+    /// TREC run (`qid Q0 docid rank score tag`) for `retrieval`.
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Retrieval cutoffs.
+    #[arg(long, value_delimiter = ',', default_value = "1,3,5,10,100")]
+    pub cutoffs: Vec<usize>,
+    /// Judge model directory (decoder with a chat template) for `judge`.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Pairs for `judge`: JSONL with "question", "answer", "baseline".
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Judge prompt template file ({question}, {answer_a}, {answer_b}).
+    #[arg(long)]
+    pub template: Option<PathBuf>,
+    /// Device for `judge`.
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    /// Bootstrap seed for `judge`.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// The lines of a UTF-8 text file; errors name the file and, for bad UTF-8, the line.
+pub fn read_text_lines(path: &Path) -> Result<Vec<String>, BoxError> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+            return Err(format!(
+                "{}:{line}: invalid UTF-8 (byte {at}): metrics read UTF-8 text",
+                path.display()
+            )
+            .into());
+        }
+    };
+    if text.is_empty() {
+        return Err(format!("{}: the file is empty", path.display()).into());
+    }
+    Ok(text
+        .strip_suffix('\n')
+        .unwrap_or(&text)
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+        .collect())
+}
+
+fn need<'a>(v: &'a Option<PathBuf>, flag: &str, metric: &str) -> Result<&'a PathBuf, BoxError> {
+    v.as_ref()
+        .ok_or_else(|| format!("`metrics {metric}` needs {flag}").into())
+}
+
+/// Reference streams: `refs[k][i]` is the k-th reference of segment i.
+type RefStreams = Vec<Vec<Option<String>>>;
+
+/// Hypotheses and aligned reference streams (empty reference lines become "no reference"
+/// when there are several streams).
+fn hyps_and_refs(a: &MetricsArgs) -> Result<(Vec<String>, RefStreams), BoxError> {
+    let hyp_path = need(&a.hyp, "--hyp FILE", &a.metric)?;
+    let hyps = read_text_lines(hyp_path)?;
+    if a.refs.is_empty() {
+        return Err(format!("`metrics {}` needs at least one --ref FILE", a.metric).into());
+    }
+    let several = a.refs.len() > 1;
+    let mut streams = Vec::new();
+    for r in &a.refs {
+        let lines = read_text_lines(r)?;
+        if lines.len() != hyps.len() {
+            return Err(format!(
+                "{} has {} lines but {} has {}: hypotheses and references must align line by line",
+                r.display(),
+                lines.len(),
+                hyp_path.display(),
+                hyps.len()
+            )
+            .into());
+        }
+        streams.push(
+            lines
+                .into_iter()
+                .map(|l| {
+                    if several && l.is_empty() {
+                        None
+                    } else {
+                        Some(l)
+                    }
+                })
+                .collect(),
+        );
+    }
+    Ok((hyps, streams))
+}
+
+/// Runs `tilpass metrics`.
+pub fn metrics_cmd(a: MetricsArgs) -> Result<(), BoxError> {
+    let out = match a.metric.as_str() {
+        "bleu" => {
+            let (hyps, refs) = hyps_and_refs(&a)?;
+            let cfg = m::BleuConfig {
+                lowercase: a.lowercase,
+                tokenize: m::SacreTokenizer::from_name(&a.tokenize).ok_or_else(|| {
+                    format!(
+                        "unknown --tokenize `{}`: 13a, intl, char or none",
+                        a.tokenize
+                    )
+                })?,
+                smooth_method: m::Smooth::from_name(&a.smooth).ok_or_else(|| {
+                    format!("unknown --smooth `{}`: exp, floor, add-k or none", a.smooth)
+                })?,
+                smooth_value: a.smooth_value,
+                effective_order: a.effective_order,
+                ..Default::default()
+            };
+            let s = m::Bleu::new(cfg).corpus_score(&hyps, &refs)?;
+            json!({"metric": "bleu", "score": s.score, "signature": s.signature,
+                   "precisions": s.precisions, "bp": s.bp, "sys_len": s.sys_len,
+                   "ref_len": s.ref_len, "verbose": s.to_string()})
+        }
+        "chrf" | "chrf++" => {
+            let (hyps, refs) = hyps_and_refs(&a)?;
+            let cfg = m::ChrfConfig {
+                word_order: if a.metric == "chrf++" { 2 } else { 0 },
+                lowercase: a.lowercase,
+                ..Default::default()
+            };
+            let s = m::Chrf::new(cfg).corpus_score(&hyps, &refs)?;
+            json!({"metric": a.metric, "name": s.name, "score": s.score, "signature": s.signature})
+        }
+        "rouge" => {
+            let (hyps, refs) = hyps_and_refs(&a)?;
+            let tokenizer = match (a.rouge_tokenizer.as_str(), a.stem.as_str()) {
+                ("rouge-score", "none") => m::RougeTokenizer::Ascii { stem: false },
+                ("rouge-score", "porter") => m::RougeTokenizer::Ascii { stem: true },
+                ("unicode", s) => m::RougeTokenizer::Unicode {
+                    stem: match s {
+                        "none" => None,
+                        "norwegian" => Some(m::StemLanguage::Norwegian),
+                        "swedish" => Some(m::StemLanguage::Swedish),
+                        "danish" => Some(m::StemLanguage::Danish),
+                        "english" => Some(m::StemLanguage::English),
+                        other => {
+                            return Err(format!(
+                                "--stem {other} does not go with the unicode tokenizer: none, \
+                                 norwegian, swedish, danish or english"
+                            )
+                            .into());
+                        }
+                    },
+                },
+                (t, s) => {
+                    return Err(format!(
+                        "--rouge-tokenizer {t} --stem {s}: use unicode with none/norwegian/\
+                         swedish/danish/english, or rouge-score with none/porter"
+                    )
+                    .into());
+                }
+            };
+            let types = a
+                .rouge_types
+                .iter()
+                .map(|t| m::RougeType::parse(t))
+                .collect::<Result<Vec<_>, _>>()?;
+            let s = m::Rouge::new(&types, tokenizer).corpus_mean(&hyps, &refs)?;
+            json!({"metric": "rouge", "scores": s.scores, "tokenizer": s.tokenizer,
+                   "aggregate": "mean over segments; best reference per segment"})
+        }
+        "squad" => {
+            let (hyps, refs) = hyps_and_refs(&a)?;
+            let articles: m::Articles = serde_json::from_value(json!(a.articles))
+                .map_err(|_| format!("unknown --articles `{}`", a.articles))?;
+            let golds: Vec<Vec<&str>> = (0..hyps.len())
+                .map(|i| refs.iter().filter_map(|r| r[i].as_deref()).collect())
+                .collect();
+            let h: Vec<&str> = hyps.iter().map(String::as_str).collect();
+            let s = m::squad_scores(&h, &golds, &articles)?;
+            json!({"metric": "squad", "exact_match": s.exact_match, "f1": s.f1,
+                   "articles": a.articles})
+        }
+        "chat" => {
+            let lines = read_text_lines(need(&a.hyp, "--hyp FILE", "chat")?)?;
+            let r: Vec<&str> = lines.iter().map(String::as_str).collect();
+            json!({"metric": "chat", "length": m::length_stats(&r)?,
+                   "distinct_1": m::distinct_n(&r, 1), "distinct_2": m::distinct_n(&r, 2),
+                   "repetition_4": m::repetition_rate(&r, 4),
+                   "self_bleu": if r.len() > 1 { Some(m::self_bleu(&r)?) } else { None }})
+        }
+        "langid" => {
+            let texts: Vec<String> = match (&a.hyp, a.text.is_empty()) {
+                (Some(p), _) => read_text_lines(p)?,
+                (None, false) => a.text.clone(),
+                (None, true) => {
+                    return Err("`metrics langid` needs --text TEXT or --hyp FILE".into());
+                }
+            };
+            let model = m::LangId::builtin();
+            let preds: Vec<_> = texts.iter().map(|t| model.predict(t)).collect();
+            if preds.len() == 1 {
+                let p = &preds[0];
+                json!({"metric": "langid", "lang": p.lang, "probabilities": p.probabilities})
+            } else {
+                let mut counts = std::collections::BTreeMap::new();
+                for p in &preds {
+                    *counts.entry(p.lang.clone()).or_insert(0usize) += 1;
+                }
+                json!({"metric": "langid", "counts": counts,
+                       "langs": preds.iter().map(|p| p.lang.clone()).collect::<Vec<_>>()})
+            }
+        }
+        "retrieval" => {
+            let qrels = read_trec(need(&a.qrels, "--qrels FILE", "retrieval")?, true)?;
+            let run = read_trec(need(&a.run, "--run FILE", "retrieval")?, false)?;
+            let qrels: m::Qrels = qrels
+                .into_iter()
+                .map(|(q, d)| (q, d.into_iter().map(|(k, v)| (k, v as i64)).collect()))
+                .collect();
+            let (per, mean) = m::evaluate_run(&qrels, &run, &a.cutoffs)?;
+            json!({"metric": "retrieval", "queries": per.len(), "mean": mean})
+        }
+        "judge" => crate::judge_cmd(&a)?,
+        other => {
+            return Err(format!(
+                "unknown metric `{other}`: bleu, chrf, chrf++, rouge, squad, chat, retrieval, \
+                 langid or judge"
+            )
+            .into());
+        }
+    };
+    crate::print(&out);
+    Ok(())
+}
+
+/// Reads TREC qrels (`qid iter docid grade`) or a run (`qid Q0 docid rank score tag`).
+fn read_trec(
+    path: &Path,
+    qrels: bool,
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>, BoxError> {
+    let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>> =
+        Default::default();
+    for (i, line) in read_text_lines(path)?.iter().enumerate() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.is_empty() {
+            continue;
+        }
+        let (want, value_col) = if qrels { (4, 3) } else { (6, 4) };
+        if f.len() < want {
+            return Err(format!(
+                "{}:{}: expected {want} columns ({}), found {}",
+                path.display(),
+                i + 1,
+                if qrels {
+                    "qid iter docid grade"
+                } else {
+                    "qid Q0 docid rank score tag"
+                },
+                f.len()
+            )
+            .into());
+        }
+        let v: f64 = f[value_col].parse().map_err(|_| {
+            format!(
+                "{}:{}: `{}` is not a number",
+                path.display(),
+                i + 1,
+                f[value_col]
+            )
+        })?;
+        out.entry(f[0].to_string())
+            .or_default()
+            .insert(f[2].to_string(), v);
+    }
+    Ok(out)
+}
