@@ -113,7 +113,9 @@ fn counts<K: Hash + Eq>(keys: impl Iterator<Item = K>) -> FxHashMap<K, u32> {
 
 /// The n-gram counters of one segment: char orders 1..=c, then word orders 1..=w.
 struct Grams<'a> {
-    chars: Vec<FxHashMap<&'a str, u32>>,
+    /// Character n-grams packed 21 bits a character (n ≤ 6 fits a `u128` exactly), sorted
+    /// (a multiset: merging two sorted lists counts the clipped matches without hashing).
+    chars: Vec<Vec<u128>>,
     words: Vec<FxHashMap<&'a [&'a str], u32>>,
 }
 
@@ -130,6 +132,33 @@ fn match_stats<K: Hash + Eq>(hyp: &FxHashMap<K, u32>, r: &FxHashMap<K, u32>) -> 
     [if r.is_empty() { 0 } else { h }, rsum, m]
 }
 
+/// [`match_stats`] on sorted multisets.
+fn sorted_match_stats(h: &[u128], r: &[u128]) -> [u64; 3] {
+    let (mut i, mut j, mut m) = (0, 0, 0u64);
+    while i < h.len() && j < r.len() {
+        match h[i].cmp(&r[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                let k = h[i];
+                let (i0, j0) = (i, j);
+                while i < h.len() && h[i] == k {
+                    i += 1;
+                }
+                while j < r.len() && r[j] == k {
+                    j += 1;
+                }
+                m += (i - i0).min(j - j0) as u64;
+            }
+        }
+    }
+    [
+        if r.is_empty() { 0 } else { h.len() as u64 },
+        r.len() as u64,
+        m,
+    ]
+}
+
 impl Chrf {
     /// A metric with these settings.
     pub fn new(config: ChrfConfig) -> Self {
@@ -142,18 +171,18 @@ impl Chrf {
         } else {
             squeezed
         };
-        let bounds: Vec<usize> = line
-            .char_indices()
-            .map(|(i, _)| i)
-            .chain(std::iter::once(line.len()))
-            .collect();
-        let nchars = bounds.len() - 1;
+        let cs: Vec<u32> = line.chars().map(u32::from).collect();
         let chars = (1..=self.config.char_order)
             .map(|n| {
-                if nchars < n {
-                    FxHashMap::default()
+                if cs.len() < n {
+                    Vec::new()
                 } else {
-                    counts((0..=nchars - n).map(|i| &line[bounds[i]..bounds[i + n]]))
+                    let mut keys: Vec<u128> = cs
+                        .windows(n)
+                        .map(|w| w.iter().fold(0u128, |k, &c| (k << 21) | u128::from(c)))
+                        .collect();
+                    keys.sort_unstable();
+                    keys
                 }
             })
             .collect();
@@ -166,7 +195,7 @@ impl Chrf {
     fn stats_against(&self, h: &Grams, r: &Grams) -> Vec<u64> {
         let mut s = Vec::with_capacity(3 * (self.config.char_order + self.config.word_order));
         for (a, b) in h.chars.iter().zip(&r.chars) {
-            s.extend(match_stats(a, b));
+            s.extend(sorted_match_stats(a, b));
         }
         for (a, b) in h.words.iter().zip(&r.words) {
             s.extend(match_stats(a, b));

@@ -96,75 +96,87 @@ fn is_13a_punct(c: char) -> bool {
 
 /// sacrebleu's `Tokenizer13a`.
 pub fn tokenize_13a(line: &str) -> String {
-    let mut s = line
-        .replace("<skipped>", "")
-        .replace("-\n", "")
-        .replace('\n', " ");
+    let mut owned;
+    let mut s = line;
+    if s.contains("<skipped>") || s.contains('\n') {
+        owned = s
+            .replace("<skipped>", "")
+            .replace("-\n", "")
+            .replace('\n', " ");
+        s = &owned;
+    }
     if s.contains('&') {
-        s = s
+        owned = s
             .replace("&quot;", "\"")
             .replace("&amp;", "&")
             .replace("&lt;", "<")
             .replace("&gt;", ">");
+        s = &owned;
     }
     // Rule 1: pad the ASCII punctuation class (one character at a time, no overlap issue).
-    let mut a = String::with_capacity(s.len() * 2 + 2);
+    let mut a: Vec<char> = Vec::with_capacity(s.len() + 16);
     a.push(' ');
     for c in s.chars() {
         if is_13a_punct(c) {
-            a.push(' ');
-            a.push(c);
-            a.push(' ');
+            a.extend([' ', c, ' ']);
         } else {
             a.push(c);
         }
     }
     a.push(' ');
     // Rules 2-4 are two-character patterns applied left to right without overlap, as
-    // Python's `re.sub` does.
+    // Python's `re.sub` does; each is skipped when its characters are absent.
     let digit = |c: char| c.is_ascii_digit();
     let dot = |c: char| c == '.' || c == ',';
-    let b = sub_pairs(
-        &a,
-        |x, y| !digit(x) && dot(y),
-        |x, y, out| {
-            out.push(x);
-            out.push(' ');
-            out.push(y);
-            out.push(' ');
-        },
-    );
-    let c = sub_pairs(
-        &b,
-        |x, y| dot(x) && !digit(y),
-        |x, y, out| {
-            out.push(' ');
-            out.push(x);
-            out.push(' ');
-            out.push(y);
-        },
-    );
-    let d = sub_pairs(
-        &c,
-        |x, y| digit(x) && y == '-',
-        |x, y, out| {
-            out.push(x);
-            out.push(' ');
-            out.push(y);
-            out.push(' ');
-        },
-    );
-    join_split(&d)
+    if a.iter().any(|c| dot(*c)) {
+        a = sub_pairs(
+            &a,
+            |x, y| !digit(x) && dot(y),
+            |x, y, out| {
+                out.extend([x, ' ', y, ' ']);
+            },
+        );
+        a = sub_pairs(
+            &a,
+            |x, y| dot(x) && !digit(y),
+            |x, y, out| {
+                out.extend([' ', x, ' ', y]);
+            },
+        );
+    }
+    if a.contains(&'-') {
+        a = sub_pairs(
+            &a,
+            |x, y| digit(x) && y == '-',
+            |x, y, out| {
+                out.extend([x, ' ', y, ' ']);
+            },
+        );
+    }
+    // `' '.join(line.split())`.
+    let mut out = String::with_capacity(a.len());
+    let mut pending_space = false;
+    for c in a {
+        if is_py_space(c) {
+            pending_space = !out.is_empty();
+        } else {
+            if pending_space {
+                out.push(' ');
+                pending_space = false;
+            }
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `re.sub` of a two-character pattern `(X)(Y)`: leftmost matches, scanning on after each.
 fn sub_pairs(
-    s: &str,
+    chars: &[char],
     matches: impl Fn(char, char) -> bool,
-    replace: impl Fn(char, char, &mut String),
-) -> String {
-    let chars: Vec<char> = s.chars().collect();
-    let mut out = String::with_capacity(s.len() + s.len() / 4);
+    replace: impl Fn(char, char, &mut Vec<char>),
+) -> Vec<char> {
+    let mut out = Vec::with_capacity(chars.len() + chars.len() / 4);
     let mut i = 0;
     while i < chars.len() {
         if i + 1 < chars.len() && matches(chars[i], chars[i + 1]) {
