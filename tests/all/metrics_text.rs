@@ -472,3 +472,44 @@ fn pairwise_judging_cancels_position_bias_and_controls_for_length() {
     assert!(w.length_controlled < w.win_rate, "{}", w.length_controlled);
     assert!(judge_pairs(&pairs, "no placeholders", &mut fair).is_err());
 }
+
+#[test]
+fn ter_matches_sacrebleu() {
+    use tilpass::metrics::{Ter, TerConfig};
+    let fx = fixture_json("metrics/text_metrics.json");
+    let cases = fx["ter"].as_array().unwrap();
+    assert!(cases.len() >= 16);
+    for case in cases {
+        let (hyps, refs) = texts(&fx, case);
+        let c = &case["config"];
+        let ter = Ter::new(TerConfig {
+            normalized: c["normalized"].as_bool().unwrap_or(false),
+            no_punct: c["no_punct"].as_bool().unwrap_or(false),
+            case_sensitive: c["case_sensitive"].as_bool().unwrap_or(false),
+        });
+        let s = ter.corpus_score(&hyps, &refs).unwrap();
+        let what = format!("{} {c}", case["corpus"]);
+        let want = case["score"].as_f64().unwrap();
+        assert!(
+            (s.score - want).abs() < 1e-9,
+            "{what}: {} vs {want}",
+            s.score
+        );
+        assert_eq!(
+            s.num_edits as u64,
+            case["num_edits"].as_u64().unwrap(),
+            "{what}"
+        );
+        assert!(
+            (s.ref_length - case["ref_length"].as_f64().unwrap()).abs() < 1e-9,
+            "{what}"
+        );
+        assert_eq!(s.signature, case["signature"].as_str().unwrap(), "{what}");
+    }
+    // reference-semantics.md §3.2: the dog example, TER 40.0 (case:lc|tok:tercom).
+    let dog = cases
+        .iter()
+        .find(|c| c["corpus"] == "dog" && c["config"] == serde_json::json!({}))
+        .unwrap();
+    assert_eq!(dog["score"].as_f64().unwrap(), 40.0);
+}

@@ -13,7 +13,7 @@ use crate::BoxError;
 /// Arguments of `tilpass metrics`.
 #[derive(Args, Debug)]
 pub struct MetricsArgs {
-    /// bleu, chrf, chrf++, rouge, squad, chat, retrieval, langid or judge.
+    /// bleu, chrf, chrf++, ter, rouge, squad, chat, retrieval, langid or judge.
     pub metric: String,
     /// Hypotheses / predictions / responses: one per line (UTF-8).
     #[arg(long)]
@@ -37,6 +37,15 @@ pub struct MetricsArgs {
     /// BLEU effective order (for sentence-level use).
     #[arg(long)]
     pub effective_order: bool,
+    /// TER: keep case.
+    #[arg(long)]
+    pub case_sensitive: bool,
+    /// TER: tercom normalisation.
+    #[arg(long)]
+    pub normalized: bool,
+    /// TER: remove punctuation.
+    #[arg(long)]
+    pub no_punct: bool,
     /// ROUGE tokenizer: unicode (default; keeps æ/ø/å) or rouge-score (ASCII only, the
     /// reference's numbers).
     #[arg(long, default_value = "unicode")]
@@ -191,6 +200,17 @@ pub fn metrics_cmd(a: MetricsArgs) -> Result<(), BoxError> {
             let s = m::Chrf::new(cfg).corpus_score(&hyps, &refs)?;
             json!({"metric": a.metric, "name": s.name, "score": s.score, "signature": s.signature})
         }
+        "ter" => {
+            let (hyps, refs) = hyps_and_refs(&a)?;
+            let cfg = m::TerConfig {
+                case_sensitive: a.case_sensitive,
+                normalized: a.normalized,
+                no_punct: a.no_punct,
+            };
+            let s = m::Ter::new(cfg).corpus_score(&hyps, &refs)?;
+            json!({"metric": "ter", "score": s.score, "signature": s.signature,
+                   "num_edits": s.num_edits, "ref_length": s.ref_length})
+        }
         "rouge" => {
             let (hyps, refs) = hyps_and_refs(&a)?;
             let tokenizer = match (a.rouge_tokenizer.as_str(), a.stem.as_str()) {
@@ -284,7 +304,7 @@ pub fn metrics_cmd(a: MetricsArgs) -> Result<(), BoxError> {
         "judge" => crate::judge_cmd(&a)?,
         other => {
             return Err(format!(
-                "unknown metric `{other}`: bleu, chrf, chrf++, rouge, squad, chat, retrieval, \
+                "unknown metric `{other}`: bleu, chrf, chrf++, ter, rouge, squad, chat, retrieval, \
                  langid or judge"
             )
             .into());

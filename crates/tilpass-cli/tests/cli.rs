@@ -966,6 +966,10 @@ fn metrics_bleu_chrf_rouge_langid_and_errors() {
         "metrics", "chrf", "--hyp", &hyp, "--ref", &r1, "--ref", &r2,
     ]));
     assert_eq!(format!("{:.2}", v["score"].as_f64().unwrap()), "59.73");
+    let v = ok_json(&tilpass(&[
+        "metrics", "ter", "--hyp", &hyp, "--ref", &r1, "--ref", &r2,
+    ]));
+    assert_eq!(v["score"], 40.0);
     let v = ok_json(&tilpass(&["metrics", "rouge", "--hyp", &hyp, "--ref", &r1]));
     assert_eq!(v["tokenizer"], "unicode");
     assert!(v["scores"]["rougeL"]["fmeasure"].as_f64().unwrap() > 0.5);

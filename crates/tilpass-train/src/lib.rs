@@ -1,6 +1,6 @@
 //! # tilpass-train
 //!
-//! The training engine (issue 6, in progress): AdamW with PyTorch's exact update
+//! The training engine: AdamW with PyTorch's exact update
 //! ([`AdamW`]), HF's learning-rate schedules ([`LrSchedule`]: constant, linear and cosine with
 //! warmup) and global-norm gradient clipping ([`clip_global_norm`]), over the named trainable
 //! parameters of a [`tilpass_peft::PeftModel`]; the causal-LM training loop [`train_lm`] with
@@ -15,8 +15,9 @@
 //! ([`score_labels`], [`label_probabilities`]), classifier training ([`train_classifier`]),
 //! prediction and scikit-learn-exact metrics ([`predict`], [`evaluate_classifier`]).
 //!
-//! Planned: full fine-tuning, the `annotate` / `train classify` / `predict` commands, the
-//! embedded Norwegian chat dataset and the quickstart.
+//! Full fine-tuning ([`Target::Full`]) runs through the same loop (every parameter, HF's
+//! no-decay rule, whole-model checkpoints), checked against transformers + torch AdamW.
+//! [`Progress`] renders a run's events as a progress bar.
 
 #![warn(missing_docs)]
 

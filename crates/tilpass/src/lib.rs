@@ -10,11 +10,11 @@
 //! | [`data`] | `tilpass-data` | TRL dataset formats, readers, filters, statistics |
 //! | [`tokenize`] | `tilpass-tokenize` | tokenizers, chat templates, SFT encoding, packing, tokenizer training |
 //! | [`models`] | `tilpass-models` | decoders (Llama, Mistral, GPT-2), encoders (BERT, NorBERT3), encoder-decoders (T5, NorT5), generation |
-//! | [`peft`] | `tilpass-peft` | LoRA / rsLoRA / DoRA, HF PEFT files, merge, several adapters (prompt methods planned) |
-//! | [`train`] | `tilpass-train` | AdamW (PyTorch-exact), LR schedules, gradient clipping (trainer loop and tasks planned) |
+//! | [`peft`] | `tilpass-peft` | LoRA / rsLoRA / DoRA, prefix / prompt / P-tuning, HF PEFT files both ways, merge, several adapters |
+//! | [`train`] | `tilpass-train` | AdamW (PyTorch-exact), schedules, the training loop (LoRA / prompt adapters / full), SFT, LamBERT classification, checkpoints and resume |
 //! | [`preference`] | `tilpass-preference` | planned |
 //! | [`rag`] | `tilpass-rag` | planned |
-//! | [`metrics`] | `tilpass-metrics` | classification metrics (scikit-learn exact); text and retrieval metrics planned |
+//! | [`metrics`] | `tilpass-metrics` | BLEU / chrF / TER (sacrebleu-exact), ROUGE, SQuAD EM/F1, perplexity and bits per byte, classification, retrieval (trec_eval), chat metrics, language ID, LLM-as-judge |
 //!
 //! ```
 //! let device = tilpass::device("flex").unwrap();
