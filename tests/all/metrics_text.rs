@@ -156,6 +156,62 @@ fn bleu_and_chrf_reproduce_the_published_vectors() {
     }
     let chrf = Chrf::default().corpus_score(&hyps, &refs).unwrap();
     assert_eq!(format!("{:.2}", chrf.score), "59.73");
+    // First reference set only: BLEU / chrF / chrF++.
+    let one = &refs[..1];
+    let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+    close(
+        Bleu::default().corpus_score(&hyps, one).unwrap().score,
+        45.06750632106114,
+    );
+    close(
+        Chrf::default().corpus_score(&hyps, one).unwrap().score,
+        50.043063606582294,
+    );
+    close(
+        Chrf::new(ChrfConfig::chrf_plus_plus())
+            .corpus_score(&hyps, one)
+            .unwrap()
+            .score,
+        51.7309698503746,
+    );
+    close(
+        Chrf::new(ChrfConfig::chrf_plus_plus())
+            .corpus_score(&hyps, &refs)
+            .unwrap()
+            .score,
+        59.15310444399262,
+    );
+    let eff = Bleu::new(BleuConfig {
+        effective_order: true,
+        ..Default::default()
+    });
+    close(
+        eff.sentence_score("The man had just bitten him.", &["The man bit him first."])
+            .unwrap()
+            .score,
+        15.619699684601283,
+    );
+    // sacrebleu's compute_bleu test (its scores are on a 0-1 scale there).
+    let (mut c, mut t) = (vec![9.0, 7.0, 5.0, 3.0], vec![10.0, 8.0, 6.0, 4.0]);
+    let (b, _, _) =
+        tilpass::metrics::compute_bleu(&mut c, &mut t, 11, 11, Smooth::None, None, false);
+    assert!((b / 100.0 - 0.8375922397).abs() < 1e-10, "{b}");
+    // floor 0.01, tokenizer none, effective order.
+    let floor = Bleu::new(BleuConfig {
+        tokenize: SacreTokenizer::None,
+        smooth_method: Smooth::Floor,
+        smooth_value: Some(0.01),
+        effective_order: true,
+        ..Default::default()
+    });
+    for (h, r, want) in [
+        ("this is a fest", "this is a test", 0.223606797749979),
+        ("test", "a test", 0.3678794411714425),
+        ("a little test", "a test", 0.03218297948685433),
+    ] {
+        let got = floor.sentence_score(h, &[r]).unwrap().score / 100.0;
+        assert!((got - want).abs() < 1e-12, "{h}: {got} vs {want}");
+    }
     // Sentence BLEU with effective order (sacrebleu's test_sentence_bleu, tolerance 1e-3).
     let r = "producţia de zahăr brut se exprimă în zahăr alb;";
     let h = "Producția de zahăr primă va fi exprimată în ceea ce privește zahărul alb;";
@@ -214,6 +270,15 @@ fn bleu_and_chrf_reproduce_the_published_vectors() {
     ]];
     let b = Bleu::default().corpus_score(&nh, &nr).unwrap().score;
     assert!((b - 38.33323253707271).abs() < 1e-9, "{b}");
+    let p1 = Bleu::new(BleuConfig {
+        tokenize: SacreTokenizer::Intl,
+        smooth_value: Some(0.0),
+        ..Default::default()
+    })
+    .corpus_score(&nh[..1], &[vec![nr[0][0]]])
+    .unwrap()
+    .score;
+    assert!((p1 - 41.53509237206397).abs() < 1e-9, "{p1}");
     let cp = Chrf::new(ChrfConfig::chrf_plus_plus())
         .corpus_score(&nh, &nr)
         .unwrap()

@@ -44,7 +44,7 @@ pub mod rouge;
 pub mod sacre_tokenize;
 pub mod ter;
 
-pub use bleu::{Bleu, BleuConfig, BleuScore, SACREBLEU_VERSION, Smooth};
+pub use bleu::{Bleu, BleuConfig, BleuScore, SACREBLEU_VERSION, Smooth, compute_bleu};
 pub use chat::{LengthStats, distinct_n, length_stats, repetition_rate, self_bleu};
 pub use chrf::{Chrf, ChrfConfig, ChrfScore};
 pub use classification::{ClassificationError, ClassificationReport, classification_report};
