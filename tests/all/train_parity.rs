@@ -520,3 +520,67 @@ fn full_fine_tuning_resumes_bit_identically_and_rejects_an_adapter_checkpoint() 
     assert!(matches!(err, TrainError::Resume { .. }), "{err}");
     assert!(err.to_string().contains("full model"), "{err}");
 }
+
+/// Packing: the summed loss of a packed batch equals the documents' losses computed one by
+/// one (positions restart, attention stays within each document, no cross-document target).
+#[test]
+fn packed_batches_give_the_loss_of_their_documents() {
+    use tilpass::tokenize::SftExample;
+    use tilpass::train::{LmBatch, packed_batches};
+    let dev = tilpass_tests::test_device();
+    let model = DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap();
+    let examples: Vec<SftExample> = reference_batches()
+        .iter()
+        .flat_map(|b| {
+            let seq = b.input.seq;
+            (0..b.input.batch)
+                .map(|r| {
+                    let n = b.input.attention_mask[r * seq..(r + 1) * seq]
+                        .iter()
+                        .filter(|m| **m == 1)
+                        .count();
+                    SftExample {
+                        input_ids: b.input.input_ids[r * seq..r * seq + n].to_vec(),
+                        labels: b.labels[r * seq..r * seq + n].to_vec(),
+                        attention_mask: vec![1; n],
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(examples.len(), 10);
+    let nll_sum = |b: &LmBatch| -> (f64, usize) {
+        let (loss, n) = tilpass::train::causal_lm_loss(&model, b).unwrap();
+        (f64::from(loss.into_scalar::<f32>()) * n as f64, n)
+    };
+    let separate: (f64, usize) = examples
+        .iter()
+        .map(|e| {
+            nll_sum(&LmBatch {
+                input: DecoderInput::unpadded(std::slice::from_ref(&e.input_ids)).unwrap(),
+                labels: e.labels.clone(),
+            })
+        })
+        .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let packed = packed_batches(&examples, 32, 2, 0, 512).unwrap();
+    assert!(packed.len() < examples.len(), "fewer rows than documents");
+    assert!(
+        packed.iter().any(|b| b.input.attention_mask.contains(&2)),
+        "rows hold several documents"
+    );
+    let joined = packed
+        .iter()
+        .map(nll_sum)
+        .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    assert_eq!(joined.1, separate.1, "the same supervised tokens");
+    assert!(
+        (joined.0 - separate.0).abs() / separate.0 < 1e-5,
+        "packed {} vs separate {}",
+        joined.0,
+        separate.0
+    );
+    assert!(
+        packed_batches(&examples, 1024, 2, 0, 512).is_err(),
+        "longer than the context"
+    );
+}

@@ -470,6 +470,10 @@ struct SftArgs {
     /// Full fine-tuning: train every parameter (no adapter); the model is saved in HF layout.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     full: Option<bool>,
+    /// Pack several examples into each row (best-fit decreasing, rows of --max-length or the
+    /// model's context up to 2048 tokens; attention stays within each example).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    packing: Option<bool>,
     /// LoRA rank.
     #[arg(long)]
     lora_r: Option<usize>,
@@ -517,6 +521,7 @@ impl Default for SftArgs {
             chat_template: None,
             max_length: None,
             full: Some(false),
+            packing: Some(false),
             lora_r: Some(16),
             lora_alpha: Some(32.0),
             target_modules: None,
@@ -548,6 +553,7 @@ impl SftArgs {
             chat_template,
             max_length,
             full,
+            packing,
             lora_r,
             lora_alpha,
             target_modules,
@@ -621,7 +627,19 @@ fn train_sft_cmd(a: SftArgs) -> Result<(), BoxError> {
     };
     let pad = tok.pad_id().unwrap_or(0);
     let bs = a.batch_size.unwrap_or(4);
-    let train = sft_batches(&encode(&data)?, bs, pad, max_positions)?;
+    let train_examples = encode(&data)?;
+    let train = if a.packing.unwrap_or(false) {
+        let len = a.max_length.unwrap_or(max_positions.min(2048));
+        let packed = tilpass::train::packed_batches(&train_examples, len, bs, pad, max_positions)?;
+        eprintln!(
+            "packing: {} examples into {} batches of up to {bs} rows × {len} tokens",
+            train_examples.len(),
+            packed.len()
+        );
+        packed
+    } else {
+        sft_batches(&train_examples, bs, pad, max_positions)?
+    };
     let eval_examples = match &a.eval_data {
         Some(p) => encode(p)?,
         None => Vec::new(),

@@ -29,6 +29,9 @@ pub struct DecoderInput {
     /// Token ids, `[batch, seq]` row-major.
     pub input_ids: Vec<u32>,
     /// 1 for real tokens, 0 for padding, over cached + new columns: `[batch, past + seq]`.
+    /// Packed rows (several documents in one row) number their documents instead — 1, 2, 3,
+    /// ... per token — and attention then stays within each document (block-diagonal causal
+    /// attention, as flash-attention's varlen packing does).
     pub attention_mask: Vec<u8>,
     /// Positions of the new tokens, `[batch, seq]`.
     pub position_ids: Vec<i64>,

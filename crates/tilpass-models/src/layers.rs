@@ -469,8 +469,9 @@ impl KvCache {
 
 /// Decoder attention mask `[batch, 1, q_len, past + q_len]`, `true` where query `i` (column
 /// `past + i`) may **not** see key column `j`: it may see it when `j <= past + i`,
-/// `attention_mask[b][j] == 1` and, with a sliding window `w`, `past + i - j < w` (as
-/// transformers' causal / sliding-window masks).
+/// `attention_mask[b][j] != 0`, the key belongs to the query's document (packed rows number
+/// their documents 1, 2, ...; a 0/1 mask is one document) and, with a sliding window `w`,
+/// `past + i - j < w` (as transformers' causal / sliding-window masks).
 pub fn causal_mask(
     attention_mask: &[u8],
     batch: usize,
@@ -485,8 +486,13 @@ pub fn causal_mask(
     for b in 0..batch {
         for i in 0..q_len {
             let qpos = past + i;
+            // Packed rows number their documents 1, 2, ...: a real query sees only keys of
+            // its own document (the usual 0/1 mask is one document).
+            let doc = attention_mask[b * k_len + qpos];
             for j in 0..=qpos {
-                let visible = attention_mask[b * k_len + j] == 1
+                let key = attention_mask[b * k_len + j];
+                let visible = key != 0
+                    && (doc == 0 || key == doc)
                     && sliding_window.is_none_or(|w| qpos - j < w);
                 if visible {
                     masked[(b * q_len + i) * k_len + j] = false;

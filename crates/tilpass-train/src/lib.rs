@@ -37,7 +37,7 @@ pub use error::{Result, TrainError};
 pub use optim::{AdamW, AdamWConfig, NamedGrads, clip_global_norm, collect_grads, global_norm};
 pub use progress::Progress;
 pub use schedule::{LrSchedule, ScheduleKind};
-pub use sft::{prompt_of, sample_answers, sft_batches};
+pub use sft::{packed_batches, prompt_of, sample_answers, sft_batches};
 pub use trainer::{
     EvalLog, Event, LmBatch, StepLog, Summary, Target, TrainConfig, TrainerState, causal_lm_loss,
     evaluate, save_checkpoint, train_lm, train_lm_with_samples, train_loop,

@@ -2,7 +2,7 @@
 //! `tilpass-tokenize`'s `SftEncoder`) into padded training batches.
 
 use tilpass_models::{DecoderInput, DecoderLm, GenerateConfig, generate};
-use tilpass_tokenize::{IGNORE_INDEX, SftExample, Tokenizer};
+use tilpass_tokenize::{IGNORE_INDEX, SftExample, Tokenizer, pack_bfd};
 
 use crate::error::{Result, TrainError};
 use crate::trainer::LmBatch;
@@ -57,6 +57,72 @@ pub fn sft_batches(
                 input.input_ids[o..o + e.len()].copy_from_slice(&e.input_ids);
                 input.attention_mask[o..o + e.len()].copy_from_slice(&e.attention_mask);
                 labels[o..o + e.len()].copy_from_slice(&e.labels);
+            }
+            LmBatch { input, labels }
+        })
+        .collect())
+}
+
+/// Packs `examples` into rows of at most `max_length` tokens with TRL's best-fit-decreasing
+/// packing (`pack_bfd`; longer examples are cut to `max_length`), `batch_size` rows a batch.
+/// Each document keeps its own positions (restarting at 0), attends only within itself
+/// (block-diagonal causal attention through document numbers in the attention mask) and its
+/// first token is not a target, so a packed batch gives the loss of its documents trained
+/// one by one, with far less padding. Examples without a supervised token are left out; a
+/// row holds at most 255 documents.
+pub fn packed_batches(
+    examples: &[SftExample],
+    max_length: usize,
+    batch_size: usize,
+    pad_id: u32,
+    max_positions: usize,
+) -> Result<Vec<LmBatch>> {
+    if max_length == 0 || max_length > max_positions {
+        return Err(TrainError::Config(format!(
+            "packing length {max_length} must be between 1 and the model's context {max_positions}"
+        )));
+    }
+    let kept: Vec<SftExample> = examples
+        .iter()
+        .filter(|e| e.labels.iter().any(|l| *l != IGNORE_INDEX))
+        .cloned()
+        .collect();
+    if kept.is_empty() {
+        return Err(TrainError::Config(format!(
+            "none of the {} examples has a supervised token (check the chat template's \
+             assistant masks or assistant_only_loss)",
+            examples.len()
+        )));
+    }
+    let rows = pack_bfd(&kept, max_length);
+    if let Some(r) = rows.iter().find(|r| r.doc_lengths.len() > 255) {
+        return Err(TrainError::Config(format!(
+            "a packed row holds {} documents; at most 255 fit (use a shorter max_length)",
+            r.doc_lengths.len()
+        )));
+    }
+    Ok(rows
+        .chunks(batch_size.max(1))
+        .map(|chunk| {
+            let seq = chunk.iter().map(|r| r.len()).max().unwrap_or(0);
+            let b = chunk.len();
+            let mut input = DecoderInput {
+                input_ids: vec![pad_id; b * seq],
+                attention_mask: vec![0; b * seq],
+                position_ids: (0..b).flat_map(|_| 0..seq as i64).collect(),
+                batch: b,
+                seq,
+            };
+            let mut labels = vec![IGNORE_INDEX; b * seq];
+            for (r, row) in chunk.iter().enumerate() {
+                let o = r * seq;
+                let n = row.len();
+                input.input_ids[o..o + n].copy_from_slice(&row.input_ids);
+                input.position_ids[o..o + n].copy_from_slice(&row.position_ids);
+                labels[o..o + n].copy_from_slice(&row.labels);
+                for (k, d) in row.document_ids().into_iter().enumerate() {
+                    input.attention_mask[o + k] = (d + 1) as u8;
+                }
             }
             LmBatch { input, labels }
         })
