@@ -1531,6 +1531,65 @@ fn generate_cmd(a: GenerateArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// `tilpass metrics perplexity`: a decoder's perplexity, word / byte perplexity and bits per
+/// byte over the lines of --hyp (each scored with the tokenizer's special tokens, truncated to
+/// the model's context).
+fn perplexity_cmd(a: &metrics_cmd::MetricsArgs) -> Result<serde_json::Value, BoxError> {
+    use tilpass::metrics as m;
+    let model_dir = a
+        .model
+        .clone()
+        .ok_or("`metrics perplexity` needs --model DIR")?;
+    let path = a
+        .hyp
+        .clone()
+        .ok_or("`metrics perplexity` needs --hyp FILE (one text a line)")?;
+    let texts = metrics_cmd::read_text_lines(&path)?;
+    let device = tilpass::device(&a.device)?;
+    let model = DecoderLm::load(&model_dir, &device)?;
+    let tok = Tokenizer::from_dir(&model_dir)?;
+    let ctx = model.max_positions();
+    let mut logprobs: Vec<Vec<f64>> = Vec::with_capacity(texts.len());
+    let mut truncated = 0usize;
+    for text in &texts {
+        let mut ids = tok.encode(text, true)?;
+        if ids.len() > ctx {
+            ids.truncate(ctx);
+            truncated += 1;
+        }
+        if ids.len() < 2 {
+            logprobs.push(Vec::new());
+            continue;
+        }
+        let labels: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+        let logits = model.forward(&DecoderInput::unpadded(&[ids])?, None)?;
+        let (lp, _) = tilpass::models::shifted_log_probs(logits, &labels)?;
+        logprobs.push(
+            lp.into_data()
+                .try_into_vec_as::<f32>()
+                .map_err(|e| format!("{e:?}"))?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+        );
+    }
+    let scored: Vec<m::ScoredText> = texts
+        .iter()
+        .zip(&logprobs)
+        .map(|(t, l)| m::ScoredText {
+            logprobs: l,
+            text: t,
+        })
+        .collect();
+    let s = m::lm_scores(&scored)?;
+    Ok(
+        json!({"metric": "perplexity", "texts": texts.len(), "truncated": truncated,
+              "perplexity": s.perplexity, "mean_text_perplexity": s.mean_text_perplexity,
+              "word_perplexity": s.word_perplexity, "byte_perplexity": s.byte_perplexity,
+              "bits_per_byte": s.bits_per_byte, "tokens": s.tokens}),
+    )
+}
+
 /// `tilpass metrics judge`: a local decoder judges answer pairs in both orders.
 fn judge_cmd(a: &metrics_cmd::MetricsArgs) -> Result<serde_json::Value, BoxError> {
     use tilpass::data::{Message, Role};

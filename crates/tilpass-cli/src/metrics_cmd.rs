@@ -13,7 +13,7 @@ use crate::BoxError;
 /// Arguments of `tilpass metrics`.
 #[derive(Args, Debug)]
 pub struct MetricsArgs {
-    /// bleu, chrf, chrf++, ter, rouge, squad, chat, retrieval, langid or judge.
+    /// bleu, chrf, chrf++, ter, rouge, squad, chat, retrieval, langid, perplexity or judge.
     pub metric: String,
     /// Hypotheses / predictions / responses: one per line (UTF-8).
     #[arg(long)]
@@ -76,7 +76,8 @@ pub struct MetricsArgs {
     /// Retrieval cutoffs.
     #[arg(long, value_delimiter = ',', default_value = "1,3,5,10,100")]
     pub cutoffs: Vec<usize>,
-    /// Judge model directory (decoder with a chat template) for `judge`.
+    /// Model directory: the judge for `judge` (a decoder, its chat template used when it has
+    /// one), the language model for `perplexity`.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Pairs for `judge`: JSONL with "question", "answer", "baseline".
@@ -302,10 +303,11 @@ pub fn metrics_cmd(a: MetricsArgs) -> Result<(), BoxError> {
             json!({"metric": "retrieval", "queries": per.len(), "mean": mean})
         }
         "judge" => crate::judge_cmd(&a)?,
+        "perplexity" => crate::perplexity_cmd(&a)?,
         other => {
             return Err(format!(
                 "unknown metric `{other}`: bleu, chrf, chrf++, ter, rouge, squad, chat, retrieval, \
-                 langid or judge"
+                 langid, perplexity or judge"
             )
             .into());
         }

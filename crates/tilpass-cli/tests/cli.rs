@@ -1074,3 +1074,46 @@ fn metrics_retrieval_reads_trec_files_and_judge_runs_a_local_model() {
     assert_eq!(v["unparsed_verdicts"], 6);
     assert_eq!(v["win_rate"], 50.0);
 }
+
+/// Perplexity from the transformers logits of the fixture (row 0: these ids, unpadded).
+#[test]
+fn metrics_perplexity_equals_the_transformers_logits() {
+    let dir = model_with_tokenizer("llama_gqa");
+    let work = tempfile::tempdir().unwrap();
+    let ids = [1u32, 17, 42, 99, 200, 3, 5, 7, 11, 13, 250, 128];
+    let text: Vec<String> = ids.iter().map(|i| format!("t{i}")).collect();
+    let texts = write(work.path(), "texts.txt", &(text.join(" ") + "\n"));
+    let v = ok_json(&tilpass(&[
+        "metrics",
+        "perplexity",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--hyp",
+        &texts,
+    ]));
+    let logits =
+        tilpass::core::Checkpoint::open(fixture_dir("llama_gqa").join("expected.safetensors"))
+            .unwrap()
+            .read_f32("logits")
+            .unwrap();
+    let mut nll = 0f64;
+    for t in 0..ids.len() - 1 {
+        let row: Vec<f64> = logits.data[t * 256..(t + 1) * 256]
+            .iter()
+            .map(|x| f64::from(*x))
+            .collect();
+        let max = row.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+        nll -= row[ids[t + 1] as usize] - lse;
+    }
+    let want = (nll / (ids.len() - 1) as f64).exp();
+    let got = v["perplexity"].as_f64().unwrap();
+    assert!((got - want).abs() / want < 1e-4, "{got} vs {want}");
+    assert_eq!(v["tokens"], 11);
+    let bytes = text.join(" ").len() as f64;
+    let bpb = v["bits_per_byte"].as_f64().unwrap();
+    assert!(
+        (bpb - nll / (bytes * std::f64::consts::LN_2)).abs() < 1e-4,
+        "{bpb}"
+    );
+}

@@ -260,21 +260,13 @@ impl Bleu {
         hyps: &[S],
         refs: &[Vec<Option<S>>],
     ) -> Result<(Vec<Stats>, String)> {
-        check_streams(hyps.len(), refs)?;
+        crate::streams::check_streams(hyps.len(), refs)?;
         if self.config.max_ngram_order == 0 {
             return Err(MetricsError::Invalid(
                 "max_ngram_order must be at least 1".into(),
             ));
         }
-        let mut counts = std::collections::BTreeSet::new();
-        for i in 0..hyps.len() {
-            counts.insert(refs.iter().filter(|r| r[i].is_some()).count());
-        }
-        let nrefs = if counts.len() == 1 {
-            counts.into_iter().next().unwrap_or(0).to_string()
-        } else {
-            "var".to_string()
-        };
+        let nrefs = crate::streams::nrefs_label(hyps.len(), refs);
         use rayon::prelude::*;
         let stats = (0..hyps.len())
             .into_par_iter()
@@ -336,22 +328,6 @@ impl Bleu {
             signature: self.signature(&nrefs),
         }
     }
-}
-
-fn check_streams<S>(n_hyps: usize, refs: &[Vec<Option<S>>]) -> Result<()> {
-    if refs.is_empty() {
-        return Err(MetricsError::Invalid("no reference stream given".into()));
-    }
-    for (k, r) in refs.iter().enumerate() {
-        if r.len() != n_hyps {
-            return Err(MetricsError::LengthMismatch {
-                what: format!("reference stream {}", k + 1),
-                expected: n_hyps,
-                found: r.len(),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// sacrebleu's `_get_closest_ref_len`: the reference length closest to the hypothesis

@@ -282,38 +282,17 @@ impl Chrf {
         hyps: &[S],
         refs: &[Vec<Option<S>>],
     ) -> Result<ChrfScore> {
-        if refs.is_empty() {
-            return Err(MetricsError::Invalid("no reference stream given".into()));
-        }
-        for (k, r) in refs.iter().enumerate() {
-            if r.len() != hyps.len() {
-                return Err(MetricsError::LengthMismatch {
-                    what: format!("reference stream {}", k + 1),
-                    expected: hyps.len(),
-                    found: r.len(),
-                });
-            }
-        }
+        crate::streams::check_streams(hyps.len(), refs)?;
         if self.config.char_order + self.config.word_order == 0 {
             return Err(MetricsError::Invalid(
                 "chrF needs a character or word order".into(),
             ));
         }
-        let mut nrefs = std::collections::BTreeSet::new();
         use rayon::prelude::*;
         let per: Vec<Vec<u64>> = (0..hyps.len())
             .into_par_iter()
-            .map(|i| {
-                let r: Vec<&str> = refs
-                    .iter()
-                    .filter_map(|s| s[i].as_ref().map(|x| x.as_ref()))
-                    .collect();
-                self.segment_stats(hyps[i].as_ref(), &r)
-            })
+            .map(|i| self.segment_stats(hyps[i].as_ref(), &crate::streams::segment_refs(refs, i)))
             .collect();
-        for i in 0..hyps.len() {
-            nrefs.insert(refs.iter().filter(|r| r[i].is_some()).count());
-        }
         let order = self.config.char_order + self.config.word_order;
         let mut sum = vec![0u64; 3 * order];
         for s in per {
@@ -321,11 +300,7 @@ impl Chrf {
                 *a += b;
             }
         }
-        let nrefs = if nrefs.len() == 1 {
-            nrefs.into_iter().next().unwrap_or(0).to_string()
-        } else {
-            "var".into()
-        };
+        let nrefs = crate::streams::nrefs_label(hyps.len(), refs);
         Ok(ChrfScore {
             score: self.f_score(&sum),
             name: self.name(),

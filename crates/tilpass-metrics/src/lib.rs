@@ -42,6 +42,7 @@ pub mod qa;
 pub mod retrieval;
 pub mod rouge;
 pub mod sacre_tokenize;
+pub mod streams;
 pub mod ter;
 
 pub use bleu::{Bleu, BleuConfig, BleuScore, SACREBLEU_VERSION, Smooth, compute_bleu};

@@ -367,25 +367,13 @@ impl Rouge {
         hyps: &[S],
         refs: &[Vec<Option<S>>],
     ) -> Result<RougeScores> {
-        for (k, r) in refs.iter().enumerate() {
-            if r.len() != hyps.len() {
-                return Err(MetricsError::LengthMismatch {
-                    what: format!("reference stream {}", k + 1),
-                    expected: hyps.len(),
-                    found: r.len(),
-                });
-            }
-        }
+        crate::streams::check_streams(hyps.len(), refs)?;
         if hyps.is_empty() {
             return Err(MetricsError::Invalid("no hypotheses to score".into()));
         }
         let mut sum: std::collections::BTreeMap<String, PrfScore> = Default::default();
         for (i, h) in hyps.iter().enumerate() {
-            let targets: Vec<&str> = refs
-                .iter()
-                .filter_map(|r| r[i].as_ref().map(|x| x.as_ref()))
-                .collect();
-            let s = self.score_multi(&targets, h.as_ref());
+            let s = self.score_multi(&crate::streams::segment_refs(refs, i), h.as_ref());
             for (k, v) in s.scores {
                 let e = sum.entry(k).or_default();
                 e.precision += v.precision;

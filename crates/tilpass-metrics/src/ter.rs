@@ -378,18 +378,7 @@ impl Ter {
         hyps: &[S],
         refs: &[Vec<Option<S>>],
     ) -> Result<TerScore> {
-        if refs.is_empty() {
-            return Err(MetricsError::Invalid("no reference stream given".into()));
-        }
-        for (k, r) in refs.iter().enumerate() {
-            if r.len() != hyps.len() {
-                return Err(MetricsError::LengthMismatch {
-                    what: format!("reference stream {}", k + 1),
-                    expected: hyps.len(),
-                    found: r.len(),
-                });
-            }
-        }
+        crate::streams::check_streams(hyps.len(), refs)?;
         use rayon::prelude::*;
         let stats: Vec<(f64, f64)> = (0..hyps.len())
             .into_par_iter()
@@ -425,15 +414,7 @@ impl Ter {
         } else {
             0.0
         };
-        let mut nrefs = std::collections::BTreeSet::new();
-        for i in 0..hyps.len() {
-            nrefs.insert(refs.iter().filter(|r| r[i].is_some()).count());
-        }
-        let nrefs = if nrefs.len() == 1 {
-            nrefs.into_iter().next().unwrap_or(0).to_string()
-        } else {
-            "var".into()
-        };
+        let nrefs = crate::streams::nrefs_label(hyps.len(), refs);
         let c = &self.config;
         let yn = |b: bool| if b { "yes" } else { "no" };
         Ok(TerScore {

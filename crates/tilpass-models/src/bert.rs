@@ -327,20 +327,8 @@ impl Bert {
             ));
         }
         let (h, k) = (self.config.hidden_size, labels.len());
-        let mut state = seed ^ 0xC1A5_51F1_E500_0001;
-        let mut uniform = || {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            (((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64).max(1e-300)
-        };
-        let w: Vec<f32> = (0..h * k)
-            .map(|_| {
-                let (u1, u2) = (uniform(), uniform());
-                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * 0.02) as f32
-            })
-            .collect();
+        let w = tilpass_core::SplitMix64::from_state(seed ^ 0xC1A5_51F1_E500_0001)
+            .normal_vec(h * k, 0.02);
         let device = self.word.weight.device();
         self.classifier = Some(BertClassifier {
             linear: Linear::new(

@@ -28,17 +28,7 @@ pub fn sft_batches(
             e.len()
         )));
     }
-    let kept: Vec<&SftExample> = examples
-        .iter()
-        .filter(|e| e.labels.iter().any(|l| *l != IGNORE_INDEX))
-        .collect();
-    if kept.is_empty() {
-        return Err(TrainError::Config(format!(
-            "none of the {} examples has a supervised token (check the chat template's \
-             assistant masks or assistant_only_loss)",
-            examples.len()
-        )));
-    }
+    let kept = supervised(examples)?;
     Ok(kept
         .chunks(batch_size.max(1))
         .map(|chunk| {
@@ -63,6 +53,22 @@ pub fn sft_batches(
         .collect())
 }
 
+/// The examples with at least one supervised token; none at all is an error.
+fn supervised(examples: &[SftExample]) -> Result<Vec<&SftExample>> {
+    let kept: Vec<&SftExample> = examples
+        .iter()
+        .filter(|e| e.labels.iter().any(|l| *l != IGNORE_INDEX))
+        .collect();
+    if kept.is_empty() {
+        return Err(TrainError::Config(format!(
+            "none of the {} examples has a supervised token (check the chat template's \
+             assistant masks or assistant_only_loss)",
+            examples.len()
+        )));
+    }
+    Ok(kept)
+}
+
 /// Packs `examples` into rows of at most `max_length` tokens with TRL's best-fit-decreasing
 /// packing (`pack_bfd`; longer examples are cut to `max_length`), `batch_size` rows a batch.
 /// Each document keeps its own positions (restarting at 0), attends only within itself
@@ -82,18 +88,7 @@ pub fn packed_batches(
             "packing length {max_length} must be between 1 and the model's context {max_positions}"
         )));
     }
-    let kept: Vec<SftExample> = examples
-        .iter()
-        .filter(|e| e.labels.iter().any(|l| *l != IGNORE_INDEX))
-        .cloned()
-        .collect();
-    if kept.is_empty() {
-        return Err(TrainError::Config(format!(
-            "none of the {} examples has a supervised token (check the chat template's \
-             assistant masks or assistant_only_loss)",
-            examples.len()
-        )));
-    }
+    let kept: Vec<SftExample> = supervised(examples)?.into_iter().cloned().collect();
     let rows = pack_bfd(&kept, max_length);
     if let Some(r) = rows.iter().find(|r| r.doc_lengths.len() > 255) {
         return Err(TrainError::Config(format!(
