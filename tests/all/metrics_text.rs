@@ -470,6 +470,13 @@ fn chat_and_lm_metrics_follow_their_definitions() {
     assert!((distinct_n(&gens, 2) - 14.0 / 19.0).abs() < 1e-12);
     assert_eq!(repetition_rate(&["a b a b a b"], 2), 1.0 - 2.0 / 5.0);
     assert_eq!(repetition_rate(&gens, 2), 0.0);
+    let shares = tilpass::metrics::language_shares(&[
+        "Eg veit ikkje kva eg skal gjere.",
+        "Jeg vet ikke hva jeg skal gjøre.",
+        " ",
+    ]);
+    assert_eq!(shares.get("nn"), Some(&0.5));
+    assert_eq!(shares.get("nb"), Some(&0.5));
     // Identical responses are maximally self-similar.
     assert!((self_bleu(&["det var en gang", "det var en gang"]).unwrap() - 100.0).abs() < 1e-9);
     let half = 0.5f64.ln();

@@ -268,6 +268,7 @@ pub fn metrics_cmd(a: MetricsArgs) -> Result<(), BoxError> {
             json!({"metric": "chat", "length": m::length_stats(&r)?,
                    "distinct_1": m::distinct_n(&r, 1), "distinct_2": m::distinct_n(&r, 2),
                    "repetition_4": m::repetition_rate(&r, 4),
+                   "languages": m::language_shares(&r),
                    "self_bleu": if r.len() > 1 { Some(m::self_bleu(&r)?) } else { None }})
         }
         "langid" => {

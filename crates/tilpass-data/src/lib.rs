@@ -9,7 +9,10 @@
 //!   `skip_invalid` mode that counts and reports what it dropped; [`stream_records`] for files
 //!   too large to hold;
 //! - filters: [`dedup`] (exact or normalised) and [`LengthFilter`];
-//! - [`stats`]: rows, kinds, turns, characters per role.
+//! - [`stats`]: rows, kinds, turns, characters per role;
+//! - [`LangId`]: language identification (Bokmål, Nynorsk, Swedish, Danish, English, or labels
+//!   you train), e.g. to keep only Nynorsk rows;
+//! - [`embedded::norsk_chat`]: the project's own Norwegian chat dataset (CC0), compiled in.
 //!
 //! ```
 //! use tilpass_data::{Record, RecordKind};
@@ -24,12 +27,14 @@
 pub mod embedded;
 pub mod error;
 pub mod filter;
+pub mod langid;
 pub mod reader;
 pub mod record;
 pub mod stats;
 
 pub use error::{DataError, Location, RecordError, Result};
 pub use filter::{DedupKey, DedupReport, LengthFilter, dedup, dedup_indices, normalize_text};
+pub use langid::{LangId, LangIdConfig, LangPrediction};
 pub use reader::{
     Dataset, JsonlRows, ReadOptions, ReadReport, SkippedRow, read_dataset, stream_records,
     write_jsonl,

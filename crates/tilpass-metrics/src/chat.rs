@@ -1,4 +1,4 @@
-//! Metrics of a set of chat responses: length statistics, distinct-n (unique / total n-grams
+//! Metrics of a set of chat responses: length statistics, language shares, distinct-n (unique / total n-grams
 //! pooled over all responses), self-BLEU (each response against all the others: low is
 //! diverse) and repetition within responses (seq-rep-n of Welleck et al. 2020: the share of
 //! a response's n-grams that repeat an earlier one, averaged over responses).
@@ -102,6 +102,23 @@ pub fn repetition_rate(responses: &[&str], n: usize) -> f64 {
     } else {
         sum / counted as f64
     }
+}
+
+/// The share of responses in each language (built-in identifier: nb, nn, sv, da, en), for
+/// checking that a Norwegian model answers in Norwegian — and in the written standard asked
+/// for. Empty responses are left out.
+pub fn language_shares(responses: &[&str]) -> std::collections::BTreeMap<String, f64> {
+    let model = tilpass_data::LangId::builtin();
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut n = 0usize;
+    for r in responses.iter().filter(|r| !r.trim().is_empty()) {
+        *counts.entry(model.predict(r).lang).or_insert(0) += 1;
+        n += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(l, c)| (l, c as f64 / n.max(1) as f64))
+        .collect()
 }
 
 /// Self-BLEU: the mean over responses of sacrebleu sentence BLEU (effective order, `exp`

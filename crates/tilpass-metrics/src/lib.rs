@@ -14,7 +14,7 @@
 //! | accuracy, P/R/F1 (macro, micro, weighted), MCC, confusion | scikit-learn | [`classification`] |
 //! | nDCG@k, MAP, MRR, recall@k, P@k; RRF | pytrec_eval (trec_eval) | [`retrieval`] |
 //! | length stats, distinct-n, self-BLEU, seq-rep-n | their definitions | [`chat`] |
-//! | nb / nn / sv / da / en identification | held-out accuracy (96% nb vs nn on UD) | [`langid`] |
+//! | nb / nn / sv / da / en identification (from `tilpass-data`) | held-out accuracy (96% nb vs nn on UD) | [`langid`] |
 //! | pairwise LLM-as-judge, win rate, bootstrap CI, length control | MT-Bench verdicts, AlpacaEval-style LC | [`judge`] |
 //!
 //! ```
@@ -34,7 +34,6 @@ pub mod chrf;
 pub mod classification;
 pub mod error;
 pub mod judge;
-pub mod langid;
 pub mod lm;
 pub mod ngrams;
 pub mod porter;
@@ -46,7 +45,9 @@ pub mod streams;
 pub mod ter;
 
 pub use bleu::{Bleu, BleuConfig, BleuScore, SACREBLEU_VERSION, Smooth, compute_bleu};
-pub use chat::{LengthStats, distinct_n, length_stats, repetition_rate, self_bleu};
+pub use chat::{
+    LengthStats, distinct_n, language_shares, length_stats, repetition_rate, self_bleu,
+};
 pub use chrf::{Chrf, ChrfConfig, ChrfScore};
 pub use classification::{ClassificationError, ClassificationReport, classification_report};
 pub use error::{MetricsError, Result};
@@ -54,7 +55,6 @@ pub use judge::{
     DEFAULT_JUDGE_TEMPLATE, JudgePair, PairOutcome, Verdict, WinRate, judge_pairs, judge_prompt,
     length_controlled_win_rate, parse_verdict, win_rate,
 };
-pub use langid::{LangId, LangIdConfig, LangPrediction};
 pub use lm::{LmScores, ScoredText, lm_scores};
 pub use porter::porter_stem;
 pub use qa::{Articles, QaScores, exact_match, normalize_answer, squad_scores, token_f1};
@@ -62,3 +62,6 @@ pub use retrieval::{Qrels, RetrievalScores, Run, evaluate_run, reciprocal_rank_f
 pub use rouge::{PrfScore, Rouge, RougeScores, RougeTokenizer, RougeType, StemLanguage};
 pub use sacre_tokenize::SacreTokenizer;
 pub use ter::{Ter, TerConfig, TerScore, tercom_tokenize, translation_edit_rate};
+/// Language identification lives in `tilpass-data` (it also filters datasets); re-exported
+/// here for chat-response metrics.
+pub use tilpass_data::langid::{self, LangId, LangIdConfig, LangPrediction};

@@ -11,10 +11,9 @@
 
 use std::sync::OnceLock;
 
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{MetricsError, Result};
+use crate::error::{DataError, Result};
 
 /// Model settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -41,7 +40,7 @@ pub struct LangId {
     config: LangIdConfig,
     langs: Vec<String>,
     /// Per n-gram, log P(n-gram | language) for each language.
-    table: FxHashMap<String, Vec<f32>>,
+    table: std::collections::HashMap<String, Vec<f32>>,
 }
 
 /// The decision for one text.
@@ -95,7 +94,7 @@ impl LangId {
     /// Trains on `(label, text)` pairs; every label needs some text.
     pub fn train(samples: &[(&str, &str)], config: LangIdConfig) -> Result<Self> {
         if config.max_n == 0 || config.alpha <= 0.0 {
-            return Err(MetricsError::Invalid(
+            return Err(DataError::Invalid(
                 "langid: max_n must be ≥ 1 and alpha > 0".into(),
             ));
         }
@@ -103,11 +102,12 @@ impl LangId {
         langs.sort();
         langs.dedup();
         if langs.len() < 2 {
-            return Err(MetricsError::Invalid(
+            return Err(DataError::Invalid(
                 "langid: training needs at least two languages".into(),
             ));
         }
-        let mut counts: FxHashMap<String, Vec<u32>> = FxHashMap::default();
+        let mut counts: std::collections::HashMap<String, Vec<u32>> =
+            std::collections::HashMap::new();
         let mut totals = vec![0u64; langs.len()];
         for (l, text) in samples {
             let li = langs.iter().position(|x| x == l).unwrap_or(0);
@@ -120,7 +120,7 @@ impl LangId {
             });
         }
         if let Some(i) = totals.iter().position(|t| *t == 0) {
-            return Err(MetricsError::Invalid(format!(
+            return Err(DataError::Invalid(format!(
                 "langid: no letters in the training text of `{}`",
                 langs[i]
             )));
@@ -157,7 +157,7 @@ impl LangId {
     pub fn builtin() -> &'static LangId {
         static MODEL: OnceLock<LangId> = OnceLock::new();
         MODEL.get_or_init(|| {
-            let chat = tilpass_data::embedded::norsk_chat(None).unwrap_or_default();
+            let chat = crate::embedded::norsk_chat(None).unwrap_or_default();
             let texts: Vec<(String, String)> = chat
                 .iter()
                 .map(|c| {
