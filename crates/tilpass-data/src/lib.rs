@@ -9,7 +9,7 @@
 //!   `skip_invalid` mode that counts and reports what it dropped; [`stream_records`] for files
 //!   too large to hold;
 //! - filters: [`dedup`] (exact or normalised) and [`LengthFilter`];
-//! - [`stats`]: rows, kinds, turns, characters per role;
+//! - [`stats()`]: rows, kinds, turns, characters per role;
 //! - [`LangId`]: language identification (Bokmål, Nynorsk, Swedish, Danish, English, or labels
 //!   you train), e.g. to keep only Nynorsk rows;
 //! - [`embedded::norsk_chat`]: the project's own Norwegian chat dataset (CC0), compiled in.

@@ -9,7 +9,7 @@
 //!   `llama3` scaling, sliding windows, optional biases, tied or untied head) and [`Gpt2`],
 //!   behind [`DecoderLm::load`] (dispatch on `model_type`, single or sharded safetensors,
 //!   bf16/f16 cast to f32) and [`DecoderLm::save`] (HF layout); left-padded batches, a
-//!   [`KvCache`], [`generate`] (greedy, temperature / top-k / top-p sampling, repetition
+//!   [`KvCache`], [`generate()`] (greedy, temperature / top-k / top-p sampling, repetition
 //!   penalty) and [`generate_text`] (stop strings, streamed text).
 //! - **Encoders** — [`Bert`] (masked LM, sequence and token classification, pooler) and
 //!   [`LtgBert`] (NorBERT3) behind [`EncoderModel::load`]; sentence embeddings with

@@ -71,7 +71,7 @@ fn within_module(path: &str, name: &str) -> bool {
 }
 
 /// A model with named LoRA adapters (HF PEFT's `PeftModel`). The adapters live inside the
-/// model's [`Linear`] layers, so the model's own `forward` runs them; `Deref` gives the model.
+/// model's [`Linear`](tilpass_models::Linear) layers, so the model's own `forward` runs them; `Deref` gives the model.
 #[derive(Debug)]
 pub struct PeftModel<M> {
     model: M,
