@@ -707,6 +707,9 @@ fn train_sft_full_fine_tunes_and_saves_a_loadable_model() {
         "train",
         "sft",
         "--full",
+        "--packing",
+        "--max-length",
+        "64",
         "--model",
         m,
         "--data",
@@ -721,6 +724,10 @@ fn train_sft_full_fine_tunes_and_saves_a_loadable_model() {
         "4",
     ]));
     assert_eq!(v["summary"]["steps"], 3);
+    // Eight short examples packed into 64-token rows: fewer tokens per step than unpacked rows.
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let first: Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    assert!(first["tokens"].as_u64().unwrap() > 0);
     let model = out.join("model");
     assert_eq!(v["model"], model.to_str().unwrap());
     // The saved model loads and differs from the base.

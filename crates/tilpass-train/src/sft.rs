@@ -32,25 +32,50 @@ pub fn sft_batches(
     Ok(kept
         .chunks(batch_size.max(1))
         .map(|chunk| {
-            let seq = chunk.iter().map(|e| e.len()).max().unwrap_or(0);
-            let b = chunk.len();
-            let mut input = DecoderInput {
-                input_ids: vec![pad_id; b * seq],
-                attention_mask: vec![0; b * seq],
-                position_ids: (0..b).flat_map(|_| 0..seq as i64).collect(),
-                batch: b,
-                seq,
-            };
-            let mut labels = vec![IGNORE_INDEX; b * seq];
-            for (r, e) in chunk.iter().enumerate() {
-                let o = r * seq;
-                input.input_ids[o..o + e.len()].copy_from_slice(&e.input_ids);
-                input.attention_mask[o..o + e.len()].copy_from_slice(&e.attention_mask);
-                labels[o..o + e.len()].copy_from_slice(&e.labels);
-            }
-            LmBatch { input, labels }
+            right_padded(
+                chunk.iter().map(|e| Row {
+                    ids: &e.input_ids,
+                    labels: &e.labels,
+                    mask: &e.attention_mask,
+                    positions: None,
+                }),
+                pad_id,
+            )
         })
         .collect())
+}
+
+/// One row of a batch: tokens, labels, attention-mask values (1, or document numbers in
+/// packed rows) and positions (`None`: `0..len`).
+struct Row<'a> {
+    ids: &'a [u32],
+    labels: &'a [i64],
+    mask: &'a [u8],
+    positions: Option<&'a [i64]>,
+}
+
+/// Right-pads rows into one batch (padding: `pad_id`, mask 0, label -100).
+fn right_padded<'a>(rows: impl Iterator<Item = Row<'a>> + Clone, pad_id: u32) -> LmBatch {
+    let seq = rows.clone().map(|r| r.ids.len()).max().unwrap_or(0);
+    let b = rows.clone().count();
+    let mut input = DecoderInput {
+        input_ids: vec![pad_id; b * seq],
+        attention_mask: vec![0; b * seq],
+        position_ids: (0..b).flat_map(|_| 0..seq as i64).collect(),
+        batch: b,
+        seq,
+    };
+    let mut labels = vec![IGNORE_INDEX; b * seq];
+    for (r, row) in rows.enumerate() {
+        let (o, n) = (r * seq, row.ids.len());
+        input.input_ids[o..o + n].copy_from_slice(row.ids);
+        input.attention_mask[o..o + n].copy_from_slice(row.mask);
+        labels[o..o + n].copy_from_slice(row.labels);
+        if let Some(p) = row.positions {
+            input.position_ids[o..o + n].copy_from_slice(p);
+        }
+    }
+    LmBatch { input, labels }
 }
 
 /// The examples with at least one supervised token; none at all is an error.
@@ -96,30 +121,31 @@ pub fn packed_batches(
             r.doc_lengths.len()
         )));
     }
+    // Document numbers 1, 2, ... in the attention mask keep attention inside each document.
+    let masks: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|r| {
+            r.document_ids()
+                .into_iter()
+                .map(|d| (d + 1) as u8)
+                .collect()
+        })
+        .collect();
     Ok(rows
+        .iter()
+        .zip(&masks)
+        .collect::<Vec<_>>()
         .chunks(batch_size.max(1))
         .map(|chunk| {
-            let seq = chunk.iter().map(|r| r.len()).max().unwrap_or(0);
-            let b = chunk.len();
-            let mut input = DecoderInput {
-                input_ids: vec![pad_id; b * seq],
-                attention_mask: vec![0; b * seq],
-                position_ids: (0..b).flat_map(|_| 0..seq as i64).collect(),
-                batch: b,
-                seq,
-            };
-            let mut labels = vec![IGNORE_INDEX; b * seq];
-            for (r, row) in chunk.iter().enumerate() {
-                let o = r * seq;
-                let n = row.len();
-                input.input_ids[o..o + n].copy_from_slice(&row.input_ids);
-                input.position_ids[o..o + n].copy_from_slice(&row.position_ids);
-                labels[o..o + n].copy_from_slice(&row.labels);
-                for (k, d) in row.document_ids().into_iter().enumerate() {
-                    input.attention_mask[o + k] = (d + 1) as u8;
-                }
-            }
-            LmBatch { input, labels }
+            right_padded(
+                chunk.iter().map(|(r, m)| Row {
+                    ids: &r.input_ids,
+                    labels: &r.labels,
+                    mask: m,
+                    positions: Some(&r.position_ids),
+                }),
+                pad_id,
+            )
         })
         .collect())
 }
