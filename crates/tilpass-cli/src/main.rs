@@ -1016,7 +1016,7 @@ struct TokenizeArgs {
     /// How assistant tokens are found: auto, generation_blocks or prefix.
     #[arg(long, default_value = "auto", value_parser = parse_mask_mode)]
     mask_mode: MaskMode,
-    /// Do not add the tokenizer's special tokens (BOS, [CLS]/[SEP]) to --text.
+    /// Do not add the tokenizer's special tokens (BOS, `[CLS]`/`[SEP]`) to --text.
     #[arg(long)]
     no_special_tokens: bool,
 }
