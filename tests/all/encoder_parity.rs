@@ -51,19 +51,25 @@ pub fn values<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
     (dims, t.into_data().try_into_vec_as::<f32>().unwrap())
 }
 
-/// Max-abs difference over positions where `keep(index)` holds; shapes must agree.
+/// Max-abs difference over positions where `keep(index)` holds (infinite when either side is
+/// NaN); shapes and lengths must agree.
 pub fn max_diff(
     got: &(Vec<usize>, Vec<f32>),
     want: &(Vec<usize>, Vec<f32>),
     keep: impl Fn(usize) -> bool,
 ) -> f32 {
     assert_eq!(got.0, want.0, "shapes");
+    assert_eq!(got.1.len(), want.1.len(), "lengths");
     got.1
         .iter()
         .zip(&want.1)
         .enumerate()
         .filter(|(i, _)| keep(*i))
-        .map(|(_, (a, b))| (a - b).abs())
+        // A NaN on either side counts as an infinite difference (f32::max would drop it).
+        .map(|(_, (a, b))| {
+            let d = (a - b).abs();
+            if d.is_nan() { f32::INFINITY } else { d }
+        })
         .fold(0f32, f32::max)
 }
 

@@ -17,7 +17,15 @@ fn load(name: &str) -> T5 {
     .unwrap()
 }
 
-const T5S: [&str; 2] = ["t5_v1_0", "t5_v1_1"];
+/// Written by transformers 5 (`scale_decoder_outputs` in config.json) and by transformers 4
+/// (`*_tf4`: `tie_word_embeddings` decides the rescale), each with its own expected outputs.
+const T5S: [&str; 5] = [
+    "t5_v1_0",
+    "t5_v1_1",
+    "t5_v1_1_no_lm_head",
+    "t5_v1_0_tf4",
+    "t5_v1_1_tf4",
+];
 
 #[test]
 fn t5_encoder_and_decoder_match_transformers() {
@@ -95,9 +103,14 @@ fn t5_greedy_and_beam_search_match_transformers() {
             assert_eq!(got, rows::<u32>(&inp[key]), "{name} {key}");
         }
     }
-    // The fixture exercises finished beams of different lengths.
-    let beams: Vec<Vec<u32>> = rows(&inputs("t5_v1_1")["beam4"]);
-    assert!(beams.iter().any(|b| b.last() == Some(&1)) && beams.iter().any(|b| b.len() == 16));
+    // The fixtures exercise finished beams of different lengths.
+    for name in ["t5_v1_1", "t5_v1_1_tf4"] {
+        let beams: Vec<Vec<u32>> = rows(&inputs(name)["beam4"]);
+        assert!(
+            beams.iter().any(|b| b.last() == Some(&1)) && beams.iter().any(|b| b.len() == 16),
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -139,6 +152,21 @@ fn t5_errors() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("t5"), "{err}");
+    // A config that declares an untied head (transformers 4 spelling) without `lm_head.weight`:
+    // a typed error naming the tensor, not a silently tied head.
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture_path("encoders/t5_v1_0_tf4");
+    std::fs::copy(src.join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg["tie_word_embeddings"] = false.into();
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    match T5::from_dir(dir.path(), &tilpass_tests::test_device()) {
+        Err(e @ tilpass::models::ModelError::MissingLmHead { .. }) => {
+            assert!(e.to_string().contains("lm_head.weight"), "{e}")
+        }
+        other => panic!("expected MissingLmHead, got {:?}", other.map(|_| ())),
+    }
 }
 
 #[test]

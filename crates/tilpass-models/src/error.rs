@@ -24,6 +24,17 @@ pub enum ModelError {
         /// Which option and why.
         message: String,
     },
+    /// `config.json` declares an untied LM head but the checkpoint does not hold it.
+    #[error(
+        "{path}: `tie_word_embeddings` is false (an untied LM head) but the checkpoint has no \
+         `{tensor}`"
+    )]
+    MissingLmHead {
+        /// The config file.
+        path: String,
+        /// The tensor that was expected (`lm_head.weight`).
+        tensor: String,
+    },
     /// The input is longer than the model's context.
     #[error("sequence of {len} tokens exceeds the model's context of {max} positions")]
     TooLong {

@@ -1,6 +1,15 @@
 //! T5 (`model_type: t5`, also T5.1.1 / mT5 layouts): RMS layer norms, relative-position
 //! buckets shared across layers, encoder, decoder with cross-attention and a KV cache, ReLU or
-//! gated feed-forward, tied (rescaled) or untied LM head, as transformers' `modeling_t5.py`.
+//! gated feed-forward, tied or untied LM head with or without the `d_model^-0.5` rescale, as
+//! transformers' `modeling_t5.py` / `modeling_mt5.py`.
+//!
+//! The head and the rescale follow transformers 5.23 for configs it wrote and transformers 4 for
+//! older ones (see [`T5Config::rescales_decoder_output`] and [`T5::load`]):
+//! - transformers 5 always writes `tie_word_embeddings: true` for T5 and keeps the old meaning
+//!   in `scale_decoder_outputs`; its LM head is `lm_head.weight` when the checkpoint holds it
+//!   (a re-saved T5.1.1) and `shared.weight` otherwise; mT5 never rescales;
+//! - transformers 4 rescaled and tied exactly when `tie_word_embeddings` (default true for T5,
+//!   false for mT5) was set.
 
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
@@ -42,12 +51,25 @@ pub struct T5Config {
     /// RMS-norm epsilon.
     #[serde(default = "eps6")]
     pub layer_norm_epsilon: f64,
-    /// `relu` (T5 v1.0), `gated-gelu` (T5.1.1, mT5), `gated-silu`, ...
-    #[serde(default = "relu")]
-    pub feed_forward_proj: String,
-    /// Share the LM head with the embeddings (and rescale by `d_model^-0.5`).
-    #[serde(default = "yes")]
-    pub tie_word_embeddings: bool,
+    /// `relu` (T5 v1.0), `gated-gelu` (T5.1.1, mT5), `gated-silu`, ...; absent: `relu` for
+    /// `t5`, `gated-gelu` for `mt5` (see [`T5Config::feed_forward_proj`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_forward_proj: Option<String>,
+    /// transformers 4: the LM head is the embedding matrix and the decoder output is rescaled by
+    /// `d_model^-0.5` (absent: true for `t5`, false for `mt5`). transformers 5 always writes
+    /// `true` here and keeps the rescale in `scale_decoder_outputs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tie_word_embeddings: Option<bool>,
+    /// transformers 5: rescale the decoder output by `d_model^-0.5` before the LM head (what
+    /// `tie_word_embeddings` meant in transformers 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_decoder_outputs: Option<bool>,
+    /// `t5` or `mt5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_type: Option<String>,
+    /// The transformers version that wrote the config (`5.23.0`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformers_version: Option<String>,
     /// Padding id.
     #[serde(default)]
     pub pad_token_id: Option<u32>,
@@ -68,23 +90,64 @@ fn d128() -> usize {
 fn eps6() -> f64 {
     1e-6
 }
-fn relu() -> String {
-    "relu".into()
-}
-fn yes() -> bool {
-    true
-}
 
 impl T5Config {
+    fn is_mt5(&self) -> bool {
+        self.model_type.as_deref() == Some("mt5")
+    }
+
+    /// The major version of the transformers that wrote the config (`None` when unrecorded).
+    pub fn transformers_major(&self) -> Option<u32> {
+        self.transformers_version
+            .as_deref()?
+            .split('.')
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// `feed_forward_proj`, defaulted as the config class does (`relu` for T5, `gated-gelu` for
+    /// mT5).
+    pub fn feed_forward_proj(&self) -> &str {
+        match &self.feed_forward_proj {
+            Some(f) => f,
+            None if self.is_mt5() => "gated-gelu",
+            None => "relu",
+        }
+    }
+
+    /// `tie_word_embeddings`, defaulted as the config class does (true for T5, false for mT5 in
+    /// transformers 4; transformers 5 forces it to true and writes it).
+    pub fn tie_word_embeddings(&self) -> bool {
+        self.tie_word_embeddings.unwrap_or(!self.is_mt5())
+    }
+
+    /// Whether the decoder output is multiplied by `d_model^-0.5` before the LM head:
+    /// - T5: `scale_decoder_outputs` when present (transformers 5), else `tie_word_embeddings`
+    ///   (transformers 4, and transformers 5 reading a config without the key);
+    /// - mT5: never for a config written by transformers 5 (`MT5ForConditionalGeneration` no
+    ///   longer rescales), else `tie_word_embeddings` (transformers 4).
+    pub fn rescales_decoder_output(&self) -> bool {
+        if self.is_mt5() {
+            return match self.transformers_major() {
+                Some(v) if v >= 5 => false,
+                _ => self.tie_word_embeddings(),
+            };
+        }
+        self.scale_decoder_outputs
+            .unwrap_or_else(|| self.tie_word_embeddings())
+    }
+
     /// `(gated, activation)` from `feed_forward_proj` as transformers parses it
     /// (`gated-gelu` uses `gelu_new`).
     pub fn feed_forward(&self) -> Option<(bool, Activation)> {
-        let parts: Vec<&str> = self.feed_forward_proj.split('-').collect();
+        let proj = self.feed_forward_proj();
+        let parts: Vec<&str> = proj.split('-').collect();
         let gated = parts.len() == 2 && parts[0] == "gated";
         if parts.len() > 2 || (parts.len() == 2 && !gated) {
             return None;
         }
-        let act = if self.feed_forward_proj == "gated-gelu" {
+        let act = if proj == "gated-gelu" {
             Activation::GeluTanh
         } else {
             Activation::parse(parts[parts.len() - 1])?
@@ -255,6 +318,8 @@ pub struct T5 {
     decoder_norm: RmsNorm,
     lm_head: Option<Param<Tensor<2>>>,
     #[module(skip)]
+    rescale: bool,
+    #[module(skip)]
     act: Activation,
     #[module(skip)]
     config: T5Config,
@@ -283,19 +348,35 @@ impl T5 {
         Self::load(cfg, &md.checkpoint()?, &path, device)
     }
 
-    /// Loads the weights of `config` (`shared`, `encoder.*`, `decoder.*`, `lm_head` when
-    /// untied).
+    /// Loads the weights of `config` (`shared`, `encoder.*`, `decoder.*`, `lm_head`).
+    ///
+    /// As transformers 5.23 loads them: the embedding matrix is `shared.weight`, else (a file
+    /// that kept only a tied copy) `encoder.embed_tokens.weight` or `decoder.embed_tokens.weight`;
+    /// the LM head `[vocab, d_model]` is `lm_head.weight` whenever the checkpoint holds it
+    /// (transformers keeps it untied when it differs from `shared`; when equal, tying changes
+    /// nothing) and the embedding matrix otherwise. A config that declares an untied head
+    /// (`tie_word_embeddings: false`, which transformers 5 never writes) without
+    /// `lm_head.weight` is [`ModelError::MissingLmHead`] (transformers 4 would have used a random
+    /// head).
     pub fn load(config: T5Config, ckpt: &Checkpoint, path: &str, device: &Device) -> Result<Self> {
         let (gated, act) = config.feed_forward().ok_or_else(|| ModelError::UnsupportedConfig {
             path: path.into(),
             message: format!(
                 "feed_forward_proj `{}` is not supported (relu, gelu, gated-gelu, gated-silu are)",
-                config.feed_forward_proj
+                config.feed_forward_proj()
             ),
         })?;
         let (d, inner, ff) = (config.d_model, config.num_heads * config.d_kv, config.d_ff);
         let eps = config.layer_norm_epsilon;
-        let shared = load_embedding(ckpt, "shared.weight", config.vocab_size, d, device)?;
+        let shared_name = [
+            "shared.weight",
+            "encoder.embed_tokens.weight",
+            "decoder.embed_tokens.weight",
+        ]
+        .into_iter()
+        .find(|n| ckpt.contains(n))
+        .unwrap_or("shared.weight");
+        let shared = load_embedding(ckpt, shared_name, config.vocab_size, d, device)?;
         let attn = |p: &str| -> Result<T5Attention> {
             Ok(T5Attention {
                 q: load_linear(ckpt, &format!("{p}.q"), d, inner, false, device)?,
@@ -362,14 +443,19 @@ impl T5 {
                 device,
             )
         };
-        let lm_head = if config.tie_word_embeddings {
-            None
-        } else {
+        let lm_head = if ckpt.contains("lm_head.weight") {
             Some(Param::from_tensor(ckpt.tensor(
                 "lm_head.weight",
                 [config.vocab_size, d],
                 device,
             )?))
+        } else if !config.tie_word_embeddings() {
+            return Err(ModelError::MissingLmHead {
+                path: path.into(),
+                tensor: "lm_head.weight".into(),
+            });
+        } else {
+            None
         };
         Ok(Self {
             encoder_bias: bias("encoder")?,
@@ -380,6 +466,7 @@ impl T5 {
             encoder,
             decoder,
             lm_head,
+            rescale: config.rescales_decoder_output(),
             act,
             config,
         })
@@ -568,13 +655,16 @@ impl T5 {
             x = x.clone() + self.ff(&blk.ff, blk.ff_norm.forward(x));
         }
         let x = self.decoder_norm.forward(x);
-        Ok(match &self.lm_head {
-            Some(w) => tied_logits(x, w.val()),
-            None => tied_logits(
-                x.mul_scalar((self.config.d_model as f64).powf(-0.5)),
-                self.shared.weight.val(),
-            ),
-        })
+        let x = if self.rescale {
+            x.mul_scalar((self.config.d_model as f64).powf(-0.5))
+        } else {
+            x
+        };
+        let head = match &self.lm_head {
+            Some(w) => w.val(),
+            None => self.shared.weight.val(),
+        };
+        Ok(tied_logits(x, head))
     }
 
     /// Logits `[batch, t, vocab]` of a full pass: encode `input`, decode `decoder_ids`.
