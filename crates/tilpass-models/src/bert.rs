@@ -44,9 +44,14 @@ pub struct BertConfig {
     /// Padding id.
     #[serde(default)]
     pub pad_token_id: Option<u32>,
-    /// Only `absolute` is supported.
+    /// Only `absolute` is supported (transformers 4 wrote this key; transformers 5 dropped it
+    /// and has only absolute positions).
     #[serde(default = "absolute")]
     pub position_embedding_type: String,
+    /// The masked-LM decoder is the word-embedding matrix (default true); when false the
+    /// checkpoint must hold `cls.predictions.decoder.weight`.
+    #[serde(default = "yes")]
+    pub tie_word_embeddings: bool,
     /// Class names by id (`{"0": "negativ", ...}`); its length is the number of labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id2label: Option<BTreeMap<String, String>>,
@@ -72,6 +77,9 @@ fn eps12() -> f64 {
 }
 fn absolute() -> String {
     "absolute".into()
+}
+fn yes() -> bool {
+    true
 }
 
 impl BertConfig {
@@ -263,6 +271,12 @@ impl Bert {
         };
         let mlm = if head == BertHeadKind::MaskedLm {
             let tied = !ckpt.contains("cls.predictions.decoder.weight");
+            if tied && !config.tie_word_embeddings {
+                return Err(ModelError::MissingLmHead {
+                    path: path.into(),
+                    tensor: "cls.predictions.decoder.weight".into(),
+                });
+            }
             let decoder = if tied {
                 word.weight.val()
             } else {

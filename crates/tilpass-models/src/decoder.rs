@@ -394,7 +394,7 @@ impl DecoderLm {
         let ids: Vec<i64> = input.input_ids.iter().map(|&t| i64::from(t)).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
         let window = match self {
-            Self::Llama(m) => m.config.sliding_window,
+            Self::Llama(m) => m.config.sliding_window(),
             Self::Gpt2(_) => None,
         };
         let mask = causal_mask(&input.attention_mask, b, s, past, window, &device);

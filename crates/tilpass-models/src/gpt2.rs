@@ -66,6 +66,15 @@ impl Gpt2 {
                 message: "scale_attn_by_inverse_layer_idx = true is not supported".into(),
             });
         }
+        if !config.tie_word_embeddings {
+            // transformers would use `lm_head.weight`; tilpass computes only the tied head.
+            return Err(ModelError::UnsupportedConfig {
+                path: path.into(),
+                message: "tie_word_embeddings = false (an untied `lm_head.weight`) is not supported \
+                          for GPT-2"
+                    .into(),
+            });
+        }
         if !matches!(
             config.activation_function.as_str(),
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast"

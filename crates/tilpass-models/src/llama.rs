@@ -129,7 +129,9 @@ pub fn llama_rope(config: &LlamaConfig, path: &str) -> Result<Rope> {
             let factor = p.factor as f32;
             let low = p.low_freq_factor.unwrap_or(1.0) as f32;
             let high = p.high_freq_factor.unwrap_or(4.0) as f32;
-            let old = p.original_max_position_embeddings.unwrap_or(8192) as f32;
+            let old = p
+                .original_max_position_embeddings
+                .unwrap_or(config.max_position_embeddings) as f32;
             let low_wavelen = old / low;
             let high_wavelen = old / high;
             for f in &mut inv {

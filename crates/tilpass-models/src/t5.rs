@@ -122,6 +122,13 @@ impl T5Config {
         self.tie_word_embeddings.unwrap_or(!self.is_mt5())
     }
 
+    /// Whether `config.json` says `tie_word_embeddings: false`: the checkpoint must then hold
+    /// `lm_head.weight`. (An mT5 config without the key is not taken to declare it: transformers
+    /// 5 ties such a head, transformers 4 would have initialised it randomly.)
+    pub fn declares_untied_head(&self) -> bool {
+        self.tie_word_embeddings == Some(false)
+    }
+
     /// Whether the decoder output is multiplied by `d_model^-0.5` before the LM head:
     /// - T5: `scale_decoder_outputs` when present (transformers 5), else `tie_word_embeddings`
     ///   (transformers 4, and transformers 5 reading a config without the key);
@@ -449,7 +456,7 @@ impl T5 {
                 [config.vocab_size, d],
                 device,
             )?))
-        } else if !config.tie_word_embeddings() {
+        } else if config.declares_untied_head() {
             return Err(ModelError::MissingLmHead {
                 path: path.into(),
                 tensor: "lm_head.weight".into(),
