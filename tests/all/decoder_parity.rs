@@ -266,19 +266,64 @@ fn shifted_log_probs_match_a_log_softmax_of_the_reference_logits() {
 
 #[test]
 fn saved_models_reload_with_the_same_tensors_and_logits() {
+    use sha2::{Digest, Sha256};
     use tilpass::core::SaveDtype;
     let dev = device();
-    for name in ["llama3_rope_bf16_sharded", "gpt2", "llama_gqa"] {
+    let names = [
+        "llama3_rope_bf16_sharded",
+        "gpt2",
+        "llama_gqa",
+        "mistral_sliding_window",
+    ];
+    if let Some(keep) = std::env::var_os("TILPASS_KEEP_SAVED_MODELS") {
+        // tests/fixtures/generate_models.py --verify-saved DIR loads these in transformers.
+        for name in names {
+            DecoderLm::load(fixture_path(&format!("models/{name}")), &dev)
+                .unwrap()
+                .save(std::path::Path::new(&keep).join(name), SaveDtype::F32)
+                .unwrap();
+        }
+    }
+    // tests/fixtures/generate_models.py --verify-saved loaded these very bytes in transformers
+    // (from_pretrained reproduced the fixture logits) and recorded their sha256.
+    let verified = tilpass_tests::fixture_json("models/verified_saves.json");
+    let verified = verified["models"].as_object().unwrap();
+    let mut listed: Vec<&str> = verified.keys().map(String::as_str).collect();
+    listed.sort_unstable();
+    let mut tested = names.to_vec();
+    tested.sort_unstable();
+    assert_eq!(listed, tested, "models/verified_saves.json lists other models");
+    let rerun = "re-run `TILPASS_KEEP_SAVED_MODELS=$PWD/saved-models cargo test -p tilpass-tests \
+                 -- saved_models_reload` and `python tests/fixtures/generate_models.py \
+                 --verify-saved saved-models` (tests/fixtures/requirements.txt)";
+    for name in names {
         let src = fixture_path(&format!("models/{name}"));
         let model = DecoderLm::load(&src, &dev).unwrap();
         let out = tempfile::tempdir().unwrap();
         model.save(out.path(), SaveDtype::F32).unwrap();
-        if let Some(keep) = std::env::var_os("TILPASS_KEEP_SAVED_MODELS") {
-            // tests/fixtures/generate_models.py --verify-saved DIR loads these in transformers.
-            model
-                .save(std::path::Path::new(&keep).join(name), SaveDtype::F32)
-                .unwrap();
+        // The writer's bytes are the ones transformers was verified to load.
+        let mut files: Vec<String> = std::fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort_unstable();
+        let want = verified[name]["files"].as_object().unwrap();
+        let mut want_files: Vec<&str> = want.keys().map(String::as_str).collect();
+        want_files.sort_unstable();
+        assert_eq!(files, want_files, "{name}: the writer changed its files: {rerun}");
+        for f in &files {
+            let bytes = std::fs::read(out.path().join(f)).unwrap();
+            let got = format!("{:x}", Sha256::digest(&bytes));
+            assert_eq!(
+                got,
+                want[f.as_str()].as_str().unwrap(),
+                "{name}/{f}: the writer changed: {rerun}"
+            );
         }
+        assert!(
+            verified[name]["logits_max_abs_diff"].as_f64().unwrap() <= 1e-4,
+            "{name}"
+        );
         // The same tensor names as transformers wrote.
         let original = tilpass::core::ModelDir::open(&src)
             .unwrap()

@@ -216,6 +216,8 @@ impl DecoderLm {
         .map_err(|e| ModelError::Input(format!("config does not serialise: {e}")))?;
         let mut config = config;
         if let serde_json::Value::Object(o) = &mut config {
+            // transformers 4 (< 4.56) spelled it `torch_dtype`; one key, with the written dtype.
+            o.shift_remove("torch_dtype");
             o.insert(
                 "dtype".into(),
                 match dtype {
