@@ -4,6 +4,7 @@ mod config_compat;
 mod core_device;
 mod decoder_parity;
 mod encoder_parity;
+mod fixture_versions;
 mod lambert;
 mod langid;
 mod metrics_classification;
