@@ -65,7 +65,11 @@ fn check_case(version: &str, name: &str, want: &Value) {
                 "{at}: context"
             );
             assert_eq!(cfg.bos_token_id, ids(&want["bos_token_id"]).map(|v| v[0]));
-            assert_eq!(token_ids(&cfg.eos_token_id), ids(&want["eos_token_id"]), "{at}");
+            assert_eq!(
+                token_ids(&cfg.eos_token_id),
+                ids(&want["eos_token_id"]),
+                "{at}"
+            );
             assert_eq!(
                 cfg.tie_word_embeddings,
                 want["lm_head_is_embedding"].as_bool().unwrap(),
@@ -84,7 +88,11 @@ fn check_case(version: &str, name: &str, want: &Value) {
                 "{at}: MLP width"
             );
             assert_eq!(cfg.bos_token_id, ids(&want["bos_token_id"]).map(|v| v[0]));
-            assert_eq!(token_ids(&cfg.eos_token_id), ids(&want["eos_token_id"]), "{at}");
+            assert_eq!(
+                token_ids(&cfg.eos_token_id),
+                ids(&want["eos_token_id"]),
+                "{at}"
+            );
             assert_eq!(
                 cfg.tie_word_embeddings,
                 want["lm_head_is_embedding"].as_bool().unwrap(),

@@ -292,7 +292,10 @@ fn saved_models_reload_with_the_same_tensors_and_logits() {
     listed.sort_unstable();
     let mut tested = names.to_vec();
     tested.sort_unstable();
-    assert_eq!(listed, tested, "models/verified_saves.json lists other models");
+    assert_eq!(
+        listed, tested,
+        "models/verified_saves.json lists other models"
+    );
     let rerun = "re-run `TILPASS_KEEP_SAVED_MODELS=$PWD/saved-models cargo test -p tilpass-tests \
                  -- saved_models_reload` and `python tests/fixtures/generate_models.py \
                  --verify-saved saved-models` (tests/fixtures/requirements.txt)";
@@ -310,7 +313,10 @@ fn saved_models_reload_with_the_same_tensors_and_logits() {
         let want = verified[name]["files"].as_object().unwrap();
         let mut want_files: Vec<&str> = want.keys().map(String::as_str).collect();
         want_files.sort_unstable();
-        assert_eq!(files, want_files, "{name}: the writer changed its files: {rerun}");
+        assert_eq!(
+            files, want_files,
+            "{name}: the writer changed its files: {rerun}"
+        );
         for f in &files {
             let bytes = std::fs::read(out.path().join(f)).unwrap();
             let got = format!("{:x}", Sha256::digest(&bytes));

@@ -141,7 +141,9 @@ pub fn check_record(
         return problems;
     };
     let Some(pins) = pin_files.get(file) else {
-        problems.push(format!("\"requirements\": `{file}` is not a pin file under tests/fixtures"));
+        problems.push(format!(
+            "\"requirements\": `{file}` is not a pin file under tests/fixtures"
+        ));
         return problems;
     };
     for (name, version) in versions {
@@ -214,7 +216,10 @@ fn fixtures_record_the_pinned_versions() {
             pin_files.insert(name, pins);
         }
     }
-    assert!(pin_files.contains_key("requirements.txt"), "no requirements.txt");
+    assert!(
+        pin_files.contains_key("requirements.txt"),
+        "no requirements.txt"
+    );
     let mut problems = Vec::new();
     let mut records = 0;
     let mut weight_dirs = std::collections::BTreeSet::new();

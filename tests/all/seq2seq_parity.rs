@@ -156,7 +156,11 @@ fn t5_errors() {
     // a typed error naming the tensor, not a silently tied head.
     let dir = tempfile::tempdir().unwrap();
     let src = fixture_path("encoders/t5_v1_0_tf4");
-    std::fs::copy(src.join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
+    std::fs::copy(
+        src.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     cfg["tie_word_embeddings"] = false.into();

@@ -163,7 +163,10 @@ fn class_defaults(m: &mut Map<String, Value>, defaults: &[(&str, Value)]) {
 impl<'de> Deserialize<'de> for LlamaConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut m = Map::deserialize(d)?;
-        let common = [("bos_token_id", Value::from(1)), ("eos_token_id", Value::from(2))];
+        let common = [
+            ("bos_token_id", Value::from(1)),
+            ("eos_token_id", Value::from(2)),
+        ];
         class_defaults(&mut m, &common);
         if m.get("model_type").and_then(Value::as_str) == Some("mistral") {
             let mistral = [

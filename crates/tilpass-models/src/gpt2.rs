@@ -70,9 +70,10 @@ impl Gpt2 {
             // transformers would use `lm_head.weight`; tilpass computes only the tied head.
             return Err(ModelError::UnsupportedConfig {
                 path: path.into(),
-                message: "tie_word_embeddings = false (an untied `lm_head.weight`) is not supported \
+                message:
+                    "tie_word_embeddings = false (an untied `lm_head.weight`) is not supported \
                           for GPT-2"
-                    .into(),
+                        .into(),
             });
         }
         if !matches!(
