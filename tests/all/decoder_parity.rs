@@ -208,6 +208,12 @@ fn loading_errors_name_what_is_wrong() {
     });
     let msg = DecoderLm::load(d.path(), &dev).unwrap_err().to_string();
     assert!(msg.contains("scale_attn_by_inverse_layer_idx"), "{msg}");
+
+    // An untied GPT-2 head would be `lm_head.weight`, which tilpass does not compute.
+    let d = copy_fixture("gpt2");
+    edit_config(d.path(), |v| v["tie_word_embeddings"] = false.into());
+    let msg = DecoderLm::load(d.path(), &dev).unwrap_err().to_string();
+    assert!(msg.contains("tie_word_embeddings"), "{msg}");
 }
 
 #[test]

@@ -210,6 +210,18 @@ fn bert_errors_name_the_problem() {
             .contains("bert.encoder.layer.1.output.dense.weight"),
         "{err}"
     );
+    // A masked LM whose config says untied but whose file holds no decoder weight.
+    let md = tilpass::core::ModelDir::open(fixture_path("encoders/bert_mlm")).unwrap();
+    let ck = md.checkpoint().unwrap();
+    assert!(!ck.contains("cls.predictions.decoder.weight"));
+    let mut cfg: BertConfig = md.config().unwrap();
+    cfg.tie_word_embeddings = false;
+    let err = Bert::load(cfg, None, &ck, "config.json", &tilpass_tests::test_device()).unwrap_err();
+    assert!(
+        matches!(err, ModelError::MissingLmHead { .. })
+            && err.to_string().contains("cls.predictions.decoder.weight"),
+        "{err}"
+    );
 }
 
 #[test]
