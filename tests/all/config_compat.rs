@@ -188,6 +188,10 @@ fn rope_type_spellings_and_precedence() {
     );
     assert_eq!(only_type.rope().rope_type, "linear");
     assert_eq!(only_type.rope().rope_theta, Some(5.0));
+    let direct: tilpass::models::RopeParameters =
+        serde_json::from_value(serde_json::json!({"type": "llama3", "rope_type": "linear"}))
+            .unwrap();
+    assert_eq!(direct.rope_type, "linear");
     // rope_scaling (transformers 4) wins over rope_parameters, as transformers 5 converts it.
     let mut c = base.clone();
     c["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": 4.0});

@@ -19,11 +19,13 @@ fn is_one(f: &f64) -> bool {
 }
 
 /// RoPE parameters: transformers 4 `rope_scaling` (+ `rope_theta`) or transformers 5
-/// `rope_parameters`.
+/// `rope_parameters`. Reads `type` (transformers 4) or `rope_type`; when both are present (both
+/// versions write both when given `type`), `rope_type` wins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct RopeParameters {
     /// `default`, `linear` or `llama3`.
-    #[serde(alias = "type", default = "default_rope_type")]
+    #[serde(default = "default_rope_type")]
     pub rope_type: String,
     /// Base of the frequencies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,6 +46,20 @@ pub struct RopeParameters {
 
 fn default_rope_type() -> String {
     "default".into()
+}
+
+impl<'de> Deserialize<'de> for RopeParameters {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut v = Value::deserialize(d)?;
+        normalise_rope_dict(&mut v);
+        RopeParameters::deserialize(v).map_err(D::Error::custom)
+    }
+}
+
+impl Serialize for RopeParameters {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        RopeParameters::serialize(self, s)
+    }
 }
 
 /// `eos_token_id` may be one id or a list.
@@ -175,11 +191,6 @@ impl<'de> Deserialize<'de> for LlamaConfig {
                 ("sliding_window", Value::from(4096)),
             ];
             class_defaults(&mut m, &mistral);
-        }
-        for key in ["rope_scaling", "rope_parameters"] {
-            if let Some(v) = m.get_mut(key) {
-                normalise_rope_dict(v);
-            }
         }
         LlamaConfig::deserialize(Value::Object(m)).map_err(D::Error::custom)
     }
