@@ -88,16 +88,29 @@ fn examples_without_supervised_tokens_and_overlong_examples() {
             Message::new(Role::Assistant, "Hei på deg!"),
         ],
     };
-    // A dataset where nothing is supervised is an error; one bad row among good ones is dropped.
+    // Under assistant-only loss one conversation without assistant tokens makes the dataset an
+    // error naming it (TRL 1.16 raises too), not a silently dropped row.
     let err = enc
-        .encode_all(std::slice::from_ref(&no_answer))
+        .encode_all(&[ok.clone(), no_answer.clone(), ok.clone()])
         .unwrap_err();
     assert!(
-        matches!(err, TokenizeError::NoSupervisedTokens { .. }),
+        matches!(err, TokenizeError::NoSupervisedTokens { index: 1, .. }),
         "{err}"
     );
-    let (kept, report) = enc.encode_all(&[no_answer.clone(), ok.clone()]).unwrap();
-    assert_eq!((kept.len(), report.dropped_unsupervised), (1, 1));
+    // Without assistant-only loss every token of it is trained.
+    let all_tokens = SftEncoder::new(
+        &tok,
+        SftConfig {
+            assistant_only_loss: false,
+            ..cfg.clone()
+        },
+    )
+    .unwrap();
+    let (kept, report) = all_tokens
+        .encode_all(&[no_answer.clone(), ok.clone()])
+        .unwrap();
+    assert_eq!((kept.len(), report.dropped_unsupervised), (2, 0));
+    assert_eq!(kept[0].supervised(), kept[0].len());
 
     let strict = SftEncoder::new(
         &tok,

@@ -572,31 +572,78 @@ fn check_same_style(a: &Content, b: &Content, field: &str) -> Result<(), RecordE
     Ok(())
 }
 
+/// TRL 1.16.0's `extract_prompt` (`trl/data_utils.py`), quirks included:
+///
+/// ```python
+/// for idx in range(min(len(chosen), len(rejected))):
+///     if chosen[idx] != rejected[idx]:
+///         if chosen[idx - 1] == " ":  # remove space before the prompt
+///             idx -= 1
+///         break
+/// return chosen[:idx], chosen[idx:], rejected[idx:]
+/// ```
+///
+/// Elements are messages or characters. When one side is a prefix of the other the loop ends
+/// without `break` and `idx` is the *last* index, so the prompt stops one element short of the
+/// shared part. A difference at the very first character with `chosen` ending in a space reads
+/// `chosen[-1]` and cuts at -1 (Python's negative index). Both are followed here (tilpass used to
+/// keep the whole shared part and never moved before 0). Python raises when a side is empty;
+/// here the prompt is then empty.
 fn extract_prompt(chosen: Content, rejected: Content) -> (Content, Content, Content) {
+    /// The cut, as an index that may be -1 (Python's `x[:-1]`).
+    fn cut(
+        n_chosen: usize,
+        n_rejected: usize,
+        first_diff: Option<usize>,
+        space_before: impl Fn(usize) -> bool,
+    ) -> isize {
+        let n = n_chosen.min(n_rejected);
+        if n == 0 {
+            return 0;
+        }
+        match first_diff {
+            // `chosen[idx - 1]`, with Python's wrap-around at idx = 0.
+            Some(idx) => {
+                let before = if idx == 0 { n_chosen - 1 } else { idx - 1 };
+                idx as isize - isize::from(space_before(before))
+            }
+            None => n as isize - 1,
+        }
+    }
+    /// `x[:k]` and `x[k:]` with Python's meaning of a negative `k`.
+    fn split_at<T: Clone>(x: &[T], k: isize) -> (Vec<T>, Vec<T>) {
+        let k = if k < 0 {
+            x.len().saturating_sub(k.unsigned_abs())
+        } else {
+            (k as usize).min(x.len())
+        };
+        (x[..k].to_vec(), x[k..].to_vec())
+    }
     match (chosen, rejected) {
         (Content::Messages(c), Content::Messages(r)) => {
-            let n = c.iter().zip(&r).take_while(|(a, b)| a == b).count();
+            let diff = c.iter().zip(&r).position(|(a, b)| a != b);
+            // A message never equals " ", so the space rule does not apply to conversations.
+            let k = cut(c.len(), r.len(), diff, |_| false);
+            let (prompt, chosen) = split_at(&c, k);
+            let (_, rejected) = split_at(&r, k);
             (
-                Content::Messages(c[..n].to_vec()),
-                Content::Messages(c[n..].to_vec()),
-                Content::Messages(r[n..].to_vec()),
+                Content::Messages(prompt),
+                Content::Messages(chosen),
+                Content::Messages(rejected),
             )
         }
         (Content::Text(c), Content::Text(r)) => {
-            // TRL compares characters; we work on char boundaries to stay valid UTF-8.
-            let mut idx = c
-                .char_indices()
-                .zip(r.chars())
-                .find(|((_, a), b)| a != b)
-                .map(|((i, _), _)| i)
-                .unwrap_or_else(|| c.len().min(r.len()));
-            if idx > 0 && c[..idx].ends_with(' ') {
-                idx -= 1;
-            }
+            // Python indexes code points.
+            let cc: Vec<char> = c.chars().collect();
+            let rc: Vec<char> = r.chars().collect();
+            let diff = cc.iter().zip(&rc).position(|(a, b)| a != b);
+            let k = cut(cc.len(), rc.len(), diff, |i| cc[i] == ' ');
+            let (prompt, chosen) = split_at(&cc, k);
+            let (_, rejected) = split_at(&rc, k);
             (
-                Content::Text(c[..idx].to_string()),
-                Content::Text(c[idx..].to_string()),
-                Content::Text(r[idx..].to_string()),
+                Content::Text(prompt.into_iter().collect()),
+                Content::Text(chosen.into_iter().collect()),
+                Content::Text(rejected.into_iter().collect()),
             )
         }
         (c, r) => (Content::Text(String::new()), c, r),

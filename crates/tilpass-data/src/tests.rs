@@ -130,6 +130,49 @@ fn implicit_prompt_is_extracted_like_trl() {
 }
 
 #[test]
+fn implicit_prompt_extraction_keeps_trls_quirks() {
+    let split =
+        |c: &str, r: &str| match Record::from_json(&json!({"chosen": c, "rejected": r}), None)
+            .unwrap()
+            .with_explicit_prompt()
+        {
+            Record::Preference {
+                prompt: Some(Content::Text(p)),
+                chosen: Content::Text(c),
+                rejected: Content::Text(r),
+            } => (p, c, r),
+            other => panic!("{other:?}"),
+        };
+    let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    // One side a prefix of the other: Python's loop ends on the last shared index.
+    assert_eq!(
+        split("Ja takk", "Ja takk, gjerne"),
+        s("Ja tak", "k", "k, gjerne")
+    );
+    // Differing at the first character with `chosen` ending in a space: `chosen[-1]`.
+    assert_eq!(split("Nei ", "Ja"), s("Nei", " ", "a"));
+    assert_eq!(split("Nei", "Ja"), s("", "Nei", "Ja"));
+    // Code points, not bytes.
+    assert_eq!(
+        split("Blåbær er gode", "Blåbær er sure"),
+        s("Blåbær er", " gode", " sure")
+    );
+    // Conversations: the same last-index rule on messages.
+    let v = json!({"chosen": [{"role":"user","content":"Hei"},{"role":"assistant","content":"Hei!"}],
+                   "rejected": [{"role":"user","content":"Hei"},{"role":"assistant","content":"Hei!"},
+                                {"role":"user","content":"Og?"}]});
+    let Record::Preference {
+        prompt: Some(Content::Messages(p)),
+        chosen: Content::Messages(c),
+        rejected: Content::Messages(r),
+    } = Record::from_json(&v, None).unwrap().with_explicit_prompt()
+    else {
+        panic!()
+    };
+    assert_eq!((p.len(), c.len(), r.len()), (1, 1, 2));
+}
+
+#[test]
 fn malformed_json_line_names_file_and_line() {
     let (_d, p) = file(
         "bad.jsonl",

@@ -88,6 +88,11 @@ pub fn common_prefix_len(a: &str, b: &str) -> usize {
     n
 }
 
+/// Number of leading tokens two id sequences share (TRL's `common_prefix_length`).
+pub fn common_prefix_length(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 /// Byte spans of assistant turns found by rendering prefixes (see [`MaskMode::Prefix`]).
 pub fn prefix_spans(
     template: &ChatTemplate,

@@ -9,10 +9,13 @@
 //!   `{% generation %}` blocks; built-in [`chat_template::CHATML_TEMPLATE`] and
 //!   [`chat_template::NORSK_TEMPLATE`];
 //! - [`encode_chat`]: ids plus assistant-token mask (generation blocks or prefix rendering);
-//! - [`SftEncoder`]: TRL-style SFT examples (`input_ids`, `labels` with -100, `attention_mask`),
-//!   truncation policies; [`encode_preference`] for DPO-style triples;
-//! - [`collate`] (left/right padding) and [`pack_bfd`] (best-fit-decreasing packing with
-//!   per-document `position_ids` and block-diagonal attention);
+//! - [`SftEncoder`]: SFT examples (`input_ids`, `labels` with -100, `attention_mask`) as TRL
+//!   1.16.0's `SFTTrainer` prepares them, truncation policies; [`encode_preferences`] and
+//!   [`collate_preference`] for DPO pairs as TRL's `DPOTrainer` prepares and batches them
+//!   (both checked against TRL itself, tests/fixtures/generate_trl.py);
+//! - [`collate`] (left/right padding) and [`pack_bfd`] (TRL's best-fit-decreasing packing with
+//!   per-document `position_ids` and block-diagonal attention), [`concat_packed`] (TRL's
+//!   padding-free collation);
 //! - [`train_tokenizer`] (BPE, Unigram, WordPiece), [`fertility`] and [`extend_vocabulary`].
 //!
 //! ```
@@ -38,12 +41,15 @@ pub mod tokenizer;
 pub mod train;
 
 pub use batch::{Batch, PadSide, collate, length_grouped_batches};
-pub use chat::{ChatEncoding, MaskMode, encode_chat, mask_from_spans};
+pub use chat::{ChatEncoding, MaskMode, common_prefix_length, encode_chat, mask_from_spans};
 pub use chat_template::{ChatTemplate, RenderOptions, RenderedChat};
 pub use error::{Result, TokenizeError};
 pub use extend::{ExtendConfig, ExtendReport, NewToken, extend_vocabulary};
-pub use packing::{PackedSequence, pack_bfd};
-pub use preference::{PreferenceConfig, PreferenceExample, encode_preference, preference_texts};
+pub use packing::{PACK_BLOCK, PackedSequence, concat_packed, pack_bfd};
+pub use preference::{
+    PreferenceBatch, PreferenceConfig, PreferenceExample, PreferenceReport, collate_preference,
+    encode_preference, encode_preferences, preference_texts,
+};
 pub use sft::{EncodeReport, IGNORE_INDEX, SftConfig, SftEncoder, SftExample, Truncation};
 pub use tokenizer::{SpecialTokens, Tokenizer};
 pub use train::{Fertility, TokenizerKind, TrainConfig, fertility, train_tokenizer};

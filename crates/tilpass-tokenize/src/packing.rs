@@ -1,5 +1,8 @@
-//! Packing several examples into one sequence (TRL's `bfd`, best-fit decreasing), with
-//! per-document `position_ids` so that attention can be restricted to each document.
+//! Packing several examples into one sequence (TRL 1.16.0's `bfd`, best-fit decreasing), with
+//! per-document `position_ids` so that attention can be restricted to each document. Checked
+//! against TRL itself (`SFTTrainer` with `packing=True` and its padding-free
+//! `DataCollatorForLanguageModeling`: tests/fixtures/generate_trl.py → tokenize/packing.json and
+//! the packing cases of tokenize/sft.json).
 
 use serde::Serialize;
 
@@ -10,8 +13,9 @@ use crate::sft::{IGNORE_INDEX, SftExample};
 pub struct PackedSequence {
     /// Concatenated token ids, `[seq]`.
     pub input_ids: Vec<u32>,
-    /// Concatenated labels, `[seq]`; the first token of every document is -100 (TRL:
-    /// `labels[position_ids == 0] = -100`), so no document learns from its predecessor.
+    /// Concatenated labels, `[seq]`; the first token of every document is -100 (TRL's
+    /// padding-free collator: `labels[position_ids == 0] = -100`, applied here at packing time),
+    /// so no document learns from its predecessor.
     pub labels: Vec<i64>,
     /// Positions restarting at 0 for each document, `[seq]`.
     pub position_ids: Vec<i64>,
@@ -68,65 +72,124 @@ impl PackedSequence {
     }
 }
 
-/// Packs examples into rows of at most `max_length` tokens with best-fit decreasing: longest
-/// first, each into the fullest row that still has room. Longer examples are truncated to
-/// `max_length` first (TRL's `bfd`).
+/// How many examples TRL packs at a time: `pack_dataset` runs `_pack_bfd` through a batched
+/// `Dataset.map`, whose default batch size is 1000, so examples of different blocks of 1000
+/// never share a row.
+pub const PACK_BLOCK: usize = 1000;
+
+/// Packs examples into rows of at most `max_length` tokens as TRL 1.16.0's `bfd` strategy does,
+/// `[examples] → [rows]`:
+///
+/// - examples are taken in blocks of [`PACK_BLOCK`], in order; each block is packed on its own;
+/// - empty examples are skipped; longer ones are cut to their first `max_length` tokens;
+/// - within a block, examples go longest first (ties: earlier first) into the row with the
+///   least space that still fits them (ties: the row that reached that space first), or into a
+///   new row;
+/// - rows come out in the order they were opened, documents in the order they were placed.
+///
+/// (Until TRL parity was checked, ties between rows went to the most recent row and all
+/// examples were packed as one block.)
+///
+/// # Panics
+/// When `max_length` is 0.
 pub fn pack_bfd(examples: &[SftExample], max_length: usize) -> Vec<PackedSequence> {
     assert!(max_length > 0, "max_length must be positive");
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(examples[i].len().min(max_length)), i));
-    // remaining capacity per bin, kept in a BTreeMap from remaining -> bins for best fit
-    let mut bins: Vec<(usize, Vec<usize>)> = vec![];
-    let mut by_space: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-    for i in order {
-        let len = examples[i].len().min(max_length);
-        if len == 0 {
-            continue;
+    let mut rows = Vec::new();
+    for (b, block) in examples.chunks(PACK_BLOCK).enumerate() {
+        let offset = b * PACK_BLOCK;
+        for docs in bfd_bins(block, max_length) {
+            rows.push(packed_row(
+                examples,
+                docs.iter().map(|&i| offset + i),
+                max_length,
+            ));
         }
-        let slot = by_space
-            .range(len..)
-            .next()
-            .map(|(&space, bins)| (space, bins[bins.len() - 1]));
-        let bin = match slot {
-            Some((space, bin)) => {
-                let list = by_space.get_mut(&space).expect("present");
-                list.pop();
+    }
+    rows
+}
+
+/// The bins of one block: example indices (into `block`) per row.
+fn bfd_bins(block: &[SftExample], max_length: usize) -> Vec<Vec<usize>> {
+    use std::collections::{BTreeMap, VecDeque};
+    let len = |i: usize| block[i].len().min(max_length);
+    let mut order: Vec<usize> = (0..block.len()).filter(|&i| len(i) > 0).collect();
+    // Stable: equal lengths keep their order (pyarrow's sort is stable).
+    order.sort_by_key(|&i| std::cmp::Reverse(len(i)));
+    let mut bins: Vec<Vec<usize>> = Vec::new();
+    // Remaining space -> bins with that space, oldest first (TRL's `space_to_bin` deques).
+    let mut by_space: BTreeMap<usize, VecDeque<usize>> = BTreeMap::new();
+    for i in order {
+        let n = len(i);
+        // The smallest space that fits (TRL's segment tree search); a full-size space means a
+        // new bin.
+        let fit = by_space.range(n..).next().map(|(&space, _)| space);
+        let (bin, space) = match fit {
+            Some(space) => {
+                let list = by_space.get_mut(&space).expect("listed space");
+                let bin = list.pop_front().expect("non-empty list");
                 if list.is_empty() {
                     by_space.remove(&space);
                 }
-                bin
+                (bin, space)
             }
             None => {
-                bins.push((max_length, vec![]));
-                bins.len() - 1
+                bins.push(Vec::new());
+                (bins.len() - 1, max_length)
             }
         };
-        bins[bin].0 -= len;
-        bins[bin].1.push(i);
-        if bins[bin].0 > 0 {
-            by_space.entry(bins[bin].0).or_default().push(bin);
+        bins[bin].push(i);
+        let left = space - n;
+        if left > 0 {
+            by_space.entry(left).or_default().push_back(bin);
         }
     }
-    bins.into_iter()
-        .map(|(_, docs)| {
-            let mut p = PackedSequence {
-                input_ids: vec![],
-                labels: vec![],
-                position_ids: vec![],
-                doc_lengths: vec![],
-                doc_indices: vec![],
-            };
-            for i in docs {
-                let e = &examples[i];
-                let n = e.len().min(max_length);
-                p.input_ids.extend_from_slice(&e.input_ids[..n]);
-                p.labels.push(IGNORE_INDEX);
-                p.labels.extend_from_slice(&e.labels[1..n]);
-                p.position_ids.extend((0..n).map(|j| j as i64));
-                p.doc_lengths.push(n);
-                p.doc_indices.push(i);
-            }
-            p
-        })
-        .collect()
+    bins
+}
+
+/// One packed row from example indices (into `examples`).
+fn packed_row(
+    examples: &[SftExample],
+    docs: impl Iterator<Item = usize>,
+    max_length: usize,
+) -> PackedSequence {
+    let mut p = PackedSequence {
+        input_ids: vec![],
+        labels: vec![],
+        position_ids: vec![],
+        doc_lengths: vec![],
+        doc_indices: vec![],
+    };
+    for i in docs {
+        let e = &examples[i];
+        let n = e.len().min(max_length);
+        p.input_ids.extend_from_slice(&e.input_ids[..n]);
+        p.labels.push(IGNORE_INDEX);
+        p.labels.extend_from_slice(&e.labels[1..n]);
+        p.position_ids.extend((0..n).map(|j| j as i64));
+        p.doc_lengths.push(n);
+        p.doc_indices.push(i);
+    }
+    p
+}
+
+/// TRL's padding-free collation of a batch of packed rows: the rows concatenated into one
+/// sequence, `[rows] → [1 row of sum(len)]`, positions still restarting per document (its
+/// `cu_seq_lens` are [`PackedSequence::cu_seqlens`], its `seq_idx` are
+/// [`PackedSequence::document_ids`]).
+pub fn concat_packed(rows: &[PackedSequence]) -> PackedSequence {
+    let mut out = PackedSequence {
+        input_ids: vec![],
+        labels: vec![],
+        position_ids: vec![],
+        doc_lengths: vec![],
+        doc_indices: vec![],
+    };
+    for r in rows {
+        out.input_ids.extend_from_slice(&r.input_ids);
+        out.labels.extend_from_slice(&r.labels);
+        out.position_ids.extend_from_slice(&r.position_ids);
+        out.doc_lengths.extend_from_slice(&r.doc_lengths);
+        out.doc_indices.extend_from_slice(&r.doc_indices);
+    }
+    out
 }

@@ -1,11 +1,38 @@
 //! Encoding supervised fine-tuning examples into `input_ids`, `labels` and `attention_mask`,
-//! following TRL's `SFTTrainer` tokenization.
+//! following TRL 1.16.0's `SFTTrainer._prepare_dataset` (checked against TRL itself:
+//! tests/fixtures/generate_trl.py → tests/fixtures/tokenize/sft.json).
+//!
+//! Per example, as TRL:
+//! - plain `text`: EOS appended as text unless the text already ends with it, tokenized with the
+//!   tokenizer's special tokens (BOS where its post-processor adds one);
+//! - plain prompt-completion: EOS appended to the *completion* unless it ends with it; the prompt
+//!   and prompt + completion are tokenized separately with special tokens;
+//! - conversations: the chat template rendered and tokenized without special tokens;
+//!   `assistant_only_loss` takes the `{% generation %}` mask (transformers'
+//!   `return_assistant_tokens_mask`); an example with no assistant token is an error for the
+//!   whole dataset (TRL raises);
+//! - prompt-completion conversations: the prompt rendered with the generation prompt; the
+//!   completion starts where the tokenized prompt and prompt + completion *diverge* (TRL's
+//!   `common_prefix_length`), not after `len(prompt_ids)`;
+//! - labels: the token where every applicable mask is 1 (assistant mask always, completion mask
+//!   with `completion_only_loss`), else -100; then truncation to `max_length` (skipped when
+//!   packing), and, when `max_length` is set, examples left without a supervised label are
+//!   dropped.
+//!
+//! Differences from TRL that remain, on purpose: `assistant_only_loss` defaults to on and
+//! applies to conversational rows only (TRL: off, and an error on plain-text datasets); for a
+//! template without `{% generation %}` markers [`MaskMode::Auto`] finds assistant turns by
+//! rendering prefixes of the conversation, where TRL swaps in its own patched copy of the few
+//! templates it knows (for Llama 3 the result is the same; for Qwen3 the patched template also
+//! renders empty think blocks in earlier assistant turns, so multi-turn ids differ: pass TRL's
+//! `qwen3_training.jinja` as the chat template to get TRL's ids) and refuses any other;
+//! [`Truncation::Drop`] and [`Truncation::Error`] are extra policies.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tilpass_data::{Content, Message, Record};
 
-use crate::chat::{MaskMode, encode_chat};
+use crate::chat::{MaskMode, common_prefix_length, encode_chat};
 use crate::chat_template::{ChatTemplate, RenderOptions};
 use crate::error::{Result, TokenizeError};
 use crate::tokenizer::Tokenizer;
@@ -48,6 +75,9 @@ pub struct SftConfig {
     pub chat_template: Option<String>,
     /// How assistant tokens are found.
     pub mask_mode: MaskMode,
+    /// The examples will be packed (TRL's `packing`): no truncation and no filtering here;
+    /// [`crate::pack_bfd`] cuts each example to `max_length` (keeping its start) instead.
+    pub packing: bool,
 }
 
 impl Default for SftConfig {
@@ -60,6 +90,7 @@ impl Default for SftConfig {
             add_eos: true,
             chat_template: None,
             mask_mode: MaskMode::Auto,
+            packing: false,
         }
     }
 }
@@ -103,7 +134,8 @@ pub struct EncodeReport {
     pub truncated: usize,
     /// Examples dropped for length ([`Truncation::Drop`]).
     pub dropped_too_long: usize,
-    /// Examples dropped because no token was supervised.
+    /// Examples dropped because truncation left no supervised token (TRL drops every example
+    /// without a supervised label once `max_length` is set and packing is off).
     pub dropped_unsupervised: usize,
     /// Total tokens kept.
     pub tokens: usize,
@@ -161,11 +193,33 @@ impl<'a> SftEncoder<'a> {
             })
     }
 
+    /// `text` with EOS appended unless it already ends with it (TRL's `add_eos`).
     fn with_eos(&self, text: &str) -> String {
         match (&self.tokenizer.special_tokens().eos, self.config.add_eos) {
             (Some(eos), true) if !text.ends_with(eos.as_str()) => format!("{text}{eos}"),
             _ => text.to_string(),
         }
+    }
+
+    /// The assistant mask of a conversation, or TRL's error when it marks no token.
+    fn assistant_mask(&self, index: usize, messages: &[Message], mask: Vec<u8>) -> Result<Vec<u8>> {
+        if mask.contains(&1) {
+            return Ok(mask);
+        }
+        let reason = if messages
+            .iter()
+            .any(|m| m.role == tilpass_data::Role::Assistant)
+        {
+            "the template marks no assistant token (TRL refuses such a dataset under \
+             assistant_only_loss)"
+        } else {
+            "the conversation has no assistant turn (TRL refuses such a dataset under \
+             assistant_only_loss)"
+        };
+        Err(TokenizeError::NoSupervisedTokens {
+            index,
+            reason: reason.into(),
+        })
     }
 
     /// Token ids and the mask of supervised positions, before truncation.
@@ -187,7 +241,7 @@ impl<'a> SftEncoder<'a> {
                     self.config.mask_mode,
                 )?;
                 let mask = if self.config.assistant_only_loss {
-                    enc.assistant_mask
+                    self.assistant_mask(index, messages, enc.assistant_mask)?
                 } else {
                     vec![1; enc.ids.len()]
                 };
@@ -214,15 +268,17 @@ impl<'a> SftEncoder<'a> {
                             &RenderOptions::default(),
                             self.config.mask_mode,
                         )?;
-                        let assistant = self
-                            .config
-                            .assistant_only_loss
-                            .then_some(enc.assistant_mask);
+                        let assistant = if self.config.assistant_only_loss {
+                            Some(self.assistant_mask(index, &all, enc.assistant_mask)?)
+                        } else {
+                            None
+                        };
                         (prompt_ids, enc.ids, assistant)
                     }
                     (Content::Text(p), Content::Text(c)) => {
+                        // TRL appends EOS to the completion (not to prompt + completion).
                         let prompt_ids = tok.encode(p, true)?;
-                        let ids = tok.encode(&self.with_eos(&format!("{p}{c}")), true)?;
+                        let ids = tok.encode(&format!("{p}{}", self.with_eos(c)), true)?;
                         (prompt_ids, ids, None)
                     }
                     _ => {
@@ -232,16 +288,20 @@ impl<'a> SftEncoder<'a> {
                         });
                     }
                 };
-                if ids.get(..prompt_ids.len()) != Some(&prompt_ids[..]) {
+                // TRL 1.16: the completion starts where the two tokenizations diverge (tilpass
+                // used to start it at len(prompt_ids), which supervised a merged boundary token
+                // wrongly or not at all).
+                let prompt_len = common_prefix_length(&prompt_ids, &ids);
+                if prompt_len < prompt_ids.len() {
                     tracing::warn!(
                         example = index,
                         "the tokenized prompt is not a prefix of the tokenized prompt+completion; \
-                         the completion mask may be off at the boundary (as in TRL)"
+                         the completion starts where they diverge (as in TRL)"
                     );
                 }
                 let n = ids.len();
                 let mut mask: Vec<u8> = if completion_only {
-                    (0..n).map(|i| u8::from(i >= prompt_ids.len())).collect()
+                    (0..n).map(|i| u8::from(i >= prompt_len)).collect()
                 } else {
                     vec![1; n]
                 };
@@ -265,7 +325,8 @@ impl<'a> SftEncoder<'a> {
     fn outcome(&self, index: usize, record: &Record) -> Result<Outcome> {
         let (mut ids, mut mask) = self.ids_and_mask(index, record)?;
         let mut truncated = false;
-        if let Some(max) = self.config.max_length
+        let limit = self.config.max_length.filter(|_| !self.config.packing);
+        if let Some(max) = limit
             && ids.len() > max
         {
             match self.config.truncation {
@@ -288,19 +349,15 @@ impl<'a> SftEncoder<'a> {
             }
             truncated = true;
         }
-        if !mask.contains(&1) {
-            let reason = match record {
-                Record::Conversation { messages }
-                    if !messages
-                        .iter()
-                        .any(|m| m.role == tilpass_data::Role::Assistant) =>
-                {
-                    "the conversation has no assistant turn".to_string()
-                }
-                _ if truncated => "the supervised part was cut off by truncation".to_string(),
-                _ => "the template marks no assistant token".to_string(),
+        // TRL filters examples without a supervised label after its truncation step, which runs
+        // whenever max_length is set and packing is off.
+        if limit.is_some() && !mask.contains(&1) {
+            let reason = if truncated {
+                "the supervised part was cut off by truncation"
+            } else {
+                "no token is supervised"
             };
-            return Ok(Outcome::Unsupervised(reason));
+            return Ok(Outcome::Unsupervised(reason.to_string()));
         }
         let labels = ids
             .iter()
@@ -318,8 +375,10 @@ impl<'a> SftEncoder<'a> {
         ))
     }
 
-    /// Encodes one record (`index` is used in messages). Fails when nothing is supervised or
-    /// the example is too long under [`Truncation::Drop`]/[`Truncation::Error`].
+    /// Encodes one record (`index` is used in messages). Fails when the example would be
+    /// dropped (nothing supervised after truncation, or too long under [`Truncation::Drop`]),
+    /// is too long under [`Truncation::Error`], or has no assistant token under
+    /// `assistant_only_loss`.
     pub fn encode(&self, index: usize, record: &Record) -> Result<SftExample> {
         match self.outcome(index, record)? {
             Outcome::Kept(e, _) => Ok(e),
@@ -334,9 +393,10 @@ impl<'a> SftEncoder<'a> {
         }
     }
 
-    /// Encodes many records in parallel. Examples with no supervised token, or too long under
-    /// [`Truncation::Drop`], are dropped and counted; a dataset left with no example at all is
-    /// an error.
+    /// Encodes many records in parallel, as TRL prepares a dataset: examples left without a
+    /// supervised token by truncation, or too long under [`Truncation::Drop`], are dropped and
+    /// counted; an example without assistant tokens under `assistant_only_loss` is an error
+    /// naming it (TRL refuses the dataset); a dataset left with no example at all is an error.
     pub fn encode_all(&self, records: &[Record]) -> Result<(Vec<SftExample>, EncodeReport)> {
         let outcomes: Vec<Result<Outcome>> = records
             .par_iter()
