@@ -28,8 +28,7 @@ use tilpass::data::{
 use tilpass::models::{
     AnyModel, DecoderInput, DecoderLm, EncoderInput, EncoderModel, GenerateConfig, HasLinears,
     Head, Logits, ModelKind, PoolingMode, SentenceEmbedder, Seq2SeqConfig, Seq2SeqLm,
-    VirtualPrefix, generate, generate_seq2seq, generate_text_with_prefix,
-    generate_with_prefix,
+    VirtualPrefix, generate, generate_seq2seq, generate_text_with_prefix, generate_with_prefix,
 };
 use tilpass::peft::{PeftModel, PromptAdapter, PromptMethod};
 use tilpass::tokenize::{
@@ -60,15 +59,17 @@ enum Command {
     /// Train tokenizers, extend vocabularies, measure fertility.
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
-    /// Logits for one sequence, for any model directory: prints {"shape": [...], "logits":
-    /// [...]} (row-major f32). The head named by config.json's `architectures` decides the
+    /// Logits for one sequence of any model: prints {"shape": [...], "logits": [...]}.
+    ///
+    /// Values are row-major f32. The head named by config.json's `architectures` decides the
     /// shape: causal and masked LMs [1, seq, vocab], sequence classifiers [1, num_labels],
     /// token classifiers [1, seq, num_labels], encoder-decoders (T5, NorT5) [1, dec_seq,
     /// vocab] over --decoder-ids. Non-finite logits (NaN/inf) exit 2.
     Logits(LogitsArgs),
-    /// Generate from a prompt with a decoder or an encoder-decoder: text (--prompt, streamed
-    /// to stdout) or token ids (--ids, for models without a tokenizer); --json prints {"ids",
-    /// "prompt_ids", "text"}.
+    /// Generate from a text prompt (--prompt) or token ids (--ids); --json for a JSON object.
+    ///
+    /// Decoders and encoder-decoders. Text is streamed to stdout; without a tokenizer (--ids)
+    /// the new ids are printed; --json prints {"ids", "prompt_ids", "text"}.
     Generate(GenerateArgs),
     /// Chat with a model on stdin/stdout through its chat template.
     Chat(ChatArgs),
@@ -854,7 +855,8 @@ struct ModelArgs {
     /// Device: flex (CPU), wgpu, wgpu-cpu, wgpu:N, cuda:N.
     #[arg(long, default_value = "flex")]
     device: String,
-    /// A LoRA / DoRA adapter directory (HF PEFT format) to apply to the model.
+    /// An adapter directory (HF PEFT format): LoRA / DoRA on any model; prefix / prompt /
+    /// P-tuning where the command supports it (decoders; BERT classifiers and T5 in `logits`).
     #[arg(long)]
     adapter: Option<PathBuf>,
 }
@@ -880,7 +882,8 @@ fn with_adapter<M: HasLinears>(model: M, args: &ModelArgs) -> Result<M, BoxError
 }
 
 #[derive(Args)]
-#[command(after_help = "Output shapes by the head config.json's `architectures` names:
+#[command(
+    after_help = "Output shapes by the head config.json's `architectures` names:
   *ForCausalLM / *LMHeadModel (Llama, Mistral, GPT-2)   [1, seq, vocab]
   *ForMaskedLM (BERT, NorBERT3 / LTG-BERT)              [1, seq, vocab]
   *ForSequenceClassification (BERT, NorBERT3)           [1, num_labels]
@@ -890,7 +893,8 @@ Without `architectures` a model loads with its language-model head (causal, mask
 seq2seq). A bare encoder (BertModel) has no logits: use `tilpass embed`.
 --adapter takes LoRA / DoRA adapters on every model, and prefix / prompt / P-tuning adapters
 on decoders (logits include prompt tuning's virtual columns), BERT sequence classifiers and T5.
-Non-finite logits (NaN/inf) exit 2.")]
+Non-finite logits (NaN/inf) exit 2."
+)]
 struct LogitsArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -955,12 +959,14 @@ impl SamplingArgs {
 }
 
 #[derive(Args)]
-#[command(after_help = "Decoders (Llama, Mistral, GPT-2; *ForCausalLM) and encoder-decoders (T5, \
+#[command(
+    after_help = "Decoders (Llama, Mistral, GPT-2; *ForCausalLM) and encoder-decoders (T5, \
 NorT5; *ForConditionalGeneration, greedy or --num-beams). Give exactly one of --prompt (text, \
 encoded with the model's tokenizer) and --ids (token ids, for a model without a tokenizer). \
 --json prints {\"ids\": new ids, \"prompt_ids\", \"text\"}, \"text\" only when the model \
 has a tokenizer; without --json the text is streamed, or without a tokenizer the new ids are \
-printed space-separated.")]
+printed space-separated."
+)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "ids"])))]
 struct GenerateArgs {
     #[command(flatten)]

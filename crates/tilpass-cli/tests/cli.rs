@@ -1226,8 +1226,7 @@ fn worst_row_diff(model: &Path, adapter: Option<&Path>, expected_dir: &Path, key
     let width = *want.shape.last().unwrap();
     // The LTG-BERT reference sets the masked-LM logits of NorBERT3's special tokens (ids
     // 0..=106) to -inf; tilpass returns the head's values, so those columns are skipped.
-    let ltg_mlm =
-        matches!(model_type, "norbert" | "ltgbert" | "norbert3") && want.shape.len() == 3;
+    let ltg_mlm = matches!(model_type, "norbert" | "ltgbert" | "norbert3") && want.shape.len() == 3;
     let mut worst = 0f32;
     for r in 0..batch {
         let keep: Vec<usize> = (0..mask[r].len()).filter(|&j| mask[r][j] == 1).collect();
@@ -1414,7 +1413,13 @@ fn logits_and_generate_refuse_what_a_model_cannot_do() {
     let root = fixtures_root();
     let bert_mlm = root.join("encoders/bert_mlm");
     let logits = |dir: &Path, extra: &[&str]| {
-        let mut args = vec!["logits", "--model", dir.to_str().unwrap(), "--ids", "2,17,42"];
+        let mut args = vec![
+            "logits",
+            "--model",
+            dir.to_str().unwrap(),
+            "--ids",
+            "2,17,42",
+        ];
         args.extend_from_slice(extra);
         tilpass(&args)
     };
@@ -1457,7 +1462,10 @@ fn logits_and_generate_refuse_what_a_model_cannot_do() {
         "{err}"
     );
     // Flags of other families.
-    let err = bad_input(&logits(&root.join("encoders/bert_cls"), &["--decoder-ids", "0"]));
+    let err = bad_input(&logits(
+        &root.join("encoders/bert_cls"),
+        &["--decoder-ids", "0"],
+    ));
     assert!(err.contains("decoder ids"), "{err}");
     let llama = root.join("models/llama_gqa");
     let err = bad_input(&logits(&llama, &["--token-type-ids", "0,0,0"]));

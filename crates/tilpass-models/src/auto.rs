@@ -181,21 +181,23 @@ impl Head {
     /// The head of a transformers class name, by its suffix as above; `None` for a class
     /// tilpass has no head for (`*ForQuestionAnswering`, `*ForMultipleChoice`, ...).
     pub fn from_architecture(name: &str) -> Option<Self> {
-        Some(if name.ends_with("ForCausalLM") || name.ends_with("LMHeadModel") {
-            Self::CausalLm
-        } else if name.ends_with("ForMaskedLM") || name == "BertForPreTraining" {
-            Self::MaskedLm
-        } else if name.ends_with("ForSequenceClassification") {
-            Self::SequenceClassification
-        } else if name.ends_with("ForTokenClassification") {
-            Self::TokenClassification
-        } else if name.ends_with("ForConditionalGeneration") {
-            Self::Seq2SeqLm
-        } else if name.ends_with("Model") && !name.contains("For") && !name.contains("Head") {
-            Self::Base
-        } else {
-            return None;
-        })
+        Some(
+            if name.ends_with("ForCausalLM") || name.ends_with("LMHeadModel") {
+                Self::CausalLm
+            } else if name.ends_with("ForMaskedLM") || name == "BertForPreTraining" {
+                Self::MaskedLm
+            } else if name.ends_with("ForSequenceClassification") {
+                Self::SequenceClassification
+            } else if name.ends_with("ForTokenClassification") {
+                Self::TokenClassification
+            } else if name.ends_with("ForConditionalGeneration") {
+                Self::Seq2SeqLm
+            } else if name.ends_with("Model") && !name.contains("For") && !name.contains("Head") {
+                Self::Base
+            } else {
+                return None;
+            },
+        )
     }
 
     /// The class-name pattern and what it gives, for messages.
@@ -551,8 +553,14 @@ mod tests {
             ("GPT2LMHeadModel", Some(Head::CausalLm)),
             ("BertForMaskedLM", Some(Head::MaskedLm)),
             ("BertForPreTraining", Some(Head::MaskedLm)),
-            ("NorbertForSequenceClassification", Some(Head::SequenceClassification)),
-            ("BertForTokenClassification", Some(Head::TokenClassification)),
+            (
+                "NorbertForSequenceClassification",
+                Some(Head::SequenceClassification),
+            ),
+            (
+                "BertForTokenClassification",
+                Some(Head::TokenClassification),
+            ),
             ("T5ForConditionalGeneration", Some(Head::Seq2SeqLm)),
             ("NorT5ForConditionalGeneration", Some(Head::Seq2SeqLm)),
             ("BertModel", Some(Head::Base)),
@@ -600,15 +608,17 @@ mod tests {
             "{err}"
         );
         // A head the family lacks.
-        let err = k(json!({"model_type": "norbert", "architectures": ["NorbertForTokenClassification"]}))
-            .unwrap_err();
+        let err =
+            k(json!({"model_type": "norbert", "architectures": ["NorbertForTokenClassification"]}))
+                .unwrap_err();
         assert!(
             matches!(err, ModelError::UnsupportedArchitecture { .. }),
             "{err}"
         );
-        let err = k(json!({"model_type": "llama", "architectures": ["LlamaForSequenceClassification"]}))
-            .unwrap_err()
-            .to_string();
+        let err =
+            k(json!({"model_type": "llama", "architectures": ["LlamaForSequenceClassification"]}))
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("*ForCausalLM"), "{err}");
         // Unknown model_type: every supported one listed.
         let err = k(json!({"model_type": "roberta"})).unwrap_err().to_string();
