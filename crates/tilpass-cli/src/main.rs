@@ -26,9 +26,9 @@ use tilpass::data::{
     DedupKey, LengthFilter, ReadOptions, RecordKind, dedup, read_dataset, stats, write_jsonl,
 };
 use tilpass::models::{
-    DecoderInput, DecoderLm, EncoderInput, GenerateConfig, HasLinears, PoolingMode,
-    SentenceEmbedder, Seq2SeqConfig, Seq2SeqLm, Seq2SeqModel, VirtualPrefix, generate_seq2seq,
-    generate_text_with_prefix,
+    AnyModel, DecoderInput, DecoderLm, EncoderInput, EncoderModel, GenerateConfig, HasLinears,
+    Head, Logits, ModelKind, PoolingMode, SentenceEmbedder, Seq2SeqConfig, Seq2SeqLm,
+    VirtualPrefix, generate, generate_seq2seq, generate_text_with_prefix, generate_with_prefix,
 };
 use tilpass::peft::{PeftModel, PromptAdapter, PromptMethod};
 use tilpass::tokenize::{
@@ -59,10 +59,17 @@ enum Command {
     /// Train tokenizers, extend vocabularies, measure fertility.
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
-    /// Logits for one sequence: prints {"shape": [1, seq, vocab], "logits": [...]}; for T5 the
-    /// decoder's logits over --decoder-ids.
+    /// Logits for one sequence of any model: prints {"shape": [...], "logits": [...]}.
+    ///
+    /// Values are row-major f32. The head named by config.json's `architectures` decides the
+    /// shape: causal and masked LMs [1, seq, vocab], sequence classifiers [1, num_labels],
+    /// token classifiers [1, seq, num_labels], encoder-decoders (T5, NorT5) [1, dec_seq,
+    /// vocab] over --decoder-ids. Non-finite logits (NaN/inf) exit 2.
     Logits(LogitsArgs),
-    /// Generate text from a prompt (streamed to stdout; --json for a JSON object).
+    /// Generate from a text prompt (--prompt) or token ids (--ids); --json for a JSON object.
+    ///
+    /// Decoders and encoder-decoders. Text is streamed to stdout; without a tokenizer (--ids)
+    /// the new ids are printed; --json prints {"ids", "prompt_ids", "text"}.
     Generate(GenerateArgs),
     /// Chat with a model on stdin/stdout through its chat template.
     Chat(ChatArgs),
@@ -761,29 +768,6 @@ enum PeftCommand {
     },
 }
 
-fn load_any(
-    dir: &std::path::Path,
-    device: &tilpass::burn::tensor::Device,
-) -> Result<AnyModel, BoxError> {
-    if is_seq2seq(dir)? {
-        return Ok(AnyModel::Seq2Seq(Seq2SeqLm::load(dir, device)?));
-    }
-    match DecoderLm::load(dir, device) {
-        Ok(m) => Ok(AnyModel::Decoder(m)),
-        Err(tilpass::models::ModelError::UnsupportedModelType { .. }) => Ok(AnyModel::Encoder(
-            tilpass::models::EncoderModel::load(dir, device)?,
-        )),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Any model tilpass loads, for adapter commands.
-enum AnyModel {
-    Decoder(DecoderLm),
-    Encoder(tilpass::models::EncoderModel),
-    Seq2Seq(Seq2SeqLm),
-}
-
 fn peft_cmd(c: PeftCommand) -> Result<(), BoxError> {
     use tilpass::peft::LoraConfig;
     match c {
@@ -820,11 +804,7 @@ fn peft_cmd(c: PeftCommand) -> Result<(), BoxError> {
                               "total_parameters": r.total, "trainable_percent": r.percent()}),
                     )
                 }
-                out["model"] = match load_any(&dir, &device)? {
-                    AnyModel::Decoder(m) => report(m, &adapter)?,
-                    AnyModel::Encoder(m) => report(m, &adapter)?,
-                    AnyModel::Seq2Seq(m) => report(m, &adapter)?,
-                };
+                out["model"] = report(AnyModel::load(&dir, &device)?, &adapter)?;
             }
             print(&out);
             Ok(())
@@ -875,7 +855,8 @@ struct ModelArgs {
     /// Device: flex (CPU), wgpu, wgpu-cpu, wgpu:N, cuda:N.
     #[arg(long, default_value = "flex")]
     device: String,
-    /// A LoRA / DoRA adapter directory (HF PEFT format) to apply to the model.
+    /// An adapter directory (HF PEFT format): LoRA / DoRA on any model; prefix / prompt /
+    /// P-tuning where the command supports it (decoders; BERT classifiers and T5 in `logits`).
     #[arg(long)]
     adapter: Option<PathBuf>,
 }
@@ -887,8 +868,9 @@ fn with_adapter<M: HasLinears>(model: M, args: &ModelArgs) -> Result<M, BoxError
     };
     if is_prompt_adapter(dir)? {
         return Err(format!(
-            "{}: prompt-learning adapters on encoders run through the library's PromptAdapter; \
-             the CLI applies them to decoders",
+            "{}: a prompt-learning adapter (prefix / prompt / P-tuning) applies here to \
+             decoders (logits, generate, chat) and, in `tilpass logits`, to BERT sequence \
+             classifiers and T5; this command takes LoRA / DoRA adapters for this model",
             dir.display()
         )
         .into());
@@ -900,15 +882,33 @@ fn with_adapter<M: HasLinears>(model: M, args: &ModelArgs) -> Result<M, BoxError
 }
 
 #[derive(Args)]
+#[command(
+    after_help = "Output shapes by the head config.json's `architectures` names:
+  *ForCausalLM / *LMHeadModel (Llama, Mistral, GPT-2)   [1, seq, vocab]
+  *ForMaskedLM (BERT, NorBERT3 / LTG-BERT)              [1, seq, vocab]
+  *ForSequenceClassification (BERT, NorBERT3)           [1, num_labels]
+  *ForTokenClassification (BERT)                        [1, seq, num_labels]
+  *ForConditionalGeneration (T5, mT5, NorT5)            [1, dec_seq, vocab]
+Without `architectures` a model loads with its language-model head (causal, masked or
+seq2seq). A bare encoder (BertModel) has no logits: use `tilpass embed`.
+--adapter takes LoRA / DoRA adapters on every model, and prefix / prompt / P-tuning adapters
+on decoders (logits include prompt tuning's virtual columns), BERT sequence classifiers and T5.
+Non-finite logits (NaN/inf) exit 2."
+)]
 struct LogitsArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Token ids, comma-separated (the encoder input for encoder-decoder models).
+    /// Token ids, comma-separated, used as given (no special tokens added); the encoder input
+    /// of encoder-decoder models.
     #[arg(long, value_delimiter = ',', required = true)]
     ids: Vec<u32>,
-    /// Decoder token ids for encoder-decoder models (T5), comma-separated.
+    /// Decoder token ids for encoder-decoder models (T5, NorT5), comma-separated (default: the
+    /// decoder start token alone).
     #[arg(long, value_delimiter = ',')]
     decoder_ids: Option<Vec<u32>>,
+    /// BERT segment ids, one per --ids value (default: zeros).
+    #[arg(long, value_delimiter = ',')]
+    token_type_ids: Option<Vec<u32>>,
 }
 
 #[derive(Args, Clone)]
@@ -959,18 +959,31 @@ impl SamplingArgs {
 }
 
 #[derive(Args)]
+#[command(
+    after_help = "Decoders (Llama, Mistral, GPT-2; *ForCausalLM) and encoder-decoders (T5, \
+NorT5; *ForConditionalGeneration, greedy or --num-beams). Give exactly one of --prompt (text, \
+encoded with the model's tokenizer) and --ids (token ids, for a model without a tokenizer). \
+--json prints {\"ids\": new ids, \"prompt_ids\", \"text\"}, \"text\" only when the model \
+has a tokenizer; without --json the text is streamed, or without a tokenizer the new ids are \
+printed space-separated."
+)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "ids"])))]
 struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The prompt.
+    /// The prompt text (needs the model's tokenizer).
     #[arg(long)]
-    prompt: String,
+    prompt: Option<String>,
+    /// The prompt as token ids, comma-separated, used as given (no special tokens added).
+    #[arg(long, value_delimiter = ',', conflicts_with = "chat")]
+    ids: Option<Vec<u32>>,
     /// Treat the prompt as a user message and apply the chat template.
     #[arg(long)]
     chat: bool,
     #[command(flatten)]
     sampling: SamplingArgs,
-    /// Print {"text", "ids", "prompt_ids"} instead of streaming text.
+    /// Print {"ids", "prompt_ids", "text"} (no "text" without a tokenizer) instead of
+    /// streaming.
     #[arg(long)]
     json: bool,
     /// Beam search with this many beams (encoder-decoder models).
@@ -1285,7 +1298,21 @@ fn tokenizer_cmd(cmd: TokenizerCommand) -> Result<(), BoxError> {
 /// adapter (prefix / prompt / P-tuning) is returned beside it.
 fn load_model(args: &ModelArgs) -> Result<(DecoderLm, Option<PromptAdapter>), BoxError> {
     let device = tilpass::device(&args.device)?;
-    let model = DecoderLm::load(&args.model, &device)?;
+    let kind = ModelKind::from_dir(&args.model)?;
+    let not_causal = || {
+        format!(
+            "{}: this command needs a causal LM (*ForCausalLM / *LMHeadModel); this is {} ({})",
+            args.model.display(),
+            kind.class_name(),
+            kind.head.describe()
+        )
+    };
+    if kind.head != Head::CausalLm {
+        return Err(not_causal().into());
+    }
+    let AnyModel::CausalLm(model) = AnyModel::load_kind(&kind, &device)? else {
+        return Err(not_causal().into());
+    };
     if let Some(dir) = &args.adapter
         && is_prompt_adapter(dir)?
     {
@@ -1349,65 +1376,157 @@ fn embed_cmd(a: EmbedArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// `model_type` of a model directory's config.json.
-fn model_type(dir: &std::path::Path) -> Result<String, BoxError> {
-    let md = tilpass::core::ModelDir::open(dir)?;
-    Ok(md.model_type().unwrap_or("").to_string())
+/// One sequence's encoder input: `ids` unpadded with `token_type_ids` (zeros when absent).
+fn encoder_input(ids: &[u32], token_type_ids: Option<&[u32]>) -> Result<EncoderInput, BoxError> {
+    let mut input = EncoderInput::right_padded(&[ids.to_vec()], 0)?;
+    if let Some(tt) = token_type_ids {
+        if tt.len() != ids.len() {
+            return Err(format!(
+                "--token-type-ids has {} values for {} --ids",
+                tt.len(),
+                ids.len()
+            )
+            .into());
+        }
+        input.token_type_ids = tt.to_vec();
+    }
+    Ok(input)
 }
 
-fn is_seq2seq(dir: &std::path::Path) -> Result<bool, BoxError> {
-    let md = tilpass::core::ModelDir::open(dir)?;
-    let arch = md.config_json()["architectures"][0].as_str().unwrap_or("");
-    Ok(matches!(model_type(dir)?.as_str(), "t5" | "mt5" | "nort5") || arch.starts_with("NorT5"))
+/// Logits of a model with a prompt-learning adapter (prefix / prompt / P-tuning) at `dir`, as
+/// PEFT's forward computes them: decoders `[1, n + seq, vocab]` (prompt / P-tuning include the
+/// virtual columns; prefix tuning `[1, seq, vocab]`), BERT sequence classifiers `[1,
+/// num_labels]` (with the adapter's saved classifier), T5 `[1, dec_seq, vocab]`.
+fn prompt_adapter_logits(
+    model: AnyModel,
+    dir: &std::path::Path,
+    a: &LogitsArgs,
+    device: &tilpass::burn::tensor::Device,
+) -> Result<Logits, BoxError> {
+    use tilpass::peft::PromptDims;
+    let no_flag = |set: bool, flag: &str, what: &str| -> Result<(), BoxError> {
+        if set {
+            return Err(format!("{flag} is for {what}").into());
+        }
+        Ok(())
+    };
+    let tt = a.token_type_ids.as_deref();
+    match model {
+        AnyModel::CausalLm(m) => {
+            no_flag(tt.is_some(), "--token-type-ids", "BERT models")?;
+            no_flag(
+                a.decoder_ids.is_some(),
+                "--decoder-ids",
+                "encoder-decoder models (T5, NorT5)",
+            )?;
+            let p = PromptAdapter::load(dir, &m)?;
+            Ok(Logits::PerToken(p.forward(
+                &m,
+                &DecoderInput::unpadded(std::slice::from_ref(&a.ids))?,
+            )?))
+        }
+        AnyModel::SequenceClassifier(EncoderModel::Bert(mut m)) => {
+            no_flag(
+                a.decoder_ids.is_some(),
+                "--decoder-ids",
+                "encoder-decoder models (T5, NorT5)",
+            )?;
+            let c = m.config();
+            let dims = PromptDims {
+                hidden: c.hidden_size,
+                layers: c.num_hidden_layers,
+                kv_heads: c.num_attention_heads,
+                head_dim: c.hidden_size / c.num_attention_heads.max(1),
+            };
+            let p = PromptAdapter::load_with(dir, dims, device)?;
+            p.apply_saved_modules(m.as_mut())?;
+            Ok(Logits::PerSequence(
+                p.forward_classifier(&m, &encoder_input(&a.ids, tt)?)?,
+            ))
+        }
+        AnyModel::Seq2SeqLm(Seq2SeqLm::T5(m)) => {
+            no_flag(tt.is_some(), "--token-type-ids", "BERT models")?;
+            let c = m.config();
+            let dims = PromptDims {
+                hidden: c.d_model,
+                layers: m.num_decoder_layers(),
+                kv_heads: c.num_heads,
+                head_dim: c.d_kv,
+            };
+            let p = PromptAdapter::load_with(dir, dims, device)?;
+            let dec = a
+                .decoder_ids
+                .clone()
+                .unwrap_or_else(|| vec![m.decoder_start_token_id()]);
+            Ok(Logits::PerToken(p.forward_seq2seq(
+                &m,
+                &encoder_input(&a.ids, None)?,
+                &[dec],
+            )?))
+        }
+        other => Err(format!(
+            "{}: prompt-learning adapters (prefix / prompt / P-tuning) run on decoders, BERT \
+             sequence classifiers and T5; this model is a {} {:?}",
+            dir.display(),
+            other.model_type(),
+            other.head()
+        )
+        .into()),
+    }
 }
 
 fn logits_cmd(a: LogitsArgs) -> Result<(), BoxError> {
-    if is_seq2seq(&a.model.model)? {
-        let device = tilpass::device(&a.model.device)?;
-        let model = with_adapter(Seq2SeqLm::load(&a.model.model, &device)?, &a.model)?;
-        let dec = a
-            .decoder_ids
-            .clone()
-            .unwrap_or_else(|| vec![model.decoder_start_token_id()]);
-        let input = EncoderInput::right_padded(std::slice::from_ref(&a.ids), 0)?;
-        let logits = model.forward(&input, &[dec])?;
-        let shape = logits.dims();
-        let values = logits
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .map_err(|e| format!("{e:?}"))?;
-        print(&json!({"shape": shape, "logits": values}));
-        return Ok(());
+    let device = tilpass::device(&a.model.device)?;
+    let kind = ModelKind::from_dir(&a.model.model)?;
+    if kind.head == Head::Base {
+        return Err(format!(
+            "{}: {} is a bare encoder without a head: it gives hidden states, not logits \
+             (`tilpass embed` pools them); a directory whose config.json `architectures` names \
+             a head (*ForMaskedLM, *ForSequenceClassification, *ForTokenClassification) has \
+             logits",
+            a.model.model.display(),
+            kind.class_name()
+        )
+        .into());
     }
-    if a.decoder_ids.is_some() {
-        return Err("--decoder-ids is for encoder-decoder models (T5)".into());
-    }
-    let (model, prompt) = load_model(&a.model)?;
-    let input = DecoderInput::unpadded(std::slice::from_ref(&a.ids))?;
-    let logits = match &prompt {
-        // PEFT's forward: prompt / P-tuning logits include the virtual columns.
-        Some(p) => p.forward(&model, &input)?,
-        None => model.forward(&input, None)?,
+    let model = AnyModel::load_kind(&kind, &device)?;
+    let logits = match &a.model.adapter {
+        Some(dir) if is_prompt_adapter(dir)? => prompt_adapter_logits(model, dir, &a, &device)?,
+        _ => with_adapter(model, &a.model)?.logits(
+            &a.ids,
+            a.token_type_ids.as_deref(),
+            a.decoder_ids.as_deref(),
+        )?,
     };
     let shape = logits.dims();
-    let values = logits
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| format!("{e:?}"))?;
+    let values = logits.into_vec()?;
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        let first = values.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return Err(format!(
+            "non-finite logits (NaN/inf) were produced: {bad} of {} values (the first, {}, at \
+             flat index {first} of shape {shape:?}); the model's weights or config are broken",
+            values.len(),
+            values[first]
+        )
+        .into());
+    }
     print(&json!({"shape": shape, "logits": values}));
     Ok(())
 }
 
-/// Streams decoded text to stdout as tokens arrive and stops at any stop string; returns
-/// the generated ids and text (stop string removed).
+/// Generates from `prompt_ids` with a decoder. With a tokenizer, decoded text is streamed to
+/// stdout as tokens arrive (when `stream`) and generation stops at any stop string; without
+/// one, the new ids are streamed, space-separated. Returns the new ids and, with a tokenizer,
+/// their text (stop string removed).
 fn run_generation(
     model: &DecoderLm,
     adapter: Option<&PromptAdapter>,
-    tok: &Tokenizer,
+    tok: Option<&Tokenizer>,
     prompt_ids: Vec<u32>,
     sampling: &SamplingArgs,
     stream: bool,
-) -> Result<(Vec<u32>, String), BoxError> {
+) -> Result<(Vec<u32>, Option<String>), BoxError> {
     use std::io::Write;
     let mut cfg = sampling.config();
     let virtual_tokens = adapter.map(PromptAdapter::len).unwrap_or(0);
@@ -1428,11 +1547,9 @@ fn run_generation(
     }
     if cfg.eos_token_ids.is_none() {
         let mut eos = model.eos_token_ids();
-        eos.extend(tok.eos_id());
+        eos.extend(tok.and_then(Tokenizer::eos_id));
         cfg.eos_token_ids = Some(eos);
     }
-    cfg.stop_strings = sampling.stop.clone();
-    let decode = |ids: &[u32]| tok.decode(ids, true).map_err(|e| e.to_string());
     let cache = |b: usize| adapter.map(|a| a.prefix_cache(b)).unwrap_or_default();
     let embeds = |b: usize| adapter.map(|a| a.prompt_embeds(b)).expect("prompt adapter");
     let prefix = adapter.map(|a| match a.method {
@@ -1445,6 +1562,35 @@ fn run_generation(
             make: &embeds,
         },
     });
+    let Some(tok) = tok else {
+        if !sampling.stop.is_empty() {
+            return Err(
+                "--stop needs the model's tokenizer (stop strings match decoded text); this \
+                 model directory has none"
+                    .into(),
+            );
+        }
+        let mut first = true;
+        let mut on_token = |_: usize, t: u32| {
+            if stream {
+                print!("{}{t}", if first { "" } else { " " });
+                let _ = std::io::stdout().flush();
+                first = false;
+            }
+            true
+        };
+        let prompts = [prompt_ids];
+        let mut rows = match &prefix {
+            Some(p) => generate_with_prefix(model, &prompts, &cfg, p, &mut on_token)?,
+            None => generate(model, &prompts, &cfg, &mut on_token)?,
+        };
+        if stream {
+            println!();
+        }
+        return Ok((rows.remove(0), None));
+    };
+    cfg.stop_strings = sampling.stop.clone();
+    let decode = |ids: &[u32]| tok.decode(ids, true).map_err(|e| e.to_string());
     let mut rows = generate_text_with_prefix(
         model,
         &[prompt_ids],
@@ -1462,15 +1608,47 @@ fn run_generation(
         println!();
     }
     let row = rows.remove(0);
-    let (ids, text) = (row.ids, row.text);
-    Ok((ids, text))
+    Ok((row.ids, Some(row.text)))
+}
+
+/// The tokenizer in a model directory; `None` when it has none and `required` is false.
+fn model_tokenizer(dir: &std::path::Path, required: bool) -> Result<Option<Tokenizer>, BoxError> {
+    match Tokenizer::from_dir(dir) {
+        Ok(t) => Ok(Some(t)),
+        Err(tilpass::tokenize::TokenizeError::MissingTokenizer { .. }) if !required => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints a generation: `{"ids", "prompt_ids", "text"}` with --json ("text" only with a
+/// tokenizer); else the text, or the ids space-separated without a tokenizer.
+fn print_generation(json_out: bool, ids: &[u32], prompt_ids: &[u32], text: Option<String>) {
+    if json_out {
+        let mut v = json!({"ids": ids, "prompt_ids": prompt_ids});
+        if let Some(t) = text {
+            v["text"] = json!(t);
+        }
+        print(&v);
+    } else if let Some(t) = text {
+        println!("{t}");
+    } else {
+        let words: Vec<String> = ids.iter().map(u32::to_string).collect();
+        println!("{}", words.join(" "));
+    }
 }
 
 fn generate_seq2seq_cmd(a: GenerateArgs) -> Result<(), BoxError> {
     let device = tilpass::device(&a.model.device)?;
     let model = with_adapter(Seq2SeqLm::load(&a.model.model, &device)?, &a.model)?;
-    let tok = Tokenizer::from_dir(&a.model.model)?;
-    let prompt_ids = tok.encode(&a.prompt, true)?;
+    let tok = model_tokenizer(&a.model.model, a.ids.is_none())?;
+    let prompt_ids = match (&a.ids, &tok, &a.prompt) {
+        (Some(ids), _, _) => ids.clone(),
+        (None, Some(tok), Some(p)) => tok.encode(p, true)?,
+        _ => return Err("give --prompt TEXT or --ids 1,2,3".into()),
+    };
+    if !a.sampling.stop.is_empty() {
+        return Err("--stop is implemented for decoders; encoder-decoders stop at EOS".into());
+    }
     let cfg = Seq2SeqConfig {
         max_new_tokens: a.sampling.max_new_tokens,
         num_beams: a.num_beams,
@@ -1485,48 +1663,58 @@ fn generate_seq2seq_cmd(a: GenerateArgs) -> Result<(), BoxError> {
     }
     let input = EncoderInput::right_padded(std::slice::from_ref(&prompt_ids), 0)?;
     let ids = generate_seq2seq(&model, &input, &cfg)?.remove(0);
-    let text = tok.decode(&ids, true)?;
-    if a.json {
-        print(&json!({"text": text, "ids": ids, "prompt_ids": prompt_ids}));
-    } else {
-        println!("{text}");
-    }
+    let text = tok.map(|t| t.decode(&ids, true)).transpose()?;
+    print_generation(a.json, &ids, &prompt_ids, text);
     Ok(())
 }
 
 fn generate_cmd(a: GenerateArgs) -> Result<(), BoxError> {
-    if is_seq2seq(&a.model.model)? {
-        return generate_seq2seq_cmd(a);
+    let kind = ModelKind::from_dir(&a.model.model)?;
+    match kind.head {
+        Head::Seq2SeqLm => return generate_seq2seq_cmd(a),
+        Head::CausalLm => {}
+        head => {
+            return Err(format!(
+                "{}: `generate` needs a causal LM or an encoder-decoder; this is {} ({})",
+                a.model.model.display(),
+                kind.class_name(),
+                head.describe()
+            )
+            .into());
+        }
     }
     if a.num_beams != 1 {
         return Err("--num-beams is implemented for encoder-decoder models (T5) only".into());
     }
     let (model, adapter) = load_model(&a.model)?;
-    let tok = Tokenizer::from_dir(&a.model.model)?;
-    let prompt_ids = if a.chat {
-        let t = tok.chat_template(a.sampling.chat_template.as_deref())?;
-        let msgs = [tilpass::data::Message::new(
-            tilpass::data::Role::User,
-            a.prompt.clone(),
-        )];
-        let opts = RenderOptions {
-            add_generation_prompt: true,
-            ..Default::default()
-        };
-        tok.encode(&t.render(&msgs, &opts)?.text, false)?
-    } else {
-        tok.encode(&a.prompt, true)?
+    let tok = model_tokenizer(&a.model.model, a.ids.is_none())?;
+    let prompt_ids = match (&a.ids, &tok, &a.prompt) {
+        (Some(ids), _, _) => ids.clone(),
+        (None, Some(tok), Some(p)) if a.chat => {
+            let t = tok.chat_template(a.sampling.chat_template.as_deref())?;
+            let msgs = [tilpass::data::Message::new(
+                tilpass::data::Role::User,
+                p.clone(),
+            )];
+            let opts = RenderOptions {
+                add_generation_prompt: true,
+                ..Default::default()
+            };
+            tok.encode(&t.render(&msgs, &opts)?.text, false)?
+        }
+        (None, Some(tok), Some(p)) => tok.encode(p, true)?,
+        _ => return Err("give --prompt TEXT or --ids 1,2,3".into()),
     };
     let (ids, text) = run_generation(
         &model,
         adapter.as_ref(),
-        &tok,
+        tok.as_ref(),
         prompt_ids.clone(),
         &a.sampling,
         !a.json,
     )?;
     if a.json {
-        print(&json!({"text": text, "ids": ids, "prompt_ids": prompt_ids}));
+        print_generation(true, &ids, &prompt_ids, text);
     }
     Ok(())
 }
@@ -1642,7 +1830,8 @@ fn judge_cmd(a: &metrics_cmd::MetricsArgs) -> Result<serde_json::Value, BoxError
             Some(c) => tok.encode(&c.render(&messages, &opts)?.text, false)?,
             None => tok.encode(prompt, true)?,
         };
-        let (_, text) = run_generation(&model, None, &tok, ids, &sampling, false)?;
+        let (_, text) = run_generation(&model, None, Some(&tok), ids, &sampling, false)?;
+        let text = text.unwrap_or_default();
         done += 1;
         eprint!("\rjudged {done}/{total}");
         Ok(text)
@@ -1686,7 +1875,15 @@ fn chat_cmd(a: ChatArgs) -> Result<(), BoxError> {
             ..Default::default()
         };
         let prompt = tok.encode(&template.render(&messages, &opts)?.text, false)?;
-        let (_, text) = run_generation(&model, adapter.as_ref(), &tok, prompt, &a.sampling, true)?;
+        let (_, text) = run_generation(
+            &model,
+            adapter.as_ref(),
+            Some(&tok),
+            prompt,
+            &a.sampling,
+            true,
+        )?;
+        let text = text.unwrap_or_default();
         messages.push(Message::new(Role::Assistant, text.trim().to_string()));
     }
     Ok(())

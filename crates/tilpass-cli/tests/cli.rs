@@ -187,18 +187,41 @@ fn bad_input_exits_2_with_one_line() {
     assert!(err.contains("/nonexistent/file.jsonl"), "{err}");
 }
 
+/// Max-abs difference of two equally long slices; infinity when either holds a NaN (or the
+/// two differ in an infinity), so that a broken output cannot pass a tolerance.
+fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    let mut worst = 0f32;
+    for (a, b) in got.iter().zip(want) {
+        if a.is_nan() || b.is_nan() {
+            return f32::INFINITY;
+        }
+        let d = if a == b { 0.0 } else { (a - b).abs() };
+        if d.is_nan() || d > worst {
+            worst = if d.is_nan() { f32::INFINITY } else { d };
+        }
+    }
+    worst
+}
+
+/// `v["logits"]` as numbers (a `null` — how JSON writes NaN — fails).
+fn logits_of(v: &Value) -> Vec<f32> {
+    v["logits"]
+        .as_array()
+        .expect("logits array")
+        .iter()
+        .map(|x| x.as_f64().expect("a finite number") as f32)
+        .collect()
+}
+
 /// Max-abs difference between `v["logits"]` and the first `n` values of `key` in
-/// `dir/expected.safetensors`.
+/// `dir/expected.safetensors` (`v` must hold exactly `n` values).
 fn logits_diff(v: &Value, dir: &Path, key: &str, n: usize) -> f32 {
-    let got: Vec<f32> = serde_json::from_value(v["logits"].clone()).unwrap();
     let want = tilpass::core::Checkpoint::open(dir.join("expected.safetensors"))
         .unwrap()
         .read_f32(key)
         .unwrap();
-    got.iter()
-        .zip(&want.data[..n])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max)
+    max_abs_diff(&logits_of(v), &want.data[..n])
 }
 
 fn fixture_dir(name: &str) -> std::path::PathBuf {
@@ -408,11 +431,7 @@ fn embed_prints_the_pooled_vector() {
         .unwrap()
         .read_f32("mean_pooled")
         .unwrap();
-    let max = got
-        .iter()
-        .zip(&want.data[64..128])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let max = max_abs_diff(&got, &want.data[64..128]);
     assert!(max <= 1e-5, "{max}");
     // Several texts: one JSON line each.
     let out = tilpass(&[
@@ -501,13 +520,7 @@ fn adapters_on_logits_info_and_merge() {
             .data[..12 * 256]
             .to_vec()
     };
-    let diff = |v: &Value, want: &[f32]| {
-        let got: Vec<f32> = serde_json::from_value(v["logits"].clone()).unwrap();
-        got.iter()
-            .zip(want)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max)
-    };
+    let diff = |v: &Value, want: &[f32]| max_abs_diff(&logits_of(v), want);
     let v = ok_json(&tilpass(&[
         "logits",
         "--model",
@@ -1123,4 +1136,402 @@ fn metrics_perplexity_equals_the_transformers_logits() {
         (bpb - nll / (bytes * std::f64::consts::LN_2)).abs() < 1e-4,
         "{bpb}"
     );
+}
+
+fn fixtures_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn rows_u32(v: &Value) -> Vec<Vec<u32>> {
+    serde_json::from_value(v.clone()).expect("rows of ids")
+}
+
+fn join(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A copy of a fixture directory (to edit its config or weights).
+fn copy_dir(src: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    dir
+}
+
+fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Map<String, Value>)) {
+    let p = dir.join("config.json");
+    let mut v = read_json(&p);
+    f(v.as_object_mut().unwrap());
+    std::fs::write(&p, v.to_string()).unwrap();
+}
+
+/// The encoder fixtures and every decoder fixture under tests/fixtures/models.
+fn logit_fixtures() -> Vec<std::path::PathBuf> {
+    let root = fixtures_root();
+    let mut dirs: Vec<_> = [
+        "bert_cls",
+        "bert_mlm",
+        "bert_tok",
+        "bert_multi",
+        "ltg_bert_cls",
+        "ltg_bert_mlm",
+        "t5_v1_0",
+        "t5_v1_1",
+        "nort5",
+    ]
+    .iter()
+    .map(|n| root.join("encoders").join(n))
+    .collect();
+    let mut models: Vec<_> = std::fs::read_dir(root.join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("config.json").is_file() && p.join("expected.safetensors").is_file())
+        .collect();
+    models.sort();
+    assert!(models.len() >= 4, "decoder fixtures: {models:?}");
+    dirs.extend(models);
+    dirs
+}
+
+/// Runs `tilpass logits` on every row of the fixture batch of `model` (its `inputs.json`:
+/// the row's unpadded tokens, its BERT token types, its decoder ids) and returns the worst
+/// max-abs difference from `key` of `expected_dir/expected.safetensors` over the row's real
+/// positions, after checking the printed shape.
+fn worst_row_diff(model: &Path, adapter: Option<&Path>, expected_dir: &Path, key: &str) -> f32 {
+    let inp = read_json(&model.join("inputs.json"));
+    let cfg = read_json(&model.join("config.json"));
+    let model_type = cfg["model_type"].as_str().unwrap_or("");
+    let ids = rows_u32(&inp["input_ids"]);
+    let mask = rows_u32(&inp["attention_mask"]);
+    let types = inp.get("token_type_ids").map(rows_u32);
+    let dec = inp.get("decoder_input_ids").map(rows_u32);
+    let want = tilpass::core::Checkpoint::open(expected_dir.join("expected.safetensors"))
+        .unwrap()
+        .read_f32(key)
+        .unwrap();
+    let batch = want.shape[0];
+    assert_eq!(batch, ids.len(), "{}", model.display());
+    let per_row = want.data.len() / batch;
+    let width = *want.shape.last().unwrap();
+    // The LTG-BERT reference sets the masked-LM logits of NorBERT3's special tokens (ids
+    // 0..=106) to -inf; tilpass returns the head's values, so those columns are skipped.
+    let ltg_mlm = matches!(model_type, "norbert" | "ltgbert" | "norbert3") && want.shape.len() == 3;
+    let mut worst = 0f32;
+    for r in 0..batch {
+        let keep: Vec<usize> = (0..mask[r].len()).filter(|&j| mask[r][j] == 1).collect();
+        let row_ids: Vec<u32> = keep.iter().map(|&j| ids[r][j]).collect();
+        let mut args: Vec<String> = vec![
+            "logits".into(),
+            "--model".into(),
+            model.display().to_string(),
+            "--ids".into(),
+            join(&row_ids),
+        ];
+        if let Some(a) = adapter {
+            args.extend(["--adapter".into(), a.display().to_string()]);
+        }
+        if let (Some(t), "bert") = (&types, model_type) {
+            let tt: Vec<u32> = keep.iter().map(|&j| t[r][j]).collect();
+            args.extend(["--token-type-ids".into(), join(&tt)]);
+        }
+        if let Some(d) = &dec {
+            args.extend(["--decoder-ids".into(), join(&d[r])]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let v = ok_json(&tilpass(&args));
+        let row = &want.data[r * per_row..(r + 1) * per_row];
+        let (shape, want_row): (Vec<usize>, Vec<f32>) = match want.shape.len() {
+            2 => (vec![1, width], row.to_vec()),
+            3 if dec.is_some() => (vec![1, want.shape[1], width], row.to_vec()),
+            3 => (
+                vec![1, keep.len(), width],
+                keep.iter()
+                    .flat_map(|&j| row[j * width..(j + 1) * width].iter().copied())
+                    .collect(),
+            ),
+            n => panic!("{}: logits of rank {n}", model.display()),
+        };
+        assert_eq!(
+            v["shape"],
+            serde_json::json!(shape),
+            "{} row {r}",
+            model.display()
+        );
+        let got = logits_of(&v);
+        let d = if ltg_mlm {
+            let cols = |x: &[f32]| -> Vec<f32> {
+                x.iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % width > 106)
+                    .map(|(_, v)| *v)
+                    .collect()
+            };
+            assert!(
+                want_row
+                    .iter()
+                    .enumerate()
+                    .all(|(i, v)| i % width > 106 || *v == f32::NEG_INFINITY),
+                "the reference masks ids 0..=106"
+            );
+            max_abs_diff(&cols(&got), &cols(&want_row))
+        } else {
+            max_abs_diff(&got, &want_row)
+        };
+        worst = worst.max(d);
+    }
+    worst
+}
+
+/// `tilpass logits` on every family and head equals transformers (the public modelling code
+/// for LTG-BERT and NorT5) on each row of the fixture batches.
+#[test]
+fn logits_of_every_fixture_model_match_the_reference() {
+    for dir in logit_fixtures() {
+        let d = worst_row_diff(&dir, None, &dir, "logits");
+        assert!(d <= 1e-4, "{}: max abs diff {d}", dir.display());
+    }
+}
+
+/// LoRA, prompt tuning and prefix tuning on a BERT classifier and on T5 through `--adapter`
+/// equal PEFT.
+#[test]
+fn encoder_and_t5_adapters_in_logits_match_peft() {
+    let root = fixtures_root();
+    for (model, adapter) in [
+        ("encoders/bert_cls", "peft/bert_cls_lora"),
+        ("encoders/bert_cls", "peft/bert_cls_prompt"),
+        ("encoders/bert_cls", "peft/bert_cls_prefix"),
+        ("encoders/t5_v1_1", "peft/t5_lora"),
+        ("encoders/t5_v1_1", "peft/t5_prompt"),
+        ("encoders/t5_v1_1", "peft/t5_prefix"),
+    ] {
+        let a = root.join(adapter);
+        let d = worst_row_diff(&root.join(model), Some(&a), &a, "logits");
+        assert!(d <= 1e-4, "{adapter}: max abs diff {d}");
+    }
+    // A prompt adapter on a model without a prompt-learning path here is refused.
+    let err = bad_input(&tilpass(&[
+        "logits",
+        "--model",
+        root.join("encoders/bert_mlm").to_str().unwrap(),
+        "--adapter",
+        root.join("peft/bert_cls_prompt").to_str().unwrap(),
+        "--ids",
+        "2,17,3",
+    ]));
+    assert!(err.contains("prompt-learning adapters"), "{err}");
+}
+
+/// `generate --ids` (no tokenizer in the fixture directories) equals transformers' greedy
+/// decoding: decoders' `greedy_single`, T5 / NorT5 `greedy` and `beam4` for row 0.
+#[test]
+fn generate_from_ids_matches_the_reference() {
+    let root = fixtures_root();
+    let mut checked = 0;
+    for dir in logit_fixtures() {
+        let inp = read_json(&dir.join("inputs.json"));
+        let (want, beams) = match (inp.get("greedy_single"), inp.get("greedy")) {
+            (Some(g), _) => (g[0].clone(), None),
+            (None, Some(g)) => (g[0].clone(), inp.get("beam4").map(|b| b[0].clone())),
+            (None, None) => continue,
+        };
+        let mask = rows_u32(&inp["attention_mask"]);
+        let row0: Vec<u32> = rows_u32(&inp["input_ids"])[0]
+            .iter()
+            .zip(&mask[0])
+            .filter(|(_, m)| **m == 1)
+            .map(|(t, _)| *t)
+            .collect();
+        let n = inp["max_new_tokens"].to_string();
+        let m = dir.to_str().unwrap();
+        let ids = join(&row0);
+        let v = ok_json(&tilpass(&[
+            "generate",
+            "--model",
+            m,
+            "--ids",
+            &ids,
+            "--max-new-tokens",
+            &n,
+            "--json",
+        ]));
+        assert_eq!(v["ids"], want, "{m}");
+        assert_eq!(v["prompt_ids"], serde_json::json!(row0), "{m}");
+        assert!(v.get("text").is_none(), "no tokenizer, no text: {v}");
+        if let Some(beams) = beams {
+            let v = ok_json(&tilpass(&[
+                "generate",
+                "--model",
+                m,
+                "--ids",
+                &ids,
+                "--max-new-tokens",
+                &n,
+                "--num-beams",
+                "4",
+                "--json",
+            ]));
+            assert_eq!(v["ids"], beams, "{m} beam search");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 7, "{checked} fixtures with generation results");
+    // Without --json and without a tokenizer: the new ids, space-separated.
+    let gpt2 = root.join("models/gpt2");
+    let inp = read_json(&gpt2.join("inputs.json"));
+    let want: Vec<u32> = serde_json::from_value(inp["greedy_single"][0].clone()).unwrap();
+    let out = tilpass(&[
+        "generate",
+        "--model",
+        gpt2.to_str().unwrap(),
+        "--ids",
+        &join(&rows_u32(&inp["input_ids"])[0]),
+        "--max-new-tokens",
+        &inp["max_new_tokens"].to_string(),
+    ]);
+    assert!(out.status.success());
+    let printed: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    assert_eq!(printed, want);
+}
+
+#[test]
+fn logits_and_generate_refuse_what_a_model_cannot_do() {
+    let root = fixtures_root();
+    let bert_mlm = root.join("encoders/bert_mlm");
+    let logits = |dir: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "logits",
+            "--model",
+            dir.to_str().unwrap(),
+            "--ids",
+            "2,17,42",
+        ];
+        args.extend_from_slice(extra);
+        tilpass(&args)
+    };
+    // A bare encoder has hidden states, not logits.
+    let bare = copy_dir(&bert_mlm);
+    edit_config(bare.path(), |c| {
+        c.insert("architectures".into(), serde_json::json!(["BertModel"]));
+    });
+    let err = bad_input(&logits(bare.path(), &[]));
+    assert!(
+        err.contains("BertModel") && err.contains("tilpass embed"),
+        "{err}"
+    );
+    // A class without a head here: named, with what BERT supports.
+    edit_config(bare.path(), |c| {
+        c.insert(
+            "architectures".into(),
+            serde_json::json!(["BertForQuestionAnswering"]),
+        );
+    });
+    let err = bad_input(&logits(bare.path(), &[]));
+    assert!(
+        err.contains("BertForQuestionAnswering") && err.contains("*ForTokenClassification"),
+        "{err}"
+    );
+    // No `architectures`: BERT loads as BertForMaskedLM (AutoModelForMaskedLM's class) ...
+    edit_config(bare.path(), |c| {
+        c.remove("architectures");
+    });
+    let d = worst_row_diff(bare.path(), None, &bert_mlm, "logits");
+    assert!(d <= 1e-4, "{d}");
+    // ... which a classifier checkpoint cannot be.
+    let cls = copy_dir(&root.join("encoders/bert_cls"));
+    edit_config(cls.path(), |c| {
+        c.remove("architectures");
+    });
+    let err = bad_input(&logits(cls.path(), &[]));
+    assert!(
+        err.contains("no `architectures`") && err.contains("BertForMaskedLM"),
+        "{err}"
+    );
+    // Flags of other families.
+    let err = bad_input(&logits(
+        &root.join("encoders/bert_cls"),
+        &["--decoder-ids", "0"],
+    ));
+    assert!(err.contains("decoder ids"), "{err}");
+    let llama = root.join("models/llama_gqa");
+    let err = bad_input(&logits(&llama, &["--token-type-ids", "0,0,0"]));
+    assert!(err.contains("token type ids are for BERT"), "{err}");
+    let err = bad_input(&logits(&bert_mlm, &["--token-type-ids", "0,1"]));
+    assert!(err.contains("2 token type ids for 3"), "{err}");
+    // generate needs a decoder or an encoder-decoder, and --prompt needs a tokenizer.
+    let err = bad_input(&tilpass(&[
+        "generate",
+        "--model",
+        root.join("encoders/bert_cls").to_str().unwrap(),
+        "--ids",
+        "2,17",
+    ]));
+    assert!(err.contains("`generate` needs a causal LM"), "{err}");
+    let err = bad_input(&tilpass(&[
+        "generate",
+        "--model",
+        llama.to_str().unwrap(),
+        "--prompt",
+        "Hei",
+    ]));
+    assert!(err.contains("no tokenizer found"), "{err}");
+    let err = bad_input(&tilpass(&[
+        "generate",
+        "--model",
+        llama.to_str().unwrap(),
+        "--ids",
+        "1,17",
+        "--stop",
+        "x",
+    ]));
+    assert!(err.contains("--stop needs the model's tokenizer"), "{err}");
+    // Exactly one of --prompt and --ids (clap's usage error, exit 2).
+    for args in [
+        vec!["generate", "--model", "m", "--prompt", "Hei", "--ids", "1"],
+        vec!["generate", "--model", "m"],
+    ] {
+        let out = tilpass(&args);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--ids") && err.contains("--prompt"), "{err}");
+    }
+}
+
+/// Sets the first value of an f32 tensor of a safetensors file to NaN.
+fn poison_tensor(file: &Path, name: &str) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(header[name]["dtype"], "F32", "{name}");
+    let start = 8 + n + header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+    bytes[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(file, bytes).unwrap();
+}
+
+#[test]
+fn non_finite_logits_exit_2() {
+    let dir = copy_dir(&fixtures_root().join("models/llama_gqa"));
+    poison_tensor(&dir.path().join("model.safetensors"), "model.norm.weight");
+    let err = bad_input(&tilpass(&[
+        "logits",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--ids",
+        "1,17,42",
+    ]));
+    assert!(err.contains("non-finite logits (NaN/inf)"), "{err}");
 }

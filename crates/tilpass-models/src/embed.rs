@@ -25,8 +25,21 @@ pub enum EncoderModel {
 }
 
 impl EncoderModel {
-    /// Loads an encoder directory, dispatching on `model_type` (or `architectures`).
+    /// Loads an encoder directory, dispatching on `model_type` (or `architectures`); the head
+    /// follows `architectures[0]`.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::load_as(dir, None, device)
+    }
+
+    /// [`Self::load`] with the head of `architecture` (a transformers class name such as
+    /// `BertForMaskedLM` or `NorbertForSequenceClassification`) instead of the one
+    /// `config.json` names; `None` keeps the config's. [`crate::AnyModel`] uses it to give a
+    /// config without `architectures` its default head.
+    pub fn load_as(
+        dir: impl AsRef<Path>,
+        architecture: Option<&str>,
+        device: &Device,
+    ) -> Result<Self> {
         let md = ModelDir::open(dir)?;
         let path = md.path().join(CONFIG_FILE).display().to_string();
         let model_type = md.model_type().unwrap_or("").to_string();
@@ -39,13 +52,19 @@ impl EncoderModel {
             || (model_type.is_empty()
                 && (arch.starts_with("Norbert") || arch.starts_with("LtgBert")));
         if model_type == "bert" {
-            let cfg: BertConfig = md.config()?;
+            let mut cfg: BertConfig = md.config()?;
+            if let Some(a) = architecture {
+                cfg.architectures = Some(vec![a.to_string()]);
+            }
             return Ok(Self::Bert(Box::new(Bert::load(
                 cfg, None, &ckpt, &path, device,
             )?)));
         }
         if is_ltg {
-            let cfg: LtgBertConfig = md.config()?;
+            let mut cfg: LtgBertConfig = md.config()?;
+            if let Some(a) = architecture {
+                cfg.architectures = Some(vec![a.to_string()]);
+            }
             return Ok(Self::LtgBert(Box::new(LtgBert::load(
                 cfg, &ckpt, &path, device,
             )?)));

@@ -16,6 +16,21 @@ pub enum ModelError {
         /// The supported ones.
         supported: String,
     },
+    /// `config.json`'s `architectures` names a class (a task head) tilpass does not implement
+    /// for that family.
+    #[error(
+        "{path}: unsupported architecture `{architecture}` (model_type `{model_type}`); supported for {model_type}: {supported}"
+    )]
+    UnsupportedArchitecture {
+        /// The config file.
+        path: String,
+        /// The class named in `architectures[0]`.
+        architecture: String,
+        /// The `model_type` found.
+        model_type: String,
+        /// The heads tilpass implements for this family.
+        supported: String,
+    },
     /// A config option tilpass does not implement.
     #[error("{path}: {message}")]
     UnsupportedConfig {

@@ -18,6 +18,9 @@
 //! - **Encoder-decoders** — [`T5`] (v1.0, T5.1.1 / mT5) and [`NorT5`] behind
 //!   [`Seq2SeqLm::load`], with a decoder cache and [`generate_seq2seq`] (greedy and
 //!   transformers' beam search).
+//! - **Any directory** — [`AnyModel::load`] picks the family from `model_type` and the task
+//!   head from `architectures` as transformers does ([`ModelKind`], [`Head`]), and
+//!   [`AnyModel::logits`] gives one sequence's logits whatever the head.
 //!
 //! ```no_run
 //! use tilpass_models::{EncoderInput, Seq2SeqConfig, Seq2SeqLm, SentenceEmbedder, generate_seq2seq};
@@ -35,6 +38,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auto;
 pub mod bert;
 pub mod config;
 pub mod decoder;
@@ -51,6 +55,7 @@ pub mod nort5;
 pub mod seq2seq;
 pub mod t5;
 
+pub use auto::{AnyModel, Family, Head, Logits, ModelKind, supported_model_types};
 pub use bert::{Bert, BertConfig, BertHeadKind};
 pub use config::{Gpt2Config, LlamaConfig, RopeParameters, TokenIds};
 pub use decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS, shifted_log_probs};
