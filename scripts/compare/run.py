@@ -246,6 +246,14 @@ def main():
         "are the medians over the rounds of each process's median. \"(1 thread)\": the reference "
         "library runs single-threaded Python whatever the setting.",
     ]
+    try:
+        busy = float(load_start) > max(1.0, 0.5 * (os.cpu_count() or 1))
+    except ValueError:
+        busy = False
+    if busy:
+        lines += ["", f"**Not a valid measurement: the load average was {load_start} before the first "
+                      "process started (other work on the machine, or the build just before). Rerun on a "
+                      "quiet machine.**"]
     if problems:
         lines += ["", "**The two sides disagreed:**", *[f"- {p}" for p in problems]]
     table = "\n".join(lines)
