@@ -1,5 +1,6 @@
-//! Benchmarks of tilpass; see `benches/`. Results and the Python comparison are recorded in
-//! `docs/benchmarks.md`.
+//! Benchmarks of tilpass: the criterion benches in `benches/` (for profiling) and
+//! `tilpass-compare` (`compare.rs`), the tilpass side of `scripts/compare/run.sh`, which
+//! produces the side-by-side ratios against the Python references in `docs/benchmarks.md`.
 
 /// Tells mimalloc to keep freed memory for reuse instead of purging it back to the OS: large
 /// tensors are freed and reallocated on every step, and re-faulting their zeroed pages cost

@@ -1,21 +1,29 @@
 #!/usr/bin/env python3
-"""The PyTorch reference for benches/benches/decoder.rs: the standard benchmark Llama
-(hidden 512, 8 layers, 8 heads, intermediate 1376, vocab 32000, random init) on the CPU with
-transformers: prefill of 512 tokens, greedy decode of 256 tokens after a 32-token prompt, and
-one decode step at cache lengths 16/128/512 of a 4-layer hidden-256 model.
+"""The PyTorch side of the decoder benchmarks of scripts/compare/run.sh (the tilpass side is
+`tilpass-compare decoder`, benches/compare.rs): the standard benchmark Llama of DESIGN.md
+(hidden 512, 8 layers, 8 heads, intermediate 1376, vocab 32000, random init, f32) with
+transformers on the CPU, as a user gets it (default attention implementation, sdpa):
 
-    .venv-models/bin/python scripts/compare/decoder.py
+- prefill_512: one forward of 512 tokens (all logits, no cache), under torch.no_grad();
+- greedy_decode_256: `generate(do_sample=False, min_new_tokens=256, max_new_tokens=256)` after a
+  32-token prompt at batch 1 (transformers' default DynamicCache);
+- decode_step_N (N = 16, 128, 512): one decode step of a 4-layer hidden-256 model from a cache
+  of N positions; the cache is filled once and deep-copied before the clock starts.
+
+    ~/.cache/tilpass-refenv/bin/python scripts/compare/decoder.py [--threads 2] [--bench prefill_512:1:5]
 """
 
-import json
-import os
-import statistics
-import time
+import copy
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from common import Run
+
+BENCHES = ["prefill_512", "greedy_decode_256", "decode_step_16", "decode_step_128", "decode_step_512"]
+run = Run("decoder", BENCHES)
 
 import torch  # noqa: E402
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+run.pin_torch(torch)
 
 
 def model(hidden, layers, heads, inter):
@@ -26,42 +34,35 @@ def model(hidden, layers, heads, inter):
     return LlamaForCausalLM(cfg).eval()
 
 
-def timeit(f, n):
-    f()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def prompt(n):
     return torch.tensor([[(i * 7919 + 13) % 32000 for i in range(n)]])
 
 
-results = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+names = run.names()
 with torch.no_grad():
-    m = model(512, 8, 8, 1376)
-    p512 = prompt(512)
-    t = timeit(lambda: m(input_ids=p512), 5)
-    results["prefill_512_tokens_s"] = t
-    results["prefill_tokens_per_s"] = 512 / t
-    p32 = prompt(32)
-    t = timeit(lambda: m.generate(input_ids=p32, attention_mask=torch.ones_like(p32), max_new_tokens=256,
-                                  min_new_tokens=256, do_sample=False, pad_token_id=0), 3)
-    results["decode_256_tokens_s"] = t
-    results["decode_tokens_per_s"] = 256 / t
-    small = model(256, 4, 4, 688)
-    for past in (16, 128, 512):
-        cache = DynamicCache()
-        small(input_ids=prompt(past), past_key_values=cache, use_cache=True)
-        step = torch.tensor([[7]])
+    standard = model(512, 8, 8, 1376) if any(not n.startswith("decode_step_") for n in names) else None
+    small = model(256, 4, 4, 688) if any(n.startswith("decode_step_") for n in names) else None
+    for name in names:
+        if name == "prefill_512":
+            p512 = prompt(512)
+            logits = run.time(name, 512, "tokens", lambda _: standard(input_ids=p512, use_cache=False).logits)
+            run.checks["prefill_logits_shape"] = list(logits.shape)
+        elif name == "greedy_decode_256":
+            p32 = prompt(32)
+            mask = torch.ones_like(p32)
+            out = run.time(name, 256, "tokens", lambda _: standard.generate(
+                input_ids=p32, attention_mask=mask, max_new_tokens=256, min_new_tokens=256, do_sample=False,
+                pad_token_id=0))
+            run.checks["decode_new_tokens"] = out.shape[1] - p32.shape[1]
+        else:
+            past = int(name.removeprefix("decode_step_"))
+            cache = DynamicCache(config=small.config)
+            small(input_ids=prompt(past), past_key_values=cache, use_cache=True)
+            step = torch.tensor([[7]])
+            pos = torch.tensor([[past]])
+            run.time(name, 1, "tokens",
+                     lambda c: small(input_ids=step, past_key_values=c, use_cache=True, position_ids=pos),
+                     setup=lambda: copy.deepcopy(cache))
 
-        def one():
-            import copy
-            c = copy.deepcopy(cache)
-            small(input_ids=step, past_key_values=c, use_cache=True,
-                  position_ids=torch.tensor([[past]]))
-        results[f"decode_step_at_{past}_s"] = timeit(one, 20)
-print(json.dumps(results, indent=1))
+run.extra["attn_implementation"] = (standard or small).config._attn_implementation
+run.emit(torch.get_num_threads(), ["torch", "transformers"])

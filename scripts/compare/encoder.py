@@ -1,34 +1,31 @@
 #!/usr/bin/env python3
-"""The sentence-transformers reference for benches/benches/encoder.rs: embed the first 1,000
-non-empty lines of ../shared/data/ud-norwegian/nob-dev.txt with all-MiniLM-L6-v2
-(artefacts/minilm), batch 32, on the CPU; prints the median of 5 runs and sentences/s.
+"""The sentence-transformers side of the encoder benchmark of scripts/compare/run.sh (the
+tilpass side is `tilpass-compare encoder`, benches/compare.rs): embed the first 1,000 non-empty
+lines of ../shared/data/ud-norwegian/nob-dev.txt with all-MiniLM-L6-v2 ($TILPASS_ARTEFACTS/minilm,
+default artefacts/minilm), `SentenceTransformer.encode(sentences, batch_size=32)` on the CPU:
+tokenization, length sorting, the forward, mean pooling and normalisation are timed; loading the
+model is not.
 
-    .venv-models/bin/python scripts/compare/encoder.py
+    ~/.cache/tilpass-refenv/bin/python scripts/compare/encoder.py [--threads 2] [--bench embed_1000:1:3]
 """
 
-import json
 import os
 import pathlib
-import statistics
-import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from common import Run
 
-import sentence_transformers  # noqa: E402
+run = Run("encoder", ["embed_1000"])
+
 import torch  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 
+run.pin_torch(torch)
 root = pathlib.Path(__file__).resolve().parents[2]
+art = pathlib.Path(os.environ.get("TILPASS_ARTEFACTS", root / "artefacts"))
 lines = (root / ".." / "shared" / "data" / "ud-norwegian" / "nob-dev.txt").read_text().splitlines()
-sentences = [l for l in lines if l.strip()][:1000]
-model = SentenceTransformer(str(root / "artefacts" / "minilm"), device="cpu")
-model.encode(sentences[:64], batch_size=32)
-times = []
-for _ in range(5):
-    t = time.perf_counter()
-    model.encode(sentences, batch_size=32)
-    times.append(time.perf_counter() - t)
-med = statistics.median(times)
-print(json.dumps({"sentence_transformers": sentence_transformers.__version__, "torch": torch.__version__,
-                  "threads": torch.get_num_threads(), "sentences": len(sentences),
-                  "median_s": med, "sentences_per_s": len(sentences) / med}, indent=1))
+sentences = [line for line in lines if line.strip()][:1000]
+model = SentenceTransformer(str(art / "minilm"), device="cpu")
+vectors = run.time("embed_1000", len(sentences), "sentences", lambda _: model.encode(sentences, batch_size=32))
+run.checks["embeddings"] = list(vectors.shape)
+run.extra["attn_implementation"] = model[0].auto_model.config._attn_implementation
+run.emit(torch.get_num_threads(), ["torch", "transformers", "sentence-transformers", "tokenizers"])

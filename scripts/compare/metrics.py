@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
-"""The Python reference for benches/benches/metrics.rs: sacrebleu 2.6.0 corpus BLEU and chrF on
-the same 10,000 Norwegian sentence pairs (median of 5 runs each; scores printed to check that
-both sides agree).
+"""The sacrebleu side of the metric benchmarks of scripts/compare/run.sh (the tilpass side is
+`tilpass-compare metrics`, benches/compare.rs): corpus BLEU and chrF (sacrebleu's defaults: 13a,
+exp smoothing; chrF2) of 10,000 Norwegian pairs — references: the shared Bokmål sentences
+(../shared/data/ud-norwegian/nob-dev.txt, cycled), hypotheses: the same with every fifth word
+dropped and the last two swapped. A fresh metric object per run, built before the clock starts
+(no cached references). sacrebleu is single-threaded; the scores are checked against tilpass's.
 
-    ~/.cache/tilpass-refenv/bin/python scripts/compare/metrics.py
-
-Run on the same machine as `cargo bench -p tilpass-benches --bench metrics`.
+    ~/.cache/tilpass-refenv/bin/python scripts/compare/metrics.py [--threads 2] [--bench corpus_bleu:1:5]
 """
 
 import pathlib
-import statistics
-import time
 
-from sacrebleu.metrics import BLEU, CHRF
+from common import Run
+
+run = Run("metrics", ["corpus_bleu", "corpus_chrf"])
+
+from sacrebleu.metrics import BLEU, CHRF  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 lines = (ROOT / ".." / "shared" / "data" / "ud-norwegian" / "nob-dev.txt").read_text().splitlines()
@@ -25,17 +28,8 @@ for i in range(10_000):
     hyps.append(" ".join(words))
     refs.append(r)
 
-
-def timed(make):
-    times = []
-    for _ in range(5):
-        metric = make()  # a fresh metric: no cached references or tokenizations
-        t = time.perf_counter()
-        score = metric.corpus_score(hyps, [refs])
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), score
-
-
-for name, make in [("corpus_bleu", BLEU), ("corpus_chrf", CHRF)]:
-    t, s = timed(make)
-    print(f"{name}: {t * 1000:.1f} ms (median of 5), score {s.score:.6f}")
+for name in run.names():
+    make = {"corpus_bleu": BLEU, "corpus_chrf": CHRF}[name]
+    score = run.time(name, len(hyps), "pairs", lambda metric: metric.corpus_score(hyps, [refs]), setup=make)
+    run.checks[f"{name}_score"] = f"{score.score:.6f}"
+run.emit(1, ["sacrebleu"])

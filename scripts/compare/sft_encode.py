@@ -1,23 +1,24 @@
 #!/usr/bin/env python3
-"""The Python reference for benches/benches/tokenize.rs: SFT encoding of 1,000 two-turn
-conversations (the `norsk` chat template, assistant-token masks from `{% generation %}` blocks,
-labels with -100), as TRL's SFTTrainer does it with transformers, on the Mistral tokenizer.
+"""The transformers side of the SFT-encoding benchmark of scripts/compare/run.sh (the tilpass
+side is `tilpass-compare sft_encode`, benches/compare.rs): 1,000 two-turn conversations of the
+shared Bokmål sentences, each rendered with the `norsk` chat template and tokenized with
+`apply_chat_template(..., return_assistant_tokens_mask=True)`, then labelled (-100 outside the
+assistant tokens), as TRL's SFTTrainer does, with the Mistral tokenizer loaded as a user loads
+it (`AutoTokenizer.from_pretrained($TILPASS_ARTEFACTS/mistral)`, default artefacts/mistral).
+Loading the tokenizer and reading the template are untimed; the loop is single-threaded Python
+(tokenizers encodes one string at a time).
 
-    .venv/bin/python scripts/compare/sft_encode.py      # prints conversations/s
-
-Run on the same machine as `cargo bench -p tilpass-benches --bench tokenize`.
+    ~/.cache/tilpass-refenv/bin/python scripts/compare/sft_encode.py [--threads 2] [--bench sft_encode_1000:1:5]
 """
 
-import json
 import os
 import pathlib
-import statistics
-import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from common import Run
 
-from tokenizers import Tokenizer  # noqa: E402
-from transformers import PreTrainedTokenizerFast  # noqa: E402
+run = Run("sft_encode", ["sft_encode_1000"])
+
+from transformers import AutoTokenizer  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ART = pathlib.Path(os.environ.get("TILPASS_ARTEFACTS", ROOT / "artefacts"))
@@ -29,17 +30,11 @@ convs = [
     ]
     for i in range(1000)
 ]
-cfg = json.loads((ART / "mistral" / "tokenizer_config.json").read_text())
-tok = PreTrainedTokenizerFast(
-    tokenizer_object=Tokenizer.from_file(str(ART / "mistral" / "tokenizer.json")),
-    bos_token="<s>",
-    eos_token="</s>",
-    unk_token="<unk>",
-)
+tok = AutoTokenizer.from_pretrained(str(ART / "mistral"))
 template = (ROOT / "crates" / "tilpass-tokenize" / "templates" / "norsk.jinja").read_text()
 
 
-def encode_all():
+def encode_all(_):
     out = []
     for conv in convs:
         enc = tok.apply_chat_template(
@@ -51,14 +46,7 @@ def encode_all():
     return out
 
 
-encode_all()  # warm-up (template compilation is cached)
-times = []
-for _ in range(5):
-    t = time.perf_counter()
-    encode_all()
-    times.append(time.perf_counter() - t)
-best, med = min(times), statistics.median(times)
-print(json.dumps({
-    "work": "SFT encode 1000 conversations (norsk template, Mistral tokenizer)",
-    "median_s": med, "best_s": best, "conversations_per_s": 1000 / med,
-}))
+examples = run.time("sft_encode_1000", len(convs), "conversations", encode_all)
+run.checks["tokens"] = sum(len(ids) for ids, _ in examples)
+run.checks["supervised_tokens"] = sum(sum(1 for x in labels if x != -100) for _, labels in examples)
+run.emit(1, ["transformers", "tokenizers"])

@@ -1,0 +1,516 @@
+//! `tilpass-compare`: the tilpass side of `scripts/compare/run.sh`. One process times one group
+//! of fixed-work benchmarks — the same work, inputs, warm-up and repetitions as the matching
+//! `scripts/compare/<group>.py` — and prints one JSON object on stdout. Setup (writing and
+//! loading the model, tokenizing, building the data, copying caches) is outside the timed
+//! region, and so is dropping each repetition's result (Python's side does the same).
+//!
+//! ```text
+//! tilpass-compare GROUP [--threads N] [--bench NAME[:WARMUP:REPS]]...
+//! GROUP: sft_encode | decoder | encoder | train | metrics
+//! ```
+//!
+//! Without `--bench`, every benchmark of the group runs with 1 warm-up and 3 repetitions.
+//! Built in release mode with mimalloc keeping freed memory, as the `tilpass` binary runs.
+
+/// The allocator the `tilpass` binary uses (see its `main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tilpass::burn::tensor::Device;
+use tilpass::data::{Message, Record, Role};
+use tilpass::metrics::{Bleu, Chrf};
+use tilpass::models::{
+    DecoderInput, DecoderLm, GenerateConfig, KvCache, SentenceEmbedder, generate_greedy,
+};
+use tilpass::peft::{LoraConfig, PeftModel};
+use tilpass::tokenize::{SftConfig, SftEncoder, Tokenizer};
+use tilpass::train::{
+    AdamW, AdamWConfig, LmBatch, causal_lm_loss, clip_global_norm, collect_grads,
+};
+use tilpass_benches::{Shape, write_random_llama};
+
+type Res<T> = Result<T, Box<dyn Error>>;
+
+/// The benchmarks of each group, in the order they run.
+const GROUPS: &[(&str, &[&str])] = &[
+    ("sft_encode", &["sft_encode_1000"]),
+    (
+        "decoder",
+        &[
+            "prefill_512",
+            "greedy_decode_256",
+            "decode_step_16",
+            "decode_step_128",
+            "decode_step_512",
+        ],
+    ),
+    ("encoder", &["embed_1000"]),
+    ("train", &["lora_sft_step"]),
+    ("metrics", &["corpus_bleu", "corpus_chrf"]),
+];
+
+/// One benchmark to run: its name, untimed warm-up runs and timed repetitions.
+struct Spec {
+    name: String,
+    warmup: usize,
+    reps: usize,
+}
+
+/// Collects the timings and checks of one process.
+struct Report {
+    benchmarks: Vec<Value>,
+    checks: serde_json::Map<String, Value>,
+}
+
+impl Report {
+    /// Runs `spec.warmup` untimed and `spec.reps` timed repetitions of `run(setup())`; only
+    /// `run` is timed (not `setup`, not dropping the result). `work` units of `unit` are done
+    /// per run. Returns the last run's result, for the checks.
+    fn time<S, T>(
+        &mut self,
+        spec: &Spec,
+        work: usize,
+        unit: &str,
+        mut setup: impl FnMut() -> Res<S>,
+        mut run: impl FnMut(S) -> Res<T>,
+    ) -> Res<T> {
+        let mut last = None;
+        let mut times = Vec::with_capacity(spec.reps);
+        for i in 0..spec.warmup + spec.reps {
+            let input = setup()?;
+            let start = Instant::now();
+            let out = run(input)?;
+            let t = start.elapsed().as_secs_f64();
+            if i >= spec.warmup {
+                times.push(t);
+            }
+            last = Some(out);
+        }
+        let mut sorted = times.clone();
+        sorted.sort_by(f64::total_cmp);
+        self.benchmarks.push(json!({
+            "name": spec.name, "work": work, "unit": unit, "warmup": spec.warmup,
+            "reps": spec.reps, "times_s": times, "median_s": median(&sorted),
+        }));
+        last.ok_or_else(|| format!("{}: no repetitions", spec.name).into())
+    }
+
+    fn check(&mut self, key: &str, v: Value) {
+        self.checks.insert(key.into(), v);
+    }
+}
+
+/// Median of sorted values (mean of the middle two for an even count), as Python's
+/// `statistics.median`.
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn artefacts() -> PathBuf {
+    std::env::var_os("TILPASS_ARTEFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("artefacts"))
+}
+
+/// The shared Bokmål sentences, one per line.
+fn nob_dev() -> Res<String> {
+    let path = root().join("../shared/data/ud-norwegian/nob-dev.txt");
+    std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()).into())
+}
+
+fn need_dir(dir: &Path) -> Res<()> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is missing: run scripts/fetch-artefacts.sh or set TILPASS_ARTEFACTS",
+            dir.display()
+        )
+        .into())
+    }
+}
+
+/// The token ids every decoder benchmark feeds: `(i * 7919 + 13) % vocab`.
+fn prompt(n: usize) -> Vec<u32> {
+    (0..n).map(|i| ((i * 7919 + 13) % 32000) as u32).collect()
+}
+
+fn flex() -> Res<Device> {
+    Ok(tilpass::device("flex")?)
+}
+
+/// Writes a random Llama checkpoint of `shape` into a temporary directory and loads it.
+fn llama(shape: &Shape, device: &Device) -> Res<(tempfile::TempDir, DecoderLm)> {
+    let dir = tempfile::tempdir()?;
+    write_random_llama(dir.path(), shape);
+    let model = DecoderLm::load(dir.path(), device)?;
+    Ok((dir, model))
+}
+
+const STANDARD: Shape = Shape {
+    hidden: 512,
+    layers: 8,
+    heads: 8,
+    inter: 1376,
+    vocab: 32000,
+};
+
+const SMALL: Shape = Shape {
+    hidden: 256,
+    layers: 4,
+    heads: 4,
+    inter: 688,
+    vocab: 32000,
+};
+
+/// 1,000 two-turn conversations of the shared sentences, the `norsk` template, the Mistral
+/// tokenizer: render + tokenize + assistant mask + labels (`SftEncoder::encode_all`).
+fn sft_encode(specs: &[Spec], r: &mut Report) -> Res<()> {
+    let text = nob_dev()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let records: Vec<Record> = (0..1000)
+        .map(|i| Record::Conversation {
+            messages: vec![
+                Message::new(Role::User, lines[(2 * i) % lines.len()]),
+                Message::new(Role::Assistant, lines[(2 * i + 1) % lines.len()]),
+            ],
+        })
+        .collect();
+    let dir = artefacts().join("mistral");
+    need_dir(&dir)?;
+    let tok = Tokenizer::from_dir(&dir)?;
+    let enc = SftEncoder::new(
+        &tok,
+        SftConfig {
+            chat_template: Some("norsk".into()),
+            ..Default::default()
+        },
+    )?;
+    for spec in specs {
+        let (examples, _) = r.time(
+            spec,
+            records.len(),
+            "conversations",
+            || Ok(()),
+            |()| Ok(enc.encode_all(&records)?),
+        )?;
+        let tokens: usize = examples.iter().map(|e| e.input_ids.len()).sum();
+        let supervised: usize = examples
+            .iter()
+            .map(|e| e.labels.iter().filter(|&&l| l != -100).count())
+            .sum();
+        r.check("tokens", json!(tokens));
+        r.check("supervised_tokens", json!(supervised));
+    }
+    Ok(())
+}
+
+/// Prefill and greedy decode of the standard model; one decode step of the small model at
+/// cache lengths 16/128/512 (the cache is filled and copied outside the timed region).
+fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
+    let device = flex()?;
+    let standard = if specs.iter().any(|s| !s.name.starts_with("decode_step_")) {
+        Some(llama(&STANDARD, &device)?)
+    } else {
+        None
+    };
+    let small = if specs.iter().any(|s| s.name.starts_with("decode_step_")) {
+        Some(llama(&SMALL, &device)?)
+    } else {
+        None
+    };
+    for spec in specs {
+        match spec.name.as_str() {
+            "prefill_512" => {
+                let (_, m) = standard.as_ref().ok_or("no model")?;
+                let input = DecoderInput::unpadded(&[prompt(512)])?;
+                let logits = r.time(
+                    spec,
+                    512,
+                    "tokens",
+                    || Ok(()),
+                    |()| Ok(m.forward(&input, None)?),
+                )?;
+                r.check("prefill_logits_shape", json!(logits.dims()));
+            }
+            "greedy_decode_256" => {
+                let (_, m) = standard.as_ref().ok_or("no model")?;
+                let cfg = GenerateConfig {
+                    max_new_tokens: 256,
+                    eos_token_ids: Some(vec![]),
+                    ..Default::default()
+                };
+                let p32 = vec![prompt(32)];
+                let out = r.time(
+                    spec,
+                    256,
+                    "tokens",
+                    || Ok(()),
+                    |()| Ok(generate_greedy(m, &p32, &cfg)?),
+                )?;
+                r.check("decode_new_tokens", json!(out[0].len()));
+            }
+            name => {
+                let past: usize = name
+                    .strip_prefix("decode_step_")
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| format!("unknown decoder benchmark {name}"))?;
+                let (_, m) = small.as_ref().ok_or("no model")?;
+                let mut cache = KvCache::new(m.num_layers());
+                m.forward(&DecoderInput::unpadded(&[prompt(past)])?, Some(&mut cache))?;
+                let step = DecoderInput {
+                    input_ids: vec![7],
+                    attention_mask: vec![1; past + 1],
+                    position_ids: vec![past as i64],
+                    batch: 1,
+                    seq: 1,
+                };
+                r.time(
+                    spec,
+                    1,
+                    "tokens",
+                    || Ok(cache.clone()),
+                    |mut c| Ok(m.forward(&step, Some(&mut c))?),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// all-MiniLM-L6-v2 sentence embeddings of the first 1,000 non-empty shared sentences, batch
+/// 32, tokenization included.
+fn encoder(specs: &[Spec], r: &mut Report) -> Res<()> {
+    let text = nob_dev()?;
+    let sentences: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(1000)
+        .collect();
+    let dir = artefacts().join("minilm");
+    need_dir(&dir)?;
+    let device = flex()?;
+    let embedder = SentenceEmbedder::load(&dir, &device)?;
+    let tok = Tokenizer::from_dir(&dir)?;
+    for spec in specs {
+        let vectors = r.time(
+            spec,
+            sentences.len(),
+            "sentences",
+            || Ok(()),
+            |()| {
+                let ids = sentences
+                    .iter()
+                    .map(|s| tok.encode(s, true))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(embedder.embed_ids(&ids, 32)?)
+            },
+        )?;
+        r.check("embeddings", json!([vectors.len(), vectors[0].len()]));
+    }
+    Ok(())
+}
+
+/// One LoRA SFT optimiser step (forward, causal-LM loss, backward, global-norm clipping at
+/// 1.0, AdamW at lr 1e-4 with PyTorch's default weight decay 0.01) of the standard model,
+/// r=16 alpha 32 on q/k/v/o, batch 4 × 256.
+fn train(specs: &[Spec], r: &mut Report) -> Res<()> {
+    let device = flex()?.autodiff();
+    let (_dir, base) = llama(&STANDARD, &device)?;
+    let mut peft = PeftModel::new(base);
+    let cfg = LoraConfig::new(16, 32.0, &["q_proj", "k_proj", "v_proj", "o_proj"]);
+    peft.add_adapter("default", &cfg, 0)?;
+    peft.freeze_base();
+    let (b, s) = (4usize, 256usize);
+    let ids = prompt(b * s);
+    let batch = LmBatch {
+        input: DecoderInput {
+            input_ids: ids.clone(),
+            attention_mask: vec![1; b * s],
+            position_ids: (0..b).flat_map(|_| 0..s as i64).collect(),
+            batch: b,
+            seq: s,
+        },
+        labels: ids.iter().map(|&t| i64::from(t)).collect(),
+    };
+    let mut opt = AdamW::new(AdamWConfig {
+        weight_decay: 0.01,
+        ..Default::default()
+    });
+    for spec in specs {
+        let loss = r.time(
+            spec,
+            b * s,
+            "tokens",
+            || Ok(()),
+            |()| {
+                let (loss, _) = causal_lm_loss(&peft, &batch)?;
+                let grads = loss.backward();
+                let mut params = peft.trainable_params_mut();
+                let mut gr = collect_grads(&params, &grads);
+                clip_global_norm(&mut gr, 1.0);
+                opt.step(&mut params, &gr, 1e-4);
+                Ok(loss.into_scalar::<f32>())
+            },
+        )?;
+        r.check("last_loss_finite", json!(loss.is_finite()));
+    }
+    Ok(())
+}
+
+/// sacrebleu-exact corpus BLEU and chrF of 10,000 pairs (a fresh metric per run, built
+/// outside the timed region).
+fn metrics(specs: &[Spec], r: &mut Report) -> Res<()> {
+    let text = nob_dev()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut hyps = Vec::new();
+    let mut refs = Vec::new();
+    for i in 0..10_000 {
+        let line = lines[i % lines.len()];
+        let mut words: Vec<&str> = line
+            .split(' ')
+            .enumerate()
+            .filter(|(j, _)| (i + j) % 5 != 0)
+            .map(|(_, w)| w)
+            .collect();
+        let n = words.len();
+        if n > 3 {
+            words.swap(n - 1, n - 2);
+        }
+        hyps.push(words.join(" "));
+        refs.push(Some(line.to_string()));
+    }
+    let refs = vec![refs];
+    for spec in specs {
+        let score = match spec.name.as_str() {
+            "corpus_bleu" => {
+                r.time(
+                    spec,
+                    hyps.len(),
+                    "pairs",
+                    || Ok(Bleu::default()),
+                    |m| Ok(m.corpus_score(&hyps, &refs)?),
+                )?
+                .score
+            }
+            "corpus_chrf" => {
+                r.time(
+                    spec,
+                    hyps.len(),
+                    "pairs",
+                    || Ok(Chrf::default()),
+                    |m| Ok(m.corpus_score(&hyps, &refs)?),
+                )?
+                .score
+            }
+            other => return Err(format!("unknown metrics benchmark {other}").into()),
+        };
+        r.check(
+            &format!("{}_score", spec.name),
+            json!(format!("{score:.6}")),
+        );
+    }
+    Ok(())
+}
+
+/// Parses `NAME[:WARMUP:REPS]`.
+fn parse_spec(s: &str, known: &[&str]) -> Res<Spec> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (name, warmup, reps) = match parts.as_slice() {
+        [n] => (*n, 1, 3),
+        [n, w, r] => (*n, w.parse()?, r.parse()?),
+        _ => return Err(format!("--bench {s}: expected NAME or NAME:WARMUP:REPS").into()),
+    };
+    if !known.contains(&name) {
+        return Err(format!("unknown benchmark {name}; this group has {known:?}").into());
+    }
+    if reps == 0 {
+        return Err(format!("--bench {s}: REPS must be at least 1").into());
+    }
+    Ok(Spec {
+        name: name.into(),
+        warmup,
+        reps,
+    })
+}
+
+fn run() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: tilpass-compare GROUP [--threads N] [--bench NAME[:WARMUP:REPS]]...";
+    let group = args.first().ok_or(usage)?.clone();
+    let known = GROUPS
+        .iter()
+        .find(|(g, _)| *g == group)
+        .map(|(_, b)| *b)
+        .ok_or_else(|| format!("unknown group {group}; {usage}"))?;
+    let mut specs = Vec::new();
+    let mut threads = None;
+    let mut it = args[1..].iter();
+    while let Some(a) = it.next() {
+        let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--bench" => specs.push(parse_spec(v, known)?),
+            "--threads" => threads = Some(v.parse::<usize>()?),
+            _ => return Err(format!("unknown argument {a}; {usage}").into()),
+        }
+    }
+    if specs.is_empty() {
+        specs = known
+            .iter()
+            .map(|n| parse_spec(n, known))
+            .collect::<Res<_>>()?;
+    }
+    if let Some(n) = threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()?;
+    }
+    tilpass_benches::keep_freed_memory();
+    let mut report = Report {
+        benchmarks: Vec::new(),
+        checks: serde_json::Map::new(),
+    };
+    match group.as_str() {
+        "sft_encode" => sft_encode(&specs, &mut report)?,
+        "decoder" => decoder(&specs, &mut report)?,
+        "encoder" => encoder(&specs, &mut report)?,
+        "train" => train(&specs, &mut report)?,
+        _ => metrics(&specs, &mut report)?,
+    }
+    println!(
+        "{}",
+        json!({
+            "side": "tilpass",
+            "group": group,
+            "threads": rayon::current_num_threads(),
+            "versions": {"tilpass": env!("CARGO_PKG_VERSION")},
+            "benchmarks": report.benchmarks,
+            "checks": report.checks,
+        })
+    );
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tilpass-compare: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Runs every benchmark of docs/benchmarks.md on both sides, alternately, for several rounds,
+and prints one side-by-side markdown table. Called by scripts/compare/run.sh, which builds
+`tilpass-compare` first; run that instead of this file.
+
+Each round runs, for every group (sft_encode, decoder, encoder, train, metrics), the Python
+script `scripts/compare/<group>.py` and `tilpass-compare <group>` as two fresh processes, the
+order alternating between groups and rounds. Both get the same thread count (`--threads` and
+OMP/MKL/OpenBLAS/Rayon variables) and the same benchmark list with the same warm-up and
+repetition counts (PLAN below); each process reports the median of its timed repetitions. The
+ratio of a round is reference time / tilpass time (> 1: tilpass is faster); the table gives the
+median and range of those ratios over the rounds, and each side's median over the rounds.
+Values both sides compute (generated-token counts, scores, token counts, shapes) must agree, or
+the run fails.
+
+Standard library only.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+# group, benchmark, warm-up runs, timed repetitions per process, title, reference library.
+PLAN = [
+    ("sft_encode", "sft_encode_1000", 1, 5, "SFT encoding of 1,000 conversations",
+     "transformers + TRL-style labels"),
+    ("decoder", "prefill_512", 1, 5, "prefill 512 tokens", "PyTorch + transformers"),
+    ("decoder", "greedy_decode_256", 1, 3, "greedy decode 256 tokens after 32, KV cache",
+     "PyTorch + transformers"),
+    ("decoder", "decode_step_16", 2, 20, "one decode step, hidden 256 / 4 layers, cache of 16",
+     "PyTorch + transformers"),
+    ("decoder", "decode_step_128", 2, 20, "same, cache of 128", "PyTorch + transformers"),
+    ("decoder", "decode_step_512", 2, 20, "same, cache of 512", "PyTorch + transformers"),
+    ("encoder", "embed_1000", 1, 3, "all-MiniLM-L6-v2 embeddings of 1,000 sentences, batch 32",
+     "sentence-transformers"),
+    ("train", "lora_sft_step", 1, 5, "LoRA SFT step, 4 × 256 tokens", "PyTorch + PEFT"),
+    ("metrics", "corpus_bleu", 1, 5, "corpus BLEU, 10,000 pairs", "sacrebleu"),
+    ("metrics", "corpus_chrf", 1, 5, "corpus chrF, 10,000 pairs", "sacrebleu"),
+]
+GROUPS = list(dict.fromkeys(p[0] for p in PLAN))
+
+
+def fmt_time(s):
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.1f} ms" if s >= 0.01 else f"{s * 1e3:.2f} ms"
+    return f"{s * 1e6:.0f} µs"
+
+
+def fmt_rate(x):
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def machine():
+    cpu = "?"
+    mem = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 2**20:.0f} GiB"
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cores} × {cpu}, {mem}, {platform.system()} {platform.release()}"
+
+
+def load():
+    try:
+        return open("/proc/loadavg").read().split()[0]
+    except OSError:
+        return "?"
+
+
+def locked_version(crate):
+    lock = (ROOT / "Cargo.lock").read_text()
+    m = re.search(r'name = "' + re.escape(crate) + r'"\nversion = "([^"]+)"', lock)
+    return m.group(1) if m else "?"
+
+
+def run_side(cmd, env, log):
+    start = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    with open(log, "a") as f:
+        f.write(f"$ {' '.join(cmd)}\n{p.stderr}\n")
+    if p.returncode != 0:
+        sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-3000:]}")
+    try:
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        sys.exit(f"no JSON from {' '.join(cmd)}:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    out["wall_s"] = time.time() - start
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rust-bin", required=True, help="the built tilpass-compare")
+    ap.add_argument("--python", default=os.environ.get("TILPASS_REF_PYTHON",
+                                                     str(pathlib.Path.home() / ".cache/tilpass-refenv/bin/python")))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="default: the cores this process may use")
+    ap.add_argument("--only", default="", help="comma-separated groups or benchmarks (default: all)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: 1 round, 1 warm-up and 1 repetition (3 for decode steps)")
+    ap.add_argument("--out", default=None, help="directory for the raw JSON, logs and table")
+    a = ap.parse_args()
+
+    threads = a.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    rounds = 1 if a.quick else a.rounds
+    if rounds < 1:
+        sys.exit("--rounds must be at least 1")
+    only = {s for s in a.only.split(",") if s}
+    unknown = only - {p[0] for p in PLAN} - {p[1] for p in PLAN}
+    if unknown:
+        sys.exit(f"--only: unknown {sorted(unknown)}; groups {GROUPS}, benchmarks {[p[1] for p in PLAN]}")
+    plan = [p for p in PLAN if not only or p[0] in only or p[1] in only]
+    if a.quick:
+        plan = [(g, b, 1, 3 if b.startswith("decode_step_") else 1, t, r) for g, b, _, _, t, r in plan]
+    groups = [g for g in GROUPS if any(p[0] == g for p in plan)]
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = pathlib.Path(a.out or ROOT / "target" / "compare" / stamp)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / "stderr.log"
+
+    env = dict(os.environ)
+    env["HF_HUB_OFFLINE"] = "1"
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
+        env[var] = str(threads)
+
+    load_start = load()
+    results = []  # (round, side, report)
+    t0 = time.time()
+    for r in range(rounds):
+        for gi, group in enumerate(groups):
+            benches = []
+            for g, b, w, n, _, _ in plan:
+                if g == group:
+                    benches += ["--bench", f"{b}:{w}:{n}"]
+            py = [a.python, str(ROOT / "scripts" / "compare" / f"{group}.py"), "--threads", str(threads), *benches]
+            rs = [a.rust_bin, group, "--threads", str(threads), *benches]
+            order = [("python", py), ("tilpass", rs)]
+            if (r + gi) % 2 == 1:
+                order.reverse()
+            for side, cmd in order:
+                rep = run_side(cmd, env, log)
+                results.append((r, side, rep))
+                print(f"round {r + 1}/{rounds} {group:<10} {side:<7} {rep['wall_s']:6.1f} s  "
+                      + ", ".join(f"{b['name']} {fmt_time(b['median_s'])}" for b in rep["benchmarks"]),
+                      file=sys.stderr, flush=True)
+    elapsed = time.time() - t0
+    load_end = load()
+    (out_dir / "results.json").write_text(json.dumps(
+        [{"round": r + 1, "side": s, **rep} for r, s, rep in results], indent=1))
+
+    # Both sides must have done the same work.
+    problems = []
+    for r in range(rounds):
+        for group in groups:
+            reps = {s: rep for rr, s, rep in results if rr == r and rep["group"] == group}
+            py, rs = reps["python"]["checks"], reps["tilpass"]["checks"]
+            for k in sorted(set(py) & set(rs)):
+                if py[k] != rs[k]:
+                    problems.append(f"round {r + 1} {group}: {k} python={py[k]} tilpass={rs[k]}")
+            if reps["tilpass"]["threads"] != threads:
+                problems.append(f"round {r + 1} {group}: tilpass ran {reps['tilpass']['threads']} threads")
+
+    def median_time(r, side, bench):
+        for rr, s, rep in results:
+            if rr == r and s == side:
+                for b in rep["benchmarks"]:
+                    if b["name"] == bench:
+                        return b["median_s"], b["work"], b["unit"], rep
+        raise KeyError(bench)
+
+    versions = {}
+    py_threads = {}
+    attn = set()
+    for _, s, rep in results:
+        if s == "python":
+            versions.update(rep["versions"])
+            py_threads[rep["group"]] = rep["threads"]
+            if "attn_implementation" in rep:
+                attn.add(rep["attn_implementation"])
+
+    commit = sh(["git", "rev-parse", "--short=12", "HEAD"])
+    if sh(["git", "status", "--porcelain", "--untracked-files=no"]) not in ("", "?"):
+        commit += " (with uncommitted changes)"
+    lines = [
+        f"Measured {datetime.date.today().isoformat()} with `scripts/compare/run.sh "
+        + ("--quick" if a.quick else f"--rounds {rounds}") + f" --threads {threads}"
+        + (f" --only {a.only}" if only else "") + "`",
+        "",
+        f"- commit {commit}; machine: {machine()}; load average {load_start} at the start, {load_end} at the end",
+        f"- {rounds} round(s), both sides alternating, each side a fresh process per round; "
+        f"{threads} thread(s) pinned on both sides; {elapsed / 60:.1f} min",
+        f"- tilpass {locked_version('tilpass')} (burn {locked_version('burn')}, Flex, release, mimalloc), "
+        f"{sh(['rustc', '-V'])}",
+        "- reference: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+        + (f"; attention: {', '.join(sorted(attn))}" if attn else "")
+        + f"; {sh([a.python, '-V'])}",
+        "",
+        "| work | reference | reference (median) | tilpass (median) | ratio, median | ratio, range | runs per process |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for g, b, w, n, title, ref in plan:
+        ratios, py_t, rs_t = [], [], []
+        for r in range(rounds):
+            tp, work, unit, _ = median_time(r, "python", b)
+            tr, _, _, _ = median_time(r, "tilpass", b)
+            py_t.append(tp)
+            rs_t.append(tr)
+            ratios.append(tp / tr)
+        mp, mr = statistics.median(py_t), statistics.median(rs_t)
+        ref_label = ref + (" (1 thread)" if py_threads.get(g) == 1 and threads != 1 else "")
+        lines.append(
+            f"| {title} | {ref_label} | {fmt_time(mp)} ({fmt_rate(work / mp)} {unit}/s) "
+            f"| {fmt_time(mr)} ({fmt_rate(work / mr)} {unit}/s) | {statistics.median(ratios):.2f}× "
+            f"| {min(ratios):.2f}–{max(ratios):.2f}× | {w} warm-up + {n} timed |")
+    lines += [
+        "",
+        "Ratio = reference time / tilpass time per round (> 1: tilpass is faster); the absolute figures "
+        "are the medians over the rounds of each process's median. \"(1 thread)\": the reference "
+        "library runs single-threaded Python whatever the setting.",
+    ]
+    try:
+        busy = float(load_start) > max(1.0, 0.5 * (os.cpu_count() or 1))
+    except ValueError:
+        busy = False
+    if busy:
+        lines += ["", f"**Not a valid measurement: the load average was {load_start} before the first "
+                      "process started (other work on the machine, or the build just before). Rerun on a "
+                      "quiet machine.**"]
+    if problems:
+        lines += ["", "**The two sides disagreed:**", *[f"- {p}" for p in problems]]
+    table = "\n".join(lines)
+    (out_dir / "table.md").write_text(table + "\n")
+    print(table)
+    print(f"\n(raw results, logs and this table in {out_dir})", file=sys.stderr)
+    if problems:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
