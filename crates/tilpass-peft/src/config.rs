@@ -239,8 +239,10 @@ impl LoraConfig {
     pub fn write(&self, dir: impl AsRef<Path>) -> Result<()> {
         let mut cfg = self.clone();
         cfg.inference_mode = true;
-        let v = serde_json::to_value(&cfg).map_err(|e| PeftError::Config(e.to_string()))?;
-        // serde_json's map is ordered by key, as `json.dumps(sort_keys=True)`.
+        let mut v = serde_json::to_value(&cfg).map_err(|e| PeftError::Config(e.to_string()))?;
+        // PEFT writes `json.dumps(..., indent=2, sort_keys=True)`; the workspace's serde_json
+        // keeps insertion order (`preserve_order`), so sort explicitly.
+        v.sort_all_objects();
         let text =
             serde_json::to_string_pretty(&v).map_err(|e| PeftError::Config(e.to_string()))?;
         tilpass_core::write_atomic(dir.as_ref().join(ADAPTER_CONFIG), text.as_bytes())?;
