@@ -273,6 +273,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_config_is_written_with_sorted_keys_as_peft_does() {
+        let mut c = LoraConfig::new(4, 8.0, &["v_proj", "q_proj"]);
+        c.other.insert("zeta_field".into(), Value::Bool(true));
+        c.other
+            .insert("auto_mapping".into(), serde_json::json!({"b": 1, "a": 2}));
+        let dir = tempfile::tempdir().unwrap();
+        c.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(ADAPTER_CONFIG)).unwrap();
+        let keys: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("  \"")) // top-level keys (2-space indent)
+            .map(|l| l.trim().split('"').nth(1).unwrap().to_string())
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert!(keys.len() > 10 && keys.contains(&"zeta_field".to_string()));
+        assert!(
+            text.find("\"a\"").unwrap() < text.find("\"b\"").unwrap(),
+            "nested too"
+        );
+        // Lists keep their order; only object keys are sorted.
+        assert!(text.find("\"v_proj\"").unwrap() < text.find("\"q_proj\"").unwrap());
+        assert_eq!(LoraConfig::read(dir.path()).unwrap().r, 4);
+    }
+
+    #[test]
     fn scales_follow_peft() {
         let mut c = LoraConfig::new(8, 16.0, &["q_proj"]);
         assert_eq!(
