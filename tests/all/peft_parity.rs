@@ -87,13 +87,61 @@ fn writing_round_trips() -> bool {
     std::env::var("TILPASS_WRITE_PEFT_ROUNDTRIP").is_ok_and(|v| v == "1")
 }
 
-fn sha256_hex(path: &std::path::Path) -> String {
+/// The sha256 of a file, in hex.
+pub fn sha256_hex(path: &std::path::Path) -> String {
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Fails when a file of the base model fixture a reference was made from (`record["base"]`,
+/// relative to tests/fixtures) changed since: `record["base_sha256"]` maps file names to the
+/// sha256 the generator saw. `regenerate` says how to make the reference again.
+pub fn assert_base_unchanged(record: &Value, what: &str, regenerate: &str) {
+    let base = record["base"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: no base"));
+    let files = record["base_sha256"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: no base_sha256"));
+    assert!(files.contains_key("config.json"), "{what}: base_sha256");
+    for (f, sha) in files {
+        let got = sha256_hex(&fixture_path(&format!("{base}/{f}")));
+        assert_eq!(
+            Some(got.as_str()),
+            sha.as_str(),
+            "tests/fixtures/{base}/{f} changed after {what} was made from it: {regenerate}"
+        );
+    }
+}
+
+#[test]
+fn peft_fixtures_were_made_from_the_current_base_models() {
+    const REGENERATE: &str = "python tests/fixtures/generate_peft.py";
+    let mut cases: Vec<_> = std::fs::read_dir(fixture_path("peft"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("info.json").is_file())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 17, "{cases:?}");
+    for dir in cases {
+        let case = dir.file_name().unwrap().to_string_lossy().to_string();
+        let info = fixture_json(&format!("peft/{case}/info.json"));
+        assert_base_unchanged(&info, &format!("peft/{case}"), REGENERATE);
+    }
+    let count = fixture_json("peft/llama_r16_qkvo_count.json");
+    assert_base_unchanged(&count, "peft/llama_r16_qkvo_count.json", REGENERATE);
+    // The round trips: tilpass trained them on the base, PEFT loaded them on it.
+    let record = fixture_json(VERIFIED);
+    let cases = record["cases"].as_object().expect("cases");
+    assert_eq!(cases.len(), ROUNDTRIP.len() + PROMPT_ROUNDTRIP.len());
+    for (case, entry) in cases {
+        assert_base_unchanged(entry, &format!("peft/roundtrip/{case}"), REVERIFY);
+    }
 }
 
 /// Fails unless each of `files` in `dir` (just written by tilpass) has the sha256 that

@@ -197,6 +197,20 @@ fn five_lora_sft_steps_match_pytorch_and_peft() {
     assert!(d64 <= 1e-6, "final adapter vs float64: {d64:e}");
 }
 
+#[test]
+fn the_references_were_made_from_the_current_base_model() {
+    for what in [
+        "train/lora_sft/reference.json",
+        "train/full_sft/reference.json",
+    ] {
+        crate::peft_parity::assert_base_unchanged(
+            &fixture_json(what),
+            what,
+            "python tests/fixtures/generate_train.py",
+        );
+    }
+}
+
 fn reference_batches() -> Vec<tilpass::train::LmBatch> {
     let file = fixture_json("train/lora_sft/batches.json");
     let batches = file["batches"].as_array().expect("batches");
