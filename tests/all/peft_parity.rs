@@ -81,6 +81,14 @@ const VERIFIED: &str = "peft/roundtrip/verified.json";
 const REVERIFY: &str = "TILPASS_WRITE_PEFT_ROUNDTRIP=1 cargo test -p tilpass-tests -- \
      peft_parity && python tests/fixtures/generate_peft.py --verify tests/fixtures/peft/roundtrip";
 
+/// tilpass's logits from a round-trip adapter vs PEFT's from the same files, absolute (DESIGN.md
+/// allows 1e-4). Measured 5.4e-7 to 7.2e-7 (flex) and up to 8.3e-7 (wgpu).
+const ROUND_TRIP_LOGITS: f32 = 4e-6;
+/// A round-trip adapter trained again (one SGD step from a seeded init) vs the committed one
+/// PEFT verified, absolute. Measured 0 on flex (the committed files were made on flex), up to
+/// 2.4e-7 on wgpu.
+const ROUND_TRIP_WEIGHTS: f32 = 1e-6;
+
 /// Whether this run rewrites tests/fixtures/peft/roundtrip (then the checks against the
 /// verification record wait for the next verification run).
 fn writing_round_trips() -> bool {
@@ -592,9 +600,8 @@ fn a_training_step_moves_only_the_adapters_and_round_trips() {
             &committed.join("adapter_model.safetensors"),
         );
         eprintln!("measured {case}: trained adapter vs committed, max abs {d:.2e}");
-        // Measured 0 on flex (the committed files were made on flex).
         assert!(
-            d <= 1e-5,
+            d <= ROUND_TRIP_WEIGHTS,
             "{case}: the trained adapter moved from the verified one by {d}"
         );
     }
@@ -619,7 +626,7 @@ fn committed_round_trip_adapters_give_peft_s_logits() {
         assert_eq!(want.shape, [2, input.seq, 256], "{case}");
         let d = max_diff(&got, &want.data, |i| mask[i / 256] == 1);
         eprintln!("measured {case}: tilpass vs PEFT on tilpass's files, logits max abs {d:.2e}");
-        assert!(d <= 1e-4, "{case}: {d}");
+        assert!(d <= ROUND_TRIP_LOGITS, "{case}: {d}");
     }
 }
 
@@ -839,8 +846,10 @@ fn prompt_adapters_train_and_round_trip() {
         for f in files {
             let d = max_tensor_diff(&dir.path().join(f), &committed.join(f));
             eprintln!("measured {case}/{f}: trained vs committed, max abs {d:.2e}");
-            // Measured 0 on flex (the committed files were made on flex).
-            assert!(d <= 1e-5, "{case}/{f}: moved from the verified one by {d}");
+            assert!(
+                d <= ROUND_TRIP_WEIGHTS,
+                "{case}/{f}: moved from the verified one by {d}"
+            );
         }
     }
 }
@@ -869,7 +878,7 @@ fn committed_prompt_round_trips_give_peft_s_logits() {
         };
         let d = max_diff(&got, &want.data, keep);
         eprintln!("measured {case}: tilpass vs PEFT on tilpass's files, logits max abs {d:.2e}");
-        assert!(d <= 1e-4, "{case}: {d}");
+        assert!(d <= ROUND_TRIP_LOGITS, "{case}: {d}");
     }
 }
 
