@@ -563,12 +563,44 @@ pub fn save_safetensors<'a>(
         .collect();
     let mut meta = metadata.unwrap_or_default();
     meta.entry("format".into()).or_insert_with(|| "pt".into());
-    let bytes = safetensors::serialize(encoded.iter().map(|(n, e)| (n.as_str(), e)), Some(meta))
-        .map_err(|e| Error::Safetensors {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let mut bytes =
+        safetensors::serialize(encoded.iter().map(|(n, e)| (n.as_str(), e)), Some(meta)).map_err(
+            |e| Error::Safetensors {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            },
+        )?;
+    sort_metadata_keys(&mut bytes);
     write_atomic_with(path, |f| std::io::Write::write_all(f, &bytes))
+}
+
+/// safetensors writes `__metadata__` in `HashMap` order, which changes from run to run when
+/// there are several entries: rewrite the header with the metadata keys sorted (the same
+/// length, so offsets and padding stay), so that equal tensors and metadata give equal bytes.
+fn sort_metadata_keys(bytes: &mut [u8]) {
+    let Some(n) = bytes
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(|b| u64::from_le_bytes(b) as usize)
+    else {
+        return;
+    };
+    let Some(header) = bytes.get(8..8 + n) else {
+        return;
+    };
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return;
+    };
+    match v.get_mut("__metadata__").and_then(|m| m.as_object_mut()) {
+        Some(meta) if meta.len() > 1 => meta.sort_keys(),
+        _ => return,
+    }
+    if let Ok(text) = serde_json::to_vec(&v)
+        && text.len() <= n
+    {
+        bytes[8..8 + text.len()].copy_from_slice(&text);
+        bytes[8 + text.len()..8 + n].fill(b' ');
+    }
 }
 
 /// Writes tensors as a sharded checkpoint in `dir`: `model-0000i-of-0000N.safetensors` files of
@@ -626,6 +658,38 @@ pub fn save_sharded<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_is_written_in_key_order_so_equal_inputs_give_equal_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let x = t(&[2, 3], 0.5);
+        let mut files = Vec::new();
+        for i in 0..8 {
+            // A fresh HashMap each time: its iteration order changes between instances.
+            let meta: HashMap<String, String> = ["step", "zeta", "alpha", "format", "mid"]
+                .iter()
+                .map(|k| (k.to_string(), format!("{k}-value")))
+                .collect();
+            let p = dir.path().join(format!("{i}.safetensors"));
+            save_safetensors(&p, [("x", &x)], SaveDtype::F32, Some(meta)).unwrap();
+            files.push(std::fs::read(&p).unwrap());
+        }
+        assert!(files.iter().all(|f| f == &files[0]), "byte-identical");
+        let n = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&files[0][8..8 + n]).unwrap();
+        let at = |k: &str| header.find(&format!("\"{k}\"")).unwrap();
+        assert!(
+            at("alpha") < at("format") && at("format") < at("mid"),
+            "{header}"
+        );
+        assert!(
+            at("mid") < at("step") && at("step") < at("zeta"),
+            "{header}"
+        );
+        let back = Checkpoint::open(dir.path().join("0.safetensors")).unwrap();
+        assert_eq!(back.read_f32("x").unwrap().data, x.data);
+        assert_eq!(back.metadata()["step"], "step-value");
+    }
 
     fn t(shape: &[usize], start: f32) -> HostTensor {
         let n: usize = shape.iter().product();

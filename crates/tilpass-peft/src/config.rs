@@ -239,8 +239,10 @@ impl LoraConfig {
     pub fn write(&self, dir: impl AsRef<Path>) -> Result<()> {
         let mut cfg = self.clone();
         cfg.inference_mode = true;
-        let v = serde_json::to_value(&cfg).map_err(|e| PeftError::Config(e.to_string()))?;
-        // serde_json's map is ordered by key, as `json.dumps(sort_keys=True)`.
+        let mut v = serde_json::to_value(&cfg).map_err(|e| PeftError::Config(e.to_string()))?;
+        // PEFT writes `json.dumps(..., indent=2, sort_keys=True)`; the workspace's serde_json
+        // keeps insertion order (`preserve_order`), so sort explicitly.
+        v.sort_all_objects();
         let text =
             serde_json::to_string_pretty(&v).map_err(|e| PeftError::Config(e.to_string()))?;
         tilpass_core::write_atomic(dir.as_ref().join(ADAPTER_CONFIG), text.as_bytes())?;
@@ -269,6 +271,33 @@ pub fn default_targets(model_type: &str) -> Option<Vec<&'static str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_config_is_written_with_sorted_keys_as_peft_does() {
+        let mut c = LoraConfig::new(4, 8.0, &["v_proj", "q_proj"]);
+        c.other.insert("zeta_field".into(), Value::Bool(true));
+        c.other
+            .insert("auto_mapping".into(), serde_json::json!({"b": 1, "a": 2}));
+        let dir = tempfile::tempdir().unwrap();
+        c.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(ADAPTER_CONFIG)).unwrap();
+        let keys: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("  \"")) // top-level keys (2-space indent)
+            .map(|l| l.trim().split('"').nth(1).unwrap().to_string())
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert!(keys.len() > 10 && keys.contains(&"zeta_field".to_string()));
+        assert!(
+            text.find("\"a\"").unwrap() < text.find("\"b\"").unwrap(),
+            "nested too"
+        );
+        // Lists keep their order; only object keys are sorted.
+        assert!(text.find("\"v_proj\"").unwrap() < text.find("\"q_proj\"").unwrap());
+        assert_eq!(LoraConfig::read(dir.path()).unwrap().r, 4);
+    }
 
     #[test]
     fn scales_follow_peft() {

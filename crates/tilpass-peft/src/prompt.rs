@@ -598,6 +598,8 @@ impl PromptAdapter {
         let mut v =
             serde_json::to_value(&self.config).map_err(|e| PeftError::Config(e.to_string()))?;
         v["inference_mode"] = Value::Bool(true);
+        // Sorted keys, 2-space indent: PEFT's `json.dumps(..., indent=2, sort_keys=True)`.
+        v.sort_all_objects();
         let text =
             serde_json::to_string_pretty(&v).map_err(|e| PeftError::Config(e.to_string()))?;
         tilpass_core::write_atomic(dir.join(ADAPTER_CONFIG), text.as_bytes())?;
