@@ -59,18 +59,11 @@ fn padded_batch_logits_match_transformers() {
             .unwrap();
         let vocab = model.vocab_size();
         assert_eq!(expected.shape, [b, s, vocab]);
-        let mut max_diff = 0f32;
-        for (row, m) in mask.iter().enumerate() {
-            for (col, &keep) in m.iter().enumerate() {
-                if keep == 0 {
-                    continue; // padding positions are not defined outputs
-                }
-                let o = (row * s + col) * vocab;
-                for v in 0..vocab {
-                    max_diff = max_diff.max((got[o + v] - expected.data[o + v]).abs());
-                }
-            }
-        }
+        // Padding positions are not defined outputs.
+        let max_diff = tilpass_tests::max_abs_diff_where(&got, &expected.data, |i| {
+            let (row, col) = (i / vocab / s, i / vocab % s);
+            mask[row][col] != 0
+        });
         println!("{name}: max |logit - transformers| = {max_diff:.2e}");
         assert!(max_diff <= 1e-4, "{name}: {max_diff}");
     }
@@ -106,12 +99,8 @@ fn cached_decoding_matches_full_forward() {
             got.extend(logits_vec(model.forward(&step, Some(&mut cache)).unwrap()));
         }
         assert_eq!(cache.len(), tokens.len());
-        let max_diff = full
-            .iter()
-            .zip(&got)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
         assert_eq!(got.len(), tokens.len() * vocab);
+        let max_diff = tilpass_tests::max_abs_diff(&got, &full);
         assert!(max_diff <= 1e-4, "{name}: cached vs full {max_diff}");
     }
 }

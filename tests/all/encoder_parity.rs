@@ -51,26 +51,16 @@ pub fn values<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
     (dims, t.into_data().try_into_vec_as::<f32>().unwrap())
 }
 
-/// Max-abs difference over positions where `keep(index)` holds (infinite when either side is
-/// NaN); shapes and lengths must agree.
+/// Max-abs difference over positions where `keep(index)` holds (the shared
+/// [`tilpass_tests::max_abs_diff_where`]: infinite on NaN, panics on unequal lengths); shapes
+/// must agree too.
 pub fn max_diff(
     got: &(Vec<usize>, Vec<f32>),
     want: &(Vec<usize>, Vec<f32>),
     keep: impl Fn(usize) -> bool,
-) -> f32 {
+) -> f64 {
     assert_eq!(got.0, want.0, "shapes");
-    assert_eq!(got.1.len(), want.1.len(), "lengths");
-    got.1
-        .iter()
-        .zip(&want.1)
-        .enumerate()
-        .filter(|(i, _)| keep(*i))
-        // A NaN on either side counts as an infinite difference (f32::max would drop it).
-        .map(|(_, (a, b))| {
-            let d = (a - b).abs();
-            if d.is_nan() { f32::INFINITY } else { d }
-        })
-        .fold(0f32, f32::max)
+    tilpass_tests::max_abs_diff_where(&got.1, &want.1, keep)
 }
 
 fn load(name: &str) -> Bert {

@@ -34,51 +34,6 @@ const MODEL_FILES: [&str; 11] = [
     "preprocessor_config.json",
 ];
 
-/// Fixtures other branches are converting to the convention at the time of writing (paths
-/// relative to tests/fixtures): JSON files without a record, directories of weights without
-/// one. The test fails for an entry here that already follows the convention, so that the list
-/// only shrinks; it is meant to be empty once every generator records its versions.
-const NOT_YET_CONVERTED: [&str; 27] = [
-    "metrics/classification.json",
-    "metrics/text_metrics.json",
-    "tokenize/chat_templates.json",
-    "tokenize/preference.json",
-    "tokenize/sft.json",
-    "tokenize/tokenizers.json",
-    "train/full_sft/reference.json",
-    "train/lora_sft/reference.json",
-    "train/lora_sft/batches.json",
-    "peft/llama_r16_qkvo_count.json",
-    "peft/bert_cls_lora/info.json",
-    "peft/bert_cls_prefix/info.json",
-    "peft/bert_cls_prompt/info.json",
-    "peft/gpt2_lora/info.json",
-    "peft/gpt2_prefix/info.json",
-    "peft/gpt2_prompt/info.json",
-    "peft/llama_dora/info.json",
-    "peft/llama_lora/info.json",
-    "peft/llama_prefix/info.json",
-    "peft/llama_prefix_projection/info.json",
-    "peft/llama_prompt/info.json",
-    "peft/llama_ptuning_lstm/info.json",
-    "peft/llama_ptuning_mlp/info.json",
-    "peft/llama_rslora_all_linear/info.json",
-    "peft/t5_lora/info.json",
-    "peft/t5_prefix/info.json",
-    "peft/t5_prompt/info.json",
-];
-
-/// Directories of weights without a record in them or their parent, likewise pending (beyond
-/// those whose directory or parent holds a file of [`NOT_YET_CONVERTED`]): the PEFT round-trip
-/// adapters, written by tilpass's tests and checked by `generate_peft.py --verify`.
-const NOT_YET_CONVERTED_DIRS: [&str; 5] = [
-    "peft/roundtrip/gpt2_trained",
-    "peft/roundtrip/llama_dora_trained",
-    "peft/roundtrip/llama_prefix_trained",
-    "peft/roundtrip/llama_ptuning_trained",
-    "peft/roundtrip/llama_trained",
-];
-
 /// PEP 503 normalisation: `Jinja2` = `jinja2`, `rouge_score` = `rouge-score`.
 fn normalise(name: &str) -> String {
     let mut out = String::new();
@@ -234,17 +189,9 @@ fn fixtures_record_the_pinned_versions() {
         }
         let v: Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap())
             .unwrap_or_else(|e| panic!("{r}: {e}"));
-        let pending = NOT_YET_CONVERTED.contains(&r.as_str());
         if v.get("versions").is_none() {
-            if !pending {
-                problems.push(format!("{r}: no \"versions\" record"));
-            }
+            problems.push(format!("{r}: no \"versions\" record"));
             continue;
-        }
-        if pending {
-            problems.push(format!(
-                "{r} now records its versions: remove it from NOT_YET_CONVERTED"
-            ));
         }
         records += 1;
         problems.extend(
@@ -253,33 +200,16 @@ fn fixtures_record_the_pinned_versions() {
                 .map(|p| format!("{r}: {p}")),
         );
     }
-    let holds_pending = |d: &Path| {
-        NOT_YET_CONVERTED
-            .iter()
-            .any(|p| root.join(p).parent() == Some(d))
-    };
     for d in weight_dirs {
         let r = rel(&d);
         // A parent's record counts for the sub-directories of a fixture (train/lora_sft/final),
         // not for the fixtures of an area (encoders/t5_v1_0 under encoders/).
         let parent_counts = r.matches('/').count() >= 2;
         let recorded = has_record(&d) || (parent_counts && d.parent().is_some_and(has_record));
-        let listed = NOT_YET_CONVERTED_DIRS.contains(&r.as_str());
-        let pending = listed || holds_pending(&d) || d.parent().is_some_and(holds_pending);
-        if !recorded && !pending {
+        if !recorded {
             problems.push(format!(
                 "{r}/: weights without a version record (a JSON with \"versions\" here or in the parent)"
             ));
-        }
-        if recorded && listed {
-            problems.push(format!(
-                "{r}/ now has a version record: remove it from NOT_YET_CONVERTED_DIRS"
-            ));
-        }
-    }
-    for p in NOT_YET_CONVERTED.iter().chain(&NOT_YET_CONVERTED_DIRS) {
-        if !root.join(p).exists() {
-            problems.push(format!("{p} (listed as not yet converted) does not exist"));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -54,15 +54,14 @@ fn t5_encoder_and_decoder_match_transformers() {
             stepped.push(values(l).1);
         }
         let v = 256;
-        let mut worst = 0f32;
-        for (i, step) in stepped.iter().enumerate() {
-            for r in 0..2 {
-                for j in 0..v {
-                    let full = logits.1[(r * t + i) * v + j];
-                    worst = worst.max((full - step[r * v + j]).abs());
-                }
+        // The steps' logits in the full forward's layout `[2, t, v]`.
+        let mut restacked = Vec::with_capacity(2 * t * v);
+        for r in 0..2 {
+            for step in &stepped {
+                restacked.extend_from_slice(&step[r * v..(r + 1) * v]);
             }
         }
+        let worst = tilpass_tests::max_abs_diff(&restacked, &logits.1);
         assert!(worst <= 1e-4, "{name}: cached vs full {worst}");
     }
 }
@@ -202,16 +201,19 @@ fn nort5_matches_its_reference_modelling_code() {
     // query continue from the cache, in self- and cross-attention).
     let t = dec[0].len();
     let mut cache = T5Cache::new(model.num_decoder_layers());
-    let mut worst = 0f32;
+    let mut stepped = Vec::new();
     for i in 0..t {
         let ids: Vec<u32> = dec.iter().map(|r| r[i]).collect();
-        let step = values(model.decode(&enc, &ids, 1, Some(&mut cache)).unwrap()).1;
-        for r in 0..2 {
-            for j in 0..256 {
-                worst = worst.max((logits.1[(r * t + i) * 256 + j] - step[r * 256 + j]).abs());
-            }
+        stepped.push(values(model.decode(&enc, &ids, 1, Some(&mut cache)).unwrap()).1);
+    }
+    // The steps' logits in the full forward's layout `[2, t, 256]`.
+    let mut restacked = Vec::with_capacity(2 * t * 256);
+    for r in 0..2 {
+        for step in &stepped {
+            restacked.extend_from_slice(&step[r * 256..(r + 1) * 256]);
         }
     }
+    let worst = tilpass_tests::max_abs_diff(&restacked, &logits.1);
     assert!(worst <= 1e-4, "cached vs full {worst}");
     for use_cache in [true, false] {
         let cfg = Seq2SeqConfig {

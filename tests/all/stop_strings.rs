@@ -63,7 +63,17 @@ fn generation_stops_at_the_first_stop_string_and_streams_exactly_the_text() {
     );
     assert_eq!(row.stop, StopReason::StopString(stop.clone()));
     let full = decode(&reference[..6]).unwrap();
-    assert_eq!(row.text, full[..full.find(&stop).unwrap()]);
+    let at = full.find(&stop).unwrap();
+    assert!(
+        !row.text.is_empty(),
+        "the text before the stop string is kept"
+    );
+    assert_eq!(
+        row.text,
+        full[..at],
+        "the text ends right before the stop string"
+    );
+    assert!(full[row.text.len()..].starts_with(&stop));
     assert_eq!(streamed, row.text, "streamed chunks add up to the text");
     assert!(!streamed.contains(&stop));
 }

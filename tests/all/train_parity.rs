@@ -53,35 +53,15 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
-/// The largest relative difference `|got - want| / |want|` over pairs of equal-length lists;
-/// NaN (so that every `<=` check fails) when a value is NaN.
+/// The largest relative difference `|got - want| / |want|` (the shared
+/// [`tilpass_tests::max_rel_diff`]: infinite on NaN, panics on unequal or empty lists).
 fn max_rel(got: &[f64], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len(), "length");
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs() / w.abs())
-        .fold(0.0, |m, d| {
-            if d.is_nan() || m.is_nan() {
-                f64::NAN
-            } else {
-                m.max(d)
-            }
-        })
+    tilpass_tests::max_rel_diff(got, want)
 }
 
-/// The largest absolute difference over equal-length lists; NaN when a value is NaN.
+/// The largest absolute difference (the shared [`tilpass_tests::max_abs_diff`]).
 fn max_abs(got: &[f64], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len(), "length");
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, |m, d| {
-            if d.is_nan() || m.is_nan() {
-                f64::NAN
-            } else {
-                m.max(d)
-            }
-        })
+    tilpass_tests::max_abs_diff(got, want)
 }
 
 /// `key` of every step of a reference.

@@ -87,3 +87,101 @@ pub fn read_lines(path: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// The largest `|got[i] - want[i]|` over the positions `i` where `keep(i)` holds, computed in
+/// f64, for the parity tests' `<= tolerance` checks. Cannot pass by accident: a NaN on either
+/// side (or an infinity that does not equal its counterpart) gives `f64::INFINITY`, unequal
+/// lengths and an empty comparison (nothing kept) panic.
+pub fn max_abs_diff_where<T: Copy + Into<f64>>(
+    got: &[T],
+    want: &[T],
+    keep: impl Fn(usize) -> bool,
+) -> f64 {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "compared lists differ in length: got {}, want {}",
+        got.len(),
+        want.len()
+    );
+    let mut worst = 0f64;
+    let mut compared = 0usize;
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        if !keep(i) {
+            continue;
+        }
+        compared += 1;
+        let (a, b): (f64, f64) = (a.into(), b.into());
+        if a == b {
+            continue; // also equal infinities
+        }
+        let d = (a - b).abs();
+        if d.is_nan() || d.is_infinite() {
+            return f64::INFINITY;
+        }
+        worst = worst.max(d);
+    }
+    assert!(compared > 0, "nothing was compared ({} values)", got.len());
+    worst
+}
+
+/// [`max_abs_diff_where`] over every position.
+pub fn max_abs_diff<T: Copy + Into<f64>>(got: &[T], want: &[T]) -> f64 {
+    max_abs_diff_where(got, want, |_| true)
+}
+
+/// The largest `|got[i] - want[i]| / |want[i]|`, with the guarantees of
+/// [`max_abs_diff_where`] (NaN, infinities and a zero `want` next to a non-zero `got` give
+/// `f64::INFINITY`; unequal or empty lists panic).
+pub fn max_rel_diff<T: Copy + Into<f64>>(got: &[T], want: &[T]) -> f64 {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "compared lists differ in length: got {}, want {}",
+        got.len(),
+        want.len()
+    );
+    let abs: Vec<f64> = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| {
+            let (g, w): (f64, f64) = (g.into(), w.into());
+            if g == w { 0.0 } else { (g - w).abs() / w.abs() }
+        })
+        .collect();
+    let zeros = vec![0f64; abs.len()];
+    max_abs_diff(&abs, &zeros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comparisons_fail_on_nan_infinity_and_differences() {
+        assert_eq!(max_abs_diff(&[1f32, 2.0], &[1.0, 2.5]), 0.5);
+        assert_eq!(max_abs_diff(&[1f32, f32::NAN], &[1.0, 2.0]), f64::INFINITY);
+        assert_eq!(max_abs_diff(&[1f32, 2.0], &[f32::NAN, 2.0]), f64::INFINITY);
+        assert_eq!(max_abs_diff(&[f32::INFINITY], &[1.0]), f64::INFINITY);
+        assert_eq!(max_abs_diff(&[f32::INFINITY], &[f32::INFINITY]), 0.0);
+        assert_eq!(
+            max_abs_diff_where(&[9f32, 1.0], &[0.0, 1.0], |i| i == 1),
+            0.0
+        );
+        assert_eq!(max_rel_diff(&[1.1f64], &[1.0]), 0.10000000000000009);
+        assert_eq!(max_rel_diff(&[1.0f64], &[0.0]), f64::INFINITY);
+        assert_eq!(max_rel_diff(&[f64::NAN], &[1.0]), f64::INFINITY);
+    }
+
+    #[test]
+    #[should_panic(expected = "differ in length")]
+    fn unequal_lengths_panic() {
+        max_abs_diff(&[1f32], &[1.0, 2.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "nothing was compared")]
+    fn empty_comparisons_panic() {
+        max_abs_diff::<f32>(&[], &[]);
+    }
+}

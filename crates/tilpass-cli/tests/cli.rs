@@ -187,22 +187,8 @@ fn bad_input_exits_2_with_one_line() {
     assert!(err.contains("/nonexistent/file.jsonl"), "{err}");
 }
 
-/// Max-abs difference of two equally long slices; infinity when either holds a NaN (or the
-/// two differ in an infinity), so that a broken output cannot pass a tolerance.
-fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len(), "lengths differ");
-    let mut worst = 0f32;
-    for (a, b) in got.iter().zip(want) {
-        if a.is_nan() || b.is_nan() {
-            return f32::INFINITY;
-        }
-        let d = if a == b { 0.0 } else { (a - b).abs() };
-        if d.is_nan() || d > worst {
-            worst = if d.is_nan() { f32::INFINITY } else { d };
-        }
-    }
-    worst
-}
+/// The shared test comparison: max-abs difference, infinite on NaN, panics on unequal lengths.
+use tilpass_tests::max_abs_diff;
 
 /// `v["logits"]` as numbers (a `null` — how JSON writes NaN — fails).
 fn logits_of(v: &Value) -> Vec<f32> {
@@ -216,7 +202,7 @@ fn logits_of(v: &Value) -> Vec<f32> {
 
 /// Max-abs difference between `v["logits"]` and the first `n` values of `key` in
 /// `dir/expected.safetensors` (`v` must hold exactly `n` values).
-fn logits_diff(v: &Value, dir: &Path, key: &str, n: usize) -> f32 {
+fn logits_diff(v: &Value, dir: &Path, key: &str, n: usize) -> f64 {
     let want = tilpass::core::Checkpoint::open(dir.join("expected.safetensors"))
         .unwrap()
         .read_f32(key)
@@ -313,12 +299,27 @@ fn generate_greedy_and_sampled_text() {
     ]);
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), words.join(" "));
-    // A stop string cuts the output.
-    let stop = words[2].clone();
+    // A stop string cuts the output: the first generated word that has not occurred before
+    // (spelled with its leading space, so it cannot match inside a longer word).
+    let first_new = (1..words.len())
+        .find(|&i| !words[..i].contains(&words[i]))
+        .expect("the greedy output has two different words");
+    let stop = format!(" {}", words[first_new]);
     let v = ok_json(&tilpass(&[
         "generate", "--model", m, "--prompt", prompt, "--stop", &stop, "--json",
     ]));
-    assert!(!v["text"].as_str().unwrap().contains(&stop), "{v}");
+    let cut = v["text"].as_str().unwrap();
+    let full = words.join(" ");
+    let at = full
+        .find(&stop)
+        .expect("the stop string occurs in the greedy text");
+    assert!(!cut.is_empty(), "text before the stop string is kept: {v}");
+    assert_eq!(
+        cut,
+        &full[..at],
+        "the text ends right before the stop string: {v}"
+    );
+    assert!(!cut.contains(&stop), "{v}");
     // Sampling is reproducible with a seed.
     let args = [
         "generate",
@@ -337,6 +338,19 @@ fn generate_greedy_and_sampled_text() {
     assert_eq!(
         ok_json(&tilpass(&args))["ids"],
         ok_json(&tilpass(&args))["ids"]
+    );
+    // ... and actually samples: some seed's ids differ from the greedy ids (a sampler that
+    // silently fell back to argmax would give the greedy text for every seed).
+    let greedy = &inputs["greedy_single"][0];
+    let differs = (0..5).any(|seed| {
+        let seed = seed.to_string();
+        let mut a = args;
+        a[10] = seed.as_str();
+        &ok_json(&tilpass(&a))["ids"] != greedy
+    });
+    assert!(
+        differs,
+        "sampling with temperature 1 gave the greedy ids for 5 seeds"
     );
 }
 
@@ -1208,7 +1222,7 @@ fn logit_fixtures() -> Vec<std::path::PathBuf> {
 /// the row's unpadded tokens, its BERT token types, its decoder ids) and returns the worst
 /// max-abs difference from `key` of `expected_dir/expected.safetensors` over the row's real
 /// positions, after checking the printed shape.
-fn worst_row_diff(model: &Path, adapter: Option<&Path>, expected_dir: &Path, key: &str) -> f32 {
+fn worst_row_diff(model: &Path, adapter: Option<&Path>, expected_dir: &Path, key: &str) -> f64 {
     let inp = read_json(&model.join("inputs.json"));
     let cfg = read_json(&model.join("config.json"));
     let model_type = cfg["model_type"].as_str().unwrap_or("");
@@ -1227,7 +1241,7 @@ fn worst_row_diff(model: &Path, adapter: Option<&Path>, expected_dir: &Path, key
     // The LTG-BERT reference sets the masked-LM logits of NorBERT3's special tokens (ids
     // 0..=106) to -inf; tilpass returns the head's values, so those columns are skipped.
     let ltg_mlm = matches!(model_type, "norbert" | "ltgbert" | "norbert3") && want.shape.len() == 3;
-    let mut worst = 0f32;
+    let mut worst = 0f64;
     for r in 0..batch {
         let keep: Vec<usize> = (0..mask[r].len()).filter(|&j| mask[r][j] == 1).collect();
         let row_ids: Vec<u32> = keep.iter().map(|&j| ids[r][j]).collect();
