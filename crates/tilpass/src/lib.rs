@@ -77,7 +77,7 @@ pub fn device_from_spec(spec: DeviceSpec) -> Result<Device> {
                     DeviceSpec::WgpuDiscrete(i) => DeviceKind::DiscreteGpu(i),
                     _ => DeviceKind::DefaultDevice,
                 };
-                return Ok(Device::wgpu(kind));
+                Ok(Device::wgpu(kind))
             }
             #[cfg(not(feature = "wgpu"))]
             return Err(missing());
