@@ -8,6 +8,7 @@ use tilpass::models::{
     DecoderInput, DecoderLm, GenerateConfig, KvCache, ModelError, generate_greedy,
     shifted_log_probs,
 };
+use tilpass::tokenize::{Batch, Padding};
 use tilpass_tests::fixture_path;
 
 const FIXTURES: [&str; 4] = [
@@ -45,13 +46,13 @@ fn padded_batch_logits_match_transformers() {
         let mask: Vec<Vec<u8>> = rows(&inp["attention_mask"]);
         let pos: Vec<Vec<i64>> = rows(&inp["position_ids"]);
         let (b, s) = (ids.len(), ids[0].len());
-        let input = DecoderInput {
-            input_ids: ids.concat(),
-            attention_mask: mask.concat(),
-            position_ids: pos.concat(),
-            batch: b,
-            seq: s,
-        };
+        // The prompts padded by tilpass are the reference's batch.
+        let prompts = tilpass_tests::unpadded_rows(&ids, &mask);
+        let input = DecoderInput::from_batch(&Batch::from_ids(&prompts, Padding::left(0))).unwrap();
+        assert_eq!(input.input_ids, ids.concat(), "{name}: padded ids");
+        assert_eq!(input.attention_mask, mask.concat(), "{name}: mask");
+        assert_eq!(input.position_ids, pos.concat(), "{name}: positions");
+        assert_eq!((input.batch, input.seq), (b, s), "{name}: shape");
         let got = logits_vec(model.forward(&input, None).unwrap());
         let expected = Checkpoint::open(dir.join("expected.safetensors"))
             .unwrap()

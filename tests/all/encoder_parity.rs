@@ -7,6 +7,7 @@ use tilpass::core::Checkpoint;
 use tilpass::models::{
     Bert, BertConfig, BertHeadKind, EncoderInput, ModelError, PoolingMode, pool,
 };
+use tilpass::tokenize::{Batch, BatchRow, Padding};
 use tilpass_tests::fixture_path;
 
 pub fn inputs(name: &str) -> Value {
@@ -28,13 +29,24 @@ pub fn batch(name: &str) -> EncoderInput {
     } else {
         rows(&inp["token_type_ids"])
     };
-    EncoderInput {
-        batch: ids.len(),
-        seq: ids[0].len(),
-        input_ids: ids.concat(),
-        attention_mask: mask.concat(),
-        token_type_ids: types.concat(),
-    }
+    // The rows padded by tilpass are the reference's batch.
+    let (real, real_types) = (
+        tilpass_tests::unpadded_rows(&ids, &mask),
+        tilpass_tests::unpadded_rows(&types, &mask),
+    );
+    let padded = Batch::pad(
+        real.iter()
+            .zip(&real_types)
+            .map(|(r, t)| BatchRow::new(r).with_token_type_ids(t)),
+        Padding::right(0),
+    )
+    .unwrap();
+    let input = EncoderInput::from_batch(&padded).unwrap();
+    assert_eq!(input.input_ids, ids.concat(), "{name}: padded ids");
+    assert_eq!(input.attention_mask, mask.concat(), "{name}: mask");
+    assert_eq!(input.token_type_ids, types.concat(), "{name}: token types");
+    assert_eq!((input.batch, input.seq), (ids.len(), ids[0].len()));
+    input
 }
 
 pub fn expected(name: &str, key: &str) -> (Vec<usize>, Vec<f32>) {
@@ -170,7 +182,8 @@ fn bert_errors_name_the_problem() {
     bad.input_ids[0] = 9999;
     let err = model.forward_hidden(&bad).unwrap_err();
     assert!(err.to_string().contains("9999"), "{err}");
-    let long = EncoderInput::right_padded(&[vec![5u32; 129]], 0).unwrap();
+    let long =
+        EncoderInput::from_batch(&Batch::from_ids(&[vec![5u32; 129]], Padding::right(0))).unwrap();
     assert!(matches!(
         model.forward_hidden(&long).unwrap_err(),
         ModelError::TooLong { len: 129, max: 128 }

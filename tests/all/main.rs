@@ -1,5 +1,6 @@
 //! All cross-crate tests in one binary (each test binary links burn, so there is one).
 
+mod batch_inputs;
 mod config_compat;
 mod core_device;
 mod decoder_parity;

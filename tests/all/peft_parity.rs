@@ -11,6 +11,7 @@ use tilpass::burn::tensor::Tensor;
 use tilpass::core::Checkpoint;
 use tilpass::models::{Bert, BertConfig, DecoderInput, DecoderLm, EncoderInput, HasLinears, T5};
 use tilpass::peft::{LoraConfig, PeftError, PeftModel};
+use tilpass::tokenize::{Batch, Padding};
 use tilpass_tests::{fixture_json, fixture_path};
 
 fn expected(case: &str, key: &str) -> Vec<f32> {
@@ -41,13 +42,12 @@ fn decoder_batch(base: &str) -> (DecoderInput, Vec<u8>) {
     let ids: Vec<Vec<u32>> = rows(&inp["input_ids"]);
     let mask: Vec<Vec<u8>> = rows(&inp["attention_mask"]);
     let pos: Vec<Vec<i64>> = rows(&inp["position_ids"]);
-    let input = DecoderInput {
-        batch: ids.len(),
-        seq: ids[0].len(),
-        input_ids: ids.concat(),
-        attention_mask: mask.concat(),
-        position_ids: pos.concat(),
-    };
+    // The prompts padded by tilpass are the reference's batch.
+    let prompts = tilpass_tests::unpadded_rows(&ids, &mask);
+    let input = DecoderInput::from_batch(&Batch::from_ids(&prompts, Padding::left(0))).unwrap();
+    assert_eq!(input.input_ids, ids.concat(), "{base}: padded ids");
+    assert_eq!(input.attention_mask, mask.concat(), "{base}: mask");
+    assert_eq!(input.position_ids, pos.concat(), "{base}: positions");
     (input, mask.concat())
 }
 

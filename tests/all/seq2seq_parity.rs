@@ -5,6 +5,7 @@
 use tilpass::models::{
     EarlyStopping, EncoderInput, Seq2SeqConfig, T5, T5Cache, generate_seq2seq, t5_bucket,
 };
+use tilpass::tokenize::{Batch, Padding};
 use tilpass_tests::fixture_path;
 
 use crate::encoder_parity::{batch, expected, inputs, max_diff, rows, values};
@@ -131,7 +132,8 @@ fn t5_relative_buckets_follow_transformers() {
 #[test]
 fn t5_errors() {
     let model = load("t5_v1_0");
-    let input = EncoderInput::right_padded(&[vec![5, 6]], 0).unwrap();
+    let input =
+        EncoderInput::from_batch(&Batch::from_ids(&[vec![5, 6]], Padding::right(0))).unwrap();
     assert!(
         model
             .forward(&input, &[vec![0, 300]])

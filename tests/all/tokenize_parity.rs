@@ -312,7 +312,7 @@ fn sft_preparation_and_collation_match_trl() {
             let multiple = case["config"]["pad_to_multiple_of"]
                 .as_u64()
                 .map(|m| m as usize);
-            let b = collate(&examples, pad, PadSide::Right, multiple);
+            let b = collate(&examples, pad, PadSide::Right, multiple).unwrap();
             let (ids, shape) = matrix(&exp["batch"]["input_ids"]);
             assert_eq!(b.shape(), shape, "{id}: batch shape");
             assert_eq!(widen(&b.input_ids), ids, "{id}: batch ids");

@@ -219,8 +219,9 @@ fn the_references_were_made_from_the_current_base_model() {
     }
 }
 
-/// The reference's batches. Right padding: positions 0.. in every row (transformers' default
-/// position ids are 0..seq for every row; padding is never a label).
+/// The reference's batches, padded by tilpass (`sft_batches`) from the reference's rows: right
+/// padding, the reference's ids, mask and labels (-100 on padding), positions 0.. in every row
+/// (transformers' default position ids are 0..seq for every row; padding is never a label).
 fn reference_batches() -> Vec<tilpass::train::LmBatch> {
     let file = fixture_json("train/lora_sft/batches.json");
     let batches = file["batches"].as_array().expect("batches");
@@ -231,17 +232,26 @@ fn reference_batches() -> Vec<tilpass::train::LmBatch> {
             let ids: Vec<Vec<u32>> = rows(&b["input_ids"]);
             let mask: Vec<Vec<u8>> = rows(&b["attention_mask"]);
             let labels: Vec<Vec<i64>> = rows(&b["labels"]);
-            let seq = ids[0].len();
-            tilpass::train::LmBatch {
-                input: DecoderInput {
-                    batch: ids.len(),
-                    seq,
-                    input_ids: ids.concat(),
-                    attention_mask: mask.concat(),
-                    position_ids: (0..ids.len()).flat_map(|_| 0..seq as i64).collect(),
-                },
-                labels: labels.concat(),
-            }
+            let examples: Vec<tilpass::tokenize::SftExample> =
+                tilpass_tests::unpadded_rows(&ids, &mask)
+                    .into_iter()
+                    .zip(tilpass_tests::unpadded_rows(&labels, &mask))
+                    .map(|(input_ids, labels)| tilpass::tokenize::SftExample {
+                        attention_mask: vec![1; input_ids.len()],
+                        input_ids,
+                        labels,
+                    })
+                    .collect();
+            let mut padded = tilpass::train::sft_batches(&examples, ids.len(), 0, 512).unwrap();
+            assert_eq!(padded.len(), 1, "one batch");
+            let batch = padded.remove(0);
+            assert_eq!(batch.input.input_ids, ids.concat(), "padded ids");
+            assert_eq!(batch.input.attention_mask, mask.concat(), "mask");
+            assert_eq!(batch.labels, labels.concat(), "labels");
+            let seq = ids[0].len() as i64;
+            let arange: Vec<i64> = ids.iter().flat_map(|_| 0..seq).collect();
+            assert_eq!(batch.input.position_ids, arange, "positions");
+            batch
         })
         .collect()
 }

@@ -153,6 +153,23 @@ pub fn max_rel_diff<T: Copy + Into<f64>>(got: &[T], want: &[T]) -> f64 {
     max_abs_diff(&abs, &zeros)
 }
 
+/// The real tokens of padded rows: each row's values where its attention mask is non-zero
+/// (`[batch, seq]` → `batch` rows of their own lengths), to pad them again with tilpass.
+pub fn unpadded_rows<T: Copy>(rows: &[Vec<T>], mask: &[Vec<u8>]) -> Vec<Vec<T>> {
+    assert_eq!(rows.len(), mask.len(), "rows and mask differ in batch size");
+    rows.iter()
+        .zip(mask)
+        .map(|(r, m)| {
+            assert_eq!(r.len(), m.len(), "a row and its mask differ in length");
+            r.iter()
+                .zip(m)
+                .filter(|(_, m)| **m != 0)
+                .map(|(v, _)| *v)
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -419,7 +419,10 @@ fn predict_cmd(a: PredictArgs) -> Result<(), BoxError> {
             .map(|(line, r)| field(r, &a.text_field, &a.data, *line))
             .collect::<Result<Vec<_>, _>>()?;
         let ids = encode_texts(&tok, &texts, a.max_length)?;
-        let input = EncoderInput::right_padded(&ids, pad)?;
+        let input = EncoderInput::from_batch(&tilpass::tokenize::Batch::from_ids(
+            &ids,
+            tilpass::tokenize::Padding::right(pad),
+        ))?;
         let preds = tilpass::train::predict(&model, &[input])?;
         for ((_, row), (best, probs)) in chunk.iter().zip(preds) {
             let mut row = row.clone();
@@ -1378,7 +1381,10 @@ fn embed_cmd(a: EmbedArgs) -> Result<(), BoxError> {
 
 /// One sequence's encoder input: `ids` unpadded with `token_type_ids` (zeros when absent).
 fn encoder_input(ids: &[u32], token_type_ids: Option<&[u32]>) -> Result<EncoderInput, BoxError> {
-    let mut input = EncoderInput::right_padded(&[ids.to_vec()], 0)?;
+    let mut input = EncoderInput::from_batch(&tilpass::tokenize::Batch::from_ids(
+        &[ids],
+        tilpass::tokenize::Padding::right(0),
+    ))?;
     if let Some(tt) = token_type_ids {
         if tt.len() != ids.len() {
             return Err(format!(
@@ -1661,7 +1667,10 @@ fn generate_seq2seq_cmd(a: GenerateArgs) -> Result<(), BoxError> {
                 .into(),
         );
     }
-    let input = EncoderInput::right_padded(std::slice::from_ref(&prompt_ids), 0)?;
+    let input = EncoderInput::from_batch(&tilpass::tokenize::Batch::from_ids(
+        std::slice::from_ref(&prompt_ids),
+        tilpass::tokenize::Padding::right(0),
+    ))?;
     let ids = generate_seq2seq(&model, &input, &cfg)?.remove(0);
     let text = tok.map(|t| t.decode(&ids, true)).transpose()?;
     print_generation(a.json, &ids, &prompt_ids, text);

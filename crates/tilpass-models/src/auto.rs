@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
 use tilpass_core::{CONFIG_FILE, ModelDir};
+use tilpass_tokenize::{Batch, BatchRow, Padding};
 
 use crate::decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS};
 use crate::embed::{EncoderModel, SUPPORTED_ENCODERS};
@@ -450,11 +451,12 @@ impl AnyModel {
             }
         }
         let encoder_input = || -> Result<EncoderInput> {
-            let mut input = EncoderInput::right_padded(&[ids.to_vec()], 0)?;
+            let mut row = BatchRow::new(ids);
             if let Some(tt) = token_type_ids {
-                input.token_type_ids = tt.to_vec();
+                row = row.with_token_type_ids(tt);
             }
-            Ok(input)
+            let batch = Batch::pad([row], Padding::right(0)).map_err(tilpass_core::Error::from)?;
+            EncoderInput::from_batch(&batch)
         };
         Ok(match self {
             Self::CausalLm(m) => {

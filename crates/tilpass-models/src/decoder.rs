@@ -4,6 +4,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use tilpass_core::{CONFIG_FILE, HostTensor, ModelDir, SaveDtype, save_safetensors};
+use tilpass_tokenize::{Batch, Padding};
 
 use crate::config::{Gpt2Config, LlamaConfig};
 use crate::error::{ModelError, Result};
@@ -42,7 +43,40 @@ pub struct DecoderInput {
 }
 
 impl DecoderInput {
-    /// A batch from rows of equal length with no padding.
+    /// The model input of a padded [`Batch`] (`tilpass_tokenize::Batch::pad`, any padding side,
+    /// packed rows included): its ids, attention mask (document numbers in packed rows) and
+    /// positions, `[batch, seq]`; its labels and token types are not model inputs. Errors on
+    /// an empty batch, arrays that are not `batch × seq`, or a row without any token.
+    pub fn from_batch(batch: &Batch) -> Result<Self> {
+        let (b, seq) = (batch.batch_size, batch.seq_len);
+        let n = b * seq;
+        if batch.input_ids.len() != n
+            || batch.attention_mask.len() != n
+            || batch.position_ids.len() != n
+        {
+            return Err(ModelError::Input(format!(
+                "expected input_ids, attention_mask and position_ids of {b}x{seq}, got {}, {} \
+                 and {} values",
+                batch.input_ids.len(),
+                batch.attention_mask.len(),
+                batch.position_ids.len()
+            )));
+        }
+        if n == 0 || (0..b).any(|r| batch.row_mask(r).iter().all(|m| *m == 0)) {
+            return Err(ModelError::Input(
+                "every row needs at least one token".into(),
+            ));
+        }
+        Ok(Self {
+            input_ids: batch.input_ids.clone(),
+            attention_mask: batch.attention_mask.clone(),
+            position_ids: batch.position_ids.clone(),
+            batch: b,
+            seq,
+        })
+    }
+
+    /// A batch from rows of equal length with no padding (positions `0..seq`).
     pub fn unpadded(rows: &[Vec<u32>]) -> Result<Self> {
         let seq = rows.first().map(Vec::len).unwrap_or(0);
         if rows.iter().any(|r| r.len() != seq) || seq == 0 {
@@ -50,42 +84,7 @@ impl DecoderInput {
                 "rows must be non-empty and of equal length".into(),
             ));
         }
-        let batch = rows.len();
-        Ok(Self {
-            input_ids: rows.concat(),
-            attention_mask: vec![1; batch * seq],
-            position_ids: (0..batch).flat_map(|_| 0..seq as i64).collect(),
-            batch,
-            seq,
-        })
-    }
-
-    /// A left-padded batch (prompts end in the last column), with positions `cumsum(mask) - 1`
-    /// (1 on padding) as transformers' `generate` computes them.
-    pub fn left_padded(rows: &[Vec<u32>], pad_id: u32) -> Result<Self> {
-        let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
-        if rows.is_empty() || rows.iter().any(Vec::is_empty) {
-            return Err(ModelError::Input(
-                "every row needs at least one token".into(),
-            ));
-        }
-        let batch = rows.len();
-        let mut input = Self {
-            input_ids: vec![pad_id; batch * seq],
-            attention_mask: vec![0; batch * seq],
-            position_ids: vec![1; batch * seq],
-            batch,
-            seq,
-        };
-        for (b, r) in rows.iter().enumerate() {
-            let off = b * seq + seq - r.len();
-            input.input_ids[off..off + r.len()].copy_from_slice(r);
-            for j in 0..r.len() {
-                input.attention_mask[off + j] = 1;
-                input.position_ids[off + j] = j as i64;
-            }
-        }
-        Ok(input)
+        Self::from_batch(&Batch::from_ids(rows, Padding::right(0)))
     }
 }
 

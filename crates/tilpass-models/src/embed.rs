@@ -5,6 +5,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor};
 use serde::Deserialize;
 use tilpass_core::{CONFIG_FILE, ModelDir};
+use tilpass_tokenize::{Batch, Padding};
 
 use crate::bert::{Bert, BertConfig};
 use crate::encoder::{EncoderInput, PoolingMode, pool};
@@ -295,7 +296,7 @@ impl SentenceEmbedder {
                     _ => rows[i].clone(),
                 })
                 .collect();
-            let input = EncoderInput::right_padded(&batch, pad)?;
+            let input = EncoderInput::from_batch(&Batch::from_ids(&batch, Padding::right(pad)))?;
             let hidden = self.model.forward_hidden(&input)?;
             let pooled = pool(
                 hidden,

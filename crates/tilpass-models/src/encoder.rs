@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+use tilpass_tokenize::{Batch, PadSide};
 
 use crate::error::{ModelError, Result};
 
@@ -24,26 +25,38 @@ pub struct EncoderInput {
 }
 
 impl EncoderInput {
-    /// A right-padded batch (the usual layout for encoders): rows are padded with `pad_id` to
-    /// the longest row; token types are all 0.
-    pub fn right_padded(rows: &[Vec<u32>], pad_id: u32) -> Result<Self> {
-        let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
-        if rows.is_empty() || rows.iter().any(Vec::is_empty) {
+    /// The model input of a right-padded [`Batch`] (`tilpass_tokenize::Batch::pad` or
+    /// `Batch::from_ids` with `Padding::right(pad_id)`): its ids, 0/1 attention mask and token
+    /// types, `[batch, seq]`. Errors on left padding (encoders count positions from the first
+    /// column), on packed document numbers (encoder attention has no documents), on an empty
+    /// batch or a row without any token.
+    pub fn from_batch(batch: &Batch) -> Result<Self> {
+        if batch.padding_side != PadSide::Right {
+            return Err(ModelError::Input(
+                "encoders take right-padded batches (their positions count from the first \
+                 column)"
+                    .into(),
+            ));
+        }
+        if batch.attention_mask.iter().any(|m| *m > 1) {
+            return Err(ModelError::Input(
+                "encoder attention masks are 0/1; packed rows (document numbers) are for \
+                 decoders"
+                    .into(),
+            ));
+        }
+        let input = Self {
+            input_ids: batch.input_ids.clone(),
+            attention_mask: batch.attention_mask.clone(),
+            token_type_ids: batch.token_type_ids.clone(),
+            batch: batch.batch_size,
+            seq: batch.seq_len,
+        };
+        input.validate()?;
+        if (0..input.batch).any(|r| batch.row_mask(r).iter().all(|m| *m == 0)) {
             return Err(ModelError::Input(
                 "every row needs at least one token".into(),
             ));
-        }
-        let batch = rows.len();
-        let mut input = Self {
-            input_ids: vec![pad_id; batch * seq],
-            attention_mask: vec![0; batch * seq],
-            token_type_ids: vec![0; batch * seq],
-            batch,
-            seq,
-        };
-        for (b, r) in rows.iter().enumerate() {
-            input.input_ids[b * seq..b * seq + r.len()].copy_from_slice(r);
-            input.attention_mask[b * seq..b * seq + r.len()].fill(1);
         }
         Ok(input)
     }

@@ -2,6 +2,7 @@
 //! penalty, EOS, a streaming callback; with or without the KV cache.
 
 use serde::{Deserialize, Serialize};
+use tilpass_tokenize::{Batch, Padding, position_ids_from_mask};
 
 use crate::decoder::{DecoderInput, DecoderLm};
 use crate::error::{ModelError, Result};
@@ -230,22 +231,6 @@ fn generate_ids(
     generate_core(model, prompts, cfg, None, on_token)
 }
 
-/// Positions `cumsum(mask) - 1` (1 on padding) of `[batch, seq]` rows, as transformers'
-/// `generate` computes them.
-fn positions_of(mask: &[u8], b: usize, seq: usize) -> Vec<i64> {
-    let mut position_ids = vec![1i64; b * seq];
-    for r in 0..b {
-        let mut p = 0;
-        for j in 0..seq {
-            if mask[r * seq + j] == 1 {
-                position_ids[r * seq + j] = p;
-                p += 1;
-            }
-        }
-    }
-    position_ids
-}
-
 fn generate_core(
     model: &DecoderLm,
     prompts: &[Vec<u32>],
@@ -269,7 +254,7 @@ fn generate_core(
             max: model.max_positions(),
         });
     }
-    let first = DecoderInput::left_padded(prompts, pad)?;
+    let first = DecoderInput::from_batch(&Batch::from_ids(prompts, Padding::left(pad)))?;
     let b = first.batch;
     let vocab = model.vocab_size();
     // Columns: `n` virtual ones (placeholders, always attended), then the padded rows.
@@ -291,7 +276,7 @@ fn generate_core(
         let full = step == 0 || !cfg.use_cache;
         let logits = if full {
             // The whole sequence: virtual prefix + every column so far.
-            let positions = positions_of(&mask, b, seq);
+            let positions = position_ids_from_mask(&mask, seq);
             match prefix {
                 Some(VirtualPrefix::Cache { make, .. }) => {
                     // The cache holds the `n` virtual positions; feed the real columns.

@@ -24,13 +24,14 @@
 //!
 //! ```no_run
 //! use tilpass_models::{EncoderInput, Seq2SeqConfig, Seq2SeqLm, SentenceEmbedder, generate_seq2seq};
+//! use tilpass_tokenize::{Batch, Padding};
 //! # fn demo(device: &burn::tensor::Device) -> tilpass_models::Result<()> {
 //! // Sentence embeddings: token ids (with special tokens) per sentence → one vector each.
 //! let embedder = SentenceEmbedder::load("all-MiniLM-L6-v2", device)?;
 //! let vectors = embedder.embed_ids(&[vec![101, 2023, 2003, 102]], 32)?;
 //! // Beam search with a T5 or NorT5 model.
 //! let t5 = Seq2SeqLm::load("nort5-base", device)?;
-//! let input = EncoderInput::right_padded(&[vec![37, 423, 1]], 0)?;
+//! let input = EncoderInput::from_batch(&Batch::from_ids(&[vec![37, 423, 1]], Padding::right(0)))?;
 //! let cfg = Seq2SeqConfig { num_beams: 4, max_new_tokens: 40, ..Default::default() };
 //! let tokens = generate_seq2seq(&t5, &input, &cfg)?;
 //! # Ok(()) }

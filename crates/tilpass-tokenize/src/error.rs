@@ -98,6 +98,15 @@ pub enum TokenizeError {
         /// What was expected.
         message: String,
     },
+    /// A row cannot go into a padded batch (a field of the wrong length, too many packed
+    /// documents).
+    #[error("batch row {row}: {message}")]
+    BatchRow {
+        /// Index of the row in the batch.
+        row: usize,
+        /// What is wrong, with the expected and found sizes.
+        message: String,
+    },
     /// Invalid option or argument.
     #[error("{0}")]
     Invalid(String),

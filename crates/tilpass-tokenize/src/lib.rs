@@ -13,9 +13,12 @@
 //!   1.16.0's `SFTTrainer` prepares them, truncation policies; [`encode_preferences`] and
 //!   [`collate_preference`] for DPO pairs as TRL's `DPOTrainer` prepares and batches them
 //!   (both checked against TRL itself, tests/fixtures/generate_trl.py);
-//! - [`collate`] (left/right padding) and [`pack_bfd`] (TRL's best-fit-decreasing packing with
-//!   per-document `position_ids` and block-diagonal attention), [`concat_packed`] (TRL's
-//!   padding-free collation);
+//! - [`Batch`]: the one padded batch (ids, labels, attention mask or packed document numbers,
+//!   positions, token types, padding side), made by [`Batch::pad`] — every padding in tilpass
+//!   goes through it: [`collate`] (SFT examples), [`collate_packed`] (packed rows),
+//!   [`collate_preference`]; the models turn a `Batch` into their inputs;
+//! - [`pack_bfd`] (TRL's best-fit-decreasing packing with per-document `position_ids` and
+//!   block-diagonal attention), [`concat_packed`] (TRL's padding-free collation);
 //! - [`train_tokenizer`] (BPE, Unigram, WordPiece), [`fertility`] and [`extend_vocabulary`].
 //!
 //! ```
@@ -40,7 +43,10 @@ pub mod sft;
 pub mod tokenizer;
 pub mod train;
 
-pub use batch::{Batch, PadSide, collate, length_grouped_batches};
+pub use batch::{
+    Batch, BatchRow, MAX_PACKED_DOCUMENTS, PAD_POSITION, PadSide, Padding, collate, collate_packed,
+    length_grouped_batches, position_ids_from_mask,
+};
 pub use chat::{ChatEncoding, MaskMode, common_prefix_length, encode_chat, mask_from_spans};
 pub use chat_template::{ChatTemplate, RenderOptions, RenderedChat};
 pub use error::{Result, TokenizeError};

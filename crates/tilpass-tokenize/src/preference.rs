@@ -25,10 +25,11 @@
 use serde::{Deserialize, Serialize};
 use tilpass_data::{Content, Message, Record, Role};
 
+use crate::batch::{Batch, BatchRow, Padding};
 use crate::chat::{common_prefix_len, common_prefix_length};
 use crate::chat_template::{ChatTemplate, RenderOptions};
 use crate::error::{Result, TokenizeError};
-use crate::sft::Truncation;
+use crate::sft::{IGNORE_INDEX, Truncation};
 use crate::tokenizer::Tokenizer;
 
 /// Options for preference encoding (TRL `DPOConfig` names and defaults).
@@ -298,7 +299,8 @@ pub fn encode_preferences(
 /// Batches pairs as TRL's `DataCollatorForPreference`: rows `prompt + chosen` for every pair,
 /// then `prompt + rejected` for every pair, each truncated to `config.max_length`
 /// (`keep_start`: its first tokens; `keep_end`: its last), right-padded with `pad_id` to the
-/// longest row (rounded up to `config.pad_to_multiple_of`). `[pairs] → [2·pairs, seq]`.
+/// longest row (rounded up to `config.pad_to_multiple_of`) by [`Batch::pad`].
+/// `[pairs] → [2·pairs, seq]`.
 pub fn collate_preference(
     examples: &[PreferenceExample],
     pad_id: u32,
@@ -331,24 +333,32 @@ pub fn collate_preference(
             rows.push((ids, mask));
         }
     }
-    let longest = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
-    let seq_len = match config.pad_to_multiple_of {
-        Some(m) if m > 1 => longest.div_ceil(m) * m,
-        _ => longest,
-    };
-    let b = rows.len();
-    let mut batch = PreferenceBatch {
-        batch_size: b,
-        seq_len,
-        input_ids: vec![pad_id; b * seq_len],
-        attention_mask: vec![0; b * seq_len],
-        completion_mask: vec![0; b * seq_len],
-    };
-    for (r, (ids, mask)) in rows.iter().enumerate() {
-        let o = r * seq_len;
-        batch.input_ids[o..o + ids.len()].copy_from_slice(ids);
-        batch.attention_mask[o..o + ids.len()].fill(1);
-        batch.completion_mask[o..o + ids.len()].copy_from_slice(mask);
-    }
-    Ok(batch)
+    // The completion tokens are the targets: labels = ids there, -100 on the prompt, so the
+    // padded batch's supervised columns are the completion mask.
+    let labels: Vec<Vec<i64>> = rows
+        .iter()
+        .map(|(ids, mask)| {
+            ids.iter()
+                .zip(mask)
+                .map(|(&t, &m)| if m == 1 { i64::from(t) } else { IGNORE_INDEX })
+                .collect()
+        })
+        .collect();
+    let batch = Batch::pad(
+        rows.iter()
+            .zip(&labels)
+            .map(|((ids, _), l)| BatchRow::new(ids).with_labels(l)),
+        Padding::right(pad_id).with_multiple_of(config.pad_to_multiple_of),
+    )?;
+    Ok(PreferenceBatch {
+        batch_size: batch.batch_size,
+        seq_len: batch.seq_len,
+        completion_mask: batch
+            .labels
+            .iter()
+            .map(|&l| u8::from(l != IGNORE_INDEX))
+            .collect(),
+        input_ids: batch.input_ids,
+        attention_mask: batch.attention_mask,
+    })
 }

@@ -11,6 +11,7 @@ use tilpass_models::{
     DecoderInput, DecoderLm, EncoderInput, SequenceClassifier, shifted_log_probs,
 };
 use tilpass_peft::PeftModel;
+use tilpass_tokenize::{Batch, BatchRow, IGNORE_INDEX, Padding};
 
 use crate::error::{Result, TrainError};
 use crate::trainer::{Event, Summary, TrainConfig, train_loop};
@@ -37,24 +38,23 @@ pub fn score_labels(
             .iter()
             .map(|&(p, l)| [prompts[p].clone(), labels[l].clone()].concat())
             .collect();
-        let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
-        let b = rows.len();
-        let mut input = DecoderInput {
-            input_ids: vec![0; b * seq],
-            attention_mask: vec![0; b * seq],
-            position_ids: (0..b).flat_map(|_| 0..seq as i64).collect(),
-            batch: b,
-            seq,
-        };
-        let mut targets = vec![-100i64; b * seq];
-        for (r, (row, &(p, _))) in rows.iter().zip(chunk).enumerate() {
-            input.input_ids[r * seq..r * seq + row.len()].copy_from_slice(row);
-            input.attention_mask[r * seq..r * seq + row.len()].fill(1);
-            for j in prompts[p].len()..row.len() {
-                targets[r * seq + j] = i64::from(row[j]);
-            }
-        }
-        let (lp, _) = shifted_log_probs(model.forward(&input, None)?, &targets)?;
+        // Targets: the label's tokens, -100 on the prompt.
+        let targets: Vec<Vec<i64>> = chunk
+            .iter()
+            .map(|&(p, l)| {
+                std::iter::repeat_n(IGNORE_INDEX, prompts[p].len())
+                    .chain(labels[l].iter().map(|&t| i64::from(t)))
+                    .collect()
+            })
+            .collect();
+        let batch = Batch::pad(
+            rows.iter()
+                .zip(&targets)
+                .map(|(r, t)| BatchRow::new(r).with_labels(t)),
+            Padding::right(0),
+        )?;
+        let input = DecoderInput::from_batch(&batch)?;
+        let (lp, _) = shifted_log_probs(model.forward(&input, None)?, &batch.labels)?;
         let per_row = lp
             .sum_dim(1)
             .inner()
@@ -99,9 +99,9 @@ pub fn cls_batches(
     examples
         .chunks(batch_size.max(1))
         .map(|c| {
-            let rows: Vec<Vec<u32>> = c.iter().map(|(ids, _)| ids.clone()).collect();
+            let rows: Vec<&[u32]> = c.iter().map(|(ids, _)| ids.as_slice()).collect();
             Ok(ClsBatch {
-                input: EncoderInput::right_padded(&rows, pad_id)?,
+                input: EncoderInput::from_batch(&Batch::from_ids(&rows, Padding::right(pad_id)))?,
                 labels: c.iter().map(|(_, l)| *l).collect(),
             })
         })

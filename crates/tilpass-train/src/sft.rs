@@ -2,15 +2,18 @@
 //! `tilpass-tokenize`'s `SftEncoder`) into padded training batches.
 
 use tilpass_models::{DecoderInput, DecoderLm, GenerateConfig, generate};
-use tilpass_tokenize::{IGNORE_INDEX, SftExample, Tokenizer, pack_bfd};
+use tilpass_tokenize::{
+    Batch, BatchRow, IGNORE_INDEX, Padding, SftExample, Tokenizer, collate_packed, pack_bfd,
+};
 
 use crate::error::{Result, TrainError};
 use crate::trainer::LmBatch;
 
-/// Groups `examples` into right-padded batches of `batch_size` rows (positions `0..seq` per
-/// row, labels -100 on padding). Examples longer than `max_positions` are an error naming the
-/// example (truncate them when encoding: `SftConfig::max_length` with a truncation policy);
-/// examples without a supervised token are left out; a dataset with none at all is an error.
+/// Groups `examples` into right-padded batches of `batch_size` rows ([`Batch::pad`]: positions
+/// `0..len` per row, labels -100 on padding). Examples longer than `max_positions` are an
+/// error naming the example (truncate them when encoding: `SftConfig::max_length` with a
+/// truncation policy); examples without a supervised token are left out; a dataset with none
+/// at all is an error.
 pub fn sft_batches(
     examples: &[SftExample],
     batch_size: usize,
@@ -29,53 +32,22 @@ pub fn sft_batches(
         )));
     }
     let kept = supervised(examples)?;
-    Ok(kept
-        .chunks(batch_size.max(1))
+    kept.chunks(batch_size.max(1))
         .map(|chunk| {
-            right_padded(
-                chunk.iter().map(|e| Row {
-                    ids: &e.input_ids,
-                    labels: &e.labels,
-                    mask: &e.attention_mask,
-                    positions: None,
-                }),
-                pad_id,
-            )
+            lm_batch(Batch::pad(
+                chunk.iter().map(|e| BatchRow::from(*e)),
+                Padding::right(pad_id),
+            )?)
         })
-        .collect())
+        .collect()
 }
 
-/// One row of a batch: tokens, labels, attention-mask values (1, or document numbers in
-/// packed rows) and positions (`None`: `0..len`).
-struct Row<'a> {
-    ids: &'a [u32],
-    labels: &'a [i64],
-    mask: &'a [u8],
-    positions: Option<&'a [i64]>,
-}
-
-/// Right-pads rows into one batch (padding: `pad_id`, mask 0, label -100).
-fn right_padded<'a>(rows: impl Iterator<Item = Row<'a>> + Clone, pad_id: u32) -> LmBatch {
-    let seq = rows.clone().map(|r| r.ids.len()).max().unwrap_or(0);
-    let b = rows.clone().count();
-    let mut input = DecoderInput {
-        input_ids: vec![pad_id; b * seq],
-        attention_mask: vec![0; b * seq],
-        position_ids: (0..b).flat_map(|_| 0..seq as i64).collect(),
-        batch: b,
-        seq,
-    };
-    let mut labels = vec![IGNORE_INDEX; b * seq];
-    for (r, row) in rows.enumerate() {
-        let (o, n) = (r * seq, row.ids.len());
-        input.input_ids[o..o + n].copy_from_slice(row.ids);
-        input.attention_mask[o..o + n].copy_from_slice(row.mask);
-        labels[o..o + n].copy_from_slice(row.labels);
-        if let Some(p) = row.positions {
-            input.position_ids[o..o + n].copy_from_slice(p);
-        }
-    }
-    LmBatch { input, labels }
+/// A training batch from a padded batch: the decoder input and its labels.
+fn lm_batch(batch: Batch) -> Result<LmBatch> {
+    Ok(LmBatch {
+        input: DecoderInput::from_batch(&batch)?,
+        labels: batch.labels,
+    })
 }
 
 /// The examples with at least one supervised token; none at all is an error.
@@ -99,8 +71,8 @@ fn supervised(examples: &[SftExample]) -> Result<Vec<&SftExample>> {
 /// Each document keeps its own positions (restarting at 0), attends only within itself
 /// (block-diagonal causal attention through document numbers in the attention mask) and its
 /// first token is not a target, so a packed batch gives the loss of its documents trained
-/// one by one, with far less padding. Examples without a supervised token are left out; a
-/// row holds at most 255 documents.
+/// one by one, with far less padding (rows padded by `collate_packed`). Examples without a
+/// supervised token are left out; a row holds at most 255 documents.
 pub fn packed_batches(
     examples: &[SftExample],
     max_length: usize,
@@ -115,39 +87,9 @@ pub fn packed_batches(
     }
     let kept: Vec<SftExample> = supervised(examples)?.into_iter().cloned().collect();
     let rows = pack_bfd(&kept, max_length);
-    if let Some(r) = rows.iter().find(|r| r.doc_lengths.len() > 255) {
-        return Err(TrainError::Config(format!(
-            "a packed row holds {} documents; at most 255 fit (use a shorter max_length)",
-            r.doc_lengths.len()
-        )));
-    }
-    // Document numbers 1, 2, ... in the attention mask keep attention inside each document.
-    let masks: Vec<Vec<u8>> = rows
-        .iter()
-        .map(|r| {
-            r.document_ids()
-                .into_iter()
-                .map(|d| (d + 1) as u8)
-                .collect()
-        })
-        .collect();
-    Ok(rows
-        .iter()
-        .zip(&masks)
-        .collect::<Vec<_>>()
-        .chunks(batch_size.max(1))
-        .map(|chunk| {
-            right_padded(
-                chunk.iter().map(|(r, m)| Row {
-                    ids: &r.input_ids,
-                    labels: &r.labels,
-                    mask: m,
-                    positions: Some(&r.position_ids),
-                }),
-                pad_id,
-            )
-        })
-        .collect())
+    rows.chunks(batch_size.max(1))
+        .map(|chunk| lm_batch(collate_packed(chunk, Padding::right(pad_id))?))
+        .collect()
 }
 
 /// The prompt of an encoded example: its tokens before the first supervised one (for a chat
