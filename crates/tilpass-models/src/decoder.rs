@@ -43,6 +43,17 @@ pub struct DecoderInput {
 }
 
 impl DecoderInput {
+    /// A batch from rows of equal length with no padding (positions `0..seq`).
+    pub fn unpadded(rows: &[Vec<u32>]) -> Result<Self> {
+        let seq = rows.first().map(Vec::len).unwrap_or(0);
+        if rows.iter().any(|r| r.len() != seq) || seq == 0 {
+            return Err(ModelError::Input(
+                "rows must be non-empty and of equal length".into(),
+            ));
+        }
+        Self::from_batch(&Batch::from_ids(rows, Padding::right(0)))
+    }
+
     /// The model input of a padded [`Batch`] (`tilpass_tokenize::Batch::pad`, any padding side,
     /// packed rows included): its ids, attention mask (document numbers in packed rows) and
     /// positions, `[batch, seq]`; its labels and token types are not model inputs. Errors on
@@ -74,17 +85,6 @@ impl DecoderInput {
             batch: b,
             seq,
         })
-    }
-
-    /// A batch from rows of equal length with no padding (positions `0..seq`).
-    pub fn unpadded(rows: &[Vec<u32>]) -> Result<Self> {
-        let seq = rows.first().map(Vec::len).unwrap_or(0);
-        if rows.iter().any(|r| r.len() != seq) || seq == 0 {
-            return Err(ModelError::Input(
-                "rows must be non-empty and of equal length".into(),
-            ));
-        }
-        Self::from_batch(&Batch::from_ids(rows, Padding::right(0)))
     }
 }
 
