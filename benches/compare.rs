@@ -338,13 +338,7 @@ fn train(specs: &[Spec], r: &mut Report) -> Res<()> {
     let (b, s) = (4usize, 256usize);
     let ids = prompt(b * s);
     let batch = LmBatch {
-        input: DecoderInput {
-            input_ids: ids.clone(),
-            attention_mask: vec![1; b * s],
-            position_ids: (0..b).flat_map(|_| 0..s as i64).collect(),
-            batch: b,
-            seq: s,
-        },
+        input: DecoderInput::unpadded(&ids.chunks(s).map(<[u32]>::to_vec).collect::<Vec<_>>())?,
         labels: ids.iter().map(|&t| i64::from(t)).collect(),
     };
     let mut opt = AdamW::new(AdamWConfig {

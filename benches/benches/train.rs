@@ -38,13 +38,8 @@ fn lora_step(c: &mut Criterion) {
         .map(|i| ((i * 7919 + 13) % 32000) as u32)
         .collect();
     let batch = LmBatch {
-        input: DecoderInput {
-            input_ids: ids.clone(),
-            attention_mask: vec![1; b * s],
-            position_ids: (0..b).flat_map(|_| 0..s as i64).collect(),
-            batch: b,
-            seq: s,
-        },
+        input: DecoderInput::unpadded(&ids.chunks(s).map(<[u32]>::to_vec).collect::<Vec<_>>())
+            .expect("input"),
         labels: ids.iter().map(|&t| i64::from(t)).collect(),
     };
     let mut opt = AdamW::new(AdamWConfig::default());
