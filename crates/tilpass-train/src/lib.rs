@@ -25,6 +25,7 @@ pub mod classify;
 pub mod error;
 pub mod optim;
 pub mod progress;
+pub mod runs;
 pub mod schedule;
 pub mod sft;
 pub mod trainer;
@@ -36,6 +37,10 @@ pub use classify::{
 pub use error::{Result, TrainError};
 pub use optim::{AdamW, AdamWConfig, NamedGrads, clip_global_norm, collect_grads, global_norm};
 pub use progress::Progress;
+pub use runs::{
+    AnnotateOutcome, AnnotateRun, ClassifyOutcome, ClassifyRun, PredictOutcome, PredictRun,
+    RunConfig, SftOutcome, SftRun,
+};
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use sft::{packed_batches, prompt_of, sample_answers, sft_batches};
 pub use trainer::{
