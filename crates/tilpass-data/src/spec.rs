@@ -144,7 +144,11 @@ mod tests {
 
     #[test]
     fn specs_round_trip_through_strings_and_serde() {
-        for s in ["builtin:norsk-chat", "builtin:norsk-chat:train", "x/y.jsonl"] {
+        for s in [
+            "builtin:norsk-chat",
+            "builtin:norsk-chat:train",
+            "x/y.jsonl",
+        ] {
             let spec: DatasetSpec = s.parse().unwrap();
             assert_eq!(spec.to_string(), s);
             let json = serde_json::to_string(&spec).unwrap();

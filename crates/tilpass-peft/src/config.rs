@@ -567,9 +567,16 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(built, LoraConfig::new(4, 8.0, &["v_proj", "q_proj"]));
-        let none = LoraConfig::builder().r(16).lora_alpha(32.0).build().unwrap();
+        let none = LoraConfig::builder()
+            .r(16)
+            .lora_alpha(32.0)
+            .build()
+            .unwrap();
         assert_eq!(none.target_modules, None, "the family's defaults");
-        assert_eq!((none.lora_dropout, none.use_dora, none.bias.as_str()), (0.0, false, "none"));
+        assert_eq!(
+            (none.lora_dropout, none.use_dora, none.bias.as_str()),
+            (0.0, false, "none")
+        );
         for bad in [
             LoraConfig::builder().r(0),
             LoraConfig::builder().lora_alpha(f64::NAN),

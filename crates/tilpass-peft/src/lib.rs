@@ -45,9 +45,8 @@ pub mod prompt;
 pub mod prompt_encoder;
 
 pub use config::{
-    ADAPTER_CONFIG, ADAPTER_WEIGHTS, ClassifierDefaults, LoraConfig, LoraConfigBuilder,
-    PEFT_TYPES, TargetModules, adapter_peft_type, classifier_defaults, default_targets,
-    is_prompt_adapter,
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, ClassifierDefaults, LoraConfig, LoraConfigBuilder, PEFT_TYPES,
+    TargetModules, adapter_peft_type, classifier_defaults, default_targets, is_prompt_adapter,
 };
 pub use error::{PeftError, Result};
 pub use lora::{KEY_PREFIX, ParamMut, PeftModel, TrainableReport};

@@ -135,14 +135,13 @@ pub fn load_decoder(dir: &Path, adapter: Option<&Path>, device: &Device) -> Resu
 impl AnnotateRun {
     /// Labels every row of `data` on `device`, `batch_size` rows at a time, reporting
     /// [`Event::Rows`] after each batch.
-    pub fn run(
-        &self,
-        device: &Device,
-        progress: &mut dyn FnMut(Event),
-    ) -> Result<AnnotateOutcome> {
+    pub fn run(&self, device: &Device, progress: &mut dyn FnMut(Event)) -> Result<AnnotateOutcome> {
         self.validate()?;
         let model_dir = check::path("model", &self.model)?;
-        let (data, out) = (check::path("data", &self.data)?, check::path("out", &self.out)?);
+        let (data, out) = (
+            check::path("data", &self.data)?,
+            check::path("out", &self.out)?,
+        );
         let model = load_decoder(model_dir, self.adapter.as_deref(), device)?;
         let tok = Tokenizer::from_dir(model_dir)?;
         let verbal = self

@@ -104,7 +104,10 @@ impl RunConfig for ClassifyRun {
     const JOB: &'static str = "classify";
 
     fn shorthands() -> Vec<(&'static str, &'static str, &'static str)> {
-        LORA_SHORTHANDS.iter().map(|(k, f)| (*k, "lora", *f)).collect()
+        LORA_SHORTHANDS
+            .iter()
+            .map(|(k, f)| (*k, "lora", *f))
+            .collect()
     }
 
     fn validate(&self) -> Result<()> {
@@ -158,11 +161,13 @@ pub(crate) fn row(
     let line = match location {
         tilpass_data::Location::Line(n) | tilpass_data::Location::Item(n) => n,
     };
-    parsed.map(|v| (line, v)).map_err(|message| TrainError::Row {
-        path: path.display().to_string(),
-        line,
-        message,
-    })
+    parsed
+        .map(|v| (line, v))
+        .map_err(|message| TrainError::Row {
+            path: path.display().to_string(),
+            line,
+            message,
+        })
 }
 
 /// The string field `name` of a row, or an error naming file, line and field.
@@ -223,11 +228,7 @@ impl ClassifyRun {
     /// Trains the classifier on `device` (made an autodiff device here): checks the
     /// settings, writes `out/run_config.json`, reads and encodes the rows, trains, evaluates
     /// on the held-out rows and saves `out/adapter` with `labels.json`.
-    pub fn run(
-        &self,
-        device: &Device,
-        progress: &mut dyn FnMut(Event),
-    ) -> Result<ClassifyOutcome> {
+    pub fn run(&self, device: &Device, progress: &mut dyn FnMut(Event)) -> Result<ClassifyOutcome> {
         self.validate()?;
         let (model_dir, data) = (
             check::path("model", &self.model)?,

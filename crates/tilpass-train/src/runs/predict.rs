@@ -144,7 +144,10 @@ impl PredictRun {
         self.validate()?;
         let model_dir = check::path("model", &self.model)?;
         let adapter = check::path("adapter", &self.adapter)?;
-        let (data, out) = (check::path("data", &self.data)?, check::path("out", &self.out)?);
+        let (data, out) = (
+            check::path("data", &self.data)?,
+            check::path("out", &self.out)?,
+        );
         let names: Vec<String> = tilpass_core::read_json(adapter.join(LABELS_FILE))?;
         let tok = Tokenizer::from_dir(model_dir)?;
         let model = EncoderModel::load(model_dir, device)?.with_new_classifier(&names, 0)?;

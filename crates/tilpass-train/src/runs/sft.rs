@@ -153,7 +153,10 @@ impl RunConfig for SftRun {
     const JOB: &'static str = "sft";
 
     fn shorthands() -> Vec<(&'static str, &'static str, &'static str)> {
-        LORA_SHORTHANDS.iter().map(|(k, f)| (*k, "lora", *f)).collect()
+        LORA_SHORTHANDS
+            .iter()
+            .map(|(k, f)| (*k, "lora", *f))
+            .collect()
     }
 
     fn validate(&self) -> Result<()> {
@@ -249,7 +252,10 @@ impl SftRun {
     /// trains, and saves the adapter (or the model).
     pub fn run(&self, device: &Device, progress: &mut dyn FnMut(Event)) -> Result<SftOutcome> {
         self.validate()?;
-        let (model_dir, out) = (check::path("model", &self.model)?, check::path("out", &self.out)?);
+        let (model_dir, out) = (
+            check::path("model", &self.model)?,
+            check::path("out", &self.out)?,
+        );
         let data = check::required("data", &self.data)?;
         write_run_config(self, out)?;
         let device = device.clone().autodiff();
