@@ -163,6 +163,9 @@ pub struct SftArgs {
     #[command(flatten)]
     #[serde(flatten)]
     lora: LoraFlags,
+    /// Train this existing LoRA adapter (HF PEFT layout) instead of a new one.
+    #[arg(long)]
+    init_adapter: Option<PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
     optim: OptimFlags,

@@ -201,7 +201,7 @@ pub(crate) fn encode_texts(
 }
 
 /// The LoRA config of a classifier on `model`: `lora` with the family's targets and head
-/// where it names none, and the base model's path.
+/// where it names none, `SEQ_CLS` as its task when it names none, and the base model's path.
 pub fn classifier_lora(lora: &LoraConfig, model: &EncoderModel, dir: &Path) -> Result<LoraConfig> {
     let mut cfg = lora.clone();
     let family = model.model_type();
@@ -219,6 +219,7 @@ pub fn classifier_lora(lora: &LoraConfig, model: &EncoderModel, dir: &Path) -> R
     if cfg.modules_to_save.is_none() {
         cfg.modules_to_save = Some(vec![defaults.ok_or_else(missing)?.head.into()]);
     }
+    cfg.task_type.get_or_insert_with(|| "SEQ_CLS".into());
     cfg.base_model_name_or_path
         .get_or_insert_with(|| dir.display().to_string());
     Ok(cfg)

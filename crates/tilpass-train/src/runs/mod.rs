@@ -140,16 +140,24 @@ pub fn merge(base: &mut Map<String, Value>, over: Map<String, Value>) {
     }
 }
 
-/// A run config from a JSON value (shorthands folded; unknown keys are errors naming the
-/// key, prefixed by `source`).
+/// A run config from a JSON value: its settings over the job's defaults (nested sections
+/// merged key by key, shorthands folded); unknown keys are errors naming the key, prefixed
+/// by `source`.
 pub fn from_json<R: RunConfig>(value: Value, source: &str) -> Result<R> {
     let mut map = as_object(value, source)?;
     fold_shorthands::<R>(&mut map, source)?;
     from_folded(map, source)
 }
 
+/// Deserialises settings merged over the job's defaults (so a partial nested section, e.g.
+/// `"lora": {"use_dora": true}`, keeps the job's other LoRA defaults, not PEFT's).
 fn from_folded<R: RunConfig>(map: Map<String, Value>, source: &str) -> Result<R> {
-    serde_json::from_value(Value::Object(map)).map_err(|e| TrainError::RunConfig {
+    let mut full = match R::default().to_json()? {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    merge(&mut full, map);
+    serde_json::from_value(Value::Object(full)).map_err(|e| TrainError::RunConfig {
         source_name: source.into(),
         message: e.to_string(),
     })

@@ -59,8 +59,12 @@ pub struct SftRun {
     /// Train every weight (no adapter); the model is saved in HF layout under `out/model`.
     pub full: bool,
     /// The LoRA adapter (PEFT's `LoraConfig`; `target_modules: null` = the model family's
-    /// defaults, as PEFT). Ignored with `full` and `resume`.
+    /// defaults, as PEFT). Ignored with `full`, `init_adapter` and `resume`.
     pub lora: LoraConfig,
+    /// Train an existing LoRA adapter (HF PEFT layout: one PEFT initialised, or an earlier
+    /// run's `adapter/`) instead of a new one made from `lora`; its adapter_config.json
+    /// applies.
+    pub init_adapter: Option<PathBuf>,
     /// Rows per batch.
     pub batch_size: usize,
     /// Batches per optimiser step.
@@ -126,6 +130,7 @@ impl Default for SftRun {
                 task_type: Some("CAUSAL_LM".into()),
                 ..Default::default()
             },
+            init_adapter: None,
             batch_size: 4,
             grad_accum: t.gradient_accumulation_steps,
             lr: t.learning_rate,
@@ -186,7 +191,14 @@ impl RunConfig for SftRun {
         check::opt_at_least("early_stopping_patience", self.early_stopping_patience, 1)?;
         check::opt_at_least("save_steps", self.save_steps, 1)?;
         check::at_least("save_total_limit", self.save_total_limit, 1)?;
-        if !self.full && self.resume.is_none() {
+        if let (true, Some(dir)) = (self.full, &self.init_adapter) {
+            return Err(TrainError::setting(
+                "init_adapter",
+                dir.display(),
+                "no adapter with `full` (full fine-tuning trains the model's own weights)",
+            ));
+        }
+        if !self.full && self.resume.is_none() && self.init_adapter.is_none() {
             check::lora(&self.lora)?;
         }
         Ok(())
@@ -303,13 +315,17 @@ impl SftRun {
             sft_batches(&eval_examples, bs, pad, max_positions)?
         };
         let mut peft = PeftModel::new(base);
-        match (&self.resume, self.full) {
+        match (
+            self.resume.as_ref().or(self.init_adapter.as_ref()),
+            self.full,
+        ) {
             (_, true) => {}
             (Some(dir), false) => {
                 peft.load_adapter(dir, "default")?;
             }
             (None, false) => {
                 let mut cfg = self.lora.clone();
+                cfg.task_type.get_or_insert_with(|| "CAUSAL_LM".into());
                 cfg.base_model_name_or_path
                     .get_or_insert_with(|| model_dir.display().to_string());
                 peft.add_adapter("default", &cfg, self.seed)?;
