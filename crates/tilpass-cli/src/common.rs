@@ -111,6 +111,18 @@ pub fn given_flags(flags: &impl serde::Serialize) -> Result<Value> {
     Ok(v)
 }
 
+/// How a job's flags and `--config` combine, after its flags in `--help`.
+pub const RUN_CONFIG_HELP: &str = "Every flag is a key of the job's JSON run config \
+(`--eval-steps` = `eval_steps`). --config FILE supplies settings, flags win, the job's \
+defaults fill the rest: --print-config prints the result (and so the defaults).";
+
+/// [`RUN_CONFIG_HELP`] for the training jobs.
+pub const TRAIN_CONFIG_HELP: &str = "Every flag is a key of the job's JSON run config \
+(`--eval-steps` = `eval_steps`; the LoRA flags set its `lora` section, PEFT's LoraConfig). \
+--config FILE supplies settings, flags win, the job's defaults fill the rest: --print-config \
+prints the result (and so the defaults). A run writes its config to OUT/run_config.json; \
+--config with that file repeats the run.";
+
 /// `--config FILE` and `--print-config` of a job.
 #[derive(Args, Clone, serde::Serialize)]
 pub struct ConfigArgs {

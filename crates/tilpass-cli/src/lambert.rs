@@ -13,6 +13,7 @@ use crate::common::{ConfigArgs, print_json};
 
 /// The flags of `annotate` (the defaults: `--print-config`).
 #[derive(Args, Serialize)]
+#[command(after_help = crate::common::RUN_CONFIG_HELP)]
 pub struct AnnotateArgs {
     #[command(flatten)]
     #[serde(skip)]
@@ -48,6 +49,7 @@ pub struct AnnotateArgs {
 
 /// The flags of `predict` (the defaults: `--print-config`).
 #[derive(Args, Serialize)]
+#[command(after_help = crate::common::RUN_CONFIG_HELP)]
 pub struct PredictArgs {
     #[command(flatten)]
     #[serde(skip)]

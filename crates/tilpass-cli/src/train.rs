@@ -115,6 +115,7 @@ pub struct OptimFlags {
 
 /// The flags of `train sft` (the defaults: `--print-config`).
 #[derive(Args, Serialize)]
+#[command(after_help = crate::common::TRAIN_CONFIG_HELP)]
 pub struct SftArgs {
     #[command(flatten)]
     #[serde(skip)]
@@ -203,6 +204,7 @@ pub struct SftArgs {
 
 /// The flags of `train classify` (the defaults: `--print-config`).
 #[derive(Args, Serialize)]
+#[command(after_help = crate::common::TRAIN_CONFIG_HELP)]
 pub struct ClassifyArgs {
     #[command(flatten)]
     #[serde(skip)]

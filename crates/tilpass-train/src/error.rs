@@ -52,6 +52,14 @@ pub enum TrainError {
         /// What is accepted.
         expected: String,
     },
+    /// A run config names a setting the job does not have.
+    #[error("unknown setting `{setting}`; the settings here are {known}")]
+    UnknownSetting {
+        /// The key given.
+        setting: String,
+        /// The settings there are.
+        known: String,
+    },
     /// A run config lacks a setting the job needs.
     #[error("missing setting `{setting}`: give --{flag} (or \"{setting}\" in --config)")]
     MissingSetting {

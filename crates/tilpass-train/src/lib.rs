@@ -15,6 +15,13 @@
 //! ([`score_labels`], [`label_probabilities`]), classifier training ([`train_classifier`]),
 //! prediction and scikit-learn-exact metrics ([`predict`], [`evaluate_classifier`]).
 //!
+//! The jobs of the `tilpass` command are library types in [`runs`]: [`SftRun`],
+//! [`ClassifyRun`], [`AnnotateRun`], [`PredictRun`] — serde run configs (unknown keys are
+//! errors; the job's defaults in its `Default`) with a `run(device, progress)` that checks
+//! every setting, writes `run_config.json` and does the job; [`runs::resolve`] merges a config
+//! file and command-line settings. [`runs::text_perplexity`] scores texts with a decoder
+//! (`tilpass metrics perplexity`).
+//!
 //! Full fine-tuning ([`Target::Full`]) runs through the same loop (every parameter, HF's
 //! no-decay rule, whole-model checkpoints), checked against transformers + torch AdamW.
 //! [`Progress`] renders a run's events as a progress bar.

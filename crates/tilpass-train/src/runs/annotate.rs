@@ -13,8 +13,7 @@ use tilpass_models::{AnyModel, DecoderLm, Head, ModelKind};
 use tilpass_peft::{PeftModel, is_prompt_adapter};
 use tilpass_tokenize::Tokenizer;
 
-use super::classify::{row, text_field};
-use super::predict::{JsonlOut, by_label};
+use super::jsonl::{JsonlOut, by_label, row, text_field};
 use super::{RunConfig, check};
 use crate::classify::{label_probabilities, score_labels};
 use crate::error::{Result, TrainError};

@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use tilpass_data::JsonlRows;
 use tilpass_metrics::ClassificationReport;
 use tilpass_models::{EncoderModel, HasLinears};
 use tilpass_peft::{LoraConfig, PeftModel, TargetModules, classifier_defaults};
 use tilpass_tokenize::Tokenizer;
 
+use super::jsonl::{read_rows, text_field};
 use super::{LORA_SHORTHANDS, RunConfig, check, write_run_config};
 use crate::classify::{cls_batches, evaluate_classifier, train_classifier};
 use crate::error::{Result, TrainError};
@@ -146,42 +145,6 @@ pub struct ClassifyOutcome {
     pub eval: Option<ClassificationReport>,
     /// The adapter directory (HF PEFT layout, with `labels.json`).
     pub adapter: PathBuf,
-}
-
-/// The `(line, row)` pairs of a JSONL file; a malformed line is an error naming file and line.
-pub(crate) fn read_rows(path: &Path) -> Result<Vec<(usize, Value)>> {
-    JsonlRows::open(path)?.map(|r| row(path, r?)).collect()
-}
-
-/// One row of [`JsonlRows`] as `(line, value)`, or an error naming the file and line.
-pub(crate) fn row(
-    path: &Path,
-    (location, parsed): (tilpass_data::Location, std::result::Result<Value, String>),
-) -> Result<(usize, Value)> {
-    let line = match location {
-        tilpass_data::Location::Line(n) | tilpass_data::Location::Item(n) => n,
-    };
-    parsed
-        .map(|v| (line, v))
-        .map_err(|message| TrainError::Row {
-            path: path.display().to_string(),
-            line,
-            message,
-        })
-}
-
-/// The string field `name` of a row, or an error naming file, line and field.
-pub(crate) fn text_field<'a>(
-    row: &'a Value,
-    name: &str,
-    path: &Path,
-    line: usize,
-) -> Result<&'a str> {
-    row[name].as_str().ok_or_else(|| TrainError::Row {
-        path: path.display().to_string(),
-        line,
-        message: format!("no string field `{name}`"),
-    })
 }
 
 /// Encodes texts with the tokenizer's special tokens, keeping the first `max_length` tokens.

@@ -36,6 +36,7 @@ use crate::error::{Result, TrainError};
 
 pub mod annotate;
 pub mod classify;
+mod jsonl;
 pub mod perplexity;
 pub mod predict;
 pub mod sft;
@@ -265,14 +266,14 @@ pub(crate) mod check {
     /// The nested LoRA config: PEFT's checks, and no key tilpass does not know.
     pub fn lora(cfg: &tilpass_peft::LoraConfig) -> Result<()> {
         if let Some(key) = cfg.other.keys().next() {
-            return Err(TrainError::setting(
-                format!("lora.{key}"),
-                &cfg.other[key],
-                "no such LoRA setting (r, lora_alpha, lora_dropout, target_modules, \
-                 exclude_modules, use_rslora, use_dora, rank_pattern, alpha_pattern, \
-                 modules_to_save, init_lora_weights, fan_in_fan_out, bias, task_type, \
-                 base_model_name_or_path)",
-            ));
+            return Err(TrainError::UnknownSetting {
+                setting: format!("lora.{key}"),
+                known: "r, lora_alpha, lora_dropout, target_modules, exclude_modules, \
+                        use_rslora, use_dora, rank_pattern, alpha_pattern, modules_to_save, \
+                        init_lora_weights, fan_in_fan_out, bias, task_type, \
+                        base_model_name_or_path"
+                    .into(),
+            });
         }
         at_least("lora.r", cfg.r, 1)?;
         if !cfg.lora_alpha.is_finite() {

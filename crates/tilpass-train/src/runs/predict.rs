@@ -1,19 +1,19 @@
 //! `tilpass predict` (LamBERT step 3): a classifier trained by [`super::ClassifyRun`] labels
 //! a JSONL stream, batch by batch, writing each row back with `label` and `probabilities`.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use tilpass_data::JsonlRows;
 use tilpass_models::{EncoderInput, EncoderModel};
 use tilpass_peft::PeftModel;
 use tilpass_tokenize::Tokenizer;
 
-use super::classify::{LABELS_FILE, encode_texts, row, text_field};
+use super::classify::{LABELS_FILE, encode_texts};
+use super::jsonl::{JsonlOut, by_label, row, text_field};
 use super::{RunConfig, check};
 use crate::classify::predict;
 use crate::error::{Result, TrainError};
@@ -79,62 +79,6 @@ pub struct PredictOutcome {
     pub seconds: f64,
     /// Throughput.
     pub rows_per_s: f64,
-}
-
-/// A JSONL output written to a temporary file and moved into place when complete.
-pub(crate) struct JsonlOut {
-    path: PathBuf,
-    tmp: PathBuf,
-    w: Option<std::io::BufWriter<std::fs::File>>,
-}
-
-impl Drop for JsonlOut {
-    /// An unfinished output (the job failed) leaves nothing behind.
-    fn drop(&mut self) {
-        if self.w.take().is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-impl JsonlOut {
-    pub(crate) fn create(path: &Path) -> Result<Self> {
-        let tmp = path.with_extension("jsonl.tmp");
-        let f = std::fs::File::create(&tmp).map_err(|e| tilpass_core::Error::io(&tmp, e))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            tmp,
-            w: Some(std::io::BufWriter::new(f)),
-        })
-    }
-
-    pub(crate) fn write(&mut self, row: &Value) -> Result<()> {
-        let w = self.w.as_mut().expect("open until finish");
-        writeln!(w, "{row}").map_err(|e| tilpass_core::Error::io(&self.tmp, e).into())
-    }
-
-    pub(crate) fn finish(mut self) -> Result<()> {
-        let mut w = self.w.take().expect("open until finish");
-        let written = w.flush().and_then(|()| {
-            drop(w);
-            std::fs::rename(&self.tmp, &self.path)
-        });
-        written.map_err(|e| {
-            let _ = std::fs::remove_file(&self.tmp);
-            tilpass_core::Error::io(&self.path, e).into()
-        })
-    }
-}
-
-/// `{label: probability}` in label order.
-pub(crate) fn by_label<P: Into<Value> + Copy>(names: &[String], probs: &[P]) -> Value {
-    Value::Object(
-        names
-            .iter()
-            .zip(probs)
-            .map(|(n, p)| (n.clone(), (*p).into()))
-            .collect(),
-    )
 }
 
 impl PredictRun {
