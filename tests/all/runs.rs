@@ -201,6 +201,9 @@ fn sft_run_with_a_new_adapter_evaluates_and_repeats_itself() {
     );
 }
 
+/// A change to a run's settings.
+type Mutation = Box<dyn Fn(&mut SftRun)>;
+
 /// Every numeric setting is checked (range, finiteness) with an error naming it, before
 /// anything is written.
 #[test]
@@ -214,7 +217,7 @@ fn run_settings_are_validated_before_any_work() {
         ..Default::default()
     };
     base.validate().unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut SftRun)>)> = vec![
+    let cases: Vec<(&str, Mutation)> = vec![
         ("lr", Box::new(|r| r.lr = 0.0)),
         ("lr", Box::new(|r| r.lr = f64::NAN)),
         ("lr", Box::new(|r| r.lr = f64::INFINITY)),
