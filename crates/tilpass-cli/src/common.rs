@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde_json::Value;
-use tilpass::models::{AnyModel, DecoderLm, HasLinears, Head, ModelKind};
-use tilpass::peft::{PeftModel, PromptAdapter, is_prompt_adapter};
+use tilpass::models::{DecoderLm, HasLinears};
+use tilpass::peft::{PeftModel, PromptAdapter, is_prompt_adapter, load_causal_lm};
 use tilpass::tokenize::{TokenizeError, Tokenizer};
 use tilpass::train::runs::{self, RunConfig};
 use tilpass::{Error, Result};
@@ -67,28 +67,11 @@ pub fn with_adapter<M: HasLinears>(model: M, args: &ModelArgs) -> Result<M> {
 /// adapter (prefix / prompt / P-tuning) is returned beside it.
 pub fn load_decoder(args: &ModelArgs) -> Result<(DecoderLm, Option<PromptAdapter>)> {
     let device = tilpass::device(&args.device)?;
-    let kind = ModelKind::from_dir(&args.model)?;
-    let not_causal = || {
-        Error::invalid(format!(
-            "{}: this command needs a causal LM (*ForCausalLM / *LMHeadModel); this is {} ({})",
-            args.model.display(),
-            kind.class_name(),
-            kind.head.describe()
-        ))
-    };
-    if kind.head != Head::CausalLm {
-        return Err(not_causal());
-    }
-    let AnyModel::CausalLm(model) = AnyModel::load_kind(&kind, &device)? else {
-        return Err(not_causal());
-    };
-    if let Some(dir) = &args.adapter
-        && is_prompt_adapter(dir)?
-    {
-        let adapter = PromptAdapter::load(dir, &model)?;
-        return Ok((model, Some(adapter)));
-    }
-    Ok((with_adapter(model, args)?, None))
+    Ok(load_causal_lm(
+        &args.model,
+        args.adapter.as_deref(),
+        &device,
+    )?)
 }
 
 /// The tokenizer in a model directory; `None` when it has none and `required` is false.

@@ -38,12 +38,14 @@
 
 #![warn(missing_docs)]
 
+pub mod auto;
 pub mod config;
 pub mod error;
 pub mod lora;
 pub mod prompt;
 pub mod prompt_encoder;
 
+pub use auto::load_causal_lm;
 pub use config::{
     ADAPTER_CONFIG, ADAPTER_WEIGHTS, ClassifierDefaults, LoraConfig, LoraConfigBuilder, PEFT_TYPES,
     TargetModules, adapter_peft_type, classifier_defaults, default_targets, is_prompt_adapter,

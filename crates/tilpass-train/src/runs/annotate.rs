@@ -2,15 +2,14 @@
 //! by scoring each label's verbalisation after a prompt ([`crate::score_labels`]), writing
 //! each row back with `label`, `confidence` and `probabilities`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tilpass_data::JsonlRows;
-use tilpass_models::{AnyModel, DecoderLm, Head, ModelKind};
-use tilpass_peft::{PeftModel, is_prompt_adapter};
+use tilpass_peft::load_causal_lm;
 use tilpass_tokenize::Tokenizer;
 
 use super::jsonl::{JsonlOut, by_label, row, text_field};
@@ -99,38 +98,6 @@ pub struct AnnotateOutcome {
     pub seconds: f64,
 }
 
-/// A causal LM from `dir`, with a LoRA adapter applied when `adapter` is given.
-pub fn load_decoder(dir: &Path, adapter: Option<&Path>, device: &Device) -> Result<DecoderLm> {
-    let kind = ModelKind::from_dir(dir)?;
-    let not_causal = || {
-        TrainError::Config(format!(
-            "{}: this command needs a causal LM (*ForCausalLM / *LMHeadModel); this is {} ({})",
-            dir.display(),
-            kind.class_name(),
-            kind.head.describe()
-        ))
-    };
-    if kind.head != Head::CausalLm {
-        return Err(not_causal());
-    }
-    let AnyModel::CausalLm(model) = AnyModel::load_kind(&kind, device)? else {
-        return Err(not_causal());
-    };
-    let Some(adapter) = adapter else {
-        return Ok(model);
-    };
-    if is_prompt_adapter(adapter)? {
-        return Err(TrainError::Config(format!(
-            "{}: a prompt-learning adapter (prefix / prompt / P-tuning); annotation scores \
-             labels with LoRA / DoRA adapters",
-            adapter.display()
-        )));
-    }
-    let mut peft = PeftModel::new(model);
-    peft.load_adapter(adapter, "default")?;
-    Ok(peft.into_model())
-}
-
 impl AnnotateRun {
     /// Labels every row of `data` on `device`, `batch_size` rows at a time, reporting
     /// [`Event::Rows`] after each batch.
@@ -141,7 +108,14 @@ impl AnnotateRun {
             check::path("data", &self.data)?,
             check::path("out", &self.out)?,
         );
-        let model = load_decoder(model_dir, self.adapter.as_deref(), device)?;
+        let (model, prompt) = load_causal_lm(model_dir, self.adapter.as_deref(), device)?;
+        if prompt.is_some() {
+            return Err(TrainError::Config(format!(
+                "{}: a prompt-learning adapter (prefix / prompt / P-tuning); annotation scores \
+                 labels with LoRA / DoRA adapters",
+                self.adapter.as_deref().unwrap_or(model_dir).display()
+            )));
+        }
         let tok = Tokenizer::from_dir(model_dir)?;
         let verbal = self
             .labels
