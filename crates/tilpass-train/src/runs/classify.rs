@@ -64,7 +64,8 @@ pub struct ClassifyRun {
     pub weight_decay: f64,
     /// Truncate texts to this many tokens (at least 2: `[CLS]` and `[SEP]`).
     pub max_length: usize,
-    /// Seed of the new head and the adapter.
+    /// Seed of the new head, the adapter and dropout (burn's process-wide RNG, seeded when
+    /// the run starts).
     pub seed: u64,
 }
 

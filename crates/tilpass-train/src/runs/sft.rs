@@ -101,7 +101,8 @@ pub struct SftRun {
     pub save_steps: Option<usize>,
     /// Checkpoints kept.
     pub save_total_limit: usize,
-    /// Seed of the adapter's initialisation and of dropout.
+    /// Seed of the adapter's initialisation and of dropout (burn's process-wide RNG, seeded
+    /// when the run starts: runs in parallel threads of one process share it).
     pub seed: u64,
 }
 
