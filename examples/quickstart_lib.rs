@@ -5,21 +5,22 @@
 //! 2. create a tiny Llama-style model and pre-train it briefly on the same text (full
 //!    fine-tuning, causal-LM loss on every token);
 //! 3. LoRA-fine-tune it for chat (built-in `norsk` template, loss on assistant tokens only),
-//!    evaluating loss / perplexity and sample answers on the held-out split;
+//!    evaluating loss / perplexity and sample answers on the held-out split — with
+//!    [`SftRun`], the same library call as `tilpass train sft`;
 //! 4. save the base model (HF layout) and the adapter (HF PEFT layout), and answer a few
 //!    held-out questions in Bokmål and Nynorsk.
 
 use std::path::{Path, PathBuf};
 
 use tilpass::data::embedded::{ChatExample, norsk_chat};
-use tilpass::data::{Record, Role};
+use tilpass::data::{DatasetSpec, Record, Role};
 use tilpass::models::{DecoderLm, HasLinears, LlamaConfig, create_llama};
-use tilpass::peft::{LoraConfig, PeftModel, TargetModules};
+use tilpass::peft::{LoraConfig, PeftModel};
 use tilpass::tokenize::chat_template::NORSK_TEMPLATE;
 use tilpass::tokenize::{SftConfig, SftEncoder, Tokenizer, TokenizerKind, train_tokenizer};
 use tilpass::train::{
-    Progress, Target, TrainConfig, evaluate, prompt_of, sample_answers, sft_batches,
-    train_lm_with_samples,
+    EvalLog, Progress, ScheduleKind, SftRun, Target, TrainConfig, prompt_of, sample_answers,
+    sft_batches, train_lm_with_samples,
 };
 
 /// Error type of the quickstart.
@@ -189,7 +190,7 @@ pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxE
         None,
         &TrainConfig {
             learning_rate: 3e-3,
-            lr_scheduler_type: tilpass::train::ScheduleKind::Cosine,
+            lr_scheduler_type: ScheduleKind::Cosine,
             warmup_steps: cfg.base_steps / 10,
             max_steps: cfg.base_steps,
             ..Default::default()
@@ -206,38 +207,53 @@ pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxE
     }
     model.save(&base_dir, tilpass::core::SaveDtype::F32)?;
 
-    // 3. LoRA chat fine-tuning with the `norsk` template, assistant tokens only.
-    let chat = SftEncoder::new(
-        &tok,
-        SftConfig {
-            assistant_only_loss: true,
-            ..Default::default()
-        },
-    )?;
-    let records = |set: &[ChatExample]| set.iter().map(|c| c.record()).collect::<Vec<_>>();
-    let (train_examples, _) = chat.encode_all(&records(&train_set))?;
-    let (eval_examples, _) = chat.encode_all(&records(&eval_set))?;
-    let train = sft_batches(&train_examples, cfg.batch_size, pad, max_pos)?;
-    let eval = sft_batches(&eval_examples, cfg.batch_size, pad, max_pos)?;
-    let mut lora = LoraConfig::new(cfg.lora_r, 2.0 * cfg.lora_r as f64, &[]);
-    lora.target_modules = Some(TargetModules::Pattern("all-linear".into()));
-    lora.task_type = Some("CAUSAL_LM".into());
-    lora.base_model_name_or_path = Some(base_dir.display().to_string());
-    // A fresh model from the saved base: the adapter is trained over exactly those weights.
-    let mut model = PeftModel::new(DecoderLm::load(&base_dir, &device)?);
-    model.add_adapter("default", &lora, cfg.seed)?;
-    model.freeze_base();
-    let before = evaluate(&model, &eval, 0)?.eval_loss;
+    // 3. LoRA chat fine-tuning with the `norsk` template, assistant tokens only: the same
+    //    library call as `tilpass train sft` (run_config.json in the output directory repeats
+    //    it with `tilpass train sft --config`).
+    let run = SftRun {
+        model: Some(base_dir.clone()),
+        data: Some(DatasetSpec::norsk_chat(Some("train"))),
+        eval_data: Some(DatasetSpec::norsk_chat(Some("eval"))),
+        out: Some(cfg.out.clone()),
+        max_length: SftConfig::default().max_length,
+        lora: LoraConfig::builder()
+            .r(cfg.lora_r)
+            .lora_alpha(2.0 * cfg.lora_r as f64)
+            .target_modules("all-linear")
+            .task_type("CAUSAL_LM")
+            .build()?,
+        batch_size: cfg.batch_size,
+        lr: 2e-3,
+        lr_scheduler_type: ScheduleKind::Cosine,
+        steps: cfg.chat_steps,
+        warmup: cfg.chat_steps / 10,
+        eval_steps: Some((cfg.chat_steps / 3).max(1)),
+        eval_on_start: true,
+        sample_max_new_tokens: 32,
+        seed: cfg.seed,
+        ..Default::default()
+    };
     say(
         quiet,
         &format!(
-            "3/4 chat fine-tuning: LoRA r={} on all linear layers ({}); {} steps; held-out loss before {:.3}",
-            cfg.lora_r,
-            model.trainable_parameters(),
-            cfg.chat_steps,
-            before
+            "3/4 chat fine-tuning: LoRA r={} on all linear layers; {} steps",
+            cfg.lora_r, cfg.chat_steps
         ),
     );
+    let mut progress = Progress::new("chat", cfg.chat_steps);
+    let tuned = run.run(&device, &mut |e| {
+        if !quiet {
+            progress.on_event(&e)
+        }
+    })?;
+    if !quiet {
+        progress.finish(&tuned.summary);
+    }
+    let eval_loss = |e: &Option<EvalLog>| e.as_ref().map(|e| e.eval_loss).unwrap_or(f64::NAN);
+    let (before, after) = (eval_loss(&tuned.initial_eval), eval_loss(&tuned.final_eval));
+
+    // 4. Answer held-out questions (two in Bokmål, two in Nynorsk) with the tuned model.
+    let chat = SftEncoder::new(&tok, run.sft_config())?;
     let questions: Vec<&ChatExample> = ["nb", "nn"]
         .iter()
         .flat_map(|l| eval_set.iter().filter(move |c| c.lang == *l).take(2))
@@ -249,44 +265,13 @@ pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxE
             Ok(prompt_of(&ex[0]).to_vec())
         })
         .collect::<Result<_, BoxError>>()?;
-    let sampler = |m: &DecoderLm| sample_answers(m, &tok, &prompts[..2], 32);
-    let mut progress = Progress::new("chat", cfg.chat_steps);
-    let tuned = train_lm_with_samples(
-        &mut model,
-        "default",
-        &train,
-        &eval,
-        Some(&sampler),
-        &TrainConfig {
-            learning_rate: 2e-3,
-            lr_scheduler_type: tilpass::train::ScheduleKind::Cosine,
-            warmup_steps: cfg.chat_steps / 10,
-            max_steps: cfg.chat_steps,
-            eval_steps: Some((cfg.chat_steps / 3).max(1)),
-            output_dir: Some(cfg.out.join("chat-run")),
-            ..Default::default()
-        },
-        None,
-        &mut |e| {
-            if !quiet {
-                progress.on_event(&e)
-            }
-        },
-    )?;
-    if !quiet {
-        progress.finish(&tuned);
-    }
-    let after = evaluate(&model, &eval, tuned.steps)?.eval_loss;
-
-    // 4. Save the adapter and answer held-out questions.
-    let adapter_dir = cfg.out.join("adapter");
-    model.save_adapter("default", &adapter_dir)?;
-    let answers = sample_answers(&model, &tok, &prompts, 40)?;
+    let answers = sample_answers(&tuned.model, &tok, &prompts, 40)?;
     let answers: Vec<(String, String)> = questions
         .iter()
         .map(|c| first_question(c))
         .zip(answers)
         .collect();
+    let adapter_dir = tuned.saved;
     say(
         quiet,
         &format!(
@@ -298,7 +283,7 @@ pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxE
     );
     Ok(QuickstartReport {
         base_loss: (base.first_loss, base.last_loss),
-        chat_loss: (tuned.first_loss, tuned.last_loss),
+        chat_loss: (tuned.summary.first_loss, tuned.summary.last_loss),
         eval_loss: (before, after),
         answers,
         base_dir,

@@ -12,6 +12,7 @@ mod metrics_classification;
 mod metrics_text;
 mod packing;
 mod peft_parity;
+mod runs;
 mod sentence_embeddings;
 mod seq2seq_parity;
 mod stop_strings;

@@ -23,15 +23,15 @@ use tilpass_tests::{fixture_json, fixture_path};
 
 /// LoRA loss per step, relative. Measured 8.7e-8 vs PyTorch f32 (one f32 ulp of 5.5) and
 /// 8.0e-8 vs float64, on flex and wgpu alike; PyTorch's f32 run lies 3.4e-8 from float64.
-const LORA_LOSS: f64 = 5e-7;
+pub(crate) const LORA_LOSS: f64 = 5e-7;
 /// LoRA global gradient norm per step (before clipping), relative. Measured 2.4e-7 (flex) /
 /// 2.2e-7 (wgpu) vs PyTorch f32 and 2.8e-7 / 2.2e-7 vs float64; PyTorch's f32 run lies 2.6e-7
 /// from float64: the norm sums the squares of 8 gradients, each an f32 sum over the batch.
-const LORA_GRAD_NORM: f64 = 1e-6;
+pub(crate) const LORA_GRAD_NORM: f64 = 1e-6;
 /// The LoRA weights after 5 steps (up to 0.14), absolute. Measured 1.8e-7 (flex) / 5.4e-7
 /// (wgpu) vs PEFT f32 and 2.6e-7 / 2.5e-7 vs float64; PEFT's f32 run lies 4.4e-7 from float64:
 /// each Adam step carries the rounding of its gradients into the weights.
-const LORA_WEIGHTS: f64 = 2e-6;
+pub(crate) const LORA_WEIGHTS: f64 = 2e-6;
 /// Full fine-tuning loss per step, relative. Measured 1.7e-7 vs PyTorch f32 (two ulps) and
 /// 5.3e-8 vs float64 on both devices; PyTorch's f32 run lies 1.5e-7 from float64.
 const FULL_LOSS: f64 = 5e-7;
@@ -76,7 +76,14 @@ fn per_step(reference: &Value, key: &str) -> Vec<f64> {
 
 /// Checks `got` against PyTorch's float32 values (`key`) and the float64 run (`key_f64`),
 /// relative, and prints what it measured.
-fn check_rel(what: &str, got: &[f64], reference: &Value, key: &str, tol_f32: f64, tol_f64: f64) {
+pub(crate) fn check_rel(
+    what: &str,
+    got: &[f64],
+    reference: &Value,
+    key: &str,
+    tol_f32: f64,
+    tol_f64: f64,
+) {
     let (torch, exact) = (
         per_step(reference, key),
         per_step(reference, &format!("{key}_f64")),

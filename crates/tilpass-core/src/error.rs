@@ -136,6 +136,10 @@ pub enum Error {
         /// What is wrong and what was expected.
         message: String,
     },
+    /// Bad input that no other variant describes (a missing or conflicting option of a
+    /// command, ...); the message says what was wrong and what is expected.
+    #[error("{0}")]
+    InvalidInput(String),
     /// An error from another tilpass crate.
     #[error("{0}")]
     Component(Box<dyn std::error::Error + Send + Sync + 'static>),
@@ -154,6 +158,11 @@ impl Error {
                 source,
             },
         }
+    }
+
+    /// An [`Error::InvalidInput`].
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidInput(message.into())
     }
 
     /// Wraps a serde_json error with the path of the file being read.

@@ -12,7 +12,9 @@
 //! - [`stats()`]: rows, kinds, turns, characters per role;
 //! - [`LangId`]: language identification (Bokmål, Nynorsk, Swedish, Danish, English, or labels
 //!   you train), e.g. to keep only Nynorsk rows;
-//! - [`embedded::norsk_chat`]: the project's own Norwegian chat dataset (CC0), compiled in.
+//! - [`embedded::norsk_chat`]: the project's own Norwegian chat dataset (CC0), compiled in;
+//!   [`DatasetSpec`] names a file or a built-in set (`builtin:norsk-chat[:eval]`) and
+//!   [`load_records`] reads either.
 //!
 //! ```
 //! use tilpass_data::{Record, RecordKind};
@@ -30,6 +32,7 @@ pub mod filter;
 pub mod langid;
 pub mod reader;
 pub mod record;
+pub mod spec;
 pub mod stats;
 
 pub use error::{DataError, Location, RecordError, Result};
@@ -40,6 +43,7 @@ pub use reader::{
     write_jsonl,
 };
 pub use record::{Content, Message, Record, RecordKind, Role, parse_messages};
+pub use spec::{BUILTIN_PREFIX, DatasetSpec, load_records};
 pub use stats::{DatasetStats, Summary, stats};
 
 #[cfg(test)]

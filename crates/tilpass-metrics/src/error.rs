@@ -20,3 +20,9 @@ pub enum MetricsError {
 
 /// Result of the metrics crate.
 pub type Result<T> = std::result::Result<T, MetricsError>;
+
+impl From<MetricsError> for tilpass_core::Error {
+    fn from(e: MetricsError) -> Self {
+        tilpass_core::Error::Component(Box::new(e))
+    }
+}

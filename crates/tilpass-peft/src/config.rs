@@ -138,6 +138,28 @@ impl LoraConfig {
         }
     }
 
+    /// A builder starting from PEFT's defaults (`r` 8, `lora_alpha` 8, no dropout, the model
+    /// family's `target_modules`, ...); [`LoraConfigBuilder::build`] validates.
+    ///
+    /// ```
+    /// use tilpass_peft::LoraConfig;
+    /// let cfg = LoraConfig::builder()
+    ///     .r(16)
+    ///     .lora_alpha(32.0)
+    ///     .target_modules(["q_proj", "v_proj"])
+    ///     .use_dora(true)
+    ///     .rank_pattern("v_proj", 4)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(cfg.rank_and_scale("model.layers.0.self_attn.v_proj").0, 4);
+    /// assert!(LoraConfig::builder().lora_dropout(1.5).build().is_err());
+    /// ```
+    pub fn builder() -> LoraConfigBuilder {
+        LoraConfigBuilder {
+            cfg: Self::default(),
+        }
+    }
+
     /// Checks the values tilpass relies on.
     pub fn validate(&self) -> Result<()> {
         if self.peft_type != "LORA" {
@@ -156,6 +178,14 @@ impl LoraConfig {
         }
         if self.r == 0 || self.rank_pattern.values().any(|r| *r == 0) {
             return Err(PeftError::Config("the rank r must be at least 1".into()));
+        }
+        if let Some((key, a)) = std::iter::once(("lora_alpha", &self.lora_alpha))
+            .chain(self.alpha_pattern.iter().map(|(k, a)| (k.as_str(), a)))
+            .find(|(_, a)| !a.is_finite())
+        {
+            return Err(PeftError::Config(format!(
+                "lora_alpha {a} (of `{key}`) is not a finite number"
+            )));
         }
         if !(0.0..1.0).contains(&self.lora_dropout) {
             return Err(PeftError::Config(format!(
@@ -250,6 +280,132 @@ impl LoraConfig {
     }
 }
 
+/// Builds a [`LoraConfig`] field by field (PEFT's field names); see [`LoraConfig::builder`].
+/// Fields not set keep PEFT's defaults, so the written `adapter_config.json` is PEFT's.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct LoraConfigBuilder {
+    cfg: LoraConfig,
+}
+
+impl LoraConfigBuilder {
+    /// Rank of the update.
+    pub fn r(mut self, r: usize) -> Self {
+        self.cfg.r = r;
+        self
+    }
+
+    /// Scale numerator (`lora_alpha / r`, or `/ √r` with rsLoRA).
+    pub fn lora_alpha(mut self, alpha: f64) -> Self {
+        self.cfg.lora_alpha = alpha;
+        self
+    }
+
+    /// Dropout on the adapter's input while training, in `[0, 1)`.
+    pub fn lora_dropout(mut self, p: f64) -> Self {
+        self.cfg.lora_dropout = p;
+        self
+    }
+
+    /// The layers to adapt: names (`["q_proj", "v_proj"]`), a regex, or `"all-linear"` (a
+    /// string is a pattern, a list names modules).
+    pub fn target_modules(mut self, targets: impl Into<TargetModules>) -> Self {
+        self.cfg.target_modules = Some(targets.into());
+        self
+    }
+
+    /// Layers never adapted (wins over `target_modules`).
+    pub fn exclude_modules(mut self, modules: impl Into<TargetModules>) -> Self {
+        self.cfg.exclude_modules = Some(modules.into());
+        self
+    }
+
+    /// rsLoRA: scale `lora_alpha / √r`.
+    pub fn use_rslora(mut self, on: bool) -> Self {
+        self.cfg.use_rslora = on;
+        self
+    }
+
+    /// DoRA: a learned magnitude per output feature.
+    pub fn use_dora(mut self, on: bool) -> Self {
+        self.cfg.use_dora = on;
+        self
+    }
+
+    /// Modules trained and saved whole (e.g. a classifier head).
+    pub fn modules_to_save<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.cfg.modules_to_save = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// A rank for the modules whose path ends with `key` (a regex).
+    pub fn rank_pattern(mut self, key: impl Into<String>, r: usize) -> Self {
+        self.cfg.rank_pattern.insert(key.into(), r);
+        self
+    }
+
+    /// An alpha for the modules whose path ends with `key` (a regex).
+    pub fn alpha_pattern(mut self, key: impl Into<String>, alpha: f64) -> Self {
+        self.cfg.alpha_pattern.insert(key.into(), alpha);
+        self
+    }
+
+    /// `true` (PEFT's default), `"gaussian"`, or `false` (both matrices random).
+    pub fn init_lora_weights(mut self, init: impl Into<Value>) -> Self {
+        self.cfg.init_lora_weights = init.into();
+        self
+    }
+
+    /// GPT-2's Conv1D layout (set automatically for GPT-2 when the adapter is added).
+    pub fn fan_in_fan_out(mut self, on: bool) -> Self {
+        self.cfg.fan_in_fan_out = on;
+        self
+    }
+
+    /// PEFT's `task_type` (`CAUSAL_LM`, `SEQ_CLS`, ...).
+    pub fn task_type(mut self, task: impl Into<String>) -> Self {
+        self.cfg.task_type = Some(task.into());
+        self
+    }
+
+    /// Where the base model came from (written into `adapter_config.json`).
+    pub fn base_model_name_or_path(mut self, path: impl Into<String>) -> Self {
+        self.cfg.base_model_name_or_path = Some(path.into());
+        self
+    }
+
+    /// The config, after [`LoraConfig::validate`].
+    pub fn build(self) -> Result<LoraConfig> {
+        self.cfg.validate()?;
+        Ok(self.cfg)
+    }
+}
+
+impl From<Vec<String>> for TargetModules {
+    fn from(names: Vec<String>) -> Self {
+        Self::List(names)
+    }
+}
+
+impl From<&[&str]> for TargetModules {
+    fn from(names: &[&str]) -> Self {
+        Self::List(names.iter().map(|n| n.to_string()).collect())
+    }
+}
+
+impl<const N: usize> From<[&str; N]> for TargetModules {
+    fn from(names: [&str; N]) -> Self {
+        Self::List(names.iter().map(|n| n.to_string()).collect())
+    }
+}
+
+impl From<&str> for TargetModules {
+    /// A regex, or `all-linear`.
+    fn from(pattern: &str) -> Self {
+        Self::Pattern(pattern.to_string())
+    }
+}
+
 /// File name of the adapter config.
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 /// File name of the adapter weights.
@@ -264,6 +420,48 @@ pub fn default_targets(model_type: &str) -> Option<Vec<&'static str>> {
         "bert" | "roberta" | "xlm-roberta" => vec!["query", "value"],
         "t5" | "mt5" => vec!["q", "v"],
         "gpt2" => vec!["c_attn"],
+        _ => return None,
+    })
+}
+
+/// The `peft_type` of the adapter in `dir` (its `adapter_config.json`; PEFT's default `LORA`
+/// when the field is absent).
+pub fn adapter_peft_type(dir: impl AsRef<Path>) -> Result<String> {
+    let cfg: Value = tilpass_core::read_json(dir.as_ref().join(ADAPTER_CONFIG))?;
+    Ok(cfg["peft_type"].as_str().unwrap_or("LORA").to_string())
+}
+
+/// Whether the adapter in `dir` is a prompt-learning adapter (prefix tuning, prompt tuning or
+/// P-tuning: [`crate::PromptAdapter`]) rather than LoRA / DoRA ([`crate::PeftModel`]).
+pub fn is_prompt_adapter(dir: impl AsRef<Path>) -> Result<bool> {
+    Ok(matches!(
+        adapter_peft_type(dir)?.as_str(),
+        "PREFIX_TUNING" | "PROMPT_TUNING" | "P_TUNING"
+    ))
+}
+
+/// What a sequence classifier of one model family adapts when it learns a new task with LoRA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassifierDefaults {
+    /// The LoRA `target_modules` (BERT: PEFT's own defaults).
+    pub target_modules: &'static [&'static str],
+    /// The classifier head's module, trained whole (`modules_to_save`).
+    pub head: &'static str,
+}
+
+/// The classifier defaults of an encoder family by `model_type`: BERT adapts `query` and
+/// `value` (PEFT's defaults) and trains `classifier`; LTG-BERT / NorBERT3 (`ltgbert`, no PEFT
+/// default) adapts its fused `in_proj_qk` and `in_proj_v` and trains `head`.
+pub fn classifier_defaults(model_type: &str) -> Option<ClassifierDefaults> {
+    Some(match model_type {
+        "bert" | "roberta" | "xlm-roberta" => ClassifierDefaults {
+            target_modules: &["query", "value"],
+            head: "classifier",
+        },
+        "ltgbert" | "norbert" => ClassifierDefaults {
+            target_modules: &["in_proj_qk", "in_proj_v"],
+            head: "head",
+        },
         _ => return None,
     })
 }
@@ -357,6 +555,53 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("unknown peft_type")
+        );
+    }
+
+    #[test]
+    fn the_builder_keeps_peft_defaults_and_checks_values() {
+        let built = LoraConfig::builder()
+            .r(4)
+            .lora_alpha(8.0)
+            .target_modules(["v_proj", "q_proj"])
+            .build()
+            .unwrap();
+        assert_eq!(built, LoraConfig::new(4, 8.0, &["v_proj", "q_proj"]));
+        let none = LoraConfig::builder()
+            .r(16)
+            .lora_alpha(32.0)
+            .build()
+            .unwrap();
+        assert_eq!(none.target_modules, None, "the family's defaults");
+        assert_eq!(
+            (none.lora_dropout, none.use_dora, none.bias.as_str()),
+            (0.0, false, "none")
+        );
+        for bad in [
+            LoraConfig::builder().r(0),
+            LoraConfig::builder().lora_alpha(f64::NAN),
+            LoraConfig::builder().alpha_pattern("q", f64::INFINITY),
+            LoraConfig::builder().lora_dropout(1.0),
+            LoraConfig::builder().rank_pattern("q", 0),
+        ] {
+            assert!(bad.build().is_err());
+        }
+    }
+
+    #[test]
+    fn prompt_adapters_are_told_from_lora_by_peft_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |v: &str| std::fs::write(dir.path().join(ADAPTER_CONFIG), v).unwrap();
+        write(r#"{"peft_type": "PREFIX_TUNING"}"#);
+        assert!(is_prompt_adapter(dir.path()).unwrap());
+        write(r#"{"r": 4}"#);
+        assert!(!is_prompt_adapter(dir.path()).unwrap());
+        assert_eq!(adapter_peft_type(dir.path()).unwrap(), "LORA");
+        assert!(is_prompt_adapter(dir.path().join("missing")).is_err());
+        assert_eq!(classifier_defaults("ltgbert").unwrap().head, "head");
+        assert_eq!(
+            classifier_defaults("bert").unwrap().target_modules,
+            default_targets("bert").unwrap().as_slice()
         );
     }
 }

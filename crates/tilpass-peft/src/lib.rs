@@ -28,7 +28,8 @@
 //! # fn demo(device: &burn::tensor::Device) -> Result<(), Box<dyn std::error::Error>> {
 //! let model = DecoderLm::load("normistral-7b", device)?;
 //! let mut peft = PeftModel::new(model);
-//! peft.add_adapter("default", &LoraConfig::new(16, 32.0, &["q_proj", "k_proj", "v_proj", "o_proj"]), 0)?;
+//! let lora = LoraConfig::builder().r(16).lora_alpha(32.0).target_modules(["q_proj", "k_proj", "v_proj", "o_proj"]).build()?;
+//! peft.add_adapter("default", &lora, 0)?;
 //! println!("{}", peft.trainable_parameters());     // trainable params: ... || all params: ...
 //! let logits = peft.forward(&DecoderInput::unpadded(&[vec![1, 2, 3]])?, None)?;
 //! peft.save_adapter("default", "my-adapter")?;     // loads in PEFT's PeftModel.from_pretrained
@@ -37,14 +38,17 @@
 
 #![warn(missing_docs)]
 
+pub mod auto;
 pub mod config;
 pub mod error;
 pub mod lora;
 pub mod prompt;
 pub mod prompt_encoder;
 
+pub use auto::load_causal_lm;
 pub use config::{
-    ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraConfig, PEFT_TYPES, TargetModules, default_targets,
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, ClassifierDefaults, LoraConfig, LoraConfigBuilder, PEFT_TYPES,
+    TargetModules, adapter_peft_type, classifier_defaults, default_targets, is_prompt_adapter,
 };
 pub use error::{PeftError, Result};
 pub use lora::{KEY_PREFIX, ParamMut, PeftModel, TrainableReport};

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tilpass_data::Message;
 
 use crate::error::{Result, TokenizeError};
-use crate::tokenizer::SpecialTokens;
+use crate::special::SpecialTokens;
 
 /// Names of the templates shipped with tilpass.
 pub const BUILTIN_NAMES: [&str; 2] = ["chatml", "norsk"];

@@ -40,6 +40,7 @@ pub mod extend;
 pub mod packing;
 pub mod preference;
 pub mod sft;
+pub mod special;
 pub mod tokenizer;
 pub mod train;
 
@@ -57,5 +58,6 @@ pub use preference::{
     encode_preference, encode_preferences, preference_texts,
 };
 pub use sft::{EncodeReport, IGNORE_INDEX, SftConfig, SftEncoder, SftExample, Truncation};
-pub use tokenizer::{SpecialTokens, Tokenizer};
+pub use special::SpecialTokens;
+pub use tokenizer::Tokenizer;
 pub use train::{Fertility, TokenizerKind, TrainConfig, fertility, train_tokenizer};

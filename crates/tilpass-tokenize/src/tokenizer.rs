@@ -10,6 +10,7 @@ use tokenizers::{AddedToken, Encoding};
 
 use crate::chat_template::ChatTemplate;
 use crate::error::{Result, TokenizeError, tk_err};
+pub use crate::special::SpecialTokens;
 
 /// `tokenizer.json`.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -19,54 +20,6 @@ pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 pub const SPECIAL_TOKENS_MAP_FILE: &str = "special_tokens_map.json";
 /// `chat_template.jinja` (transformers >= 4.50 writes the default template here).
 pub const CHAT_TEMPLATE_JINJA_FILE: &str = "chat_template.jinja";
-
-/// The special tokens a tokenizer declares (strings, as templates see them).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct SpecialTokens {
-    /// Beginning of sequence.
-    pub bos: Option<String>,
-    /// End of sequence (also the end-of-turn token of many chat models).
-    pub eos: Option<String>,
-    /// Padding.
-    pub pad: Option<String>,
-    /// Unknown.
-    pub unk: Option<String>,
-    /// BERT's classification token.
-    pub cls: Option<String>,
-    /// BERT's separator.
-    pub sep: Option<String>,
-    /// BERT's mask token.
-    pub mask: Option<String>,
-    /// `additional_special_tokens`.
-    pub additional: Vec<String>,
-}
-
-impl SpecialTokens {
-    /// `(name, value)` pairs as HF passes them to chat templates (`bos_token`, ...).
-    pub fn template_vars(&self) -> Vec<(&'static str, Value)> {
-        let mut v = vec![];
-        for (k, t) in [
-            ("bos_token", &self.bos),
-            ("eos_token", &self.eos),
-            ("unk_token", &self.unk),
-            ("sep_token", &self.sep),
-            ("pad_token", &self.pad),
-            ("cls_token", &self.cls),
-            ("mask_token", &self.mask),
-        ] {
-            if let Some(t) = t {
-                v.push((k, Value::String(t.clone())));
-            }
-        }
-        if !self.additional.is_empty() {
-            v.push((
-                "additional_special_tokens",
-                Value::Array(self.additional.iter().cloned().map(Value::String).collect()),
-            ));
-        }
-        v
-    }
-}
 
 /// A tokenizer with its special tokens and chat templates.
 #[derive(Clone)]

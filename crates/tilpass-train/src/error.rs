@@ -36,6 +36,56 @@ pub enum TrainError {
     /// Invalid settings or data.
     #[error("{0}")]
     Config(String),
+    /// A dataset could not be read.
+    #[error(transparent)]
+    Data(#[from] tilpass_data::DataError),
+    /// A metric could not be computed.
+    #[error(transparent)]
+    Metrics(#[from] tilpass_metrics::MetricsError),
+    /// A setting of a run config is outside the range it accepts.
+    #[error("invalid setting `{setting}` = {value}: expected {expected}")]
+    InvalidSetting {
+        /// The setting's name in the run config (its flag is the kebab-case form).
+        setting: String,
+        /// The value given.
+        value: String,
+        /// What is accepted.
+        expected: String,
+    },
+    /// A run config names a setting the job does not have.
+    #[error("unknown setting `{setting}`; the settings here are {known}")]
+    UnknownSetting {
+        /// The key given.
+        setting: String,
+        /// The settings there are.
+        known: String,
+    },
+    /// A run config lacks a setting the job needs.
+    #[error("missing setting `{setting}`: give --{flag} (or \"{setting}\" in --config)")]
+    MissingSetting {
+        /// The setting's name in the run config.
+        setting: String,
+        /// Its command-line flag (without the dashes).
+        flag: String,
+    },
+    /// A run config could not be read (unknown key, wrong type, not a JSON object).
+    #[error("{source_name}: {message}")]
+    RunConfig {
+        /// The file, or `command-line flags`.
+        source_name: String,
+        /// What serde reported (it names the key).
+        message: String,
+    },
+    /// A row of an input file is malformed.
+    #[error("{path}:{line}: {message}")]
+    Row {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// The checkpoint does not belong to this run.
     #[error("{path}: {message}")]
     Resume {
@@ -51,6 +101,21 @@ impl From<TrainError> for tilpass_core::Error {
         match e {
             TrainError::Core(c) => c,
             other => tilpass_core::Error::Component(Box::new(other)),
+        }
+    }
+}
+
+impl TrainError {
+    /// An [`TrainError::InvalidSetting`].
+    pub fn setting(
+        setting: impl Into<String>,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        Self::InvalidSetting {
+            setting: setting.into(),
+            value: value.to_string(),
+            expected: expected.into(),
         }
     }
 }

@@ -15,6 +15,13 @@
 //! ([`score_labels`], [`label_probabilities`]), classifier training ([`train_classifier`]),
 //! prediction and scikit-learn-exact metrics ([`predict`], [`evaluate_classifier`]).
 //!
+//! The jobs of the `tilpass` command are library types in [`runs`]: [`SftRun`],
+//! [`ClassifyRun`], [`AnnotateRun`], [`PredictRun`] — serde run configs (unknown keys are
+//! errors; the job's defaults in its `Default`) with a `run(device, progress)` that checks
+//! every setting, writes `run_config.json` and does the job; [`runs::resolve`] merges a config
+//! file and command-line settings. [`runs::text_perplexity`] scores texts with a decoder
+//! (`tilpass metrics perplexity`).
+//!
 //! Full fine-tuning ([`Target::Full`]) runs through the same loop (every parameter, HF's
 //! no-decay rule, whole-model checkpoints), checked against transformers + torch AdamW.
 //! [`Progress`] renders a run's events as a progress bar.
@@ -25,6 +32,7 @@ pub mod classify;
 pub mod error;
 pub mod optim;
 pub mod progress;
+pub mod runs;
 pub mod schedule;
 pub mod sft;
 pub mod trainer;
@@ -36,6 +44,10 @@ pub use classify::{
 pub use error::{Result, TrainError};
 pub use optim::{AdamW, AdamWConfig, NamedGrads, clip_global_norm, collect_grads, global_norm};
 pub use progress::Progress;
+pub use runs::{
+    AnnotateOutcome, AnnotateRun, ClassifyOutcome, ClassifyRun, PredictOutcome, PredictRun,
+    RunConfig, SftOutcome, SftRun,
+};
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use sft::{packed_batches, prompt_of, sample_answers, sft_batches};
 pub use trainer::{

@@ -93,6 +93,9 @@ impl Progress {
             }
             Event::Checkpoint(p) => self.line(format!("checkpoint {}", p.display())),
             Event::EarlyStop { step } => self.line(format!("early stopping at step {step}")),
+            Event::Message(m) => self.line(m.to_string()),
+            // Details are for logs, and row counts for the caller's own display.
+            Event::Detail(_) | Event::Rows { .. } => {}
         }
     }
 

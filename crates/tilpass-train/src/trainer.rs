@@ -119,6 +119,17 @@ pub enum Event<'a> {
         /// The step it stopped at.
         step: usize,
     },
+    /// A line for the user about the run (the trainable-parameter count, packing, labels).
+    Message(&'a str),
+    /// A detail for logs (what encoding did); the CLI shows it with `TILPASS_LOG=info`.
+    Detail(&'a str),
+    /// Rows processed so far by an annotation or prediction job.
+    Rows {
+        /// Rows written.
+        done: usize,
+        /// Seconds since the job started.
+        seconds: f64,
+    },
 }
 
 /// What a run trains.

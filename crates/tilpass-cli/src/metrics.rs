@@ -8,7 +8,9 @@ use clap::Args;
 use serde_json::json;
 use tilpass::metrics as m;
 
-use crate::BoxError;
+use tilpass::{Error, Result};
+
+use crate::common::print;
 
 /// Arguments of `tilpass metrics`.
 #[derive(Args, Debug)]
@@ -95,22 +97,24 @@ pub struct MetricsArgs {
 }
 
 /// The lines of a UTF-8 text file; errors name the file and, for bad UTF-8, the line.
-pub fn read_text_lines(path: &Path) -> Result<Vec<String>, BoxError> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn read_text_lines(path: &Path) -> Result<Vec<String>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
             let at = e.utf8_error().valid_up_to();
             let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "{}:{line}: invalid UTF-8 (byte {at}): metrics read UTF-8 text",
                 path.display()
-            )
-            .into());
+            )));
         }
     };
     if text.is_empty() {
-        return Err(format!("{}: the file is empty", path.display()).into());
+        return Err(Error::invalid(format!(
+            "{}: the file is empty",
+            path.display()
+        )));
     }
     Ok(text
         .strip_suffix('\n')
@@ -120,9 +124,9 @@ pub fn read_text_lines(path: &Path) -> Result<Vec<String>, BoxError> {
         .collect())
 }
 
-fn need<'a>(v: &'a Option<PathBuf>, flag: &str, metric: &str) -> Result<&'a PathBuf, BoxError> {
+fn need<'a>(v: &'a Option<PathBuf>, flag: &str, metric: &str) -> Result<&'a PathBuf> {
     v.as_ref()
-        .ok_or_else(|| format!("`metrics {metric}` needs {flag}").into())
+        .ok_or_else(|| Error::invalid(format!("`metrics {metric}` needs {flag}")))
 }
 
 /// Reference streams: `refs[k][i]` is the k-th reference of segment i.
@@ -130,25 +134,27 @@ type RefStreams = Vec<Vec<Option<String>>>;
 
 /// Hypotheses and aligned reference streams (empty reference lines become "no reference"
 /// when there are several streams).
-fn hyps_and_refs(a: &MetricsArgs) -> Result<(Vec<String>, RefStreams), BoxError> {
+fn hyps_and_refs(a: &MetricsArgs) -> Result<(Vec<String>, RefStreams)> {
     let hyp_path = need(&a.hyp, "--hyp FILE", &a.metric)?;
     let hyps = read_text_lines(hyp_path)?;
     if a.refs.is_empty() {
-        return Err(format!("`metrics {}` needs at least one --ref FILE", a.metric).into());
+        return Err(Error::invalid(format!(
+            "`metrics {}` needs at least one --ref FILE",
+            a.metric
+        )));
     }
     let several = a.refs.len() > 1;
     let mut streams = Vec::new();
     for r in &a.refs {
         let lines = read_text_lines(r)?;
         if lines.len() != hyps.len() {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "{} has {} lines but {} has {}: hypotheses and references must align line by line",
                 r.display(),
                 lines.len(),
                 hyp_path.display(),
                 hyps.len()
-            )
-            .into());
+            )));
         }
         streams.push(
             lines
@@ -167,20 +173,23 @@ fn hyps_and_refs(a: &MetricsArgs) -> Result<(Vec<String>, RefStreams), BoxError>
 }
 
 /// Runs `tilpass metrics`.
-pub fn metrics_cmd(a: MetricsArgs) -> Result<(), BoxError> {
+pub fn metrics_cmd(a: MetricsArgs) -> Result<()> {
     let out = match a.metric.as_str() {
         "bleu" => {
             let (hyps, refs) = hyps_and_refs(&a)?;
             let cfg = m::BleuConfig {
                 lowercase: a.lowercase,
                 tokenize: m::SacreTokenizer::from_name(&a.tokenize).ok_or_else(|| {
-                    format!(
+                    Error::invalid(format!(
                         "unknown --tokenize `{}`: 13a, intl, char or none",
                         a.tokenize
-                    )
+                    ))
                 })?,
                 smooth_method: m::Smooth::from_name(&a.smooth).ok_or_else(|| {
-                    format!("unknown --smooth `{}`: exp, floor, add-k or none", a.smooth)
+                    Error::invalid(format!(
+                        "unknown --smooth `{}`: exp, floor, add-k or none",
+                        a.smooth
+                    ))
                 })?,
                 smooth_value: a.smooth_value,
                 effective_order: a.effective_order,
@@ -225,20 +234,18 @@ pub fn metrics_cmd(a: MetricsArgs) -> Result<(), BoxError> {
                         "danish" => Some(m::StemLanguage::Danish),
                         "english" => Some(m::StemLanguage::English),
                         other => {
-                            return Err(format!(
+                            return Err(Error::invalid(format!(
                                 "--stem {other} does not go with the unicode tokenizer: none, \
                                  norwegian, swedish, danish or english"
-                            )
-                            .into());
+                            )));
                         }
                     },
                 },
                 (t, s) => {
-                    return Err(format!(
+                    return Err(Error::invalid(format!(
                         "--rouge-tokenizer {t} --stem {s}: use unicode with none/norwegian/\
                          swedish/danish/english, or rouge-score with none/porter"
-                    )
-                    .into());
+                    )));
                 }
             };
             let types = a
@@ -253,7 +260,7 @@ pub fn metrics_cmd(a: MetricsArgs) -> Result<(), BoxError> {
         "squad" => {
             let (hyps, refs) = hyps_and_refs(&a)?;
             let articles: m::Articles = serde_json::from_value(json!(a.articles))
-                .map_err(|_| format!("unknown --articles `{}`", a.articles))?;
+                .map_err(|_| Error::invalid(format!("unknown --articles `{}`", a.articles)))?;
             let golds: Vec<Vec<&str>> = (0..hyps.len())
                 .map(|i| refs.iter().filter_map(|r| r[i].as_deref()).collect())
                 .collect();
@@ -276,7 +283,9 @@ pub fn metrics_cmd(a: MetricsArgs) -> Result<(), BoxError> {
                 (Some(p), _) => read_text_lines(p)?,
                 (None, false) => a.text.clone(),
                 (None, true) => {
-                    return Err("`metrics langid` needs --text TEXT or --hyp FILE".into());
+                    return Err(Error::invalid(
+                        "`metrics langid` needs --text TEXT or --hyp FILE",
+                    ));
                 }
             };
             let model = m::LangId::builtin();
@@ -303,17 +312,16 @@ pub fn metrics_cmd(a: MetricsArgs) -> Result<(), BoxError> {
             let (per, mean) = m::evaluate_run(&qrels, &run, &a.cutoffs)?;
             json!({"metric": "retrieval", "queries": per.len(), "mean": mean})
         }
-        "judge" => crate::judge_cmd(&a)?,
-        "perplexity" => crate::perplexity_cmd(&a)?,
+        "judge" => crate::metrics_lm::judge_cmd(&a)?,
+        "perplexity" => crate::metrics_lm::perplexity_cmd(&a)?,
         other => {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "unknown metric `{other}`: bleu, chrf, chrf++, ter, rouge, squad, chat, retrieval, \
                  langid, perplexity or judge"
-            )
-            .into());
+            )));
         }
     };
-    crate::print(&out);
+    print(&out);
     Ok(())
 }
 
@@ -321,7 +329,7 @@ pub fn metrics_cmd(a: MetricsArgs) -> Result<(), BoxError> {
 fn read_trec(
     path: &Path,
     qrels: bool,
-) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>, BoxError> {
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>> {
     let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>> =
         Default::default();
     for (i, line) in read_text_lines(path)?.iter().enumerate() {
@@ -331,7 +339,7 @@ fn read_trec(
         }
         let (want, value_col) = if qrels { (4, 3) } else { (6, 4) };
         if f.len() < want {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "{}:{}: expected {want} columns ({}), found {}",
                 path.display(),
                 i + 1,
@@ -341,16 +349,15 @@ fn read_trec(
                     "qid Q0 docid rank score tag"
                 },
                 f.len()
-            )
-            .into());
+            )));
         }
         let v: f64 = f[value_col].parse().map_err(|_| {
-            format!(
+            Error::invalid(format!(
                 "{}:{}: `{}` is not a number",
                 path.display(),
                 i + 1,
                 f[value_col]
-            )
+            ))
         })?;
         out.entry(f[0].to_string())
             .or_default()

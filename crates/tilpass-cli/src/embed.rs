@@ -1,0 +1,80 @@
+//! `tilpass embed`: sentence embeddings from an encoder (BERT, NorBERT3), pooled as the
+//! directory's sentence-transformers config says.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+use tilpass::models::{PoolingMode, SentenceEmbedder};
+use tilpass::{Error, Result};
+
+use crate::common::{ModelArgs, print, read_lines, with_adapter};
+
+/// The flags of `embed`.
+#[derive(Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Text to embed (repeatable).
+    #[arg(long)]
+    text: Vec<String>,
+    /// A file with one text per line.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Pooling (default: the directory's sentence-transformers config, else mean).
+    #[arg(long, value_parser = ["mean", "cls", "max"])]
+    pooling: Option<String>,
+    /// L2-normalise the embeddings (default: as the directory's modules.json says).
+    #[arg(long)]
+    normalize: bool,
+    /// Sentences per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+/// Runs `tilpass embed`.
+pub fn embed_cmd(a: EmbedArgs) -> Result<()> {
+    let mut texts = a.text.clone();
+    if let Some(f) = &a.file {
+        texts.extend(read_lines(f)?);
+    }
+    if texts.is_empty() {
+        return Err(Error::invalid("give --text TEXT or --file FILE"));
+    }
+    let device = tilpass::device(&a.model.device)?;
+    let mut embedder = SentenceEmbedder::load(&a.model.model, &device)?;
+    embedder.model = with_adapter(embedder.model, &a.model)?;
+    if let Some(p) = &a.pooling {
+        embedder.pooling.mode = match p.as_str() {
+            "cls" => PoolingMode::Cls,
+            "max" => PoolingMode::Max,
+            _ => PoolingMode::Mean,
+        };
+    }
+    embedder.pooling.normalize |= a.normalize;
+    let tok = tilpass::tokenize::Tokenizer::from_dir(&a.model.model)?;
+    let start = std::time::Instant::now();
+    let single = texts.len() == 1 && a.file.is_none();
+    let mut done = 0usize;
+    for chunk in texts.chunks(a.batch_size.max(1) * 8) {
+        let ids = chunk
+            .iter()
+            .map(|t| tok.encode(t, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        let vectors = embedder.embed_ids(&ids, a.batch_size)?;
+        for (t, v) in chunk.iter().zip(vectors) {
+            if single {
+                print(&json!({"dim": v.len(), "embedding": v}));
+            } else {
+                println!("{}", json!({"text": t, "embedding": v}));
+            }
+        }
+        done += chunk.len();
+        tracing::info!(
+            "{done}/{} texts, {:.1}/s",
+            texts.len(),
+            done as f64 / start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,349 @@
+//! `tilpass generate` and `tilpass chat`: decoders (with LoRA or prompt-learning adapters)
+//! and encoder-decoders, text streamed to stdout as it is generated.
+
+use clap::Args;
+use serde_json::json;
+use tilpass::models::{
+    DecoderLm, EncoderInput, GenerateConfig, Head, ModelKind, Seq2SeqConfig, Seq2SeqLm,
+    VirtualPrefix, generate, generate_seq2seq, generate_text_with_prefix, generate_with_prefix,
+};
+use tilpass::peft::{PromptAdapter, PromptMethod};
+use tilpass::tokenize::{RenderOptions, Tokenizer};
+use tilpass::{Error, Result};
+
+use crate::common::{ModelArgs, load_decoder, model_tokenizer, print, with_adapter};
+
+/// Decoding flags of `generate` and `chat`.
+#[derive(Args, Clone)]
+pub struct SamplingArgs {
+    /// New tokens at most.
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 means greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample among the k most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Sample among the most likely tokens holding this much probability.
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Repetition penalty (e.g. 1.1).
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
+    /// Seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when the output contains this string (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Chat template name or built-in (`chatml`, `norsk`).
+    #[arg(long)]
+    pub chat_template: Option<String>,
+}
+
+impl SamplingArgs {
+    fn config(&self) -> GenerateConfig {
+        GenerateConfig {
+            max_new_tokens: self.max_new_tokens,
+            do_sample: self.temperature > 0.0,
+            temperature: if self.temperature > 0.0 {
+                self.temperature
+            } else {
+                1.0
+            },
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+            ..Default::default()
+        }
+    }
+}
+
+/// The flags of `generate`.
+#[derive(Args)]
+#[command(
+    after_help = "Decoders (Llama, Mistral, GPT-2; *ForCausalLM) and encoder-decoders (T5, \
+NorT5; *ForConditionalGeneration, greedy or --num-beams). Give exactly one of --prompt (text, \
+encoded with the model's tokenizer) and --ids (token ids, for a model without a tokenizer). \
+--json prints {\"ids\": new ids, \"prompt_ids\", \"text\"}, \"text\" only when the model \
+has a tokenizer; without --json the text is streamed, or without a tokenizer the new ids are \
+printed space-separated."
+)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "ids"])))]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt text (needs the model's tokenizer).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// The prompt as token ids, comma-separated, used as given (no special tokens added).
+    #[arg(long, value_delimiter = ',', conflicts_with = "chat")]
+    ids: Option<Vec<u32>>,
+    /// Treat the prompt as a user message and apply the chat template.
+    #[arg(long)]
+    chat: bool,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Print {"ids", "prompt_ids", "text"} (no "text" without a tokenizer) instead of
+    /// streaming.
+    #[arg(long)]
+    json: bool,
+    /// Beam search with this many beams (encoder-decoder models).
+    #[arg(long, default_value_t = 1)]
+    num_beams: usize,
+    /// Length penalty of beam search.
+    #[arg(long, default_value_t = 1.0)]
+    length_penalty: f32,
+}
+
+/// The flags of `chat`.
+#[derive(Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A system message to start the conversation with.
+    #[arg(long)]
+    system: Option<String>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+/// Generates from `prompt_ids` with a decoder. With a tokenizer, decoded text is streamed to
+/// stdout as tokens arrive (when `stream`) and generation stops at any stop string; without
+/// one, the new ids are streamed, space-separated. Returns the new ids and, with a tokenizer,
+/// their text (stop string removed).
+pub fn run_generation(
+    model: &DecoderLm,
+    adapter: Option<&PromptAdapter>,
+    tok: Option<&Tokenizer>,
+    prompt_ids: Vec<u32>,
+    sampling: &SamplingArgs,
+    stream: bool,
+) -> Result<(Vec<u32>, Option<String>)> {
+    use std::io::Write;
+    let mut cfg = sampling.config();
+    let virtual_tokens = adapter.map(PromptAdapter::len).unwrap_or(0);
+    let room = model
+        .max_positions()
+        .saturating_sub(prompt_ids.len() + virtual_tokens);
+    if room == 0 {
+        return Err(Error::invalid(format!(
+            "the prompt has {} tokens, the model's context is {}",
+            prompt_ids.len(),
+            model.max_positions()
+        )));
+    }
+    if cfg.max_new_tokens > room {
+        tracing::info!("max_new_tokens lowered to {room} to fit the context");
+        cfg.max_new_tokens = room;
+    }
+    if cfg.eos_token_ids.is_none() {
+        let mut eos = model.eos_token_ids();
+        eos.extend(tok.and_then(Tokenizer::eos_id));
+        cfg.eos_token_ids = Some(eos);
+    }
+    let cache = |b: usize| adapter.map(|a| a.prefix_cache(b)).unwrap_or_default();
+    let embeds = |b: usize| adapter.map(|a| a.prompt_embeds(b)).expect("prompt adapter");
+    let prefix = adapter.map(|a| match a.method {
+        PromptMethod::Prefix => VirtualPrefix::Cache {
+            n: a.len(),
+            make: &cache,
+        },
+        _ => VirtualPrefix::Embeds {
+            n: a.len(),
+            make: &embeds,
+        },
+    });
+    let Some(tok) = tok else {
+        if !sampling.stop.is_empty() {
+            return Err(Error::invalid(
+                "--stop needs the model's tokenizer (stop strings match decoded text); this \
+                 model directory has none",
+            ));
+        }
+        let mut first = true;
+        let mut on_token = |_: usize, t: u32| {
+            if stream {
+                print!("{}{t}", if first { "" } else { " " });
+                let _ = std::io::stdout().flush();
+                first = false;
+            }
+            true
+        };
+        let prompts = [prompt_ids];
+        let mut rows = match &prefix {
+            Some(p) => generate_with_prefix(model, &prompts, &cfg, p, &mut on_token)?,
+            None => generate(model, &prompts, &cfg, &mut on_token)?,
+        };
+        if stream {
+            println!();
+        }
+        return Ok((rows.remove(0), None));
+    };
+    cfg.stop_strings = sampling.stop.clone();
+    let decode = |ids: &[u32]| tok.decode(ids, true).map_err(|e| e.to_string());
+    let mut rows = generate_text_with_prefix(
+        model,
+        &[prompt_ids],
+        &cfg,
+        prefix.as_ref(),
+        &decode,
+        &mut |_, chunk| {
+            if stream {
+                print!("{chunk}");
+                let _ = std::io::stdout().flush();
+            }
+        },
+    )?;
+    if stream {
+        println!();
+    }
+    let row = rows.remove(0);
+    Ok((row.ids, Some(row.text)))
+}
+
+/// Prints a generation: `{"ids", "prompt_ids", "text"}` with --json ("text" only with a
+/// tokenizer); else the text, or the ids space-separated without a tokenizer.
+fn print_generation(json_out: bool, ids: &[u32], prompt_ids: &[u32], text: Option<String>) {
+    if json_out {
+        let mut v = json!({"ids": ids, "prompt_ids": prompt_ids});
+        if let Some(t) = text {
+            v["text"] = json!(t);
+        }
+        print(&v);
+    } else if let Some(t) = text {
+        println!("{t}");
+    } else {
+        let words: Vec<String> = ids.iter().map(u32::to_string).collect();
+        println!("{}", words.join(" "));
+    }
+}
+
+fn generate_seq2seq_cmd(a: GenerateArgs) -> Result<()> {
+    let device = tilpass::device(&a.model.device)?;
+    let model = with_adapter(Seq2SeqLm::load(&a.model.model, &device)?, &a.model)?;
+    let tok = model_tokenizer(&a.model.model, a.ids.is_none())?;
+    let prompt_ids = match (&a.ids, &tok, &a.prompt) {
+        (Some(ids), _, _) => ids.clone(),
+        (None, Some(tok), Some(p)) => tok.encode(p, true)?,
+        _ => return Err(Error::invalid("give --prompt TEXT or --ids 1,2,3")),
+    };
+    if !a.sampling.stop.is_empty() {
+        return Err(Error::invalid(
+            "--stop is implemented for decoders; encoder-decoders stop at EOS",
+        ));
+    }
+    let cfg = Seq2SeqConfig {
+        max_new_tokens: a.sampling.max_new_tokens,
+        num_beams: a.num_beams,
+        length_penalty: a.length_penalty,
+        ..Default::default()
+    };
+    if a.sampling.temperature > 0.0 || a.sampling.top_k.is_some() || a.sampling.top_p.is_some() {
+        return Err(Error::invalid(
+            "sampling is not implemented for encoder-decoder models: use greedy or --num-beams",
+        ));
+    }
+    let input = EncoderInput::from_batch(&tilpass::tokenize::Batch::from_ids(
+        std::slice::from_ref(&prompt_ids),
+        tilpass::tokenize::Padding::right(0),
+    ))?;
+    let ids = generate_seq2seq(&model, &input, &cfg)?.remove(0);
+    let text = tok.map(|t| t.decode(&ids, true)).transpose()?;
+    print_generation(a.json, &ids, &prompt_ids, text);
+    Ok(())
+}
+
+/// Runs `tilpass generate`.
+pub fn generate_cmd(a: GenerateArgs) -> Result<()> {
+    let kind = ModelKind::from_dir(&a.model.model)?;
+    match kind.head {
+        Head::Seq2SeqLm => return generate_seq2seq_cmd(a),
+        Head::CausalLm => {}
+        head => {
+            return Err(Error::invalid(format!(
+                "{}: `generate` needs a causal LM or an encoder-decoder; this is {} ({})",
+                a.model.model.display(),
+                kind.class_name(),
+                head.describe()
+            )));
+        }
+    }
+    if a.num_beams != 1 {
+        return Err(Error::invalid(
+            "--num-beams is implemented for encoder-decoder models (T5) only",
+        ));
+    }
+    let (model, adapter) = load_decoder(&a.model)?;
+    let tok = model_tokenizer(&a.model.model, a.ids.is_none())?;
+    let prompt_ids = match (&a.ids, &tok, &a.prompt) {
+        (Some(ids), _, _) => ids.clone(),
+        (None, Some(tok), Some(p)) if a.chat => {
+            let t = tok.chat_template(a.sampling.chat_template.as_deref())?;
+            let msgs = [tilpass::data::Message::new(
+                tilpass::data::Role::User,
+                p.clone(),
+            )];
+            let opts = RenderOptions {
+                add_generation_prompt: true,
+                ..Default::default()
+            };
+            tok.encode(&t.render(&msgs, &opts)?.text, false)?
+        }
+        (None, Some(tok), Some(p)) => tok.encode(p, true)?,
+        _ => return Err(Error::invalid("give --prompt TEXT or --ids 1,2,3")),
+    };
+    let (ids, text) = run_generation(
+        &model,
+        adapter.as_ref(),
+        tok.as_ref(),
+        prompt_ids.clone(),
+        &a.sampling,
+        !a.json,
+    )?;
+    if a.json {
+        print_generation(true, &ids, &prompt_ids, text);
+    }
+    Ok(())
+}
+
+/// Runs `tilpass chat`: a conversation on stdin / stdout.
+pub fn chat_cmd(a: ChatArgs) -> Result<()> {
+    use std::io::BufRead;
+    use tilpass::data::{Message, Role};
+    let (model, adapter) = load_decoder(&a.model)?;
+    let tok = Tokenizer::from_dir(&a.model.model)?;
+    let template = tok.chat_template(a.sampling.chat_template.as_deref())?;
+    let mut messages: Vec<Message> = a
+        .system
+        .iter()
+        .map(|s| Message::new(Role::System, s.clone()))
+        .collect();
+    eprintln!("tilpass chat: type a message and press Enter; an empty line or Ctrl-D ends.");
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let line = line.map_err(|e| Error::io("<stdin>", e))?;
+        if line.trim().is_empty() {
+            break;
+        }
+        messages.push(Message::new(Role::User, line));
+        let opts = RenderOptions {
+            add_generation_prompt: true,
+            ..Default::default()
+        };
+        let prompt = tok.encode(&template.render(&messages, &opts)?.text, false)?;
+        let (_, text) = run_generation(
+            &model,
+            adapter.as_ref(),
+            Some(&tok),
+            prompt,
+            &a.sampling,
+            true,
+        )?;
+        let text = text.unwrap_or_default();
+        messages.push(Message::new(Role::Assistant, text.trim().to_string()));
+    }
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! `tilpass train sft|classify`: flags into a run config ([`tilpass::train::SftRun`],
+//! [`tilpass::train::ClassifyRun`]), the run, and its result printed. Every flag is the
+//! kebab-case form of a config key; `--config FILE` supplies the rest, flags win.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tilpass::Result;
+use tilpass::train::{ClassifyRun, Event, Progress, RunConfig, SftRun};
+
+use crate::common::{ConfigArgs, parse_pattern, print, print_json};
+
+#[derive(Subcommand)]
+pub enum TrainCommand {
+    /// LoRA supervised fine-tuning of a decoder on a chat / prompt-completion dataset (TRL
+    /// formats); writes the adapter (HF PEFT format), checkpoints, metrics.jsonl and
+    /// run_config.json to --out.
+    Sft(Box<SftArgs>),
+    /// Train a BERT sequence classifier (LoRA + a new classifier head) on labelled JSONL
+    /// (LamBERT step 2); prints accuracy and macro-F1 on a held-out split.
+    Classify(Box<ClassifyArgs>),
+}
+
+/// LoRA flags: the top-level keys of a run config that set its `lora` section.
+#[derive(Args, Serialize)]
+pub struct LoraFlags {
+    /// LoRA rank (`lora.r`).
+    #[arg(long)]
+    lora_r: Option<usize>,
+    /// LoRA alpha.
+    #[arg(long)]
+    lora_alpha: Option<f64>,
+    /// Dropout on the adapter's input while training.
+    #[arg(long)]
+    lora_dropout: Option<f64>,
+    /// Layers to adapt (comma-separated names, or all-linear; default: the model family's,
+    /// as PEFT).
+    #[arg(long, value_delimiter = ',')]
+    #[serde(serialize_with = "targets")]
+    target_modules: Option<Vec<String>>,
+    /// Layers never adapted (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    exclude_modules: Option<Vec<String>>,
+    /// rsLoRA: scale alpha / √r.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    use_rslora: Option<bool>,
+    /// DoRA: a learned magnitude per output feature.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    use_dora: Option<bool>,
+    /// Per-layer ranks, e.g. `v_proj=4,layers.0.self_attn.q_proj=8` (keys are regexes
+    /// matched against the end of the layer's path).
+    #[arg(long, value_parser = parse_pattern)]
+    rank_pattern: Option<Map<String, Value>>,
+    /// Per-layer alphas, e.g. `v_proj=8`.
+    #[arg(long, value_parser = parse_pattern)]
+    alpha_pattern: Option<Map<String, Value>>,
+    /// Modules trained and saved whole (comma-separated), e.g. a classifier head.
+    #[arg(long, value_delimiter = ',')]
+    modules_to_save: Option<Vec<String>>,
+    /// Initialisation: true (B = 0, PEFT's), gaussian, or false.
+    #[arg(long, value_parser = parse_init)]
+    init_lora_weights: Option<Value>,
+}
+
+/// `all-linear` is PEFT's string form; other values are module names.
+fn targets<S: serde::Serializer>(v: &Option<Vec<String>>, s: S) -> Result<S::Ok, S::Error> {
+    match v.as_deref() {
+        Some([one]) if one == "all-linear" => s.serialize_str(one),
+        other => other.serialize(s),
+    }
+}
+
+fn parse_init(s: &str) -> std::result::Result<Value, String> {
+    match s {
+        "true" => Ok(Value::Bool(true)),
+        "false" => Ok(Value::Bool(false)),
+        "gaussian" => Ok(Value::String(s.into())),
+        _ => Err(format!("`{s}`: expected true, false or gaussian")),
+    }
+}
+
+/// Optimiser flags shared by both jobs.
+#[derive(Args, Serialize)]
+pub struct OptimFlags {
+    /// Rows per batch.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Batches per optimiser step.
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Schedule after warmup: linear, cosine or constant.
+    #[arg(long, value_parser = ["linear", "cosine", "constant"])]
+    lr_scheduler_type: Option<String>,
+    /// Optimiser steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Warmup steps.
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Global-norm gradient clipping.
+    #[arg(long)]
+    max_grad_norm: Option<f64>,
+    /// AdamW weight decay.
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Seed of the adapter's (and a new head's) initialisation and of dropout.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// The flags of `train sft` (the defaults: `--print-config`).
+#[derive(Args, Serialize)]
+#[command(after_help = crate::common::TRAIN_CONFIG_HELP)]
+pub struct SftArgs {
+    #[command(flatten)]
+    #[serde(skip)]
+    config: ConfigArgs,
+    /// Base model directory (config.json, safetensors, tokenizer files).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Training data (JSONL / JSON, TRL formats), or `builtin:norsk-chat` (the embedded
+    /// Norwegian chat set; `builtin:norsk-chat:eval` is its held-out split).
+    #[arg(long)]
+    data: Option<String>,
+    /// Evaluation data (eval loss, perplexity and sample answers every --eval-steps).
+    #[arg(long)]
+    eval_data: Option<String>,
+    /// Output directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Resume from a checkpoint directory of an earlier run.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Device: flex (CPU), wgpu, wgpu-cpu, wgpu:N, cuda:N.
+    #[arg(long)]
+    device: Option<String>,
+    /// Chat template (the model's, or chatml / norsk / a named one).
+    #[arg(long)]
+    chat_template: Option<String>,
+    /// Truncate examples to this many tokens (keeping the start).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Over-long examples: keep_start, keep_end, drop or error.
+    #[arg(long, value_parser = ["keep_start", "keep_end", "drop", "error"])]
+    truncation: Option<String>,
+    /// Loss on assistant turns only (conversations).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    assistant_only_loss: Option<bool>,
+    /// Loss on completions only (prompt-completion rows).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    completion_only_loss: Option<bool>,
+    /// Full fine-tuning: train every parameter (no adapter); the model is saved in HF layout.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    full: Option<bool>,
+    /// Pack several examples into each row (best-fit decreasing, rows of --max-length or the
+    /// model's context up to 2048 tokens; attention stays within each example).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    packing: Option<bool>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    lora: LoraFlags,
+    /// Train this existing LoRA adapter (HF PEFT layout) instead of a new one.
+    #[arg(long)]
+    init_adapter: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    optim: OptimFlags,
+    /// AdamW β₁.
+    #[arg(long)]
+    adam_beta1: Option<f64>,
+    /// AdamW β₂.
+    #[arg(long)]
+    adam_beta2: Option<f64>,
+    /// AdamW ε.
+    #[arg(long)]
+    adam_epsilon: Option<f64>,
+    /// Evaluate every N steps.
+    #[arg(long)]
+    eval_steps: Option<usize>,
+    /// Evaluate before the first step too.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    eval_on_start: Option<bool>,
+    /// Held-out prompts answered at each evaluation.
+    #[arg(long)]
+    eval_samples: Option<usize>,
+    /// Tokens per sample answer.
+    #[arg(long)]
+    sample_max_new_tokens: Option<usize>,
+    /// Stop after N evaluations without improvement.
+    #[arg(long)]
+    early_stopping_patience: Option<usize>,
+    /// Checkpoint every N steps.
+    #[arg(long)]
+    save_steps: Option<usize>,
+    /// Checkpoints kept.
+    #[arg(long)]
+    save_total_limit: Option<usize>,
+}
+
+/// The flags of `train classify` (the defaults: `--print-config`).
+#[derive(Args, Serialize)]
+#[command(after_help = crate::common::TRAIN_CONFIG_HELP)]
+pub struct ClassifyArgs {
+    #[command(flatten)]
+    #[serde(skip)]
+    config: ConfigArgs,
+    /// Encoder directory (BERT or NorBERT3, with its tokenizer).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Device: flex (CPU), wgpu, wgpu-cpu, wgpu:N, cuda:N.
+    #[arg(long)]
+    device: Option<String>,
+    /// Labelled JSONL (e.g. from `tilpass annotate`).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Field holding the text.
+    #[arg(long)]
+    text_field: Option<String>,
+    /// Field holding the label.
+    #[arg(long)]
+    label_field: Option<String>,
+    /// Output directory (adapter/ with labels.json, metrics.jsonl, run_config.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Fraction of the rows (the last ones) held out for evaluation.
+    #[arg(long)]
+    eval_split: Option<f64>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    lora: LoraFlags,
+    #[command(flatten)]
+    #[serde(flatten)]
+    optim: OptimFlags,
+    /// Truncate texts to this many tokens.
+    #[arg(long)]
+    max_length: Option<usize>,
+}
+
+/// Shows a run's events: the progress bar, messages on stderr, details in the log.
+fn show(bar: &mut Progress, e: Event) {
+    match e {
+        Event::Detail(d) => tracing::info!("{d}"),
+        other => bar.on_event(&other),
+    }
+}
+
+/// Runs `tilpass train ...`.
+pub fn train_cmd(c: TrainCommand) -> Result<()> {
+    match c {
+        TrainCommand::Sft(a) => {
+            let Some(run) = a.config.resolve::<SftRun>(&a)? else {
+                return Ok(());
+            };
+            let device = tilpass::device(&run.device)?;
+            let mut bar = Progress::new(SftRun::JOB, run.steps);
+            let o = run.run(&device, &mut |e| show(&mut bar, e))?;
+            bar.finish(&o.summary);
+            let key = if run.full { "model" } else { "adapter" };
+            print(&json!({"summary": o.summary, key: o.saved.display().to_string()}));
+        }
+        TrainCommand::Classify(a) => {
+            let Some(run) = a.config.resolve::<ClassifyRun>(&a)? else {
+                return Ok(());
+            };
+            let device = tilpass::device(&run.device)?;
+            let mut bar = Progress::new(ClassifyRun::JOB, run.steps);
+            let o = run.run(&device, &mut |e| show(&mut bar, e))?;
+            bar.finish(&o.summary);
+            print_json(&o)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! `tilpass train classify` (LamBERT step 2): a BERT or NorBERT3 (LTG-BERT) encoder gets a new
+//! classifier head over the labels of a JSONL file and learns them with LoRA — the family's
+//! targets and head from [`tilpass_peft::classifier_defaults`] unless [`ClassifyRun::lora`]
+//! names its own.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+use tilpass_metrics::ClassificationReport;
+use tilpass_models::{EncoderModel, HasLinears};
+use tilpass_peft::{LoraConfig, PeftModel, TargetModules, classifier_defaults};
+use tilpass_tokenize::Tokenizer;
+
+use super::jsonl::{read_rows, text_field};
+use super::{LORA_SHORTHANDS, RunConfig, check, write_run_config};
+use crate::classify::{cls_batches, evaluate_classifier, train_classifier};
+use crate::error::{Result, TrainError};
+use crate::optim::AdamWConfig;
+use crate::schedule::ScheduleKind;
+use crate::trainer::{Event, Summary, TrainConfig};
+
+/// The file beside a classifier's adapter that names its labels, in class order.
+pub const LABELS_FILE: &str = "labels.json";
+
+/// Settings of classifier training. Field names are the `tilpass train classify` flags; the
+/// LoRA settings are PEFT's `LoraConfig` under `lora` (also at the top level: `lora_r`,
+/// `lora_alpha`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClassifyRun {
+    /// Encoder directory (BERT or NorBERT3, with its tokenizer).
+    pub model: Option<PathBuf>,
+    /// Labelled JSONL (e.g. from `tilpass annotate`).
+    pub data: Option<PathBuf>,
+    /// Field holding the text.
+    pub text_field: String,
+    /// Field holding the label.
+    pub label_field: String,
+    /// Output directory: `adapter/` with `labels.json`, `metrics.jsonl`, `run_config.json`.
+    pub out: Option<PathBuf>,
+    /// Device the CLI runs on; [`ClassifyRun::run`] takes the device as an argument.
+    pub device: String,
+    /// Fraction of the rows (the last ones) held out for evaluation; 0 holds none out.
+    pub eval_split: f64,
+    /// The LoRA adapter. `target_modules: null` takes the family's classifier targets and
+    /// `modules_to_save: null` its head.
+    pub lora: LoraConfig,
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// Batches per optimiser step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Schedule after warmup: linear, cosine or constant.
+    pub lr_scheduler_type: ScheduleKind,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Linear warmup steps (at most `steps`).
+    pub warmup: usize,
+    /// Global-norm gradient clipping (`None`: off).
+    pub max_grad_norm: Option<f64>,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
+    /// Truncate texts to this many tokens (at least 2: `[CLS]` and `[SEP]`).
+    pub max_length: usize,
+    /// Seed of the new head, the adapter and dropout (burn's process-wide RNG, seeded when
+    /// the run starts).
+    pub seed: u64,
+}
+
+impl Default for ClassifyRun {
+    fn default() -> Self {
+        let t = TrainConfig::default();
+        Self {
+            model: None,
+            data: None,
+            text_field: "text".into(),
+            label_field: "label".into(),
+            out: None,
+            device: "flex".into(),
+            eval_split: 0.1,
+            lora: LoraConfig {
+                r: 8,
+                lora_alpha: 16.0,
+                task_type: Some("SEQ_CLS".into()),
+                ..Default::default()
+            },
+            batch_size: 16,
+            grad_accum: t.gradient_accumulation_steps,
+            lr: 1e-3,
+            lr_scheduler_type: t.lr_scheduler_type,
+            steps: 100,
+            warmup: t.warmup_steps,
+            max_grad_norm: t.max_grad_norm,
+            weight_decay: t.adamw.weight_decay,
+            max_length: 128,
+            seed: 0,
+        }
+    }
+}
+
+impl RunConfig for ClassifyRun {
+    const JOB: &'static str = "classify";
+
+    fn shorthands() -> Vec<(&'static str, &'static str, &'static str)> {
+        LORA_SHORTHANDS
+            .iter()
+            .map(|(k, f)| (*k, "lora", *f))
+            .collect()
+    }
+
+    fn validate(&self) -> Result<()> {
+        check::path("model", &self.model)?;
+        check::path("data", &self.data)?;
+        check::path("out", &self.out)?;
+        check::fraction("eval_split", self.eval_split, true)?;
+        check::at_least("batch_size", self.batch_size, 1)?;
+        check::at_least("grad_accum", self.grad_accum, 1)?;
+        check::positive("lr", self.lr)?;
+        check::at_least("steps", self.steps, 1)?;
+        if self.warmup > self.steps {
+            return Err(TrainError::setting(
+                "warmup",
+                self.warmup,
+                format!("at most `steps` ({})", self.steps),
+            ));
+        }
+        if let Some(n) = self.max_grad_norm {
+            check::positive("max_grad_norm", n)?;
+        }
+        check::non_negative("weight_decay", self.weight_decay)?;
+        check::at_least("max_length", self.max_length, 2)?;
+        check::lora(&self.lora)
+    }
+}
+
+/// What classifier training did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassifyOutcome {
+    /// Steps and losses.
+    pub summary: Summary,
+    /// The labels, in class order (sorted).
+    pub labels: Vec<String>,
+    /// Accuracy, macro-F1 and the rest on the held-out rows (none held out: `None`).
+    pub eval: Option<ClassificationReport>,
+    /// The adapter directory (HF PEFT layout, with `labels.json`).
+    pub adapter: PathBuf,
+}
+
+/// Encodes texts with the tokenizer's special tokens, keeping the first `max_length` tokens.
+pub(crate) fn encode_texts(
+    tok: &Tokenizer,
+    texts: &[&str],
+    max_length: usize,
+) -> Result<Vec<Vec<u32>>> {
+    texts
+        .iter()
+        .map(|t| {
+            let mut ids = tok.encode(t, true)?;
+            ids.truncate(max_length.max(2));
+            Ok(ids)
+        })
+        .collect()
+}
+
+/// The LoRA config of a classifier on `model`: `lora` with the family's targets and head
+/// where it names none, `SEQ_CLS` as its task when it names none, and the base model's path.
+pub fn classifier_lora(lora: &LoraConfig, model: &EncoderModel, dir: &Path) -> Result<LoraConfig> {
+    let mut cfg = lora.clone();
+    let family = model.model_type();
+    let defaults = classifier_defaults(&family);
+    let missing = || {
+        TrainError::Config(format!(
+            "{family} has no classifier defaults: set lora.target_modules and \
+             lora.modules_to_save"
+        ))
+    };
+    if cfg.target_modules.is_none() {
+        let d = defaults.ok_or_else(missing)?;
+        cfg.target_modules = Some(TargetModules::from(d.target_modules));
+    }
+    if cfg.modules_to_save.is_none() {
+        cfg.modules_to_save = Some(vec![defaults.ok_or_else(missing)?.head.into()]);
+    }
+    cfg.task_type.get_or_insert_with(|| "SEQ_CLS".into());
+    cfg.base_model_name_or_path
+        .get_or_insert_with(|| dir.display().to_string());
+    Ok(cfg)
+}
+
+impl ClassifyRun {
+    /// Trains the classifier on `device` (made an autodiff device here): checks the
+    /// settings, writes `out/run_config.json`, reads and encodes the rows, trains, evaluates
+    /// on the held-out rows and saves `out/adapter` with `labels.json`.
+    pub fn run(&self, device: &Device, progress: &mut dyn FnMut(Event)) -> Result<ClassifyOutcome> {
+        self.validate()?;
+        let (model_dir, data) = (
+            check::path("model", &self.model)?,
+            check::path("data", &self.data)?,
+        );
+        let out = check::path("out", &self.out)?;
+        write_run_config(self, out)?;
+        let rows = read_rows(data)?;
+        let mut texts = Vec::with_capacity(rows.len());
+        let mut labels: Vec<String> = Vec::with_capacity(rows.len());
+        for (line, r) in &rows {
+            texts.push(text_field(r, &self.text_field, data, *line)?);
+            labels.push(text_field(r, &self.label_field, data, *line)?.to_string());
+        }
+        let mut names: Vec<String> = labels.clone();
+        names.sort();
+        names.dedup();
+        if names.len() < 2 {
+            return Err(TrainError::Config(format!(
+                "{}: need at least two distinct labels, found {names:?}",
+                data.display()
+            )));
+        }
+        let ids: Vec<usize> = labels
+            .iter()
+            .map(|l| names.iter().position(|n| n == l).unwrap_or(0))
+            .collect();
+        let device = device.clone().autodiff();
+        device.seed(self.seed);
+        let tok = Tokenizer::from_dir(model_dir)?;
+        let encoder = EncoderModel::load(model_dir, &device)?;
+        let lora = classifier_lora(&self.lora, &encoder, model_dir)?;
+        let model = encoder.with_new_classifier(&names, self.seed)?;
+        let pad = model.pad_token_id();
+        let encoded = encode_texts(&tok, &texts, self.max_length)?;
+        let n_eval = ((rows.len() as f64) * self.eval_split).round() as usize;
+        let n_train = rows.len() - n_eval;
+        let examples: Vec<(Vec<u32>, usize)> = encoded.into_iter().zip(ids).collect();
+        let train = cls_batches(&examples[..n_train], self.batch_size, pad)?;
+        let eval = cls_batches(&examples[n_train..], self.batch_size, pad)?;
+        let mut peft = PeftModel::new(model);
+        peft.add_adapter("default", &lora, self.seed)?;
+        peft.freeze_base();
+        progress(Event::Message(&format!(
+            "{} labels {names:?}; {}",
+            names.len(),
+            peft.trainable_parameters()
+        )));
+        let cfg = TrainConfig {
+            learning_rate: self.lr,
+            lr_scheduler_type: self.lr_scheduler_type,
+            warmup_steps: self.warmup,
+            max_steps: self.steps,
+            gradient_accumulation_steps: self.grad_accum,
+            max_grad_norm: self.max_grad_norm,
+            adamw: AdamWConfig {
+                weight_decay: self.weight_decay,
+                ..Default::default()
+            },
+            output_dir: Some(out.clone()),
+            ..Default::default()
+        };
+        let summary = train_classifier(&mut peft, "default", &train, &cfg, None, progress)?;
+        let eval = if eval.is_empty() {
+            None
+        } else {
+            Some(evaluate_classifier(peft.model(), &eval)?)
+        };
+        let adapter = out.join("adapter");
+        peft.save_adapter("default", &adapter)?;
+        let names_json =
+            serde_json::to_string(&names).map_err(|e| TrainError::Config(e.to_string()))?;
+        tilpass_core::write_atomic(adapter.join(LABELS_FILE), names_json)?;
+        Ok(ClassifyOutcome {
+            summary,
+            labels: names,
+            eval,
+            adapter,
+        })
+    }
+}
