@@ -283,11 +283,12 @@ impl JsonlRows {
     /// Opens a JSONL file with lines of at most `max_line_bytes` bytes.
     pub fn open_with_limit(path: impl AsRef<Path>, max_line_bytes: usize) -> Result<Self> {
         let path = path.as_ref();
-        let lines =
-            tilpass_core::TextLines::open_with_limit(path, max_line_bytes).map_err(|e| match e {
+        let lines = tilpass_core::TextLines::open_with_limit(path, max_line_bytes).map_err(
+            |e| match e {
                 tilpass_core::Error::Io { path, source } => DataError::Io { path, source },
                 other => DataError::Text(other),
-            })?;
+            },
+        )?;
         Ok(Self { lines })
     }
 }

@@ -417,7 +417,10 @@ fn invalid_utf8_names_file_and_line_and_can_be_skipped() {
     assert_eq!(ds.report.skipped[0].location, Location::Line(2));
     assert_eq!(ds.locations, [Location::Line(1), Location::Line(3)]);
     // A JSON-array file names the line too.
-    let (_d, p) = bytes_file("latin1.json", b"[\n{\"text\": \"a\"},\n{\"text\": \"\xe5\"}]");
+    let (_d, p) = bytes_file(
+        "latin1.json",
+        b"[\n{\"text\": \"a\"},\n{\"text\": \"\xe5\"}]",
+    );
     let msg = read_dataset(&p, &ReadOptions::default())
         .unwrap_err()
         .to_string();

@@ -42,7 +42,7 @@ pub mod train;
 
 pub use batch::{Batch, PadSide, collate, length_grouped_batches};
 pub use chat::{ChatEncoding, MaskMode, common_prefix_length, encode_chat, mask_from_spans};
-pub use chat_template::{ChatTemplate, RenderOptions, RenderedChat};
+pub use chat_template::{ChatTemplate, RenderOptions, RenderedChat, TemplateLimits};
 pub use error::{Result, TokenizeError};
 pub use extend::{ExtendConfig, ExtendReport, NewToken, extend_vocabulary};
 pub use packing::{PACK_BLOCK, PackedSequence, concat_packed, pack_bfd};
