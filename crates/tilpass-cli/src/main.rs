@@ -119,7 +119,7 @@ struct AnnotateArgs {
 }
 
 fn annotate_cmd(a: AnnotateArgs) -> Result<(), BoxError> {
-    use std::io::{BufRead, Write};
+    use std::io::Write;
     use tilpass::train::{label_probabilities, score_labels};
     let (model, _) = load_model(&a.model)?;
     let tok = Tokenizer::from_dir(&a.model.model)?;
@@ -128,7 +128,7 @@ fn annotate_cmd(a: AnnotateArgs) -> Result<(), BoxError> {
         .iter()
         .map(|l| tok.encode(&format!(" {l}"), false))
         .collect::<Result<Vec<_>, _>>()?;
-    let file = std::fs::File::open(&a.data).map_err(|e| format!("{}: {e}", a.data.display()))?;
+    let rows = tilpass::core::TextLines::open(&a.data)?;
     let tmp = a.out.with_extension("jsonl.tmp");
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?,
@@ -157,18 +157,17 @@ fn annotate_cmd(a: AnnotateArgs) -> Result<(), BoxError> {
         }
         Ok(())
     };
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line?;
+    for row in rows {
+        let (n, line) = row?;
         if line.trim().is_empty() {
             continue;
         }
-        let row: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| format!("{}:{}: {e}", a.data.display(), i + 1))?;
+        let row: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| format!("{}:{n}: {e}", a.data.display()))?;
         let text = row[&a.text_field].as_str().ok_or_else(|| {
             format!(
-                "{}:{}: no string field `{}`",
+                "{}:{n}: no string field `{}`",
                 a.data.display(),
-                i + 1,
                 a.text_field
             )
         })?;
@@ -241,16 +240,16 @@ struct ClassifyArgs {
 
 /// Rows of a JSONL file with their 1-based line numbers.
 fn read_jsonl(path: &std::path::Path) -> Result<Vec<(usize, serde_json::Value)>, BoxError> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .map(|v| (i + 1, v))
-                .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1).into())
-        })
-        .collect()
+    let mut rows = Vec::new();
+    for row in tilpass::core::TextLines::open(path)? {
+        let (n, l) = row?;
+        if l.trim().is_empty() {
+            continue;
+        }
+        let v = serde_json::from_str(&l).map_err(|e| format!("{}:{n}: {e}", path.display()))?;
+        rows.push((n, v));
+    }
+    Ok(rows)
 }
 
 fn field<'a>(
@@ -1153,8 +1152,9 @@ fn print(v: &serde_json::Value) {
 }
 
 fn read_lines(path: &PathBuf) -> Result<Vec<String>, BoxError> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(text.lines().map(str::to_string).collect())
+    Ok(tilpass::core::TextLines::open(path)?
+        .map(|l| l.map(|(_, text)| text))
+        .collect::<Result<_, _>>()?)
 }
 
 fn tokenize(a: TokenizeArgs) -> Result<(), BoxError> {
@@ -1166,8 +1166,7 @@ fn tokenize(a: TokenizeArgs) -> Result<(), BoxError> {
     }
     let path = a.messages.expect("clap requires --text or --messages");
     let value: serde_json::Value = {
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = tilpass::core::read_text(&path)?;
         serde_json::from_str(&text).map_err(|e| format!("{}: invalid JSON: {e}", path.display()))?
     };
     let list = value.get("messages").cloned().unwrap_or(value);

@@ -172,6 +172,7 @@ impl NorT5 {
         path: &str,
         device: &Device,
     ) -> Result<Self> {
+        config.validate().map_err(|e| e.in_file(path))?;
         let (h, i, nh) = (
             config.hidden_size,
             config.intermediate_size,
