@@ -51,7 +51,7 @@ fn fuzz_safetensors() {
     let path = dir.path().join("w.safetensors");
     run(
         "safetensors",
-        cases(1500),
+        cases(4000),
         |m| {
             let seed = &seeds[m.below(seeds.len())].1;
             // Mutate the header (JSON) structurally half of the time.
@@ -88,12 +88,18 @@ fn fuzz_sharded_index() {
     let others: Vec<&[u8]> = seeds.iter().map(|(_, b)| b.as_slice()).collect();
     let accepted = run(
         "sharded_index",
-        cases(300),
+        cases(1000),
         |m| {
             if m.one_in(4) {
                 // Aim at the file names: point an entry at another path.
                 let mut v: Value = serde_json::from_slice(&seeds[0].1).unwrap();
-                let names = ["../model.safetensors", "/etc/passwd", "", ".", "sub/../../x"];
+                let names = [
+                    "../model.safetensors",
+                    "/etc/passwd",
+                    "",
+                    ".",
+                    "sub/../../x",
+                ];
                 if let Some(w) = v["weight_map"].as_object_mut()
                     && let Some(k) = w.keys().next().cloned()
                 {
@@ -151,7 +157,7 @@ fn fuzz_config_json_every_family() {
             )
         })
         .collect();
-    let per_family = cases(60);
+    let per_family = cases(150);
     let accepted = run(
         "config_json",
         per_family * seeds.len(),
@@ -198,7 +204,7 @@ fn fuzz_adapter() {
     let dir = tempfile::tempdir().unwrap();
     let accepted = run(
         "adapter",
-        cases(240),
+        cases(600),
         |m| {
             let (cfg, w) = &seeds[m.below(seeds.len())];
             match m.below(3) {
@@ -235,7 +241,7 @@ fn fuzz_jsonl_records() {
     let dir = tempfile::tempdir().unwrap();
     run(
         "jsonl",
-        cases(1500),
+        cases(4000),
         |m| {
             let (name, seed) = &seeds[m.below(seeds.len())];
             let bytes = if name.ends_with(".json") {
@@ -254,7 +260,11 @@ fn fuzz_jsonl_records() {
                     }
                     out.push(b'\n');
                 }
-                if m.one_in(3) { m.bytes(&out, &others) } else { out }
+                if m.one_in(3) {
+                    m.bytes(&out, &others)
+                } else {
+                    out
+                }
             };
             (name.clone(), bytes)
         },
@@ -354,7 +364,7 @@ fn fuzz_chat_templates() {
     };
     run(
         "chat_template",
-        cases(1500),
+        cases(4000),
         |m| {
             let src: Vec<u8> = match m.below(3) {
                 0 => {
@@ -373,7 +383,12 @@ fn fuzz_chat_templates() {
             let msgs = m.json(&records[i]);
             let gen_prompt = m.one_in(2);
             let tools = m.one_in(4).then(|| m.hostile_value());
-            (String::from_utf8_lossy(&src).into_owned(), msgs, gen_prompt, tools)
+            (
+                String::from_utf8_lossy(&src).into_owned(),
+                msgs,
+                gen_prompt,
+                tools,
+            )
         },
         |(src, msgs, gen_prompt, tools)| {
             let Ok(t) = ChatTemplate::with_limits("fuzz", src, special.clone(), limits) else {
@@ -406,13 +421,18 @@ fn fuzz_chat_templates() {
 fn fuzz_metric_readers() {
     let seeds = corpus("metrics");
     let get = |n: &str| seeds.iter().find(|(f, _)| f == n).unwrap().1.clone();
-    let (hyp, refs, qrels, runf) = (get("hyp.txt"), get("ref.txt"), get("qrels.txt"), get("run.txt"));
+    let (hyp, refs, qrels, runf) = (
+        get("hyp.txt"),
+        get("ref.txt"),
+        get("qrels.txt"),
+        get("run.txt"),
+    );
     let all: Vec<&[u8]> = seeds.iter().map(|(_, b)| b.as_slice()).collect();
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     run(
         "metric_readers",
-        cases(400),
+        cases(1500),
         |m| {
             let pick = m.below(4);
             let mut files = [hyp.clone(), refs.clone(), qrels.clone(), runf.clone()];

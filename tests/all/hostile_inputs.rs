@@ -21,7 +21,8 @@ fn with_config(fixture: &str, edit: &dyn Fn(&mut Value)) -> tempfile::TempDir {
         }
     }
     let cfg_path = dir.path().join("config.json");
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     edit(&mut cfg);
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     dir
@@ -40,34 +41,169 @@ fn load_err(dir: &Path) -> ModelError {
 /// `(fixture, field, value, what the error must say)` for every family.
 const CASES: &[(&str, &str, &str, &str)] = &[
     // Zero heads divided by zero in Llama/Mistral, GPT-2 and BERT before validation.
-    ("models/llama_gqa", "num_attention_heads", "0", "`num_attention_heads` must be at least 1"),
-    ("models/mistral_sliding_window", "num_key_value_heads", "0", "`num_key_value_heads` must be at least 1"),
-    ("models/llama_gqa", "num_key_value_heads", "3", "`num_attention_heads` 4 is not a multiple of num_key_value_heads (3)"),
-    ("models/llama_gqa", "head_dim", "7", "`head_dim` must be even"),
-    ("models/llama_gqa", "head_dim", "0", "`head_dim` must be at least 1"),
-    ("models/llama_gqa", "num_hidden_layers", "0", "`num_hidden_layers` must be at least 1"),
-    ("models/llama_gqa", "vocab_size", "0", "`vocab_size` must be at least 1"),
-    ("models/llama_gqa", "rms_norm_eps", "0", "`rms_norm_eps` must be a finite number above 0"),
-    ("models/llama_gqa", "rope_theta", "-1", "`rope_theta` must be a finite number above 0"),
-    ("models/llama_gqa", "rope_theta", "\"NaN\"", "`rope_theta` = \"NaN\""),
-    ("models/llama_gqa", "num_attention_heads", "-8", "`num_attention_heads` = -8"),
-    ("models/llama3_rope_bf16_sharded", "rope_scaling", "{\"rope_type\":\"llama3\",\"factor\":0}", "`rope_scaling.factor` must be a finite number above 0"),
-    ("models/mistral_sliding_window", "sliding_window", "0", "`sliding_window` must be at least 1"),
+    (
+        "models/llama_gqa",
+        "num_attention_heads",
+        "0",
+        "`num_attention_heads` must be at least 1",
+    ),
+    (
+        "models/mistral_sliding_window",
+        "num_key_value_heads",
+        "0",
+        "`num_key_value_heads` must be at least 1",
+    ),
+    (
+        "models/llama_gqa",
+        "num_key_value_heads",
+        "3",
+        "`num_attention_heads` 4 is not a multiple of num_key_value_heads (3)",
+    ),
+    (
+        "models/llama_gqa",
+        "head_dim",
+        "7",
+        "`head_dim` must be even",
+    ),
+    (
+        "models/llama_gqa",
+        "head_dim",
+        "0",
+        "`head_dim` must be at least 1",
+    ),
+    (
+        "models/llama_gqa",
+        "num_hidden_layers",
+        "0",
+        "`num_hidden_layers` must be at least 1",
+    ),
+    (
+        "models/llama_gqa",
+        "vocab_size",
+        "0",
+        "`vocab_size` must be at least 1",
+    ),
+    (
+        "models/llama_gqa",
+        "rms_norm_eps",
+        "0",
+        "`rms_norm_eps` must be a finite number above 0",
+    ),
+    (
+        "models/llama_gqa",
+        "rope_theta",
+        "-1",
+        "`rope_theta` must be a finite number above 0",
+    ),
+    (
+        "models/llama_gqa",
+        "rope_theta",
+        "\"NaN\"",
+        "`rope_theta` = \"NaN\"",
+    ),
+    (
+        "models/llama_gqa",
+        "num_attention_heads",
+        "-8",
+        "`num_attention_heads` = -8",
+    ),
+    (
+        "models/llama3_rope_bf16_sharded",
+        "rope_scaling",
+        "{\"rope_type\":\"llama3\",\"factor\":0}",
+        "`rope_scaling.factor` must be a finite number above 0",
+    ),
+    (
+        "models/mistral_sliding_window",
+        "sliding_window",
+        "0",
+        "`sliding_window` must be at least 1",
+    ),
     ("models/gpt2", "n_head", "0", "`n_head` must be at least 1"),
-    ("models/gpt2", "n_embd", "30", "`n_embd` 30 is not a multiple of n_head"),
-    ("models/gpt2", "layer_norm_epsilon", "-1e-5", "`layer_norm_epsilon` must be a finite number above 0"),
-    ("encoders/bert_cls", "num_attention_heads", "0", "`num_attention_heads` must be at least 1"),
-    ("encoders/bert_cls", "type_vocab_size", "0", "`type_vocab_size` must be at least 1"),
-    ("encoders/ltg_bert_mlm", "num_attention_heads", "0", "`num_attention_heads` must be at least 1"),
-    ("encoders/ltg_bert_mlm", "position_bucket_size", "0", "`position_bucket_size` must be at least 4"),
-    ("encoders/ltg_bert_mlm", "max_position_embeddings", "2", "`max_position_embeddings` must exceed"),
-    ("encoders/t5_v1_1", "num_heads", "0", "`num_heads` must be at least 1"),
-    ("encoders/t5_v1_1", "relative_attention_num_buckets", "0", "`relative_attention_num_buckets` must be at least 4"),
-    ("encoders/t5_v1_1", "relative_attention_max_distance", "1", "`relative_attention_max_distance` must exceed"),
-    ("encoders/t5_v1_1", "layer_norm_epsilon", "0", "`layer_norm_epsilon` must be a finite number above 0"),
-    ("encoders/nort5", "num_attention_heads", "0", "`num_attention_heads` must be at least 1"),
-    ("encoders/nort5", "position_bucket_size", "2", "`position_bucket_size` must be at least 4"),
-    ("encoders/nort5", "layer_norm_eps", "0", "`layer_norm_eps` must be a finite number above 0"),
+    (
+        "models/gpt2",
+        "n_embd",
+        "30",
+        "`n_embd` 30 is not a multiple of n_head",
+    ),
+    (
+        "models/gpt2",
+        "layer_norm_epsilon",
+        "-1e-5",
+        "`layer_norm_epsilon` must be a finite number above 0",
+    ),
+    (
+        "encoders/bert_cls",
+        "num_attention_heads",
+        "0",
+        "`num_attention_heads` must be at least 1",
+    ),
+    (
+        "encoders/bert_cls",
+        "type_vocab_size",
+        "0",
+        "`type_vocab_size` must be at least 1",
+    ),
+    (
+        "encoders/ltg_bert_mlm",
+        "num_attention_heads",
+        "0",
+        "`num_attention_heads` must be at least 1",
+    ),
+    (
+        "encoders/ltg_bert_mlm",
+        "position_bucket_size",
+        "0",
+        "`position_bucket_size` must be at least 4",
+    ),
+    (
+        "encoders/ltg_bert_mlm",
+        "max_position_embeddings",
+        "2",
+        "`max_position_embeddings` must exceed",
+    ),
+    (
+        "encoders/t5_v1_1",
+        "num_heads",
+        "0",
+        "`num_heads` must be at least 1",
+    ),
+    (
+        "encoders/t5_v1_1",
+        "relative_attention_num_buckets",
+        "0",
+        "`relative_attention_num_buckets` must be at least 4",
+    ),
+    (
+        "encoders/t5_v1_1",
+        "relative_attention_max_distance",
+        "1",
+        "`relative_attention_max_distance` must exceed",
+    ),
+    (
+        "encoders/t5_v1_1",
+        "layer_norm_epsilon",
+        "0",
+        "`layer_norm_epsilon` must be a finite number above 0",
+    ),
+    (
+        "encoders/nort5",
+        "num_attention_heads",
+        "0",
+        "`num_attention_heads` must be at least 1",
+    ),
+    (
+        "encoders/nort5",
+        "position_bucket_size",
+        "2",
+        "`position_bucket_size` must be at least 4",
+    ),
+    (
+        "encoders/nort5",
+        "layer_norm_eps",
+        "0",
+        "`layer_norm_eps` must be a finite number above 0",
+    ),
 ];
 
 #[test]
@@ -86,12 +222,27 @@ fn config_values_that_make_no_sense_are_errors_naming_the_field_in_every_family(
 #[test]
 fn config_sizes_implying_more_memory_than_there_is_are_too_large() {
     for (fixture, edits) in [
-        ("models/llama_gqa", json!({"vocab_size": 1_000_000_000_000u64})),
-        ("models/llama_gqa", json!({"hidden_size": 1_000_000_000, "head_dim": 16})),
-        ("models/llama_gqa", json!({"num_hidden_layers": 1_000_000_000_000u64})),
+        (
+            "models/llama_gqa",
+            json!({"vocab_size": 1_000_000_000_000u64}),
+        ),
+        (
+            "models/llama_gqa",
+            json!({"hidden_size": 1_000_000_000, "head_dim": 16}),
+        ),
+        (
+            "models/llama_gqa",
+            json!({"num_hidden_layers": 1_000_000_000_000u64}),
+        ),
         ("models/gpt2", json!({"n_positions": u64::MAX})),
-        ("encoders/bert_cls", json!({"intermediate_size": 1u64 << 40})),
-        ("encoders/ltg_bert_mlm", json!({"num_hidden_layers": 1u64 << 50})),
+        (
+            "encoders/bert_cls",
+            json!({"intermediate_size": 1u64 << 40}),
+        ),
+        (
+            "encoders/ltg_bert_mlm",
+            json!({"num_hidden_layers": 1u64 << 50}),
+        ),
         ("encoders/t5_v1_1", json!({"d_ff": 1u64 << 40})),
         ("encoders/nort5", json!({"vocab_size": 1u64 << 45})),
     ] {
@@ -106,7 +257,10 @@ fn config_sizes_implying_more_memory_than_there_is_are_too_large() {
             matches!(err, ModelError::Core(tilpass::core::Error::TooLarge { .. })),
             "{fixture} {edits}: {msg}"
         );
-        assert!(msg.contains("config.json") && msg.contains("parameters"), "{msg}");
+        assert!(
+            msg.contains("config.json") && msg.contains("parameters"),
+            "{msg}"
+        );
     }
 }
 
@@ -139,7 +293,10 @@ fn tokenizer_training_vocab_size_has_a_ceiling() {
     std::fs::write(&corpus, "hei på deg\nhallo verden\n").unwrap();
     for (vocab, want) in [
         (1usize << 33, "does not fit token ids"),
-        (u32::MAX as usize, "tokenizer training: vocab_size 4294967295"),
+        (
+            u32::MAX as usize,
+            "tokenizer training: vocab_size 4294967295",
+        ),
     ] {
         let cfg = TrainConfig {
             vocab_size: vocab,
@@ -153,4 +310,34 @@ fn tokenizer_training_vocab_size_has_a_ceiling() {
         assert!(start.elapsed() < Duration::from_secs(10));
         assert!(msg.contains(want), "{vocab}: {msg}");
     }
+}
+
+/// Found by `fuzz_adapter`: an adapter_config.json with `r` = 10^12 made LoRA allocate
+/// 256 TB (an abort) before reading any weight.
+#[test]
+fn regression_fuzz_adapter_huge_rank_is_too_large_not_an_abort() {
+    use tilpass::models::DecoderLm;
+    use tilpass::peft::PeftModel;
+    let src = fixture_path("peft/llama_lora");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        src.join("adapter_model.safetensors"),
+        dir.path().join("adapter_model.safetensors"),
+    )
+    .unwrap();
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("adapter_config.json")).unwrap())
+            .unwrap();
+    cfg["r"] = json!(1_000_000_000_000u64);
+    std::fs::write(dir.path().join("adapter_config.json"), cfg.to_string()).unwrap();
+    let model = DecoderLm::load(
+        fixture_path("models/llama_gqa"),
+        &tilpass_tests::test_device(),
+    )
+    .unwrap();
+    let err = PeftModel::new(model)
+        .load_adapter(dir.path(), "default")
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("LoRA rank r = 1000000000000"), "{msg}");
 }

@@ -24,7 +24,9 @@ pub const CASES_ENV: &str = "TILPASS_FUZZ_CASES";
 
 /// `tests/fuzz/corpus/<target>/*`, sorted, as `(file name, bytes)`.
 pub fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = crate::workspace_root().join("tests/fuzz/corpus").join(target);
+    let dir = crate::workspace_root()
+        .join("tests/fuzz/corpus")
+        .join(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -85,11 +87,9 @@ pub struct Mutator {
 impl Mutator {
     /// A mutator for one target and case.
     pub fn new(target: &str, case: usize) -> Self {
-        let h = target
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            });
+        let h = target.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         Self {
             rng: SplitMix64::from_state(h ^ (case as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         }
@@ -134,8 +134,9 @@ impl Mutator {
                 }
                 1 if len > 0 => {
                     let i = self.below(len);
-                    v[i] = [0, 0xff, b'"', b'{', b'}', b'[', b'\n', b'\\', b'-', b'9', 0x80]
-                        [self.below(11)];
+                    v[i] = [
+                        0, 0xff, b'"', b'{', b'}', b'[', b'\n', b'\\', b'-', b'9', 0x80,
+                    ][self.below(11)];
                 }
                 2 => v.truncate(self.below(len + 1)),
                 3 if len > 0 => {
