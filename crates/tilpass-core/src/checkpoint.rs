@@ -485,7 +485,6 @@ fn check_shard_name(index_path: &Path, dir: &Path, name: &str) -> Result<()> {
     let escapes = |reason: &str| Error::PathEscapes {
         file: index_path.to_path_buf(),
         entry: name.to_string(),
-        dir: dir.to_path_buf(),
         reason: reason.to_string(),
     };
     let rel = Path::new(name);

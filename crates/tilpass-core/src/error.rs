@@ -68,26 +68,24 @@ pub enum Error {
     #[error(
         "{what}: would need {} of memory, more than the {} allowed (the machine's memory, or \
          TILPASS_MEMORY_LIMIT)",
-        crate::limits::human_bytes(*bytes),
+        crate::limits::human_bytes(u128::from(*bytes)),
         crate::limits::human_bytes(u128::from(*limit))
     )]
     TooLarge {
         /// The value(s) that imply the size, e.g. `config.json: vocab_size 10^12`.
         what: String,
-        /// The bytes implied.
-        bytes: u128,
+        /// The bytes implied (`u64::MAX` for more).
+        bytes: u64,
         /// The budget in bytes.
         limit: u64,
     },
     /// A path read from a file points outside the directory it must stay in.
-    #[error("{file}: `{entry}` points outside {dir}: {reason}")]
+    #[error("{file}: `{entry}` points outside the file's directory: {reason}")]
     PathEscapes {
         /// The file that names the path (e.g. `model.safetensors.index.json`).
         file: PathBuf,
         /// The path as written in the file.
         entry: String,
-        /// The directory it must stay in.
-        dir: PathBuf,
         /// Why it was rejected (absolute, `..`, a link leaving the directory).
         reason: String,
     },

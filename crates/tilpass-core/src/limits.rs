@@ -91,7 +91,7 @@ pub fn check_memory(what: impl Into<String>, bytes: u128) -> Result<()> {
     if bytes > u128::from(limit) {
         return Err(Error::TooLarge {
             what: what.into(),
-            bytes,
+            bytes: u64::try_from(bytes).unwrap_or(u64::MAX),
             limit,
         });
     }

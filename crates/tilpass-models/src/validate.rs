@@ -215,7 +215,7 @@ impl Gpt2Config {
         }
         positive_f("layer_norm_epsilon", self.layer_norm_epsilon)?;
         let e = u(self.n_embd);
-        let inner = self.n_inner.map_or_else(|| mul_all(&[4, e]), |i| u(i));
+        let inner = self.n_inner.map_or_else(|| mul_all(&[4, e]), u);
         let layer = sum(&[
             mul_all(&[4, e, e]),
             mul_all(&[2, e, inner]),
