@@ -25,11 +25,10 @@ pub fn read_lines_with_limit(path: impl AsRef<Path>, max_line_bytes: usize) -> R
         .map(|l| l.map(|(_, text)| text))
         .collect::<tilpass_core::Result<Vec<String>>>()?;
     if lines.is_empty() {
-        return Err(MetricsError::Input {
-            path: path.to_path_buf(),
-            line: 1,
-            message: "the file is empty".into(),
-        });
+        return Err(MetricsError::Invalid(format!(
+            "{}: the file is empty",
+            path.display()
+        )));
     }
     Ok(lines)
 }
@@ -109,7 +108,7 @@ mod tests {
         assert_eq!(read_lines(&p).unwrap(), [""]);
         let (_d, p) = write(b"");
         let e = read_lines(&p).unwrap_err().to_string();
-        assert!(e.contains("f.txt:1") && e.contains("empty"), "{e}");
+        assert!(e.contains("f.txt: the file is empty"), "{e}");
     }
 
     #[test]
