@@ -671,7 +671,25 @@ impl ChatTemplate {
             out: Vec::new(),
             max,
         };
-        let result = tpl.render_captured_to(JValue::from(minijinja::value::Serde(&ctx)), &mut w);
+        // minijinja can panic on some inputs (e.g. `messages[::-1]` of an empty list in 3.0.5):
+        // a template is untrusted, so such a panic is this template's error, not a crash.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tpl.render_captured_to(JValue::from(minijinja::value::Serde(&ctx)), &mut w)
+                .map(drop)
+        }))
+        .map_err(|payload| {
+            let why = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            TokenizeError::Template {
+                name: self.name.clone(),
+                message: format!(
+                    "the template engine failed on this conversation (an internal error: {why})"
+                ),
+            }
+        })?;
         if let Err(e) = result {
             if e.kind() == ErrorKind::WriteFailure && w.out.len() <= max {
                 return Err(TokenizeError::TemplateLimit {
@@ -934,6 +952,29 @@ mod tests {
             .render_json(&json!([]), &RenderOptions::default())
             .unwrap();
         assert_eq!(r.text, "a\n  b| a\n b|bXb|bbXbb|   42|   x|[\n  1\n]|AB");
+    }
+
+    /// Found by `fuzz_chat_templates`: minijinja 3.0.5 panics (index out of bounds) slicing an
+    /// empty list with a negative step, as templates do with `messages[::-1]`.
+    #[test]
+    fn regression_fuzz_reverse_slice_of_no_messages_is_an_error_not_a_panic() {
+        let t = ChatTemplate::new(
+            "rev",
+            "{% for m in messages[::-1] %}{{ m.content }}{% endfor %}",
+            special(),
+        )
+        .unwrap();
+        match t.render_json(&json!([]), &RenderOptions::default()) {
+            Ok(r) => assert_eq!(r.text, ""),
+            Err(e) => assert!(matches!(e, TokenizeError::Template { .. }), "{e:?}"),
+        }
+        let r = t
+            .render_json(
+                &json!([{"role":"user","content":"a"},{"role":"user","content":"b"}]),
+                &RenderOptions::default(),
+            )
+            .unwrap();
+        assert_eq!(r.text, "ba");
     }
 
     #[test]
