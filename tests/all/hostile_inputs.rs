@@ -341,3 +341,29 @@ fn regression_fuzz_adapter_huge_rank_is_too_large_not_an_abort() {
     let msg = err.to_string();
     assert!(msg.contains("LoRA rank r = 1000000000000"), "{msg}");
 }
+
+#[test]
+fn a_config_json_with_a_utf8_bom_loads_as_python_reads_it() {
+    let dir = with_config("models/llama_gqa", &|_| {});
+    let p = dir.path().join("config.json");
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend(std::fs::read(&p).unwrap());
+    std::fs::write(&p, bytes).unwrap();
+    AnyModel::load(dir.path(), &tilpass_tests::test_device()).unwrap();
+}
+
+#[test]
+fn max_new_tokens_of_usize_max_is_too_long_not_an_overflow() {
+    use tilpass::models::{DecoderLm, GenerateConfig, ModelError, generate};
+    let model = DecoderLm::load(
+        fixture_path("models/llama_gqa"),
+        &tilpass_tests::test_device(),
+    )
+    .unwrap();
+    let cfg = GenerateConfig {
+        max_new_tokens: usize::MAX,
+        ..Default::default()
+    };
+    let err = generate(&model, &[vec![1, 2, 3]], &cfg, &mut |_, _| true).unwrap_err();
+    assert!(matches!(err, ModelError::TooLong { .. }), "{err}");
+}
