@@ -204,6 +204,14 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "0",
         "`layer_norm_eps` must be a finite number above 0",
     ),
+    // Found by fuzz_config_json_every_family: a bos id of 2^31 became a decoder input and
+    // burn panicked converting it to i32.
+    (
+        "encoders/nort5",
+        "bos_token_id",
+        "2147483648",
+        "`bos_token_id` 2147483648 is outside the vocabulary",
+    ),
 ];
 
 #[test]

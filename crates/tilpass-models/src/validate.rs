@@ -358,6 +358,21 @@ impl NorT5Config {
         )?;
         validate_buckets(self.position_bucket_size, None)?;
         positive_f("layer_norm_eps", self.layer_norm_eps)?;
+        // NorT5 feeds these ids to its embeddings (cls/sep become bos/eos in the decoder).
+        for (field, id) in [
+            ("pad_token_id", self.pad_token_id),
+            ("cls_token_id", self.cls_token_id),
+            ("sep_token_id", self.sep_token_id),
+            ("bos_token_id", self.bos_token_id),
+            ("eos_token_id", self.eos_token_id),
+        ] {
+            if id as usize >= self.vocab_size {
+                return Err(invalid(
+                    field,
+                    format!("{id} is outside the vocabulary of {}", self.vocab_size),
+                ));
+            }
+        }
         let rows = sum(&[
             mul_all(&[2, u(self.vocab_size)]),
             mul_all(&[4, u(self.position_bucket_size)]),
