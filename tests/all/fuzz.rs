@@ -190,12 +190,19 @@ fn fuzz_adapter() {
     let device = tilpass_tests::test_device();
     let base_dir = fixture_path("models/llama_gqa");
     let names = ["llama_lora", "llama_dora", "llama_rslora_all_linear"];
+    // Configs from the committed corpus, weights from the PEFT fixtures they came from.
+    let configs = corpus("adapter");
     let seeds: Vec<(Vec<u8>, Vec<u8>)> = names
         .iter()
         .map(|n| {
+            let cfg = &configs
+                .iter()
+                .find(|(f, _)| *f == format!("{n}.json"))
+                .unwrap()
+                .1;
             let d = fixture_path(&format!("peft/{n}"));
             (
-                std::fs::read(d.join("adapter_config.json")).unwrap(),
+                cfg.clone(),
                 std::fs::read(d.join("adapter_model.safetensors")).unwrap(),
             )
         })
