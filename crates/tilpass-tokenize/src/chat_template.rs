@@ -350,25 +350,62 @@ fn replace_len(text: &str, from: &str, to: &str) -> usize {
         .saturating_add(n.saturating_mul(to.len()))
 }
 
-/// Fails when a format string asks for a width or precision above `max` (directly, or through
-/// `*` / a nested `{}` field taking it from an argument).
+/// Fails when a format string asks for a width or precision above `max`: numbers in a printf
+/// conversion (`%-10.3f`) or in the spec of a `{...:spec}` field, or taken from an argument
+/// (`*`, a nested `{}`) when an integer argument exceeds `max`. Digits elsewhere in the text
+/// are content and not checked.
 fn check_format(
     fmt: &str,
     args: &[JValue],
     max: usize,
 ) -> std::result::Result<(), minijinja::Error> {
-    let mut digits = 0usize;
-    for c in fmt.chars() {
-        if let Some(d) = c.to_digit(10) {
-            digits = digits.saturating_mul(10).saturating_add(d as usize);
-            if digits > max {
-                return Err(limit_exceeded("a format width", max));
+    fn too_big(spec: &str, max: usize) -> bool {
+        let mut n = 0usize;
+        for c in spec.chars() {
+            match c.to_digit(10) {
+                Some(d) => {
+                    n = n.saturating_mul(10).saturating_add(d as usize);
+                    if n > max {
+                        return true;
+                    }
+                }
+                None => n = 0,
             }
-        } else {
-            digits = 0;
+        }
+        false
+    }
+    let mut indirect = false;
+    let b = fmt.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                // Flags, width, precision and length, up to the conversion letter.
+                let mut j = i + 1;
+                while j < b.len() && b"-+ #0123456789.*hlL".contains(&b[j]) {
+                    j += 1;
+                }
+                let spec = &fmt[i + 1..j];
+                indirect |= spec.contains('*');
+                if too_big(spec, max) {
+                    return Err(limit_exceeded("a format width", max));
+                }
+                i = j.max(i + 1);
+            }
+            b'{' => {
+                let close = fmt[i..].find('}').map_or(b.len(), |k| i + k);
+                let field = &fmt[i + 1..close];
+                if let Some((_, spec)) = field.split_once(':') {
+                    indirect |= spec.contains('{');
+                    if too_big(spec, max) {
+                        return Err(limit_exceeded("a format width", max));
+                    }
+                }
+                i = close + 1;
+            }
+            _ => i += 1,
         }
     }
-    let indirect = fmt.contains('*') || fmt.contains(":{");
     if indirect
         && args
             .iter()
@@ -933,6 +970,7 @@ mod tests {
             "{{ '%1000000000000d'|format(1) }}",
             "{{ '%*d'|format(1000000000000, 1) }}",
             "{{ '{:>1000000000000}'.format(1) }}",
+            "{{ '{:{}}'.format(1, 1000000000000) }}",
             "{{ messages|tojson(indent=1000000000000) }}",
         ] {
             let (limit, msg) = limit_of(src, small);
@@ -952,6 +990,17 @@ mod tests {
             .render_json(&json!([]), &RenderOptions::default())
             .unwrap();
         assert_eq!(r.text, "a\n  b| a\n b|bXb|bbXbb|   42|   x|[\n  1\n]|AB");
+        // Long numbers in the text of a format string are content, not widths.
+        let t = ChatTemplate::new(
+            "digits",
+            "{{ 'Tlf. 2233445566778899 %d'|format(7) }}|{{ '{} 99999999999'.format(1) }}",
+            special(),
+        )
+        .unwrap();
+        let r = t
+            .render_json(&json!([]), &RenderOptions::default())
+            .unwrap();
+        assert_eq!(r.text, "Tlf. 2233445566778899 7|1 99999999999");
     }
 
     /// Found by `fuzz_chat_templates`: minijinja 3.0.5 panics (index out of bounds) slicing an
