@@ -6,6 +6,8 @@ mod core_device;
 mod decoder_parity;
 mod encoder_parity;
 mod fixture_versions;
+mod fuzz;
+mod hostile_inputs;
 mod lambert;
 mod langid;
 mod metrics_classification;

@@ -7,6 +7,8 @@
 
 #![warn(missing_docs)]
 
+pub mod fuzz;
+
 use std::path::{Path, PathBuf};
 
 /// The workspace root.

@@ -38,10 +38,12 @@ pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-/// The lines of a text file.
+/// The lines of a text file ([`tilpass::core::TextLines`]: a BOM dropped; bad UTF-8 and
+/// over-long lines are errors naming the file and line).
 pub fn read_lines(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    Ok(text.lines().map(str::to_string).collect())
+    tilpass::core::TextLines::open(path)?
+        .map(|l| l.map(|(_, text)| text))
+        .collect()
 }
 
 /// Applies `--adapter` (if given, a LoRA / DoRA adapter) to a freshly loaded model.

@@ -31,6 +31,7 @@ impl ReadArgs {
             kind: self.format,
             skip_invalid: skip_invalid || self.skip_invalid,
             max_reported: Some(20),
+            ..Default::default()
         }
     }
 }

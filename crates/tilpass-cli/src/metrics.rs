@@ -96,32 +96,10 @@ pub struct MetricsArgs {
     pub seed: u64,
 }
 
-/// The lines of a UTF-8 text file; errors name the file and, for bad UTF-8, the line.
+/// The lines of a UTF-8 text file ([`m::read_lines`]: a BOM dropped; bad UTF-8, over-long
+/// lines and an empty file are errors naming the file and line).
 pub fn read_text_lines(path: &Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let at = e.utf8_error().valid_up_to();
-            let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
-            return Err(Error::invalid(format!(
-                "{}:{line}: invalid UTF-8 (byte {at}): metrics read UTF-8 text",
-                path.display()
-            )));
-        }
-    };
-    if text.is_empty() {
-        return Err(Error::invalid(format!(
-            "{}: the file is empty",
-            path.display()
-        )));
-    }
-    Ok(text
-        .strip_suffix('\n')
-        .unwrap_or(&text)
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
-        .collect())
+    Ok(m::read_lines(path)?)
 }
 
 fn need<'a>(v: &'a Option<PathBuf>, flag: &str, metric: &str) -> Result<&'a PathBuf> {
@@ -303,12 +281,8 @@ pub fn metrics_cmd(a: MetricsArgs) -> Result<()> {
             }
         }
         "retrieval" => {
-            let qrels = read_trec(need(&a.qrels, "--qrels FILE", "retrieval")?, true)?;
-            let run = read_trec(need(&a.run, "--run FILE", "retrieval")?, false)?;
-            let qrels: m::Qrels = qrels
-                .into_iter()
-                .map(|(q, d)| (q, d.into_iter().map(|(k, v)| (k, v as i64)).collect()))
-                .collect();
+            let qrels = m::read_qrels(need(&a.qrels, "--qrels FILE", "retrieval")?)?;
+            let run = m::read_run(need(&a.run, "--run FILE", "retrieval")?)?;
             let (per, mean) = m::evaluate_run(&qrels, &run, &a.cutoffs)?;
             json!({"metric": "retrieval", "queries": per.len(), "mean": mean})
         }
@@ -323,45 +297,4 @@ pub fn metrics_cmd(a: MetricsArgs) -> Result<()> {
     };
     print(&out);
     Ok(())
-}
-
-/// Reads TREC qrels (`qid iter docid grade`) or a run (`qid Q0 docid rank score tag`).
-fn read_trec(
-    path: &Path,
-    qrels: bool,
-) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>> {
-    let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>> =
-        Default::default();
-    for (i, line) in read_text_lines(path)?.iter().enumerate() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.is_empty() {
-            continue;
-        }
-        let (want, value_col) = if qrels { (4, 3) } else { (6, 4) };
-        if f.len() < want {
-            return Err(Error::invalid(format!(
-                "{}:{}: expected {want} columns ({}), found {}",
-                path.display(),
-                i + 1,
-                if qrels {
-                    "qid iter docid grade"
-                } else {
-                    "qid Q0 docid rank score tag"
-                },
-                f.len()
-            )));
-        }
-        let v: f64 = f[value_col].parse().map_err(|_| {
-            Error::invalid(format!(
-                "{}:{}: `{}` is not a number",
-                path.display(),
-                i + 1,
-                f[value_col]
-            ))
-        })?;
-        out.entry(f[0].to_string())
-            .or_default()
-            .insert(f[2].to_string(), v);
-    }
-    Ok(out)
 }

@@ -72,7 +72,7 @@ pub fn judge_cmd(a: &MetricsArgs) -> Result<Value> {
         Error::invalid("`metrics judge` needs --data PAIRS.jsonl (question, answer, baseline)")
     })?;
     let template = match &a.template {
-        Some(p) => std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?,
+        Some(p) => tilpass::core::read_text(p)?,
         None => m::DEFAULT_JUDGE_TEMPLATE.to_string(),
     };
     let pairs = read_pairs(&data)?;

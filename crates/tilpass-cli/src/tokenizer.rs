@@ -113,7 +113,7 @@ pub fn tokenize_cmd(a: TokenizeArgs) -> Result<()> {
     }
     let path = a.messages.expect("clap requires --text or --messages");
     let value: serde_json::Value = {
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = tilpass::core::read_text(&path)?;
         serde_json::from_str(&text).map_err(|e| Error::json(&path, &e))?
     };
     let list = value.get("messages").cloned().unwrap_or(value);

@@ -259,13 +259,17 @@ impl Checkpoint {
     }
 
     fn open_index(index_path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(index_path).map_err(|e| Error::io(index_path, e))?;
-        let index: ShardIndex =
-            serde_json::from_str(&text).map_err(|e| Error::json(index_path, &e))?;
-        let dir = index_path.parent().unwrap_or(Path::new("."));
+        let index: ShardIndex = crate::fs::read_json(index_path)?;
+        let dir = match index_path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
         let mut files: Vec<&String> = index.weight_map.values().collect();
         files.sort();
         files.dedup();
+        for f in &files {
+            check_shard_name(index_path, dir, f)?;
+        }
         let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
         for p in &paths {
             if !p.is_file() {
@@ -423,6 +427,17 @@ impl Checkpoint {
     /// Reads a floating-point tensor as `f32` (from bf16, f16, f32 or f64).
     pub fn read_f32(&self, name: &str) -> Result<HostTensor> {
         let info = self.info(name)?;
+        // A sparse file can claim a tensor far larger than the memory it would take as f32.
+        let numel =
+            crate::limits::mul_all(&info.shape.iter().map(|d| *d as u128).collect::<Vec<_>>());
+        crate::limits::check_memory(
+            format!(
+                "tensor `{name}` in {} (shape {:?}, as f32)",
+                info.file.display(),
+                info.shape
+            ),
+            numel.saturating_mul(4),
+        )?;
         let (shard, stored) = &self.index[name];
         let bytes = self.shards[*shard].bytes(stored);
         let data = cast_to_f32(bytes, info.dtype).ok_or_else(|| Error::UnsupportedDtype {
@@ -459,6 +474,57 @@ impl Checkpoint {
         device: &Device,
     ) -> Result<Tensor<D>> {
         self.read_f32_shaped(name, &shape)?.to_tensor(device)
+    }
+}
+
+/// A shard named by an index must be a file inside the index's directory: no absolute path,
+/// no `..`, and no symbolic link that leads out of the directory (checked on the resolved path
+/// when the file exists).
+fn check_shard_name(index_path: &Path, dir: &Path, name: &str) -> Result<()> {
+    use std::path::Component;
+    let escapes = |reason: &str| Error::PathEscapes {
+        file: index_path.to_path_buf(),
+        entry: name.to_string(),
+        reason: reason.to_string(),
+    };
+    let rel = Path::new(name);
+    if name.is_empty() {
+        return Err(escapes("an empty file name"));
+    }
+    for c in rel.components() {
+        match c {
+            Component::Normal(_) | Component::CurDir => {}
+            Component::ParentDir => return Err(escapes("it contains `..`")),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(escapes("it is an absolute path"));
+            }
+        }
+    }
+    let full = dir.join(rel);
+    if let (Ok(real_dir), Ok(real)) = (dir.canonicalize(), full.canonicalize())
+        && !real.starts_with(&real_dir)
+        && !in_hub_cache_blobs(&real_dir, &real)
+    {
+        return Err(escapes(&format!(
+            "it resolves (through a symbolic link) to {}",
+            real.display()
+        )));
+    }
+    Ok(())
+}
+
+/// True for the Hugging Face hub cache layout, where `REPO/snapshots/REV/FILE` is a link to
+/// `REPO/blobs/HASH`: such a link leaves the snapshot directory but stays in its repository.
+fn in_hub_cache_blobs(real_dir: &Path, real: &Path) -> bool {
+    let Some(snapshots) = real_dir.parent() else {
+        return false;
+    };
+    if snapshots.file_name().is_none_or(|n| n != "snapshots") {
+        return false;
+    }
+    match snapshots.parent() {
+        Some(repo) => real.parent() == Some(repo.join("blobs").as_path()),
+        None => false,
     }
 }
 
@@ -840,6 +906,106 @@ mod tests {
             msg.contains("model.safetensors") && msg.contains("pytorch_model.bin"),
             "{msg}"
         );
+    }
+
+    fn write_index(dir: &Path, shard: &str) {
+        let index = serde_json::json!({"metadata": {}, "weight_map": {"a": shard}});
+        std::fs::write(dir.join(SAFETENSORS_INDEX_FILE), index.to_string()).unwrap();
+    }
+
+    #[test]
+    fn an_index_cannot_name_files_outside_its_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("model");
+        std::fs::create_dir(&dir).unwrap();
+        let outside = root.path().join("secret.safetensors");
+        save_safetensors(&outside, [("a", &t(&[2], 0.0))], SaveDtype::F32, None).unwrap();
+        for (entry, reason) in [
+            ("../secret.safetensors", ".."),
+            (outside.to_str().unwrap(), "absolute"),
+            ("", "empty"),
+        ] {
+            write_index(&dir, entry);
+            let err = Checkpoint::open(&dir).unwrap_err();
+            assert!(matches!(err, Error::PathEscapes { .. }), "{entry}: {err:?}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(SAFETENSORS_INDEX_FILE) && msg.contains(reason),
+                "{msg}"
+            );
+        }
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&outside, dir.join("link.safetensors")).unwrap();
+            write_index(&dir, "link.safetensors");
+            let err = Checkpoint::open(&dir).unwrap_err();
+            assert!(matches!(err, Error::PathEscapes { .. }), "{err:?}");
+            assert!(err.to_string().contains("symbolic link"), "{err}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn hub_cache_links_into_the_repository_blobs_still_load() {
+        // REPO/snapshots/REV/model-1.safetensors -> REPO/blobs/HASH, as huggingface_hub lays out.
+        let root = tempfile::tempdir().unwrap();
+        let blobs = root.path().join("blobs");
+        let snap = root.path().join("snapshots/abc123");
+        std::fs::create_dir_all(&blobs).unwrap();
+        std::fs::create_dir_all(&snap).unwrap();
+        let a = t(&[2], 1.0);
+        save_safetensors(blobs.join("0f1e2d"), [("a", &a)], SaveDtype::F32, None).unwrap();
+        std::os::unix::fs::symlink("../../blobs/0f1e2d", snap.join("model-1.safetensors")).unwrap();
+        write_index(&snap, "model-1.safetensors");
+        let ckpt = Checkpoint::open(&snap).unwrap();
+        assert_eq!(ckpt.read_f32("a").unwrap(), a);
+    }
+
+    #[test]
+    fn hostile_headers_are_safetensors_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.safetensors");
+        // A header length of 2^63 and one of 2^32: nothing is allocated for either.
+        for n in [1u64 << 63, 1 << 32, u64::MAX] {
+            let mut bytes = n.to_le_bytes().to_vec();
+            bytes.extend_from_slice(b"{}");
+            std::fs::write(&path, &bytes).unwrap();
+            let err = Checkpoint::open(&path).unwrap_err();
+            assert!(matches!(err, Error::Safetensors { .. }), "{n}: {err:?}");
+        }
+        // A tensor claiming 2^62 elements in an 8-byte data section.
+        let header = br#"{"a":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,8]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0; 8]);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Checkpoint::open(&path).unwrap_err();
+        assert!(matches!(err, Error::Safetensors { .. }), "{err:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_sparse_file_claiming_a_huge_tensor_is_too_large_before_reading() {
+        // 2^40 bf16 values (2 TiB as a sparse file, 4 TiB as f32).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse.safetensors");
+        let numel: u64 = 1 << 40;
+        let header = format!(
+            r#"{{"a":{{"dtype":"BF16","shape":[{numel}],"data_offsets":[0,{}]}}}}"#,
+            numel * 2
+        );
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        if f.set_len(bytes.len() as u64 + numel * 2).is_err() {
+            eprintln!("skipped: this file system has no sparse files of 2 TiB");
+            return;
+        }
+        let ckpt = Checkpoint::open(&path).unwrap();
+        let err = ckpt.read_f32("a").unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
+        assert!(err.to_string().contains("tensor `a`"), "{err}");
     }
 
     #[test]

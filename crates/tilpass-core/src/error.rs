@@ -38,6 +38,57 @@ pub enum Error {
         /// What serde reported, with line and column.
         message: String,
     },
+    /// A text file is not valid UTF-8.
+    #[error(
+        "{path}:{line}: invalid UTF-8 at byte {column} of the line (the file must be UTF-8 text)"
+    )]
+    InvalidUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based byte of the line where the invalid sequence starts.
+        column: usize,
+    },
+    /// A line of a text file is longer than the reader's limit.
+    #[error(
+        "{path}:{line}: the line is longer than {limit} bytes (the limit on one line; raise it \
+         if the file really has such lines)"
+    )]
+    LineTooLong {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A size taken from a file or an option implies more memory than the budget allows
+    /// (see [`crate::limits::check_memory`]); nothing was allocated.
+    #[error(
+        "{what}: would need {} of memory, more than the {} allowed (the machine's memory, or \
+         TILPASS_MEMORY_LIMIT)",
+        crate::limits::human_bytes(u128::from(*bytes)),
+        crate::limits::human_bytes(u128::from(*limit))
+    )]
+    TooLarge {
+        /// The value(s) that imply the size, e.g. `config.json: vocab_size 10^12`.
+        what: String,
+        /// The bytes implied (`u64::MAX` for more).
+        bytes: u64,
+        /// The budget in bytes.
+        limit: u64,
+    },
+    /// A path read from a file points outside the directory it must stay in.
+    #[error("{file}: `{entry}` points outside the file's directory: {reason}")]
+    PathEscapes {
+        /// The file that names the path (e.g. `model.safetensors.index.json`).
+        file: PathBuf,
+        /// The path as written in the file.
+        entry: String,
+        /// Why it was rejected (absolute, `..`, a link leaving the directory).
+        reason: String,
+    },
     /// A required file is missing from a model directory.
     #[error("{dir}: no {what} found (looked for {looked_for})")]
     MissingFile {

@@ -49,10 +49,12 @@ pub fn write_atomic(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> Resul
     write_atomic_with(path, |w| w.write_all(contents.as_ref()))
 }
 
-/// Reads and parses a JSON file; errors name the file, line and column.
+/// Reads and parses a JSON file; errors name the file, line and column. A UTF-8 byte-order
+/// mark at the start is dropped (as Python's `utf-8-sig`); invalid UTF-8 is
+/// [`Error::InvalidUtf8`] naming the line.
 pub fn read_json<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<T> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::text::read_text(path)?;
     serde_json::from_str(&text).map_err(|e| Error::json(path, &e))
 }
 
@@ -82,6 +84,19 @@ mod tests {
         let err = write_atomic_with(&p, |_| Err(std::io::Error::other("boom"))).unwrap_err();
         assert!(err.to_string().contains("a.txt"), "{err}");
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "old");
+    }
+
+    #[test]
+    fn json_with_a_bom_reads_and_bad_utf8_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        std::fs::write(&p, b"\xEF\xBB\xBF{\"a\": 1}").unwrap();
+        let v: serde_json::Value = read_json(&p).unwrap();
+        assert_eq!(v["a"], 1);
+        std::fs::write(&p, b"{\n\"a\": \"\xff\"}").unwrap();
+        let err = read_json::<serde_json::Value>(&p).unwrap_err();
+        assert!(matches!(err, Error::InvalidUtf8 { line: 2, .. }), "{err:?}");
+        assert!(err.to_string().contains("config.json:2"), "{err}");
     }
 
     #[test]

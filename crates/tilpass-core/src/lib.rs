@@ -8,7 +8,10 @@
 //! - Hugging Face checkpoint I/O: [`ModelDir`] (`config.json`), [`Checkpoint`] (single and sharded
 //!   safetensors, bf16/f16/f64 cast to f32, key remapping with [`KeyRemap`]),
 //!   [`save_safetensors`] and [`save_sharded`];
-//! - atomic file writes ([`write_atomic`]) for checkpoints that survive crashes.
+//! - atomic file writes ([`write_atomic`]) for checkpoints that survive crashes;
+//! - untrusted input: text files read with a BOM dropped, invalid UTF-8 and over-long lines
+//!   named by file and line ([`TextLines`], [`read_text`]), and [`limits`] on the memory that
+//!   sizes from files and flags may imply.
 
 #![warn(missing_docs)]
 
@@ -16,8 +19,10 @@ pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod fs;
+pub mod limits;
 pub mod model_dir;
 pub mod rng;
+pub mod text;
 
 pub use checkpoint::{
     Checkpoint, HostTensor, KeyRemap, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, SaveDtype,
@@ -29,3 +34,4 @@ pub use fs::{read_json, write_atomic, write_atomic_with};
 pub use model_dir::{CONFIG_FILE, ModelDir};
 pub use rng::SplitMix64;
 pub use safetensors::Dtype;
+pub use text::{TextLines, UTF8_BOM, decode_utf8, read_text, strip_bom};

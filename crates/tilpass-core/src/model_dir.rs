@@ -52,10 +52,19 @@ impl ModelDir {
     }
 
     /// `config.json` deserialised into a typed config; errors name the file.
+    ///
+    /// A value of the wrong type or range (a negative head count, a string for a size) names
+    /// the top-level field(s) holding it, as serde alone does not.
     pub fn config<T: DeserializeOwned>(&self) -> Result<T> {
-        T::deserialize(&self.config).map_err(|e| Error::Json {
-            path: self.path.join(CONFIG_FILE),
-            message: e.to_string(),
+        T::deserialize(&self.config).map_err(|e| {
+            let message = e.to_string();
+            Error::Json {
+                path: self.path.join(CONFIG_FILE),
+                message: match blame_fields(&self.config, &message) {
+                    Some(fields) => format!("{fields}: {message}"),
+                    None => message,
+                },
+            }
         })
     }
 
@@ -68,6 +77,44 @@ impl ModelDir {
     pub fn checkpoint(&self) -> Result<Checkpoint> {
         Checkpoint::open(&self.path)
     }
+}
+
+/// For serde's "invalid type: integer `-1`, expected usize" / "invalid value: ..." messages,
+/// the top-level keys whose value is the one quoted (e.g. "field `num_attention_heads` = -1").
+fn blame_fields(config: &serde_json::Value, message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))?;
+    let shown = match (rest.find('`'), rest.find('"')) {
+        (Some(i), q) if q.is_none_or(|q| i < q) => {
+            let tail = &rest[i + 1..];
+            tail[..tail.find('`')?].to_string()
+        }
+        (_, Some(q)) => {
+            // A string value, shown with its JSON quotes.
+            let tail = &rest[q..];
+            let end = tail[1..].find("\", expected").map(|e| e + 2)?;
+            tail[..end].to_string()
+        }
+        _ => return None,
+    };
+    let obj = config.as_object()?;
+    let matches: Vec<String> = obj
+        .iter()
+        .filter(|(_, v)| match v {
+            serde_json::Value::Number(n) => {
+                n.to_string() == shown
+                    || n.as_f64()
+                        .zip(shown.parse::<f64>().ok())
+                        .is_some_and(|(a, b)| a == b)
+            }
+            serde_json::Value::String(_) | serde_json::Value::Bool(_) => v.to_string() == shown,
+            _ => false,
+        })
+        .map(|(k, v)| format!("`{k}` = {v}"))
+        .take(3)
+        .collect();
+    (!matches.is_empty()).then(|| format!("field {}", matches.join(" or ")))
 }
 
 #[cfg(test)]
@@ -99,6 +146,36 @@ mod tests {
             err.contains("config.json") && err.contains("vocab_size"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_negative_or_mistyped_size_names_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct C {
+            hidden_size: usize,
+            num_attention_heads: usize,
+        }
+        for (body, field) in [
+            (
+                r#"{"hidden_size": 64, "num_attention_heads": -4}"#,
+                "`num_attention_heads` = -4",
+            ),
+            (
+                r#"{"hidden_size": "64", "num_attention_heads": 4}"#,
+                "`hidden_size` = \"64\"",
+            ),
+            (
+                r#"{"hidden_size": 64.5, "num_attention_heads": 4}"#,
+                "`hidden_size` = 64.5",
+            ),
+        ] {
+            std::fs::write(dir.path().join(CONFIG_FILE), body).unwrap();
+            let md = ModelDir::open(dir.path()).unwrap();
+            let err = md.config::<C>().unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains("config.json"), "{err}");
+        }
     }
 
     #[test]

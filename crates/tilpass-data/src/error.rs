@@ -98,6 +98,10 @@ pub enum DataError {
         /// The file.
         path: PathBuf,
     },
+    /// A line is not UTF-8 or longer than the limit (the error names the file and line), or
+    /// a whole file is not UTF-8.
+    #[error(transparent)]
+    Text(#[from] tilpass_core::Error),
     /// An option or argument is invalid.
     #[error("{0}")]
     Invalid(String),
@@ -105,7 +109,10 @@ pub enum DataError {
 
 impl From<DataError> for tilpass_core::Error {
     fn from(e: DataError) -> Self {
-        tilpass_core::Error::Component(Box::new(e))
+        match e {
+            DataError::Text(e) => e,
+            other => tilpass_core::Error::Component(Box::new(other)),
+        }
     }
 }
 

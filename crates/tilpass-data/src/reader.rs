@@ -1,7 +1,6 @@
 //! Reading datasets from JSONL (one object per line) and JSON (an array of objects) files.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +20,10 @@ pub struct ReadOptions {
     pub skip_invalid: bool,
     /// At most this many skipped rows are described individually in the report.
     pub max_reported: Option<usize>,
+    /// The longest JSONL line accepted, in bytes (default
+    /// [`tilpass_core::limits::DEFAULT_MAX_LINE_BYTES`], 64 MiB); a longer line is an error
+    /// naming its line (skipped with `skip_invalid`), and never held in memory whole.
+    pub max_line_bytes: Option<usize>,
 }
 
 /// A row that was dropped by `skip_invalid`.
@@ -198,7 +201,8 @@ pub fn read_dataset(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<Datase
     };
     let mut c = Collector::new(path, opts);
     if is_json_array(path) {
-        let text = std::fs::read_to_string(path).map_err(io)?;
+        let bytes = std::fs::read(path).map_err(io)?;
+        let text = tilpass_core::decode_utf8(path, bytes)?;
         let value: Value = serde_json::from_str(&text).map_err(|e| DataError::Json {
             path: path.to_path_buf(),
             location: Location::Line(e.line()),
@@ -226,8 +230,23 @@ pub fn read_dataset(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<Datase
             c.push_value(Location::Item(i), v)?;
         }
     } else {
-        for row in JsonlRows::open(path)? {
-            let (location, parsed) = row?;
+        let max = opts
+            .max_line_bytes
+            .unwrap_or(tilpass_core::limits::DEFAULT_MAX_LINE_BYTES);
+        for row in JsonlRows::open_with_limit(path, max)? {
+            let (location, parsed) = match row {
+                Ok(r) => r,
+                // A line that is not UTF-8 or too long is one bad row, not a broken file.
+                Err(DataError::Text(
+                    e @ (tilpass_core::Error::InvalidUtf8 { line, .. }
+                    | tilpass_core::Error::LineTooLong { line, .. }),
+                )) => {
+                    c.ds.report.rows += 1;
+                    c.fail(Location::Line(line), DataError::Text(e))?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match parsed {
                 Ok(v) => c.push_value(location, &v)?,
                 Err(message) => {
@@ -246,29 +265,31 @@ pub fn read_dataset(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<Datase
 }
 
 /// An iterator over the JSON values of a JSONL file, for streaming through files too large to
-/// hold in memory. Blank lines are skipped. Each item is `(line, Ok(value) | Err(json error))`;
-/// the outer `Result` is an I/O error.
+/// hold in memory. Blank lines are skipped and a UTF-8 byte-order mark at the start is dropped.
+/// Each item is `(line, Ok(value) | Err(json error))`; the outer `Result` is an I/O error, or
+/// [`DataError::Text`] for a line that is not UTF-8 or longer than the limit (iteration may
+/// go on past those).
 pub struct JsonlRows {
-    path: PathBuf,
-    reader: BufReader<File>,
-    line: usize,
-    buf: String,
+    lines: tilpass_core::TextLines,
 }
 
 impl JsonlRows {
-    /// Opens a JSONL file.
+    /// Opens a JSONL file with lines of at most
+    /// [`tilpass_core::limits::DEFAULT_MAX_LINE_BYTES`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|e| DataError::Io {
-            path: path.clone(),
-            source: e,
-        })?;
-        Ok(Self {
-            path,
-            reader: BufReader::new(file),
-            line: 0,
-            buf: String::new(),
-        })
+        Self::open_with_limit(path, tilpass_core::limits::DEFAULT_MAX_LINE_BYTES)
+    }
+
+    /// Opens a JSONL file with lines of at most `max_line_bytes` bytes.
+    pub fn open_with_limit(path: impl AsRef<Path>, max_line_bytes: usize) -> Result<Self> {
+        let path = path.as_ref();
+        let lines = tilpass_core::TextLines::open_with_limit(path, max_line_bytes).map_err(
+            |e| match e {
+                tilpass_core::Error::Io { path, source } => DataError::Io { path, source },
+                other => DataError::Text(other),
+            },
+        )?;
+        Ok(Self { lines })
     }
 }
 
@@ -277,24 +298,19 @@ impl Iterator for JsonlRows {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            self.buf.clear();
-            self.line += 1;
-            match self.reader.read_line(&mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(e) => {
-                    return Some(Err(DataError::Io {
-                        path: self.path.clone(),
-                        source: std::io::Error::new(e.kind(), format!("line {}: {e}", self.line)),
-                    }));
+            let (line, text) = match self.lines.next()? {
+                Ok(l) => l,
+                Err(tilpass_core::Error::Io { path, source }) => {
+                    return Some(Err(DataError::Io { path, source }));
                 }
-            }
-            let text = self.buf.trim();
+                Err(e) => return Some(Err(DataError::Text(e))),
+            };
+            let text = text.trim();
             if text.is_empty() {
                 continue;
             }
             let parsed = serde_json::from_str::<Value>(text).map_err(|e| e.to_string());
-            return Some(Ok((Location::Line(self.line), parsed)));
+            return Some(Ok((Location::Line(line), parsed)));
         }
     }
 }

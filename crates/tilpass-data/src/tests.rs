@@ -373,3 +373,80 @@ fn written_jsonl_reads_back() {
     let back = read_dataset(&out, &ReadOptions::default()).unwrap();
     assert_eq!(back.records, ds.records);
 }
+
+fn bytes_file(name: &str, body: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(name);
+    std::fs::write(&p, body).unwrap();
+    (dir, p)
+}
+
+#[test]
+fn a_utf8_bom_is_accepted_in_jsonl_and_json_files() {
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    body.extend_from_slice(b"{\"text\": \"a\"}\n{\"text\": \"b\"}\n");
+    let (_d, p) = bytes_file("bom.jsonl", &body);
+    let ds = read_dataset(&p, &ReadOptions::default()).unwrap();
+    assert_eq!(ds.len(), 2);
+    assert_eq!(stream_records(&p, None).unwrap().count(), 2);
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    body.extend_from_slice(b"[{\"text\": \"a\"}]");
+    let (_d, p) = bytes_file("bom.json", &body);
+    assert_eq!(read_dataset(&p, &ReadOptions::default()).unwrap().len(), 1);
+}
+
+#[test]
+fn invalid_utf8_names_file_and_line_and_can_be_skipped() {
+    let (_d, p) = bytes_file(
+        "latin1.jsonl",
+        b"{\"text\": \"a\"}\n{\"text\": \"bl\xe5b\xe6r\"}\n{\"text\": \"c\"}\n",
+    );
+    let msg = read_dataset(&p, &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("latin1.jsonl:2") && msg.contains("invalid UTF-8"),
+        "{msg}"
+    );
+    let opts = ReadOptions {
+        skip_invalid: true,
+        ..Default::default()
+    };
+    let ds = read_dataset(&p, &opts).unwrap();
+    assert_eq!((ds.len(), ds.report.skipped_count), (2, 1));
+    assert_eq!(ds.report.skipped[0].location, Location::Line(2));
+    assert_eq!(ds.locations, [Location::Line(1), Location::Line(3)]);
+    // A JSON-array file names the line too.
+    let (_d, p) = bytes_file(
+        "latin1.json",
+        b"[\n{\"text\": \"a\"},\n{\"text\": \"\xe5\"}]",
+    );
+    let msg = read_dataset(&p, &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("latin1.json:3"), "{msg}");
+}
+
+#[test]
+fn over_long_lines_are_errors_naming_the_line_within_a_configurable_limit() {
+    let long = format!("{{\"text\": \"{}\"}}", "x".repeat(200));
+    let body = format!("{{\"text\": \"a\"}}\n{long}\n{{\"text\": \"c\"}}\n");
+    let (_d, p) = file("long.jsonl", &body);
+    assert_eq!(read_dataset(&p, &ReadOptions::default()).unwrap().len(), 3);
+    let opts = ReadOptions {
+        max_line_bytes: Some(100),
+        ..Default::default()
+    };
+    let msg = read_dataset(&p, &opts).unwrap_err().to_string();
+    assert!(
+        msg.contains("long.jsonl:2") && msg.contains("longer than 100 bytes"),
+        "{msg}"
+    );
+    let opts = ReadOptions {
+        max_line_bytes: Some(100),
+        skip_invalid: true,
+        ..Default::default()
+    };
+    let ds = read_dataset(&p, &opts).unwrap();
+    assert_eq!((ds.len(), ds.report.skipped_count), (2, 1));
+}

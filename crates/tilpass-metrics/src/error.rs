@@ -16,6 +16,20 @@ pub enum MetricsError {
     /// An invalid setting or input.
     #[error("{0}")]
     Invalid(String),
+    /// A row of an input file is malformed.
+    #[error("{path}:{line}: {message}")]
+    Input {
+        /// The file.
+        path: std::path::PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// An input file could not be read, is not UTF-8 or has an over-long line (the error
+    /// names the file and line).
+    #[error(transparent)]
+    File(#[from] tilpass_core::Error),
 }
 
 /// Result of the metrics crate.

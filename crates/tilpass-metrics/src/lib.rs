@@ -33,6 +33,7 @@ pub mod chat;
 pub mod chrf;
 pub mod classification;
 pub mod error;
+pub mod files;
 pub mod judge;
 pub mod lm;
 pub mod ngrams;
@@ -51,6 +52,7 @@ pub use chat::{
 pub use chrf::{Chrf, ChrfConfig, ChrfScore};
 pub use classification::{ClassificationError, ClassificationReport, classification_report};
 pub use error::{MetricsError, Result};
+pub use files::{read_lines, read_qrels, read_run, read_trec};
 pub use judge::{
     DEFAULT_JUDGE_TEMPLATE, JudgePair, PairOutcome, Verdict, WinRate, judge_pairs, judge_prompt,
     length_controlled_win_rate, parse_verdict, win_rate,

@@ -35,10 +35,13 @@ pub struct RetrievalScores {
 /// The documents of one query's run in trec_eval order.
 pub fn ranked(docs: &BTreeMap<String, f64>) -> Vec<(&str, f64)> {
     let mut v: Vec<(&str, f64)> = docs.iter().map(|(d, s)| (d.as_str(), *s)).collect();
+    // NaN scores rank last (a comparison that is not a total order may panic in `sort_by`).
     v.sort_by(|a, b| {
-        b.1.partial_cmp(&a.1)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then_with(|| b.0.cmp(a.0))
+        let by_score = match (a.1.is_nan(), b.1.is_nan()) {
+            (false, false) => b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal),
+            (x, y) => x.cmp(&y),
+        };
+        by_score.then_with(|| b.0.cmp(a.0))
     });
     v
 }

@@ -184,6 +184,7 @@ impl Bert {
         path: &str,
         device: &Device,
     ) -> Result<Self> {
+        config.validate().map_err(|e| e.in_file(path))?;
         let unsupported = |message: String| ModelError::UnsupportedConfig {
             path: path.into(),
             message,

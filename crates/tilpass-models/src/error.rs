@@ -31,6 +31,17 @@ pub enum ModelError {
         /// The heads tilpass implements for this family.
         supported: String,
     },
+    /// A config value that would divide by zero or makes no sense (zero heads, a hidden size
+    /// the heads do not divide, a non-positive epsilon, ...); see the configs' `validate()`.
+    #[error("{path}: `{field}` {message}")]
+    InvalidConfig {
+        /// The config file (or `config` when validated outside a load).
+        path: String,
+        /// The field, e.g. `num_attention_heads` or `rope_scaling.factor`.
+        field: String,
+        /// What is wrong and what was found.
+        message: String,
+    },
     /// A config option tilpass does not implement.
     #[error("{path}: {message}")]
     UnsupportedConfig {

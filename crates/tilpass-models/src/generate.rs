@@ -248,9 +248,10 @@ fn generate_core(
         .unwrap_or(0);
     let n = prefix.map(VirtualPrefix::len).unwrap_or(0);
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    if n + longest + cfg.max_new_tokens > model.max_positions() {
+    let total = n.saturating_add(longest).saturating_add(cfg.max_new_tokens);
+    if total > model.max_positions() {
         return Err(ModelError::TooLong {
-            len: n + longest + cfg.max_new_tokens,
+            len: total,
             max: model.max_positions(),
         });
     }

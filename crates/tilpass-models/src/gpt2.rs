@@ -60,6 +60,7 @@ impl Gpt2 {
         path: &str,
         device: &Device,
     ) -> Result<Self> {
+        config.validate().map_err(|e| e.in_file(path))?;
         if config.scale_attn_by_inverse_layer_idx {
             return Err(ModelError::UnsupportedConfig {
                 path: path.into(),

@@ -31,6 +31,7 @@ pub fn create_llama(
 ) -> Result<()> {
     let dir = dir.as_ref();
     let c = config;
+    c.validate()?;
     if c.hidden_size == 0 || c.num_attention_heads == 0 || c.vocab_size == 0 {
         return Err(ModelError::Input(
             "create_llama: vocab_size, hidden_size and num_attention_heads must be positive".into(),

@@ -55,6 +55,7 @@ pub mod ltg_bert;
 pub mod nort5;
 pub mod seq2seq;
 pub mod t5;
+pub mod validate;
 
 pub use auto::{AnyModel, Family, Head, Logits, ModelKind, supported_model_types};
 pub use bert::{Bert, BertConfig, BertHeadKind};

@@ -173,6 +173,7 @@ impl Llama {
         path: &str,
         device: &Device,
     ) -> Result<Self> {
+        config.validate().map_err(|e| e.in_file(path))?;
         if config.hidden_act != "silu" {
             return Err(ModelError::UnsupportedConfig {
                 path: path.into(),

@@ -206,6 +206,7 @@ impl LtgBert {
         path: &str,
         device: &Device,
     ) -> Result<Self> {
+        config.validate().map_err(|e| e.in_file(path))?;
         let (h, i, nh) = (
             config.hidden_size,
             config.intermediate_size,

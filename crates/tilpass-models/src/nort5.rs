@@ -172,6 +172,7 @@ impl NorT5 {
         path: &str,
         device: &Device,
     ) -> Result<Self> {
+        config.validate().map_err(|e| e.in_file(path))?;
         let (h, i, nh) = (
             config.hidden_size,
             config.intermediate_size,
@@ -385,6 +386,14 @@ impl NorT5 {
                 }
             })
             .collect();
+        // The config's bos/eos ids replace cls/sep: they must be in the vocabulary too.
+        if let Some(x) = ids.iter().find(|x| **x as usize >= c.vocab_size) {
+            return Err(crate::error::ModelError::Input(format!(
+                "token id {x} (after mapping cls/sep to the config's bos/eos) is outside the \
+                 vocabulary of {}",
+                c.vocab_size
+            )));
+        }
         let device = self.device();
         let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let mut x = self.embed(&ids, b, t);

@@ -287,11 +287,37 @@ pub fn generate_seq2seq(
         .decoder_start_token_id
         .unwrap_or_else(|| model.decoder_start_token_id());
     let enc = model.encode(input)?;
+    check_decode_memory(model, &enc, cfg)?;
     if cfg.num_beams == 1 {
         greedy(model, enc, input.batch, start, &eos, cfg)
     } else {
         beam_search(model, enc, input.batch, start, &eos, cfg)
     }
+}
+
+/// `num_beams` x `max_new_tokens` (with the batch, the encoder length, the decoder layers and
+/// the model width) imply the size of the decoder's key/value caches and of the hypotheses:
+/// check it against the memory budget before repeating any row.
+fn check_decode_memory(
+    model: &dyn Seq2SeqModel,
+    enc: &EncoderOutput,
+    cfg: &Seq2SeqConfig,
+) -> Result<()> {
+    use tilpass_core::limits::{check_memory, mul_all};
+    let [b, s, d] = enc.hidden.dims().map(|x| x as u128);
+    let (nb, new) = (cfg.num_beams as u128, cfg.max_new_tokens as u128);
+    let layers = model.num_decoder_layers() as u128;
+    // Self-attention keys and values grow to `new` positions; cross-attention ones hold `s`.
+    let kv = mul_all(&[nb, b, layers, 2, new.saturating_add(s), d, 4]);
+    let hypotheses = mul_all(&[nb, 2, b, new, 4]);
+    check_memory(
+        format!(
+            "generation with num_beams {} x max_new_tokens {} (batch {b}, {layers} decoder              layers, width {d})",
+            cfg.num_beams, cfg.max_new_tokens
+        ),
+        kv.saturating_add(hypotheses),
+    )?;
+    Ok(())
 }
 
 fn greedy(

@@ -366,6 +366,7 @@ impl T5 {
     /// `lm_head.weight` is [`ModelError::MissingLmHead`] (transformers 4 would have used a random
     /// head).
     pub fn load(config: T5Config, ckpt: &Checkpoint, path: &str, device: &Device) -> Result<Self> {
+        config.validate().map_err(|e| e.in_file(path))?;
         let (gated, act) = config.feed_forward().ok_or_else(|| ModelError::UnsupportedConfig {
             path: path.into(),
             message: format!(

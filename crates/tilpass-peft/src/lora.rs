@@ -198,6 +198,26 @@ impl<M: HasLinears> PeftModel<M> {
             cfg.fan_in_fan_out = true;
         }
         let targets = self.targets(&cfg)?;
+        // The ranks (`r`, `rank_pattern`) come from adapter_config.json: check the memory the
+        // A and B matrices need before making them.
+        let mut bytes = 0u128;
+        for (path, lin) in self.model.linears() {
+            if targets.contains(&path) {
+                let (r, _) = cfg.rank_and_scale(&path);
+                let (d_in, d_out) = lin.dims();
+                let n =
+                    tilpass_core::limits::mul_all(&[r as u128, d_in as u128 + d_out as u128, 4]);
+                bytes = bytes.saturating_add(n);
+            }
+        }
+        tilpass_core::limits::check_memory(
+            format!(
+                "adapter `{name}`: LoRA rank r = {} on {} modules",
+                cfg.r,
+                targets.len()
+            ),
+            bytes,
+        )?;
         let device = self.device()?;
         let mut rng = tilpass_core::SplitMix64::from_state(seed ^ 0x005E_ED0F_10A4);
         let init = cfg.init_lora_weights.clone();

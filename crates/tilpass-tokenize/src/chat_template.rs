@@ -60,6 +60,45 @@ pub struct RenderOptions {
     pub extra: serde_json::Map<String, Value>,
 }
 
+/// Limits on rendering a chat template: templates arrive with every downloaded model, so they
+/// are untrusted code. A template that exceeds a limit is [`TokenizeError::TemplateLimit`],
+/// naming the template and the limit.
+///
+/// `fuel` bounds the instructions the template engine runs (a loop that would run for hours
+/// stops within it); `max_output_bytes` bounds the rendered text and every single step that
+/// would build a string larger than it (`indent`, `replace`, `format` widths, `tojson`
+/// indentation), before anything is allocated.
+///
+/// Not covered: minijinja offers no hook on the `~` and `+` operators, so a template that
+/// doubles a string by concatenating it with itself many times over is stopped only by fuel,
+/// which bounds the number of doublings, not their size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct TemplateLimits {
+    /// Engine instructions per render (minijinja fuel). Default [`Self::DEFAULT_FUEL`].
+    pub fuel: u64,
+    /// Longest rendered text, and longest string one step may build, in bytes. Default
+    /// [`Self::DEFAULT_MAX_OUTPUT_BYTES`].
+    pub max_output_bytes: usize,
+}
+
+impl TemplateLimits {
+    /// 20 million instructions: a conversation of tens of thousands of turns renders with
+    /// every HF template we know; an endless loop stops within a few seconds.
+    pub const DEFAULT_FUEL: u64 = 20_000_000;
+    /// 64 MiB, the same as the longest JSONL line a dataset may have.
+    pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 64 << 20;
+}
+
+impl Default for TemplateLimits {
+    fn default() -> Self {
+        Self {
+            fuel: Self::DEFAULT_FUEL,
+            max_output_bytes: Self::DEFAULT_MAX_OUTPUT_BYTES,
+        }
+    }
+}
+
 /// A rendered conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedChat {
@@ -76,6 +115,7 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     special: SpecialTokens,
     has_generation: bool,
+    limits: TemplateLimits,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -87,8 +127,36 @@ impl std::fmt::Debug for ChatTemplate {
     }
 }
 
+const LIMIT_PREFIX: &str = "\u{FDD3}limit:";
+
+fn limit_exceeded(what: &str, limit: usize) -> minijinja::Error {
+    minijinja::Error::new(
+        ErrorKind::InvalidOperation,
+        format!("{LIMIT_PREFIX}{what} would exceed the output limit of {limit} bytes"),
+    )
+}
+
 fn template_error(name: &str, e: &minijinja::Error) -> TokenizeError {
     let detail = e.detail().unwrap_or_default();
+    let at_line = || {
+        e.line()
+            .map(|l| format!(" (template line {l})"))
+            .unwrap_or_default()
+    };
+    if e.kind() == ErrorKind::OutOfFuel {
+        return TokenizeError::TemplateLimit {
+            name: name.to_string(),
+            limit: "fuel".into(),
+            message: format!("ran out of fuel (too many steps){}", at_line()),
+        };
+    }
+    if let Some(msg) = detail.strip_prefix(LIMIT_PREFIX) {
+        return TokenizeError::TemplateLimit {
+            name: name.to_string(),
+            limit: "max_output_bytes".into(),
+            message: format!("{msg}{}", at_line()),
+        };
+    }
     if let Some(msg) = detail.strip_prefix(RAISE_PREFIX) {
         return TokenizeError::TemplateRaised {
             name: name.to_string(),
@@ -123,6 +191,16 @@ fn rewrite_generation(source: &str) -> (String, bool) {
 /// Writes JSON as Python's `json.dumps(obj, ensure_ascii=False, indent=indent,
 /// separators=separators, sort_keys=sort_keys)`.
 pub fn python_json(v: &Value, indent: Option<usize>, sort_keys: bool) -> String {
+    python_json_limited(v, indent, sort_keys, usize::MAX).unwrap_or_default()
+}
+
+/// [`python_json`] that gives up (`None`) as soon as the text would exceed `max` bytes.
+fn python_json_limited(
+    v: &Value,
+    indent: Option<usize>,
+    sort_keys: bool,
+    max: usize,
+) -> Option<String> {
     fn esc(s: &str, out: &mut String) {
         out.push('"');
         for c in s.chars() {
@@ -158,7 +236,17 @@ pub fn python_json(v: &Value, indent: Option<usize>, sort_keys: bool) -> String 
         }
         n.to_string()
     }
-    fn go(v: &Value, indent: Option<usize>, sort: bool, level: usize, out: &mut String) {
+    fn go(
+        v: &Value,
+        indent: Option<usize>,
+        sort: bool,
+        level: usize,
+        max: usize,
+        out: &mut String,
+    ) {
+        if out.len() > max {
+            return;
+        }
         let (item_sep, key_sep) = if indent.is_some() {
             (",", ": ")
         } else {
@@ -166,8 +254,14 @@ pub fn python_json(v: &Value, indent: Option<usize>, sort_keys: bool) -> String 
         };
         let newline = |out: &mut String, lvl: usize| {
             if let Some(i) = indent {
+                let width = i.saturating_mul(lvl);
+                if width > max.saturating_sub(out.len()) {
+                    // Over the limit: mark it so without building the indentation.
+                    out.extend(std::iter::repeat_n(' ', (max - out.len().min(max)) + 1));
+                    return;
+                }
                 out.push('\n');
-                out.push_str(&" ".repeat(i * lvl));
+                out.push_str(&" ".repeat(width));
             }
         };
         match v {
@@ -186,7 +280,7 @@ pub fn python_json(v: &Value, indent: Option<usize>, sort_keys: bool) -> String 
                         out.push_str(item_sep);
                     }
                     newline(out, level + 1);
-                    go(x, indent, sort, level + 1, out);
+                    go(x, indent, sort, level + 1, max, out);
                 }
                 newline(out, level);
                 out.push(']');
@@ -208,7 +302,7 @@ pub fn python_json(v: &Value, indent: Option<usize>, sort_keys: bool) -> String 
                     newline(out, level + 1);
                     esc(k, out);
                     out.push_str(key_sep);
-                    go(&o[k], indent, sort, level + 1, out);
+                    go(&o[k], indent, sort, level + 1, max, out);
                 }
                 newline(out, level);
                 out.push('}');
@@ -216,11 +310,15 @@ pub fn python_json(v: &Value, indent: Option<usize>, sort_keys: bool) -> String 
         }
     }
     let mut out = String::new();
-    go(v, indent, sort_keys, 0, &mut out);
-    out
+    go(v, indent, sort_keys, 0, max, &mut out);
+    (out.len() <= max).then_some(out)
 }
 
-fn tojson_filter(value: JValue, kwargs: Kwargs) -> std::result::Result<JValue, minijinja::Error> {
+fn tojson_filter(
+    value: JValue,
+    kwargs: Kwargs,
+    max: usize,
+) -> std::result::Result<JValue, minijinja::Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
     let _: Option<JValue> = kwargs.get("ensure_ascii")?;
@@ -228,11 +326,178 @@ fn tojson_filter(value: JValue, kwargs: Kwargs) -> std::result::Result<JValue, m
     kwargs.assert_all_used()?;
     let json = serde_json::to_value(&value)
         .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
-    Ok(JValue::from_safe_string(python_json(
-        &json,
-        indent,
-        sort_keys.unwrap_or(false),
-    )))
+    python_json_limited(&json, indent, sort_keys.unwrap_or(false), max)
+        .map(JValue::from_safe_string)
+        .ok_or_else(|| limit_exceeded("tojson", max))
+}
+
+/// The byte length `indent` would produce, or `None` when it cannot be computed.
+fn indent_len(text: &str, width: usize) -> usize {
+    let lines = text.matches('\n').count() + 1;
+    text.len().saturating_add(width.saturating_mul(lines))
+}
+
+/// The byte length of `text.replace(from, to)` (Python semantics: an empty `from` matches
+/// between every character and at both ends).
+fn replace_len(text: &str, from: &str, to: &str) -> usize {
+    let n = if from.is_empty() {
+        text.chars().count() + 1
+    } else {
+        text.matches(from).count()
+    };
+    text.len()
+        .saturating_sub(n.saturating_mul(from.len()))
+        .saturating_add(n.saturating_mul(to.len()))
+}
+
+/// Fails when a format string asks for a width or precision above `max`: numbers in a printf
+/// conversion (`%-10.3f`) or in the spec of a `{...:spec}` field, or taken from an argument
+/// (`*`, a nested `{}`) when an integer argument exceeds `max`. Digits elsewhere in the text
+/// are content and not checked.
+fn check_format(
+    fmt: &str,
+    args: &[JValue],
+    max: usize,
+) -> std::result::Result<(), minijinja::Error> {
+    fn too_big(spec: &str, max: usize) -> bool {
+        let mut n = 0usize;
+        for c in spec.chars() {
+            match c.to_digit(10) {
+                Some(d) => {
+                    n = n.saturating_mul(10).saturating_add(d as usize);
+                    if n > max {
+                        return true;
+                    }
+                }
+                None => n = 0,
+            }
+        }
+        false
+    }
+    let mut indirect = false;
+    let b = fmt.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                // Flags, width, precision and length, up to the conversion letter.
+                let mut j = i + 1;
+                while j < b.len() && b"-+ #0123456789.*hlL".contains(&b[j]) {
+                    j += 1;
+                }
+                let spec = &fmt[i + 1..j];
+                indirect |= spec.contains('*');
+                if too_big(spec, max) {
+                    return Err(limit_exceeded("a format width", max));
+                }
+                i = j.max(i + 1);
+            }
+            b'{' => {
+                let close = fmt[i..].find('}').map_or(b.len(), |k| i + k);
+                let field = &fmt[i + 1..close];
+                if let Some((_, spec)) = field.split_once(':') {
+                    indirect |= spec.contains('{');
+                    if too_big(spec, max) {
+                        return Err(limit_exceeded("a format width", max));
+                    }
+                }
+                i = close + 1;
+            }
+            _ => i += 1,
+        }
+    }
+    if indirect
+        && args
+            .iter()
+            .filter_map(|a| i128::try_from(a.clone()).ok())
+            .any(|n| n.unsigned_abs() > max as u128)
+    {
+        return Err(limit_exceeded("a format width", max));
+    }
+    Ok(())
+}
+
+/// Registers the filters and methods that take a size, checked against `max` first.
+fn add_guarded_builtins(env: &mut Environment<'static>, max: usize) {
+    use minijinja::State;
+    use minijinja::value::{Rest, StringInput};
+    env.add_filter(
+        "indent",
+        move |value: StringInput<'_>,
+              width: Option<usize>,
+              first: Option<bool>,
+              blank: Option<bool>,
+              kwargs: Kwargs| {
+            let w = match width {
+                Some(w) => w,
+                None => kwargs.peek::<Option<usize>>("width")?.unwrap_or(4),
+            };
+            if indent_len(value.as_str(), w) > max {
+                return Err(limit_exceeded("indent", max));
+            }
+            minijinja::filters::indent(value, width, first, blank, kwargs)
+        },
+    );
+    env.add_filter(
+        "replace",
+        move |state: &mut State,
+              value: StringInput<'_>,
+              from: StringInput<'_>,
+              to: StringInput<'_>| {
+            if replace_len(value.as_str(), from.as_str(), to.as_str()) > max {
+                return Err(limit_exceeded("replace", max));
+            }
+            minijinja::filters::replace(state, value, from, to)
+        },
+    );
+    let format = JValue::from_function(minijinja::filters::format);
+    env.add_filter(
+        "format",
+        move |state: &mut State, fmt: JValue, args: Rest<JValue>| {
+            check_format(&fmt.to_string(), &args, max)?;
+            let mut all = vec![fmt];
+            all.extend(args.0);
+            format.call(state, &all)
+        },
+    );
+    env.set_unknown_method_callback(move |state, value, method, args| {
+        if let Some(s) = value.as_str() {
+            match method {
+                "format" => check_format(s, args, max)?,
+                "replace" => {
+                    if let (Some(from), Some(to)) = (
+                        args.first().and_then(JValue::as_str),
+                        args.get(1).and_then(JValue::as_str),
+                    ) && replace_len(s, from, to) > max
+                    {
+                        return Err(limit_exceeded("replace", max));
+                    }
+                }
+                _ => {}
+            }
+        }
+        minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+    });
+}
+
+/// A writer that keeps at most `max` bytes and fails past them.
+struct LimitedWriter {
+    out: Vec<u8>,
+    max: usize,
+}
+
+impl std::io::Write for LimitedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.max - self.out.len() {
+            return Err(std::io::Error::other("output limit"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `strftime_now(format)`: the current UTC time, formatted with the common strftime codes
@@ -318,10 +583,44 @@ fn strftime(secs: i64, fmt: &str) -> String {
 }
 
 impl ChatTemplate {
-    /// Compiles a template. `special` supplies `bos_token`, `eos_token`, ... to the template.
+    /// Compiles a template with the default [`TemplateLimits`]. `special` supplies
+    /// `bos_token`, `eos_token`, ... to the template.
     pub fn new(name: &str, source: &str, special: SpecialTokens) -> Result<Self> {
+        Self::with_limits(name, source, special, TemplateLimits::default())
+    }
+
+    /// Compiles a template that renders within `limits`.
+    pub fn with_limits(
+        name: &str,
+        source: &str,
+        special: SpecialTokens,
+        limits: TemplateLimits,
+    ) -> Result<Self> {
         let (rewritten, has_generation) = rewrite_generation(source);
+        let env = Self::environment(name, rewritten, limits)?;
+        Ok(Self {
+            name: name.to_string(),
+            source: source.to_string(),
+            env,
+            special,
+            has_generation,
+            limits,
+        })
+    }
+
+    /// The limits this template renders within.
+    pub fn limits(&self) -> TemplateLimits {
+        self.limits
+    }
+
+    fn environment(
+        name: &str,
+        rewritten: String,
+        limits: TemplateLimits,
+    ) -> Result<Environment<'static>> {
         let mut env = Environment::new();
+        env.set_fuel(Some(limits.fuel));
+        let max = limits.max_output_bytes;
         env.set_syntax(
             minijinja::syntax::SyntaxConfig::builder()
                 .trim_blocks(true)
@@ -330,8 +629,10 @@ impl ChatTemplate {
                 .build()
                 .expect("default delimiters are valid"),
         );
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_filter("tojson", tojson_filter);
+        add_guarded_builtins(&mut env, max);
+        env.add_filter("tojson", move |value: JValue, kwargs: Kwargs| {
+            tojson_filter(value, kwargs, max)
+        });
         env.add_filter(GEN_FILTER, |body: String| {
             format!("{GEN_START}{body}{GEN_END}")
         });
@@ -347,13 +648,7 @@ impl ChatTemplate {
         env.add_function("strftime_now", strftime_now);
         env.add_template_owned("chat".to_string(), rewritten)
             .map_err(|e| template_error(name, &e))?;
-        Ok(Self {
-            name: name.to_string(),
-            source: source.to_string(),
-            env,
-            special,
-            has_generation,
-        })
+        Ok(env)
     }
 
     /// The template's name.
@@ -408,9 +703,44 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| template_error(&self.name, &e))?;
-        let raw = tpl
-            .render(JValue::from(minijinja::value::Serde(&ctx)))
-            .map_err(|e| template_error(&self.name, &e))?;
+        let max = self.limits.max_output_bytes;
+        let mut w = LimitedWriter {
+            out: Vec::new(),
+            max,
+        };
+        // minijinja can panic on some inputs (e.g. `messages[::-1]` of an empty list in 3.0.5):
+        // a template is untrusted, so such a panic is this template's error, not a crash.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tpl.render_captured_to(JValue::from(minijinja::value::Serde(&ctx)), &mut w)
+                .map(drop)
+        }))
+        .map_err(|payload| {
+            let why = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            TokenizeError::Template {
+                name: self.name.clone(),
+                message: format!(
+                    "the template engine failed on this conversation (an internal error: {why})"
+                ),
+            }
+        })?;
+        if let Err(e) = result {
+            if e.kind() == ErrorKind::WriteFailure && w.out.len() <= max {
+                return Err(TokenizeError::TemplateLimit {
+                    name: self.name.clone(),
+                    limit: "max_output_bytes".into(),
+                    message: format!("the rendered text would exceed {max} bytes"),
+                });
+            }
+            return Err(template_error(&self.name, &e));
+        }
+        let raw = String::from_utf8(w.out).map_err(|e| TokenizeError::Template {
+            name: self.name.clone(),
+            message: format!("rendered text is not UTF-8: {e}"),
+        })?;
         let mut rendered = extract_spans(&raw);
         if opts.continue_final_message {
             let last = messages
@@ -575,6 +905,139 @@ mod tests {
         let msgs = json!([{"role":"user","content":"x-  y "},{"role":"user","content":"xz"},{"role":"user","content":"q"}]);
         let r = t.render_json(&msgs, &RenderOptions::default()).unwrap();
         assert_eq!(r.text, "2|y|aba=1");
+    }
+
+    fn limit_of(src: &str, limits: TemplateLimits) -> (String, String) {
+        let t = ChatTemplate::with_limits("hostile", src, special(), limits).unwrap();
+        let start = std::time::Instant::now();
+        let err = t
+            .render_json(
+                &json!([{"role":"user","content":"Hei\npå\ndeg"}]),
+                &RenderOptions::default(),
+            )
+            .unwrap_err();
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{src}: took {:?}",
+            start.elapsed()
+        );
+        let msg = err.to_string();
+        match err {
+            TokenizeError::TemplateLimit { name, limit, .. } => {
+                assert_eq!(name, "hostile", "{msg}");
+                (limit, msg)
+            }
+            other => panic!("{src}: expected a limit error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn endless_loops_run_out_of_fuel_with_a_typed_error() {
+        for src in [
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}x{% endfor %}{% endfor %}{% endfor %}",
+        ] {
+            let limits = TemplateLimits {
+                fuel: 1_000_000,
+                max_output_bytes: 1 << 30,
+            };
+            let (limit, msg) = limit_of(src, limits);
+            assert_eq!(limit, "fuel", "{msg}");
+            assert!(msg.contains("hostile") && msg.contains("fuel"), "{msg}");
+        }
+        // The default fuel stops the same loop too.
+        let (limit, _) = limit_of(
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+            TemplateLimits::default(),
+        );
+        assert_eq!(limit, "fuel");
+    }
+
+    #[test]
+    fn output_growth_stops_at_the_output_limit_before_allocating() {
+        let small = TemplateLimits {
+            fuel: TemplateLimits::DEFAULT_FUEL,
+            max_output_bytes: 1 << 20,
+        };
+        for src in [
+            // Plain output growth.
+            "{% for a in range(100000) %}{{ 'x' * 1000 }}{% endfor %}",
+            // One step asked to build a huge string.
+            "{{ messages[0].content|indent(1000000000000) }}",
+            "{{ messages[0].content|indent(width=1000000000000) }}",
+            "{{ messages[0].content|replace('', 'x' * 10000000) }}",
+            "{{ messages[0].content.replace('e', 'x' * 10000000) }}",
+            "{{ '%1000000000000d'|format(1) }}",
+            "{{ '%*d'|format(1000000000000, 1) }}",
+            "{{ '{:>1000000000000}'.format(1) }}",
+            "{{ '{:{}}'.format(1, 1000000000000) }}",
+            "{{ messages|tojson(indent=1000000000000) }}",
+        ] {
+            let (limit, msg) = limit_of(src, small);
+            assert_eq!(limit, "max_output_bytes", "{src}: {msg}");
+        }
+    }
+
+    #[test]
+    fn ordinary_uses_of_the_guarded_filters_render_as_before() {
+        let t = ChatTemplate::new(
+            "ok",
+            "{{ 'a\nb'|indent(2) }}|{{ 'a\nb'|indent(width=1, first=true) }}|{{ 'aXa'|replace('a', 'b') }}|{{ 'aXa'.replace('a', 'bb') }}|{{ '%5d'|format(42) }}|{{ '{:>4}'.format('x') }}|{{ [1]|tojson(indent=2) }}|{{ 'ab'.upper() }}",
+            special(),
+        )
+        .unwrap();
+        let r = t
+            .render_json(&json!([]), &RenderOptions::default())
+            .unwrap();
+        assert_eq!(r.text, "a\n  b| a\n b|bXb|bbXbb|   42|   x|[\n  1\n]|AB");
+        // Long numbers in the text of a format string are content, not widths.
+        let t = ChatTemplate::new(
+            "digits",
+            "{{ 'Tlf. 2233445566778899 %d'|format(7) }}|{{ '{} 99999999999'.format(1) }}",
+            special(),
+        )
+        .unwrap();
+        let r = t
+            .render_json(&json!([]), &RenderOptions::default())
+            .unwrap();
+        assert_eq!(r.text, "Tlf. 2233445566778899 7|1 99999999999");
+    }
+
+    /// Found by `fuzz_chat_templates`: minijinja 3.0.5 panics (index out of bounds) slicing an
+    /// empty list with a negative step, as templates do with `messages[::-1]`.
+    #[test]
+    fn regression_fuzz_reverse_slice_of_no_messages_is_an_error_not_a_panic() {
+        let t = ChatTemplate::new(
+            "rev",
+            "{% for m in messages[::-1] %}{{ m.content }}{% endfor %}",
+            special(),
+        )
+        .unwrap();
+        match t.render_json(&json!([]), &RenderOptions::default()) {
+            Ok(r) => assert_eq!(r.text, ""),
+            Err(e) => assert!(matches!(e, TokenizeError::Template { .. }), "{e:?}"),
+        }
+        let r = t
+            .render_json(
+                &json!([{"role":"user","content":"a"},{"role":"user","content":"b"}]),
+                &RenderOptions::default(),
+            )
+            .unwrap();
+        assert_eq!(r.text, "ba");
+    }
+
+    #[test]
+    fn deep_recursion_is_an_error_not_a_stack_overflow() {
+        let t = ChatTemplate::new(
+            "rec",
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+            special(),
+        )
+        .unwrap();
+        let err = t
+            .render_json(&json!([]), &RenderOptions::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("rec"), "{err}");
     }
 
     #[test]

@@ -46,6 +46,19 @@ pub enum TokenizeError {
         /// What went wrong, with the template line when known.
         message: String,
     },
+    /// Rendering a template went past one of its [`crate::chat_template::TemplateLimits`].
+    #[error(
+        "chat template `{name}`: {message} (limit `{limit}`; raise it in TemplateLimits only for \
+         a template you trust)"
+    )]
+    TemplateLimit {
+        /// Template name.
+        name: String,
+        /// The limit: `fuel` or `max_output_bytes`.
+        limit: String,
+        /// What went past it, with the template line when known.
+        message: String,
+    },
     /// The template itself called `raise_exception(...)`.
     #[error("chat template `{name}` rejected the conversation: {message}")]
     TemplateRaised {
@@ -110,11 +123,18 @@ pub enum TokenizeError {
     /// Invalid option or argument.
     #[error("{0}")]
     Invalid(String),
+    /// A file is not UTF-8 (naming its line), or an option implies more memory than allowed
+    /// ([`tilpass_core::Error::TooLarge`]).
+    #[error(transparent)]
+    Core(#[from] tilpass_core::Error),
 }
 
 impl From<TokenizeError> for tilpass_core::Error {
     fn from(e: TokenizeError) -> Self {
-        tilpass_core::Error::Component(Box::new(e))
+        match e {
+            TokenizeError::Core(c) => c,
+            other => tilpass_core::Error::Component(Box::new(other)),
+        }
     }
 }
 

@@ -49,7 +49,7 @@ pub use batch::{
     length_grouped_batches, position_ids_from_mask,
 };
 pub use chat::{ChatEncoding, MaskMode, common_prefix_length, encode_chat, mask_from_spans};
-pub use chat_template::{ChatTemplate, RenderOptions, RenderedChat};
+pub use chat_template::{ChatTemplate, RenderOptions, RenderedChat, TemplateLimits};
 pub use error::{Result, TokenizeError};
 pub use extend::{ExtendConfig, ExtendReport, NewToken, extend_vocabulary};
 pub use packing::{PACK_BLOCK, PackedSequence, concat_packed, pack_bfd};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tokenizers::{AddedToken, Encoding};
 
-use crate::chat_template::ChatTemplate;
+use crate::chat_template::{ChatTemplate, TemplateLimits};
 use crate::error::{Result, TokenizeError, tk_err};
 pub use crate::special::SpecialTokens;
 
@@ -30,6 +30,7 @@ pub struct Tokenizer {
     templates: BTreeMap<String, String>,
     model_max_length: Option<usize>,
     config: serde_json::Map<String, Value>,
+    template_limits: TemplateLimits,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -43,14 +44,19 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+/// A text file with a leading BOM dropped; invalid UTF-8 names the line.
+fn read_text(path: &Path) -> Result<String> {
+    tilpass_core::read_text(path).map_err(|e| match e {
+        tilpass_core::Error::Io { path, source } => TokenizeError::Io { path, source },
+        other => TokenizeError::Core(other),
+    })
+}
+
 fn read_json_file(path: &Path) -> Result<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| TokenizeError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let text = read_text(path)?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| TokenizeError::Json {
@@ -149,10 +155,7 @@ impl Tokenizer {
         }
         let jinja = dir.join(CHAT_TEMPLATE_JINJA_FILE);
         if jinja.is_file() {
-            let t = std::fs::read_to_string(&jinja).map_err(|e| TokenizeError::Io {
-                path: jinja.clone(),
-                source: e,
-            })?;
+            let t = read_text(&jinja)?;
             templates.insert("default".into(), t);
         }
         let extra_dir = dir.join("additional_chat_templates");
@@ -169,10 +172,7 @@ impl Tokenizer {
                         .unwrap_or_default()
                         .to_string_lossy()
                         .to_string();
-                    let t = std::fs::read_to_string(&p).map_err(|e| TokenizeError::Io {
-                        path: p.clone(),
-                        source: e,
-                    })?;
+                    let t = read_text(&p)?;
                     templates.insert(name, t);
                 }
             }
@@ -202,6 +202,7 @@ impl Tokenizer {
             templates: BTreeMap::new(),
             model_max_length,
             config: config.clone(),
+            template_limits: TemplateLimits::default(),
         };
         tok.apply_special_map(&config, true);
         let _ = collect_templates(
@@ -359,17 +360,29 @@ impl Tokenizer {
         self.templates.insert(name.into(), source.into());
     }
 
-    /// The chat template `name` (or the default), compiled.
+    /// The limits the chat templates of this tokenizer render within (see
+    /// [`TemplateLimits`]; default [`TemplateLimits::default`]).
+    pub fn template_limits(&self) -> TemplateLimits {
+        self.template_limits
+    }
+
+    /// Sets the limits [`Self::chat_template`] compiles templates with.
+    pub fn set_template_limits(&mut self, limits: TemplateLimits) {
+        self.template_limits = limits;
+    }
+
+    /// The chat template `name` (or the default), compiled with [`Self::template_limits`].
     ///
     /// `name` may also be a built-in (`chatml`, `norsk`; see [`crate::chat_template::builtin`]),
     /// used when the tokenizer has no template of that name.
     pub fn chat_template(&self, name: Option<&str>) -> Result<ChatTemplate> {
         let key = name.unwrap_or("default");
+        let limits = self.template_limits;
         if let Some(src) = self.templates.get(key) {
-            return ChatTemplate::new(key, src, self.special.clone());
+            return ChatTemplate::with_limits(key, src, self.special.clone(), limits);
         }
         if let Some(src) = name.and_then(crate::chat_template::builtin) {
-            return ChatTemplate::new(key, src, self.special.clone());
+            return ChatTemplate::with_limits(key, src, self.special.clone(), limits);
         }
         match name {
             None => Err(TokenizeError::NoChatTemplate {

@@ -97,6 +97,25 @@ fn added(tokens: &[String]) -> Vec<AddedToken> {
         .collect()
 }
 
+/// Bytes the trainers reserve per vocabulary entry before training (the BPE trainer's
+/// token-to-id map and id-to-token list are allocated for the whole vocabulary up front).
+const TRAINER_BYTES_PER_TOKEN: u128 = 64;
+
+/// A vocabulary size must fit token ids (`u32`) and the memory the trainer reserves for it.
+fn check_vocab_size(vocab_size: usize) -> Result<()> {
+    if u32::try_from(vocab_size).is_err() {
+        return Err(TokenizeError::Invalid(format!(
+            "vocab_size {vocab_size} does not fit token ids (at most {})",
+            u32::MAX
+        )));
+    }
+    tilpass_core::limits::check_memory(
+        format!("tokenizer training: vocab_size {vocab_size}"),
+        vocab_size as u128 * TRAINER_BYTES_PER_TOKEN,
+    )?;
+    Ok(())
+}
+
 /// Trains a tokenizer on text files (one document or sentence per line).
 ///
 /// BPE and Unigram tokenizers add `<s>` (BOS) with `add_special_tokens`, like Llama; their
@@ -125,6 +144,7 @@ pub fn train_tokenizer(files: &[PathBuf], config: &TrainConfig) -> Result<Tokeni
             specials.len()
         )));
     }
+    check_vocab_size(config.vocab_size)?;
     let file_names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let ctx = format!("training a tokenizer on {}", file_names.join(", "));
     let mut tok: tokenizers::Tokenizer;
