@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use tilpass_core::{CONFIG_FILE, HostTensor, ModelDir, SaveDtype, save_safetensors};
+use tilpass_core::{CONFIG_FILE, ModelDir, SaveDtype, save_safetensors};
 use tilpass_tokenize::{Batch, Padding};
 
 use crate::config::{Gpt2Config, LlamaConfig};
@@ -11,6 +11,7 @@ use crate::error::{ModelError, Result};
 use crate::gpt2::Gpt2;
 use crate::layers::{KvCache, causal_mask};
 use crate::llama::Llama;
+use crate::params::hf_tensors;
 
 /// `model_type`s that [`DecoderLm::load`] understands.
 pub const SUPPORTED_DECODERS: [&str; 3] = ["llama", "mistral", "gpt2"];
@@ -125,95 +126,18 @@ impl DecoderLm {
     pub fn save(&self, dir: impl AsRef<Path>, dtype: SaveDtype) -> Result<()> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
-        let mut t: Vec<(String, HostTensor)> = vec![];
-        let mut put = |name: String, x: HostTensor| t.push((name, x));
-        let host1 = |p: &burn::module::Param<Tensor<1>>| HostTensor::from_tensor(&p.val());
-        let host2 = |p: &burn::module::Param<Tensor<2>>| HostTensor::from_tensor(&p.val());
-        let config = match self {
-            Self::Llama(m) => {
-                let lin = |put: &mut dyn FnMut(String, HostTensor),
-                           name: String,
-                           l: &crate::layers::Linear|
-                 -> Result<()> {
-                    put(format!("{name}.weight"), host2(&l.weight).transposed()?);
-                    if let Some(b) = &l.bias {
-                        put(format!("{name}.bias"), host1(b));
-                    }
-                    Ok(())
-                };
-                put(
-                    "model.embed_tokens.weight".into(),
-                    host2(&m.embed_tokens.weight),
-                );
-                for (i, l) in m.layers.iter().enumerate() {
-                    let p = format!("model.layers.{i}");
-                    put(
-                        format!("{p}.input_layernorm.weight"),
-                        host1(&l.input_layernorm.weight),
-                    );
-                    put(
-                        format!("{p}.post_attention_layernorm.weight"),
-                        host1(&l.post_attention_layernorm.weight),
-                    );
-                    let a = &l.self_attn;
-                    for (n, x) in [
-                        ("q_proj", &a.q_proj),
-                        ("k_proj", &a.k_proj),
-                        ("v_proj", &a.v_proj),
-                        ("o_proj", &a.o_proj),
-                    ] {
-                        lin(&mut put, format!("{p}.self_attn.{n}"), x)?;
-                    }
-                    for (n, x) in [
-                        ("gate_proj", &l.mlp.gate_proj),
-                        ("up_proj", &l.mlp.up_proj),
-                        ("down_proj", &l.mlp.down_proj),
-                    ] {
-                        lin(&mut put, format!("{p}.mlp.{n}"), x)?;
-                    }
-                }
-                put("model.norm.weight".into(), host1(&m.norm.weight));
-                if let Some(h) = &m.lm_head {
-                    lin(&mut put, "lm_head".into(), h)?;
-                }
-                serde_json::to_value(&m.config)
-            }
+        let (t, config) = match self {
+            Self::Llama(m) => (hf_tensors(m.as_ref())?, serde_json::to_value(&m.config)),
             Self::Gpt2(m) => {
-                let conv = |put: &mut dyn FnMut(String, HostTensor),
-                            name: String,
-                            l: &crate::layers::Linear| {
-                    put(format!("{name}.weight"), host2(&l.weight));
-                    if let Some(b) = &l.bias {
-                        put(format!("{name}.bias"), host1(b));
-                    }
-                };
-                let ln = |put: &mut dyn FnMut(String, HostTensor),
-                          name: String,
-                          l: &crate::layers::LayerNorm| {
-                    put(format!("{name}.weight"), host1(&l.weight));
-                    put(format!("{name}.bias"), host1(&l.bias));
-                };
-                put("transformer.wte.weight".into(), host2(&m.wte.weight));
-                put("transformer.wpe.weight".into(), host2(&m.wpe.weight));
-                for (i, b) in m.h.iter().enumerate() {
-                    let p = format!("transformer.h.{i}");
-                    ln(&mut put, format!("{p}.ln_1"), &b.ln_1);
-                    conv(&mut put, format!("{p}.attn.c_attn"), &b.c_attn);
-                    conv(&mut put, format!("{p}.attn.c_proj"), &b.c_proj);
-                    ln(&mut put, format!("{p}.ln_2"), &b.ln_2);
-                    conv(&mut put, format!("{p}.mlp.c_fc"), &b.c_fc);
-                    conv(&mut put, format!("{p}.mlp.c_proj"), &b.mlp_proj);
-                }
-                ln(&mut put, "transformer.ln_f".into(), &m.ln_f);
                 let mut v = serde_json::to_value(&m.config);
                 if let Ok(serde_json::Value::Object(o)) = &mut v {
                     o.insert("model_type".into(), "gpt2".into());
                 }
-                v
+                (hf_tensors(m.as_ref())?, v)
             }
-        }
-        .map_err(|e| ModelError::Input(format!("config does not serialise: {e}")))?;
-        let mut config = config;
+        };
+        let mut config =
+            config.map_err(|e| ModelError::Input(format!("config does not serialise: {e}")))?;
         if let serde_json::Value::Object(o) = &mut config {
             // transformers 4 (< 4.56) spelled it `torch_dtype`; one key, with the written dtype.
             o.shift_remove("torch_dtype");

@@ -10,7 +10,10 @@ use tilpass_core::Checkpoint;
 
 use crate::config::Gpt2Config;
 use crate::error::{ModelError, Result};
-use crate::layers::{KvCache, LayerNorm, attention, load_conv1d, load_embedding, tied_logits};
+use crate::layers::{KvCache, LayerNorm, attention, tied_logits};
+use crate::params::{
+    Loader, ParamSpec, ParamTable, Slot, SlotMut, named_linears, named_linears_mut,
+};
 
 /// `gelu_new`: `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`.
 pub fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -94,38 +97,28 @@ impl Gpt2 {
         } else {
             ""
         };
-        let d = config.n_embd;
-        let inner = config.n_inner.unwrap_or(4 * d);
         let eps = config.layer_norm_epsilon;
+        let mut ld = Loader::new(ckpt, gpt2_params(&config), device).with_prefix("transformer.", p);
+        let (wte, wpe) = (ld.embedding()?, ld.embedding()?);
         let mut h = Vec::with_capacity(config.n_layer);
-        for i in 0..config.n_layer {
-            let l = format!("{p}h.{i}");
+        for _ in 0..config.n_layer {
+            // Fields in table order.
             h.push(Gpt2Block {
-                ln_1: LayerNorm::load(ckpt, &format!("{l}.ln_1"), d, eps, device)?,
-                c_attn: load_conv1d(ckpt, &format!("{l}.attn.c_attn"), d, 3 * d, device)?,
-                c_proj: load_conv1d(ckpt, &format!("{l}.attn.c_proj"), d, d, device)?,
-                ln_2: LayerNorm::load(ckpt, &format!("{l}.ln_2"), d, eps, device)?,
-                c_fc: load_conv1d(ckpt, &format!("{l}.mlp.c_fc"), d, inner, device)?,
-                mlp_proj: load_conv1d(ckpt, &format!("{l}.mlp.c_proj"), inner, d, device)?,
+                ln_1: ld.layer_norm(eps)?,
+                c_attn: ld.linear()?,
+                c_proj: ld.linear()?,
+                ln_2: ld.layer_norm(eps)?,
+                c_fc: ld.linear()?,
+                mlp_proj: ld.linear()?,
             });
         }
+        let ln_f = ld.layer_norm(eps)?;
+        ld.finish()?;
         Ok(Self {
-            wte: load_embedding(
-                ckpt,
-                &format!("{p}wte.weight"),
-                config.vocab_size,
-                d,
-                device,
-            )?,
-            wpe: load_embedding(
-                ckpt,
-                &format!("{p}wpe.weight"),
-                config.n_positions,
-                d,
-                device,
-            )?,
+            wte,
+            wpe,
             h,
-            ln_f: LayerNorm::load(ckpt, &format!("{p}ln_f"), d, eps, device)?,
+            ln_f,
             config,
         })
     }
@@ -193,26 +186,69 @@ impl Gpt2 {
     }
 }
 
-macro_rules! gpt2_linears {
-    ($s:expr $(, $m:tt)?) => {{
-        let mut out = Vec::new();
-        for (i, b) in (& $($m)? $s.h).into_iter().enumerate() {
-            let p = format!("transformer.h.{i}");
-            out.push((format!("{p}.attn.c_attn"), & $($m)? b.c_attn));
-            out.push((format!("{p}.attn.c_proj"), & $($m)? b.c_proj));
-            out.push((format!("{p}.mlp.c_fc"), & $($m)? b.c_fc));
-            out.push((format!("{p}.mlp.c_proj"), & $($m)? b.mlp_proj));
+/// The parameter table of `GPT2LMHeadModel` (HF names with the `transformer.` prefix; the LM
+/// head is the tied `wte`).
+pub fn gpt2_params(c: &Gpt2Config) -> Vec<ParamSpec> {
+    let d = c.n_embd;
+    let inner = c.n_inner.unwrap_or(4 * d);
+    let mut t = vec![
+        ParamSpec::embedding("transformer.wte", c.vocab_size, d),
+        ParamSpec::embedding("transformer.wpe", c.n_positions, d),
+    ];
+    for l in 0..c.n_layer {
+        let p = format!("transformer.h.{l}");
+        let conv =
+            |n: &str, d_in, d_out| ParamSpec::conv1d(format!("{p}.{n}"), d_in, d_out).adapter();
+        t.extend([
+            ParamSpec::layer_norm(format!("{p}.ln_1"), d),
+            conv("attn.c_attn", d, 3 * d),
+            conv("attn.c_proj", d, d),
+            ParamSpec::layer_norm(format!("{p}.ln_2"), d),
+            conv("mlp.c_fc", d, inner),
+            conv("mlp.c_proj", inner, d),
+        ]);
+    }
+    t.push(ParamSpec::layer_norm("transformer.ln_f", d));
+    t
+}
+
+/// The fields of a [`Gpt2`] in the order of [`gpt2_params`].
+macro_rules! gpt2_slots {
+    ($s:expr, $S:ident $(, $m:tt)?) => {{
+        let mut out = vec![$S::Embedding(& $($m)? $s.wte), $S::Embedding(& $($m)? $s.wpe)];
+        for b in & $($m)? $s.h {
+            out.extend([
+                $S::LayerNorm(& $($m)? b.ln_1),
+                $S::Linear(& $($m)? b.c_attn),
+                $S::Linear(& $($m)? b.c_proj),
+                $S::LayerNorm(& $($m)? b.ln_2),
+                $S::Linear(& $($m)? b.c_fc),
+                $S::Linear(& $($m)? b.mlp_proj),
+            ]);
         }
+        out.push($S::LayerNorm(& $($m)? $s.ln_f));
         out
     }};
 }
 
+impl ParamTable for Gpt2 {
+    fn param_table(&self) -> Vec<ParamSpec> {
+        gpt2_params(&self.config)
+    }
+    fn param_slots(&self) -> Vec<Slot<'_>> {
+        gpt2_slots!(self, Slot)
+    }
+    fn param_slots_mut(&mut self) -> Vec<SlotMut<'_>> {
+        gpt2_slots!(self, SlotMut, mut)
+    }
+}
+
 impl crate::layers::HasLinears for Gpt2 {
     fn linears(&self) -> Vec<(String, &Linear)> {
-        gpt2_linears!(self)
+        named_linears(self)
     }
     fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        gpt2_linears!(self, mut)
+        named_linears_mut(self)
     }
     fn model_type(&self) -> String {
         "gpt2".into()

@@ -53,6 +53,7 @@ pub mod layers;
 pub mod llama;
 pub mod ltg_bert;
 pub mod nort5;
+pub mod params;
 pub mod seq2seq;
 pub mod t5;
 pub mod validate;
@@ -78,6 +79,7 @@ pub use layers::{HasLinears, KvCache, Linear, LoraBranch, causal_mask};
 pub use llama::Llama;
 pub use ltg_bert::{LtgBert, LtgBertConfig};
 pub use nort5::{NorT5, NorT5Config};
+pub use params::{ParamKind, ParamSpec, ParamTable};
 pub use seq2seq::{
     EarlyStopping, SUPPORTED_SEQ2SEQ, Seq2SeqConfig, Seq2SeqLm, Seq2SeqModel, generate_seq2seq,
 };

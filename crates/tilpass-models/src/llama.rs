@@ -10,8 +10,9 @@ use tilpass_core::Checkpoint;
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::layers::{
-    KvCache, RmsNorm, Rope, apply_rope, attention, load_embedding, load_linear, tied_logits,
+use crate::layers::{KvCache, RmsNorm, Rope, apply_rope, attention, tied_logits};
+use crate::params::{
+    Loader, ParamSpec, ParamTable, Slot, SlotMut, named_linears, named_linears_mut,
 };
 
 /// Self-attention with grouped-query heads and rotary embeddings.
@@ -196,7 +197,6 @@ impl Llama {
                 ),
             });
         }
-        let hidden = config.hidden_size;
         let p = if ckpt.contains("model.embed_tokens.weight") {
             "model."
         } else {
@@ -204,112 +204,40 @@ impl Llama {
         };
         let rope = llama_rope(&config, path)?;
         let eps = config.rms_norm_eps;
-        let (ab, mb) = (config.attention_bias, config.mlp_bias);
+        let mut ld = Loader::new(ckpt, llama_params(&config), device).with_prefix("model.", p);
+        let embed_tokens = ld.embedding()?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
-            let l = format!("{p}layers.{i}");
+        for _ in 0..config.num_hidden_layers {
+            // Fields in table order.
             layers.push(LlamaLayer {
-                input_layernorm: RmsNorm::load(
-                    ckpt,
-                    &format!("{l}.input_layernorm"),
-                    hidden,
-                    eps,
-                    device,
-                )?,
+                input_layernorm: ld.rms_norm(eps)?,
                 self_attn: LlamaAttention {
-                    q_proj: load_linear(
-                        ckpt,
-                        &format!("{l}.self_attn.q_proj"),
-                        hidden,
-                        h * hd,
-                        ab,
-                        device,
-                    )?,
-                    k_proj: load_linear(
-                        ckpt,
-                        &format!("{l}.self_attn.k_proj"),
-                        hidden,
-                        kv * hd,
-                        ab,
-                        device,
-                    )?,
-                    v_proj: load_linear(
-                        ckpt,
-                        &format!("{l}.self_attn.v_proj"),
-                        hidden,
-                        kv * hd,
-                        ab,
-                        device,
-                    )?,
-                    o_proj: load_linear(
-                        ckpt,
-                        &format!("{l}.self_attn.o_proj"),
-                        h * hd,
-                        hidden,
-                        ab,
-                        device,
-                    )?,
+                    q_proj: ld.linear()?,
+                    k_proj: ld.linear()?,
+                    v_proj: ld.linear()?,
+                    o_proj: ld.linear()?,
                     n_heads: h,
                     n_kv_heads: kv,
                     head_dim: hd,
                 },
-                post_attention_layernorm: RmsNorm::load(
-                    ckpt,
-                    &format!("{l}.post_attention_layernorm"),
-                    hidden,
-                    eps,
-                    device,
-                )?,
+                post_attention_layernorm: ld.rms_norm(eps)?,
                 mlp: LlamaMlp {
-                    gate_proj: load_linear(
-                        ckpt,
-                        &format!("{l}.mlp.gate_proj"),
-                        hidden,
-                        config.intermediate_size,
-                        mb,
-                        device,
-                    )?,
-                    up_proj: load_linear(
-                        ckpt,
-                        &format!("{l}.mlp.up_proj"),
-                        hidden,
-                        config.intermediate_size,
-                        mb,
-                        device,
-                    )?,
-                    down_proj: load_linear(
-                        ckpt,
-                        &format!("{l}.mlp.down_proj"),
-                        config.intermediate_size,
-                        hidden,
-                        mb,
-                        device,
-                    )?,
+                    gate_proj: ld.linear()?,
+                    up_proj: ld.linear()?,
+                    down_proj: ld.linear()?,
                 },
             });
         }
-        let lm_head = if config.tie_word_embeddings {
-            None
-        } else {
-            Some(load_linear(
-                ckpt,
-                "lm_head",
-                hidden,
-                config.vocab_size,
-                false,
-                device,
-            )?)
+        let norm = ld.rms_norm(eps)?;
+        let lm_head = match config.tie_word_embeddings {
+            true => None,
+            false => Some(ld.linear()?),
         };
+        ld.finish()?;
         Ok(Self {
-            embed_tokens: load_embedding(
-                ckpt,
-                &format!("{p}embed_tokens.weight"),
-                config.vocab_size,
-                hidden,
-                device,
-            )?,
+            embed_tokens,
             layers,
-            norm: RmsNorm::load(ckpt, &format!("{p}norm"), hidden, eps, device)?,
+            norm,
             lm_head,
             config,
             rope,
@@ -370,30 +298,82 @@ impl Llama {
     }
 }
 
-macro_rules! llama_linears {
-    ($s:expr $(, $m:tt)?) => {{
-        let mut out = Vec::new();
-        for (i, l) in (& $($m)? $s.layers).into_iter().enumerate() {
-            // LlamaForCausalLM's module paths (whatever the checkpoint's key prefix).
-            let p = format!("model.layers.{i}");
-            out.push((format!("{p}.self_attn.q_proj"), & $($m)? l.self_attn.q_proj));
-            out.push((format!("{p}.self_attn.k_proj"), & $($m)? l.self_attn.k_proj));
-            out.push((format!("{p}.self_attn.v_proj"), & $($m)? l.self_attn.v_proj));
-            out.push((format!("{p}.self_attn.o_proj"), & $($m)? l.self_attn.o_proj));
-            out.push((format!("{p}.mlp.gate_proj"), & $($m)? l.mlp.gate_proj));
-            out.push((format!("{p}.mlp.up_proj"), & $($m)? l.mlp.up_proj));
-            out.push((format!("{p}.mlp.down_proj"), & $($m)? l.mlp.down_proj));
+/// The parameter table of `LlamaForCausalLM` / `MistralForCausalLM` (HF names with the
+/// `model.` prefix; `lm_head` unless the embeddings are tied).
+pub fn llama_params(c: &LlamaConfig) -> Vec<ParamSpec> {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let (q, kv) = (
+        c.num_attention_heads * c.head_dim(),
+        c.kv_heads() * c.head_dim(),
+    );
+    let (ab, mb) = (c.attention_bias, c.mlp_bias);
+    let mut t = vec![ParamSpec::embedding("model.embed_tokens", c.vocab_size, h)];
+    for l in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        let lin = |n: &str, d_in, d_out, bias| {
+            ParamSpec::linear(format!("{p}.{n}"), d_in, d_out, bias).adapter()
+        };
+        t.extend([
+            ParamSpec::rms_norm(format!("{p}.input_layernorm"), h),
+            lin("self_attn.q_proj", h, q, ab),
+            lin("self_attn.k_proj", h, kv, ab),
+            lin("self_attn.v_proj", h, kv, ab),
+            lin("self_attn.o_proj", q, h, ab),
+            ParamSpec::rms_norm(format!("{p}.post_attention_layernorm"), h),
+            lin("mlp.gate_proj", h, i, mb),
+            lin("mlp.up_proj", h, i, mb),
+            lin("mlp.down_proj", i, h, mb),
+        ]);
+    }
+    t.push(ParamSpec::rms_norm("model.norm", h));
+    if !c.tie_word_embeddings {
+        t.push(ParamSpec::linear("lm_head", h, c.vocab_size, false));
+    }
+    t
+}
+
+/// The fields of a [`Llama`] in the order of [`llama_params`].
+macro_rules! llama_slots {
+    ($s:expr, $S:ident $(, $m:tt)?) => {{
+        let mut out = vec![$S::Embedding(& $($m)? $s.embed_tokens)];
+        for l in & $($m)? $s.layers {
+            let (a, m) = (& $($m)? l.self_attn, & $($m)? l.mlp);
+            out.extend([
+                $S::RmsNorm(& $($m)? l.input_layernorm),
+                $S::Linear(& $($m)? a.q_proj),
+                $S::Linear(& $($m)? a.k_proj),
+                $S::Linear(& $($m)? a.v_proj),
+                $S::Linear(& $($m)? a.o_proj),
+                $S::RmsNorm(& $($m)? l.post_attention_layernorm),
+                $S::Linear(& $($m)? m.gate_proj),
+                $S::Linear(& $($m)? m.up_proj),
+                $S::Linear(& $($m)? m.down_proj),
+            ]);
         }
+        out.push($S::RmsNorm(& $($m)? $s.norm));
+        out.extend((& $($m)? $s.lm_head).into_iter().map($S::Linear));
         out
     }};
 }
 
+impl ParamTable for Llama {
+    fn param_table(&self) -> Vec<ParamSpec> {
+        llama_params(&self.config)
+    }
+    fn param_slots(&self) -> Vec<Slot<'_>> {
+        llama_slots!(self, Slot)
+    }
+    fn param_slots_mut(&mut self) -> Vec<SlotMut<'_>> {
+        llama_slots!(self, SlotMut, mut)
+    }
+}
+
 impl crate::layers::HasLinears for Llama {
     fn linears(&self) -> Vec<(String, &Linear)> {
-        llama_linears!(self)
+        named_linears(self)
     }
     fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        llama_linears!(self, mut)
+        named_linears_mut(self)
     }
     fn model_type(&self) -> String {
         self.config.model_type.clone()
