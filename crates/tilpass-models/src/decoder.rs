@@ -2,19 +2,57 @@
 
 use std::path::Path;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use tilpass_core::{CONFIG_FILE, ModelDir, SaveDtype, save_safetensors};
 use tilpass_tokenize::{Batch, Padding};
 
-use crate::config::{Gpt2Config, LlamaConfig};
 use crate::error::{ModelError, Result};
-use crate::gpt2::Gpt2;
-use crate::layers::{KvCache, causal_mask};
-use crate::llama::Llama;
-use crate::params::hf_tensors;
+use crate::gpt2::{Gpt2, Gpt2Config};
+use crate::layers::{HasLinears, KvCache, causal_mask};
+use crate::llama::{Llama, LlamaConfig};
+use crate::params::{ParamTable, hf_tensors};
 
 /// `model_type`s that [`DecoderLm::load`] understands.
 pub const SUPPORTED_DECODERS: [&str; 3] = ["llama", "mistral", "gpt2"];
+
+/// What a decoder family (its file: `llama.rs`, `gpt2.rs`) gives [`DecoderLm`]: its config's
+/// sizes, its embedding, layers and head, and its `config.json`. Weights go through the
+/// family's [`ParamTable`].
+pub trait DecoderFamily: ParamTable + HasLinears {
+    /// The `config.json` that `save_pretrained` writes (before the dtype key).
+    fn hf_config(&self) -> serde_json::Result<serde_json::Value>;
+    /// Width of the model (embedding size).
+    fn hidden_size(&self) -> usize;
+    /// `(key/value heads, head dim)` of the attention layers.
+    fn kv_shape(&self) -> (usize, usize);
+    /// Number of layers.
+    fn num_layers(&self) -> usize;
+    /// Vocabulary size.
+    fn vocab_size(&self) -> usize;
+    /// Maximum positions.
+    fn max_positions(&self) -> usize;
+    /// EOS ids from the config.
+    fn eos_token_ids(&self) -> Vec<u32>;
+    /// The sliding-window size of attention, if any.
+    fn sliding_window(&self) -> Option<usize> {
+        None
+    }
+    /// The device of the weights.
+    fn device(&self) -> Device;
+    /// Token embeddings `[batch, seq, hidden]` of ids `[batch, seq]`.
+    fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3>;
+    /// Final hidden states `[batch, seq, hidden]` from input embeddings (see
+    /// [`crate::Llama::hidden_from`]).
+    fn hidden_from(
+        &self,
+        embeds: Tensor<3>,
+        positions: &[i64],
+        mask: &Tensor<4, Bool>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3>;
+    /// Logits `[batch, seq, vocab]` from final hidden states.
+    fn lm_logits(&self, hidden: Tensor<3>) -> Tensor<3>;
+}
 
 /// A decoder-only causal language model.
 #[derive(Debug)]
@@ -126,18 +164,11 @@ impl DecoderLm {
     pub fn save(&self, dir: impl AsRef<Path>, dtype: SaveDtype) -> Result<()> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
-        let (t, config) = match self {
-            Self::Llama(m) => (hf_tensors(m.as_ref())?, serde_json::to_value(&m.config)),
-            Self::Gpt2(m) => {
-                let mut v = serde_json::to_value(&m.config);
-                if let Ok(serde_json::Value::Object(o)) = &mut v {
-                    o.insert("model_type".into(), "gpt2".into());
-                }
-                (hf_tensors(m.as_ref())?, v)
-            }
-        };
-        let mut config =
-            config.map_err(|e| ModelError::Input(format!("config does not serialise: {e}")))?;
+        let t = hf_tensors(self.family())?;
+        let mut config = self
+            .family()
+            .hf_config()
+            .map_err(|e| ModelError::Input(format!("config does not serialise: {e}")))?;
         if let serde_json::Value::Object(o) = &mut config {
             // transformers 4 (< 4.56) spelled it `torch_dtype`; one key, with the written dtype.
             o.shift_remove("torch_dtype");
@@ -181,66 +212,57 @@ impl DecoderLm {
             TensorData::new(ids, [input.batch, input.seq]),
             &self.device(),
         );
-        Ok(match self {
-            Self::Llama(m) => m.embed_tokens.forward(ids),
-            Self::Gpt2(m) => m.wte.forward(ids),
-        })
+        Ok(self.family().embed(ids))
+    }
+
+    /// The family behind the model.
+    pub fn family(&self) -> &dyn DecoderFamily {
+        match self {
+            Self::Llama(m) => m.as_ref(),
+            Self::Gpt2(m) => m.as_ref(),
+        }
+    }
+
+    /// The family behind the model, mutable.
+    pub fn family_mut(&mut self) -> &mut dyn DecoderFamily {
+        match self {
+            Self::Llama(m) => m.as_mut(),
+            Self::Gpt2(m) => m.as_mut(),
+        }
     }
 
     /// Width of the model (embedding size).
     pub fn hidden_size(&self) -> usize {
-        match self {
-            Self::Llama(m) => m.config.hidden_size,
-            Self::Gpt2(m) => m.config.n_embd,
-        }
+        self.family().hidden_size()
     }
 
     /// `(key/value heads, head dim)` of the attention layers (what a KV cache holds).
     pub fn kv_shape(&self) -> (usize, usize) {
-        match self {
-            Self::Llama(m) => (m.config.kv_heads(), m.config.head_dim()),
-            Self::Gpt2(m) => (m.config.n_head, m.config.n_embd / m.config.n_head),
-        }
+        self.family().kv_shape()
     }
 
     /// Number of layers (for [`KvCache::new`]).
     pub fn num_layers(&self) -> usize {
-        match self {
-            Self::Llama(m) => m.layers.len(),
-            Self::Gpt2(m) => m.h.len(),
-        }
+        self.family().num_layers()
     }
 
     /// Vocabulary size.
     pub fn vocab_size(&self) -> usize {
-        match self {
-            Self::Llama(m) => m.config.vocab_size,
-            Self::Gpt2(m) => m.config.vocab_size,
-        }
+        self.family().vocab_size()
     }
 
     /// Maximum positions.
     pub fn max_positions(&self) -> usize {
-        match self {
-            Self::Llama(m) => m.config.max_position_embeddings,
-            Self::Gpt2(m) => m.config.n_positions,
-        }
+        self.family().max_positions()
     }
 
     /// EOS ids from the config.
     pub fn eos_token_ids(&self) -> Vec<u32> {
-        let e = match self {
-            Self::Llama(m) => &m.config.eos_token_id,
-            Self::Gpt2(m) => &m.config.eos_token_id,
-        };
-        e.as_ref().map(|e| e.to_vec()).unwrap_or_default()
+        self.family().eos_token_ids()
     }
 
     fn device(&self) -> Device {
-        match self {
-            Self::Llama(m) => m.embed_tokens.weight.val().device(),
-            Self::Gpt2(m) => m.wte.weight.val().device(),
-        }
+        self.family().device()
     }
 
     /// Logits `[batch, seq, vocab]` for the new tokens of `input`; with a cache, the cached
@@ -252,10 +274,7 @@ impl DecoderLm {
 
     /// Logits `[batch, seq, vocab]` from final hidden states `[batch, seq, hidden]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        match self {
-            Self::Llama(m) => m.lm_logits(hidden),
-            Self::Gpt2(m) => m.lm_logits(hidden),
-        }
+        self.family().lm_logits(hidden)
     }
 
     /// Final hidden states `[batch, seq, hidden]` (after the last norm) for the new tokens of
@@ -318,20 +337,17 @@ impl DecoderLm {
         let device = self.device();
         let ids: Vec<i64> = input.input_ids.iter().map(|&t| i64::from(t)).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
-        let window = match self {
-            Self::Llama(m) => m.config.sliding_window(),
-            Self::Gpt2(_) => None,
-        };
-        let mask = causal_mask(&input.attention_mask, b, s, past, window, &device);
-        let x = match self {
-            Self::Llama(m) => m.embed_tokens.forward(ids),
-            Self::Gpt2(m) => m.wte.forward(ids),
-        };
-        let x = crate::encoder::splice_prompt(x, prompt)?;
-        Ok(match self {
-            Self::Llama(m) => m.hidden_from(x, &input.position_ids, &mask, cache),
-            Self::Gpt2(m) => m.hidden_from(x, &input.position_ids, &mask, cache),
-        })
+        let f = self.family();
+        let mask = causal_mask(
+            &input.attention_mask,
+            b,
+            s,
+            past,
+            f.sliding_window(),
+            &device,
+        );
+        let x = crate::encoder::splice_prompt(f.embed(ids), prompt)?;
+        Ok(f.hidden_from(x, &input.position_ids, &mask, cache))
     }
 }
 
@@ -370,48 +386,30 @@ pub fn shifted_log_probs(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<2>
     Ok((picked, mask))
 }
 
-impl crate::layers::HasLinears for DecoderLm {
+impl HasLinears for DecoderLm {
     fn linears(&self) -> Vec<(String, &crate::layers::Linear)> {
-        match self {
-            Self::Llama(m) => m.linears(),
-            Self::Gpt2(m) => m.linears(),
-        }
+        self.family().linears()
     }
     fn linears_mut(&mut self) -> Vec<(String, &mut crate::layers::Linear)> {
-        match self {
-            Self::Llama(m) => m.linears_mut(),
-            Self::Gpt2(m) => m.linears_mut(),
-        }
+        self.family_mut().linears_mut()
     }
     fn model_type(&self) -> String {
-        match self {
-            Self::Llama(m) => m.model_type(),
-            Self::Gpt2(m) => m.model_type(),
-        }
+        self.family().model_type()
     }
     fn conv1d_layers(&self) -> bool {
-        matches!(self, Self::Gpt2(_))
+        self.family().conv1d_layers()
     }
     fn parameter_count(&self) -> usize {
-        match self {
-            Self::Llama(m) => m.parameter_count(),
-            Self::Gpt2(m) => m.parameter_count(),
-        }
+        self.family().parameter_count()
     }
     fn map_params(
         &mut self,
         grads: Option<&burn::tensor::Gradients>,
         f: &mut crate::layers::ParamFn<'_>,
     ) {
-        match self {
-            Self::Llama(m) => m.map_params(grads, f),
-            Self::Gpt2(m) => m.map_params(grads, f),
-        }
+        self.family_mut().map_params(grads, f)
     }
     fn freeze(&mut self) {
-        match self {
-            Self::Llama(m) => m.freeze(),
-            Self::Gpt2(m) => m.freeze(),
-        }
+        self.family_mut().freeze()
     }
 }

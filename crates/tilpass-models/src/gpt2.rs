@@ -3,17 +3,82 @@
 
 use burn::module::Module;
 use burn::nn::Embedding;
-
-use crate::layers::Linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tilpass_core::Checkpoint;
 
-use crate::config::Gpt2Config;
+use crate::config::TokenIds;
+use crate::decoder::DecoderFamily;
 use crate::error::{ModelError, Result};
-use crate::layers::{KvCache, LayerNorm, attention, tied_logits};
+use crate::layers::{KvCache, LayerNorm, Linear, attention, tied_logits};
 use crate::params::{
     Loader, ParamSpec, ParamTable, Slot, SlotMut, named_linears, named_linears_mut,
 };
+
+/// GPT-2 configuration (`model_type` `gpt2`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gpt2Config {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub n_embd: usize,
+    /// Layers.
+    pub n_layer: usize,
+    /// Heads.
+    pub n_head: usize,
+    /// Context length.
+    #[serde(default = "default_gpt2_pos")]
+    pub n_positions: usize,
+    /// MLP inner size; defaults to `4 * n_embd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_inner: Option<usize>,
+    /// `gelu_new` (also accepted: `gelu_pytorch_tanh`, `gelu_fast`, `gelu`).
+    #[serde(default = "default_gpt2_act")]
+    pub activation_function: String,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_gpt2_eps")]
+    pub layer_norm_epsilon: f64,
+    /// Scale attention by `1 / (layer + 1)` as well (not supported).
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+    /// Scale attention weights by `1/sqrt(head_dim)`.
+    #[serde(default = "yes")]
+    pub scale_attn_weights: bool,
+    /// BOS id (absent: 50256, `GPT2Config`'s default).
+    #[serde(default = "gpt2_special")]
+    pub bos_token_id: Option<u32>,
+    /// EOS id(s) (absent: 50256).
+    #[serde(default = "gpt2_eos")]
+    pub eos_token_id: Option<TokenIds>,
+    /// The LM head is the token-embedding matrix (`GPT2Config` default true; tilpass implements
+    /// only the tied head).
+    #[serde(default = "yes")]
+    pub tie_word_embeddings: bool,
+    /// Any other fields.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+fn gpt2_special() -> Option<u32> {
+    Some(50256)
+}
+fn gpt2_eos() -> Option<TokenIds> {
+    Some(TokenIds::One(50256))
+}
+
+fn default_gpt2_pos() -> usize {
+    1024
+}
+fn default_gpt2_act() -> String {
+    "gelu_new".into()
+}
+fn default_gpt2_eps() -> f64 {
+    1e-5
+}
+fn yes() -> bool {
+    true
+}
 
 /// `gelu_new`: `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`.
 pub fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -268,5 +333,55 @@ impl crate::layers::HasLinears for Gpt2 {
     }
     fn freeze(&mut self) {
         *self = burn::module::Module::no_grad(self.clone());
+    }
+}
+
+impl DecoderFamily for Gpt2 {
+    fn hf_config(&self) -> serde_json::Result<Value> {
+        let mut v = serde_json::to_value(&self.config)?;
+        if let Value::Object(o) = &mut v {
+            o.insert("model_type".into(), "gpt2".into());
+        }
+        Ok(v)
+    }
+    fn hidden_size(&self) -> usize {
+        self.config.n_embd
+    }
+    fn kv_shape(&self) -> (usize, usize) {
+        (self.config.n_head, self.config.n_embd / self.config.n_head)
+    }
+    fn num_layers(&self) -> usize {
+        self.h.len()
+    }
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn max_positions(&self) -> usize {
+        self.config.n_positions
+    }
+    fn eos_token_ids(&self) -> Vec<u32> {
+        self.config
+            .eos_token_id
+            .as_ref()
+            .map(TokenIds::to_vec)
+            .unwrap_or_default()
+    }
+    fn device(&self) -> Device {
+        self.wte.weight.val().device()
+    }
+    fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.wte.forward(ids)
+    }
+    fn hidden_from(
+        &self,
+        embeds: Tensor<3>,
+        positions: &[i64],
+        mask: &Tensor<4, Bool>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        Gpt2::hidden_from(self, embeds, positions, mask, cache)
+    }
+    fn lm_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        Gpt2::lm_logits(self, hidden)
     }
 }

@@ -61,7 +61,7 @@ pub mod validate;
 pub use auto::{AnyModel, Family, Head, Logits, ModelKind, supported_model_types};
 pub use bert::{Bert, BertConfig, BertHeadKind};
 pub use config::{Gpt2Config, LlamaConfig, RopeParameters, TokenIds};
-pub use decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS, shifted_log_probs};
+pub use decoder::{DecoderFamily, DecoderInput, DecoderLm, SUPPORTED_DECODERS, shifted_log_probs};
 pub use embed::{EncoderModel, PoolingConfig, SUPPORTED_ENCODERS, SentenceEmbedder, cosine};
 pub use encoder::{
     Activation, EncoderInput, PoolingMode, ProblemType, SequenceClassifier, key_padding_mask,

@@ -2,18 +2,178 @@
 
 use burn::module::Module;
 use burn::nn::Embedding;
-
-use crate::layers::Linear;
 use burn::tensor::activation::silu;
-use burn::tensor::{Bool, Device, Tensor};
+use burn::tensor::{Bool, Device, Int, Tensor};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
 use tilpass_core::Checkpoint;
 
-use crate::config::LlamaConfig;
+use crate::config::{RopeParameters, TokenIds, class_defaults};
+use crate::decoder::DecoderFamily;
 use crate::error::{ModelError, Result};
-use crate::layers::{KvCache, RmsNorm, Rope, apply_rope, attention, tied_logits};
+use crate::layers::{KvCache, Linear, RmsNorm, Rope, apply_rope, attention, tied_logits};
 use crate::params::{
     Loader, ParamSpec, ParamTable, Slot, SlotMut, named_linears, named_linears_mut,
 };
+
+/// Llama / Mistral configuration (`model_type` `llama` or `mistral`).
+///
+/// Deserialising fills absent keys with the class defaults of `model_type` and normalises the
+/// RoPE dictionaries (see [`crate::config`]); serialising writes every field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct LlamaConfig {
+    /// `llama` or `mistral`.
+    #[serde(default)]
+    pub model_type: String,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// MLP inner size.
+    pub intermediate_size: usize,
+    /// Number of decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention); `None`: `num_attention_heads` (an absent key
+    /// is 8 for Mistral, as `MistralConfig`).
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Head size; defaults to `hidden_size / num_attention_heads`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
+    /// Context length (absent: 2048 for Llama, 131072 for Mistral).
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    /// RoPE base (transformers 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    /// RoPE scaling (transformers 4; wins over `rope_parameters` when both are present, as in
+    /// transformers 5's conversion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeParameters>,
+    /// RoPE parameters (transformers 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_parameters: Option<RopeParameters>,
+    /// Biases on q/k/v/o.
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Biases in the MLP.
+    #[serde(default)]
+    pub mlp_bias: bool,
+    /// The LM head reuses the embedding matrix.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Mistral's sliding-window attention size (absent: 4096 for Mistral; Llama ignores it,
+    /// see [`LlamaConfig::sliding_window`]).
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Activation of the MLP (only `silu` is supported).
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// BOS id.
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    /// EOS id(s).
+    #[serde(default)]
+    pub eos_token_id: Option<TokenIds>,
+    /// Padding id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_token_id: Option<u32>,
+    /// Any other fields, kept for saving.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+fn default_max_pos() -> usize {
+    2048
+}
+
+impl<'de> Deserialize<'de> for LlamaConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let mut m = Map::deserialize(d)?;
+        let common = [
+            ("bos_token_id", Value::from(1)),
+            ("eos_token_id", Value::from(2)),
+        ];
+        class_defaults(&mut m, &common);
+        if m.get("model_type").and_then(Value::as_str) == Some("mistral") {
+            let mistral = [
+                ("num_key_value_heads", Value::from(8)),
+                ("max_position_embeddings", Value::from(4096 * 32)),
+                ("sliding_window", Value::from(4096)),
+            ];
+            class_defaults(&mut m, &mistral);
+        }
+        LlamaConfig::deserialize(Value::Object(m)).map_err(D::Error::custom)
+    }
+}
+
+impl Serialize for LlamaConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        LlamaConfig::serialize(self, s)
+    }
+}
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+fn default_act() -> String {
+    "silu".into()
+}
+
+impl LlamaConfig {
+    /// The sliding-window size attention uses: Mistral's `sliding_window`; `None` for Llama,
+    /// whose attention has none whatever the config says (as transformers' `LlamaAttention`).
+    pub fn sliding_window(&self) -> Option<usize> {
+        if self.model_type == "mistral" {
+            self.sliding_window
+        } else {
+            None
+        }
+    }
+
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Size of one head.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// The effective RoPE parameters as transformers 5 standardises them: `rope_scaling`
+    /// (transformers 4) when present, else `rope_parameters`, else the default type; the base
+    /// from the dictionary, else the top-level `rope_theta`, else 10000; for `llama3`, a missing
+    /// `original_max_position_embeddings` is `max_position_embeddings`.
+    pub fn rope(&self) -> RopeParameters {
+        let mut p = self
+            .rope_scaling
+            .clone()
+            .or_else(|| self.rope_parameters.clone())
+            .unwrap_or(RopeParameters {
+                rope_type: "default".into(),
+                rope_theta: None,
+                factor: 1.0,
+                low_freq_factor: None,
+                high_freq_factor: None,
+                original_max_position_embeddings: None,
+            });
+        if p.rope_theta.is_none() {
+            p.rope_theta = Some(self.rope_theta.unwrap_or(10_000.0));
+        }
+        if p.rope_type == "llama3" && p.original_max_position_embeddings.is_none() {
+            p.original_max_position_embeddings = Some(self.max_position_embeddings);
+        }
+        p
+    }
+}
 
 /// Self-attention with grouped-query heads and rotary embeddings.
 #[derive(Module, Debug)]
@@ -390,5 +550,54 @@ impl crate::layers::HasLinears for Llama {
     }
     fn freeze(&mut self) {
         *self = burn::module::Module::no_grad(self.clone());
+    }
+}
+
+impl DecoderFamily for Llama {
+    fn hf_config(&self) -> serde_json::Result<Value> {
+        serde_json::to_value(&self.config)
+    }
+    fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+    fn kv_shape(&self) -> (usize, usize) {
+        (self.config.kv_heads(), self.config.head_dim())
+    }
+    fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn max_positions(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+    fn eos_token_ids(&self) -> Vec<u32> {
+        self.config
+            .eos_token_id
+            .as_ref()
+            .map(TokenIds::to_vec)
+            .unwrap_or_default()
+    }
+    fn sliding_window(&self) -> Option<usize> {
+        self.config.sliding_window()
+    }
+    fn device(&self) -> Device {
+        self.embed_tokens.weight.val().device()
+    }
+    fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.embed_tokens.forward(ids)
+    }
+    fn hidden_from(
+        &self,
+        embeds: Tensor<3>,
+        positions: &[i64],
+        mask: &Tensor<4, Bool>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        Llama::hidden_from(self, embeds, positions, mask, cache)
+    }
+    fn lm_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        Llama::lm_logits(self, hidden)
     }
 }

@@ -225,7 +225,7 @@ pub trait ParamTable {
 }
 
 /// The adapter targets of `model` with their HF module paths, in table order.
-pub fn named_linears<M: ParamTable>(model: &M) -> Vec<(String, &Linear)> {
+pub fn named_linears<M: ParamTable + ?Sized>(model: &M) -> Vec<(String, &Linear)> {
     model
         .param_table()
         .into_iter()
@@ -238,7 +238,7 @@ pub fn named_linears<M: ParamTable>(model: &M) -> Vec<(String, &Linear)> {
 }
 
 /// [`named_linears`], mutable.
-pub fn named_linears_mut<M: ParamTable>(model: &mut M) -> Vec<(String, &mut Linear)> {
+pub fn named_linears_mut<M: ParamTable + ?Sized>(model: &mut M) -> Vec<(String, &mut Linear)> {
     let table = model.param_table();
     table
         .into_iter()
@@ -252,7 +252,7 @@ pub fn named_linears_mut<M: ParamTable>(model: &mut M) -> Vec<(String, &mut Line
 
 /// Every HF tensor of `model` with its HF name and layout (`[out, in]` linear weights), in
 /// table order, for saving. Errors if a field's shape differs from its entry.
-pub fn hf_tensors<M: ParamTable>(model: &M) -> Result<Vec<(String, HostTensor)>> {
+pub fn hf_tensors<M: ParamTable + ?Sized>(model: &M) -> Result<Vec<(String, HostTensor)>> {
     let table = model.param_table();
     let slots = model.param_slots();
     if table.len() != slots.len() {
