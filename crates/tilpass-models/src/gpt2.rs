@@ -80,12 +80,7 @@ fn yes() -> bool {
     true
 }
 
-/// `gelu_new`: `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`.
-pub fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715))
-        .mul_scalar((2.0 / std::f64::consts::PI).sqrt());
-    x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
-}
+pub use crate::mlp::gelu_new;
 
 /// One GPT-2 block.
 #[derive(Module, Debug)]

@@ -39,21 +39,28 @@
 
 #![warn(missing_docs)]
 
+pub mod attention;
 pub mod auto;
 pub mod bert;
 pub mod config;
 pub mod decoder;
 pub mod embed;
+pub mod embedding;
 pub mod encoder;
 pub mod error;
 pub mod generate;
 pub mod gpt2;
 pub mod init;
+pub mod kv_cache;
 pub mod layers;
+pub mod linear;
 pub mod llama;
 pub mod ltg_bert;
+pub mod mlp;
+pub mod norm;
 pub mod nort5;
 pub mod params;
+pub mod rope;
 pub mod seq2seq;
 pub mod t5;
 pub mod validate;
