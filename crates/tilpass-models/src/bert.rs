@@ -12,7 +12,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
 
-use crate::encoder::{Activation, EncoderInput, labels_from};
+use crate::encoder::{Activation, EncoderInput, ProblemType, SequenceClassifier, labels_from};
 use crate::error::{ModelError, Result};
 use crate::layers::{LayerNorm, attention};
 use crate::params::{
@@ -688,5 +688,17 @@ impl crate::layers::HasLinears for Bert {
     }
     fn freeze(&mut self) {
         *self = burn::module::Module::no_grad(self.clone());
+    }
+}
+
+impl SequenceClassifier for Bert {
+    fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
+        Bert::classify(self, input)
+    }
+    fn problem_type(&self) -> Result<ProblemType> {
+        self.config().problem_type()
+    }
+    fn num_labels(&self) -> usize {
+        self.config().num_labels()
     }
 }

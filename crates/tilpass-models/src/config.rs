@@ -1,6 +1,7 @@
-//! Shared configuration types (`RopeParameters`, `TokenIds`) and serde helpers; each family's
-//! config lives beside its model ([`LlamaConfig`] in `llama`, [`Gpt2Config`] in `gpt2`, ...)
-//! and is re-exported here. Configs read `config.json` with transformers 4.x and 5.x field names.
+//! Shared configuration types (`RopeParameters`, `TokenIds`) and serde helpers. Each family's
+//! config lives beside its model (`LlamaConfig` in [`crate::llama`], `Gpt2Config` in
+//! [`crate::gpt2`], ...), re-exported at the crate root. Configs read `config.json` with
+//! transformers 4.x and 5.x field names.
 //!
 //! A key absent from `config.json` takes the default of transformers' config class for that
 //! `model_type` (Mistral: 8 KV heads, 131072 positions, a 4096-token sliding window; Llama and
@@ -100,10 +101,3 @@ pub(crate) fn class_defaults(m: &mut Map<String, Value>, defaults: &[(&str, Valu
         m.entry(*k).or_insert_with(|| v.clone());
     }
 }
-
-pub use crate::bert::BertConfig;
-pub use crate::gpt2::Gpt2Config;
-pub use crate::llama::LlamaConfig;
-pub use crate::ltg_bert::LtgBertConfig;
-pub use crate::nort5::NorT5Config;
-pub use crate::t5::T5Config;

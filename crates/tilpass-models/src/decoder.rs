@@ -2,57 +2,19 @@
 
 use std::path::Path;
 
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use tilpass_core::{CONFIG_FILE, ModelDir, SaveDtype, save_safetensors};
 use tilpass_tokenize::{Batch, Padding};
 
+pub use crate::decoder_family::DecoderFamily;
 use crate::error::{ModelError, Result};
 use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::layers::{HasLinears, KvCache, causal_mask};
 use crate::llama::{Llama, LlamaConfig};
-use crate::params::{ParamTable, hf_tensors};
+use crate::params::hf_tensors;
 
 /// `model_type`s that [`DecoderLm::load`] understands.
 pub const SUPPORTED_DECODERS: [&str; 3] = ["llama", "mistral", "gpt2"];
-
-/// What a decoder family (its file: `llama.rs`, `gpt2.rs`) gives [`DecoderLm`]: its config's
-/// sizes, its embedding, layers and head, and its `config.json`. Weights go through the
-/// family's [`ParamTable`].
-pub trait DecoderFamily: ParamTable + HasLinears {
-    /// The `config.json` that `save_pretrained` writes (before the dtype key).
-    fn hf_config(&self) -> serde_json::Result<serde_json::Value>;
-    /// Width of the model (embedding size).
-    fn hidden_size(&self) -> usize;
-    /// `(key/value heads, head dim)` of the attention layers.
-    fn kv_shape(&self) -> (usize, usize);
-    /// Number of layers.
-    fn num_layers(&self) -> usize;
-    /// Vocabulary size.
-    fn vocab_size(&self) -> usize;
-    /// Maximum positions.
-    fn max_positions(&self) -> usize;
-    /// EOS ids from the config.
-    fn eos_token_ids(&self) -> Vec<u32>;
-    /// The sliding-window size of attention, if any.
-    fn sliding_window(&self) -> Option<usize> {
-        None
-    }
-    /// The device of the weights.
-    fn device(&self) -> Device;
-    /// Token embeddings `[batch, seq, hidden]` of ids `[batch, seq]`.
-    fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3>;
-    /// Final hidden states `[batch, seq, hidden]` from input embeddings (see
-    /// [`crate::Llama::hidden_from`]).
-    fn hidden_from(
-        &self,
-        embeds: Tensor<3>,
-        positions: &[i64],
-        mask: &Tensor<4, Bool>,
-        cache: Option<&mut KvCache>,
-    ) -> Tensor<3>;
-    /// Logits `[batch, seq, vocab]` from final hidden states.
-    fn lm_logits(&self, hidden: Tensor<3>) -> Tensor<3>;
-}
 
 /// A decoder-only causal language model.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use tilpass_core::{CONFIG_FILE, ModelDir};
 use tilpass_tokenize::{Batch, Padding};
 
 use crate::bert::{Bert, BertConfig};
-use crate::encoder::{EncoderInput, PoolingMode, pool};
+use crate::encoder::{EncoderInput, PoolingMode, ProblemType, SequenceClassifier, pool};
 use crate::error::{ModelError, Result};
 use crate::ltg_bert::{LtgBert, LtgBertConfig};
 
@@ -364,6 +364,24 @@ impl crate::layers::HasLinears for EncoderModel {
         match self {
             Self::Bert(m) => m.freeze(),
             Self::LtgBert(m) => m.freeze(),
+        }
+    }
+}
+
+impl SequenceClassifier for EncoderModel {
+    fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
+        EncoderModel::classify(self, input)
+    }
+    fn problem_type(&self) -> Result<ProblemType> {
+        match self {
+            Self::Bert(m) => m.problem_type(),
+            Self::LtgBert(m) => SequenceClassifier::problem_type(m.as_ref()),
+        }
+    }
+    fn num_labels(&self) -> usize {
+        match self {
+            Self::Bert(m) => m.config().num_labels(),
+            Self::LtgBert(m) => m.config().num_labels(),
         }
     }
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tilpass_core::Checkpoint;
 
 use crate::config::TokenIds;
-use crate::decoder::DecoderFamily;
+use crate::decoder_family::DecoderFamily;
 use crate::error::{ModelError, Result};
 use crate::layers::{KvCache, LayerNorm, Linear, attention, tied_logits};
 use crate::params::{

@@ -5,9 +5,8 @@ use std::path::Path;
 
 use tilpass_core::{HostTensor, SaveDtype, SplitMix64, save_safetensors};
 
-use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::llama::llama_params;
+use crate::llama::{LlamaConfig, llama_params};
 use crate::params::{ParamKind, ParamSpec};
 
 /// Writes a new Llama model to `dir`: `config` (its `model_type` set to `llama`) and weights

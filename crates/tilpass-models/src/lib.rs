@@ -44,8 +44,10 @@ pub mod auto;
 pub mod bert;
 pub mod config;
 pub mod decoder;
+pub mod decoder_family;
 pub mod embed;
 pub mod embedding;
+pub mod enc_dec;
 pub mod encoder;
 pub mod error;
 pub mod generate;
@@ -67,9 +69,10 @@ pub mod validate;
 
 pub use auto::{AnyModel, Family, Head, Logits, ModelKind, supported_model_types};
 pub use bert::{Bert, BertConfig, BertHeadKind};
-pub use config::{Gpt2Config, LlamaConfig, RopeParameters, TokenIds};
+pub use config::{RopeParameters, TokenIds};
 pub use decoder::{DecoderFamily, DecoderInput, DecoderLm, SUPPORTED_DECODERS, shifted_log_probs};
 pub use embed::{EncoderModel, PoolingConfig, SUPPORTED_ENCODERS, SentenceEmbedder, cosine};
+pub use enc_dec::{EncoderOutput, T5Cache};
 pub use encoder::{
     Activation, EncoderInput, PoolingMode, ProblemType, SequenceClassifier, key_padding_mask,
     labels_from, pool,
@@ -80,14 +83,14 @@ pub use generate::{
     generate, generate_greedy, generate_text, generate_text_with_prefix, generate_with_prefix,
     next_token,
 };
-pub use gpt2::Gpt2;
+pub use gpt2::{Gpt2, Gpt2Config};
 pub use init::create_llama;
 pub use layers::{HasLinears, KvCache, Linear, LoraBranch, causal_mask};
-pub use llama::Llama;
+pub use llama::{Llama, LlamaConfig};
 pub use ltg_bert::{LtgBert, LtgBertConfig};
 pub use nort5::{NorT5, NorT5Config};
 pub use params::{ParamKind, ParamSpec, ParamTable};
 pub use seq2seq::{
     EarlyStopping, SUPPORTED_SEQ2SEQ, Seq2SeqConfig, Seq2SeqLm, Seq2SeqModel, generate_seq2seq,
 };
-pub use t5::{EncoderOutput, T5, T5Cache, T5Config, t5_bucket};
+pub use t5::{T5, T5Config, t5_bucket};

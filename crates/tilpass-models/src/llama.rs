@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use tilpass_core::Checkpoint;
 
 use crate::config::{RopeParameters, TokenIds, class_defaults};
-use crate::decoder::DecoderFamily;
+use crate::decoder_family::DecoderFamily;
 use crate::error::{ModelError, Result};
 use crate::layers::{KvCache, Linear, RmsNorm, Rope, apply_rope, attention, tied_logits};
 use crate::params::{

@@ -14,7 +14,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
 
-use crate::encoder::{EncoderInput, labels_from};
+use crate::encoder::{EncoderInput, ProblemType, SequenceClassifier, labels_from};
 use crate::error::{ModelError, Result};
 use crate::gpt2::gelu_new;
 use crate::layers::{LayerNorm, attention, plain_layer_norm, tied_logits};
@@ -566,5 +566,17 @@ impl crate::layers::HasLinears for LtgBert {
     }
     fn freeze(&mut self) {
         *self = burn::module::Module::no_grad(self.clone());
+    }
+}
+
+impl SequenceClassifier for LtgBert {
+    fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
+        LtgBert::classify(self, input)
+    }
+    fn problem_type(&self) -> Result<ProblemType> {
+        ProblemType::from_config(None, self.config().num_labels())
+    }
+    fn num_labels(&self) -> usize {
+        self.config().num_labels()
     }
 }

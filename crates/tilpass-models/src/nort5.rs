@@ -12,6 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
 
+use crate::enc_dec::{EncoderOutput, Seq2SeqModel, T5Cache, check_decoder_ids};
 use crate::encoder::{EncoderInput, key_padding_mask};
 use crate::error::Result;
 use crate::gpt2::gelu_new;
@@ -20,7 +21,6 @@ use crate::ltg_bert::{bucket_indices, check_heads_and_buckets, disentangled_bias
 use crate::params::{
     Loader, ParamSpec, ParamTable, Slot, SlotMut, named_linears, named_linears_mut,
 };
-use crate::t5::{EncoderOutput, T5Cache, check_decoder_ids};
 
 /// The modelling code computes relative buckets over 512 positions whatever the config says.
 const BUCKET_RANGE: usize = 512;
@@ -510,5 +510,32 @@ impl crate::layers::HasLinears for NorT5 {
     }
     fn freeze(&mut self) {
         *self = burn::module::Module::no_grad(self.clone());
+    }
+}
+
+impl Seq2SeqModel for NorT5 {
+    fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
+        NorT5::encode(self, input)
+    }
+    fn decode(
+        &self,
+        enc: &EncoderOutput,
+        ids: &[u32],
+        t: usize,
+        cache: Option<&mut T5Cache>,
+    ) -> Result<Tensor<3>> {
+        NorT5::decode(self, enc, ids, t, cache)
+    }
+    fn num_decoder_layers(&self) -> usize {
+        NorT5::num_decoder_layers(self)
+    }
+    fn eos_token_ids(&self) -> Vec<u32> {
+        vec![self.config().eos_token_id]
+    }
+    fn decoder_start_token_id(&self) -> u32 {
+        self.config().bos_token_id
+    }
+    fn pad_token_id(&self) -> u32 {
+        self.config().pad_token_id
     }
 }

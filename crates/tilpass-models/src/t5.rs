@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
 
 use crate::config::TokenIds;
+use crate::enc_dec::{EncoderOutput, Seq2SeqModel, T5Cache, check_decoder_ids, forward_seq2seq};
 use crate::encoder::{Activation, EncoderInput, key_padding_mask};
 use crate::error::{ModelError, Result};
-use crate::layers::{KvCache, RmsNorm, attention, tied_logits};
+use crate::layers::{RmsNorm, attention, tied_logits};
 use crate::params::{
     Loader, ParamSpec, ParamTable, Slot, SlotMut, named_linears, named_linears_mut,
 };
@@ -195,22 +196,6 @@ pub fn t5_bucket(
     out + large.min(buckets - 1)
 }
 
-/// Errors unless `decoder_ids` is `batch × t` (t ≥ 1) ids inside the vocabulary.
-pub fn check_decoder_ids(decoder_ids: &[u32], batch: usize, t: usize, vocab: usize) -> Result<()> {
-    if decoder_ids.len() != batch * t || t == 0 {
-        return Err(ModelError::Input(format!(
-            "expected {batch}x{t} decoder ids (one row per encoder row), got {}",
-            decoder_ids.len()
-        )));
-    }
-    if let Some(x) = decoder_ids.iter().find(|x| **x as usize >= vocab) {
-        return Err(ModelError::Input(format!(
-            "token id {x} is outside the vocabulary of {vocab}"
-        )));
-    }
-    Ok(())
-}
-
 /// Attention without biases and without score scaling (T5 folds it into the init).
 #[derive(Module, Debug)]
 pub struct T5Attention {
@@ -266,84 +251,6 @@ impl T5Block {
                 wo: ld.linear()?,
             },
         })
-    }
-}
-
-/// Encoder states a decoder attends to.
-#[derive(Debug, Clone)]
-pub struct EncoderOutput {
-    /// Final encoder hidden states `[batch, seq, d_model]`.
-    pub hidden: Tensor<3>,
-    /// The encoder's attention mask (`[batch, seq]`, 1 = real token).
-    pub attention_mask: Vec<u8>,
-}
-
-impl EncoderOutput {
-    /// Repeats every row `n` times (row `i` becomes rows `i*n .. i*n+n`), for beam search.
-    pub fn repeat_rows(&self, n: usize) -> Self {
-        let [b, s, d] = self.hidden.dims();
-        let hidden = self
-            .hidden
-            .clone()
-            .unsqueeze_dim::<4>(1)
-            .expand([b, n, s, d])
-            .reshape([b * n, s, d]);
-        let mut mask = Vec::with_capacity(b * n * s);
-        for r in 0..b {
-            for _ in 0..n {
-                mask.extend_from_slice(&self.attention_mask[r * s..(r + 1) * s]);
-            }
-        }
-        Self {
-            hidden,
-            attention_mask: mask,
-        }
-    }
-}
-
-/// Decoder cache: self-attention keys/values and the cross-attention projections of the
-/// encoder output (computed once).
-#[derive(Debug, Clone)]
-pub struct T5Cache {
-    /// Self-attention keys/values, `[batch, heads, past, d_kv]` per layer.
-    pub self_attn: KvCache,
-    /// Cross-attention keys/values per layer.
-    pub cross: Vec<Option<(Tensor<4>, Tensor<4>)>>,
-}
-
-impl T5Cache {
-    /// An empty cache for `layers` decoder layers.
-    pub fn new(layers: usize) -> Self {
-        Self {
-            self_attn: KvCache::new(layers),
-            cross: vec![None; layers],
-        }
-    }
-
-    /// Decoder positions already cached.
-    pub fn len(&self) -> usize {
-        self.self_attn.len()
-    }
-
-    /// True when nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Keeps rows `rows` (in that order) of every cached tensor: beam reordering.
-    pub fn select_rows(&mut self, rows: &[usize]) {
-        let Some(device) = self.cross.iter().flatten().next().map(|(k, _)| k.device()) else {
-            return;
-        };
-        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device);
-        self.self_attn.map(|t| t.select(0, idx.clone()));
-        for c in self.cross.iter_mut().flatten() {
-            *c = (
-                c.0.clone().select(0, idx.clone()),
-                c.1.clone().select(0, idx.clone()),
-            );
-        }
     }
 }
 
@@ -642,7 +549,7 @@ impl T5 {
 
     /// Logits `[batch, t, vocab]` of a full pass: encode `input`, decode `decoder_ids`.
     pub fn forward(&self, input: &EncoderInput, decoder_ids: &[Vec<u32>]) -> Result<Tensor<3>> {
-        crate::seq2seq::forward_seq2seq(self, input, decoder_ids)
+        forward_seq2seq(self, input, decoder_ids)
     }
 }
 
@@ -768,5 +675,32 @@ impl crate::layers::HasLinears for T5 {
     }
     fn freeze(&mut self) {
         *self = burn::module::Module::no_grad(self.clone());
+    }
+}
+
+impl Seq2SeqModel for T5 {
+    fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
+        T5::encode(self, input)
+    }
+    fn decode(
+        &self,
+        enc: &EncoderOutput,
+        ids: &[u32],
+        t: usize,
+        cache: Option<&mut T5Cache>,
+    ) -> Result<Tensor<3>> {
+        T5::decode(self, enc, ids, t, cache)
+    }
+    fn num_decoder_layers(&self) -> usize {
+        T5::num_decoder_layers(self)
+    }
+    fn eos_token_ids(&self) -> Vec<u32> {
+        T5::eos_token_ids(self)
+    }
+    fn decoder_start_token_id(&self) -> u32 {
+        T5::decoder_start_token_id(self)
+    }
+    fn pad_token_id(&self) -> u32 {
+        self.config().pad_token_id.unwrap_or(0)
     }
 }
