@@ -15,9 +15,7 @@ use tilpass_core::Checkpoint;
 use crate::encoder::{Activation, EncoderInput, ProblemType, SequenceClassifier, labels_from};
 use crate::error::{ModelError, Result};
 use crate::layers::{LayerNorm, attention};
-use crate::params::{
-    Loader, ParamSpec, ParamTable, Slot, SlotMut, named_linears, named_linears_mut,
-};
+use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
 /// `config.json` of a BERT model (transformers' `BertConfig`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -661,33 +659,16 @@ impl ParamTable for Bert {
     }
 }
 
-impl crate::layers::HasLinears for Bert {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        named_linears(self)
-    }
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        named_linears_mut(self)
-    }
+impl FamilyModel for Bert {
     fn model_type(&self) -> String {
         "bert".into()
     }
-    fn parameter_count(&self) -> usize {
+    fn tied_params(&self) -> usize {
         // The MLM decoder is tied to the word embeddings: count it once, as PyTorch does.
-        let tied = match &self.mlm {
+        match &self.mlm {
             Some(h) if h.tied => h.decoder.val().dims().iter().product(),
             _ => 0,
-        };
-        burn::module::Module::num_params(self) - tied
-    }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        *self = crate::layers::map_module_params(self.clone(), grads, f);
-    }
-    fn freeze(&mut self) {
-        *self = burn::module::Module::no_grad(self.clone());
+        }
     }
 }
 

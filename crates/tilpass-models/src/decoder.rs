@@ -9,7 +9,7 @@ use tilpass_tokenize::{Batch, Padding};
 pub use crate::decoder_family::DecoderFamily;
 use crate::error::{ModelError, Result};
 use crate::gpt2::{Gpt2, Gpt2Config};
-use crate::layers::{HasLinears, KvCache, causal_mask};
+use crate::layers::{KvCache, causal_mask};
 use crate::llama::{Llama, LlamaConfig};
 use crate::params::hf_tensors;
 
@@ -348,30 +348,4 @@ pub fn shifted_log_probs(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<2>
     Ok((picked, mask))
 }
 
-impl HasLinears for DecoderLm {
-    fn linears(&self) -> Vec<(String, &crate::layers::Linear)> {
-        self.family().linears()
-    }
-    fn linears_mut(&mut self) -> Vec<(String, &mut crate::layers::Linear)> {
-        self.family_mut().linears_mut()
-    }
-    fn model_type(&self) -> String {
-        self.family().model_type()
-    }
-    fn conv1d_layers(&self) -> bool {
-        self.family().conv1d_layers()
-    }
-    fn parameter_count(&self) -> usize {
-        self.family().parameter_count()
-    }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        self.family_mut().map_params(grads, f)
-    }
-    fn freeze(&mut self) {
-        self.family_mut().freeze()
-    }
-}
+crate::linear::has_linears_via!(DecoderLm, family, family_mut);

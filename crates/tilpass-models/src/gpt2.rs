@@ -12,9 +12,7 @@ use crate::config::TokenIds;
 use crate::decoder_family::DecoderFamily;
 use crate::error::{ModelError, Result};
 use crate::layers::{KvCache, LayerNorm, Linear, attention, tied_logits};
-use crate::params::{
-    Loader, ParamSpec, ParamTable, Slot, SlotMut, named_linears, named_linears_mut,
-};
+use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
 /// GPT-2 configuration (`model_type` `gpt2`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -303,31 +301,12 @@ impl ParamTable for Gpt2 {
     }
 }
 
-impl crate::layers::HasLinears for Gpt2 {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        named_linears(self)
-    }
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        named_linears_mut(self)
-    }
+impl FamilyModel for Gpt2 {
     fn model_type(&self) -> String {
         "gpt2".into()
     }
     fn conv1d_layers(&self) -> bool {
         true
-    }
-    fn parameter_count(&self) -> usize {
-        burn::module::Module::num_params(self)
-    }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        *self = crate::layers::map_module_params(self.clone(), grads, f);
-    }
-    fn freeze(&mut self) {
-        *self = burn::module::Module::no_grad(self.clone());
     }
 }
 

@@ -259,3 +259,42 @@ pub fn load_conv1d(
         lora: Vec::new(),
     })
 }
+
+/// Implements [`HasLinears`] for a wrapper (`DecoderLm`, `EncoderModel`, ...) by delegating
+/// every method to the model that its methods `$via(&self)` / `$via_mut(&mut self)` return
+/// (`&dyn HasLinears` or a subtrait).
+macro_rules! has_linears_via {
+    ($t:ty, $via:ident, $via_mut:ident) => {
+        impl $crate::linear::HasLinears for $t {
+            fn linears(&self) -> Vec<(String, &$crate::linear::Linear)> {
+                self.$via().linears()
+            }
+            fn linears_mut(&mut self) -> Vec<(String, &mut $crate::linear::Linear)> {
+                self.$via_mut().linears_mut()
+            }
+            fn model_type(&self) -> String {
+                self.$via().model_type()
+            }
+            fn conv1d_layers(&self) -> bool {
+                self.$via().conv1d_layers()
+            }
+            fn parameter_count(&self) -> usize {
+                self.$via().parameter_count()
+            }
+            fn freeze(&mut self) {
+                self.$via_mut().freeze()
+            }
+            fn map_params(
+                &mut self,
+                grads: Option<&burn::tensor::Gradients>,
+                f: &mut $crate::linear::ParamFn<'_>,
+            ) {
+                self.$via_mut().map_params(grads, f)
+            }
+            fn unfreeze_all(&mut self) {
+                self.$via_mut().unfreeze_all()
+            }
+        }
+    };
+}
+pub(crate) use has_linears_via;

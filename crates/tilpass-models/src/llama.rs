@@ -13,9 +13,7 @@ use crate::config::{RopeParameters, TokenIds, class_defaults};
 use crate::decoder_family::DecoderFamily;
 use crate::error::{ModelError, Result};
 use crate::layers::{KvCache, Linear, RmsNorm, Rope, apply_rope, attention, tied_logits};
-use crate::params::{
-    Loader, ParamSpec, ParamTable, Slot, SlotMut, named_linears, named_linears_mut,
-};
+use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
 /// Llama / Mistral configuration (`model_type` `llama` or `mistral`).
 ///
@@ -528,28 +526,9 @@ impl ParamTable for Llama {
     }
 }
 
-impl crate::layers::HasLinears for Llama {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        named_linears(self)
-    }
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        named_linears_mut(self)
-    }
+impl FamilyModel for Llama {
     fn model_type(&self) -> String {
         self.config.model_type.clone()
-    }
-    fn parameter_count(&self) -> usize {
-        burn::module::Module::num_params(self)
-    }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        *self = crate::layers::map_module_params(self.clone(), grads, f);
-    }
-    fn freeze(&mut self) {
-        *self = burn::module::Module::no_grad(self.clone());
     }
 }
 

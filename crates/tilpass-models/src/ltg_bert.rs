@@ -18,9 +18,7 @@ use crate::encoder::{EncoderInput, ProblemType, SequenceClassifier, labels_from}
 use crate::error::{ModelError, Result};
 use crate::gpt2::gelu_new;
 use crate::layers::{LayerNorm, attention, plain_layer_norm, tied_logits};
-use crate::params::{
-    Loader, ParamSpec, ParamTable, Slot, SlotMut, named_linears, named_linears_mut,
-};
+use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
 /// `config.json` of an LTG-BERT / NorBERT3 model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -538,34 +536,16 @@ impl ParamTable for LtgBert {
     }
 }
 
-impl crate::layers::HasLinears for LtgBert {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        named_linears(self)
-    }
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        named_linears_mut(self)
-    }
+impl FamilyModel for LtgBert {
     fn model_type(&self) -> String {
         "ltgbert".into()
     }
-    fn parameter_count(&self) -> usize {
+    fn tied_params(&self) -> usize {
         // The MLM output weight is the word-embedding matrix (tied), counted once.
-        let tied = self
-            .mlm
+        self.mlm
             .as_ref()
             .map(|_| self.word.weight.val().dims().iter().product())
-            .unwrap_or(0);
-        burn::module::Module::num_params(self) - tied
-    }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        *self = crate::layers::map_module_params(self.clone(), grads, f);
-    }
-    fn freeze(&mut self) {
-        *self = burn::module::Module::no_grad(self.clone());
+            .unwrap_or(0)
     }
 }
 

@@ -18,9 +18,7 @@ use crate::error::Result;
 use crate::gpt2::gelu_new;
 use crate::layers::{LayerNorm, attention, causal_mask, plain_layer_norm};
 use crate::ltg_bert::{bucket_indices, check_heads_and_buckets, disentangled_bias};
-use crate::params::{
-    Loader, ParamSpec, ParamTable, Slot, SlotMut, named_linears, named_linears_mut,
-};
+use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
 /// The modelling code computes relative buckets over 512 positions whatever the config says.
 const BUCKET_RANGE: usize = 512;
@@ -488,28 +486,9 @@ impl ParamTable for NorT5 {
     }
 }
 
-impl crate::layers::HasLinears for NorT5 {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        named_linears(self)
-    }
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        named_linears_mut(self)
-    }
+impl FamilyModel for NorT5 {
     fn model_type(&self) -> String {
         "nort5".into()
-    }
-    fn parameter_count(&self) -> usize {
-        burn::module::Module::num_params(self)
-    }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        *self = crate::layers::map_module_params(self.clone(), grads, f);
-    }
-    fn freeze(&mut self) {
-        *self = burn::module::Module::no_grad(self.clone());
     }
 }
 

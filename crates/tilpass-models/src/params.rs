@@ -13,13 +13,16 @@
 //! - adapters: [`named_linears`] / [`named_linears_mut`] give the `HasLinears` names;
 //! - random initialisation ([`crate::init`]) draws one tensor per entry.
 
-use burn::module::Param;
+use burn::module::{Module, Param};
 use burn::nn::Embedding;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Gradients, Tensor};
 use tilpass_core::{Checkpoint, HostTensor};
 
 use crate::error::{ModelError, Result};
-use crate::layers::{LayerNorm, Linear, RmsNorm, load_conv1d, load_embedding, load_linear};
+use crate::layers::{
+    HasLinears, LayerNorm, Linear, ParamFn, RmsNorm, load_conv1d, load_embedding, load_linear,
+    map_module_params,
+};
 
 /// What kind of module an entry is, which fixes its HF tensors and their layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +225,47 @@ pub trait ParamTable {
     fn param_slots(&self) -> Vec<Slot<'_>>;
     /// The same, mutable.
     fn param_slots_mut(&mut self) -> Vec<SlotMut<'_>>;
+}
+
+/// A model family: a burn module with a parameter table. Every family is [`HasLinears`]
+/// through it (adapter targets from the table; parameter count, freezing and parameter
+/// visits from the module), so each family writes only what differs.
+pub trait FamilyModel: ParamTable + Module {
+    /// HF `model_type`.
+    fn model_type(&self) -> String;
+    /// True when the HF modules are GPT-2's `Conv1D`.
+    fn conv1d_layers(&self) -> bool {
+        false
+    }
+    /// Parameters that the module holds twice but PyTorch counts once (a head tied to the
+    /// embeddings).
+    fn tied_params(&self) -> usize {
+        0
+    }
+}
+
+impl<M: FamilyModel> HasLinears for M {
+    fn linears(&self) -> Vec<(String, &Linear)> {
+        named_linears(self)
+    }
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        named_linears_mut(self)
+    }
+    fn model_type(&self) -> String {
+        FamilyModel::model_type(self)
+    }
+    fn conv1d_layers(&self) -> bool {
+        FamilyModel::conv1d_layers(self)
+    }
+    fn parameter_count(&self) -> usize {
+        self.num_params() - self.tied_params()
+    }
+    fn freeze(&mut self) {
+        *self = self.clone().no_grad();
+    }
+    fn map_params(&mut self, grads: Option<&Gradients>, f: &mut ParamFn<'_>) {
+        *self = map_module_params(self.clone(), grads, f);
+    }
 }
 
 /// The adapter targets of `model` with their HF module paths, in table order.

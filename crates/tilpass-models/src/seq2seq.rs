@@ -441,45 +441,21 @@ fn beam_search(
         .collect())
 }
 
-impl crate::layers::HasLinears for Seq2SeqLm {
-    fn linears(&self) -> Vec<(String, &crate::layers::Linear)> {
+impl Seq2SeqLm {
+    /// The model behind the wrapper, as adapters see it.
+    fn as_linears(&self) -> &dyn crate::layers::HasLinears {
         match self {
-            Self::T5(m) => m.linears(),
-            Self::NorT5(m) => m.linears(),
+            Self::T5(m) => m.as_ref(),
+            Self::NorT5(m) => m.as_ref(),
         }
     }
-    fn linears_mut(&mut self) -> Vec<(String, &mut crate::layers::Linear)> {
+
+    fn as_linears_mut(&mut self) -> &mut dyn crate::layers::HasLinears {
         match self {
-            Self::T5(m) => m.linears_mut(),
-            Self::NorT5(m) => m.linears_mut(),
-        }
-    }
-    fn model_type(&self) -> String {
-        match self {
-            Self::T5(m) => m.model_type(),
-            Self::NorT5(m) => m.model_type(),
-        }
-    }
-    fn parameter_count(&self) -> usize {
-        match self {
-            Self::T5(m) => m.parameter_count(),
-            Self::NorT5(m) => m.parameter_count(),
-        }
-    }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        match self {
-            Self::T5(m) => m.map_params(grads, f),
-            Self::NorT5(m) => m.map_params(grads, f),
-        }
-    }
-    fn freeze(&mut self) {
-        match self {
-            Self::T5(m) => m.freeze(),
-            Self::NorT5(m) => m.freeze(),
+            Self::T5(m) => m.as_mut(),
+            Self::NorT5(m) => m.as_mut(),
         }
     }
 }
+
+crate::linear::has_linears_via!(Seq2SeqLm, as_linears, as_linears_mut);

@@ -24,9 +24,7 @@ use crate::enc_dec::{EncoderOutput, Seq2SeqModel, T5Cache, check_decoder_ids, fo
 use crate::encoder::{Activation, EncoderInput, key_padding_mask};
 use crate::error::{ModelError, Result};
 use crate::layers::{RmsNorm, attention, tied_logits};
-use crate::params::{
-    Loader, ParamSpec, ParamTable, Slot, SlotMut, named_linears, named_linears_mut,
-};
+use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
 /// `config.json` of a T5 model (transformers' `T5Config`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -653,28 +651,9 @@ impl ParamTable for T5 {
     }
 }
 
-impl crate::layers::HasLinears for T5 {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        named_linears(self)
-    }
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        named_linears_mut(self)
-    }
+impl FamilyModel for T5 {
     fn model_type(&self) -> String {
         "t5".into()
-    }
-    fn parameter_count(&self) -> usize {
-        burn::module::Module::num_params(self)
-    }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        *self = crate::layers::map_module_params(self.clone(), grads, f);
-    }
-    fn freeze(&mut self) {
-        *self = burn::module::Module::no_grad(self.clone());
     }
 }
 
