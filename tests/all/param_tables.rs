@@ -3,10 +3,12 @@
 //! the table (saving through it reproduces the table's names and shapes).
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
-use tilpass::core::Checkpoint;
-use tilpass::models::params::{ParamSpec, ParamTable, hf_tensors};
-use tilpass::models::{DecoderLm, EncoderModel, Seq2SeqLm};
+use tilpass::core::{Checkpoint, ModelDir};
+use tilpass::models::llama::llama_params;
+use tilpass::models::params::{Loader, ParamSpec, ParamTable, hf_tensors};
+use tilpass::models::{DecoderLm, EncoderModel, LlamaConfig, Seq2SeqLm, create_llama};
 use tilpass_tests::fixture_path;
 
 /// HF tensor names and shapes of `spec`, under whichever of its names `ck` holds.
@@ -19,11 +21,12 @@ fn resolved(spec: &ParamSpec, ck: &Checkpoint) -> Vec<(String, Vec<usize>)> {
 }
 
 fn check<M: ParamTable>(fixture: &str, model: &M) {
-    let dir = fixture_path(fixture);
-    let ck = tilpass::core::ModelDir::open(&dir)
-        .unwrap()
-        .checkpoint()
-        .unwrap();
+    check_dir(&fixture_path(fixture), fixture, model)
+}
+
+/// The checks of [`check`] on the model directory `dir` (`fixture` names it in messages).
+fn check_dir<M: ParamTable>(dir: &Path, fixture: &str, model: &M) {
+    let ck = ModelDir::open(dir).unwrap().checkpoint().unwrap();
     let table = model.param_table();
     let tensors: Vec<_> = table.iter().flat_map(|s| resolved(s, &ck)).collect();
     let names: BTreeSet<String> = tensors.iter().map(|(n, _)| n.clone()).collect();
@@ -103,4 +106,57 @@ fn seq2seq_tables_name_every_checkpoint_tensor() {
             Seq2SeqLm::NorT5(m) => check(&fixture, m.as_ref()),
         }
     }
+}
+
+/// `create_llama` writes its config's table: loading the result finds every tensor named and
+/// shaped as the table says (tied and untied heads, with and without biases, GQA).
+#[test]
+fn created_llamas_hold_their_table() {
+    let device = tilpass_tests::test_device();
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, extra) in [
+        serde_json::json!({}),
+        serde_json::json!({"tie_word_embeddings": true}),
+        serde_json::json!({"attention_bias": true, "mlp_bias": true, "num_key_value_heads": 1}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut v = serde_json::json!({
+            "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
+            "num_hidden_layers": 2, "num_attention_heads": 4
+        });
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let cfg: LlamaConfig = serde_json::from_value(v).unwrap();
+        let dir = tmp.path().join(i.to_string());
+        create_llama(&dir, &cfg, 0.02, 3).unwrap();
+        let DecoderLm::Llama(m) = DecoderLm::load(&dir, &device).unwrap() else {
+            panic!("a Llama")
+        };
+        check_dir(&dir, &format!("created {extra}"), m.as_ref());
+    }
+}
+
+/// A model that reads its fields in another order than its table's is refused, naming the
+/// entry, and so is one that leaves entries unread.
+#[test]
+fn the_loader_refuses_fields_out_of_table_order() {
+    let device = tilpass_tests::test_device();
+    let md = ModelDir::open(fixture_path("models/llama_gqa")).unwrap();
+    let cfg: LlamaConfig = md.config().unwrap();
+    let ck = md.checkpoint().unwrap();
+    let mut ld = Loader::new(&ck, llama_params(&cfg), &device);
+    ld.embedding().unwrap();
+    // The table's next entry is the first layer's input norm, not a linear layer.
+    let err = ld.linear().unwrap_err().to_string();
+    assert!(
+        err.contains("out of step") && err.contains("model.layers.0.input_layernorm"),
+        "{err}"
+    );
+    let mut ld = Loader::new(&ck, llama_params(&cfg), &device);
+    ld.embedding().unwrap();
+    let err = ld.finish().unwrap_err().to_string();
+    assert!(err.contains("model.layers.0.input_layernorm"), "{err}");
 }

@@ -184,6 +184,17 @@ pub enum SlotMut<'a> {
 }
 
 impl Slot<'_> {
+    fn kind_name(&self) -> &'static str {
+        match self {
+            Slot::Linear(_) => "linear",
+            Slot::Embedding(_) => "embedding",
+            Slot::RmsNorm(_) => "RMS norm",
+            Slot::LayerNorm(_) => "layer norm",
+            Slot::Matrix(_) => "matrix",
+            Slot::Vector(_) => "vector",
+        }
+    }
+
     /// HF values of the field's tensors, in the order of [`ParamSpec::tensors`].
     fn host(&self, kind: ParamKind) -> Result<Vec<HostTensor>> {
         let h1 = |p: &Param<Tensor<1>>| HostTensor::from_tensor(&p.val());
@@ -204,17 +215,14 @@ impl Slot<'_> {
             (Slot::LayerNorm(n), ParamKind::LayerNorm) => vec![h1(&n.weight), h1(&n.bias)],
             (Slot::Matrix(m), ParamKind::Tensor) => vec![h2(m)],
             (Slot::Vector(v), ParamKind::Tensor) => vec![h1(v)],
-            (slot, kind) => return Err(out_of_step(&format!("{kind:?}"), slot)),
+            (slot, kind) => {
+                return Err(ModelError::Input(format!(
+                    "parameter table out of step: a {kind:?} entry met a {} field",
+                    slot.kind_name()
+                )));
+            }
         })
     }
-}
-
-fn out_of_step(wanted: &str, got: &dyn std::fmt::Debug) -> ModelError {
-    let got = format!("{got:?}");
-    let got = got.split(['(', ' ']).next().unwrap_or("");
-    ModelError::Input(format!(
-        "parameter table and model fields are out of step: a {wanted} entry met a {got} field"
-    ))
 }
 
 /// A model family with a parameter table.
@@ -349,17 +357,19 @@ impl<'c> Loader<'c> {
         self
     }
 
-    /// The next entry, which must be of `kinds`, and the module path to read it from.
-    fn next(&mut self, kinds: &[ParamKind]) -> Result<(ParamSpec, String)> {
+    /// The next entry, which must be of `kinds` (and, for a bare tensor, of rank `rank`), and
+    /// the module path to read it from.
+    fn next(&mut self, kinds: &[ParamKind], rank: Option<usize>) -> Result<(ParamSpec, String)> {
         let spec = self.specs.next().ok_or_else(|| {
             ModelError::Input(format!(
                 "parameter table out of step: no entry left for a {kinds:?} field"
             ))
         })?;
-        if !kinds.contains(&spec.kind) {
+        if !kinds.contains(&spec.kind) || rank.is_some_and(|r| r != spec.shape.len()) {
             return Err(ModelError::Input(format!(
-                "parameter table out of step: {} is a {:?} entry, the field a {kinds:?}",
-                spec.name, spec.kind
+                "parameter table out of step: {} is a {:?} entry of shape {:?}, the field a \
+                 {kinds:?} of rank {rank:?}",
+                spec.name, spec.kind, spec.shape
             )));
         }
         let (from, to) = &self.prefix;
@@ -377,7 +387,7 @@ impl<'c> Loader<'c> {
 
     /// The next linear or `Conv1D` layer.
     pub fn linear(&mut self) -> Result<Linear> {
-        let (s, name) = self.next(&[ParamKind::Linear, ParamKind::Conv1d])?;
+        let (s, name) = self.next(&[ParamKind::Linear, ParamKind::Conv1d], None)?;
         let (c, d) = (self.ckpt, &self.device);
         match s.kind {
             ParamKind::Conv1d => load_conv1d(c, &name, s.shape[0], s.shape[1], d),
@@ -387,27 +397,27 @@ impl<'c> Loader<'c> {
 
     /// The next embedding table.
     pub fn embedding(&mut self) -> Result<Embedding> {
-        let (s, name) = self.next(&[ParamKind::Embedding])?;
+        let (s, name) = self.next(&[ParamKind::Embedding], None)?;
         let name = format!("{name}.weight");
         load_embedding(self.ckpt, &name, s.shape[0], s.shape[1], &self.device)
     }
 
     /// The next RMS norm, with `eps`.
     pub fn rms_norm(&mut self, eps: f64) -> Result<RmsNorm> {
-        let (s, name) = self.next(&[ParamKind::RmsNorm])?;
+        let (s, name) = self.next(&[ParamKind::RmsNorm], None)?;
         RmsNorm::load(self.ckpt, &name, s.shape[0], eps, &self.device)
     }
 
     /// The next layer norm, with `eps`.
     pub fn layer_norm(&mut self, eps: f64) -> Result<LayerNorm> {
-        let (s, name) = self.next(&[ParamKind::LayerNorm])?;
+        let (s, name) = self.next(&[ParamKind::LayerNorm], None)?;
         LayerNorm::load(self.ckpt, &name, s.shape[0], eps, &self.device)
     }
 
     /// The next bare matrix.
     pub fn matrix(&mut self) -> Result<Param<Tensor<2>>> {
-        let (s, name) = self.next(&[ParamKind::Tensor])?;
-        let shape = [s.shape[0], *s.shape.get(1).unwrap_or(&0)];
+        let (s, name) = self.next(&[ParamKind::Tensor], Some(2))?;
+        let shape = [s.shape[0], s.shape[1]];
         Ok(Param::from_tensor(self.ckpt.tensor(
             &name,
             shape,
@@ -417,7 +427,7 @@ impl<'c> Loader<'c> {
 
     /// The next bare vector.
     pub fn vector(&mut self) -> Result<Param<Tensor<1>>> {
-        let (s, name) = self.next(&[ParamKind::Tensor])?;
+        let (s, name) = self.next(&[ParamKind::Tensor], Some(1))?;
         Ok(Param::from_tensor(self.ckpt.tensor(
             &name,
             [s.shape[0]],
