@@ -34,7 +34,7 @@ use crate::decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS};
 use crate::embed::{EncoderModel, SUPPORTED_ENCODERS};
 use crate::encoder::EncoderInput;
 use crate::error::{ModelError, Result};
-use crate::layers::HasLinears;
+use crate::linear::HasLinears;
 use crate::seq2seq::{SUPPORTED_SEQ2SEQ, Seq2SeqLm, Seq2SeqModel};
 
 /// A model family: one architecture of `tilpass-models`.

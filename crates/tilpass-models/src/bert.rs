@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
 
-use crate::layers::Linear;
+use crate::linear::Linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
 
+use crate::attention::attention;
 use crate::encoder::{Activation, EncoderInput, ProblemType, SequenceClassifier, labels_from};
 use crate::error::{ModelError, Result};
-use crate::layers::{LayerNorm, attention};
+use crate::norm::LayerNorm;
 use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
 /// `config.json` of a BERT model (transformers' `BertConfig`).
@@ -486,7 +487,7 @@ impl Bert {
         let t = head
             .norm
             .forward(self.act.apply(head.dense.forward(hidden)));
-        let logits = crate::layers::tied_logits(t, head.decoder.val());
+        let logits = crate::embedding::tied_logits(t, head.decoder.val());
         Ok(logits + head.bias.val().unsqueeze::<3>())
     }
 

@@ -6,10 +6,11 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use tilpass_core::{CONFIG_FILE, ModelDir, SaveDtype, save_safetensors};
 use tilpass_tokenize::{Batch, Padding};
 
+use crate::attention::causal_mask;
 pub use crate::decoder_family::DecoderFamily;
 use crate::error::{ModelError, Result};
 use crate::gpt2::{Gpt2, Gpt2Config};
-use crate::layers::{KvCache, causal_mask};
+use crate::kv_cache::KvCache;
 use crate::llama::{Llama, LlamaConfig};
 use crate::params::hf_tensors;
 

@@ -327,14 +327,14 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 impl EncoderModel {
     /// The model behind the wrapper, as adapters see it.
-    fn as_linears(&self) -> &dyn crate::layers::HasLinears {
+    fn as_linears(&self) -> &dyn crate::linear::HasLinears {
         match self {
             Self::Bert(m) => m.as_ref(),
             Self::LtgBert(m) => m.as_ref(),
         }
     }
 
-    fn as_linears_mut(&mut self) -> &mut dyn crate::layers::HasLinears {
+    fn as_linears_mut(&mut self) -> &mut dyn crate::linear::HasLinears {
         match self {
             Self::Bert(m) => m.as_mut(),
             Self::LtgBert(m) => m.as_mut(),

@@ -252,7 +252,7 @@ pub fn labels_from(id2label: &Option<BTreeMap<String, String>>) -> Result<Option
 
 /// A sequence classifier (BERT, LTG-BERT / NorBERT3, or either as an
 /// [`crate::EncoderModel`]), for classification training and prediction.
-pub trait SequenceClassifier: crate::layers::HasLinears {
+pub trait SequenceClassifier: crate::linear::HasLinears {
     /// Logits `[batch, num_labels]`.
     fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>>;
     /// How logits become probabilities (the config's `problem_type`, transformers' default).

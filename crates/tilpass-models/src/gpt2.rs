@@ -8,10 +8,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tilpass_core::Checkpoint;
 
+use crate::attention::attention;
 use crate::config::TokenIds;
 use crate::decoder_family::DecoderFamily;
+use crate::embedding::tied_logits;
 use crate::error::{ModelError, Result};
-use crate::layers::{KvCache, LayerNorm, Linear, attention, tied_logits};
+use crate::kv_cache::KvCache;
+use crate::linear::Linear;
+use crate::norm::LayerNorm;
 use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
 /// GPT-2 configuration (`model_type` `gpt2`).

@@ -9,11 +9,16 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use tilpass_core::Checkpoint;
 
+use crate::attention::attention;
 use crate::config::{RopeParameters, TokenIds, class_defaults};
 use crate::decoder_family::DecoderFamily;
+use crate::embedding::tied_logits;
 use crate::error::{ModelError, Result};
-use crate::layers::{KvCache, Linear, RmsNorm, Rope, apply_rope, attention, tied_logits};
+use crate::kv_cache::KvCache;
+use crate::linear::Linear;
+use crate::norm::RmsNorm;
 use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
+use crate::rope::{Rope, apply_rope};
 
 /// Llama / Mistral configuration (`model_type` `llama` or `mistral`).
 ///

@@ -9,15 +9,17 @@ use std::collections::BTreeMap;
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
 
-use crate::layers::Linear;
+use crate::linear::Linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
 
+use crate::attention::attention;
+use crate::embedding::tied_logits;
 use crate::encoder::{EncoderInput, ProblemType, SequenceClassifier, labels_from};
 use crate::error::{ModelError, Result};
 use crate::gpt2::gelu_new;
-use crate::layers::{LayerNorm, attention, plain_layer_norm, tied_logits};
+use crate::norm::{LayerNorm, plain_layer_norm};
 use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
 /// `config.json` of an LTG-BERT / NorBERT3 model.

@@ -7,17 +7,18 @@
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
 
-use crate::layers::Linear;
+use crate::linear::Linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
 
+use crate::attention::{attention, causal_mask};
 use crate::enc_dec::{EncoderOutput, Seq2SeqModel, T5Cache, check_decoder_ids};
 use crate::encoder::{EncoderInput, key_padding_mask};
 use crate::error::Result;
 use crate::gpt2::gelu_new;
-use crate::layers::{LayerNorm, attention, causal_mask, plain_layer_norm};
 use crate::ltg_bert::{bucket_indices, check_heads_and_buckets, disentangled_bias};
+use crate::norm::{LayerNorm, plain_layer_norm};
 use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
 /// The modelling code computes relative buckets over 512 positions whatever the config says.

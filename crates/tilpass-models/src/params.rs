@@ -18,11 +18,10 @@ use burn::nn::Embedding;
 use burn::tensor::{Device, Gradients, Tensor};
 use tilpass_core::{Checkpoint, HostTensor};
 
+use crate::embedding::load_embedding;
 use crate::error::{ModelError, Result};
-use crate::layers::{
-    HasLinears, LayerNorm, Linear, ParamFn, RmsNorm, load_conv1d, load_embedding, load_linear,
-    map_module_params,
-};
+use crate::linear::{HasLinears, Linear, ParamFn, load_conv1d, load_linear, map_module_params};
+use crate::norm::{LayerNorm, RmsNorm};
 
 /// What kind of module an entry is, which fixes its HF tensors and their layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -443,14 +443,14 @@ fn beam_search(
 
 impl Seq2SeqLm {
     /// The model behind the wrapper, as adapters see it.
-    fn as_linears(&self) -> &dyn crate::layers::HasLinears {
+    fn as_linears(&self) -> &dyn crate::linear::HasLinears {
         match self {
             Self::T5(m) => m.as_ref(),
             Self::NorT5(m) => m.as_ref(),
         }
     }
 
-    fn as_linears_mut(&mut self) -> &mut dyn crate::layers::HasLinears {
+    fn as_linears_mut(&mut self) -> &mut dyn crate::linear::HasLinears {
         match self {
             Self::T5(m) => m.as_mut(),
             Self::NorT5(m) => m.as_mut(),

@@ -14,16 +14,18 @@
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
 
-use crate::layers::Linear;
+use crate::linear::Linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
 
+use crate::attention::attention;
 use crate::config::TokenIds;
+use crate::embedding::tied_logits;
 use crate::enc_dec::{EncoderOutput, Seq2SeqModel, T5Cache, check_decoder_ids, forward_seq2seq};
 use crate::encoder::{Activation, EncoderInput, key_padding_mask};
 use crate::error::{ModelError, Result};
-use crate::layers::{RmsNorm, attention, tied_logits};
+use crate::norm::RmsNorm;
 use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
 /// `config.json` of a T5 model (transformers' `T5Config`).
@@ -485,7 +487,7 @@ impl T5 {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &device);
         let mut x = self.shared.forward(ids);
         let self_mask =
-            crate::layers::causal_mask(&vec![1; b * (past + t)], b, t, past, None, &device);
+            crate::attention::causal_mask(&vec![1; b * (past + t)], b, t, past, None, &device);
         let bias = self.position_bias(&self.decoder_bias, t, past + t, past, false);
         let cross_mask: Tensor<4, Bool> = key_padding_mask(&enc.attention_mask, b, t, s, &device);
         for (l, blk) in self.decoder.iter().enumerate() {
