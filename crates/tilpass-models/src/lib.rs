@@ -21,6 +21,15 @@
 //! - **Any directory** — [`AnyModel::load`] picks the family from `model_type` and the task
 //!   head from `architectures` as transformers does ([`ModelKind`], [`Head`]), and
 //!   [`AnyModel::logits`] gives one sequence's logits whatever the head.
+//! - **Parameter tables** — each family names its Hugging Face tensors in one place
+//!   ([`params`]: `llama_params`, `gpt2_params`, `bert_params`, `ltg_bert_params`, `t5_params`,
+//!   `nort5_params`): module path, layer kind, shape from the config, adapter target. Loading
+//!   ([`params::Loader`]), saving ([`params::hf_tensors`]), [`HasLinears`] names and
+//!   [`create_llama`] are derived from it.
+//!
+//! Shared layers live in `attention`, `rope`, `norm`, `mlp`, `kv_cache`, `linear` (with the
+//! LoRA branch) and `embedding` (re-exported together from `layers`); `decoder_family` and
+//! `enc_dec` hold what the decoder and encoder-decoder families share with their wrappers.
 //!
 //! ```no_run
 //! use tilpass_models::{EncoderInput, Seq2SeqConfig, Seq2SeqLm, SentenceEmbedder, generate_seq2seq};
