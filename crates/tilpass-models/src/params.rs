@@ -315,7 +315,16 @@ pub fn hf_tensors<M: ParamTable + ?Sized>(model: &M) -> Result<Vec<(String, Host
     }
     let mut out = Vec::new();
     for (spec, slot) in table.iter().zip(&slots) {
-        for ((name, shape), t) in spec.tensors().into_iter().zip(slot.host(spec.kind)?) {
+        let (names, values) = (spec.tensors(), slot.host(spec.kind)?);
+        if names.len() != values.len() {
+            return Err(ModelError::Input(format!(
+                "{}: the model holds {} tensors, its parameter table names {}",
+                spec.name,
+                values.len(),
+                names.len()
+            )));
+        }
+        for ((name, shape), t) in names.into_iter().zip(values) {
             if t.shape != shape {
                 return Err(ModelError::Input(format!(
                     "{name}: the model holds {:?}, its parameter table says {shape:?}",
