@@ -13,6 +13,7 @@ mod langid;
 mod metrics_classification;
 mod metrics_text;
 mod packing;
+mod param_tables;
 mod peft_parity;
 mod runs;
 mod sentence_embeddings;
