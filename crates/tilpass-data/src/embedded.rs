@@ -130,7 +130,9 @@ impl ChatExample {
 
 /// The conversations of `norsk-chat`, all or one split (`"train"` / `"eval"`).
 pub fn norsk_chat(split: Option<&str>) -> Result<Vec<ChatExample>> {
-    rows(NORSK_CHAT, NORSK_CHAT_JSONL, split, |c: &ChatExample| &c.split)
+    rows(NORSK_CHAT, NORSK_CHAT_JSONL, split, |c: &ChatExample| {
+        &c.split
+    })
 }
 
 /// How the rejected answer of a [`PreferenceExample`] falls short of the chosen one.
@@ -206,7 +208,10 @@ impl PreferenceExample {
 
 /// The pairs of `norsk-pref`, all or one split (`"train"` / `"eval"`).
 pub fn norsk_pref(split: Option<&str>) -> Result<Vec<PreferenceExample>> {
-    rows(NORSK_PREF, NORSK_PREF_JSONL, split, |p: &PreferenceExample| {
-        &p.split
-    })
+    rows(
+        NORSK_PREF,
+        NORSK_PREF_JSONL,
+        split,
+        |p: &PreferenceExample| &p.split,
+    )
 }

@@ -189,7 +189,9 @@ mod tests {
             msg.contains("builtin:norsk-chat") && msg.contains("builtin:norsk-pref"),
             "{msg}"
         );
-        let err = "builtin:norsk-pref:test".parse::<DatasetSpec>().unwrap_err();
+        let err = "builtin:norsk-pref:test"
+            .parse::<DatasetSpec>()
+            .unwrap_err();
         match &err {
             DataError::UnknownSplit {
                 dataset,
