@@ -534,7 +534,7 @@ OPPOSITES = [
     ("frisk", "syk", "frisk", "sjuk", ("sterk", "sterk"), "ill"),
     ("vakker", "stygg", "vakker", "stygg", ("pen", "pen"), "ugly"),
     ("modig", "feig", "modig", "feig", ("sterk", "sterk"), "cowardly"),
-    ("travel", "rolig", "travel", "roleg", ("sliten", "sliten"), "calm"),
+    ("lykkelig", "ulykkelig", "lukkeleg", "ulukkeleg", ("heldig", "heldig"), "unhappy"),
     ("tom", "full", "tom", "full", ("lett", "lett"), "full"),
     ("myk", "hard", "mjuk", "hard", ("glatt", "glatt"), "hard"),
     ("rask", "langsom", "rask", "sein", ("kort", "kort"), "slow"),
