@@ -12,6 +12,7 @@ mod lambert;
 mod langid;
 mod metrics_classification;
 mod metrics_text;
+mod output_dirs;
 mod packing;
 mod peft_parity;
 mod runs;

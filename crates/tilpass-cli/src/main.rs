@@ -97,6 +97,13 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    // Ctrl-C: the files being written (unique temporary names beside their targets) are
+    // removed, so an interrupted command leaves neither a partial output nor a temporary.
+    let _ = ctrlc::set_handler(|| {
+        tilpass::core::remove_temp_files();
+        eprintln!("error: interrupted (Ctrl-C); partial outputs removed");
+        std::process::exit(130);
+    });
     let cli = Cli::parse();
     let done = |r: tilpass::Result<()>| r.map(|()| true);
     let result = match cli.command {

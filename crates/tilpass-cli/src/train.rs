@@ -136,6 +136,10 @@ pub struct SftArgs {
     /// Resume from a checkpoint directory of an earlier run.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Replace an earlier run in a non-empty --out (its checkpoints, adapter and metrics are
+    /// removed first); without it a non-empty --out is refused unless resuming.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    overwrite_output_dir: Option<bool>,
     /// Device: flex (CPU), wgpu, wgpu-cpu, wgpu:N, cuda:N.
     #[arg(long)]
     device: Option<String>,
@@ -227,6 +231,9 @@ pub struct ClassifyArgs {
     /// Output directory (adapter/ with labels.json, metrics.jsonl, run_config.json).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Replace an earlier run in a non-empty --out; without it a non-empty --out is refused.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    overwrite_output_dir: Option<bool>,
     /// Fraction of the rows (the last ones) held out for evaluation.
     #[arg(long)]
     eval_split: Option<f64>,

@@ -173,6 +173,90 @@ pub struct TrainerState {
     /// Whether the run trains every parameter.
     #[serde(default)]
     pub full: bool,
+    /// Identifies the run (kept on resume): checkpoint rotation only removes checkpoints
+    /// whose state carries this id, never another run's.
+    #[serde(default)]
+    pub run_id: String,
+}
+
+/// A new run id: the time in nanoseconds and the process id, in hex.
+fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{nanos:x}-{:x}", std::process::id())
+}
+
+/// The file a run logs its steps and evaluations to, one JSON object per line, in its output
+/// directory.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// Appends one JSON line to `path`: the whole line (with its newline) in one write, flushed,
+/// so a kill leaves at most a torn last line, which [`truncate_metrics`] drops.
+pub fn append_json_line(path: &Path, v: &serde_json::Value) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| tilpass_core::Error::io(path, e))?;
+    write_line(&mut f, path, v)
+}
+
+fn write_line(f: &mut std::fs::File, path: &Path, v: &serde_json::Value) -> Result<()> {
+    let line = format!("{v}\n");
+    f.write_all(line.as_bytes())
+        .and_then(|()| f.flush())
+        .map_err(|e| tilpass_core::Error::io(path, e).into())
+}
+
+/// Cuts a metrics log back to what a checkpoint at `step` had seen: lines with a `step`
+/// above it are dropped (a resumed run logs them again), and so are lines that are not whole
+/// JSON (a torn last line of a killed run). Rewritten atomically; a missing file is fine.
+pub fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(tilpass_core::Error::io(path, e).into()),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut kept = String::new();
+    let mut rest: &str = &text;
+    while let Some(i) = rest.find('\n') {
+        let line = &rest[..i];
+        rest = &rest[i + 1..];
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v.get("step")
+            .and_then(|s| s.as_u64())
+            .is_some_and(|s| s > step as u64)
+        {
+            continue;
+        }
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    // `rest` is a last line without its newline: torn by a kill, dropped.
+    if kept.len() == bytes.len() {
+        return Ok(());
+    }
+    tilpass_core::write_atomic(path, kept.as_bytes())?;
+    Ok(())
+}
+
+/// Whether `name` is exactly a checkpoint directory's name, `checkpoint-<step>` (the step in
+/// plain decimal), and the step.
+pub fn checkpoint_step(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix("checkpoint-")?;
+    let step: usize = digits.parse().ok()?;
+    (step.to_string() == digits).then_some(step)
+}
+
+/// The run id in a checkpoint directory's `trainer_state.json`, if it is one.
+pub fn checkpoint_run_id(dir: &Path) -> Option<String> {
+    let state: TrainerState = tilpass_core::read_json(dir.join(STATE_FILE)).ok()?;
+    Some(state.run_id)
 }
 
 /// The end of a run.
@@ -371,11 +455,16 @@ pub fn train_loop<'t, M: HasLinears>(
     let mut state = TrainerState {
         adapter: adapter.into(),
         full,
+        run_id: new_run_id(),
         ..Default::default()
     };
     if let Some(dir) = resume {
         let path = dir.join(STATE_FILE);
         state = tilpass_core::read_json(&path)?;
+        if state.run_id.is_empty() {
+            // A checkpoint from before run ids: its siblings are never rotated away.
+            state.run_id = new_run_id();
+        }
         if state.adapter != adapter || state.full != full {
             let was = if state.full {
                 Target::Full
@@ -440,7 +529,10 @@ pub fn train_loop<'t, M: HasLinears>(
     let mut metrics = match &cfg.output_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
-            let p = dir.join("metrics.jsonl");
+            let p = dir.join(METRICS_FILE);
+            if resume.is_some() {
+                truncate_metrics(&p, state.step)?;
+            }
             Some((
                 std::fs::OpenOptions::new()
                     .create(true)
@@ -454,7 +546,7 @@ pub fn train_loop<'t, M: HasLinears>(
     };
     let mut log_line = |v: serde_json::Value| -> Result<()> {
         if let Some((f, p)) = &mut metrics {
-            writeln!(f, "{v}").map_err(|e| tilpass_core::Error::io(p.as_path(), e))?;
+            write_line(f, p, &v)?;
         }
         Ok(())
     };
@@ -595,9 +687,54 @@ pub fn save_checkpoint<M: HasLinears>(
     keep: usize,
 ) -> Result<PathBuf> {
     let final_dir = dir.join(format!("checkpoint-{}", state.step));
-    let tmp = dir.join(format!(".checkpoint-{}.tmp", state.step));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| tilpass_core::Error::io(&tmp, e))?;
+    if final_dir.exists() && checkpoint_run_id(&final_dir).as_deref() != Some(&state.run_id) {
+        return Err(TrainError::Resume {
+            path: final_dir.display().to_string(),
+            message: "a checkpoint of another run (or not a checkpoint) is in the way; \
+                      refusing to replace it: use another output directory"
+                .into(),
+        });
+    }
+    let tmp = tilpass_core::temp_dir_for(&final_dir)?;
+    let written = write_checkpoint(model, opt, state, &tmp).and_then(|()| {
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir)
+                .map_err(|e| tilpass_core::Error::io(&final_dir, e))?;
+        }
+        std::fs::rename(&tmp, &final_dir).map_err(|e| tilpass_core::Error::io(&final_dir, e))?;
+        Ok(())
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    tilpass_core::forget_temp(&tmp);
+    written?;
+    // Keep the newest `keep` checkpoints of this run; other directories are never touched.
+    let mut existing: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| tilpass_core::Error::io(dir, e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let step = checkpoint_step(&e.file_name().to_string_lossy())?;
+            let p = e.path();
+            (p.is_dir() && checkpoint_run_id(&p).as_deref() == Some(&state.run_id))
+                .then_some((step, p))
+        })
+        .collect();
+    existing.sort();
+    while existing.len() > keep.max(1) {
+        let (_, p) = existing.remove(0);
+        let _ = std::fs::remove_dir_all(p);
+    }
+    Ok(final_dir)
+}
+
+/// Writes a checkpoint's files into `tmp`.
+fn write_checkpoint<M: HasLinears>(
+    model: &mut PeftModel<M>,
+    opt: &AdamW,
+    state: &TrainerState,
+    tmp: &Path,
+) -> Result<()> {
     if state.full {
         let params = model_params(&mut **model);
         let host: Vec<(String, HostTensor)> = params
@@ -611,7 +748,7 @@ pub fn save_checkpoint<M: HasLinears>(
             None,
         )?;
     } else {
-        model.save_adapter(&state.adapter, &tmp)?;
+        model.save_adapter(&state.adapter, tmp)?;
     }
     let tensors = opt.state_tensors();
     let meta = [("step".to_string(), opt.step.to_string())]
@@ -626,26 +763,7 @@ pub fn save_checkpoint<M: HasLinears>(
     let json =
         serde_json::to_string_pretty(state).map_err(|e| TrainError::Config(e.to_string()))?;
     tilpass_core::write_atomic(tmp.join(STATE_FILE), json.as_bytes())?;
-    let _ = std::fs::remove_dir_all(&final_dir);
-    std::fs::rename(&tmp, &final_dir).map_err(|e| tilpass_core::Error::io(&final_dir, e))?;
-    // Keep the newest `keep` checkpoints.
-    let mut existing: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
-        .map_err(|e| tilpass_core::Error::io(dir, e))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            name.strip_prefix("checkpoint-")?
-                .parse()
-                .ok()
-                .map(|s| (s, e.path()))
-        })
-        .collect();
-    existing.sort();
-    while existing.len() > keep.max(1) {
-        let (_, p) = existing.remove(0);
-        let _ = std::fs::remove_dir_all(p);
-    }
-    Ok(final_dir)
+    Ok(())
 }
 
 /// Loads full-model weights written by [`save_checkpoint`] into `model`, after checking that

@@ -108,6 +108,7 @@ impl AnnotateRun {
             check::path("data", &self.data)?,
             check::path("out", &self.out)?,
         );
+        super::jsonl::distinct_output(out, data)?;
         let (model, prompt) = load_causal_lm(model_dir, self.adapter.as_deref(), device)?;
         if prompt.is_some() {
             return Err(TrainError::Config(format!(
@@ -123,7 +124,7 @@ impl AnnotateRun {
             .map(|l| tok.encode(&format!(" {l}"), false))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let template = self.template.replace("\\n", "\n");
-        let mut writer = JsonlOut::create(out)?;
+        let mut writer = JsonlOut::create(out, data)?;
         let start = Instant::now();
         let mut done = 0usize;
         let mut pending: Vec<(Value, Vec<u32>)> = Vec::new();
