@@ -18,6 +18,7 @@ mod peft_parity;
 mod runs;
 mod sentence_embeddings;
 mod seq2seq_parity;
+mod settings;
 mod stop_strings;
 mod tokenize_errors;
 mod tokenize_parity;

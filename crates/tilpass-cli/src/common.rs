@@ -139,6 +139,16 @@ impl ConfigArgs {
     }
 }
 
+/// A number flag of a run config: JSON has no NaN or infinity (they would turn into `null`,
+/// i.e. "not given"), so non-finite values are refused here, naming the flag.
+pub fn finite_f64(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("{v} is not a finite number")),
+        Err(e) => Err(format!("`{s}`: {e}")),
+    }
+}
+
 /// Parses `key=value,key=value` (`--rank-pattern q_proj=4`) into a JSON object.
 pub fn parse_pattern(s: &str) -> std::result::Result<serde_json::Map<String, Value>, String> {
     s.split(',')

@@ -104,7 +104,34 @@ fn main() -> ExitCode {
         eprintln!("error: interrupted (Ctrl-C); partial outputs removed");
         std::process::exit(130);
     });
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            // Bad usage: the cause on one line (clap's usage and tips would follow it).
+            let text = e.render().to_string();
+            let cause: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{} (see --help)", cause.join(" "));
+            return ExitCode::from(2);
+        }
+    };
     let done = |r: tilpass::Result<()>| r.map(|()| true);
     let result = match cli.command {
         Command::Tokenize(a) => done(tokenizer::tokenize_cmd(a)),

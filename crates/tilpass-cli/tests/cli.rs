@@ -836,16 +836,9 @@ fn annotate_labels_jsonl_with_confidences() {
 
 #[test]
 fn lambert_train_classify_and_predict_on_minilm() {
-    let minilm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../artefacts/minilm");
-    if !minilm.join(".done").exists() {
-        let msg = "artefact minilm not found: run scripts/fetch-artefacts.sh";
-        assert!(
-            std::env::var("TILPASS_REQUIRE_ARTEFACTS").ok().as_deref() != Some("1"),
-            "{msg}"
-        );
-        eprintln!("SKIPPED: {msg}");
+    let Some(minilm) = tilpass_tests::artefact("minilm") else {
         return;
-    }
+    };
     let m = minilm.to_str().unwrap();
     let work = tempfile::tempdir().unwrap();
     let rows: String = (0..40)

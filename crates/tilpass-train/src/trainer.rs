@@ -65,6 +65,61 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// Checks every setting before any work (ranges and finiteness); errors are
+    /// [`TrainError::InvalidSetting`] naming the field and the accepted range. [`train_loop`]
+    /// calls it first.
+    pub fn validate(&self) -> Result<()> {
+        let finite = |name: &str, v: f64, min: f64, strict: bool| -> Result<()> {
+            let ok = v.is_finite() && if strict { v > min } else { v >= min };
+            if ok {
+                return Ok(());
+            }
+            let op = if strict { ">" } else { ">=" };
+            Err(TrainError::setting(
+                name,
+                v,
+                format!("a finite number {op} {min}"),
+            ))
+        };
+        let count = |name: &str, v: usize| -> Result<()> {
+            if v >= 1 {
+                return Ok(());
+            }
+            Err(TrainError::setting(name, v, "an integer >= 1"))
+        };
+        finite("learning_rate", self.learning_rate, 0.0, false)?;
+        count("max_steps", self.max_steps)?;
+        count(
+            "gradient_accumulation_steps",
+            self.gradient_accumulation_steps,
+        )?;
+        if let Some(n) = self.max_grad_norm {
+            finite("max_grad_norm", n, 0.0, true)?;
+        }
+        for (name, b) in [
+            ("adamw.beta1", self.adamw.beta1),
+            ("adamw.beta2", self.adamw.beta2),
+        ] {
+            if !(b.is_finite() && (0.0..1.0).contains(&b)) {
+                return Err(TrainError::setting(name, b, "a number in [0, 1)"));
+            }
+        }
+        finite("adamw.eps", self.adamw.eps, 0.0, true)?;
+        finite("adamw.weight_decay", self.adamw.weight_decay, 0.0, false)?;
+        for (name, v) in [
+            ("eval_steps", self.eval_steps),
+            ("early_stopping_patience", self.early_stopping_patience),
+            ("save_steps", self.save_steps),
+        ] {
+            if let Some(v) = v {
+                count(name, v)?;
+            }
+        }
+        count("save_total_limit", self.save_total_limit)
+    }
+}
+
 /// One training batch: model input and labels (`[batch, seq]`, -100 = not supervised).
 #[derive(Debug, Clone)]
 pub struct LmBatch {
@@ -424,6 +479,7 @@ pub fn train_loop<'t, M: HasLinears>(
     resume: Option<&Path>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary> {
+    cfg.validate()?;
     let n_train = batch_tokens.len();
     if n_train == 0 {
         return Err(TrainError::Config("the training set is empty".into()));

@@ -78,6 +78,18 @@ impl RunConfig for AnnotateRun {
                 format!("non-empty labels (found {l:?})"),
             ));
         }
+        if let Some((i, l)) = self
+            .labels
+            .iter()
+            .enumerate()
+            .find(|(i, l)| self.labels[..*i].contains(l))
+        {
+            return Err(TrainError::setting(
+                "labels",
+                format!("{:?}", self.labels),
+                format!("distinct labels ({l:?} is given twice, the second time as label {i})"),
+            ));
+        }
         if !self.template.contains("{text}") {
             return Err(TrainError::setting(
                 "template",

@@ -193,6 +193,7 @@ impl RunConfig for SftRun {
         check::beta("adam_beta2", self.adam_beta2)?;
         check::positive("adam_epsilon", self.adam_epsilon)?;
         check::opt_at_least("eval_steps", self.eval_steps, 1)?;
+        check::at_least("sample_max_new_tokens", self.sample_max_new_tokens, 1)?;
         check::opt_at_least("early_stopping_patience", self.early_stopping_patience, 1)?;
         check::opt_at_least("save_steps", self.save_steps, 1)?;
         check::at_least("save_total_limit", self.save_total_limit, 1)?;
