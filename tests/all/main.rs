@@ -7,6 +7,7 @@ mod decoder_parity;
 mod encoder_parity;
 mod fixture_versions;
 mod fuzz;
+mod honest_outputs;
 mod hostile_inputs;
 mod lambert;
 mod langid;

@@ -1570,7 +1570,11 @@ fn generate_reports_its_stop_reason() {
     assert_eq!(v["ids"].as_array().unwrap().len(), 3);
     let v = gen_json("100");
     assert_eq!(v["stop_reason"], "context", "{v}");
-    assert_eq!(v["ids"].as_array().unwrap().len(), 6, "16 positions - 10 prompt ids");
+    assert_eq!(
+        v["ids"].as_array().unwrap().len(),
+        6,
+        "16 positions - 10 prompt ids"
+    );
 }
 
 /// A chat whose history outgrows the context drops its oldest turns, says so on stderr and

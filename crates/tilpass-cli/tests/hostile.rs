@@ -44,6 +44,16 @@ fn fixture_dir(name: &str) -> PathBuf {
         .join(name)
 }
 
+fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
 /// A copy of a tiny fixture model with a word-level tokenizer (`tN` = id N).
 fn model_with_tokenizer(dir: &Path, name: &str) -> PathBuf {
     let to = dir.join("model");
@@ -170,6 +180,15 @@ const CASES: &[(&str, &str)] = &[
         "bom_broken.jsonl:2",
     ),
     (
+        "peft info {w}/wide_adapter --model {m}",
+        "layers.7.self_attn.q_proj.lora_A.weight",
+    ),
+    (
+        "logits --model {m} --adapter {w}/wide_adapter --ids 1,2",
+        "layers.7.self_attn.q_proj.lora_A.weight",
+    ),
+    ("logits --model {w}/short --ids 1,2", "model.layers.1."),
+    (
         "logits --model {m} --adapter {w}/bad_adapter --ids 1,2",
         "adapter_config.json",
     ),
@@ -213,6 +232,43 @@ fn write_inputs(w: &Path) {
         r#"{"step": 2, "batch_cursor": 2, "adapter": "default", "run_id": "x"}"#,
     )
     .unwrap();
+    // An adapter with a tensor for a layer the model does not have.
+    let wide = w.join("wide_adapter");
+    copy_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/train/lora_sft/initial"),
+        &wide,
+    );
+    let file = wide.join("adapter_model.safetensors");
+    let ck = tilpass::core::Checkpoint::open(&file).unwrap();
+    let mut tensors: Vec<(String, tilpass::core::HostTensor)> = ck
+        .keys()
+        .map(|k| (k.to_string(), ck.read_f32(k).unwrap()))
+        .collect();
+    let a = tensors
+        .iter()
+        .find(|(k, _)| k.ends_with("q_proj.lora_A.weight"))
+        .unwrap()
+        .1
+        .clone();
+    tensors.push((
+        "base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight".into(),
+        a,
+    ));
+    drop(ck);
+    tilpass::core::save_safetensors(
+        &file,
+        tensors.iter().map(|(k, t)| (k.as_str(), t)),
+        tilpass::core::SaveDtype::F32,
+        None,
+    )
+    .unwrap();
+    // A config with fewer layers than its checkpoint.
+    let short = w.join("short");
+    copy_files(&fixture_dir("llama_gqa"), &short);
+    let cfg = std::fs::read_to_string(short.join("config.json"))
+        .unwrap()
+        .replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1");
+    std::fs::write(short.join("config.json"), cfg).unwrap();
     std::fs::create_dir_all(w.join("bad_adapter")).unwrap();
     std::fs::write(w.join("bad_adapter/adapter_config.json"), "{\"r\": ").unwrap();
 }
