@@ -88,3 +88,70 @@ fn a_config_with_fewer_layers_than_its_checkpoint_is_an_error_naming_tensors() {
         "{err}"
     );
 }
+
+/// A truncated text's word and byte perplexities divide the log-likelihood of the scored
+/// tokens by the words and bytes of the scored part only: with a word-level tokenizer (one
+/// token per word, no special tokens) and a context of 8, 8 words are scored by 7 predictions.
+#[test]
+fn perplexity_of_a_truncated_text_counts_only_its_scored_part() {
+    let model_dir = crate::runs::with_tokenizer("models/llama_gqa");
+    let p = model_dir.path().join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    cfg["max_position_embeddings"] = 8.into();
+    std::fs::write(&p, cfg.to_string()).unwrap();
+    let model = DecoderLm::load(model_dir.path(), &test_device()).unwrap();
+    let tok = tilpass::tokenize::Tokenizer::from_dir(model_dir.path()).unwrap();
+    let text: String = (1..=20)
+        .map(|i| format!("t{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let r = tilpass::train::runs::text_perplexity(&model, &tok, &[text]).unwrap();
+    assert_eq!((r.texts, r.truncated, r.scores.tokens), (1, 1, 7));
+    let ll = r.scores.perplexity.ln() * 7.0;
+    let scored = "t1 t2 t3 t4 t5 t6 t7 t8";
+    assert!(
+        (r.scores.word_perplexity.ln() * 8.0 - ll).abs() < 1e-9,
+        "{r:?}"
+    );
+    assert!(
+        (r.scores.byte_perplexity.ln() * scored.len() as f64 - ll).abs() < 1e-9,
+        "{r:?}"
+    );
+}
+
+/// Weights that make NaN give an error naming the row, not a label chosen from NaN scores.
+#[test]
+fn non_finite_label_scores_are_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture_path("models/llama_gqa"), dir.path());
+    let file = dir.path().join("model.safetensors");
+    let ck = Checkpoint::open(&file).unwrap();
+    let mut tensors: Vec<(String, HostTensor)> = ck
+        .keys()
+        .map(|k| (k.to_string(), ck.read_f32(k).unwrap()))
+        .collect();
+    drop(ck);
+    for (k, t) in &mut tensors {
+        if k.contains("norm") {
+            t.data.iter_mut().for_each(|x| *x = f32::NAN);
+        }
+    }
+    save_safetensors(
+        &file,
+        tensors.iter().map(|(k, t)| (k.as_str(), t)),
+        SaveDtype::F32,
+        None,
+    )
+    .unwrap();
+    let model = DecoderLm::load(dir.path(), &test_device()).unwrap();
+    let err = tilpass::train::score_labels(&model, &[vec![1, 5, 7]], &[vec![9], vec![11]], 4)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            tilpass::train::TrainError::NonFiniteOutput { row: 0, .. }
+        ),
+        "{err}"
+    );
+}

@@ -27,6 +27,18 @@ pub enum TrainError {
         /// The loss value.
         value: f32,
     },
+    /// A model produced a NaN or infinite score, probability or embedding.
+    #[error(
+        "the {what} of row {row} is {value}: the model produced a non-finite value (check its weights and settings)"
+    )]
+    NonFiniteOutput {
+        /// What it is (`label score`, `class probability`, `embedding`).
+        what: String,
+        /// The row (0-based) of the input.
+        row: usize,
+        /// The value.
+        value: f64,
+    },
     /// A batch has no supervised token.
     #[error("batch {batch} has no supervised token (every label is -100)")]
     NoSupervision {
