@@ -26,6 +26,25 @@ pub struct ModelArgs {
     pub adapter: Option<PathBuf>,
 }
 
+/// Lines of a failed command's log (a training run's progress) printed after its cause, so
+/// the cause is the first line of stderr.
+static AFTER_ERROR: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Holds `lines` to be printed after the cause of the error the command returns.
+pub fn after_error(lines: Vec<String>) {
+    if let Ok(mut l) = AFTER_ERROR.lock() {
+        l.extend(lines);
+    }
+}
+
+/// The lines held by [`after_error`].
+pub fn take_after_error() -> Vec<String> {
+    AFTER_ERROR
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default()
+}
+
 /// Prints one JSON value on a line of stdout.
 pub fn print(v: &Value) {
     println!("{v}");

@@ -152,6 +152,9 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::from(2),
         Err(e) => {
             eprintln!("error: {}", e.to_string().replace('\n', " "));
+            for line in common::take_after_error() {
+                eprintln!("{line}");
+            }
             ExitCode::from(2)
         }
     }

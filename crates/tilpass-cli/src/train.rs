@@ -265,7 +265,9 @@ pub fn train_cmd(c: TrainCommand) -> Result<()> {
             };
             let device = tilpass::device(&run.device)?;
             let mut bar = Progress::new(SftRun::JOB, run.steps);
-            let o = run.run(&device, &mut |e| show(&mut bar, e))?;
+            let o = run
+                .run(&device, &mut |e| show(&mut bar, e))
+                .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
             bar.finish(&o.summary);
             let key = if run.full { "model" } else { "adapter" };
             print(&json!({"summary": o.summary, key: o.saved.display().to_string()}));
@@ -276,7 +278,9 @@ pub fn train_cmd(c: TrainCommand) -> Result<()> {
             };
             let device = tilpass::device(&run.device)?;
             let mut bar = Progress::new(ClassifyRun::JOB, run.steps);
-            let o = run.run(&device, &mut |e| show(&mut bar, e))?;
+            let o = run
+                .run(&device, &mut |e| show(&mut bar, e))
+                .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
             bar.finish(&o.summary);
             print_json(&o)?;
         }

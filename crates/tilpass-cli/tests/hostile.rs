@@ -387,3 +387,107 @@ fn ctrl_c_leaves_no_partial_output_or_temporary_file() {
     assert!(left.is_empty(), "left behind: {left:?}");
     assert_eq!(snapshot(w), before, "inputs unchanged");
 }
+
+/// A training run that fails mid-way (a file of the user's is where its step-2 checkpoint
+/// would go: kept, even with --overwrite-output-dir) puts its cause on the first line of
+/// stderr, before the progress it had printed, and prints nothing on stdout.
+#[test]
+fn a_failed_training_run_puts_its_cause_first() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let m = model_with_tokenizer(w, "llama_gqa");
+    let rows: String = (0..8)
+        .map(|i| {
+            format!(
+                "{{\"prompt\": \"t{} t{}\", \"completion\": \" t{} t2\"}}\n",
+                10 + i,
+                20 + i,
+                40 + i
+            )
+        })
+        .collect();
+    std::fs::write(w.join("sft.jsonl"), rows).unwrap();
+    std::fs::create_dir_all(w.join("run")).unwrap();
+    std::fs::write(w.join("run/checkpoint-2"), "mine").unwrap();
+    let out = tilpass(&[
+        "train",
+        "sft",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        w.join("sft.jsonl").to_str().unwrap(),
+        "--out",
+        w.join("run").to_str().unwrap(),
+        "--overwrite-output-dir",
+        "--save-steps",
+        "2",
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty());
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("error: ") && first.contains("checkpoint-2"),
+        "the cause first: {err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.join("run/checkpoint-2")).unwrap(),
+        "mine"
+    );
+    assert!(
+        err.contains("trainable params"),
+        "the run's log follows: {err}"
+    );
+}
+
+/// Every command that succeeds prints exactly one JSON document on stdout, with no blank line.
+#[test]
+fn successful_commands_print_one_json_document() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let m = model_with_tokenizer(w, "llama_gqa");
+    write_inputs(w);
+    let sft: String = (0..4)
+        .map(|i| {
+            format!(
+                "{{\"prompt\": \"t{i} t9\", \"completion\": \" t{} t2\"}}\n",
+                40 + i
+            )
+        })
+        .collect();
+    std::fs::write(w.join("sft.jsonl"), sft).unwrap();
+    let (w_s, m_s) = (w.to_str().unwrap(), m.to_str().unwrap());
+    for line in [
+        "annotate --model {m} --data {w}/rows.jsonl --labels t5,t6 --out {w}/labelled.jsonl",
+        "data stats {w}/chat.jsonl",
+        "logits --model {m} --ids 1,2,3",
+        "generate --model {m} --ids 1,2,3 --max-new-tokens 2 --json",
+        "peft info {w}/wide_adapter",
+        "train sft --model {m} --data {w}/sft.jsonl --out {w}/run --steps 1 --batch-size 2",
+        "train sft --print-config",
+    ] {
+        let args: Vec<String> = line
+            .split(' ')
+            .map(|a| a.replace("{w}", w_s).replace("{m}", m_s))
+            .collect();
+        let out = tilpass(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{line}: {stderr}");
+        let docs: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+            .into_iter::<Value>()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{line}: stdout is not JSON ({e}): {stdout}"));
+        assert_eq!(docs.len(), 1, "{line}: {stdout}");
+        assert!(
+            !stdout.lines().any(|l| l.trim().is_empty()),
+            "{line}: a blank line on stdout: {stdout:?}"
+        );
+    }
+}
