@@ -113,7 +113,8 @@ pub struct LengthFilter {
 }
 
 impl LengthFilter {
-    /// Checks the bounds: `min_chars` at most `max_chars` ([`DataError::Invalid`] naming both).
+    /// Checks the bounds: `min_chars` at most `max_chars` ([`crate::DataError::Invalid`] naming
+    /// both).
     pub fn validate(&self) -> Result<(), crate::DataError> {
         if let (Some(lo), Some(hi)) = (self.min_chars, self.max_chars)
             && lo > hi

@@ -72,10 +72,10 @@ pub(crate) fn bad_setting(
 }
 
 impl GenerateConfig {
-    /// Checks every setting before any work: `max_new_tokens` >= 1, `temperature` finite and
-    /// >= 0 (> 0 when sampling), `top_k` >= 1, `top_p` in (0, 1], `repetition_penalty`
-    /// finite and > 0. Errors are [`ModelError::InvalidConfig`] naming the setting and the
-    /// accepted range.
+    /// Checks every setting before any work: `max_new_tokens` at least 1, `temperature`
+    /// finite and not negative (positive when sampling), `top_k` at least 1, `top_p` in
+    /// (0, 1], `repetition_penalty` finite and positive. Errors are
+    /// [`ModelError::InvalidConfig`] naming the setting and the accepted range.
     pub fn validate(&self) -> Result<()> {
         if self.max_new_tokens == 0 {
             return Err(bad_setting("max_new_tokens", 0, "an integer >= 1"));
