@@ -40,16 +40,16 @@ fn foreign_checkpoint(dir: &Path, name: &str) {
 fn a_used_output_directory_is_refused_unless_resuming_or_overwriting() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    prepare_output_dir(&out, false, false).unwrap();
+    prepare_output_dir(&out, false, false, &[]).unwrap();
     std::fs::create_dir_all(&out).unwrap();
-    prepare_output_dir(&out, false, false).unwrap();
+    prepare_output_dir(&out, false, false, &[]).unwrap();
     foreign_checkpoint(&out, "checkpoint-4");
     foreign_checkpoint(&out, "checkpoint-04");
     std::fs::create_dir_all(out.join("adapter")).unwrap();
     std::fs::write(out.join("adapter/adapter_model.safetensors"), "old").unwrap();
     std::fs::write(out.join("metrics.jsonl"), "{\"step\": 1}\n").unwrap();
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
-    let err = prepare_output_dir(&out, false, false).unwrap_err();
+    let err = prepare_output_dir(&out, false, false, &[]).unwrap_err();
     assert!(
         matches!(&err, TrainError::InvalidSetting { setting, .. } if setting == "out"),
         "{err}"
@@ -60,9 +60,14 @@ fn a_used_output_directory_is_refused_unless_resuming_or_overwriting() {
         "{msg}"
     );
     assert_eq!(names(&out).len(), 5, "nothing removed");
-    prepare_output_dir(&out, false, true).unwrap();
+    prepare_output_dir(&out, false, true, &[]).unwrap();
     assert_eq!(names(&out).len(), 5, "resuming removes nothing");
-    prepare_output_dir(&out, true, false).unwrap();
+    // An input inside what would be removed (training on from the earlier adapter): an
+    // error, nothing removed.
+    let err = prepare_output_dir(&out, true, false, &[out.join("adapter").as_path()]).unwrap_err();
+    assert!(err.to_string().contains("overwrite_output_dir"), "{err}");
+    assert_eq!(names(&out).len(), 5, "nothing removed");
+    prepare_output_dir(&out, true, false, &[out.join("notes.txt").as_path()]).unwrap();
     // The earlier run's outputs are gone; what is not a run's output stays.
     assert_eq!(names(&out), ["checkpoint-04", "notes.txt"]);
 }

@@ -203,7 +203,12 @@ impl ClassifyRun {
             check::path("data", &self.data)?,
         );
         let out = check::path("out", &self.out)?;
-        super::prepare_output_dir(out, self.overwrite_output_dir, false)?;
+        super::prepare_output_dir(
+            out,
+            self.overwrite_output_dir,
+            false,
+            &[model_dir.as_path(), data.as_path()],
+        )?;
         write_run_config(self, out)?;
         let rows = read_rows(data)?;
         let mut texts = Vec::with_capacity(rows.len());

@@ -214,8 +214,15 @@ pub const RUN_OUTPUTS: &[&str] = &[
 /// `overwrite` (`overwrite_output_dir`, as transformers): then the earlier run's outputs are
 /// removed — its `checkpoint-N` directories (exact name, with a `trainer_state.json`),
 /// [`RUN_OUTPUTS`] and leftover temporary checkpoint directories — so that no file of it
-/// mixes with the new run's. Other files are left alone.
-pub fn prepare_output_dir(dir: &Path, overwrite: bool, resuming: bool) -> Result<()> {
+/// mixes with the new run's. Other files are left alone, and nothing is removed when one of
+/// the run's `inputs` (model, data, initial adapter, ...) lies in what would be removed: that
+/// is an error naming it.
+pub fn prepare_output_dir(
+    dir: &Path,
+    overwrite: bool,
+    resuming: bool,
+    inputs: &[&Path],
+) -> Result<()> {
     let entries: Vec<std::fs::DirEntry> = match std::fs::read_dir(dir) {
         Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -248,20 +255,37 @@ pub fn prepare_output_dir(dir: &Path, overwrite: bool, resuming: bool) -> Result
             ),
         ));
     }
-    for e in entries {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let path = e.path();
-        let is_checkpoint = crate::trainer::checkpoint_step(&name).is_some()
-            && path.join("trainer_state.json").is_file();
-        let is_temp = name.starts_with(".checkpoint-") && name.contains(".tmp");
-        let removed = if is_checkpoint || is_temp || (RUN_OUTPUTS.contains(&name.as_str())) {
-            if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            }
+    let doomed: Vec<std::path::PathBuf> = entries
+        .iter()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_checkpoint = crate::trainer::checkpoint_step(&name).is_some()
+                && e.path().join("trainer_state.json").is_file();
+            let is_temp = name.starts_with(".checkpoint-") && name.contains(".tmp");
+            is_checkpoint || is_temp || RUN_OUTPUTS.contains(&name.as_str())
+        })
+        .map(|e| e.path())
+        .collect();
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    for input in inputs {
+        let input_c = canonical(input);
+        if let Some(d) = doomed.iter().find(|d| input_c.starts_with(canonical(d))) {
+            return Err(TrainError::setting(
+                "overwrite_output_dir",
+                true,
+                format!(
+                    "no input inside what it removes: {} is in {} of the earlier run",
+                    input.display(),
+                    d.display()
+                ),
+            ));
+        }
+    }
+    for path in doomed {
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
         } else {
-            Ok(())
+            std::fs::remove_file(&path)
         };
         removed.map_err(|e| tilpass_core::Error::io(&path, e))?;
     }

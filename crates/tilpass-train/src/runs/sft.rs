@@ -301,7 +301,20 @@ impl SftRun {
         if let Some(ckpt) = &self.resume {
             super::check_resume_settings(self, ckpt, RESUME_SETTINGS)?;
         }
-        super::prepare_output_dir(out, self.overwrite_output_dir, self.resume.is_some())?;
+        let mut inputs: Vec<&Path> = vec![model_dir.as_path()];
+        inputs.extend(self.init_adapter.as_deref());
+        inputs.extend(self.resume.as_deref());
+        for spec in [Some(data), self.eval_data.as_ref()].into_iter().flatten() {
+            if let DatasetSpec::File(p) = spec {
+                inputs.push(p.as_path());
+            }
+        }
+        super::prepare_output_dir(
+            out,
+            self.overwrite_output_dir,
+            self.resume.is_some(),
+            &inputs,
+        )?;
         write_run_config(self, out)?;
         let device = device.clone().autodiff();
         device.seed(self.seed);
