@@ -148,10 +148,23 @@ fn non_finite_label_scores_are_an_error() {
     let err = tilpass::train::score_labels(&model, &[vec![1, 5, 7]], &[vec![9], vec![11]], 4)
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            tilpass::train::TrainError::NonFiniteOutput { row: 0, .. }
-        ),
+        matches!(&err, tilpass::train::TrainError::NonFiniteOutput { what, .. }
+            if what.contains("row 0")),
         "{err}"
+    );
+    // Generating from that model is an error too, not tokens picked from NaN logits.
+    let gen_err = tilpass::models::generate(
+        &model,
+        &[vec![1, 5, 7]],
+        &tilpass::models::GenerateConfig {
+            max_new_tokens: 4,
+            ..Default::default()
+        },
+        &mut |_, _| true,
+    )
+    .unwrap_err();
+    assert!(
+        gen_err.to_string().contains("non-finite logits"),
+        "{gen_err}"
     );
 }

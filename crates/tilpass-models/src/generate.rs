@@ -413,6 +413,14 @@ fn generate_core(
                 continue;
             }
             let mut row = last[r * vocab..(r + 1) * vocab].to_vec();
+            if let Some(x) = row.iter().find(|x| !x.is_finite()) {
+                // A token picked from NaN / inf logits would be a silent wrong answer.
+                return Err(ModelError::Input(format!(
+                    "the model produced non-finite logits ({x}) for new token {} of row {r}: \
+                     check its weights (and an adapter's)",
+                    step + 1
+                )));
+            }
             if let Some(p) = cfg.repetition_penalty.filter(|p| *p != 1.0) {
                 let seen: Vec<u32> = (n..seq)
                     .filter(|&j| mask[r * seq + j] == 1)

@@ -64,8 +64,7 @@ pub fn score_labels(
         for (&(p, l), v) in chunk.iter().zip(per_row) {
             if !v.is_finite() {
                 return Err(TrainError::NonFiniteOutput {
-                    what: format!("label score (label {l})"),
-                    row: p,
+                    what: format!("label score of row {p} (label {l})"),
                     value: f64::from(v),
                 });
             }
@@ -176,8 +175,7 @@ pub fn predict<M: SequenceClassifier>(
             let row = v[r * k..(r + 1) * k].to_vec();
             if let Some(p) = row.iter().find(|p| !p.is_finite()) {
                 return Err(TrainError::NonFiniteOutput {
-                    what: "class probability".into(),
-                    row: out.len(),
+                    what: format!("class probability of row {}", out.len()),
                     value: f64::from(*p),
                 });
             }

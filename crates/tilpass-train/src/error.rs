@@ -27,15 +27,14 @@ pub enum TrainError {
         /// The loss value.
         value: f32,
     },
-    /// A model produced a NaN or infinite score, probability or embedding.
+    /// A model produced a NaN or infinite score, probability or loss.
     #[error(
-        "the {what} of row {row} is {value}: the model produced a non-finite value (check its weights and settings)"
+        "the {what} is {value}: the model produced a non-finite value (check its weights and settings)"
     )]
     NonFiniteOutput {
-        /// What it is (`label score`, `class probability`, `embedding`).
+        /// What it is and where (`label score of row 3 (label 1)`, `evaluation loss after
+        /// step 20`).
         what: String,
-        /// The row (0-based) of the input.
-        row: usize,
         /// The value.
         value: f64,
     },

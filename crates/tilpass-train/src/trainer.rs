@@ -724,6 +724,12 @@ pub fn evaluate(model: &DecoderLm, eval: &[LmBatch], step: usize) -> Result<Eval
         count += n;
     }
     let eval_loss = total / count.max(1) as f64;
+    if !eval_loss.is_finite() {
+        return Err(TrainError::NonFiniteOutput {
+            what: format!("evaluation loss after step {step}"),
+            value: eval_loss,
+        });
+    }
     Ok(EvalLog {
         step,
         eval_loss,
