@@ -168,3 +168,40 @@ fn non_finite_label_scores_are_an_error() {
         "{gen_err}"
     );
 }
+
+/// An encoder-decoder whose weights make NaN: generation is an error, not tokens.
+#[test]
+fn seq2seq_generation_from_non_finite_logits_is_an_error() {
+    use tilpass::models::{EncoderInput, Seq2SeqConfig, T5, generate_seq2seq};
+    use tilpass::tokenize::{Batch, Padding};
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture_path("encoders/t5_v1_1"), dir.path());
+    let file = dir.path().join("model.safetensors");
+    let ck = Checkpoint::open(&file).unwrap();
+    let mut tensors: Vec<(String, HostTensor)> = ck
+        .keys()
+        .map(|k| (k.to_string(), ck.read_f32(k).unwrap()))
+        .collect();
+    drop(ck);
+    for (k, t) in &mut tensors {
+        if k.contains("final_layer_norm") {
+            t.data.iter_mut().for_each(|x| *x = f32::NAN);
+        }
+    }
+    save_safetensors(
+        &file,
+        tensors.iter().map(|(k, t)| (k.as_str(), t)),
+        SaveDtype::F32,
+        None,
+    )
+    .unwrap();
+    let model = T5::from_dir(dir.path(), &test_device()).unwrap();
+    let input =
+        EncoderInput::from_batch(&Batch::from_ids(&[vec![5, 6]], Padding::right(0))).unwrap();
+    let cfg = Seq2SeqConfig {
+        max_new_tokens: 3,
+        ..Default::default()
+    };
+    let err = generate_seq2seq(&model, &input, &cfg).unwrap_err();
+    assert!(err.to_string().contains("non-finite logits"), "{err}");
+}

@@ -285,6 +285,15 @@ impl Stepper<'_> {
             .into_data()
             .try_into_vec_as::<f32>()
             .map_err(|e| ModelError::Input(format!("{e:?}")))?;
+        // NaN (or +inf) log-probabilities come from non-finite logits: a token picked from
+        // them would be a silent wrong answer.
+        if let Some(i) = flat.iter().position(|x| x.is_nan() || *x == f32::INFINITY) {
+            return Err(ModelError::Input(format!(
+                "the model produced non-finite logits at decoder step {len} of row {}: check \
+                 its weights (and an adapter's)",
+                i / v
+            )));
+        }
         Ok(flat.chunks(v).map(<[f32]>::to_vec).collect())
     }
 }
