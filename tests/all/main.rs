@@ -15,6 +15,7 @@ mod metrics_classification;
 mod metrics_text;
 mod output_dirs;
 mod packing;
+mod param_tables;
 mod peft_parity;
 mod runs;
 mod sentence_embeddings;

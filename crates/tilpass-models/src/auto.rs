@@ -34,7 +34,7 @@ use crate::decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS};
 use crate::embed::{EncoderModel, SUPPORTED_ENCODERS};
 use crate::encoder::EncoderInput;
 use crate::error::{ModelError, Result};
-use crate::layers::HasLinears;
+use crate::linear::HasLinears;
 use crate::seq2seq::{SUPPORTED_SEQ2SEQ, Seq2SeqLm, Seq2SeqModel};
 
 /// A model family: one architecture of `tilpass-models`.
@@ -513,36 +513,7 @@ impl AnyModel {
     }
 }
 
-impl HasLinears for AnyModel {
-    fn linears(&self) -> Vec<(String, &crate::layers::Linear)> {
-        self.inner().linears()
-    }
-    fn linears_mut(&mut self) -> Vec<(String, &mut crate::layers::Linear)> {
-        self.inner_mut().linears_mut()
-    }
-    fn model_type(&self) -> String {
-        self.inner().model_type()
-    }
-    fn conv1d_layers(&self) -> bool {
-        self.inner().conv1d_layers()
-    }
-    fn parameter_count(&self) -> usize {
-        self.inner().parameter_count()
-    }
-    fn freeze(&mut self) {
-        self.inner_mut().freeze()
-    }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        self.inner_mut().map_params(grads, f)
-    }
-    fn unfreeze_all(&mut self) {
-        self.inner_mut().unfreeze_all()
-    }
-}
+crate::linear::has_linears_via!(AnyModel, inner, inner_mut);
 
 #[cfg(test)]
 mod tests {

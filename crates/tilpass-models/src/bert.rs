@@ -7,14 +7,16 @@ use std::collections::BTreeMap;
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
 
-use crate::layers::Linear;
+use crate::linear::Linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
 
-use crate::encoder::{Activation, EncoderInput, labels_from};
+use crate::attention::attention;
+use crate::encoder::{Activation, EncoderInput, ProblemType, SequenceClassifier, labels_from};
 use crate::error::{ModelError, Result};
-use crate::layers::{LayerNorm, attention, load_embedding, load_linear};
+use crate::norm::LayerNorm;
+use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
 /// `config.json` of a BERT model (transformers' `BertConfig`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,11 +199,7 @@ impl Bert {
                 config.position_embedding_type
             )));
         }
-        let (h, i, heads) = (
-            config.hidden_size,
-            config.intermediate_size,
-            config.num_attention_heads,
-        );
+        let (h, heads) = (config.hidden_size, config.num_attention_heads);
         if heads == 0 || h % heads != 0 {
             return Err(unsupported(format!(
                 "hidden_size {h} is not a multiple of num_attention_heads {heads}"
@@ -221,82 +219,47 @@ impl Bert {
             ""
         };
         let eps = config.layer_norm_eps;
-        let word_name = format!("{p}embeddings.word_embeddings.weight");
-        let word = load_embedding(ckpt, &word_name, config.vocab_size, h, device)?;
-        let position = load_embedding(
-            ckpt,
-            &format!("{p}embeddings.position_embeddings.weight"),
-            config.max_position_embeddings,
-            h,
-            device,
-        )?;
-        let token_type = load_embedding(
-            ckpt,
-            &format!("{p}embeddings.token_type_embeddings.weight"),
-            config.type_vocab_size,
-            h,
-            device,
-        )?;
-        let emb_norm = LayerNorm::load(ckpt, &format!("{p}embeddings.LayerNorm"), h, eps, device)?;
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for l in 0..config.num_hidden_layers {
-            let n = format!("{p}encoder.layer.{l}");
-            let lin = |name: &str, din, dout| {
-                load_linear(ckpt, &format!("{n}.{name}"), din, dout, true, device)
-            };
-            layers.push(BertLayer {
-                query: lin("attention.self.query", h, h)?,
-                key: lin("attention.self.key", h, h)?,
-                value: lin("attention.self.value", h, h)?,
-                attn_out: lin("attention.output.dense", h, h)?,
-                attn_norm: LayerNorm::load(
-                    ckpt,
-                    &format!("{n}.attention.output.LayerNorm"),
-                    h,
-                    eps,
-                    device,
-                )?,
-                intermediate: lin("intermediate.dense", h, i)?,
-                output: lin("output.dense", i, h)?,
-                out_norm: LayerNorm::load(ckpt, &format!("{n}.output.LayerNorm"), h, eps, device)?,
+        let pooler = ckpt.contains(&format!("{p}pooler.dense.weight"))
+            // Classification reads the pooler; a missing one is an error naming it.
+            || head == BertHeadKind::SequenceClassification;
+        let tied = !ckpt.contains("cls.predictions.decoder.weight");
+        if head == BertHeadKind::MaskedLm && tied && !config.tie_word_embeddings {
+            return Err(ModelError::MissingLmHead {
+                path: path.into(),
+                tensor: "cls.predictions.decoder.weight".into(),
             });
         }
-        let pooler_name = format!("{p}pooler.dense");
-        let pooler = if ckpt.contains(&format!("{pooler_name}.weight")) {
-            Some(load_linear(ckpt, &pooler_name, h, h, true, device)?)
-        } else if head == BertHeadKind::SequenceClassification {
-            // Classification reads the pooler; a missing one is an error naming it.
-            Some(load_linear(ckpt, &pooler_name, h, h, true, device)?)
-        } else {
-            None
-        };
+        let table = bert_params(&config, head, pooler, tied);
+        let mut ld = Loader::new(ckpt, table, device).with_prefix(bert_prefix(head), p);
+        // Fields in table order.
+        let word = ld.embedding()?;
+        let position = ld.embedding()?;
+        let token_type = ld.embedding()?;
+        let emb_norm = ld.layer_norm(eps)?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for _ in 0..config.num_hidden_layers {
+            layers.push(BertLayer {
+                query: ld.linear()?,
+                key: ld.linear()?,
+                value: ld.linear()?,
+                attn_out: ld.linear()?,
+                attn_norm: ld.layer_norm(eps)?,
+                intermediate: ld.linear()?,
+                output: ld.linear()?,
+                out_norm: ld.layer_norm(eps)?,
+            });
+        }
+        let pooler = if pooler { Some(ld.linear()?) } else { None };
         let mlm = if head == BertHeadKind::MaskedLm {
-            let tied = !ckpt.contains("cls.predictions.decoder.weight");
-            if tied && !config.tie_word_embeddings {
-                return Err(ModelError::MissingLmHead {
-                    path: path.into(),
-                    tensor: "cls.predictions.decoder.weight".into(),
-                });
-            }
-            let decoder = if tied {
-                word.weight.val()
-            } else {
-                ckpt.tensor(
-                    "cls.predictions.decoder.weight",
-                    [config.vocab_size, h],
-                    device,
-                )?
-            };
-            let bias_name = if ckpt.contains("cls.predictions.bias") {
-                "cls.predictions.bias"
-            } else {
-                "cls.predictions.decoder.bias"
-            };
             Some(BertMlmHead {
-                dense: load_linear(ckpt, "cls.predictions.transform.dense", h, h, true, device)?,
-                norm: LayerNorm::load(ckpt, "cls.predictions.transform.LayerNorm", h, eps, device)?,
-                decoder: Param::from_tensor(decoder),
-                bias: Param::from_tensor(ckpt.tensor(bias_name, [config.vocab_size], device)?),
+                dense: ld.linear()?,
+                norm: ld.layer_norm(eps)?,
+                decoder: if tied {
+                    Param::from_tensor(word.weight.val())
+                } else {
+                    ld.matrix()?
+                },
+                bias: ld.vector()?,
                 tied,
             })
         } else {
@@ -305,11 +268,12 @@ impl Bert {
         let classifier = match head {
             BertHeadKind::SequenceClassification | BertHeadKind::TokenClassification => {
                 Some(BertClassifier {
-                    linear: load_linear(ckpt, "classifier", h, config.num_labels(), true, device)?,
+                    linear: ld.linear()?,
                 })
             }
             _ => None,
         };
+        ld.finish()?;
         labels_from(&config.id2label)?;
         Ok(Self {
             word,
@@ -523,7 +487,7 @@ impl Bert {
         let t = head
             .norm
             .forward(self.act.apply(head.dense.forward(hidden)));
-        let logits = crate::layers::tied_logits(t, head.decoder.val());
+        let logits = crate::embedding::tied_logits(t, head.decoder.val());
         Ok(logits + head.bias.val().unsqueeze::<3>())
     }
 
@@ -569,56 +533,154 @@ impl Bert {
     }
 }
 
-macro_rules! bert_linears {
-    ($s:expr $(, $m:tt)?) => {{
-        let mut out = Vec::new();
-        // The HF module path: `bert.` inside the task classes, none in a bare `BertModel`.
-        let p0 = if $s.head == BertHeadKind::Base { "" } else { "bert." };
-        for (i, l) in (& $($m)? $s.layers).into_iter().enumerate() {
-            let p = format!("{p0}encoder.layer.{i}");
-            out.push((format!("{p}.attention.self.query"), & $($m)? l.query));
-            out.push((format!("{p}.attention.self.key"), & $($m)? l.key));
-            out.push((format!("{p}.attention.self.value"), & $($m)? l.value));
-            out.push((format!("{p}.attention.output.dense"), & $($m)? l.attn_out));
-            out.push((format!("{p}.intermediate.dense"), & $($m)? l.intermediate));
-            out.push((format!("{p}.output.dense"), & $($m)? l.output));
+/// The HF module prefix of the base model: `bert.` inside the task classes, none in a bare
+/// `BertModel`.
+fn bert_prefix(head: BertHeadKind) -> &'static str {
+    if head == BertHeadKind::Base {
+        ""
+    } else {
+        "bert."
+    }
+}
+
+/// The parameter table of a BERT model with `head`: the embeddings, encoder layers, the
+/// pooler when `pooler`, and the head's tensors (the masked-LM decoder only when not `tied`
+/// to the word embeddings). Names carry the task class's `bert.` prefix.
+pub fn bert_params(c: &BertConfig, head: BertHeadKind, pooler: bool, tied: bool) -> Vec<ParamSpec> {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let p0 = bert_prefix(head);
+    let e = format!("{p0}embeddings");
+    let mut t = vec![
+        ParamSpec::embedding(format!("{e}.word_embeddings"), c.vocab_size, h),
+        ParamSpec::embedding(
+            format!("{e}.position_embeddings"),
+            c.max_position_embeddings,
+            h,
+        ),
+        ParamSpec::embedding(format!("{e}.token_type_embeddings"), c.type_vocab_size, h),
+        ParamSpec::layer_norm(format!("{e}.LayerNorm"), h),
+    ];
+    for l in 0..c.num_hidden_layers {
+        let p = format!("{p0}encoder.layer.{l}");
+        let lin = |n: &str, d_in, d_out| {
+            ParamSpec::linear(format!("{p}.{n}"), d_in, d_out, true).adapter()
+        };
+        t.extend([
+            lin("attention.self.query", h, h),
+            lin("attention.self.key", h, h),
+            lin("attention.self.value", h, h),
+            lin("attention.output.dense", h, h),
+            ParamSpec::layer_norm(format!("{p}.attention.output.LayerNorm"), h),
+            lin("intermediate.dense", h, i),
+            lin("output.dense", i, h),
+            ParamSpec::layer_norm(format!("{p}.output.LayerNorm"), h),
+        ]);
+    }
+    if pooler {
+        t.push(ParamSpec::linear(format!("{p0}pooler.dense"), h, h, true).adapter());
+    }
+    match head {
+        BertHeadKind::MaskedLm => {
+            t.push(ParamSpec::linear(
+                "cls.predictions.transform.dense",
+                h,
+                h,
+                true,
+            ));
+            t.push(ParamSpec::layer_norm(
+                "cls.predictions.transform.LayerNorm",
+                h,
+            ));
+            if !tied {
+                t.push(ParamSpec::tensor(
+                    "cls.predictions.decoder.weight",
+                    &[c.vocab_size, h],
+                ));
+            }
+            t.push(
+                ParamSpec::tensor("cls.predictions.bias", &[c.vocab_size])
+                    .alias("cls.predictions.decoder.bias"),
+            );
         }
-        if let Some(pooler) = & $($m)? $s.pooler {
-            out.push((format!("{p0}pooler.dense"), pooler));
+        BertHeadKind::SequenceClassification | BertHeadKind::TokenClassification => {
+            t.push(ParamSpec::linear("classifier", h, c.num_labels(), true).adapter());
+        }
+        BertHeadKind::Base => {}
+    }
+    t
+}
+
+/// The fields of a [`Bert`] in the order of [`bert_params`].
+macro_rules! bert_slots {
+    ($s:expr, $S:ident $(, $m:tt)?) => {{
+        let mut out = vec![
+            $S::Embedding(& $($m)? $s.word),
+            $S::Embedding(& $($m)? $s.position),
+            $S::Embedding(& $($m)? $s.token_type),
+            $S::LayerNorm(& $($m)? $s.emb_norm),
+        ];
+        for l in & $($m)? $s.layers {
+            out.extend([
+                $S::Linear(& $($m)? l.query),
+                $S::Linear(& $($m)? l.key),
+                $S::Linear(& $($m)? l.value),
+                $S::Linear(& $($m)? l.attn_out),
+                $S::LayerNorm(& $($m)? l.attn_norm),
+                $S::Linear(& $($m)? l.intermediate),
+                $S::Linear(& $($m)? l.output),
+                $S::LayerNorm(& $($m)? l.out_norm),
+            ]);
+        }
+        out.extend((& $($m)? $s.pooler).into_iter().map($S::Linear));
+        if let Some(h) = & $($m)? $s.mlm {
+            out.push($S::Linear(& $($m)? h.dense));
+            out.push($S::LayerNorm(& $($m)? h.norm));
+            if !h.tied {
+                out.push($S::Matrix(& $($m)? h.decoder));
+            }
+            out.push($S::Vector(& $($m)? h.bias));
         }
         if let Some(c) = & $($m)? $s.classifier {
-            out.push(("classifier".to_string(), & $($m)? c.linear));
+            out.push($S::Linear(& $($m)? c.linear));
         }
         out
     }};
 }
 
-impl crate::layers::HasLinears for Bert {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        bert_linears!(self)
+impl ParamTable for Bert {
+    fn param_table(&self) -> Vec<ParamSpec> {
+        let tied = self.mlm.as_ref().is_none_or(|h| h.tied);
+        bert_params(&self.config, self.head, self.pooler.is_some(), tied)
     }
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        bert_linears!(self, mut)
+    fn param_slots(&self) -> Vec<Slot<'_>> {
+        bert_slots!(self, Slot)
     }
+    fn param_slots_mut(&mut self) -> Vec<SlotMut<'_>> {
+        bert_slots!(self, SlotMut, mut)
+    }
+}
+
+impl FamilyModel for Bert {
     fn model_type(&self) -> String {
         "bert".into()
     }
-    fn parameter_count(&self) -> usize {
+    fn tied_params(&self) -> usize {
         // The MLM decoder is tied to the word embeddings: count it once, as PyTorch does.
-        let tied = match &self.mlm {
+        match &self.mlm {
             Some(h) if h.tied => h.decoder.val().dims().iter().product(),
             _ => 0,
-        };
-        burn::module::Module::num_params(self) - tied
+        }
     }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        *self = crate::layers::map_module_params(self.clone(), grads, f);
+}
+
+impl SequenceClassifier for Bert {
+    fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
+        Bert::classify(self, input)
     }
-    fn freeze(&mut self) {
-        *self = burn::module::Module::no_grad(self.clone());
+    fn problem_type(&self) -> Result<ProblemType> {
+        self.config().problem_type()
+    }
+    fn num_labels(&self) -> usize {
+        self.config().num_labels()
     }
 }

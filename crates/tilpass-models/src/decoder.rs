@@ -3,14 +3,16 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use tilpass_core::{CONFIG_FILE, HostTensor, ModelDir, SaveDtype, save_safetensors};
+use tilpass_core::{CONFIG_FILE, ModelDir, SaveDtype, save_safetensors};
 use tilpass_tokenize::{Batch, Padding};
 
-use crate::config::{Gpt2Config, LlamaConfig};
+use crate::attention::causal_mask;
+pub use crate::decoder_family::DecoderFamily;
 use crate::error::{ModelError, Result};
-use crate::gpt2::Gpt2;
-use crate::layers::{KvCache, causal_mask};
-use crate::llama::Llama;
+use crate::gpt2::{Gpt2, Gpt2Config};
+use crate::kv_cache::KvCache;
+use crate::llama::{Llama, LlamaConfig};
+use crate::params::hf_tensors;
 
 /// `model_type`s that [`DecoderLm::load`] understands.
 pub const SUPPORTED_DECODERS: [&str; 3] = ["llama", "mistral", "gpt2"];
@@ -125,95 +127,11 @@ impl DecoderLm {
     pub fn save(&self, dir: impl AsRef<Path>, dtype: SaveDtype) -> Result<()> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
-        let mut t: Vec<(String, HostTensor)> = vec![];
-        let mut put = |name: String, x: HostTensor| t.push((name, x));
-        let host1 = |p: &burn::module::Param<Tensor<1>>| HostTensor::from_tensor(&p.val());
-        let host2 = |p: &burn::module::Param<Tensor<2>>| HostTensor::from_tensor(&p.val());
-        let config = match self {
-            Self::Llama(m) => {
-                let lin = |put: &mut dyn FnMut(String, HostTensor),
-                           name: String,
-                           l: &crate::layers::Linear|
-                 -> Result<()> {
-                    put(format!("{name}.weight"), host2(&l.weight).transposed()?);
-                    if let Some(b) = &l.bias {
-                        put(format!("{name}.bias"), host1(b));
-                    }
-                    Ok(())
-                };
-                put(
-                    "model.embed_tokens.weight".into(),
-                    host2(&m.embed_tokens.weight),
-                );
-                for (i, l) in m.layers.iter().enumerate() {
-                    let p = format!("model.layers.{i}");
-                    put(
-                        format!("{p}.input_layernorm.weight"),
-                        host1(&l.input_layernorm.weight),
-                    );
-                    put(
-                        format!("{p}.post_attention_layernorm.weight"),
-                        host1(&l.post_attention_layernorm.weight),
-                    );
-                    let a = &l.self_attn;
-                    for (n, x) in [
-                        ("q_proj", &a.q_proj),
-                        ("k_proj", &a.k_proj),
-                        ("v_proj", &a.v_proj),
-                        ("o_proj", &a.o_proj),
-                    ] {
-                        lin(&mut put, format!("{p}.self_attn.{n}"), x)?;
-                    }
-                    for (n, x) in [
-                        ("gate_proj", &l.mlp.gate_proj),
-                        ("up_proj", &l.mlp.up_proj),
-                        ("down_proj", &l.mlp.down_proj),
-                    ] {
-                        lin(&mut put, format!("{p}.mlp.{n}"), x)?;
-                    }
-                }
-                put("model.norm.weight".into(), host1(&m.norm.weight));
-                if let Some(h) = &m.lm_head {
-                    lin(&mut put, "lm_head".into(), h)?;
-                }
-                serde_json::to_value(&m.config)
-            }
-            Self::Gpt2(m) => {
-                let conv = |put: &mut dyn FnMut(String, HostTensor),
-                            name: String,
-                            l: &crate::layers::Linear| {
-                    put(format!("{name}.weight"), host2(&l.weight));
-                    if let Some(b) = &l.bias {
-                        put(format!("{name}.bias"), host1(b));
-                    }
-                };
-                let ln = |put: &mut dyn FnMut(String, HostTensor),
-                          name: String,
-                          l: &crate::layers::LayerNorm| {
-                    put(format!("{name}.weight"), host1(&l.weight));
-                    put(format!("{name}.bias"), host1(&l.bias));
-                };
-                put("transformer.wte.weight".into(), host2(&m.wte.weight));
-                put("transformer.wpe.weight".into(), host2(&m.wpe.weight));
-                for (i, b) in m.h.iter().enumerate() {
-                    let p = format!("transformer.h.{i}");
-                    ln(&mut put, format!("{p}.ln_1"), &b.ln_1);
-                    conv(&mut put, format!("{p}.attn.c_attn"), &b.c_attn);
-                    conv(&mut put, format!("{p}.attn.c_proj"), &b.c_proj);
-                    ln(&mut put, format!("{p}.ln_2"), &b.ln_2);
-                    conv(&mut put, format!("{p}.mlp.c_fc"), &b.c_fc);
-                    conv(&mut put, format!("{p}.mlp.c_proj"), &b.mlp_proj);
-                }
-                ln(&mut put, "transformer.ln_f".into(), &m.ln_f);
-                let mut v = serde_json::to_value(&m.config);
-                if let Ok(serde_json::Value::Object(o)) = &mut v {
-                    o.insert("model_type".into(), "gpt2".into());
-                }
-                v
-            }
-        }
-        .map_err(|e| ModelError::Input(format!("config does not serialise: {e}")))?;
-        let mut config = config;
+        let t = hf_tensors(self.family())?;
+        let mut config = self
+            .family()
+            .hf_config()
+            .map_err(|e| ModelError::Input(format!("config does not serialise: {e}")))?;
         if let serde_json::Value::Object(o) = &mut config {
             // transformers 4 (< 4.56) spelled it `torch_dtype`; one key, with the written dtype.
             o.shift_remove("torch_dtype");
@@ -257,66 +175,57 @@ impl DecoderLm {
             TensorData::new(ids, [input.batch, input.seq]),
             &self.device(),
         );
-        Ok(match self {
-            Self::Llama(m) => m.embed_tokens.forward(ids),
-            Self::Gpt2(m) => m.wte.forward(ids),
-        })
+        Ok(self.family().embed(ids))
+    }
+
+    /// The family behind the model.
+    pub fn family(&self) -> &dyn DecoderFamily {
+        match self {
+            Self::Llama(m) => m.as_ref(),
+            Self::Gpt2(m) => m.as_ref(),
+        }
+    }
+
+    /// The family behind the model, mutable.
+    pub fn family_mut(&mut self) -> &mut dyn DecoderFamily {
+        match self {
+            Self::Llama(m) => m.as_mut(),
+            Self::Gpt2(m) => m.as_mut(),
+        }
     }
 
     /// Width of the model (embedding size).
     pub fn hidden_size(&self) -> usize {
-        match self {
-            Self::Llama(m) => m.config.hidden_size,
-            Self::Gpt2(m) => m.config.n_embd,
-        }
+        self.family().hidden_size()
     }
 
     /// `(key/value heads, head dim)` of the attention layers (what a KV cache holds).
     pub fn kv_shape(&self) -> (usize, usize) {
-        match self {
-            Self::Llama(m) => (m.config.kv_heads(), m.config.head_dim()),
-            Self::Gpt2(m) => (m.config.n_head, m.config.n_embd / m.config.n_head),
-        }
+        self.family().kv_shape()
     }
 
     /// Number of layers (for [`KvCache::new`]).
     pub fn num_layers(&self) -> usize {
-        match self {
-            Self::Llama(m) => m.layers.len(),
-            Self::Gpt2(m) => m.h.len(),
-        }
+        self.family().num_layers()
     }
 
     /// Vocabulary size.
     pub fn vocab_size(&self) -> usize {
-        match self {
-            Self::Llama(m) => m.config.vocab_size,
-            Self::Gpt2(m) => m.config.vocab_size,
-        }
+        self.family().vocab_size()
     }
 
     /// Maximum positions.
     pub fn max_positions(&self) -> usize {
-        match self {
-            Self::Llama(m) => m.config.max_position_embeddings,
-            Self::Gpt2(m) => m.config.n_positions,
-        }
+        self.family().max_positions()
     }
 
     /// EOS ids from the config.
     pub fn eos_token_ids(&self) -> Vec<u32> {
-        let e = match self {
-            Self::Llama(m) => &m.config.eos_token_id,
-            Self::Gpt2(m) => &m.config.eos_token_id,
-        };
-        e.as_ref().map(|e| e.to_vec()).unwrap_or_default()
+        self.family().eos_token_ids()
     }
 
     fn device(&self) -> Device {
-        match self {
-            Self::Llama(m) => m.embed_tokens.weight.val().device(),
-            Self::Gpt2(m) => m.wte.weight.val().device(),
-        }
+        self.family().device()
     }
 
     /// Logits `[batch, seq, vocab]` for the new tokens of `input`; with a cache, the cached
@@ -328,10 +237,7 @@ impl DecoderLm {
 
     /// Logits `[batch, seq, vocab]` from final hidden states `[batch, seq, hidden]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        match self {
-            Self::Llama(m) => m.lm_logits(hidden),
-            Self::Gpt2(m) => m.lm_logits(hidden),
-        }
+        self.family().lm_logits(hidden)
     }
 
     /// Final hidden states `[batch, seq, hidden]` (after the last norm) for the new tokens of
@@ -394,20 +300,17 @@ impl DecoderLm {
         let device = self.device();
         let ids: Vec<i64> = input.input_ids.iter().map(|&t| i64::from(t)).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
-        let window = match self {
-            Self::Llama(m) => m.config.sliding_window(),
-            Self::Gpt2(_) => None,
-        };
-        let mask = causal_mask(&input.attention_mask, b, s, past, window, &device);
-        let x = match self {
-            Self::Llama(m) => m.embed_tokens.forward(ids),
-            Self::Gpt2(m) => m.wte.forward(ids),
-        };
-        let x = crate::encoder::splice_prompt(x, prompt)?;
-        Ok(match self {
-            Self::Llama(m) => m.hidden_from(x, &input.position_ids, &mask, cache),
-            Self::Gpt2(m) => m.hidden_from(x, &input.position_ids, &mask, cache),
-        })
+        let f = self.family();
+        let mask = causal_mask(
+            &input.attention_mask,
+            b,
+            s,
+            past,
+            f.sliding_window(),
+            &device,
+        );
+        let x = crate::encoder::splice_prompt(f.embed(ids), prompt)?;
+        Ok(f.hidden_from(x, &input.position_ids, &mask, cache))
     }
 }
 
@@ -446,48 +349,4 @@ pub fn shifted_log_probs(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<2>
     Ok((picked, mask))
 }
 
-impl crate::layers::HasLinears for DecoderLm {
-    fn linears(&self) -> Vec<(String, &crate::layers::Linear)> {
-        match self {
-            Self::Llama(m) => m.linears(),
-            Self::Gpt2(m) => m.linears(),
-        }
-    }
-    fn linears_mut(&mut self) -> Vec<(String, &mut crate::layers::Linear)> {
-        match self {
-            Self::Llama(m) => m.linears_mut(),
-            Self::Gpt2(m) => m.linears_mut(),
-        }
-    }
-    fn model_type(&self) -> String {
-        match self {
-            Self::Llama(m) => m.model_type(),
-            Self::Gpt2(m) => m.model_type(),
-        }
-    }
-    fn conv1d_layers(&self) -> bool {
-        matches!(self, Self::Gpt2(_))
-    }
-    fn parameter_count(&self) -> usize {
-        match self {
-            Self::Llama(m) => m.parameter_count(),
-            Self::Gpt2(m) => m.parameter_count(),
-        }
-    }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        match self {
-            Self::Llama(m) => m.map_params(grads, f),
-            Self::Gpt2(m) => m.map_params(grads, f),
-        }
-    }
-    fn freeze(&mut self) {
-        match self {
-            Self::Llama(m) => m.freeze(),
-            Self::Gpt2(m) => m.freeze(),
-        }
-    }
-}
+crate::linear::has_linears_via!(DecoderLm, family, family_mut);

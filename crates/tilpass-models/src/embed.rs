@@ -8,7 +8,7 @@ use tilpass_core::{CONFIG_FILE, ModelDir};
 use tilpass_tokenize::{Batch, Padding};
 
 use crate::bert::{Bert, BertConfig};
-use crate::encoder::{EncoderInput, PoolingMode, pool};
+use crate::encoder::{EncoderInput, PoolingMode, ProblemType, SequenceClassifier, pool};
 use crate::error::{ModelError, Result};
 use crate::ltg_bert::{LtgBert, LtgBertConfig};
 
@@ -325,45 +325,39 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     dot / (na * nb).max(1e-12)
 }
 
-impl crate::layers::HasLinears for EncoderModel {
-    fn linears(&self) -> Vec<(String, &crate::layers::Linear)> {
+impl EncoderModel {
+    /// The model behind the wrapper, as adapters see it.
+    fn as_linears(&self) -> &dyn crate::linear::HasLinears {
         match self {
-            Self::Bert(m) => m.linears(),
-            Self::LtgBert(m) => m.linears(),
+            Self::Bert(m) => m.as_ref(),
+            Self::LtgBert(m) => m.as_ref(),
         }
     }
-    fn linears_mut(&mut self) -> Vec<(String, &mut crate::layers::Linear)> {
+
+    fn as_linears_mut(&mut self) -> &mut dyn crate::linear::HasLinears {
         match self {
-            Self::Bert(m) => m.linears_mut(),
-            Self::LtgBert(m) => m.linears_mut(),
+            Self::Bert(m) => m.as_mut(),
+            Self::LtgBert(m) => m.as_mut(),
         }
     }
-    fn model_type(&self) -> String {
+}
+
+crate::linear::has_linears_via!(EncoderModel, as_linears, as_linears_mut);
+
+impl SequenceClassifier for EncoderModel {
+    fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
+        EncoderModel::classify(self, input)
+    }
+    fn problem_type(&self) -> Result<ProblemType> {
         match self {
-            Self::Bert(m) => m.model_type(),
-            Self::LtgBert(m) => m.model_type(),
+            Self::Bert(m) => m.problem_type(),
+            Self::LtgBert(m) => SequenceClassifier::problem_type(m.as_ref()),
         }
     }
-    fn parameter_count(&self) -> usize {
+    fn num_labels(&self) -> usize {
         match self {
-            Self::Bert(m) => m.parameter_count(),
-            Self::LtgBert(m) => m.parameter_count(),
-        }
-    }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        match self {
-            Self::Bert(m) => m.map_params(grads, f),
-            Self::LtgBert(m) => m.map_params(grads, f),
-        }
-    }
-    fn freeze(&mut self) {
-        match self {
-            Self::Bert(m) => m.freeze(),
-            Self::LtgBert(m) => m.freeze(),
+            Self::Bert(m) => m.config().num_labels(),
+            Self::LtgBert(m) => m.config().num_labels(),
         }
     }
 }

@@ -143,132 +143,7 @@ pub fn key_padding_mask(
     Tensor::from_data(TensorData::new(masked, [batch, 1, q_len, k_len]), device)
 }
 
-/// The activation functions of transformers' `ACT2FN` that the encoders use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `gelu`: exact, with erf.
-    Gelu,
-    /// `gelu_new` / `gelu_pytorch_tanh` / `gelu_fast`: the tanh approximation.
-    GeluTanh,
-    /// `relu`.
-    Relu,
-    /// `silu` / `swish`.
-    Silu,
-}
-
-impl Activation {
-    /// Parses a `hidden_act` / `dense_act_fn` name; `None` when unknown.
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "gelu" => Self::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
-            "relu" => Self::Relu,
-            "silu" | "swish" => Self::Silu,
-            _ => return None,
-        })
-    }
-
-    /// Applies the activation element-wise.
-    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        use burn::tensor::activation as a;
-        match self {
-            Self::Gelu => gelu_exact(x),
-            Self::GeluTanh => crate::gpt2::gelu_new(x),
-            Self::Relu => a::relu(x),
-            Self::Silu => a::silu(x),
-        }
-    }
-}
-
-/// erf(x) for f32 as a rational polynomial (Eigen's / TensorFlow's float `erf`: odd degree-13
-/// numerator over even degree-8 denominator on `[-4, 4]`, ±1 beyond), within a few ulp of
-/// the exact value and branch-free, so the loop vectorises.
-#[inline]
-pub fn erf_f32(x: f32) -> f32 {
-    let x = x.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
-    p = p * x2 + -2.101_024e-6;
-    p = p * x2 + -5.692_506_4e-5;
-    p = p * x2 + -7.349_906e-4;
-    p = p * x2 + -2.954_6e-3;
-    p = p * x2 + -1.609_603_3e-2;
-    let p = p * x;
-    let mut q = x2 * -1.456_607_2e-5 + -2.133_740_6e-4;
-    q = q * x2 + -1.682_827e-3;
-    q = q * x2 + -7.373_329e-3;
-    q = q * x2 + -1.426_474e-2;
-    p / q
-}
-
-/// True for a plain Flex (CPU) device, not wrapped in autodiff (burn prints it
-/// `Device<Flex(Cpu)>`; library crates enable no backend, so the variant cannot be matched).
-pub fn is_flex(device: &Device) -> bool {
-    let name = format!("{device:?}");
-    name.contains("Flex(") && !name.contains("Autodiff")
-}
-
-/// Exact GELU, `x · Φ(x) = 0.5 x (1 + erf(x / √2))` (transformers' `gelu`). On Flex, outside
-/// autodiff, it runs on the host with [`erf_f32`] (burn's Flex kernel calls a scalar libm
-/// `erf` per element, which took a fifth of a BERT forward pass); elsewhere burn's `gelu`.
-pub fn gelu_exact<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let device = x.device();
-    if !is_flex(&device) || x.is_require_grad() {
-        return burn::tensor::activation::gelu(x);
-    }
-    let shape = x.dims();
-    if x.dtype() != burn::tensor::DType::F32 {
-        return burn::tensor::activation::gelu(x);
-    }
-    let Ok(mut v) = x.into_data().try_into_vec::<f32>() else {
-        unreachable!("an f32 tensor converts to Vec<f32>")
-    };
-    const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
-    for e in v.iter_mut() {
-        *e = 0.5 * *e * (1.0 + erf_f32(*e * FRAC_1_SQRT_2));
-    }
-    Tensor::from_data(TensorData::new(v, shape), &device)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// erf by its Taylor series (|x| < 3) / continued fraction, in f64: the reference.
-    fn erf_ref(x: f64) -> f64 {
-        if x.abs() < 3.0 {
-            let mut sum = 0.0;
-            let mut term = x;
-            let mut n = 0.0;
-            while term.abs() > 1e-17 {
-                sum += term / (2.0 * n + 1.0);
-                n += 1.0;
-                term *= -x * x / n;
-            }
-            sum * 2.0 / std::f64::consts::PI.sqrt()
-        } else {
-            // erfc by Lentz's continued fraction.
-            let a = x.abs();
-            let mut f = a;
-            for k in (1..60).rev() {
-                f = a + (k as f64 / 2.0) / f;
-            }
-            let erfc = (-a * a).exp() / (f * std::f64::consts::PI.sqrt());
-            (1.0 - erfc) * x.signum()
-        }
-    }
-
-    #[test]
-    fn fast_erf_is_within_a_few_ulp() {
-        let mut worst = 0f64;
-        for i in -60_000..=60_000 {
-            let x = i as f64 * 1e-4;
-            let d = (f64::from(erf_f32(x as f32)) - erf_ref(x)).abs();
-            worst = worst.max(d);
-        }
-        assert!(worst < 5e-7, "max error {worst}");
-    }
-}
+pub use crate::mlp::{Activation, erf_f32, gelu_exact, is_flex};
 
 /// How token vectors become one sentence vector (sentence-transformers' `Pooling` modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -377,53 +252,11 @@ pub fn labels_from(id2label: &Option<BTreeMap<String, String>>) -> Result<Option
 
 /// A sequence classifier (BERT, LTG-BERT / NorBERT3, or either as an
 /// [`crate::EncoderModel`]), for classification training and prediction.
-pub trait SequenceClassifier: crate::layers::HasLinears {
+pub trait SequenceClassifier: crate::linear::HasLinears {
     /// Logits `[batch, num_labels]`.
     fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>>;
     /// How logits become probabilities (the config's `problem_type`, transformers' default).
     fn problem_type(&self) -> Result<ProblemType>;
     /// Number of classes.
     fn num_labels(&self) -> usize;
-}
-
-impl SequenceClassifier for crate::Bert {
-    fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
-        crate::Bert::classify(self, input)
-    }
-    fn problem_type(&self) -> Result<ProblemType> {
-        self.config().problem_type()
-    }
-    fn num_labels(&self) -> usize {
-        self.config().num_labels()
-    }
-}
-
-impl SequenceClassifier for crate::LtgBert {
-    fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
-        crate::LtgBert::classify(self, input)
-    }
-    fn problem_type(&self) -> Result<ProblemType> {
-        ProblemType::from_config(None, self.config().num_labels())
-    }
-    fn num_labels(&self) -> usize {
-        self.config().num_labels()
-    }
-}
-
-impl SequenceClassifier for crate::EncoderModel {
-    fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
-        crate::EncoderModel::classify(self, input)
-    }
-    fn problem_type(&self) -> Result<ProblemType> {
-        match self {
-            Self::Bert(m) => m.problem_type(),
-            Self::LtgBert(m) => SequenceClassifier::problem_type(m.as_ref()),
-        }
-    }
-    fn num_labels(&self) -> usize {
-        match self {
-            Self::Bert(m) => m.config().num_labels(),
-            Self::LtgBert(m) => m.config().num_labels(),
-        }
-    }
 }

@@ -8,7 +8,7 @@ use crate::decoder::{DecoderInput, DecoderLm};
 use crate::error::{ModelError, Result};
 use burn::tensor::Tensor;
 
-use crate::layers::KvCache;
+use crate::kv_cache::KvCache;
 
 /// Options for [`generate`] (transformers' `GenerationConfig` names and defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,21 +3,86 @@
 
 use burn::module::Module;
 use burn::nn::Embedding;
-
-use crate::layers::Linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tilpass_core::Checkpoint;
 
-use crate::config::Gpt2Config;
+use crate::attention::attention;
+use crate::config::TokenIds;
+use crate::decoder_family::DecoderFamily;
+use crate::embedding::tied_logits;
 use crate::error::{ModelError, Result};
-use crate::layers::{KvCache, LayerNorm, attention, load_conv1d, load_embedding, tied_logits};
+use crate::kv_cache::KvCache;
+use crate::linear::Linear;
+use crate::norm::LayerNorm;
+use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
-/// `gelu_new`: `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`.
-pub fn gelu_new<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715))
-        .mul_scalar((2.0 / std::f64::consts::PI).sqrt());
-    x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
+/// GPT-2 configuration (`model_type` `gpt2`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gpt2Config {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub n_embd: usize,
+    /// Layers.
+    pub n_layer: usize,
+    /// Heads.
+    pub n_head: usize,
+    /// Context length.
+    #[serde(default = "default_gpt2_pos")]
+    pub n_positions: usize,
+    /// MLP inner size; defaults to `4 * n_embd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_inner: Option<usize>,
+    /// `gelu_new` (also accepted: `gelu_pytorch_tanh`, `gelu_fast`, `gelu`).
+    #[serde(default = "default_gpt2_act")]
+    pub activation_function: String,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_gpt2_eps")]
+    pub layer_norm_epsilon: f64,
+    /// Scale attention by `1 / (layer + 1)` as well (not supported).
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+    /// Scale attention weights by `1/sqrt(head_dim)`.
+    #[serde(default = "yes")]
+    pub scale_attn_weights: bool,
+    /// BOS id (absent: 50256, `GPT2Config`'s default).
+    #[serde(default = "gpt2_special")]
+    pub bos_token_id: Option<u32>,
+    /// EOS id(s) (absent: 50256).
+    #[serde(default = "gpt2_eos")]
+    pub eos_token_id: Option<TokenIds>,
+    /// The LM head is the token-embedding matrix (`GPT2Config` default true; tilpass implements
+    /// only the tied head).
+    #[serde(default = "yes")]
+    pub tie_word_embeddings: bool,
+    /// Any other fields.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
 }
+
+fn gpt2_special() -> Option<u32> {
+    Some(50256)
+}
+fn gpt2_eos() -> Option<TokenIds> {
+    Some(TokenIds::One(50256))
+}
+
+fn default_gpt2_pos() -> usize {
+    1024
+}
+fn default_gpt2_act() -> String {
+    "gelu_new".into()
+}
+fn default_gpt2_eps() -> f64 {
+    1e-5
+}
+fn yes() -> bool {
+    true
+}
+
+pub use crate::mlp::gelu_new;
 
 /// One GPT-2 block.
 #[derive(Module, Debug)]
@@ -94,38 +159,28 @@ impl Gpt2 {
         } else {
             ""
         };
-        let d = config.n_embd;
-        let inner = config.n_inner.unwrap_or(4 * d);
         let eps = config.layer_norm_epsilon;
+        let mut ld = Loader::new(ckpt, gpt2_params(&config), device).with_prefix("transformer.", p);
+        let (wte, wpe) = (ld.embedding()?, ld.embedding()?);
         let mut h = Vec::with_capacity(config.n_layer);
-        for i in 0..config.n_layer {
-            let l = format!("{p}h.{i}");
+        for _ in 0..config.n_layer {
+            // Fields in table order.
             h.push(Gpt2Block {
-                ln_1: LayerNorm::load(ckpt, &format!("{l}.ln_1"), d, eps, device)?,
-                c_attn: load_conv1d(ckpt, &format!("{l}.attn.c_attn"), d, 3 * d, device)?,
-                c_proj: load_conv1d(ckpt, &format!("{l}.attn.c_proj"), d, d, device)?,
-                ln_2: LayerNorm::load(ckpt, &format!("{l}.ln_2"), d, eps, device)?,
-                c_fc: load_conv1d(ckpt, &format!("{l}.mlp.c_fc"), d, inner, device)?,
-                mlp_proj: load_conv1d(ckpt, &format!("{l}.mlp.c_proj"), inner, d, device)?,
+                ln_1: ld.layer_norm(eps)?,
+                c_attn: ld.linear()?,
+                c_proj: ld.linear()?,
+                ln_2: ld.layer_norm(eps)?,
+                c_fc: ld.linear()?,
+                mlp_proj: ld.linear()?,
             });
         }
+        let ln_f = ld.layer_norm(eps)?;
+        ld.finish()?;
         Ok(Self {
-            wte: load_embedding(
-                ckpt,
-                &format!("{p}wte.weight"),
-                config.vocab_size,
-                d,
-                device,
-            )?,
-            wpe: load_embedding(
-                ckpt,
-                &format!("{p}wpe.weight"),
-                config.n_positions,
-                d,
-                device,
-            )?,
+            wte,
+            wpe,
             h,
-            ln_f: LayerNorm::load(ckpt, &format!("{p}ln_f"), d, eps, device)?,
+            ln_f,
             config,
         })
     }
@@ -193,44 +248,118 @@ impl Gpt2 {
     }
 }
 
-macro_rules! gpt2_linears {
-    ($s:expr $(, $m:tt)?) => {{
-        let mut out = Vec::new();
-        for (i, b) in (& $($m)? $s.h).into_iter().enumerate() {
-            let p = format!("transformer.h.{i}");
-            out.push((format!("{p}.attn.c_attn"), & $($m)? b.c_attn));
-            out.push((format!("{p}.attn.c_proj"), & $($m)? b.c_proj));
-            out.push((format!("{p}.mlp.c_fc"), & $($m)? b.c_fc));
-            out.push((format!("{p}.mlp.c_proj"), & $($m)? b.mlp_proj));
+/// The parameter table of `GPT2LMHeadModel` (HF names with the `transformer.` prefix; the LM
+/// head is the tied `wte`).
+pub fn gpt2_params(c: &Gpt2Config) -> Vec<ParamSpec> {
+    let d = c.n_embd;
+    let inner = c.n_inner.unwrap_or(4 * d);
+    let mut t = vec![
+        ParamSpec::embedding("transformer.wte", c.vocab_size, d),
+        ParamSpec::embedding("transformer.wpe", c.n_positions, d),
+    ];
+    for l in 0..c.n_layer {
+        let p = format!("transformer.h.{l}");
+        let conv =
+            |n: &str, d_in, d_out| ParamSpec::conv1d(format!("{p}.{n}"), d_in, d_out).adapter();
+        t.extend([
+            ParamSpec::layer_norm(format!("{p}.ln_1"), d),
+            conv("attn.c_attn", d, 3 * d),
+            conv("attn.c_proj", d, d),
+            ParamSpec::layer_norm(format!("{p}.ln_2"), d),
+            conv("mlp.c_fc", d, inner),
+            conv("mlp.c_proj", inner, d),
+        ]);
+    }
+    t.push(ParamSpec::layer_norm("transformer.ln_f", d));
+    t
+}
+
+/// The fields of a [`Gpt2`] in the order of [`gpt2_params`].
+macro_rules! gpt2_slots {
+    ($s:expr, $S:ident $(, $m:tt)?) => {{
+        let mut out = vec![$S::Embedding(& $($m)? $s.wte), $S::Embedding(& $($m)? $s.wpe)];
+        for b in & $($m)? $s.h {
+            out.extend([
+                $S::LayerNorm(& $($m)? b.ln_1),
+                $S::Linear(& $($m)? b.c_attn),
+                $S::Linear(& $($m)? b.c_proj),
+                $S::LayerNorm(& $($m)? b.ln_2),
+                $S::Linear(& $($m)? b.c_fc),
+                $S::Linear(& $($m)? b.mlp_proj),
+            ]);
         }
+        out.push($S::LayerNorm(& $($m)? $s.ln_f));
         out
     }};
 }
 
-impl crate::layers::HasLinears for Gpt2 {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        gpt2_linears!(self)
+impl ParamTable for Gpt2 {
+    fn param_table(&self) -> Vec<ParamSpec> {
+        gpt2_params(&self.config)
     }
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        gpt2_linears!(self, mut)
+    fn param_slots(&self) -> Vec<Slot<'_>> {
+        gpt2_slots!(self, Slot)
     }
+    fn param_slots_mut(&mut self) -> Vec<SlotMut<'_>> {
+        gpt2_slots!(self, SlotMut, mut)
+    }
+}
+
+impl FamilyModel for Gpt2 {
     fn model_type(&self) -> String {
         "gpt2".into()
     }
     fn conv1d_layers(&self) -> bool {
         true
     }
-    fn parameter_count(&self) -> usize {
-        burn::module::Module::num_params(self)
+}
+
+impl DecoderFamily for Gpt2 {
+    fn hf_config(&self) -> serde_json::Result<Value> {
+        let mut v = serde_json::to_value(&self.config)?;
+        if let Value::Object(o) = &mut v {
+            o.insert("model_type".into(), "gpt2".into());
+        }
+        Ok(v)
     }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        *self = crate::layers::map_module_params(self.clone(), grads, f);
+    fn hidden_size(&self) -> usize {
+        self.config.n_embd
     }
-    fn freeze(&mut self) {
-        *self = burn::module::Module::no_grad(self.clone());
+    fn kv_shape(&self) -> (usize, usize) {
+        (self.config.n_head, self.config.n_embd / self.config.n_head)
+    }
+    fn num_layers(&self) -> usize {
+        self.h.len()
+    }
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn max_positions(&self) -> usize {
+        self.config.n_positions
+    }
+    fn eos_token_ids(&self) -> Vec<u32> {
+        self.config
+            .eos_token_id
+            .as_ref()
+            .map(TokenIds::to_vec)
+            .unwrap_or_default()
+    }
+    fn device(&self) -> Device {
+        self.wte.weight.val().device()
+    }
+    fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.wte.forward(ids)
+    }
+    fn hidden_from(
+        &self,
+        embeds: Tensor<3>,
+        positions: &[i64],
+        mask: &Tensor<4, Bool>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        Gpt2::hidden_from(self, embeds, positions, mask, cache)
+    }
+    fn lm_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        Gpt2::lm_logits(self, hidden)
     }
 }

@@ -5,8 +5,9 @@ use std::path::Path;
 
 use tilpass_core::{HostTensor, SaveDtype, SplitMix64, save_safetensors};
 
-use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
+use crate::llama::{LlamaConfig, llama_params};
+use crate::params::{ParamKind, ParamSpec};
 
 /// Writes a new Llama model to `dir`: `config` (its `model_type` set to `llama`) and weights
 /// initialised as transformers' `LlamaPreTrainedModel._init_weights` does — linear and
@@ -43,46 +44,8 @@ pub fn create_llama(
             c.hidden_size, c.num_attention_heads
         )));
     }
-    let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-    let (q, kv) = (
-        c.num_attention_heads * c.head_dim(),
-        c.kv_heads() * c.head_dim(),
-    );
     let mut rng = SplitMix64::from_state(seed ^ 0x11A3_A0DE_1000);
-    let mut normal = |shape: Vec<usize>| -> Result<HostTensor> {
-        let n = shape.iter().product();
-        Ok(HostTensor::new(
-            shape,
-            rng.normal_vec(n, initializer_range),
-        )?)
-    };
-    let ones = |n: usize| HostTensor::new(vec![n], vec![1.0; n]);
-    let zeros = |n: usize| HostTensor::new(vec![n], vec![0.0; n]);
-    let mut t: Vec<(String, HostTensor)> =
-        vec![("model.embed_tokens.weight".into(), normal(vec![v, h])?)];
-    for l in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{l}");
-        for (name, out, inp, bias) in [
-            ("self_attn.q_proj", q, h, c.attention_bias),
-            ("self_attn.k_proj", kv, h, c.attention_bias),
-            ("self_attn.v_proj", kv, h, c.attention_bias),
-            ("self_attn.o_proj", h, q, c.attention_bias),
-            ("mlp.gate_proj", i, h, c.mlp_bias),
-            ("mlp.up_proj", i, h, c.mlp_bias),
-            ("mlp.down_proj", h, i, c.mlp_bias),
-        ] {
-            t.push((format!("{p}.{name}.weight"), normal(vec![out, inp])?));
-            if bias {
-                t.push((format!("{p}.{name}.bias"), zeros(out)?));
-            }
-        }
-        t.push((format!("{p}.input_layernorm.weight"), ones(h)?));
-        t.push((format!("{p}.post_attention_layernorm.weight"), ones(h)?));
-    }
-    t.push(("model.norm.weight".into(), ones(h)?));
-    if !c.tie_word_embeddings {
-        t.push(("lm_head.weight".into(), normal(vec![v, h])?));
-    }
+    let t = init_tensors(&llama_params(c), |n| rng.normal_vec(n, initializer_range))?;
     std::fs::create_dir_all(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
     let mut cfg = serde_json::to_value(c).map_err(|e| ModelError::Input(e.to_string()))?;
     if let Some(o) = cfg.as_object_mut() {
@@ -102,4 +65,26 @@ pub fn create_llama(
         None,
     )?;
     Ok(())
+}
+
+/// Tensors for a parameter table as transformers' `_init_weights` makes them: linear, `Conv1D`,
+/// embedding and bare weights from `normal(numel)` (drawn in table order), biases zero, norm
+/// weights one.
+pub fn init_tensors(
+    table: &[ParamSpec],
+    mut normal: impl FnMut(usize) -> Vec<f32>,
+) -> Result<Vec<(String, HostTensor)>> {
+    let mut out = Vec::new();
+    for spec in table {
+        for (i, (name, shape)) in spec.tensors().into_iter().enumerate() {
+            let n = shape.iter().product();
+            let data = match (spec.kind, i) {
+                (ParamKind::RmsNorm | ParamKind::LayerNorm, 0) => vec![1.0; n],
+                (_, 0) => normal(n),
+                _ => vec![0.0; n],
+            };
+            out.push((name, HostTensor::new(shape, data)?));
+        }
+    }
+    Ok(out)
 }

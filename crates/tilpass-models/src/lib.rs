@@ -21,6 +21,15 @@
 //! - **Any directory** — [`AnyModel::load`] picks the family from `model_type` and the task
 //!   head from `architectures` as transformers does ([`ModelKind`], [`Head`]), and
 //!   [`AnyModel::logits`] gives one sequence's logits whatever the head.
+//! - **Parameter tables** — each family names its Hugging Face tensors in one place
+//!   ([`params`]: `llama_params`, `gpt2_params`, `bert_params`, `ltg_bert_params`, `t5_params`,
+//!   `nort5_params`): module path, layer kind, shape from the config, adapter target. Loading
+//!   ([`params::Loader`]), saving ([`params::hf_tensors`]), [`HasLinears`] names and
+//!   [`create_llama`] are derived from it.
+//!
+//! Shared layers live in `attention`, `rope`, `norm`, `mlp`, `kv_cache`, `linear` (with the
+//! LoRA branch) and `embedding` (re-exported together from `layers`); `decoder_family` and
+//! `enc_dec` hold what the decoder and encoder-decoder families share with their wrappers.
 //!
 //! ```no_run
 //! use tilpass_models::{EncoderInput, Seq2SeqConfig, Seq2SeqLm, SentenceEmbedder, generate_seq2seq};
@@ -39,29 +48,40 @@
 
 #![warn(missing_docs)]
 
+pub mod attention;
 pub mod auto;
 pub mod bert;
 pub mod config;
 pub mod decoder;
+pub mod decoder_family;
 pub mod embed;
+pub mod embedding;
+pub mod enc_dec;
 pub mod encoder;
 pub mod error;
 pub mod generate;
 pub mod gpt2;
 pub mod init;
+pub mod kv_cache;
 pub mod layers;
+pub mod linear;
 pub mod llama;
 pub mod ltg_bert;
+pub mod mlp;
+pub mod norm;
 pub mod nort5;
+pub mod params;
+pub mod rope;
 pub mod seq2seq;
 pub mod t5;
 pub mod validate;
 
 pub use auto::{AnyModel, Family, Head, Logits, ModelKind, supported_model_types};
 pub use bert::{Bert, BertConfig, BertHeadKind};
-pub use config::{Gpt2Config, LlamaConfig, RopeParameters, TokenIds};
-pub use decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS, shifted_log_probs};
+pub use config::{RopeParameters, TokenIds};
+pub use decoder::{DecoderFamily, DecoderInput, DecoderLm, SUPPORTED_DECODERS, shifted_log_probs};
 pub use embed::{EncoderModel, PoolingConfig, SUPPORTED_ENCODERS, SentenceEmbedder, cosine};
+pub use enc_dec::{EncoderOutput, T5Cache};
 pub use encoder::{
     Activation, EncoderInput, PoolingMode, ProblemType, SequenceClassifier, key_padding_mask,
     labels_from, pool,
@@ -72,13 +92,14 @@ pub use generate::{
     generate, generate_greedy, generate_text, generate_text_with_prefix, generate_with_prefix,
     next_token,
 };
-pub use gpt2::Gpt2;
+pub use gpt2::{Gpt2, Gpt2Config};
 pub use init::create_llama;
 pub use layers::{HasLinears, KvCache, Linear, LoraBranch, causal_mask};
-pub use llama::Llama;
+pub use llama::{Llama, LlamaConfig};
 pub use ltg_bert::{LtgBert, LtgBertConfig};
 pub use nort5::{NorT5, NorT5Config};
+pub use params::{ParamKind, ParamSpec, ParamTable};
 pub use seq2seq::{
     EarlyStopping, SUPPORTED_SEQ2SEQ, Seq2SeqConfig, Seq2SeqLm, Seq2SeqModel, generate_seq2seq,
 };
-pub use t5::{EncoderOutput, T5, T5Cache, T5Config, t5_bucket};
+pub use t5::{T5, T5Config, t5_bucket};

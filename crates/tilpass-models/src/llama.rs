@@ -2,17 +2,181 @@
 
 use burn::module::Module;
 use burn::nn::Embedding;
-
-use crate::layers::Linear;
 use burn::tensor::activation::silu;
-use burn::tensor::{Bool, Device, Tensor};
+use burn::tensor::{Bool, Device, Int, Tensor};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
 use tilpass_core::Checkpoint;
 
-use crate::config::LlamaConfig;
+use crate::attention::attention;
+use crate::config::{RopeParameters, TokenIds, class_defaults};
+use crate::decoder_family::DecoderFamily;
+use crate::embedding::tied_logits;
 use crate::error::{ModelError, Result};
-use crate::layers::{
-    KvCache, RmsNorm, Rope, apply_rope, attention, load_embedding, load_linear, tied_logits,
-};
+use crate::kv_cache::KvCache;
+use crate::linear::Linear;
+use crate::norm::RmsNorm;
+use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
+use crate::rope::{Rope, apply_rope};
+
+/// Llama / Mistral configuration (`model_type` `llama` or `mistral`).
+///
+/// Deserialising fills absent keys with the class defaults of `model_type` and normalises the
+/// RoPE dictionaries (see [`crate::config`]); serialising writes every field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct LlamaConfig {
+    /// `llama` or `mistral`.
+    #[serde(default)]
+    pub model_type: String,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// MLP inner size.
+    pub intermediate_size: usize,
+    /// Number of decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention); `None`: `num_attention_heads` (an absent key
+    /// is 8 for Mistral, as `MistralConfig`).
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Head size; defaults to `hidden_size / num_attention_heads`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
+    /// Context length (absent: 2048 for Llama, 131072 for Mistral).
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    /// RoPE base (transformers 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    /// RoPE scaling (transformers 4; wins over `rope_parameters` when both are present, as in
+    /// transformers 5's conversion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeParameters>,
+    /// RoPE parameters (transformers 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_parameters: Option<RopeParameters>,
+    /// Biases on q/k/v/o.
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Biases in the MLP.
+    #[serde(default)]
+    pub mlp_bias: bool,
+    /// The LM head reuses the embedding matrix.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Mistral's sliding-window attention size (absent: 4096 for Mistral; Llama ignores it,
+    /// see [`LlamaConfig::sliding_window`]).
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Activation of the MLP (only `silu` is supported).
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// BOS id.
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    /// EOS id(s).
+    #[serde(default)]
+    pub eos_token_id: Option<TokenIds>,
+    /// Padding id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_token_id: Option<u32>,
+    /// Any other fields, kept for saving.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+fn default_max_pos() -> usize {
+    2048
+}
+
+impl<'de> Deserialize<'de> for LlamaConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let mut m = Map::deserialize(d)?;
+        let common = [
+            ("bos_token_id", Value::from(1)),
+            ("eos_token_id", Value::from(2)),
+        ];
+        class_defaults(&mut m, &common);
+        if m.get("model_type").and_then(Value::as_str) == Some("mistral") {
+            let mistral = [
+                ("num_key_value_heads", Value::from(8)),
+                ("max_position_embeddings", Value::from(4096 * 32)),
+                ("sliding_window", Value::from(4096)),
+            ];
+            class_defaults(&mut m, &mistral);
+        }
+        LlamaConfig::deserialize(Value::Object(m)).map_err(D::Error::custom)
+    }
+}
+
+impl Serialize for LlamaConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        LlamaConfig::serialize(self, s)
+    }
+}
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+fn default_act() -> String {
+    "silu".into()
+}
+
+impl LlamaConfig {
+    /// The sliding-window size attention uses: Mistral's `sliding_window`; `None` for Llama,
+    /// whose attention has none whatever the config says (as transformers' `LlamaAttention`).
+    pub fn sliding_window(&self) -> Option<usize> {
+        if self.model_type == "mistral" {
+            self.sliding_window
+        } else {
+            None
+        }
+    }
+
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Size of one head.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// The effective RoPE parameters as transformers 5 standardises them: `rope_scaling`
+    /// (transformers 4) when present, else `rope_parameters`, else the default type; the base
+    /// from the dictionary, else the top-level `rope_theta`, else 10000; for `llama3`, a missing
+    /// `original_max_position_embeddings` is `max_position_embeddings`.
+    pub fn rope(&self) -> RopeParameters {
+        let mut p = self
+            .rope_scaling
+            .clone()
+            .or_else(|| self.rope_parameters.clone())
+            .unwrap_or(RopeParameters {
+                rope_type: "default".into(),
+                rope_theta: None,
+                factor: 1.0,
+                low_freq_factor: None,
+                high_freq_factor: None,
+                original_max_position_embeddings: None,
+            });
+        if p.rope_theta.is_none() {
+            p.rope_theta = Some(self.rope_theta.unwrap_or(10_000.0));
+        }
+        if p.rope_type == "llama3" && p.original_max_position_embeddings.is_none() {
+            p.original_max_position_embeddings = Some(self.max_position_embeddings);
+        }
+        p
+    }
+}
 
 /// Self-attention with grouped-query heads and rotary embeddings.
 #[derive(Module, Debug)]
@@ -196,7 +360,6 @@ impl Llama {
                 ),
             });
         }
-        let hidden = config.hidden_size;
         let p = if ckpt.contains("model.embed_tokens.weight") {
             "model."
         } else {
@@ -204,112 +367,40 @@ impl Llama {
         };
         let rope = llama_rope(&config, path)?;
         let eps = config.rms_norm_eps;
-        let (ab, mb) = (config.attention_bias, config.mlp_bias);
+        let mut ld = Loader::new(ckpt, llama_params(&config), device).with_prefix("model.", p);
+        let embed_tokens = ld.embedding()?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
-            let l = format!("{p}layers.{i}");
+        for _ in 0..config.num_hidden_layers {
+            // Fields in table order.
             layers.push(LlamaLayer {
-                input_layernorm: RmsNorm::load(
-                    ckpt,
-                    &format!("{l}.input_layernorm"),
-                    hidden,
-                    eps,
-                    device,
-                )?,
+                input_layernorm: ld.rms_norm(eps)?,
                 self_attn: LlamaAttention {
-                    q_proj: load_linear(
-                        ckpt,
-                        &format!("{l}.self_attn.q_proj"),
-                        hidden,
-                        h * hd,
-                        ab,
-                        device,
-                    )?,
-                    k_proj: load_linear(
-                        ckpt,
-                        &format!("{l}.self_attn.k_proj"),
-                        hidden,
-                        kv * hd,
-                        ab,
-                        device,
-                    )?,
-                    v_proj: load_linear(
-                        ckpt,
-                        &format!("{l}.self_attn.v_proj"),
-                        hidden,
-                        kv * hd,
-                        ab,
-                        device,
-                    )?,
-                    o_proj: load_linear(
-                        ckpt,
-                        &format!("{l}.self_attn.o_proj"),
-                        h * hd,
-                        hidden,
-                        ab,
-                        device,
-                    )?,
+                    q_proj: ld.linear()?,
+                    k_proj: ld.linear()?,
+                    v_proj: ld.linear()?,
+                    o_proj: ld.linear()?,
                     n_heads: h,
                     n_kv_heads: kv,
                     head_dim: hd,
                 },
-                post_attention_layernorm: RmsNorm::load(
-                    ckpt,
-                    &format!("{l}.post_attention_layernorm"),
-                    hidden,
-                    eps,
-                    device,
-                )?,
+                post_attention_layernorm: ld.rms_norm(eps)?,
                 mlp: LlamaMlp {
-                    gate_proj: load_linear(
-                        ckpt,
-                        &format!("{l}.mlp.gate_proj"),
-                        hidden,
-                        config.intermediate_size,
-                        mb,
-                        device,
-                    )?,
-                    up_proj: load_linear(
-                        ckpt,
-                        &format!("{l}.mlp.up_proj"),
-                        hidden,
-                        config.intermediate_size,
-                        mb,
-                        device,
-                    )?,
-                    down_proj: load_linear(
-                        ckpt,
-                        &format!("{l}.mlp.down_proj"),
-                        config.intermediate_size,
-                        hidden,
-                        mb,
-                        device,
-                    )?,
+                    gate_proj: ld.linear()?,
+                    up_proj: ld.linear()?,
+                    down_proj: ld.linear()?,
                 },
             });
         }
-        let lm_head = if config.tie_word_embeddings {
-            None
-        } else {
-            Some(load_linear(
-                ckpt,
-                "lm_head",
-                hidden,
-                config.vocab_size,
-                false,
-                device,
-            )?)
+        let norm = ld.rms_norm(eps)?;
+        let lm_head = match config.tie_word_embeddings {
+            true => None,
+            false => Some(ld.linear()?),
         };
+        ld.finish()?;
         Ok(Self {
-            embed_tokens: load_embedding(
-                ckpt,
-                &format!("{p}embed_tokens.weight"),
-                config.vocab_size,
-                hidden,
-                device,
-            )?,
+            embed_tokens,
             layers,
-            norm: RmsNorm::load(ckpt, &format!("{p}norm"), hidden, eps, device)?,
+            norm,
             lm_head,
             config,
             rope,
@@ -370,45 +461,127 @@ impl Llama {
     }
 }
 
-macro_rules! llama_linears {
-    ($s:expr $(, $m:tt)?) => {{
-        let mut out = Vec::new();
-        for (i, l) in (& $($m)? $s.layers).into_iter().enumerate() {
-            // LlamaForCausalLM's module paths (whatever the checkpoint's key prefix).
-            let p = format!("model.layers.{i}");
-            out.push((format!("{p}.self_attn.q_proj"), & $($m)? l.self_attn.q_proj));
-            out.push((format!("{p}.self_attn.k_proj"), & $($m)? l.self_attn.k_proj));
-            out.push((format!("{p}.self_attn.v_proj"), & $($m)? l.self_attn.v_proj));
-            out.push((format!("{p}.self_attn.o_proj"), & $($m)? l.self_attn.o_proj));
-            out.push((format!("{p}.mlp.gate_proj"), & $($m)? l.mlp.gate_proj));
-            out.push((format!("{p}.mlp.up_proj"), & $($m)? l.mlp.up_proj));
-            out.push((format!("{p}.mlp.down_proj"), & $($m)? l.mlp.down_proj));
+/// The parameter table of `LlamaForCausalLM` / `MistralForCausalLM` (HF names with the
+/// `model.` prefix; `lm_head` unless the embeddings are tied).
+pub fn llama_params(c: &LlamaConfig) -> Vec<ParamSpec> {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let (q, kv) = (
+        c.num_attention_heads * c.head_dim(),
+        c.kv_heads() * c.head_dim(),
+    );
+    let (ab, mb) = (c.attention_bias, c.mlp_bias);
+    let mut t = vec![ParamSpec::embedding("model.embed_tokens", c.vocab_size, h)];
+    for l in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        let lin = |n: &str, d_in, d_out, bias| {
+            ParamSpec::linear(format!("{p}.{n}"), d_in, d_out, bias).adapter()
+        };
+        t.extend([
+            ParamSpec::rms_norm(format!("{p}.input_layernorm"), h),
+            lin("self_attn.q_proj", h, q, ab),
+            lin("self_attn.k_proj", h, kv, ab),
+            lin("self_attn.v_proj", h, kv, ab),
+            lin("self_attn.o_proj", q, h, ab),
+            ParamSpec::rms_norm(format!("{p}.post_attention_layernorm"), h),
+            lin("mlp.gate_proj", h, i, mb),
+            lin("mlp.up_proj", h, i, mb),
+            lin("mlp.down_proj", i, h, mb),
+        ]);
+    }
+    t.push(ParamSpec::rms_norm("model.norm", h));
+    if !c.tie_word_embeddings {
+        t.push(ParamSpec::linear("lm_head", h, c.vocab_size, false));
+    }
+    t
+}
+
+/// The fields of a [`Llama`] in the order of [`llama_params`].
+macro_rules! llama_slots {
+    ($s:expr, $S:ident $(, $m:tt)?) => {{
+        let mut out = vec![$S::Embedding(& $($m)? $s.embed_tokens)];
+        for l in & $($m)? $s.layers {
+            let (a, m) = (& $($m)? l.self_attn, & $($m)? l.mlp);
+            out.extend([
+                $S::RmsNorm(& $($m)? l.input_layernorm),
+                $S::Linear(& $($m)? a.q_proj),
+                $S::Linear(& $($m)? a.k_proj),
+                $S::Linear(& $($m)? a.v_proj),
+                $S::Linear(& $($m)? a.o_proj),
+                $S::RmsNorm(& $($m)? l.post_attention_layernorm),
+                $S::Linear(& $($m)? m.gate_proj),
+                $S::Linear(& $($m)? m.up_proj),
+                $S::Linear(& $($m)? m.down_proj),
+            ]);
         }
+        out.push($S::RmsNorm(& $($m)? $s.norm));
+        out.extend((& $($m)? $s.lm_head).into_iter().map($S::Linear));
         out
     }};
 }
 
-impl crate::layers::HasLinears for Llama {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        llama_linears!(self)
+impl ParamTable for Llama {
+    fn param_table(&self) -> Vec<ParamSpec> {
+        llama_params(&self.config)
     }
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        llama_linears!(self, mut)
+    fn param_slots(&self) -> Vec<Slot<'_>> {
+        llama_slots!(self, Slot)
     }
+    fn param_slots_mut(&mut self) -> Vec<SlotMut<'_>> {
+        llama_slots!(self, SlotMut, mut)
+    }
+}
+
+impl FamilyModel for Llama {
     fn model_type(&self) -> String {
         self.config.model_type.clone()
     }
-    fn parameter_count(&self) -> usize {
-        burn::module::Module::num_params(self)
+}
+
+impl DecoderFamily for Llama {
+    fn hf_config(&self) -> serde_json::Result<Value> {
+        serde_json::to_value(&self.config)
     }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        *self = crate::layers::map_module_params(self.clone(), grads, f);
+    fn hidden_size(&self) -> usize {
+        self.config.hidden_size
     }
-    fn freeze(&mut self) {
-        *self = burn::module::Module::no_grad(self.clone());
+    fn kv_shape(&self) -> (usize, usize) {
+        (self.config.kv_heads(), self.config.head_dim())
+    }
+    fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn max_positions(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+    fn eos_token_ids(&self) -> Vec<u32> {
+        self.config
+            .eos_token_id
+            .as_ref()
+            .map(TokenIds::to_vec)
+            .unwrap_or_default()
+    }
+    fn sliding_window(&self) -> Option<usize> {
+        self.config.sliding_window()
+    }
+    fn device(&self) -> Device {
+        self.embed_tokens.weight.val().device()
+    }
+    fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.embed_tokens.forward(ids)
+    }
+    fn hidden_from(
+        &self,
+        embeds: Tensor<3>,
+        positions: &[i64],
+        mask: &Tensor<4, Bool>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        Llama::hidden_from(self, embeds, positions, mask, cache)
+    }
+    fn lm_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        Llama::lm_logits(self, hidden)
     }
 }

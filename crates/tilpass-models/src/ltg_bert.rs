@@ -9,17 +9,18 @@ use std::collections::BTreeMap;
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
 
-use crate::layers::Linear;
+use crate::linear::Linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
 
-use crate::encoder::{EncoderInput, labels_from};
+use crate::attention::attention;
+use crate::embedding::tied_logits;
+use crate::encoder::{EncoderInput, ProblemType, SequenceClassifier, labels_from};
 use crate::error::{ModelError, Result};
 use crate::gpt2::gelu_new;
-use crate::layers::{
-    LayerNorm, attention, load_embedding, load_linear, plain_layer_norm, tied_logits,
-};
+use crate::norm::{LayerNorm, plain_layer_norm};
+use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
 /// `config.json` of an LTG-BERT / NorBERT3 model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,6 +174,33 @@ pub struct LtgHead {
     dense: Linear,
     out_weight: Param<Tensor<2>>,
     out_bias: Param<Tensor<1>>,
+    /// Whether `out_weight` is the word-embedding matrix (the checkpoint has no copy).
+    #[module(skip)]
+    tied: bool,
+}
+
+/// Which head an LTG-BERT model carries, from the class named first in `architectures`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LtgHeadKind {
+    /// The bare encoder.
+    Base,
+    /// `…ForMaskedLM`: `classifier.*`.
+    MaskedLm,
+    /// `…ForSequenceClassification`: `head.*`.
+    SequenceClassification,
+}
+
+impl LtgHeadKind {
+    /// The head of a class name.
+    pub fn from_architecture(name: &str) -> Self {
+        if name.ends_with("ForMaskedLM") {
+            Self::MaskedLm
+        } else if name.ends_with("ForSequenceClassification") {
+            Self::SequenceClassification
+        } else {
+            Self::Base
+        }
+    }
 }
 
 /// The sequence-classification head `head.nonlinearity`: `LN → Linear(h, h) → GELU → LN →
@@ -207,106 +235,54 @@ impl LtgBert {
         device: &Device,
     ) -> Result<Self> {
         config.validate().map_err(|e| e.in_file(path))?;
-        let (h, i, nh) = (
-            config.hidden_size,
-            config.intermediate_size,
-            config.num_attention_heads,
-        );
+        let (h, nh) = (config.hidden_size, config.num_attention_heads);
         check_heads_and_buckets(path, h, nh, config.position_bucket_size)?;
         let eps = config.layer_norm_eps;
-        let word = load_embedding(
-            ckpt,
-            "embedding.word_embedding.weight",
-            config.vocab_size,
-            h,
-            device,
-        )?;
-        let r = 2 * config.position_bucket_size - 1;
-        let relative =
-            Param::from_tensor(ckpt.tensor("embedding.relative_embedding", [r, h], device)?);
-        let relative_norm = LayerNorm::load(ckpt, "embedding.relative_layer_norm", h, eps, device)?;
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for l in 0..config.num_hidden_layers {
-            let p = format!("transformer.layers.{l}");
-            layers.push(LtgBertLayer {
-                in_proj_qk: load_linear(
-                    ckpt,
-                    &format!("{p}.attention.in_proj_qk"),
-                    h,
-                    2 * h,
-                    true,
-                    device,
-                )?,
-                in_proj_v: load_linear(
-                    ckpt,
-                    &format!("{p}.attention.in_proj_v"),
-                    h,
-                    h,
-                    true,
-                    device,
-                )?,
-                out_proj: load_linear(
-                    ckpt,
-                    &format!("{p}.attention.out_proj"),
-                    h,
-                    h,
-                    true,
-                    device,
-                )?,
-                post_norm: LayerNorm::load(
-                    ckpt,
-                    &format!("{p}.attention.post_layer_norm"),
-                    h,
-                    eps,
-                    device,
-                )?,
-                ff_in: load_linear(ckpt, &format!("{p}.mlp.mlp.1"), h, 2 * i, false, device)?,
-                ff_out: load_linear(ckpt, &format!("{p}.mlp.mlp.4"), i, h, false, device)?,
-            });
-        }
         let arch = config
             .architectures
             .as_ref()
             .and_then(|a| a.first())
             .cloned()
             .unwrap_or_default();
-        let head = |prefix: &str, out: usize, tied: Option<&Embedding>| -> Result<LtgHead> {
-            let w_name = format!("{prefix}.nonlinearity.5.weight");
-            let out_weight = match tied {
-                Some(e) if !ckpt.contains(&w_name) => e.weight.val(),
-                _ => ckpt.tensor(&w_name, [out, h], device)?,
-            };
-            Ok(LtgHead {
-                dense: load_linear(
-                    ckpt,
-                    &format!("{prefix}.nonlinearity.1"),
-                    h,
-                    h,
-                    true,
-                    device,
-                )?,
-                out_weight: Param::from_tensor(out_weight),
-                out_bias: Param::from_tensor(ckpt.tensor(
-                    &format!("{prefix}.nonlinearity.5.bias"),
-                    [out],
-                    device,
-                )?),
-            })
+        let head = LtgHeadKind::from_architecture(&arch);
+        let tied = !ckpt.contains("classifier.nonlinearity.5.weight");
+        let mut ld = Loader::new(ckpt, ltg_bert_params(&config, head, tied), device);
+        // Fields in table order.
+        let word = ld.embedding()?;
+        let relative = ld.matrix()?;
+        let relative_norm = ld.layer_norm(eps)?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for _ in 0..config.num_hidden_layers {
+            layers.push(LtgBertLayer {
+                in_proj_qk: ld.linear()?,
+                in_proj_v: ld.linear()?,
+                out_proj: ld.linear()?,
+                post_norm: ld.layer_norm(eps)?,
+                ff_in: ld.linear()?,
+                ff_out: ld.linear()?,
+            });
+        }
+        let mlm = match head {
+            LtgHeadKind::MaskedLm => Some(LtgHead {
+                dense: ld.linear()?,
+                out_weight: if tied {
+                    Param::from_tensor(word.weight.val())
+                } else {
+                    ld.matrix()?
+                },
+                out_bias: ld.vector()?,
+                tied,
+            }),
+            _ => None,
         };
-        let mlm = if arch.ends_with("ForMaskedLM") {
-            Some(head("classifier", config.vocab_size, Some(&word))?)
-        } else {
-            None
+        let classifier = match head {
+            LtgHeadKind::SequenceClassification => Some(LtgClassifier {
+                dense: ld.linear()?,
+                out: ld.linear()?,
+            }),
+            _ => None,
         };
-        let classifier = if arch.ends_with("ForSequenceClassification") {
-            let n = config.num_labels();
-            Some(LtgClassifier {
-                dense: load_linear(ckpt, "head.nonlinearity.1", h, h, true, device)?,
-                out: load_linear(ckpt, "head.nonlinearity.5", h, n, true, device)?,
-            })
-        } else {
-            None
-        };
+        ld.finish()?;
         labels_from(&config.id2label)?;
         Ok(Self {
             word,
@@ -465,52 +441,124 @@ impl LtgBert {
     }
 }
 
-macro_rules! ltg_linears {
-    ($s:expr $(, $m:tt)?) => {{
-        let mut out = Vec::new();
-        for (i, l) in (& $($m)? $s.layers).into_iter().enumerate() {
-            let p = format!("transformer.layers.{i}");
-            out.push((format!("{p}.attention.in_proj_qk"), & $($m)? l.in_proj_qk));
-            out.push((format!("{p}.attention.in_proj_v"), & $($m)? l.in_proj_v));
-            out.push((format!("{p}.attention.out_proj"), & $($m)? l.out_proj));
-            out.push((format!("{p}.mlp.mlp.1"), & $($m)? l.ff_in));
-            out.push((format!("{p}.mlp.mlp.4"), & $($m)? l.ff_out));
+/// The parameter table of an LTG-BERT / NorBERT3 model with `head` (the masked-LM output
+/// weight only when not `tied` to the word embeddings).
+pub fn ltg_bert_params(c: &LtgBertConfig, head: LtgHeadKind, tied: bool) -> Vec<ParamSpec> {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let r = 2 * c.position_bucket_size - 1;
+    let mut t = vec![
+        ParamSpec::embedding("embedding.word_embedding", c.vocab_size, h),
+        ParamSpec::tensor("embedding.relative_embedding", &[r, h]),
+        ParamSpec::layer_norm("embedding.relative_layer_norm", h),
+    ];
+    for l in 0..c.num_hidden_layers {
+        let p = format!("transformer.layers.{l}");
+        let lin = |n: &str, d_in, d_out, bias| {
+            ParamSpec::linear(format!("{p}.{n}"), d_in, d_out, bias).adapter()
+        };
+        t.extend([
+            lin("attention.in_proj_qk", h, 2 * h, true),
+            lin("attention.in_proj_v", h, h, true),
+            lin("attention.out_proj", h, h, true),
+            ParamSpec::layer_norm(format!("{p}.attention.post_layer_norm"), h),
+            lin("mlp.mlp.1", h, 2 * i, false),
+            lin("mlp.mlp.4", i, h, false),
+        ]);
+    }
+    match head {
+        LtgHeadKind::MaskedLm => {
+            t.push(ParamSpec::linear("classifier.nonlinearity.1", h, h, true));
+            if !tied {
+                t.push(ParamSpec::tensor(
+                    "classifier.nonlinearity.5.weight",
+                    &[c.vocab_size, h],
+                ));
+            }
+            t.push(ParamSpec::tensor(
+                "classifier.nonlinearity.5.bias",
+                &[c.vocab_size],
+            ));
+        }
+        LtgHeadKind::SequenceClassification => {
+            t.push(ParamSpec::linear("head.nonlinearity.1", h, h, true).adapter());
+            t.push(ParamSpec::linear("head.nonlinearity.5", h, c.num_labels(), true).adapter());
+        }
+        LtgHeadKind::Base => {}
+    }
+    t
+}
+
+/// The fields of an [`LtgBert`] in the order of [`ltg_bert_params`].
+macro_rules! ltg_slots {
+    ($s:expr, $S:ident $(, $m:tt)?) => {{
+        let mut out = vec![
+            $S::Embedding(& $($m)? $s.word),
+            $S::Matrix(& $($m)? $s.relative),
+            $S::LayerNorm(& $($m)? $s.relative_norm),
+        ];
+        for l in & $($m)? $s.layers {
+            out.extend([
+                $S::Linear(& $($m)? l.in_proj_qk),
+                $S::Linear(& $($m)? l.in_proj_v),
+                $S::Linear(& $($m)? l.out_proj),
+                $S::LayerNorm(& $($m)? l.post_norm),
+                $S::Linear(& $($m)? l.ff_in),
+                $S::Linear(& $($m)? l.ff_out),
+            ]);
+        }
+        if let Some(h) = & $($m)? $s.mlm {
+            out.push($S::Linear(& $($m)? h.dense));
+            if !h.tied {
+                out.push($S::Matrix(& $($m)? h.out_weight));
+            }
+            out.push($S::Vector(& $($m)? h.out_bias));
         }
         if let Some(c) = & $($m)? $s.classifier {
-            out.push(("head.nonlinearity.1".to_string(), & $($m)? c.dense));
-            out.push(("head.nonlinearity.5".to_string(), & $($m)? c.out));
+            out.push($S::Linear(& $($m)? c.dense));
+            out.push($S::Linear(& $($m)? c.out));
         }
         out
     }};
 }
 
-impl crate::layers::HasLinears for LtgBert {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        ltg_linears!(self)
+impl ParamTable for LtgBert {
+    fn param_table(&self) -> Vec<ParamSpec> {
+        let (head, tied) = match (&self.mlm, &self.classifier) {
+            (Some(h), _) => (LtgHeadKind::MaskedLm, h.tied),
+            (None, Some(_)) => (LtgHeadKind::SequenceClassification, true),
+            (None, None) => (LtgHeadKind::Base, true),
+        };
+        ltg_bert_params(&self.config, head, tied)
     }
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        ltg_linears!(self, mut)
+    fn param_slots(&self) -> Vec<Slot<'_>> {
+        ltg_slots!(self, Slot)
     }
+    fn param_slots_mut(&mut self) -> Vec<SlotMut<'_>> {
+        ltg_slots!(self, SlotMut, mut)
+    }
+}
+
+impl FamilyModel for LtgBert {
     fn model_type(&self) -> String {
         "ltgbert".into()
     }
-    fn parameter_count(&self) -> usize {
+    fn tied_params(&self) -> usize {
         // The MLM output weight is the word-embedding matrix (tied), counted once.
-        let tied = self
-            .mlm
+        self.mlm
             .as_ref()
             .map(|_| self.word.weight.val().dims().iter().product())
-            .unwrap_or(0);
-        burn::module::Module::num_params(self) - tied
+            .unwrap_or(0)
     }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        *self = crate::layers::map_module_params(self.clone(), grads, f);
+}
+
+impl SequenceClassifier for LtgBert {
+    fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
+        LtgBert::classify(self, input)
     }
-    fn freeze(&mut self) {
-        *self = burn::module::Module::no_grad(self.clone());
+    fn problem_type(&self) -> Result<ProblemType> {
+        ProblemType::from_config(None, self.config().num_labels())
+    }
+    fn num_labels(&self) -> usize {
+        self.config().num_labels()
     }
 }

@@ -7,19 +7,19 @@
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
 
-use crate::layers::Linear;
+use crate::linear::Linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
 
+use crate::attention::{attention, causal_mask};
+use crate::enc_dec::{EncoderOutput, Seq2SeqModel, T5Cache, check_decoder_ids};
 use crate::encoder::{EncoderInput, key_padding_mask};
 use crate::error::Result;
 use crate::gpt2::gelu_new;
-use crate::layers::{
-    LayerNorm, attention, causal_mask, load_embedding, load_linear, plain_layer_norm,
-};
 use crate::ltg_bert::{bucket_indices, check_heads_and_buckets, disentangled_bias};
-use crate::t5::{EncoderOutput, T5Cache, check_decoder_ids};
+use crate::norm::{LayerNorm, plain_layer_norm};
+use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
 /// The modelling code computes relative buckets over 512 positions whatever the config says.
 const BUCKET_RANGE: usize = 512;
@@ -101,6 +101,33 @@ pub struct NorT5Layer {
     ff_out: Linear,
 }
 
+impl NorT5Attention {
+    fn load(ld: &mut Loader<'_>, eps: f64) -> Result<Self> {
+        Ok(Self {
+            q: ld.linear()?,
+            k: ld.linear()?,
+            v: ld.linear()?,
+            o: ld.linear()?,
+            post_norm: ld.layer_norm(eps)?,
+        })
+    }
+}
+
+impl NorT5Layer {
+    /// The next layer of a table (see [`nort5_params`]).
+    fn load(ld: &mut Loader<'_>, cross: bool, eps: f64) -> Result<Self> {
+        Ok(Self {
+            self_attn: NorT5Attention::load(ld, eps)?,
+            cross: match cross {
+                true => Some(NorT5Attention::load(ld, eps)?),
+                false => None,
+            },
+            ff_in: ld.linear()?,
+            ff_out: ld.linear()?,
+        })
+    }
+}
+
 /// A relative-position table and its LayerNorm.
 #[derive(Module, Debug)]
 pub struct RelativeTable {
@@ -109,27 +136,10 @@ pub struct RelativeTable {
 }
 
 impl RelativeTable {
-    fn load(
-        ckpt: &Checkpoint,
-        prefix: &str,
-        r: usize,
-        h: usize,
-        eps: f64,
-        device: &Device,
-    ) -> Result<Self> {
+    fn load(ld: &mut Loader<'_>, eps: f64) -> Result<Self> {
         Ok(Self {
-            table: Param::from_tensor(ckpt.tensor(
-                &format!("{prefix}.relative_embedding"),
-                [r, h],
-                device,
-            )?),
-            norm: LayerNorm::load(
-                ckpt,
-                &format!("{prefix}.relative_layer_norm"),
-                h,
-                eps,
-                device,
-            )?,
+            table: ld.matrix()?,
+            norm: ld.layer_norm(eps)?,
         })
     }
 
@@ -173,79 +183,32 @@ impl NorT5 {
         device: &Device,
     ) -> Result<Self> {
         config.validate().map_err(|e| e.in_file(path))?;
-        let (h, i, nh) = (
-            config.hidden_size,
-            config.intermediate_size,
-            config.num_attention_heads,
-        );
+        let (h, nh) = (config.hidden_size, config.num_attention_heads);
         check_heads_and_buckets(path, h, nh, config.position_bucket_size)?;
         let eps = config.layer_norm_eps;
-        let r = 2 * config.position_bucket_size - 1;
-        let attn = |p: &str| -> Result<NorT5Attention> {
-            Ok(NorT5Attention {
-                q: load_linear(ckpt, &format!("{p}.in_proj_q"), h, h, true, device)?,
-                k: load_linear(ckpt, &format!("{p}.in_proj_k"), h, h, true, device)?,
-                v: load_linear(ckpt, &format!("{p}.in_proj_v"), h, h, true, device)?,
-                o: load_linear(ckpt, &format!("{p}.out_proj"), h, h, true, device)?,
-                post_norm: LayerNorm::load(ckpt, &format!("{p}.post_layer_norm"), h, eps, device)?,
-            })
-        };
-        let layer = |p: String, cross: bool| -> Result<NorT5Layer> {
-            let (sa, ca) = if cross {
-                (
-                    format!("{p}.self_attention"),
-                    Some(format!("{p}.cross_attention")),
-                )
-            } else {
-                (format!("{p}.attention"), None)
-            };
-            Ok(NorT5Layer {
-                self_attn: attn(&sa)?,
-                cross: ca.map(|c| attn(&c)).transpose()?,
-                ff_in: load_linear(ckpt, &format!("{p}.mlp.mlp.1"), h, 2 * i, false, device)?,
-                ff_out: load_linear(ckpt, &format!("{p}.mlp.mlp.4"), i, h, false, device)?,
-            })
-        };
         let n = config.num_hidden_layers;
+        let mut ld = Loader::new(ckpt, nort5_params(&config), device);
+        // Fields in table order.
+        let word = ld.embedding()?;
+        let enc_rel = RelativeTable::load(&mut ld, eps)?;
+        let encoder = (0..n)
+            .map(|_| NorT5Layer::load(&mut ld, false, eps))
+            .collect::<Result<_>>()?;
+        let dec_self_rel = RelativeTable::load(&mut ld, eps)?;
+        let dec_cross_rel = RelativeTable::load(&mut ld, eps)?;
+        let decoder = (0..n)
+            .map(|_| NorT5Layer::load(&mut ld, true, eps))
+            .collect::<Result<_>>()?;
+        let head = ld.linear()?;
+        ld.finish()?;
         Ok(Self {
-            word: load_embedding(
-                ckpt,
-                "embedding.word_embedding.weight",
-                config.vocab_size,
-                h,
-                device,
-            )?,
-            enc_rel: RelativeTable::load(ckpt, "encoder.relative_embedding", r, h, eps, device)?,
-            encoder: (0..n)
-                .map(|l| layer(format!("encoder.layers.{l}"), false))
-                .collect::<Result<_>>()?,
-            dec_self_rel: RelativeTable::load(
-                ckpt,
-                "decoder.self_relative_embedding",
-                r,
-                h,
-                eps,
-                device,
-            )?,
-            dec_cross_rel: RelativeTable::load(
-                ckpt,
-                "decoder.cross_relative_embedding",
-                r,
-                h,
-                eps,
-                device,
-            )?,
-            decoder: (0..n)
-                .map(|l| layer(format!("decoder.layers.{l}"), true))
-                .collect::<Result<_>>()?,
-            head: load_linear(
-                ckpt,
-                "classifier.nonlinearity.2",
-                h,
-                config.vocab_size,
-                true,
-                device,
-            )?,
+            word,
+            enc_rel,
+            encoder,
+            dec_self_rel,
+            dec_cross_rel,
+            decoder,
+            head,
             config,
         })
     }
@@ -431,53 +394,128 @@ impl NorT5 {
     }
 }
 
-macro_rules! nort5_linears {
-    ($s:expr $(, $m:tt)?) => {{
-        let mut out = Vec::new();
-        for (stack, layers) in [("encoder", & $($m)? $s.encoder), ("decoder", & $($m)? $s.decoder)] {
-            for (i, l) in layers.into_iter().enumerate() {
-                let p = format!("{stack}.layers.{i}");
-                let attn = if l.cross.is_some() { "self_attention" } else { "attention" };
-                let a = & $($m)? l.self_attn;
-                out.push((format!("{p}.{attn}.in_proj_q"), & $($m)? a.q));
-                out.push((format!("{p}.{attn}.in_proj_k"), & $($m)? a.k));
-                out.push((format!("{p}.{attn}.in_proj_v"), & $($m)? a.v));
-                out.push((format!("{p}.{attn}.out_proj"), & $($m)? a.o));
-                if let Some(c) = & $($m)? l.cross {
-                    out.push((format!("{p}.cross_attention.in_proj_q"), & $($m)? c.q));
-                    out.push((format!("{p}.cross_attention.in_proj_k"), & $($m)? c.k));
-                    out.push((format!("{p}.cross_attention.in_proj_v"), & $($m)? c.v));
-                    out.push((format!("{p}.cross_attention.out_proj"), & $($m)? c.o));
+/// The parameter table of a NorT5 model (the reference's module names).
+pub fn nort5_params(c: &NorT5Config) -> Vec<ParamSpec> {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let r = 2 * c.position_bucket_size - 1;
+    let relative = |p: &str| {
+        [
+            ParamSpec::tensor(format!("{p}.relative_embedding"), &[r, h]),
+            ParamSpec::layer_norm(format!("{p}.relative_layer_norm"), h),
+        ]
+    };
+    let attn = |p: String| {
+        let lin = |n: &str| ParamSpec::linear(format!("{p}.{n}"), h, h, true).adapter();
+        [
+            lin("in_proj_q"),
+            lin("in_proj_k"),
+            lin("in_proj_v"),
+            lin("out_proj"),
+            ParamSpec::layer_norm(format!("{p}.post_layer_norm"), h),
+        ]
+    };
+    let mut t = vec![ParamSpec::embedding(
+        "embedding.word_embedding",
+        c.vocab_size,
+        h,
+    )];
+    for stack in ["encoder", "decoder"] {
+        if stack == "encoder" {
+            t.extend(relative("encoder.relative_embedding"));
+        } else {
+            t.extend(relative("decoder.self_relative_embedding"));
+            t.extend(relative("decoder.cross_relative_embedding"));
+        }
+        for l in 0..c.num_hidden_layers {
+            let p = format!("{stack}.layers.{l}");
+            if stack == "encoder" {
+                t.extend(attn(format!("{p}.attention")));
+            } else {
+                t.extend(attn(format!("{p}.self_attention")));
+                t.extend(attn(format!("{p}.cross_attention")));
+            }
+            t.push(ParamSpec::linear(format!("{p}.mlp.mlp.1"), h, 2 * i, false).adapter());
+            t.push(ParamSpec::linear(format!("{p}.mlp.mlp.4"), i, h, false).adapter());
+        }
+    }
+    t.push(ParamSpec::linear(
+        "classifier.nonlinearity.2",
+        h,
+        c.vocab_size,
+        true,
+    ));
+    t
+}
+
+/// The fields of a [`NorT5`] in the order of [`nort5_params`].
+macro_rules! nort5_slots {
+    ($s:expr, $S:ident $(, $m:tt)?) => {{
+        let mut out = vec![$S::Embedding(& $($m)? $s.word)];
+        let rels = [
+            vec![& $($m)? $s.enc_rel],
+            vec![& $($m)? $s.dec_self_rel, & $($m)? $s.dec_cross_rel],
+        ];
+        for (rel, layers) in rels.into_iter().zip([& $($m)? $s.encoder, & $($m)? $s.decoder]) {
+            for t in rel {
+                out.push($S::Matrix(& $($m)? t.table));
+                out.push($S::LayerNorm(& $($m)? t.norm));
+            }
+            for l in layers {
+                for a in std::iter::once(& $($m)? l.self_attn).chain(& $($m)? l.cross) {
+                    out.extend([$S::Linear(& $($m)? a.q), $S::Linear(& $($m)? a.k)]);
+                    out.extend([$S::Linear(& $($m)? a.v), $S::Linear(& $($m)? a.o)]);
+                    out.push($S::LayerNorm(& $($m)? a.post_norm));
                 }
-                out.push((format!("{p}.mlp.mlp.1"), & $($m)? l.ff_in));
-                out.push((format!("{p}.mlp.mlp.4"), & $($m)? l.ff_out));
+                out.push($S::Linear(& $($m)? l.ff_in));
+                out.push($S::Linear(& $($m)? l.ff_out));
             }
         }
+        out.push($S::Linear(& $($m)? $s.head));
         out
     }};
 }
 
-impl crate::layers::HasLinears for NorT5 {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        nort5_linears!(self)
+impl ParamTable for NorT5 {
+    fn param_table(&self) -> Vec<ParamSpec> {
+        nort5_params(&self.config)
     }
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        nort5_linears!(self, mut)
+    fn param_slots(&self) -> Vec<Slot<'_>> {
+        nort5_slots!(self, Slot)
     }
+    fn param_slots_mut(&mut self) -> Vec<SlotMut<'_>> {
+        nort5_slots!(self, SlotMut, mut)
+    }
+}
+
+impl FamilyModel for NorT5 {
     fn model_type(&self) -> String {
         "nort5".into()
     }
-    fn parameter_count(&self) -> usize {
-        burn::module::Module::num_params(self)
+}
+
+impl Seq2SeqModel for NorT5 {
+    fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
+        NorT5::encode(self, input)
     }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        *self = crate::layers::map_module_params(self.clone(), grads, f);
+    fn decode(
+        &self,
+        enc: &EncoderOutput,
+        ids: &[u32],
+        t: usize,
+        cache: Option<&mut T5Cache>,
+    ) -> Result<Tensor<3>> {
+        NorT5::decode(self, enc, ids, t, cache)
     }
-    fn freeze(&mut self) {
-        *self = burn::module::Module::no_grad(self.clone());
+    fn num_decoder_layers(&self) -> usize {
+        NorT5::num_decoder_layers(self)
+    }
+    fn eos_token_ids(&self) -> Vec<u32> {
+        vec![self.config().eos_token_id]
+    }
+    fn decoder_start_token_id(&self) -> u32 {
+        self.config().bos_token_id
+    }
+    fn pad_token_id(&self) -> u32 {
+        self.config().pad_token_id
     }
 }

@@ -7,87 +7,12 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
 
+pub use crate::enc_dec::{EncoderOutput, Seq2SeqModel, T5Cache, forward_seq2seq};
 use crate::encoder::EncoderInput;
 use crate::error::{ModelError, Result};
 use crate::generate::argmax;
 use crate::nort5::NorT5;
-use crate::t5::{EncoderOutput, T5, T5Cache};
-
-/// What generation needs from an encoder-decoder.
-pub trait Seq2SeqModel {
-    /// Encoder states of a batch.
-    fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput>;
-    /// Decoder logits `[batch, t, vocab]` for `decoder_ids` (`[batch, t]`) after the cache.
-    fn decode(
-        &self,
-        enc: &EncoderOutput,
-        decoder_ids: &[u32],
-        t: usize,
-        cache: Option<&mut T5Cache>,
-    ) -> Result<Tensor<3>>;
-    /// Decoder layers (for the cache).
-    fn num_decoder_layers(&self) -> usize;
-    /// End-of-sequence ids.
-    fn eos_token_ids(&self) -> Vec<u32>;
-    /// The first decoder token.
-    fn decoder_start_token_id(&self) -> u32;
-    /// Padding for finished rows.
-    fn pad_token_id(&self) -> u32;
-}
-
-impl Seq2SeqModel for T5 {
-    fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
-        T5::encode(self, input)
-    }
-    fn decode(
-        &self,
-        enc: &EncoderOutput,
-        ids: &[u32],
-        t: usize,
-        cache: Option<&mut T5Cache>,
-    ) -> Result<Tensor<3>> {
-        T5::decode(self, enc, ids, t, cache)
-    }
-    fn num_decoder_layers(&self) -> usize {
-        T5::num_decoder_layers(self)
-    }
-    fn eos_token_ids(&self) -> Vec<u32> {
-        T5::eos_token_ids(self)
-    }
-    fn decoder_start_token_id(&self) -> u32 {
-        T5::decoder_start_token_id(self)
-    }
-    fn pad_token_id(&self) -> u32 {
-        self.config().pad_token_id.unwrap_or(0)
-    }
-}
-
-impl Seq2SeqModel for NorT5 {
-    fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
-        NorT5::encode(self, input)
-    }
-    fn decode(
-        &self,
-        enc: &EncoderOutput,
-        ids: &[u32],
-        t: usize,
-        cache: Option<&mut T5Cache>,
-    ) -> Result<Tensor<3>> {
-        NorT5::decode(self, enc, ids, t, cache)
-    }
-    fn num_decoder_layers(&self) -> usize {
-        NorT5::num_decoder_layers(self)
-    }
-    fn eos_token_ids(&self) -> Vec<u32> {
-        vec![self.config().eos_token_id]
-    }
-    fn decoder_start_token_id(&self) -> u32 {
-        self.config().bos_token_id
-    }
-    fn pad_token_id(&self) -> u32 {
-        self.config().pad_token_id
-    }
-}
+use crate::t5::T5;
 
 /// `model_type`s that [`Seq2SeqLm::load`] understands.
 pub const SUPPORTED_SEQ2SEQ: [&str; 3] = ["t5", "mt5", "nort5"];
@@ -145,24 +70,6 @@ impl Seq2SeqLm {
     pub fn forward(&self, input: &EncoderInput, decoder_ids: &[Vec<u32>]) -> Result<Tensor<3>> {
         forward_seq2seq(self, input, decoder_ids)
     }
-}
-
-/// Logits `[batch, t, vocab]` of a full pass of any encoder-decoder: encode `input`, decode
-/// `decoder_ids` (one row of equal length per input row).
-pub fn forward_seq2seq(
-    model: &dyn Seq2SeqModel,
-    input: &EncoderInput,
-    decoder_ids: &[Vec<u32>],
-) -> Result<Tensor<3>> {
-    let t = decoder_ids.first().map(Vec::len).unwrap_or(0);
-    if decoder_ids.len() != input.batch || decoder_ids.iter().any(|r| r.len() != t) {
-        return Err(ModelError::Input(format!(
-            "decoder_input_ids must be {} rows of equal length",
-            input.batch
-        )));
-    }
-    let enc = model.encode(input)?;
-    model.decode(&enc, &decoder_ids.concat(), t, None)
 }
 
 impl Seq2SeqModel for Seq2SeqLm {
@@ -563,45 +470,21 @@ fn beam_search(
         .collect())
 }
 
-impl crate::layers::HasLinears for Seq2SeqLm {
-    fn linears(&self) -> Vec<(String, &crate::layers::Linear)> {
+impl Seq2SeqLm {
+    /// The model behind the wrapper, as adapters see it.
+    fn as_linears(&self) -> &dyn crate::linear::HasLinears {
         match self {
-            Self::T5(m) => m.linears(),
-            Self::NorT5(m) => m.linears(),
+            Self::T5(m) => m.as_ref(),
+            Self::NorT5(m) => m.as_ref(),
         }
     }
-    fn linears_mut(&mut self) -> Vec<(String, &mut crate::layers::Linear)> {
+
+    fn as_linears_mut(&mut self) -> &mut dyn crate::linear::HasLinears {
         match self {
-            Self::T5(m) => m.linears_mut(),
-            Self::NorT5(m) => m.linears_mut(),
-        }
-    }
-    fn model_type(&self) -> String {
-        match self {
-            Self::T5(m) => m.model_type(),
-            Self::NorT5(m) => m.model_type(),
-        }
-    }
-    fn parameter_count(&self) -> usize {
-        match self {
-            Self::T5(m) => m.parameter_count(),
-            Self::NorT5(m) => m.parameter_count(),
-        }
-    }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        match self {
-            Self::T5(m) => m.map_params(grads, f),
-            Self::NorT5(m) => m.map_params(grads, f),
-        }
-    }
-    fn freeze(&mut self) {
-        match self {
-            Self::T5(m) => m.freeze(),
-            Self::NorT5(m) => m.freeze(),
+            Self::T5(m) => m.as_mut(),
+            Self::NorT5(m) => m.as_mut(),
         }
     }
 }
+
+crate::linear::has_linears_via!(Seq2SeqLm, as_linears, as_linears_mut);

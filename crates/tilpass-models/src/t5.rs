@@ -14,15 +14,19 @@
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
 
-use crate::layers::Linear;
+use crate::linear::Linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
 
+use crate::attention::attention;
 use crate::config::TokenIds;
+use crate::embedding::tied_logits;
+use crate::enc_dec::{EncoderOutput, Seq2SeqModel, T5Cache, check_decoder_ids, forward_seq2seq};
 use crate::encoder::{Activation, EncoderInput, key_padding_mask};
 use crate::error::{ModelError, Result};
-use crate::layers::{KvCache, RmsNorm, attention, load_embedding, load_linear, tied_logits};
+use crate::norm::RmsNorm;
+use crate::params::{FamilyModel, Loader, ParamSpec, ParamTable, Slot, SlotMut};
 
 /// `config.json` of a T5 model (transformers' `T5Config`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,22 +196,6 @@ pub fn t5_bucket(
     out + large.min(buckets - 1)
 }
 
-/// Errors unless `decoder_ids` is `batch × t` (t ≥ 1) ids inside the vocabulary.
-pub fn check_decoder_ids(decoder_ids: &[u32], batch: usize, t: usize, vocab: usize) -> Result<()> {
-    if decoder_ids.len() != batch * t || t == 0 {
-        return Err(ModelError::Input(format!(
-            "expected {batch}x{t} decoder ids (one row per encoder row), got {}",
-            decoder_ids.len()
-        )));
-    }
-    if let Some(x) = decoder_ids.iter().find(|x| **x as usize >= vocab) {
-        return Err(ModelError::Input(format!(
-            "token id {x} is outside the vocabulary of {vocab}"
-        )));
-    }
-    Ok(())
-}
-
 /// Attention without biases and without score scaling (T5 folds it into the init).
 #[derive(Module, Debug)]
 pub struct T5Attention {
@@ -235,81 +223,34 @@ pub struct T5Block {
     ff: T5Ff,
 }
 
-/// Encoder states a decoder attends to.
-#[derive(Debug, Clone)]
-pub struct EncoderOutput {
-    /// Final encoder hidden states `[batch, seq, d_model]`.
-    pub hidden: Tensor<3>,
-    /// The encoder's attention mask (`[batch, seq]`, 1 = real token).
-    pub attention_mask: Vec<u8>,
-}
-
-impl EncoderOutput {
-    /// Repeats every row `n` times (row `i` becomes rows `i*n .. i*n+n`), for beam search.
-    pub fn repeat_rows(&self, n: usize) -> Self {
-        let [b, s, d] = self.hidden.dims();
-        let hidden = self
-            .hidden
-            .clone()
-            .unsqueeze_dim::<4>(1)
-            .expand([b, n, s, d])
-            .reshape([b * n, s, d]);
-        let mut mask = Vec::with_capacity(b * n * s);
-        for r in 0..b {
-            for _ in 0..n {
-                mask.extend_from_slice(&self.attention_mask[r * s..(r + 1) * s]);
-            }
-        }
-        Self {
-            hidden,
-            attention_mask: mask,
-        }
+impl T5Attention {
+    fn load(ld: &mut Loader<'_>) -> Result<Self> {
+        Ok(Self {
+            q: ld.linear()?,
+            k: ld.linear()?,
+            v: ld.linear()?,
+            o: ld.linear()?,
+        })
     }
 }
 
-/// Decoder cache: self-attention keys/values and the cross-attention projections of the
-/// encoder output (computed once).
-#[derive(Debug, Clone)]
-pub struct T5Cache {
-    /// Self-attention keys/values, `[batch, heads, past, d_kv]` per layer.
-    pub self_attn: KvCache,
-    /// Cross-attention keys/values per layer.
-    pub cross: Vec<Option<(Tensor<4>, Tensor<4>)>>,
-}
-
-impl T5Cache {
-    /// An empty cache for `layers` decoder layers.
-    pub fn new(layers: usize) -> Self {
-        Self {
-            self_attn: KvCache::new(layers),
-            cross: vec![None; layers],
-        }
-    }
-
-    /// Decoder positions already cached.
-    pub fn len(&self) -> usize {
-        self.self_attn.len()
-    }
-
-    /// True when nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Keeps rows `rows` (in that order) of every cached tensor: beam reordering.
-    pub fn select_rows(&mut self, rows: &[usize]) {
-        let Some(device) = self.cross.iter().flatten().next().map(|(k, _)| k.device()) else {
-            return;
-        };
-        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device);
-        self.self_attn.map(|t| t.select(0, idx.clone()));
-        for c in self.cross.iter_mut().flatten() {
-            *c = (
-                c.0.clone().select(0, idx.clone()),
-                c.1.clone().select(0, idx.clone()),
-            );
-        }
+impl T5Block {
+    /// The next block of a table (see [`t5_params`]).
+    fn load(ld: &mut Loader<'_>, cross: bool, gated: bool, eps: f64) -> Result<Self> {
+        Ok(Self {
+            self_norm: ld.rms_norm(eps)?,
+            self_attn: T5Attention::load(ld)?,
+            cross: match cross {
+                true => Some((ld.rms_norm(eps)?, T5Attention::load(ld)?)),
+                false => None,
+            },
+            ff_norm: ld.rms_norm(eps)?,
+            ff: T5Ff {
+                wi: ld.linear()?,
+                wi_1: if gated { Some(ld.linear()?) } else { None },
+                wo: ld.linear()?,
+            },
+        })
     }
 }
 
@@ -374,105 +315,36 @@ impl T5 {
                 config.feed_forward_proj()
             ),
         })?;
-        let (d, inner, ff) = (config.d_model, config.num_heads * config.d_kv, config.d_ff);
         let eps = config.layer_norm_epsilon;
-        let shared_name = [
-            "shared.weight",
-            "encoder.embed_tokens.weight",
-            "decoder.embed_tokens.weight",
-        ]
-        .into_iter()
-        .find(|n| ckpt.contains(n))
-        .unwrap_or("shared.weight");
-        let shared = load_embedding(ckpt, shared_name, config.vocab_size, d, device)?;
-        let attn = |p: &str| -> Result<T5Attention> {
-            Ok(T5Attention {
-                q: load_linear(ckpt, &format!("{p}.q"), d, inner, false, device)?,
-                k: load_linear(ckpt, &format!("{p}.k"), d, inner, false, device)?,
-                v: load_linear(ckpt, &format!("{p}.v"), d, inner, false, device)?,
-                o: load_linear(ckpt, &format!("{p}.o"), inner, d, false, device)?,
-            })
-        };
-        let ffn = |p: &str| -> Result<T5Ff> {
-            Ok(if gated {
-                T5Ff {
-                    wi: load_linear(ckpt, &format!("{p}.wi_0"), d, ff, false, device)?,
-                    wi_1: Some(load_linear(
-                        ckpt,
-                        &format!("{p}.wi_1"),
-                        d,
-                        ff,
-                        false,
-                        device,
-                    )?),
-                    wo: load_linear(ckpt, &format!("{p}.wo"), ff, d, false, device)?,
-                }
-            } else {
-                T5Ff {
-                    wi: load_linear(ckpt, &format!("{p}.wi"), d, ff, false, device)?,
-                    wi_1: None,
-                    wo: load_linear(ckpt, &format!("{p}.wo"), ff, d, false, device)?,
-                }
-            })
-        };
-        let norm = |p: String| RmsNorm::load(ckpt, &p, d, eps, device);
-        let mut encoder = Vec::with_capacity(config.num_layers);
-        for l in 0..config.num_layers {
-            let p = format!("encoder.block.{l}.layer");
-            encoder.push(T5Block {
-                self_norm: norm(format!("{p}.0.layer_norm"))?,
-                self_attn: attn(&format!("{p}.0.SelfAttention"))?,
-                cross: None,
-                ff_norm: norm(format!("{p}.1.layer_norm"))?,
-                ff: ffn(&format!("{p}.1.DenseReluDense"))?,
-            });
-        }
-        let n_dec = config.num_decoder_layers.unwrap_or(config.num_layers);
-        let mut decoder = Vec::with_capacity(n_dec);
-        for l in 0..n_dec {
-            let p = format!("decoder.block.{l}.layer");
-            decoder.push(T5Block {
-                self_norm: norm(format!("{p}.0.layer_norm"))?,
-                self_attn: attn(&format!("{p}.0.SelfAttention"))?,
-                cross: Some((
-                    norm(format!("{p}.1.layer_norm"))?,
-                    attn(&format!("{p}.1.EncDecAttention"))?,
-                )),
-                ff_norm: norm(format!("{p}.2.layer_norm"))?,
-                ff: ffn(&format!("{p}.2.DenseReluDense"))?,
-            });
-        }
-        let bias = |p: &str| {
-            load_embedding(
-                ckpt,
-                &format!("{p}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
-                config.relative_attention_num_buckets,
-                config.num_heads,
-                device,
-            )
-        };
-        let lm_head = if ckpt.contains("lm_head.weight") {
-            Some(Param::from_tensor(ckpt.tensor(
-                "lm_head.weight",
-                [config.vocab_size, d],
-                device,
-            )?))
-        } else if config.declares_untied_head() {
+        let lm_head = ckpt.contains("lm_head.weight");
+        if !lm_head && config.declares_untied_head() {
             return Err(ModelError::MissingLmHead {
                 path: path.into(),
                 tensor: "lm_head.weight".into(),
             });
-        } else {
-            None
-        };
+        }
+        let mut ld = Loader::new(ckpt, t5_params(&config, lm_head), device);
+        // Fields in table order.
+        let shared = ld.embedding()?;
+        let n_dec = config.num_decoder_layers.unwrap_or(config.num_layers);
+        let encoder = (0..config.num_layers)
+            .map(|_| T5Block::load(&mut ld, false, gated, eps))
+            .collect::<Result<_>>()?;
+        let (encoder_bias, encoder_norm) = (ld.embedding()?, ld.rms_norm(eps)?);
+        let decoder = (0..n_dec)
+            .map(|_| T5Block::load(&mut ld, true, gated, eps))
+            .collect::<Result<_>>()?;
+        let (decoder_bias, decoder_norm) = (ld.embedding()?, ld.rms_norm(eps)?);
+        let lm_head = if lm_head { Some(ld.matrix()?) } else { None };
+        ld.finish()?;
         Ok(Self {
-            encoder_bias: bias("encoder")?,
-            decoder_bias: bias("decoder")?,
-            encoder_norm: norm("encoder.final_layer_norm".into())?,
-            decoder_norm: norm("decoder.final_layer_norm".into())?,
             shared,
             encoder,
+            encoder_bias,
+            encoder_norm,
             decoder,
+            decoder_bias,
+            decoder_norm,
             lm_head,
             rescale: config.rescales_decoder_output(),
             act,
@@ -615,7 +487,7 @@ impl T5 {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &device);
         let mut x = self.shared.forward(ids);
         let self_mask =
-            crate::layers::causal_mask(&vec![1; b * (past + t)], b, t, past, None, &device);
+            crate::attention::causal_mask(&vec![1; b * (past + t)], b, t, past, None, &device);
         let bias = self.position_bias(&self.decoder_bias, t, past + t, past, false);
         let cross_mask: Tensor<4, Bool> = key_padding_mask(&enc.attention_mask, b, t, s, &device);
         for (l, blk) in self.decoder.iter().enumerate() {
@@ -677,64 +549,139 @@ impl T5 {
 
     /// Logits `[batch, t, vocab]` of a full pass: encode `input`, decode `decoder_ids`.
     pub fn forward(&self, input: &EncoderInput, decoder_ids: &[Vec<u32>]) -> Result<Tensor<3>> {
-        crate::seq2seq::forward_seq2seq(self, input, decoder_ids)
+        forward_seq2seq(self, input, decoder_ids)
     }
 }
 
-macro_rules! t5_linears {
-    ($s:expr $(, $m:tt)?) => {{
-        let mut out = Vec::new();
-        for (stack, blocks) in [("encoder", & $($m)? $s.encoder), ("decoder", & $($m)? $s.decoder)] {
-            for (i, blk) in blocks.into_iter().enumerate() {
-                let p = format!("{stack}.block.{i}.layer");
-                let a = & $($m)? blk.self_attn;
-                out.push((format!("{p}.0.SelfAttention.q"), & $($m)? a.q));
-                out.push((format!("{p}.0.SelfAttention.k"), & $($m)? a.k));
-                out.push((format!("{p}.0.SelfAttention.v"), & $($m)? a.v));
-                out.push((format!("{p}.0.SelfAttention.o"), & $($m)? a.o));
-                let ff_layer = if let Some((_, ca)) = & $($m)? blk.cross {
-                    out.push((format!("{p}.1.EncDecAttention.q"), & $($m)? ca.q));
-                    out.push((format!("{p}.1.EncDecAttention.k"), & $($m)? ca.k));
-                    out.push((format!("{p}.1.EncDecAttention.v"), & $($m)? ca.v));
-                    out.push((format!("{p}.1.EncDecAttention.o"), & $($m)? ca.o));
-                    2
-                } else {
-                    1
-                };
-                let ff = & $($m)? blk.ff;
-                let wi = if ff.wi_1.is_some() { "wi_0" } else { "wi" };
-                out.push((format!("{p}.{ff_layer}.DenseReluDense.{wi}"), & $($m)? ff.wi));
-                if let Some(w1) = & $($m)? ff.wi_1 {
-                    out.push((format!("{p}.{ff_layer}.DenseReluDense.wi_1"), w1));
-                }
-                out.push((format!("{p}.{ff_layer}.DenseReluDense.wo"), & $($m)? ff.wo));
+/// The parameter table of `T5ForConditionalGeneration`: `shared` (or a tied copy under
+/// `encoder.` / `decoder.embed_tokens`), the encoder and decoder stacks with their relative
+/// position biases and final norms, and `lm_head` when the checkpoint has one.
+pub fn t5_params(c: &T5Config, lm_head: bool) -> Vec<ParamSpec> {
+    let (d, inner, ff) = (c.d_model, c.num_heads * c.d_kv, c.d_ff);
+    let gated = c.feed_forward().is_some_and(|(g, _)| g);
+    let mut t = vec![
+        ParamSpec::embedding("shared", c.vocab_size, d)
+            .alias("encoder.embed_tokens")
+            .alias("decoder.embed_tokens"),
+    ];
+    let n_dec = c.num_decoder_layers.unwrap_or(c.num_layers);
+    for (stack, n) in [("encoder", c.num_layers), ("decoder", n_dec)] {
+        for l in 0..n {
+            let p = format!("{stack}.block.{l}.layer");
+            let lin = |n: String, d_in, d_out| ParamSpec::linear(n, d_in, d_out, false).adapter();
+            let attn = |n: String| {
+                [
+                    lin(format!("{n}.q"), d, inner),
+                    lin(format!("{n}.k"), d, inner),
+                    lin(format!("{n}.v"), d, inner),
+                    lin(format!("{n}.o"), inner, d),
+                ]
+            };
+            t.push(ParamSpec::rms_norm(format!("{p}.0.layer_norm"), d));
+            t.extend(attn(format!("{p}.0.SelfAttention")));
+            let f = if stack == "decoder" {
+                t.push(ParamSpec::rms_norm(format!("{p}.1.layer_norm"), d));
+                t.extend(attn(format!("{p}.1.EncDecAttention")));
+                2
+            } else {
+                1
+            };
+            t.push(ParamSpec::rms_norm(format!("{p}.{f}.layer_norm"), d));
+            let ff_name = |n: &str| format!("{p}.{f}.DenseReluDense.{n}");
+            if gated {
+                t.push(lin(ff_name("wi_0"), d, ff));
+                t.push(lin(ff_name("wi_1"), d, ff));
+            } else {
+                t.push(lin(ff_name("wi"), d, ff));
             }
+            t.push(lin(ff_name("wo"), ff, d));
         }
+        t.push(ParamSpec::embedding(
+            format!("{stack}.block.0.layer.0.SelfAttention.relative_attention_bias"),
+            c.relative_attention_num_buckets,
+            c.num_heads,
+        ));
+        t.push(ParamSpec::rms_norm(format!("{stack}.final_layer_norm"), d));
+    }
+    if lm_head {
+        t.push(ParamSpec::tensor("lm_head.weight", &[c.vocab_size, d]));
+    }
+    t
+}
+
+/// The fields of a [`T5`] in the order of [`t5_params`].
+macro_rules! t5_slots {
+    ($s:expr, $S:ident $(, $m:tt)?) => {{
+        let mut out = vec![$S::Embedding(& $($m)? $s.shared)];
+        for (blocks, bias, norm) in [
+            (& $($m)? $s.encoder, & $($m)? $s.encoder_bias, & $($m)? $s.encoder_norm),
+            (& $($m)? $s.decoder, & $($m)? $s.decoder_bias, & $($m)? $s.decoder_norm),
+        ] {
+            for blk in blocks {
+                let a = & $($m)? blk.self_attn;
+                out.push($S::RmsNorm(& $($m)? blk.self_norm));
+                out.extend([$S::Linear(& $($m)? a.q), $S::Linear(& $($m)? a.k)]);
+                out.extend([$S::Linear(& $($m)? a.v), $S::Linear(& $($m)? a.o)]);
+                if let Some((n, a)) = & $($m)? blk.cross {
+                    out.push($S::RmsNorm(n));
+                    out.extend([$S::Linear(& $($m)? a.q), $S::Linear(& $($m)? a.k)]);
+                    out.extend([$S::Linear(& $($m)? a.v), $S::Linear(& $($m)? a.o)]);
+                }
+                out.push($S::RmsNorm(& $($m)? blk.ff_norm));
+                let ff = & $($m)? blk.ff;
+                out.push($S::Linear(& $($m)? ff.wi));
+                out.extend((& $($m)? ff.wi_1).into_iter().map($S::Linear));
+                out.push($S::Linear(& $($m)? ff.wo));
+            }
+            out.push($S::Embedding(bias));
+            out.push($S::RmsNorm(norm));
+        }
+        out.extend((& $($m)? $s.lm_head).into_iter().map($S::Matrix));
         out
     }};
 }
 
-impl crate::layers::HasLinears for T5 {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        t5_linears!(self)
+impl ParamTable for T5 {
+    fn param_table(&self) -> Vec<ParamSpec> {
+        t5_params(&self.config, self.lm_head.is_some())
     }
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        t5_linears!(self, mut)
+    fn param_slots(&self) -> Vec<Slot<'_>> {
+        t5_slots!(self, Slot)
     }
+    fn param_slots_mut(&mut self) -> Vec<SlotMut<'_>> {
+        t5_slots!(self, SlotMut, mut)
+    }
+}
+
+impl FamilyModel for T5 {
     fn model_type(&self) -> String {
         "t5".into()
     }
-    fn parameter_count(&self) -> usize {
-        burn::module::Module::num_params(self)
+}
+
+impl Seq2SeqModel for T5 {
+    fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
+        T5::encode(self, input)
     }
-    fn map_params(
-        &mut self,
-        grads: Option<&burn::tensor::Gradients>,
-        f: &mut crate::layers::ParamFn<'_>,
-    ) {
-        *self = crate::layers::map_module_params(self.clone(), grads, f);
+    fn decode(
+        &self,
+        enc: &EncoderOutput,
+        ids: &[u32],
+        t: usize,
+        cache: Option<&mut T5Cache>,
+    ) -> Result<Tensor<3>> {
+        T5::decode(self, enc, ids, t, cache)
     }
-    fn freeze(&mut self) {
-        *self = burn::module::Module::no_grad(self.clone());
+    fn num_decoder_layers(&self) -> usize {
+        T5::num_decoder_layers(self)
+    }
+    fn eos_token_ids(&self) -> Vec<u32> {
+        T5::eos_token_ids(self)
+    }
+    fn decoder_start_token_id(&self) -> u32 {
+        T5::decoder_start_token_id(self)
+    }
+    fn pad_token_id(&self) -> u32 {
+        self.config().pad_token_id.unwrap_or(0)
     }
 }

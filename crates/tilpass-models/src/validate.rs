@@ -8,8 +8,10 @@
 use tilpass_core::limits::{check_memory, mul_all};
 
 use crate::bert::BertConfig;
-use crate::config::{Gpt2Config, LlamaConfig, RopeParameters};
+use crate::config::RopeParameters;
 use crate::error::{ModelError, Result};
+use crate::gpt2::Gpt2Config;
+use crate::llama::LlamaConfig;
 use crate::ltg_bert::LtgBertConfig;
 use crate::nort5::NorT5Config;
 use crate::t5::T5Config;

@@ -1,0 +1,144 @@
+//! What encoder-decoder families share and generation uses: the encoder's output, the
+//! decoder cache, the [`Seq2SeqModel`] trait each family implements (`t5`, `nort5`) and a full
+//! forward pass over it. The families and [`crate::seq2seq`] (the `Seq2SeqLm` wrapper and
+//! generation) import this module; it imports neither.
+
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::encoder::EncoderInput;
+use crate::error::{ModelError, Result};
+use crate::kv_cache::KvCache;
+
+/// Encoder states a decoder attends to.
+#[derive(Debug, Clone)]
+pub struct EncoderOutput {
+    /// Final encoder hidden states `[batch, seq, d_model]`.
+    pub hidden: Tensor<3>,
+    /// The encoder's attention mask (`[batch, seq]`, 1 = real token).
+    pub attention_mask: Vec<u8>,
+}
+
+impl EncoderOutput {
+    /// Repeats every row `n` times (row `i` becomes rows `i*n .. i*n+n`), for beam search.
+    pub fn repeat_rows(&self, n: usize) -> Self {
+        let [b, s, d] = self.hidden.dims();
+        let hidden = self
+            .hidden
+            .clone()
+            .unsqueeze_dim::<4>(1)
+            .expand([b, n, s, d])
+            .reshape([b * n, s, d]);
+        let mut mask = Vec::with_capacity(b * n * s);
+        for r in 0..b {
+            for _ in 0..n {
+                mask.extend_from_slice(&self.attention_mask[r * s..(r + 1) * s]);
+            }
+        }
+        Self {
+            hidden,
+            attention_mask: mask,
+        }
+    }
+}
+
+/// Decoder cache: self-attention keys/values and the cross-attention projections of the
+/// encoder output (computed once).
+#[derive(Debug, Clone)]
+pub struct T5Cache {
+    /// Self-attention keys/values, `[batch, heads, past, d_kv]` per layer.
+    pub self_attn: KvCache,
+    /// Cross-attention keys/values per layer.
+    pub cross: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl T5Cache {
+    /// An empty cache for `layers` decoder layers.
+    pub fn new(layers: usize) -> Self {
+        Self {
+            self_attn: KvCache::new(layers),
+            cross: vec![None; layers],
+        }
+    }
+
+    /// Decoder positions already cached.
+    pub fn len(&self) -> usize {
+        self.self_attn.len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps rows `rows` (in that order) of every cached tensor: beam reordering.
+    pub fn select_rows(&mut self, rows: &[usize]) {
+        let Some(device) = self.cross.iter().flatten().next().map(|(k, _)| k.device()) else {
+            return;
+        };
+        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device);
+        self.self_attn.map(|t| t.select(0, idx.clone()));
+        for c in self.cross.iter_mut().flatten() {
+            *c = (
+                c.0.clone().select(0, idx.clone()),
+                c.1.clone().select(0, idx.clone()),
+            );
+        }
+    }
+}
+
+/// What generation needs from an encoder-decoder.
+pub trait Seq2SeqModel {
+    /// Encoder states of a batch.
+    fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput>;
+    /// Decoder logits `[batch, t, vocab]` for `decoder_ids` (`[batch, t]`) after the cache.
+    fn decode(
+        &self,
+        enc: &EncoderOutput,
+        decoder_ids: &[u32],
+        t: usize,
+        cache: Option<&mut T5Cache>,
+    ) -> Result<Tensor<3>>;
+    /// Decoder layers (for the cache).
+    fn num_decoder_layers(&self) -> usize;
+    /// End-of-sequence ids.
+    fn eos_token_ids(&self) -> Vec<u32>;
+    /// The first decoder token.
+    fn decoder_start_token_id(&self) -> u32;
+    /// Padding for finished rows.
+    fn pad_token_id(&self) -> u32;
+}
+
+/// Logits `[batch, t, vocab]` of a full pass of any encoder-decoder: encode `input`, decode
+/// `decoder_ids` (one row of equal length per input row).
+pub fn forward_seq2seq(
+    model: &dyn Seq2SeqModel,
+    input: &EncoderInput,
+    decoder_ids: &[Vec<u32>],
+) -> Result<Tensor<3>> {
+    let t = decoder_ids.first().map(Vec::len).unwrap_or(0);
+    if decoder_ids.len() != input.batch || decoder_ids.iter().any(|r| r.len() != t) {
+        return Err(ModelError::Input(format!(
+            "decoder_input_ids must be {} rows of equal length",
+            input.batch
+        )));
+    }
+    let enc = model.encode(input)?;
+    model.decode(&enc, &decoder_ids.concat(), t, None)
+}
+
+/// Errors unless `decoder_ids` is `batch × t` (t ≥ 1) ids inside the vocabulary.
+pub fn check_decoder_ids(decoder_ids: &[u32], batch: usize, t: usize, vocab: usize) -> Result<()> {
+    if decoder_ids.len() != batch * t || t == 0 {
+        return Err(ModelError::Input(format!(
+            "expected {batch}x{t} decoder ids (one row per encoder row), got {}",
+            decoder_ids.len()
+        )));
+    }
+    if let Some(x) = decoder_ids.iter().find(|x| **x as usize >= vocab) {
+        return Err(ModelError::Input(format!(
+            "token id {x} is outside the vocabulary of {vocab}"
+        )));
+    }
+    Ok(())
+}
