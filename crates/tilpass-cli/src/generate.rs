@@ -89,8 +89,8 @@ pub struct Generated {
     after_help = "Decoders (Llama, Mistral, GPT-2; *ForCausalLM) and encoder-decoders (T5, \
 NorT5; *ForConditionalGeneration, greedy or --num-beams). Give exactly one of --prompt (text, \
 encoded with the model's tokenizer) and --ids (token ids, for a model without a tokenizer). \
---json prints {\"ids\": new ids, \"prompt_ids\", \"text\"}, \"text\" only when the model \
-has a tokenizer; without --json the text is streamed, or without a tokenizer the new ids are \
+--json prints {\"ids\": new ids, \"prompt_ids\", \"text\", \"stop_reason\": eos, stop, length \
+or context}, \"text\" only when the model has a tokenizer; without --json the text is streamed, or without a tokenizer the new ids are \
 printed space-separated."
 )]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "ids"])))]
@@ -108,8 +108,8 @@ pub struct GenerateArgs {
     chat: bool,
     #[command(flatten)]
     sampling: SamplingArgs,
-    /// Print {"ids", "prompt_ids", "text"} (no "text" without a tokenizer) instead of
-    /// streaming.
+    /// Print {"ids", "prompt_ids", "text", "stop_reason"} (no "text" without a tokenizer)
+    /// instead of streaming.
     #[arg(long)]
     json: bool,
     /// Beam search with this many beams (encoder-decoder models).

@@ -63,13 +63,13 @@ enum Command {
     /// Generate from a text prompt (--prompt) or token ids (--ids); --json for a JSON object.
     ///
     /// Decoders and encoder-decoders. Text is streamed to stdout; without a tokenizer (--ids)
-    /// the new ids are printed; --json prints {"ids", "prompt_ids", "text"}.
+    /// the new ids are printed; --json prints {"ids", "prompt_ids", "text", "stop_reason"}.
     Generate(generate::GenerateArgs),
     /// Chat with a model on stdin/stdout through its chat template.
     Chat(generate::ChatArgs),
     /// Label texts with an instruction LLM by scoring each label's verbalisation (LamBERT
     /// step 1): reads JSONL rows with a text field, writes them back with "label",
-    /// "confidence" and "probabilities".
+    /// "confidence" and "probabilities"; prints {"rows", "seconds", "out"}.
     Annotate(lambert::AnnotateArgs),
     /// Label a JSONL stream with a classifier trained by `tilpass train classify` (LamBERT
     /// step 3); prints throughput.
@@ -84,7 +84,7 @@ enum Command {
     /// statistics, retrieval (trec_eval), language identification, pairwise LLM-as-judge.
     Metrics(metrics::MetricsArgs),
     /// Sentence embeddings from an encoder (BERT, NorBERT3): one --text prints
-    /// {"dim", "embedding"}; several texts or --file print one JSON line per text.
+    /// {"dim", "embedding", "truncated"}; several texts or --file print one JSON line per text.
     Embed(embed::EmbedArgs),
 }
 
