@@ -5,9 +5,10 @@
 use std::path::Path;
 
 use tilpass::core::{Checkpoint, HostTensor, SaveDtype, save_safetensors};
-use tilpass::models::DecoderLm;
+use tilpass::models::{DecoderInput, DecoderLm};
 use tilpass::peft::PeftModel;
-use tilpass_tests::{fixture_path, test_device};
+use tilpass::tokenize::{Batch, Padding};
+use tilpass_tests::{fixture_path, max_abs_diff, test_device};
 
 fn copy_dir(src: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -58,9 +59,11 @@ fn an_adapter_with_tensors_the_model_cannot_use_is_an_error_naming_them() {
     PeftModel::new(model())
         .load_adapter(&adapter, "default")
         .unwrap();
+    let good = std::fs::read(&weights).unwrap();
     let extra = "base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight";
     add_tensors(&weights, &like, &[extra]);
-    let err = PeftModel::new(model())
+    let mut peft = PeftModel::new(model());
+    let err = peft
         .load_adapter(&adapter, "default")
         .unwrap_err()
         .to_string();
@@ -68,6 +71,18 @@ fn an_adapter_with_tensors_the_model_cannot_use_is_an_error_naming_them() {
         err.contains(extra) && err.contains("adapter_model.safetensors"),
         "{err}"
     );
+    // The failed load left the model as it was: the same name loads the good adapter, and
+    // the logits are those of a model that never saw the bad file.
+    std::fs::write(&weights, &good).unwrap();
+    peft.load_adapter(&adapter, "default").unwrap();
+    let mut fresh = PeftModel::new(model());
+    fresh.load_adapter(&adapter, "default").unwrap();
+    let ids: Vec<u32> = vec![1, 5, 9, 2];
+    let input = DecoderInput::from_batch(&Batch::from_ids(&[&ids[..]], Padding::left(0))).unwrap();
+    let vals = |t: tilpass::burn::tensor::Tensor<3>| t.into_data().to_vec::<f32>().unwrap();
+    let got = vals(peft.forward(&input, None).unwrap());
+    let want = vals(fresh.forward(&input, None).unwrap());
+    assert_eq!(max_abs_diff(&got, &want), 0.0);
 }
 
 #[test]

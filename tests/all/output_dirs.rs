@@ -43,6 +43,11 @@ fn a_used_output_directory_is_refused_unless_resuming_or_overwriting() {
     prepare_output_dir(&out, false, false, &[]).unwrap();
     std::fs::create_dir_all(&out).unwrap();
     prepare_output_dir(&out, false, false, &[]).unwrap();
+    // A run that stopped before writing anything but its config (bad data): starting again
+    // there is allowed.
+    std::fs::write(out.join(runs::RUN_CONFIG_FILE), "{}").unwrap();
+    prepare_output_dir(&out, false, false, &[]).unwrap();
+    std::fs::remove_file(out.join(runs::RUN_CONFIG_FILE)).unwrap();
     foreign_checkpoint(&out, "checkpoint-4");
     foreign_checkpoint(&out, "checkpoint-04");
     std::fs::create_dir_all(out.join("adapter")).unwrap();

@@ -280,12 +280,55 @@ impl<M: HasLinears> PeftModel<M> {
             path: file.display().to_string(),
             message,
         };
+        let before: std::collections::HashSet<String> = self.originals.keys().cloned().collect();
         let targets = self.add_adapter(name, &cfg, 0).map_err(|e| match e {
             PeftError::NoTargets { .. } => {
                 mismatch(format!("adapter does not fit this model: {e}"))
             }
             other => other,
         })?;
+        // On an error the adapter added above is taken off again and every weight it could
+        // have replaced is put back, so a failed load leaves the model as it was.
+        let saved: Vec<(String, Tensor<2>, Option<Tensor<1>>)> = self
+            .model
+            .linears()
+            .into_iter()
+            .filter(|(p, _)| self.originals.contains_key(p))
+            .map(|(p, lin)| (p, lin.weight.val(), lin.bias.as_ref().map(|b| b.val())))
+            .collect();
+        if let Err(e) = self.fill_adapter(&ckpt, &cfg, name, &targets, &file) {
+            let before_originals = &before;
+            for (path, lin) in self.model.linears_mut() {
+                lin.lora.retain(|b| b.name != name);
+                if let Some((_, w, b)) = saved.iter().find(|(p, _, _)| *p == path) {
+                    lin.weight = Param::from_tensor(w.clone());
+                    if let (Some(bias), Some(b)) = (lin.bias.as_mut(), b) {
+                        *bias = Param::from_tensor(b.clone());
+                    }
+                }
+            }
+            self.adapters.remove(name);
+            self.originals.retain(|k, _| before_originals.contains(k));
+            return Err(e);
+        }
+        Ok(cfg)
+    }
+
+    /// Fills adapter `name` (just added for `cfg`, on `targets`) from `ckpt` (read from
+    /// `file`): every tensor of the file used, every tensor the config implies present with
+    /// this model's shape; `modules_to_save` weights replaced.
+    fn fill_adapter(
+        &mut self,
+        ckpt: &Checkpoint,
+        cfg: &LoraConfig,
+        name: &str,
+        targets: &[String],
+        file: &Path,
+    ) -> Result<()> {
+        let mismatch = |message: String| PeftError::Mismatch {
+            path: file.display().to_string(),
+            message,
+        };
         let device = self.device()?;
         // Every tensor of the file must be used: tensors for modules this model does not
         // have (more layers, other modules) mean the adapter was made for another model.
@@ -330,7 +373,7 @@ impl<M: HasLinears> PeftModel<M> {
                 .lora
                 .iter_mut()
                 .find(|b| b.name == name)
-                .expect("added above");
+                .ok_or_else(|| mismatch(format!("adapter `{name}` has no branch on `{path}`")))?;
             let r = branch.a.dims()[1];
             let key = |suffix: &str| format!("{KEY_PREFIX}{path}.{suffix}");
             let read = |k: &str, shape: &[usize]| {
@@ -373,7 +416,7 @@ impl<M: HasLinears> PeftModel<M> {
                 lin.bias = Some(Param::from_tensor(b.to_tensor(&device)?));
             }
         }
-        Ok(cfg)
+        Ok(())
     }
 
     /// Writes adapter `name` as HF PEFT does: `adapter_config.json` and

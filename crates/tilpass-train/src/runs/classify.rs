@@ -226,6 +226,7 @@ impl ClassifyRun {
                 data.display()
             )));
         }
+        let n_eval = held_out_rows(rows.len(), self.eval_split)?;
         let ids: Vec<usize> = labels
             .iter()
             .map(|l| names.iter().position(|n| n == l).unwrap_or(0))
@@ -238,7 +239,6 @@ impl ClassifyRun {
         let model = encoder.with_new_classifier(&names, self.seed)?;
         let pad = model.pad_token_id();
         let encoded = encode_texts(&tok, &texts, self.max_length)?;
-        let n_eval = ((rows.len() as f64) * self.eval_split).round() as usize;
         let n_train = rows.len() - n_eval;
         let examples: Vec<(Vec<u32>, usize)> = encoded.into_iter().zip(ids).collect();
         let train = cls_batches(&examples[..n_train], self.batch_size, pad)?;
@@ -282,5 +282,39 @@ impl ClassifyRun {
             eval,
             adapter,
         })
+    }
+}
+
+/// Rows held out for evaluation: `eval_split` of `rows`, rounded; an error when a non-zero split
+/// holds out no row or leaves none to train on.
+fn held_out_rows(rows: usize, eval_split: f64) -> Result<usize> {
+    let n_eval = ((rows as f64) * eval_split).round() as usize;
+    if eval_split > 0.0 && (n_eval == 0 || n_eval >= rows) {
+        return Err(TrainError::setting(
+            "eval_split",
+            eval_split,
+            format!(
+                "a fraction of the {rows} rows that holds out at least one row and leaves at \
+                 least one to train on (0 holds none out)"
+            ),
+        ));
+    }
+    Ok(n_eval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_out_rows;
+
+    #[test]
+    fn a_split_must_hold_out_a_row_and_leave_one() {
+        assert_eq!(held_out_rows(20, 0.0).unwrap(), 0);
+        assert_eq!(held_out_rows(20, 0.1).unwrap(), 2);
+        let err = held_out_rows(20, 0.01).unwrap_err().to_string();
+        assert!(
+            err.contains("eval_split") && err.contains("20 rows"),
+            "{err}"
+        );
+        assert!(held_out_rows(1, 0.9).is_err());
     }
 }

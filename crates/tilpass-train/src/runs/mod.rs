@@ -228,7 +228,10 @@ pub fn prepare_output_dir(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(tilpass_core::Error::io(dir, e).into()),
     };
-    if entries.is_empty() || resuming {
+    // A directory holding only a run config is a run that stopped before it wrote anything
+    // (bad data, a model that failed to load): starting again there loses nothing.
+    let only_config = entries.iter().all(|e| e.file_name() == RUN_CONFIG_FILE);
+    if entries.is_empty() || resuming || only_config {
         return Ok(());
     }
     if !overwrite {
