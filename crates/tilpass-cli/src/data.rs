@@ -102,6 +102,7 @@ pub fn data_cmd(cmd: DataCommand) -> Result<bool> {
                 max_chars,
             };
             filter.validate()?;
+            tilpass::core::check_output_is_not_input("out", &out, &[&read.file])?;
             let ds = read_dataset(&read.file, &read.options(false))?;
             let mut records = ds.records;
             let removed_length = filter.apply(&mut records);

@@ -79,6 +79,7 @@ pub fn peft_cmd(c: PeftCommand) -> Result<()> {
             adapter,
             out,
         } => {
+            tilpass::core::check_output_is_not_input("out", &out, &[&model, &adapter])?;
             let device = tilpass::device("flex")?;
             let base = DecoderLm::load(&model, &device)?;
             let mut peft = PeftModel::new(base);

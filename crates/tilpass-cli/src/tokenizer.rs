@@ -167,6 +167,7 @@ pub fn tokenizer_cmd(cmd: TokenizerCommand) -> Result<()> {
             min_pieces,
             out,
         } => {
+            tilpass::core::check_output_is_not_input("out", &out, &[&tokenizer])?;
             let mut tok = tilpass::tokenize::Tokenizer::from_dir(&tokenizer)?;
             let lines = read_lines(&corpus)?;
             let cfg = ExtendConfig {

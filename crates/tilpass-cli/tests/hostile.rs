@@ -159,6 +159,18 @@ const CASES: &[(&str, &str)] = &[
         "`out`",
     ),
     (
+        "data dedup {w}/chat.jsonl --out {w}/./chat.jsonl",
+        "`out`",
+    ),
+    (
+        "peft merge --model {m} --adapter {w}/wide_adapter --out {m}/",
+        "`out`",
+    ),
+    (
+        "tokenizer extend --tokenizer {m} --corpus {w}/rows.jsonl --out {m}",
+        "`out`",
+    ),
+    (
         "train sft --model {m} --data {w}/rows.jsonl --out {w}/used",
         "--overwrite-output-dir",
     ),

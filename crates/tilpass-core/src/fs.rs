@@ -321,3 +321,65 @@ mod disk_full_tests {
         assert_eq!(left.len(), 1, "no temporary file stays behind");
     }
 }
+
+/// An error when the output `out` (a file or a directory, named by the setting `setting`) is
+/// one of `inputs`: writing it would replace what the command reads (`data dedup a.jsonl --out a.jsonl`, `peft merge --model m --out m`). Paths
+/// are compared after resolving links and `..`; a path that does not exist yet is compared as
+/// written.
+pub fn check_output_is_not_input(setting: &str, out: &Path, inputs: &[&Path]) -> Result<()> {
+    let resolve = |p: &Path| -> PathBuf {
+        if let Ok(c) = std::fs::canonicalize(p) {
+            return c;
+        }
+        // A new output: resolve its existing parent, keep the new name.
+        match (p.parent(), p.file_name()) {
+            (Some(parent), Some(name)) => {
+                let parent = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+                std::fs::canonicalize(parent)
+                    .map(|c| c.join(name))
+                    .unwrap_or_else(|_| p.to_path_buf())
+            }
+            _ => p.to_path_buf(),
+        }
+    };
+    let o = resolve(out);
+    for input in inputs {
+        let i = resolve(input);
+        if o == i {
+            return Err(Error::InvalidInput(format!(
+                "`{setting}` {}: expected a path apart from the input {}: the output would \
+                 replace what the command reads",
+                out.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::check_output_is_not_input;
+
+    #[test]
+    fn an_output_that_is_an_input_is_refused_however_it_is_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.jsonl");
+        std::fs::write(&a, "{}").unwrap();
+        let other = dir.path().join("b.jsonl");
+        check_output_is_not_input("out", &other, &[a.as_path()]).unwrap();
+        let same = dir.path().join(".").join("a.jsonl");
+        let err = check_output_is_not_input("out", &same, &[a.as_path()]).unwrap_err();
+        assert!(err.to_string().contains("`out`"), "{err}");
+        let sub = dir.path().join("m");
+        std::fs::create_dir(&sub).unwrap();
+        let up = sub.join("..").join("m");
+        assert!(check_output_is_not_input("out", &up, &[sub.as_path()]).is_err());
+        // A new output inside an input directory replaces nothing.
+        check_output_is_not_input("out", &sub.join("merged"), &[sub.as_path()]).unwrap();
+    }
+}

@@ -31,8 +31,8 @@ pub use checkpoint::{
 pub use device::DeviceSpec;
 pub use error::{Error, Result};
 pub use fs::{
-    TempFile, forget_temp, read_json, remove_temp_files, temp_dir_for, write_atomic,
-    write_atomic_with,
+    TempFile, check_output_is_not_input, forget_temp, read_json, remove_temp_files, temp_dir_for,
+    write_atomic, write_atomic_with,
 };
 pub use model_dir::{CONFIG_FILE, ModelDir};
 pub use rng::SplitMix64;
