@@ -15,6 +15,7 @@ mod metrics_text;
 mod packing;
 mod param_tables;
 mod peft_parity;
+mod preference_losses;
 mod runs;
 mod sentence_embeddings;
 mod seq2seq_parity;
