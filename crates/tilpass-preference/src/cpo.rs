@@ -219,3 +219,29 @@ pub fn cpo_loss(config: &CpoConfig, inputs: &CpoInputs) -> Result<CpoOutput> {
     };
     Ok(CpoOutput { loss, metrics })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_trls() {
+        let c: CpoConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, CpoConfig::default());
+        assert_eq!(
+            (
+                c.beta,
+                c.label_smoothing,
+                c.cpo_alpha,
+                c.simpo_gamma,
+                c.alpha
+            ),
+            (0.1, 0.0, 1.0, 0.5, 0.0)
+        );
+        assert_eq!(c.loss_type, CpoLossType::Sigmoid);
+        assert!(CpoLossType::Simpo.uses_average_logps() && CpoLossType::Ipo.uses_average_logps());
+        assert!(
+            !CpoLossType::Sigmoid.uses_average_logps() && !CpoLossType::Hinge.uses_average_logps()
+        );
+    }
+}

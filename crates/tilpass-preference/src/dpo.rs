@@ -646,3 +646,54 @@ pub fn dpo_loss(config: &DpoConfig, inputs: &DpoInputs) -> Result<DpoOutput> {
     };
     Ok(DpoOutput { loss, metrics })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_trls_and_round_trip() {
+        let c: DpoConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, DpoConfig::default());
+        assert_eq!(c.beta, 0.1);
+        assert_eq!(c.loss_type, [DpoLossType::Sigmoid]);
+        assert_eq!(
+            (c.label_smoothing, c.f_alpha_divergence_coef, c.discopop_tau),
+            (0.0, 0.5, 0.05)
+        );
+        assert_eq!(
+            (c.loss_weights.clone(), c.ld_alpha, c.use_weighting),
+            (None, None, false)
+        );
+        assert_eq!(c.f_divergence_type, FDivergence::ReverseKl);
+        c.validate().unwrap();
+        let back: DpoConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn every_loss_name_parses_and_is_trls() {
+        let names = [
+            "sigmoid",
+            "hinge",
+            "ipo",
+            "exo_pair",
+            "nca_pair",
+            "robust",
+            "bco_pair",
+            "sppo_hard",
+            "aot",
+            "aot_unpaired",
+            "apo_zero",
+            "apo_down",
+            "discopop",
+            "sft",
+            "sigmoid_norm",
+        ];
+        let json = serde_json::json!({ "loss_type": names, "label_smoothing": 0.1 });
+        let c: DpoConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(c.loss_names(), names);
+        c.validate().unwrap();
+        assert_eq!(c.weights(), vec![1.0; names.len()]);
+    }
+}

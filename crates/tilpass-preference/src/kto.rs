@@ -236,3 +236,28 @@ pub fn kto_loss(config: &KtoConfig, inputs: &KtoInputs) -> Result<KtoOutput> {
     };
     Ok(KtoOutput { loss, metrics })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kl_rotation_pairs_each_prompt_with_the_previous_completion() {
+        // TRL: (x_1, y_n), (x_2, y_1), ..., (x_n, y_{n-1}).
+        assert_eq!(kl_rotation(&["y1", "y2", "y3"]), ["y3", "y1", "y2"]);
+        assert_eq!(kl_rotation(&[1]), [1]);
+        assert!(kl_rotation::<u8>(&[]).is_empty());
+    }
+
+    #[test]
+    fn defaults_are_trls() {
+        let c: KtoConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, KtoConfig::default());
+        assert_eq!(
+            (c.beta, c.desirable_weight, c.undesirable_weight),
+            (0.1, 1.0, 1.0)
+        );
+        assert_eq!(c.loss_type, KtoLossType::Kto);
+        assert!(c.uses_kl());
+    }
+}

@@ -177,3 +177,27 @@ pub fn orpo_loss(config: &OrpoConfig, inputs: &OrpoInputs) -> Result<OrpoOutput>
     };
     Ok(OrpoOutput { loss, metrics })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log1mexp_host_is_accurate_on_both_branches() {
+        for x in [-1e-8f64, -1e-3, -0.5, -0.7, -2.0, -30.0] {
+            // log(1 - e^x) from the series-free identity 1 - e^x = -expm1(x).
+            let want = (-x.exp_m1()).ln();
+            let got = log1mexp_host(x);
+            assert!(
+                (got - want).abs() <= 1e-12 * want.abs().max(1.0),
+                "{x}: {got} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_are_trls() {
+        assert_eq!(serde_json::from_str::<OrpoConfig>("{}").unwrap().beta, 0.1);
+        assert!(serde_json::from_str::<OrpoConfig>(r#"{"lambda": 1}"#).is_err());
+    }
+}

@@ -108,3 +108,18 @@ pub fn reward_loss(config: &RewardConfig, inputs: &RewardInputs) -> Result<Rewar
     };
     Ok(RewardOutput { loss, metrics })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_trls() {
+        let c: RewardConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c.center_rewards_coefficient, None);
+        c.validate().unwrap();
+        let c: RewardConfig =
+            serde_json::from_str(r#"{"center_rewards_coefficient": 0.01}"#).unwrap();
+        c.validate().unwrap();
+    }
+}
