@@ -215,6 +215,9 @@ pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxE
         data: Some(DatasetSpec::norsk_chat(Some("train"))),
         eval_data: Some(DatasetSpec::norsk_chat(Some("eval"))),
         out: Some(cfg.out.clone()),
+        // The directory holds this program's own base model and corpus; a rerun replaces the
+        // earlier run's adapter, checkpoints and metrics (the base model is an input: kept).
+        overwrite_output_dir: true,
         max_length: SftConfig::default().max_length,
         lora: LoraConfig::builder()
             .r(cfg.lora_r)

@@ -19,7 +19,7 @@ use crate::train_parity::{LORA_GRAD_NORM, LORA_LOSS, LORA_WEIGHTS, check_rel};
 
 /// A copy of a fixture model directory with a word-level tokenizer (`t0` .. `t255` = ids
 /// 0..255, split on white space, no special tokens), as the CLI tests use.
-fn with_tokenizer(fixture: &str) -> tempfile::TempDir {
+pub(crate) fn with_tokenizer(fixture: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(fixture_path(fixture)).unwrap() {
         let p = e.unwrap().path();
@@ -44,7 +44,7 @@ fn words(ids: &[u32]) -> String {
         .join(" ")
 }
 
-fn write_jsonl(path: &Path, rows: &[Value]) -> PathBuf {
+pub(crate) fn write_jsonl(path: &Path, rows: &[Value]) -> PathBuf {
     let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
     std::fs::write(path, text).unwrap();
     path.to_path_buf()
@@ -60,7 +60,7 @@ fn read_jsonl(path: &Path) -> Vec<Value> {
 
 /// The reference SFT batches of tests/fixtures/train/lora_sft as a prompt-completion dataset:
 /// each row's unpadded ids, the prompt where its labels are -100.
-fn reference_rows() -> Vec<Value> {
+pub(crate) fn reference_rows() -> Vec<Value> {
     let file = fixture_json("train/lora_sft/batches.json");
     let mut rows = Vec::new();
     for b in file["batches"].as_array().unwrap() {

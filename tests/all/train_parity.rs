@@ -229,7 +229,7 @@ fn the_references_were_made_from_the_current_base_model() {
 /// The reference's batches, padded by tilpass (`sft_batches`) from the reference's rows: right
 /// padding, the reference's ids, mask and labels (-100 on padding), positions 0.. in every row
 /// (transformers' default position ids are 0..seq for every row; padding is never a label).
-fn reference_batches() -> Vec<tilpass::train::LmBatch> {
+pub(crate) fn reference_batches() -> Vec<tilpass::train::LmBatch> {
     let file = fixture_json("train/lora_sft/batches.json");
     let batches = file["batches"].as_array().expect("batches");
     assert_eq!(batches.len(), 5, "batches.json: 5 batches");
@@ -263,7 +263,7 @@ fn reference_batches() -> Vec<tilpass::train::LmBatch> {
         .collect()
 }
 
-fn fresh_model(adapter: &std::path::Path) -> PeftModel<DecoderLm> {
+pub(crate) fn fresh_model(adapter: &std::path::Path) -> PeftModel<DecoderLm> {
     let dev = tilpass_tests::test_device().autodiff();
     let mut peft = PeftModel::new(DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap());
     peft.load_adapter(adapter, "default").unwrap();
@@ -271,7 +271,7 @@ fn fresh_model(adapter: &std::path::Path) -> PeftModel<DecoderLm> {
     peft
 }
 
-fn reference_config() -> tilpass::train::TrainConfig {
+pub(crate) fn reference_config() -> tilpass::train::TrainConfig {
     tilpass::train::TrainConfig {
         learning_rate: 1e-2,
         warmup_steps: 2,

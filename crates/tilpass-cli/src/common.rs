@@ -26,6 +26,25 @@ pub struct ModelArgs {
     pub adapter: Option<PathBuf>,
 }
 
+/// Lines of a failed command's log (a training run's progress) printed after its cause, so
+/// the cause is the first line of stderr.
+static AFTER_ERROR: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Holds `lines` to be printed after the cause of the error the command returns.
+pub fn after_error(lines: Vec<String>) {
+    if let Ok(mut l) = AFTER_ERROR.lock() {
+        l.extend(lines);
+    }
+}
+
+/// The lines held by [`after_error`].
+pub fn take_after_error() -> Vec<String> {
+    AFTER_ERROR
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default()
+}
+
 /// Prints one JSON value on a line of stdout.
 pub fn print(v: &Value) {
     println!("{v}");
@@ -136,6 +155,16 @@ impl ConfigArgs {
             return Ok(None);
         }
         Ok(Some(run))
+    }
+}
+
+/// A number flag of a run config: JSON has no NaN or infinity (they would turn into `null`,
+/// i.e. "not given"), so non-finite values are refused here, naming the flag.
+pub fn finite_f64(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("{v} is not a finite number")),
+        Err(e) => Err(format!("`{s}`: {e}")),
     }
 }
 

@@ -97,12 +97,13 @@ pub fn data_cmd(cmd: DataCommand) -> Result<bool> {
             min_chars,
             max_chars,
         } => {
-            let ds = read_dataset(&read.file, &read.options(false))?;
-            let mut records = ds.records;
             let filter = LengthFilter {
                 min_chars,
                 max_chars,
             };
+            filter.validate()?;
+            let ds = read_dataset(&read.file, &read.options(false))?;
+            let mut records = ds.records;
             let removed_length = filter.apply(&mut records);
             let report = dedup(&mut records, key);
             write_jsonl(&out, &records)?;

@@ -62,11 +62,21 @@ pub fn embed_cmd(a: EmbedArgs) -> Result<()> {
             .map(|t| tok.encode(t, true))
             .collect::<Result<Vec<_>, _>>()?;
         let vectors = embedder.embed_ids(&ids, a.batch_size)?;
-        for (t, v) in chunk.iter().zip(vectors) {
+        let limit = embedder.pooling.max_seq_length;
+        for (i, ((t, v), ids)) in chunk.iter().zip(vectors).zip(&ids).enumerate() {
+            if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "the embedding of text {} is not finite ({x}): the model produced NaN/inf \
+                     (check its weights)",
+                    done + i + 1
+                )));
+            }
+            // Texts longer than the model's max_seq_length are embedded from their start.
+            let truncated = limit.is_some_and(|m| ids.len() > m);
             if single {
-                print(&json!({"dim": v.len(), "embedding": v}));
+                print(&json!({"dim": v.len(), "embedding": v, "truncated": truncated}));
             } else {
-                println!("{}", json!({"text": t, "embedding": v}));
+                print(&json!({"text": t, "embedding": v, "truncated": truncated}));
             }
         }
         done += chunk.len();

@@ -5,7 +5,8 @@ use clap::Args;
 use serde_json::json;
 use tilpass::models::{
     DecoderLm, EncoderInput, GenerateConfig, Head, ModelKind, Seq2SeqConfig, Seq2SeqLm,
-    VirtualPrefix, generate, generate_seq2seq, generate_text_with_prefix, generate_with_prefix,
+    Seq2SeqModel, StopReason, VirtualPrefix, generate, generate_seq2seq, generate_text_with_prefix,
+    generate_with_prefix,
 };
 use tilpass::peft::{PromptAdapter, PromptMethod};
 use tilpass::tokenize::{RenderOptions, Tokenizer};
@@ -20,16 +21,16 @@ pub struct SamplingArgs {
     #[arg(long, default_value_t = 256)]
     pub max_new_tokens: usize,
     /// Sampling temperature; 0 means greedy decoding.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Sample among the k most likely tokens.
     #[arg(long)]
     pub top_k: Option<usize>,
     /// Sample among the most likely tokens holding this much probability.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub top_p: Option<f32>,
     /// Repetition penalty (e.g. 1.1).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub repetition_penalty: Option<f32>,
     /// Seed for sampling.
     #[arg(long, default_value_t = 0)]
@@ -43,8 +44,16 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    fn config(&self) -> GenerateConfig {
-        GenerateConfig {
+    /// The generation settings, checked ([`GenerateConfig::validate`]; `--temperature` finite
+    /// and >= 0, 0 being greedy decoding).
+    fn config(&self) -> Result<GenerateConfig> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(Error::invalid(format!(
+                "invalid setting `--temperature` = {}: expected a finite number >= 0 (0: greedy)",
+                self.temperature
+            )));
+        }
+        let cfg = GenerateConfig {
             max_new_tokens: self.max_new_tokens,
             do_sample: self.temperature > 0.0,
             temperature: if self.temperature > 0.0 {
@@ -57,8 +66,21 @@ impl SamplingArgs {
             repetition_penalty: self.repetition_penalty,
             seed: self.seed,
             ..Default::default()
-        }
+        };
+        cfg.validate()?;
+        Ok(cfg)
     }
+}
+
+/// What a generation returned: the new ids, their text (with a tokenizer) and why it stopped
+/// (`eos`, `stop`, `length` or `context`: the context was full before `--max-new-tokens`).
+pub struct Generated {
+    /// The new token ids.
+    pub ids: Vec<u32>,
+    /// Their text, stop string removed (with a tokenizer).
+    pub text: Option<String>,
+    /// Why generation stopped.
+    pub stop_reason: &'static str,
 }
 
 /// The flags of `generate`.
@@ -67,8 +89,8 @@ impl SamplingArgs {
     after_help = "Decoders (Llama, Mistral, GPT-2; *ForCausalLM) and encoder-decoders (T5, \
 NorT5; *ForConditionalGeneration, greedy or --num-beams). Give exactly one of --prompt (text, \
 encoded with the model's tokenizer) and --ids (token ids, for a model without a tokenizer). \
---json prints {\"ids\": new ids, \"prompt_ids\", \"text\"}, \"text\" only when the model \
-has a tokenizer; without --json the text is streamed, or without a tokenizer the new ids are \
+--json prints {\"ids\": new ids, \"prompt_ids\", \"text\", \"stop_reason\": eos, stop, length \
+or context}, \"text\" only when the model has a tokenizer; without --json the text is streamed, or without a tokenizer the new ids are \
 printed space-separated."
 )]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "ids"])))]
@@ -86,15 +108,15 @@ pub struct GenerateArgs {
     chat: bool,
     #[command(flatten)]
     sampling: SamplingArgs,
-    /// Print {"ids", "prompt_ids", "text"} (no "text" without a tokenizer) instead of
-    /// streaming.
+    /// Print {"ids", "prompt_ids", "text", "stop_reason"} (no "text" without a tokenizer)
+    /// instead of streaming.
     #[arg(long)]
     json: bool,
     /// Beam search with this many beams (encoder-decoder models).
     #[arg(long, default_value_t = 1)]
     num_beams: usize,
     /// Length penalty of beam search.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     length_penalty: f32,
 }
 
@@ -113,7 +135,7 @@ pub struct ChatArgs {
 /// Generates from `prompt_ids` with a decoder. With a tokenizer, decoded text is streamed to
 /// stdout as tokens arrive (when `stream`) and generation stops at any stop string; without
 /// one, the new ids are streamed, space-separated. Returns the new ids and, with a tokenizer,
-/// their text (stop string removed).
+/// their text (stop string removed), and why it stopped.
 pub fn run_generation(
     model: &DecoderLm,
     adapter: Option<&PromptAdapter>,
@@ -121,9 +143,9 @@ pub fn run_generation(
     prompt_ids: Vec<u32>,
     sampling: &SamplingArgs,
     stream: bool,
-) -> Result<(Vec<u32>, Option<String>)> {
+) -> Result<Generated> {
     use std::io::Write;
-    let mut cfg = sampling.config();
+    let mut cfg = sampling.config()?;
     let virtual_tokens = adapter.map(PromptAdapter::len).unwrap_or(0);
     let room = model
         .max_positions()
@@ -135,10 +157,12 @@ pub fn run_generation(
             model.max_positions()
         )));
     }
-    if cfg.max_new_tokens > room {
+    let lowered = cfg.max_new_tokens > room;
+    if lowered {
         tracing::info!("max_new_tokens lowered to {room} to fit the context");
         cfg.max_new_tokens = room;
     }
+    let length_reason = if lowered { "context" } else { "length" };
     if cfg.eos_token_ids.is_none() {
         let mut eos = model.eos_token_ids();
         eos.extend(tok.and_then(Tokenizer::eos_id));
@@ -180,7 +204,18 @@ pub fn run_generation(
         if stream {
             println!();
         }
-        return Ok((rows.remove(0), None));
+        let ids = rows.remove(0);
+        let eos = cfg.eos_token_ids.as_deref().unwrap_or_default();
+        let stop_reason = if ids.last().is_some_and(|t| eos.contains(t)) {
+            "eos"
+        } else {
+            length_reason
+        };
+        return Ok(Generated {
+            ids,
+            text: None,
+            stop_reason,
+        });
     };
     cfg.stop_strings = sampling.stop.clone();
     let decode = |ids: &[u32]| tok.decode(ids, true).map_err(|e| e.to_string());
@@ -201,14 +236,29 @@ pub fn run_generation(
         println!();
     }
     let row = rows.remove(0);
-    Ok((row.ids, Some(row.text)))
+    let stop_reason = match row.stop {
+        StopReason::Eos => "eos",
+        StopReason::StopString(_) => "stop",
+        StopReason::MaxNewTokens => length_reason,
+    };
+    Ok(Generated {
+        ids: row.ids,
+        text: Some(row.text),
+        stop_reason,
+    })
 }
 
-/// Prints a generation: `{"ids", "prompt_ids", "text"}` with --json ("text" only with a
-/// tokenizer); else the text, or the ids space-separated without a tokenizer.
-fn print_generation(json_out: bool, ids: &[u32], prompt_ids: &[u32], text: Option<String>) {
+/// Prints a generation: `{"ids", "prompt_ids", "text", "stop_reason"}` with --json ("text"
+/// only with a tokenizer); else the text, or the ids space-separated without a tokenizer.
+fn print_generation(
+    json_out: bool,
+    ids: &[u32],
+    prompt_ids: &[u32],
+    text: Option<String>,
+    stop_reason: &str,
+) {
     if json_out {
-        let mut v = json!({"ids": ids, "prompt_ids": prompt_ids});
+        let mut v = json!({"ids": ids, "prompt_ids": prompt_ids, "stop_reason": stop_reason});
         if let Some(t) = text {
             v["text"] = json!(t);
         }
@@ -241,7 +291,8 @@ fn generate_seq2seq_cmd(a: GenerateArgs) -> Result<()> {
         length_penalty: a.length_penalty,
         ..Default::default()
     };
-    if a.sampling.temperature > 0.0 || a.sampling.top_k.is_some() || a.sampling.top_p.is_some() {
+    cfg.validate()?;
+    if a.sampling.temperature != 0.0 || a.sampling.top_k.is_some() || a.sampling.top_p.is_some() {
         return Err(Error::invalid(
             "sampling is not implemented for encoder-decoder models: use greedy or --num-beams",
         ));
@@ -251,8 +302,16 @@ fn generate_seq2seq_cmd(a: GenerateArgs) -> Result<()> {
         tilpass::tokenize::Padding::right(0),
     ))?;
     let ids = generate_seq2seq(&model, &input, &cfg)?.remove(0);
+    let stop_reason = if ids
+        .last()
+        .is_some_and(|t| model.eos_token_ids().contains(t))
+    {
+        "eos"
+    } else {
+        "length"
+    };
     let text = tok.map(|t| t.decode(&ids, true)).transpose()?;
-    print_generation(a.json, &ids, &prompt_ids, text);
+    print_generation(a.json, &ids, &prompt_ids, text, stop_reason);
     Ok(())
 }
 
@@ -295,7 +354,7 @@ pub fn generate_cmd(a: GenerateArgs) -> Result<()> {
         (None, Some(tok), Some(p)) => tok.encode(p, true)?,
         _ => return Err(Error::invalid("give --prompt TEXT or --ids 1,2,3")),
     };
-    let (ids, text) = run_generation(
+    let g = run_generation(
         &model,
         adapter.as_ref(),
         tok.as_ref(),
@@ -304,7 +363,9 @@ pub fn generate_cmd(a: GenerateArgs) -> Result<()> {
         !a.json,
     )?;
     if a.json {
-        print_generation(true, &ids, &prompt_ids, text);
+        print_generation(true, &g.ids, &prompt_ids, g.text, g.stop_reason);
+    } else if g.stop_reason == "context" {
+        eprintln!("warning: generation stopped at the end of the model's context");
     }
     Ok(())
 }
@@ -333,8 +394,30 @@ pub fn chat_cmd(a: ChatArgs) -> Result<()> {
             add_generation_prompt: true,
             ..Default::default()
         };
-        let prompt = tok.encode(&template.render(&messages, &opts)?.text, false)?;
-        let (_, text) = run_generation(
+        // The history must leave room for an answer: the oldest turns go first (the system
+        // message stays), and the user is told.
+        let context = model.max_positions();
+        let virtual_tokens = adapter.as_ref().map(|p| p.len()).unwrap_or(0);
+        let need = a.sampling.max_new_tokens.clamp(1, (context / 2).max(1));
+        let first_turn = usize::from(a.system.is_some());
+        let prompt = loop {
+            let prompt = tok.encode(&template.render(&messages, &opts)?.text, false)?;
+            if prompt.len() + virtual_tokens + need <= context || messages.len() <= first_turn + 1 {
+                break prompt;
+            }
+            // Drop the oldest turn (a user message and the answer to it).
+            let n = if messages.len() > first_turn + 2 {
+                2
+            } else {
+                1
+            };
+            messages.drain(first_turn..first_turn + n);
+            eprintln!(
+                "chat: the conversation outgrew the model's context ({context} tokens); the \
+                 oldest turn was dropped"
+            );
+        };
+        let g = run_generation(
             &model,
             adapter.as_ref(),
             Some(&tok),
@@ -342,7 +425,7 @@ pub fn chat_cmd(a: ChatArgs) -> Result<()> {
             &a.sampling,
             true,
         )?;
-        let text = text.unwrap_or_default();
+        let text = g.text.unwrap_or_default();
         messages.push(Message::new(Role::Assistant, text.trim().to_string()));
     }
     Ok(())

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde::Serialize;
+use serde_json::json;
 use tilpass::Result;
 use tilpass::train::{AnnotateRun, Event, PredictRun};
 
-use crate::common::{ConfigArgs, print_json};
+use crate::common::{ConfigArgs, print, print_json};
 
 /// The flags of `annotate` (the defaults: `--print-config`).
 #[derive(Args, Serialize)]
@@ -91,12 +92,15 @@ fn log_rows(e: Event) {
     }
 }
 
-/// Runs `tilpass annotate`: writes the labelled rows to --out.
+/// Runs `tilpass annotate`: writes the labelled rows to --out, prints `{"rows", "seconds",
+/// "out"}`.
 pub fn annotate_cmd(a: AnnotateArgs) -> Result<()> {
     let Some(run) = a.config.resolve::<AnnotateRun>(&a)? else {
         return Ok(());
     };
-    run.run(&tilpass::device(&run.device)?, &mut log_rows)?;
+    let o = run.run(&tilpass::device(&run.device)?, &mut log_rows)?;
+    let out = run.out.as_deref().map(|p| p.display().to_string());
+    print(&json!({"rows": o.rows, "seconds": o.seconds, "out": out}));
     Ok(())
 }
 

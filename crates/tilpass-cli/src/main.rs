@@ -63,13 +63,13 @@ enum Command {
     /// Generate from a text prompt (--prompt) or token ids (--ids); --json for a JSON object.
     ///
     /// Decoders and encoder-decoders. Text is streamed to stdout; without a tokenizer (--ids)
-    /// the new ids are printed; --json prints {"ids", "prompt_ids", "text"}.
+    /// the new ids are printed; --json prints {"ids", "prompt_ids", "text", "stop_reason"}.
     Generate(generate::GenerateArgs),
     /// Chat with a model on stdin/stdout through its chat template.
     Chat(generate::ChatArgs),
     /// Label texts with an instruction LLM by scoring each label's verbalisation (LamBERT
     /// step 1): reads JSONL rows with a text field, writes them back with "label",
-    /// "confidence" and "probabilities".
+    /// "confidence" and "probabilities"; prints {"rows", "seconds", "out"}.
     Annotate(lambert::AnnotateArgs),
     /// Label a JSONL stream with a classifier trained by `tilpass train classify` (LamBERT
     /// step 3); prints throughput.
@@ -84,7 +84,7 @@ enum Command {
     /// statistics, retrieval (trec_eval), language identification, pairwise LLM-as-judge.
     Metrics(metrics::MetricsArgs),
     /// Sentence embeddings from an encoder (BERT, NorBERT3): one --text prints
-    /// {"dim", "embedding"}; several texts or --file print one JSON line per text.
+    /// {"dim", "embedding", "truncated"}; several texts or --file print one JSON line per text.
     Embed(embed::EmbedArgs),
 }
 
@@ -97,7 +97,41 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let cli = Cli::parse();
+    // Ctrl-C: the files being written (unique temporary names beside their targets) are
+    // removed, so an interrupted command leaves neither a partial output nor a temporary.
+    let _ = ctrlc::set_handler(|| {
+        tilpass::core::remove_temp_files();
+        eprintln!("error: interrupted (Ctrl-C); partial outputs removed");
+        std::process::exit(130);
+    });
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            // Bad usage: the cause on one line (clap's usage and tips would follow it).
+            let text = e.render().to_string();
+            let cause: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{} (see --help)", cause.join(" "));
+            return ExitCode::from(2);
+        }
+    };
     let done = |r: tilpass::Result<()>| r.map(|()| true);
     let result = match cli.command {
         Command::Tokenize(a) => done(tokenizer::tokenize_cmd(a)),
@@ -118,6 +152,9 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::from(2),
         Err(e) => {
             eprintln!("error: {}", e.to_string().replace('\n', " "));
+            for line in common::take_after_error() {
+                eprintln!("{line}");
+            }
             ExitCode::from(2)
         }
     }

@@ -103,7 +103,7 @@ pub fn judge_cmd(a: &MetricsArgs) -> Result<Value> {
             Some(c) => tok.encode(&c.render(&messages, &opts)?.text, false)?,
             None => tok.encode(prompt, true)?,
         };
-        let (_, text) = run_generation(&model, None, Some(&tok), ids, &sampling, false)?;
+        let text = run_generation(&model, None, Some(&tok), ids, &sampling, false)?.text;
         done += 1;
         eprint!("\rjudged {done}/{total}");
         Ok(text.unwrap_or_default())

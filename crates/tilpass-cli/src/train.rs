@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use tilpass::Result;
 use tilpass::train::{ClassifyRun, Event, Progress, RunConfig, SftRun};
 
-use crate::common::{ConfigArgs, parse_pattern, print, print_json};
+use crate::common::{ConfigArgs, finite_f64, parse_pattern, print, print_json};
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
@@ -30,10 +30,10 @@ pub struct LoraFlags {
     #[arg(long)]
     lora_r: Option<usize>,
     /// LoRA alpha.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
     lora_alpha: Option<f64>,
     /// Dropout on the adapter's input while training.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
     lora_dropout: Option<f64>,
     /// Layers to adapt (comma-separated names, or all-linear; default: the model family's,
     /// as PEFT).
@@ -91,7 +91,7 @@ pub struct OptimFlags {
     #[arg(long)]
     grad_accum: Option<usize>,
     /// Peak learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
     lr: Option<f64>,
     /// Schedule after warmup: linear, cosine or constant.
     #[arg(long, value_parser = ["linear", "cosine", "constant"])]
@@ -103,10 +103,10 @@ pub struct OptimFlags {
     #[arg(long)]
     warmup: Option<usize>,
     /// Global-norm gradient clipping.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
     max_grad_norm: Option<f64>,
     /// AdamW weight decay.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
     weight_decay: Option<f64>,
     /// Seed of the adapter's (and a new head's) initialisation and of dropout.
     #[arg(long)]
@@ -136,6 +136,10 @@ pub struct SftArgs {
     /// Resume from a checkpoint directory of an earlier run.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Replace an earlier run in a non-empty --out (its checkpoints, adapter and metrics are
+    /// removed first); without it a non-empty --out is refused unless resuming.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    overwrite_output_dir: Option<bool>,
     /// Device: flex (CPU), wgpu, wgpu-cpu, wgpu:N, cuda:N.
     #[arg(long)]
     device: Option<String>,
@@ -171,13 +175,13 @@ pub struct SftArgs {
     #[serde(flatten)]
     optim: OptimFlags,
     /// AdamW β₁.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
     adam_beta1: Option<f64>,
     /// AdamW β₂.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
     adam_beta2: Option<f64>,
     /// AdamW ε.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
     adam_epsilon: Option<f64>,
     /// Evaluate every N steps.
     #[arg(long)]
@@ -227,8 +231,11 @@ pub struct ClassifyArgs {
     /// Output directory (adapter/ with labels.json, metrics.jsonl, run_config.json).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Replace an earlier run in a non-empty --out; without it a non-empty --out is refused.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    overwrite_output_dir: Option<bool>,
     /// Fraction of the rows (the last ones) held out for evaluation.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
     eval_split: Option<f64>,
     #[command(flatten)]
     #[serde(flatten)]
@@ -258,7 +265,9 @@ pub fn train_cmd(c: TrainCommand) -> Result<()> {
             };
             let device = tilpass::device(&run.device)?;
             let mut bar = Progress::new(SftRun::JOB, run.steps);
-            let o = run.run(&device, &mut |e| show(&mut bar, e))?;
+            let o = run
+                .run(&device, &mut |e| show(&mut bar, e))
+                .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
             bar.finish(&o.summary);
             let key = if run.full { "model" } else { "adapter" };
             print(&json!({"summary": o.summary, key: o.saved.display().to_string()}));
@@ -269,7 +278,9 @@ pub fn train_cmd(c: TrainCommand) -> Result<()> {
             };
             let device = tilpass::device(&run.device)?;
             let mut bar = Progress::new(ClassifyRun::JOB, run.steps);
-            let o = run.run(&device, &mut |e| show(&mut bar, e))?;
+            let o = run
+                .run(&device, &mut |e| show(&mut bar, e))
+                .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
             bar.finish(&o.summary);
             print_json(&o)?;
         }

@@ -836,16 +836,9 @@ fn annotate_labels_jsonl_with_confidences() {
 
 #[test]
 fn lambert_train_classify_and_predict_on_minilm() {
-    let minilm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../artefacts/minilm");
-    if !minilm.join(".done").exists() {
-        let msg = "artefact minilm not found: run scripts/fetch-artefacts.sh";
-        assert!(
-            std::env::var("TILPASS_REQUIRE_ARTEFACTS").ok().as_deref() != Some("1"),
-            "{msg}"
-        );
-        eprintln!("SKIPPED: {msg}");
+    let Some(minilm) = tilpass_tests::artefact("minilm") else {
         return;
-    }
+    };
     let m = minilm.to_str().unwrap();
     let work = tempfile::tempdir().unwrap();
     let rows: String = (0..40)
@@ -1548,4 +1541,79 @@ fn non_finite_logits_exit_2() {
         "1,17,42",
     ]));
     assert!(err.contains("non-finite logits (NaN/inf)"), "{err}");
+}
+
+/// `generate --json` says why it stopped: `length` at --max-new-tokens, `context` when the
+/// model's context ended it first (no EOS id, so only the limits can end it).
+#[test]
+fn generate_reports_its_stop_reason() {
+    let dir = copy_dir(&fixture_dir("llama_gqa"));
+    edit_config(dir.path(), |c| {
+        c.insert("eos_token_id".into(), Value::Null);
+        c.insert("max_position_embeddings".into(), 16.into());
+    });
+    let m = dir.path().to_str().unwrap();
+    let gen_json = |max: &str| {
+        ok_json(&tilpass(&[
+            "generate",
+            "--model",
+            m,
+            "--ids",
+            "1,17,42,99,200,3,5,7,11,13",
+            "--max-new-tokens",
+            max,
+            "--json",
+        ]))
+    };
+    let v = gen_json("3");
+    assert_eq!(v["stop_reason"], "length", "{v}");
+    assert_eq!(v["ids"].as_array().unwrap().len(), 3);
+    let v = gen_json("100");
+    assert_eq!(v["stop_reason"], "context", "{v}");
+    assert_eq!(
+        v["ids"].as_array().unwrap().len(),
+        6,
+        "16 positions - 10 prompt ids"
+    );
+}
+
+/// A chat whose history outgrows the context drops its oldest turns, says so on stderr and
+/// keeps answering.
+#[test]
+fn chat_drops_the_oldest_turns_when_the_history_outgrows_the_context() {
+    use std::io::Write;
+    let dir = model_with_tokenizer("llama_gqa");
+    edit_config(dir.path(), |c| {
+        c.insert("max_position_embeddings".into(), 48.into());
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tilpass"))
+        .args([
+            "chat",
+            "--model",
+            dir.path().to_str().unwrap(),
+            "--chat-template",
+            "norsk",
+            "--max-new-tokens",
+            "4",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: String = (0..8)
+        .map(|i| format!("t{} t{} t{} t{} t{}\n", i + 5, i + 6, i + 7, i + 8, i + 9))
+        .collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("oldest turn was dropped"), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 8, "every line answered: {text}");
 }

@@ -2,46 +2,197 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
-/// Writes a file atomically: the content goes to a temporary file in the same directory, which
-/// is flushed, synced and renamed over `path`. A crash leaves either the old file or the new one.
+/// Temporary files and directories that exist now (written by [`TempFile`], [`write_atomic_with`]
+/// or [`temp_dir_for`]), so that an interrupt handler can remove them
+/// ([`remove_temp_files`]).
+static LIVE_TEMPS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Numbers the temporary names of this process (with the pid, they are unique).
+static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn register(p: &Path) {
+    if let Ok(mut l) = LIVE_TEMPS.lock() {
+        l.push(p.to_path_buf());
+    }
+}
+
+fn unregister(p: &Path) {
+    if let Ok(mut l) = LIVE_TEMPS.lock()
+        && let Some(i) = l.iter().position(|q| q == p)
+    {
+        l.swap_remove(i);
+    }
+}
+
+/// Removes every temporary file and directory this process is writing now (for a Ctrl-C
+/// handler: the outputs being written then never appear, and nothing is left behind).
+pub fn remove_temp_files() {
+    let paths = match LIVE_TEMPS.lock() {
+        Ok(mut l) => std::mem::take(&mut *l),
+        Err(_) => return,
+    };
+    for p in paths {
+        if p.is_dir() {
+            let _ = std::fs::remove_dir_all(&p);
+        } else {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+/// The directory `path` goes into (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// A fresh temporary name beside `path`: `.<name>.tmp-<pid>-<n>`, unique in this process.
+fn temp_name(path: &Path) -> Result<PathBuf> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::io(path, std::io::Error::other("not a file path")))?;
+    let n = TEMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(parent_dir(path).join(format!(
+        ".{}.tmp-{}-{n}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
+/// A file being written under a temporary name beside its target: [`TempFile::commit`]
+/// renames it into place; dropped uncommitted (an error, a panic), it is removed. The
+/// temporary name (`.<name>.tmp-<pid>-<n>`) is created exclusively, so it never replaces an
+/// existing file (an input of the job included).
+#[derive(Debug)]
+pub struct TempFile {
+    target: PathBuf,
+    tmp: PathBuf,
+    w: Option<BufWriter<File>>,
+}
+
+impl TempFile {
+    /// Creates the temporary file for `target` (and `target`'s directory if needed).
+    pub fn create(target: impl AsRef<Path>) -> Result<Self> {
+        let target = target.as_ref();
+        let dir = parent_dir(target);
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        loop {
+            let tmp = temp_name(target)?;
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+            {
+                Ok(f) => {
+                    register(&tmp);
+                    return Ok(Self {
+                        target: target.to_path_buf(),
+                        tmp,
+                        w: Some(BufWriter::new(f)),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(target, e)),
+            }
+        }
+    }
+
+    /// The temporary file's path.
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The file the content goes to on [`TempFile::commit`].
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// The writer of the temporary file.
+    pub fn writer(&mut self) -> &mut BufWriter<File> {
+        self.w.as_mut().expect("a TempFile is open until commit")
+    }
+
+    /// Flushes and syncs the content and renames it over the target.
+    pub fn commit(mut self) -> Result<()> {
+        let Some(mut w) = self.w.take() else {
+            return Ok(());
+        };
+        let result = w
+            .flush()
+            .and_then(|()| w.get_ref().sync_all())
+            .and_then(|()| {
+                drop(w);
+                std::fs::rename(&self.tmp, &self.target)
+            });
+        match result {
+            Ok(()) => {
+                unregister(&self.tmp);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.tmp);
+                unregister(&self.tmp);
+                Err(Error::io(&self.target, e))
+            }
+        }
+    }
+}
+
+impl Drop for TempFile {
+    /// An uncommitted file (the job failed) leaves nothing behind.
+    fn drop(&mut self) {
+        if self.w.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+            unregister(&self.tmp);
+        }
+    }
+}
+
+/// A temporary directory beside `target` (`.<name>.tmp-<pid>-<n>`, created exclusively),
+/// registered for [`remove_temp_files`]; the caller renames it into place and then calls
+/// [`forget_temp`] (or removes it on failure).
+pub fn temp_dir_for(target: impl AsRef<Path>) -> Result<PathBuf> {
+    let target = target.as_ref();
+    let dir = parent_dir(target);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    loop {
+        let tmp = temp_name(target)?;
+        match std::fs::create_dir(&tmp) {
+            Ok(()) => {
+                register(&tmp);
+                return Ok(tmp);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(target, e)),
+        }
+    }
+}
+
+/// Stops tracking a temporary path of [`temp_dir_for`] (it was renamed into place or removed).
+pub fn forget_temp(tmp: impl AsRef<Path>) {
+    unregister(tmp.as_ref());
+}
+
+/// Writes a file atomically: the content goes to a temporary file in the same directory
+/// ([`TempFile`]: a unique name, never an existing file), which is flushed, synced and renamed
+/// over `path`. A crash leaves either the old file or the new one; an error or an interrupt
+/// leaves no temporary file.
 pub fn write_atomic_with(
     path: impl AsRef<Path>,
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<()> {
     let path = path.as_ref();
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::io(path, std::io::Error::other("not a file path")))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let file = File::create(&tmp)?;
-        let mut w = BufWriter::new(file);
-        write(&mut w)?;
-        w.flush()?;
-        w.get_ref().sync_all()?;
-        drop(w);
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
+    let mut t = TempFile::create(path)?;
+    write(t.writer()).map_err(|e| Error::io(path, e))?;
+    t.commit()
 }
 
 /// Writes a string atomically (see [`write_atomic_with`]).
@@ -74,6 +225,44 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.txt")]);
+    }
+
+    #[test]
+    fn a_temporary_name_never_takes_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.jsonl");
+        // The next temporary names this process would pick, taken already (say, by inputs).
+        let next = TEMP_COUNTER.load(std::sync::atomic::Ordering::Relaxed);
+        let taken: Vec<PathBuf> = (next..next + 8)
+            .map(|n| {
+                let q = dir
+                    .path()
+                    .join(format!(".a.jsonl.tmp-{}-{n}", std::process::id()));
+                std::fs::write(&q, format!("input {n}")).unwrap();
+                q
+            })
+            .collect();
+        let mut t = TempFile::create(&p).unwrap();
+        assert!(!taken.contains(&t.temp_path().to_path_buf()));
+        t.writer().write_all(b"new").unwrap();
+        t.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
+        for (q, n) in taken.iter().zip(next..) {
+            assert_eq!(std::fs::read_to_string(q).unwrap(), format!("input {n}"));
+        }
+    }
+
+    #[test]
+    fn an_uncommitted_temporary_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.jsonl");
+        let mut t = TempFile::create(&p).unwrap();
+        t.writer().write_all(b"partial").unwrap();
+        let tmp = t.temp_path().to_path_buf();
+        assert!(tmp.is_file());
+        drop(t);
+        assert!(!tmp.exists() && !p.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

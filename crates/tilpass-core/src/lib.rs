@@ -30,7 +30,10 @@ pub use checkpoint::{
 };
 pub use device::DeviceSpec;
 pub use error::{Error, Result};
-pub use fs::{read_json, write_atomic, write_atomic_with};
+pub use fs::{
+    TempFile, forget_temp, read_json, remove_temp_files, temp_dir_for, write_atomic,
+    write_atomic_with,
+};
 pub use model_dir::{CONFIG_FILE, ModelDir};
 pub use rng::SplitMix64;
 pub use safetensors::Dtype;

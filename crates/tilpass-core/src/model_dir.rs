@@ -73,10 +73,75 @@ impl ModelDir {
         self.config.get("model_type").and_then(|v| v.as_str())
     }
 
-    /// Opens the weights (single or sharded safetensors).
+    /// Opens the weights (single or sharded safetensors). A checkpoint with more layers than
+    /// `config.json` declares (`num_hidden_layers`, `n_layer`, `num_layers`;
+    /// `num_decoder_layers` for `decoder.` tensors) is an error listing a few of the tensors
+    /// that would be left unused.
     pub fn checkpoint(&self) -> Result<Checkpoint> {
-        Checkpoint::open(&self.path)
+        let ckpt = Checkpoint::open(&self.path)?;
+        self.check_layers(&ckpt)?;
+        Ok(ckpt)
     }
+
+    /// The layer count `config.json` declares for a tensor named `key`.
+    fn declared_layers(&self, key: &str) -> Option<(&'static str, u64)> {
+        let get = |k: &'static str| self.config.get(k).and_then(|v| v.as_u64()).map(|v| (k, v));
+        if (key.starts_with("decoder.") || key.contains(".decoder."))
+            && let Some(n) = get("num_decoder_layers")
+        {
+            return Some(n);
+        }
+        get("num_hidden_layers")
+            .or_else(|| get("n_layer"))
+            .or_else(|| get("num_layers"))
+    }
+
+    fn check_layers(&self, ckpt: &Checkpoint) -> Result<()> {
+        let mut beyond: Vec<&str> = Vec::new();
+        let mut field = "";
+        let mut declared = 0;
+        for key in ckpt.keys() {
+            let Some(index) = layer_index(key) else {
+                continue;
+            };
+            // A count of 0 is the config's own error (its `validate()` names it).
+            if let Some((f, n)) = self.declared_layers(key)
+                && n > 0
+                && index >= n
+            {
+                beyond.push(key);
+                (field, declared) = (f, n);
+            }
+        }
+        if beyond.is_empty() {
+            return Ok(());
+        }
+        let count = beyond.len();
+        beyond.sort_unstable();
+        beyond.truncate(3);
+        Err(Error::invalid(format!(
+            "{}: `{field}` is {declared} but the checkpoint holds {count} tensor(s) of further \
+             layers (e.g. {}) that would be left unused: the config does not belong to these \
+             weights",
+            self.path.join(CONFIG_FILE).display(),
+            beyond
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
+/// The layer index in a tensor name such as `model.layers.3.mlp.up_proj.weight` (`layers`,
+/// `layer`, `h` or `block` followed by a number).
+fn layer_index(key: &str) -> Option<u64> {
+    let parts: Vec<&str> = key.split('.').collect();
+    parts.windows(2).find_map(|w| {
+        matches!(w[0], "layers" | "layer" | "h" | "block")
+            .then(|| w[1].parse().ok())
+            .flatten()
+    })
 }
 
 /// For serde's "invalid type: integer `-1`, expected usize" / "invalid value: ..." messages,

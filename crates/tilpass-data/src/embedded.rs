@@ -1,25 +1,108 @@
-//! `norsk-chat`, the small Norwegian chat dataset that ships with tilpass (the repository's
-//! `data/norsk-chat.jsonl`; licence and contents in `data/README.md`): 457 short
-//! conversations, Bokmål (`nb`) and Nynorsk (`nn`), over explanations, advice, rewriting,
-//! summaries, writing, small talk, recipes, facts, calendar, translation, Bokmål ↔ Nynorsk,
-//! opposites, arithmetic, numbers in words and sentiment. A fixed tenth is the `eval` split.
+//! The datasets that ship with tilpass, compiled into the library (the repository's `data/`;
+//! licence and contents in `data/README.md`, all CC0):
+//!
+//! - `norsk-chat` ([`norsk_chat`]): 457 short conversations, Bokmål (`nb`) and Nynorsk (`nn`),
+//!   over explanations, advice, rewriting, summaries, writing, small talk, recipes, facts,
+//!   calendar, translation, Bokmål ↔ Nynorsk, opposites, arithmetic, numbers in words and
+//!   sentiment;
+//! - `norsk-pref` ([`norsk_pref`]): 334 preference pairs (prompt, chosen, rejected) in TRL's
+//!   conversational explicit-prompt format, half Bokmål and half Nynorsk, whose rejected
+//!   answers are wrong, in another language, in the other written standard, rude or evasive
+//!   ([`Rejection`]).
+//!
+//! In both a fixed tenth is the `eval` split, the rest `train`.
 //!
 //! ```
 //! let train = tilpass_data::embedded::norsk_chat(Some("train")).unwrap();
 //! assert!(train.len() > 300);
 //! assert!(train.iter().any(|c| c.lang == "nn"));
+//! let pairs = tilpass_data::embedded::norsk_pref(Some("eval")).unwrap();
+//! assert!(pairs.iter().all(|p| p.chosen != p.rejected));
 //! ```
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Location, Result};
-use crate::record::{Message, Record};
+use crate::record::{Content, Message, Record};
 
 /// The dataset's JSONL text, compiled into the library.
 pub const NORSK_CHAT_JSONL: &str = include_str!("../../../data/norsk-chat.jsonl");
 
 /// The name `--data builtin:norsk-chat` refers to in the CLI.
 pub const NORSK_CHAT: &str = "norsk-chat";
+
+/// The `norsk-pref` JSONL text, compiled into the library.
+pub const NORSK_PREF_JSONL: &str = include_str!("../../../data/norsk-pref.jsonl");
+
+/// The name `--data builtin:norsk-pref` refers to in the CLI.
+pub const NORSK_PREF: &str = "norsk-pref";
+
+/// The names of the built-in datasets (`builtin:NAME`).
+pub const BUILTIN_DATASETS: [&str; 2] = [NORSK_CHAT, NORSK_PREF];
+
+/// The splits every built-in dataset has (`builtin:NAME:SPLIT`).
+pub const SPLITS: [&str; 2] = ["train", "eval"];
+
+/// Checks that `name` is a built-in dataset ([`DataError::UnknownBuiltin`] lists them if not).
+pub fn check_builtin(name: &str) -> Result<()> {
+    if BUILTIN_DATASETS.contains(&name) {
+        Ok(())
+    } else {
+        Err(DataError::UnknownBuiltin {
+            name: name.into(),
+            available: BUILTIN_DATASETS.map(str::to_string).to_vec(),
+        })
+    }
+}
+
+/// Checks that `split` is one of [`SPLITS`] ([`DataError::UnknownSplit`] lists them if not).
+pub fn check_split(dataset: &str, split: &str) -> Result<()> {
+    if SPLITS.contains(&split) {
+        Ok(())
+    } else {
+        Err(DataError::UnknownSplit {
+            dataset: dataset.into(),
+            split: split.into(),
+            available: SPLITS.map(str::to_string).to_vec(),
+        })
+    }
+}
+
+/// The records of built-in dataset `name`, split `split` (`None`: `train`): conversations for
+/// `norsk-chat`, preference records with an explicit prompt for `norsk-pref`.
+pub fn builtin_records(name: &str, split: Option<&str>) -> Result<Vec<Record>> {
+    check_builtin(name)?;
+    let split = Some(split.unwrap_or("train"));
+    Ok(if name == NORSK_PREF {
+        norsk_pref(split)?.iter().map(|p| p.record()).collect()
+    } else {
+        norsk_chat(split)?.iter().map(|c| c.record()).collect()
+    })
+}
+
+/// Parses the rows of an embedded JSONL text, keeping those of `split` (`None`: all).
+fn rows<T: serde::de::DeserializeOwned>(
+    name: &str,
+    jsonl: &str,
+    split: Option<&str>,
+    split_of: impl Fn(&T) -> &str,
+) -> Result<Vec<T>> {
+    if let Some(s) = split {
+        check_split(name, s)?;
+    }
+    let mut out = Vec::new();
+    for (i, line) in jsonl.lines().enumerate() {
+        let row: T = serde_json::from_str(line).map_err(|e| DataError::Json {
+            path: name.into(),
+            location: Location::Line(i + 1),
+            message: e.to_string(),
+        })?;
+        if split.is_none_or(|s| s == split_of(&row)) {
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
 
 /// One conversation of `norsk-chat`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,24 +130,88 @@ impl ChatExample {
 
 /// The conversations of `norsk-chat`, all or one split (`"train"` / `"eval"`).
 pub fn norsk_chat(split: Option<&str>) -> Result<Vec<ChatExample>> {
-    if let Some(s) = split
-        && s != "train"
-        && s != "eval"
-    {
-        return Err(DataError::Invalid(format!(
-            "{NORSK_CHAT}: unknown split `{s}`: expected `train` or `eval`"
-        )));
-    }
-    let mut out = Vec::new();
-    for (i, line) in NORSK_CHAT_JSONL.lines().enumerate() {
-        let ex: ChatExample = serde_json::from_str(line).map_err(|e| DataError::Json {
-            path: NORSK_CHAT.into(),
-            location: Location::Line(i + 1),
-            message: e.to_string(),
-        })?;
-        if split.is_none_or(|s| s == ex.split) {
-            out.push(ex);
+    rows(NORSK_CHAT, NORSK_CHAT_JSONL, split, |c: &ChatExample| {
+        &c.split
+    })
+}
+
+/// How the rejected answer of a [`PreferenceExample`] falls short of the chosen one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// Factually or arithmetically wrong (in the right language and written standard).
+    Wrong,
+    /// In another language (English, Swedish or Danish).
+    Language,
+    /// In the other written standard: Bokmål to a Nynorsk prompt or Nynorsk to a Bokmål one.
+    WrittenForm,
+    /// Right content, rude manner.
+    Rude,
+    /// Dodges the question.
+    Evasive,
+}
+
+impl Rejection {
+    /// Every class, in the order above.
+    pub const ALL: [Rejection; 5] = [
+        Rejection::Wrong,
+        Rejection::Language,
+        Rejection::WrittenForm,
+        Rejection::Rude,
+        Rejection::Evasive,
+    ];
+
+    /// The name used in the dataset (`written_form`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Rejection::Wrong => "wrong",
+            Rejection::Language => "language",
+            Rejection::WrittenForm => "written_form",
+            Rejection::Rude => "rude",
+            Rejection::Evasive => "evasive",
         }
     }
-    Ok(out)
+}
+
+/// One preference pair of `norsk-pref`, in TRL's conversational format with an explicit
+/// prompt: `prompt` holds the user turn, `chosen` and `rejected` one assistant turn each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreferenceExample {
+    /// Stable id (`norsk-pref-0042`).
+    pub id: String,
+    /// `train` or `eval`.
+    pub split: String,
+    /// The written standard of the conversation: `nb` (Bokmål) or `nn` (Nynorsk).
+    pub lang: String,
+    /// The kind of task (`fakta`, `regning`, `råd`, `oversetting`, ...).
+    pub task: String,
+    /// What is wrong with the rejected answer.
+    pub rejection: Rejection,
+    /// The prompt's turns (one user message).
+    pub prompt: Vec<Message>,
+    /// The preferred answer (one assistant message).
+    pub chosen: Vec<Message>,
+    /// The dispreferred answer (one assistant message).
+    pub rejected: Vec<Message>,
+}
+
+impl PreferenceExample {
+    /// The pair as a preference record with an explicit prompt (for the preference encoder).
+    pub fn record(&self) -> Record {
+        Record::Preference {
+            prompt: Some(Content::Messages(self.prompt.clone())),
+            chosen: Content::Messages(self.chosen.clone()),
+            rejected: Content::Messages(self.rejected.clone()),
+        }
+    }
+}
+
+/// The pairs of `norsk-pref`, all or one split (`"train"` / `"eval"`).
+pub fn norsk_pref(split: Option<&str>) -> Result<Vec<PreferenceExample>> {
+    rows(
+        NORSK_PREF,
+        NORSK_PREF_JSONL,
+        split,
+        |p: &PreferenceExample| &p.split,
+    )
 }

@@ -105,6 +105,27 @@ pub enum DataError {
     /// An option or argument is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// `builtin:NAME` names no dataset built into tilpass.
+    #[error(
+        "unknown built-in dataset `{name}`: expected one of {} (splits :train, :eval)",
+        available.iter().map(|n| format!("builtin:{n}")).collect::<Vec<_>>().join(", ")
+    )]
+    UnknownBuiltin {
+        /// The name asked for.
+        name: String,
+        /// The datasets built in.
+        available: Vec<String>,
+    },
+    /// A built-in dataset has no split of that name.
+    #[error("{dataset}: unknown split `{split}`: expected one of {}", available.join(", "))]
+    UnknownSplit {
+        /// The built-in dataset (`norsk-pref`).
+        dataset: String,
+        /// The split asked for.
+        split: String,
+        /// Its splits.
+        available: Vec<String>,
+    },
 }
 
 impl From<DataError> for tilpass_core::Error {

@@ -113,6 +113,19 @@ pub struct LengthFilter {
 }
 
 impl LengthFilter {
+    /// Checks the bounds: `min_chars` at most `max_chars` ([`crate::DataError::Invalid`] naming
+    /// both).
+    pub fn validate(&self) -> Result<(), crate::DataError> {
+        if let (Some(lo), Some(hi)) = (self.min_chars, self.max_chars)
+            && lo > hi
+        {
+            return Err(crate::DataError::Invalid(format!(
+                "invalid setting `min_chars` = {lo}: expected at most `max_chars` ({hi})"
+            )));
+        }
+        Ok(())
+    }
+
     /// True when the record passes.
     pub fn accepts(&self, r: &Record) -> bool {
         let n = r.chars();

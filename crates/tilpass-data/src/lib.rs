@@ -12,9 +12,10 @@
 //! - [`stats()`]: rows, kinds, turns, characters per role;
 //! - [`LangId`]: language identification (Bokmål, Nynorsk, Swedish, Danish, English, or labels
 //!   you train), e.g. to keep only Nynorsk rows;
-//! - [`embedded::norsk_chat`]: the project's own Norwegian chat dataset (CC0), compiled in;
-//!   [`DatasetSpec`] names a file or a built-in set (`builtin:norsk-chat[:eval]`) and
-//!   [`load_records`] reads either.
+//! - [`embedded::norsk_chat`] and [`embedded::norsk_pref`]: the project's own Norwegian chat
+//!   and preference datasets (CC0), compiled in; [`DatasetSpec`] names a file or a built-in set
+//!   (`builtin:norsk-chat[:eval]`, `builtin:norsk-pref[:eval]`) and [`load_records`] reads
+//!   either.
 //!
 //! ```
 //! use tilpass_data::{Record, RecordKind};
@@ -35,6 +36,7 @@ pub mod record;
 pub mod spec;
 pub mod stats;
 
+pub use embedded::{PreferenceExample, Rejection};
 pub use error::{DataError, Location, RecordError, Result};
 pub use filter::{DedupKey, DedupReport, LengthFilter, dedup, dedup_indices, normalize_text};
 pub use langid::{LangId, LangIdConfig, LangPrediction};

@@ -1,6 +1,6 @@
 //! Naming a dataset: a file (JSONL / JSON in TRL's formats) or a dataset built into tilpass
-//! (`builtin:norsk-chat`, `builtin:norsk-chat:eval`), as run configs and the CLI's `--data`
-//! take it.
+//! (`builtin:norsk-chat`, `builtin:norsk-chat:eval`, `builtin:norsk-pref[:train|:eval]`), as run
+//! configs and the CLI's `--data` take it.
 //!
 //! ```
 //! use tilpass_data::{DatasetSpec, load_records};
@@ -8,6 +8,8 @@
 //! assert_eq!(spec.to_string(), "builtin:norsk-chat:eval");
 //! assert_eq!(load_records(&spec).unwrap().len(), 45);
 //! assert!("builtin:wikipedia".parse::<DatasetSpec>().is_err());
+//! let pref = load_records(&"builtin:norsk-pref".parse().unwrap()).unwrap();
+//! assert_eq!(pref[0].kind(), tilpass_data::RecordKind::Preference);
 //! assert_eq!("data/train.jsonl".parse::<DatasetSpec>().unwrap(), DatasetSpec::File("data/train.jsonl".into()));
 //! ```
 
@@ -17,7 +19,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::embedded::{NORSK_CHAT, norsk_chat};
+use crate::embedded::{NORSK_CHAT, NORSK_PREF, builtin_records, check_builtin, check_split};
 use crate::error::{DataError, Result};
 use crate::reader::{ReadOptions, read_dataset};
 use crate::record::Record;
@@ -31,10 +33,10 @@ pub const BUILTIN_PREFIX: &str = "builtin:";
 pub enum DatasetSpec {
     /// A JSONL or JSON file in one of TRL's formats (see [`read_dataset`]).
     File(PathBuf),
-    /// A dataset compiled into tilpass (only [`NORSK_CHAT`] so far) and one of its splits
-    /// (`train` or `eval`; `None`: `train`).
+    /// A dataset compiled into tilpass ([`NORSK_CHAT`] or [`NORSK_PREF`]) and one of its
+    /// splits (`train` or `eval`; `None`: `train`).
     Builtin {
-        /// The dataset's name (`norsk-chat`).
+        /// The dataset's name (`norsk-chat`, `norsk-pref`).
         name: String,
         /// The split named after a second colon.
         split: Option<String>,
@@ -46,6 +48,14 @@ impl DatasetSpec {
     pub fn norsk_chat(split: Option<&str>) -> Self {
         Self::Builtin {
             name: NORSK_CHAT.into(),
+            split: split.map(str::to_string),
+        }
+    }
+
+    /// The built-in `norsk-pref` preference dataset, split `split` (`None`: `train`).
+    pub fn norsk_pref(split: Option<&str>) -> Self {
+        Self::Builtin {
+            name: NORSK_PREF.into(),
             split: split.map(str::to_string),
         }
     }
@@ -63,19 +73,9 @@ impl FromStr for DatasetSpec {
             Some((n, sp)) => (n, Some(sp)),
             None => (rest, None),
         };
-        if name != NORSK_CHAT {
-            return Err(DataError::Invalid(format!(
-                "unknown built-in dataset `{name}`: the one built in is `builtin:{NORSK_CHAT}` \
-                 (splits :train, :eval)"
-            )));
-        }
-        if let Some(sp) = split
-            && sp != "train"
-            && sp != "eval"
-        {
-            return Err(DataError::Invalid(format!(
-                "{NORSK_CHAT}: unknown split `{sp}`: expected `train` or `eval`"
-            )));
+        check_builtin(name)?;
+        if let Some(sp) = split {
+            check_split(name, sp)?;
         }
         Ok(Self::Builtin {
             name: name.into(),
@@ -118,35 +118,27 @@ impl fmt::Display for DatasetSpec {
 }
 
 /// The records of a dataset: a file read with [`read_dataset`] (default options: the first
-/// invalid row is an error naming file and line), or a built-in dataset's split as
-/// conversation records.
+/// invalid row is an error naming file and line), or a built-in dataset's split (conversation
+/// records for `norsk-chat`, preference records with an explicit prompt for `norsk-pref`).
 pub fn load_records(spec: &DatasetSpec) -> Result<Vec<Record>> {
     match spec {
         DatasetSpec::File(p) => Ok(read_dataset(p, &ReadOptions::default())?.records),
-        DatasetSpec::Builtin { name, split } => {
-            if name != NORSK_CHAT {
-                return Err(DataError::Invalid(format!(
-                    "unknown built-in dataset `{name}`: the one built in is \
-                     `builtin:{NORSK_CHAT}` (splits :train, :eval)"
-                )));
-            }
-            Ok(norsk_chat(Some(split.as_deref().unwrap_or("train")))?
-                .iter()
-                .map(|c| c.record())
-                .collect())
-        }
+        DatasetSpec::Builtin { name, split } => builtin_records(name, split.as_deref()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::embedded::{norsk_chat, norsk_pref};
 
     #[test]
     fn specs_round_trip_through_strings_and_serde() {
         for s in [
             "builtin:norsk-chat",
             "builtin:norsk-chat:train",
+            "builtin:norsk-pref",
+            "builtin:norsk-pref:eval",
             "x/y.jsonl",
         ] {
             let spec: DatasetSpec = s.parse().unwrap();
@@ -159,5 +151,71 @@ mod tests {
         let train = load_records(&DatasetSpec::norsk_chat(None)).unwrap();
         let eval = load_records(&DatasetSpec::norsk_chat(Some("eval"))).unwrap();
         assert_eq!(train.len() + eval.len(), norsk_chat(None).unwrap().len());
+    }
+
+    #[test]
+    fn norsk_pref_loads_as_explicit_prompt_preference_records() {
+        let train = load_records(&DatasetSpec::norsk_pref(None)).unwrap();
+        let eval = load_records(&"builtin:norsk-pref:eval".parse().unwrap()).unwrap();
+        assert_eq!(train.len() + eval.len(), norsk_pref(None).unwrap().len());
+        assert_eq!(train.len(), norsk_pref(Some("train")).unwrap().len());
+        for r in train.iter().chain(&eval) {
+            match r {
+                Record::Preference {
+                    prompt: Some(p),
+                    chosen,
+                    rejected,
+                } => {
+                    assert!(p.is_conversational() && chosen.is_conversational());
+                    assert_eq!((p.turns(), chosen.turns(), rejected.turns()), (1, 1, 1));
+                }
+                other => panic!("not an explicit-prompt preference record: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_builtins_and_splits_are_typed_errors_listing_what_exists() {
+        let err = "builtin:norsk-dpo".parse::<DatasetSpec>().unwrap_err();
+        match &err {
+            DataError::UnknownBuiltin { name, available } => {
+                assert_eq!(name, "norsk-dpo");
+                assert_eq!(available, &["norsk-chat", "norsk-pref"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(
+            msg.contains("builtin:norsk-chat") && msg.contains("builtin:norsk-pref"),
+            "{msg}"
+        );
+        let err = "builtin:norsk-pref:test"
+            .parse::<DatasetSpec>()
+            .unwrap_err();
+        match &err {
+            DataError::UnknownSplit {
+                dataset,
+                split,
+                available,
+            } => {
+                assert_eq!((dataset.as_str(), split.as_str()), ("norsk-pref", "test"));
+                assert_eq!(available, &["train", "eval"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("train, eval"), "{err}");
+        // Specs built in code bypass parsing; loading still checks.
+        let bad = DatasetSpec::Builtin {
+            name: "norsk-pref".into(),
+            split: Some("dev".into()),
+        };
+        assert!(matches!(
+            load_records(&bad),
+            Err(DataError::UnknownSplit { .. })
+        ));
+        assert!(matches!(
+            norsk_pref(Some("validation")),
+            Err(DataError::UnknownSplit { .. })
+        ));
     }
 }

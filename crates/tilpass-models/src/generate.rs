@@ -58,6 +58,56 @@ impl Default for GenerateConfig {
     }
 }
 
+/// An [`ModelError::InvalidConfig`] for a generation setting.
+pub(crate) fn bad_setting(
+    field: &str,
+    value: impl std::fmt::Display,
+    expected: &str,
+) -> ModelError {
+    ModelError::InvalidConfig {
+        path: "generation settings".into(),
+        field: field.into(),
+        message: format!("must be {expected}, got {value}"),
+    }
+}
+
+impl GenerateConfig {
+    /// Checks every setting before any work: `max_new_tokens` at least 1, `temperature`
+    /// finite and not negative (positive when sampling), `top_k` at least 1, `top_p` in
+    /// (0, 1], `repetition_penalty` finite and positive. Errors are
+    /// [`ModelError::InvalidConfig`] naming the setting and the accepted range.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_new_tokens == 0 {
+            return Err(bad_setting("max_new_tokens", 0, "an integer >= 1"));
+        }
+        let t = self.temperature;
+        if !t.is_finite() || t < 0.0 || (self.do_sample && t == 0.0) {
+            let range = if self.do_sample {
+                "a finite number > 0 when sampling"
+            } else {
+                "a finite number >= 0"
+            };
+            return Err(bad_setting("temperature", t, range));
+        }
+        if let Some(k) = self.top_k
+            && k == 0
+        {
+            return Err(bad_setting("top_k", k, "an integer >= 1"));
+        }
+        if let Some(p) = self.top_p
+            && !(p.is_finite() && p > 0.0 && p <= 1.0)
+        {
+            return Err(bad_setting("top_p", p, "a number in (0, 1]"));
+        }
+        if let Some(r) = self.repetition_penalty
+            && !(r.is_finite() && r > 0.0)
+        {
+            return Err(bad_setting("repetition_penalty", r, "a finite number > 0"));
+        }
+        Ok(())
+    }
+}
+
 /// A small deterministic generator (SplitMix64) for sampling.
 #[derive(Debug, Clone)]
 pub struct Sampler {
@@ -238,6 +288,7 @@ fn generate_core(
     prefix: Option<&VirtualPrefix>,
     on_token: &mut dyn FnMut(usize, u32) -> bool,
 ) -> Result<Vec<Vec<u32>>> {
+    cfg.validate()?;
     let eos = cfg
         .eos_token_ids
         .clone()
@@ -362,6 +413,14 @@ fn generate_core(
                 continue;
             }
             let mut row = last[r * vocab..(r + 1) * vocab].to_vec();
+            if let Some(x) = row.iter().find(|x| !x.is_finite()) {
+                // A token picked from NaN / inf logits would be a silent wrong answer.
+                return Err(ModelError::Input(format!(
+                    "the model produced non-finite logits ({x}) for new token {} of row {r}: \
+                     check its weights (and an adapter's)",
+                    step + 1
+                )));
+            }
             if let Some(p) = cfg.repetition_penalty.filter(|p| *p != 1.0) {
                 let seen: Vec<u32> = (n..seq)
                     .filter(|&j| mask[r * seq + j] == 1)

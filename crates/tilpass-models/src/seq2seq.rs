@@ -147,6 +147,28 @@ impl Default for Seq2SeqConfig {
     }
 }
 
+impl Seq2SeqConfig {
+    /// Checks every setting before any work: `max_new_tokens` and `num_beams` >= 1,
+    /// `length_penalty` finite. Errors are [`ModelError::InvalidConfig`] naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        use crate::generate::bad_setting;
+        if self.max_new_tokens == 0 {
+            return Err(bad_setting("max_new_tokens", 0, "an integer >= 1"));
+        }
+        if self.num_beams == 0 {
+            return Err(bad_setting("num_beams", 0, "an integer >= 1"));
+        }
+        if !self.length_penalty.is_finite() {
+            return Err(bad_setting(
+                "length_penalty",
+                self.length_penalty,
+                "a finite number",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Runs the decoder over `rows` (every row the same length) and returns the log-softmax of
 /// the last position's logits, `[rows][vocab]`.
 struct Stepper<'a> {
@@ -170,6 +192,15 @@ impl Stepper<'_> {
             .into_data()
             .try_into_vec_as::<f32>()
             .map_err(|e| ModelError::Input(format!("{e:?}")))?;
+        // NaN (or +inf) log-probabilities come from non-finite logits: a token picked from
+        // them would be a silent wrong answer.
+        if let Some(i) = flat.iter().position(|x| x.is_nan() || *x == f32::INFINITY) {
+            return Err(ModelError::Input(format!(
+                "the model produced non-finite logits at decoder step {len} of row {}: check \
+                 its weights (and an adapter's)",
+                i / v
+            )));
+        }
         Ok(flat.chunks(v).map(<[f32]>::to_vec).collect())
     }
 }
@@ -183,9 +214,7 @@ pub fn generate_seq2seq(
     input: &EncoderInput,
     cfg: &Seq2SeqConfig,
 ) -> Result<Vec<Vec<u32>>> {
-    if cfg.num_beams == 0 {
-        return Err(ModelError::Input("num_beams must be at least 1".into()));
-    }
+    cfg.validate()?;
     let eos = cfg
         .eos_token_ids
         .clone()

@@ -287,6 +287,40 @@ impl<M: HasLinears> PeftModel<M> {
             other => other,
         })?;
         let device = self.device()?;
+        // Every tensor of the file must be used: tensors for modules this model does not
+        // have (more layers, other modules) mean the adapter was made for another model.
+        let saved_modules = cfg.modules_to_save.clone().unwrap_or_default();
+        let used = |k: &str| {
+            let Some(rest) = k.strip_prefix(KEY_PREFIX) else {
+                return false;
+            };
+            let lora = [".lora_A.weight", ".lora_B.weight", ".lora_magnitude_vector"]
+                .iter()
+                .find_map(|s| rest.strip_suffix(s));
+            if let Some(path) = lora {
+                return targets.iter().any(|t| t == path);
+            }
+            // `modules_to_save` tensors (heads, embeddings) are applied by their users.
+            saved_modules
+                .iter()
+                .any(|m| rest.starts_with(&format!("{m}.")) || rest.contains(&format!(".{m}.")))
+        };
+        let unused: Vec<&str> = ckpt.keys().filter(|k| !used(k)).collect();
+        if !unused.is_empty() {
+            let mut names = unused.clone();
+            names.sort_unstable();
+            names.truncate(3);
+            return Err(mismatch(format!(
+                "{} tensor(s) for modules this model does not have (e.g. {}): the adapter was \
+                 made for another model (more layers or other modules)",
+                unused.len(),
+                names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         for (path, lin) in self.model.linears_mut() {
             if !targets.contains(&path) {
                 continue;

@@ -62,6 +62,12 @@ pub fn score_labels(
             .try_into_vec_as::<f32>()
             .map_err(|e| TrainError::Config(format!("{e:?}")))?;
         for (&(p, l), v) in chunk.iter().zip(per_row) {
+            if !v.is_finite() {
+                return Err(TrainError::NonFiniteOutput {
+                    what: format!("label score of row {p} (label {l})"),
+                    value: f64::from(v),
+                });
+            }
             scores[p][l] = f64::from(v);
         }
     }
@@ -167,6 +173,12 @@ pub fn predict<M: SequenceClassifier>(
             .map_err(|e| TrainError::Config(format!("{e:?}")))?;
         for r in 0..b {
             let row = v[r * k..(r + 1) * k].to_vec();
+            if let Some(p) = row.iter().find(|p| !p.is_finite()) {
+                return Err(TrainError::NonFiniteOutput {
+                    what: format!("class probability of row {}", out.len()),
+                    value: f64::from(*p),
+                });
+            }
             let best = row
                 .iter()
                 .enumerate()

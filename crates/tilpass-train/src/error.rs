@@ -27,6 +27,17 @@ pub enum TrainError {
         /// The loss value.
         value: f32,
     },
+    /// A model produced a NaN or infinite score, probability or loss.
+    #[error(
+        "the {what} is {value}: the model produced a non-finite value (check its weights and settings)"
+    )]
+    NonFiniteOutput {
+        /// What it is and where (`label score of row 3 (label 1)`, `evaluation loss after
+        /// step 20`).
+        what: String,
+        /// The value.
+        value: f64,
+    },
     /// A batch has no supervised token.
     #[error("batch {batch} has no supervised token (every label is -100)")]
     NoSupervision {

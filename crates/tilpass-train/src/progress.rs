@@ -1,5 +1,7 @@
 //! A progress bar for training runs (`indicatif`): step, loss, learning rate, tokens/s and
-//! ETA on a terminal; on anything else (CI logs, pipes) a plain line every 5% of the run.
+//! ETA on a terminal; on anything else (CI logs, pipes) a plain line every 5% of the run,
+//! held back until the run ends (so that a failed run's cause can come first on stderr) unless
+//! `TILPASS_PROGRESS=live`.
 
 use std::io::IsTerminal;
 use std::time::Instant;
@@ -17,6 +19,8 @@ pub struct Progress {
     every: usize,
     started: Instant,
     first_step: Option<usize>,
+    /// Lines held back (not a terminal, not `TILPASS_PROGRESS=live`).
+    held: Option<Vec<String>>,
 }
 
 impl Progress {
@@ -44,15 +48,25 @@ impl Progress {
             every: (total_steps / 20).max(1),
             started: Instant::now(),
             first_step: None,
+            held: (!tty && std::env::var("TILPASS_PROGRESS").as_deref() != Ok("live"))
+                .then(Vec::new),
         }
     }
 
-    fn line(&self, text: String) {
+    fn line(&mut self, text: String) {
         if self.tty {
             self.bar.println(text);
+        } else if let Some(held) = &mut self.held {
+            held.push(text);
         } else {
             eprintln!("{text}");
         }
+    }
+
+    /// The lines held back so far (off a terminal), for the caller to print after a failed
+    /// run's cause; [`Progress::finish`] prints them on success.
+    pub fn take_held(&mut self) -> Vec<String> {
+        self.held.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Seconds left, from the pace of the steps run in this process.
@@ -74,12 +88,13 @@ impl Progress {
                 self.bar.set_position(s.step as u64);
                 self.bar.set_message(msg.clone());
                 if !self.tty && (s.step.is_multiple_of(self.every) || s.step == self.total) {
-                    eprintln!(
+                    let line = format!(
                         "step {}/{}  {msg}  eta {:.0}s",
                         s.step,
                         self.total,
                         self.eta(s.step)
                     );
+                    self.line(line);
                 }
             }
             Event::Eval(e) => {
@@ -99,9 +114,12 @@ impl Progress {
         }
     }
 
-    /// Clears the bar and prints the run's summary line.
-    pub fn finish(&self, summary: &Summary) {
+    /// Clears the bar and prints the lines held back and the run's summary line.
+    pub fn finish(&mut self, summary: &Summary) {
         self.bar.finish_and_clear();
+        for l in self.take_held() {
+            eprintln!("{l}");
+        }
         let eval = summary
             .last_eval
             .as_ref()

@@ -65,6 +65,61 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// Checks every setting before any work (ranges and finiteness); errors are
+    /// [`TrainError::InvalidSetting`] naming the field and the accepted range. [`train_loop`]
+    /// calls it first.
+    pub fn validate(&self) -> Result<()> {
+        let finite = |name: &str, v: f64, min: f64, strict: bool| -> Result<()> {
+            let ok = v.is_finite() && if strict { v > min } else { v >= min };
+            if ok {
+                return Ok(());
+            }
+            let op = if strict { ">" } else { ">=" };
+            Err(TrainError::setting(
+                name,
+                v,
+                format!("a finite number {op} {min}"),
+            ))
+        };
+        let count = |name: &str, v: usize| -> Result<()> {
+            if v >= 1 {
+                return Ok(());
+            }
+            Err(TrainError::setting(name, v, "an integer >= 1"))
+        };
+        finite("learning_rate", self.learning_rate, 0.0, false)?;
+        count("max_steps", self.max_steps)?;
+        count(
+            "gradient_accumulation_steps",
+            self.gradient_accumulation_steps,
+        )?;
+        if let Some(n) = self.max_grad_norm {
+            finite("max_grad_norm", n, 0.0, true)?;
+        }
+        for (name, b) in [
+            ("adamw.beta1", self.adamw.beta1),
+            ("adamw.beta2", self.adamw.beta2),
+        ] {
+            if !(b.is_finite() && (0.0..1.0).contains(&b)) {
+                return Err(TrainError::setting(name, b, "a number in [0, 1)"));
+            }
+        }
+        finite("adamw.eps", self.adamw.eps, 0.0, true)?;
+        finite("adamw.weight_decay", self.adamw.weight_decay, 0.0, false)?;
+        for (name, v) in [
+            ("eval_steps", self.eval_steps),
+            ("early_stopping_patience", self.early_stopping_patience),
+            ("save_steps", self.save_steps),
+        ] {
+            if let Some(v) = v {
+                count(name, v)?;
+            }
+        }
+        count("save_total_limit", self.save_total_limit)
+    }
+}
+
 /// One training batch: model input and labels (`[batch, seq]`, -100 = not supervised).
 #[derive(Debug, Clone)]
 pub struct LmBatch {
@@ -173,6 +228,90 @@ pub struct TrainerState {
     /// Whether the run trains every parameter.
     #[serde(default)]
     pub full: bool,
+    /// Identifies the run (kept on resume): checkpoint rotation only removes checkpoints
+    /// whose state carries this id, never another run's.
+    #[serde(default)]
+    pub run_id: String,
+}
+
+/// A new run id: the time in nanoseconds and the process id, in hex.
+fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{nanos:x}-{:x}", std::process::id())
+}
+
+/// The file a run logs its steps and evaluations to, one JSON object per line, in its output
+/// directory.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// Appends one JSON line to `path`: the whole line (with its newline) in one write, flushed,
+/// so a kill leaves at most a torn last line, which [`truncate_metrics`] drops.
+pub fn append_json_line(path: &Path, v: &serde_json::Value) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| tilpass_core::Error::io(path, e))?;
+    write_line(&mut f, path, v)
+}
+
+fn write_line(f: &mut std::fs::File, path: &Path, v: &serde_json::Value) -> Result<()> {
+    let line = format!("{v}\n");
+    f.write_all(line.as_bytes())
+        .and_then(|()| f.flush())
+        .map_err(|e| tilpass_core::Error::io(path, e).into())
+}
+
+/// Cuts a metrics log back to what a checkpoint at `step` had seen: lines with a `step`
+/// above it are dropped (a resumed run logs them again), and so are lines that are not whole
+/// JSON (a torn last line of a killed run). Rewritten atomically; a missing file is fine.
+pub fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(tilpass_core::Error::io(path, e).into()),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut kept = String::new();
+    let mut rest: &str = &text;
+    while let Some(i) = rest.find('\n') {
+        let line = &rest[..i];
+        rest = &rest[i + 1..];
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v.get("step")
+            .and_then(|s| s.as_u64())
+            .is_some_and(|s| s > step as u64)
+        {
+            continue;
+        }
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    // `rest` is a last line without its newline: torn by a kill, dropped.
+    if kept.len() == bytes.len() {
+        return Ok(());
+    }
+    tilpass_core::write_atomic(path, kept.as_bytes())?;
+    Ok(())
+}
+
+/// Whether `name` is exactly a checkpoint directory's name, `checkpoint-<step>` (the step in
+/// plain decimal), and the step.
+pub fn checkpoint_step(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix("checkpoint-")?;
+    let step: usize = digits.parse().ok()?;
+    (step.to_string() == digits).then_some(step)
+}
+
+/// The run id in a checkpoint directory's `trainer_state.json`, if it is one.
+pub fn checkpoint_run_id(dir: &Path) -> Option<String> {
+    let state: TrainerState = tilpass_core::read_json(dir.join(STATE_FILE)).ok()?;
+    Some(state.run_id)
 }
 
 /// The end of a run.
@@ -340,6 +479,7 @@ pub fn train_loop<'t, M: HasLinears>(
     resume: Option<&Path>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary> {
+    cfg.validate()?;
     let n_train = batch_tokens.len();
     if n_train == 0 {
         return Err(TrainError::Config("the training set is empty".into()));
@@ -371,11 +511,16 @@ pub fn train_loop<'t, M: HasLinears>(
     let mut state = TrainerState {
         adapter: adapter.into(),
         full,
+        run_id: new_run_id(),
         ..Default::default()
     };
     if let Some(dir) = resume {
         let path = dir.join(STATE_FILE);
         state = tilpass_core::read_json(&path)?;
+        if state.run_id.is_empty() {
+            // A checkpoint from before run ids: its siblings are never rotated away.
+            state.run_id = new_run_id();
+        }
         if state.adapter != adapter || state.full != full {
             let was = if state.full {
                 Target::Full
@@ -440,7 +585,10 @@ pub fn train_loop<'t, M: HasLinears>(
     let mut metrics = match &cfg.output_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
-            let p = dir.join("metrics.jsonl");
+            let p = dir.join(METRICS_FILE);
+            if resume.is_some() {
+                truncate_metrics(&p, state.step)?;
+            }
             Some((
                 std::fs::OpenOptions::new()
                     .create(true)
@@ -454,7 +602,7 @@ pub fn train_loop<'t, M: HasLinears>(
     };
     let mut log_line = |v: serde_json::Value| -> Result<()> {
         if let Some((f, p)) = &mut metrics {
-            writeln!(f, "{v}").map_err(|e| tilpass_core::Error::io(p.as_path(), e))?;
+            write_line(f, p, &v)?;
         }
         Ok(())
     };
@@ -576,6 +724,12 @@ pub fn evaluate(model: &DecoderLm, eval: &[LmBatch], step: usize) -> Result<Eval
         count += n;
     }
     let eval_loss = total / count.max(1) as f64;
+    if !eval_loss.is_finite() {
+        return Err(TrainError::NonFiniteOutput {
+            what: format!("evaluation loss after step {step}"),
+            value: eval_loss,
+        });
+    }
     Ok(EvalLog {
         step,
         eval_loss,
@@ -595,9 +749,54 @@ pub fn save_checkpoint<M: HasLinears>(
     keep: usize,
 ) -> Result<PathBuf> {
     let final_dir = dir.join(format!("checkpoint-{}", state.step));
-    let tmp = dir.join(format!(".checkpoint-{}.tmp", state.step));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| tilpass_core::Error::io(&tmp, e))?;
+    if final_dir.exists() && checkpoint_run_id(&final_dir).as_deref() != Some(&state.run_id) {
+        return Err(TrainError::Resume {
+            path: final_dir.display().to_string(),
+            message: "a checkpoint of another run (or not a checkpoint) is in the way; \
+                      refusing to replace it: use another output directory"
+                .into(),
+        });
+    }
+    let tmp = tilpass_core::temp_dir_for(&final_dir)?;
+    let written = write_checkpoint(model, opt, state, &tmp).and_then(|()| {
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir)
+                .map_err(|e| tilpass_core::Error::io(&final_dir, e))?;
+        }
+        std::fs::rename(&tmp, &final_dir).map_err(|e| tilpass_core::Error::io(&final_dir, e))?;
+        Ok(())
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    tilpass_core::forget_temp(&tmp);
+    written?;
+    // Keep the newest `keep` checkpoints of this run; other directories are never touched.
+    let mut existing: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| tilpass_core::Error::io(dir, e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let step = checkpoint_step(&e.file_name().to_string_lossy())?;
+            let p = e.path();
+            (p.is_dir() && checkpoint_run_id(&p).as_deref() == Some(&state.run_id))
+                .then_some((step, p))
+        })
+        .collect();
+    existing.sort();
+    while existing.len() > keep.max(1) {
+        let (_, p) = existing.remove(0);
+        let _ = std::fs::remove_dir_all(p);
+    }
+    Ok(final_dir)
+}
+
+/// Writes a checkpoint's files into `tmp`.
+fn write_checkpoint<M: HasLinears>(
+    model: &mut PeftModel<M>,
+    opt: &AdamW,
+    state: &TrainerState,
+    tmp: &Path,
+) -> Result<()> {
     if state.full {
         let params = model_params(&mut **model);
         let host: Vec<(String, HostTensor)> = params
@@ -611,7 +810,7 @@ pub fn save_checkpoint<M: HasLinears>(
             None,
         )?;
     } else {
-        model.save_adapter(&state.adapter, &tmp)?;
+        model.save_adapter(&state.adapter, tmp)?;
     }
     let tensors = opt.state_tensors();
     let meta = [("step".to_string(), opt.step.to_string())]
@@ -626,26 +825,7 @@ pub fn save_checkpoint<M: HasLinears>(
     let json =
         serde_json::to_string_pretty(state).map_err(|e| TrainError::Config(e.to_string()))?;
     tilpass_core::write_atomic(tmp.join(STATE_FILE), json.as_bytes())?;
-    let _ = std::fs::remove_dir_all(&final_dir);
-    std::fs::rename(&tmp, &final_dir).map_err(|e| tilpass_core::Error::io(&final_dir, e))?;
-    // Keep the newest `keep` checkpoints.
-    let mut existing: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
-        .map_err(|e| tilpass_core::Error::io(dir, e))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            name.strip_prefix("checkpoint-")?
-                .parse()
-                .ok()
-                .map(|s| (s, e.path()))
-        })
-        .collect();
-    existing.sort();
-    while existing.len() > keep.max(1) {
-        let (_, p) = existing.remove(0);
-        let _ = std::fs::remove_dir_all(p);
-    }
-    Ok(final_dir)
+    Ok(())
 }
 
 /// Loads full-model weights written by [`save_checkpoint`] into `model`, after checking that

@@ -78,6 +78,18 @@ impl RunConfig for AnnotateRun {
                 format!("non-empty labels (found {l:?})"),
             ));
         }
+        if let Some((i, l)) = self
+            .labels
+            .iter()
+            .enumerate()
+            .find(|(i, l)| self.labels[..*i].contains(l))
+        {
+            return Err(TrainError::setting(
+                "labels",
+                format!("{:?}", self.labels),
+                format!("distinct labels ({l:?} is given twice, the second time as label {i})"),
+            ));
+        }
         if !self.template.contains("{text}") {
             return Err(TrainError::setting(
                 "template",
@@ -108,6 +120,7 @@ impl AnnotateRun {
             check::path("data", &self.data)?,
             check::path("out", &self.out)?,
         );
+        super::jsonl::distinct_output(out, data)?;
         let (model, prompt) = load_causal_lm(model_dir, self.adapter.as_deref(), device)?;
         if prompt.is_some() {
             return Err(TrainError::Config(format!(
@@ -123,7 +136,7 @@ impl AnnotateRun {
             .map(|l| tok.encode(&format!(" {l}"), false))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let template = self.template.replace("\\n", "\n");
-        let mut writer = JsonlOut::create(out)?;
+        let mut writer = JsonlOut::create(out, data)?;
         let start = Instant::now();
         let mut done = 0usize;
         let mut pending: Vec<(Value, Vec<u32>)> = Vec::new();

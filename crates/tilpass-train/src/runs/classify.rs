@@ -39,6 +39,8 @@ pub struct ClassifyRun {
     pub label_field: String,
     /// Output directory: `adapter/` with `labels.json`, `metrics.jsonl`, `run_config.json`.
     pub out: Option<PathBuf>,
+    /// Replace an earlier run in a non-empty `out`; without it such an `out` is an error.
+    pub overwrite_output_dir: bool,
     /// Device the CLI runs on; [`ClassifyRun::run`] takes the device as an argument.
     pub device: String,
     /// Fraction of the rows (the last ones) held out for evaluation; 0 holds none out.
@@ -78,6 +80,7 @@ impl Default for ClassifyRun {
             text_field: "text".into(),
             label_field: "label".into(),
             out: None,
+            overwrite_output_dir: false,
             device: "flex".into(),
             eval_split: 0.1,
             lora: LoraConfig {
@@ -200,6 +203,12 @@ impl ClassifyRun {
             check::path("data", &self.data)?,
         );
         let out = check::path("out", &self.out)?;
+        super::prepare_output_dir(
+            out,
+            self.overwrite_output_dir,
+            false,
+            &[model_dir.as_path(), data.as_path()],
+        )?;
         write_run_config(self, out)?;
         let rows = read_rows(data)?;
         let mut texts = Vec::with_capacity(rows.len());

@@ -3,7 +3,7 @@
 //! whole or not at all.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use tilpass_data::JsonlRows;
@@ -46,48 +46,54 @@ pub(crate) fn text_field<'a>(
     })
 }
 
-/// A JSONL output written to a temporary file and moved into place when complete.
+/// A JSONL output written to a unique temporary file beside it ([`tilpass_core::TempFile`])
+/// and moved into place when complete; on an error (the value dropped) nothing is left.
 pub(crate) struct JsonlOut {
-    path: PathBuf,
-    tmp: PathBuf,
-    w: Option<std::io::BufWriter<std::fs::File>>,
-}
-
-impl Drop for JsonlOut {
-    /// An unfinished output (the job failed) leaves nothing behind.
-    fn drop(&mut self) {
-        if self.w.take().is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
+    file: tilpass_core::TempFile,
 }
 
 impl JsonlOut {
-    pub(crate) fn create(path: &Path) -> Result<Self> {
-        let tmp = path.with_extension("jsonl.tmp");
-        let f = std::fs::File::create(&tmp).map_err(|e| tilpass_core::Error::io(&tmp, e))?;
+    /// Starts the output `path`; `input` (the job's input file) may not be the same file.
+    pub(crate) fn create(path: &Path, input: &Path) -> Result<Self> {
+        distinct_output(path, input)?;
         Ok(Self {
-            path: path.to_path_buf(),
-            tmp,
-            w: Some(std::io::BufWriter::new(f)),
+            file: tilpass_core::TempFile::create(path)?,
         })
     }
 
     pub(crate) fn write(&mut self, row: &Value) -> Result<()> {
-        let w = self.w.as_mut().expect("open until finish");
-        writeln!(w, "{row}").map_err(|e| tilpass_core::Error::io(&self.tmp, e).into())
+        let line = format!("{row}\n");
+        self.file
+            .writer()
+            .write_all(line.as_bytes())
+            .map_err(|e| tilpass_core::Error::io(self.file.target(), e).into())
     }
 
-    pub(crate) fn finish(mut self) -> Result<()> {
-        let mut w = self.w.take().expect("open until finish");
-        let written = w.flush().and_then(|()| {
-            drop(w);
-            std::fs::rename(&self.tmp, &self.path)
-        });
-        written.map_err(|e| {
-            let _ = std::fs::remove_file(&self.tmp);
-            tilpass_core::Error::io(&self.path, e).into()
-        })
+    pub(crate) fn finish(self) -> Result<()> {
+        Ok(self.file.commit()?)
+    }
+}
+
+/// An error unless the output `out` is another file than the input `data`.
+pub(crate) fn distinct_output(out: &Path, data: &Path) -> Result<()> {
+    if same_file(out, data) {
+        return Err(TrainError::setting(
+            "out",
+            out.display(),
+            format!(
+                "another file than the input `data` ({}): the output would replace it",
+                data.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether two paths name the same existing file (or the same path).
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
     }
 }
 

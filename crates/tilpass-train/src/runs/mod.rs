@@ -200,6 +200,133 @@ pub fn write_run_config<R: RunConfig>(run: &R, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What a training run writes into its output directory besides its checkpoints.
+pub const RUN_OUTPUTS: &[&str] = &[
+    "adapter",
+    "model",
+    crate::trainer::METRICS_FILE,
+    RUN_CONFIG_FILE,
+];
+
+/// Readies a training run's output directory before any work starts. A missing or empty
+/// directory is fine, and so is any directory when `resuming` (the run continues there). A
+/// directory holding anything else is an error naming a few of its entries, unless
+/// `overwrite` (`overwrite_output_dir`, as transformers): then the earlier run's outputs are
+/// removed — its `checkpoint-N` directories (exact name, with a `trainer_state.json`),
+/// [`RUN_OUTPUTS`] and leftover temporary checkpoint directories — so that no file of it
+/// mixes with the new run's. Other files are left alone, and nothing is removed when one of
+/// the run's `inputs` (model, data, initial adapter, ...) lies in what would be removed: that
+/// is an error naming it.
+pub fn prepare_output_dir(
+    dir: &Path,
+    overwrite: bool,
+    resuming: bool,
+    inputs: &[&Path],
+) -> Result<()> {
+    let entries: Vec<std::fs::DirEntry> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(tilpass_core::Error::io(dir, e).into()),
+    };
+    if entries.is_empty() || resuming {
+        return Ok(());
+    }
+    if !overwrite {
+        let mut names: Vec<String> = entries
+            .iter()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let more = names.len().saturating_sub(3);
+        names.truncate(3);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        return Err(TrainError::setting(
+            "out",
+            dir.display(),
+            format!(
+                "an empty or new directory: it holds {}{more}; give --overwrite-output-dir \
+                 (`overwrite_output_dir`) to replace an earlier run, --resume to continue \
+                 it, or another --out",
+                names.join(", ")
+            ),
+        ));
+    }
+    let doomed: Vec<std::path::PathBuf> = entries
+        .iter()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_checkpoint = crate::trainer::checkpoint_step(&name).is_some()
+                && e.path().join("trainer_state.json").is_file();
+            let is_temp = name.starts_with(".checkpoint-") && name.contains(".tmp");
+            is_checkpoint || is_temp || RUN_OUTPUTS.contains(&name.as_str())
+        })
+        .map(|e| e.path())
+        .collect();
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    for input in inputs {
+        let input_c = canonical(input);
+        if let Some(d) = doomed.iter().find(|d| input_c.starts_with(canonical(d))) {
+            return Err(TrainError::setting(
+                "overwrite_output_dir",
+                true,
+                format!(
+                    "no input inside what it removes: {} is in {} of the earlier run",
+                    input.display(),
+                    d.display()
+                ),
+            ));
+        }
+    }
+    for path in doomed {
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| tilpass_core::Error::io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// On resume, the settings in `keys` must be those of the run being resumed: its
+/// `run_config.json` (in the checkpoint's parent directory, when there is one) is compared
+/// with `run`, and a difference is an error naming the setting and both values.
+pub fn check_resume_settings<R: RunConfig>(
+    run: &R,
+    checkpoint: &Path,
+    keys: &[&str],
+) -> Result<()> {
+    let Some(saved_path) = checkpoint.parent().map(|p| p.join(RUN_CONFIG_FILE)) else {
+        return Ok(());
+    };
+    if !saved_path.is_file() {
+        return Ok(());
+    }
+    let saved: Value = tilpass_core::read_json(&saved_path)?;
+    let now = run.to_json()?;
+    for k in keys {
+        let (Some(was), Some(is)) = (saved.get(*k), now.get(*k)) else {
+            continue;
+        };
+        if was != is {
+            return Err(TrainError::setting(
+                *k,
+                is,
+                format!(
+                    "{was}, as in the run being resumed ({}): settings that shape the \
+                     training cannot change on resume (give --config with that file)",
+                    saved_path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks shared by the jobs' `validate`.
 pub(crate) mod check {
     use std::path::PathBuf;

@@ -92,6 +92,7 @@ impl PredictRun {
             check::path("data", &self.data)?,
             check::path("out", &self.out)?,
         );
+        super::jsonl::distinct_output(out, data)?;
         let names: Vec<String> = tilpass_core::read_json(adapter.join(LABELS_FILE))?;
         let tok = Tokenizer::from_dir(model_dir)?;
         let model = EncoderModel::load(model_dir, device)?.with_new_classifier(&names, 0)?;
@@ -99,7 +100,7 @@ impl PredictRun {
         let mut peft = PeftModel::new(model);
         peft.load_adapter(adapter, "default")?;
         let model = peft.into_model();
-        let mut writer = JsonlOut::create(out)?;
+        let mut writer = JsonlOut::create(out, data)?;
         let start = Instant::now();
         let mut rows = JsonlRows::open(data)?;
         let mut done = 0usize;

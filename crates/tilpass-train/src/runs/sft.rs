@@ -38,6 +38,9 @@ pub struct SftRun {
     pub out: Option<PathBuf>,
     /// Continue from a checkpoint directory (`out/checkpoint-N`) of an earlier run.
     pub resume: Option<PathBuf>,
+    /// Replace an earlier run in a non-empty `out` (its checkpoints, adapter, metrics);
+    /// without it such an `out` is an error unless resuming.
+    pub overwrite_output_dir: bool,
     /// Device the CLI runs on (`flex`, `wgpu`, `cuda:0`, ...); [`SftRun::run`] takes the
     /// device as an argument.
     pub device: String,
@@ -117,6 +120,7 @@ impl Default for SftRun {
             eval_data: None,
             out: None,
             resume: None,
+            overwrite_output_dir: false,
             device: "flex".into(),
             chat_template: s.chat_template,
             max_length: None,
@@ -189,6 +193,7 @@ impl RunConfig for SftRun {
         check::beta("adam_beta2", self.adam_beta2)?;
         check::positive("adam_epsilon", self.adam_epsilon)?;
         check::opt_at_least("eval_steps", self.eval_steps, 1)?;
+        check::at_least("sample_max_new_tokens", self.sample_max_new_tokens, 1)?;
         check::opt_at_least("early_stopping_patience", self.early_stopping_patience, 1)?;
         check::opt_at_least("save_steps", self.save_steps, 1)?;
         check::at_least("save_total_limit", self.save_total_limit, 1)?;
@@ -205,6 +210,29 @@ impl RunConfig for SftRun {
         Ok(())
     }
 }
+
+/// The settings a resumed run must share with the run it continues (those that shape the
+/// optimisation or the data; `steps` may grow, and the adapter comes from the checkpoint).
+pub const RESUME_SETTINGS: &[&str] = &[
+    "full",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "lr_scheduler_type",
+    "warmup",
+    "max_grad_norm",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "max_length",
+    "truncation",
+    "packing",
+    "assistant_only_loss",
+    "completion_only_loss",
+    "chat_template",
+    "seed",
+];
 
 /// What an SFT run did.
 #[derive(Debug)]
@@ -270,6 +298,23 @@ impl SftRun {
             check::path("out", &self.out)?,
         );
         let data = check::required("data", &self.data)?;
+        if let Some(ckpt) = &self.resume {
+            super::check_resume_settings(self, ckpt, RESUME_SETTINGS)?;
+        }
+        let mut inputs: Vec<&Path> = vec![model_dir.as_path()];
+        inputs.extend(self.init_adapter.as_deref());
+        inputs.extend(self.resume.as_deref());
+        for spec in [Some(data), self.eval_data.as_ref()].into_iter().flatten() {
+            if let DatasetSpec::File(p) = spec {
+                inputs.push(p.as_path());
+            }
+        }
+        super::prepare_output_dir(
+            out,
+            self.overwrite_output_dir,
+            self.resume.is_some(),
+            &inputs,
+        )?;
         write_run_config(self, out)?;
         let device = device.clone().autodiff();
         device.seed(self.seed);
@@ -397,18 +442,11 @@ impl SftRun {
     }
 }
 
-/// Appends an evaluation to `dir/metrics.jsonl`, as the training loop logs its own.
+/// Appends an evaluation to `dir/metrics.jsonl`, as the training loop logs its own (a whole
+/// line in one write).
 fn append_metrics(dir: &Path, log: &EvalLog) -> Result<()> {
-    use std::io::Write;
-    let p = dir.join("metrics.jsonl");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&p)
-        .map_err(|e| tilpass_core::Error::io(&p, e))?;
-    let line = serde_json::to_string(log).map_err(|e| TrainError::Config(e.to_string()))?;
-    writeln!(f, "{line}").map_err(|e| tilpass_core::Error::io(&p, e))?;
-    Ok(())
+    let v = serde_json::to_value(log).map_err(|e| TrainError::Config(e.to_string()))?;
+    crate::trainer::append_json_line(&dir.join(crate::trainer::METRICS_FILE), &v)
 }
 
 /// Copies the tokenizer files of `from` that exist into `to` (a fully fine-tuned model's
