@@ -17,6 +17,7 @@ mod output_dirs;
 mod packing;
 mod param_tables;
 mod peft_parity;
+mod preference_losses;
 mod runs;
 mod sentence_embeddings;
 mod seq2seq_parity;

@@ -1,7 +1,57 @@
 //! # tilpass-preference
 //!
-//! *Not implemented yet*. This crate will own preference optimisation: reward models, the DPO
-//! family (sigmoid, IPO, hinge, robust), ORPO, SimPO/CPO, KTO and online methods (GRPO), as
-//! pure loss functions of log-probabilities plus trainers on `tilpass-train`.
+//! Preference optimisation for tilpass. **What exists now**: the losses of TRL 1.16.0 as pure,
+//! differentiable functions of log-probabilities (burn [`Tensor`](burn::tensor::Tensor)s on any
+//! device and float dtype), with TRL's config names and defaults (serde) and the metrics TRL's
+//! trainers log from them. Each is checked against values computed by TRL's own loss code
+//! (`tests/fixtures/generate_preference.py`; tests in `tests/all/preference_losses.rs`).
+//!
+//! | module | loss | TRL |
+//! |---|---|---|
+//! | [`dpo`] | every DPO `loss_type` (sigmoid, hinge, ipo, exo_pair, nca_pair, robust, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop, sft, sigmoid_norm), weighted lists, label smoothing, `ld_alpha`, WPO | `DPOTrainer` |
+//! | [`divergence`] | f-DPO scores: reverse / forward KL, Jensen-Shannon, alpha | `f_divergence_type` |
+//! | [`kto`] | KTO with the rotated-batch KL reference point and class weights; `apo_zero_unpaired` | `KTOTrainer` |
+//! | [`orpo`] | ORPO's odds-ratio loss | `experimental.orpo` |
+//! | [`cpo`] | CPO (sigmoid, hinge, ipo), SimPO, CPO-SimPO, AlphaPO | `experimental.cpo` |
+//! | [`reward`] | Bradley-Terry reward loss with margins and centring | `RewardTrainer` |
+//! | [`logps`] | per-token log-probs + masks -> sums, averages, LD-DPO sums, the SFT term, WPO weights | (the trainers' reductions) |
+//!
+//! Conventions: sequence inputs are `[batch]` tensors (one value per completion or pair),
+//! per-token inputs `[batch, seq]` with a 0/1 completion mask ([`TokenLogps`]). Reference
+//! log-probs are detached inside the losses. Every loss checks its settings and inputs before
+//! computing (shapes, NaN / infinity, domain) and returns a typed [`PreferenceError`] naming the
+//! setting or input; it does not panic on user input. Metrics are computed on the host in `f64`
+//! from the same inputs, so computing a loss reads its `[batch]` inputs back from the device.
+//!
+//! Where TRL refuses a setting, so do these losses: `loss_weights` of another length than
+//! `loss_type`; a non-default f-divergence with a loss not built on the chosen-rejected
+//! difference; WPO with aot / aot_unpaired (TRL: not implemented) or with sft (TRL 1.16.0 fails on
+//! it); exo_pair without label smoothing; KTO batches of one example. Stricter than TRL, which
+//! only warns or fails later: `beta` > 0, `label_smoothing` in [0, 0.5) for every loss,
+//! `ld_alpha` in [0, 1], non-negative class weights and `cpo_alpha`.
+//!
+//! **Not here yet** (issue 15): the trainers (DPO, KTO, ORPO, CPO/SimPO, reward models) on
+//! `tilpass-train`'s loop with cached reference log-probs, sequence-classification reward heads,
+//! the `tilpass train dpo|kto|orpo|cpo|reward` and `tilpass reward score` commands, the Norwegian
+//! preference data set, and online methods (GRPO). The model-output metrics TRL also logs
+//! (`logits/*`, `entropy`, `mean_token_accuracy`) belong to those trainers.
 
 #![warn(missing_docs)]
+
+pub mod cpo;
+pub mod divergence;
+pub mod dpo;
+pub mod error;
+pub mod kto;
+pub mod logps;
+pub mod orpo;
+pub mod reward;
+
+pub use cpo::{CpoConfig, CpoInputs, CpoLossType, CpoMetrics, CpoOutput, cpo_loss};
+pub use divergence::FDivergence;
+pub use dpo::{DpoConfig, DpoInputs, DpoLossType, DpoMetrics, DpoOutput, WpoTokens, dpo_loss};
+pub use error::{PreferenceError, Result};
+pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotation, kto_loss};
+pub use logps::{TokenLogps, average_logps, ld_alpha_logps, sequence_logps, sft_nll, wpo_weights};
+pub use orpo::{OrpoConfig, OrpoInputs, OrpoMetrics, OrpoOutput, orpo_loss};
+pub use reward::{RewardConfig, RewardInputs, RewardMetrics, RewardOutput, reward_loss};
