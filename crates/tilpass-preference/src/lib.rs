@@ -41,6 +41,7 @@
 pub mod cpo;
 pub mod divergence;
 pub mod dpo;
+pub mod dpo_trainer;
 pub mod error;
 pub mod kto;
 pub mod logps;
@@ -50,6 +51,10 @@ pub mod reward;
 pub use cpo::{CpoConfig, CpoInputs, CpoLossType, CpoMetrics, CpoOutput, cpo_loss};
 pub use divergence::FDivergence;
 pub use dpo::{DpoConfig, DpoInputs, DpoLossType, DpoMetrics, DpoOutput, WpoTokens, dpo_loss};
+pub use dpo_trainer::{
+    CompletionLogps, DpoBatch, DpoBatchOutput, DpoReference, LogitMetrics, completion_logps,
+    dpo_batch_loss, train_dpo,
+};
 pub use error::{PreferenceError, Result};
 pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotation, kto_loss};
 pub use logps::{TokenLogps, average_logps, ld_alpha_logps, sequence_logps, sft_nll, wpo_weights};

@@ -1,0 +1,216 @@
+//! DPO trainer parity with TRL 1.16.0's own `DPOTrainer` (tests/fixtures/train/dpo_{sigmoid,ipo},
+//! made by tests/fixtures/generate_dpo.py): from the same initial LoRA adapter on the tiny Llama
+//! and the batches TRL collated (`[all chosen; all rejected]`, right-padded), three optimiser
+//! steps of `tilpass_preference::train_dpo` — the reference being the same model with its
+//! adapters disabled — give TRL's per-step loss, gradient norm, learning rate, every DPO metric
+//! TRL logged and the final adapter.
+//!
+//! Tolerances: the brief's 1e-5 (losses relative; metrics and adapter weights absolute, since
+//! several metrics are exactly 0 at the first step, where the adapter's B is zero). The tests
+//! print what they measure (`--nocapture`).
+
+use serde_json::Value;
+use tilpass::core::Checkpoint;
+use tilpass::preference::{DpoBatch, DpoConfig, DpoReference, train_dpo};
+use tilpass::train::{AdamWConfig, Event, ScheduleKind, StepLog, TrainConfig};
+use tilpass_tests::{fixture_json, fixture_path, max_abs_diff, max_rel_diff};
+
+/// Per-step loss, relative.
+const LOSS: f64 = 1e-5;
+/// Per-step global gradient norm before clipping, relative.
+const GRAD_NORM: f64 = 1e-5;
+/// Every logged metric, absolute (rewards are ~0.1, log-probs ~-25, logits ~0.01).
+const METRICS: f64 = 1e-5;
+/// The final adapter's weights, absolute.
+const WEIGHTS: f64 = 1e-5;
+
+/// TRL's metric names the trainer logs (all of TRL's DPO keys but the cumulative `num_tokens`).
+const METRIC_NAMES: [&str; 10] = [
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+    "logits/chosen",
+    "logits/rejected",
+    "entropy",
+    "mean_token_accuracy",
+];
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+fn rows<T: serde::de::DeserializeOwned>(v: &Value) -> Vec<Vec<T>> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+/// The batches TRL fed to `compute_loss`, as [`DpoBatch`]es.
+fn batches(reference: &Value) -> Vec<DpoBatch> {
+    reference["batches"]
+        .as_array()
+        .expect("batches")
+        .iter()
+        .map(|b| {
+            let ids: Vec<Vec<u32>> = rows(&b["input_ids"]);
+            let mask: Vec<Vec<u8>> = rows(&b["attention_mask"]);
+            let comp: Vec<Vec<u8>> = rows(&b["completion_mask"]);
+            let (n, seq) = (ids.len(), ids[0].len());
+            DpoBatch::new(ids.concat(), mask.concat(), comp.concat(), n, seq).unwrap()
+        })
+        .collect()
+}
+
+fn config(reference: &Value, out: &std::path::Path) -> TrainConfig {
+    assert_eq!(reference["lr_scheduler_type"], "linear");
+    TrainConfig {
+        learning_rate: num(&reference["learning_rate"]),
+        lr_scheduler_type: ScheduleKind::Linear,
+        warmup_steps: reference["warmup_steps"].as_u64().unwrap() as usize,
+        max_steps: reference["max_steps"].as_u64().unwrap() as usize,
+        gradient_accumulation_steps: 1,
+        max_grad_norm: Some(num(&reference["max_grad_norm"])),
+        adamw: AdamWConfig {
+            beta1: num(&reference["adam_beta1"]),
+            beta2: num(&reference["adam_beta2"]),
+            eps: num(&reference["adam_epsilon"]),
+            weight_decay: num(&reference["weight_decay"]),
+        },
+        output_dir: Some(out.to_path_buf()),
+        ..Default::default()
+    }
+}
+
+/// Runs tilpass's DPO trainer on the fixture's batches; checks it against TRL's log and final
+/// adapter.
+fn check_case(case: &str) {
+    let dir = format!("train/dpo_{case}");
+    let reference = fixture_json(&format!("{dir}/reference.json"));
+    assert_eq!(reference["loss_type"], case);
+    let mut peft = crate::train_parity::fresh_model(&fixture_path(&format!("{dir}/initial")));
+    let dpo: DpoConfig = serde_json::from_value(serde_json::json!({
+        "beta": num(&reference["beta"]),
+        "loss_type": case,
+    }))
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let cfg = config(&reference, out.path());
+    let mut steps: Vec<StepLog> = Vec::new();
+    let summary = train_dpo(
+        &mut peft,
+        "default",
+        DpoReference::DisabledAdapters,
+        &dpo,
+        &batches(&reference),
+        &cfg,
+        None,
+        &mut |e| {
+            if let Event::Step(s) = e {
+                steps.push(s.clone());
+            }
+        },
+    )
+    .unwrap();
+    let want = reference["steps"].as_array().expect("steps");
+    assert_eq!(summary.steps, want.len());
+    assert_eq!(steps.len(), want.len());
+    let col = |key: &str| -> Vec<f64> { want.iter().map(|s| num(&s[key])).collect() };
+    let losses: Vec<f64> = steps.iter().map(|s| s.loss).collect();
+    let d = max_rel_diff(&losses, &col("loss"));
+    eprintln!("measured dpo_{case} loss: max relative difference {d:.2e} ({losses:?})");
+    assert!(d <= LOSS, "{case} loss {losses:?} vs TRL: {d:e}");
+    let norms: Vec<f64> = steps.iter().map(|s| s.grad_norm).collect();
+    let d = max_rel_diff(&norms, &col("grad_norm"));
+    eprintln!("measured dpo_{case} grad_norm: max relative difference {d:.2e}");
+    assert!(d <= GRAD_NORM, "{case} grad norm {norms:?} vs TRL: {d:e}");
+    let lrs: Vec<f64> = steps.iter().map(|s| s.lr).collect();
+    let d = max_rel_diff(&lrs, &col("learning_rate"));
+    assert!(d <= 1e-12, "{case} learning rates {lrs:?} vs TRL: {d:e}");
+    let mut worst = (0f64, "");
+    for name in METRIC_NAMES {
+        let got: Vec<f64> = steps
+            .iter()
+            .map(|s| {
+                *s.metrics
+                    .get(name)
+                    .unwrap_or_else(|| panic!("{case}: metric {name} not logged"))
+            })
+            .collect();
+        let d = max_abs_diff(&got, &col(name));
+        assert!(d <= METRICS, "{case} {name}: {got:?} vs TRL {:?}: {d:e}", col(name));
+        if d >= worst.0 {
+            worst = (d, name);
+        }
+    }
+    eprintln!(
+        "measured dpo_{case} metrics: max absolute difference {:.2e} ({})",
+        worst.0, worst.1
+    );
+    // The metrics reach metrics.jsonl under TRL's names (serde_json's default parser may be
+    // one ulp off the written shortest form).
+    let text = std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), want.len());
+    for (line, step) in lines.iter().zip(&steps) {
+        for name in METRIC_NAMES {
+            let (a, b) = (num(&line[name]), step.metrics[name]);
+            assert!(
+                (a - b).abs() <= 1e-15 * b.abs(),
+                "{name} in metrics.jsonl: {a} vs {b}"
+            );
+        }
+    }
+    // The final adapter equals TRL's.
+    let saved = tempfile::tempdir().unwrap();
+    peft.save_adapter("default", saved.path()).unwrap();
+    let ours = Checkpoint::open(saved.path().join("adapter_model.safetensors")).unwrap();
+    let theirs =
+        Checkpoint::open(fixture_path(&format!("{dir}/final/adapter_model.safetensors"))).unwrap();
+    let initial = Checkpoint::open(fixture_path(&format!(
+        "{dir}/initial/adapter_model.safetensors"
+    )))
+    .unwrap();
+    let mut keys: Vec<&str> = theirs.keys().collect();
+    keys.sort();
+    let mut our_keys: Vec<&str> = ours.keys().collect();
+    our_keys.sort();
+    assert_eq!(keys, our_keys, "the same adapter tensors");
+    let (mut d, mut moved) = (0f64, 0f64);
+    for k in keys {
+        let read = |c: &Checkpoint| -> Vec<f64> {
+            c.read_f32(k).unwrap().data.iter().map(|x| f64::from(*x)).collect()
+        };
+        let (a, b, start) = (read(&ours), read(&theirs), read(&initial));
+        d = d.max(max_abs_diff(&a, &b));
+        moved = moved.max(max_abs_diff(&b, &start));
+    }
+    eprintln!(
+        "measured dpo_{case} final adapter: max absolute difference {d:.2e} (TRL moved the \
+         weights by up to {moved:.2e})"
+    );
+    assert!(moved > 100.0 * WEIGHTS, "the reference run must change the adapter");
+    assert!(d <= WEIGHTS, "{case} final adapter vs TRL: {d:e}");
+}
+
+#[test]
+fn dpo_sigmoid_matches_trl() {
+    check_case("sigmoid");
+}
+
+#[test]
+fn dpo_ipo_matches_trl() {
+    check_case("ipo");
+}
+
+#[test]
+fn the_dpo_references_were_made_from_the_current_base_model() {
+    for case in ["sigmoid", "ipo"] {
+        let what = format!("train/dpo_{case}/reference.json");
+        crate::peft_parity::assert_base_unchanged(
+            &fixture_json(&what),
+            &what,
+            "python tests/fixtures/generate_dpo.py",
+        );
+    }
+}
