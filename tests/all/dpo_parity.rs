@@ -3,16 +3,19 @@
 //! and the batches TRL collated (`[all chosen; all rejected]`, right-padded), three optimiser
 //! steps of `tilpass_preference::train_dpo` — the reference being the same model with its
 //! adapters disabled — give TRL's per-step loss, gradient norm, learning rate, every DPO metric
-//! TRL logged and the final adapter.
+//! TRL logged and the final adapter; and the same for full fine-tuning against an explicit
+//! reference model (tests/fixtures/train/dpo_full_sigmoid, TRL with `ref_model`).
 //!
 //! Tolerances: the brief's 1e-5 (losses relative; metrics and adapter weights absolute, since
 //! several metrics are exactly 0 at the first step, where the adapter's B is zero). The tests
 //! print what they measure (`--nocapture`).
 
 use serde_json::Value;
-use tilpass::core::Checkpoint;
+use tilpass::core::{Checkpoint, SaveDtype};
+use tilpass::models::DecoderLm;
+use tilpass::peft::PeftModel;
 use tilpass::preference::{DpoBatch, DpoConfig, DpoReference, train_dpo};
-use tilpass::train::{AdamWConfig, Event, ScheduleKind, StepLog, TrainConfig};
+use tilpass::train::{AdamWConfig, Event, ScheduleKind, StepLog, Target, TrainConfig};
 use tilpass_tests::{fixture_json, fixture_path, max_abs_diff, max_rel_diff};
 
 /// Per-step loss, relative.
@@ -23,6 +26,14 @@ const GRAD_NORM: f64 = 1e-5;
 const METRICS: f64 = 1e-5;
 /// The final adapter's weights, absolute.
 const WEIGHTS: f64 = 1e-5;
+/// Every weight after 3 steps of full fine-tuning (lr 1e-3, weights moved up to 2e-3),
+/// absolute, vs TRL's float32 run and vs the same run in float64. Above the brief's 1e-5 because
+/// the reference itself is: TRL's float32 weights lie 1.41e-5 from its float64 ones (Adam divides
+/// each gradient by its running RMS, so a weight with a small gradient carries float32's
+/// relative rounding of that gradient into a step-sized move). Measured on flex: 1.19e-5 vs TRL
+/// f32 (one weight of up_proj), 1.47e-5 vs float64, as close to the exact run as TRL's own
+/// float32 run; the bound is twice that distance.
+const FULL_WEIGHTS: f64 = 3e-5;
 
 /// TRL's metric names the trainer logs (all of TRL's DPO keys but the cumulative `num_tokens`).
 const METRIC_NAMES: [&str; 10] = [
@@ -82,13 +93,29 @@ fn config(reference: &Value, out: &std::path::Path) -> TrainConfig {
     }
 }
 
-/// Runs tilpass's DPO trainer on the fixture's batches; checks it against TRL's log and final
-/// adapter.
-fn check_case(case: &str) {
-    let dir = format!("train/dpo_{case}");
+/// Runs tilpass's DPO trainer on the fixture's batches (LoRA, or with `full` full fine-tuning
+/// against an explicit reference model); checks it against TRL's log and final weights.
+fn check_case(case: &str, full: bool) {
+    let dir = if full {
+        format!("train/dpo_full_{case}")
+    } else {
+        format!("train/dpo_{case}")
+    };
     let reference = fixture_json(&format!("{dir}/reference.json"));
     assert_eq!(reference["loss_type"], case);
-    let mut peft = crate::train_parity::fresh_model(&fixture_path(&format!("{dir}/initial")));
+    assert_eq!(reference["full"], full);
+    let dev = tilpass_tests::test_device().autodiff();
+    let base = || DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap();
+    let ref_model = base();
+    let (mut peft, target, dpo_ref) = if full {
+        (PeftModel::new(base()), Target::Full, DpoReference::Model(&ref_model))
+    } else {
+        (
+            crate::train_parity::fresh_model(&fixture_path(&format!("{dir}/initial"))),
+            Target::Adapter("default"),
+            DpoReference::DisabledAdapters,
+        )
+    };
     let dpo: DpoConfig = serde_json::from_value(serde_json::json!({
         "beta": num(&reference["beta"]),
         "loss_type": case,
@@ -99,8 +126,8 @@ fn check_case(case: &str) {
     let mut steps: Vec<StepLog> = Vec::new();
     let summary = train_dpo(
         &mut peft,
-        "default",
-        DpoReference::DisabledAdapters,
+        target,
+        dpo_ref,
         &dpo,
         &batches(&reference),
         &cfg,
@@ -161,51 +188,88 @@ fn check_case(case: &str) {
             );
         }
     }
-    // The final adapter equals TRL's.
+    // The final adapter (full: every weight) equals TRL's.
     let saved = tempfile::tempdir().unwrap();
-    peft.save_adapter("default", saved.path()).unwrap();
-    let ours = Checkpoint::open(saved.path().join("adapter_model.safetensors")).unwrap();
-    let theirs =
-        Checkpoint::open(fixture_path(&format!("{dir}/final/adapter_model.safetensors"))).unwrap();
-    let initial = Checkpoint::open(fixture_path(&format!(
-        "{dir}/initial/adapter_model.safetensors"
-    )))
-    .unwrap();
+    let (ours, theirs, initial) = if full {
+        peft.save(saved.path(), SaveDtype::F32).unwrap();
+        (
+            saved.path().join("model.safetensors"),
+            fixture_path(&format!("{dir}/final.safetensors")),
+            fixture_path("models/llama_gqa/model.safetensors"),
+        )
+    } else {
+        peft.save_adapter("default", saved.path()).unwrap();
+        (
+            saved.path().join("adapter_model.safetensors"),
+            fixture_path(&format!("{dir}/final/adapter_model.safetensors")),
+            fixture_path(&format!("{dir}/initial/adapter_model.safetensors")),
+        )
+    };
+    let (ours, theirs, initial) = (
+        Checkpoint::open(ours).unwrap(),
+        Checkpoint::open(theirs).unwrap(),
+        Checkpoint::open(initial).unwrap(),
+    );
+    let exact = full.then(|| {
+        Checkpoint::open(fixture_path(&format!("{dir}/final_f64.safetensors"))).unwrap()
+    });
     let mut keys: Vec<&str> = theirs.keys().collect();
     keys.sort();
     let mut our_keys: Vec<&str> = ours.keys().collect();
     our_keys.sort();
-    assert_eq!(keys, our_keys, "the same adapter tensors");
-    let (mut d, mut moved) = (0f64, 0f64);
+    assert_eq!(keys, our_keys, "the same tensors");
+    let read = |c: &Checkpoint, k: &str| -> Vec<f64> {
+        c.read_f32(k).unwrap().data.iter().map(|x| f64::from(*x)).collect()
+    };
+    // Largest differences: ours vs TRL f32, ours vs float64, TRL f32 vs float64; and how far
+    // TRL moved the weights.
+    let (mut d32, mut d64, mut torch64, mut moved) = (0f64, 0f64, 0f64, 0f64);
     for k in keys {
-        let read = |c: &Checkpoint| -> Vec<f64> {
-            c.read_f32(k).unwrap().data.iter().map(|x| f64::from(*x)).collect()
-        };
-        let (a, b, start) = (read(&ours), read(&theirs), read(&initial));
-        d = d.max(max_abs_diff(&a, &b));
+        let (a, b, start) = (read(&ours, k), read(&theirs, k), read(&initial, k));
+        d32 = d32.max(max_abs_diff(&a, &b));
         moved = moved.max(max_abs_diff(&b, &start));
+        if let Some(e) = &exact {
+            let c = read(e, k);
+            d64 = d64.max(max_abs_diff(&a, &c));
+            torch64 = torch64.max(max_abs_diff(&b, &c));
+        }
     }
     eprintln!(
-        "measured dpo_{case} final adapter: max absolute difference {d:.2e} (TRL moved the \
-         weights by up to {moved:.2e})"
+        "measured {dir} final weights: max absolute difference {d32:.2e} vs TRL f32{} (TRL moved \
+         the weights by up to {moved:.2e})",
+        if full {
+            format!(", {d64:.2e} vs float64 (TRL f32 vs float64: {torch64:.2e})")
+        } else {
+            String::new()
+        }
     );
-    assert!(moved > 100.0 * WEIGHTS, "the reference run must change the adapter");
-    assert!(d <= WEIGHTS, "{case} final adapter vs TRL: {d:e}");
+    assert!(moved > 100.0 * WEIGHTS, "the reference run must change the weights");
+    if full {
+        assert!(d32 <= FULL_WEIGHTS, "{dir} final weights vs TRL f32: {d32:e}");
+        assert!(d64 <= FULL_WEIGHTS, "{dir} final weights vs float64: {d64:e}");
+    } else {
+        assert!(d32 <= WEIGHTS, "{dir} final adapter vs TRL: {d32:e}");
+    }
 }
 
 #[test]
 fn dpo_sigmoid_matches_trl() {
-    check_case("sigmoid");
+    check_case("sigmoid", false);
 }
 
 #[test]
 fn dpo_ipo_matches_trl() {
-    check_case("ipo");
+    check_case("ipo", false);
+}
+
+#[test]
+fn full_fine_tuning_dpo_with_an_explicit_reference_matches_trl() {
+    check_case("sigmoid", true);
 }
 
 #[test]
 fn the_dpo_references_were_made_from_the_current_base_model() {
-    for case in ["sigmoid", "ipo"] {
+    for case in ["sigmoid", "ipo", "full_sigmoid"] {
         let what = format!("train/dpo_{case}/reference.json");
         crate::peft_parity::assert_base_unchanged(
             &fixture_json(&what),
