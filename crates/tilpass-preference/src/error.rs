@@ -75,3 +75,12 @@ pub enum PreferenceError {
 
 /// `Result` with [`PreferenceError`].
 pub type Result<T> = std::result::Result<T, PreferenceError>;
+
+impl From<PreferenceError> for tilpass_core::Error {
+    fn from(e: PreferenceError) -> Self {
+        match e {
+            PreferenceError::Train(t) => t.into(),
+            other => tilpass_core::Error::Component(Box::new(other)),
+        }
+    }
+}

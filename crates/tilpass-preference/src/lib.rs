@@ -41,6 +41,7 @@
 pub mod cpo;
 pub mod divergence;
 pub mod dpo;
+pub mod dpo_run;
 pub mod dpo_trainer;
 pub mod error;
 pub mod kto;
@@ -51,6 +52,7 @@ pub mod reward;
 pub use cpo::{CpoConfig, CpoInputs, CpoLossType, CpoMetrics, CpoOutput, cpo_loss};
 pub use divergence::FDivergence;
 pub use dpo::{DpoConfig, DpoInputs, DpoLossType, DpoMetrics, DpoOutput, WpoTokens, dpo_loss};
+pub use dpo_run::{DpoOutcome, DpoRun};
 pub use dpo_trainer::{
     CompletionLogps, DpoBatch, DpoBatchOutput, DpoReference, LogitMetrics, completion_logps,
     dpo_batch_loss, train_dpo,
