@@ -278,3 +278,77 @@ fn the_dpo_references_were_made_from_the_current_base_model() {
         );
     }
 }
+
+#[test]
+fn dpo_batches_and_settings_are_checked_before_training() {
+    use tilpass::preference::PreferenceError;
+    // Odd rows, wrong lengths, masks that are not 0/1, completion tokens on padding, an
+    // empty row: typed errors naming the input.
+    let bad = [
+        DpoBatch::new(vec![1, 2, 3], vec![1; 3], vec![0, 1, 1], 1, 3),
+        DpoBatch::new(vec![1, 2, 3, 4], vec![1; 4], vec![0, 1, 0, 1], 2, 3),
+        DpoBatch::new(vec![1, 2, 3, 4], vec![1, 1, 1, 2], vec![0, 1, 0, 1], 2, 2),
+        DpoBatch::new(vec![1, 2, 3, 0], vec![1, 1, 1, 0], vec![0, 1, 0, 1], 2, 2),
+        DpoBatch::new(vec![0, 0, 3, 4], vec![0, 0, 1, 1], vec![0, 0, 0, 1], 2, 2),
+        DpoBatch::new(vec![1, 2], vec![1, 1], vec![0, 1], 2, 1),
+    ];
+    for (i, b) in bad.into_iter().enumerate() {
+        let err = b.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PreferenceError::Shape { .. } | PreferenceError::BadValue { .. }
+            ),
+            "case {i}: {err}"
+        );
+    }
+    let reference = fixture_json("train/dpo_sigmoid/reference.json");
+    let batches = batches(&reference);
+    let out = tempfile::tempdir().unwrap();
+    let cfg = config(&reference, out.path());
+    let dev = tilpass_tests::test_device().autodiff();
+    let mut base = PeftModel::new(DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap());
+    let mut train = |target: Target<'_>, dpo: &DpoConfig, cfg: &TrainConfig| {
+        train_dpo(
+            &mut base,
+            target,
+            DpoReference::DisabledAdapters,
+            dpo,
+            &batches,
+            cfg,
+            None,
+            &mut |_| {},
+        )
+        .unwrap_err()
+    };
+    // Full fine-tuning cannot use the disabled adapters as its reference (it would be the
+    // policy itself).
+    let err = train(Target::Full, &DpoConfig::default(), &cfg);
+    assert!(err.to_string().contains("explicit reference"), "{err}");
+    // Not supported by the trainer yet: refused, not ignored.
+    let wpo = DpoConfig {
+        use_weighting: true,
+        ..Default::default()
+    };
+    let err = train(Target::Adapter("default"), &wpo, &cfg);
+    assert!(err.to_string().contains("use_weighting"), "{err}");
+    let with_eval = TrainConfig {
+        eval_steps: Some(1),
+        ..cfg.clone()
+    };
+    let err = train(Target::Adapter("default"), &DpoConfig::default(), &with_eval);
+    assert!(err.to_string().contains("eval_steps"), "{err}");
+    // A loss setting TRL refuses, and an adapter the model does not have.
+    let exo = DpoConfig {
+        loss_type: vec![tilpass::preference::DpoLossType::ExoPair],
+        ..Default::default()
+    };
+    let err = train(Target::Adapter("default"), &exo, &cfg);
+    assert!(err.to_string().contains("label_smoothing"), "{err}");
+    let err = train(Target::Adapter("default"), &DpoConfig::default(), &cfg);
+    assert!(err.to_string().contains("no adapter `default`"), "{err}");
+    assert!(
+        !out.path().join("metrics.jsonl").exists(),
+        "nothing written before the checks pass"
+    );
+}
