@@ -108,7 +108,11 @@ fn check_case(case: &str, full: bool) {
     let base = || DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap();
     let ref_model = base();
     let (mut peft, target, dpo_ref) = if full {
-        (PeftModel::new(base()), Target::Full, DpoReference::Model(&ref_model))
+        (
+            PeftModel::new(base()),
+            Target::Full,
+            DpoReference::Model(&ref_model),
+        )
     } else {
         (
             crate::train_parity::fresh_model(&fixture_path(&format!("{dir}/initial"))),
@@ -165,7 +169,11 @@ fn check_case(case: &str, full: bool) {
             })
             .collect();
         let d = max_abs_diff(&got, &col(name));
-        assert!(d <= METRICS, "{case} {name}: {got:?} vs TRL {:?}: {d:e}", col(name));
+        assert!(
+            d <= METRICS,
+            "{case} {name}: {got:?} vs TRL {:?}: {d:e}",
+            col(name)
+        );
         if d >= worst.0 {
             worst = (d, name);
         }
@@ -177,7 +185,10 @@ fn check_case(case: &str, full: bool) {
     // The metrics reach metrics.jsonl under TRL's names (serde_json's default parser may be
     // one ulp off the written shortest form).
     let text = std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), want.len());
     for (line, step) in lines.iter().zip(&steps) {
         for name in METRIC_NAMES {
@@ -210,16 +221,20 @@ fn check_case(case: &str, full: bool) {
         Checkpoint::open(theirs).unwrap(),
         Checkpoint::open(initial).unwrap(),
     );
-    let exact = full.then(|| {
-        Checkpoint::open(fixture_path(&format!("{dir}/final_f64.safetensors"))).unwrap()
-    });
+    let exact = full
+        .then(|| Checkpoint::open(fixture_path(&format!("{dir}/final_f64.safetensors"))).unwrap());
     let mut keys: Vec<&str> = theirs.keys().collect();
     keys.sort();
     let mut our_keys: Vec<&str> = ours.keys().collect();
     our_keys.sort();
     assert_eq!(keys, our_keys, "the same tensors");
     let read = |c: &Checkpoint, k: &str| -> Vec<f64> {
-        c.read_f32(k).unwrap().data.iter().map(|x| f64::from(*x)).collect()
+        c.read_f32(k)
+            .unwrap()
+            .data
+            .iter()
+            .map(|x| f64::from(*x))
+            .collect()
     };
     // Largest differences: ours vs TRL f32, ours vs float64, TRL f32 vs float64; and how far
     // TRL moved the weights.
@@ -243,10 +258,19 @@ fn check_case(case: &str, full: bool) {
             String::new()
         }
     );
-    assert!(moved > 100.0 * WEIGHTS, "the reference run must change the weights");
+    assert!(
+        moved > 100.0 * WEIGHTS,
+        "the reference run must change the weights"
+    );
     if full {
-        assert!(d32 <= FULL_WEIGHTS, "{dir} final weights vs TRL f32: {d32:e}");
-        assert!(d64 <= FULL_WEIGHTS, "{dir} final weights vs float64: {d64:e}");
+        assert!(
+            d32 <= FULL_WEIGHTS,
+            "{dir} final weights vs TRL f32: {d32:e}"
+        );
+        assert!(
+            d64 <= FULL_WEIGHTS,
+            "{dir} final weights vs float64: {d64:e}"
+        );
     } else {
         assert!(d32 <= WEIGHTS, "{dir} final adapter vs TRL: {d32:e}");
     }
@@ -336,7 +360,11 @@ fn dpo_batches_and_settings_are_checked_before_training() {
         eval_steps: Some(1),
         ..cfg.clone()
     };
-    let err = train(Target::Adapter("default"), &DpoConfig::default(), &with_eval);
+    let err = train(
+        Target::Adapter("default"),
+        &DpoConfig::default(),
+        &with_eval,
+    );
     assert!(err.to_string().contains("eval_steps"), "{err}");
     // A loss setting TRL refuses, and an adapter the model does not have.
     let exo = DpoConfig {

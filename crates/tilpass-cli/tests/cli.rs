@@ -789,7 +789,11 @@ fn train_dpo_logs_trl_metrics_resumes_exactly_and_trains_full() {
     let dir = model_with_tokenizer("llama_gqa");
     let m = dir.path().to_str().unwrap();
     // Plain-text preference rows get EOS appended (TRL): the tokenizer needs one.
-    write(dir.path(), "tokenizer_config.json", r#"{"eos_token": "t2"}"#);
+    write(
+        dir.path(),
+        "tokenizer_config.json",
+        r#"{"eos_token": "t2"}"#,
+    );
     let work = tempfile::tempdir().unwrap();
     let rows: String = (0..12)
         .map(|i| {
@@ -870,7 +874,14 @@ fn train_dpo_logs_trl_metrics_resumes_exactly_and_trains_full() {
     let ckpt = out.join("checkpoint-2");
     run(
         &resumed,
-        &["--steps", "4", "--lr", "0.01", "--resume", ckpt.to_str().unwrap()],
+        &[
+            "--steps",
+            "4",
+            "--lr",
+            "0.01",
+            "--resume",
+            ckpt.to_str().unwrap(),
+        ],
     );
     let file = "adapter/adapter_model.safetensors";
     assert_eq!(
@@ -898,7 +909,16 @@ fn train_dpo_logs_trl_metrics_resumes_exactly_and_trains_full() {
     let err = bad_input(&tilpass(&["train", "dpo", "--model", m, "--out", o]));
     assert!(err.contains("--data"), "{err}");
     let err = bad_input(&tilpass(&[
-        "train", "dpo", "--model", m, "--data", &data, "--out", o, "--loss-type", "exo_pair",
+        "train",
+        "dpo",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--out",
+        o,
+        "--loss-type",
+        "exo_pair",
     ]));
     assert!(err.contains("label_smoothing"), "{err}");
     let err = bad_input(&tilpass(&[
@@ -906,7 +926,16 @@ fn train_dpo_logs_trl_metrics_resumes_exactly_and_trains_full() {
     ]));
     assert!(err.contains("beta"), "{err}");
     let err = bad_input(&tilpass(&[
-        "train", "dpo", "--model", m, "--data", &data, "--out", o, "--loss-type", "nope",
+        "train",
+        "dpo",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--out",
+        o,
+        "--loss-type",
+        "nope",
     ]));
     assert!(err.contains("nope"), "{err}");
     assert!(!Path::new(o).join("metrics.jsonl").exists());

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use tilpass_data::{DatasetSpec, load_records};
 use tilpass_models::{DecoderLm, HasLinears};
 use tilpass_peft::{LoraConfig, PeftModel};
-use tilpass_tokenize::{PreferenceConfig, Tokenizer, Truncation, collate_preference, encode_preferences};
+use tilpass_tokenize::{
+    PreferenceConfig, Tokenizer, Truncation, collate_preference, encode_preferences,
+};
 use tilpass_train::runs::{
     LORA_SHORTHANDS, RunConfig, check_resume_settings, prepare_output_dir, write_run_config,
 };
@@ -329,7 +331,12 @@ impl DpoRun {
         if let DatasetSpec::File(p) = data {
             inputs.push(p.as_path());
         }
-        prepare_output_dir(out, self.overwrite_output_dir, self.resume.is_some(), &inputs)?;
+        prepare_output_dir(
+            out,
+            self.overwrite_output_dir,
+            self.resume.is_some(),
+            &inputs,
+        )?;
         write_run_config(self, out)?;
         let device = device.clone().autodiff();
         device.seed(self.seed);

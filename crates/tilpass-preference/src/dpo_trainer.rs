@@ -109,7 +109,8 @@ impl DpoBatch {
                 expected: "completion tokens only where attention_mask is 1",
             });
         }
-        if let Some(r) = (0..rows).find(|r| attention_mask[r * seq..(r + 1) * seq] == vec![0; seq][..])
+        if let Some(r) =
+            (0..rows).find(|r| attention_mask[r * seq..(r + 1) * seq] == vec![0; seq][..])
         {
             return Err(PreferenceError::BadValue {
                 input: "attention_mask",
@@ -248,13 +249,14 @@ fn logit_metrics(logits: Tensor<3>, labels: &[i64], pairs: usize) -> Result<Logi
     let mean_logits = host(&shifted.clone().mean_dim(2), "mean logits")?;
     let lp = log_softmax(shifted.clone(), 2);
     let entropy = host(&lp.clone().exp().mul(lp).sum_dim(2).neg(), "entropy")?;
-    let top1: Vec<i64> = shifted
-        .argmax(2)
-        .try_into_vec_as::<i64>()
-        .map_err(|e| PreferenceError::Read {
-            input: "top-1 tokens",
-            message: format!("{e:?}"),
-        })?;
+    let top1: Vec<i64> =
+        shifted
+            .argmax(2)
+            .try_into_vec_as::<i64>()
+            .map_err(|e| PreferenceError::Read {
+                input: "top-1 tokens",
+                message: format!("{e:?}"),
+            })?;
     let (mut logit_sum, mut logit_n) = ([0f64; 2], [0f64; 2]);
     let (mut ent_sum, mut ent_n, mut correct) = (0f64, 0f64, 0f64);
     for r in 0..rows {
@@ -382,9 +384,9 @@ fn from_train(e: TrainError) -> PreferenceError {
         TrainError::Core(tilpass_core::Error::Component(b)) => {
             match b.downcast::<PreferenceError>() {
                 Ok(p) => *p,
-                Err(b) => PreferenceError::Train(TrainError::Core(
-                    tilpass_core::Error::Component(b),
-                )),
+                Err(b) => {
+                    PreferenceError::Train(TrainError::Core(tilpass_core::Error::Component(b)))
+                }
             }
         }
         other => PreferenceError::Train(other),
