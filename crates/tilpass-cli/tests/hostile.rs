@@ -158,10 +158,7 @@ const CASES: &[(&str, &str)] = &[
         "predict --model {m} --adapter {w}/used --data {w}/rows.jsonl --out {w}/rows.jsonl",
         "`out`",
     ),
-    (
-        "data dedup {w}/chat.jsonl --out {w}/./chat.jsonl",
-        "`out`",
-    ),
+    ("data dedup {w}/chat.jsonl --out {w}/./chat.jsonl", "`out`"),
     (
         "peft merge --model {m} --adapter {w}/wide_adapter --out {m}/",
         "`out`",
