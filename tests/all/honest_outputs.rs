@@ -79,7 +79,7 @@ fn an_adapter_with_tensors_the_model_cannot_use_is_an_error_naming_them() {
     fresh.load_adapter(&adapter, "default").unwrap();
     let ids: Vec<u32> = vec![1, 5, 9, 2];
     let input = DecoderInput::from_batch(&Batch::from_ids(&[&ids[..]], Padding::left(0))).unwrap();
-    let vals = |t: tilpass::burn::tensor::Tensor<3>| t.into_data().to_vec::<f32>().unwrap();
+    let vals = |t: tilpass::burn::tensor::Tensor<3>| t.into_data().try_to_vec::<f32>().unwrap();
     let got = vals(peft.forward(&input, None).unwrap());
     let want = vals(fresh.forward(&input, None).unwrap());
     assert_eq!(max_abs_diff(&got, &want), 0.0);

@@ -266,3 +266,20 @@ fn a_job_output_never_replaces_its_input() {
     );
     assert_eq!(names(dir.path()), ["rows.jsonl"]);
 }
+
+/// A fresh run that fails before it trained (here: the model has no tokenizer) takes its start
+/// back: no `out` directory is left where there was none, and a directory given empty stays
+/// empty.
+#[test]
+fn a_run_that_fails_before_training_leaves_no_output() {
+    let work = tempfile::tempdir().unwrap();
+    let no_tokenizer = fixture_path("models/llama_gqa");
+    let run = sft_base(&no_tokenizer, work.path());
+    let out = work.path().join("run");
+    let err = run.run(&test_device(), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("tokenizer"), "{err}");
+    assert!(!out.exists(), "{:?}", names(work.path()));
+    std::fs::create_dir(&out).unwrap();
+    run.run(&test_device(), &mut |_| {}).unwrap_err();
+    assert!(names(&out).is_empty(), "{:?}", names(&out));
+}

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod chat;
 mod common;
 mod data;
 mod embed;
@@ -66,7 +67,7 @@ enum Command {
     /// the new ids are printed; --json prints {"ids", "prompt_ids", "text", "stop_reason"}.
     Generate(generate::GenerateArgs),
     /// Chat with a model on stdin/stdout through its chat template.
-    Chat(generate::ChatArgs),
+    Chat(chat::ChatArgs),
     /// Label texts with an instruction LLM by scoring each label's verbalisation (LamBERT
     /// step 1): reads JSONL rows with a text field, writes them back with "label",
     /// "confidence" and "probabilities"; prints {"rows", "seconds", "out"}.
@@ -139,7 +140,7 @@ fn main() -> ExitCode {
         Command::Tokenizer(t) => done(tokenizer::tokenizer_cmd(t)),
         Command::Logits(a) => done(logits::logits_cmd(a)),
         Command::Generate(a) => done(generate::generate_cmd(a)),
-        Command::Chat(a) => done(generate::chat_cmd(a)),
+        Command::Chat(a) => done(chat::chat_cmd(a)),
         Command::Embed(a) => done(embed::embed_cmd(a)),
         Command::Peft(c) => done(peft::peft_cmd(c)),
         Command::Annotate(a) => done(lambert::annotate_cmd(a)),

@@ -20,7 +20,8 @@ use tilpass_tokenize::{
     PreferenceConfig, Tokenizer, Truncation, collate_preference, encode_preferences,
 };
 use tilpass_train::runs::{
-    LORA_SHORTHANDS, RunConfig, check_resume_settings, prepare_output_dir, write_run_config,
+    FreshStart, LORA_SHORTHANDS, RunConfig, check_resume_settings, prepare_output_dir,
+    write_run_config,
 };
 use tilpass_train::{AdamWConfig, Event, ScheduleKind, Summary, Target, TrainConfig, TrainError};
 
@@ -337,6 +338,8 @@ impl DpoRun {
             self.resume.is_some(),
             &inputs,
         )?;
+        // A fresh run that fails before training takes its config (and new `out`) back.
+        let _fresh = self.resume.is_none().then(|| FreshStart::new(out));
         write_run_config(self, out)?;
         let device = device.clone().autodiff();
         device.seed(self.seed);

@@ -209,6 +209,7 @@ impl ClassifyRun {
             false,
             &[model_dir.as_path(), data.as_path()],
         )?;
+        let _fresh = super::FreshStart::new(out);
         write_run_config(self, out)?;
         let rows = read_rows(data)?;
         let mut texts = Vec::with_capacity(rows.len());

@@ -26,7 +26,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -198,6 +198,48 @@ pub fn write_run_config<R: RunConfig>(run: &R, dir: &Path) -> Result<()> {
         .map_err(|e| TrainError::Config(e.to_string()))?;
     tilpass_core::write_atomic(dir.join(RUN_CONFIG_FILE), text.as_bytes())?;
     Ok(())
+}
+
+/// Takes back the start of a fresh run that fails before it wrote anything but its config:
+/// on drop, when `dir` holds no run output besides [`RUN_CONFIG_FILE`] (no checkpoint, adapter,
+/// model or metrics), the config goes, and so does `dir` when the run made it and it is empty.
+/// Made after [`prepare_output_dir`], so every run output in `dir` is this run's.
+pub struct FreshStart {
+    dir: PathBuf,
+    made_dir: bool,
+}
+
+impl FreshStart {
+    /// Before the run writes into `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            made_dir: !dir.exists(),
+        }
+    }
+}
+
+impl Drop for FreshStart {
+    fn drop(&mut self) {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let names: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let produced = names.iter().any(|n| {
+            (n != RUN_CONFIG_FILE && RUN_OUTPUTS.contains(&n.as_str()))
+                || crate::trainer::checkpoint_step(n).is_some()
+        });
+        if produced || !names.iter().any(|n| n == RUN_CONFIG_FILE) {
+            return;
+        }
+        let _ = std::fs::remove_file(self.dir.join(RUN_CONFIG_FILE));
+        if self.made_dir {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
 }
 
 /// What a training run writes into its output directory besides its checkpoints.

@@ -315,6 +315,7 @@ impl SftRun {
             self.resume.is_some(),
             &inputs,
         )?;
+        let _fresh = self.resume.is_none().then(|| super::FreshStart::new(out));
         write_run_config(self, out)?;
         let device = device.clone().autodiff();
         device.seed(self.seed);
