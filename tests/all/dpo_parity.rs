@@ -80,7 +80,9 @@ fn config(reference: &Value, out: &std::path::Path) -> TrainConfig {
         lr_scheduler_type: ScheduleKind::Linear,
         warmup_steps: reference["warmup_steps"].as_u64().unwrap() as usize,
         max_steps: reference["max_steps"].as_u64().unwrap() as usize,
-        gradient_accumulation_steps: 1,
+        gradient_accumulation_steps: reference["gradient_accumulation_steps"]
+            .as_u64()
+            .unwrap_or(1) as usize,
         max_grad_norm: Some(num(&reference["max_grad_norm"])),
         adamw: AdamWConfig {
             beta1: num(&reference["adam_beta1"]),
@@ -96,13 +98,8 @@ fn config(reference: &Value, out: &std::path::Path) -> TrainConfig {
 /// Runs tilpass's DPO trainer on the fixture's batches (LoRA, or with `full` full fine-tuning
 /// against an explicit reference model); checks it against TRL's log and final weights.
 fn check_case(case: &str, full: bool) {
-    let dir = if full {
-        format!("train/dpo_full_{case}")
-    } else {
-        format!("train/dpo_{case}")
-    };
+    let dir = format!("train/{case}");
     let reference = fixture_json(&format!("{dir}/reference.json"));
-    assert_eq!(reference["loss_type"], case);
     assert_eq!(reference["full"], full);
     let dev = tilpass_tests::test_device().autodiff();
     let base = || DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap();
@@ -120,11 +117,15 @@ fn check_case(case: &str, full: bool) {
             DpoReference::DisabledAdapters,
         )
     };
-    let dpo: DpoConfig = serde_json::from_value(serde_json::json!({
+    // TRL's settings by TRL's names.
+    let mut settings = serde_json::json!({
         "beta": num(&reference["beta"]),
-        "loss_type": case,
-    }))
-    .unwrap();
+        "loss_type": reference["loss_type"],
+    });
+    if let Some(w) = reference.get("loss_weights") {
+        settings["loss_weights"] = w.clone();
+    }
+    let dpo: DpoConfig = serde_json::from_value(settings).unwrap();
     let out = tempfile::tempdir().unwrap();
     let cfg = config(&reference, out.path());
     let mut steps: Vec<StepLog> = Vec::new();
@@ -144,16 +145,21 @@ fn check_case(case: &str, full: bool) {
     )
     .unwrap();
     let want = reference["steps"].as_array().expect("steps");
+    assert_eq!(
+        reference["batches"].as_array().unwrap().len(),
+        want.len() * cfg.gradient_accumulation_steps,
+        "one recorded batch per accumulated batch"
+    );
     assert_eq!(summary.steps, want.len());
     assert_eq!(steps.len(), want.len());
     let col = |key: &str| -> Vec<f64> { want.iter().map(|s| num(&s[key])).collect() };
     let losses: Vec<f64> = steps.iter().map(|s| s.loss).collect();
     let d = max_rel_diff(&losses, &col("loss"));
-    eprintln!("measured dpo_{case} loss: max relative difference {d:.2e} ({losses:?})");
+    eprintln!("measured {case} loss: max relative difference {d:.2e} ({losses:?})");
     assert!(d <= LOSS, "{case} loss {losses:?} vs TRL: {d:e}");
     let norms: Vec<f64> = steps.iter().map(|s| s.grad_norm).collect();
     let d = max_rel_diff(&norms, &col("grad_norm"));
-    eprintln!("measured dpo_{case} grad_norm: max relative difference {d:.2e}");
+    eprintln!("measured {case} grad_norm: max relative difference {d:.2e}");
     assert!(d <= GRAD_NORM, "{case} grad norm {norms:?} vs TRL: {d:e}");
     let lrs: Vec<f64> = steps.iter().map(|s| s.lr).collect();
     let d = max_rel_diff(&lrs, &col("learning_rate"));
@@ -179,7 +185,7 @@ fn check_case(case: &str, full: bool) {
         }
     }
     eprintln!(
-        "measured dpo_{case} metrics: max absolute difference {:.2e} ({})",
+        "measured {case} metrics: max absolute difference {:.2e} ({})",
         worst.0, worst.1
     );
     // The metrics reach metrics.jsonl under TRL's names (serde_json's default parser may be
@@ -278,22 +284,30 @@ fn check_case(case: &str, full: bool) {
 
 #[test]
 fn dpo_sigmoid_matches_trl() {
-    check_case("sigmoid", false);
+    check_case("dpo_sigmoid", false);
 }
 
 #[test]
 fn dpo_ipo_matches_trl() {
-    check_case("ipo", false);
+    check_case("dpo_ipo", false);
+}
+
+/// `loss_type: ["sigmoid", "bco_pair", "sft"]` with `loss_weights: [0.8, 0.2, 1.0]` (TRL's MPO
+/// example) and gradient accumulation over 2 batches: TRL's step loss and metrics are the means
+/// over the step's batches.
+#[test]
+fn dpo_weighted_loss_list_with_accumulation_matches_trl() {
+    check_case("dpo_mpo_accum", false);
 }
 
 #[test]
 fn full_fine_tuning_dpo_with_an_explicit_reference_matches_trl() {
-    check_case("sigmoid", true);
+    check_case("dpo_full_sigmoid", true);
 }
 
 #[test]
 fn the_dpo_references_were_made_from_the_current_base_model() {
-    for case in ["sigmoid", "ipo", "full_sigmoid"] {
+    for case in ["sigmoid", "ipo", "mpo_accum", "full_sigmoid"] {
         let what = format!("train/dpo_{case}/reference.json");
         crate::peft_parity::assert_base_unchanged(
             &fixture_json(&what),
@@ -328,6 +342,7 @@ fn dpo_batches_and_settings_are_checked_before_training() {
     }
     let reference = fixture_json("train/dpo_sigmoid/reference.json");
     let batches = batches(&reference);
+    assert_eq!(reference["loss_type"], "sigmoid");
     let out = tempfile::tempdir().unwrap();
     let cfg = config(&reference, out.path());
     let dev = tilpass_tests::test_device().autodiff();
