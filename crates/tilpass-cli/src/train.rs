@@ -272,6 +272,10 @@ pub struct DpoArgs {
     /// held-out split).
     #[arg(long)]
     data: Option<String>,
+    /// Held-out pairs evaluated before and after training (eval loss, eval_rewards/accuracies,
+    /// eval_rewards/margins, ...), e.g. builtin:norsk-pref:eval.
+    #[arg(long)]
+    eval_data: Option<String>,
     /// Output directory.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -397,7 +401,12 @@ pub fn train_cmd(c: TrainCommand) -> Result<()> {
                 .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
             bar.finish(&o.summary);
             let key = if run.full { "model" } else { "adapter" };
-            print(&json!({"summary": o.summary, key: o.saved.display().to_string()}));
+            print(&json!({
+                "summary": o.summary,
+                "initial_eval": o.initial_eval,
+                "final_eval": o.final_eval,
+                key: o.saved.display().to_string(),
+            }));
         }
     }
     Ok(())

@@ -843,14 +843,37 @@ fn train_dpo_logs_trl_metrics_resumes_exactly_and_trains_full() {
         ok_json(&tilpass(&args))
     };
     let out = work.path().join("run");
-    let v = run(&out, &["--steps", "4", "--save-steps", "2", "--lr", "0.01"]);
+    let v = run(
+        &out,
+        &[
+            "--steps",
+            "4",
+            "--save-steps",
+            "2",
+            "--lr",
+            "0.01",
+            "--eval-data",
+            &data,
+        ],
+    );
     assert_eq!(v["summary"]["steps"], 4);
+    // Evaluations before and after training, with TRL's eval_ names; training on the same
+    // pairs raises their reward margin from 0 (policy = reference).
+    let (first, last) = (&v["initial_eval"], &v["final_eval"]);
+    assert_eq!(first["step"], 0);
+    assert_eq!(last["step"], 4);
+    assert_eq!(first["eval_rewards/margins"], 0.0);
+    let margin = last["eval_rewards/margins"].as_f64().unwrap();
+    assert!(margin > 0.0, "eval margin after training: {margin}");
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    let lines: Vec<Value> = metrics
+    let all: Vec<Value> = metrics
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 4);
+    assert_eq!(all.len(), 6, "4 steps + 2 evaluations");
+    assert_eq!(all[0], *first);
+    assert_eq!(all[5], *last);
+    let lines: Vec<Value> = all[1..5].to_vec();
     for l in &lines {
         for k in DPO_METRICS {
             assert!(l[k].as_f64().is_some_and(f64::is_finite), "{k} in {l}");

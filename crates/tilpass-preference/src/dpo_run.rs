@@ -23,11 +23,12 @@ use tilpass_train::runs::{
     FreshStart, LORA_SHORTHANDS, RunConfig, check_resume_settings, prepare_output_dir,
     write_run_config,
 };
+use tilpass_train::trainer::{METRICS_FILE, append_json_line};
 use tilpass_train::{AdamWConfig, Event, ScheduleKind, Summary, Target, TrainConfig, TrainError};
 
 use crate::divergence::FDivergence;
 use crate::dpo::{DpoConfig, DpoLossType};
-use crate::dpo_trainer::{DpoBatch, DpoReference, train_dpo};
+use crate::dpo_trainer::{DpoBatch, DpoEval, DpoReference, evaluate_dpo, train_dpo};
 use crate::error::Result;
 
 /// Settings of a DPO run. Field names are the `tilpass train dpo` flags (`--loss-type` =
@@ -43,6 +44,10 @@ pub struct DpoRun {
     /// Training data: JSONL / JSON preference rows in a TRL format (explicit or implicit
     /// prompt, text or conversations), or `builtin:norsk-pref[:split]`.
     pub data: Option<DatasetSpec>,
+    /// Held-out pairs (e.g. `builtin:norsk-pref:eval`), evaluated before the first step and
+    /// after the last: eval loss and TRL's `eval_rewards/*`, `eval_logps/*` metrics, logged to
+    /// `metrics.jsonl` and returned in [`DpoOutcome`].
+    pub eval_data: Option<DatasetSpec>,
     /// Output directory: `adapter/` (or `model/` with `full`), `checkpoint-N/`,
     /// `metrics.jsonl`, `run_config.json`.
     pub out: Option<PathBuf>,
@@ -122,6 +127,7 @@ impl Default for DpoRun {
         Self {
             model: None,
             data: None,
+            eval_data: None,
             out: None,
             resume: None,
             overwrite_output_dir: false,
@@ -329,8 +335,10 @@ impl DpoRun {
         }
         let mut inputs: Vec<&Path> = vec![model_dir.as_path()];
         inputs.extend(self.resume.as_deref());
-        if let DatasetSpec::File(p) = data {
-            inputs.push(p.as_path());
+        for spec in [Some(data), self.eval_data.as_ref()].into_iter().flatten() {
+            if let DatasetSpec::File(p) = spec {
+                inputs.push(p.as_path());
+            }
         }
         prepare_output_dir(
             out,
@@ -344,30 +352,37 @@ impl DpoRun {
         let device = device.clone().autodiff();
         device.seed(self.seed);
         let tok = Tokenizer::from_dir(model_dir).map_err(TrainError::from)?;
-        let records = load_records(data).map_err(TrainError::from)?;
-        let (examples, report) = encode_preferences(&tok, &records, &self.preference_config())
-            .map_err(TrainError::from)?;
-        progress(Event::Detail(&format!(
-            "{data}: {} pairs ({report:?})",
-            examples.len()
-        )));
-        if examples.is_empty() {
-            return Err(TrainError::setting(
-                "data",
-                data,
-                "at least one preference pair that fits max_length",
-            )
-            .into());
-        }
         let pad = tok.pad_id().or(tok.eos_id()).unwrap_or(0);
         let cfg = self.preference_config();
-        let batches = examples
-            .chunks(self.batch_size)
-            .map(|c| {
-                let b = collate_preference(c, pad, &cfg).map_err(TrainError::from)?;
-                DpoBatch::from_collated(&b)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut encode = |spec: &DatasetSpec| -> Result<Vec<DpoBatch>> {
+            let records = load_records(spec).map_err(TrainError::from)?;
+            let (examples, report) =
+                encode_preferences(&tok, &records, &cfg).map_err(TrainError::from)?;
+            progress(Event::Detail(&format!(
+                "{spec}: {} pairs ({report:?})",
+                examples.len()
+            )));
+            if examples.is_empty() {
+                return Err(TrainError::setting(
+                    "data",
+                    spec,
+                    "at least one preference pair that fits max_length",
+                )
+                .into());
+            }
+            examples
+                .chunks(self.batch_size)
+                .map(|c| {
+                    let b = collate_preference(c, pad, &cfg).map_err(TrainError::from)?;
+                    DpoBatch::from_collated(&b)
+                })
+                .collect()
+        };
+        let batches = encode(data)?;
+        let eval_batches = match &self.eval_data {
+            Some(spec) => encode(spec)?,
+            None => Vec::new(),
+        };
         let base = DecoderLm::load(model_dir, &device)?;
         let mut peft = PeftModel::new(base);
         let reference = if self.full {
@@ -396,16 +411,32 @@ impl DpoRun {
                 (Target::Adapter("default"), DpoReference::DisabledAdapters)
             }
         };
+        let dpo = self.dpo_config();
+        let evaluate = |peft: &mut PeftModel<DecoderLm>, step: usize| -> Result<Option<DpoEval>> {
+            if eval_batches.is_empty() {
+                return Ok(None);
+            }
+            let e = evaluate_dpo(peft, dpo_ref, &dpo, &eval_batches, step)?;
+            let line = serde_json::to_value(&e).map_err(|e| TrainError::Config(e.to_string()))?;
+            append_json_line(&out.join(METRICS_FILE), &line)?;
+            Ok(Some(e))
+        };
+        let initial_eval = if self.resume.is_none() {
+            evaluate(&mut peft, 0)?
+        } else {
+            None
+        };
         let summary = train_dpo(
             &mut peft,
             target,
             dpo_ref,
-            &self.dpo_config(),
+            &dpo,
             &batches,
             &self.train_config(),
             self.resume.as_deref(),
             progress,
         )?;
+        let final_eval = evaluate(&mut peft, summary.steps)?;
         let saved = if self.full {
             let dir = out.join("model");
             peft.save(&dir, tilpass_core::SaveDtype::F32)?;
@@ -428,6 +459,8 @@ impl DpoRun {
         };
         Ok(DpoOutcome {
             summary,
+            initial_eval,
+            final_eval,
             saved,
             model: peft,
         })
@@ -439,6 +472,10 @@ impl DpoRun {
 pub struct DpoOutcome {
     /// Steps and losses.
     pub summary: Summary,
+    /// The evaluation on `eval_data` before the first step (not when resuming).
+    pub initial_eval: Option<DpoEval>,
+    /// The evaluation on `eval_data` after the last step.
+    pub final_eval: Option<DpoEval>,
     /// Where the result went: `out/adapter` (HF PEFT layout) or, with `full`, `out/model`.
     pub saved: PathBuf,
     /// The trained model (with its adapter).

@@ -356,6 +356,60 @@ pub fn dpo_batch_loss(
     })
 }
 
+/// An evaluation of DPO on held-out pairs: the loss and TRL's metrics, each the mean over the
+/// batches (TRL's `evaluate` averages its per-batch metrics the same way).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DpoEval {
+    /// Optimiser steps done when it was made (0: before training).
+    pub step: usize,
+    /// Mean DPO loss over the batches (TRL's `eval_loss`).
+    pub eval_loss: f64,
+    /// TRL's metric names with its `eval_` prefix (`eval_rewards/accuracies`, ...), means over
+    /// the batches.
+    #[serde(flatten)]
+    pub metrics: std::collections::BTreeMap<String, f64>,
+}
+
+impl DpoEval {
+    /// A metric by TRL's name without the prefix (`rewards/accuracies`).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics.get(&format!("eval_{name}")).copied()
+    }
+}
+
+/// Evaluates `model` on `batches` against `reference` (no optimiser step; the graph of each
+/// batch is dropped after reading its values), as at `step`.
+pub fn evaluate_dpo(
+    model: &mut PeftModel<DecoderLm>,
+    reference: DpoReference<'_>,
+    config: &DpoConfig,
+    batches: &[DpoBatch],
+    step: usize,
+) -> Result<DpoEval> {
+    if batches.is_empty() {
+        return Err(PreferenceError::Shape {
+            input: "evaluation batches",
+            got: "none".into(),
+            expected: "at least one batch".into(),
+        });
+    }
+    let mut sums: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    let mut loss = 0f64;
+    for b in batches {
+        let out = dpo_batch_loss(model, reference, config, b)?;
+        loss += host(&out.loss.detach(), "evaluation loss")?[0];
+        for (k, v) in out.metrics {
+            *sums.entry(format!("eval_{k}")).or_default() += v;
+        }
+    }
+    let n = batches.len() as f64;
+    Ok(DpoEval {
+        step,
+        eval_loss: loss / n,
+        metrics: sums.into_iter().map(|(k, v)| (k, v / n)).collect(),
+    })
+}
+
 /// What the trainer does not support yet (the loss functions do).
 fn check_trainer_config(config: &DpoConfig) -> Result<()> {
     config.validate()?;

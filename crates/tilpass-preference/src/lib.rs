@@ -62,8 +62,8 @@ pub use divergence::FDivergence;
 pub use dpo::{DpoConfig, DpoInputs, DpoLossType, DpoMetrics, DpoOutput, WpoTokens, dpo_loss};
 pub use dpo_run::{DpoOutcome, DpoRun};
 pub use dpo_trainer::{
-    CompletionLogps, DpoBatch, DpoBatchOutput, DpoReference, LogitMetrics, completion_logps,
-    dpo_batch_loss, train_dpo,
+    CompletionLogps, DpoBatch, DpoBatchOutput, DpoEval, DpoReference, LogitMetrics,
+    completion_logps, dpo_batch_loss, evaluate_dpo, train_dpo,
 };
 pub use error::{PreferenceError, Result};
 pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotation, kto_loss};
