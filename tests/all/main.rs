@@ -4,6 +4,7 @@ mod batch_inputs;
 mod config_compat;
 mod core_device;
 mod decoder_parity;
+mod dpo_parity;
 mod encoder_parity;
 mod fixture_versions;
 mod fuzz;

@@ -770,6 +770,200 @@ fn train_sft_full_fine_tunes_and_saves_a_loadable_model() {
     assert_ne!(before["logits"], after["logits"]);
 }
 
+/// TRL's DPO metric names `train dpo` logs each step.
+const DPO_METRICS: [&str; 10] = [
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+    "logits/chosen",
+    "logits/rejected",
+    "entropy",
+    "mean_token_accuracy",
+];
+
+#[test]
+fn train_dpo_logs_trl_metrics_resumes_exactly_and_trains_full() {
+    let dir = model_with_tokenizer("llama_gqa");
+    let m = dir.path().to_str().unwrap();
+    // Plain-text preference rows get EOS appended (TRL): the tokenizer needs one.
+    write(
+        dir.path(),
+        "tokenizer_config.json",
+        r#"{"eos_token": "t2"}"#,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let rows: String = (0..12)
+        .map(|i| {
+            serde_json::json!({"prompt": format!("t{} t{} t30", 10 + i, 20 + i),
+                               "chosen": format!(" t{} t{}", 40 + i, 50 + i),
+                               "rejected": format!(" t{} t{} t{}", 60 + i, 70 + i, 80 + i)})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let data = write(work.path(), "pref.jsonl", &rows);
+    // TRL's DPOConfig / TrainingArguments defaults, but the learning rate (documented).
+    let v = ok_json(&tilpass(&["train", "dpo", "--print-config"]));
+    for (k, want) in [
+        ("beta", serde_json::json!(0.1)),
+        ("loss_type", serde_json::json!(["sigmoid"])),
+        ("label_smoothing", serde_json::json!(0.0)),
+        ("max_length", serde_json::json!(1024)),
+        ("truncation", serde_json::json!("keep_start")),
+        ("batch_size", serde_json::json!(8)),
+        ("lr_scheduler_type", serde_json::json!("linear")),
+        ("warmup", serde_json::json!(0)),
+        ("max_grad_norm", serde_json::json!(1.0)),
+        ("weight_decay", serde_json::json!(0.0)),
+        ("lr", serde_json::json!(5e-5)),
+    ] {
+        assert_eq!(v[k], want, "default {k}");
+    }
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "dpo",
+            "--model",
+            m,
+            "--data",
+            &data,
+            "--batch-size",
+            "4",
+            "--lora-r",
+            "4",
+            "--target-modules",
+            "q_proj,v_proj",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ok_json(&tilpass(&args))
+    };
+    let out = work.path().join("run");
+    let v = run(
+        &out,
+        &[
+            "--steps",
+            "4",
+            "--save-steps",
+            "2",
+            "--lr",
+            "0.01",
+            "--eval-data",
+            &data,
+        ],
+    );
+    assert_eq!(v["summary"]["steps"], 4);
+    // Evaluations before and after training, with TRL's eval_ names; training on the same
+    // pairs raises their reward margin from 0 (policy = reference).
+    let (first, last) = (&v["initial_eval"], &v["final_eval"]);
+    assert_eq!(first["step"], 0);
+    assert_eq!(last["step"], 4);
+    assert_eq!(first["eval_rewards/margins"], 0.0);
+    let margin = last["eval_rewards/margins"].as_f64().unwrap();
+    assert!(margin > 0.0, "eval margin after training: {margin}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let all: Vec<Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(all.len(), 6, "4 steps + 2 evaluations");
+    assert_eq!(all[0], *first);
+    assert_eq!(all[5], *last);
+    let lines: Vec<Value> = all[1..5].to_vec();
+    for l in &lines {
+        for k in DPO_METRICS {
+            assert!(l[k].as_f64().is_some_and(f64::is_finite), "{k} in {l}");
+        }
+    }
+    // The first step's policy is the reference (LoRA B = 0): log 2, zero rewards.
+    assert!((lines[0]["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6);
+    assert_eq!(lines[0]["rewards/margins"], 0.0);
+    let adapter = out.join("adapter");
+    ok_json(&tilpass(&[
+        "logits",
+        "--model",
+        m,
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--ids",
+        "1,2,3",
+    ]));
+    // Resumed from step 2, it ends with the same adapter, byte for byte.
+    let resumed = work.path().join("resumed");
+    let ckpt = out.join("checkpoint-2");
+    run(
+        &resumed,
+        &[
+            "--steps",
+            "4",
+            "--lr",
+            "0.01",
+            "--resume",
+            ckpt.to_str().unwrap(),
+        ],
+    );
+    let file = "adapter/adapter_model.safetensors";
+    assert_eq!(
+        std::fs::read(out.join(file)).unwrap(),
+        std::fs::read(resumed.join(file)).unwrap(),
+        "resumed adapter"
+    );
+    // Full fine-tuning against a copy of the model: a loadable model that differs from it.
+    let full = work.path().join("full");
+    let v = run(&full, &["--steps", "2", "--full", "--lr", "0.001"]);
+    let model = full.join("model");
+    assert_eq!(v["model"], model.to_str().unwrap());
+    let before = ok_json(&tilpass(&["logits", "--model", m, "--ids", "1,2,3"]));
+    let after = ok_json(&tilpass(&[
+        "logits",
+        "--model",
+        model.to_str().unwrap(),
+        "--ids",
+        "1,2,3",
+    ]));
+    assert_ne!(before["logits"], after["logits"]);
+    // Bad settings are exit 2, naming the setting, before any work.
+    let o = work.path().join("bad");
+    let o = o.to_str().unwrap();
+    let err = bad_input(&tilpass(&["train", "dpo", "--model", m, "--out", o]));
+    assert!(err.contains("--data"), "{err}");
+    let err = bad_input(&tilpass(&[
+        "train",
+        "dpo",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--out",
+        o,
+        "--loss-type",
+        "exo_pair",
+    ]));
+    assert!(err.contains("label_smoothing"), "{err}");
+    let err = bad_input(&tilpass(&[
+        "train", "dpo", "--model", m, "--data", &data, "--out", o, "--beta", "0",
+    ]));
+    assert!(err.contains("beta"), "{err}");
+    let err = bad_input(&tilpass(&[
+        "train",
+        "dpo",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--out",
+        o,
+        "--loss-type",
+        "nope",
+    ]));
+    assert!(err.contains("nope"), "{err}");
+    assert!(!Path::new(o).join("metrics.jsonl").exists());
+}
+
 #[test]
 fn annotate_labels_jsonl_with_confidences() {
     let dir = model_with_tokenizer("llama_gqa");

@@ -94,7 +94,9 @@ impl DpoLossType {
 }
 
 /// One loss type or a list of them (TRL's `DPOConfig` turns a string into a one-element list).
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<DpoLossType>, D::Error> {
+pub(crate) fn one_or_many<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<DpoLossType>, D::Error> {
     use serde::de::{Error, IntoDeserializer};
     #[derive(Deserialize)]
     #[serde(untagged)]

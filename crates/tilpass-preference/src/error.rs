@@ -62,7 +62,25 @@ pub enum PreferenceError {
         /// What burn reported.
         message: String,
     },
+    /// The model failed (a forward pass, bad token ids).
+    #[error(transparent)]
+    Model(#[from] tilpass_models::ModelError),
+    /// The adapters could not be disabled (e.g. while merged).
+    #[error(transparent)]
+    Peft(#[from] tilpass_peft::PeftError),
+    /// The training loop failed (settings, checkpoints, a non-finite loss, ...).
+    #[error(transparent)]
+    Train(#[from] tilpass_train::TrainError),
 }
 
 /// `Result` with [`PreferenceError`].
 pub type Result<T> = std::result::Result<T, PreferenceError>;
+
+impl From<PreferenceError> for tilpass_core::Error {
+    fn from(e: PreferenceError) -> Self {
+        match e {
+            PreferenceError::Train(t) => t.into(),
+            other => tilpass_core::Error::Component(Box::new(other)),
+        }
+    }
+}

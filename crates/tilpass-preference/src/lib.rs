@@ -15,6 +15,8 @@
 //! | [`cpo`] | CPO (sigmoid, hinge, ipo), SimPO, CPO-SimPO, AlphaPO | `experimental.cpo` |
 //! | [`reward`] | Bradley-Terry reward loss with margins and centring | `RewardTrainer` |
 //! | [`logps`] | per-token log-probs + masks -> sums, averages, LD-DPO sums, the SFT term, WPO weights | (the trainers' reductions) |
+//! | [`dpo_trainer`] | DPO on the training loop: completion log-probs, reference, metrics | `DPOTrainer.train` |
+//! | [`dpo_run`] | `tilpass train dpo` as a serde run config | `DPOConfig` |
 //!
 //! Conventions: sequence inputs are `[batch]` tensors (one value per completion or pair),
 //! per-token inputs `[batch, seq]` with a 0/1 completion mask ([`TokenLogps`]). Reference
@@ -30,17 +32,25 @@
 //! only warns or fails later: `beta` > 0, `label_smoothing` in [0, 0.5) for every loss,
 //! `ld_alpha` in [0, 1], non-negative class weights and `cpo_alpha`.
 //!
-//! **Not here yet** (issue 15): the trainers (DPO, KTO, ORPO, CPO/SimPO, reward models) on
-//! `tilpass-train`'s loop with cached reference log-probs, sequence-classification reward heads,
-//! the `tilpass train dpo|kto|orpo|cpo|reward` and `tilpass reward score` commands, the Norwegian
-//! preference data set, and online methods (GRPO). The model-output metrics TRL also logs
-//! (`logits/*`, `entropy`, `mean_token_accuracy`) belong to those trainers.
+//! **Trainers**: [`dpo_trainer`] trains DPO (every loss above, but WPO) on `tilpass-train`'s
+//! loop — accumulation, clipping, schedules, checkpoints with exact resume, `metrics.jsonl`
+//! with TRL's metric names — against the same model with its adapters disabled (LoRA) or an
+//! explicit reference model (full fine-tuning); [`dpo_run::DpoRun`] is `tilpass train dpo`.
+//! Checked against TRL's own `DPOTrainer` (tests/fixtures/generate_dpo.py, tests in
+//! `tests/all/dpo_parity.rs`).
+//!
+//! **Not here yet** (issue 15): evaluation sets and WPO in the DPO trainer, cached reference
+//! log-probs, the KTO, ORPO, CPO/SimPO and reward-model trainers, sequence-classification
+//! reward heads, `tilpass train kto|orpo|cpo|reward` and `tilpass reward score`, and online
+//! methods (GRPO).
 
 #![warn(missing_docs)]
 
 pub mod cpo;
 pub mod divergence;
 pub mod dpo;
+pub mod dpo_run;
+pub mod dpo_trainer;
 pub mod error;
 pub mod kto;
 pub mod logps;
@@ -50,6 +60,11 @@ pub mod reward;
 pub use cpo::{CpoConfig, CpoInputs, CpoLossType, CpoMetrics, CpoOutput, cpo_loss};
 pub use divergence::FDivergence;
 pub use dpo::{DpoConfig, DpoInputs, DpoLossType, DpoMetrics, DpoOutput, WpoTokens, dpo_loss};
+pub use dpo_run::{DpoOutcome, DpoRun};
+pub use dpo_trainer::{
+    CompletionLogps, DpoBatch, DpoBatchOutput, DpoEval, DpoReference, LogitMetrics,
+    completion_logps, dpo_batch_loss, evaluate_dpo, train_dpo,
+};
 pub use error::{PreferenceError, Result};
 pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotation, kto_loss};
 pub use logps::{TokenLogps, average_logps, ld_alpha_logps, sequence_logps, sft_nll, wpo_weights};

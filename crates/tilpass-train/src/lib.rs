@@ -51,6 +51,7 @@ pub use runs::{
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use sft::{packed_batches, prompt_of, sample_answers, sft_batches};
 pub use trainer::{
-    EvalLog, Event, LmBatch, StepLog, Summary, Target, TrainConfig, TrainerState, causal_lm_loss,
-    evaluate, save_checkpoint, train_lm, train_lm_with_samples, train_loop,
+    BatchLoss, EvalLog, Event, LmBatch, ModelEvalFn, ModelLossFn, StepLog, Summary, Target,
+    TrainConfig, TrainerState, causal_lm_loss, evaluate, save_checkpoint, train_lm,
+    train_lm_with_samples, train_loop, train_loop_with,
 };

@@ -2,6 +2,7 @@
 //! the schedule, evaluation with early stopping, NaN detection, atomic checkpoints every N
 //! steps (keep the last K) and exact resume, metrics appended as JSON lines.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -144,6 +145,11 @@ pub struct StepLog {
     pub tokens: usize,
     /// Tokens (all, not only supervised) per second.
     pub tokens_per_s: f64,
+    /// Further metrics of the step by name (e.g. DPO's `rewards/chosen`), each the mean over
+    /// the step's accumulated batches of what [`BatchLoss::metrics`] reported; empty for
+    /// causal-LM and classification runs. Written as top-level keys of the metrics line.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
 }
 
 /// An evaluation.
@@ -465,9 +471,31 @@ pub type LossFn<'a, M> = &'a dyn Fn(&M, usize) -> Result<(Tensor<1>, usize)>;
 /// Evaluation after `step` steps (`None`: no evaluation set).
 pub type EvalFn<'a, M> = &'a dyn Fn(&M, usize) -> Result<Option<EvalLog>>;
 
+/// What the loss of one training batch gives the loop ([`train_loop_with`]).
+#[derive(Debug, Clone)]
+pub struct BatchLoss {
+    /// The batch's loss, `[1]`, differentiable w.r.t. the trained parameters.
+    pub loss: Tensor<1>,
+    /// Items it averages over (supervised tokens; completion tokens for preference losses),
+    /// summed into [`StepLog::tokens`].
+    pub items: usize,
+    /// Named metrics of the batch, averaged over the step's accumulated batches into
+    /// [`StepLog::metrics`] (TRL averages its logged metrics over the `compute_loss` calls
+    /// of a logging window the same way).
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// Per-batch loss with the whole adapted model at hand (to run it with its adapters disabled,
+/// as a preference loss's reference does): the loss of training batch `i`.
+pub type ModelLossFn<'a, M> = &'a mut dyn FnMut(&mut PeftModel<M>, usize) -> Result<BatchLoss>;
+/// Evaluation after `step` steps with the whole adapted model at hand (`None`: no evaluation).
+pub type ModelEvalFn<'a, M> =
+    &'a mut dyn FnMut(&mut PeftModel<M>, usize) -> Result<Option<EvalLog>>;
+
 /// The training loop over any adapted model: `loss(model, i)` gives the loss of training
 /// batch `i` (of `batch_tokens.len()`, each with that many input tokens), `eval(model, step)`
-/// an evaluation. See [`train_lm`] for what it does.
+/// an evaluation. See [`train_lm`] for what it does; [`train_loop_with`] is the same loop for
+/// losses that need the [`PeftModel`] itself or log metrics.
 #[allow(clippy::too_many_arguments)]
 pub fn train_loop<'t, M: HasLinears>(
     model: &mut PeftModel<M>,
@@ -475,6 +503,39 @@ pub fn train_loop<'t, M: HasLinears>(
     batch_tokens: &[usize],
     loss_of: LossFn<'_, M>,
     eval_of: EvalFn<'_, M>,
+    cfg: &TrainConfig,
+    resume: Option<&Path>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Summary> {
+    train_loop_with(
+        model,
+        target,
+        batch_tokens,
+        &mut |m: &mut PeftModel<M>, i| {
+            let (loss, items) = loss_of(m, i)?;
+            Ok(BatchLoss {
+                loss,
+                items,
+                metrics: Vec::new(),
+            })
+        },
+        &mut |m: &mut PeftModel<M>, step| eval_of(m, step),
+        cfg,
+        resume,
+        on_event,
+    )
+}
+
+/// [`train_loop`] for a loss that gets the [`PeftModel`] itself (e.g. to compute a reference
+/// with its adapters disabled) and reports metrics per batch, logged in [`StepLog::metrics`]
+/// and `metrics.jsonl` under their names.
+#[allow(clippy::too_many_arguments)]
+pub fn train_loop_with<'t, M: HasLinears>(
+    model: &mut PeftModel<M>,
+    target: impl Into<Target<'t>>,
+    batch_tokens: &[usize],
+    loss_of: ModelLossFn<'_, M>,
+    eval_of: ModelEvalFn<'_, M>,
     cfg: &TrainConfig,
     resume: Option<&Path>,
     on_event: &mut dyn FnMut(Event),
@@ -614,10 +675,20 @@ pub fn train_loop<'t, M: HasLinears>(
         let started = Instant::now();
         let mut grads: Option<NamedGrads> = None;
         let (mut loss_sum, mut tokens, mut all_tokens) = (0f64, 0usize, 0usize);
+        let mut step_metrics: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for _ in 0..accum {
             let bi = state.batch_cursor % n_train;
             state.batch_cursor += 1;
-            let (loss, n) = loss_of(model, bi)?;
+            let BatchLoss {
+                loss,
+                items: n,
+                metrics: batch_metrics,
+            } = loss_of(model, bi)?;
+            for (name, v) in batch_metrics {
+                let e = step_metrics.entry(name).or_insert((0.0, 0));
+                e.0 += v;
+                e.1 += 1;
+            }
             let value: f32 = loss.clone().inner().into_scalar::<f32>();
             if !value.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -670,6 +741,10 @@ pub fn train_loop<'t, M: HasLinears>(
             grad_norm,
             tokens,
             tokens_per_s: all_tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            metrics: step_metrics
+                .into_iter()
+                .map(|(k, (sum, n))| (k, sum / n.max(1) as f64))
+                .collect(),
         };
         first_loss.get_or_insert(log.loss);
         last_loss = log.loss;

@@ -12,7 +12,7 @@
 //! | [`models`] | `tilpass-models` | decoders (Llama, Mistral, GPT-2), encoders (BERT, NorBERT3), encoder-decoders (T5, NorT5), generation |
 //! | [`peft`] | `tilpass-peft` | LoRA / rsLoRA / DoRA, prefix / prompt / P-tuning, HF PEFT files both ways, merge, several adapters |
 //! | [`train`] | `tilpass-train` | AdamW (PyTorch-exact), schedules, the training loop (LoRA / full), SFT, LamBERT classification, checkpoints and resume; the CLI's jobs as run types (`SftRun`, `ClassifyRun`, `AnnotateRun`, `PredictRun`) |
-//! | [`preference`] | `tilpass-preference` | losses (DPO family, KTO, ORPO, CPO/SimPO, reward), TRL-exact; trainers planned |
+//! | [`preference`] | `tilpass-preference` | losses (DPO family, KTO, ORPO, CPO/SimPO, reward), TRL-exact; the DPO trainer (`tilpass train dpo`); other trainers planned |
 //! | [`rag`] | `tilpass-rag` | planned |
 //! | [`metrics`] | `tilpass-metrics` | BLEU / chrF / TER (sacrebleu-exact), ROUGE, SQuAD EM/F1, perplexity and bits per byte, classification, retrieval (trec_eval), chat metrics, language ID, LLM-as-judge |
 //!

@@ -204,14 +204,14 @@ pub fn write_run_config<R: RunConfig>(run: &R, dir: &Path) -> Result<()> {
 /// on drop, when `dir` holds no run output besides [`RUN_CONFIG_FILE`] (no checkpoint, adapter,
 /// model or metrics), the config goes, and so does `dir` when the run made it and it is empty.
 /// Made after [`prepare_output_dir`], so every run output in `dir` is this run's.
-pub(crate) struct FreshStart {
+pub struct FreshStart {
     dir: PathBuf,
     made_dir: bool,
 }
 
 impl FreshStart {
     /// Before the run writes into `dir`.
-    pub(crate) fn new(dir: &Path) -> Self {
+    pub fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_path_buf(),
             made_dir: !dir.exists(),
