@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
-use tilpass_data::{DatasetSpec, load_records};
+use tilpass_data::{Content, DatasetSpec, Record, load_records};
 use tilpass_models::{DecoderLm, HasLinears};
 use tilpass_peft::{LoraConfig, PeftModel};
 use tilpass_tokenize::{
@@ -356,6 +356,13 @@ impl DpoRun {
         let cfg = self.preference_config();
         let mut encode = |spec: &DatasetSpec| -> Result<Vec<DpoBatch>> {
             let records = load_records(spec).map_err(TrainError::from)?;
+            let identical = check_pairs(&records, spec)?;
+            if identical > 0 {
+                progress(Event::Message(&format!(
+                    "warning: {spec}: {identical} pair(s) have the same chosen and rejected \
+                     answer; they add nothing to the DPO loss"
+                )));
+            }
             let (examples, report) =
                 encode_preferences(&tok, &records, &cfg).map_err(TrainError::from)?;
             progress(Event::Detail(&format!(
@@ -480,4 +487,66 @@ pub struct DpoOutcome {
     pub saved: PathBuf,
     /// The trained model (with its adapter).
     pub model: PeftModel<DecoderLm>,
+}
+
+/// Checks the preference pairs of `spec`: an empty `chosen` or `rejected` answer is an error
+/// naming the pair; returns how many pairs have the same answer on both sides (a warning:
+/// TRL trains on them, but they contribute nothing).
+fn check_pairs(records: &[Record], spec: &DatasetSpec) -> Result<usize> {
+    let empty = |c: &Content| match c {
+        Content::Text(t) => t.trim().is_empty(),
+        Content::Messages(m) => m.iter().all(|m| m.content.trim().is_empty()),
+    };
+    let mut identical = 0;
+    for (i, r) in records.iter().enumerate() {
+        if let Record::Preference {
+            chosen, rejected, ..
+        } = r
+        {
+            for (side, c) in [("chosen", chosen), ("rejected", rejected)] {
+                if empty(c) {
+                    return Err(TrainError::setting(
+                        "data",
+                        spec,
+                        format!(
+                            "pairs with two non-empty answers: pair {} (row {} of the \
+                             dataset) has an empty `{side}`",
+                            i + 1,
+                            i + 1
+                        ),
+                    )
+                    .into());
+                }
+            }
+            identical += usize::from(chosen == rejected);
+        }
+    }
+    Ok(identical)
+}
+
+#[cfg(test)]
+mod pair_tests {
+    use super::check_pairs;
+    use tilpass_data::{Content, DatasetSpec, Record};
+
+    fn pair(c: &str, r: &str) -> Record {
+        Record::Preference {
+            prompt: Some(Content::Text("p".into())),
+            chosen: Content::Text(c.into()),
+            rejected: Content::Text(r.into()),
+        }
+    }
+
+    #[test]
+    fn empty_answers_are_errors_and_identical_pairs_are_counted() {
+        let spec = DatasetSpec::File("pairs.jsonl".into());
+        let ok = [pair(" a", " b"), pair(" c", " c")];
+        assert_eq!(check_pairs(&ok, &spec).unwrap(), 1);
+        let bad = [pair(" a", " b"), pair(" a", "  ")];
+        let err = check_pairs(&bad, &spec).unwrap_err().to_string();
+        assert!(
+            err.contains("pairs.jsonl") && err.contains("pair 2") && err.contains("rejected"),
+            "{err}"
+        );
+    }
 }
