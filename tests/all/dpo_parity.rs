@@ -176,11 +176,33 @@ fn check_case(case: &str, full: bool) {
                     .unwrap_or_else(|| panic!("{case}: metric {name} not logged"))
             })
             .collect();
-        let d = max_abs_diff(&got, &col(name));
+        let (mut got, mut want) = (got, col(name));
+        if name == "rewards/accuracies" {
+            // Accuracy counts strict wins: at a step where TRL's rewards are all 0 (the fresh
+            // adapter is the identity, every pair a tie), rounding of another device's kernels
+            // decides ties either way; such steps are left out.
+            let tied: Vec<bool> = col("rewards/chosen")
+                .iter()
+                .zip(col("rewards/rejected"))
+                .map(|(c, r)| c.abs() + r.abs() < 1e-7)
+                .collect();
+            let keep = |v: Vec<f64>| -> Vec<f64> {
+                v.into_iter()
+                    .zip(&tied)
+                    .filter(|(_, t)| !**t)
+                    .map(|(x, _)| x)
+                    .collect()
+            };
+            (got, want) = (keep(got), keep(want));
+        }
+        let d = if got.is_empty() {
+            0.0
+        } else {
+            max_abs_diff(&got, &want)
+        };
         assert!(
             d <= METRICS,
-            "{case} {name}: {got:?} vs TRL {:?}: {d:e}",
-            col(name)
+            "{case} {name}: {got:?} vs TRL {want:?}: {d:e}"
         );
         if d >= worst.0 {
             worst = (d, name);

@@ -127,7 +127,10 @@ pub(crate) fn check_scalar(t: &Tensor<1>, name: &'static str) -> Result<f64> {
 /// A `[n]` tensor of `values` on `device` in `dtype` (constants next to the inputs).
 pub(crate) fn constant(values: Vec<f64>, device: &Device, dtype: DType) -> Tensor<1> {
     let n = values.len();
-    Tensor::from_data(TensorData::new(values, [n]), (device, dtype))
+    Tensor::from_data(
+        TensorData::new(values, [n]).convert_dtype(dtype),
+        (device, dtype),
+    )
 }
 
 /// A `[rows, cols]` tensor of `values` (row-major) on `device` in `dtype`.
@@ -137,7 +140,10 @@ pub(crate) fn constant_2d(
     device: &Device,
     dtype: DType,
 ) -> Tensor<2> {
-    Tensor::from_data(TensorData::new(values, dims), (device, dtype))
+    Tensor::from_data(
+        TensorData::new(values, dims).convert_dtype(dtype),
+        (device, dtype),
+    )
 }
 
 /// `t[indices]` along dimension 0 (differentiable).
