@@ -117,6 +117,7 @@ impl TempFile {
 
     /// The writer of the temporary file.
     pub fn writer(&mut self) -> &mut BufWriter<File> {
+        // `w` is taken only by `commit`, which consumes `self`: it is always here.
         self.w.as_mut().expect("a TempFile is open until commit")
     }
 
