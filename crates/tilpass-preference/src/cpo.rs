@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dpo::{finite, non_negative, positive, smoothing};
 use crate::error::{PreferenceError, Result};
-use crate::logps::{check_1d, check_scalar};
+use crate::logps::{check_1d, check_scalar, mean};
 
 /// TRL's CPO `loss_type`. With d the margin of the (AlphaPO-shaped) log-probs, l_c - l_r:
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -127,10 +127,6 @@ pub struct CpoOutput {
     pub loss: Tensor<1>,
     /// The logged metrics.
     pub metrics: CpoMetrics,
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
 }
 
 /// TRL 1.16.0's CPO / SimPO / AlphaPO loss.

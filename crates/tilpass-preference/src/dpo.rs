@@ -12,8 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::divergence::FDivergence;
 use crate::error::{PreferenceError, Result};
 use crate::logps::{
-    TokenLogps, argsort, check_1d, check_scalar, constant, ld_alpha_logps, sequence_logps, sft_nll,
-    take, wpo_weights,
+    TokenLogps, argsort, check_1d, check_scalar, constant, ld_alpha_logps, mean, sequence_logps,
+    sft_nll, take, wpo_weights,
 };
 
 /// One DPO loss (TRL's `loss_type` values). Per pair, with u = l_policy - l_ref, s the
@@ -433,10 +433,6 @@ pub struct DpoOutput {
     pub loss: Tensor<1>,
     /// The logged metrics.
     pub metrics: DpoMetrics,
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
 }
 
 /// TRL 1.16.0's DPO loss for `config` on a batch of pairs (see [`DpoLossType`] for the

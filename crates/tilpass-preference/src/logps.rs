@@ -311,3 +311,9 @@ pub fn wpo_weights(
     }
     Ok(wc.mul(wr).detach())
 }
+
+/// The mean of host values (a batch's metric; the batch is never empty: [`check_1d`] refuses
+/// an empty input first).
+pub(crate) fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dpo::positive;
 use crate::error::{PreferenceError, Result};
-use crate::logps::{check_1d, check_scalar};
+use crate::logps::{check_1d, check_scalar, mean};
 
 /// The loss settings of TRL's `ORPOConfig`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,10 +116,6 @@ fn log1mexp(x: Tensor<1>) -> Tensor<1> {
         .log()
         .add(x.clone().exp().log1p());
     high.mask_where(x.lower_elem(NEG_LN_2), low)
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
 }
 
 /// TRL 1.16.0's ORPO loss.
