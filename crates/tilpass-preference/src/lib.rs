@@ -17,6 +17,9 @@
 //! | [`logps`] | per-token log-probs + masks -> sums, averages, LD-DPO sums, the SFT term, WPO weights | (the trainers' reductions) |
 //! | [`dpo_trainer`] | DPO on the training loop: completion log-probs, reference, metrics | `DPOTrainer.train` |
 //! | [`dpo_run`] | `tilpass train dpo` as a serde run config | `DPOConfig` |
+//! | [`kto_trainer`] | KTO on the training loop: unpaired rows, rotated KL batches, reference | `KTOTrainer.train` |
+//! | [`orpo_trainer`] | ORPO on the training loop (no reference model) | `ORPOTrainer.train` |
+//! | [`cpo_trainer`] | CPO / SimPO / AlphaPO on the training loop (no reference model) | `CPOTrainer.train` |
 //!
 //! Conventions: sequence inputs are `[batch]` tensors (one value per completion or pair),
 //! per-token inputs `[batch, seq]` with a 0/1 completion mask ([`TokenLogps`]). Reference
@@ -47,17 +50,22 @@
 #![warn(missing_docs)]
 
 pub mod cpo;
+pub mod cpo_trainer;
 pub mod divergence;
 pub mod dpo;
 pub mod dpo_run;
 pub mod dpo_trainer;
 pub mod error;
 pub mod kto;
+pub mod kto_trainer;
 pub mod logps;
 pub mod orpo;
+pub mod orpo_trainer;
+mod paired_policy;
 pub mod reward;
 
 pub use cpo::{CpoConfig, CpoInputs, CpoLossType, CpoMetrics, CpoOutput, cpo_loss};
+pub use cpo_trainer::{cpo_batch_loss, train_cpo};
 pub use divergence::FDivergence;
 pub use dpo::{DpoConfig, DpoInputs, DpoLossType, DpoMetrics, DpoOutput, WpoTokens, dpo_loss};
 pub use dpo_run::{DpoOutcome, DpoRun};
@@ -67,6 +75,8 @@ pub use dpo_trainer::{
 };
 pub use error::{PreferenceError, Result};
 pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotation, kto_loss};
+pub use kto_trainer::{KtoBatch, KtoRows, kto_batch_loss, kto_weight_warning, train_kto};
 pub use logps::{TokenLogps, average_logps, ld_alpha_logps, sequence_logps, sft_nll, wpo_weights};
 pub use orpo::{OrpoConfig, OrpoInputs, OrpoMetrics, OrpoOutput, orpo_loss};
+pub use orpo_trainer::{orpo_batch_loss, train_orpo};
 pub use reward::{RewardConfig, RewardInputs, RewardMetrics, RewardOutput, reward_loss};
