@@ -485,3 +485,88 @@ fn kto_refuses_batches_of_one_and_missing_kl_rows_before_training() {
     )
     .unwrap();
 }
+
+/// Writes the fixture's dataset rows as JSONL; returns its spec.
+fn data_file(reference: &Value, dir: &std::path::Path) -> tilpass::data::DatasetSpec {
+    let rows: String = reference["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|r| r.to_string() + "\n")
+        .collect();
+    let p = dir.join("data.jsonl");
+    std::fs::write(&p, rows).unwrap();
+    tilpass::data::DatasetSpec::File(p)
+}
+
+fn pref_tokenizer() -> tilpass::tokenize::Tokenizer {
+    tilpass::tokenize::Tokenizer::from_dir(fixture_path("train/orpo/tokenizer")).unwrap()
+}
+
+/// `tilpass train orpo|cpo` encode TRL's rows into the batches TRL's ORPO / CPO trainers fed
+/// the model (BOS before the prompt, EOS after each answer, `[all chosen; all rejected]`).
+#[test]
+fn orpo_and_cpo_runs_encode_the_rows_as_trl() {
+    use tilpass::preference::{CpoRun, OrpoRun};
+    let tok = pref_tokenizer();
+    for case in ["orpo", "cpo_simpo", "cpo_sigmoid"] {
+        let reference = fixture_json(&format!("train/{case}/reference.json"));
+        let dir = tempfile::tempdir().unwrap();
+        let spec = data_file(&reference, dir.path());
+        let batch_size = reference["per_device_train_batch_size"].as_u64().unwrap() as usize;
+        let ours = if case == "orpo" {
+            let run = OrpoRun {
+                batch_size,
+                ..Default::default()
+            };
+            run.encode(&tok, &spec, &mut |_| {}).unwrap()
+        } else {
+            let run = CpoRun {
+                batch_size,
+                ..Default::default()
+            };
+            run.encode(&tok, &spec, &mut |_| {}).unwrap()
+        };
+        let theirs = paired_batches(&reference);
+        assert_eq!(ours.len(), theirs.len(), "{case}: batches");
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            assert_eq!(a.input.input_ids, b.input.input_ids, "{case} batch {i} ids");
+            assert_eq!(
+                a.input.attention_mask, b.input.attention_mask,
+                "{case} batch {i}"
+            );
+            assert_eq!(a.completion_mask, b.completion_mask, "{case} batch {i}");
+        }
+    }
+}
+
+/// `tilpass train kto` encodes TRL's unpaired rows into the batches (and rotated KL batches)
+/// TRL's KTO trainer fed the model.
+#[test]
+fn kto_run_encodes_the_rows_as_trl() {
+    use tilpass::preference::KtoRun;
+    let reference = fixture_json("train/kto/reference.json");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = data_file(&reference, dir.path());
+    let run = KtoRun {
+        batch_size: reference["per_device_train_batch_size"].as_u64().unwrap() as usize,
+        ..Default::default()
+    };
+    let ours = run.encode(&pref_tokenizer(), &spec, &mut |_| {}).unwrap();
+    let theirs = kto_batches(&reference);
+    assert_eq!(ours.len(), theirs.len());
+    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(a.labels, b.labels, "batch {i} labels");
+        for (x, y, what) in [
+            (&a.rows, &b.rows, "rows"),
+            (a.kl.as_ref().unwrap(), b.kl.as_ref().unwrap(), "KL rows"),
+        ] {
+            assert_eq!(x.input.input_ids, y.input.input_ids, "batch {i} {what} ids");
+            assert_eq!(
+                x.input.attention_mask, y.input.attention_mask,
+                "batch {i} {what}"
+            );
+            assert_eq!(x.completion_mask, y.completion_mask, "batch {i} {what}");
+        }
+    }
+}

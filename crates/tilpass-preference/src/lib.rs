@@ -18,6 +18,7 @@
 //! | [`dpo_trainer`] | DPO on the training loop: completion log-probs, reference, metrics | `DPOTrainer.train` |
 //! | [`dpo_run`] | `tilpass train dpo` as a serde run config | `DPOConfig` |
 //! | [`kto_trainer`] | KTO on the training loop: unpaired rows, rotated KL batches, reference | `KTOTrainer.train` |
+//! | [`orpo_run`], [`cpo_run`], [`kto_run`] | `tilpass train orpo|cpo|kto` as serde run configs | `ORPOConfig`, `CPOConfig`, `KTOConfig` |
 //! | [`orpo_trainer`] | ORPO on the training loop (no reference model) | `ORPOTrainer.train` |
 //! | [`cpo_trainer`] | CPO / SimPO / AlphaPO on the training loop (no reference model) | `CPOTrainer.train` |
 //!
@@ -50,6 +51,7 @@
 #![warn(missing_docs)]
 
 pub mod cpo;
+pub mod cpo_run;
 pub mod cpo_trainer;
 pub mod divergence;
 pub mod dpo;
@@ -57,14 +59,18 @@ pub mod dpo_run;
 pub mod dpo_trainer;
 pub mod error;
 pub mod kto;
+pub mod kto_run;
 pub mod kto_trainer;
 pub mod logps;
 pub mod orpo;
+pub mod orpo_run;
 pub mod orpo_trainer;
 mod paired_policy;
+mod pref_run;
 pub mod reward;
 
 pub use cpo::{CpoConfig, CpoInputs, CpoLossType, CpoMetrics, CpoOutput, cpo_loss};
+pub use cpo_run::CpoRun;
 pub use cpo_trainer::{cpo_batch_loss, train_cpo};
 pub use divergence::FDivergence;
 pub use dpo::{DpoConfig, DpoInputs, DpoLossType, DpoMetrics, DpoOutput, WpoTokens, dpo_loss};
@@ -75,8 +81,10 @@ pub use dpo_trainer::{
 };
 pub use error::{PreferenceError, Result};
 pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotation, kto_loss};
+pub use kto_run::KtoRun;
 pub use kto_trainer::{KtoBatch, KtoRows, kto_batch_loss, kto_weight_warning, train_kto};
 pub use logps::{TokenLogps, average_logps, ld_alpha_logps, sequence_logps, sft_nll, wpo_weights};
 pub use orpo::{OrpoConfig, OrpoInputs, OrpoMetrics, OrpoOutput, orpo_loss};
+pub use orpo_run::{OrpoRun, PreferenceOutcome};
 pub use orpo_trainer::{orpo_batch_loss, train_orpo};
 pub use reward::{RewardConfig, RewardInputs, RewardMetrics, RewardOutput, reward_loss};
