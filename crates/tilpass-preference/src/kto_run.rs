@@ -57,6 +57,8 @@ const UNPAIR_BLOCK: usize = 1000;
 
 /// One unpaired row: its index in the data (for errors), prompt, completion and label.
 type Unpaired = (usize, Option<Content>, Content, bool);
+/// One encoded row: prompt ids, completion ids, label.
+type Encoded = (Vec<u32>, Vec<u32>, bool);
 
 /// The unpaired rows of `records` (paired rows unpaired as TRL does), checked.
 pub(crate) fn unpaired_rows(records: &[Record], spec: &DatasetSpec) -> Result<Vec<Unpaired>> {
@@ -201,7 +203,7 @@ impl KtoRun {
             chat_template: self.chat_template.clone(),
         };
         // Each row encoded as TRL's KTO does: the DPO encoding of (prompt, completion).
-        let mut encoded: Vec<(Vec<u32>, Vec<u32>, bool)> = Vec::with_capacity(rows.len());
+        let mut encoded: Vec<Encoded> = Vec::with_capacity(rows.len());
         let mut too_long = 0usize;
         for (i, prompt, completion, label) in rows {
             let pair = Record::Preference {
@@ -221,8 +223,7 @@ impl KtoRun {
             encoded.len()
         )));
         let kto = self.kto_config();
-        let mut chunks: Vec<&[(Vec<u32>, Vec<u32>, bool)]> =
-            encoded.chunks(self.batch_size).collect();
+        let mut chunks: Vec<&[Encoded]> = encoded.chunks(self.batch_size).collect();
         if kto.uses_kl() && chunks.len() > 1 && chunks.last().is_some_and(|c| c.len() == 1) {
             chunks.pop();
             progress(Event::Message(&format!(
