@@ -43,10 +43,18 @@
 //! Checked against TRL's own `DPOTrainer` (tests/fixtures/generate_dpo.py, tests in
 //! `tests/all/dpo_parity.rs`).
 //!
+//! **Trainers without a reference** and **KTO**: [`orpo_trainer`] (ORPO) and [`cpo_trainer`]
+//! (CPO, SimPO, AlphaPO) on the same loop, and [`kto_trainer`] (KTO: unpaired rows, the KL
+//! reference point from each batch's rotated completions, the reference as for DPO), with
+//! TRL's metric names; [`orpo_run::OrpoRun`], [`cpo_run::CpoRun`] and [`kto_run::KtoRun`] are
+//! `tilpass train orpo|cpo|kto`, whose encoding of the data equals TRL's batches. Checked
+//! against TRL's own `ORPOTrainer`, `CPOTrainer` and `KTOTrainer`
+//! (tests/fixtures/generate_pref_trainers.py, tests in `tests/all/pref_trainer_parity.rs`).
+//!
 //! **Not here yet** (issue 15): evaluation sets and WPO in the DPO trainer, cached reference
-//! log-probs, the KTO, ORPO, CPO/SimPO and reward-model trainers, sequence-classification
-//! reward heads, `tilpass train kto|orpo|cpo|reward` and `tilpass reward score`, and online
-//! methods (GRPO).
+//! log-probs, evaluation sets in the ORPO / CPO / KTO trainers, the reward-model trainer,
+//! sequence-classification reward heads, `tilpass train reward` and `tilpass reward score`,
+//! and online methods (GRPO).
 
 #![warn(missing_docs)]
 
