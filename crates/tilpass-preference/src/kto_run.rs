@@ -23,7 +23,7 @@
 //! completion as the KL sample). The class-weight warning is TRL's ([`crate::kto_weight_warning`]).
 
 use burn::tensor::Device;
-use tilpass_data::{Content, DatasetSpec, Record, load_records};
+use tilpass_data::{Content, DatasetSpec, Record};
 use tilpass_models::DecoderLm;
 use tilpass_tokenize::{PreferenceConfig, Truncation, encode_preference};
 use tilpass_train::{Event, Target, TrainError};
@@ -34,7 +34,7 @@ use crate::kto::{KtoConfig, KtoLossType, kl_rotation};
 use crate::kto_trainer::{KtoBatch, train_kto};
 use crate::orpo_run::PreferenceOutcome;
 use crate::pref_run::{
-    COMMON_RESUME_SETTINGS, is_empty, load_model, preference_run, row_error, save, start,
+    COMMON_RESUME_SETTINGS, is_empty, load_model, load_rows, preference_run, row_error, save, start,
 };
 
 preference_run! {
@@ -60,8 +60,9 @@ type Unpaired = (usize, Option<Content>, Content, bool);
 /// One encoded row: prompt ids, completion ids, label.
 type Encoded = (Vec<u32>, Vec<u32>, bool);
 
-/// The unpaired rows of `records` (paired rows unpaired as TRL does), checked.
-pub(crate) fn unpaired_rows(records: &[Record], spec: &DatasetSpec) -> Result<Vec<Unpaired>> {
+/// The unpaired rows of `records` (paired rows unpaired as TRL does), checked; `at[i]` names
+/// row `i` in errors.
+pub(crate) fn unpaired_rows(records: &[Record], at: &[String]) -> Result<Vec<Unpaired>> {
     let paired = matches!(records.first(), Some(Record::Preference { .. }));
     let mut rows = Vec::with_capacity(records.len() * if paired { 2 } else { 1 });
     let mut blocks: Vec<(Vec<Unpaired>, Vec<Unpaired>)> = Vec::new();
@@ -76,7 +77,7 @@ pub(crate) fn unpaired_rows(records: &[Record], spec: &DatasetSpec) -> Result<Ve
                 },
             ) => {
                 if is_empty(completion) {
-                    return Err(row_error(spec, i, "a non-empty `completion`".into()).into());
+                    return Err(row_error(&at[i], "a non-empty `completion`".into()).into());
                 }
                 rows.push((i, Some(prompt.clone()), completion.clone(), *label));
             }
@@ -92,7 +93,7 @@ pub(crate) fn unpaired_rows(records: &[Record], spec: &DatasetSpec) -> Result<Ve
                 for (side, c) in [("chosen", &chosen), ("rejected", &rejected)] {
                     if is_empty(c) {
                         return Err(
-                            row_error(spec, i, format!("a non-empty `{side}` answer")).into()
+                            row_error(&at[i], format!("a non-empty `{side}` answer")).into()
                         );
                     }
                 }
@@ -111,8 +112,7 @@ pub(crate) fn unpaired_rows(records: &[Record], spec: &DatasetSpec) -> Result<Ve
                      paired one (`prompt`, `chosen`, `rejected`)"
                 };
                 return Err(row_error(
-                    spec,
-                    i,
+                    &at[i],
                     format!("{expected}; found a {} row", other.kind().as_str()),
                 )
                 .into());
@@ -194,8 +194,8 @@ impl KtoRun {
         spec: &DatasetSpec,
         progress: &mut dyn FnMut(Event),
     ) -> Result<Vec<KtoBatch>> {
-        let records = load_records(spec).map_err(TrainError::from)?;
-        let rows = unpaired_rows(&records, spec)?;
+        let (records, at) = load_rows(spec)?;
+        let rows = unpaired_rows(&records, &at)?;
         let cfg = PreferenceConfig {
             max_length: self.max_length,
             truncation: Truncation::KeepStart,
@@ -322,13 +322,13 @@ mod tests {
 
     #[test]
     fn paired_rows_are_unpaired_as_trl_does_and_bad_rows_named() {
-        let spec = DatasetSpec::File("d.jsonl".into());
+        let at: Vec<String> = (1..=2).map(|i| format!("d.jsonl:{i}")).collect();
         let pair = |p: &str, c: &str, r: &str| Record::Preference {
             prompt: Some(text(p)),
             chosen: text(c),
             rejected: text(r),
         };
-        let rows = unpaired_rows(&[pair("a", " b", " c"), pair("d", " e", " f")], &spec).unwrap();
+        let rows = unpaired_rows(&[pair("a", " b", " c"), pair("d", " e", " f")], &at).unwrap();
         let got: Vec<(String, bool)> = rows
             .iter()
             .map(|(_, _, c, l)| (format!("{c:?}"), *l))
@@ -342,7 +342,7 @@ mod tests {
                 (format!("{:?}", text(" f")), false),
             ]
         );
-        let err = unpaired_rows(&[pair("a", " b", " c"), pair("d", " ", " f")], &spec)
+        let err = unpaired_rows(&[pair("a", " b", " c"), pair("d", " ", " f")], &at)
             .unwrap_err()
             .to_string();
         assert!(err.contains("d.jsonl:2") && err.contains("chosen"), "{err}");
@@ -351,14 +351,14 @@ mod tests {
             completion: text(c),
             label: true,
         };
-        let err = unpaired_rows(&[unpaired(" x"), unpaired("")], &spec)
+        let err = unpaired_rows(&[unpaired(" x"), unpaired("")], &at)
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("d.jsonl:2") && err.contains("completion"),
             "{err}"
         );
-        let err = unpaired_rows(&[unpaired(" x"), pair("a", " b", " c")], &spec)
+        let err = unpaired_rows(&[unpaired(" x"), pair("a", " b", " c")], &at)
             .unwrap_err()
             .to_string();
         assert!(

@@ -255,12 +255,35 @@ pub(crate) fn is_empty(c: &Content) -> bool {
     }
 }
 
-/// The error for row `index` (0-based) of `spec`.
-pub(crate) fn row_error(spec: &DatasetSpec, index: usize, expected: String) -> TrainError {
-    let at = match spec {
-        DatasetSpec::File(p) => format!("{}:{}", p.display(), index + 1),
-        other => format!("{other} row {}", index + 1),
-    };
+/// The rows of `spec` and where each came from (`file:line` for JSONL, `file item N` for JSON
+/// arrays, `builtin:... row N`), for errors that name the row.
+pub(crate) fn load_rows(spec: &DatasetSpec) -> Result<(Vec<tilpass_data::Record>, Vec<String>)> {
+    use tilpass_data::{Location, ReadOptions, load_records, read_dataset};
+    match spec {
+        DatasetSpec::File(p) => {
+            let d = read_dataset(p, &ReadOptions::default()).map_err(TrainError::from)?;
+            let at = d
+                .locations
+                .iter()
+                .map(|l| match l {
+                    Location::Line(n) => format!("{}:{n}", p.display()),
+                    other => format!("{} {other}", p.display()),
+                })
+                .collect();
+            Ok((d.records, at))
+        }
+        other => {
+            let records = load_records(other).map_err(TrainError::from)?;
+            let at = (1..=records.len())
+                .map(|i| format!("{other} row {i}"))
+                .collect();
+            Ok((records, at))
+        }
+    }
+}
+
+/// The error for the row at `at` (see [`load_rows`]).
+pub(crate) fn row_error(at: &str, expected: String) -> TrainError {
     TrainError::setting("data", at, expected)
 }
 
@@ -441,9 +464,9 @@ pub(crate) fn paired_batches(
     chat_template: Option<&str>,
     progress: &mut dyn FnMut(Event),
 ) -> Result<Vec<crate::dpo_trainer::DpoBatch>> {
-    use tilpass_data::{Record, load_records};
+    use tilpass_data::Record;
     use tilpass_tokenize::{PreferenceConfig, Truncation, collate_preference, encode_preferences};
-    let records = load_records(spec).map_err(TrainError::from)?;
+    let (records, at) = load_rows(spec)?;
     for (i, r) in records.iter().enumerate() {
         match r {
             Record::Preference {
@@ -452,8 +475,7 @@ pub(crate) fn paired_batches(
                 for (side, c) in [("chosen", chosen), ("rejected", rejected)] {
                     if is_empty(c) {
                         return Err(row_error(
-                            spec,
-                            i,
+                            &at[i],
                             format!("a non-empty `{side}` answer (this row's is empty)"),
                         )
                         .into());
@@ -462,8 +484,7 @@ pub(crate) fn paired_batches(
             }
             other => {
                 return Err(row_error(
-                    spec,
-                    i,
+                    &at[i],
                     format!(
                         "a preference row with `chosen` and `rejected` (and `prompt`), found a \
                          {} row",
