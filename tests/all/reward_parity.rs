@@ -2,8 +2,8 @@
 //! tests/fixtures/generate_reward.py):
 //!
 //! - decoder sequence classifiers (`LlamaForSequenceClassification`,
-//!   `MistralForSequenceClassification`, `GPT2ForSequenceClassification`, tests/fixtures/reward/)
-//!   load from transformers' files and give its scores on a padded batch (right- and
+//!   `MistralForSequenceClassification`, `GPT2ForSequenceClassification`,
+//!   tests/fixtures/reward/heads/) load from transformers' files and give its scores on a padded batch (right- and
 //!   left-padded rows, an unpadded row, a pad id inside a row) and on one row without a pad
 //!   id; they save in the same layout (same tensor names, same class) and read back the same;
 //! - TRL's own `RewardTrainer` (tests/fixtures/train/reward_lora, reward_margin_accum): from the
@@ -83,7 +83,7 @@ fn scores_of(model: &DecoderClassifier, input: &DecoderInput) -> Vec<f64> {
 
 #[test]
 fn decoder_reward_heads_match_transformers() {
-    let rec = fixture_json("reward/scores.json");
+    let rec = fixture_json("reward/heads/scores.json");
     let input = head_input(&rec);
     let dev = tilpass_tests::test_device();
     let single: Vec<Vec<u32>> = rows(&rec["single"]);
@@ -91,7 +91,7 @@ fn decoder_reward_heads_match_transformers() {
     for (name, case) in rec["models"].as_object().unwrap() {
         crate::peft_parity::assert_base_unchanged(
             case,
-            &format!("reward/scores.json ({name})"),
+            &format!("reward/heads/scores.json ({name})"),
             "python tests/fixtures/generate_reward.py",
         );
         let dir = fixture_path(case["dir"].as_str().unwrap());
@@ -191,7 +191,7 @@ fn causal_lm_checkpoints_need_a_new_score_head() {
     );
     // A head of another size than the checkpoint's is an error naming the tensor.
     let err = DecoderClassifier::load_with(
-        fixture_path("reward/llama"),
+        fixture_path("reward/heads/llama"),
         ScoreInit::NewIfMissing {
             num_labels: 3,
             seed: 0,
@@ -394,7 +394,7 @@ fn check_case(case: &str) {
     if let Some(w) = std::env::var_os(ROUNDTRIP).filter(|_| case == "reward_lora") {
         let w = std::path::PathBuf::from(w).join("adapter");
         peft.save_adapter("default", &w).unwrap();
-        let rec = fixture_json("reward/scores.json");
+        let rec = fixture_json("reward/heads/scores.json");
         let scores = scores_of(&peft, &head_input(&rec));
         let mut r = rec.clone();
         r["scores"] = json!(scores.iter().map(|s| vec![*s]).collect::<Vec<_>>());
