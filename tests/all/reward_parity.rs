@@ -3,9 +3,10 @@
 //!
 //! - decoder sequence classifiers (`LlamaForSequenceClassification`,
 //!   `MistralForSequenceClassification`, `GPT2ForSequenceClassification`,
-//!   tests/fixtures/reward/heads/) load from transformers' files and give its scores on a padded batch (right- and
-//!   left-padded rows, an unpadded row, a pad id inside a row) and on one row without a pad
-//!   id; they save in the same layout (same tensor names, same class) and read back the same;
+//!   tests/fixtures/reward/heads/) load from transformers' files and give its scores on a
+//!   padded batch (right- and left-padded rows, an unpadded row, a pad id inside a row) and on
+//!   one row without a pad id; they save in the same layout (same tensor names, same class)
+//!   and read back the same;
 //! - TRL's own `RewardTrainer` (tests/fixtures/train/reward_lora, reward_margin_accum): from the
 //!   same initial LoRA adapter with its score head (`modules_to_save = ["score"]`) and the batches
 //!   TRL collated, three optimiser steps of `tilpass_preference::train_reward` give TRL's
