@@ -18,6 +18,7 @@
 //! | [`dpo_trainer`] | DPO on the training loop: completion log-probs, reference, metrics | `DPOTrainer.train` |
 //! | [`dpo_run`] | `tilpass train dpo` as a serde run config | `DPOConfig` |
 //! | [`reward_trainer`] | reward models (decoder sequence classifiers) on the training loop | `RewardTrainer.train` |
+//! | [`reward_run`] | `tilpass train reward` as a serde run config | `RewardConfig` |
 //!
 //! Conventions: sequence inputs are `[batch]` tensors (one value per completion or pair),
 //! per-token inputs `[batch, seq]` with a 0/1 completion mask ([`TokenLogps`]). Reference
@@ -61,6 +62,7 @@ pub mod kto;
 pub mod logps;
 pub mod orpo;
 pub mod reward;
+pub mod reward_run;
 pub mod reward_trainer;
 
 pub use cpo::{CpoConfig, CpoInputs, CpoLossType, CpoMetrics, CpoOutput, cpo_loss};
@@ -76,6 +78,7 @@ pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotat
 pub use logps::{TokenLogps, average_logps, ld_alpha_logps, sequence_logps, sft_nll, wpo_weights};
 pub use orpo::{OrpoConfig, OrpoInputs, OrpoMetrics, OrpoOutput, orpo_loss};
 pub use reward::{RewardConfig, RewardInputs, RewardMetrics, RewardOutput, reward_loss};
+pub use reward_run::{RewardOutcome, RewardRun};
 pub use reward_trainer::{
     RewardBatch, RewardBatchOutput, RewardEval, evaluate_reward, pair_rewards, reward_batch_loss,
     train_reward,
