@@ -1,4 +1,4 @@
-//! `tilpass train sft|classify|dpo`: flags into a run config ([`tilpass::train::SftRun`],
+//! `tilpass train sft|classify|dpo|reward` (reward: [`crate::reward`]): flags into a run config ([`tilpass::train::SftRun`],
 //! [`tilpass::train::ClassifyRun`], [`tilpass::preference::DpoRun`]), the run, and its result
 //! printed. Every flag is the
 //! kebab-case form of a config key; `--config FILE` supplies the rest, flags win.
@@ -30,6 +30,13 @@ pub enum TrainCommand {
     /// Defaults are TRL's DPOConfig except --lr: 5e-5, as TRL's 1e-6 barely moves a LoRA
     /// adapter (with --full, use ~1e-6).
     Dpo(Box<DpoArgs>),
+    /// A reward model (TRL's RewardTrainer): a decoder with a sequence-classification head
+    /// (`score`, read at the last non-padding token) trained on preference pairs (TRL formats,
+    /// or builtin:norsk-pref) with a LoRA adapter that also trains the head, or --full; writes
+    /// the adapter (HF PEFT, with the head) or the model (transformers'
+    /// *ForSequenceClassification), checkpoints, metrics.jsonl (TRL's accuracy, margin,
+    /// min/mean/max_reward) and run_config.json. Defaults are TRL's RewardConfig (lr 1e-4).
+    Reward(Box<crate::reward::RewardTrainArgs>),
 }
 
 /// LoRA flags: the top-level keys of a run config that set its `lora` section.
@@ -355,7 +362,7 @@ pub struct DpoArgs {
 }
 
 /// Shows a run's events: the progress bar, messages on stderr, details in the log.
-fn show(bar: &mut Progress, e: Event) {
+pub(crate) fn show(bar: &mut Progress, e: Event) {
     match e {
         Event::Detail(d) => tracing::info!("{d}"),
         other => bar.on_event(&other),
@@ -408,6 +415,7 @@ pub fn train_cmd(c: TrainCommand) -> Result<()> {
                 key: o.saved.display().to_string(),
             }));
         }
+        TrainCommand::Reward(a) => crate::reward::train_reward_cmd(&a)?,
     }
     Ok(())
 }

@@ -338,7 +338,9 @@ impl RewardRun {
             .map(|c| {
                 let chosen: Vec<Vec<u32>> = c.iter().map(|p| p.0.clone()).collect();
                 let rejected: Vec<Vec<u32>> = c.iter().map(|p| p.1.clone()).collect();
-                let margin = margins.as_ref().map(|_| c.iter().filter_map(|p| p.2).collect());
+                let margin = margins
+                    .as_ref()
+                    .map(|_| c.iter().filter_map(|p| p.2).collect());
                 RewardBatch::collate(&chosen, &rejected, margin, pad, self.pad_to_multiple_of)
             })
             .collect()
@@ -415,7 +417,9 @@ impl RewardRun {
             Target::Adapter("default")
         };
         let rc = self.reward_config();
-        let evaluate = |peft: &PeftModel<DecoderClassifier>, step: usize| -> Result<Option<RewardEval>> {
+        let evaluate = |peft: &PeftModel<DecoderClassifier>,
+                        step: usize|
+         -> Result<Option<RewardEval>> {
             if eval_batches.is_empty() {
                 return Ok(None);
             }
