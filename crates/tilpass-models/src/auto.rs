@@ -305,7 +305,7 @@ pub enum AnyModel {
     SequenceClassifier(EncoderModel),
     /// A decoder sequence classifier (Llama, Mistral, GPT-2 `*ForSequenceClassification`:
     /// reward models).
-    DecoderClassifier(DecoderClassifier),
+    DecoderClassifier(Box<DecoderClassifier>),
     /// A token classifier (BERT).
     TokenClassifier(EncoderModel),
     /// A bare encoder without a head (hidden states only).
@@ -393,7 +393,7 @@ impl AnyModel {
             Head::SequenceClassification
                 if matches!(kind.family, Family::Llama | Family::Mistral | Family::Gpt2) =>
             {
-                Self::DecoderClassifier(DecoderClassifier::load(dir, device)?)
+                Self::DecoderClassifier(Box::new(DecoderClassifier::load(dir, device)?))
             }
             Head::SequenceClassification => Self::SequenceClassifier(encoder(arch)?),
             Head::TokenClassification => Self::TokenClassifier(encoder(arch)?),
@@ -509,7 +509,7 @@ impl AnyModel {
     fn inner(&self) -> &dyn HasLinears {
         match self {
             Self::CausalLm(m) => m,
-            Self::DecoderClassifier(m) => m,
+            Self::DecoderClassifier(m) => m.as_ref(),
             Self::MaskedLm(m)
             | Self::SequenceClassifier(m)
             | Self::TokenClassifier(m)
@@ -521,7 +521,7 @@ impl AnyModel {
     fn inner_mut(&mut self) -> &mut dyn HasLinears {
         match self {
             Self::CausalLm(m) => m,
-            Self::DecoderClassifier(m) => m,
+            Self::DecoderClassifier(m) => m.as_mut(),
             Self::MaskedLm(m)
             | Self::SequenceClassifier(m)
             | Self::TokenClassifier(m)

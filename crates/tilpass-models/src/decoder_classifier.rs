@@ -164,7 +164,7 @@ impl DecoderClassifier {
                         "a score head needs at least one label".into(),
                     ));
                 }
-                let mut rng = tilpass_core::SplitMix64::from_state(seed ^ 0x5C0_4E_4EAD);
+                let mut rng = tilpass_core::SplitMix64::from_state(seed ^ 0x0005_C04E_4EAD);
                 let w = rng.normal_vec(hidden * num_labels, initializer_range);
                 let w = Tensor::<2>::from_data(TensorData::new(w, [hidden, num_labels]), device);
                 (Linear::new(w, None), num_labels)

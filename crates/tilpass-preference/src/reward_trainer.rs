@@ -190,7 +190,7 @@ pub fn pair_rewards(
     check_model(model)?;
     let p = batch.pairs;
     let scores = model.scores(&batch.input)?.reshape([2 * p]);
-    Ok((scores.clone().slice([0..p]), scores.slice([p..2 * p])))
+    Ok((scores.clone().narrow(0, 0, p), scores.narrow(0, p, p)))
 }
 
 /// A reward model has one output (TRL refuses others) and a pad id (it finds each row's last
