@@ -11,7 +11,8 @@
 //!   same initial LoRA adapter with its score head (`modules_to_save = ["score"]`) and the batches
 //!   TRL collated, three optimiser steps of `tilpass_preference::train_reward` give TRL's
 //!   per-step loss, gradient norm, learning rate, every reward metric it logged, and the final
-//!   adapter (score head included).
+//!   adapter (score head included); and the same for an encoder reward model, the tiny BERT
+//!   with a 1-label `classifier` (tests/fixtures/train/reward_bert_lora).
 //!
 //! With `TILPASS_WRITE_REWARD_ROUNDTRIP=DIR` the tests also write what tilpass saved (the three
 //! classifiers and the trained adapter, each with the scores tilpass computed) for
@@ -22,9 +23,11 @@
 
 use serde_json::{Value, json};
 use tilpass::core::{Checkpoint, SaveDtype};
-use tilpass::models::{AnyModel, DecoderClassifier, DecoderInput, Head, ModelError, ScoreInit};
+use tilpass::models::{
+    AnyModel, DecoderClassifier, DecoderInput, EncoderModel, Head, ModelError, ScoreInit,
+};
 use tilpass::peft::PeftModel;
-use tilpass::preference::{RewardBatch, RewardConfig, train_reward};
+use tilpass::preference::{RewardBatch, RewardConfig, RewardModel, train_reward};
 use tilpass::train::{AdamWConfig, Event, ScheduleKind, StepLog, Target, TrainConfig};
 use tilpass_tests::{fixture_json, fixture_path, max_abs_diff, max_rel_diff};
 
@@ -260,15 +263,37 @@ fn reward_model(dir: &str, pad: u32) -> PeftModel<DecoderClassifier> {
     peft
 }
 
-fn check_case(case: &str) {
-    let dir = format!("train/{case}");
-    let reference = fixture_json(&format!("{dir}/reference.json"));
+/// The tiny BERT classifier with a new 1-label head and TRL's initial adapter (LoRA +
+/// `classifier`).
+fn bert_reward_model(dir: &str) -> PeftModel<EncoderModel> {
+    let dev = tilpass_tests::test_device().autodiff();
+    let model = EncoderModel::load(fixture_path("encoders/bert_cls"), &dev)
+        .unwrap()
+        .with_new_classifier(&["LABEL_0".to_string()], 0)
+        .unwrap();
+    let mut peft = PeftModel::new(model);
+    peft.load_adapter(fixture_path(&format!("{dir}/initial")), "default")
+        .unwrap();
+    peft.freeze_base();
+    peft
+}
+
+fn reference_of(case: &str) -> Value {
+    let what = format!("train/{case}/reference.json");
+    let reference = fixture_json(&what);
     crate::peft_parity::assert_base_unchanged(
         &reference,
-        &format!("{dir}/reference.json"),
+        &what,
         "python tests/fixtures/generate_reward.py",
     );
-    let mut peft = reward_model(&dir, num(&reference["pad_token_id"]) as u32);
+    reference
+}
+
+/// Trains `peft` (TRL's initial adapter on the case's model) on the case's batches and checks
+/// every step and the final adapter against TRL's; returns the trained model.
+fn check_case<M: RewardModel>(case: &str, mut peft: PeftModel<M>) -> PeftModel<M> {
+    let dir = format!("train/{case}");
+    let reference = reference_of(case);
     let settings = json!({"center_rewards_coefficient": reference["center_rewards_coefficient"]});
     let rc: RewardConfig = serde_json::from_value(settings).unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -365,7 +390,11 @@ fn check_case(case: &str) {
     let mut our_keys: Vec<&str> = ours.keys().collect();
     our_keys.sort();
     assert_eq!(keys, our_keys, "the same tensors");
-    assert!(keys.contains(&"base_model.model.score.weight"), "{keys:?}");
+    assert!(
+        keys.iter()
+            .any(|k| k.ends_with(".score.weight") || k.ends_with(".classifier.weight")),
+        "the head is in the adapter: {keys:?}"
+    );
     let read = |c: &Checkpoint, k: &str| -> Vec<f64> {
         c.read_f32(k)
             .unwrap()
@@ -379,20 +408,28 @@ fn check_case(case: &str) {
         let (a, b, start) = (read(&ours, k), read(&theirs, k), read(&initial, k));
         d = d.max(max_abs_diff(&a, &b));
         moved = moved.max(max_abs_diff(&b, &start));
-        if k.contains("score") {
+        if k.ends_with("score.weight") || k.ends_with("classifier.weight") {
             head_moved = max_abs_diff(&b, &start);
         }
     }
     eprintln!(
         "measured {dir} final adapter: max absolute difference {d:.2e} (TRL moved the weights \
-         by up to {moved:.2e}, the score head by {head_moved:.2e})"
+         by up to {moved:.2e}, the head by {head_moved:.2e})"
     );
-    assert!(
-        head_moved > 100.0 * WEIGHTS,
-        "the score head must be trained"
-    );
+    assert!(head_moved > 100.0 * WEIGHTS, "the head must be trained");
     assert!(d <= WEIGHTS, "{dir} final adapter vs TRL: {d:e}");
-    if let Some(w) = std::env::var_os(ROUNDTRIP).filter(|_| case == "reward_lora") {
+    peft
+}
+
+fn decoder_case(case: &str) -> PeftModel<DecoderClassifier> {
+    let pad = num(&reference_of(case)["pad_token_id"]) as u32;
+    check_case(case, reward_model(&format!("train/{case}"), pad))
+}
+
+#[test]
+fn reward_lora_matches_trl() {
+    let peft = decoder_case("reward_lora");
+    if let Some(w) = std::env::var_os(ROUNDTRIP) {
         let w = std::path::PathBuf::from(w).join("adapter");
         peft.save_adapter("default", &w).unwrap();
         let rec = fixture_json("reward/heads/scores.json");
@@ -403,16 +440,20 @@ fn check_case(case: &str) {
     }
 }
 
-#[test]
-fn reward_lora_matches_trl() {
-    check_case("reward_lora");
-}
-
 /// A `margin` column, `center_rewards_coefficient = 0.01` and gradient accumulation over 2
 /// batches: TRL's step loss and metrics are the means over the step's batches.
 #[test]
 fn reward_with_margins_centring_and_accumulation_matches_trl() {
-    check_case("reward_margin_accum");
+    decoder_case("reward_margin_accum");
+}
+
+/// An encoder reward model: the tiny BERT with a 1-label `classifier` (pooled first token).
+#[test]
+fn bert_reward_lora_matches_trl() {
+    check_case(
+        "reward_bert_lora",
+        bert_reward_model("train/reward_bert_lora"),
+    );
 }
 
 #[test]

@@ -47,7 +47,7 @@
 //! `RewardTrainer` (tests/fixtures/generate_reward.py, tests in `tests/all/reward_parity.rs`).
 //!
 //! **Not here yet** (issue 15): evaluation sets and WPO in the DPO trainer, cached reference
-//! log-probs, the KTO, ORPO and CPO/SimPO trainers, BERT / NorBERT3 reward models,
+//! log-probs, the KTO, ORPO and CPO/SimPO trainers, BERT / NorBERT3 reward models in the CLI,
 //! `tilpass train kto|orpo|cpo`, and online methods (GRPO).
 
 #![warn(missing_docs)]
@@ -80,6 +80,6 @@ pub use orpo::{OrpoConfig, OrpoInputs, OrpoMetrics, OrpoOutput, orpo_loss};
 pub use reward::{RewardConfig, RewardInputs, RewardMetrics, RewardOutput, reward_loss};
 pub use reward_run::{RewardOutcome, RewardRun};
 pub use reward_trainer::{
-    RewardBatch, RewardBatchOutput, RewardEval, evaluate_reward, pair_rewards, reward_batch_loss,
-    train_reward,
+    RewardBatch, RewardBatchOutput, RewardEval, RewardModel, evaluate_reward, pair_rewards,
+    reward_batch_loss, train_reward,
 };

@@ -423,7 +423,7 @@ impl RewardRun {
             if eval_batches.is_empty() {
                 return Ok(None);
             }
-            let e = evaluate_reward(peft, &rc, &eval_batches, step)?;
+            let e = evaluate_reward(peft.model(), &rc, &eval_batches, step)?;
             let line = serde_json::to_value(&e).map_err(|e| TrainError::Config(e.to_string()))?;
             append_json_line(&out.join(METRICS_FILE), &line)?;
             Ok(Some(e))

@@ -15,11 +15,16 @@
 //! window). TRL's cumulative `num_tokens` is not logged (as in the DPO trainer).
 //!
 //! With LoRA the score head is trained whole (PEFT's `modules_to_save = ["score"]`, what PEFT
-//! sets for the `SEQ_CLS` task type); with [`Target::Full`] every weight is.
+//! sets for the `SEQ_CLS` task type); with [`Target::Full`] every weight is. BERT / NorBERT3
+//! sequence classifiers with one label ([`EncoderModel`]) train the same way ([`RewardModel`]),
+//! their head being `classifier` / `head`.
 
 use std::path::Path;
 
-use tilpass_models::{DecoderClassifier, DecoderInput};
+use burn::tensor::Tensor;
+use tilpass_models::{
+    DecoderClassifier, DecoderInput, EncoderInput, EncoderModel, HasLinears, SequenceClassifier,
+};
 use tilpass_peft::PeftModel;
 use tilpass_train::{BatchLoss, Event, Summary, Target, TrainConfig, train_loop_with};
 
@@ -175,49 +180,92 @@ impl RewardBatch {
 #[derive(Debug, Clone)]
 pub struct RewardBatchOutput {
     /// The reward loss, `[1]`, differentiable w.r.t. the model.
-    pub loss: burn::tensor::Tensor<1>,
+    pub loss: Tensor<1>,
     /// `(TRL name, value)` of every logged metric.
     pub metrics: Vec<(&'static str, f64)>,
     /// Pairs in the batch.
     pub pairs: usize,
 }
 
+/// A sequence classifier that can serve as a reward model: a decoder
+/// ([`DecoderClassifier`], the score at the last non-padding token) or an encoder
+/// ([`EncoderModel`]: BERT / NorBERT3 with a classification head, the pooled first token).
+pub trait RewardModel: HasLinears {
+    /// Scores `[rows, num_labels]` of right-padded rows (differentiable).
+    fn row_scores(&self, input: &DecoderInput) -> Result<Tensor<2>>;
+    /// Outputs per sequence (a reward model has 1).
+    fn outputs(&self) -> usize;
+    /// Errors when the model cannot score padded batches (a decoder without a pad id).
+    fn check_padding(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl RewardModel for DecoderClassifier {
+    fn row_scores(&self, input: &DecoderInput) -> Result<Tensor<2>> {
+        Ok(self.scores(input)?)
+    }
+    fn outputs(&self) -> usize {
+        self.num_labels()
+    }
+    fn check_padding(&self) -> Result<()> {
+        if self.pad_token_id().is_none() {
+            return Err(PreferenceError::InvalidSetting {
+                setting: "pad_token_id",
+                value: "none".into(),
+                expected: "the pad id of the batches (TRL copies the tokenizer's pad token, else \
+                           its EOS, into the model config)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl RewardModel for EncoderModel {
+    fn row_scores(&self, input: &DecoderInput) -> Result<Tensor<2>> {
+        // Token types all 0, as BERT's tokenizer gives one segment; positions from column 0.
+        let enc = EncoderInput {
+            input_ids: input.input_ids.clone(),
+            attention_mask: input.attention_mask.clone(),
+            token_type_ids: vec![0; input.input_ids.len()],
+            batch: input.batch,
+            seq: input.seq,
+        };
+        Ok(self.classify(&enc)?)
+    }
+    fn outputs(&self) -> usize {
+        SequenceClassifier::num_labels(self)
+    }
+}
+
 /// The scores of a batch's chosen and rejected rows, `[pairs]` each (differentiable).
-pub fn pair_rewards(
-    model: &DecoderClassifier,
+pub fn pair_rewards<M: RewardModel>(
+    model: &M,
     batch: &RewardBatch,
-) -> Result<(burn::tensor::Tensor<1>, burn::tensor::Tensor<1>)> {
+) -> Result<(Tensor<1>, Tensor<1>)> {
     check_model(model)?;
     let p = batch.pairs;
-    let scores = model.scores(&batch.input)?.reshape([2 * p]);
+    let scores = model.row_scores(&batch.input)?.reshape([2 * p]);
     Ok((scores.clone().narrow(0, 0, p), scores.narrow(0, p, p)))
 }
 
-/// A reward model has one output (TRL refuses others) and a pad id (it finds each row's last
-/// token by it).
-fn check_model(model: &DecoderClassifier) -> Result<()> {
-    if model.num_labels() != 1 {
+/// A reward model has one output (TRL refuses others) and, for a decoder, a pad id (it finds
+/// each row's last token by it).
+fn check_model<M: RewardModel>(model: &M) -> Result<()> {
+    if model.outputs() != 1 {
         return Err(PreferenceError::InvalidSetting {
             setting: "num_labels",
-            value: model.num_labels().to_string(),
+            value: model.outputs().to_string(),
             expected: "1: a reward model outputs one score per sequence".into(),
         });
     }
-    if model.pad_token_id().is_none() {
-        return Err(PreferenceError::InvalidSetting {
-            setting: "pad_token_id",
-            value: "none".into(),
-            expected: "the pad id of the batches (TRL copies the tokenizer's pad token, else its \
-                       EOS, into the model config)"
-                .into(),
-        });
-    }
-    Ok(())
+    model.check_padding()
 }
 
 /// TRL's reward loss of one batch for `model`, with the metrics TRL logs.
-pub fn reward_batch_loss(
-    model: &DecoderClassifier,
+pub fn reward_batch_loss<M: RewardModel>(
+    model: &M,
     config: &RewardConfig,
     batch: &RewardBatch,
 ) -> Result<RewardBatchOutput> {
@@ -265,8 +313,8 @@ impl RewardEval {
 
 /// Evaluates `model` on `batches` (no optimiser step; each batch's graph is dropped after its
 /// values are read), as at `step`.
-pub fn evaluate_reward(
-    model: &DecoderClassifier,
+pub fn evaluate_reward<M: RewardModel>(
+    model: &M,
     config: &RewardConfig,
     batches: &[RewardBatch],
     step: usize,
@@ -302,8 +350,8 @@ pub fn evaluate_reward(
 /// pad id, no evaluation settings (evaluate with [`evaluate_reward`]). With an adapter target,
 /// the adapter should list `score` in `modules_to_save` (else the head stays as it started).
 #[allow(clippy::too_many_arguments)]
-pub fn train_reward<'t>(
-    model: &mut PeftModel<DecoderClassifier>,
+pub fn train_reward<'t, M: RewardModel>(
+    model: &mut PeftModel<M>,
     target: impl Into<Target<'t>>,
     config: &RewardConfig,
     train: &[RewardBatch],
@@ -314,7 +362,7 @@ pub fn train_reward<'t>(
     let target = target.into();
     config.validate()?;
     cfg.validate()?;
-    check_model(model)?;
+    check_model(model.model())?;
     if cfg.eval_steps.is_some() || cfg.early_stopping_patience.is_some() {
         return Err(PreferenceError::InvalidSetting {
             setting: "eval_steps",
@@ -327,8 +375,8 @@ pub fn train_reward<'t>(
         model,
         target,
         &tokens,
-        &mut |m: &mut PeftModel<DecoderClassifier>, i| {
-            let out = reward_batch_loss(m, config, &train[i]).map_err(into_train)?;
+        &mut |m: &mut PeftModel<M>, i| {
+            let out = reward_batch_loss(m.model(), config, &train[i]).map_err(into_train)?;
             Ok(BatchLoss {
                 loss: out.loss,
                 items: out.pairs,
@@ -339,7 +387,7 @@ pub fn train_reward<'t>(
                     .collect(),
             })
         },
-        &mut |_: &mut PeftModel<DecoderClassifier>, _| Ok(None),
+        &mut |_: &mut PeftModel<M>, _| Ok(None),
         cfg,
         resume,
         on_event,
