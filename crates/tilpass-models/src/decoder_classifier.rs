@@ -121,21 +121,20 @@ impl DecoderClassifier {
                 },
                 supported: SUPPORTED_DECODERS.join(", "),
             })?;
-        let tie = json
-            .get("tie_word_embeddings")
-            .and_then(Value::as_bool)
-            .unwrap_or(true);
-        // The base without an LM head: the head's tensor is neither needed nor read.
-        let base = match family {
+        // The base without an LM head: the head's tensor is neither needed nor read. The
+        // config's own `tie_word_embeddings` (its class default when absent) is kept for saving.
+        let (base, tie) = match family {
             Family::Gpt2 => {
                 let mut cfg: Gpt2Config = md.config()?;
-                cfg.tie_word_embeddings = true;
-                DecoderLm::Gpt2(Box::new(Gpt2::load(cfg, &ckpt, &path, device)?))
+                let tie = std::mem::replace(&mut cfg.tie_word_embeddings, true);
+                let m = Gpt2::load(cfg, &ckpt, &path, device)?;
+                (DecoderLm::Gpt2(Box::new(m)), tie)
             }
             _ => {
                 let mut cfg: LlamaConfig = md.config()?;
-                cfg.tie_word_embeddings = true;
-                DecoderLm::Llama(Box::new(Llama::load(cfg, &ckpt, &path, device)?))
+                let tie = std::mem::replace(&mut cfg.tie_word_embeddings, true);
+                let m = Llama::load(cfg, &ckpt, &path, device)?;
+                (DecoderLm::Llama(Box::new(m)), tie)
             }
         };
         let hidden = base.hidden_size();
