@@ -120,30 +120,33 @@ fn train_reward_then_score_rows() {
     let work = tempfile::tempdir().unwrap();
     let data = write(work.path(), "pref.jsonl", &pairs(12, true));
     let out = work.path().join("run");
-    let v = ok_json(&tilpass(&[
-        "train",
-        "reward",
-        "--model",
-        m,
-        "--data",
-        &data,
-        "--eval-data",
-        &data,
-        "--batch-size",
-        "4",
-        "--lora-r",
-        "4",
-        "--target-modules",
-        "q_proj,v_proj",
-        "--steps",
-        "6",
-        "--lr",
-        "0.01",
-        "--center-rewards-coefficient",
-        "0.01",
-        "--out",
-        out.to_str().unwrap(),
-    ]));
+    let train = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "reward",
+            "--model",
+            m,
+            "--data",
+            &data,
+            "--batch-size",
+            "4",
+            "--lora-r",
+            "4",
+            "--target-modules",
+            "q_proj,v_proj",
+            "--steps",
+            "6",
+            "--lr",
+            "0.01",
+            "--center-rewards-coefficient",
+            "0.01",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ok_json(&tilpass(&args))
+    };
+    let v = train(&out, &["--eval-data", &data, "--save-steps", "3"]);
     assert_eq!(v["summary"]["steps"], 6);
     // Training on the pairs separates them: the held-out (here: the same) accuracy and margin
     // rise.
@@ -173,6 +176,17 @@ fn train_reward_then_score_rows() {
     ] {
         assert!(steps[0][k].is_number(), "metric {k} in {}", steps[0]);
     }
+    // Resumed from step 3, it ends with the same adapter, byte for byte.
+    let resumed = work.path().join("resumed");
+    let ckpt = out.join("checkpoint-3");
+    let v = train(&resumed, &["--resume", ckpt.to_str().unwrap()]);
+    assert_eq!(v["summary"]["steps"], 6);
+    let file = "adapter/adapter_model.safetensors";
+    assert_eq!(
+        std::fs::read(out.join(file)).unwrap(),
+        std::fs::read(resumed.join(file)).unwrap(),
+        "resumed adapter"
+    );
     // The adapter carries the score head (PEFT's modules_to_save).
     let adapter = out.join("adapter");
     let cfg: Value = serde_json::from_str(
