@@ -22,6 +22,7 @@ mod preference_losses;
 mod runs;
 mod sentence_embeddings;
 mod seq2seq_parity;
+mod seq2seq_train_parity;
 mod settings;
 mod stop_strings;
 mod tokenize_errors;

@@ -503,7 +503,10 @@ impl Seq2SeqLm {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
         let (tensors, typed) = match self {
-            Self::T5(m) => (crate::params::hf_tensors(m.as_ref())?, serde_json::to_value(m.config())),
+            Self::T5(m) => (
+                crate::params::hf_tensors(m.as_ref())?,
+                serde_json::to_value(m.config()),
+            ),
             Self::NorT5(m) => (
                 crate::params::hf_tensors(m.as_ref())?,
                 serde_json::to_value(m.config()),

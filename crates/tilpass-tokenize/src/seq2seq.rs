@@ -122,13 +122,13 @@ pub fn shift_right(labels: &[i64], decoder_start: u32, pad_id: u32) -> Vec<u32> 
         return out;
     }
     out.push(decoder_start);
-    out.extend(labels[..labels.len() - 1].iter().map(|&l| {
-        if l == IGNORE_INDEX {
-            pad_id
-        } else {
-            l as u32
-        }
-    }));
+    out.extend(
+        labels[..labels.len() - 1].iter().map(
+            |&l| {
+                if l == IGNORE_INDEX { pad_id } else { l as u32 }
+            },
+        ),
+    );
     out
 }
 
@@ -176,7 +176,11 @@ pub fn collate_seq2seq(
             });
         }
     }
-    let src_len = examples.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+    let src_len = examples
+        .iter()
+        .map(|e| e.input_ids.len())
+        .max()
+        .unwrap_or(0);
     let tgt_len = examples.iter().map(|e| e.labels.len()).max().unwrap_or(0);
     let b = examples.len();
     let mut out = Seq2SeqBatch {
@@ -472,7 +476,10 @@ mod tests {
     fn shift_right_is_transformers() {
         // _shift_right: shifted[..., 1:] = labels[..., :-1]; shifted[..., 0] = start;
         // masked_fill(shifted == -100, pad).
-        assert_eq!(shift_right(&[5, 6, 1, -100, -100], 0, 9), vec![0, 5, 6, 1, 9]);
+        assert_eq!(
+            shift_right(&[5, 6, 1, -100, -100], 0, 9),
+            vec![0, 5, 6, 1, 9]
+        );
         assert_eq!(shift_right(&[7], 3, 0), vec![3]);
         assert!(shift_right(&[], 3, 0).is_empty());
     }

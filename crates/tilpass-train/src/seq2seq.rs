@@ -83,10 +83,12 @@ pub fn seq2seq_train_batches(
             e.labels.len()
         )));
     }
-    Ok(seq2seq_batches(examples, batch_size, pad_id, decoder_start)?
-        .iter()
-        .map(Seq2SeqTrainBatch::from_batch)
-        .collect())
+    Ok(
+        seq2seq_batches(examples, batch_size, pad_id, decoder_start)?
+            .iter()
+            .map(Seq2SeqTrainBatch::from_batch)
+            .collect(),
+    )
 }
 
 /// transformers' `T5ForConditionalGeneration` loss of one batch: the mean cross-entropy of
@@ -116,7 +118,10 @@ fn label_log_probs(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<2>, usiz
         ))
         .into());
     }
-    if let Some(l) = labels.iter().find(|l| **l >= v as i64 || **l < IGNORE_INDEX) {
+    if let Some(l) = labels
+        .iter()
+        .find(|l| **l >= v as i64 || **l < IGNORE_INDEX)
+    {
         return Err(ModelError::Input(format!(
             "label {l} is outside the vocabulary of {v} (and is not -100)"
         ))

@@ -589,7 +589,9 @@ impl SftRun {
         } else {
             "the plain `user:` / `assistant:` layout"
         };
-        progress(Event::Detail(&format!("encoder inputs rendered with {layout}")));
+        progress(Event::Detail(&format!(
+            "encoder inputs rendered with {layout}"
+        )));
         let mut encode = |spec: &DatasetSpec| -> Result<Vec<Seq2SeqExample>> {
             let (examples, report) = encoder.encode_all(&load_records(spec)?)?;
             let note = format!("{spec}: {} examples ({report:?})", examples.len());
@@ -671,7 +673,9 @@ impl SftRun {
         };
         let saved = if self.full {
             let dir = out.join("model");
-            let base_config = tilpass_core::ModelDir::open(model_dir)?.config_json().clone();
+            let base_config = tilpass_core::ModelDir::open(model_dir)?
+                .config_json()
+                .clone();
             peft.save(&dir, tilpass_core::SaveDtype::F32, Some(&base_config))?;
             copy_tokenizer_files(model_dir, &dir)?;
             let gen_cfg = model_dir.join("generation_config.json");
