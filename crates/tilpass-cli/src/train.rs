@@ -371,12 +371,25 @@ pub fn train_cmd(c: TrainCommand) -> Result<()> {
             };
             let device = tilpass::device(&run.device)?;
             let mut bar = Progress::new(SftRun::JOB, run.steps);
-            let o = run
-                .run(&device, &mut |e| show(&mut bar, e))
-                .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
-            bar.finish(&o.summary);
+            // Encoder-decoder directories (T5, mT5, NorT5) take the seq2seq path.
+            let seq2seq = run
+                .model
+                .as_deref()
+                .is_some_and(|m| tilpass::models::is_encoder_decoder(m).unwrap_or(false));
+            let (summary, saved) = if seq2seq {
+                let o = run
+                    .run_seq2seq(&device, &mut |e| show(&mut bar, e))
+                    .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
+                (o.summary, o.saved)
+            } else {
+                let o = run
+                    .run(&device, &mut |e| show(&mut bar, e))
+                    .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
+                (o.summary, o.saved)
+            };
+            bar.finish(&summary);
             let key = if run.full { "model" } else { "adapter" };
-            print(&json!({"summary": o.summary, key: o.saved.display().to_string()}));
+            print(&json!({"summary": summary, key: saved.display().to_string()}));
         }
         TrainCommand::Classify(a) => {
             let Some(run) = a.config.resolve::<ClassifyRun>(&a)? else {
