@@ -97,6 +97,9 @@ impl Seq2SeqModel for Seq2SeqLm {
     fn pad_token_id(&self) -> u32 {
         self.inner().pad_token_id()
     }
+    fn loss_labels(&self, labels: &[i64]) -> Vec<i64> {
+        self.inner().loss_labels(labels)
+    }
 }
 
 /// When beam search stops (transformers' `early_stopping`).

@@ -47,6 +47,7 @@ impl Seq2SeqTrainBatch {
     }
 
     /// Supervised target tokens.
+    /// (Before the model's [`Seq2SeqModel::loss_labels`].)
     pub fn supervised(&self) -> usize {
         self.labels.iter().filter(|l| **l != IGNORE_INDEX).count()
     }
@@ -93,7 +94,9 @@ pub fn seq2seq_train_batches(
 
 /// transformers' `T5ForConditionalGeneration` loss of one batch: the mean cross-entropy of
 /// the decoder's logits `[batch, tgt, vocab]` over labels != -100 (no shift: the decoder input
-/// is already shifted), `[1]`; and the number of supervised tokens.
+/// is already shifted), `[1]`; and the number of supervised tokens. The labels go through
+/// [`Seq2SeqModel::loss_labels`] first (NorT5's own loss maps its special ids and ignores
+/// padding).
 pub fn seq2seq_lm_loss<M: Seq2SeqModel>(
     model: &M,
     batch: &Seq2SeqTrainBatch,
@@ -103,7 +106,7 @@ pub fn seq2seq_lm_loss<M: Seq2SeqModel>(
         &batch.input,
         &batch.decoder_input_ids,
     )?;
-    let (lp, n) = label_log_probs(logits, &batch.labels)?;
+    let (lp, n) = label_log_probs(logits, &model.loss_labels(&batch.labels))?;
     Ok((lp.sum().neg().div_scalar(n.max(1) as f64), n))
 }
 
