@@ -21,6 +21,7 @@ mod peft_parity;
 mod preference_losses;
 mod runs;
 mod sentence_embeddings;
+mod seq2seq_encoding;
 mod seq2seq_parity;
 mod seq2seq_train_parity;
 mod settings;
