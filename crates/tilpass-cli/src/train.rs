@@ -16,8 +16,9 @@ use crate::common::{ConfigArgs, finite_f64, parse_pattern, print, print_json};
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
-    /// LoRA supervised fine-tuning of a decoder on a chat / prompt-completion dataset (TRL
-    /// formats); writes the adapter (HF PEFT format), checkpoints, metrics.jsonl and
+    /// LoRA supervised fine-tuning of a decoder or an encoder-decoder (T5, mT5, NorT5: the
+    /// dialogue to the encoder, each answer a decoder target) on a chat / prompt-completion
+    /// dataset (TRL formats); writes the adapter (HF PEFT format), checkpoints, metrics.jsonl and
     /// run_config.json to --out.
     Sft(Box<SftArgs>),
     /// Train a BERT sequence classifier (LoRA + a new classifier head) on labelled JSONL
@@ -155,7 +156,8 @@ pub struct SftArgs {
     /// Chat template (the model's, or chatml / norsk / a named one).
     #[arg(long)]
     chat_template: Option<String>,
-    /// Truncate examples to this many tokens (keeping the start).
+    /// Truncate examples to this many tokens (keeping the start; for an encoder-decoder, the
+    /// encoder input loses its oldest turns and the answer its end).
     #[arg(long)]
     max_length: Option<usize>,
     /// Over-long examples: keep_start, keep_end, drop or error.

@@ -57,7 +57,8 @@ pub struct SftRun {
     /// Chat template: the tokenizer's (default) or a named one (`chatml`, `norsk`, ...).
     pub chat_template: Option<String>,
     /// Truncate examples to this many tokens (`None`: no limit; with `packing`, the row
-    /// length, examples cut when packed).
+    /// length, examples cut when packed). For an encoder-decoder, the longest encoder input
+    /// (the history cut from the left) and the longest target (cut at its end, EOS kept).
     pub max_length: Option<usize>,
     /// What to do with longer examples: keep_start, keep_end, drop or error.
     pub truncation: Truncation,
