@@ -518,8 +518,8 @@ impl Seq2SeqModel for NorT5 {
     fn pad_token_id(&self) -> u32 {
         self.config().pad_token_id
     }
-    /// As `NorT5ForConditionalGeneration.forward(labels=...)`: [CLS] becomes [BOS], [SEP]
-    /// becomes [EOS] (`set_decoder_special_tokens`), and the pad id is not a target (its
+    /// As `NorT5ForConditionalGeneration.forward(labels=...)`: `[CLS]` becomes `[BOS]`, `[SEP]`
+    /// becomes `[EOS]` (`set_decoder_special_tokens`), and the pad id is not a target (its
     /// `labels.masked_fill_(labels == pad_token_id, -100)`).
     fn loss_labels(&self, labels: &[i64]) -> Vec<i64> {
         let c = self.config();
