@@ -201,7 +201,7 @@ fn records_an_encoder_decoder_cannot_learn_from_are_typed_errors() {
 }
 
 #[test]
-fn a_tokenizer_without_eos_is_refused() {
+fn a_tokenizer_without_eos_needs_the_models() {
     let (dir, _) = tokenizer(None);
     std::fs::write(dir.path().join("tokenizer_config.json"), "{}").unwrap();
     let tok = Tokenizer::from_dir(dir.path()).unwrap();
@@ -209,4 +209,23 @@ fn a_tokenizer_without_eos_is_refused() {
         .err()
         .expect("an error");
     assert!(err.to_string().contains("EOS"), "{err}");
+    // The model's EOS id, given in the config, ends the targets instead.
+    let cfg = Seq2SeqSftConfig {
+        eos_id: Some(6),
+        ..Default::default()
+    };
+    let enc = Seq2SeqEncoder::new(&tok, cfg).unwrap();
+    let one = Record::PromptCompletion {
+        prompt: Content::Text("t20".into()),
+        completion: Content::Text("t30".into()),
+    };
+    assert_eq!(enc.encode(0, &one).unwrap(), vec![ex(&[20], &[30, 6])]);
+    let out_of_vocab = Seq2SeqSftConfig {
+        eos_id: Some(256),
+        ..Default::default()
+    };
+    assert!(matches!(
+        Seq2SeqEncoder::new(&tok, out_of_vocab),
+        Err(TokenizeError::Invalid(_))
+    ));
 }

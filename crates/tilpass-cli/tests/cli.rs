@@ -1954,3 +1954,49 @@ fn train_sft_takes_an_encoder_decoder() {
     assert_eq!(before["shape"], after["shape"]);
     assert_ne!(before["logits"], after["logits"]);
 }
+
+/// The command on a NorT5 directory: `train sft --model NORT5_DIR --data
+/// builtin:norsk-chat --out run` (the tokenizer names no EOS: targets end in the model's).
+#[test]
+fn train_sft_chat_tunes_a_nort5_on_norsk_chat() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/nort5");
+    let dir = with_tokenizer(&src);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("run");
+    let v = ok_json(&tilpass(&[
+        "train",
+        "sft",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--data",
+        "builtin:norsk-chat",
+        "--eval-data",
+        "builtin:norsk-chat:eval",
+        "--out",
+        out.to_str().unwrap(),
+        "--target-modules",
+        "in_proj_q,in_proj_v",
+        "--max-length",
+        "64",
+        "--steps",
+        "2",
+        "--eval-steps",
+        "2",
+        "--eval-samples",
+        "1",
+        "--sample-max-new-tokens",
+        "2",
+    ]));
+    assert_eq!(v["summary"]["steps"], 2);
+    let last = v["summary"]["last_eval"]["eval_loss"].as_f64().unwrap();
+    assert!(last.is_finite() && last > 0.0, "{v}");
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["task_type"], "SEQ_2_SEQ_LM");
+    assert_eq!(
+        cfg["target_modules"],
+        serde_json::json!(["in_proj_q", "in_proj_v"])
+    );
+}

@@ -54,6 +54,9 @@ pub struct Seq2SeqSftConfig {
     pub max_target_length: Option<usize>,
     /// Chat template name (`None`: the tokenizer's own if it has one, else the plain layout).
     pub chat_template: Option<String>,
+    /// The id that ends every target (`None`: the tokenizer's EOS; set it from the model's
+    /// config when the tokenizer names none).
+    pub eos_id: Option<u32>,
 }
 
 impl Default for Seq2SeqSftConfig {
@@ -62,6 +65,7 @@ impl Default for Seq2SeqSftConfig {
             max_source_length: Some(512),
             max_target_length: Some(512),
             chat_template: None,
+            eos_id: None,
         }
     }
 }
@@ -247,21 +251,32 @@ struct Encoded {
 
 impl<'a> Seq2SeqEncoder<'a> {
     /// Prepares an encoder: compiles the chat template when the tokenizer has one (or one is
-    /// named: then it must exist). Errors when the tokenizer has no EOS token (targets end in
-    /// it) or a length limit is 0 (the target limit must leave room for EOS and one token: 2).
+    /// named: then it must exist). Errors when neither the config nor the tokenizer gives an
+    /// EOS id (targets end in it), or a length limit is 0 (the target limit must leave room
+    /// for EOS and one token: 2).
     pub fn new(tokenizer: &'a Tokenizer, config: Seq2SeqSftConfig) -> Result<Self> {
         let template = match tokenizer.chat_template(config.chat_template.as_deref()) {
             Ok(t) => Some(t),
             Err(TokenizeError::NoChatTemplate { .. }) if config.chat_template.is_none() => None,
             Err(e) => return Err(e),
         };
-        let eos = tokenizer.eos_id().ok_or_else(|| {
-            TokenizeError::Invalid(format!(
-                "{}: the tokenizer has no EOS token, which ends every seq2seq target (set \
+        let eos = config
+            .eos_id
+            .or_else(|| tokenizer.eos_id())
+            .ok_or_else(|| {
+                TokenizeError::Invalid(format!(
+                    "{}: the tokenizer has no EOS token, which ends every seq2seq target (set \
                  eos_token in tokenizer_config.json)",
+                    tokenizer.source()
+                ))
+            })?;
+        if eos as usize >= tokenizer.vocab_size() {
+            return Err(TokenizeError::Invalid(format!(
+                "EOS id {eos} is outside the tokenizer's vocabulary of {} ({})",
+                tokenizer.vocab_size(),
                 tokenizer.source()
-            ))
-        })?;
+            )));
+        }
         if config.max_source_length == Some(0) {
             return Err(TokenizeError::Invalid(
                 "max_source_length must be at least 1".into(),

@@ -538,6 +538,7 @@ impl SftRun {
             max_source_length: self.max_length,
             max_target_length: self.max_length.map(|n| n.max(2)),
             chat_template: self.chat_template.clone(),
+            eos_id: None,
         }
     }
 
@@ -584,7 +585,14 @@ impl SftRun {
         let pad = base.pad_token_id();
         let start = base.decoder_start_token_id();
         let bs = self.batch_size;
-        let encoder = Seq2SeqEncoder::new(&tok, self.seq2seq_config())?;
+        // Targets end in the tokenizer's EOS, or the model's when the tokenizer names none.
+        let encoder = Seq2SeqEncoder::new(
+            &tok,
+            Seq2SeqSftConfig {
+                eos_id: tok.eos_id().or(base.eos_token_ids().first().copied()),
+                ..self.seq2seq_config()
+            },
+        )?;
         let layout = if encoder.uses_template() {
             "the chat template"
         } else {
