@@ -1903,6 +1903,37 @@ fn train_sft_takes_an_encoder_decoder() {
     .unwrap();
     assert_eq!(first["tokens"], 4 * 3, "{first}");
 
+    // Resumed from the step-4 checkpoint, the run ends with the same adapter, byte for byte.
+    let resumed = work.path().join("resumed");
+    let v = ok_json(&tilpass(&[
+        "train",
+        "sft",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--out",
+        resumed.to_str().unwrap(),
+        "--lora-r",
+        "4",
+        "--target-modules",
+        "q,v,wi_0",
+        "--lr",
+        "0.01",
+        "--batch-size",
+        "4",
+        "--steps",
+        "8",
+        "--resume",
+        out.join("checkpoint-4").to_str().unwrap(),
+    ]));
+    assert_eq!(v["summary"]["steps"], 8);
+    assert_eq!(
+        std::fs::read(resumed.join("adapter/adapter_model.safetensors")).unwrap(),
+        std::fs::read(adapter.join("adapter_model.safetensors")).unwrap(),
+        "exact resume"
+    );
+
     // Flags that mean nothing for an encoder-decoder are refused, naming the setting.
     let err = bad_input(&tilpass(&[
         "train",
