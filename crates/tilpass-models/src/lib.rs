@@ -105,5 +105,6 @@ pub use nort5::{NorT5, NorT5Config};
 pub use params::{ParamKind, ParamSpec, ParamTable};
 pub use seq2seq::{
     EarlyStopping, SUPPORTED_SEQ2SEQ, Seq2SeqConfig, Seq2SeqLm, Seq2SeqModel, generate_seq2seq,
+    is_encoder_decoder,
 };
 pub use t5::{T5, T5Config, t5_bucket};
