@@ -21,6 +21,8 @@
 //! | [`orpo_run`], [`cpo_run`], [`kto_run`] | `tilpass train orpo|cpo|kto` as serde run configs | `ORPOConfig`, `CPOConfig`, `KTOConfig` |
 //! | [`orpo_trainer`] | ORPO on the training loop (no reference model) | `ORPOTrainer.train` |
 //! | [`cpo_trainer`] | CPO / SimPO / AlphaPO on the training loop (no reference model) | `CPOTrainer.train` |
+//! | [`reward_trainer`] | reward models (decoder sequence classifiers) on the training loop | `RewardTrainer.train` |
+//! | [`reward_run`] | `tilpass train reward` as a serde run config | `RewardConfig` |
 //!
 //! Conventions: sequence inputs are `[batch]` tensors (one value per completion or pair),
 //! per-token inputs `[batch, seq]` with a 0/1 completion mask ([`TokenLogps`]). Reference
@@ -43,6 +45,11 @@
 //! Checked against TRL's own `DPOTrainer` (tests/fixtures/generate_dpo.py, tests in
 //! `tests/all/dpo_parity.rs`).
 //!
+//! **Reward models**: [`reward_trainer`] trains a decoder sequence classifier
+//! ([`tilpass_models::DecoderClassifier`], transformers' `*ForSequenceClassification`) with the
+//! Bradley-Terry loss (margins, centring) and TRL's metrics, checked against TRL's own
+//! `RewardTrainer` (tests/fixtures/generate_reward.py, tests in `tests/all/reward_parity.rs`).
+//!
 //! **Trainers without a reference** and **KTO**: [`orpo_trainer`] (ORPO) and [`cpo_trainer`]
 //! (CPO, SimPO, AlphaPO) on the same loop, and [`kto_trainer`] (KTO: unpaired rows, the KL
 //! reference point from each batch's rotated completions, the reference as for DPO), with
@@ -52,9 +59,8 @@
 //! (tests/fixtures/generate_pref_trainers.py, tests in `tests/all/pref_trainer_parity.rs`).
 //!
 //! **Not here yet** (issue 15): evaluation sets and WPO in the DPO trainer, cached reference
-//! log-probs, evaluation sets in the ORPO / CPO / KTO trainers, the reward-model trainer,
-//! sequence-classification reward heads, `tilpass train reward` and `tilpass reward score`,
-//! and online methods (GRPO).
+//! log-probs, evaluation sets in the ORPO / CPO / KTO trainers, BERT / NorBERT3 reward models
+//! in the CLI, and online methods (GRPO).
 
 #![warn(missing_docs)]
 
@@ -76,6 +82,8 @@ pub mod orpo_trainer;
 mod paired_policy;
 mod pref_run;
 pub mod reward;
+pub mod reward_run;
+pub mod reward_trainer;
 
 pub use cpo::{CpoConfig, CpoInputs, CpoLossType, CpoMetrics, CpoOutput, cpo_loss};
 pub use cpo_run::CpoRun;
@@ -96,3 +104,8 @@ pub use orpo::{OrpoConfig, OrpoInputs, OrpoMetrics, OrpoOutput, orpo_loss};
 pub use orpo_run::{OrpoRun, PreferenceOutcome};
 pub use orpo_trainer::{orpo_batch_loss, train_orpo};
 pub use reward::{RewardConfig, RewardInputs, RewardMetrics, RewardOutput, reward_loss};
+pub use reward_run::{RewardOutcome, RewardRun};
+pub use reward_trainer::{
+    RewardBatch, RewardBatchOutput, RewardEval, RewardModel, evaluate_reward, pair_rewards,
+    reward_batch_loss, train_reward,
+};
