@@ -83,7 +83,9 @@ fn main() {
                 std::process::exit(1);
             }
             if check && r.dpo.as_ref().is_some_and(|d| d.accuracy.1 <= d.accuracy.0) {
-                eprintln!("quickstart check failed: DPO did not raise the held-out reward accuracy");
+                eprintln!(
+                    "quickstart check failed: DPO did not raise the held-out reward accuracy"
+                );
                 std::process::exit(1);
             }
             println!(

@@ -135,6 +135,7 @@ fn first_question(c: &ChatExample) -> String {
 /// Runs the quickstart; progress goes to stderr unless `quiet`.
 pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxError> {
     let started = std::time::Instant::now();
+    let stages = if cfg.dpo_steps > 0 { 5 } else { 4 };
     let train_set = norsk_chat(Some("train"))?;
     let eval_set = norsk_chat(Some("eval"))?;
     say(
@@ -169,7 +170,7 @@ pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxE
     let tok = Tokenizer::from_dir(&base_dir)?;
     say(
         quiet,
-        &format!("1/4 tokenizer: BPE, {} tokens", tok.vocab_size()),
+        &format!("1/{stages} tokenizer: BPE, {} tokens", tok.vocab_size()),
     );
 
     // 2. A tiny Llama, pre-trained briefly on the conversations as plain text.
@@ -191,7 +192,7 @@ pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxE
     say(
         quiet,
         &format!(
-            "2/4 base model: Llama, hidden {}, {} layers, {} parameters; pre-training {} steps",
+            "2/{stages} base model: Llama, hidden {}, {} layers, {} parameters; pre-training {} steps",
             cfg.hidden_size,
             cfg.layers,
             model.parameter_count(),
@@ -272,7 +273,7 @@ pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxE
     say(
         quiet,
         &format!(
-            "3/4 chat fine-tuning: LoRA r={} on all linear layers; {} steps",
+            "3/{stages} chat fine-tuning: LoRA r={} on all linear layers; {} steps",
             cfg.lora_r, cfg.chat_steps
         ),
     );
@@ -308,7 +309,6 @@ pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxE
         .zip(answers)
         .collect();
     let adapter_dir = tuned.saved;
-    let stages = if cfg.dpo_steps > 0 { 5 } else { 4 };
     say(
         quiet,
         &format!(
@@ -395,9 +395,7 @@ fn dpo_stage(
         progress.finish(&tuned.summary);
     }
     let get = |e: &Option<DpoEval>, name: &str| {
-        e.as_ref()
-            .and_then(|e| e.metric(name))
-            .unwrap_or(f64::NAN)
+        e.as_ref().and_then(|e| e.metric(name)).unwrap_or(f64::NAN)
     };
     let loss = |e: &Option<DpoEval>| e.as_ref().map(|e| e.eval_loss).unwrap_or(f64::NAN);
     let (first, last) = (&tuned.initial_eval, &tuned.final_eval);

@@ -299,8 +299,10 @@ fn check_case_with(case: &str, full: bool, precompute: bool) {
     let exact = if full {
         Some(fixture_path(&format!("{dir}/final_f64.safetensors")))
     } else {
-        Some(fixture_path(&format!("{dir}/final_f64/adapter_model.safetensors")))
-            .filter(|p| p.exists())
+        Some(fixture_path(&format!(
+            "{dir}/final_f64/adapter_model.safetensors"
+        )))
+        .filter(|p| p.exists())
     }
     .map(|p| Checkpoint::open(p).unwrap());
     let mut keys: Vec<&str> = theirs.keys().collect();

@@ -994,10 +994,28 @@ fn train_dpo_caches_reference_log_probs_and_evaluates_every_eval_steps() {
     let run = |name: &str, extra: &[&str]| -> (Vec<Value>, String) {
         let out = work.path().join(name);
         let mut args = vec![
-            "train", "dpo", "--model", m, "--data", &data, "--eval-data", &eval,
-            "--batch-size", "2", "--lora-r", "4", "--target-modules", "q_proj,v_proj",
-            "--steps", "4", "--lr", "0.01", "--eval-steps", "2",
-            "--out", out.to_str().unwrap(),
+            "train",
+            "dpo",
+            "--model",
+            m,
+            "--data",
+            &data,
+            "--eval-data",
+            &eval,
+            "--batch-size",
+            "2",
+            "--lora-r",
+            "4",
+            "--target-modules",
+            "q_proj,v_proj",
+            "--steps",
+            "4",
+            "--lr",
+            "0.01",
+            "--eval-steps",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
         let o = tilpass(&args);
@@ -1013,14 +1031,21 @@ fn train_dpo_caches_reference_log_probs_and_evaluates_every_eval_steps() {
         lines
             .iter()
             .filter_map(|l| {
-                let k = if l.get("loss").is_some() { "loss" } else { "eval_loss" };
+                let k = if l.get("loss").is_some() {
+                    "loss"
+                } else {
+                    "eval_loss"
+                };
                 Some((k.to_string(), l.get(k)?.to_string()))
             })
             .collect()
     };
     let (plain, _) = run("plain", &[]);
     // Before training, at steps 2 and 4 (the loop's), no separate final evaluation.
-    let evals: Vec<&Value> = plain.iter().filter(|l| l.get("eval_loss").is_some()).collect();
+    let evals: Vec<&Value> = plain
+        .iter()
+        .filter(|l| l.get("eval_loss").is_some())
+        .collect();
     let steps: Vec<u64> = evals.iter().map(|l| l["step"].as_u64().unwrap()).collect();
     assert_eq!(steps, [0, 2, 4], "{plain:?}");
     for e in &evals {
@@ -1038,9 +1063,16 @@ fn train_dpo_caches_reference_log_probs_and_evaluates_every_eval_steps() {
     let (again, err) = run("again", &["--precompute-ref-log-probs"]);
     assert!(!err.contains("computing reference log-probs"), "{err}");
     assert!(err.contains("reference log-probs from"), "{err}");
-    assert_eq!(losses(&again), losses(&plain), "losses from the reused cache");
+    assert_eq!(
+        losses(&again),
+        losses(&plain),
+        "losses from the reused cache"
+    );
     // Another max_length changes the tokenised data: the cache is rebuilt, saying why.
-    let (_, err) = run("shorter", &["--precompute-ref-log-probs", "--max-length", "5"]);
+    let (_, err) = run(
+        "shorter",
+        &["--precompute-ref-log-probs", "--max-length", "5"],
+    );
     assert!(err.contains("made for another tokenised data"), "{err}");
     // A damaged cache is never used.
     let text = std::fs::read_to_string(&cache).unwrap();
@@ -1051,12 +1083,23 @@ fn train_dpo_caches_reference_log_probs_and_evaluates_every_eval_steps() {
     // WPO: the first step's loss is log 2 times the pairs' weights (< 1).
     let (wpo, _) = run("wpo", &["--use-weighting"]);
     let l0 = wpo[1]["loss"].as_f64().unwrap();
-    assert!(l0 > 0.0 && l0 < std::f64::consts::LN_2 - 1e-3, "WPO loss {l0}");
+    assert!(
+        l0 > 0.0 && l0 < std::f64::consts::LN_2 - 1e-3,
+        "WPO loss {l0}"
+    );
     // eval_steps without eval data is refused before any work.
     let o = work.path().join("bad");
     let err = bad_input(&tilpass(&[
-        "train", "dpo", "--model", m, "--data", &data, "--out", o.to_str().unwrap(),
-        "--eval-steps", "2",
+        "train",
+        "dpo",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--out",
+        o.to_str().unwrap(),
+        "--eval-steps",
+        "2",
     ]));
     assert!(err.contains("eval_steps"), "{err}");
 }

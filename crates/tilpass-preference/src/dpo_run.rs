@@ -486,7 +486,10 @@ impl DpoRun {
                 .into(),
             };
             let model_hash = hash_model_dir(model_dir)?;
-            let sets = [(Some(data), &mut batches), (self.eval_data.as_ref(), &mut eval_batches)];
+            let sets = [
+                (Some(data), &mut batches),
+                (self.eval_data.as_ref(), &mut eval_batches),
+            ];
             for (spec, set) in sets {
                 let Some(spec) = spec else { continue };
                 // Computed with the adapters disabled: the base model (a fresh LoRA run, a
@@ -605,19 +608,13 @@ fn cached_reference(
     )));
     let started = std::time::Instant::now();
     let mut done = 0;
-    let values = precompute_reference(
-        model,
-        DpoReference::DisabledAdapters,
-        dpo,
-        set,
-        &mut |i| {
-            done += set[i - 1].pairs;
-            progress(Event::Rows {
-                done,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-        },
-    )?;
+    let values = precompute_reference(model, DpoReference::DisabledAdapters, dpo, set, &mut |i| {
+        done += set[i - 1].pairs;
+        progress(Event::Rows {
+            done,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    })?;
     match ref_cache::store(path, key, &values) {
         Ok(()) => progress(Event::Message(&format!(
             "{name}: reference log-probs cached in {}",

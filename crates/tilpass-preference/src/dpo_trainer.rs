@@ -282,7 +282,10 @@ pub fn policy_outputs(
     };
     let wpo = if with_wpo {
         let [_, _, vocab] = logits.dims();
-        let shifted = logits.clone().detach().slice([0..rows, 0..seq - 1, 0..vocab]);
+        let shifted = logits
+            .clone()
+            .detach()
+            .slice([0..rows, 0..seq - 1, 0..vocab]);
         // log sum_v p_v^2 = log sum_v e^{2(z_v - m)} - 2 log sum_v e^{z_v - m}, m = max_v z_v
         // (TRL's fused head computes it so).
         let z = shifted.clone().sub(shifted.max_dim(2));
@@ -493,8 +496,7 @@ pub fn dpo_batch_loss(
         Some(_) => None,
         None => Some(reference_logps(model, reference, batch)?),
     };
-    let (policy, logit_metrics, wpo) =
-        policy_outputs(model, batch, true, config.use_weighting)?;
+    let (policy, logit_metrics, wpo) = policy_outputs(model, batch, true, config.use_weighting)?;
     let (ref_c, ref_r) = match &reference {
         Some(r) => (&r.chosen, &r.rejected),
         // Placeholders with the policy's shapes; the precomputed values replace their sums.
@@ -691,10 +693,11 @@ pub fn train_dpo<'t>(
         {
             return Err(missing_reference());
         }
-        if let Some(b) = set
-            .iter()
-            .find(|b| b.reference.as_ref().is_some_and(|r| r.ld_alpha != config.ld_alpha))
-        {
+        if let Some(b) = set.iter().find(|b| {
+            b.reference
+                .as_ref()
+                .is_some_and(|r| r.ld_alpha != config.ld_alpha)
+        }) {
             return Err(PreferenceError::Incompatible {
                 setting: "ld_alpha",
                 other: "precompute_ref_log_probs",

@@ -364,7 +364,9 @@ mod tests {
         let bits = (-1.25f64).to_bits().to_string();
         let flipped = (-1.5f64).to_bits().to_string();
         std::fs::write(&path, text.replacen(&bits, &flipped, 1)).unwrap();
-        assert!(matches!(load(&path, &k, &data), CacheLookup::Corrupt(m) if m.contains("checksum")));
+        assert!(
+            matches!(load(&path, &k, &data), CacheLookup::Corrupt(m) if m.contains("checksum"))
+        );
         std::fs::write(&path, &text[..text.len() / 2]).unwrap();
         assert!(matches!(load(&path, &k, &data), CacheLookup::Corrupt(_)));
         std::fs::write(&path, "").unwrap();
@@ -385,8 +387,7 @@ mod tests {
         );
         let builtin = DatasetSpec::norsk_pref(Some("eval"));
         assert!(
-            cache_path(&builtin, None, out)
-                .ends_with("builtin-norsk-pref-eval.ref-logps.json")
+            cache_path(&builtin, None, out).ends_with("builtin-norsk-pref-eval.ref-logps.json")
         );
     }
 
