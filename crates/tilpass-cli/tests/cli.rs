@@ -1056,10 +1056,30 @@ fn train_dpo_caches_reference_log_probs_and_evaluates_every_eval_steps() {
     }
     let cache = work.path().join("pref.jsonl.ref-logps.json");
     let eval_cache = work.path().join("held.jsonl.ref-logps.json");
-    let (first, err) = run("cached", &["--precompute-ref-log-probs"]);
+    let (first, err) = run(
+        "cached",
+        &["--precompute-ref-log-probs", "--save-steps", "2"],
+    );
     assert!(err.contains("computing reference log-probs"), "{err}");
     assert!(cache.is_file() && eval_cache.is_file());
     assert_eq!(losses(&first), losses(&plain), "losses with the cache");
+    // Resumed from step 2, the cache is reused and the adapter ends the same, byte for byte.
+    let ckpt = work.path().join("cached/checkpoint-2");
+    let (_, err) = run(
+        "resumed",
+        &[
+            "--precompute-ref-log-probs",
+            "--resume",
+            ckpt.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("reference log-probs from"), "{err}");
+    let file = "adapter/adapter_model.safetensors";
+    assert_eq!(
+        std::fs::read(work.path().join("cached").join(file)).unwrap(),
+        std::fs::read(work.path().join("resumed").join(file)).unwrap(),
+        "resumed adapter"
+    );
     let (again, err) = run("again", &["--precompute-ref-log-probs"]);
     assert!(!err.contains("computing reference log-probs"), "{err}");
     assert!(err.contains("reference log-probs from"), "{err}");
