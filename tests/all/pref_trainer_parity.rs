@@ -460,6 +460,19 @@ fn kto_refuses_batches_of_one_and_missing_kl_rows_before_training() {
     assert!(err.to_string().contains("KL rows"), "{err}");
     let err = run(std::slice::from_ref(&two_without_kl), Target::Full);
     assert!(err.to_string().contains("explicit reference"), "{err}");
+    // Precomputed reference log-probs are not taken by the KTO trainer (yet): refused.
+    let err = train_kto(
+        &mut model,
+        Target::Adapter("default"),
+        DpoReference::Precomputed,
+        &KtoConfig::default(),
+        std::slice::from_ref(&one),
+        &cfg,
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("precomputed"), "{err}");
     assert!(
         !out.path().join("metrics.jsonl").exists(),
         "nothing written before the checks pass"

@@ -289,6 +289,17 @@ fn logit_metrics(logits: Tensor<3>, labels: &[i64], desirable: &[bool]) -> Resul
     })
 }
 
+/// KTO batches carry no reference log-probs (yet).
+fn precomputed_unsupported() -> PreferenceError {
+    PreferenceError::InvalidSetting {
+        setting: "reference",
+        value: "precomputed".into(),
+        expected: "the model with its adapters disabled or an explicit reference model: the \
+                   KTO trainer does not take precomputed reference log-probs yet"
+            .into(),
+    }
+}
+
 /// TRL's KTO loss of one batch for `model` (the policy, as it is now) against `reference`,
 /// with the metrics TRL logs.
 pub fn kto_batch_loss(
@@ -322,6 +333,7 @@ pub fn kto_batch_loss(
     let (ref_logps, kl_ref) = match reference {
         DpoReference::DisabledAdapters => model.with_disabled(|m| reference_sums(m))??,
         DpoReference::Model(r) => reference_sums(r)?,
+        DpoReference::Precomputed => return Err(precomputed_unsupported()),
     };
     let out = kto_loss(
         config,
@@ -380,6 +392,9 @@ pub fn train_kto<'t>(
                      disabled the reference would be the trained model itself"
                 .into(),
         });
+    }
+    if matches!(reference, DpoReference::Precomputed) {
+        return Err(precomputed_unsupported());
     }
     if cfg.eval_steps.is_some() || cfg.early_stopping_patience.is_some() {
         return Err(PreferenceError::InvalidSetting {
