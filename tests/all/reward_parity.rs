@@ -305,6 +305,7 @@ fn check_case<M: RewardModel>(case: &str, mut peft: PeftModel<M>) -> PeftModel<M
         Target::Adapter("default"),
         &rc,
         &batches(&reference),
+        &[],
         &cfg,
         None,
         &mut |e| {
@@ -482,6 +483,7 @@ fn full_fine_tuning_reward_matches_trl() {
         Target::Full,
         &RewardConfig::default(),
         &batches(&reference),
+        &[],
         &cfg,
         None,
         &mut |e| {
@@ -600,15 +602,34 @@ fn reward_batches_and_models_are_checked_before_training() {
     let mut peft = reward_model("train/reward_lora", 0);
     peft.set_pad_token_id(None);
     let rc = RewardConfig::default();
-    let err = train_reward(&mut peft, "default", &rc, &train, &cfg, None, &mut |_| {}).unwrap_err();
+    let err = train_reward(
+        &mut peft,
+        "default",
+        &rc,
+        &train,
+        &[],
+        &cfg,
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("pad_token_id"), "{err}");
     // A negative centring coefficient, evaluation settings (not supported by the loop here).
     peft.set_pad_token_id(Some(0));
     let neg = RewardConfig {
         center_rewards_coefficient: Some(-1.0),
     };
-    let err =
-        train_reward(&mut peft, "default", &neg, &train, &cfg, None, &mut |_| {}).unwrap_err();
+    let err = train_reward(
+        &mut peft,
+        "default",
+        &neg,
+        &train,
+        &[],
+        &cfg,
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(
         err.to_string().contains("center_rewards_coefficient"),
         "{err}"
@@ -622,6 +643,7 @@ fn reward_batches_and_models_are_checked_before_training() {
         "default",
         &rc,
         &train,
+        &[],
         &with_eval,
         None,
         &mut |_| {},

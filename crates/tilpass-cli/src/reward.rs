@@ -34,10 +34,16 @@ pub struct RewardTrainArgs {
     /// held-out split).
     #[arg(long)]
     data: Option<String>,
-    /// Held-out pairs evaluated before and after training (eval_loss, eval_accuracy,
-    /// eval_margin, ...), e.g. builtin:norsk-pref:eval.
+    /// Held-out pairs evaluated before training, every --eval-steps and after training
+    /// (eval_loss, eval_accuracy, eval_margin, ...), e.g. builtin:norsk-pref:eval.
     #[arg(long)]
     eval_data: Option<String>,
+    /// Evaluate on --eval-data every N steps (besides before and after training).
+    #[arg(long)]
+    eval_steps: Option<usize>,
+    /// Stop after N evaluations without a lower eval loss.
+    #[arg(long)]
+    early_stopping_patience: Option<usize>,
     /// Output directory.
     #[arg(long)]
     out: Option<PathBuf>,

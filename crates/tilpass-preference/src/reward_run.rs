@@ -52,10 +52,14 @@ pub struct RewardRun {
     /// Training data: JSONL / JSON preference rows in a TRL format (explicit or implicit
     /// prompt, text or conversations, optional `margin`), or `builtin:norsk-pref[:split]`.
     pub data: Option<DatasetSpec>,
-    /// Held-out pairs (e.g. `builtin:norsk-pref:eval`), evaluated before the first step and
-    /// after the last: eval loss and TRL's `eval_accuracy`, `eval_margin`, `eval_*_reward`,
-    /// logged to `metrics.jsonl` and returned in [`RewardOutcome`].
+    /// Held-out pairs (e.g. `builtin:norsk-pref:eval`), evaluated before the first step, every
+    /// `eval_steps` and after the last: eval loss and TRL's `eval_accuracy`, `eval_margin`,
+    /// `eval_*_reward`, logged to `metrics.jsonl` and returned in [`RewardOutcome`].
     pub eval_data: Option<DatasetSpec>,
+    /// Evaluate on `eval_data` every this many steps (besides before and after training).
+    pub eval_steps: Option<usize>,
+    /// Stop after this many evaluations without a lower `eval_loss` (needs `eval_steps`).
+    pub early_stopping_patience: Option<usize>,
     /// Output directory: `adapter/` (or `model/` with `full`), `checkpoint-N/`,
     /// `metrics.jsonl`, `run_config.json`.
     pub out: Option<PathBuf>,
@@ -120,6 +124,8 @@ impl Default for RewardRun {
             model: None,
             data: None,
             eval_data: None,
+            eval_steps: None,
+            early_stopping_patience: None,
             out: None,
             resume: None,
             overwrite_output_dir: false,
@@ -213,6 +219,26 @@ impl RunConfig for RewardRun {
         if let Some(n) = self.pad_to_multiple_of {
             at_least_one("pad_to_multiple_of", n)?;
         }
+        if let Some(n) = self.eval_steps {
+            at_least_one("eval_steps", n)?;
+            if self.eval_data.is_none() {
+                return Err(TrainError::setting(
+                    "eval_steps",
+                    n,
+                    "no value without `eval_data` (there is nothing to evaluate)",
+                ));
+            }
+        }
+        if let Some(n) = self.early_stopping_patience {
+            at_least_one("early_stopping_patience", n)?;
+            if self.eval_steps.is_none() {
+                return Err(TrainError::setting(
+                    "early_stopping_patience",
+                    n,
+                    "no value without `eval_steps` (it counts evaluations)",
+                ));
+            }
+        }
         self.reward_config()
             .validate()
             .map_err(|e| TrainError::Config(e.to_string()))?;
@@ -259,8 +285,8 @@ impl RewardRun {
                 eps: self.adam_epsilon,
                 weight_decay: self.weight_decay,
             },
-            eval_steps: None,
-            early_stopping_patience: None,
+            eval_steps: self.eval_steps,
+            early_stopping_patience: self.early_stopping_patience,
             save_steps: self.save_steps,
             save_total_limit: self.save_total_limit,
             output_dir: self.out.clone(),
@@ -438,11 +464,17 @@ impl RewardRun {
             target,
             &rc,
             &batches,
+            &eval_batches,
             &self.train_config(),
             self.resume.as_deref(),
             progress,
         )?;
-        let final_eval = evaluate(&peft, summary.steps)?;
+        // The loop's own evaluation at the last step (already in metrics.jsonl) is the final
+        // one; otherwise evaluate now.
+        let final_eval = match &summary.last_eval {
+            Some(e) if e.step == summary.steps => Some(RewardEval::from_eval_log(e)),
+            _ => evaluate(&peft, summary.steps)?,
+        };
         let saved = if self.full {
             let dir = out.join("model");
             peft.model().save(&dir, tilpass_core::SaveDtype::F32)?;
