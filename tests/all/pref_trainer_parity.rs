@@ -63,7 +63,7 @@ fn arrays(b: &Value, prefix: &str) -> (Vec<u32>, Vec<u8>, Vec<u8>, usize, usize)
 }
 
 /// The paired batches TRL concatenated (`[all chosen; all rejected]`).
-fn paired_batches(reference: &Value) -> Vec<DpoBatch> {
+pub(crate) fn paired_batches(reference: &Value) -> Vec<DpoBatch> {
     reference["batches"]
         .as_array()
         .expect("batches")
@@ -76,7 +76,7 @@ fn paired_batches(reference: &Value) -> Vec<DpoBatch> {
 }
 
 /// The unpaired batches of TRL's KTO collator, with their rotated KL batches.
-fn kto_batches(reference: &Value) -> Vec<KtoBatch> {
+pub(crate) fn kto_batches(reference: &Value) -> Vec<KtoBatch> {
     reference["batches"]
         .as_array()
         .expect("batches")
@@ -94,7 +94,7 @@ fn kto_batches(reference: &Value) -> Vec<KtoBatch> {
         .collect()
 }
 
-fn config(reference: &Value, out: &std::path::Path) -> TrainConfig {
+pub(crate) fn config(reference: &Value, out: &std::path::Path) -> TrainConfig {
     assert_eq!(reference["lr_scheduler_type"], "linear");
     TrainConfig {
         learning_rate: num(&reference["learning_rate"]),

@@ -208,7 +208,7 @@ fn causal_lm_checkpoints_need_a_new_score_head() {
 }
 
 /// The batches TRL fed to `compute_loss`, as [`RewardBatch`]es.
-fn batches(reference: &Value) -> Vec<RewardBatch> {
+pub(crate) fn batches(reference: &Value) -> Vec<RewardBatch> {
     reference["batches"]
         .as_array()
         .expect("batches")
@@ -225,7 +225,7 @@ fn batches(reference: &Value) -> Vec<RewardBatch> {
         .collect()
 }
 
-fn config(reference: &Value, out: &std::path::Path) -> TrainConfig {
+pub(crate) fn config(reference: &Value, out: &std::path::Path) -> TrainConfig {
     assert_eq!(reference["lr_scheduler_type"], "linear");
     TrainConfig {
         learning_rate: num(&reference["learning_rate"]),
@@ -248,7 +248,7 @@ fn config(reference: &Value, out: &std::path::Path) -> TrainConfig {
 }
 
 /// The tiny Llama as a reward model with TRL's initial adapter (LoRA + score head).
-fn reward_model(dir: &str, pad: u32) -> PeftModel<DecoderClassifier> {
+pub(crate) fn reward_model(dir: &str, pad: u32) -> PeftModel<DecoderClassifier> {
     let dev = tilpass_tests::test_device().autodiff();
     let init = ScoreInit::NewIfMissing {
         num_labels: 1,
