@@ -148,6 +148,57 @@ fn train_reward_then_score_rows() {
     };
     let v = train(&out, &["--eval-data", &data, "--save-steps", "3"]);
     assert_eq!(v["summary"]["steps"], 6);
+    // --eval-steps: the loop evaluates every 2 steps too (TRL's eval_ names); the evaluation
+    // at the last step is the final one.
+    let evals: Vec<Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l.get("eval_loss").is_some())
+        .collect();
+    assert_eq!(evals.len(), 2, "before and after training: {evals:?}");
+    let out_every = work.path().join("run_every");
+    let v2 = train(
+        &out_every,
+        &[
+            "--eval-data",
+            &data,
+            "--eval-steps",
+            "2",
+            "--early-stopping-patience",
+            "9",
+        ],
+    );
+    let evals: Vec<Value> = std::fs::read_to_string(out_every.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l.get("eval_loss").is_some())
+        .collect();
+    let at: Vec<u64> = evals.iter().map(|e| e["step"].as_u64().unwrap()).collect();
+    assert_eq!(
+        at,
+        [0, 2, 4, 6],
+        "initial, then every 2 steps (the last is the final)"
+    );
+    for e in &evals {
+        for k in [
+            "eval_accuracy",
+            "eval_margin",
+            "eval_mean_reward",
+            "eval_min_reward",
+            "eval_max_reward",
+        ] {
+            assert!(e[k].as_f64().is_some_and(f64::is_finite), "{k} in {e}");
+        }
+    }
+    assert_eq!(v2["final_eval"]["step"], 6);
+    assert_eq!(v2["final_eval"]["eval_loss"], evals[3]["eval_loss"]);
+    assert_eq!(
+        (&v2["summary"]["first_loss"], &v2["summary"]["last_loss"]),
+        (&v["summary"]["first_loss"], &v["summary"]["last_loss"]),
+        "evaluation leaves training alone"
+    );
     // Training on the pairs separates them: the held-out (here: the same) accuracy and margin
     // rise.
     let (first, last) = (&v["initial_eval"], &v["final_eval"]);
