@@ -109,7 +109,7 @@ pub use orpo::{OrpoConfig, OrpoInputs, OrpoMetrics, OrpoOutput, orpo_loss};
 pub use orpo_run::{OrpoRun, PreferenceOutcome};
 pub use orpo_trainer::{evaluate_orpo, orpo_batch_loss, train_orpo};
 pub use reward::{RewardConfig, RewardInputs, RewardMetrics, RewardOutput, reward_loss};
-pub use reward_run::{RewardOutcome, RewardRun};
+pub use reward_run::{RewardOutcome, RewardRun, TrainedReward, is_encoder_reward_model};
 pub use reward_trainer::{
     RewardBatch, RewardBatchOutput, RewardEval, RewardModel, evaluate_reward, pair_rewards,
     reward_batch_loss, train_reward,
