@@ -229,7 +229,7 @@ fn read_rows(path: &Path, tok: &Tokenizer, chat_template: Option<&str>) -> Resul
 
 /// A reward model to score with: a decoder classifier, or a BERT / NorBERT3 classifier.
 enum Scorer {
-    Decoder(DecoderClassifier),
+    Decoder(Box<DecoderClassifier>),
     Encoder(EncoderModel),
 }
 
@@ -333,7 +333,7 @@ pub fn reward_cmd(c: RewardCommand) -> Result<()> {
             // TRL's rule: the tokenizer's pad token, else its EOS.
             model.set_pad_token_id(tok.pad_id().or(tok.eos_id()));
         }
-        Scorer::Decoder(model)
+        Scorer::Decoder(Box::new(model))
     };
     if model.num_labels() != 1 {
         return Err(Error::invalid(format!(

@@ -476,7 +476,7 @@ impl RewardRun {
                 initial_eval,
                 final_eval,
                 saved,
-                model: TrainedReward::Encoder(peft),
+                model: TrainedReward::Encoder(Box::new(peft)),
             });
         }
         let init = ScoreInit::NewIfMissing {
@@ -504,7 +504,7 @@ impl RewardRun {
             initial_eval,
             final_eval,
             saved,
-            model: TrainedReward::Decoder(peft),
+            model: TrainedReward::Decoder(Box::new(peft)),
         })
     }
 
@@ -633,9 +633,9 @@ pub fn is_encoder_reward_model(dir: &Path) -> bool {
 /// or a BERT / NorBERT3 encoder with a one-score classifier.
 pub enum TrainedReward {
     /// A Llama / Mistral / GPT-2 classifier.
-    Decoder(PeftModel<DecoderClassifier>),
+    Decoder(Box<PeftModel<DecoderClassifier>>),
     /// A BERT / LTG-BERT (NorBERT3) classifier.
-    Encoder(PeftModel<EncoderModel>),
+    Encoder(Box<PeftModel<EncoderModel>>),
 }
 
 impl std::fmt::Debug for TrainedReward {
