@@ -405,21 +405,41 @@ fn check_case<M: RewardModel>(case: &str, mut peft: PeftModel<M>) -> PeftModel<M
             .map(|x| f64::from(*x))
             .collect()
     };
-    let (mut d, mut moved, mut head_moved) = (0f64, 0f64, 0f64);
+    // The same TRL run in float64 (from the same float32 initial adapter), rounded to float32.
+    let exact = open(fixture_path(&format!(
+        "{dir}/final_f64/adapter_model.safetensors"
+    )));
+    let (mut d, mut d64, mut torch) = (0f64, 0f64, 0f64);
+    let (mut moved, mut head_moved) = (0f64, 0f64);
     for k in keys {
         let (a, b, start) = (read(&ours, k), read(&theirs, k), read(&initial, k));
+        let c = read(&exact, k);
         d = d.max(max_abs_diff(&a, &b));
+        d64 = d64.max(max_abs_diff(&a, &c));
+        torch = torch.max(max_abs_diff(&b, &c));
         moved = moved.max(max_abs_diff(&b, &start));
         if k.ends_with("score.weight") || k.ends_with("classifier.weight") {
             head_moved = max_abs_diff(&b, &start);
         }
     }
     eprintln!(
-        "measured {dir} final adapter: max absolute difference {d:.2e} (TRL moved the weights \
-         by up to {moved:.2e}, the head by {head_moved:.2e})"
+        "measured {dir} final adapter: max absolute difference {d:.2e} vs TRL f32, {d64:.2e} vs \
+         float64 (TRL f32 vs float64: {torch:.2e}; TRL moved the weights by up to {moved:.2e}, \
+         the head by {head_moved:.2e})"
     );
     assert!(head_moved > 100.0 * WEIGHTS, "the head must be trained");
-    assert!(d <= WEIGHTS, "{dir} final adapter vs TRL: {d:e}");
+    // Within 1e-5, or twice TRL's own float32 distance from the float64 run where that is
+    // larger (Adam turns float32 rounding of small gradients into step-sized differences; on
+    // wgpu the rounding differs from PyTorch's CPU kernels), of both runs.
+    let bound = WEIGHTS.max(2.0 * torch);
+    assert!(
+        d <= bound,
+        "{dir} final adapter vs TRL f32: {d:e} (bound {bound:e})"
+    );
+    assert!(
+        d64 <= bound,
+        "{dir} final adapter vs float64: {d64:e} (bound {bound:e})"
+    );
     peft
 }
 
