@@ -19,6 +19,7 @@ mod packing;
 mod param_tables;
 mod peft_parity;
 mod preference_losses;
+mod rag_bm25;
 mod runs;
 mod sentence_embeddings;
 mod seq2seq_parity;
