@@ -648,9 +648,14 @@ impl KbWriter<'_> {
         let err = |e| index_err(&dir, e);
         self.w().commit().map_err(err)?;
         let mut merged = 0;
-        let metas = self.kb.index.searchable_segment_metas().map_err(err)?;
         if self.purge {
-            let with_deletes: Vec<_> = metas
+            // Segment ids only: a live `SegmentMeta` (here or in a searcher) keeps its files
+            // from garbage collection.
+            let with_deletes: Vec<_> = self
+                .kb
+                .index
+                .searchable_segment_metas()
+                .map_err(err)?
                 .iter()
                 .filter(|m| m.has_deletes())
                 .map(|m| m.id())
@@ -665,8 +670,9 @@ impl KbWriter<'_> {
             merged += ids.len();
             self.w().merge(&ids).wait().map_err(err)?;
         }
-        self.w().garbage_collect_files().wait().map_err(err)?;
+        // The reader lets go of the old segments before their files are collected.
         self.kb.reload()?;
+        self.w().garbage_collect_files().wait().map_err(err)?;
         let stats = CommitStats {
             upserted: self.upserted.len(),
             deleted: self.deleted.len(),
@@ -739,7 +745,7 @@ mod tests {
         let mut w = kb.writer().unwrap();
         w.upsert(&doc(
             "a",
-            "Kommunen har ansvar for grunnskolen og barnehagene.",
+            "Kommunen har ansvar for skolen og barnehagene.",
         ))
         .unwrap();
         w.upsert(&doc(
