@@ -180,8 +180,7 @@ fn sentences(text: &str) -> Vec<Sentence> {
     }
     let mut out = Vec::new();
     let mut first = 0;
-    for t in 0..tokens.len() {
-        let (ts, te) = tokens[t];
+    for (t, &(ts, te)) in tokens.iter().enumerate() {
         let word = &text[ts..te];
         let ends_sentence = if t + 1 == tokens.len() {
             true
@@ -223,7 +222,7 @@ mod tests {
             );
             let n = c.text.split_whitespace().count();
             assert!(
-                n >= 1 && n <= cfg.max_tokens,
+                (1..=cfg.max_tokens).contains(&n),
                 "{n} tokens > {}",
                 cfg.max_tokens
             );

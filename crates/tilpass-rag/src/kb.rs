@@ -743,11 +743,8 @@ mod tests {
         let dir = t.path().join("kb");
         let kb = new_kb(&dir);
         let mut w = kb.writer().unwrap();
-        w.upsert(&doc(
-            "a",
-            "Kommunen har ansvar for skolen og barnehagene.",
-        ))
-        .unwrap();
+        w.upsert(&doc("a", "Kommunen har ansvar for skolen og barnehagene."))
+            .unwrap();
         w.upsert(&doc(
             "b",
             "Fylkeskommunen driver videregående skoler og fylkesveier.",
