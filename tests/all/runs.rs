@@ -586,3 +586,89 @@ fn text_perplexity_equals_the_transformers_logits() {
     let got = p.scores.perplexity;
     assert!((got - want).abs() / want < 1e-4, "{got} vs {want}");
 }
+
+/// `SftRun` on an encoder-decoder: `run` (decoders) refuses it naming `run_seq2seq`;
+/// `run_seq2seq` refuses decoder-only settings before any work and otherwise trains a
+/// SEQ_2_SEQ_LM adapter whose evaluations carry greedy sample answers.
+#[test]
+fn sft_run_takes_encoder_decoders_through_run_seq2seq() {
+    let model = with_tokenizer("encoders/t5_v1_1");
+    std::fs::write(
+        model.path().join("tokenizer_config.json"),
+        r#"{"eos_token": "t1", "pad_token": "t0"}"#,
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let rows: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({"messages": [{"role": "user", "content": format!("t{} t{}", 10 + i, 20 + i)},
+                                {"role": "assistant", "content": "t40 t41"}]})
+        })
+        .collect();
+    let data = write_jsonl(&work.path().join("chat.jsonl"), &rows);
+    let base = SftRun {
+        model: Some(model.path().to_path_buf()),
+        data: Some(DatasetSpec::File(data.clone())),
+        eval_data: Some(DatasetSpec::File(data)),
+        out: Some(work.path().join("run")),
+        steps: 2,
+        eval_steps: Some(2),
+        sample_max_new_tokens: 3,
+        batch_size: 3,
+        lora: tilpass::peft::LoraConfig {
+            r: 4,
+            lora_alpha: 8.0,
+            target_modules: Some(tilpass::peft::TargetModules::List(vec![
+                "q".into(),
+                "v".into(),
+            ])),
+            ..SftRun::default().lora
+        },
+        ..Default::default()
+    };
+    let err = base.run(&test_device(), &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(&err, TrainError::InvalidSetting { setting, .. } if setting == "model")
+            && err.to_string().contains("run_seq2seq"),
+        "{err}"
+    );
+    for (bad, name) in [
+        (
+            SftRun {
+                packing: true,
+                ..base.clone()
+            },
+            "packing",
+        ),
+        (
+            SftRun {
+                completion_only_loss: Some(false),
+                ..base.clone()
+            },
+            "completion_only_loss",
+        ),
+        (
+            SftRun {
+                assistant_only_loss: false,
+                ..base.clone()
+            },
+            "assistant_only_loss",
+        ),
+    ] {
+        let err = bad.run_seq2seq(&test_device(), &mut |_| {}).unwrap_err();
+        assert!(
+            matches!(&err, TrainError::InvalidSetting { setting, .. } if setting == name),
+            "{name}: {err}"
+        );
+        assert!(!work.path().join("run").exists(), "refused before any work");
+    }
+    let out = base.run_seq2seq(&test_device(), &mut |_| {}).unwrap();
+    assert_eq!(out.summary.steps, 2);
+    let eval = out.final_eval.expect("an evaluation at the last step");
+    assert_eq!(eval.samples.len(), 2, "sample answers to held-out sources");
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.saved.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["task_type"], "SEQ_2_SEQ_LM");
+}

@@ -31,6 +31,7 @@ mod metrics;
 mod metrics_lm;
 mod peft;
 mod rag;
+mod reward;
 mod tokenizer;
 mod train;
 
@@ -79,6 +80,9 @@ enum Command {
     /// Train adapters (LoRA SFT on a decoder, BERT classifiers).
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// Reward models: score JSONL rows (`reward score`).
+    #[command(subcommand)]
+    Reward(reward::RewardCommand),
     /// Inspect or merge LoRA / DoRA adapters (HF PEFT format).
     #[command(subcommand)]
     Peft(peft::PeftCommand),
@@ -149,6 +153,7 @@ fn main() -> ExitCode {
         Command::Peft(c) => done(peft::peft_cmd(c)),
         Command::Annotate(a) => done(lambert::annotate_cmd(a)),
         Command::Train(c) => done(train::train_cmd(c)),
+        Command::Reward(c) => done(reward::reward_cmd(c)),
         Command::Predict(a) => done(lambert::predict_cmd(a)),
         Command::Metrics(a) => done(metrics::metrics_cmd(a)),
         Command::Rag(c) => done(rag::rag_cmd(c)),

@@ -1,4 +1,4 @@
-//! `tilpass train sft|classify|dpo`: flags into a run config ([`tilpass::train::SftRun`],
+//! `tilpass train sft|classify|dpo|reward` (reward: [`crate::reward`]): flags into a run config ([`tilpass::train::SftRun`],
 //! [`tilpass::train::ClassifyRun`], [`tilpass::preference::DpoRun`]), the run, and its result
 //! printed. Every flag is the
 //! kebab-case form of a config key; `--config FILE` supplies the rest, flags win.
@@ -16,8 +16,9 @@ use crate::common::{ConfigArgs, finite_f64, parse_pattern, print, print_json};
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
-    /// LoRA supervised fine-tuning of a decoder on a chat / prompt-completion dataset (TRL
-    /// formats); writes the adapter (HF PEFT format), checkpoints, metrics.jsonl and
+    /// LoRA supervised fine-tuning of a decoder or an encoder-decoder (T5, mT5, NorT5: the
+    /// dialogue to the encoder, each answer a decoder target) on a chat / prompt-completion
+    /// dataset (TRL formats); writes the adapter (HF PEFT format), checkpoints, metrics.jsonl and
     /// run_config.json to --out.
     Sft(Box<SftArgs>),
     /// Train a BERT sequence classifier (LoRA + a new classifier head) on labelled JSONL
@@ -30,6 +31,13 @@ pub enum TrainCommand {
     /// Defaults are TRL's DPOConfig except --lr: 5e-5, as TRL's 1e-6 barely moves a LoRA
     /// adapter (with --full, use ~1e-6).
     Dpo(Box<DpoArgs>),
+    /// A reward model (TRL's RewardTrainer): a decoder with a sequence-classification head
+    /// (`score`, read at the last non-padding token) trained on preference pairs (TRL formats,
+    /// or builtin:norsk-pref) with a LoRA adapter that also trains the head, or --full; writes
+    /// the adapter (HF PEFT, with the head) or the model (transformers'
+    /// *ForSequenceClassification), checkpoints, metrics.jsonl (TRL's accuracy, margin,
+    /// min/mean/max_reward) and run_config.json. Defaults are TRL's RewardConfig (lr 1e-4).
+    Reward(Box<crate::reward::RewardTrainArgs>),
 }
 
 /// LoRA flags: the top-level keys of a run config that set its `lora` section.
@@ -155,7 +163,8 @@ pub struct SftArgs {
     /// Chat template (the model's, or chatml / norsk / a named one).
     #[arg(long)]
     chat_template: Option<String>,
-    /// Truncate examples to this many tokens (keeping the start).
+    /// Truncate examples to this many tokens (keeping the start; for an encoder-decoder, the
+    /// encoder input loses its oldest turns and the answer its end).
     #[arg(long)]
     max_length: Option<usize>,
     /// Over-long examples: keep_start, keep_end, drop or error.
@@ -355,7 +364,7 @@ pub struct DpoArgs {
 }
 
 /// Shows a run's events: the progress bar, messages on stderr, details in the log.
-fn show(bar: &mut Progress, e: Event) {
+pub(crate) fn show(bar: &mut Progress, e: Event) {
     match e {
         Event::Detail(d) => tracing::info!("{d}"),
         other => bar.on_event(&other),
@@ -371,12 +380,25 @@ pub fn train_cmd(c: TrainCommand) -> Result<()> {
             };
             let device = tilpass::device(&run.device)?;
             let mut bar = Progress::new(SftRun::JOB, run.steps);
-            let o = run
-                .run(&device, &mut |e| show(&mut bar, e))
-                .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
-            bar.finish(&o.summary);
+            // Encoder-decoder directories (T5, mT5, NorT5) take the seq2seq path.
+            let seq2seq = run
+                .model
+                .as_deref()
+                .is_some_and(|m| tilpass::models::is_encoder_decoder(m).unwrap_or(false));
+            let (summary, saved) = if seq2seq {
+                let o = run
+                    .run_seq2seq(&device, &mut |e| show(&mut bar, e))
+                    .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
+                (o.summary, o.saved)
+            } else {
+                let o = run
+                    .run(&device, &mut |e| show(&mut bar, e))
+                    .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
+                (o.summary, o.saved)
+            };
+            bar.finish(&summary);
             let key = if run.full { "model" } else { "adapter" };
-            print(&json!({"summary": o.summary, key: o.saved.display().to_string()}));
+            print(&json!({"summary": summary, key: saved.display().to_string()}));
         }
         TrainCommand::Classify(a) => {
             let Some(run) = a.config.resolve::<ClassifyRun>(&a)? else {
@@ -408,6 +430,7 @@ pub fn train_cmd(c: TrainCommand) -> Result<()> {
                 key: o.saved.display().to_string(),
             }));
         }
+        TrainCommand::Reward(a) => crate::reward::train_reward_cmd(&a)?,
     }
     Ok(())
 }

@@ -1811,3 +1811,223 @@ fn chat_drops_the_oldest_turns_when_the_history_outgrows_the_context() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), 8, "every line answered: {text}");
 }
+
+/// `train sft` on an encoder-decoder directory (T5.1.1): LoRA with targets in both stacks
+/// (PEFT task SEQ_2_SEQ_LM), evaluation and checkpoints; `--full` saves a loadable model in HF
+/// layout; `--packing` is refused with the setting named.
+#[test]
+fn train_sft_takes_an_encoder_decoder() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/t5_v1_1");
+    let dir = with_tokenizer(&src);
+    // Targets end in EOS: the word-level tokenizer's `t1` (T5's `</s>` id), padding `t0`.
+    write(
+        dir.path(),
+        "tokenizer_config.json",
+        r#"{"eos_token": "t1", "pad_token": "t0"}"#,
+    );
+    let m = dir.path().to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // Two-turn conversations: two examples each (one per assistant turn).
+    let rows: String = (0..8)
+        .map(|i| {
+            serde_json::json!({"messages": [
+                {"role": "user", "content": format!("t{} t{}", 10 + i, 20 + i)},
+                {"role": "assistant", "content": "t40 t41 t42"},
+                {"role": "user", "content": format!("t{}", 30 + i)},
+                {"role": "assistant", "content": "t43 t44"},
+            ]})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let data = write(work.path(), "chat.jsonl", &rows);
+    let out = work.path().join("lora");
+    let v = ok_json(&tilpass(&[
+        "train",
+        "sft",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--eval-data",
+        &data,
+        "--out",
+        out.to_str().unwrap(),
+        "--lora-r",
+        "4",
+        "--target-modules",
+        "q,v,wi_0",
+        "--lr",
+        "0.01",
+        "--batch-size",
+        "4",
+        "--steps",
+        "8",
+        "--eval-steps",
+        "4",
+        "--eval-on-start",
+        "--save-steps",
+        "4",
+        "--sample-max-new-tokens",
+        "4",
+    ]));
+    assert_eq!(v["summary"]["steps"], 8);
+    let adapter = out.join("adapter");
+    assert_eq!(v["adapter"], adapter.to_str().unwrap());
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["task_type"], "SEQ_2_SEQ_LM");
+    assert!(
+        out.join("checkpoint-8")
+            .join("optimizer.safetensors")
+            .is_file()
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let evals: Vec<f64> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter_map(|v| v["eval_loss"].as_f64())
+        .collect();
+    assert_eq!(evals.len(), 3, "on start, after 4 and 8 steps");
+    assert!(evals[2] < evals[0], "eval loss falls: {evals:?}");
+    // 16 examples (one per assistant turn), grouped by length: the first batch holds four
+    // second turns (the longer history), each target `t43 t44` + EOS.
+    let first: Value = serde_json::from_str(
+        metrics
+            .lines()
+            .find(|l| l.contains("\"grad_norm\""))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["tokens"], 4 * 3, "{first}");
+
+    // Resumed from the step-4 checkpoint, the run ends with the same adapter, byte for byte.
+    let resumed = work.path().join("resumed");
+    let v = ok_json(&tilpass(&[
+        "train",
+        "sft",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--out",
+        resumed.to_str().unwrap(),
+        "--lora-r",
+        "4",
+        "--target-modules",
+        "q,v,wi_0",
+        "--lr",
+        "0.01",
+        "--batch-size",
+        "4",
+        "--steps",
+        "8",
+        "--resume",
+        out.join("checkpoint-4").to_str().unwrap(),
+    ]));
+    assert_eq!(v["summary"]["steps"], 8);
+    assert_eq!(
+        std::fs::read(resumed.join("adapter/adapter_model.safetensors")).unwrap(),
+        std::fs::read(adapter.join("adapter_model.safetensors")).unwrap(),
+        "exact resume"
+    );
+
+    // Flags that mean nothing for an encoder-decoder are refused, naming the setting.
+    let err = bad_input(&tilpass(&[
+        "train",
+        "sft",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--out",
+        work.path().join("packed").to_str().unwrap(),
+        "--packing",
+    ]));
+    assert!(
+        err.contains("packing") && err.contains("encoder-decoder"),
+        "{err}"
+    );
+
+    // Full fine-tuning: the saved model (HF layout) loads and differs from the base.
+    let full = work.path().join("full");
+    let v = ok_json(&tilpass(&[
+        "train",
+        "sft",
+        "--full",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--out",
+        full.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--lr",
+        "0.001",
+    ]));
+    let model = full.join("model");
+    assert_eq!(v["model"], model.to_str().unwrap());
+    let logits = |dir: &str| {
+        ok_json(&tilpass(&[
+            "logits",
+            "--model",
+            dir,
+            "--ids",
+            "2,17,42",
+            "--decoder-ids",
+            "0,5,9",
+        ]))
+    };
+    let (before, after) = (logits(m), logits(model.to_str().unwrap()));
+    assert_eq!(before["shape"], after["shape"]);
+    assert_ne!(before["logits"], after["logits"]);
+}
+
+/// The issue's command on a NorT5 directory: `train sft --model NORT5_DIR --data
+/// builtin:norsk-chat --out run` (the tokenizer names no EOS: targets end in the model's).
+#[test]
+fn train_sft_chat_tunes_a_nort5_on_norsk_chat() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/nort5");
+    let dir = with_tokenizer(&src);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("run");
+    let v = ok_json(&tilpass(&[
+        "train",
+        "sft",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--data",
+        "builtin:norsk-chat",
+        "--eval-data",
+        "builtin:norsk-chat:eval",
+        "--out",
+        out.to_str().unwrap(),
+        "--target-modules",
+        "in_proj_q,in_proj_v",
+        "--max-length",
+        "64",
+        "--steps",
+        "2",
+        "--eval-steps",
+        "2",
+        "--eval-samples",
+        "1",
+        "--sample-max-new-tokens",
+        "2",
+    ]));
+    assert_eq!(v["summary"]["steps"], 2);
+    let last = v["summary"]["last_eval"]["eval_loss"].as_f64().unwrap();
+    assert!(last.is_finite() && last > 0.0, "{v}");
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["task_type"], "SEQ_2_SEQ_LM");
+    assert_eq!(
+        cfg["target_modules"],
+        serde_json::json!(["in_proj_q", "in_proj_v"])
+    );
+}

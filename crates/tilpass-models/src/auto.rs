@@ -5,7 +5,7 @@
 //! | --- | --- | --- | --- |
 //! | `*ForCausalLM`, `*LMHeadModel` | [`Head::CausalLm`] | llama, mistral, gpt2 | `[batch, seq, vocab]` |
 //! | `*ForMaskedLM` (`BertForPreTraining`) | [`Head::MaskedLm`] | bert, ltgbert / norbert | `[batch, seq, vocab]` |
-//! | `*ForSequenceClassification` | [`Head::SequenceClassification`] | bert, ltgbert / norbert | `[batch, num_labels]` |
+//! | `*ForSequenceClassification` | [`Head::SequenceClassification`] | llama, mistral, gpt2, bert, ltgbert / norbert | `[batch, num_labels]` |
 //! | `*ForTokenClassification` | [`Head::TokenClassification`] | bert | `[batch, seq, num_labels]` |
 //! | `*ForConditionalGeneration` | [`Head::Seq2SeqLm`] | t5, mt5, nort5 | `[batch, dec_seq, vocab]` |
 //! | `BertModel`, `NorbertModel`, `LtgBertModel` | [`Head::Base`] | bert, ltgbert / norbert | none (hidden states) |
@@ -31,6 +31,7 @@ use tilpass_core::{CONFIG_FILE, ModelDir};
 use tilpass_tokenize::{Batch, BatchRow, Padding};
 
 use crate::decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS};
+use crate::decoder_classifier::DecoderClassifier;
 use crate::embed::{EncoderModel, SUPPORTED_ENCODERS};
 use crate::encoder::EncoderInput;
 use crate::error::{ModelError, Result};
@@ -86,7 +87,9 @@ impl Family {
     /// The heads tilpass implements for this family.
     pub fn heads(self) -> &'static [Head] {
         match self {
-            Self::Llama | Self::Mistral | Self::Gpt2 => &[Head::CausalLm],
+            Self::Llama | Self::Mistral | Self::Gpt2 => {
+                &[Head::CausalLm, Head::SequenceClassification]
+            }
             Self::Bert => &[
                 Head::MaskedLm,
                 Head::SequenceClassification,
@@ -300,6 +303,9 @@ pub enum AnyModel {
     MaskedLm(EncoderModel),
     /// A sequence classifier (BERT, LTG-BERT).
     SequenceClassifier(EncoderModel),
+    /// A decoder sequence classifier (Llama, Mistral, GPT-2 `*ForSequenceClassification`:
+    /// reward models).
+    DecoderClassifier(Box<DecoderClassifier>),
     /// A token classifier (BERT).
     TokenClassifier(EncoderModel),
     /// A bare encoder without a head (hidden states only).
@@ -384,6 +390,11 @@ impl AnyModel {
             Head::CausalLm => Self::CausalLm(DecoderLm::load(dir, device)?),
             Head::Seq2SeqLm => Self::Seq2SeqLm(Seq2SeqLm::load(dir, device)?),
             Head::MaskedLm => Self::MaskedLm(encoder(arch)?),
+            Head::SequenceClassification
+                if matches!(kind.family, Family::Llama | Family::Mistral | Family::Gpt2) =>
+            {
+                Self::DecoderClassifier(Box::new(DecoderClassifier::load(dir, device)?))
+            }
             Head::SequenceClassification => Self::SequenceClassifier(encoder(arch)?),
             Head::TokenClassification => Self::TokenClassifier(encoder(arch)?),
             Head::Base => Self::Encoder(encoder(arch)?),
@@ -395,7 +406,9 @@ impl AnyModel {
         match self {
             Self::CausalLm(_) => Head::CausalLm,
             Self::MaskedLm(_) => Head::MaskedLm,
-            Self::SequenceClassifier(_) => Head::SequenceClassification,
+            Self::SequenceClassifier(_) | Self::DecoderClassifier(_) => {
+                Head::SequenceClassification
+            }
             Self::TokenClassifier(_) => Head::TokenClassification,
             Self::Encoder(_) => Head::Base,
             Self::Seq2SeqLm(_) => Head::Seq2SeqLm,
@@ -464,6 +477,9 @@ impl AnyModel {
             }
             Self::MaskedLm(m) => Logits::PerToken(m.mlm_logits(&encoder_input()?)?),
             Self::SequenceClassifier(m) => Logits::PerSequence(m.classify(&encoder_input()?)?),
+            Self::DecoderClassifier(m) => {
+                Logits::PerSequence(m.scores(&DecoderInput::unpadded(&[ids.to_vec()])?)?)
+            }
             Self::TokenClassifier(EncoderModel::Bert(m)) => {
                 Logits::PerToken(m.token_logits(&encoder_input()?)?)
             }
@@ -493,6 +509,7 @@ impl AnyModel {
     fn inner(&self) -> &dyn HasLinears {
         match self {
             Self::CausalLm(m) => m,
+            Self::DecoderClassifier(m) => m.as_ref(),
             Self::MaskedLm(m)
             | Self::SequenceClassifier(m)
             | Self::TokenClassifier(m)
@@ -504,6 +521,7 @@ impl AnyModel {
     fn inner_mut(&mut self) -> &mut dyn HasLinears {
         match self {
             Self::CausalLm(m) => m,
+            Self::DecoderClassifier(m) => m.as_mut(),
             Self::MaskedLm(m)
             | Self::SequenceClassifier(m)
             | Self::TokenClassifier(m)
@@ -588,11 +606,18 @@ mod tests {
             matches!(err, ModelError::UnsupportedArchitecture { .. }),
             "{err}"
         );
-        let err =
-            k(json!({"model_type": "llama", "architectures": ["LlamaForSequenceClassification"]}))
-                .unwrap_err()
-                .to_string();
+        let err = k(json!({"model_type": "llama", "architectures": ["LlamaForQuestionAnswering"]}))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("*ForCausalLM"), "{err}");
+        // Decoders have a sequence-classification (reward) head.
+        let got =
+            k(json!({"model_type": "gpt2", "architectures": ["GPT2ForSequenceClassification"]}))
+                .unwrap();
+        assert_eq!(
+            (got.family, got.head),
+            (Family::Gpt2, Head::SequenceClassification)
+        );
         // Unknown model_type: every supported one listed.
         let err = k(json!({"model_type": "roberta"})).unwrap_err().to_string();
         assert!(err.contains("roberta") && err.contains("nort5"), "{err}");

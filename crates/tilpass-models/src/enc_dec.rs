@@ -107,6 +107,12 @@ pub trait Seq2SeqModel {
     fn decoder_start_token_id(&self) -> u32;
     /// Padding for finished rows.
     fn pad_token_id(&self) -> u32;
+    /// The labels the model's own loss compares its logits with, from target ids `[batch * t]`
+    /// (-100 = none). T5's `forward(labels=...)` takes them as they are (the default); NorT5's
+    /// maps `[CLS]` / `[SEP]` to `[BOS]` / `[EOS]` and ignores its pad id.
+    fn loss_labels(&self, labels: &[i64]) -> Vec<i64> {
+        labels.to_vec()
+    }
 }
 
 /// Logits `[batch, t, vocab]` of a full pass of any encoder-decoder: encode `input`, decode

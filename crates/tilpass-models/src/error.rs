@@ -61,6 +61,32 @@ pub enum ModelError {
         /// The tensor that was expected (`lm_head.weight`).
         tensor: String,
     },
+    /// A task class needs a head tensor that the checkpoint does not hold (a causal-LM
+    /// checkpoint loaded as a sequence classifier without asking for a new head).
+    #[error(
+        "{path}: loading as {class} needs `{tensor}`, which the checkpoint does not hold (a \
+         causal-LM checkpoint has no score head: start a new one, as `tilpass train reward` does)"
+    )]
+    MissingHead {
+        /// The config file.
+        path: String,
+        /// The tensor that was expected (`score.weight`).
+        tensor: String,
+        /// The class being loaded (`LlamaForSequenceClassification`).
+        class: String,
+    },
+    /// A decoder sequence classifier without `pad_token_id` was given several rows: it cannot
+    /// tell where each row ends (transformers: "Cannot handle batch sizes > 1 if no padding
+    /// token is defined").
+    #[error(
+        "cannot score a batch of {batch} rows without a pad_token_id: set `pad_token_id` in \
+         config.json (TRL uses the tokenizer's pad token, else its EOS) or score one row at a \
+         time"
+    )]
+    NoPadToken {
+        /// Rows in the batch.
+        batch: usize,
+    },
     /// The input is longer than the model's context.
     #[error("sequence of {len} tokens exceeds the model's context of {max} positions")]
     TooLong {

@@ -10,7 +10,9 @@
 //!   behind [`DecoderLm::load`] (dispatch on `model_type`, single or sharded safetensors,
 //!   bf16/f16 cast to f32) and [`DecoderLm::save`] (HF layout); left-padded batches, a
 //!   [`KvCache`], [`generate()`] (greedy, temperature / top-k / top-p sampling, repetition
-//!   penalty) and [`generate_text`] (stop strings, streamed text).
+//!   penalty) and [`generate_text`] (stop strings, streamed text). [`DecoderClassifier`] is
+//!   the same decoders with transformers' sequence-classification (reward) head (`score`, read
+//!   at the last non-padding token).
 //! - **Encoders** — [`Bert`] (masked LM, sequence and token classification, pooler) and
 //!   [`LtgBert`] (NorBERT3) behind [`EncoderModel::load`]; sentence embeddings with
 //!   sentence-transformers' pooling files through [`SentenceEmbedder`]; [`ProblemType`] for
@@ -53,6 +55,7 @@ pub mod auto;
 pub mod bert;
 pub mod config;
 pub mod decoder;
+pub mod decoder_classifier;
 pub mod decoder_family;
 pub mod embed;
 pub mod embedding;
@@ -80,6 +83,7 @@ pub use auto::{AnyModel, Family, Head, Logits, ModelKind, supported_model_types}
 pub use bert::{Bert, BertConfig, BertHeadKind};
 pub use config::{RopeParameters, TokenIds};
 pub use decoder::{DecoderFamily, DecoderInput, DecoderLm, SUPPORTED_DECODERS, shifted_log_probs};
+pub use decoder_classifier::{DecoderClassifier, ScoreInit};
 pub use embed::{EncoderModel, PoolingConfig, SUPPORTED_ENCODERS, SentenceEmbedder, cosine};
 pub use enc_dec::{EncoderOutput, T5Cache};
 pub use encoder::{
@@ -101,5 +105,6 @@ pub use nort5::{NorT5, NorT5Config};
 pub use params::{ParamKind, ParamSpec, ParamTable};
 pub use seq2seq::{
     EarlyStopping, SUPPORTED_SEQ2SEQ, Seq2SeqConfig, Seq2SeqLm, Seq2SeqModel, generate_seq2seq,
+    is_encoder_decoder,
 };
 pub use t5::{T5, T5Config, t5_bucket};

@@ -518,4 +518,27 @@ impl Seq2SeqModel for NorT5 {
     fn pad_token_id(&self) -> u32 {
         self.config().pad_token_id
     }
+    /// As `NorT5ForConditionalGeneration.forward(labels=...)`: `[CLS]` becomes `[BOS]`, `[SEP]`
+    /// becomes `[EOS]` (`set_decoder_special_tokens`), and the pad id is not a target (its
+    /// `labels.masked_fill_(labels == pad_token_id, -100)`).
+    fn loss_labels(&self, labels: &[i64]) -> Vec<i64> {
+        let c = self.config();
+        labels
+            .iter()
+            .map(|&l| {
+                let l = if l == i64::from(c.cls_token_id) {
+                    i64::from(c.bos_token_id)
+                } else if l == i64::from(c.sep_token_id) {
+                    i64::from(c.eos_token_id)
+                } else {
+                    l
+                };
+                if l == i64::from(c.pad_token_id) {
+                    -100
+                } else {
+                    l
+                }
+            })
+            .collect()
+    }
 }

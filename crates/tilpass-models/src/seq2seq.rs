@@ -97,6 +97,9 @@ impl Seq2SeqModel for Seq2SeqLm {
     fn pad_token_id(&self) -> u32 {
         self.inner().pad_token_id()
     }
+    fn loss_labels(&self, labels: &[i64]) -> Vec<i64> {
+        self.inner().loss_labels(labels)
+    }
 }
 
 /// When beam search stops (transformers' `early_stopping`).
@@ -468,6 +471,80 @@ fn beam_search(
         .into_iter()
         .map(|f| f[0].0.tokens.clone())
         .collect())
+}
+
+/// Whether `dir` holds an encoder-decoder that [`Seq2SeqLm::load`] takes: its `config.json`
+/// says `is_encoder_decoder: true`, or its `model_type` is one of [`SUPPORTED_SEQ2SEQ`], or
+/// its first `architectures` entry is a NorT5 or `...ForConditionalGeneration` class. Errors
+/// only when the directory or its config cannot be read.
+pub fn is_encoder_decoder(dir: impl AsRef<Path>) -> Result<bool> {
+    let md = tilpass_core::ModelDir::open(dir.as_ref())?;
+    let cfg = md.config_json();
+    let arch = cfg["architectures"][0].as_str().unwrap_or("");
+    Ok(cfg["is_encoder_decoder"].as_bool() == Some(true)
+        || md
+            .model_type()
+            .is_some_and(|t| SUPPORTED_SEQ2SEQ.contains(&t))
+        || arch.starts_with("NorT5")
+        || arch.ends_with("ForConditionalGeneration"))
+}
+
+impl Seq2SeqLm {
+    /// Writes the model in transformers' layout: `model.safetensors` with HF tensor names and
+    /// `[out, in]` linear weights, and `config.json`: `base_config` (the source directory's
+    /// config, which keeps keys tilpass does not model, such as NorT5's `auto_map`) with the
+    /// typed config's keys written over it and `dtype` set, so that
+    /// `T5ForConditionalGeneration.from_pretrained(dir)` (NorT5: with its modelling code) and
+    /// [`Seq2SeqLm::load`] read it back. Written atomically file by file.
+    pub fn save(
+        &self,
+        dir: impl AsRef<Path>,
+        dtype: tilpass_core::SaveDtype,
+        base_config: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        use tilpass_core::SaveDtype;
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
+        let (tensors, typed) = match self {
+            Self::T5(m) => (
+                crate::params::hf_tensors(m.as_ref())?,
+                serde_json::to_value(m.config()),
+            ),
+            Self::NorT5(m) => (
+                crate::params::hf_tensors(m.as_ref())?,
+                serde_json::to_value(m.config()),
+            ),
+        };
+        let typed =
+            typed.map_err(|e| ModelError::Input(format!("config does not serialise: {e}")))?;
+        let mut config = match base_config {
+            Some(serde_json::Value::Object(o)) => o.clone(),
+            _ => serde_json::Map::new(),
+        };
+        if let serde_json::Value::Object(o) = typed {
+            for (k, v) in o.into_iter().filter(|(_, v)| !v.is_null()) {
+                config.insert(k, v);
+            }
+        }
+        config.remove("torch_dtype");
+        let name = match dtype {
+            SaveDtype::F32 => "float32",
+            SaveDtype::Bf16 => "bfloat16",
+            SaveDtype::F16 => "float16",
+        };
+        config.insert("dtype".into(), name.into());
+        tilpass_core::write_atomic(
+            dir.join(tilpass_core::CONFIG_FILE),
+            serde_json::to_string_pretty(&serde_json::Value::Object(config)).expect("JSON value"),
+        )?;
+        tilpass_core::save_safetensors(
+            dir.join(tilpass_core::SAFETENSORS_FILE),
+            tensors.iter().map(|(n, x)| (n.as_str(), x)),
+            dtype,
+            None,
+        )?;
+        Ok(())
+    }
 }
 
 impl Seq2SeqLm {

@@ -492,7 +492,7 @@ pub struct DpoOutcome {
 /// Checks the preference pairs of `spec`: an empty `chosen` or `rejected` answer is an error
 /// naming the pair; returns how many pairs have the same answer on both sides (a warning:
 /// TRL trains on them, but they contribute nothing).
-fn check_pairs(records: &[Record], spec: &DatasetSpec) -> Result<usize> {
+pub(crate) fn check_pairs(records: &[Record], spec: &DatasetSpec) -> Result<usize> {
     let empty = |c: &Content| match c {
         Content::Text(t) => t.trim().is_empty(),
         Content::Messages(m) => m.iter().all(|m| m.content.trim().is_empty()),

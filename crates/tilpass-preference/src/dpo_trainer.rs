@@ -425,7 +425,7 @@ fn check_trainer_config(config: &DpoConfig) -> Result<()> {
 
 /// A preference error carried through the training loop's error type (recovered by
 /// [`from_train`]).
-fn into_train(e: PreferenceError) -> TrainError {
+pub(crate) fn into_train(e: PreferenceError) -> TrainError {
     match e {
         PreferenceError::Train(t) => t,
         other => TrainError::Core(tilpass_core::Error::Component(Box::new(other))),
@@ -433,7 +433,7 @@ fn into_train(e: PreferenceError) -> TrainError {
 }
 
 /// Undoes [`into_train`].
-fn from_train(e: TrainError) -> PreferenceError {
+pub(crate) fn from_train(e: TrainError) -> PreferenceError {
     match e {
         TrainError::Core(tilpass_core::Error::Component(b)) => {
             match b.downcast::<PreferenceError>() {

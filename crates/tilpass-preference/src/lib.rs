@@ -17,6 +17,8 @@
 //! | [`logps`] | per-token log-probs + masks -> sums, averages, LD-DPO sums, the SFT term, WPO weights | (the trainers' reductions) |
 //! | [`dpo_trainer`] | DPO on the training loop: completion log-probs, reference, metrics | `DPOTrainer.train` |
 //! | [`dpo_run`] | `tilpass train dpo` as a serde run config | `DPOConfig` |
+//! | [`reward_trainer`] | reward models (decoder sequence classifiers) on the training loop | `RewardTrainer.train` |
+//! | [`reward_run`] | `tilpass train reward` as a serde run config | `RewardConfig` |
 //!
 //! Conventions: sequence inputs are `[batch]` tensors (one value per completion or pair),
 //! per-token inputs `[batch, seq]` with a 0/1 completion mask ([`TokenLogps`]). Reference
@@ -39,10 +41,14 @@
 //! Checked against TRL's own `DPOTrainer` (tests/fixtures/generate_dpo.py, tests in
 //! `tests/all/dpo_parity.rs`).
 //!
+//! **Reward models**: [`reward_trainer`] trains a decoder sequence classifier
+//! ([`tilpass_models::DecoderClassifier`], transformers' `*ForSequenceClassification`) with the
+//! Bradley-Terry loss (margins, centring) and TRL's metrics, checked against TRL's own
+//! `RewardTrainer` (tests/fixtures/generate_reward.py, tests in `tests/all/reward_parity.rs`).
+//!
 //! **Not here yet** (issue 15): evaluation sets and WPO in the DPO trainer, cached reference
-//! log-probs, the KTO, ORPO, CPO/SimPO and reward-model trainers, sequence-classification
-//! reward heads, `tilpass train kto|orpo|cpo|reward` and `tilpass reward score`, and online
-//! methods (GRPO).
+//! log-probs, the KTO, ORPO and CPO/SimPO trainers, BERT / NorBERT3 reward models in the CLI,
+//! `tilpass train kto|orpo|cpo`, and online methods (GRPO).
 
 #![warn(missing_docs)]
 
@@ -56,6 +62,8 @@ pub mod kto;
 pub mod logps;
 pub mod orpo;
 pub mod reward;
+pub mod reward_run;
+pub mod reward_trainer;
 
 pub use cpo::{CpoConfig, CpoInputs, CpoLossType, CpoMetrics, CpoOutput, cpo_loss};
 pub use divergence::FDivergence;
@@ -70,3 +78,8 @@ pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotat
 pub use logps::{TokenLogps, average_logps, ld_alpha_logps, sequence_logps, sft_nll, wpo_weights};
 pub use orpo::{OrpoConfig, OrpoInputs, OrpoMetrics, OrpoOutput, orpo_loss};
 pub use reward::{RewardConfig, RewardInputs, RewardMetrics, RewardOutput, reward_loss};
+pub use reward_run::{RewardOutcome, RewardRun};
+pub use reward_trainer::{
+    RewardBatch, RewardBatchOutput, RewardEval, RewardModel, evaluate_reward, pair_rewards,
+    reward_batch_loss, train_reward,
+};

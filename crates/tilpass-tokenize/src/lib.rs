@@ -13,6 +13,9 @@
 //!   1.16.0's `SFTTrainer` prepares them, truncation policies; [`encode_preferences`] and
 //!   [`collate_preference`] for DPO pairs as TRL's `DPOTrainer` prepares and batches them
 //!   (both checked against TRL itself, tests/fixtures/generate_trl.py);
+//! - [`Seq2SeqEncoder`]: SFT examples for encoder-decoders (history → encoder, each assistant
+//!   turn → decoder target ending in EOS), [`collate_seq2seq`] / [`seq2seq_batches`] with
+//!   transformers' `_shift_right` for `decoder_input_ids`;
 //! - [`Batch`]: the one padded batch (ids, labels, attention mask or packed document numbers,
 //!   positions, token types, padding side), made by [`Batch::pad`] — every padding in tilpass
 //!   goes through it: [`collate`] (SFT examples), [`collate_packed`] (packed rows),
@@ -39,6 +42,7 @@ pub mod error;
 pub mod extend;
 pub mod packing;
 pub mod preference;
+pub mod seq2seq;
 pub mod sft;
 pub mod special;
 pub mod tokenizer;
@@ -56,6 +60,10 @@ pub use packing::{PACK_BLOCK, PackedSequence, concat_packed, pack_bfd};
 pub use preference::{
     PreferenceBatch, PreferenceConfig, PreferenceExample, PreferenceReport, collate_preference,
     encode_preference, encode_preferences, preference_texts,
+};
+pub use seq2seq::{
+    Seq2SeqBatch, Seq2SeqEncoder, Seq2SeqExample, Seq2SeqReport, Seq2SeqSftConfig, collate_seq2seq,
+    plain_source, seq2seq_batches, shift_right,
 };
 pub use sft::{EncodeReport, IGNORE_INDEX, SftConfig, SftEncoder, SftExample, Truncation};
 pub use special::SpecialTokens;

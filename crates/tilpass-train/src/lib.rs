@@ -22,6 +22,9 @@
 //! file and command-line settings. [`runs::text_perplexity`] scores texts with a decoder
 //! (`tilpass metrics perplexity`).
 //!
+//! Encoder-decoders (T5, T5.1.1, mT5, NorT5): [`train_seq2seq`] on the same loop, with
+//! transformers' `T5ForConditionalGeneration` loss; `tilpass train sft` takes them too.
+//!
 //! Full fine-tuning ([`Target::Full`]) runs through the same loop (every parameter, HF's
 //! no-decay rule, whole-model checkpoints), checked against transformers + torch AdamW.
 //! [`Progress`] renders a run's events as a progress bar.
@@ -34,6 +37,7 @@ pub mod optim;
 pub mod progress;
 pub mod runs;
 pub mod schedule;
+pub mod seq2seq;
 pub mod sft;
 pub mod trainer;
 
@@ -46,9 +50,13 @@ pub use optim::{AdamW, AdamWConfig, NamedGrads, clip_global_norm, collect_grads,
 pub use progress::Progress;
 pub use runs::{
     AnnotateOutcome, AnnotateRun, ClassifyOutcome, ClassifyRun, PredictOutcome, PredictRun,
-    RunConfig, SftOutcome, SftRun,
+    RunConfig, Seq2SeqSftOutcome, SftOutcome, SftRun,
 };
 pub use schedule::{LrSchedule, ScheduleKind};
+pub use seq2seq::{
+    Seq2SeqTrainBatch, evaluate_seq2seq, sample_seq2seq_answers, seq2seq_lm_loss,
+    seq2seq_train_batches, train_seq2seq,
+};
 pub use sft::{packed_batches, prompt_of, sample_answers, sft_batches};
 pub use trainer::{
     BatchLoss, EvalLog, Event, LmBatch, ModelEvalFn, ModelLossFn, StepLog, Summary, Target,

@@ -224,9 +224,13 @@ impl AdamW {
 }
 
 /// Whether weight decay applies to a parameter of rank `rank` named `name`: HF's rule (no decay
-/// on biases and normalisation weights) read as "every vector except DoRA magnitudes".
+/// on parameters whose name contains `bias`, nor on normalisation weights) read as "every
+/// vector except DoRA magnitudes, and no matrix named `...bias...`" (T5's
+/// `relative_attention_bias` tables, which `Trainer.get_decay_parameter_names` leaves out by
+/// their name; tilpass's parameter paths for them, `encoder_bias` / `decoder_bias`, say `bias`
+/// too).
 pub fn decays(name: &str, rank: usize) -> bool {
-    rank >= 2 || name.contains("magnitude")
+    (rank >= 2 && !name.contains("bias")) || name.contains("magnitude")
 }
 
 fn apply<const D: usize>(p: &mut Param<Tensor<D>>, f: impl FnOnce(Tensor<1>) -> Tensor<1>) {

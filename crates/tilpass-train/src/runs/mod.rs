@@ -45,7 +45,7 @@ pub use annotate::{AnnotateOutcome, AnnotateRun};
 pub use classify::{ClassifyOutcome, ClassifyRun};
 pub use perplexity::{TextPerplexity, text_perplexity};
 pub use predict::{PredictOutcome, PredictRun};
-pub use sft::{SftOutcome, SftRun};
+pub use sft::{Seq2SeqSftOutcome, SftOutcome, SftRun};
 
 /// The file a run writes its resolved config to, in its output directory.
 pub const RUN_CONFIG_FILE: &str = "run_config.json";

@@ -1,20 +1,30 @@
 //! `tilpass train sft`: supervised fine-tuning of a decoder on a chat / prompt-completion
 //! dataset (TRL formats or a built-in set) with a LoRA adapter — every option of PEFT's
-//! `LoraConfig` in [`SftRun::lora`] — or every weight ([`SftRun::full`]).
+//! `LoraConfig` in [`SftRun::lora`] — or every weight ([`SftRun::full`]). Encoder-decoder model
+//! directories (T5, T5.1.1, mT5, NorT5: [`is_encoder_decoder`]) go through
+//! [`SftRun::run_seq2seq`] with the same settings: each assistant turn a decoder target, the
+//! dialogue before it the encoder input (see `tilpass_tokenize::seq2seq`).
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use tilpass_data::{DatasetSpec, load_records};
-use tilpass_models::{DecoderLm, HasLinears};
+use tilpass_models::{DecoderLm, HasLinears, Seq2SeqLm, Seq2SeqModel, is_encoder_decoder};
 use tilpass_peft::{LoraConfig, PeftModel};
-use tilpass_tokenize::{SftConfig, SftEncoder, SftExample, Tokenizer, Truncation};
+use tilpass_tokenize::{
+    Seq2SeqEncoder, Seq2SeqExample, Seq2SeqSftConfig, SftConfig, SftEncoder, SftExample, Tokenizer,
+    Truncation,
+};
 
 use super::{LORA_SHORTHANDS, RunConfig, check, write_run_config};
 use crate::error::{Result, TrainError};
 use crate::optim::AdamWConfig;
 use crate::schedule::ScheduleKind;
+use crate::seq2seq::{
+    Seq2SeqTrainBatch, evaluate_seq2seq, sample_seq2seq_answers, seq2seq_train_batches,
+    train_seq2seq,
+};
 use crate::sft::{packed_batches, prompt_of, sample_answers, sft_batches};
 use crate::trainer::{
     EvalLog, Event, LmBatch, Summary, Target, TrainConfig, evaluate, train_lm_with_samples,
@@ -47,7 +57,8 @@ pub struct SftRun {
     /// Chat template: the tokenizer's (default) or a named one (`chatml`, `norsk`, ...).
     pub chat_template: Option<String>,
     /// Truncate examples to this many tokens (`None`: no limit; with `packing`, the row
-    /// length, examples cut when packed).
+    /// length, examples cut when packed). For an encoder-decoder, the longest encoder input
+    /// (the history cut from the left) and the longest target (cut at its end, EOS kept).
     pub max_length: Option<usize>,
     /// What to do with longer examples: keep_start, keep_end, drop or error.
     pub truncation: Truncation,
@@ -298,6 +309,14 @@ impl SftRun {
             check::path("out", &self.out)?,
         );
         let data = check::required("data", &self.data)?;
+        if is_encoder_decoder(model_dir).unwrap_or(false) {
+            return Err(TrainError::setting(
+                "model",
+                model_dir.display(),
+                "a decoder-only model for `SftRun::run`; this is an encoder-decoder: use \
+                 `SftRun::run_seq2seq` (`tilpass train sft` chooses by itself)",
+            ));
+        }
         if let Some(ckpt) = &self.resume {
             super::check_resume_settings(self, ckpt, RESUME_SETTINGS)?;
         }
@@ -434,6 +453,252 @@ impl SftRun {
             dir
         };
         Ok(SftOutcome {
+            summary,
+            initial_eval,
+            final_eval,
+            saved,
+            model: peft,
+        })
+    }
+}
+
+/// What an encoder-decoder SFT run did ([`SftRun::run_seq2seq`]).
+#[derive(Debug)]
+pub struct Seq2SeqSftOutcome {
+    /// Steps and losses.
+    pub summary: Summary,
+    /// The evaluation before the first step (`eval_on_start`).
+    pub initial_eval: Option<EvalLog>,
+    /// An evaluation after the last step (with `eval_data`).
+    pub final_eval: Option<EvalLog>,
+    /// Where the result went: `out/adapter` (HF PEFT layout, task `SEQ_2_SEQ_LM`) or, with
+    /// `full`, `out/model` (HF layout with the tokenizer files).
+    pub saved: PathBuf,
+    /// The trained model (with its adapter).
+    pub model: PeftModel<Seq2SeqLm>,
+}
+
+impl SftRun {
+    /// The settings of a decoder SFT run that mean nothing for an encoder-decoder, with why:
+    /// an error naming the first one set. Packing (encoder-decoder batches are padded,
+    /// length-grouped), a truncation policy (the history is cut from the left, the target at
+    /// its end, always), `assistant_only_loss: false` and `completion_only_loss: false` (the
+    /// decoder's targets are the answers only; the dialogue is the encoder's input).
+    pub fn check_seq2seq_settings(&self) -> Result<()> {
+        let reject = |name: &str, value: &dyn std::fmt::Display, why: &str| {
+            Err(TrainError::setting(
+                name,
+                value,
+                format!("not set for an encoder-decoder model: {why}"),
+            ))
+        };
+        if self.packing {
+            return reject(
+                "packing",
+                &true,
+                "its batches are padded and grouped by length, never packed",
+            );
+        }
+        if self.truncation != Truncation::default() {
+            return reject(
+                "truncation",
+                &format!("{:?}", self.truncation),
+                "the dialogue history is always cut from the left to fit max_length and the \
+                 answer at its end",
+            );
+        }
+        if !self.assistant_only_loss {
+            return reject(
+                "assistant_only_loss",
+                &false,
+                "the decoder only ever predicts the assistant's answers",
+            );
+        }
+        if self.completion_only_loss == Some(false) {
+            return reject(
+                "completion_only_loss",
+                &false,
+                "the prompt is the encoder's input, never a decoder target",
+            );
+        }
+        match self.lora.task_type.as_deref() {
+            None | Some("CAUSAL_LM") | Some("SEQ_2_SEQ_LM") => Ok(()),
+            Some(other) => reject(
+                "lora.task_type",
+                &other,
+                "an encoder-decoder adapter is PEFT task SEQ_2_SEQ_LM",
+            ),
+        }
+    }
+
+    /// The encoding settings for an encoder-decoder: `max_length` limits the source and
+    /// the target (`None`: no limit).
+    pub fn seq2seq_config(&self) -> Seq2SeqSftConfig {
+        Seq2SeqSftConfig {
+            max_source_length: self.max_length,
+            max_target_length: self.max_length.map(|n| n.max(2)),
+            chat_template: self.chat_template.clone(),
+            eos_id: None,
+        }
+    }
+
+    /// [`SftRun::run`] for an encoder-decoder model directory (T5, T5.1.1, mT5, NorT5): checks
+    /// the settings (also [`SftRun::check_seq2seq_settings`]), writes `out/run_config.json`,
+    /// encodes the data (one example per assistant turn), trains a LoRA adapter (PEFT task
+    /// `SEQ_2_SEQ_LM`; `target_modules` may name modules of either stack) or every weight, and
+    /// saves it (`out/adapter`, or `out/model` in HF layout).
+    pub fn run_seq2seq(
+        &self,
+        device: &Device,
+        progress: &mut dyn FnMut(Event),
+    ) -> Result<Seq2SeqSftOutcome> {
+        self.validate()?;
+        self.check_seq2seq_settings()?;
+        let (model_dir, out) = (
+            check::path("model", &self.model)?,
+            check::path("out", &self.out)?,
+        );
+        let data = check::required("data", &self.data)?;
+        if let Some(ckpt) = &self.resume {
+            super::check_resume_settings(self, ckpt, RESUME_SETTINGS)?;
+        }
+        let mut inputs: Vec<&Path> = vec![model_dir.as_path()];
+        inputs.extend(self.init_adapter.as_deref());
+        inputs.extend(self.resume.as_deref());
+        for spec in [Some(data), self.eval_data.as_ref()].into_iter().flatten() {
+            if let DatasetSpec::File(p) = spec {
+                inputs.push(p.as_path());
+            }
+        }
+        super::prepare_output_dir(
+            out,
+            self.overwrite_output_dir,
+            self.resume.is_some(),
+            &inputs,
+        )?;
+        let _fresh = self.resume.is_none().then(|| super::FreshStart::new(out));
+        write_run_config(self, out)?;
+        let device = device.clone().autodiff();
+        device.seed(self.seed);
+        let tok = Tokenizer::from_dir(model_dir)?;
+        let base = Seq2SeqLm::load(model_dir, &device)?;
+        let pad = base.pad_token_id();
+        let start = base.decoder_start_token_id();
+        let bs = self.batch_size;
+        // Targets end in the tokenizer's EOS, or the model's when the tokenizer names none.
+        let encoder = Seq2SeqEncoder::new(
+            &tok,
+            Seq2SeqSftConfig {
+                eos_id: tok.eos_id().or(base.eos_token_ids().first().copied()),
+                ..self.seq2seq_config()
+            },
+        )?;
+        let layout = if encoder.uses_template() {
+            "the chat template"
+        } else {
+            "the plain `user:` / `assistant:` layout"
+        };
+        progress(Event::Detail(&format!(
+            "encoder inputs rendered with {layout}"
+        )));
+        let mut encode = |spec: &DatasetSpec| -> Result<Vec<Seq2SeqExample>> {
+            let (examples, report) = encoder.encode_all(&load_records(spec)?)?;
+            let note = format!("{spec}: {} examples ({report:?})", examples.len());
+            progress(Event::Detail(&note));
+            Ok(examples)
+        };
+        let train_examples = encode(data)?;
+        let eval_examples = match &self.eval_data {
+            Some(spec) => encode(spec)?,
+            None => Vec::new(),
+        };
+        let train = seq2seq_train_batches(&train_examples, bs, pad, start, None)?;
+        let eval: Vec<Seq2SeqTrainBatch> = if eval_examples.is_empty() {
+            Vec::new()
+        } else {
+            seq2seq_train_batches(&eval_examples, bs, pad, start, None)?
+        };
+        let mut peft = PeftModel::new(base);
+        match (
+            self.resume.as_ref().or(self.init_adapter.as_ref()),
+            self.full,
+        ) {
+            (_, true) => {}
+            (Some(dir), false) => {
+                peft.load_adapter(dir, "default")?;
+            }
+            (None, false) => {
+                let mut cfg = self.lora.clone();
+                // The run's default task is the decoder's; an encoder-decoder's is this.
+                cfg.task_type = Some("SEQ_2_SEQ_LM".into());
+                cfg.base_model_name_or_path
+                    .get_or_insert_with(|| model_dir.display().to_string());
+                peft.add_adapter("default", &cfg, self.seed)?;
+            }
+        }
+        if self.full {
+            let note = format!("full fine-tuning: {} parameters", peft.parameter_count());
+            progress(Event::Message(&note));
+        } else {
+            peft.freeze_base();
+            progress(Event::Message(&peft.trainable_parameters().to_string()));
+        }
+        let sources: Vec<Vec<u32>> = eval_examples
+            .iter()
+            .take(self.eval_samples)
+            .map(|e| e.input_ids.clone())
+            .collect();
+        let n_tokens = self.sample_max_new_tokens;
+        let sampler = |m: &Seq2SeqLm| sample_seq2seq_answers(m, &tok, &sources, n_tokens);
+        let cfg = self.train_config();
+        let initial_eval = if self.eval_on_start && !eval.is_empty() && self.resume.is_none() {
+            let mut log = evaluate_seq2seq(&*peft, &eval, 0)?;
+            log.samples = sampler(&peft)?;
+            append_metrics(out, &log)?;
+            progress(Event::Eval(&log));
+            Some(log)
+        } else {
+            None
+        };
+        let target = if self.full {
+            Target::Full
+        } else {
+            Target::Adapter("default")
+        };
+        let summary = train_seq2seq(
+            &mut peft,
+            target,
+            &train,
+            &eval,
+            Some(&sampler),
+            &cfg,
+            self.resume.as_deref(),
+            progress,
+        )?;
+        let final_eval = match &summary.last_eval {
+            _ if eval.is_empty() => None,
+            Some(e) if e.step == summary.steps => Some(e.clone()),
+            _ => Some(evaluate_seq2seq(&*peft, &eval, summary.steps)?),
+        };
+        let saved = if self.full {
+            let dir = out.join("model");
+            let base_config = tilpass_core::ModelDir::open(model_dir)?
+                .config_json()
+                .clone();
+            peft.save(&dir, tilpass_core::SaveDtype::F32, Some(&base_config))?;
+            copy_tokenizer_files(model_dir, &dir)?;
+            let gen_cfg = model_dir.join("generation_config.json");
+            if gen_cfg.is_file() {
+                std::fs::copy(&gen_cfg, dir.join("generation_config.json"))
+                    .map_err(|e| tilpass_core::Error::io(&gen_cfg, e))?;
+            }
+            dir
+        } else {
+            let dir = out.join("adapter");
+            peft.save_adapter("default", &dir)?;
+            dir
+        };
+        Ok(Seq2SeqSftOutcome {
             summary,
             initial_eval,
             final_eval,
