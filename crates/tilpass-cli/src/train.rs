@@ -1,5 +1,7 @@
-//! `tilpass train sft|classify|dpo|reward` (reward: [`crate::reward`]): flags into a run config ([`tilpass::train::SftRun`],
-//! [`tilpass::train::ClassifyRun`], [`tilpass::preference::DpoRun`]), the run, and its result
+//! `tilpass train sft|classify|dpo|reward|orpo|cpo|kto`: flags into a run config
+//! ([`tilpass::train::SftRun`], [`tilpass::train::ClassifyRun`],
+//! [`tilpass::preference::DpoRun`]; reward: [`crate::reward`]; `orpo|cpo|kto` in [`pref`]),
+//! the run, and its result
 //! printed. Every flag is the
 //! kebab-case form of a config key; `--config FILE` supplies the rest, flags win.
 
@@ -13,6 +15,8 @@ use tilpass::preference::DpoRun;
 use tilpass::train::{ClassifyRun, Event, Progress, RunConfig, SftRun};
 
 use crate::common::{ConfigArgs, finite_f64, parse_pattern, print, print_json};
+
+mod pref;
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
@@ -38,6 +42,21 @@ pub enum TrainCommand {
     /// *ForSequenceClassification), checkpoints, metrics.jsonl (TRL's accuracy, margin,
     /// min/mean/max_reward) and run_config.json. Defaults are TRL's RewardConfig (lr 1e-4).
     Reward(Box<crate::reward::RewardTrainArgs>),
+    /// ORPO (TRL's experimental ORPOTrainer) of a decoder on preference pairs: no reference
+    /// model; the NLL term over the whole chosen sequence, prompt included, as TRL; LoRA or
+    /// --full. Writes the adapter, checkpoints, metrics.jsonl (TRL's rewards/*, logps/*,
+    /// nll_loss, log_odds_* metrics) and run_config.json. Defaults are TRL's ORPOConfig except
+    /// --lr: 5e-5, as TRL's 1e-6 barely moves a LoRA adapter.
+    Orpo(Box<pref::OrpoArgs>),
+    /// CPO / SimPO / AlphaPO (TRL's experimental CPOTrainer) of a decoder on preference pairs:
+    /// no reference model; SimPO is --loss-type simpo --cpo-alpha 0. Defaults are TRL's
+    /// CPOConfig except --lr: 5e-5 (TRL: 1e-6).
+    Cpo(Box<pref::CpoArgs>),
+    /// KTO (TRL's KTOTrainer) on unpaired rows (prompt, completion, label) or pairs unpaired as
+    /// TRL does (e.g. builtin:norsk-pref): reference = the model with its adapters disabled
+    /// (LoRA) or a copy of the starting model (--full); needs --batch-size >= 2. Defaults are
+    /// TRL's KTOConfig except --lr: 5e-5 (TRL: 1e-6).
+    Kto(Box<pref::KtoArgs>),
 }
 
 /// LoRA flags: the top-level keys of a run config that set its `lora` section.
@@ -336,6 +355,23 @@ pub struct DpoArgs {
     /// DiscoPOP's tau (TRL: 0.05).
     #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
     discopop_tau: Option<f64>,
+    /// WPO: weight each pair by the policy's length-normalised probability of its answers.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    use_weighting: Option<bool>,
+    /// Compute the reference log-probs of every pair once before training and cache them on
+    /// disk (next to a data file; built-in data: ~/.cache/tilpass/ref-logps), reused by later
+    /// runs with the same model, data and settings.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    precompute_ref_log_probs: Option<bool>,
+    /// Directory for the reference log-prob caches (instead of the default places).
+    #[arg(long)]
+    ref_cache_dir: Option<PathBuf>,
+    /// Evaluate on --eval-data every N steps (besides before and after training).
+    #[arg(long)]
+    eval_steps: Option<usize>,
+    /// Stop after N evaluations without a lower eval loss.
+    #[arg(long)]
+    early_stopping_patience: Option<usize>,
     /// Full fine-tuning: train every parameter against a second copy of the model as the
     /// reference; the model is saved in HF layout. Use a learning rate near TRL's 1e-6.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
@@ -431,6 +467,9 @@ pub fn train_cmd(c: TrainCommand) -> Result<()> {
             }));
         }
         TrainCommand::Reward(a) => crate::reward::train_reward_cmd(&a)?,
+        TrainCommand::Orpo(a) => pref::orpo(&a)?,
+        TrainCommand::Cpo(a) => pref::cpo(&a)?,
+        TrainCommand::Kto(a) => pref::kto(&a)?,
     }
     Ok(())
 }
