@@ -86,6 +86,7 @@ pub mod ref_cache;
 pub mod reward;
 pub mod reward_run;
 pub mod reward_trainer;
+pub mod seq2seq_pref;
 
 pub use cpo::{CpoConfig, CpoInputs, CpoLossType, CpoMetrics, CpoOutput, cpo_loss};
 pub use cpo_run::CpoRun;
@@ -111,4 +112,8 @@ pub use reward_run::{RewardOutcome, RewardRun};
 pub use reward_trainer::{
     RewardBatch, RewardBatchOutput, RewardEval, RewardModel, evaluate_reward, pair_rewards,
     reward_batch_loss, train_reward,
+};
+pub use seq2seq_pref::{
+    Seq2SeqPairBatch, cpo_seq2seq_batch_loss, orpo_seq2seq_batch_loss, train_cpo_seq2seq,
+    train_orpo_seq2seq,
 };
