@@ -87,6 +87,7 @@ pub mod reward;
 pub mod reward_run;
 pub mod reward_trainer;
 pub mod seq2seq_pref;
+pub mod seq2seq_pref_run;
 
 pub use cpo::{CpoConfig, CpoInputs, CpoLossType, CpoMetrics, CpoOutput, cpo_loss};
 pub use cpo_run::CpoRun;
@@ -117,3 +118,4 @@ pub use seq2seq_pref::{
     Seq2SeqPairBatch, cpo_seq2seq_batch_loss, orpo_seq2seq_batch_loss, train_cpo_seq2seq,
     train_orpo_seq2seq,
 };
+pub use seq2seq_pref_run::{SEQ2SEQ_MAX_COMPLETION_LENGTH, Seq2SeqPreferenceOutcome};
