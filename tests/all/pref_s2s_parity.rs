@@ -186,10 +186,10 @@ fn check_case(case: &str, train: Train<'_>) {
     let dir = format!("train/{case}");
     let reference = fixture_json(&format!("{dir}/reference.json"));
     let dev = tilpass_tests::test_device().autodiff();
-    let base = fixture_path(&format!("{}", reference["base"].as_str().unwrap()));
+    let base = fixture_path(reference["base"].as_str().unwrap());
     let mut peft = PeftModel::new(Seq2SeqLm::load(base, &dev).unwrap());
     let cfg_adapter = peft
-        .load_adapter(&fixture_path(&format!("{dir}/initial")), "default")
+        .load_adapter(fixture_path(&format!("{dir}/initial")), "default")
         .unwrap();
     assert_eq!(cfg_adapter.task_type.as_deref(), Some("SEQ_2_SEQ_LM"));
     peft.freeze_base();

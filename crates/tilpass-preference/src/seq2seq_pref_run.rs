@@ -139,6 +139,15 @@ fn seq2seq_pair_batches(
         .collect()
 }
 
+/// A trainer of an encoder-decoder on preference batches (the run's loss bound in).
+type TrainSeq2SeqFn<'a> = &'a mut dyn FnMut(
+    &mut PeftModel<Seq2SeqLm>,
+    Target<'static>,
+    &[Seq2SeqPairBatch],
+    &TrainConfig,
+    &mut dyn FnMut(Event),
+) -> Result<Summary>;
+
 /// The shared steps of an encoder-decoder preference run around `train`.
 fn run_seq2seq_pref<R: RunConfig>(
     run: &R,
@@ -146,13 +155,7 @@ fn run_seq2seq_pref<R: RunConfig>(
     resume_settings: &[&str],
     device: &Device,
     progress: &mut dyn FnMut(Event),
-    train: &mut dyn FnMut(
-        &mut PeftModel<Seq2SeqLm>,
-        Target<'static>,
-        &[Seq2SeqPairBatch],
-        &TrainConfig,
-        &mut dyn FnMut(Event),
-    ) -> Result<Summary>,
+    train: TrainSeq2SeqFn<'_>,
 ) -> Result<Seq2SeqPreferenceOutcome> {
     let started = start_any(run, common, resume_settings, device)?;
     if !is_encoder_decoder(&started.model_dir).unwrap_or(false) {
