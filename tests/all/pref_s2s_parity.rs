@@ -19,11 +19,14 @@
 
 use serde_json::Value;
 use tilpass::core::Checkpoint;
+use tilpass::data::DatasetSpec;
 use tilpass::models::Seq2SeqLm;
 use tilpass::peft::PeftModel;
 use tilpass::preference::{
-    CpoConfig, OrpoConfig, Seq2SeqPairBatch, train_cpo_seq2seq, train_orpo_seq2seq,
+    CpoConfig, OrpoConfig, Seq2SeqPairBatch, seq2seq_pair_batches, train_cpo_seq2seq,
+    train_orpo_seq2seq,
 };
+use tilpass::tokenize::Tokenizer;
 use tilpass::train::{AdamWConfig, Event, ScheduleKind, StepLog, Target, TrainConfig};
 use tilpass_tests::{fixture_json, fixture_path, max_abs_diff, max_rel_diff};
 
@@ -337,4 +340,37 @@ fn seq2seq_simpo_matches_trl() {
             .unwrap();
         },
     );
+}
+
+/// tilpass's encoding of the fixture's rows (`prompt`, `chosen`, `rejected` text) with the
+/// tokenizer TRL used gives the batches TRL fed to the model, for both trainers.
+#[test]
+fn seq2seq_preference_encoding_matches_trl() {
+    let tok = Tokenizer::from_dir(fixture_path("train/s2s_orpo/tokenizer")).unwrap();
+    for case in ["s2s_orpo", "s2s_simpo"] {
+        let reference = fixture_json(&format!("train/{case}/reference.json"));
+        let dir = tempfile::tempdir().unwrap();
+        let rows = reference["data"].as_array().expect("data");
+        let path = crate::runs::write_jsonl(&dir.path().join("rows.jsonl"), rows);
+        let bs = reference["per_device_train_batch_size"].as_u64().unwrap() as usize;
+        let ours = seq2seq_pair_batches(&tok, &DatasetSpec::File(path), bs, PAD, PAD, &mut |_| {})
+            .unwrap();
+        let theirs = batches(&reference);
+        assert_eq!(ours.len(), theirs.len(), "{case}: one batch per step");
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            assert_eq!(
+                a.input.input_ids, b.input.input_ids,
+                "{case} batch {i}: encoder ids"
+            );
+            assert_eq!(
+                a.input.attention_mask, b.input.attention_mask,
+                "{case} batch {i}: mask"
+            );
+            assert_eq!(a.labels, b.labels, "{case} batch {i}: labels");
+            assert_eq!(
+                a.decoder_input_ids, b.decoder_input_ids,
+                "{case} batch {i}: decoder ids"
+            );
+        }
+    }
 }

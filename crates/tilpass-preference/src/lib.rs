@@ -118,4 +118,6 @@ pub use seq2seq_pref::{
     Seq2SeqPairBatch, cpo_seq2seq_batch_loss, orpo_seq2seq_batch_loss, train_cpo_seq2seq,
     train_orpo_seq2seq,
 };
-pub use seq2seq_pref_run::{SEQ2SEQ_MAX_COMPLETION_LENGTH, Seq2SeqPreferenceOutcome};
+pub use seq2seq_pref_run::{
+    SEQ2SEQ_MAX_COMPLETION_LENGTH, Seq2SeqPreferenceOutcome, seq2seq_pair_batches,
+};

@@ -62,8 +62,11 @@ pub(crate) fn check_decoder_dir(model_dir: &Path, job: &str) -> tilpass_train::R
     Err(TrainError::setting("model", model_dir.display(), expected))
 }
 
-/// The encoder-decoder batches of `spec` (see the module doc).
-fn seq2seq_pair_batches(
+/// The encoder-decoder batches of `spec` as [`OrpoRun::run_seq2seq`] and
+/// [`CpoRun::run_seq2seq`] encode them (see the module doc), `batch_size` pairs each in the
+/// data's order, with the model's `pad` id and `decoder_start` token. Rows that are not text
+/// preference rows, and empty answers, are errors naming `file:line`.
+pub fn seq2seq_pair_batches(
     tok: &Tokenizer,
     spec: &DatasetSpec,
     batch_size: usize,
