@@ -18,6 +18,7 @@ mod output_dirs;
 mod packing;
 mod param_tables;
 mod peft_parity;
+mod pref_eval;
 mod pref_s2s_parity;
 mod pref_s2s_runs;
 mod pref_trainer_parity;

@@ -42,9 +42,9 @@ pub struct Seq2SeqPreferenceOutcome {
     pub model: PeftModel<Seq2SeqLm>,
 }
 
-/// An error unless `model_dir` holds a decoder-only model: the decoder runs of `job`
-/// (`dpo`, `kto`, `reward`, `orpo`, `cpo`) refuse encoder-decoders before any work, naming
-/// what to use instead.
+/// An error when `model_dir` holds an encoder-decoder: the runs of `job` (`dpo`, `kto`,
+/// `reward`; `orpo` and `cpo` in their decoder `run`) refuse encoder-decoders before any work,
+/// naming what to use instead.
 pub(crate) fn check_decoder_dir(model_dir: &Path, job: &str) -> tilpass_train::Result<()> {
     if !is_encoder_decoder(model_dir).unwrap_or(false) {
         return Ok(());
@@ -54,6 +54,9 @@ pub(crate) fn check_decoder_dir(model_dir: &Path, job: &str) -> tilpass_train::R
             "a decoder-only model for the decoder {job} run; this is an encoder-decoder: use \
              `run_seq2seq` (`tilpass train {job}` chooses by itself)"
         ),
+        "reward" => "a decoder or an encoder (BERT, NorBERT3): TRL 1.16 does not support \
+                     encoder-decoders in DPO/KTO/Reward (`reward`); use orpo or cpo"
+            .to_string(),
         _ => format!(
             "a decoder-only model: TRL 1.16 does not support encoder-decoders in DPO/KTO/Reward \
              (`{job}`); use orpo or cpo"
