@@ -93,6 +93,22 @@ fn orpo_and_cpo_runs_take_encoder_decoders_through_run_seq2seq() {
     let out = cpo.run_seq2seq(&test_device(), &mut |_| {}).unwrap();
     assert_eq!(out.summary.steps, 2);
 
+    // Evaluation is not supported on this path yet: refused before any work.
+    let with_eval = OrpoRun {
+        eval_data: orpo.data.clone(),
+        out: Some(work.path().join("eval")),
+        ..orpo.clone()
+    };
+    let err = with_eval
+        .run_seq2seq(&test_device(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("eval_data"), "{err}");
+    assert!(
+        !work.path().join("eval").exists(),
+        "refused before any work"
+    );
+
     // Conversational rows: refused naming the row, before training.
     let conv = write_jsonl(
         &work.path().join("conv.jsonl"),

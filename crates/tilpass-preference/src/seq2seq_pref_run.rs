@@ -9,7 +9,7 @@
 //! `max_completion_length` of 128 tokens for encoder-decoders, the prompt not truncated (TRL's
 //! `max_length` does not apply to encoder-decoders); batched in the file's order.
 //! Conversational rows are refused: TRL renders them with a chat template, which T5 and NorT5
-//! tokenizers do not have.
+//! tokenizers do not have. Held-out evaluation (`eval_data`) is not supported here yet.
 
 use std::path::{Path, PathBuf};
 
@@ -163,6 +163,14 @@ fn run_seq2seq_pref<R: RunConfig>(
     progress: &mut dyn FnMut(Event),
     train: TrainSeq2SeqFn<'_>,
 ) -> Result<Seq2SeqPreferenceOutcome> {
+    if let Some(spec) = common.eval_data {
+        return Err(TrainError::setting(
+            "eval_data",
+            spec,
+            "none: encoder-decoder ORPO / CPO runs do not evaluate yet",
+        )
+        .into());
+    }
     let started = start_any(run, common, resume_settings, device)?;
     if !is_encoder_decoder(&started.model_dir).unwrap_or(false) {
         return Err(TrainError::setting(
