@@ -19,6 +19,8 @@ mod packing;
 mod param_tables;
 mod peft_parity;
 mod pref_eval;
+mod pref_s2s_parity;
+mod pref_s2s_runs;
 mod pref_trainer_parity;
 mod preference_losses;
 mod rag_bm25;

@@ -379,6 +379,7 @@ impl DpoRun {
     pub fn run(&self, device: &Device, progress: &mut dyn FnMut(Event)) -> Result<DpoOutcome> {
         self.validate()?;
         let model_dir = self.model.as_ref().ok_or_else(|| missing("model"))?;
+        crate::seq2seq_pref_run::check_decoder_dir(model_dir, Self::JOB)?;
         let out = self.out.as_ref().ok_or_else(|| missing("out"))?;
         let data = self.data.as_ref().ok_or_else(|| missing("data"))?;
         if let Some(ckpt) = &self.resume {

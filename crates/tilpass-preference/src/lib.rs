@@ -86,6 +86,8 @@ pub mod ref_cache;
 pub mod reward;
 pub mod reward_run;
 pub mod reward_trainer;
+pub mod seq2seq_pref;
+pub mod seq2seq_pref_run;
 
 pub use cpo::{CpoConfig, CpoInputs, CpoLossType, CpoMetrics, CpoOutput, cpo_loss};
 pub use cpo_run::CpoRun;
@@ -113,4 +115,11 @@ pub use reward_run::{RewardOutcome, RewardRun, TrainedReward, is_encoder_reward_
 pub use reward_trainer::{
     RewardBatch, RewardBatchOutput, RewardEval, RewardModel, evaluate_reward, pair_rewards,
     reward_batch_loss, train_reward,
+};
+pub use seq2seq_pref::{
+    Seq2SeqPairBatch, cpo_seq2seq_batch_loss, orpo_seq2seq_batch_loss, train_cpo_seq2seq,
+    train_orpo_seq2seq,
+};
+pub use seq2seq_pref_run::{
+    SEQ2SEQ_MAX_COMPLETION_LENGTH, Seq2SeqPreferenceOutcome, seq2seq_pair_batches,
 };

@@ -181,6 +181,20 @@ pub(crate) fn start<R: RunConfig>(
     device: &Device,
 ) -> Result<Started> {
     run.validate()?;
+    if let Some(dir) = common.model {
+        crate::seq2seq_pref_run::check_decoder_dir(dir, R::JOB)?;
+    }
+    start_any(run, common, resume_settings, device)
+}
+
+/// [`start`] without its refusal of encoder-decoders (for the encoder-decoder runs).
+pub(crate) fn start_any<R: RunConfig>(
+    run: &R,
+    common: &Common<'_>,
+    resume_settings: &[&str],
+    device: &Device,
+) -> Result<Started> {
+    run.validate()?;
     let model_dir = common.model.clone().ok_or_else(|| missing("model"))?;
     let out = common.out.clone().ok_or_else(|| missing("out"))?;
     let data = common.data.clone().ok_or_else(|| missing("data"))?;

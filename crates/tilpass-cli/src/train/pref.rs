@@ -163,6 +163,23 @@ fn report(o: &PreferenceOutcome, full: bool, bar: &mut Progress) {
     print(&json!({"summary": o.summary, key: o.saved.display().to_string()}));
 }
 
+fn report_seq2seq(
+    o: &tilpass::preference::Seq2SeqPreferenceOutcome,
+    full: bool,
+    bar: &mut Progress,
+) {
+    bar.finish(&o.summary);
+    let key = if full { "model" } else { "adapter" };
+    print(&json!({"summary": o.summary, key: o.saved.display().to_string()}));
+}
+
+/// Whether `model` is an encoder-decoder directory.
+fn is_seq2seq(model: &Option<std::path::PathBuf>) -> bool {
+    model
+        .as_deref()
+        .is_some_and(|m| tilpass::models::is_encoder_decoder(m).unwrap_or(false))
+}
+
 /// Runs `tilpass train orpo`.
 pub fn orpo(a: &OrpoArgs) -> Result<()> {
     let Some(run) = a.config.resolve::<OrpoRun>(a)? else {
@@ -170,6 +187,14 @@ pub fn orpo(a: &OrpoArgs) -> Result<()> {
     };
     let device = tilpass::device(&run.device)?;
     let mut bar = Progress::new(OrpoRun::JOB, run.steps);
+    // Encoder-decoder directories (T5, mT5, NorT5) take TRL's encoder-decoder path.
+    if is_seq2seq(&run.model) {
+        let o = run
+            .run_seq2seq(&device, &mut |e| show(&mut bar, e))
+            .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
+        report_seq2seq(&o, run.full, &mut bar);
+        return Ok(());
+    }
     let o = run
         .run(&device, &mut |e| show(&mut bar, e))
         .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
@@ -184,6 +209,14 @@ pub fn cpo(a: &CpoArgs) -> Result<()> {
     };
     let device = tilpass::device(&run.device)?;
     let mut bar = Progress::new(CpoRun::JOB, run.steps);
+    // Encoder-decoder directories (T5, mT5, NorT5) take TRL's encoder-decoder path.
+    if is_seq2seq(&run.model) {
+        let o = run
+            .run_seq2seq(&device, &mut |e| show(&mut bar, e))
+            .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
+        report_seq2seq(&o, run.full, &mut bar);
+        return Ok(());
+    }
     let o = run
         .run(&device, &mut |e| show(&mut bar, e))
         .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
