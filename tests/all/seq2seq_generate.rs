@@ -6,8 +6,7 @@
 
 use serde_json::Value;
 use tilpass::models::{
-    Seq2SeqConfig, StopReason, T5, generate_seq2seq, generate_seq2seq_stream,
-    generate_seq2seq_text,
+    Seq2SeqConfig, StopReason, T5, generate_seq2seq, generate_seq2seq_stream, generate_seq2seq_text,
 };
 use tilpass_tests::fixture_path;
 
@@ -175,12 +174,23 @@ fn seq2seq_streaming_and_stop_strings() {
         ..Default::default()
     };
     let full = generate_seq2seq(&model, &input, &greedy).unwrap();
+    // Greedy row 0 ends in EOS (id 1): the callback sees it too, and the text path says so.
+    assert_eq!(full[0].last(), Some(&1));
+    let mut seen = vec![Vec::new(); 2];
+    generate_seq2seq_stream(&model, &input, &greedy, &mut |r, t| {
+        seen[r].push(t);
+        true
+    })
+    .unwrap();
+    assert_eq!(seen, full);
+    let decode = |ids: &[u32]| Ok(ids.iter().map(|t| format!("<{t}>")).collect::<String>());
+    let g = generate_seq2seq_text(&model, &input, &greedy, &decode, &mut |_, _| {}).unwrap();
+    assert_eq!((&g[0].ids, &g[0].stop), (&full[0], &StopReason::Eos));
     let cut = generate_seq2seq_stream(&model, &input, &greedy, &mut |r, _| r != 0).unwrap();
     assert_eq!(cut[0], full[0][..1].to_vec());
     assert_eq!(cut[1], full[1]);
     // Stop strings on a "detokenizer" that spells each id: the row stops at the first match,
     // the text is cut before it, and the streamed chunks add up to the text.
-    let decode = |ids: &[u32]| Ok(ids.iter().map(|t| format!("<{t}>")).collect::<String>());
     let stop = format!("<{}>", all[0][2]);
     let cfg = Seq2SeqConfig {
         stop_strings: vec![stop.clone()],
@@ -219,6 +229,9 @@ fn seq2seq_streaming_and_stop_strings() {
         },
     ] {
         let e = generate_seq2seq_text(&model, &input, &bad, &decode, &mut |_, _| {}).unwrap_err();
-        assert!(matches!(e, tilpass::models::ModelError::InvalidConfig { .. }), "{e}");
+        assert!(
+            matches!(e, tilpass::models::ModelError::InvalidConfig { .. }),
+            "{e}"
+        );
     }
 }

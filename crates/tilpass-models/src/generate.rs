@@ -430,7 +430,8 @@ fn generate_core(
             }
             let t = next_token(&mut row, cfg, &mut sampler);
             out[r].push(t);
-            done[r] = eos.contains(&t) || !on_token(r, t);
+            let more = on_token(r, t);
+            done[r] = eos.contains(&t) || !more;
             tokens.push(t);
         }
         if done.iter().all(|d| *d) {

@@ -436,7 +436,8 @@ fn greedy(
             };
             if !done[r] {
                 out[r].push(t);
-                done[r] = eos.contains(&t) || !on_token(r, t);
+                let more = on_token(r, t);
+                done[r] = eos.contains(&t) || !more;
             }
             rows[r].push(t);
         }
