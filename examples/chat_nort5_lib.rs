@@ -80,8 +80,8 @@ impl Default for ChatNorT5Config {
             hidden_size: 128,
             layers: 2,
             heads: 4,
-            base_steps: 200,
-            chat_steps: 120,
+            base_steps: 400,
+            chat_steps: 150,
             batch_size: 16,
             lora_r: 16,
             max_length: 128,
@@ -128,9 +128,8 @@ fn say(quiet: bool, text: &str) {
 pub fn create_nort5(dir: &Path, config: &NorT5Config, seed: u64) -> Result<(), BoxError> {
     let std = (2.0 / (5.0 * config.hidden_size as f64)).sqrt();
     let mut rng = SplitMix64::from_state(seed ^ 0x0005_EED5_0B72);
-    let tensors = tilpass::models::init::init_tensors(&nort5_params(config), |n| {
-        rng.normal_vec(n, std)
-    })?;
+    let tensors =
+        tilpass::models::init::init_tensors(&nort5_params(config), |n| rng.normal_vec(n, std))?;
     std::fs::create_dir_all(dir)?;
     let mut cfg = serde_json::to_value(config)?;
     if let Some(o) = cfg.as_object_mut() {
@@ -360,7 +359,10 @@ pub fn run(cfg: &ChatNorT5Config, quiet: bool) -> Result<ChatNorT5Report, BoxErr
         };
         let ids = generate_seq2seq(chat_model.model(), &input, &decoding)?.remove(0);
         let answer = tok.decode(&ids, true)?.trim().to_string();
-        let question = history.last().map(|m| m.content.clone()).unwrap_or_default();
+        let question = history
+            .last()
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
         answers.push((question, answer, c.messages[last].content.clone()));
     }
     let hyps: Vec<&str> = answers.iter().map(|a| a.1.as_str()).collect();
