@@ -548,6 +548,9 @@ pub fn generate_text_with_prefix(
     )
 }
 
+/// A token callback: `(row, token)`, `false` to stop the row.
+pub(crate) type TokenSink<'a> = &'a mut dyn FnMut(usize, u32) -> bool;
+
 /// The text layer shared by decoder and encoder-decoder generation: `run` generates, calling
 /// its token callback for each new token of a row (and stopping the row when it returns
 /// `false`); every row's tokens are decoded by `decode` as they arrive, a row stops at the first
@@ -559,7 +562,7 @@ pub(crate) fn with_text(
     stop_strings: &[String],
     decode: &dyn Fn(&[u32]) -> std::result::Result<String, String>,
     on_text: &mut dyn FnMut(usize, &str),
-    run: &mut dyn FnMut(&mut dyn FnMut(usize, u32) -> bool) -> Result<()>,
+    run: &mut dyn FnMut(TokenSink<'_>) -> Result<()>,
 ) -> Result<Vec<Generation>> {
     let stops: Vec<String> = stop_strings
         .iter()
