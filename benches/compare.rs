@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! tilpass-compare GROUP [--threads N] [--bench NAME[:WARMUP:REPS]]...
-//! GROUP: sft_encode | decoder | encoder | train | metrics
+//! GROUP: sft_encode | decoder | encoder | train | dpo_step | metrics
 //! ```
 //!
 //! Without `--bench`, every benchmark of the group runs with 1 warm-up and 3 repetitions.
@@ -28,6 +28,7 @@ use tilpass::models::{
     DecoderInput, DecoderLm, GenerateConfig, KvCache, SentenceEmbedder, generate_greedy,
 };
 use tilpass::peft::{LoraConfig, PeftModel};
+use tilpass::preference::{DpoBatch, DpoConfig, DpoReference, dpo_batch_loss};
 use tilpass::tokenize::{SftConfig, SftEncoder, Tokenizer};
 use tilpass::train::{
     AdamW, AdamWConfig, LmBatch, causal_lm_loss, clip_global_norm, collect_grads,
@@ -51,6 +52,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ),
     ("encoder", &["embed_1000"]),
     ("train", &["lora_sft_step", "t5_lora_sft_step"]),
+    ("dpo_step", &["dpo_step"]),
     ("metrics", &["corpus_bleu", "corpus_chrf"]),
 ];
 
@@ -430,6 +432,42 @@ fn train(specs: &[Spec], r: &mut Report) -> Res<()> {
     Ok(())
 }
 
+/// One DPO optimiser step (TRL's sigmoid loss, beta 0.1) of the standard benchmark Llama with
+/// LoRA r=16 alpha 32 on q/k/v/o: the reference forward with the adapters disabled (no
+/// gradient), the policy forward with TRL's logged metrics, backward, clipping at 1.0, AdamW
+/// (lr 1e-4, no weight decay: TRL's defaults); 2 pairs × 256 tokens.
+fn dpo_step(specs: &[Spec], r: &mut Report) -> Res<()> {
+    let device = flex()?.autodiff();
+    let (_dir, base) = llama(&STANDARD, &device)?;
+    let mut peft = PeftModel::new(base);
+    let cfg = LoraConfig::new(16, 32.0, &["q_proj", "k_proj", "v_proj", "o_proj"]);
+    peft.add_adapter("default", &cfg, 0)?;
+    peft.freeze_base();
+    let (ids, mask) = tilpass_benches::dpo_pair_ids();
+    let batch = DpoBatch::new(ids, vec![1; mask.len()], mask, 4, 256)?;
+    let dpo = DpoConfig::default();
+    let mut opt = AdamW::new(AdamWConfig::default());
+    for spec in specs {
+        let loss = r.time(
+            spec,
+            4 * 256,
+            "tokens",
+            || Ok(()),
+            |()| {
+                let out = dpo_batch_loss(&mut peft, DpoReference::DisabledAdapters, &dpo, &batch)?;
+                let grads = out.loss.backward();
+                let mut params = peft.trainable_params_mut();
+                let mut gr = collect_grads(&params, &grads);
+                clip_global_norm(&mut gr, 1.0);
+                opt.step(&mut params, &gr, 1e-4);
+                Ok(out.loss.into_scalar::<f32>())
+            },
+        )?;
+        r.check("last_loss_finite", json!(loss.is_finite()));
+    }
+    Ok(())
+}
+
 /// sacrebleu-exact corpus BLEU and chrF of 10,000 pairs (a fresh metric per run, built
 /// outside the timed region).
 fn metrics(specs: &[Spec], r: &mut Report) -> Res<()> {
@@ -547,6 +585,7 @@ fn run() -> Res<()> {
         "decoder" => decoder(&specs, &mut report)?,
         "encoder" => encoder(&specs, &mut report)?,
         "train" => train(&specs, &mut report)?,
+        "dpo_step" => dpo_step(&specs, &mut report)?,
         _ => metrics(&specs, &mut report)?,
     }
     println!(

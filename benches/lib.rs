@@ -127,3 +127,22 @@ pub fn write_random_t5(dir: &std::path::Path) {
     )
     .expect("weights");
 }
+
+/// The ids of the DPO step benchmark (`tilpass-compare dpo_step`, the `dpo_step` criterion
+/// bench, `scripts/compare/dpo_step.py`): 2 pairs of 256 tokens as TRL batches them,
+/// `[chosen 0, chosen 1, rejected 0, rejected 1]` (`[4 * 256]` row-major), each row
+/// `(i * 7919 + 13) % 32000` over its positions in the whole batch, the rejected rows sharing
+/// their pair's 128-token prompt; and the completion mask (1 on each row's last 128 tokens).
+pub fn dpo_pair_ids() -> (Vec<u32>, Vec<u8>) {
+    let (rows, s, p) = (4usize, 256usize, 128usize);
+    let mut ids: Vec<u32> = (0..rows * s)
+        .map(|i| ((i * 7919 + 13) % 32000) as u32)
+        .collect();
+    for r in 2..rows {
+        let (src, dst) = ((r - 2) * s, r * s);
+        let head: Vec<u32> = ids[src..src + p].to_vec();
+        ids[dst..dst + p].copy_from_slice(&head);
+    }
+    let mask = (0..rows * s).map(|i| u8::from(i % s >= p)).collect();
+    (ids, mask)
+}

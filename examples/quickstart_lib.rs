@@ -8,7 +8,12 @@
 //!    evaluating loss / perplexity and sample answers on the held-out split — with
 //!    [`SftRun`], the same library call as `tilpass train sft`;
 //! 4. save the base model (HF layout) and the adapter (HF PEFT layout), and answer a few
-//!    held-out questions in Bokmål and Nynorsk.
+//!    held-out questions in Bokmål and Nynorsk;
+//! 5. preference optimisation: merge the chat adapter into the base (`chat-model/`) and train a
+//!    DPO adapter on the embedded `norsk-pref` pairs (train split) with [`DpoRun`], the same
+//!    library call as `tilpass train dpo`, reporting TRL's reward accuracy and margin on the
+//!    held-out split before and after; the reference log-probs are precomputed and cached in
+//!    `ref-logps/` (a rerun with the same chat model reuses them).
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +21,7 @@ use tilpass::data::embedded::{ChatExample, norsk_chat};
 use tilpass::data::{DatasetSpec, Record, Role};
 use tilpass::models::{DecoderLm, HasLinears, LlamaConfig, create_llama};
 use tilpass::peft::{LoraConfig, PeftModel};
+use tilpass::preference::{DpoEval, DpoRun};
 use tilpass::tokenize::chat_template::NORSK_TEMPLATE;
 use tilpass::tokenize::{SftConfig, SftEncoder, Tokenizer, TokenizerKind, train_tokenizer};
 use tilpass::train::{
@@ -43,6 +49,10 @@ pub struct QuickstartConfig {
     pub base_steps: usize,
     /// Chat fine-tuning steps (LoRA).
     pub chat_steps: usize,
+    /// DPO steps on `norsk-pref` (LoRA; 0: no preference stage).
+    pub dpo_steps: usize,
+    /// Preference pairs per DPO batch.
+    pub dpo_batch_size: usize,
     /// Conversations per batch.
     pub batch_size: usize,
     /// LoRA rank.
@@ -61,6 +71,8 @@ impl Default for QuickstartConfig {
             heads: 4,
             base_steps: 300,
             chat_steps: 150,
+            dpo_steps: 40,
+            dpo_batch_size: 8,
             batch_size: 16,
             lora_r: 16,
             seed: 0,
@@ -83,6 +95,27 @@ pub struct QuickstartReport {
     pub base_dir: PathBuf,
     /// The adapter directory (HF PEFT layout).
     pub adapter_dir: PathBuf,
+    /// The DPO stage's result (`None` with `dpo_steps` 0).
+    pub dpo: Option<DpoReport>,
+}
+
+/// What the DPO stage measured on the held-out `norsk-pref` pairs (TRL's `eval_` metrics).
+#[derive(Debug, Clone)]
+pub struct DpoReport {
+    /// `eval_rewards/accuracies` before and after: the share of held-out pairs whose chosen
+    /// answer gains more (relative to the reference) than the rejected one. Before training
+    /// the policy is the reference, every pair ties and the accuracy is 0.
+    pub accuracy: (f64, f64),
+    /// `eval_rewards/margins` before and after (mean of beta times the gain difference).
+    pub margin: (f64, f64),
+    /// `eval_loss` before and after.
+    pub loss: (f64, f64),
+    /// The merged chat model DPO started from (HF layout, with the tokenizer).
+    pub model_dir: PathBuf,
+    /// The DPO adapter (HF PEFT layout; load it on `model_dir`).
+    pub adapter_dir: PathBuf,
+    /// Seconds the stage took.
+    pub seconds: f64,
 }
 
 fn say(quiet: bool, text: &str) {
@@ -102,6 +135,7 @@ fn first_question(c: &ChatExample) -> String {
 /// Runs the quickstart; progress goes to stderr unless `quiet`.
 pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxError> {
     let started = std::time::Instant::now();
+    let stages = if cfg.dpo_steps > 0 { 5 } else { 4 };
     let train_set = norsk_chat(Some("train"))?;
     let eval_set = norsk_chat(Some("eval"))?;
     say(
@@ -136,7 +170,7 @@ pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxE
     let tok = Tokenizer::from_dir(&base_dir)?;
     say(
         quiet,
-        &format!("1/4 tokenizer: BPE, {} tokens", tok.vocab_size()),
+        &format!("1/{stages} tokenizer: BPE, {} tokens", tok.vocab_size()),
     );
 
     // 2. A tiny Llama, pre-trained briefly on the conversations as plain text.
@@ -158,7 +192,7 @@ pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxE
     say(
         quiet,
         &format!(
-            "2/4 base model: Llama, hidden {}, {} layers, {} parameters; pre-training {} steps",
+            "2/{stages} base model: Llama, hidden {}, {} layers, {} parameters; pre-training {} steps",
             cfg.hidden_size,
             cfg.layers,
             model.parameter_count(),
@@ -239,7 +273,7 @@ pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxE
     say(
         quiet,
         &format!(
-            "3/4 chat fine-tuning: LoRA r={} on all linear layers; {} steps",
+            "3/{stages} chat fine-tuning: LoRA r={} on all linear layers; {} steps",
             cfg.lora_r, cfg.chat_steps
         ),
     );
@@ -278,12 +312,17 @@ pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxE
     say(
         quiet,
         &format!(
-            "4/4 saved {} (base) and {} (adapter) in {:.0}s",
+            "4/{stages} saved {} (base) and {} (adapter) in {:.0}s",
             base_dir.display(),
             adapter_dir.display(),
             started.elapsed().as_secs_f64()
         ),
     );
+    let dpo = if cfg.dpo_steps > 0 {
+        Some(dpo_stage(cfg, &base_dir, &adapter_dir, &device, quiet)?)
+    } else {
+        None
+    };
     Ok(QuickstartReport {
         base_loss: (base.first_loss, base.last_loss),
         chat_loss: (tuned.summary.first_loss, tuned.summary.last_loss),
@@ -291,6 +330,85 @@ pub fn run(cfg: &QuickstartConfig, quiet: bool) -> Result<QuickstartReport, BoxE
         answers,
         base_dir,
         adapter_dir,
+        dpo,
+    })
+}
+
+/// Stage 5: DPO of the chat model on `norsk-pref`.
+fn dpo_stage(
+    cfg: &QuickstartConfig,
+    base_dir: &Path,
+    chat_adapter: &Path,
+    device: &tilpass::burn::tensor::Device,
+    quiet: bool,
+) -> Result<DpoReport, BoxError> {
+    let started = std::time::Instant::now();
+    // The chat model as one HF directory: the base with the chat adapter merged in (what
+    // `tilpass peft merge` writes), plus the tokenizer and its `norsk` chat template.
+    let model_dir = cfg.out.join("chat-model");
+    let mut chat = PeftModel::new(DecoderLm::load(base_dir, device)?);
+    chat.load_adapter(chat_adapter, "default")?;
+    chat.merge_and_unload()?
+        .save(&model_dir, tilpass::core::SaveDtype::F32)?;
+    for e in std::fs::read_dir(base_dir)? {
+        let p = e?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("tokenizer") || name.starts_with("special_tokens") {
+            std::fs::copy(&p, model_dir.join(name))?;
+        }
+    }
+    let run = DpoRun {
+        model: Some(model_dir.clone()),
+        data: Some(DatasetSpec::norsk_pref(Some("train"))),
+        eval_data: Some(DatasetSpec::norsk_pref(Some("eval"))),
+        out: Some(cfg.out.join("dpo")),
+        // A rerun replaces the earlier DPO run.
+        overwrite_output_dir: true,
+        lora: LoraConfig::builder()
+            .r(cfg.lora_r)
+            .lora_alpha(2.0 * cfg.lora_r as f64)
+            .target_modules("all-linear")
+            .task_type("CAUSAL_LM")
+            .build()?,
+        batch_size: cfg.dpo_batch_size,
+        lr: 2e-3,
+        steps: cfg.dpo_steps,
+        precompute_ref_log_probs: true,
+        ref_cache_dir: Some(cfg.out.join("ref-logps")),
+        seed: cfg.seed,
+        ..Default::default()
+    };
+    say(
+        quiet,
+        &format!(
+            "5/5 preference optimisation: DPO (beta {}, sigmoid) on norsk-pref, LoRA r={}; {} steps",
+            run.beta, cfg.lora_r, cfg.dpo_steps
+        ),
+    );
+    let mut progress = Progress::new("dpo", cfg.dpo_steps);
+    let tuned = run.run(device, &mut |e| {
+        if !quiet {
+            progress.on_event(&e)
+        }
+    })?;
+    if !quiet {
+        progress.finish(&tuned.summary);
+    }
+    let get = |e: &Option<DpoEval>, name: &str| {
+        e.as_ref().and_then(|e| e.metric(name)).unwrap_or(f64::NAN)
+    };
+    let loss = |e: &Option<DpoEval>| e.as_ref().map(|e| e.eval_loss).unwrap_or(f64::NAN);
+    let (first, last) = (&tuned.initial_eval, &tuned.final_eval);
+    Ok(DpoReport {
+        accuracy: (
+            get(first, "rewards/accuracies"),
+            get(last, "rewards/accuracies"),
+        ),
+        margin: (get(first, "rewards/margins"), get(last, "rewards/margins")),
+        loss: (loss(first), loss(last)),
+        model_dir,
+        adapter_dir: tuned.saved,
+        seconds: started.elapsed().as_secs_f64(),
     })
 }
 
@@ -319,6 +437,8 @@ mod tests {
             heads: 2,
             base_steps: 12,
             chat_steps: 12,
+            dpo_steps: 4,
+            dpo_batch_size: 4,
             batch_size: 8,
             lora_r: 4,
             seed: 1,
@@ -331,6 +451,14 @@ mod tests {
             assert!(r.base_dir.join(f).is_file(), "{f}");
         }
         let m = load_result(&r.base_dir, &r.adapter_dir).unwrap();
+        assert_eq!(m.active(), ["default"]);
+        // The DPO stage: TRL's held-out metrics before (policy = reference: 0) and after, and
+        // an adapter that loads on the merged chat model.
+        let d = r.dpo.expect("a DPO stage");
+        assert_eq!(d.accuracy.0, 0.0);
+        assert_eq!(d.margin.0, 0.0);
+        assert!(d.accuracy.1.is_finite() && d.margin.1.is_finite(), "{d:?}");
+        let m = load_result(&d.model_dir, &d.adapter_dir).unwrap();
         assert_eq!(m.active(), ["default"]);
     }
 }

@@ -4,7 +4,11 @@
 //! steps of `tilpass_preference::train_dpo` — the reference being the same model with its
 //! adapters disabled — give TRL's per-step loss, gradient norm, learning rate, every DPO metric
 //! TRL logged and the final adapter; and the same for full fine-tuning against an explicit
-//! reference model (tests/fixtures/train/dpo_full_sigmoid, TRL with `ref_model`).
+//! reference model (tests/fixtures/train/dpo_full_sigmoid, TRL with `ref_model`). With the
+//! reference log-probs precomputed before the first step (TRL's `precompute_ref_log_probs`,
+//! which changes nothing else in TRL's training), the same runs match the same fixtures; full
+//! fine-tuning then keeps no reference model at all. WPO (`use_weighting`) is checked against
+//! tests/fixtures/train/dpo_wpo (TRL with `use_weighting=True`).
 //!
 //! Tolerances: the brief's 1e-5 (losses relative; metrics and adapter weights absolute, since
 //! several metrics are exactly 0 at the first step, where the adapter's B is zero). Measured on
@@ -16,7 +20,7 @@ use serde_json::Value;
 use tilpass::core::{Checkpoint, SaveDtype};
 use tilpass::models::DecoderLm;
 use tilpass::peft::PeftModel;
-use tilpass::preference::{DpoBatch, DpoConfig, DpoReference, train_dpo};
+use tilpass::preference::{DpoBatch, DpoConfig, DpoReference, precompute_reference, train_dpo};
 use tilpass::train::{AdamWConfig, Event, ScheduleKind, StepLog, Target, TrainConfig};
 use tilpass_tests::{fixture_json, fixture_path, max_abs_diff, max_rel_diff};
 
@@ -35,6 +39,10 @@ const WEIGHTS: f64 = 1e-5;
 /// relative rounding of that gradient into a step-sized move). Measured on flex: 1.19e-5 vs TRL
 /// f32 (one weight of up_proj), 1.47e-5 vs float64, as close to the exact run as TRL's own
 /// float32 run; on wgpu (lavapipe) 7.9e-6 / 6.3e-6. The bound is twice TRL's own distance.
+/// Also the bound of the WPO adapter (lr 5e-2, gradients scaled down by the pair weights), the
+/// other case with a float64 TRL run: measured on flex 1.60e-5 vs TRL f32, 1.09e-5 vs float64,
+/// on wgpu (lavapipe) 1.01e-5 / 1.52e-5 (TRL f32 vs float64: 5.1e-6), while its losses,
+/// gradient norms and metrics agree to 3.8e-7 / 5.7e-7 / 2.9e-6.
 const FULL_WEIGHTS: f64 = 3e-5;
 
 /// TRL's metric names the trainer logs (all of TRL's DPO keys but the cumulative `num_tokens`).
@@ -100,6 +108,12 @@ fn config(reference: &Value, out: &std::path::Path) -> TrainConfig {
 /// Runs tilpass's DPO trainer on the fixture's batches (LoRA, or with `full` full fine-tuning
 /// against an explicit reference model); checks it against TRL's log and final weights.
 fn check_case(case: &str, full: bool) {
+    check_case_with(case, full, false);
+}
+
+/// [`check_case`]; with `precompute`, the reference log-probs of every batch are computed
+/// before training and carried by the batches (full fine-tuning: no reference model).
+fn check_case_with(case: &str, full: bool, precompute: bool) {
     let dir = format!("train/{case}");
     let reference = fixture_json(&format!("{dir}/reference.json"));
     assert_eq!(reference["full"], full);
@@ -127,7 +141,36 @@ fn check_case(case: &str, full: bool) {
     if let Some(w) = reference.get("loss_weights") {
         settings["loss_weights"] = w.clone();
     }
+    if let Some(w) = reference.get("use_weighting") {
+        settings["use_weighting"] = w.clone();
+    }
     let dpo: DpoConfig = serde_json::from_value(settings).unwrap();
+    let mut train = batches(&reference);
+    let dpo_ref = if precompute {
+        // As TRL: the reference before the first step (LoRA: adapters disabled; full: the
+        // model itself, which then needs no copy).
+        let values = precompute_reference(
+            &mut peft,
+            DpoReference::DisabledAdapters,
+            &dpo,
+            &train,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(values.len(), train.len());
+        train = train
+            .into_iter()
+            .zip(values)
+            .map(|(b, r)| b.with_reference(r).unwrap())
+            .collect();
+        if full {
+            DpoReference::Precomputed
+        } else {
+            dpo_ref
+        }
+    } else {
+        dpo_ref
+    };
     let out = tempfile::tempdir().unwrap();
     let cfg = config(&reference, out.path());
     let mut steps: Vec<StepLog> = Vec::new();
@@ -136,7 +179,8 @@ fn check_case(case: &str, full: bool) {
         target,
         dpo_ref,
         &dpo,
-        &batches(&reference),
+        &train,
+        &[],
         &cfg,
         None,
         &mut |e| {
@@ -251,8 +295,16 @@ fn check_case(case: &str, full: bool) {
         Checkpoint::open(theirs).unwrap(),
         Checkpoint::open(initial).unwrap(),
     );
-    let exact = full
-        .then(|| Checkpoint::open(fixture_path(&format!("{dir}/final_f64.safetensors"))).unwrap());
+    // TRL's run in float64 where the generator made one (full fine-tuning; WPO).
+    let exact = if full {
+        Some(fixture_path(&format!("{dir}/final_f64.safetensors")))
+    } else {
+        Some(fixture_path(&format!(
+            "{dir}/final_f64/adapter_model.safetensors"
+        )))
+        .filter(|p| p.exists())
+    }
+    .map(|p| Checkpoint::open(p).unwrap());
     let mut keys: Vec<&str> = theirs.keys().collect();
     keys.sort();
     let mut our_keys: Vec<&str> = ours.keys().collect();
@@ -282,7 +334,7 @@ fn check_case(case: &str, full: bool) {
     eprintln!(
         "measured {dir} final weights: max absolute difference {d32:.2e} vs TRL f32{} (TRL moved \
          the weights by up to {moved:.2e})",
-        if full {
+        if exact.is_some() {
             format!(", {d64:.2e} vs float64 (TRL f32 vs float64: {torch64:.2e})")
         } else {
             String::new()
@@ -292,7 +344,7 @@ fn check_case(case: &str, full: bool) {
         moved > 100.0 * WEIGHTS,
         "the reference run must change the weights"
     );
-    if full {
+    if exact.is_some() {
         assert!(
             d32 <= FULL_WEIGHTS,
             "{dir} final weights vs TRL f32: {d32:e}"
@@ -329,9 +381,26 @@ fn full_fine_tuning_dpo_with_an_explicit_reference_matches_trl() {
     check_case("dpo_full_sigmoid", true);
 }
 
+/// TRL's `precompute_ref_log_probs` changes where the reference values come from, nothing
+/// else: the same fixtures hold (LoRA, a list of losses with accumulation, and full
+/// fine-tuning without any reference model in memory).
+#[test]
+fn dpo_with_precomputed_reference_log_probs_matches_trl() {
+    check_case_with("dpo_sigmoid", false, true);
+    check_case_with("dpo_mpo_accum", false, true);
+    check_case_with("dpo_full_sigmoid", true, true);
+}
+
+/// WPO (`use_weighting=True`): each pair's loss weighted by the policy's length-normalised
+/// probabilities of its answers (no gradient through the weights).
+#[test]
+fn dpo_wpo_matches_trl() {
+    check_case("dpo_wpo", false);
+}
+
 #[test]
 fn the_dpo_references_were_made_from_the_current_base_model() {
-    for case in ["sigmoid", "ipo", "mpo_accum", "full_sigmoid"] {
+    for case in ["sigmoid", "ipo", "mpo_accum", "full_sigmoid", "wpo"] {
         let what = format!("train/dpo_{case}/reference.json");
         crate::peft_parity::assert_base_unchanged(
             &fixture_json(&what),
@@ -378,6 +447,7 @@ fn dpo_batches_and_settings_are_checked_before_training() {
             DpoReference::DisabledAdapters,
             dpo,
             &batches,
+            &[],
             cfg,
             None,
             &mut |_| {},
@@ -388,13 +458,7 @@ fn dpo_batches_and_settings_are_checked_before_training() {
     // policy itself).
     let err = train(Target::Full, &DpoConfig::default(), &cfg);
     assert!(err.to_string().contains("explicit reference"), "{err}");
-    // Not supported by the trainer yet: refused, not ignored.
-    let wpo = DpoConfig {
-        use_weighting: true,
-        ..Default::default()
-    };
-    let err = train(Target::Adapter("default"), &wpo, &cfg);
-    assert!(err.to_string().contains("use_weighting"), "{err}");
+    // Evaluation settings without evaluation batches: refused, not ignored.
     let with_eval = TrainConfig {
         eval_steps: Some(1),
         ..cfg.clone()
@@ -404,7 +468,10 @@ fn dpo_batches_and_settings_are_checked_before_training() {
         &DpoConfig::default(),
         &with_eval,
     );
-    assert!(err.to_string().contains("eval_steps"), "{err}");
+    assert!(
+        err.to_string().contains("evaluation batches") && err.to_string().contains("eval_steps"),
+        "{err}"
+    );
     // A loss setting TRL refuses, and an adapter the model does not have.
     let exo = DpoConfig {
         loss_type: vec![tilpass::preference::DpoLossType::ExoPair],
@@ -414,6 +481,49 @@ fn dpo_batches_and_settings_are_checked_before_training() {
     assert!(err.to_string().contains("label_smoothing"), "{err}");
     let err = train(Target::Adapter("default"), &DpoConfig::default(), &cfg);
     assert!(err.to_string().contains("no adapter `default`"), "{err}");
+    // No reference model and batches without precomputed reference log-probs.
+    let err = train_dpo(
+        &mut base,
+        Target::Full,
+        DpoReference::Precomputed,
+        &DpoConfig::default(),
+        &batches,
+        &[],
+        &cfg,
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("ref_chosen_logps"), "{err}");
+    // Precomputed values of the wrong length, or made with another ld_alpha.
+    let b = batches[0].clone();
+    let pairs = b.pairs;
+    let short = tilpass::preference::RefLogps {
+        chosen: vec![0.0; pairs - 1],
+        rejected: vec![0.0; pairs],
+        ld_alpha: None,
+    };
+    let err = b.clone().with_reference(short).unwrap_err();
+    assert!(err.to_string().contains("ref_chosen_logps"), "{err}");
+    let ld = tilpass::preference::RefLogps {
+        chosen: vec![-1.0; pairs],
+        rejected: vec![-1.0; pairs],
+        ld_alpha: Some(0.5),
+    };
+    let with_ld = vec![b.with_reference(ld).unwrap()];
+    let err = train_dpo(
+        &mut base,
+        Target::Full,
+        DpoReference::Precomputed,
+        &DpoConfig::default(),
+        &with_ld,
+        &[],
+        &cfg,
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("ld_alpha"), "{err}");
     assert!(
         !out.path().join("metrics.jsonl").exists(),
         "nothing written before the checks pass"

@@ -336,6 +336,23 @@ pub struct DpoArgs {
     /// DiscoPOP's tau (TRL: 0.05).
     #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
     discopop_tau: Option<f64>,
+    /// WPO: weight each pair by the policy's length-normalised probability of its answers.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    use_weighting: Option<bool>,
+    /// Compute the reference log-probs of every pair once before training and cache them on
+    /// disk (next to a data file; built-in data: ~/.cache/tilpass/ref-logps), reused by later
+    /// runs with the same model, data and settings.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    precompute_ref_log_probs: Option<bool>,
+    /// Directory for the reference log-prob caches (instead of the default places).
+    #[arg(long)]
+    ref_cache_dir: Option<PathBuf>,
+    /// Evaluate on --eval-data every N steps (besides before and after training).
+    #[arg(long)]
+    eval_steps: Option<usize>,
+    /// Stop after N evaluations without a lower eval loss.
+    #[arg(long)]
+    early_stopping_patience: Option<usize>,
     /// Full fine-tuning: train every parameter against a second copy of the model as the
     /// reference; the model is saved in HF layout. Use a learning rate near TRL's 1e-6.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]

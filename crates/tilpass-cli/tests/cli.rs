@@ -1109,6 +1109,166 @@ fn train_dpo_logs_trl_metrics_resumes_exactly_and_trains_full() {
     assert!(!Path::new(o).join("metrics.jsonl").exists());
 }
 
+/// `--precompute-ref-log-probs`: the reference log-probs are computed once and cached next to
+/// the data; a second run reuses them, a run with other settings or a damaged file rebuilds
+/// them (saying why), and the losses are exactly those of a run without the cache. Also
+/// evaluation every `--eval-steps` (TRL's eval_ names in metrics.jsonl) and `--use-weighting`.
+#[test]
+fn train_dpo_caches_reference_log_probs_and_evaluates_every_eval_steps() {
+    let dir = model_with_tokenizer("llama_gqa");
+    let m = dir.path().to_str().unwrap();
+    write(
+        dir.path(),
+        "tokenizer_config.json",
+        r#"{"eos_token": "t2"}"#,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let rows = |n: usize, at: usize| -> String {
+        (at..at + n)
+            .map(|i| {
+                serde_json::json!({"prompt": format!("t{} t{} t30", 10 + i, 20 + i),
+                                   "chosen": format!(" t{} t{}", 40 + i, 50 + i),
+                                   "rejected": format!(" t{} t{} t{}", 60 + i, 70 + i, 80 + i)})
+                .to_string()
+                    + "\n"
+            })
+            .collect()
+    };
+    let data = write(work.path(), "pref.jsonl", &rows(8, 0));
+    let eval = write(work.path(), "held.jsonl", &rows(4, 20));
+    let run = |name: &str, extra: &[&str]| -> (Vec<Value>, String) {
+        let out = work.path().join(name);
+        let mut args = vec![
+            "train",
+            "dpo",
+            "--model",
+            m,
+            "--data",
+            &data,
+            "--eval-data",
+            &eval,
+            "--batch-size",
+            "2",
+            "--lora-r",
+            "4",
+            "--target-modules",
+            "q_proj,v_proj",
+            "--steps",
+            "4",
+            "--lr",
+            "0.01",
+            "--eval-steps",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = tilpass(&args);
+        ok_json(&o);
+        let lines = std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (lines, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let losses = |lines: &[Value]| -> Vec<(String, String)> {
+        lines
+            .iter()
+            .filter_map(|l| {
+                let k = if l.get("loss").is_some() {
+                    "loss"
+                } else {
+                    "eval_loss"
+                };
+                Some((k.to_string(), l.get(k)?.to_string()))
+            })
+            .collect()
+    };
+    let (plain, _) = run("plain", &[]);
+    // Before training, at steps 2 and 4 (the loop's), no separate final evaluation.
+    let evals: Vec<&Value> = plain
+        .iter()
+        .filter(|l| l.get("eval_loss").is_some())
+        .collect();
+    let steps: Vec<u64> = evals.iter().map(|l| l["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [0, 2, 4], "{plain:?}");
+    for e in &evals {
+        for k in DPO_METRICS {
+            let k = format!("eval_{k}");
+            assert!(e[&k].as_f64().is_some_and(f64::is_finite), "{k} in {e}");
+        }
+    }
+    let cache = work.path().join("pref.jsonl.ref-logps.json");
+    let eval_cache = work.path().join("held.jsonl.ref-logps.json");
+    let (first, err) = run(
+        "cached",
+        &["--precompute-ref-log-probs", "--save-steps", "2"],
+    );
+    assert!(err.contains("computing reference log-probs"), "{err}");
+    assert!(cache.is_file() && eval_cache.is_file());
+    assert_eq!(losses(&first), losses(&plain), "losses with the cache");
+    // Resumed from step 2, the cache is reused and the adapter ends the same, byte for byte.
+    let ckpt = work.path().join("cached/checkpoint-2");
+    let (_, err) = run(
+        "resumed",
+        &[
+            "--precompute-ref-log-probs",
+            "--resume",
+            ckpt.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("reference log-probs from"), "{err}");
+    let file = "adapter/adapter_model.safetensors";
+    assert_eq!(
+        std::fs::read(work.path().join("cached").join(file)).unwrap(),
+        std::fs::read(work.path().join("resumed").join(file)).unwrap(),
+        "resumed adapter"
+    );
+    let (again, err) = run("again", &["--precompute-ref-log-probs"]);
+    assert!(!err.contains("computing reference log-probs"), "{err}");
+    assert!(err.contains("reference log-probs from"), "{err}");
+    assert_eq!(
+        losses(&again),
+        losses(&plain),
+        "losses from the reused cache"
+    );
+    // Another max_length changes the tokenised data: the cache is rebuilt, saying why.
+    let (_, err) = run(
+        "shorter",
+        &["--precompute-ref-log-probs", "--max-length", "5"],
+    );
+    assert!(err.contains("made for another tokenised data"), "{err}");
+    // A damaged cache is never used.
+    let text = std::fs::read_to_string(&cache).unwrap();
+    std::fs::write(&cache, &text[..text.len() - 10]).unwrap();
+    let (damaged, err) = run("damaged", &["--precompute-ref-log-probs"]);
+    assert!(err.contains("unusable cache"), "{err}");
+    assert_eq!(losses(&damaged), losses(&plain));
+    // WPO: the first step's loss is log 2 times the pairs' weights (< 1).
+    let (wpo, _) = run("wpo", &["--use-weighting"]);
+    let l0 = wpo[1]["loss"].as_f64().unwrap();
+    assert!(
+        l0 > 0.0 && l0 < std::f64::consts::LN_2 - 1e-3,
+        "WPO loss {l0}"
+    );
+    // eval_steps without eval data is refused before any work.
+    let o = work.path().join("bad");
+    let err = bad_input(&tilpass(&[
+        "train",
+        "dpo",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--out",
+        o.to_str().unwrap(),
+        "--eval-steps",
+        "2",
+    ]));
+    assert!(err.contains("eval_steps"), "{err}");
+}
+
 #[test]
 fn annotate_labels_jsonl_with_confidences() {
     let dir = model_with_tokenizer("llama_gqa");

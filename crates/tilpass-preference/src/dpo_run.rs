@@ -8,6 +8,15 @@
 //! clipping at 1.0, AdamW β 0.9 / 0.999, ε 1e-8), with the flag names of `tilpass train sft`
 //! (`lr`, `steps`, `batch_size`, ...). One deviation: the learning rate defaults to 5e-5, not
 //! TRL's 1e-6, which barely moves a LoRA adapter (TRL's value suits full fine-tuning).
+//!
+//! With `precompute_ref_log_probs` (TRL's name, default off) the reference's log-probs of
+//! every train and eval pair are computed once before the first step and cached on disk
+//! ([`crate::ref_cache`]: next to a data file, in the user's cache directory for built-in
+//! data, or in `ref_cache_dir`), keyed by the model's weights, the tokenised data and the
+//! settings that change them; a later run (or a resumed one) with the same key reuses them,
+//! one with another key says what changed and rebuilds them. As in TRL, full fine-tuning then
+//! keeps no reference copy in memory, and the values, hence the losses, are the ones computed
+//! without the cache.
 
 use std::path::{Path, PathBuf};
 
@@ -28,8 +37,11 @@ use tilpass_train::{AdamWConfig, Event, ScheduleKind, Summary, Target, TrainConf
 
 use crate::divergence::FDivergence;
 use crate::dpo::{DpoConfig, DpoLossType};
-use crate::dpo_trainer::{DpoBatch, DpoEval, DpoReference, evaluate_dpo, train_dpo};
+use crate::dpo_trainer::{
+    DpoBatch, DpoEval, DpoReference, RefLogps, evaluate_dpo, precompute_reference, train_dpo,
+};
 use crate::error::Result;
+use crate::ref_cache::{self, CacheLookup, RefCacheKey, cache_path, hash_batches, hash_model_dir};
 
 /// Settings of a DPO run. Field names are the `tilpass train dpo` flags (`--loss-type` =
 /// `loss_type`) and TRL's `DPOConfig` names for the DPO settings; the LoRA settings are
@@ -44,10 +56,14 @@ pub struct DpoRun {
     /// Training data: JSONL / JSON preference rows in a TRL format (explicit or implicit
     /// prompt, text or conversations), or `builtin:norsk-pref[:split]`.
     pub data: Option<DatasetSpec>,
-    /// Held-out pairs (e.g. `builtin:norsk-pref:eval`), evaluated before the first step and
-    /// after the last: eval loss and TRL's `eval_rewards/*`, `eval_logps/*` metrics, logged to
-    /// `metrics.jsonl` and returned in [`DpoOutcome`].
+    /// Held-out pairs (e.g. `builtin:norsk-pref:eval`), evaluated before the first step, every
+    /// `eval_steps` and after the last: eval loss and TRL's `eval_rewards/*`, `eval_logps/*`
+    /// metrics, logged to `metrics.jsonl` and returned in [`DpoOutcome`].
     pub eval_data: Option<DatasetSpec>,
+    /// Evaluate on `eval_data` every this many steps (besides before and after training).
+    pub eval_steps: Option<usize>,
+    /// Stop after this many evaluations without a lower `eval_loss` (needs `eval_steps`).
+    pub early_stopping_patience: Option<usize>,
     /// Output directory: `adapter/` (or `model/` with `full`), `checkpoint-N/`,
     /// `metrics.jsonl`, `run_config.json`.
     pub out: Option<PathBuf>,
@@ -82,6 +98,15 @@ pub struct DpoRun {
     pub ld_alpha: Option<f64>,
     /// DiscoPOP's tau (TRL: 0.05).
     pub discopop_tau: f64,
+    /// WPO: weight each pair's loss by the policy's length-normalised probability of both
+    /// answers (TRL: false).
+    pub use_weighting: bool,
+    /// Compute the reference's log-probs of every pair once before training and cache them on
+    /// disk (TRL: false).
+    pub precompute_ref_log_probs: bool,
+    /// Directory of the reference log-prob caches (default: next to a data file; for built-in
+    /// data `$XDG_CACHE_HOME/tilpass/ref-logps` or `~/.cache/tilpass/ref-logps`).
+    pub ref_cache_dir: Option<PathBuf>,
     /// Train every weight against a second copy of the starting model as the reference; the
     /// model is saved in HF layout under `out/model`.
     pub full: bool,
@@ -128,6 +153,8 @@ impl Default for DpoRun {
             model: None,
             data: None,
             eval_data: None,
+            eval_steps: t.eval_steps,
+            early_stopping_patience: t.early_stopping_patience,
             out: None,
             resume: None,
             overwrite_output_dir: false,
@@ -144,6 +171,9 @@ impl Default for DpoRun {
             f_alpha_divergence_coef: d.f_alpha_divergence_coef,
             ld_alpha: d.ld_alpha,
             discopop_tau: d.discopop_tau,
+            use_weighting: d.use_weighting,
+            precompute_ref_log_probs: false,
+            ref_cache_dir: None,
             full: false,
             lora: LoraConfig {
                 r: 16,
@@ -194,6 +224,7 @@ pub const RESUME_SETTINGS: &[&str] = &[
     "f_alpha_divergence_coef",
     "ld_alpha",
     "discopop_tau",
+    "use_weighting",
     "seed",
 ];
 
@@ -243,6 +274,26 @@ impl RunConfig for DpoRun {
         if let Some(n) = self.pad_to_multiple_of {
             at_least_one("pad_to_multiple_of", n)?;
         }
+        if let Some(n) = self.eval_steps {
+            at_least_one("eval_steps", n)?;
+            if self.eval_data.is_none() {
+                return Err(TrainError::setting(
+                    "eval_steps",
+                    n,
+                    "no value without `eval_data` (there is nothing to evaluate)",
+                ));
+            }
+        }
+        if let Some(n) = self.early_stopping_patience {
+            at_least_one("early_stopping_patience", n)?;
+            if self.eval_steps.is_none() {
+                return Err(TrainError::setting(
+                    "early_stopping_patience",
+                    n,
+                    "no value without `eval_steps` (it counts evaluations)",
+                ));
+            }
+        }
         if !matches!(self.truncation, Truncation::KeepStart | Truncation::KeepEnd) {
             return Err(TrainError::setting(
                 "truncation",
@@ -283,7 +334,7 @@ impl DpoRun {
             f_divergence_type: self.f_divergence_type,
             f_alpha_divergence_coef: self.f_alpha_divergence_coef,
             ld_alpha: self.ld_alpha,
-            use_weighting: false,
+            use_weighting: self.use_weighting,
             discopop_tau: self.discopop_tau,
         }
     }
@@ -313,8 +364,8 @@ impl DpoRun {
                 eps: self.adam_epsilon,
                 weight_decay: self.weight_decay,
             },
-            eval_steps: None,
-            early_stopping_patience: None,
+            eval_steps: self.eval_steps,
+            early_stopping_patience: self.early_stopping_patience,
             save_steps: self.save_steps,
             save_total_limit: self.save_total_limit,
             output_dir: self.out.clone(),
@@ -385,14 +436,16 @@ impl DpoRun {
                 })
                 .collect()
         };
-        let batches = encode(data)?;
-        let eval_batches = match &self.eval_data {
+        let mut batches = encode(data)?;
+        let mut eval_batches = match &self.eval_data {
             Some(spec) => encode(spec)?,
             None => Vec::new(),
         };
         let base = DecoderLm::load(model_dir, &device)?;
         let mut peft = PeftModel::new(base);
-        let reference = if self.full {
+        // With precomputed reference log-probs, full fine-tuning keeps no reference copy (as
+        // TRL): the policy before the first step is the reference they are computed with.
+        let reference = if self.full && !self.precompute_ref_log_probs {
             Some(DecoderLm::load(model_dir, &device)?)
         } else {
             None
@@ -406,19 +459,58 @@ impl DpoRun {
                 .get_or_insert_with(|| model_dir.display().to_string());
             peft.add_adapter("default", &cfg, self.seed)?;
         }
-        let (target, dpo_ref) = match &reference {
-            Some(r) => {
-                let note = format!("full fine-tuning: {} parameters", peft.parameter_count());
-                progress(Event::Message(&note));
-                (Target::Full, DpoReference::Model(r))
-            }
-            None => {
+        let (target, dpo_ref) = match (&reference, self.full) {
+            (Some(r), _) => (Target::Full, DpoReference::Model(r)),
+            (None, true) => (Target::Full, DpoReference::Precomputed),
+            (None, false) => {
                 peft.freeze_base();
-                progress(Event::Message(&peft.trainable_parameters().to_string()));
                 (Target::Adapter("default"), DpoReference::DisabledAdapters)
             }
         };
+        if self.full {
+            let note = format!("full fine-tuning: {} parameters", peft.parameter_count());
+            progress(Event::Message(&note));
+        } else {
+            progress(Event::Message(&peft.trainable_parameters().to_string()));
+        }
         let dpo = self.dpo_config();
+        if self.precompute_ref_log_probs {
+            let key = |set: &[DpoBatch], model: &str| RefCacheKey {
+                model: model.to_string(),
+                adapter: None,
+                data: hash_batches(set),
+                settings: [
+                    ("ld_alpha".to_string(), serde_json::json!(self.ld_alpha)),
+                    ("device".to_string(), serde_json::json!(self.device)),
+                ]
+                .into(),
+            };
+            let model_hash = hash_model_dir(model_dir)?;
+            let sets = [
+                (Some(data), &mut batches),
+                (self.eval_data.as_ref(), &mut eval_batches),
+            ];
+            for (spec, set) in sets {
+                let Some(spec) = spec else { continue };
+                // Computed with the adapters disabled: the base model (a fresh LoRA run, a
+                // resumed one, and full fine-tuning before its first step alike).
+                let values = cached_reference(
+                    &mut peft,
+                    &dpo,
+                    set,
+                    &cache_path(spec, self.ref_cache_dir.as_deref(), out),
+                    &key(set, &model_hash),
+                    &spec.to_string(),
+                    progress,
+                )?;
+                let taken = std::mem::take(set);
+                *set = taken
+                    .into_iter()
+                    .zip(values)
+                    .map(|(b, r)| b.with_reference(r))
+                    .collect::<Result<_>>()?;
+            }
+        }
         let evaluate = |peft: &mut PeftModel<DecoderLm>, step: usize| -> Result<Option<DpoEval>> {
             if eval_batches.is_empty() {
                 return Ok(None);
@@ -439,11 +531,17 @@ impl DpoRun {
             dpo_ref,
             &dpo,
             &batches,
+            &eval_batches,
             &self.train_config(),
             self.resume.as_deref(),
             progress,
         )?;
-        let final_eval = evaluate(&mut peft, summary.steps)?;
+        // The loop's own evaluation at the last step (already in metrics.jsonl) is the final
+        // one; otherwise evaluate now.
+        let final_eval = match &summary.last_eval {
+            Some(e) if e.step == summary.steps => Some(DpoEval::from_eval_log(e)),
+            _ => evaluate(&mut peft, summary.steps)?,
+        };
         let saved = if self.full {
             let dir = out.join("model");
             peft.save(&dir, tilpass_core::SaveDtype::F32)?;
@@ -472,6 +570,62 @@ impl DpoRun {
             model: peft,
         })
     }
+}
+
+/// The reference log-probs of `set` from the cache at `path` when it was made for `key`;
+/// otherwise computed now (with the adapters of `model` disabled; progress as
+/// [`Event::Rows`], pairs done) and stored there. A stale or unusable cache is reported and
+/// rebuilt; a cache that cannot be written is reported and the run goes on.
+fn cached_reference(
+    model: &mut PeftModel<DecoderLm>,
+    dpo: &crate::dpo::DpoConfig,
+    set: &[DpoBatch],
+    path: &Path,
+    key: &RefCacheKey,
+    name: &str,
+    progress: &mut dyn FnMut(Event),
+) -> Result<Vec<RefLogps>> {
+    let why = match ref_cache::load(path, key, set) {
+        CacheLookup::Hit(v) => {
+            let note = format!(
+                "{name}: reference log-probs from {} (made for this model, data and settings)",
+                path.display()
+            );
+            progress(Event::Message(&note));
+            return Ok(v);
+        }
+        CacheLookup::Missing => "no cache yet".to_string(),
+        CacheLookup::Stale(d) => format!(
+            "ignoring the cache {}: it was made for another {}",
+            path.display(),
+            d.join(", ")
+        ),
+        CacheLookup::Corrupt(m) => format!("ignoring the unusable cache {}: {m}", path.display()),
+    };
+    let pairs: usize = set.iter().map(|b| b.pairs).sum();
+    progress(Event::Message(&format!(
+        "{name}: computing reference log-probs of {pairs} pairs ({why})"
+    )));
+    let started = std::time::Instant::now();
+    let mut done = 0;
+    let values = precompute_reference(model, DpoReference::DisabledAdapters, dpo, set, &mut |i| {
+        done += set[i - 1].pairs;
+        progress(Event::Rows {
+            done,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    })?;
+    match ref_cache::store(path, key, &values) {
+        Ok(()) => progress(Event::Message(&format!(
+            "{name}: reference log-probs cached in {}",
+            path.display()
+        ))),
+        Err(e) => progress(Event::Message(&format!(
+            "warning: {name}: the reference log-probs could not be cached ({e}); the run \
+             goes on with the values in memory"
+        ))),
+    }
+    Ok(values)
 }
 
 /// What a DPO run did.

@@ -16,8 +16,12 @@
 //! over the `compute_loss` calls of a logging window with `logging_steps=1`). TRL's cumulative
 //! `num_tokens` is not logged.
 //!
-//! Not here yet: evaluation sets, WPO (`use_weighting`) in the trainer (the loss supports it,
-//! the trainer does not compute `log sum p^2` yet), precomputed / cached reference log-probs.
+//! Evaluation every `eval_steps` on held-out batches logs `eval_loss` and the same metrics with
+//! TRL's `eval_` prefix. WPO (`use_weighting`) weights each pair by the policy's
+//! length-normalised `exp(mean_t[log p_t - log sum_v p_v^2])` of both sides, computed from the
+//! policy's logits without gradient, as TRL's fused head does. Reference log-probs may be
+//! precomputed ([`precompute_reference`], TRL's `precompute_ref_log_probs`) and carried by the
+//! batches ([`DpoBatch::reference`]); [`crate::ref_cache`] keeps them on disk.
 
 use std::path::Path;
 
@@ -26,11 +30,28 @@ use burn::tensor::activation::log_softmax;
 use tilpass_models::{DecoderInput, DecoderLm, shifted_log_probs};
 use tilpass_peft::PeftModel;
 use tilpass_tokenize::PreferenceBatch;
-use tilpass_train::{BatchLoss, Event, Summary, Target, TrainConfig, TrainError, train_loop_with};
+use tilpass_train::{
+    BatchLoss, EvalLog, Event, Summary, Target, TrainConfig, TrainError, train_loop_with,
+};
 
-use crate::dpo::{DpoConfig, DpoInputs, dpo_loss};
+use crate::dpo::{DpoConfig, DpoInputs, WpoTokens, dpo_loss};
 use crate::error::{PreferenceError, Result};
-use crate::logps::{TokenLogps, constant_2d, host};
+use crate::logps::{
+    TokenLogps, check_finite, constant, constant_2d, host, ld_alpha_logps, sequence_logps,
+};
+
+/// Precomputed reference log-probs of one batch's pairs (TRL's `ref_chosen_logps` /
+/// `ref_rejected_logps` columns with `precompute_ref_log_probs`): per sequence, the sum over
+/// completion tokens (LD-weighted with `ld_alpha`), `[pairs]` each, in the batch's order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RefLogps {
+    /// The chosen completions', `[pairs]`.
+    pub chosen: Vec<f64>,
+    /// The rejected completions', `[pairs]`.
+    pub rejected: Vec<f64>,
+    /// The `ld_alpha` they were reduced with (a loss with another one refuses them).
+    pub ld_alpha: Option<f64>,
+}
 
 /// One collated preference batch on the host, ready for the model: `pairs` chosen rows, then
 /// `pairs` rejected rows, `[2·pairs, seq]` row-major.
@@ -43,6 +64,9 @@ pub struct DpoBatch {
     pub completion_mask: Vec<u8>,
     /// Pairs (half the rows).
     pub pairs: usize,
+    /// Precomputed reference log-probs of the pairs ([`DpoBatch::with_reference`]); `None`:
+    /// the reference model runs on the batch at every use.
+    pub reference: Option<RefLogps>,
 }
 
 impl DpoBatch {
@@ -130,7 +154,28 @@ impl DpoBatch {
             },
             completion_mask,
             pairs: rows / 2,
+            reference: None,
         })
+    }
+
+    /// The batch carrying precomputed reference log-probs: checks one finite value per pair
+    /// on each side.
+    pub fn with_reference(mut self, reference: RefLogps) -> Result<Self> {
+        for (name, v) in [
+            ("ref_chosen_logps", &reference.chosen),
+            ("ref_rejected_logps", &reference.rejected),
+        ] {
+            if v.len() != self.pairs {
+                return Err(PreferenceError::Shape {
+                    input: name,
+                    got: format!("[{}]", v.len()),
+                    expected: format!("[{}] (one value per pair of the batch)", self.pairs),
+                });
+            }
+            check_finite(name, v)?;
+        }
+        self.reference = Some(reference);
+        Ok(self)
     }
 
     /// The batch of [`tilpass_tokenize::collate_preference`].
@@ -212,6 +257,19 @@ pub fn completion_logps(
     batch: &DpoBatch,
     with_metrics: bool,
 ) -> Result<(CompletionLogps, Option<LogitMetrics>)> {
+    let (lp, metrics, _) = policy_outputs(model, batch, with_metrics, false)?;
+    Ok((lp, metrics))
+}
+
+/// [`completion_logps`] that also returns, with `with_wpo`, WPO's per-token
+/// `log sum_v p_v^2` of the chosen and rejected rows (`[pairs, seq - 1]` each, shifted like
+/// the log-probs, no gradient).
+pub fn policy_outputs(
+    model: &DecoderLm,
+    batch: &DpoBatch,
+    with_metrics: bool,
+    with_wpo: bool,
+) -> Result<(CompletionLogps, Option<LogitMetrics>, Option<WpoTokens>)> {
     let (rows, seq, pairs) = (batch.input.batch, batch.input.seq, batch.pairs);
     let labels = batch.labels();
     let logits = model.forward(&batch.input, None)?;
@@ -219,6 +277,30 @@ pub fn completion_logps(
     let dtype = logits.dtype();
     let metrics = if with_metrics {
         Some(logit_metrics(logits.clone().detach(), &labels, pairs)?)
+    } else {
+        None
+    };
+    let wpo = if with_wpo {
+        let [_, _, vocab] = logits.dims();
+        let shifted = logits
+            .clone()
+            .detach()
+            .slice([0..rows, 0..seq - 1, 0..vocab]);
+        // log sum_v p_v^2 = log sum_v e^{2(z_v - m)} - 2 log sum_v e^{z_v - m}, m = max_v z_v
+        // (TRL's fused head computes it so).
+        let z = shifted.clone().sub(shifted.max_dim(2));
+        let lssp = z
+            .clone()
+            .mul_scalar(2.0)
+            .exp()
+            .sum_dim(2)
+            .log()
+            .sub(z.exp().sum_dim(2).log().mul_scalar(2.0))
+            .reshape([rows, seq - 1]);
+        Some(WpoTokens {
+            chosen_log_sum_sq: lssp.clone().slice([0..pairs, 0..seq - 1]),
+            rejected_log_sum_sq: lssp.slice([pairs..rows, 0..seq - 1]),
+        })
     } else {
         None
     };
@@ -238,6 +320,7 @@ pub fn completion_logps(
             rejected: side(pairs..rows, &mask[half..]),
         },
         metrics,
+        wpo,
     ))
 }
 
@@ -293,6 +376,10 @@ pub enum DpoReference<'a> {
     /// An explicit reference model (full fine-tuning: a frozen copy of the starting weights,
     /// on the policy's device).
     Model(&'a DecoderLm),
+    /// No reference model: every batch carries precomputed reference log-probs
+    /// ([`DpoBatch::with_reference`], [`precompute_reference`]); TRL's full fine-tuning with
+    /// `precompute_ref_log_probs`, which keeps no reference copy in memory.
+    Precomputed,
 }
 
 /// The loss of one batch and what TRL logs for it.
@@ -317,6 +404,7 @@ fn reference_logps(
             model.with_disabled(|m| completion_logps(m, batch, false))??
         }
         DpoReference::Model(r) => completion_logps(r, batch, false)?,
+        DpoReference::Precomputed => return Err(missing_reference()),
     };
     let detach = |t: TokenLogps| TokenLogps::new(t.logps.detach(), t.mask);
     Ok(CompletionLogps {
@@ -325,8 +413,61 @@ fn reference_logps(
     })
 }
 
+fn missing_reference() -> PreferenceError {
+    PreferenceError::MissingInput {
+        input: "ref_chosen_logps / ref_rejected_logps",
+        needed_by: "a DPO run without a reference model (precomputed reference log-probs): \
+                    every batch must carry them"
+            .into(),
+    }
+}
+
+/// The reference's per-sequence log-probs of `batch` as the loss uses them (summed, or
+/// LD-weighted with `config.ld_alpha`), read back to the host: what
+/// [`DpoBatch::with_reference`] takes.
+pub fn reference_sequence_logps(
+    model: &mut PeftModel<DecoderLm>,
+    reference: DpoReference<'_>,
+    config: &DpoConfig,
+    batch: &DpoBatch,
+) -> Result<RefLogps> {
+    let lp = reference_logps(model, reference, batch)?;
+    let (c, r) = match config.ld_alpha {
+        None => (sequence_logps(&lp.chosen)?, sequence_logps(&lp.rejected)?),
+        Some(a) => ld_alpha_logps(a, &lp.chosen, &lp.rejected)?,
+    };
+    let out = RefLogps {
+        chosen: host(&c, "ref_chosen_logps")?,
+        rejected: host(&r, "ref_rejected_logps")?,
+        ld_alpha: config.ld_alpha,
+    };
+    check_finite("ref_chosen_logps", &out.chosen)?;
+    check_finite("ref_rejected_logps", &out.rejected)?;
+    Ok(out)
+}
+
+/// TRL's `precompute_ref_log_probs`: the reference's per-sequence log-probs of every batch,
+/// computed once before training (in the batches' order), with `on_batch(done)` after each
+/// batch (for a progress bar).
+pub fn precompute_reference(
+    model: &mut PeftModel<DecoderLm>,
+    reference: DpoReference<'_>,
+    config: &DpoConfig,
+    batches: &[DpoBatch],
+    on_batch: &mut dyn FnMut(usize),
+) -> Result<Vec<RefLogps>> {
+    config.validate()?;
+    let mut out = Vec::with_capacity(batches.len());
+    for (i, b) in batches.iter().enumerate() {
+        out.push(reference_sequence_logps(model, reference, config, b)?);
+        on_batch(i + 1);
+    }
+    Ok(out)
+}
+
 /// TRL's DPO loss of one batch for `model` (the policy, as it is now) against `reference`,
-/// with the metrics TRL logs.
+/// with the metrics TRL logs. A batch that carries precomputed reference log-probs
+/// ([`DpoBatch::reference`]) uses them instead of running the reference.
 pub fn dpo_batch_loss(
     model: &mut PeftModel<DecoderLm>,
     reference: DpoReference<'_>,
@@ -334,16 +475,49 @@ pub fn dpo_batch_loss(
     batch: &DpoBatch,
 ) -> Result<DpoBatchOutput> {
     check_trainer_config(config)?;
-    let reference = reference_logps(model, reference, batch)?;
-    let (policy, logit_metrics) = completion_logps(model, batch, true)?;
-    let inputs = DpoInputs::from_tokens(
+    let precomputed = match &batch.reference {
+        Some(r) => {
+            if r.ld_alpha != config.ld_alpha {
+                return Err(PreferenceError::Incompatible {
+                    setting: "ld_alpha",
+                    other: "precompute_ref_log_probs",
+                    reason: format!(
+                        "the batch's reference log-probs were reduced with ld_alpha {:?}, the \
+                         loss uses {:?}",
+                        r.ld_alpha, config.ld_alpha
+                    ),
+                });
+            }
+            Some(r)
+        }
+        None => None,
+    };
+    let reference = match precomputed {
+        Some(_) => None,
+        None => Some(reference_logps(model, reference, batch)?),
+    };
+    let (policy, logit_metrics, wpo) = policy_outputs(model, batch, true, config.use_weighting)?;
+    let (ref_c, ref_r) = match &reference {
+        Some(r) => (&r.chosen, &r.rejected),
+        // Placeholders with the policy's shapes; the precomputed values replace their sums.
+        None => (&policy.chosen, &policy.rejected),
+    };
+    let mut inputs = DpoInputs::from_tokens(
         config,
         &policy.chosen,
         &policy.rejected,
-        &reference.chosen,
-        &reference.rejected,
-        None,
+        ref_c,
+        ref_r,
+        wpo.as_ref(),
     )?;
+    if let Some(r) = precomputed {
+        let (device, dtype) = (
+            inputs.policy_chosen_logps.device(),
+            inputs.policy_chosen_logps.dtype(),
+        );
+        inputs.ref_chosen_logps = constant(r.chosen.clone(), &device, dtype);
+        inputs.ref_rejected_logps = constant(r.rejected.clone(), &device, dtype);
+    }
     let out = dpo_loss(config, &inputs)?;
     let mut metrics = out.metrics.entries();
     if let Some(m) = logit_metrics {
@@ -374,6 +548,27 @@ impl DpoEval {
     /// A metric by TRL's name without the prefix (`rewards/accuracies`).
     pub fn metric(&self, name: &str) -> Option<f64> {
         self.metrics.get(&format!("eval_{name}")).copied()
+    }
+
+    /// The training loop's evaluation record: `eval_loss`, its `perplexity` (exp of the loss,
+    /// which the loop always carries) and the `eval_` metrics.
+    pub fn to_eval_log(&self) -> EvalLog {
+        EvalLog {
+            step: self.step,
+            eval_loss: self.eval_loss,
+            perplexity: self.eval_loss.exp(),
+            samples: Vec::new(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// The evaluation of a training-loop record made by [`DpoEval::to_eval_log`].
+    pub fn from_eval_log(log: &EvalLog) -> Self {
+        Self {
+            step: log.step,
+            eval_loss: log.eval_loss,
+            metrics: log.metrics.clone(),
+        }
     }
 }
 
@@ -410,17 +605,9 @@ pub fn evaluate_dpo(
     })
 }
 
-/// What the trainer does not support yet (the loss functions do).
+/// The loss settings (TRL's checks).
 fn check_trainer_config(config: &DpoConfig) -> Result<()> {
-    config.validate()?;
-    if config.use_weighting {
-        return Err(PreferenceError::InvalidSetting {
-            setting: "use_weighting",
-            value: "true".into(),
-            expected: "false: the DPO trainer does not compute WPO weights yet".into(),
-        });
-    }
-    Ok(())
+    config.validate()
 }
 
 /// A preference error carried through the training loop's error type (recovered by
@@ -450,9 +637,12 @@ pub(crate) fn from_train(e: TrainError) -> PreferenceError {
 /// Trains `target` of `model` with TRL's DPO loss on `train` (one optimiser step per
 /// `gradient_accumulation_steps` batches, cycling through them in order), against
 /// `reference`; see [`tilpass_train::train_lm`] for the loop (schedule, clipping,
-/// checkpoints, resume, `metrics.jsonl`). Checks the settings and every batch before the first
+/// checkpoints, resume, `metrics.jsonl`). Every `cfg.eval_steps` steps it evaluates on `eval`
+/// ([`evaluate_dpo`]; `eval_loss` and TRL's `eval_`-prefixed metrics in `metrics.jsonl`,
+/// early stopping on `eval_loss`). Checks the settings and every batch before the first
 /// step: [`DpoReference::DisabledAdapters`] only with an adapter target (for full fine-tuning
-/// it would be the policy itself), no evaluation settings (not supported yet).
+/// it would be the policy itself), [`DpoReference::Precomputed`] only when every batch
+/// carries its reference log-probs, evaluation batches when `eval_steps` is set.
 #[allow(clippy::too_many_arguments)]
 pub fn train_dpo<'t>(
     model: &mut PeftModel<DecoderLm>,
@@ -460,6 +650,7 @@ pub fn train_dpo<'t>(
     reference: DpoReference<'_>,
     config: &DpoConfig,
     train: &[DpoBatch],
+    eval: &[DpoBatch],
     cfg: &TrainConfig,
     resume: Option<&Path>,
     on_event: &mut dyn FnMut(Event),
@@ -476,20 +667,48 @@ pub fn train_dpo<'t>(
                 .into(),
         });
     }
-    if cfg.eval_steps.is_some() || cfg.early_stopping_patience.is_some() {
-        return Err(PreferenceError::InvalidSetting {
-            setting: "eval_steps",
-            value: format!("{:?}", cfg.eval_steps),
-            expected: "none: the DPO trainer does not evaluate yet".into(),
+    if cfg.eval_steps.is_some() && eval.is_empty() {
+        return Err(PreferenceError::MissingInput {
+            input: "evaluation batches",
+            needed_by: format!("eval_steps = {:?}", cfg.eval_steps),
         });
     }
-    if let Some(i) = train.iter().position(|b| b.completion_tokens() == 0) {
-        return Err(PreferenceError::BadValue {
-            input: "preference batch",
-            index: i,
-            value: 0.0,
-            expected: "at least one completion token in every batch",
+    if cfg.early_stopping_patience.is_some() && cfg.eval_steps.is_none() {
+        return Err(PreferenceError::MissingInput {
+            input: "eval_steps",
+            needed_by: "early_stopping_patience (it counts evaluations)".into(),
         });
+    }
+    for (name, set) in [("preference batch", train), ("evaluation batch", eval)] {
+        if let Some(i) = set.iter().position(|b| b.completion_tokens() == 0) {
+            return Err(PreferenceError::BadValue {
+                input: name,
+                index: i,
+                value: 0.0,
+                expected: "at least one completion token in every batch",
+            });
+        }
+        if matches!(reference, DpoReference::Precomputed)
+            && set.iter().any(|b| b.reference.is_none())
+        {
+            return Err(missing_reference());
+        }
+        if let Some(b) = set.iter().find(|b| {
+            b.reference
+                .as_ref()
+                .is_some_and(|r| r.ld_alpha != config.ld_alpha)
+        }) {
+            return Err(PreferenceError::Incompatible {
+                setting: "ld_alpha",
+                other: "precompute_ref_log_probs",
+                reason: format!(
+                    "the precomputed reference log-probs were reduced with ld_alpha {:?}, the \
+                     loss uses {:?}",
+                    b.reference.as_ref().and_then(|r| r.ld_alpha),
+                    config.ld_alpha
+                ),
+            });
+        }
     }
     let tokens: Vec<usize> = train.iter().map(|b| b.input.input_ids.len()).collect();
     train_loop_with(
@@ -508,7 +727,13 @@ pub fn train_dpo<'t>(
                     .collect(),
             })
         },
-        &mut |_: &mut PeftModel<DecoderLm>, _| Ok(None),
+        &mut |m: &mut PeftModel<DecoderLm>, step| {
+            if eval.is_empty() {
+                return Ok(None);
+            }
+            let e = evaluate_dpo(m, reference, config, eval, step).map_err(into_train)?;
+            Ok(Some(e.to_eval_log()))
+        },
         cfg,
         resume,
         on_event,

@@ -19,6 +19,7 @@
 //! | [`dpo_run`] | `tilpass train dpo` as a serde run config | `DPOConfig` |
 //! | [`reward_trainer`] | reward models (decoder sequence classifiers) on the training loop | `RewardTrainer.train` |
 //! | [`reward_run`] | `tilpass train reward` as a serde run config | `RewardConfig` |
+//! | [`ref_cache`] | precomputed reference log-probs cached on disk, keyed by model, adapter, data and settings | `precompute_ref_log_probs` |
 //!
 //! Conventions: sequence inputs are `[batch]` tensors (one value per completion or pair),
 //! per-token inputs `[batch, seq]` with a 0/1 completion mask ([`TokenLogps`]). Reference
@@ -34,10 +35,11 @@
 //! only warns or fails later: `beta` > 0, `label_smoothing` in [0, 0.5) for every loss,
 //! `ld_alpha` in [0, 1], non-negative class weights and `cpo_alpha`.
 //!
-//! **Trainers**: [`dpo_trainer`] trains DPO (every loss above, but WPO) on `tilpass-train`'s
-//! loop — accumulation, clipping, schedules, checkpoints with exact resume, `metrics.jsonl`
-//! with TRL's metric names — against the same model with its adapters disabled (LoRA) or an
-//! explicit reference model (full fine-tuning); [`dpo_run::DpoRun`] is `tilpass train dpo`.
+//! **Trainers**: [`dpo_trainer`] trains DPO (every loss above, WPO included) on
+//! `tilpass-train`'s loop — accumulation, clipping, schedules, evaluation every `eval_steps`,
+//! checkpoints with exact resume, `metrics.jsonl` with TRL's metric names — against the same model with its adapters disabled (LoRA) or an
+//! explicit reference model (full fine-tuning), or reference log-probs precomputed once and
+//! cached on disk ([`ref_cache`]); [`dpo_run::DpoRun`] is `tilpass train dpo`.
 //! Checked against TRL's own `DPOTrainer` (tests/fixtures/generate_dpo.py, tests in
 //! `tests/all/dpo_parity.rs`).
 //!
@@ -46,9 +48,8 @@
 //! Bradley-Terry loss (margins, centring) and TRL's metrics, checked against TRL's own
 //! `RewardTrainer` (tests/fixtures/generate_reward.py, tests in `tests/all/reward_parity.rs`).
 //!
-//! **Not here yet** (issue 15): evaluation sets and WPO in the DPO trainer, cached reference
-//! log-probs, the KTO, ORPO and CPO/SimPO trainers, BERT / NorBERT3 reward models in the CLI,
-//! `tilpass train kto|orpo|cpo`, and online methods (GRPO).
+//! **Not here yet** (issue 15): the KTO, ORPO and CPO/SimPO trainers, BERT / NorBERT3 reward
+//! models in the CLI, `tilpass train kto|orpo|cpo`, and online methods (GRPO).
 
 #![warn(missing_docs)]
 
@@ -61,6 +62,7 @@ pub mod error;
 pub mod kto;
 pub mod logps;
 pub mod orpo;
+pub mod ref_cache;
 pub mod reward;
 pub mod reward_run;
 pub mod reward_trainer;
@@ -70,8 +72,9 @@ pub use divergence::FDivergence;
 pub use dpo::{DpoConfig, DpoInputs, DpoLossType, DpoMetrics, DpoOutput, WpoTokens, dpo_loss};
 pub use dpo_run::{DpoOutcome, DpoRun};
 pub use dpo_trainer::{
-    CompletionLogps, DpoBatch, DpoBatchOutput, DpoEval, DpoReference, LogitMetrics,
-    completion_logps, dpo_batch_loss, evaluate_dpo, train_dpo,
+    CompletionLogps, DpoBatch, DpoBatchOutput, DpoEval, DpoReference, LogitMetrics, RefLogps,
+    completion_logps, dpo_batch_loss, evaluate_dpo, policy_outputs, precompute_reference,
+    reference_sequence_logps, train_dpo,
 };
 pub use error::{PreferenceError, Result};
 pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotation, kto_loss};

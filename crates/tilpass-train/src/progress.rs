@@ -97,6 +97,17 @@ impl Progress {
                     self.line(line);
                 }
             }
+            Event::Eval(e) if e.metrics.contains_key("eval_rewards/accuracies") => {
+                // A preference evaluation: reward accuracy and margin, not a perplexity.
+                let m = |k: &str| e.metrics.get(k).copied().unwrap_or(f64::NAN);
+                self.line(format!(
+                    "eval at step {}: loss {:.4}  reward accuracy {:.3}  margin {:.4}",
+                    e.step,
+                    e.eval_loss,
+                    m("eval_rewards/accuracies"),
+                    m("eval_rewards/margins")
+                ));
+            }
             Event::Eval(e) => {
                 self.line(format!(
                     "eval at step {}: loss {:.4}  perplexity {:.2}",
@@ -109,8 +120,13 @@ impl Progress {
             Event::Checkpoint(p) => self.line(format!("checkpoint {}", p.display())),
             Event::EarlyStop { step } => self.line(format!("early stopping at step {step}")),
             Event::Message(m) => self.line(m.to_string()),
-            // Details are for logs, and row counts for the caller's own display.
-            Event::Detail(_) | Event::Rows { .. } => {}
+            // Row counts of work before the first step (e.g. precomputed reference log-probs)
+            // show on the bar; details are for logs.
+            Event::Rows { done, seconds } => {
+                self.bar
+                    .set_message(format!("preparing: {done} rows in {seconds:.0}s"));
+            }
+            Event::Detail(_) => {}
         }
     }
 

@@ -167,6 +167,7 @@ pub fn evaluate_seq2seq<M: Seq2SeqModel>(
         eval_loss,
         perplexity: eval_loss.exp(),
         samples: Vec::new(),
+        metrics: Default::default(),
     })
 }
 

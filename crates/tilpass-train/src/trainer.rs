@@ -164,6 +164,10 @@ pub struct EvalLog {
     /// Sample generations made at this evaluation (see [`train_lm_with_samples`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub samples: Vec<String>,
+    /// Further named metrics of the evaluation (e.g. a preference trainer's
+    /// `eval_rewards/accuracies`), written as top-level keys of the metrics line.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
 }
 
 /// Progress reported to the caller (for progress bars).
@@ -810,6 +814,7 @@ pub fn evaluate(model: &DecoderLm, eval: &[LmBatch], step: usize) -> Result<Eval
         eval_loss,
         perplexity: eval_loss.exp(),
         samples: Vec::new(),
+        metrics: BTreeMap::new(),
     })
 }
 
