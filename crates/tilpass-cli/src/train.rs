@@ -1,5 +1,7 @@
-//! `tilpass train sft|classify|dpo|reward` (reward: [`crate::reward`]): flags into a run config ([`tilpass::train::SftRun`],
-//! [`tilpass::train::ClassifyRun`], [`tilpass::preference::DpoRun`]), the run, and its result
+//! `tilpass train sft|classify|dpo|reward|orpo|cpo|kto`: flags into a run config
+//! ([`tilpass::train::SftRun`], [`tilpass::train::ClassifyRun`],
+//! [`tilpass::preference::DpoRun`]; reward: [`crate::reward`]; `orpo|cpo|kto` in [`pref`]),
+//! the run, and its result
 //! printed. Every flag is the
 //! kebab-case form of a config key; `--config FILE` supplies the rest, flags win.
 
@@ -13,6 +15,8 @@ use tilpass::preference::DpoRun;
 use tilpass::train::{ClassifyRun, Event, Progress, RunConfig, SftRun};
 
 use crate::common::{ConfigArgs, finite_f64, parse_pattern, print, print_json};
+
+mod pref;
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
@@ -38,6 +42,21 @@ pub enum TrainCommand {
     /// *ForSequenceClassification), checkpoints, metrics.jsonl (TRL's accuracy, margin,
     /// min/mean/max_reward) and run_config.json. Defaults are TRL's RewardConfig (lr 1e-4).
     Reward(Box<crate::reward::RewardTrainArgs>),
+    /// ORPO (TRL's experimental ORPOTrainer) of a decoder on preference pairs: no reference
+    /// model; the NLL term over the whole chosen sequence, prompt included, as TRL; LoRA or
+    /// --full. Writes the adapter, checkpoints, metrics.jsonl (TRL's rewards/*, logps/*,
+    /// nll_loss, log_odds_* metrics) and run_config.json. Defaults are TRL's ORPOConfig except
+    /// --lr: 5e-5, as TRL's 1e-6 barely moves a LoRA adapter.
+    Orpo(Box<pref::OrpoArgs>),
+    /// CPO / SimPO / AlphaPO (TRL's experimental CPOTrainer) of a decoder on preference pairs:
+    /// no reference model; SimPO is --loss-type simpo --cpo-alpha 0. Defaults are TRL's
+    /// CPOConfig except --lr: 5e-5 (TRL: 1e-6).
+    Cpo(Box<pref::CpoArgs>),
+    /// KTO (TRL's KTOTrainer) on unpaired rows (prompt, completion, label) or pairs unpaired as
+    /// TRL does (e.g. builtin:norsk-pref): reference = the model with its adapters disabled
+    /// (LoRA) or a copy of the starting model (--full); needs --batch-size >= 2. Defaults are
+    /// TRL's KTOConfig except --lr: 5e-5 (TRL: 1e-6).
+    Kto(Box<pref::KtoArgs>),
 }
 
 /// LoRA flags: the top-level keys of a run config that set its `lora` section.
@@ -448,6 +467,9 @@ pub fn train_cmd(c: TrainCommand) -> Result<()> {
             }));
         }
         TrainCommand::Reward(a) => crate::reward::train_reward_cmd(&a)?,
+        TrainCommand::Orpo(a) => pref::orpo(&a)?,
+        TrainCommand::Cpo(a) => pref::cpo(&a)?,
+        TrainCommand::Kto(a) => pref::kto(&a)?,
     }
     Ok(())
 }

@@ -17,6 +17,10 @@
 //! | [`logps`] | per-token log-probs + masks -> sums, averages, LD-DPO sums, the SFT term, WPO weights | (the trainers' reductions) |
 //! | [`dpo_trainer`] | DPO on the training loop: completion log-probs, reference, metrics | `DPOTrainer.train` |
 //! | [`dpo_run`] | `tilpass train dpo` as a serde run config | `DPOConfig` |
+//! | [`kto_trainer`] | KTO on the training loop: unpaired rows, rotated KL batches, reference | `KTOTrainer.train` |
+//! | [`orpo_run`], [`cpo_run`], [`kto_run`] | `tilpass train orpo|cpo|kto` as serde run configs | `ORPOConfig`, `CPOConfig`, `KTOConfig` |
+//! | [`orpo_trainer`] | ORPO on the training loop (no reference model) | `ORPOTrainer.train` |
+//! | [`cpo_trainer`] | CPO / SimPO / AlphaPO on the training loop (no reference model) | `CPOTrainer.train` |
 //! | [`reward_trainer`] | reward models (decoder sequence classifiers) on the training loop | `RewardTrainer.train` |
 //! | [`reward_run`] | `tilpass train reward` as a serde run config | `RewardConfig` |
 //! | [`ref_cache`] | precomputed reference log-probs cached on disk, keyed by model, adapter, data and settings | `precompute_ref_log_probs` |
@@ -48,26 +52,44 @@
 //! Bradley-Terry loss (margins, centring) and TRL's metrics, checked against TRL's own
 //! `RewardTrainer` (tests/fixtures/generate_reward.py, tests in `tests/all/reward_parity.rs`).
 //!
-//! **Not here yet** (issue 15): the KTO, ORPO and CPO/SimPO trainers, BERT / NorBERT3 reward
-//! models in the CLI, `tilpass train kto|orpo|cpo`, and online methods (GRPO).
+//! **Trainers without a reference** and **KTO**: [`orpo_trainer`] (ORPO) and [`cpo_trainer`]
+//! (CPO, SimPO, AlphaPO) on the same loop, and [`kto_trainer`] (KTO: unpaired rows, the KL
+//! reference point from each batch's rotated completions, the reference as for DPO), with
+//! TRL's metric names; [`orpo_run::OrpoRun`], [`cpo_run::CpoRun`] and [`kto_run::KtoRun`] are
+//! `tilpass train orpo|cpo|kto`, whose encoding of the data equals TRL's batches. Checked
+//! against TRL's own `ORPOTrainer`, `CPOTrainer` and `KTOTrainer`
+//! (tests/fixtures/generate_pref_trainers.py, tests in `tests/all/pref_trainer_parity.rs`).
+//!
+//! **Not here yet** (issue 15): evaluation sets in the ORPO / CPO / KTO trainers, BERT /
+//! NorBERT3 reward models in the CLI, and online methods (GRPO).
 
 #![warn(missing_docs)]
 
 pub mod cpo;
+pub mod cpo_run;
+pub mod cpo_trainer;
 pub mod divergence;
 pub mod dpo;
 pub mod dpo_run;
 pub mod dpo_trainer;
 pub mod error;
 pub mod kto;
+pub mod kto_run;
+pub mod kto_trainer;
 pub mod logps;
 pub mod orpo;
+pub mod orpo_run;
+pub mod orpo_trainer;
+mod paired_policy;
+mod pref_run;
 pub mod ref_cache;
 pub mod reward;
 pub mod reward_run;
 pub mod reward_trainer;
 
 pub use cpo::{CpoConfig, CpoInputs, CpoLossType, CpoMetrics, CpoOutput, cpo_loss};
+pub use cpo_run::CpoRun;
+pub use cpo_trainer::{cpo_batch_loss, train_cpo};
 pub use divergence::FDivergence;
 pub use dpo::{DpoConfig, DpoInputs, DpoLossType, DpoMetrics, DpoOutput, WpoTokens, dpo_loss};
 pub use dpo_run::{DpoOutcome, DpoRun};
@@ -78,8 +100,12 @@ pub use dpo_trainer::{
 };
 pub use error::{PreferenceError, Result};
 pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotation, kto_loss};
+pub use kto_run::KtoRun;
+pub use kto_trainer::{KtoBatch, KtoRows, kto_batch_loss, kto_weight_warning, train_kto};
 pub use logps::{TokenLogps, average_logps, ld_alpha_logps, sequence_logps, sft_nll, wpo_weights};
 pub use orpo::{OrpoConfig, OrpoInputs, OrpoMetrics, OrpoOutput, orpo_loss};
+pub use orpo_run::{OrpoRun, PreferenceOutcome};
+pub use orpo_trainer::{orpo_batch_loss, train_orpo};
 pub use reward::{RewardConfig, RewardInputs, RewardMetrics, RewardOutput, reward_loss};
 pub use reward_run::{RewardOutcome, RewardRun};
 pub use reward_trainer::{
