@@ -18,6 +18,7 @@ mod output_dirs;
 mod packing;
 mod param_tables;
 mod peft_parity;
+mod pref_eval;
 mod pref_trainer_parity;
 mod preference_losses;
 mod reward_parity;

@@ -208,7 +208,7 @@ fn causal_lm_checkpoints_need_a_new_score_head() {
 }
 
 /// The batches TRL fed to `compute_loss`, as [`RewardBatch`]es.
-fn batches(reference: &Value) -> Vec<RewardBatch> {
+pub(crate) fn batches(reference: &Value) -> Vec<RewardBatch> {
     reference["batches"]
         .as_array()
         .expect("batches")
@@ -225,7 +225,7 @@ fn batches(reference: &Value) -> Vec<RewardBatch> {
         .collect()
 }
 
-fn config(reference: &Value, out: &std::path::Path) -> TrainConfig {
+pub(crate) fn config(reference: &Value, out: &std::path::Path) -> TrainConfig {
     assert_eq!(reference["lr_scheduler_type"], "linear");
     TrainConfig {
         learning_rate: num(&reference["learning_rate"]),
@@ -248,7 +248,7 @@ fn config(reference: &Value, out: &std::path::Path) -> TrainConfig {
 }
 
 /// The tiny Llama as a reward model with TRL's initial adapter (LoRA + score head).
-fn reward_model(dir: &str, pad: u32) -> PeftModel<DecoderClassifier> {
+pub(crate) fn reward_model(dir: &str, pad: u32) -> PeftModel<DecoderClassifier> {
     let dev = tilpass_tests::test_device().autodiff();
     let init = ScoreInit::NewIfMissing {
         num_labels: 1,
@@ -305,6 +305,7 @@ fn check_case<M: RewardModel>(case: &str, mut peft: PeftModel<M>) -> PeftModel<M
         Target::Adapter("default"),
         &rc,
         &batches(&reference),
+        &[],
         &cfg,
         None,
         &mut |e| {
@@ -404,21 +405,41 @@ fn check_case<M: RewardModel>(case: &str, mut peft: PeftModel<M>) -> PeftModel<M
             .map(|x| f64::from(*x))
             .collect()
     };
-    let (mut d, mut moved, mut head_moved) = (0f64, 0f64, 0f64);
+    // The same TRL run in float64 (from the same float32 initial adapter), rounded to float32.
+    let exact = open(fixture_path(&format!(
+        "{dir}/final_f64/adapter_model.safetensors"
+    )));
+    let (mut d, mut d64, mut torch) = (0f64, 0f64, 0f64);
+    let (mut moved, mut head_moved) = (0f64, 0f64);
     for k in keys {
         let (a, b, start) = (read(&ours, k), read(&theirs, k), read(&initial, k));
+        let c = read(&exact, k);
         d = d.max(max_abs_diff(&a, &b));
+        d64 = d64.max(max_abs_diff(&a, &c));
+        torch = torch.max(max_abs_diff(&b, &c));
         moved = moved.max(max_abs_diff(&b, &start));
         if k.ends_with("score.weight") || k.ends_with("classifier.weight") {
             head_moved = max_abs_diff(&b, &start);
         }
     }
     eprintln!(
-        "measured {dir} final adapter: max absolute difference {d:.2e} (TRL moved the weights \
-         by up to {moved:.2e}, the head by {head_moved:.2e})"
+        "measured {dir} final adapter: max absolute difference {d:.2e} vs TRL f32, {d64:.2e} vs \
+         float64 (TRL f32 vs float64: {torch:.2e}; TRL moved the weights by up to {moved:.2e}, \
+         the head by {head_moved:.2e})"
     );
     assert!(head_moved > 100.0 * WEIGHTS, "the head must be trained");
-    assert!(d <= WEIGHTS, "{dir} final adapter vs TRL: {d:e}");
+    // Within 1e-5, or twice TRL's own float32 distance from the float64 run where that is
+    // larger (Adam turns float32 rounding of small gradients into step-sized differences; on
+    // wgpu the rounding differs from PyTorch's CPU kernels), of both runs.
+    let bound = WEIGHTS.max(2.0 * torch);
+    assert!(
+        d <= bound,
+        "{dir} final adapter vs TRL f32: {d:e} (bound {bound:e})"
+    );
+    assert!(
+        d64 <= bound,
+        "{dir} final adapter vs float64: {d64:e} (bound {bound:e})"
+    );
     peft
 }
 
@@ -482,6 +503,7 @@ fn full_fine_tuning_reward_matches_trl() {
         Target::Full,
         &RewardConfig::default(),
         &batches(&reference),
+        &[],
         &cfg,
         None,
         &mut |e| {
@@ -600,15 +622,34 @@ fn reward_batches_and_models_are_checked_before_training() {
     let mut peft = reward_model("train/reward_lora", 0);
     peft.set_pad_token_id(None);
     let rc = RewardConfig::default();
-    let err = train_reward(&mut peft, "default", &rc, &train, &cfg, None, &mut |_| {}).unwrap_err();
+    let err = train_reward(
+        &mut peft,
+        "default",
+        &rc,
+        &train,
+        &[],
+        &cfg,
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("pad_token_id"), "{err}");
     // A negative centring coefficient, evaluation settings (not supported by the loop here).
     peft.set_pad_token_id(Some(0));
     let neg = RewardConfig {
         center_rewards_coefficient: Some(-1.0),
     };
-    let err =
-        train_reward(&mut peft, "default", &neg, &train, &cfg, None, &mut |_| {}).unwrap_err();
+    let err = train_reward(
+        &mut peft,
+        "default",
+        &neg,
+        &train,
+        &[],
+        &cfg,
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(
         err.to_string().contains("center_rewards_coefficient"),
         "{err}"
@@ -622,6 +663,7 @@ fn reward_batches_and_models_are_checked_before_training() {
         "default",
         &rc,
         &train,
+        &[],
         &with_eval,
         None,
         &mut |_| {},

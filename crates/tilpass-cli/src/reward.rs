@@ -1,5 +1,6 @@
 //! Reward models: `tilpass train reward` (flags into a [`tilpass::preference::RewardRun`]) and
-//! `tilpass reward score` (one score per JSONL row from a decoder sequence classifier).
+//! `tilpass reward score` (one score per JSONL row from a decoder or encoder sequence
+//! classifier).
 
 use std::path::{Path, PathBuf};
 
@@ -9,9 +10,13 @@ use serde_json::{Value, json};
 use tilpass::Error;
 use tilpass::Result;
 use tilpass::data::{Content, Record};
-use tilpass::models::{DecoderClassifier, DecoderInput, ModelError, ScoreInit};
+use tilpass::models::{
+    DecoderClassifier, DecoderInput, EncoderModel, HasLinears, ModelError, ScoreInit,
+    SequenceClassifier,
+};
 use tilpass::peft::PeftModel;
-use tilpass::preference::RewardRun;
+use tilpass::peft::classifier_defaults;
+use tilpass::preference::{RewardModel, RewardRun, is_encoder_reward_model};
 use tilpass::tokenize::{PreferenceConfig, Tokenizer, encode_preference};
 use tilpass::train::{Progress, RunConfig};
 
@@ -26,7 +31,8 @@ pub struct RewardTrainArgs {
     #[serde(skip)]
     config: ConfigArgs,
     /// Model directory (config.json, safetensors, tokenizer files): a Llama / Mistral / GPT-2
-    /// causal LM (a new score head is drawn) or a *ForSequenceClassification reward model.
+    /// causal LM (a new score head is drawn) or a *ForSequenceClassification reward model; or
+    /// a BERT / NorBERT3 encoder (a new one-score head unless it has one; LoRA only).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Preference data (JSONL / JSON rows with prompt, chosen, rejected and an optional
@@ -34,10 +40,16 @@ pub struct RewardTrainArgs {
     /// held-out split).
     #[arg(long)]
     data: Option<String>,
-    /// Held-out pairs evaluated before and after training (eval_loss, eval_accuracy,
-    /// eval_margin, ...), e.g. builtin:norsk-pref:eval.
+    /// Held-out pairs evaluated before training, every --eval-steps and after training
+    /// (eval_loss, eval_accuracy, eval_margin, ...), e.g. builtin:norsk-pref:eval.
     #[arg(long)]
     eval_data: Option<String>,
+    /// Evaluate on --eval-data every N steps (besides before and after training).
+    #[arg(long)]
+    eval_steps: Option<usize>,
+    /// Stop after N evaluations without a lower eval loss.
+    #[arg(long)]
+    early_stopping_patience: Option<usize>,
     /// Output directory.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -114,14 +126,16 @@ pub fn train_reward_cmd(a: &RewardTrainArgs) -> Result<()> {
 #[derive(Subcommand)]
 pub enum RewardCommand {
     /// Score JSONL rows with a reward model (a decoder *ForSequenceClassification, or a causal
-    /// LM with a reward adapter from `tilpass train reward`): prompt/completion rows print
+    /// LM with a reward adapter from `tilpass train reward`; or a BERT / NorBERT3
+    /// *ForSequenceClassification with one label, or such an encoder with a reward adapter
+    /// that carries its head): prompt/completion rows print
     /// {"line", "score"}, chosen/rejected rows {"line", "chosen", "rejected"}, one JSON line
     /// per row, after every row was read and scored.
     ///
     /// Each sequence is encoded as TRL's RewardTrainer encodes it: prompt + completion with
     /// EOS appended to plain text (unless present) and the tokenizer's special tokens, or the
     /// conversation through the chat template; the score is read at its last token that is not
-    /// the pad id.
+    /// the pad id (for an encoder: its pooled first token).
     Score(ScoreArgs),
 }
 
@@ -213,6 +227,65 @@ fn read_rows(path: &Path, tok: &Tokenizer, chat_template: Option<&str>) -> Resul
     Ok(rows)
 }
 
+/// A reward model to score with: a decoder classifier, or a BERT / NorBERT3 classifier.
+enum Scorer {
+    Decoder(Box<DecoderClassifier>),
+    Encoder(EncoderModel),
+}
+
+impl Scorer {
+    /// The scores `[rows, num_labels]` of right-padded rows.
+    fn scores(&self, input: &DecoderInput) -> Result<Vec<f32>> {
+        let t = match self {
+            Self::Decoder(m) => m.scores(input)?,
+            Self::Encoder(m) => RewardModel::row_scores(m, input)?,
+        };
+        t.into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| Error::invalid(format!("reading scores: {e:?}")))
+    }
+
+    fn num_labels(&self) -> usize {
+        match self {
+            Self::Decoder(m) => m.num_labels(),
+            Self::Encoder(m) => SequenceClassifier::num_labels(m),
+        }
+    }
+}
+
+/// Loads an encoder reward model: a one-label `*ForSequenceClassification` BERT / NorBERT3
+/// directory, or any such encoder with an adapter from `tilpass train reward` that carries
+/// the one-score head (`modules_to_save` with `classifier` / `head`).
+fn load_encoder_reward_model(args: &ModelArgs) -> Result<EncoderModel> {
+    let device = tilpass::device(&args.device)?;
+    let mut model = EncoderModel::load(&args.model, &device)?;
+    let Some(dir) = &args.adapter else {
+        return Ok(model);
+    };
+    let head = classifier_defaults(&model.model_type()).map_or("classifier", |d| d.head);
+    let file = dir.join("adapter_model.safetensors");
+    let ck = tilpass::core::Checkpoint::open(&file)?;
+    let carried = ck
+        .keys()
+        .any(|n| n.starts_with(&format!("base_model.model.{head}.")));
+    if SequenceClassifier::num_labels(&model) != 1 {
+        if !carried {
+            return Err(Error::invalid(format!(
+                "{}: the model's classifier has {} outputs and the adapter {} carries no head \
+                 (`modules_to_save` with `{head}`): it is not a reward model",
+                args.model.display(),
+                SequenceClassifier::num_labels(&model),
+                dir.display()
+            )));
+        }
+        // The adapter's saved one-score head replaces this new one.
+        model = model.with_new_classifier(&["LABEL_0".to_string()], 0)?;
+    }
+    let mut peft = PeftModel::new(model);
+    peft.load_adapter(dir, "default")?;
+    Ok(peft.into_model())
+}
+
 /// Loads the reward model of `args`: a `*ForSequenceClassification` directory, or any decoder
 /// with an adapter that carries the score head (`modules_to_save = ["score"]`).
 fn load_reward_model(args: &ModelArgs) -> Result<DecoderClassifier> {
@@ -252,7 +325,16 @@ pub fn reward_cmd(c: RewardCommand) -> Result<()> {
     let RewardCommand::Score(a) = c;
     let tok = Tokenizer::from_dir(&a.model.model)?;
     let rows = read_rows(&a.data, &tok, a.chat_template.as_deref())?;
-    let mut model = load_reward_model(&a.model)?;
+    let model = if is_encoder_reward_model(&a.model.model) {
+        Scorer::Encoder(load_encoder_reward_model(&a.model)?)
+    } else {
+        let mut model = load_reward_model(&a.model)?;
+        if model.pad_token_id().is_none() {
+            // TRL's rule: the tokenizer's pad token, else its EOS.
+            model.set_pad_token_id(tok.pad_id().or(tok.eos_id()));
+        }
+        Scorer::Decoder(Box::new(model))
+    };
     if model.num_labels() != 1 {
         return Err(Error::invalid(format!(
             "{}: a reward model has one output; this classifier has {}",
@@ -260,20 +342,12 @@ pub fn reward_cmd(c: RewardCommand) -> Result<()> {
             model.num_labels()
         )));
     }
-    if model.pad_token_id().is_none() {
-        // TRL's rule: the tokenizer's pad token, else its EOS.
-        model.set_pad_token_id(tok.pad_id().or(tok.eos_id()));
-    }
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
         let mut scores = Vec::with_capacity(r.seqs.len());
         for s in &r.seqs {
             let input = DecoderInput::unpadded(std::slice::from_ref(s))?;
-            let v: Vec<f32> = model
-                .scores(&input)?
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .map_err(|e| Error::invalid(format!("reading scores: {e:?}")))?;
+            let v = model.scores(&input)?;
             let v = f64::from(v[0]);
             if !v.is_finite() {
                 return Err(Error::invalid(format!(

@@ -291,3 +291,110 @@ fn kto_trains_on_unpaired_and_paired_rows() {
     );
     assert!(!Path::new(o).join("metrics.jsonl").exists());
 }
+
+/// `--eval-data` / `--eval-steps` / `--early-stopping-patience` as `train dpo`: an evaluation
+/// line every N steps with `eval_loss` and TRL's metrics under the `eval_` prefix; the flags'
+/// dependencies refused before any work.
+#[test]
+fn orpo_cpo_and_kto_evaluate_every_eval_steps() {
+    let dir = model();
+    let m = dir.path().to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let data = write(work.path(), "pref.jsonl", &pairs(8));
+    let held = write(work.path(), "held.jsonl", &pairs(3));
+    for (job, names) in [
+        (
+            "orpo",
+            &[
+                "eval_rewards/accuracies",
+                "eval_log_odds_ratio",
+                "eval_log_odds_chosen",
+                "eval_nll_loss",
+                "eval_logits/chosen",
+            ][..],
+        ),
+        (
+            "cpo",
+            &[
+                "eval_rewards/margins",
+                "eval_logps/rejected",
+                "eval_nll_loss",
+            ][..],
+        ),
+        (
+            "kto",
+            &[
+                "eval_kl",
+                "eval_rewards/chosen",
+                "eval_rewards/rejected",
+                "eval_entropy",
+            ][..],
+        ),
+    ] {
+        let out = work.path().join(format!("{job}_eval"));
+        let v = run(
+            job,
+            m,
+            &data,
+            &out,
+            &[
+                "--eval-data",
+                &held,
+                "--eval-steps",
+                "1",
+                "--early-stopping-patience",
+                "5",
+            ],
+        );
+        assert_eq!(v["summary"]["steps"], 2, "{job}");
+        let evals: Vec<Value> = metric_lines(&out)
+            .into_iter()
+            .filter(|l| l.get("eval_loss").is_some())
+            .collect();
+        assert_eq!(evals.len(), 2, "{job}: one evaluation per step");
+        for (i, e) in evals.iter().enumerate() {
+            assert_eq!(e["step"].as_u64(), Some(i as u64 + 1), "{job}");
+            assert!(e["eval_loss"].as_f64().is_some_and(f64::is_finite), "{e}");
+            for k in names {
+                assert!(
+                    e[*k].as_f64().is_some_and(f64::is_finite),
+                    "{job}: {k} in {e}"
+                );
+            }
+        }
+        let o = work.path().join(format!("{job}_bad"));
+        let o = o.to_str().unwrap();
+        let err = bad_input(&tilpass(&[
+            "train",
+            job,
+            "--model",
+            m,
+            "--data",
+            &data,
+            "--out",
+            o,
+            "--eval-steps",
+            "1",
+        ]));
+        assert!(
+            err.contains("eval_steps") && err.contains("eval_data"),
+            "{err}"
+        );
+        let err = bad_input(&tilpass(&[
+            "train",
+            job,
+            "--model",
+            m,
+            "--data",
+            &data,
+            "--out",
+            o,
+            "--eval-data",
+            &held,
+            "--early-stopping-patience",
+            "2",
+        ]));
+        assert!(err.contains("early_stopping_patience"), "{err}");
+        assert!(!Path::new(o).join("metrics.jsonl").exists());
+    }
+}

@@ -52,7 +52,14 @@ fn write(dir: &Path, name: &str, body: &str) -> String {
 
 /// A copy of the tiny Llama with a word-level tokenizer, EOS `t2` and pad `t0`.
 fn model_dir() -> tempfile::TempDir {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/llama_gqa");
+    fixture_with_tokenizer("models/llama_gqa")
+}
+
+/// A copy of the fixture model `rel` (under tests/fixtures) with the word-level tokenizer.
+fn fixture_with_tokenizer(rel: &str) -> tempfile::TempDir {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(rel);
     let dir = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(&src).unwrap() {
         let p = e.unwrap().path();
@@ -148,6 +155,57 @@ fn train_reward_then_score_rows() {
     };
     let v = train(&out, &["--eval-data", &data, "--save-steps", "3"]);
     assert_eq!(v["summary"]["steps"], 6);
+    // --eval-steps: the loop evaluates every 2 steps too (TRL's eval_ names); the evaluation
+    // at the last step is the final one.
+    let evals: Vec<Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l.get("eval_loss").is_some())
+        .collect();
+    assert_eq!(evals.len(), 2, "before and after training: {evals:?}");
+    let out_every = work.path().join("run_every");
+    let v2 = train(
+        &out_every,
+        &[
+            "--eval-data",
+            &data,
+            "--eval-steps",
+            "2",
+            "--early-stopping-patience",
+            "9",
+        ],
+    );
+    let evals: Vec<Value> = std::fs::read_to_string(out_every.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l.get("eval_loss").is_some())
+        .collect();
+    let at: Vec<u64> = evals.iter().map(|e| e["step"].as_u64().unwrap()).collect();
+    assert_eq!(
+        at,
+        [0, 2, 4, 6],
+        "initial, then every 2 steps (the last is the final)"
+    );
+    for e in &evals {
+        for k in [
+            "eval_accuracy",
+            "eval_margin",
+            "eval_mean_reward",
+            "eval_min_reward",
+            "eval_max_reward",
+        ] {
+            assert!(e[k].as_f64().is_some_and(f64::is_finite), "{k} in {e}");
+        }
+    }
+    assert_eq!(v2["final_eval"]["step"], 6);
+    assert_eq!(v2["final_eval"]["eval_loss"], evals[3]["eval_loss"]);
+    assert_eq!(
+        (&v2["summary"]["first_loss"], &v2["summary"]["last_loss"]),
+        (&v["summary"]["first_loss"], &v["summary"]["last_loss"]),
+        "evaluation leaves training alone"
+    );
     // Training on the pairs separates them: the held-out (here: the same) accuracy and margin
     // rise.
     let (first, last) = (&v["initial_eval"], &v["final_eval"]);
@@ -333,4 +391,104 @@ fn full_reward_training_saves_a_sequence_classifier() {
         &rows,
     ]));
     assert!(got[0]["score"].is_number(), "{got:?}");
+}
+
+/// BERT and NorBERT3 sequence classifiers (the tiny 3-label fixtures): `train reward` gives
+/// them a new one-score head and a LoRA adapter that saves it (`classifier` / `head`), with
+/// evaluation every --eval-steps; `reward score` loads the base with that adapter and scores
+/// rows; the held-out margin rises; `--full` is refused before any work.
+#[test]
+fn encoder_reward_models_train_and_score() {
+    for (fixture, head) in [
+        ("encoders/bert_cls", "classifier"),
+        ("encoders/ltg_bert_cls", "head"),
+    ] {
+        let dir = fixture_with_tokenizer(fixture);
+        let m = dir.path().to_str().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let data = write(work.path(), "pref.jsonl", &pairs(8, false));
+        let out = work.path().join("run");
+        let base = [
+            "train",
+            "reward",
+            "--model",
+            m,
+            "--data",
+            &data,
+            "--batch-size",
+            "4",
+            "--lora-r",
+            "4",
+            "--steps",
+            "6",
+            "--lr",
+            "0.01",
+        ];
+        let mut args = base.to_vec();
+        args.extend([
+            "--eval-data",
+            &data,
+            "--eval-steps",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let v = ok_json(&tilpass(&args));
+        assert_eq!(v["summary"]["steps"], 6, "{fixture}");
+        let f = |e: &Value, k: &str| e[k].as_f64().unwrap_or_else(|| panic!("{k} in {e}"));
+        let (first, last) = (&v["initial_eval"], &v["final_eval"]);
+        assert!(
+            f(last, "eval_margin") > f(first, "eval_margin"),
+            "{fixture}: {first} -> {last}"
+        );
+        let adapter = out.join("adapter");
+        let cfg: Value = serde_json::from_str(
+            &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cfg["modules_to_save"], json!([head]), "{fixture}");
+        assert_eq!(cfg["task_type"], "SEQ_CLS");
+        let evals: Vec<Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|l| l.get("eval_loss").is_some())
+            .collect();
+        let at: Vec<u64> = evals.iter().map(|e| e["step"].as_u64().unwrap()).collect();
+        assert_eq!(at, [0, 3, 6], "{fixture}");
+        // Scoring with the base + adapter gives the trained model's scores: the pairs' mean
+        // margin equals the final evaluation's.
+        let lines = ok_lines(&tilpass(&[
+            "reward",
+            "score",
+            "--model",
+            m,
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--data",
+            &data,
+        ]));
+        assert_eq!(lines.len(), 8, "{fixture}");
+        let margin: f64 = lines
+            .iter()
+            .map(|l| f(l, "chosen") - f(l, "rejected"))
+            .sum::<f64>()
+            / 8.0;
+        assert!(
+            (margin - f(last, "eval_margin")).abs() < 1e-4,
+            "{fixture}: scored margin {margin} vs eval_margin {}",
+            f(last, "eval_margin")
+        );
+        // Without the adapter the 3-label base is not a reward model.
+        let err = bad_input(&tilpass(&[
+            "reward", "score", "--model", m, "--data", &data,
+        ]));
+        assert!(err.contains("one output"), "{err}");
+        let o = work.path().join("full");
+        let mut args = base.to_vec();
+        args.extend(["--full", "--out", o.to_str().unwrap()]);
+        let err = bad_input(&tilpass(&args));
+        assert!(err.contains("full"), "{err}");
+        assert!(!o.join("metrics.jsonl").exists());
+    }
 }

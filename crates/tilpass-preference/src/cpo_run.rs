@@ -93,6 +93,10 @@ impl CpoRun {
         let common = self.common();
         let started = start(self, &common, &resume, device)?;
         let batches = self.encode(&started.tokenizer, &started.data, progress)?;
+        let eval_batches = match &self.eval_data {
+            Some(spec) => self.encode(&started.tokenizer, spec, progress)?,
+            None => Vec::new(),
+        };
         let mut peft = load_model(&common, &started, progress)?;
         let target = if self.full {
             Target::Full
@@ -104,6 +108,7 @@ impl CpoRun {
             target,
             &self.cpo_config(),
             &batches,
+            &eval_batches,
             &self.train_config(),
             self.resume.as_deref(),
             progress,

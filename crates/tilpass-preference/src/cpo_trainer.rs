@@ -24,10 +24,12 @@ use tilpass_peft::PeftModel;
 use tilpass_train::{Event, Summary, Target, TrainConfig};
 
 use crate::cpo::{CpoConfig, CpoInputs, cpo_loss};
-use crate::dpo_trainer::{DpoBatch, DpoBatchOutput};
+use crate::dpo_trainer::{DpoBatch, DpoBatchOutput, DpoEval};
 use crate::error::Result;
 use crate::logps::{average_logps, sequence_logps, sft_nll};
-use crate::paired_policy::{check_training, logits_mean, paired_forward, train_paired};
+use crate::paired_policy::{
+    check_training, logits_mean, mean_evaluation, paired_forward, train_paired,
+};
 
 /// TRL's CPO loss of one batch for `model` and the metrics TRL logs for it.
 pub fn cpo_batch_loss(
@@ -66,25 +68,39 @@ pub fn cpo_batch_loss(
     })
 }
 
+/// Evaluates `model` with TRL's CPO loss on `batches` (no optimiser step), as at `step`:
+/// `eval_loss` (the mean batch loss) and TRL's metrics with the `eval_` prefix, each the mean
+/// over the batches (TRL's `prediction_step` / `log`).
+pub fn evaluate_cpo(
+    model: &DecoderLm,
+    config: &CpoConfig,
+    batches: &[DpoBatch],
+    step: usize,
+) -> Result<DpoEval> {
+    mean_evaluation(batches, step, &mut |b| cpo_batch_loss(model, config, b))
+}
+
 /// Trains `target` of `model` with TRL's CPO loss (`loss_type` sigmoid, hinge, ipo or simpo;
-/// AlphaPO with `alpha` != 0) on `train`; see [`crate::orpo_trainer::train_orpo`] for the loop
-/// and the checks.
+/// AlphaPO with `alpha` != 0) on `train`, evaluating on `eval` every `cfg.eval_steps` steps
+/// ([`evaluate_cpo`]); see [`crate::orpo_trainer::train_orpo`] for the loop and the checks.
 #[allow(clippy::too_many_arguments)]
 pub fn train_cpo<'t>(
     model: &mut PeftModel<DecoderLm>,
     target: impl Into<Target<'t>>,
     config: &CpoConfig,
     train: &[DpoBatch],
+    eval: &[DpoBatch],
     cfg: &TrainConfig,
     resume: Option<&Path>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary> {
     config.validate()?;
-    check_training(cfg, train, "CPO")?;
+    check_training(cfg, train, eval)?;
     train_paired(
         model,
         target.into(),
         train,
+        eval,
         cfg,
         resume,
         on_event,

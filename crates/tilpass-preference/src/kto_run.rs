@@ -281,6 +281,10 @@ impl KtoRun {
         let common = self.common();
         let started = start(self, &common, &resume, device)?;
         let batches = self.encode(&started.tokenizer, &started.data, progress)?;
+        let eval_batches = match &self.eval_data {
+            Some(spec) => self.encode(&started.tokenizer, spec, progress)?,
+            None => Vec::new(),
+        };
         let kto = self.kto_config();
         let mut peft = load_model(&common, &started, progress)?;
         let reference = if self.full {
@@ -298,6 +302,7 @@ impl KtoRun {
             kto_ref,
             &kto,
             &batches,
+            &eval_batches,
             &self.train_config(),
             self.resume.as_deref(),
             progress,

@@ -31,10 +31,11 @@ use tilpass_models::{DecoderInput, DecoderLm, shifted_log_probs};
 use tilpass_peft::PeftModel;
 use tilpass_train::{BatchLoss, Event, Summary, Target, TrainConfig, train_loop_with};
 
-use crate::dpo_trainer::{DpoBatchOutput, DpoReference, from_train, into_train};
+use crate::dpo_trainer::{DpoBatchOutput, DpoEval, DpoReference, from_train, into_train};
 use crate::error::{PreferenceError, Result};
 use crate::kto::{KtoConfig, KtoInputs, kto_loss};
 use crate::logps::host;
+use crate::paired_policy::{check_eval_settings, mean_evaluation};
 
 /// Token rows of a batch on the host: the model input and its completion mask.
 #[derive(Debug, Clone)]
@@ -362,12 +363,31 @@ pub fn kto_batch_loss(
     })
 }
 
+/// Evaluates `model` with TRL's KTO loss on `batches` against `reference` (no optimiser step),
+/// as at `step`: `eval_loss` (the mean batch loss) and TRL's metrics with the `eval_` prefix,
+/// each the mean over the batches that logged it (TRL's `log`; `rewards/chosen` only from
+/// batches with desirable rows). Each batch's KL reference point comes from its own KL rows,
+/// as in training (TRL's eval collator rotates completions per evaluation batch).
+pub fn evaluate_kto(
+    model: &mut PeftModel<DecoderLm>,
+    reference: DpoReference<'_>,
+    config: &KtoConfig,
+    batches: &[KtoBatch],
+    step: usize,
+) -> Result<DpoEval> {
+    mean_evaluation(batches, step, &mut |b| {
+        kto_batch_loss(model, reference, config, b)
+    })
+}
+
 /// Trains `target` of `model` with TRL's KTO loss on `train` (one optimiser step per
 /// `gradient_accumulation_steps` batches, cycling through them in order), against
 /// `reference`; see [`tilpass_train::train_lm`] for the loop. Checks before the first step:
 /// the settings; for the `kto` loss every batch has more than one row and its KL rows (TRL:
 /// "Actual (not effective) batch size must be > 1"); [`DpoReference::DisabledAdapters`] only
-/// with an adapter target; no evaluation settings (not supported yet). The class-weight
+/// with an adapter target; evaluation batches (checked alike) when `eval_steps` is set. Every
+/// `cfg.eval_steps` steps it evaluates on `eval` ([`evaluate_kto`]: `eval_loss`, TRL's
+/// `eval_`-prefixed metrics in `metrics.jsonl`, early stopping on `eval_loss`). The class-weight
 /// warning ([`kto_weight_warning`] over all batches' labels) goes to `on_event` as a
 /// [`Event::Message`].
 #[allow(clippy::too_many_arguments)]
@@ -377,6 +397,7 @@ pub fn train_kto<'t>(
     reference: DpoReference<'_>,
     config: &KtoConfig,
     train: &[KtoBatch],
+    eval: &[KtoBatch],
     cfg: &TrainConfig,
     resume: Option<&Path>,
     on_event: &mut dyn FnMut(Event),
@@ -396,13 +417,7 @@ pub fn train_kto<'t>(
     if matches!(reference, DpoReference::Precomputed) {
         return Err(precomputed_unsupported());
     }
-    if cfg.eval_steps.is_some() || cfg.early_stopping_patience.is_some() {
-        return Err(PreferenceError::InvalidSetting {
-            setting: "eval_steps",
-            value: format!("{:?}", cfg.eval_steps),
-            expected: "none: the KTO trainer does not evaluate yet".into(),
-        });
-    }
+    check_eval_settings(cfg, eval.len())?;
     if train.is_empty() {
         return Err(PreferenceError::Shape {
             input: "KTO batches",
@@ -411,6 +426,12 @@ pub fn train_kto<'t>(
         });
     }
     if config.uses_kl() {
+        if let Some(i) = eval.iter().position(|b| b.kl.is_none()) {
+            return Err(PreferenceError::MissingInput {
+                input: "KL rows",
+                needed_by: format!("loss_type `kto` (evaluation batch {i} has none)"),
+            });
+        }
         if let Some(i) = train.iter().position(|b| b.labels.len() < 2) {
             return Err(PreferenceError::InvalidSetting {
                 setting: "per_device_train_batch_size",
@@ -449,7 +470,13 @@ pub fn train_kto<'t>(
                     .collect(),
             })
         },
-        &mut |_: &mut PeftModel<DecoderLm>, _| Ok(None),
+        &mut |m: &mut PeftModel<DecoderLm>, step| {
+            if eval.is_empty() {
+                return Ok(None);
+            }
+            let e = evaluate_kto(m, reference, config, eval, step).map_err(into_train)?;
+            Ok(Some(e.to_eval_log()))
+        },
         cfg,
         resume,
         on_event,

@@ -89,7 +89,7 @@ pub mod reward_trainer;
 
 pub use cpo::{CpoConfig, CpoInputs, CpoLossType, CpoMetrics, CpoOutput, cpo_loss};
 pub use cpo_run::CpoRun;
-pub use cpo_trainer::{cpo_batch_loss, train_cpo};
+pub use cpo_trainer::{cpo_batch_loss, evaluate_cpo, train_cpo};
 pub use divergence::FDivergence;
 pub use dpo::{DpoConfig, DpoInputs, DpoLossType, DpoMetrics, DpoOutput, WpoTokens, dpo_loss};
 pub use dpo_run::{DpoOutcome, DpoRun};
@@ -101,13 +101,15 @@ pub use dpo_trainer::{
 pub use error::{PreferenceError, Result};
 pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotation, kto_loss};
 pub use kto_run::KtoRun;
-pub use kto_trainer::{KtoBatch, KtoRows, kto_batch_loss, kto_weight_warning, train_kto};
+pub use kto_trainer::{
+    KtoBatch, KtoRows, evaluate_kto, kto_batch_loss, kto_weight_warning, train_kto,
+};
 pub use logps::{TokenLogps, average_logps, ld_alpha_logps, sequence_logps, sft_nll, wpo_weights};
 pub use orpo::{OrpoConfig, OrpoInputs, OrpoMetrics, OrpoOutput, orpo_loss};
 pub use orpo_run::{OrpoRun, PreferenceOutcome};
-pub use orpo_trainer::{orpo_batch_loss, train_orpo};
+pub use orpo_trainer::{evaluate_orpo, orpo_batch_loss, train_orpo};
 pub use reward::{RewardConfig, RewardInputs, RewardMetrics, RewardOutput, reward_loss};
-pub use reward_run::{RewardOutcome, RewardRun};
+pub use reward_run::{RewardOutcome, RewardRun, TrainedReward, is_encoder_reward_model};
 pub use reward_trainer::{
     RewardBatch, RewardBatchOutput, RewardEval, RewardModel, evaluate_reward, pair_rewards,
     reward_batch_loss, train_reward,

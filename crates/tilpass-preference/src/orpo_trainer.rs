@@ -22,12 +22,12 @@ use tilpass_models::DecoderLm;
 use tilpass_peft::PeftModel;
 use tilpass_train::{Event, Summary, Target, TrainConfig};
 
-use crate::dpo_trainer::{DpoBatch, DpoBatchOutput};
+use crate::dpo_trainer::{DpoBatch, DpoBatchOutput, DpoEval};
 use crate::error::Result;
 use crate::logps::{average_logps, sft_nll};
 use crate::orpo::{OrpoConfig, OrpoInputs, orpo_loss};
 use crate::paired_policy::{
-    check_training, chosen_token_logps, logits_mean, paired_forward, train_paired,
+    check_training, chosen_token_logps, logits_mean, mean_evaluation, paired_forward, train_paired,
 };
 
 /// TRL's ORPO loss of one batch for `model` and the metrics TRL logs for it.
@@ -66,27 +66,43 @@ pub fn orpo_batch_loss(
     })
 }
 
+/// Evaluates `model` with TRL's ORPO loss on `batches` (no optimiser step), as at `step`:
+/// `eval_loss` (the mean batch loss) and TRL's metrics with the `eval_` prefix, each the mean
+/// over the batches (TRL's `prediction_step` / `log`).
+pub fn evaluate_orpo(
+    model: &DecoderLm,
+    config: &OrpoConfig,
+    batches: &[DpoBatch],
+    step: usize,
+) -> Result<DpoEval> {
+    mean_evaluation(batches, step, &mut |b| orpo_batch_loss(model, config, b))
+}
+
 /// Trains `target` of `model` with TRL's ORPO loss on `train` (one optimiser step per
 /// `gradient_accumulation_steps` batches, cycling through them in order); see
 /// [`tilpass_train::train_lm`] for the loop (schedule, clipping, checkpoints, resume,
-/// `metrics.jsonl`). No reference model: adapter and full fine-tuning alike. Checks the
-/// settings before the first step; evaluation settings are refused (not supported yet).
+/// `metrics.jsonl`). No reference model: adapter and full fine-tuning alike. Every
+/// `cfg.eval_steps` steps it evaluates on `eval` ([`evaluate_orpo`]: `eval_loss` and TRL's
+/// `eval_`-prefixed metrics in `metrics.jsonl`, early stopping on `eval_loss`). Checks the
+/// settings before the first step (evaluation batches when `eval_steps` is set).
 #[allow(clippy::too_many_arguments)]
 pub fn train_orpo<'t>(
     model: &mut PeftModel<DecoderLm>,
     target: impl Into<Target<'t>>,
     config: &OrpoConfig,
     train: &[DpoBatch],
+    eval: &[DpoBatch],
     cfg: &TrainConfig,
     resume: Option<&Path>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary> {
     config.validate()?;
-    check_training(cfg, train, "ORPO")?;
+    check_training(cfg, train, eval)?;
     train_paired(
         model,
         target.into(),
         train,
+        eval,
         cfg,
         resume,
         on_event,

@@ -4,8 +4,10 @@
 //! `logits/*` metrics), and the training loop around a per-batch loss.
 //!
 //! TRL's `ORPOTrainer` and `CPOTrainer` (trl.experimental, 1.16.0) run the concatenated batch
-//! once (`concatenated_forward`); so does this.
+//! once (`concatenated_forward`); so does this. Evaluation runs the same loss on held-out
+//! batches ([`mean_evaluation`], TRL's `prediction_step` + `log` with the `eval_` prefix).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::Tensor;
@@ -13,7 +15,7 @@ use tilpass_models::{DecoderLm, shifted_log_probs};
 use tilpass_peft::PeftModel;
 use tilpass_train::{BatchLoss, Event, Summary, Target, TrainConfig, train_loop_with};
 
-use crate::dpo_trainer::{DpoBatch, DpoBatchOutput, from_train, into_train};
+use crate::dpo_trainer::{DpoBatch, DpoBatchOutput, DpoEval, from_train, into_train};
 use crate::error::{PreferenceError, Result};
 use crate::logps::{TokenLogps, constant_2d, host};
 
@@ -79,17 +81,34 @@ pub(crate) fn logits_mean(
     Ok(host(&part.mean(), "logits")?[0])
 }
 
-/// Checks shared by the reference-free trainers before training: no evaluation settings
-/// (not supported yet) and at least one batch.
-pub(crate) fn check_training(cfg: &TrainConfig, train: &[DpoBatch], trainer: &str) -> Result<()> {
-    cfg.validate()?;
-    if cfg.eval_steps.is_some() || cfg.early_stopping_patience.is_some() {
-        return Err(PreferenceError::InvalidSetting {
-            setting: "eval_steps",
-            value: format!("{:?}", cfg.eval_steps),
-            expected: format!("none: the {trainer} trainer does not evaluate yet"),
+/// Checks of the evaluation settings shared by the preference trainers: `eval_steps` needs
+/// evaluation batches, `early_stopping_patience` needs `eval_steps` (as
+/// [`crate::dpo_trainer::train_dpo`]).
+pub(crate) fn check_eval_settings(cfg: &TrainConfig, eval_batches: usize) -> Result<()> {
+    if cfg.eval_steps.is_some() && eval_batches == 0 {
+        return Err(PreferenceError::MissingInput {
+            input: "evaluation batches",
+            needed_by: format!("eval_steps = {:?}", cfg.eval_steps),
         });
     }
+    if cfg.early_stopping_patience.is_some() && cfg.eval_steps.is_none() {
+        return Err(PreferenceError::MissingInput {
+            input: "eval_steps",
+            needed_by: "early_stopping_patience (it counts evaluations)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks shared by the reference-free trainers before training: the evaluation settings
+/// ([`check_eval_settings`]) and at least one training batch.
+pub(crate) fn check_training(
+    cfg: &TrainConfig,
+    train: &[DpoBatch],
+    eval: &[DpoBatch],
+) -> Result<()> {
+    cfg.validate()?;
+    check_eval_settings(cfg, eval.len())?;
     if train.is_empty() {
         return Err(PreferenceError::Shape {
             input: "preference batches",
@@ -100,13 +119,53 @@ pub(crate) fn check_training(cfg: &TrainConfig, train: &[DpoBatch], trainer: &st
     Ok(())
 }
 
+/// An evaluation over `batches` with `loss_of` as the per-batch loss, as at `step`: the mean
+/// loss over the batches (`eval_loss`) and each metric with TRL's `eval_` prefix, the mean over
+/// the batches that logged it (TRL's `log` averages the values its `prediction_step` stored;
+/// KTO logs `rewards/chosen` only for batches with desirable rows). Each batch's graph is
+/// dropped after its values are read.
+pub(crate) fn mean_evaluation<B>(
+    batches: &[B],
+    step: usize,
+    loss_of: &mut dyn FnMut(&B) -> Result<DpoBatchOutput>,
+) -> Result<DpoEval> {
+    if batches.is_empty() {
+        return Err(PreferenceError::Shape {
+            input: "evaluation batches",
+            got: "none".into(),
+            expected: "at least one batch".into(),
+        });
+    }
+    let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    let mut loss = 0f64;
+    for b in batches {
+        let out = loss_of(b)?;
+        loss += host(&out.loss.detach(), "evaluation loss")?[0];
+        for (k, v) in out.metrics {
+            let e = sums.entry(format!("eval_{k}")).or_default();
+            e.0 += v;
+            e.1 += 1;
+        }
+    }
+    Ok(DpoEval {
+        step,
+        eval_loss: loss / batches.len() as f64,
+        metrics: sums
+            .into_iter()
+            .map(|(k, (v, n))| (k, v / n as f64))
+            .collect(),
+    })
+}
+
 /// Runs `tilpass-train`'s loop with `loss_of(model, batch)` as the per-batch loss (no
-/// reference model).
+/// reference model), evaluating on `eval` every `cfg.eval_steps` steps with the same loss
+/// ([`mean_evaluation`]; early stopping on `eval_loss`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn train_paired<'t>(
     model: &mut PeftModel<DecoderLm>,
     target: Target<'t>,
     train: &[DpoBatch],
+    eval: &[DpoBatch],
     cfg: &TrainConfig,
     resume: Option<&Path>,
     on_event: &mut dyn FnMut(Event),
@@ -129,7 +188,13 @@ pub(crate) fn train_paired<'t>(
                     .collect(),
             })
         },
-        &mut |_: &mut PeftModel<DecoderLm>, _| Ok(None),
+        &mut |m: &mut PeftModel<DecoderLm>, step| {
+            if eval.is_empty() {
+                return Ok(None);
+            }
+            let e = mean_evaluation(eval, step, &mut |b| loss_of(m, b)).map_err(into_train)?;
+            Ok(Some(e.to_eval_log()))
+        },
         cfg,
         resume,
         on_event,

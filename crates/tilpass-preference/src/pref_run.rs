@@ -24,6 +24,9 @@ use crate::error::Result;
 pub(crate) struct Common<'a> {
     pub model: &'a Option<PathBuf>,
     pub data: &'a Option<DatasetSpec>,
+    pub eval_data: &'a Option<DatasetSpec>,
+    pub eval_steps: Option<usize>,
+    pub early_stopping_patience: Option<usize>,
     pub out: &'a Option<PathBuf>,
     pub resume: &'a Option<PathBuf>,
     pub overwrite_output_dir: bool,
@@ -95,6 +98,26 @@ impl Common<'_> {
             at_least_one("max_length", n)?;
         }
         at_least_one("batch_size", self.batch_size)?;
+        if let Some(n) = self.eval_steps {
+            at_least_one("eval_steps", n)?;
+            if self.eval_data.is_none() {
+                return Err(TrainError::setting(
+                    "eval_steps",
+                    n,
+                    "no value without `eval_data` (there is nothing to evaluate)",
+                ));
+            }
+        }
+        if let Some(n) = self.early_stopping_patience {
+            at_least_one("early_stopping_patience", n)?;
+            if self.eval_steps.is_none() {
+                return Err(TrainError::setting(
+                    "early_stopping_patience",
+                    n,
+                    "no value without `eval_steps` (it counts evaluations)",
+                ));
+            }
+        }
         at_least_one("steps", self.steps)?;
         if self.warmup > self.steps {
             return Err(TrainError::setting(
@@ -128,8 +151,8 @@ impl Common<'_> {
                 eps: self.adam_epsilon,
                 weight_decay: self.weight_decay,
             },
-            eval_steps: None,
-            early_stopping_patience: None,
+            eval_steps: self.eval_steps,
+            early_stopping_patience: self.early_stopping_patience,
             save_steps: self.save_steps,
             save_total_limit: self.save_total_limit,
             output_dir: self.out.clone(),
@@ -166,8 +189,13 @@ pub(crate) fn start<R: RunConfig>(
     }
     let mut inputs: Vec<&Path> = vec![model_dir.as_path()];
     inputs.extend(common.resume.as_deref());
-    if let DatasetSpec::File(p) = &data {
-        inputs.push(p.as_path());
+    for spec in [Some(&data), common.eval_data.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if let DatasetSpec::File(p) = spec {
+            inputs.push(p.as_path());
+        }
     }
     prepare_output_dir(
         &out,
@@ -305,6 +333,15 @@ macro_rules! preference_run {
             pub model: Option<std::path::PathBuf>,
             /// Training data: JSONL / JSON rows in a TRL format, or `builtin:norsk-pref[:split]`.
             pub data: Option<tilpass_data::DatasetSpec>,
+            /// Held-out rows in the same format (e.g. `builtin:norsk-pref:eval`), evaluated
+            /// every `eval_steps`: `eval_loss` and TRL's metrics with the `eval_` prefix in
+            /// `metrics.jsonl`.
+            pub eval_data: Option<tilpass_data::DatasetSpec>,
+            /// Evaluate on `eval_data` every this many optimiser steps.
+            pub eval_steps: Option<usize>,
+            /// Stop after this many evaluations without a lower `eval_loss` (needs
+            /// `eval_steps`).
+            pub early_stopping_patience: Option<usize>,
             /// Output directory: `adapter/` (or `model/` with `full`), `checkpoint-N/`,
             /// `metrics.jsonl`, `run_config.json`.
             pub out: Option<std::path::PathBuf>,
@@ -362,6 +399,9 @@ macro_rules! preference_run {
                 Self {
                     model: None,
                     data: None,
+                    eval_data: None,
+                    eval_steps: None,
+                    early_stopping_patience: None,
                     out: None,
                     resume: None,
                     overwrite_output_dir: false,
@@ -399,6 +439,9 @@ macro_rules! preference_run {
                 crate::pref_run::Common {
                     model: &self.model,
                     data: &self.data,
+                    eval_data: &self.eval_data,
+                    eval_steps: self.eval_steps,
+                    early_stopping_patience: self.early_stopping_patience,
                     out: &self.out,
                     resume: &self.resume,
                     overwrite_output_dir: self.overwrite_output_dir,

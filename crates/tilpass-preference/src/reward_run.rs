@@ -18,6 +18,13 @@
 //! (a `*ForSequenceClassification` checkpoint), else from a new one (a causal LM, as TRL's
 //! `AutoModelForSequenceClassification` load with `num_labels=1`); its `pad_token_id` is the
 //! tokenizer's pad token, else its EOS (TRL's rule).
+//!
+//! A BERT or LTG-BERT (NorBERT3) directory ([`is_encoder_reward_model`]) is trained as TRL
+//! trains `AutoModelForSequenceClassification(num_labels=1)` on it: its one-label head, or a
+//! new one, with a LoRA adapter on the family's attention projections that saves the head whole
+//! (`modules_to_save` `classifier` / `head`). Full fine-tuning of an encoder is refused (a whole
+//! encoder cannot be saved in transformers' layout yet). Plain-text rows need an EOS token in
+//! the tokenizer, as in TRL (its `eos_token` setting).
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +32,9 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tilpass_data::{DatasetSpec, Record, load_records};
-use tilpass_models::{DecoderClassifier, HasLinears, ScoreInit};
+use tilpass_models::{
+    DecoderClassifier, EncoderModel, SUPPORTED_ENCODERS, ScoreInit, SequenceClassifier,
+};
 use tilpass_peft::{LoraConfig, PeftModel};
 use tilpass_tokenize::{PreferenceConfig, Tokenizer, encode_preference};
 use tilpass_train::runs::{
@@ -38,7 +47,7 @@ use tilpass_train::{AdamWConfig, Event, ScheduleKind, Summary, Target, TrainConf
 use crate::dpo_run::check_pairs;
 use crate::error::Result;
 use crate::reward::RewardConfig;
-use crate::reward_trainer::{RewardBatch, RewardEval, evaluate_reward, train_reward};
+use crate::reward_trainer::{RewardBatch, RewardEval, RewardModel, evaluate_reward, train_reward};
 
 /// Settings of a reward-model run. Field names are the `tilpass train reward` flags and TRL's
 /// `RewardConfig` names for the reward settings; the LoRA settings are PEFT's `LoraConfig`
@@ -52,10 +61,14 @@ pub struct RewardRun {
     /// Training data: JSONL / JSON preference rows in a TRL format (explicit or implicit
     /// prompt, text or conversations, optional `margin`), or `builtin:norsk-pref[:split]`.
     pub data: Option<DatasetSpec>,
-    /// Held-out pairs (e.g. `builtin:norsk-pref:eval`), evaluated before the first step and
-    /// after the last: eval loss and TRL's `eval_accuracy`, `eval_margin`, `eval_*_reward`,
-    /// logged to `metrics.jsonl` and returned in [`RewardOutcome`].
+    /// Held-out pairs (e.g. `builtin:norsk-pref:eval`), evaluated before the first step, every
+    /// `eval_steps` and after the last: eval loss and TRL's `eval_accuracy`, `eval_margin`,
+    /// `eval_*_reward`, logged to `metrics.jsonl` and returned in [`RewardOutcome`].
     pub eval_data: Option<DatasetSpec>,
+    /// Evaluate on `eval_data` every this many steps (besides before and after training).
+    pub eval_steps: Option<usize>,
+    /// Stop after this many evaluations without a lower `eval_loss` (needs `eval_steps`).
+    pub early_stopping_patience: Option<usize>,
     /// Output directory: `adapter/` (or `model/` with `full`), `checkpoint-N/`,
     /// `metrics.jsonl`, `run_config.json`.
     pub out: Option<PathBuf>,
@@ -120,6 +133,8 @@ impl Default for RewardRun {
             model: None,
             data: None,
             eval_data: None,
+            eval_steps: None,
+            early_stopping_patience: None,
             out: None,
             resume: None,
             overwrite_output_dir: false,
@@ -213,6 +228,26 @@ impl RunConfig for RewardRun {
         if let Some(n) = self.pad_to_multiple_of {
             at_least_one("pad_to_multiple_of", n)?;
         }
+        if let Some(n) = self.eval_steps {
+            at_least_one("eval_steps", n)?;
+            if self.eval_data.is_none() {
+                return Err(TrainError::setting(
+                    "eval_steps",
+                    n,
+                    "no value without `eval_data` (there is nothing to evaluate)",
+                ));
+            }
+        }
+        if let Some(n) = self.early_stopping_patience {
+            at_least_one("early_stopping_patience", n)?;
+            if self.eval_steps.is_none() {
+                return Err(TrainError::setting(
+                    "early_stopping_patience",
+                    n,
+                    "no value without `eval_steps` (it counts evaluations)",
+                ));
+            }
+        }
         self.reward_config()
             .validate()
             .map_err(|e| TrainError::Config(e.to_string()))?;
@@ -259,8 +294,8 @@ impl RewardRun {
                 eps: self.adam_epsilon,
                 weight_decay: self.weight_decay,
             },
-            eval_steps: None,
-            early_stopping_patience: None,
+            eval_steps: self.eval_steps,
+            early_stopping_patience: self.early_stopping_patience,
             save_steps: self.save_steps,
             save_total_limit: self.save_total_limit,
             output_dir: self.out.clone(),
@@ -358,6 +393,19 @@ impl RewardRun {
         if let Some(ckpt) = &self.resume {
             check_resume_settings(self, ckpt, RESUME_SETTINGS)?;
         }
+        let encoder = is_encoder_reward_model(model_dir);
+        if encoder && self.full {
+            return Err(TrainError::setting(
+                "full",
+                "true",
+                format!(
+                    "an adapter run for the encoder {} (a whole BERT / NorBERT3 reward model \
+                     cannot be saved yet; train a LoRA adapter with its head)",
+                    model_dir.display()
+                ),
+            )
+            .into());
+        }
         let mut inputs: Vec<&Path> = vec![model_dir.as_path()];
         inputs.extend(self.resume.as_deref());
         for spec in [Some(data), self.eval_data.as_ref()].into_iter().flatten() {
@@ -376,7 +424,10 @@ impl RewardRun {
         let device = device.clone().autodiff();
         device.seed(self.seed);
         let tok = Tokenizer::from_dir(model_dir).map_err(TrainError::from)?;
-        let pad = tok.pad_id().or(tok.eos_id()).ok_or_else(|| {
+        // Encoders mask padding by the attention mask; their batches pad with id 0 when the
+        // tokenizer names no pad or EOS token.
+        let fallback = encoder.then_some(0);
+        let pad = tok.pad_id().or(tok.eos_id()).or(fallback).ok_or_else(|| {
             TrainError::setting(
                 "model",
                 model_dir.display(),
@@ -389,6 +440,45 @@ impl RewardRun {
             Some(spec) => self.encode(&tok, spec, pad, progress)?,
             None => Vec::new(),
         };
+        let rc = self.reward_config();
+        let train = TrainInputs {
+            out,
+            rc: &rc,
+            batches: &batches,
+            eval_batches: &eval_batches,
+        };
+        if encoder {
+            let mut model = EncoderModel::load(model_dir, &device)?;
+            let keep_head = matches!(model.labels(), Ok(Some(l)) if l.len() == 1)
+                && SequenceClassifier::num_labels(&model) == 1;
+            if !keep_head {
+                // transformers' `num_labels=1` load: a new one-score head (the adapter's saved
+                // head replaces it when resuming).
+                model = model.with_new_classifier(&["LABEL_0".to_string()], self.seed)?;
+            }
+            let mut peft = PeftModel::new(model);
+            if let Some(dir) = &self.resume {
+                peft.load_adapter(dir, "default")?;
+            } else {
+                let mut lora = self.lora.clone();
+                if lora.modules_to_save.as_deref() == Some(&["score".to_string()][..]) {
+                    // The default names the decoders' head; take the encoder family's.
+                    lora.modules_to_save = None;
+                }
+                let cfg =
+                    tilpass_train::runs::classify::classifier_lora(&lora, peft.model(), model_dir)?;
+                peft.add_adapter("default", &cfg, self.seed)?;
+            }
+            let (summary, initial_eval, final_eval, saved, peft) =
+                self.train_model(peft, &train, progress)?;
+            return Ok(RewardOutcome {
+                summary,
+                initial_eval,
+                final_eval,
+                saved,
+                model: TrainedReward::Encoder(Box::new(peft)),
+            });
+        }
         let init = ScoreInit::NewIfMissing {
             num_labels: 1,
             seed: self.seed,
@@ -407,6 +497,34 @@ impl RewardRun {
                 .get_or_insert_with(|| model_dir.display().to_string());
             peft.add_adapter("default", &cfg, self.seed)?;
         }
+        let (summary, initial_eval, final_eval, saved, peft) =
+            self.train_model(peft, &train, progress)?;
+        Ok(RewardOutcome {
+            summary,
+            initial_eval,
+            final_eval,
+            saved,
+            model: TrainedReward::Decoder(Box::new(peft)),
+        })
+    }
+
+    /// Trains `peft` (its adapter, or with `full` every weight), evaluating before, every
+    /// `eval_steps` and after, and saves it.
+    #[allow(clippy::type_complexity)]
+    fn train_model<M: RewardModel + SavedWhole>(
+        &self,
+        mut peft: PeftModel<M>,
+        t: &TrainInputs<'_>,
+        progress: &mut dyn FnMut(Event),
+    ) -> Result<(
+        Summary,
+        Option<RewardEval>,
+        Option<RewardEval>,
+        PathBuf,
+        PeftModel<M>,
+    )> {
+        let model_dir = self.model.as_ref().ok_or_else(|| missing("model"))?;
+        let out = t.out;
         let target = if self.full {
             let note = format!("full fine-tuning: {} parameters", peft.parameter_count());
             progress(Event::Message(&note));
@@ -416,14 +534,11 @@ impl RewardRun {
             progress(Event::Message(&peft.trainable_parameters().to_string()));
             Target::Adapter("default")
         };
-        let rc = self.reward_config();
-        let evaluate = |peft: &PeftModel<DecoderClassifier>,
-                        step: usize|
-         -> Result<Option<RewardEval>> {
-            if eval_batches.is_empty() {
+        let evaluate = |peft: &PeftModel<M>, step: usize| -> Result<Option<RewardEval>> {
+            if t.eval_batches.is_empty() {
                 return Ok(None);
             }
-            let e = evaluate_reward(peft.model(), &rc, &eval_batches, step)?;
+            let e = evaluate_reward(peft.model(), t.rc, t.eval_batches, step)?;
             let line = serde_json::to_value(&e).map_err(|e| TrainError::Config(e.to_string()))?;
             append_json_line(&out.join(METRICS_FILE), &line)?;
             Ok(Some(e))
@@ -436,16 +551,22 @@ impl RewardRun {
         let summary = train_reward(
             &mut peft,
             target,
-            &rc,
-            &batches,
+            t.rc,
+            t.batches,
+            t.eval_batches,
             &self.train_config(),
             self.resume.as_deref(),
             progress,
         )?;
-        let final_eval = evaluate(&peft, summary.steps)?;
+        // The loop's own evaluation at the last step (already in metrics.jsonl) is the final
+        // one; otherwise evaluate now.
+        let final_eval = match &summary.last_eval {
+            Some(e) if e.step == summary.steps => Some(RewardEval::from_eval_log(e)),
+            _ => evaluate(&peft, summary.steps)?,
+        };
         let saved = if self.full {
             let dir = out.join("model");
-            peft.model().save(&dir, tilpass_core::SaveDtype::F32)?;
+            peft.model().save_whole(&dir)?;
             for f in [
                 "tokenizer.json",
                 "tokenizer_config.json",
@@ -463,12 +584,65 @@ impl RewardRun {
             peft.save_adapter("default", &dir)?;
             dir
         };
-        Ok(RewardOutcome {
-            summary,
-            initial_eval,
-            final_eval,
-            saved,
-            model: peft,
+        Ok((summary, initial_eval, final_eval, saved, peft))
+    }
+}
+
+/// What a run's training step needs besides the model.
+struct TrainInputs<'a> {
+    out: &'a Path,
+    rc: &'a RewardConfig,
+    batches: &'a [RewardBatch],
+    eval_batches: &'a [RewardBatch],
+}
+
+/// A reward model that a `full` run saves whole (transformers' layout).
+trait SavedWhole {
+    fn save_whole(&self, dir: &Path) -> Result<()>;
+}
+
+impl SavedWhole for DecoderClassifier {
+    fn save_whole(&self, dir: &Path) -> Result<()> {
+        Ok(self.save(dir, tilpass_core::SaveDtype::F32)?)
+    }
+}
+
+impl SavedWhole for EncoderModel {
+    fn save_whole(&self, dir: &Path) -> Result<()> {
+        // Refused by `RewardRun::run` before any work; kept as an error, not a panic.
+        Err(TrainError::setting(
+            "full",
+            dir.display(),
+            "an adapter run for an encoder reward model (saving a whole encoder is not supported)",
+        )
+        .into())
+    }
+}
+
+/// True when `dir/config.json` names an encoder family (BERT, LTG-BERT / NorBERT3).
+pub fn is_encoder_reward_model(dir: &Path) -> bool {
+    let Ok(v) = tilpass_core::read_json::<Value>(&dir.join("config.json")) else {
+        return false;
+    };
+    v["model_type"]
+        .as_str()
+        .is_some_and(|t| SUPPORTED_ENCODERS.contains(&t))
+}
+
+/// The model a reward run trained: a decoder with transformers' sequence-classification head,
+/// or a BERT / NorBERT3 encoder with a one-score classifier.
+pub enum TrainedReward {
+    /// A Llama / Mistral / GPT-2 classifier.
+    Decoder(Box<PeftModel<DecoderClassifier>>),
+    /// A BERT / LTG-BERT (NorBERT3) classifier.
+    Encoder(Box<PeftModel<EncoderModel>>),
+}
+
+impl std::fmt::Debug for TrainedReward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Decoder(_) => "TrainedReward::Decoder",
+            Self::Encoder(_) => "TrainedReward::Encoder",
         })
     }
 }
@@ -548,7 +722,7 @@ pub struct RewardOutcome {
     /// `full`, `out/model` (transformers' `*ForSequenceClassification` layout).
     pub saved: PathBuf,
     /// The trained model (with its adapter).
-    pub model: PeftModel<DecoderClassifier>,
+    pub model: TrainedReward,
 }
 
 #[cfg(test)]

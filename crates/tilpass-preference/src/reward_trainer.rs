@@ -26,7 +26,7 @@ use tilpass_models::{
     DecoderClassifier, DecoderInput, EncoderInput, EncoderModel, HasLinears, SequenceClassifier,
 };
 use tilpass_peft::PeftModel;
-use tilpass_train::{BatchLoss, Event, Summary, Target, TrainConfig, train_loop_with};
+use tilpass_train::{BatchLoss, EvalLog, Event, Summary, Target, TrainConfig, train_loop_with};
 
 use crate::dpo_trainer::{from_train, into_train};
 use crate::error::{PreferenceError, Result};
@@ -309,6 +309,27 @@ impl RewardEval {
     pub fn metric(&self, name: &str) -> Option<f64> {
         self.metrics.get(&format!("eval_{name}")).copied()
     }
+
+    /// The training loop's evaluation record: `eval_loss`, its `perplexity` (exp of the loss,
+    /// which the loop always carries) and the `eval_` metrics.
+    pub fn to_eval_log(&self) -> EvalLog {
+        EvalLog {
+            step: self.step,
+            eval_loss: self.eval_loss,
+            perplexity: self.eval_loss.exp(),
+            samples: Vec::new(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// The evaluation of a training-loop record made by [`RewardEval::to_eval_log`].
+    pub fn from_eval_log(log: &EvalLog) -> Self {
+        Self {
+            step: log.step,
+            eval_loss: log.eval_loss,
+            metrics: log.metrics.clone(),
+        }
+    }
 }
 
 /// Evaluates `model` on `batches` (no optimiser step; each batch's graph is dropped after its
@@ -346,8 +367,10 @@ pub fn evaluate_reward<M: RewardModel>(
 /// Trains `target` of `model` with TRL's reward loss on `train` (one optimiser step per
 /// `gradient_accumulation_steps` batches, cycling through them in order); see
 /// [`tilpass_train::train_lm`] for the loop (schedule, clipping, checkpoints, resume,
-/// `metrics.jsonl`). Checks before the first step: the settings, a model with one output and a
-/// pad id, no evaluation settings (evaluate with [`evaluate_reward`]). With an adapter target,
+/// `metrics.jsonl`). Every `cfg.eval_steps` steps it evaluates on `eval` ([`evaluate_reward`]:
+/// `eval_loss` and TRL's `eval_accuracy`, `eval_margin`, ... in `metrics.jsonl`, early stopping
+/// on `eval_loss`). Checks before the first step: the settings, a model with one output and a
+/// pad id, evaluation batches when `eval_steps` is set. With an adapter target,
 /// the adapter should list `score` in `modules_to_save` (else the head stays as it started).
 #[allow(clippy::too_many_arguments)]
 pub fn train_reward<'t, M: RewardModel>(
@@ -355,6 +378,7 @@ pub fn train_reward<'t, M: RewardModel>(
     target: impl Into<Target<'t>>,
     config: &RewardConfig,
     train: &[RewardBatch],
+    eval: &[RewardBatch],
     cfg: &TrainConfig,
     resume: Option<&Path>,
     on_event: &mut dyn FnMut(Event),
@@ -363,13 +387,7 @@ pub fn train_reward<'t, M: RewardModel>(
     config.validate()?;
     cfg.validate()?;
     check_model(model.model())?;
-    if cfg.eval_steps.is_some() || cfg.early_stopping_patience.is_some() {
-        return Err(PreferenceError::InvalidSetting {
-            setting: "eval_steps",
-            value: format!("{:?}", cfg.eval_steps),
-            expected: "none: the reward trainer evaluates through evaluate_reward".into(),
-        });
-    }
+    crate::paired_policy::check_eval_settings(cfg, eval.len())?;
     let tokens: Vec<usize> = train.iter().map(|b| b.input.input_ids.len()).collect();
     train_loop_with(
         model,
@@ -387,7 +405,13 @@ pub fn train_reward<'t, M: RewardModel>(
                     .collect(),
             })
         },
-        &mut |_: &mut PeftModel<M>, _| Ok(None),
+        &mut |m: &mut PeftModel<M>, step| {
+            if eval.is_empty() {
+                return Ok(None);
+            }
+            let e = evaluate_reward(m.model(), config, eval, step).map_err(into_train)?;
+            Ok(Some(e.to_eval_log()))
+        },
         cfg,
         resume,
         on_event,

@@ -20,6 +20,16 @@ pub struct PrefFlags {
     /// Model directory (config.json, safetensors, tokenizer files), e.g. a chat-tuned model.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Held-out rows in the same format, evaluated every --eval-steps (eval_loss and TRL's
+    /// metrics with the eval_ prefix in metrics.jsonl), e.g. builtin:norsk-pref:eval.
+    #[arg(long)]
+    eval_data: Option<String>,
+    /// Evaluate on --eval-data every N steps.
+    #[arg(long)]
+    eval_steps: Option<usize>,
+    /// Stop after N evaluations without a lower eval loss.
+    #[arg(long)]
+    early_stopping_patience: Option<usize>,
     /// Output directory.
     #[arg(long)]
     out: Option<PathBuf>,
