@@ -21,6 +21,7 @@ mod peft_parity;
 mod pref_eval;
 mod pref_trainer_parity;
 mod preference_losses;
+mod rag_bm25;
 mod reward_parity;
 mod runs;
 mod sentence_embeddings;

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use tilpass::models::DecoderLm;
+use tilpass::models::{DecoderLm, HasLinears};
 use tilpass::peft::PeftModel;
 use tilpass::preference::{
     CpoConfig, DpoEval, DpoReference, KtoConfig, OrpoConfig, RewardConfig, evaluate_cpo,
@@ -304,4 +304,44 @@ fn evaluation_settings_need_evaluation_batches() {
     .unwrap_err();
     assert!(err.to_string().contains("early_stopping_patience"), "{err}");
     assert!(!out.path().join("metrics.jsonl").exists());
+}
+
+/// Evaluations run with the adapters' dropout off (transformers' `Trainer.evaluate` calls
+/// `model.eval()`): on an autodiff device LoRA dropout is active in a plain forward, and
+/// `PeftModel::with_eval_mode` — which the training loop and the runs wrap every evaluation
+/// in — gives exactly the dropout-free values and restores the dropout afterwards.
+#[test]
+fn evaluation_runs_without_adapter_dropout() {
+    let (reference, _) = fixture("orpo");
+    let batches = crate::pref_trainer_parity::paired_batches(&reference);
+    let eval = &batches[..1];
+    let orpo: OrpoConfig =
+        serde_json::from_value(serde_json::json!({"beta": reference["beta"]})).unwrap();
+    // The trained adapter (the initial one has B = 0, on which dropout has no effect).
+    let mut m = crate::train_parity::fresh_model(&fixture_path("train/orpo/final"));
+    let clean = evaluate_orpo(&m, &orpo, eval, 0).unwrap();
+    let set_dropout = |m: &mut PeftModel<DecoderLm>, p: f64| {
+        for (_, lin) in m.linears_mut() {
+            for b in &mut lin.lora {
+                b.dropout.prob = p;
+            }
+        }
+    };
+    set_dropout(&mut m, 0.5);
+    let noisy = evaluate_orpo(&m, &orpo, eval, 0).unwrap();
+    assert_ne!(
+        noisy.eval_loss, clean.eval_loss,
+        "LoRA dropout is active in a plain forward on an autodiff device"
+    );
+    let evaluated = m.with_eval_mode(|p| evaluate_orpo(p, &orpo, eval, 0).unwrap());
+    assert_eq!(evaluated, clean, "evaluation in eval mode has no dropout");
+    let probs: Vec<f64> = m
+        .linears()
+        .iter()
+        .flat_map(|(_, l)| l.lora.iter().map(|b| b.dropout.prob))
+        .collect();
+    assert!(
+        !probs.is_empty() && probs.iter().all(|&p| p == 0.5),
+        "{probs:?}"
+    );
 }

@@ -411,9 +411,13 @@ fn check_case<M: RewardModel>(case: &str, mut peft: PeftModel<M>) -> PeftModel<M
     )));
     let (mut d, mut d64, mut torch) = (0f64, 0f64, 0f64);
     let (mut moved, mut head_moved) = (0f64, 0f64);
+    let mut worst = "";
     for k in keys {
         let (a, b, start) = (read(&ours, k), read(&theirs, k), read(&initial, k));
         let c = read(&exact, k);
+        if max_abs_diff(&a, &b) > d {
+            worst = k;
+        }
         d = d.max(max_abs_diff(&a, &b));
         d64 = d64.max(max_abs_diff(&a, &c));
         torch = torch.max(max_abs_diff(&b, &c));
@@ -425,7 +429,7 @@ fn check_case<M: RewardModel>(case: &str, mut peft: PeftModel<M>) -> PeftModel<M
     eprintln!(
         "measured {dir} final adapter: max absolute difference {d:.2e} vs TRL f32, {d64:.2e} vs \
          float64 (TRL f32 vs float64: {torch:.2e}; TRL moved the weights by up to {moved:.2e}, \
-         the head by {head_moved:.2e})"
+         the head by {head_moved:.2e}; largest difference in {worst})"
     );
     assert!(head_moved > 100.0 * WEIGHTS, "the head must be trained");
     // Within 1e-5, or twice TRL's own float32 distance from the float64 run where that is

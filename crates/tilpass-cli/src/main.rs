@@ -30,6 +30,7 @@ mod logits;
 mod metrics;
 mod metrics_lm;
 mod peft;
+mod rag;
 mod reward;
 mod tokenizer;
 mod train;
@@ -91,6 +92,9 @@ enum Command {
     /// Sentence embeddings from an encoder (BERT, NorBERT3): one --text prints
     /// {"dim", "embedding", "truncated"}; several texts or --file print one JSON line per text.
     Embed(embed::EmbedArgs),
+    /// Knowledge bases for retrieval: index documents, delete them, BM25 search.
+    #[command(subcommand)]
+    Rag(rag::RagCommand),
 }
 
 fn main() -> ExitCode {
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
         Command::Reward(c) => done(reward::reward_cmd(c)),
         Command::Predict(a) => done(lambert::predict_cmd(a)),
         Command::Metrics(a) => done(metrics::metrics_cmd(a)),
+        Command::Rag(c) => done(rag::rag_cmd(c)),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

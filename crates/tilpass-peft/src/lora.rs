@@ -502,6 +502,31 @@ impl<M: HasLinears> PeftModel<M> {
         out
     }
 
+    /// Runs `f` with every adapter's dropout off (what PyTorch's `model.eval()` does to PEFT's
+    /// `lora_dropout`, as transformers' `Trainer.evaluate` runs), restoring the probabilities
+    /// afterwards even when they were 0. Evaluation inside a training run goes through this, so
+    /// it neither draws dropout masks nor moves the dropout random stream of the next steps.
+    pub fn with_eval_mode<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let saved: Vec<Vec<f64>> = self
+            .model
+            .linears_mut()
+            .into_iter()
+            .map(|(_, lin)| {
+                lin.lora
+                    .iter_mut()
+                    .map(|b| std::mem::replace(&mut b.dropout.prob, 0.0))
+                    .collect()
+            })
+            .collect();
+        let out = f(self);
+        for ((_, lin), probs) in self.model.linears_mut().into_iter().zip(saved) {
+            for (b, p) in lin.lora.iter_mut().zip(probs) {
+                b.dropout.prob = p;
+            }
+        }
+        out
+    }
+
     /// Runs `f` on the base model: adapters off and `modules_to_save` layers back to their
     /// original weights (PEFT's `disable_adapter()`, TRL's DPO reference). Errors while an
     /// adapter is merged.

@@ -515,7 +515,7 @@ impl DpoRun {
             if eval_batches.is_empty() {
                 return Ok(None);
             }
-            let e = evaluate_dpo(peft, dpo_ref, &dpo, &eval_batches, step)?;
+            let e = peft.with_eval_mode(|p| evaluate_dpo(p, dpo_ref, &dpo, &eval_batches, step))?;
             let line = serde_json::to_value(&e).map_err(|e| TrainError::Config(e.to_string()))?;
             append_json_line(&out.join(METRICS_FILE), &line)?;
             Ok(Some(e))

@@ -534,17 +534,18 @@ impl RewardRun {
             progress(Event::Message(&peft.trainable_parameters().to_string()));
             Target::Adapter("default")
         };
-        let evaluate = |peft: &PeftModel<M>, step: usize| -> Result<Option<RewardEval>> {
+        let evaluate = |peft: &mut PeftModel<M>, step: usize| -> Result<Option<RewardEval>> {
             if t.eval_batches.is_empty() {
                 return Ok(None);
             }
-            let e = evaluate_reward(peft.model(), t.rc, t.eval_batches, step)?;
+            let e =
+                peft.with_eval_mode(|p| evaluate_reward(p.model(), t.rc, t.eval_batches, step))?;
             let line = serde_json::to_value(&e).map_err(|e| TrainError::Config(e.to_string()))?;
             append_json_line(&out.join(METRICS_FILE), &line)?;
             Ok(Some(e))
         };
         let initial_eval = if self.resume.is_none() {
-            evaluate(&peft, 0)?
+            evaluate(&mut peft, 0)?
         } else {
             None
         };
@@ -562,7 +563,7 @@ impl RewardRun {
         // one; otherwise evaluate now.
         let final_eval = match &summary.last_eval {
             Some(e) if e.step == summary.steps => Some(RewardEval::from_eval_log(e)),
-            _ => evaluate(&peft, summary.steps)?,
+            _ => evaluate(&mut peft, summary.steps)?,
         };
         let saved = if self.full {
             let dir = out.join("model");

@@ -756,7 +756,7 @@ pub fn train_loop_with<'t, M: HasLinears>(
         on_event(Event::Step(&log));
         if let Some(every) = cfg.eval_steps
             && state.step.is_multiple_of(every)
-            && let Some(e) = eval_of(model, state.step)?
+            && let Some(e) = model.with_eval_mode(|m| eval_of(m, state.step))?
         {
             log_line(serde_json::to_value(&e).unwrap_or_default())?;
             on_event(Event::Eval(&e));

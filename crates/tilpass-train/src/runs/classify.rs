@@ -270,7 +270,7 @@ impl ClassifyRun {
         let eval = if eval.is_empty() {
             None
         } else {
-            Some(evaluate_classifier(peft.model(), &eval)?)
+            Some(peft.with_eval_mode(|p| evaluate_classifier(p.model(), &eval))?)
         };
         let adapter = out.join("adapter");
         peft.save_adapter("default", &adapter)?;

@@ -414,7 +414,7 @@ impl SftRun {
         let sampler = |m: &DecoderLm| sample_answers(m, &tok, &sample_prompts, n_tokens);
         let cfg = self.train_config();
         let initial_eval = if self.eval_on_start && !eval.is_empty() && self.resume.is_none() {
-            let mut log = evaluate(&peft, &eval, 0)?;
+            let mut log = peft.with_eval_mode(|p| evaluate(p.model(), &eval, 0))?;
             log.samples = sampler(&peft)?;
             append_metrics(out, &log)?;
             progress(Event::Eval(&log));
@@ -440,7 +440,7 @@ impl SftRun {
         let final_eval = match &summary.last_eval {
             _ if eval.is_empty() => None,
             Some(e) if e.step == summary.steps => Some(e.clone()),
-            _ => Some(evaluate(&peft, &eval, summary.steps)?),
+            _ => Some(peft.with_eval_mode(|p| evaluate(p.model(), &eval, summary.steps))?),
         };
         let saved = if self.full {
             let dir = out.join("model");
@@ -652,7 +652,7 @@ impl SftRun {
         let sampler = |m: &Seq2SeqLm| sample_seq2seq_answers(m, &tok, &sources, n_tokens);
         let cfg = self.train_config();
         let initial_eval = if self.eval_on_start && !eval.is_empty() && self.resume.is_none() {
-            let mut log = evaluate_seq2seq(&*peft, &eval, 0)?;
+            let mut log = peft.with_eval_mode(|p| evaluate_seq2seq(p.model(), &eval, 0))?;
             log.samples = sampler(&peft)?;
             append_metrics(out, &log)?;
             progress(Event::Eval(&log));
@@ -678,7 +678,7 @@ impl SftRun {
         let final_eval = match &summary.last_eval {
             _ if eval.is_empty() => None,
             Some(e) if e.step == summary.steps => Some(e.clone()),
-            _ => Some(evaluate_seq2seq(&*peft, &eval, summary.steps)?),
+            _ => Some(peft.with_eval_mode(|p| evaluate_seq2seq(p.model(), &eval, summary.steps))?),
         };
         let saved = if self.full {
             let dir = out.join("model");

@@ -1,0 +1,229 @@
+//! End-to-end tests of `tilpass rag index|delete|search`: JSON on stdout, exit 2 with a
+//! one-line cause on bad input, deletes gone from the bytes on disk, a killed indexing run
+//! leaving the last commit readable.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+fn tilpass(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tilpass"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+fn ok_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+fn bad_input(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {} stderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "one-line cause: {err}");
+    err
+}
+
+fn jsonl(dir: &Path, name: &str, rows: &[Value]) -> String {
+    let p = dir.join(name);
+    let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&p, body).unwrap();
+    p.display().to_string()
+}
+
+fn search(kb: &str, q: &str) -> Vec<Value> {
+    let v = ok_json(&tilpass(&[
+        "rag", "search", "--kb", kb, "--query", q, "--k", "5",
+    ]));
+    v["hits"].as_array().unwrap().clone()
+}
+
+fn any_file_contains(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|e| {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            any_file_contains(&p, needle)
+        } else {
+            let b = std::fs::read(&p).unwrap();
+            b.windows(needle.len()).any(|w| w == needle)
+        }
+    })
+}
+
+#[test]
+fn index_search_update_delete() {
+    let t = tempfile::tempdir().unwrap();
+    let kb_dir = t.path().join("kb");
+    let kb = kb_dir.to_str().unwrap();
+    let docs = jsonl(
+        t.path(),
+        "docs.jsonl",
+        &[
+            json!({"id": "kommune", "title": "Kommunen", "text": "Kommunen har ansvar for barnehagene. Skolen er også kommunens ansvar.", "meta": {"kilde": "test"}}),
+            json!({"id": "fylke", "text": "Fylket driver de videregående skolene og fylkesveiene."}),
+            json!({"id": "hemmelig", "text": "Dette dokumentet nevner xqvzpersondata og skal slettes."}),
+        ],
+    );
+    let v = ok_json(&tilpass(&[
+        "rag",
+        "index",
+        "--kb",
+        kb,
+        "--docs",
+        &docs,
+        "--chunk-tokens",
+        "6",
+    ]));
+    assert_eq!(v["documents"], 3);
+    // Chunks of at most 6 tokens: the first document has two sentences of 5 tokens each.
+    assert!(v["passages"].as_u64().unwrap() >= 4, "{v}");
+
+    let hits = search(kb, "Hvem har ansvar for barnehagene?");
+    assert_eq!(hits[0]["id"], "kommune");
+    assert_eq!(hits[0]["title"], "Kommunen");
+    assert_eq!(hits[0]["passage"], "Kommunen har ansvar for barnehagene.");
+    assert_eq!(
+        (hits[0]["start"].as_u64(), hits[0]["end"].as_u64()),
+        (Some(0), Some(36))
+    );
+    assert!(hits[0]["score"].as_f64().unwrap() > 0.0);
+    let second = search(kb, "kommunens ansvar skolen");
+    assert_eq!(second[0]["passage"], "Skolen er også kommunens ansvar.");
+    assert_eq!(second[0]["start"], 37);
+
+    // Re-indexing an id replaces it (the knowledge base keeps its chunking).
+    let upd = jsonl(
+        t.path(),
+        "upd.jsonl",
+        &[json!({"id": "fylke", "text": "Fylket har ansvar for tannhelsen."})],
+    );
+    let v = ok_json(&tilpass(&["rag", "index", "--kb", kb, "--docs", &upd]));
+    assert_eq!(v["replaced"], 1);
+    assert!(search(kb, "fylkesveiene").is_empty());
+    assert_eq!(search(kb, "tannhelsen")[0]["id"], "fylke");
+    let err = bad_input(&tilpass(&[
+        "rag",
+        "index",
+        "--kb",
+        kb,
+        "--docs",
+        &upd,
+        "--chunk-tokens",
+        "50",
+    ]));
+    assert!(err.contains("chunk"), "{err}");
+
+    // Delete: gone from search and from every file under the directory.
+    assert!(any_file_contains(&kb_dir, b"xqvzpersondata"));
+    let v = ok_json(&tilpass(&["rag", "delete", "--kb", kb, "--id", "hemmelig"]));
+    assert_eq!(v["deleted"], json!(["hemmelig"]));
+    assert!(search(kb, "xqvzpersondata").is_empty());
+    assert!(!any_file_contains(&kb_dir, b"xqvzpersondata"));
+
+    // Bad input: one line, exit 2.
+    let err = bad_input(&tilpass(&[
+        "rag", "delete", "--kb", kb, "--id", "kommune", "--id", "nope",
+    ]));
+    assert!(
+        err.contains("unknown document id") && err.contains("nope"),
+        "{err}"
+    );
+    assert_eq!(
+        search(kb, "barnehagene").len(),
+        1,
+        "nothing deleted on a bad id"
+    );
+    let err = bad_input(&tilpass(&["rag", "search", "--kb", kb, "--query", "  "]));
+    assert!(err.contains("empty query"), "{err}");
+    let foreign = t.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("x.txt"), "x").unwrap();
+    let err = bad_input(&tilpass(&[
+        "rag",
+        "search",
+        "--kb",
+        foreign.to_str().unwrap(),
+        "--query",
+        "x",
+    ]));
+    assert!(err.contains("not a tilpass knowledge base"), "{err}");
+    let bad = t.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"id\": \"a\", \"text\": \"ok\"}\n{\"id\": \"b\", \"txt\": 1}\n",
+    )
+    .unwrap();
+    let err = bad_input(&tilpass(&[
+        "rag",
+        "index",
+        "--kb",
+        kb,
+        "--docs",
+        bad.to_str().unwrap(),
+    ]));
+    assert!(err.contains("bad.jsonl:2"), "{err}");
+    std::fs::write(
+        kb_dir.join("tilpass-kb.json"),
+        "{\"format\": \"tilpass-kb\"",
+    )
+    .unwrap();
+    let err = bad_input(&tilpass(&["rag", "search", "--kb", kb, "--query", "x"]));
+    assert!(err.contains("corrupt knowledge base"), "{err}");
+}
+
+#[test]
+fn killed_indexing_leaves_the_last_commit() {
+    let t = tempfile::tempdir().unwrap();
+    let kb_dir = t.path().join("kb");
+    let kb = kb_dir.to_str().unwrap();
+    let first = jsonl(
+        t.path(),
+        "first.jsonl",
+        &[json!({"id": "a", "text": "Kommunen har ansvar for barnehagene."})],
+    );
+    ok_json(&tilpass(&["rag", "index", "--kb", kb, "--docs", &first]));
+    let many: Vec<Value> = (0..200_000)
+        .map(|i| json!({"id": format!("d{i}"), "text": format!("Dokument nummer {i} handler om fylket og kommunen {i}.")}))
+        .collect();
+    let big = jsonl(t.path(), "big.jsonl", &many);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tilpass"))
+        .args(["rag", "index", "--kb", kb, "--docs", &big])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill it once it is indexing (before its commit).
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first_line = lines.next().unwrap().unwrap();
+    assert!(first_line.starts_with("indexed"), "{first_line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let hits = search(kb, "barnehagene");
+    assert_eq!(hits.len(), 1);
+    assert!(
+        search(kb, "fylket").is_empty(),
+        "nothing of the killed run is visible"
+    );
+    // The writer lock died with the process: a new run indexes.
+    let more = jsonl(
+        t.path(),
+        "more.jsonl",
+        &[json!({"id": "b", "text": "Fylket driver de videregående skolene."})],
+    );
+    let v = ok_json(&tilpass(&["rag", "index", "--kb", kb, "--docs", &more]));
+    assert_eq!(v["passages"], 2);
+}
