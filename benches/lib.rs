@@ -83,6 +83,51 @@ pub fn write_random_llama(dir: &std::path::Path, s: &Shape) {
     .expect("save");
 }
 
+/// The T5 benchmark model: T5-base's shape (d_model 768, d_ff 3072, 12 + 12 layers, 12 heads)
+/// scaled to a 2-core machine like the Llama benchmark model — T5.1.1 layout (gated-GELU, own
+/// `lm_head`), d_model 512, d_kv 64, d_ff 1024, 6 encoder + 6 decoder layers, 8 heads, vocab
+/// 32128, 32 relative-position buckets up to distance 128.
+pub fn t5_standard_config() -> serde_json::Value {
+    serde_json::json!({
+        "model_type": "t5", "architectures": ["T5ForConditionalGeneration"],
+        "vocab_size": 32128, "d_model": 512, "d_kv": 64, "d_ff": 1024, "num_layers": 6,
+        "num_decoder_layers": 6, "num_heads": 8, "relative_attention_num_buckets": 32,
+        "relative_attention_max_distance": 128, "layer_norm_epsilon": 1e-6,
+        "feed_forward_proj": "gated-gelu", "tie_word_embeddings": false,
+        "scale_decoder_outputs": false, "pad_token_id": 0, "eos_token_id": 1,
+        "decoder_start_token_id": 0, "is_encoder_decoder": true
+    })
+}
+
+/// Writes a random T5 checkpoint of [`t5_standard_config`] (weights uniform ±0.05, norms one,
+/// fixed seed) with `config.json` into `dir`.
+pub fn write_random_t5(dir: &std::path::Path) {
+    use tilpass::core::{SaveDtype, save_safetensors};
+    use tilpass::models::{T5Config, init::init_tensors, t5::t5_params};
+    let cfg = t5_standard_config();
+    let c: T5Config = serde_json::from_value(cfg.clone()).expect("T5 config");
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let tensors = init_tensors(&t5_params(&c, true), |n| {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+            })
+            .collect()
+    })
+    .expect("tensors");
+    std::fs::write(dir.join("config.json"), cfg.to_string()).expect("config");
+    save_safetensors(
+        dir.join("model.safetensors"),
+        tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        SaveDtype::F32,
+        None,
+    )
+    .expect("weights");
+}
+
 /// The ids of the DPO step benchmark (`tilpass-compare dpo_step`, the `dpo_step` criterion
 /// bench, `scripts/compare/dpo_step.py`): 2 pairs of 256 tokens as TRL batches them,
 /// `[chosen 0, chosen 1, rejected 0, rejected 1]` (`[4 * 256]` row-major), each row

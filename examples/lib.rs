@@ -3,3 +3,6 @@
 
 #[path = "quickstart_lib.rs"]
 pub mod quickstart;
+
+#[path = "chat_nort5_lib.rs"]
+pub mod chat_nort5;

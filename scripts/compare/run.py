@@ -44,6 +44,8 @@ PLAN = [
     ("encoder", "embed_1000", 1, 3, "all-MiniLM-L6-v2 embeddings of 1,000 sentences, batch 32",
      "sentence-transformers"),
     ("train", "lora_sft_step", 1, 5, "LoRA SFT step, 4 × 256 tokens", "PyTorch + PEFT"),
+    ("train", "t5_lora_sft_step", 1, 5, "T5 LoRA SFT step, 4 × (256 source + 64 target) tokens",
+     "PyTorch + PEFT"),
     ("dpo_step", "dpo_step", 1, 5, "DPO step (LoRA r16), 2 pairs × 256 tokens", "TRL 1.16 DPOTrainer loss + PEFT"),
     ("metrics", "corpus_bleu", 1, 5, "corpus BLEU, 10,000 pairs", "sacrebleu"),
     ("metrics", "corpus_chrf", 1, 5, "corpus chrF, 10,000 pairs", "sacrebleu"),

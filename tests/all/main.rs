@@ -28,6 +28,7 @@ mod reward_parity;
 mod runs;
 mod sentence_embeddings;
 mod seq2seq_encoding;
+mod seq2seq_generate;
 mod seq2seq_parity;
 mod seq2seq_train_parity;
 mod settings;

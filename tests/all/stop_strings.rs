@@ -115,3 +115,24 @@ fn stop_strings_without_a_detokenizer_and_decode_failures_are_errors() {
     assert!(matches!(err, ModelError::Decode(_)), "{err}");
     assert!(err.to_string().contains("no such token"));
 }
+
+/// A row that ends at EOS hands the EOS token to the text layer too: it is the last of `ids`
+/// and the stop reason is `Eos` (one of the reference's tokens made the EOS id).
+#[test]
+fn a_row_ending_at_eos_keeps_it_and_says_so() {
+    let (model, prompt, reference) = setup();
+    let eos = reference[3];
+    let first = reference.iter().position(|t| *t == eos).unwrap();
+    let cfg = GenerateConfig {
+        eos_token_ids: Some(vec![eos]),
+        ..config(Vec::new())
+    };
+    let mut streamed = String::new();
+    let rows = generate_text(&model, &[prompt], &cfg, &decode, &mut |_, c| {
+        streamed.push_str(c)
+    })
+    .unwrap();
+    assert_eq!(rows[0].ids, reference[..=first]);
+    assert_eq!(rows[0].stop, StopReason::Eos);
+    assert_eq!(streamed, rows[0].text);
+}

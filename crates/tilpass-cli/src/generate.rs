@@ -5,8 +5,8 @@ use clap::Args;
 use serde_json::json;
 use tilpass::models::{
     DecoderLm, EncoderInput, GenerateConfig, Head, ModelKind, Seq2SeqConfig, Seq2SeqLm,
-    Seq2SeqModel, StopReason, VirtualPrefix, generate, generate_seq2seq, generate_text_with_prefix,
-    generate_with_prefix,
+    Seq2SeqModel, StopReason, VirtualPrefix, generate, generate_seq2seq_stream,
+    generate_seq2seq_text, generate_text_with_prefix, generate_with_prefix,
 };
 use tilpass::peft::{PromptAdapter, PromptMethod};
 use tilpass::tokenize::{RenderOptions, Tokenizer};
@@ -72,6 +72,134 @@ impl SamplingArgs {
     }
 }
 
+impl SamplingArgs {
+    /// The encoder-decoder settings: the same sampling flags, with beam search's.
+    pub fn seq2seq_config(&self, num_beams: usize, length_penalty: f32) -> Result<Seq2SeqConfig> {
+        let g = self.config()?;
+        let cfg = Seq2SeqConfig {
+            max_new_tokens: g.max_new_tokens,
+            num_beams,
+            length_penalty,
+            do_sample: g.do_sample,
+            temperature: g.temperature,
+            top_k: g.top_k,
+            top_p: g.top_p,
+            repetition_penalty: g.repetition_penalty,
+            seed: g.seed,
+            ..Default::default()
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// The encoder input ids of a chat turn on an encoder-decoder: `history` rendered as seq2seq
+/// SFT renders sources (the chat template named by `--chat-template` or the tokenizer's, else
+/// the plain `role: content` layout), cut from the left to `max_source_length` tokens; and
+/// whether anything was cut.
+pub fn seq2seq_chat_source(
+    model: &Seq2SeqLm,
+    tok: &Tokenizer,
+    history: &[tilpass::data::Message],
+    sampling: &SamplingArgs,
+    max_source_length: usize,
+) -> Result<(Vec<u32>, bool)> {
+    let encoder = tilpass::tokenize::Seq2SeqEncoder::new(
+        tok,
+        tilpass::tokenize::Seq2SeqSftConfig {
+            max_source_length: Some(max_source_length),
+            max_target_length: None,
+            chat_template: sampling.chat_template.clone(),
+            eos_id: tok.eos_id().or(model.eos_token_ids().first().copied()),
+        },
+    )?;
+    Ok(encoder.source(history)?)
+}
+
+/// Generates from an encoder-decoder: the encoder reads `prompt_ids`, the decoder answers.
+/// With a tokenizer, decoded text is streamed to stdout as tokens arrive (when `stream`) and
+/// generation stops at any stop string; without one, the new ids are streamed space-separated.
+/// EOS is the model's or the tokenizer's (what seq2seq SFT ends targets with).
+pub fn run_seq2seq_generation(
+    model: &Seq2SeqLm,
+    tok: Option<&Tokenizer>,
+    prompt_ids: &[u32],
+    sampling: &SamplingArgs,
+    beams: (usize, f32),
+    stream: bool,
+) -> Result<Generated> {
+    use std::io::Write;
+    let mut cfg = sampling.seq2seq_config(beams.0, beams.1)?;
+    if prompt_ids.is_empty() {
+        return Err(Error::invalid("the encoder input is empty: give a prompt"));
+    }
+    let mut eos = model.eos_token_ids();
+    eos.extend(tok.and_then(Tokenizer::eos_id));
+    cfg.eos_token_ids = Some(eos.clone());
+    let input = EncoderInput::from_batch(&tilpass::tokenize::Batch::from_ids(
+        &[prompt_ids.to_vec()],
+        tilpass::tokenize::Padding::right(model.pad_token_id()),
+    ))?;
+    let Some(tok) = tok else {
+        if !sampling.stop.is_empty() {
+            return Err(Error::invalid(
+                "--stop needs the model's tokenizer (stop strings match decoded text); this \
+                 model directory has none",
+            ));
+        }
+        let mut first = true;
+        let ids = generate_seq2seq_stream(model, &input, &cfg, &mut |_, t| {
+            if stream {
+                print!("{}{t}", if first { "" } else { " " });
+                let _ = std::io::stdout().flush();
+                first = false;
+            }
+            true
+        })?
+        .remove(0);
+        if stream {
+            println!();
+        }
+        let stop_reason = if ids.last().is_some_and(|t| eos.contains(t)) {
+            "eos"
+        } else {
+            "length"
+        };
+        return Ok(Generated {
+            ids,
+            text: None,
+            stop_reason,
+        });
+    };
+    if !sampling.stop.is_empty() && cfg.num_beams > 1 {
+        return Err(Error::invalid(
+            "--stop applies to greedy decoding and sampling, not to --num-beams > 1",
+        ));
+    }
+    cfg.stop_strings = sampling.stop.clone();
+    let decode = |ids: &[u32]| tok.decode(ids, true).map_err(|e| e.to_string());
+    let row = generate_seq2seq_text(model, &input, &cfg, &decode, &mut |_, chunk| {
+        if stream {
+            print!("{chunk}");
+            let _ = std::io::stdout().flush();
+        }
+    })?
+    .remove(0);
+    if stream {
+        println!();
+    }
+    let stop_reason = match row.stop {
+        StopReason::Eos => "eos",
+        StopReason::StopString(_) => "stop",
+        StopReason::MaxNewTokens => "length",
+    };
+    Ok(Generated {
+        ids: row.ids,
+        text: Some(row.text),
+        stop_reason,
+    })
+}
+
 /// What a generation returned: the new ids, their text (with a tokenizer) and why it stopped
 /// (`eos`, `stop`, `length` or `context`: the context was full before `--max-new-tokens`).
 pub struct Generated {
@@ -87,7 +215,9 @@ pub struct Generated {
 #[derive(Args)]
 #[command(
     after_help = "Decoders (Llama, Mistral, GPT-2; *ForCausalLM) and encoder-decoders (T5, \
-NorT5; *ForConditionalGeneration, greedy or --num-beams). Give exactly one of --prompt (text, \
+NorT5; *ForConditionalGeneration: greedy, sampling or --num-beams; with --chat the message is \
+rendered as seq2seq SFT renders sources: the chat template, else `user: ...` / `assistant:` \
+lines). Give exactly one of --prompt (text, \
 encoded with the model's tokenizer) and --ids (token ids, for a model without a tokenizer). \
 --json prints {\"ids\": new ids, \"prompt_ids\", \"text\", \"stop_reason\": eos, stop, length \
 or context}, \"text\" only when the model has a tokenizer; without --json the text is streamed, or without a tokenizer the new ids are \
@@ -118,6 +248,10 @@ pub struct GenerateArgs {
     /// Length penalty of beam search.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     length_penalty: f32,
+    /// Encoder-decoders with --chat: the encoder input's longest length in tokens (the
+    /// rendered message is cut from the left beyond it, as seq2seq SFT cuts sources).
+    #[arg(long, default_value_t = 512)]
+    max_source_length: usize,
 }
 
 /// Generates from `prompt_ids` with a decoder. With a tokenizer, decoded text is streamed to
@@ -261,45 +395,41 @@ fn print_generation(
 
 fn generate_seq2seq_cmd(a: GenerateArgs) -> Result<()> {
     let device = tilpass::device(&a.model.device)?;
+    // Every setting is checked before the model is read.
+    a.sampling.seq2seq_config(a.num_beams, a.length_penalty)?;
     let model = with_adapter(Seq2SeqLm::load(&a.model.model, &device)?, &a.model)?;
     let tok = model_tokenizer(&a.model.model, a.ids.is_none())?;
     let prompt_ids = match (&a.ids, &tok, &a.prompt) {
         (Some(ids), _, _) => ids.clone(),
+        (None, Some(tok), Some(p)) if a.chat => {
+            let msgs = [tilpass::data::Message::new(
+                tilpass::data::Role::User,
+                p.clone(),
+            )];
+            let (ids, cut) =
+                seq2seq_chat_source(&model, tok, &msgs, &a.sampling, a.max_source_length)?;
+            if cut {
+                eprintln!(
+                    "warning: the prompt was cut from the left to --max-source-length {}",
+                    a.max_source_length
+                );
+            }
+            ids
+        }
         (None, Some(tok), Some(p)) => tok.encode(p, true)?,
         _ => return Err(Error::invalid("give --prompt TEXT or --ids 1,2,3")),
     };
-    if !a.sampling.stop.is_empty() {
-        return Err(Error::invalid(
-            "--stop is implemented for decoders; encoder-decoders stop at EOS",
-        ));
+    let g = run_seq2seq_generation(
+        &model,
+        tok.as_ref(),
+        &prompt_ids,
+        &a.sampling,
+        (a.num_beams, a.length_penalty),
+        !a.json,
+    )?;
+    if a.json {
+        print_generation(true, &g.ids, &prompt_ids, g.text, g.stop_reason);
     }
-    let cfg = Seq2SeqConfig {
-        max_new_tokens: a.sampling.max_new_tokens,
-        num_beams: a.num_beams,
-        length_penalty: a.length_penalty,
-        ..Default::default()
-    };
-    cfg.validate()?;
-    if a.sampling.temperature != 0.0 || a.sampling.top_k.is_some() || a.sampling.top_p.is_some() {
-        return Err(Error::invalid(
-            "sampling is not implemented for encoder-decoder models: use greedy or --num-beams",
-        ));
-    }
-    let input = EncoderInput::from_batch(&tilpass::tokenize::Batch::from_ids(
-        std::slice::from_ref(&prompt_ids),
-        tilpass::tokenize::Padding::right(0),
-    ))?;
-    let ids = generate_seq2seq(&model, &input, &cfg)?.remove(0);
-    let stop_reason = if ids
-        .last()
-        .is_some_and(|t| model.eos_token_ids().contains(t))
-    {
-        "eos"
-    } else {
-        "length"
-    };
-    let text = tok.map(|t| t.decode(&ids, true)).transpose()?;
-    print_generation(a.json, &ids, &prompt_ids, text, stop_reason);
     Ok(())
 }
 

@@ -506,6 +506,38 @@ fn seq2seq_logits_and_generation() {
     ]));
     let want: Vec<Vec<u32>> = serde_json::from_value(inp["beam4"].clone()).unwrap();
     assert_eq!(v["ids"], serde_json::json!(want[0]));
+    // Sampling that can only pick the top token, with a repetition penalty: transformers'
+    // greedy decoding with that penalty (tests/fixtures/encoders/seq2seq_generate.json).
+    let exp: Value = serde_json::from_str(
+        &std::fs::read_to_string(src.join("../seq2seq_generate.json")).unwrap(),
+    )
+    .unwrap();
+    let want: Vec<Vec<u32>> =
+        serde_json::from_value(exp["models"]["t5_v1_1"]["greedy_rep1.3"].clone()).unwrap();
+    let sample = |seed: &str, top_k: &str| {
+        ok_json(&tilpass(&[
+            "generate",
+            "--model",
+            m,
+            "--prompt",
+            prompt,
+            "--temperature",
+            "0.7",
+            "--top-k",
+            top_k,
+            "--repetition-penalty",
+            "1.3",
+            "--seed",
+            seed,
+            "--max-new-tokens",
+            "16",
+            "--json",
+        ]))
+    };
+    assert_eq!(sample("3", "1")["ids"], serde_json::json!(want[0]));
+    // Seeded sampling repeats itself.
+    assert_eq!(sample("3", "50")["ids"], sample("3", "50")["ids"]);
+    // Beam sampling is not implemented: refused, naming the setting.
     let err = bad_input(&tilpass(&[
         "generate",
         "--model",
@@ -514,8 +546,121 @@ fn seq2seq_logits_and_generation() {
         prompt,
         "--temperature",
         "0.7",
+        "--num-beams",
+        "2",
     ]));
-    assert!(err.contains("sampling"), "{err}");
+    assert!(err.contains("do_sample"), "{err}");
+    // A stop string cuts the text before it: the streamed text is what --json says.
+    let full = ok_json(&tilpass(&[
+        "generate", "--model", m, "--prompt", prompt, "--json",
+    ]));
+    let words: Vec<&str> = full["text"].as_str().unwrap().split(' ').collect();
+    let stop = words[2];
+    let first = words.iter().position(|w| *w == stop).unwrap();
+    let cut = ok_json(&tilpass(&[
+        "generate", "--model", m, "--prompt", prompt, "--stop", stop, "--json",
+    ]));
+    assert_eq!(cut["stop_reason"], "stop");
+    assert_eq!(
+        cut["text"].as_str().unwrap().trim_end(),
+        words[..first].join(" ")
+    );
+    let streamed = tilpass(&["generate", "--model", m, "--prompt", prompt, "--stop", stop]);
+    assert!(streamed.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&streamed.stdout),
+        format!("{}\n", cut["text"].as_str().unwrap())
+    );
+}
+
+/// Runs `tilpass chat` with `lines` on stdin; returns the answers (one line each).
+fn chat_lines(args: &[&str], lines: &str) -> (Vec<String>, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tilpass"))
+        .arg("chat")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    (text.lines().map(str::to_string).collect(), err)
+}
+
+/// `chat` on a NorT5 directory: the conversation goes to the encoder in the plain layout
+/// (`user: ...` / `assistant: ...` lines ending in `assistant:`; the word-level tokenizer reads
+/// the role words as its unknown id 0), the decoder answers; the second turn's encoder input
+/// holds the first exchange. `generate --chat` renders a single message the same way.
+#[test]
+fn chat_with_an_encoder_decoder_sends_the_history_to_the_encoder() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/nort5");
+    let dir = with_tokenizer(&src);
+    let m = dir.path().to_str().unwrap();
+    let (answers, _) = chat_lines(&["--model", m, "--max-new-tokens", "4"], "t5 t6\nt7 t8\n");
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    let first = ok_json(&tilpass(&[
+        "generate",
+        "--model",
+        m,
+        "--chat",
+        "--prompt",
+        "t5 t6",
+        "--max-new-tokens",
+        "4",
+        "--json",
+    ]));
+    // "user: t5 t6\nassistant:" word by word.
+    assert_eq!(first["prompt_ids"], serde_json::json!([0, 5, 6, 0]));
+    assert_eq!(first["text"].as_str().unwrap().trim(), answers[0].trim());
+    // Turn two: "user: t5 t6\nassistant: ANSWER\nuser: t7 t8\nassistant:".
+    let answer_ids: Vec<String> = answers[0]
+        .split_whitespace()
+        .map(|w| w.trim_start_matches('t').to_string())
+        .collect();
+    let mut ids = vec!["0".to_string(), "5".into(), "6".into(), "0".into()];
+    ids.extend(answer_ids);
+    ids.extend(["0", "7", "8", "0"].map(String::from));
+    let second = ok_json(&tilpass(&[
+        "generate",
+        "--model",
+        m,
+        "--ids",
+        &ids.join(","),
+        "--max-new-tokens",
+        "4",
+        "--json",
+    ]));
+    let want: Vec<String> = second["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| format!("t{t}"))
+        .collect();
+    assert_eq!(answers[1].trim(), want.join(" "));
+    // A long conversation loses its oldest turns from the encoder input, and says so.
+    let (answers, err) = chat_lines(
+        &[
+            "--model",
+            m,
+            "--max-new-tokens",
+            "2",
+            "--max-source-length",
+            "12",
+        ],
+        "t5 t6 t7\nt8 t9 t10\nt11 t12 t13\n",
+    );
+    assert_eq!(answers.len(), 3);
+    assert!(err.contains("oldest turns"), "{err}");
 }
 
 #[test]
@@ -2190,4 +2335,22 @@ fn train_sft_chat_tunes_a_nort5_on_norsk_chat() {
         cfg["target_modules"],
         serde_json::json!(["in_proj_q", "in_proj_v"])
     );
+    // The second command: `chat --model NORT5_DIR --adapter run/adapter`.
+    let adapter = out.join("adapter");
+    let (answers, _) = chat_lines(
+        &[
+            "--model",
+            dir.path().to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--max-new-tokens",
+            "3",
+            "--temperature",
+            "0.8",
+            "--seed",
+            "1",
+        ],
+        "Hei! Korleis går det?\n",
+    );
+    assert_eq!(answers.len(), 1, "{answers:?}");
 }

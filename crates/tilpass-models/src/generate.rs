@@ -430,7 +430,8 @@ fn generate_core(
             }
             let t = next_token(&mut row, cfg, &mut sampler);
             out[r].push(t);
-            done[r] = eos.contains(&t) || !on_token(r, t);
+            let more = on_token(r, t);
+            done[r] = eos.contains(&t) || !more;
             tokens.push(t);
         }
         if done.iter().all(|d| *d) {
@@ -537,14 +538,38 @@ pub fn generate_text_with_prefix(
         .eos_token_ids
         .clone()
         .unwrap_or_else(|| model.eos_token_ids());
-    let stops: Vec<String> = cfg
-        .stop_strings
+    with_text(
+        prompts.len(),
+        &eos,
+        &cfg.stop_strings,
+        decode,
+        on_text,
+        &mut |on_token| generate_core(model, prompts, cfg, prefix, on_token).map(|_| ()),
+    )
+}
+
+/// A token callback: `(row, token)`, `false` to stop the row.
+pub(crate) type TokenSink<'a> = &'a mut dyn FnMut(usize, u32) -> bool;
+
+/// The text layer shared by decoder and encoder-decoder generation: `run` generates, calling
+/// its token callback for each new token of a row (and stopping the row when it returns
+/// `false`); every row's tokens are decoded by `decode` as they arrive, a row stops at the first
+/// of `stop_strings` in its text, and `on_text(row, chunk)` streams settled text (see
+/// [`generate_text`]). Returns one [`Generation`] per row of `rows`.
+pub(crate) fn with_text(
+    rows: usize,
+    eos: &[u32],
+    stop_strings: &[String],
+    decode: &dyn Fn(&[u32]) -> std::result::Result<String, String>,
+    on_text: &mut dyn FnMut(usize, &str),
+    run: &mut dyn FnMut(TokenSink<'_>) -> Result<()>,
+) -> Result<Vec<Generation>> {
+    let stops: Vec<String> = stop_strings
         .iter()
         .filter(|s| !s.is_empty())
         .cloned()
         .collect();
-    let mut rows: Vec<TextRow> = prompts
-        .iter()
+    let mut rows: Vec<TextRow> = (0..rows)
         .map(|_| TextRow {
             ids: Vec::new(),
             text: String::new(),
@@ -553,7 +578,7 @@ pub fn generate_text_with_prefix(
         })
         .collect();
     let mut error: Option<String> = None;
-    generate_core(model, prompts, cfg, prefix, &mut |r, t| {
+    run(&mut |r, t| {
         let row = &mut rows[r];
         row.ids.push(t);
         match decode(&row.ids) {

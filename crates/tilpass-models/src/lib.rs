@@ -18,7 +18,7 @@
 //!   sentence-transformers' pooling files through [`SentenceEmbedder`]; [`ProblemType`] for
 //!   class probabilities.
 //! - **Encoder-decoders** — [`T5`] (v1.0, T5.1.1 / mT5) and [`NorT5`] behind
-//!   [`Seq2SeqLm::load`], with a decoder cache and [`generate_seq2seq`] (greedy and
+//!   [`Seq2SeqLm::load`], with a decoder cache and [`generate_seq2seq`] (greedy, sampling and
 //!   transformers' beam search).
 //! - **Any directory** — [`AnyModel::load`] picks the family from `model_type` and the task
 //!   head from `architectures` as transformers does ([`ModelKind`], [`Head`]), and
@@ -105,6 +105,6 @@ pub use nort5::{NorT5, NorT5Config};
 pub use params::{ParamKind, ParamSpec, ParamTable};
 pub use seq2seq::{
     EarlyStopping, SUPPORTED_SEQ2SEQ, Seq2SeqConfig, Seq2SeqLm, Seq2SeqModel, generate_seq2seq,
-    is_encoder_decoder,
+    generate_seq2seq_stream, generate_seq2seq_text, is_encoder_decoder,
 };
 pub use t5::{T5, T5Config, t5_bucket};

@@ -1,5 +1,9 @@
-//! Generation for encoder-decoder models: greedy decoding and beam search with transformers'
-//! semantics (`num_beams`, `length_penalty`, `early_stopping` true / false / "never").
+//! Generation for encoder-decoder models with transformers' semantics: greedy decoding,
+//! sampling (temperature, top-k, top-p, seeded) and beam search (`num_beams`, `length_penalty`,
+//! `early_stopping` true / false / "never"); a repetition penalty over the decoder ids (as
+//! transformers' `RepetitionPenaltyLogitsProcessor` sees them for an encoder-decoder: the decoder
+//! start token and the tokens generated so far, not the encoder input); stop strings and
+//! streaming ([`generate_seq2seq_text`], [`generate_seq2seq_stream`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +14,10 @@ use burn::tensor::{Device, Tensor};
 pub use crate::enc_dec::{EncoderOutput, Seq2SeqModel, T5Cache, forward_seq2seq};
 use crate::encoder::EncoderInput;
 use crate::error::{ModelError, Result};
-use crate::generate::argmax;
+use crate::generate::{
+    GenerateConfig, Generation, Sampler, apply_repetition_penalty, bad_setting, next_token,
+    with_text,
+};
 use crate::nort5::NorT5;
 use crate::t5::T5;
 
@@ -134,6 +141,23 @@ pub struct Seq2SeqConfig {
     pub decoder_start_token_id: Option<u32>,
     /// Reuse decoder keys/values (same result, faster).
     pub use_cache: bool,
+    /// Sample instead of taking the most likely token (needs `num_beams == 1`).
+    pub do_sample: bool,
+    /// Divide logits by this before sampling.
+    pub temperature: f32,
+    /// Sample only among the `k` most likely tokens.
+    pub top_k: Option<usize>,
+    /// Sample only among the most likely tokens whose probabilities sum to `p`.
+    pub top_p: Option<f32>,
+    /// Penalise tokens already among the decoder ids (the start token included), as
+    /// transformers' `RepetitionPenaltyLogitsProcessor`: on the logits for greedy decoding and
+    /// sampling, on the log-probabilities for beam search.
+    pub repetition_penalty: Option<f32>,
+    /// Seed of the sampler (same seed, same tokens; the decoder path's generator).
+    pub seed: u64,
+    /// Stop a row once its decoded text contains any of these (needs a detokenizer: only
+    /// [`generate_seq2seq_text`] honours them, and only with `num_beams == 1`).
+    pub stop_strings: Vec<String>,
 }
 
 impl Default for Seq2SeqConfig {
@@ -146,15 +170,38 @@ impl Default for Seq2SeqConfig {
             eos_token_ids: None,
             decoder_start_token_id: None,
             use_cache: true,
+            do_sample: false,
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            repetition_penalty: None,
+            seed: 0,
+            stop_strings: Vec::new(),
         }
     }
 }
 
 impl Seq2SeqConfig {
     /// Checks every setting before any work: `max_new_tokens` and `num_beams` >= 1,
-    /// `length_penalty` finite. Errors are [`ModelError::InvalidConfig`] naming the setting.
+    /// `length_penalty` finite, the sampling settings as [`GenerateConfig::validate`], and no
+    /// sampling or stop strings with beam search. Errors are [`ModelError::InvalidConfig`]
+    /// naming the setting.
     pub fn validate(&self) -> Result<()> {
-        use crate::generate::bad_setting;
+        self.sampling().validate()?;
+        if self.num_beams > 1 && self.do_sample {
+            return Err(bad_setting(
+                "do_sample",
+                true,
+                "false with num_beams > 1 (beam sampling is not implemented)",
+            ));
+        }
+        if self.num_beams > 1 && !self.stop_strings.is_empty() {
+            return Err(bad_setting(
+                "stop_strings",
+                format!("{:?}", self.stop_strings),
+                "empty with num_beams > 1 (stop strings apply to greedy decoding and sampling)",
+            ));
+        }
         if self.max_new_tokens == 0 {
             return Err(bad_setting("max_new_tokens", 0, "an integer >= 1"));
         }
@@ -172,12 +219,33 @@ impl Seq2SeqConfig {
     }
 }
 
+impl Seq2SeqConfig {
+    /// The decoder-path settings these imply (the token-picking rules shared with
+    /// [`crate::generate()`]).
+    pub fn sampling(&self) -> GenerateConfig {
+        GenerateConfig {
+            max_new_tokens: self.max_new_tokens.max(1),
+            eos_token_ids: self.eos_token_ids.clone(),
+            pad_token_id: None,
+            use_cache: self.use_cache,
+            do_sample: self.do_sample,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+            stop_strings: Vec::new(),
+        }
+    }
+}
+
 /// Runs the decoder over `rows` (every row the same length) and returns the log-softmax of
-/// the last position's logits, `[rows][vocab]`.
+/// the last position's logits (or the logits themselves with `raw`), `[rows][vocab]`.
 struct Stepper<'a> {
     model: &'a dyn Seq2SeqModel,
     enc: EncoderOutput,
     cache: Option<T5Cache>,
+    raw: bool,
 }
 
 impl Stepper<'_> {
@@ -190,7 +258,12 @@ impl Stepper<'_> {
         };
         let logits = self.model.decode(&self.enc, &ids, t, self.cache.as_mut())?;
         let [_, _, v] = logits.dims();
-        let last = burn::tensor::activation::log_softmax(logits.slice([0..n, t - 1..t, 0..v]), 2);
+        let last = logits.slice([0..n, t - 1..t, 0..v]);
+        let last = if self.raw {
+            last
+        } else {
+            burn::tensor::activation::log_softmax(last, 2)
+        };
         let flat = last
             .into_data()
             .try_into_vec_as::<f32>()
@@ -212,10 +285,68 @@ impl Stepper<'_> {
 /// decoder start token. Returns the new tokens of each row (start token excluded), up to and
 /// including the first EOS, as transformers' `generate` (greedy when `num_beams == 1`, else
 /// beam search returning the best finished hypothesis).
+///
+/// With `do_sample` it samples (temperature, top-k, top-p, seeded by `seed`), and a
+/// `repetition_penalty` applies in every mode. `stop_strings` need text: use
+/// [`generate_seq2seq_text`].
 pub fn generate_seq2seq(
     model: &dyn Seq2SeqModel,
     input: &EncoderInput,
     cfg: &Seq2SeqConfig,
+) -> Result<Vec<Vec<u32>>> {
+    generate_seq2seq_stream(model, input, cfg, &mut |_, _| true)
+}
+
+/// [`generate_seq2seq`] with a token callback: `on_token(row, token)` sees every new token as
+/// it is picked (greedy decoding and sampling), and a row stops when it returns `false`. Beam
+/// search knows its answer only at the end: the best hypothesis is passed token by token after
+/// the search (a `false` cuts it there).
+pub fn generate_seq2seq_stream(
+    model: &dyn Seq2SeqModel,
+    input: &EncoderInput,
+    cfg: &Seq2SeqConfig,
+    on_token: &mut dyn FnMut(usize, u32) -> bool,
+) -> Result<Vec<Vec<u32>>> {
+    if !cfg.stop_strings.is_empty() {
+        return Err(ModelError::Input(
+            "stop_strings need the generated text: use generate_seq2seq_text with a detokenizer"
+                .into(),
+        ));
+    }
+    stream_ids(model, input, cfg, on_token)
+}
+
+/// [`generate_seq2seq`] with text, as [`crate::generate_text`] for decoders: each row's tokens
+/// are decoded by `decode` as they arrive, a row stops at the first of `cfg.stop_strings` in its
+/// text, and `on_text(row, chunk)` streams the settled text (the chunks concatenate to the
+/// returned `text`).
+pub fn generate_seq2seq_text(
+    model: &dyn Seq2SeqModel,
+    input: &EncoderInput,
+    cfg: &Seq2SeqConfig,
+    decode: &dyn Fn(&[u32]) -> std::result::Result<String, String>,
+    on_text: &mut dyn FnMut(usize, &str),
+) -> Result<Vec<Generation>> {
+    cfg.validate()?;
+    let eos = cfg
+        .eos_token_ids
+        .clone()
+        .unwrap_or_else(|| model.eos_token_ids());
+    with_text(
+        input.batch,
+        &eos,
+        &cfg.stop_strings,
+        decode,
+        on_text,
+        &mut |on_token| stream_ids(model, input, cfg, on_token).map(|_| ()),
+    )
+}
+
+fn stream_ids(
+    model: &dyn Seq2SeqModel,
+    input: &EncoderInput,
+    cfg: &Seq2SeqConfig,
+    on_token: &mut dyn FnMut(usize, u32) -> bool,
 ) -> Result<Vec<Vec<u32>>> {
     cfg.validate()?;
     let eos = cfg
@@ -228,9 +359,15 @@ pub fn generate_seq2seq(
     let enc = model.encode(input)?;
     check_decode_memory(model, &enc, cfg)?;
     if cfg.num_beams == 1 {
-        greedy(model, enc, input.batch, start, &eos, cfg)
+        greedy(model, enc, input.batch, start, &eos, cfg, on_token)
     } else {
-        beam_search(model, enc, input.batch, start, &eos, cfg)
+        let mut rows = beam_search(model, enc, input.batch, start, &eos, cfg)?;
+        for (r, row) in rows.iter_mut().enumerate() {
+            if let Some(cut) = row.iter().position(|&t| !on_token(r, t)) {
+                row.truncate(cut + 1);
+            }
+        }
+        Ok(rows)
     }
 }
 
@@ -259,6 +396,9 @@ fn check_decode_memory(
     Ok(())
 }
 
+/// Greedy decoding or sampling: transformers' `_sample` loop. The processors run on the raw
+/// logits of the last position: the repetition penalty over the row's decoder ids, then (when
+/// sampling) temperature, top-k and top-p, with one seeded generator for the whole batch.
 fn greedy(
     model: &dyn Seq2SeqModel,
     enc: EncoderOutput,
@@ -266,6 +406,7 @@ fn greedy(
     start: u32,
     eos: &[u32],
     cfg: &Seq2SeqConfig,
+    on_token: &mut dyn FnMut(usize, u32) -> bool,
 ) -> Result<Vec<Vec<u32>>> {
     let mut st = Stepper {
         model,
@@ -273,18 +414,30 @@ fn greedy(
         cache: cfg
             .use_cache
             .then(|| T5Cache::new(model.num_decoder_layers())),
+        raw: true,
     };
+    let picking = cfg.sampling();
+    let mut sampler = Sampler::new(cfg.seed);
     let pad = model.pad_token_id();
     let mut rows = vec![vec![start]; b];
     let mut out = vec![Vec::new(); b];
     let mut done = vec![false; b];
     for _ in 0..cfg.max_new_tokens {
-        let lp = st.step(&rows)?;
+        let mut logits = st.step(&rows)?;
         for r in 0..b {
-            let t = if done[r] { pad } else { argmax(&lp[r]) };
+            let t = if done[r] {
+                pad
+            } else {
+                let row = &mut logits[r];
+                if let Some(p) = cfg.repetition_penalty.filter(|p| *p != 1.0) {
+                    apply_repetition_penalty(row, &rows[r], p);
+                }
+                next_token(row, &picking, &mut sampler)
+            };
             if !done[r] {
                 out[r].push(t);
-                done[r] = eos.contains(&t);
+                let more = on_token(r, t);
+                done[r] = eos.contains(&t) || !more;
             }
             rows[r].push(t);
         }
@@ -332,6 +485,7 @@ fn beam_search(
         cache: cfg
             .use_cache
             .then(|| T5Cache::new(model.num_decoder_layers())),
+        raw: false,
     };
     let mut running: Vec<Vec<Hyp>> = (0..b)
         .map(|_| {
@@ -367,7 +521,13 @@ fn beam_search(
                     .map(|h| [vec![start], h.tokens.clone()].concat())
             })
             .collect();
-        let lp = st.step(&rows)?;
+        let mut lp = st.step(&rows)?;
+        if let Some(p) = cfg.repetition_penalty.filter(|p| *p != 1.0) {
+            // transformers processes the log-probabilities of each beam's decoder ids.
+            for (scores, ids) in lp.iter_mut().zip(&rows) {
+                apply_repetition_penalty(scores, ids, p);
+            }
+        }
         let vocab = lp[0].len();
         let mut all_hit = true;
         let mut order = Vec::with_capacity(b * nb);

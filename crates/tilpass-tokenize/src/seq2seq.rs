@@ -305,6 +305,14 @@ impl<'a> Seq2SeqEncoder<'a> {
         self.template.is_some()
     }
 
+    /// Encoder ids of a dialogue to answer, `[src]`, rendered as for training (chat template
+    /// with the generation prompt, or [`plain_source`]) and cut from the left to
+    /// `max_source_length` as training cuts it; and whether anything was cut. This is the
+    /// encoder input a chat sends for the next assistant turn.
+    pub fn source(&self, history: &[Message]) -> Result<(Vec<u32>, bool)> {
+        self.fitted_source(history)
+    }
+
     /// Encoder ids of a history (untruncated).
     fn source_ids(&self, history: &[Message]) -> Result<Vec<u32>> {
         match &self.template {
