@@ -334,6 +334,7 @@ impl DecoderClassifier {
         std::fs::create_dir_all(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
         tilpass_core::write_atomic(
             dir.join(CONFIG_FILE),
+            // Cannot fail: a serde_json::Value always serialises.
             serde_json::to_string_pretty(&config).expect("JSON value"),
         )?;
         save_safetensors(

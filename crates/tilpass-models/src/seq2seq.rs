@@ -695,6 +695,7 @@ impl Seq2SeqLm {
         config.insert("dtype".into(), name.into());
         tilpass_core::write_atomic(
             dir.join(tilpass_core::CONFIG_FILE),
+            // Cannot fail: a serde_json::Value always serialises.
             serde_json::to_string_pretty(&serde_json::Value::Object(config)).expect("JSON value"),
         )?;
         tilpass_core::save_safetensors(

@@ -100,6 +100,7 @@ pub(crate) fn unpaired_rows(records: &[Record], at: &[String]) -> Result<Vec<Unp
                 if i % UNPAIR_BLOCK == 0 {
                     blocks.push((Vec::new(), Vec::new()));
                 }
+                // Cannot fail: row 0 (0 % UNPAIR_BLOCK == 0) pushed the first block above.
                 let block = blocks.last_mut().expect("a block per 1000 rows");
                 block.0.push((i, prompt.clone(), chosen, true));
                 block.1.push((i, prompt, rejected, false));

@@ -587,6 +587,7 @@ impl std::fmt::Debug for KbWriter<'_> {
 
 impl KbWriter<'_> {
     fn w(&mut self) -> &mut IndexWriter<TantivyDocument> {
+        // Cannot fail: only `close(self)` takes the writer, and it consumes the KbWriter.
         self.writer.as_mut().expect("the writer lives until close")
     }
 
@@ -602,6 +603,7 @@ impl KbWriter<'_> {
         let meta = doc
             .meta
             .as_ref()
+            // Cannot fail: a serde_json::Value (string keys, finite numbers) always serialises.
             .map(|m| serde_json::to_string(m).expect("a JSON value serialises"));
         for (ord, c) in chunks.iter().enumerate() {
             let mut d = TantivyDocument::default();
