@@ -98,41 +98,14 @@ impl DpoBatch {
                 "at least 2 tokens per row (a prompt token and a completion token)".into(),
             ));
         }
-        let n = rows * seq;
-        for (name, len) in [
-            ("input_ids", input_ids.len()),
-            ("attention_mask", attention_mask.len()),
-            ("completion_mask", completion_mask.len()),
-        ] {
-            if len != n {
-                return Err(PreferenceError::Shape {
-                    input: name,
-                    got: format!("{len} values"),
-                    expected: format!("{rows}x{seq} = {n} values"),
-                });
-            }
-        }
-        for (name, m) in [
-            ("attention_mask", &attention_mask),
-            ("completion_mask", &completion_mask),
-        ] {
-            if let Some(i) = m.iter().position(|&x| x > 1) {
-                return Err(PreferenceError::BadValue {
-                    input: name,
-                    index: i,
-                    value: f64::from(m[i]),
-                    expected: "0 or 1",
-                });
-            }
-        }
-        if let Some(i) = (0..n).find(|&i| completion_mask[i] == 1 && attention_mask[i] == 0) {
-            return Err(PreferenceError::BadValue {
-                input: "completion_mask",
-                index: i,
-                value: 1.0,
-                expected: "completion tokens only where attention_mask is 1",
-            });
-        }
+        check_token_arrays(
+            "input_ids",
+            &input_ids,
+            &attention_mask,
+            &completion_mask,
+            rows,
+            seq,
+        )?;
         if let Some(r) =
             (0..rows).find(|r| attention_mask[r * seq..(r + 1) * seq] == vec![0; seq][..])
         {
@@ -209,6 +182,55 @@ impl DpoBatch {
             .filter(|(i, m)| **m == 1 && i % seq != 0)
             .count()
     }
+}
+
+/// The checks every collated batch of token rows shares: `ids` (named `ids_name`),
+/// `attention_mask` and `completion_mask` of `rows·seq` values each, 0/1 masks, and completion
+/// tokens only where the attention mask is 1.
+pub(crate) fn check_token_arrays(
+    ids_name: &'static str,
+    ids: &[u32],
+    attention_mask: &[u8],
+    completion_mask: &[u8],
+    rows: usize,
+    seq: usize,
+) -> Result<()> {
+    let n = rows * seq;
+    for (name, len) in [
+        (ids_name, ids.len()),
+        ("attention_mask", attention_mask.len()),
+        ("completion_mask", completion_mask.len()),
+    ] {
+        if len != n {
+            return Err(PreferenceError::Shape {
+                input: name,
+                got: format!("{len} values"),
+                expected: format!("{rows}x{seq} = {n} values"),
+            });
+        }
+    }
+    for (name, m) in [
+        ("attention_mask", attention_mask),
+        ("completion_mask", completion_mask),
+    ] {
+        if let Some(i) = m.iter().position(|&x| x > 1) {
+            return Err(PreferenceError::BadValue {
+                input: name,
+                index: i,
+                value: f64::from(m[i]),
+                expected: "0 or 1",
+            });
+        }
+    }
+    if let Some(i) = (0..n).find(|&i| completion_mask[i] == 1 && attention_mask[i] == 0) {
+        return Err(PreferenceError::BadValue {
+            input: "completion_mask",
+            index: i,
+            value: 1.0,
+            expected: "completion tokens only where attention_mask is 1",
+        });
+    }
+    Ok(())
 }
 
 /// Per-token completion log-probs of a batch, split into its chosen and rejected halves,

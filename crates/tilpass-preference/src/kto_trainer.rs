@@ -65,41 +65,14 @@ impl KtoRows {
                 expected: "at least one row of at least 2 tokens".into(),
             });
         }
-        let n = rows * seq;
-        for (what, len) in [
-            (name, input_ids.len()),
-            ("attention_mask", attention_mask.len()),
-            ("completion_mask", completion_mask.len()),
-        ] {
-            if len != n {
-                return Err(PreferenceError::Shape {
-                    input: what,
-                    got: format!("{len} values"),
-                    expected: format!("{rows}x{seq} = {n} values"),
-                });
-            }
-        }
-        for (what, m) in [
-            ("attention_mask", &attention_mask),
-            ("completion_mask", &completion_mask),
-        ] {
-            if let Some(i) = m.iter().position(|&x| x > 1) {
-                return Err(PreferenceError::BadValue {
-                    input: what,
-                    index: i,
-                    value: f64::from(m[i]),
-                    expected: "0 or 1",
-                });
-            }
-        }
-        if let Some(i) = (0..n).find(|&i| completion_mask[i] == 1 && attention_mask[i] == 0) {
-            return Err(PreferenceError::BadValue {
-                input: "completion_mask",
-                index: i,
-                value: 1.0,
-                expected: "completion tokens only where attention_mask is 1",
-            });
-        }
+        crate::dpo_trainer::check_token_arrays(
+            name,
+            &input_ids,
+            &attention_mask,
+            &completion_mask,
+            rows,
+            seq,
+        )?;
         // A completion token in column 0 has no context and is not scored.
         if let Some(r) =
             (0..rows).find(|r| !completion_mask[r * seq + 1..(r + 1) * seq].contains(&1))
