@@ -37,3 +37,4 @@ mod tokenize_errors;
 mod tokenize_parity;
 mod tokenizer_training;
 mod train_parity;
+mod trl_diffs;
