@@ -13,6 +13,7 @@
 pub mod analysis;
 pub mod chunk;
 pub mod error;
+pub mod eval;
 pub mod kb;
 
 pub use analysis::{AnalysisConfig, analyze};
