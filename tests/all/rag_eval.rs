@@ -83,7 +83,11 @@ fn metrics_of_the_reference_run_equal_pytrec_eval() {
             scores(q)
         );
     }
-    assert!(same(&report.mean, &scores(&fx["mean"])), "{:?}", report.mean);
+    assert!(
+        same(&report.mean, &scores(&fx["mean"])),
+        "{:?}",
+        report.mean
+    );
 }
 
 #[test]
@@ -161,6 +165,10 @@ fn bm25_on_norsk_rag_ranks_as_lucene_and_scores_as_pytrec_eval() {
         report.mean.recall_at_100
     );
     if differ == 0 {
-        assert!(same(&report.mean, &scores(&fx["mean"])), "{:?}", report.mean);
+        assert!(
+            same(&report.mean, &scores(&fx["mean"])),
+            "{:?}",
+            report.mean
+        );
     }
 }

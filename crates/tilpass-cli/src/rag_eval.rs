@@ -96,11 +96,10 @@ fn builtin_kb() -> Result<(KnowledgeBase, TempKb)> {
     let mut n = 0usize;
     for (i, line) in NORSK_RAG_PASSAGES_JSONL.lines().enumerate() {
         let source_name = format!("builtin:{NORSK_RAG}:{}", i + 1);
-        let doc: Document =
-            serde_json::from_str(line).map_err(|e| RagError::InvalidDocument {
-                source_name: source_name.clone(),
-                message: e.to_string(),
-            })?;
+        let doc: Document = serde_json::from_str(line).map_err(|e| RagError::InvalidDocument {
+            source_name: source_name.clone(),
+            message: e.to_string(),
+        })?;
         doc.validate(&source_name)?;
         w.upsert(&doc)?;
         n += 1;

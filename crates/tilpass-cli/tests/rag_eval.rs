@@ -58,7 +58,10 @@ fn assert_reference_means(v: &Value) {
     ] {
         let got = v[key].as_f64().unwrap();
         let want = fx["mean"][want].as_f64().unwrap();
-        assert!((got - want).abs() <= 1e-9, "{key}: {got} vs pytrec_eval {want}");
+        assert!(
+            (got - want).abs() <= 1e-9,
+            "{key}: {got} vs pytrec_eval {want}"
+        );
     }
     assert_eq!(
         v["queries"].as_u64().unwrap() as usize,
@@ -131,37 +134,92 @@ fn bad_input_exits_2_naming_the_cause() {
     let q = qrels.to_str().unwrap();
     let b = "builtin:norsk-rag";
     let err = bad_input(&tilpass(&[
-        "rag", "eval", "--kb", b, "--queries", b, "--qrels", q,
+        "rag",
+        "eval",
+        "--kb",
+        b,
+        "--queries",
+        b,
+        "--qrels",
+        q,
     ]));
     assert!(err.contains(&format!("{q}:2:")), "{err}");
 
     std::fs::write(&qrels, "q001 0 nav-1 high\n").unwrap();
     let err = bad_input(&tilpass(&[
-        "rag", "eval", "--kb", b, "--queries", b, "--qrels", q,
+        "rag",
+        "eval",
+        "--kb",
+        b,
+        "--queries",
+        b,
+        "--qrels",
+        q,
     ]));
-    assert!(err.contains(&format!("{q}:1:")) && err.contains("integer"), "{err}");
+    assert!(
+        err.contains(&format!("{q}:1:")) && err.contains("integer"),
+        "{err}"
+    );
 
     let queries = t.path().join("q.jsonl");
-    std::fs::write(&queries, "{\"id\": \"a\", \"text\": \"NAV\"}\n{\"id\": \"a\", \"text\": \"x\"}\n")
-        .unwrap();
+    std::fs::write(
+        &queries,
+        "{\"id\": \"a\", \"text\": \"NAV\"}\n{\"id\": \"a\", \"text\": \"x\"}\n",
+    )
+    .unwrap();
     let qp = queries.to_str().unwrap();
     let err = bad_input(&tilpass(&[
-        "rag", "eval", "--kb", b, "--queries", qp, "--qrels", b,
+        "rag",
+        "eval",
+        "--kb",
+        b,
+        "--queries",
+        qp,
+        "--qrels",
+        b,
     ]));
-    assert!(err.contains(&format!("{qp}:2:")) && err.contains("already"), "{err}");
+    assert!(
+        err.contains(&format!("{qp}:2:")) && err.contains("already"),
+        "{err}"
+    );
 
     let err = bad_input(&tilpass(&[
-        "rag", "eval", "--kb", b, "--queries", b, "--qrels", b, "--mode", "dense",
+        "rag",
+        "eval",
+        "--kb",
+        b,
+        "--queries",
+        b,
+        "--qrels",
+        b,
+        "--mode",
+        "dense",
     ]));
     assert!(err.contains("mode dense not available"), "{err}");
 
     let err = bad_input(&tilpass(&[
-        "rag", "eval", "--kb", b, "--queries", b, "--qrels", b, "--k", "10",
+        "rag",
+        "eval",
+        "--kb",
+        b,
+        "--queries",
+        b,
+        "--qrels",
+        b,
+        "--k",
+        "10",
     ]));
     assert!(err.contains("k:") && err.contains("100"), "{err}");
 
     let err = bad_input(&tilpass(&[
-        "rag", "eval", "--kb", b, "--queries", "builtin:wiki", "--qrels", b,
+        "rag",
+        "eval",
+        "--kb",
+        b,
+        "--queries",
+        "builtin:wiki",
+        "--qrels",
+        b,
     ]));
     assert!(err.contains("builtin:wiki"), "{err}");
 }

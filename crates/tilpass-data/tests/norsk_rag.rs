@@ -10,9 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tilpass_data::LangId;
-use tilpass_data::embedded::{
-    NORSK_RAG_PASSAGES_JSONL, NORSK_RAG_QRELS, NORSK_RAG_QUERIES_JSONL,
-};
+use tilpass_data::embedded::{NORSK_RAG_PASSAGES_JSONL, NORSK_RAG_QRELS, NORSK_RAG_QUERIES_JSONL};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,7 +78,11 @@ fn counts_ids_and_judgements_are_consistent_and_meet_the_minimums() {
     let nn_queries = qs.iter().filter(|q| q.lang == "nn").count();
     assert!(nn_queries >= 50, "{nn_queries} Nynorsk queries");
     let nn_passages = ps.iter().filter(|p| p.meta.lang == "nn").count();
-    assert!(nn_passages * 4 >= ps.len(), "{nn_passages} Nynorsk passages of {}", ps.len());
+    assert!(
+        nn_passages * 4 >= ps.len(),
+        "{nn_passages} Nynorsk passages of {}",
+        ps.len()
+    );
 
     let pids: BTreeSet<&str> = ps.iter().map(|p| p.id.as_str()).collect();
     assert_eq!(pids.len(), ps.len(), "passage ids are unique");
@@ -97,7 +99,11 @@ fn counts_ids_and_judgements_are_consistent_and_meet_the_minimums() {
         let words = p.text.split_whitespace().count();
         assert!((40..=170).contains(&words), "{}: {words} words", p.id);
         assert!(["nb", "nn"].contains(&p.meta.lang.as_str()), "{}", p.id);
-        assert!(!p.title.trim().is_empty() && !p.meta.topic.is_empty(), "{}", p.id);
+        assert!(
+            !p.title.trim().is_empty() && !p.meta.topic.is_empty(),
+            "{}",
+            p.id
+        );
         assert_eq!(p.text.trim(), p.text, "{}: untrimmed text", p.id);
     }
     for (d, rows) in &docs {
@@ -121,11 +127,20 @@ fn counts_ids_and_judgements_are_consistent_and_meet_the_minimums() {
         per.entry(q).or_default().push((p, *g));
     }
     for q in &qs {
-        let j = per.get(q.id.as_str()).unwrap_or_else(|| panic!("{} unjudged", q.id));
-        assert!(j.iter().any(|(_, g)| *g == 2), "{}: no passage graded 2", q.id);
+        let j = per
+            .get(q.id.as_str())
+            .unwrap_or_else(|| panic!("{} unjudged", q.id));
+        assert!(
+            j.iter().any(|(_, g)| *g == 2),
+            "{}: no passage graded 2",
+            q.id
+        );
     }
     let several = per.values().filter(|j| j.len() >= 2).count();
-    assert!(several >= 50, "{several} queries with several judged passages");
+    assert!(
+        several >= 50,
+        "{several} queries with several judged passages"
+    );
     assert!(js.iter().any(|(_, _, g)| *g == 1));
 }
 

@@ -127,7 +127,10 @@ pub fn parse_query_lines(
             return Err(line_err(
                 source_name,
                 n,
-                format!("query id {:?}: expected a non-empty id without spaces", q.id),
+                format!(
+                    "query id {:?}: expected a non-empty id without spaces",
+                    q.id
+                ),
             ));
         }
         if q.text.trim().is_empty() {
@@ -327,7 +330,8 @@ pub fn evaluate(qrels: &Qrels, run: &Run) -> EvalResult<EvalReport> {
         message: e.to_string(),
     };
     let (per, _) = evaluate_run(qrels, run, &[CUTOFF_TOP, CUTOFF_RECALL]).map_err(invalid)?;
-    let (per_top, _) = evaluate_run(qrels, &cut_run(run, CUTOFF_TOP), &[CUTOFF_TOP]).map_err(invalid)?;
+    let (per_top, _) =
+        evaluate_run(qrels, &cut_run(run, CUTOFF_TOP), &[CUTOFF_TOP]).map_err(invalid)?;
     let pick = |s: &RetrievalScores, top: &RetrievalScores| EvalScores {
         ndcg_at_10: s.ndcg_cut[&CUTOFF_TOP],
         mrr_at_10: top.recip_rank,
