@@ -150,8 +150,11 @@ fn agreement<'a>(texts: impl Iterator<Item = (&'a str, &'a str)>) -> (usize, usi
     let (mut hit, mut n) = (0, 0);
     for (text, lang) in texts {
         n += 1;
-        if id.predict(text).lang == lang {
+        let got = id.predict(text).lang;
+        if got == lang {
             hit += 1;
+        } else if text.len() > 200 {
+            eprintln!("labelled {lang}, identified {got}: {}...", text.chars().take(80).collect::<String>());
         }
     }
     (hit, n)
