@@ -154,7 +154,10 @@ fn agreement<'a>(texts: impl Iterator<Item = (&'a str, &'a str)>) -> (usize, usi
         if got == lang {
             hit += 1;
         } else if text.len() > 200 {
-            eprintln!("labelled {lang}, identified {got}: {}...", text.chars().take(80).collect::<String>());
+            eprintln!(
+                "labelled {lang}, identified {got}: {}...",
+                text.chars().take(80).collect::<String>()
+            );
         }
     }
     (hit, n)

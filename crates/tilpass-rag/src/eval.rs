@@ -369,3 +369,90 @@ pub fn evaluate(qrels: &Qrels, run: &Run) -> EvalResult<EvalReport> {
         per_query,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(id: &str, score: f32) -> Hit {
+        Hit {
+            id: id.into(),
+            score,
+            passage: String::new(),
+            start: 0,
+            end: 0,
+            title: None,
+            ord: 0,
+            meta: None,
+        }
+    }
+
+    #[test]
+    fn qrels_errors_name_the_line() {
+        let e = parse_qrels("q.txt", "q1 0 d1 2\n\nq1 0 d1 1\n").unwrap_err();
+        assert!(e.to_string().starts_with("q.txt:3: "), "{e}");
+        assert!(e.to_string().contains("line 1"), "{e}");
+        let e = parse_qrels("q.txt", "q1 0 d1 2.5\n").unwrap_err();
+        assert!(e.to_string().starts_with("q.txt:1: "), "{e}");
+        assert!(parse_qrels("q.txt", "\n \n").is_err());
+        // trec_eval reads any integer grade; 0 and negative grades are not relevant.
+        let j = parse_qrels("q.txt", "q1 0 d1 -1\nq1\t0\td2\t0\n").unwrap();
+        assert_eq!(j["q1"].len(), 2);
+    }
+
+    #[test]
+    fn query_errors_name_the_line() {
+        let bad = [
+            "{\"id\": \"a\", \"text\": \"  \"}",
+            "{\"id\": \"a b\", \"text\": \"x\"}",
+            "{\"id\": \"a\", \"text\": \"x\", \"extra\": 1}",
+            "not json",
+        ];
+        for b in bad {
+            let e = parse_queries("q.jsonl", &format!("\n{b}\n")).unwrap_err();
+            assert!(e.to_string().starts_with("q.jsonl:2: "), "{b}: {e}");
+        }
+        assert!(parse_queries("q.jsonl", "").is_err());
+    }
+
+    #[test]
+    fn a_document_ranks_by_its_first_hit() {
+        let r = hits_to_ranking(&[hit("a", 3.0), hit("b", 2.0), hit("a", 1.0)]);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r["a"], 3.0);
+    }
+
+    #[test]
+    fn query_sets_follow_trec_eval() {
+        let qrels = parse_qrels("q", "q1 0 a 1\nq3 0 a 1\n").unwrap();
+        let qs = parse_queries(
+            "q",
+            "{\"id\": \"q1\", \"text\": \"x\"}\n{\"id\": \"q2\", \"text\": \"y\"}\n",
+        )
+        .unwrap();
+        let run = run_queries(&qs, 100, |_, _| Ok(vec![hit("a", 1.0)]), |_, _| {}).unwrap();
+        let r = evaluate(&qrels, &run).unwrap();
+        assert_eq!(r.queries, 1);
+        assert_eq!(r.unjudged_queries, ["q2"]);
+        assert_eq!(r.qrels_without_query, ["q3"]);
+        assert!(run_queries(&qs, 99, |_, _| Ok(vec![]), |_, _| {}).is_err());
+        // No judged query in the run.
+        let none = parse_qrels("q", "q9 0 a 1\n").unwrap();
+        assert!(evaluate(&none, &run).is_err());
+    }
+
+    #[test]
+    fn cut_run_keeps_trec_eval_order() {
+        let mut run = Run::new();
+        run.insert(
+            "q".into(),
+            [("a", 1.0), ("b", 1.0), ("c", 2.0)]
+                .iter()
+                .map(|(d, s)| (d.to_string(), *s))
+                .collect(),
+        );
+        let cut = cut_run(&run, 2);
+        // c (highest), then the tie a/b broken by id descending: b.
+        assert_eq!(cut["q"].keys().collect::<Vec<_>>(), ["b", "c"]);
+    }
+}
