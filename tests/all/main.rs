@@ -8,6 +8,7 @@ mod dpo_parity;
 mod encoder_parity;
 mod fixture_versions;
 mod fuzz;
+mod grpo_parity;
 mod honest_outputs;
 mod hostile_inputs;
 mod lambert;

@@ -73,6 +73,7 @@ pub mod dpo;
 pub mod dpo_run;
 pub mod dpo_trainer;
 pub mod error;
+pub mod grpo;
 pub mod kto;
 pub mod kto_run;
 pub mod kto_trainer;
@@ -101,6 +102,10 @@ pub use dpo_trainer::{
     reference_sequence_logps, train_dpo,
 };
 pub use error::{PreferenceError, Result};
+pub use grpo::{
+    GrpoAdvantages, GrpoConfig, GrpoInputs, GrpoLossType, GrpoOutput, MultiObjectiveAggregation,
+    ScaleRewards, grpo_advantages, grpo_loss,
+};
 pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotation, kto_loss};
 pub use kto_run::KtoRun;
 pub use kto_trainer::{
