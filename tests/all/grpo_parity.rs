@@ -4,13 +4,14 @@
 //! w.r.t. the policy's per-token log-probs (1e-9 on the CPU in float64; 2e-5 on another device,
 //! which computes in float32), for each `scale_rewards`, `multi_objective_aggregation`,
 //! `loss_type`, the KL term with and without bias correction, one iteration (ratio 1) and
-//! gradient accumulation.
+//! gradient accumulation. The same for RLOO (`RLOOTrainer`'s advantage block and
+//! sequence-level `_compute_loss`).
 
 use serde_json::Value;
 use tilpass::burn::tensor::{DType, Device, Tensor, TensorData};
 use tilpass::preference::{
-    GrpoConfig, GrpoInputs, GrpoLossType, MultiObjectiveAggregation, PreferenceError, ScaleRewards,
-    TokenLogps, grpo_advantages, grpo_loss,
+    GrpoConfig, GrpoInputs, GrpoLossType, MultiObjectiveAggregation, PreferenceError, RlooConfig,
+    RlooInputs, ScaleRewards, TokenLogps, grpo_advantages, grpo_loss, rloo_advantages, rloo_loss,
 };
 use tilpass_tests::fixture_json;
 
@@ -163,6 +164,111 @@ fn loss_metrics_and_gradient_match_trl() {
             };
             assert!(close(*v, w, t), "{name} {k}: {v} vs TRL {w}");
         }
+        let grads = out.loss.backward();
+        let got = leaf.grad(&grads).unwrap().try_into_vec_as::<f64>().unwrap();
+        let want: Vec<f64> = rows(&case["grad"]).into_iter().flatten().collect();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= tol, "{name} grad {i}: {g} vs TRL {w}");
+        }
+    }
+}
+
+/// Checks `(name, value)` metrics against TRL's, both ways (same names); clip ratios within
+/// 1e-7 (TRL's are float32).
+fn check_metrics(case: &str, got: &[(String, f64)], want: &Value, tol: f64) {
+    let want = want.as_object().unwrap();
+    assert_eq!(got.len(), want.len(), "{case}: {got:?} vs TRL {want:?}");
+    for (k, v) in got {
+        let w = want
+            .get(k)
+            .unwrap_or_else(|| panic!("{case}: TRL has no {k}"));
+        let t = if k.starts_with("clip_ratio") {
+            1e-7
+        } else {
+            tol
+        };
+        assert!(close(*v, w, t), "{case} {k}: {v} vs TRL {w}");
+    }
+}
+
+#[test]
+fn rloo_advantages_and_metrics_match_trl() {
+    let cases = fixture()["rloo_advantages"].as_array().unwrap().clone();
+    assert!(cases.len() >= 5);
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let rewards: Vec<Vec<Option<f64>>> = parse(&case["rewards_per_func"]);
+        let weights: Vec<f64> = parse(&case["reward_weights"]);
+        let names: Vec<String> = (0..weights.len()).map(|i| format!("r{i}")).collect();
+        let config = RlooConfig {
+            beta: case["beta"].as_f64().unwrap(),
+            normalize_advantages: case["normalize_advantages"].as_bool().unwrap(),
+            reward_clip_range: parse(&case["reward_clip_range"]),
+            num_generations: case["num_generations"].as_u64().unwrap() as usize,
+            ..RlooConfig::default()
+        };
+        // The KL input as a trainer computes it: summed old - ref log-probs per completion.
+        let mask = rows(&case["completion_mask"]);
+        let old = rows(&case["old_logps"]);
+        let reference = rows(&case["ref_logps"]);
+        let kl: Vec<f64> = (0..mask.len())
+            .map(|i| {
+                (0..mask[i].len())
+                    .map(|j| (old[i][j] - reference[i][j]) * mask[i][j])
+                    .sum()
+            })
+            .collect();
+        let tokens: f64 = mask.iter().flatten().sum();
+        let out =
+            rloo_advantages(&config, &rewards, &names, &weights, Some((&kl, tokens))).unwrap();
+        let want: Vec<f64> = parse(&case["advantages"]);
+        assert_eq!(out.advantages.len(), want.len(), "{name}");
+        for (i, (g, w)) in out.advantages.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-9,
+                "{name} advantage {i}: {g} vs TRL {w}"
+            );
+        }
+        check_metrics(name, &out.metrics, &case["metrics"], 1e-9);
+    }
+}
+
+#[test]
+fn rloo_loss_metrics_and_gradient_match_trl() {
+    let device = tilpass_tests::test_device().autodiff();
+    let dtype = if on_cpu() && device.supports_dtype(DType::F64) {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let tol = tol();
+    let cases = fixture()["rloo_loss"].as_array().unwrap().clone();
+    assert!(cases.len() >= 3);
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let config = RlooConfig {
+            epsilon: case["epsilon"].as_f64().unwrap(),
+            epsilon_high: case["epsilon_high"].as_f64(),
+            ..RlooConfig::default()
+        };
+        let leaf = t2(&rows(&case["logps"]), &device, dtype).require_grad();
+        let inputs = RlooInputs {
+            policy: TokenLogps::new(
+                leaf.clone(),
+                t2(&rows(&case["completion_mask"]), &device, dtype),
+            ),
+            old_logps: t1(&parse::<Vec<f64>>(&case["old_logps"]), &device, dtype),
+            entropies: Some(t2(&rows(&case["entropies"]), &device, dtype)),
+            advantages: t1(&parse::<Vec<f64>>(&case["advantages"]), &device, dtype),
+        };
+        let out = rloo_loss(&config, &inputs).unwrap();
+        let loss = out.loss.clone().try_into_vec_as::<f64>().unwrap()[0];
+        assert!(
+            close(loss, &case["loss"], tol),
+            "{name} loss {loss} vs TRL {}",
+            case["loss"]
+        );
+        check_metrics(name, &out.metrics, &case["metrics"], tol);
         let grads = out.loss.backward();
         let got = leaf.grad(&grads).unwrap().try_into_vec_as::<f64>().unwrap();
         let want: Vec<f64> = rows(&case["grad"]).into_iter().flatten().collect();

@@ -130,7 +130,7 @@ impl GrpoConfig {
 }
 
 /// NaN-ignoring mean (NaN when every value is NaN), as `torch.nanmean`.
-fn nanmean(v: impl IntoIterator<Item = f64>) -> f64 {
+pub(crate) fn nanmean(v: impl IntoIterator<Item = f64>) -> f64 {
     let (s, n) = v
         .into_iter()
         .filter(|x| !x.is_nan())
@@ -139,7 +139,7 @@ fn nanmean(v: impl IntoIterator<Item = f64>) -> f64 {
 }
 
 /// NaN-ignoring unbiased standard deviation (NaN with fewer than two values), as TRL's `nanstd`.
-fn nanstd(v: &[f64]) -> f64 {
+pub(crate) fn nanstd(v: &[f64]) -> f64 {
     let m = nanmean(v.iter().copied());
     let n = v.iter().filter(|x| !x.is_nan()).count();
     if n < 2 {
@@ -150,7 +150,7 @@ fn nanstd(v: &[f64]) -> f64 {
 }
 
 /// NaN-ignoring weighted sum of one row (`nansum` of reward times weight).
-fn weighted(row: &[f64], weights: &[f64]) -> f64 {
+pub(crate) fn weighted(row: &[f64], weights: &[f64]) -> f64 {
     row.iter()
         .zip(weights)
         .map(|(r, w)| r * w)
@@ -159,40 +159,18 @@ fn weighted(row: &[f64], weights: &[f64]) -> f64 {
 }
 
 /// `torch.isclose(std, 0)`: |std| <= 1e-8 (false for NaN).
-fn is_zero(std: f64) -> bool {
+pub(crate) fn is_zero(std: f64) -> bool {
     std.abs() <= 1e-8
 }
 
-/// Advantages of a generation batch and the reward metrics TRL logs with them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GrpoAdvantages {
-    /// One advantage per completion, `[prompts * G]` (0 for completions no function scored).
-    pub advantages: Vec<f64>,
-    /// `(TRL name, value)`: `rewards/{name}/mean|std` per function, `reward`, `reward_std`,
-    /// `frac_reward_zero_std`. A value is NaN where TRL's is (e.g. the std of one value).
-    pub metrics: Vec<(String, f64)>,
-    /// Whether every completion's reward spread (the `std` the advantages use) is zero: the
-    /// loss is then exactly 0 apart from the KL term (trl#3857).
-    pub all_zero_spread: bool,
-}
-
-/// TRL 1.16.0's group advantages. `rewards[i][k]` is reward function `k`'s reward of completion
-/// `i` (`[prompts * G][functions]`, completions grouped by prompt, G consecutive), `None` where the
-/// function did not score it; `names` and `weights` are per function.
-pub fn grpo_advantages(
-    config: &GrpoConfig,
+/// Checks per-function rewards (`[n][functions]`, n a positive multiple of `g`, finite or
+/// `None`) and weights; returns them with NaN for `None`.
+pub(crate) fn reward_rows(
     rewards: &[Vec<Option<f64>>],
     names: &[String],
     weights: &[f64],
-) -> Result<GrpoAdvantages> {
-    let g = config.num_generations;
-    if g == 0 {
-        return Err(PreferenceError::InvalidSetting {
-            setting: "num_generations",
-            value: "0".into(),
-            expected: "at least 1".into(),
-        });
-    }
+    g: usize,
+) -> Result<Vec<Vec<f64>>> {
     let n = rewards.len();
     let k = names.len();
     if n == 0 || n % g != 0 {
@@ -230,6 +208,42 @@ pub fn grpo_advantages(
         }
         rpf.push(row);
     }
+    Ok(rpf)
+}
+
+/// Advantages of a generation batch and the reward metrics TRL logs with them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpoAdvantages {
+    /// One advantage per completion, `[prompts * G]` (0 for completions no function scored).
+    pub advantages: Vec<f64>,
+    /// `(TRL name, value)`: `rewards/{name}/mean|std` per function, `reward`, `reward_std`,
+    /// `frac_reward_zero_std`. A value is NaN where TRL's is (e.g. the std of one value).
+    pub metrics: Vec<(String, f64)>,
+    /// Whether every completion's reward spread (the `std` the advantages use) is zero: the
+    /// loss is then exactly 0 apart from the KL term (trl#3857).
+    pub all_zero_spread: bool,
+}
+
+/// TRL 1.16.0's group advantages. `rewards[i][k]` is reward function `k`'s reward of completion
+/// `i` (`[prompts * G][functions]`, completions grouped by prompt, G consecutive), `None` where the
+/// function did not score it; `names` and `weights` are per function.
+pub fn grpo_advantages(
+    config: &GrpoConfig,
+    rewards: &[Vec<Option<f64>>],
+    names: &[String],
+    weights: &[f64],
+) -> Result<GrpoAdvantages> {
+    let g = config.num_generations;
+    if g == 0 {
+        return Err(PreferenceError::InvalidSetting {
+            setting: "num_generations",
+            value: "0".into(),
+            expected: "at least 1".into(),
+        });
+    }
+    let rpf = reward_rows(rewards, names, weights, g)?;
+    let n = rpf.len();
+    let k = names.len();
     let unscorable: Vec<bool> = rpf.iter().map(|r| r.iter().all(|x| x.is_nan())).collect();
     let summed: Vec<f64> = rpf
         .iter()
