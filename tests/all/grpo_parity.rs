@@ -11,7 +11,8 @@ use serde_json::Value;
 use tilpass::burn::tensor::{DType, Device, Tensor, TensorData};
 use tilpass::preference::{
     GrpoConfig, GrpoInputs, GrpoLossType, MultiObjectiveAggregation, PreferenceError, RlooConfig,
-    RlooInputs, ScaleRewards, TokenLogps, grpo_advantages, grpo_loss, rloo_advantages, rloo_loss,
+    RlooInputs, ScaleRewards, TokenLogps, completion_metrics, completions_after_eos,
+    grpo_advantages, grpo_loss, rloo_advantages, rloo_loss,
 };
 use tilpass_tests::fixture_json;
 
@@ -275,6 +276,30 @@ fn rloo_loss_metrics_and_gradient_match_trl() {
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!((g - w).abs() <= tol, "{name} grad {i}: {g} vs TRL {w}");
         }
+    }
+}
+
+#[test]
+fn eos_masking_and_completion_metrics_match_trl() {
+    let cases = fixture()["completions"].as_array().unwrap().clone();
+    assert!(cases.len() >= 2);
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let generated: Vec<Vec<u32>> = parse(&case["generated"]);
+        let eos: Vec<u32> = parse(&case["eos_token_ids"]);
+        let pad = case["pad_token_id"].as_u64().unwrap() as u32;
+        let kept = completions_after_eos(&generated, &eos);
+        assert_eq!(kept, parse::<Vec<Vec<u32>>>(&case["completions"]), "{name}");
+        let mask: Vec<Vec<u32>> = parse(&case["completion_mask"]);
+        for (k, m) in kept.iter().zip(&mask) {
+            assert_eq!(k.len(), m.iter().sum::<u32>() as usize, "{name}");
+        }
+        check_metrics(
+            name,
+            &completion_metrics(&kept, &eos, pad),
+            &case["metrics"],
+            0.0,
+        );
     }
 }
 

@@ -514,3 +514,72 @@ pub fn grpo_loss(config: &GrpoConfig, inputs: &GrpoInputs) -> Result<GrpoOutput>
     ));
     Ok(GrpoOutput { loss, metrics })
 }
+
+/// Generated completions cut after their first EOS token (kept), as TRL masks them: `generated`
+/// is `[batch][max_new_tokens]` token ids as the sampler returned them (padding after EOS
+/// included); the result holds each completion's kept ids, whose lengths give the completion
+/// mask `[batch, max_new_tokens]` (1 up to and including the first EOS).
+pub fn completions_after_eos(generated: &[Vec<u32>], eos_token_ids: &[u32]) -> Vec<Vec<u32>> {
+    generated
+        .iter()
+        .map(
+            |ids| match ids.iter().position(|t| eos_token_ids.contains(t)) {
+                Some(i) => ids[..=i].to_vec(),
+                None => ids.clone(),
+            },
+        )
+        .collect()
+}
+
+/// TRL's `completions/*` metrics of a batch of completions (after [`completions_after_eos`]):
+/// mean / min / max length, `clipped_ratio` (share whose last token is neither an EOS nor the
+/// pad token: cut by the length limit) and the lengths of the terminated ones (0 when none
+/// terminated). Empty when there are no completions.
+pub fn completion_metrics(
+    completions: &[Vec<u32>],
+    eos_token_ids: &[u32],
+    pad_token_id: u32,
+) -> Vec<(String, f64)> {
+    if completions.is_empty() {
+        return Vec::new();
+    }
+    let lens: Vec<f64> = completions.iter().map(|c| c.len() as f64).collect();
+    let truncated: Vec<bool> = completions
+        .iter()
+        .map(|c| {
+            c.last()
+                .is_none_or(|t| !eos_token_ids.contains(t) && *t != pad_token_id)
+        })
+        .collect();
+    let mut term: Vec<f64> = lens
+        .iter()
+        .zip(&truncated)
+        .filter(|(_, t)| !**t)
+        .map(|(l, _)| *l)
+        .collect();
+    if term.is_empty() {
+        term.push(0.0);
+    }
+    let stats = |v: &[f64]| {
+        (
+            v.iter().sum::<f64>() / v.len() as f64,
+            v.iter().copied().fold(f64::INFINITY, f64::min),
+            v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        )
+    };
+    let (mean, min, max) = stats(&lens);
+    let (tmean, tmin, tmax) = stats(&term);
+    let clipped = truncated.iter().filter(|&&t| t).count() as f64 / lens.len() as f64;
+    [
+        ("completions/mean_length", mean),
+        ("completions/min_length", min),
+        ("completions/max_length", max),
+        ("completions/clipped_ratio", clipped),
+        ("completions/mean_terminated_length", tmean),
+        ("completions/min_terminated_length", tmin),
+        ("completions/max_terminated_length", tmax),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}

@@ -105,7 +105,7 @@ pub use dpo_trainer::{
 pub use error::{PreferenceError, Result};
 pub use grpo::{
     GrpoAdvantages, GrpoConfig, GrpoInputs, GrpoLossType, GrpoOutput, MultiObjectiveAggregation,
-    ScaleRewards, grpo_advantages, grpo_loss,
+    ScaleRewards, completion_metrics, completions_after_eos, grpo_advantages, grpo_loss,
 };
 pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotation, kto_loss};
 pub use kto_run::KtoRun;
