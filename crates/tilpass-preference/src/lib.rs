@@ -87,6 +87,7 @@ pub mod ref_cache;
 pub mod reward;
 pub mod reward_run;
 pub mod reward_trainer;
+pub mod rewards;
 pub mod rloo;
 pub mod seq2seq_pref;
 pub mod seq2seq_pref_run;
@@ -121,6 +122,10 @@ pub use reward_run::{RewardOutcome, RewardRun, TrainedReward, is_encoder_reward_
 pub use reward_trainer::{
     RewardBatch, RewardBatchOutput, RewardEval, RewardModel, evaluate_reward, pair_rewards,
     reward_batch_loss, train_reward,
+};
+pub use rewards::{
+    DistinctN, ExactAnswer, FnReward, FormTarget, LengthWindow, RegexFormat, RewardFunction,
+    RewardKind, RewardSpec, WrittenForm, score_rewards,
 };
 pub use rloo::{RlooAdvantages, RlooConfig, RlooInputs, RlooOutput, rloo_advantages, rloo_loss};
 pub use seq2seq_pref::{
