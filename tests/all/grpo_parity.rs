@@ -407,3 +407,45 @@ fn bad_inputs_are_refused_with_the_setting_named() {
         "{e}"
     );
 }
+
+/// A reward model scores a right-padded batch of prompt + completion texts as it scores each
+/// text alone (the first output at the last real token), so rewards do not depend on batching.
+#[test]
+fn reward_model_rewards_do_not_depend_on_batching() {
+    use tilpass::models::{DecoderClassifier, DecoderInput};
+    use tilpass::preference::ModelReward;
+    use tilpass::tokenize::Tokenizer;
+    let dev = tilpass_tests::test_device();
+    let model =
+        DecoderClassifier::load(tilpass_tests::fixture_path("reward/heads/llama"), &dev).unwrap();
+    let tok = Tokenizer::from_dir(tilpass_tests::fixture_path("train/orpo/tokenizer")).unwrap();
+    let prompts = ["w3 w4 ", "w10 ", "w7 w8 w9 w11 "];
+    let completions = ["w5 w6 w7", "w12", "w20 w21"];
+    let rm = ModelReward {
+        name: "rm".into(),
+        model: &model,
+        tokenizer: &tok,
+        pad_token_id: model.pad_token_id().unwrap(),
+        batch_size: 2,
+    };
+    let got = rm.score(&prompts, &completions).unwrap();
+    assert_eq!(got.len(), 3);
+    // Different texts get different scores (else the check below could not fail).
+    assert!(got[0] != got[1] && got[1] != got[2], "{got:?}");
+    for i in 0..3 {
+        let ids = tok
+            .encode(&format!("{}{}", prompts[i], completions[i]), false)
+            .unwrap();
+        let alone = model
+            .scores(&DecoderInput::unpadded(&[ids]).unwrap())
+            .unwrap()
+            .try_into_vec_as::<f64>()
+            .unwrap()[0];
+        assert!(
+            (got[i] - alone).abs() <= 1e-5,
+            "row {i}: {} vs alone {alone}",
+            got[i]
+        );
+    }
+    assert!(rm.score(&prompts[..1], &completions).is_err());
+}

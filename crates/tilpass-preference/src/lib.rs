@@ -78,6 +78,7 @@ pub mod kto;
 pub mod kto_run;
 pub mod kto_trainer;
 pub mod logps;
+pub mod model_reward;
 pub mod orpo;
 pub mod orpo_run;
 pub mod orpo_trainer;
@@ -114,6 +115,7 @@ pub use kto_trainer::{
     KtoBatch, KtoRows, evaluate_kto, kto_batch_loss, kto_weight_warning, train_kto,
 };
 pub use logps::{TokenLogps, average_logps, ld_alpha_logps, sequence_logps, sft_nll, wpo_weights};
+pub use model_reward::ModelReward;
 pub use orpo::{OrpoConfig, OrpoInputs, OrpoMetrics, OrpoOutput, orpo_loss};
 pub use orpo_run::{OrpoRun, PreferenceOutcome};
 pub use orpo_trainer::{evaluate_orpo, orpo_batch_loss, train_orpo};
