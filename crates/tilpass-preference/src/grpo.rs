@@ -173,7 +173,7 @@ pub(crate) fn reward_rows(
 ) -> Result<Vec<Vec<f64>>> {
     let n = rewards.len();
     let k = names.len();
-    if n == 0 || n % g != 0 {
+    if n == 0 || !n.is_multiple_of(g) {
         return Err(PreferenceError::Shape {
             input: "rewards",
             got: format!("[{n}]"),

@@ -24,6 +24,10 @@
 //! | [`reward_trainer`] | reward models (decoder sequence classifiers) on the training loop | `RewardTrainer.train` |
 //! | [`reward_run`] | `tilpass train reward` as a serde run config | `RewardConfig` |
 //! | [`ref_cache`] | precomputed reference log-probs cached on disk, keyed by model, adapter, data and settings | `precompute_ref_log_probs` |
+//! | [`grpo`] | GRPO group advantages (`scale_rewards`, `multi_objective_aggregation`), the clipped loss with k3 KL and grpo / bnpo / dr_grpo / dapo aggregation, EOS masking and completion metrics | `GRPOTrainer` (advantages, `_compute_loss`) |
+//! | [`rloo`] | RLOO: KL-penalised rewards, leave-one-out baselines, sequence-level clipped loss | `RLOOTrainer` (advantages, `_compute_loss`) |
+//! | [`rewards`] | reward functions: closures, written form (nb / nn), length, distinct-n, regex format, exact answer; `--reward` specs | `reward_funcs` |
+//! | [`model_reward`] | reward-model rewards (a sequence classifier scoring prompt + completion) | `reward_funcs` with a model |
 //!
 //! Conventions: sequence inputs are `[batch]` tensors (one value per completion or pair),
 //! per-token inputs `[batch, seq]` with a 0/1 completion mask ([`TokenLogps`]). Reference
@@ -60,8 +64,14 @@
 //! against TRL's own `ORPOTrainer`, `CPOTrainer` and `KTOTrainer`
 //! (tests/fixtures/generate_pref_trainers.py, tests in `tests/all/pref_trainer_parity.rs`).
 //!
-//! **Not here yet** (issue 15): evaluation sets in the ORPO / CPO / KTO trainers, BERT /
-//! NorBERT3 reward models in the CLI, and online methods (GRPO).
+//! **Online methods** (issue 18): [`grpo`] and [`rloo`] compute advantages, losses and metrics
+//! as TRL 1.16.0 does on given inputs (checked against TRL's own advantage code and
+//! `_compute_loss`: tests/fixtures/generate_grpo.py, tests/all/grpo_parity.rs); [`rewards`] and
+//! [`model_reward`] score completions.
+//!
+//! **Not here yet**: evaluation sets in the ORPO / CPO / KTO trainers, BERT / NorBERT3 reward
+//! models in the CLI, and the GRPO / RLOO trainer on the training loop (generation, several
+//! iterations per generation, `tilpass train grpo|rloo`).
 
 #![warn(missing_docs)]
 
