@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use tilpass::rag::{
-    AnalysisConfig, ChunkerConfig, Document, KnowledgeBase, MANIFEST_FILE, RagError,
+    AnalysisConfig, Bm25Params, ChunkerConfig, Document, KbOptions, KnowledgeBase, MANIFEST_FILE,
+    RagError, StemmerKind, TokenUnit,
 };
 use tilpass::{Error, Result};
 
@@ -44,6 +45,20 @@ pub struct IndexArgs {
     /// --chunk-tokens).
     #[arg(long)]
     chunk_overlap: Option<usize>,
+    /// Count --chunk-tokens in the tokens of this tokenizer (a directory with tokenizer.json,
+    /// or the file) instead of whitespace words; a new knowledge base keeps a copy.
+    #[arg(long)]
+    chunk_tokenizer: Option<PathBuf>,
+    /// Stemmer of the analysis chain of a new knowledge base: snowball (default), light-nb,
+    /// light-nn, light-both (Lucene's NorwegianLightStemmer) or none.
+    #[arg(long)]
+    stemmer: Option<String>,
+    /// BM25 k1 of a new knowledge base (finite, >= 0; default 1.2).
+    #[arg(long)]
+    k1: Option<f32>,
+    /// BM25 b of a new knowledge base (in [0, 1]; default 0.75).
+    #[arg(long)]
+    b: Option<f32>,
 }
 
 /// `rag delete` flags.
@@ -69,6 +84,12 @@ pub struct SearchArgs {
     /// Number of hits.
     #[arg(long, default_value_t = 10)]
     k: usize,
+    /// BM25 k1 for this search (default: the knowledge base's).
+    #[arg(long)]
+    k1: Option<f32>,
+    /// BM25 b for this search (default: the knowledge base's).
+    #[arg(long)]
+    b: Option<f32>,
 }
 
 /// Runs `tilpass rag ...`.
@@ -121,20 +142,46 @@ fn index_cmd(a: IndexArgs) -> Result<()> {
     let start = std::time::Instant::now();
     let docs = read_docs(&a.docs)?;
     let existing = a.kb.join(MANIFEST_FILE).is_file();
+    let stemmer = a
+        .stemmer
+        .as_deref()
+        .map(str::parse::<StemmerKind>)
+        .transpose()?;
     let kb = if existing {
         let kb = KnowledgeBase::open(&a.kb)?;
         let have = &kb.manifest().chunker;
         let clash = a.chunk_tokens.is_some_and(|n| n != have.max_tokens)
-            || a.chunk_overlap.is_some_and(|n| n != have.overlap_tokens);
+            || a.chunk_overlap.is_some_and(|n| n != have.overlap_tokens)
+            || (a.chunk_tokenizer.is_some() && have.unit != TokenUnit::Tokenizer);
         if clash {
             return Err(RagError::InvalidSetting {
                 setting: "chunk_tokens".into(),
                 message: format!(
-                    "{} was chunked with {} tokens and {} overlap; one chunking per knowledge \
-                     base (leave --chunk-tokens/--chunk-overlap out or use a new --kb)",
+                    "{} was chunked with {} tokens ({:?}) and {} overlap; one chunking per \
+                     knowledge base (leave --chunk-tokens/--chunk-overlap/--chunk-tokenizer out \
+                     or use a new --kb)",
                     a.kb.display(),
                     have.max_tokens,
+                    have.unit,
                     have.overlap_tokens
+                ),
+            }
+            .into());
+        }
+        let m = kb.manifest();
+        let settings_clash = stemmer.is_some_and(|s| s != m.analysis.stemmer)
+            || a.k1.is_some_and(|k1| k1 != m.bm25.k1)
+            || a.b.is_some_and(|b| b != m.bm25.b);
+        if settings_clash {
+            return Err(RagError::InvalidSetting {
+                setting: "stemmer/k1/b".into(),
+                message: format!(
+                    "{} was made with stemmer {} and BM25 k1 {} b {}; these are fixed at \
+                     creation (use --k1/--b of `rag search` to try other BM25 parameters)",
+                    a.kb.display(),
+                    m.analysis.stemmer.name(),
+                    m.bm25.k1,
+                    m.bm25.b
                 ),
             }
             .into());
@@ -143,13 +190,41 @@ fn index_cmd(a: IndexArgs) -> Result<()> {
     } else {
         let d = ChunkerConfig::default();
         let max_tokens = a.chunk_tokens.unwrap_or(d.max_tokens);
+        let tokenizer = match &a.chunk_tokenizer {
+            None => None,
+            Some(p) if p.is_dir() => Some(tilpass::tokenize::Tokenizer::from_dir(p)?),
+            Some(p) => Some(tilpass::tokenize::Tokenizer::from_file(p)?),
+        };
         let chunker = ChunkerConfig {
+            unit: if tokenizer.is_some() {
+                TokenUnit::Tokenizer
+            } else {
+                TokenUnit::Whitespace
+            },
             max_tokens,
             overlap_tokens: a.chunk_overlap.unwrap_or(max_tokens / 5),
-            ..d
+            tokenizer_source: a.chunk_tokenizer.as_ref().map(|p| p.display().to_string()),
         };
         chunker.validate()?;
-        KnowledgeBase::create(&a.kb, AnalysisConfig::default(), chunker)?
+        let dflt = Bm25Params::default();
+        let bm25 = Bm25Params {
+            k1: a.k1.unwrap_or(dflt.k1),
+            b: a.b.unwrap_or(dflt.b),
+        };
+        bm25.validate()?;
+        let analysis = AnalysisConfig {
+            stemmer: stemmer.unwrap_or(StemmerKind::Snowball),
+            ..Default::default()
+        };
+        KnowledgeBase::create_with(
+            &a.kb,
+            KbOptions {
+                analysis,
+                chunker,
+                bm25,
+                chunk_tokenizer: tokenizer.map(std::sync::Arc::new),
+            },
+        )?
     };
     let mut w = kb.writer()?;
     let mut replaced = 0usize;
@@ -216,7 +291,12 @@ fn search_cmd(a: SearchArgs) -> Result<()> {
         return Err(RagError::EmptyQuery.into());
     }
     let kb = KnowledgeBase::open(&a.kb)?;
-    let hits = kb.search(&a.query, a.k)?;
+    let m = kb.manifest().bm25;
+    let bm25 = Bm25Params {
+        k1: a.k1.unwrap_or(m.k1),
+        b: a.b.unwrap_or(m.b),
+    };
+    let hits = kb.search_with(&a.query, a.k, bm25)?;
     let hits = serde_json::to_value(&hits).map_err(|e| Error::invalid(e.to_string()))?;
     print(&json!({ "hits": hits }));
     Ok(())

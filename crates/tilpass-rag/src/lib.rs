@@ -11,14 +11,16 @@
 #![warn(missing_docs)]
 
 pub mod analysis;
+pub mod bm25;
 pub mod chunk;
 pub mod error;
 pub mod kb;
+pub mod light_stem;
 
-pub use analysis::{AnalysisConfig, analyze};
-pub use chunk::{Chunk, ChunkerConfig, TokenUnit};
+pub use analysis::{AnalysisConfig, StemmerKind, analyze};
+pub use chunk::{Chunk, Chunker, ChunkerConfig, TokenUnit};
 pub use error::{RagError, Result};
 pub use kb::{
-    Bm25Params, CommitStats, Document, FORMAT_NAME, FORMAT_VERSION, Hit, KbWriter, KnowledgeBase,
-    MANIFEST_FILE, Manifest,
+    Bm25Params, CHUNK_TOKENIZER_FILE, CommitStats, Document, FORMAT_NAME, FORMAT_VERSION, Hit,
+    KbOptions, KbWriter, KnowledgeBase, MANIFEST_FILE, Manifest,
 };
