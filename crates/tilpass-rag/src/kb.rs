@@ -12,6 +12,8 @@
 //!   merge).
 //! - Readers ([`KnowledgeBase::open`] in any number of processes) see the last commit while one
 //!   writer (tantivy's writer lock) works.
+//! - Search scores with [`crate::bm25`] over tantivy's postings and field norms, so `k1` and `b`
+//!   are the manifest's (or a search's) rather than tantivy's fixed 1.2 / 0.75.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

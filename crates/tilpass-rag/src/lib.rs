@@ -3,7 +3,10 @@
 //! Retrieval for retrieval-augmented generation, Norwegian first: a persistent knowledge base
 //! ([`KnowledgeBase`], one directory) of documents cut into passages ([`ChunkerConfig`]) with
 //! character spans for citations, incremental add / update / delete on tantivy (deletes removed
-//! from disk at commit), and BM25 search over a Norwegian analysis chain ([`AnalysisConfig`]).
+//! from disk at commit), and BM25 search ([`Bm25Params`]: Lucene's formula, k1 and b
+//! configurable) over a Norwegian analysis chain ([`AnalysisConfig`]: Snowball or Lucene's light
+//! stemmer for Bokmål / Nynorsk). Passages are cut by whitespace words or by the tokens of a
+//! Hugging Face tokenizer ([`Chunker`]).
 //! Semantics: `shared/notes/retrieval-semantics.md` of the project.
 //!
 //! Dense search, HNSW, hybrid fusion and cited answers are later parts of this crate.
