@@ -54,10 +54,10 @@ pub struct IndexArgs {
     #[arg(long)]
     stemmer: Option<String>,
     /// BM25 k1 of a new knowledge base (finite, >= 0; default 1.2).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     k1: Option<f32>,
     /// BM25 b of a new knowledge base (in [0, 1]; default 0.75).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     b: Option<f32>,
 }
 
@@ -85,10 +85,10 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 10)]
     k: usize,
     /// BM25 k1 for this search (default: the knowledge base's).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     k1: Option<f32>,
     /// BM25 b for this search (default: the knowledge base's).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     b: Option<f32>,
 }
 
