@@ -496,7 +496,7 @@ mod tests {
             TokenizerKind::Unigram,
         ] {
             let tok = train_tokenizer(
-                &[train.clone()],
+                std::slice::from_ref(&train),
                 &TrainConfig {
                     kind,
                     vocab_size: 400,
