@@ -37,6 +37,21 @@ pub const NORSK_PREF_JSONL: &str = include_str!("../../../data/norsk-pref.jsonl"
 /// The name `--data builtin:norsk-pref` refers to in the CLI.
 pub const NORSK_PREF: &str = "norsk-pref";
 
+/// The name `builtin:norsk-rag` refers to: the Norwegian retrieval evaluation set of
+/// `data/rag/` (passages, queries, qrels; `tilpass rag eval`).
+pub const NORSK_RAG: &str = "norsk-rag";
+
+/// The `norsk-rag` passages, JSONL rows `{"id", "text", "title", "meta"}` (one knowledge-base
+/// document each), compiled into the library.
+pub const NORSK_RAG_PASSAGES_JSONL: &str = include_str!("../../../data/rag/passages.jsonl");
+
+/// The `norsk-rag` queries, JSONL rows `{"id", "text", "lang"}`.
+pub const NORSK_RAG_QUERIES_JSONL: &str = include_str!("../../../data/rag/queries.jsonl");
+
+/// The `norsk-rag` relevance judgements, TREC qrels lines `qid 0 passage_id grade` (2 answers
+/// the query, 1 related or partial).
+pub const NORSK_RAG_QRELS: &str = include_str!("../../../data/rag/qrels.txt");
+
 /// The names of the built-in datasets (`builtin:NAME`).
 pub const BUILTIN_DATASETS: [&str; 2] = [NORSK_CHAT, NORSK_PREF];
 

@@ -17,6 +17,7 @@ pub mod analysis;
 pub mod bm25;
 pub mod chunk;
 pub mod error;
+pub mod eval;
 pub mod kb;
 pub mod light_stem;
 

@@ -1,0 +1,225 @@
+//! End-to-end tests of `tilpass rag eval`: the embedded norsk-rag set gives pytrec_eval's
+//! numbers (tests/fixtures/rag/eval_expected.json) for BM25, a knowledge base indexed from the
+//! set's file gives the same, and bad input exits 2 with a one-line cause naming file:line or
+//! the setting.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn tilpass(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tilpass"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+fn ok_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+fn bad_input(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {} stderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "one-line cause: {err}");
+    err
+}
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn reference() -> Value {
+    let p = root().join("tests/fixtures/rag/eval_expected.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// The three means against pytrec_eval's, when BM25 ranked like the Lucene reference (the
+/// library test checks the rankings; near ties may at worst move a query's numbers).
+fn assert_reference_means(v: &Value) {
+    let fx = reference();
+    for (key, want) in [
+        ("ndcg@10", "ndcg_at_10"),
+        ("mrr@10", "mrr_at_10"),
+        ("recall@100", "recall_at_100"),
+    ] {
+        let got = v[key].as_f64().unwrap();
+        let want = fx["mean"][want].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-9,
+            "{key}: {got} vs pytrec_eval {want}"
+        );
+    }
+    assert_eq!(
+        v["queries"].as_u64().unwrap() as usize,
+        fx["queries"].as_array().unwrap().len()
+    );
+}
+
+#[test]
+fn builtin_set_gives_pytrec_eval_numbers() {
+    let v = ok_json(&tilpass(&[
+        "rag",
+        "eval",
+        "--kb",
+        "builtin:norsk-rag",
+        "--queries",
+        "builtin:norsk-rag",
+        "--qrels",
+        "builtin:norsk-rag",
+        "--per-query",
+    ]));
+    assert_reference_means(&v);
+    assert_eq!(v["mode"], "bm25");
+    let per = v["per_query"].as_object().unwrap();
+    assert_eq!(per.len(), v["queries"].as_u64().unwrap() as usize);
+    assert!(per["q001"]["ndcg@10"].is_f64());
+}
+
+#[test]
+fn indexed_files_give_the_same_numbers_and_extra_qrels_are_ignored() {
+    let t = tempfile::tempdir().unwrap();
+    let kb = t.path().join("kb");
+    let kb = kb.to_str().unwrap();
+    let data = root().join("data/rag");
+    let docs = data.join("passages.jsonl");
+    ok_json(&tilpass(&[
+        "rag",
+        "index",
+        "--kb",
+        kb,
+        "--docs",
+        docs.to_str().unwrap(),
+    ]));
+    // A judged query that is not in the query file is ignored, as trec_eval does.
+    let mut qrels = std::fs::read_to_string(data.join("qrels.txt")).unwrap();
+    qrels.push_str("q-not-asked 0 nav-1 2\n");
+    let qrels_path = t.path().join("qrels.txt");
+    std::fs::write(&qrels_path, qrels).unwrap();
+    let queries = data.join("queries.jsonl");
+    let out = tilpass(&[
+        "rag",
+        "eval",
+        "--kb",
+        kb,
+        "--queries",
+        queries.to_str().unwrap(),
+        "--qrels",
+        qrels_path.to_str().unwrap(),
+    ]);
+    let v = ok_json(&out);
+    assert_reference_means(&v);
+    assert_eq!(v["qrels_without_query"], serde_json::json!(["q-not-asked"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("q-not-asked"));
+}
+
+#[test]
+fn bad_input_exits_2_naming_the_cause() {
+    let t = tempfile::tempdir().unwrap();
+    let qrels = t.path().join("qrels.txt");
+    std::fs::write(&qrels, "q001 0 nav-1 2\nq001 0 nav-2\n").unwrap();
+    let q = qrels.to_str().unwrap();
+    let b = "builtin:norsk-rag";
+    let err = bad_input(&tilpass(&[
+        "rag",
+        "eval",
+        "--kb",
+        b,
+        "--queries",
+        b,
+        "--qrels",
+        q,
+    ]));
+    assert!(err.contains(&format!("{q}:2:")), "{err}");
+
+    std::fs::write(&qrels, "q001 0 nav-1 high\n").unwrap();
+    let err = bad_input(&tilpass(&[
+        "rag",
+        "eval",
+        "--kb",
+        b,
+        "--queries",
+        b,
+        "--qrels",
+        q,
+    ]));
+    assert!(
+        err.contains(&format!("{q}:1:")) && err.contains("integer"),
+        "{err}"
+    );
+
+    let queries = t.path().join("q.jsonl");
+    std::fs::write(
+        &queries,
+        "{\"id\": \"a\", \"text\": \"NAV\"}\n{\"id\": \"a\", \"text\": \"x\"}\n",
+    )
+    .unwrap();
+    let qp = queries.to_str().unwrap();
+    let err = bad_input(&tilpass(&[
+        "rag",
+        "eval",
+        "--kb",
+        b,
+        "--queries",
+        qp,
+        "--qrels",
+        b,
+    ]));
+    assert!(
+        err.contains(&format!("{qp}:2:")) && err.contains("already"),
+        "{err}"
+    );
+
+    let err = bad_input(&tilpass(&[
+        "rag",
+        "eval",
+        "--kb",
+        b,
+        "--queries",
+        b,
+        "--qrels",
+        b,
+        "--mode",
+        "dense",
+    ]));
+    assert!(err.contains("mode dense not available"), "{err}");
+
+    let err = bad_input(&tilpass(&[
+        "rag",
+        "eval",
+        "--kb",
+        b,
+        "--queries",
+        b,
+        "--qrels",
+        b,
+        "--k",
+        "10",
+    ]));
+    assert!(err.contains("k:") && err.contains("100"), "{err}");
+
+    let err = bad_input(&tilpass(&[
+        "rag",
+        "eval",
+        "--kb",
+        b,
+        "--queries",
+        "builtin:wiki",
+        "--qrels",
+        b,
+    ]));
+    assert!(err.contains("builtin:wiki"), "{err}");
+}
