@@ -114,16 +114,10 @@ fn prompt_adapter_logits(
                 p.forward_classifier(&m, &encoder_input(&a.ids, tt)?)?,
             ))
         }
-        AnyModel::Seq2SeqLm(Seq2SeqLm::T5(m)) => {
+        AnyModel::Seq2SeqLm(m) => {
+            use tilpass::models::Seq2SeqModel;
             no_flag(tt.is_some(), "--token-type-ids", "BERT models")?;
-            let c = m.config();
-            let dims = PromptDims {
-                hidden: c.d_model,
-                layers: m.num_decoder_layers(),
-                kv_heads: c.num_heads,
-                head_dim: c.d_kv,
-            };
-            let p = PromptAdapter::load_with(dir, dims, device)?;
+            let p = PromptAdapter::load_seq2seq(dir, &m, device)?;
             let dec = a
                 .decoder_ids
                 .clone()
@@ -136,7 +130,7 @@ fn prompt_adapter_logits(
         }
         other => Err(Error::invalid(format!(
             "{}: prompt-learning adapters (prefix / prompt / P-tuning) run on decoders, BERT \
-             sequence classifiers and T5; this model is a {} {:?}",
+             sequence classifiers and encoder-decoders (T5, NorT5); this model is a {} {:?}",
             dir.display(),
             other.model_type(),
             other.head()
