@@ -4,9 +4,9 @@
 use clap::Args;
 use serde_json::json;
 use tilpass::models::{
-    DecoderLm, EncoderInput, GenerateConfig, Head, ModelKind, Seq2SeqConfig, Seq2SeqLm,
-    Seq2SeqModel, StopReason, VirtualPrefix, generate, generate_seq2seq_stream,
-    generate_seq2seq_text, generate_text_with_prefix, generate_with_prefix,
+    DecoderLm, EncoderInput, GenerateConfig, Head, ModelKind, Seq2SeqConfig, Seq2SeqModel,
+    StopReason, VirtualPrefix, generate, generate_seq2seq_stream, generate_seq2seq_text,
+    generate_text_with_prefix, generate_with_prefix,
 };
 use tilpass::peft::{PromptAdapter, PromptMethod};
 use tilpass::tokenize::{RenderOptions, Tokenizer};

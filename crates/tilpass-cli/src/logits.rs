@@ -6,7 +6,6 @@ use serde_json::json;
 use tilpass::burn::tensor::Device;
 use tilpass::models::{
     AnyModel, DecoderInput, EncoderInput, EncoderModel, HasLinears, Head, Logits, ModelKind,
-    Seq2SeqLm,
 };
 use tilpass::peft::{PromptAdapter, is_prompt_adapter};
 use tilpass::{Error, Result};

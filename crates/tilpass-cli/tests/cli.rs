@@ -2404,7 +2404,7 @@ fn train_sft_prompt_learning_on_encoder_decoders_and_decoders() {
         ),
     ];
     for (i, (model, flags, peft_type, task)) in cases.into_iter().enumerate() {
-        let src = fixture_dir(model);
+        let src = prompt_fixture(model);
         let dir = with_tokenizer(&src);
         let m = dir.path().to_str().unwrap();
         let out = work.path().join(format!("run{i}"));
@@ -2487,7 +2487,7 @@ fn train_sft_prompt_learning_on_encoder_decoders_and_decoders() {
         );
     }
     // Settings that do not fit the method: typed errors naming the setting.
-    let dir = with_tokenizer(&fixture_dir("nort5"));
+    let dir = with_tokenizer(&prompt_fixture("nort5"));
     let m = dir.path().to_str().unwrap();
     let base = [
         "train", "sft", "--model", m, "--data", &data, "--steps", "1",
@@ -2535,5 +2535,13 @@ fn train_sft_prompt_learning_on_encoder_decoders_and_decoders() {
         args.extend_from_slice(flags);
         let err = bad_input(&tilpass(&args));
         assert!(err.contains(needle), "{flags:?}: {err}");
+    }
+}
+
+fn prompt_fixture(name: &str) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    match name {
+        "llama_gqa" => root.join("models").join(name),
+        _ => root.join("encoders").join(name),
     }
 }
