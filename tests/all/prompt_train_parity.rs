@@ -18,7 +18,7 @@ use serde_json::Value;
 use tilpass::burn::tensor::Tensor;
 use tilpass::core::Checkpoint;
 use tilpass::models::{DecoderLm, EncoderInput, Seq2SeqLm};
-use tilpass::peft::{PromptAdapter, PromptMethod};
+use tilpass::peft::PromptAdapter;
 use tilpass::train::{
     AdamWConfig, Event, LmBatch, PromptModel, Seq2SeqTrainBatch, StepLog, TrainConfig,
     train_prompt_lm, train_prompt_seq2seq,
@@ -136,7 +136,7 @@ fn config(reference: &Value) -> TrainConfig {
 }
 
 fn vals(t: Tensor<3>) -> Vec<f32> {
-    t.into_data().to_vec::<f32>().unwrap()
+    t.into_data().try_to_vec::<f32>().unwrap()
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f64 {
@@ -212,7 +212,7 @@ impl Any {
         self.prompt()
             .table_tensor()
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap()
     }
 }
