@@ -23,6 +23,7 @@ mod pref_s2s_parity;
 mod pref_s2s_runs;
 mod pref_trainer_parity;
 mod preference_losses;
+mod prompt_train_parity;
 mod rag_bm25;
 mod rag_eval;
 mod reward_parity;
