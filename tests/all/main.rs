@@ -24,6 +24,7 @@ mod pref_s2s_runs;
 mod pref_trainer_parity;
 mod preference_losses;
 mod rag_bm25;
+mod rag_dense;
 mod reward_parity;
 mod runs;
 mod sentence_embeddings;

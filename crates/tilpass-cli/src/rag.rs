@@ -44,6 +44,8 @@ pub struct IndexArgs {
     /// --chunk-tokens).
     #[arg(long)]
     chunk_overlap: Option<usize>,
+    #[command(flatten)]
+    dense: crate::rag_dense::IndexDenseArgs,
 }
 
 /// `rag delete` flags.
@@ -69,6 +71,8 @@ pub struct SearchArgs {
     /// Number of hits.
     #[arg(long, default_value_t = 10)]
     k: usize,
+    #[command(flatten)]
+    dense: crate::rag_dense::SearchDenseArgs,
 }
 
 /// Runs `tilpass rag ...`.
@@ -151,7 +155,11 @@ fn index_cmd(a: IndexArgs) -> Result<()> {
         chunker.validate()?;
         KnowledgeBase::create(&a.kb, AnalysisConfig::default(), chunker)?
     };
+    let embedder = a.dense.load()?;
     let mut w = kb.writer()?;
+    if let Some(e) = &embedder {
+        a.dense.attach(&mut w, e)?;
+    }
     let mut replaced = 0usize;
     let mut passages = 0usize;
     for (i, d) in docs.iter().enumerate() {
@@ -173,13 +181,17 @@ fn index_cmd(a: IndexArgs) -> Result<()> {
         docs.len(),
         stats.passages
     );
-    print(&json!({
+    let mut out = json!({
         "kb": a.kb,
         "documents": docs.len(),
         "replaced": replaced,
         "passages": stats.passages,
         "seconds": seconds,
-    }));
+    });
+    if let Some(r) = a.dense.report(&kb)? {
+        out["recall"] = r;
+    }
+    print(&out);
     Ok(())
 }
 
@@ -216,6 +228,10 @@ fn search_cmd(a: SearchArgs) -> Result<()> {
         return Err(RagError::EmptyQuery.into());
     }
     let kb = KnowledgeBase::open(&a.kb)?;
+    if a.dense.mode != crate::rag_dense::Mode::Bm25 {
+        print(&crate::rag_dense::search(&kb, &a.query, a.k, &a.dense)?);
+        return Ok(());
+    }
     let hits = kb.search(&a.query, a.k)?;
     let hits = serde_json::to_value(&hits).map_err(|e| Error::invalid(e.to_string()))?;
     print(&json!({ "hits": hits }));
