@@ -183,7 +183,6 @@ pub fn search(kb: &KnowledgeBase, query: &str, k: usize, a: &SearchDenseArgs) ->
         Index::Exact => DenseIndex::Exact,
         Index::Hnsw => DenseIndex::Hnsw,
     };
-    let to_json = |v| serde_json::to_value(v).map_err(|e| Error::invalid(e.to_string()));
     let hits = match a.mode {
         Mode::Dense => to_json(kb.dense_search(&e, query, k, how)?)?,
         _ => {
@@ -199,4 +198,8 @@ pub fn search(kb: &KnowledgeBase, query: &str, k: usize, a: &SearchDenseArgs) ->
         }
     };
     Ok(json!({ "hits": hits }))
+}
+
+fn to_json(v: impl serde::Serialize) -> Result<Value> {
+    serde_json::to_value(v).map_err(|e| Error::invalid(e.to_string()))
 }

@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use tantivy::collector::{DocSetCollector, TopDocs};
+use tantivy::collector::DocSetCollector;
 use tantivy::query::{AllQuery, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
-use tantivy::{DocAddress, Searcher, TantivyDocument, Term};
+use tantivy::{Searcher, TantivyDocument, Term};
 
 use super::{Hit, KbWriter, KnowledgeBase, MANIFEST_FILE, index_err};
 use crate::dense::{Embedder, EmbedderIdentity};
@@ -372,12 +372,9 @@ impl KnowledgeBase {
     /// Every live passage's key and text in the reader's view.
     fn all_passages(&self) -> Result<Vec<(PassageKey, String)>> {
         let searcher = self.reader.searcher();
-        let addrs: Vec<DocAddress> = searcher
-            .search(&AllQuery, &TopDocs::with_limit(usize::MAX >> 8).order_by_score())
-            .map_err(|e| index_err(&self.dir, e))?
-            .into_iter()
-            .map(|(_, a)| a)
-            .collect();
+        let addrs = searcher
+            .search(&AllQuery, &DocSetCollector)
+            .map_err(|e| index_err(&self.dir, e))?;
         let mut out = Vec::with_capacity(addrs.len());
         for a in addrs {
             let d: TantivyDocument = searcher.doc(a).map_err(|e| index_err(&self.dir, e))?;

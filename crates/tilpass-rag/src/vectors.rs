@@ -238,7 +238,11 @@ impl VectorStore {
             let ord = u64_at(take(8)?);
             keys.push(PassageKey { id, ord });
         }
-        let raw = take(rows * dim * 4)?;
+        let bytes_len = rows
+            .checked_mul(dim)
+            .and_then(|n| n.checked_mul(4))
+            .ok_or_else(|| corrupt("a header of impossible size"))?;
+        let raw = take(bytes_len)?;
         let data = raw
             .as_chunks::<4>()
             .0
