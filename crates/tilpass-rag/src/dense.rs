@@ -136,15 +136,13 @@ impl ModelEmbedder {
         let tokenizer = Tokenizer::from_dir(dir).map_err(model_err)?;
         let md = tilpass_core::ModelDir::open(dir)?;
         let model_type = md.model_type().unwrap_or("").to_string();
-        let dim = md.config_json()["hidden_size"]
-            .as_u64()
-            .ok_or_else(|| RagError::InvalidSetting {
-                setting: "embedder".into(),
-                message: format!(
-                    "{}: config.json has no integer hidden_size",
-                    dir.display()
-                ),
-            })? as usize;
+        let dim =
+            md.config_json()["hidden_size"]
+                .as_u64()
+                .ok_or_else(|| RagError::InvalidSetting {
+                    setting: "embedder".into(),
+                    message: format!("{}: config.json has no integer hidden_size", dir.display()),
+                })? as usize;
         let source = dir
             .canonicalize()
             .unwrap_or_else(|_| dir.to_path_buf())

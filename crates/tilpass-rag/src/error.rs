@@ -73,7 +73,9 @@ pub enum RagError {
         message: String,
     },
     /// The embedder given does not make the vectors the knowledge base holds.
-    #[error("embedder mismatch: the knowledge base's vectors were made with {index}; got {given} (use that model, or a new --kb)")]
+    #[error(
+        "embedder mismatch: the knowledge base's vectors were made with {index}; got {given} (use that model, or a new --kb)"
+    )]
     EmbedderMismatch {
         /// The knowledge base's embedder.
         index: String,

@@ -135,11 +135,10 @@ impl KnowledgeBase {
             return Ok(Some(p.embedder));
         }
         let path = self.dir.join(MANIFEST_FILE);
-        let m: super::Manifest =
-            tilpass_core::read_json(&path).map_err(|e| RagError::Corrupt {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+        let m: super::Manifest = tilpass_core::read_json(&path).map_err(|e| RagError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         Ok(m.embedder)
     }
 

@@ -22,12 +22,12 @@ pub mod vectors;
 
 pub use analysis::{AnalysisConfig, analyze};
 pub use chunk::{Chunk, ChunkerConfig, TokenUnit};
+pub use dense::{Embedder, EmbedderIdentity, ModelEmbedder};
 pub use error::{RagError, Result};
+pub use fusion::{FusedHit, FusionConfig, FusionMethod, fuse};
 pub use kb::{
     Bm25Params, CommitStats, Document, FORMAT_NAME, FORMAT_VERSION, Hit, KbWriter, KnowledgeBase,
     MANIFEST_FILE, Manifest,
 };
-pub use dense::{Embedder, EmbedderIdentity, ModelEmbedder};
-pub use fusion::{FusedHit, FusionConfig, FusionMethod, fuse};
 pub use kb::{DENSE_DIR, DenseIndex};
 pub use vectors::{HnswIndex, HnswParams, RecallReport, VectorStore, recall_at_k};

@@ -148,7 +148,8 @@ impl VectorStore {
     /// normalised by the caller), best first, ties by row. Rows are scored in blocks of
     /// [`BLOCK_ROWS`] against every query (a blocked `[queries, dim] x [dim, rows]` product).
     pub fn exact_search_batch(&self, queries: &[Vec<f32>], k: usize) -> Vec<Vec<ScoredRow>> {
-        let mut best: Vec<Vec<ScoredRow>> = vec![Vec::with_capacity(2 * k + BLOCK_ROWS); queries.len()];
+        let mut best: Vec<Vec<ScoredRow>> =
+            vec![Vec::with_capacity(2 * k + BLOCK_ROWS); queries.len()];
         if k == 0 {
             return best;
         }
@@ -315,7 +316,9 @@ struct HnswFile {
 impl HnswIndex {
     /// Builds the graph over every row of `store` (parallel over the machine's cores).
     pub fn build(store: &VectorStore, params: HnswParams) -> Self {
-        let points: Vec<Point> = (0..store.len()).map(|i| Point(store.row(i).to_vec())).collect();
+        let points: Vec<Point> = (0..store.len())
+            .map(|i| Point(store.row(i).to_vec()))
+            .collect();
         let values: Vec<u32> = (0..store.len() as u32).collect();
         let map = Builder::default()
             .ef_construction(params.ef_construction)
@@ -550,8 +553,26 @@ mod tests {
         assert_eq!(kept.len(), 47);
         assert_eq!(kept.row(0), s.row(3));
         let mut zero = VectorStore::new(2);
-        assert!(zero.push(PassageKey { id: "z".into(), ord: 0 }, vec![0.0, 0.0]).is_err());
-        assert!(zero.push(PassageKey { id: "z".into(), ord: 0 }, vec![1.0]).is_err());
+        assert!(
+            zero.push(
+                PassageKey {
+                    id: "z".into(),
+                    ord: 0
+                },
+                vec![0.0, 0.0]
+            )
+            .is_err()
+        );
+        assert!(
+            zero.push(
+                PassageKey {
+                    id: "z".into(),
+                    ord: 0
+                },
+                vec![1.0]
+            )
+            .is_err()
+        );
     }
 
     #[test]
