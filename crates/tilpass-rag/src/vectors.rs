@@ -51,8 +51,8 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ca, ra) = a.as_chunks::<8>();
     let (cb, rb) = b.as_chunks::<8>();
     for (x, y) in ca.iter().zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+        for ((s, xv), yv) in acc.iter_mut().zip(x).zip(y) {
+            *s += xv * yv;
         }
     }
     let mut s: f32 = acc.iter().sum();
