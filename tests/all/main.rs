@@ -25,6 +25,7 @@ mod pref_trainer_parity;
 mod preference_losses;
 mod prompt_train_parity;
 mod rag_bm25;
+mod rag_dense;
 mod rag_eval;
 mod reward_parity;
 mod runs;

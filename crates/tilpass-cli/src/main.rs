@@ -31,6 +31,7 @@ mod metrics;
 mod metrics_lm;
 mod peft;
 mod rag;
+mod rag_dense;
 mod rag_eval;
 mod reward;
 mod tokenizer;

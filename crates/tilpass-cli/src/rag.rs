@@ -62,6 +62,8 @@ pub struct IndexArgs {
     /// BM25 b of a new knowledge base (in [0, 1]; default 0.75).
     #[arg(long, allow_negative_numbers = true)]
     b: Option<f32>,
+    #[command(flatten)]
+    dense: crate::rag_dense::IndexDenseArgs,
 }
 
 /// `rag delete` flags.
@@ -93,6 +95,8 @@ pub struct SearchArgs {
     /// BM25 b for this search (default: the knowledge base's).
     #[arg(long, allow_negative_numbers = true)]
     b: Option<f32>,
+    #[command(flatten)]
+    dense: crate::rag_dense::SearchDenseArgs,
 }
 
 /// Runs `tilpass rag ...`.
@@ -230,7 +234,11 @@ fn index_cmd(a: IndexArgs) -> Result<()> {
             },
         )?
     };
+    let embedder = a.dense.load()?;
     let mut w = kb.writer()?;
+    if let Some(e) = &embedder {
+        a.dense.attach(&mut w, e)?;
+    }
     let mut replaced = 0usize;
     let mut passages = 0usize;
     for (i, d) in docs.iter().enumerate() {
@@ -252,13 +260,17 @@ fn index_cmd(a: IndexArgs) -> Result<()> {
         docs.len(),
         stats.passages
     );
-    print(&json!({
+    let mut out = json!({
         "kb": a.kb,
         "documents": docs.len(),
         "replaced": replaced,
         "passages": stats.passages,
         "seconds": seconds,
-    }));
+    });
+    if let Some(r) = a.dense.report(&kb)? {
+        out["recall"] = r;
+    }
+    print(&out);
     Ok(())
 }
 
@@ -300,6 +312,10 @@ fn search_cmd(a: SearchArgs) -> Result<()> {
         k1: a.k1.unwrap_or(m.k1),
         b: a.b.unwrap_or(m.b),
     };
+    if a.dense.mode != crate::rag_dense::Mode::Bm25 {
+        print(&crate::rag_dense::search(&kb, &a.query, a.k, bm25, &a.dense)?);
+        return Ok(());
+    }
     let hits = kb.search_with(&a.query, a.k, bm25)?;
     let hits = serde_json::to_value(&hits).map_err(|e| Error::invalid(e.to_string()))?;
     print(&json!({ "hits": hits }));

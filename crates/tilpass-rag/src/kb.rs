@@ -37,6 +37,11 @@ pub use crate::bm25::Bm25Params;
 use crate::chunk::{Chunker, ChunkerConfig, TokenUnit};
 use crate::error::{RagError, Result};
 
+// Dense vectors, HNSW and hybrid search (a child module: it reaches the index and the writer).
+#[path = "kb_dense.rs"]
+mod dense;
+pub use dense::{DENSE_DIR, DenseIndex};
+
 /// File name of the manifest inside a knowledge-base directory.
 pub const MANIFEST_FILE: &str = "tilpass-kb.json";
 /// The `format` field of a manifest.
@@ -69,8 +74,9 @@ pub struct Manifest {
     /// BM25 parameters of [`KnowledgeBase::search`] (set at creation; `k1 >= 0`, `b` in
     /// `[0, 1]`).
     pub bm25: Bm25Params,
-    /// The dense embedder (model directory and pooling), `null` until dense search exists.
-    pub embedder: Option<serde_json::Value>,
+    /// The dense embedder (path-independent identity: model type, width, pooling,
+    /// fingerprint of the model files); `null` for a BM25-only knowledge base.
+    pub embedder: Option<crate::dense::EmbedderIdentity>,
 }
 
 /// Settings of a new knowledge base ([`KnowledgeBase::create_with`]).
@@ -193,6 +199,7 @@ pub struct KnowledgeBase {
     fields: Fields,
     analyzer: TextAnalyzer,
     chunker: Chunker,
+    dense: dense::DenseCache,
 }
 
 impl std::fmt::Debug for KnowledgeBase {
@@ -423,6 +430,7 @@ impl KnowledgeBase {
             fields,
             analyzer,
             chunker,
+            dense: Default::default(),
         })
     }
 
@@ -586,6 +594,7 @@ impl KnowledgeBase {
             upserted: HashSet::new(),
             deleted: HashSet::new(),
             purge: false,
+            dense: Default::default(),
         })
     }
 }
@@ -611,6 +620,7 @@ pub struct KbWriter<'a> {
     upserted: HashSet<String>,
     deleted: HashSet<String>,
     purge: bool,
+    dense: dense::WriterDense<'a>,
 }
 
 impl std::fmt::Debug for KbWriter<'_> {
@@ -657,6 +667,8 @@ impl KbWriter<'_> {
             let dir = self.kb.dir.clone();
             self.w().add_document(d).map_err(|e| index_err(&dir, e))?;
         }
+        self.dense
+            .stage(&doc.id, chunks.iter().map(|c| c.text.clone()));
         self.deleted.remove(&doc.id);
         self.upserted.insert(doc.id.clone());
         Ok(chunks.len())
@@ -672,6 +684,7 @@ impl KbWriter<'_> {
         }
         let term = Term::from_field_text(self.kb.fields.id, id);
         self.w().delete_term(term);
+        self.dense.unstage(id);
         self.upserted.remove(id);
         self.deleted.insert(id.to_string());
         self.purge = true;
@@ -684,7 +697,17 @@ impl KbWriter<'_> {
     pub fn commit(&mut self) -> Result<CommitStats> {
         let dir = self.kb.dir.clone();
         let err = |e| index_err(&dir, e);
-        self.w().commit().map_err(err)?;
+        // With an embedder: the vector files first, then the commit whose payload names them.
+        match self.stage_dense()? {
+            Some(payload) => {
+                let mut prepared = self.w().prepare_commit().map_err(err)?;
+                prepared.set_payload(&payload);
+                prepared.commit().map_err(err)?;
+            }
+            None => {
+                self.w().commit().map_err(err)?;
+            }
+        }
         let mut merged = 0;
         if self.purge {
             // Segment ids only: a live `SegmentMeta` (here or in a searcher) keeps its files
@@ -711,6 +734,7 @@ impl KbWriter<'_> {
         // The reader lets go of the old segments before their files are collected.
         self.kb.reload()?;
         self.w().garbage_collect_files().wait().map_err(err)?;
+        self.finish_dense()?;
         let stats = CommitStats {
             upserted: self.upserted.len(),
             deleted: self.deleted.len(),

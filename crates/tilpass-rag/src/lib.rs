@@ -9,22 +9,31 @@
 //! Hugging Face tokenizer ([`Chunker`]).
 //! Semantics: `shared/notes/retrieval-semantics.md` of the project.
 //!
-//! Dense search, HNSW, hybrid fusion and cited answers are later parts of this crate.
+//! Dense search ([`dense`], [`vectors`]: passages embedded by any tilpass sentence encoder,
+//! exact blocked dot products and an HNSW graph persisted with each commit) and hybrid search
+//! ([`fusion`]: reciprocal rank fusion and weighted min-max fusion of BM25 and dense lists).
 
 #![warn(missing_docs)]
 
 pub mod analysis;
 pub mod bm25;
 pub mod chunk;
+pub mod dense;
 pub mod error;
 pub mod eval;
+pub mod fusion;
 pub mod kb;
 pub mod light_stem;
+pub mod vectors;
 
 pub use analysis::{AnalysisConfig, StemmerKind, analyze};
 pub use chunk::{Chunk, Chunker, ChunkerConfig, TokenUnit};
+pub use dense::{Embedder, EmbedderIdentity, ModelEmbedder};
 pub use error::{RagError, Result};
+pub use fusion::{FusedHit, FusionConfig, FusionMethod, fuse};
 pub use kb::{
     Bm25Params, CHUNK_TOKENIZER_FILE, CommitStats, Document, FORMAT_NAME, FORMAT_VERSION, Hit,
     KbOptions, KbWriter, KnowledgeBase, MANIFEST_FILE, Manifest,
 };
+pub use kb::{DENSE_DIR, DenseIndex};
+pub use vectors::{HnswIndex, HnswParams, RecallReport, VectorStore, recall_at_k};
