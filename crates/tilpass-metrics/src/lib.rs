@@ -13,7 +13,7 @@
 //! | perplexity, word / byte perplexity, bits per byte | lm-evaluation-harness definitions | [`lm`] |
 //! | accuracy, P/R/F1 (macro, micro, weighted), MCC, confusion | scikit-learn | [`classification`] |
 //! | nDCG@k, MAP, MRR, recall@k, P@k; RRF | pytrec_eval (trec_eval) | [`retrieval`] |
-| citation precision / recall of RAG answers | their definitions over qrels | [`citation`] |
+//! | citation precision / recall of RAG answers | their definitions over qrels | [`citation`] |
 //! | length stats, distinct-n, self-BLEU, seq-rep-n | their definitions | [`chat`] |
 //! | nb / nn / sv / da / en identification (from `tilpass-data`) | held-out accuracy (96% nb vs nn on UD) | [`langid`] |
 //! | pairwise LLM-as-judge, win rate, bootstrap CI, length control | MT-Bench verdicts, AlpacaEval-style LC | [`judge`] |
