@@ -177,6 +177,22 @@ pub struct PromptPassage {
     pub truncated: bool,
 }
 
+impl PromptPassage {
+    /// Hit `hit` as passage `[n]`, whole.
+    pub fn from_hit(n: usize, hit: &Hit) -> Self {
+        Self {
+            n,
+            id: hit.id.clone(),
+            title: hit.title.clone(),
+            text: hit.passage.clone(),
+            start: hit.start,
+            end: hit.end,
+            score: hit.score,
+            truncated: false,
+        }
+    }
+}
+
 /// A prompt built by [`build_prompt`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RagPrompt {
@@ -365,16 +381,7 @@ pub fn build_prompt(
         .iter()
         .take(cfg.max_passages)
         .enumerate()
-        .map(|(i, h)| PromptPassage {
-            n: i + 1,
-            id: h.id.clone(),
-            title: h.title.clone(),
-            text: h.passage.clone(),
-            start: h.start,
-            end: h.end,
-            score: h.score,
-            truncated: false,
-        })
+        .map(|(i, h)| PromptPassage::from_hit(i + 1, h))
         .collect();
     let fits = |ids: &[u32]| limit.is_none_or(|l| ids.len() <= l);
     let done = |text: String, ids: Vec<u32>, passages: Vec<PromptPassage>| RagPrompt {
