@@ -17,7 +17,8 @@ use std::path::PathBuf;
 
 use tilpass_examples::rag::{RagExampleConfig, run};
 
-const USAGE: &str = "usage: rag [OUT_DIR] [--model DIR [--adapter DIR]] [--k N] [--max-new-tokens N] [--check]";
+const USAGE: &str =
+    "usage: rag [OUT_DIR] [--model DIR [--adapter DIR]] [--k N] [--max-new-tokens N] [--check]";
 
 fn main() {
     let mut cfg = RagExampleConfig::default();
@@ -118,7 +119,10 @@ fn main() {
                 );
             }
             for c in &ans.invalid_citations {
-                println!("  invalid citation [{}] (the prompt held {} passages)", c.n, c.passages);
+                println!(
+                    "  invalid citation [{}] (the prompt held {} passages)",
+                    c.n, c.passages
+                );
             }
             println!(
                 "  cites the answering document {}: {}",

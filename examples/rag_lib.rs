@@ -110,9 +110,11 @@ pub fn run(cfg: &RagExampleConfig, on_text: &mut dyn FnMut(&str)) -> Result<Vec<
             let (model, prompt_adapter) =
                 tilpass::peft::load_causal_lm(dir, cfg.adapter.as_deref(), &device)?;
             if prompt_adapter.is_some() {
-                return Err("the rag example takes LoRA adapters (`tilpass rag ask` takes \
+                return Err(
+                    "the rag example takes LoRA adapters (`tilpass rag ask` takes \
                             prompt-learning ones too)"
-                    .into());
+                        .into(),
+                );
             }
             Some((model, Tokenizer::from_dir(dir)?))
         }
@@ -129,7 +131,8 @@ pub fn run(cfg: &RagExampleConfig, on_text: &mut dyn FnMut(&str)) -> Result<Vec<
         };
         let (prompt, answer) = match &model {
             Some((m, tok)) => {
-                let p: RagPrompt = build_prompt(&pcfg, tok, question, &hits, Some(m.max_positions()))?;
+                let p: RagPrompt =
+                    build_prompt(&pcfg, tok, question, &hits, Some(m.max_positions()))?;
                 let gen_cfg = GenerateConfig {
                     max_new_tokens: cfg.max_new_tokens,
                     repetition_penalty: Some(1.2),

@@ -19,7 +19,8 @@ use crate::generate::SamplingArgs;
 
 /// `rag ask` flags.
 #[derive(Args)]
-#[command(after_help = "The k best passages (BM25) are numbered [1]..[k] before the question \
+#[command(
+    after_help = "The k best passages (BM25) are numbered [1]..[k] before the question \
 under instructions (Bokmål or Nynorsk, --lang) to answer only from them, cite them as [n] and \
 say so when they do not answer; the prompt goes through the tokenizer's chat template when it \
 has one (--chat-template plain for none). Lowest-ranked passages are dropped, then the best one \
@@ -27,7 +28,8 @@ cut, to leave --max-new-tokens (at most half the context) for the answer. Prints
 \"citations\": [{\"n\", \"id\", \"title\", \"start\", \"end\"}], \"invalid_citations\": [{\"n\", \
 \"passages\"}], \"passages\": [...], \"stop_reason\", \"prompt_tokens\"}: citations in the order \
 first cited, start/end the character span of the passage in its document; a marker naming no \
-passage given is an invalid citation.")]
+passage given is an invalid citation."
+)]
 pub struct AskArgs {
     /// Knowledge-base directory.
     #[arg(long)]
@@ -101,7 +103,12 @@ pub fn ask_cmd(a: AskArgs) -> Result<()> {
             prompt.prompt_limit.unwrap_or(context)
         );
     }
-    let cache = |b: usize| adapter.as_ref().map(|a| a.prefix_cache(b)).unwrap_or_default();
+    let cache = |b: usize| {
+        adapter
+            .as_ref()
+            .map(|a| a.prefix_cache(b))
+            .unwrap_or_default()
+    };
     let embeds = |b: usize| {
         adapter
             .as_ref()

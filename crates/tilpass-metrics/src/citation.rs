@@ -122,7 +122,10 @@ mod tests {
     #[test]
     fn recall_counts_relevant_documents_cited() {
         let q = qrels(&[("a", 2), ("b", 1), ("c", 0)]);
-        assert_eq!(citation_recall(&[Some("a"), Some("a"), None], &q), Some(0.5));
+        assert_eq!(
+            citation_recall(&[Some("a"), Some("a"), None], &q),
+            Some(0.5)
+        );
         assert_eq!(citation_recall(&[Some("a"), Some("b")], &q), Some(1.0));
         assert_eq!(citation_recall(&[Some("c")], &q), Some(0.0));
         assert_eq!(citation_recall(&[], &q), Some(0.0));

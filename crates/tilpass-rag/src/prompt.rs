@@ -134,7 +134,10 @@ impl PromptConfig {
         if let Some(n) = self.max_tokens
             && n < 2
         {
-            return Err(bad("max_tokens", format!("must be an integer >= 2, got {n}")));
+            return Err(bad(
+                "max_tokens",
+                format!("must be an integer >= 2, got {n}"),
+            ));
         }
         if let Some(i) = &self.instructions
             && i.trim().is_empty()
@@ -277,17 +280,27 @@ struct Renderer<'a> {
     layout: Layout,
 }
 
-impl Renderer<'_> {
-    fn messages(&self, passages: &[PromptPassage], system: bool) -> Vec<Message> {
-        let body = user_body(self.cfg.lang, self.question, passages);
-        let instr = self.cfg.instructions().trim();
-        if system {
-            vec![Message::new(Role::System, instr), Message::new(Role::User, body)]
-        } else {
-            vec![Message::new(Role::User, format!("{instr}\n\n{body}"))]
-        }
+/// The messages of a chat-template prompt: the instructions as the system message (or, when
+/// `system` is false, opening the user message), the sources and question as the user message.
+fn messages(
+    cfg: &PromptConfig,
+    question: &str,
+    passages: &[PromptPassage],
+    system: bool,
+) -> Vec<Message> {
+    let body = user_body(cfg.lang, question, passages);
+    let instr = cfg.instructions().trim();
+    if system {
+        vec![
+            Message::new(Role::System, instr),
+            Message::new(Role::User, body),
+        ]
+    } else {
+        vec![Message::new(Role::User, format!("{instr}\n\n{body}"))]
     }
+}
 
+impl Renderer<'_> {
     fn render(&self, passages: &[PromptPassage]) -> Result<(String, Vec<u32>), AnswerError> {
         match &self.layout {
             Layout::Plain => {
@@ -306,7 +319,7 @@ impl Renderer<'_> {
                     ..Default::default()
                 };
                 let text = template
-                    .render(&self.messages(passages, *system), &opts)?
+                    .render(&messages(self.cfg, self.question, passages, *system), &opts)?
                     .text;
                 let ids = self.tok.encode(&text, false)?;
                 Ok((text, ids))
@@ -348,26 +361,27 @@ pub fn build_prompt(
             Err(e) => return Err(e.into()),
         },
     };
-    let mut r = Renderer {
+    // Templates without a system role (they raise on one) get the instructions in the user
+    // message instead.
+    let layout = match layout {
+        Layout::Template { template, .. } => {
+            let opts = RenderOptions {
+                add_generation_prompt: true,
+                ..Default::default()
+            };
+            let system = template
+                .render(&messages(cfg, question, &[], true), &opts)
+                .is_ok();
+            Layout::Template { template, system }
+        }
+        plain => plain,
+    };
+    let r = Renderer {
         cfg,
         tok,
         question,
         layout,
     };
-    // Templates without a system role (they raise on one) get the instructions in the user
-    // message instead.
-    if let Layout::Template { template, .. } = &r.layout {
-        let opts = RenderOptions {
-            add_generation_prompt: true,
-            ..Default::default()
-        };
-        if template.render(&r.messages(&[], true), &opts).is_err() {
-            let Layout::Template { system, .. } = &mut r.layout else {
-                unreachable!("matched above")
-            };
-            *system = false;
-        }
-    }
     let template = match &r.layout {
         Layout::Plain => None,
         Layout::Template { template, .. } => Some(template.name().to_string()),
@@ -441,10 +455,11 @@ pub fn build_prompt(
     }
     // Back off to the end of a word when the prefix ends inside one.
     let mut n = lo;
-    if n < chars.len() && !chars[n].1.is_whitespace() {
-        if let Some(w) = (1..n).rev().find(|&i| chars[i].1.is_whitespace()) {
-            n = w;
-        }
+    if n < chars.len()
+        && !chars[n].1.is_whitespace()
+        && let Some(w) = (1..n).rev().find(|&i| chars[i].1.is_whitespace())
+    {
+        n = w;
     }
     for n in [n, lo] {
         if n == 0 {
@@ -504,8 +519,18 @@ mod tests {
                 "Kommunene har ansvar for grunnskolen og barnehagene.",
                 0,
             ),
-            hit("fylke", Some("Fylket"), "Fylket driver de videregående skolene.", 40),
-            hit("stat", None, "Staten eier sykehusene.\nHelse Sør-Øst er størst.", 7),
+            hit(
+                "fylke",
+                Some("Fylket"),
+                "Fylket driver de videregående skolene.",
+                40,
+            ),
+            hit(
+                "stat",
+                None,
+                "Staten eier sykehusene.\nHelse Sør-Øst er størst.",
+                7,
+            ),
         ]
     }
 
@@ -545,7 +570,11 @@ mod tests {
         assert!(p.text.contains("\n\nKjelder:\n[1] "), "{}", p.text);
         // No hits: the sources section says so.
         let p = build_prompt(&cfg, &tok, Q, &[], None).unwrap();
-        assert!(p.text.contains("Kjelder:\n(ingen kjelder funne)\n"), "{}", p.text);
+        assert!(
+            p.text.contains("Kjelder:\n(ingen kjelder funne)\n"),
+            "{}",
+            p.text
+        );
     }
 
     #[test]
@@ -588,12 +617,20 @@ mod tests {
             .collect();
         assert_eq!(span, c.text);
         assert!(p.ids.len() <= one - 3, "{} > {}", p.ids.len(), one - 3);
-        assert!(p.text.contains("[1] Kommunenes ansvar — Kommunene har ansvar …\n"));
+        assert!(
+            p.text
+                .contains("[1] Kommunenes ansvar — Kommunene har ansvar …\n")
+        );
         // No room even without passages: an error naming the budget.
         let none = build_prompt(&cfg, &tok, Q, &[], None).unwrap().ids.len();
         let e = build_prompt(&cfg, &tok, Q, &hits(), Some(none - 1 + 10)).unwrap_err();
-        assert!(matches!(&e, AnswerError::InvalidSetting { setting, .. } if setting == "max_tokens"));
-        assert!(e.to_string().contains(&format!("take {none} tokens")), "{e}");
+        assert!(
+            matches!(&e, AnswerError::InvalidSetting { setting, .. } if setting == "max_tokens")
+        );
+        assert!(
+            e.to_string().contains(&format!("take {none} tokens")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -615,18 +652,30 @@ mod tests {
         let p = build_prompt(&PromptConfig::default(), &tok, Q, &hits(), None).unwrap();
         assert_eq!(p.template.as_deref(), Some("default"));
         assert!(
-            p.text.starts_with(&format!("### System:\n{INSTRUCTIONS_NB}\n\n### Bruker:\nKilder:\n[1] ")),
+            p.text.starts_with(&format!(
+                "### System:\n{INSTRUCTIONS_NB}\n\n### Bruker:\nKilder:\n[1] "
+            )),
             "{}",
             p.text
         );
-        assert!(p.text.ends_with(&format!("Spørsmål: {Q}\n\n### Assistent:\n")), "{}", p.text);
+        assert!(
+            p.text
+                .ends_with(&format!("Spørsmål: {Q}\n\n### Assistent:\n")),
+            "{}",
+            p.text
+        );
         assert_eq!(p.ids, tok.encode(&p.text, false).unwrap());
         // "plain" forces the plain layout; a built-in can be named.
         let plain = PromptConfig {
             chat_template: Some(PLAIN_LAYOUT.into()),
             ..Default::default()
         };
-        assert_eq!(build_prompt(&plain, &tok, Q, &hits(), None).unwrap().template, None);
+        assert_eq!(
+            build_prompt(&plain, &tok, Q, &hits(), None)
+                .unwrap()
+                .template,
+            None
+        );
         let (_d2, bare) = tokenizer(None);
         let named = PromptConfig {
             chat_template: Some("norsk".into()),
@@ -652,7 +701,8 @@ mod tests {
         let (_d, tok) = tokenizer(Some(t));
         let p = build_prompt(&PromptConfig::default(), &tok, Q, &hits(), None).unwrap();
         assert!(
-            p.text.starts_with(&format!("<user>{INSTRUCTIONS_NB}\n\nKilder:\n[1] ")),
+            p.text
+                .starts_with(&format!("<user>{INSTRUCTIONS_NB}\n\nKilder:\n[1] ")),
             "{}",
             p.text
         );
@@ -690,8 +740,12 @@ mod tests {
             assert!(e.to_string().starts_with(setting), "{e}");
         }
         // The config reads from JSON with defaults, and refuses unknown keys.
-        let cfg: PromptConfig = serde_json::from_str(r#"{"lang": "nn", "max_passages": 3}"#).unwrap();
-        assert_eq!((cfg.lang, cfg.max_passages, cfg.answer_tokens), (PromptLang::Nn, 3, 256));
+        let cfg: PromptConfig =
+            serde_json::from_str(r#"{"lang": "nn", "max_passages": 3}"#).unwrap();
+        assert_eq!(
+            (cfg.lang, cfg.max_passages, cfg.answer_tokens),
+            (PromptLang::Nn, 3, 256)
+        );
         assert!(serde_json::from_str::<PromptConfig>(r#"{"langs": "nn"}"#).is_err());
     }
 }
