@@ -46,7 +46,7 @@ pub struct SamplingArgs {
 impl SamplingArgs {
     /// The generation settings, checked ([`GenerateConfig::validate`]; `--temperature` finite
     /// and >= 0, 0 being greedy decoding).
-    fn config(&self) -> Result<GenerateConfig> {
+    pub fn config(&self) -> Result<GenerateConfig> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return Err(Error::invalid(format!(
                 "invalid setting `--temperature` = {}: expected a finite number >= 0 (0: greedy)",

@@ -26,6 +26,10 @@ pub enum RagCommand {
     /// BM25 search; prints {"hits": [{"id", "score", "passage", "start", "end", "title", ...}]}
     /// best first (start/end: character span of the passage in its document).
     Search(SearchArgs),
+    /// Answer a question from the knowledge base with a decoder, citing passages as [n];
+    /// prints {"answer", "citations": [{"n", "id", "title", "start", "end"}],
+    /// "invalid_citations", ...}.
+    Ask(crate::rag_ask::AskArgs),
     /// Evaluate retrieval on queries with relevance judgements; prints {"ndcg@10", "mrr@10",
     /// "recall@100", "queries", ...} (pytrec_eval semantics).
     Eval(crate::rag_eval::EvalArgs),
@@ -105,6 +109,7 @@ pub fn rag_cmd(c: RagCommand) -> Result<()> {
         RagCommand::Index(a) => index_cmd(a),
         RagCommand::Delete(a) => delete_cmd(a),
         RagCommand::Search(a) => search_cmd(a),
+        RagCommand::Ask(a) => crate::rag_ask::ask_cmd(a),
         RagCommand::Eval(a) => crate::rag_eval::eval_cmd(a),
     }
 }

@@ -12,10 +12,16 @@
 //! Dense search ([`dense`], [`vectors`]: passages embedded by any tilpass sentence encoder,
 //! exact blocked dot products and an HNSW graph persisted with each commit) and hybrid search
 //! ([`fusion`]: reciprocal rank fusion and weighted min-max fusion of BM25 and dense lists).
+//!
+//! Answers with citations: [`build_prompt`] puts numbered passages before the question
+//! (Norwegian instructions, chat-template aware, within a token budget) and
+//! [`generate_answer`] generates through a tilpass decoder, mapping each `[n]` of the answer to
+//! a document id, title and character span ([`Answer`]).
 
 #![warn(missing_docs)]
 
 pub mod analysis;
+pub mod answer;
 pub mod bm25;
 pub mod chunk;
 pub mod dense;
@@ -24,9 +30,11 @@ pub mod eval;
 pub mod fusion;
 pub mod kb;
 pub mod light_stem;
+pub mod prompt;
 pub mod vectors;
 
 pub use analysis::{AnalysisConfig, StemmerKind, analyze};
+pub use answer::{Answer, AnswerError, Citation, InvalidCitation, generate_answer};
 pub use chunk::{Chunk, Chunker, ChunkerConfig, TokenUnit};
 pub use dense::{Embedder, EmbedderIdentity, ModelEmbedder};
 pub use error::{RagError, Result};
@@ -37,3 +45,4 @@ pub use kb::{
 };
 pub use kb::{DENSE_DIR, DenseIndex};
 pub use vectors::{HnswIndex, HnswParams, RecallReport, VectorStore, recall_at_k};
+pub use prompt::{PromptConfig, PromptLang, PromptPassage, RagPrompt, build_prompt};
