@@ -6,3 +6,6 @@ pub mod quickstart;
 
 #[path = "chat_nort5_lib.rs"]
 pub mod chat_nort5;
+
+#[path = "rag_lib.rs"]
+pub mod rag;

@@ -4,7 +4,7 @@ use clap::Args;
 use tilpass::tokenize::{RenderOptions, Tokenizer};
 use tilpass::{Error, Result};
 
-use crate::common::{ModelArgs, load_decoder, with_adapter};
+use crate::common::{ModelArgs, load_decoder, load_seq2seq};
 use crate::generate::{SamplingArgs, run_generation, run_seq2seq_generation, seq2seq_chat_source};
 
 /// The flags of `chat`.
@@ -35,7 +35,8 @@ pub struct ChatArgs {
 fn chat_seq2seq(a: ChatArgs) -> Result<()> {
     use std::io::BufRead;
     use tilpass::data::{Message, Role};
-    use tilpass::models::Seq2SeqLm;
+    use tilpass::models::Seq2SeqModel;
+    use tilpass::train::PromptSeq2Seq;
     if a.max_source_length == 0 {
         return Err(Error::invalid(
             "invalid setting `--max-source-length` = 0: expected an integer >= 1",
@@ -43,12 +44,22 @@ fn chat_seq2seq(a: ChatArgs) -> Result<()> {
     }
     // Every setting is checked before the model is read.
     a.sampling.seq2seq_config(1, 1.0)?;
-    let device = tilpass::device(&a.model.device)?;
-    let model = with_adapter(Seq2SeqLm::load(&a.model.model, &device)?, &a.model)?;
+    let (base, prompt) = load_seq2seq(&a.model)?;
+    let with_prompt;
+    let model: &dyn Seq2SeqModel = match &prompt {
+        Some(p) => {
+            with_prompt = PromptSeq2Seq {
+                model: &base,
+                prompt: p,
+            };
+            &with_prompt
+        }
+        None => &base,
+    };
     let tok = Tokenizer::from_dir(&a.model.model)?;
     // A named template must exist before the first line is read.
     seq2seq_chat_source(
-        &model,
+        model,
         &tok,
         &[Message::new(Role::User, "")],
         &a.sampling,
@@ -69,7 +80,7 @@ fn chat_seq2seq(a: ChatArgs) -> Result<()> {
         }
         messages.push(Message::new(Role::User, line));
         let (source, cut) =
-            seq2seq_chat_source(&model, &tok, &messages, &a.sampling, a.max_source_length)?;
+            seq2seq_chat_source(model, &tok, &messages, &a.sampling, a.max_source_length)?;
         if cut && !warned {
             eprintln!(
                 "chat: the conversation outgrew --max-source-length {}; the oldest turns are \
@@ -78,7 +89,7 @@ fn chat_seq2seq(a: ChatArgs) -> Result<()> {
             );
             warned = true;
         }
-        let g = run_seq2seq_generation(&model, Some(&tok), &source, &a.sampling, (1, 1.0), true)?;
+        let g = run_seq2seq_generation(model, Some(&tok), &source, &a.sampling, (1, 1.0), true)?;
         let text = g.text.unwrap_or_default();
         messages.push(Message::new(Role::Assistant, text.trim().to_string()));
     }

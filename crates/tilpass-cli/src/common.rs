@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde_json::Value;
-use tilpass::models::{DecoderLm, HasLinears};
+use tilpass::models::{DecoderLm, HasLinears, Seq2SeqLm};
 use tilpass::peft::{PeftModel, PromptAdapter, is_prompt_adapter, load_causal_lm};
 use tilpass::tokenize::{TokenizeError, Tokenizer};
 use tilpass::train::runs::{self, RunConfig};
@@ -73,8 +73,9 @@ pub fn with_adapter<M: HasLinears>(model: M, args: &ModelArgs) -> Result<M> {
     if is_prompt_adapter(dir)? {
         return Err(Error::invalid(format!(
             "{}: a prompt-learning adapter (prefix / prompt / P-tuning) applies here to \
-             decoders (logits, generate, chat) and, in `tilpass logits`, to BERT sequence \
-             classifiers and T5; this command takes LoRA / DoRA adapters for this model",
+             decoders and encoder-decoders (logits, generate, chat) and, in `tilpass logits`, \
+             to BERT sequence classifiers; this command takes LoRA / DoRA adapters for this \
+             model",
             dir.display()
         )));
     }
@@ -82,6 +83,21 @@ pub fn with_adapter<M: HasLinears>(model: M, args: &ModelArgs) -> Result<M> {
     peft.load_adapter(dir, "default")?;
     tracing::info!("adapter {}: {}", dir.display(), peft.trainable_parameters());
     Ok(peft.into_model())
+}
+
+/// An encoder-decoder (T5, NorT5) with `--adapter` applied: LoRA adapters go into its
+/// layers; a prompt-learning adapter (prompt / P-tuning; prefix tuning on T5) is returned
+/// beside it (apply it with `tilpass::train::PromptSeq2Seq`).
+pub fn load_seq2seq(args: &ModelArgs) -> Result<(Seq2SeqLm, Option<PromptAdapter>)> {
+    let device = tilpass::device(&args.device)?;
+    let model = Seq2SeqLm::load(&args.model, &device)?;
+    match &args.adapter {
+        Some(dir) if is_prompt_adapter(dir)? => {
+            let p = PromptAdapter::load_seq2seq(dir, &model, &device)?;
+            Ok((model, Some(p)))
+        }
+        _ => Ok((with_adapter(model, args)?, None)),
+    }
 }
 
 /// A decoder with `--adapter` applied: LoRA adapters go into its layers; a prompt-learning

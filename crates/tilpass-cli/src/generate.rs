@@ -4,15 +4,15 @@
 use clap::Args;
 use serde_json::json;
 use tilpass::models::{
-    DecoderLm, EncoderInput, GenerateConfig, Head, ModelKind, Seq2SeqConfig, Seq2SeqLm,
-    Seq2SeqModel, StopReason, VirtualPrefix, generate, generate_seq2seq_stream,
-    generate_seq2seq_text, generate_text_with_prefix, generate_with_prefix,
+    DecoderLm, EncoderInput, GenerateConfig, Head, ModelKind, Seq2SeqConfig, Seq2SeqModel,
+    StopReason, VirtualPrefix, generate, generate_seq2seq_stream, generate_seq2seq_text,
+    generate_text_with_prefix, generate_with_prefix,
 };
 use tilpass::peft::{PromptAdapter, PromptMethod};
 use tilpass::tokenize::{RenderOptions, Tokenizer};
 use tilpass::{Error, Result};
 
-use crate::common::{ModelArgs, load_decoder, model_tokenizer, print, with_adapter};
+use crate::common::{ModelArgs, load_decoder, load_seq2seq, model_tokenizer, print};
 
 /// Decoding flags of `generate` and `chat`.
 #[derive(Args, Clone)]
@@ -46,7 +46,7 @@ pub struct SamplingArgs {
 impl SamplingArgs {
     /// The generation settings, checked ([`GenerateConfig::validate`]; `--temperature` finite
     /// and >= 0, 0 being greedy decoding).
-    fn config(&self) -> Result<GenerateConfig> {
+    pub fn config(&self) -> Result<GenerateConfig> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return Err(Error::invalid(format!(
                 "invalid setting `--temperature` = {}: expected a finite number >= 0 (0: greedy)",
@@ -98,7 +98,7 @@ impl SamplingArgs {
 /// the plain `role: content` layout), cut from the left to `max_source_length` tokens; and
 /// whether anything was cut.
 pub fn seq2seq_chat_source(
-    model: &Seq2SeqLm,
+    model: &dyn Seq2SeqModel,
     tok: &Tokenizer,
     history: &[tilpass::data::Message],
     sampling: &SamplingArgs,
@@ -121,7 +121,7 @@ pub fn seq2seq_chat_source(
 /// generation stops at any stop string; without one, the new ids are streamed space-separated.
 /// EOS is the model's or the tokenizer's (what seq2seq SFT ends targets with).
 pub fn run_seq2seq_generation(
-    model: &Seq2SeqLm,
+    model: &dyn Seq2SeqModel,
     tok: Option<&Tokenizer>,
     prompt_ids: &[u32],
     sampling: &SamplingArgs,
@@ -394,10 +394,20 @@ fn print_generation(
 }
 
 fn generate_seq2seq_cmd(a: GenerateArgs) -> Result<()> {
-    let device = tilpass::device(&a.model.device)?;
     // Every setting is checked before the model is read.
     a.sampling.seq2seq_config(a.num_beams, a.length_penalty)?;
-    let model = with_adapter(Seq2SeqLm::load(&a.model.model, &device)?, &a.model)?;
+    let (base, prompt) = load_seq2seq(&a.model)?;
+    let with_prompt;
+    let model: &dyn Seq2SeqModel = match &prompt {
+        Some(p) => {
+            with_prompt = tilpass::train::PromptSeq2Seq {
+                model: &base,
+                prompt: p,
+            };
+            &with_prompt
+        }
+        None => &base,
+    };
     let tok = model_tokenizer(&a.model.model, a.ids.is_none())?;
     let prompt_ids = match (&a.ids, &tok, &a.prompt) {
         (Some(ids), _, _) => ids.clone(),
@@ -407,7 +417,7 @@ fn generate_seq2seq_cmd(a: GenerateArgs) -> Result<()> {
                 p.clone(),
             )];
             let (ids, cut) =
-                seq2seq_chat_source(&model, tok, &msgs, &a.sampling, a.max_source_length)?;
+                seq2seq_chat_source(model, tok, &msgs, &a.sampling, a.max_source_length)?;
             if cut {
                 eprintln!(
                     "warning: the prompt was cut from the left to --max-source-length {}",
@@ -420,7 +430,7 @@ fn generate_seq2seq_cmd(a: GenerateArgs) -> Result<()> {
         _ => return Err(Error::invalid("give --prompt TEXT or --ids 1,2,3")),
     };
     let g = run_seq2seq_generation(
-        &model,
+        model,
         tok.as_ref(),
         &prompt_ids,
         &a.sampling,

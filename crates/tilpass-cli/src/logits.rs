@@ -6,7 +6,6 @@ use serde_json::json;
 use tilpass::burn::tensor::Device;
 use tilpass::models::{
     AnyModel, DecoderInput, EncoderInput, EncoderModel, HasLinears, Head, Logits, ModelKind,
-    Seq2SeqLm,
 };
 use tilpass::peft::{PromptAdapter, is_prompt_adapter};
 use tilpass::{Error, Result};
@@ -114,16 +113,10 @@ fn prompt_adapter_logits(
                 p.forward_classifier(&m, &encoder_input(&a.ids, tt)?)?,
             ))
         }
-        AnyModel::Seq2SeqLm(Seq2SeqLm::T5(m)) => {
+        AnyModel::Seq2SeqLm(m) => {
+            use tilpass::models::Seq2SeqModel;
             no_flag(tt.is_some(), "--token-type-ids", "BERT models")?;
-            let c = m.config();
-            let dims = PromptDims {
-                hidden: c.d_model,
-                layers: m.num_decoder_layers(),
-                kv_heads: c.num_heads,
-                head_dim: c.d_kv,
-            };
-            let p = PromptAdapter::load_with(dir, dims, device)?;
+            let p = PromptAdapter::load_seq2seq(dir, &m, device)?;
             let dec = a
                 .decoder_ids
                 .clone()
@@ -136,7 +129,7 @@ fn prompt_adapter_logits(
         }
         other => Err(Error::invalid(format!(
             "{}: prompt-learning adapters (prefix / prompt / P-tuning) run on decoders, BERT \
-             sequence classifiers and T5; this model is a {} {:?}",
+             sequence classifiers and encoder-decoders (T5, NorT5); this model is a {} {:?}",
             dir.display(),
             other.model_type(),
             other.head()

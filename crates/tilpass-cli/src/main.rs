@@ -31,6 +31,8 @@ mod metrics;
 mod metrics_lm;
 mod peft;
 mod rag;
+mod rag_ask;
+mod rag_dense;
 mod rag_eval;
 mod reward;
 mod tokenizer;
@@ -93,7 +95,8 @@ enum Command {
     /// Sentence embeddings from an encoder (BERT, NorBERT3): one --text prints
     /// {"dim", "embedding", "truncated"}; several texts or --file print one JSON line per text.
     Embed(embed::EmbedArgs),
-    /// Knowledge bases for retrieval: index documents, delete them, BM25 search.
+    /// Knowledge bases for retrieval: index documents, delete them, BM25 search, answer
+    /// questions with citations.
     #[command(subcommand)]
     Rag(rag::RagCommand),
 }

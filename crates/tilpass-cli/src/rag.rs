@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use tilpass::rag::{
-    AnalysisConfig, ChunkerConfig, Document, KnowledgeBase, MANIFEST_FILE, RagError,
+    AnalysisConfig, Bm25Params, ChunkerConfig, Document, KbOptions, KnowledgeBase, MANIFEST_FILE,
+    RagError, StemmerKind, TokenUnit,
 };
 use tilpass::{Error, Result};
 
@@ -25,6 +26,10 @@ pub enum RagCommand {
     /// BM25 search; prints {"hits": [{"id", "score", "passage", "start", "end", "title", ...}]}
     /// best first (start/end: character span of the passage in its document).
     Search(SearchArgs),
+    /// Answer a question from the knowledge base with a decoder, citing passages as [n];
+    /// prints {"answer", "citations": [{"n", "id", "title", "start", "end"}],
+    /// "invalid_citations", ...}.
+    Ask(crate::rag_ask::AskArgs),
     /// Evaluate retrieval on queries with relevance judgements; prints {"ndcg@10", "mrr@10",
     /// "recall@100", "queries", ...} (pytrec_eval semantics).
     Eval(crate::rag_eval::EvalArgs),
@@ -47,6 +52,22 @@ pub struct IndexArgs {
     /// --chunk-tokens).
     #[arg(long)]
     chunk_overlap: Option<usize>,
+    /// Count --chunk-tokens in the tokens of this tokenizer (a directory with tokenizer.json,
+    /// or the file) instead of whitespace words; a new knowledge base keeps a copy.
+    #[arg(long)]
+    chunk_tokenizer: Option<PathBuf>,
+    /// Stemmer of the analysis chain of a new knowledge base: snowball (default), light-nb,
+    /// light-nn, light-both (Lucene's NorwegianLightStemmer) or none.
+    #[arg(long)]
+    stemmer: Option<String>,
+    /// BM25 k1 of a new knowledge base (finite, >= 0; default 1.2).
+    #[arg(long, allow_negative_numbers = true)]
+    k1: Option<f32>,
+    /// BM25 b of a new knowledge base (in [0, 1]; default 0.75).
+    #[arg(long, allow_negative_numbers = true)]
+    b: Option<f32>,
+    #[command(flatten)]
+    dense: crate::rag_dense::IndexDenseArgs,
 }
 
 /// `rag delete` flags.
@@ -72,6 +93,14 @@ pub struct SearchArgs {
     /// Number of hits.
     #[arg(long, default_value_t = 10)]
     k: usize,
+    /// BM25 k1 for this search (default: the knowledge base's).
+    #[arg(long, allow_negative_numbers = true)]
+    k1: Option<f32>,
+    /// BM25 b for this search (default: the knowledge base's).
+    #[arg(long, allow_negative_numbers = true)]
+    b: Option<f32>,
+    #[command(flatten)]
+    dense: crate::rag_dense::SearchDenseArgs,
 }
 
 /// Runs `tilpass rag ...`.
@@ -80,6 +109,7 @@ pub fn rag_cmd(c: RagCommand) -> Result<()> {
         RagCommand::Index(a) => index_cmd(a),
         RagCommand::Delete(a) => delete_cmd(a),
         RagCommand::Search(a) => search_cmd(a),
+        RagCommand::Ask(a) => crate::rag_ask::ask_cmd(a),
         RagCommand::Eval(a) => crate::rag_eval::eval_cmd(a),
     }
 }
@@ -125,20 +155,46 @@ fn index_cmd(a: IndexArgs) -> Result<()> {
     let start = std::time::Instant::now();
     let docs = read_docs(&a.docs)?;
     let existing = a.kb.join(MANIFEST_FILE).is_file();
+    let stemmer = a
+        .stemmer
+        .as_deref()
+        .map(str::parse::<StemmerKind>)
+        .transpose()?;
     let kb = if existing {
         let kb = KnowledgeBase::open(&a.kb)?;
         let have = &kb.manifest().chunker;
         let clash = a.chunk_tokens.is_some_and(|n| n != have.max_tokens)
-            || a.chunk_overlap.is_some_and(|n| n != have.overlap_tokens);
+            || a.chunk_overlap.is_some_and(|n| n != have.overlap_tokens)
+            || (a.chunk_tokenizer.is_some() && have.unit != TokenUnit::Tokenizer);
         if clash {
             return Err(RagError::InvalidSetting {
                 setting: "chunk_tokens".into(),
                 message: format!(
-                    "{} was chunked with {} tokens and {} overlap; one chunking per knowledge \
-                     base (leave --chunk-tokens/--chunk-overlap out or use a new --kb)",
+                    "{} was chunked with {} tokens ({:?}) and {} overlap; one chunking per \
+                     knowledge base (leave --chunk-tokens/--chunk-overlap/--chunk-tokenizer out \
+                     or use a new --kb)",
                     a.kb.display(),
                     have.max_tokens,
+                    have.unit,
                     have.overlap_tokens
+                ),
+            }
+            .into());
+        }
+        let m = kb.manifest();
+        let settings_clash = stemmer.is_some_and(|s| s != m.analysis.stemmer)
+            || a.k1.is_some_and(|k1| k1 != m.bm25.k1)
+            || a.b.is_some_and(|b| b != m.bm25.b);
+        if settings_clash {
+            return Err(RagError::InvalidSetting {
+                setting: "stemmer/k1/b".into(),
+                message: format!(
+                    "{} was made with stemmer {} and BM25 k1 {} b {}; these are fixed at \
+                     creation (use --k1/--b of `rag search` to try other BM25 parameters)",
+                    a.kb.display(),
+                    m.analysis.stemmer.name(),
+                    m.bm25.k1,
+                    m.bm25.b
                 ),
             }
             .into());
@@ -147,15 +203,47 @@ fn index_cmd(a: IndexArgs) -> Result<()> {
     } else {
         let d = ChunkerConfig::default();
         let max_tokens = a.chunk_tokens.unwrap_or(d.max_tokens);
+        let tokenizer = match &a.chunk_tokenizer {
+            None => None,
+            Some(p) if p.is_dir() => Some(tilpass::tokenize::Tokenizer::from_dir(p)?),
+            Some(p) => Some(tilpass::tokenize::Tokenizer::from_file(p)?),
+        };
         let chunker = ChunkerConfig {
+            unit: if tokenizer.is_some() {
+                TokenUnit::Tokenizer
+            } else {
+                TokenUnit::Whitespace
+            },
             max_tokens,
             overlap_tokens: a.chunk_overlap.unwrap_or(max_tokens / 5),
-            ..d
+            tokenizer_source: a.chunk_tokenizer.as_ref().map(|p| p.display().to_string()),
         };
         chunker.validate()?;
-        KnowledgeBase::create(&a.kb, AnalysisConfig::default(), chunker)?
+        let dflt = Bm25Params::default();
+        let bm25 = Bm25Params {
+            k1: a.k1.unwrap_or(dflt.k1),
+            b: a.b.unwrap_or(dflt.b),
+        };
+        bm25.validate()?;
+        let analysis = AnalysisConfig {
+            stemmer: stemmer.unwrap_or(StemmerKind::Snowball),
+            ..Default::default()
+        };
+        KnowledgeBase::create_with(
+            &a.kb,
+            KbOptions {
+                analysis,
+                chunker,
+                bm25,
+                chunk_tokenizer: tokenizer.map(std::sync::Arc::new),
+            },
+        )?
     };
+    let embedder = a.dense.load()?;
     let mut w = kb.writer()?;
+    if let Some(e) = &embedder {
+        a.dense.attach(&mut w, e)?;
+    }
     let mut replaced = 0usize;
     let mut passages = 0usize;
     for (i, d) in docs.iter().enumerate() {
@@ -177,13 +265,17 @@ fn index_cmd(a: IndexArgs) -> Result<()> {
         docs.len(),
         stats.passages
     );
-    print(&json!({
+    let mut out = json!({
         "kb": a.kb,
         "documents": docs.len(),
         "replaced": replaced,
         "passages": stats.passages,
         "seconds": seconds,
-    }));
+    });
+    if let Some(r) = a.dense.report(&kb)? {
+        out["recall"] = r;
+    }
+    print(&out);
     Ok(())
 }
 
@@ -220,7 +312,16 @@ fn search_cmd(a: SearchArgs) -> Result<()> {
         return Err(RagError::EmptyQuery.into());
     }
     let kb = KnowledgeBase::open(&a.kb)?;
-    let hits = kb.search(&a.query, a.k)?;
+    let m = kb.manifest().bm25;
+    let bm25 = Bm25Params {
+        k1: a.k1.unwrap_or(m.k1),
+        b: a.b.unwrap_or(m.b),
+    };
+    if a.dense.mode != crate::rag_dense::Mode::Bm25 {
+        print(&crate::rag_dense::search(&kb, &a.query, a.k, bm25, &a.dense)?);
+        return Ok(());
+    }
+    let hits = kb.search_with(&a.query, a.k, bm25)?;
     let hits = serde_json::to_value(&hits).map_err(|e| Error::invalid(e.to_string()))?;
     print(&json!({ "hits": hits }));
     Ok(())

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde_json::json;
 use tilpass::data::embedded::{
     NORSK_RAG, NORSK_RAG_PASSAGES_JSONL, NORSK_RAG_QRELS, NORSK_RAG_QUERIES_JSONL,
@@ -13,21 +13,13 @@ use tilpass::rag::eval::{
     CUTOFF_RECALL, EvalQuery, evaluate, parse_qrels, parse_queries, read_qrels, read_queries,
     run_queries,
 };
-use tilpass::rag::{AnalysisConfig, ChunkerConfig, Document, KnowledgeBase, RagError};
+use tilpass::rag::{
+    AnalysisConfig, ChunkerConfig, Document, KnowledgeBase, ModelEmbedder, RagError,
+};
 use tilpass::{Error, Result};
 
 use crate::common::print;
-
-/// The search modes `--mode` names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum EvalMode {
-    /// BM25 over the Norwegian analysis chain.
-    Bm25,
-    /// Dense vectors of the knowledge base's embedder.
-    Dense,
-    /// Fusion of BM25 and dense.
-    Hybrid,
-}
+use crate::rag_dense::{Mode, SearchDenseArgs, mode_hits, query_embedder};
 
 /// `rag eval` flags.
 #[derive(Args)]
@@ -43,9 +35,11 @@ pub struct EvalArgs {
     /// `builtin:norsk-rag`.
     #[arg(long)]
     qrels: String,
-    /// Search mode.
-    #[arg(long, value_enum, default_value_t = EvalMode::Bm25)]
-    mode: EvalMode,
+    /// Retriever and its settings (as `rag search`: --mode bm25|dense|hybrid, --fusion,
+    /// --alpha, --depth, --index, --embedder; a `builtin:` knowledge base is embedded with
+    /// --embedder for dense and hybrid).
+    #[command(flatten)]
+    dense: SearchDenseArgs,
     /// Hits retrieved per query (at least 100, the recall cutoff).
     #[arg(long, default_value_t = CUTOFF_RECALL)]
     k: usize,
@@ -81,7 +75,7 @@ impl Drop for TempKb {
     }
 }
 
-fn builtin_kb() -> Result<(KnowledgeBase, TempKb)> {
+fn builtin_kb(embedder: Option<&ModelEmbedder>) -> Result<(KnowledgeBase, TempKb)> {
     let dir = std::env::temp_dir().join(format!(
         "tilpass-rag-eval-{}-{}",
         std::process::id(),
@@ -93,6 +87,9 @@ fn builtin_kb() -> Result<(KnowledgeBase, TempKb)> {
     let guard = TempKb(dir.clone());
     let kb = KnowledgeBase::create(&dir, AnalysisConfig::default(), ChunkerConfig::default())?;
     let mut w = kb.writer()?;
+    if let Some(e) = embedder {
+        w.set_embedder(e)?;
+    }
     let mut n = 0usize;
     for (i, line) in NORSK_RAG_PASSAGES_JSONL.lines().enumerate() {
         let source_name = format!("builtin:{NORSK_RAG}:{}", i + 1);
@@ -112,17 +109,6 @@ fn builtin_kb() -> Result<(KnowledgeBase, TempKb)> {
 
 /// Runs `tilpass rag eval`.
 pub fn eval_cmd(a: EvalArgs) -> Result<()> {
-    if a.mode != EvalMode::Bm25 {
-        let name = a.mode.to_possible_value().map(|v| v.get_name().to_string());
-        return Err(RagError::InvalidSetting {
-            setting: "mode".into(),
-            message: format!(
-                "mode {} not available in this build (available: bm25)",
-                name.unwrap_or_default()
-            ),
-        }
-        .into());
-    }
     // Inputs are checked before any searching starts.
     let queries = load_queries(&a.queries)?;
     let qrels = if builtin(&a.qrels)? {
@@ -140,18 +126,39 @@ pub fn eval_cmd(a: EvalArgs) -> Result<()> {
         }
         .into());
     }
+    let mode = a.dense.mode;
+    let mode_name = match mode {
+        Mode::Bm25 => "bm25",
+        Mode::Dense => "dense",
+        Mode::Hybrid => "hybrid",
+    };
     let (kb, _guard) = if builtin(&a.kb)? {
-        let (kb, g) = builtin_kb()?;
+        let index_embedder = match (mode, a.dense.embedder_dir()) {
+            (Mode::Bm25, _) => None,
+            (_, Some(dir)) => Some(ModelEmbedder::load(dir, &tilpass::device(a.dense.device())?)?),
+            (_, None) => {
+                return Err(Error::invalid(format!(
+                    "--kb builtin:{NORSK_RAG} with --mode {mode_name} needs --embedder MODEL_DIR \
+                     to embed the passages with"
+                )));
+            }
+        };
+        let (kb, g) = builtin_kb(index_embedder.as_ref())?;
         (kb, Some(g))
     } else {
         (KnowledgeBase::open(&a.kb)?, None)
     };
+    let query_embedder = match mode {
+        Mode::Bm25 => None,
+        _ => Some(query_embedder(&kb, &a.dense)?),
+    };
+    let bm25 = kb.manifest().bm25;
     let start = std::time::Instant::now();
     let step = (queries.len() / 10).max(1);
     let run = run_queries(
         &queries,
         a.k,
-        |text, k| kb.search(text, k),
+        |text, k| mode_hits(&kb, query_embedder.as_ref(), text, k, bm25, &a.dense),
         |done, total| {
             if done % step == 0 || done == total {
                 eprintln!("searched {done} / {total} queries");
@@ -181,7 +188,7 @@ pub fn eval_cmd(a: EvalArgs) -> Result<()> {
         report.queries, report.mean.ndcg_at_10, report.mean.mrr_at_10, report.mean.recall_at_100
     );
     let mut out = json!({
-        "mode": "bm25",
+        "mode": mode_name,
         "k": a.k,
         "queries": report.queries,
         "ndcg@10": report.mean.ndcg_at_10,

@@ -208,6 +208,21 @@ pub struct SftArgs {
     /// Train this existing LoRA adapter (HF PEFT layout) instead of a new one.
     #[arg(long)]
     init_adapter: Option<PathBuf>,
+    /// Adapter method: lora (default), prompt (prompt tuning), p-tuning (MLP prompt encoder)
+    /// or prefix (prefix tuning; on T5, not NorT5). The base model stays frozen; the adapter
+    /// is saved in PEFT's format.
+    #[arg(long, value_parser = ["lora", "prompt", "p-tuning", "prefix"])]
+    peft: Option<String>,
+    /// Virtual tokens of a prompt / p-tuning / prefix adapter (required for them).
+    #[arg(long)]
+    num_virtual_tokens: Option<usize>,
+    /// Prefix tuning through PEFT's projection MLP.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    prefix_projection: Option<bool>,
+    /// Hidden width of the prompt encoder (p-tuning, or prefix with --prefix-projection;
+    /// default: the model's width, as PEFT).
+    #[arg(long)]
+    encoder_hidden_size: Option<usize>,
     #[command(flatten)]
     #[serde(flatten)]
     optim: OptimFlags,
@@ -421,7 +436,12 @@ pub fn train_cmd(c: TrainCommand) -> Result<()> {
                 .model
                 .as_deref()
                 .is_some_and(|m| tilpass::models::is_encoder_decoder(m).unwrap_or(false));
-            let (summary, saved) = if seq2seq {
+            let (summary, saved) = if run.peft != tilpass::train::PeftMethod::Lora {
+                let o = run
+                    .run_prompt(&device, &mut |e| show(&mut bar, e))
+                    .inspect_err(|_| crate::common::after_error(bar.take_held()))?;
+                (o.summary, o.saved)
+            } else if seq2seq {
                 let o = run
                     .run_seq2seq(&device, &mut |e| show(&mut bar, e))
                     .inspect_err(|_| crate::common::after_error(bar.take_held()))?;

@@ -2354,3 +2354,194 @@ fn train_sft_chat_tunes_a_nort5_on_norsk_chat() {
     );
     assert_eq!(answers.len(), 1, "{answers:?}");
 }
+
+/// `train sft --peft prompt|p-tuning|prefix` on encoder-decoders and a decoder: the adapter is
+/// saved in PEFT's format (task SEQ_2_SEQ_LM / CAUSAL_LM), `generate --adapter` applies it (its
+/// first greedy token is the argmax of `logits --adapter` at the decoder start), and settings
+/// that do not fit the method are refused before any work.
+#[test]
+fn train_sft_prompt_learning_on_encoder_decoders_and_decoders() {
+    let work = tempfile::tempdir().unwrap();
+    let rows: String = (0..6)
+        .map(|i| {
+            serde_json::json!({"prompt": format!("t{} t{} t30", 10 + i, 20 + i),
+                               "completion": format!(" t{} t{}", 40 + i, 50 + i)})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let data = write(work.path(), "train.jsonl", &rows);
+    let cases: [(&str, &[&str], &str, &str); 4] = [
+        (
+            "nort5",
+            &["--peft", "prompt"],
+            "PROMPT_TUNING",
+            "SEQ_2_SEQ_LM",
+        ),
+        (
+            "t5_v1_1",
+            &[
+                "--peft",
+                "prefix",
+                "--prefix-projection",
+                "--encoder-hidden-size",
+                "8",
+            ],
+            "PREFIX_TUNING",
+            "SEQ_2_SEQ_LM",
+        ),
+        (
+            "t5_v1_1",
+            &["--peft", "p-tuning"],
+            "P_TUNING",
+            "SEQ_2_SEQ_LM",
+        ),
+        (
+            "llama_gqa",
+            &["--peft", "prefix"],
+            "PREFIX_TUNING",
+            "CAUSAL_LM",
+        ),
+    ];
+    for (i, (model, flags, peft_type, task)) in cases.into_iter().enumerate() {
+        let src = prompt_fixture(model);
+        let dir = with_tokenizer(&src);
+        let m = dir.path().to_str().unwrap();
+        let out = work.path().join(format!("run{i}"));
+        let o = out.to_str().unwrap();
+        let mut args = vec![
+            "train",
+            "sft",
+            "--model",
+            m,
+            "--data",
+            &data,
+            "--out",
+            o,
+            "--steps",
+            "2",
+            "--batch-size",
+            "3",
+            "--lr",
+            "0.01",
+            "--num-virtual-tokens",
+            "3",
+            "--save-steps",
+            "1",
+        ];
+        args.extend_from_slice(flags);
+        let v = ok_json(&tilpass(&args));
+        assert_eq!(v["summary"]["steps"], 2, "{model}: {v}");
+        let adapter = out.join("adapter");
+        let cfg = read_json(&adapter.join("adapter_config.json"));
+        assert_eq!(cfg["peft_type"], peft_type, "{model}");
+        assert_eq!(cfg["task_type"], task, "{model}");
+        assert_eq!(cfg["num_virtual_tokens"], 3, "{model}");
+        assert!(
+            out.join("checkpoint-2/optimizer.safetensors").is_file(),
+            "{model}"
+        );
+        if task != "SEQ_2_SEQ_LM" {
+            continue;
+        }
+        let a = adapter.to_str().unwrap();
+        let logits = ok_json(&tilpass(&[
+            "logits",
+            "--model",
+            m,
+            "--adapter",
+            a,
+            "--ids",
+            "10,20,30",
+        ]));
+        let first = logits_of(&logits);
+        let argmax = first
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::MIN),
+                |b, (j, x)| if *x > b.1 { (j, *x) } else { b },
+            )
+            .0;
+        let g = ok_json(&tilpass(&[
+            "generate",
+            "--model",
+            m,
+            "--adapter",
+            a,
+            "--ids",
+            "10,20,30",
+            "--max-new-tokens",
+            "1",
+            "--json",
+        ]));
+        assert_eq!(
+            g["ids"][0], argmax,
+            "{model}: generate applies the adapter: {g}"
+        );
+        let plain = ok_json(&tilpass(&["logits", "--model", m, "--ids", "10,20,30"]));
+        assert_ne!(
+            logits_of(&plain),
+            first,
+            "{model}: the adapter changes the logits"
+        );
+    }
+    // Settings that do not fit the method: typed errors naming the setting.
+    let dir = with_tokenizer(&prompt_fixture("nort5"));
+    let m = dir.path().to_str().unwrap();
+    let base = [
+        "train", "sft", "--model", m, "--data", &data, "--steps", "1",
+    ];
+    for (flags, needle) in [
+        (&["--peft", "prompt"][..], "num_virtual_tokens"),
+        (
+            &["--peft", "prompt", "--num-virtual-tokens", "0"][..],
+            "num_virtual_tokens",
+        ),
+        (
+            &[
+                "--peft",
+                "prompt",
+                "--num-virtual-tokens",
+                "2",
+                "--prefix-projection",
+            ][..],
+            "prefix_projection",
+        ),
+        (
+            &[
+                "--peft",
+                "prompt",
+                "--num-virtual-tokens",
+                "2",
+                "--encoder-hidden-size",
+                "4",
+            ][..],
+            "encoder_hidden_size",
+        ),
+        (&["--num-virtual-tokens", "2"][..], "num_virtual_tokens"),
+        (
+            &["--peft", "p-tuning", "--num-virtual-tokens", "2", "--full"][..],
+            "full",
+        ),
+        (
+            &["--peft", "prefix", "--num-virtual-tokens", "2"][..],
+            "NorT5",
+        ),
+    ] {
+        let out = work.path().join("bad");
+        let mut args = base.to_vec();
+        args.extend(["--out", out.to_str().unwrap(), "--overwrite-output-dir"]);
+        args.extend_from_slice(flags);
+        let err = bad_input(&tilpass(&args));
+        assert!(err.contains(needle), "{flags:?}: {err}");
+    }
+}
+
+fn prompt_fixture(name: &str) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    match name {
+        "llama_gqa" => root.join("models").join(name),
+        _ => root.join("encoders").join(name),
+    }
+}

@@ -227,3 +227,83 @@ fn killed_indexing_leaves_the_last_commit() {
     let v = ok_json(&tilpass(&["rag", "index", "--kb", kb, "--docs", &more]));
     assert_eq!(v["passages"], 2);
 }
+
+#[test]
+fn stemmer_bm25_and_tokenizer_chunking_flags() {
+    let t = tempfile::tempdir().unwrap();
+    let kb = t.path().join("kb");
+    let kb = kb.to_str().unwrap();
+    let sentence = "Kommunen brøyter vegane når snøen kjem. ";
+    let docs = jsonl(
+        t.path(),
+        "docs.jsonl",
+        &[
+            json!({"id": "a", "text": sentence.repeat(12), "title": "Brøyting"}),
+            json!({"id": "b", "text": "Tryggleiken på skulevegen er viktig for kommunen."}),
+        ],
+    );
+    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/train/orpo/tokenizer/tokenizer.json");
+    let tokenizer = tokenizer.to_str().unwrap();
+    // Bad values are refused before anything is written.
+    for (flag, value) in [
+        ("--k1", "-1"),
+        ("--b", "1.5"),
+        ("--k1", "NaN"),
+        ("--stemmer", "porter"),
+    ] {
+        let err = bad_input(&tilpass(&[
+            "rag", "index", "--kb", kb, "--docs", &docs, flag, value,
+        ]));
+        assert!(
+            err.contains(flag.trim_start_matches('-')) || err.contains("stemmer"),
+            "{err}"
+        );
+        assert!(!Path::new(kb).exists(), "{flag} {value}: nothing written");
+    }
+    let v = ok_json(&tilpass(&[
+        "rag",
+        "index",
+        "--kb",
+        kb,
+        "--docs",
+        &docs,
+        "--chunk-tokens",
+        "20",
+        "--chunk-overlap",
+        "4",
+        "--chunk-tokenizer",
+        tokenizer,
+        "--stemmer",
+        "light-nn",
+        "--k1",
+        "0.9",
+        "--b",
+        "0.4",
+    ]));
+    assert!(v["passages"].as_u64().unwrap() > 2, "{v}");
+    let m: Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(kb).join("tilpass-kb.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["analysis"]["stemmer"], "light-nn");
+    assert_eq!(m["bm25"], json!({"k1": 0.9, "b": 0.4}));
+    assert_eq!(m["chunker"]["unit"], "tokenizer");
+    assert!(Path::new(kb).join("chunk-tokenizer.json").is_file());
+    // The Nynorsk light stemmer joins "tryggleik" and "tryggleiken".
+    let hits = search(kb, "tryggleik");
+    assert_eq!(hits[0]["id"], "b");
+    // Per-search parameters, and their ranges.
+    let v = ok_json(&tilpass(&[
+        "rag", "search", "--kb", kb, "--query", "snøen", "--k1", "2", "--b", "1",
+    ]));
+    assert!(!v["hits"].as_array().unwrap().is_empty());
+    bad_input(&tilpass(&[
+        "rag", "search", "--kb", kb, "--query", "snøen", "--b", "-0.5",
+    ]));
+    // Creation settings are fixed.
+    let err = bad_input(&tilpass(&[
+        "rag", "index", "--kb", kb, "--docs", &docs, "--k1", "1.5",
+    ]));
+    assert!(err.contains("k1"), "{err}");
+}

@@ -195,7 +195,7 @@ fn bad_input_exits_2_naming_the_cause() {
         "--mode",
         "dense",
     ]));
-    assert!(err.contains("mode dense not available"), "{err}");
+    assert!(err.contains("needs --embedder"), "{err}");
 
     let err = bad_input(&tilpass(&[
         "rag",

@@ -13,6 +13,7 @@
 //! | perplexity, word / byte perplexity, bits per byte | lm-evaluation-harness definitions | [`lm`] |
 //! | accuracy, P/R/F1 (macro, micro, weighted), MCC, confusion | scikit-learn | [`classification`] |
 //! | nDCG@k, MAP, MRR, recall@k, P@k; RRF | pytrec_eval (trec_eval) | [`retrieval`] |
+//! | citation precision / recall of RAG answers | their definitions over qrels | [`citation`] |
 //! | length stats, distinct-n, self-BLEU, seq-rep-n | their definitions | [`chat`] |
 //! | nb / nn / sv / da / en identification (from `tilpass-data`) | held-out accuracy (96% nb vs nn on UD) | [`langid`] |
 //! | pairwise LLM-as-judge, win rate, bootstrap CI, length control | MT-Bench verdicts, AlpacaEval-style LC | [`judge`] |
@@ -31,6 +32,7 @@
 pub mod bleu;
 pub mod chat;
 pub mod chrf;
+pub mod citation;
 pub mod classification;
 pub mod error;
 pub mod files;
@@ -50,6 +52,7 @@ pub use chat::{
     LengthStats, distinct_n, language_shares, length_stats, repetition_rate, self_bleu,
 };
 pub use chrf::{Chrf, ChrfConfig, ChrfScore};
+pub use citation::{CitationScores, citation_precision, citation_recall, citation_scores};
 pub use classification::{ClassificationError, ClassificationReport, classification_report};
 pub use error::{MetricsError, Result};
 pub use files::{read_lines, read_qrels, read_run, read_trec};

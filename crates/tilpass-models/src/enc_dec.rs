@@ -91,6 +91,31 @@ impl T5Cache {
 pub trait Seq2SeqModel {
     /// Encoder states of a batch.
     fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput>;
+    /// [`Self::encode`] with the input embeddings of the first `n` columns replaced by
+    /// `prompt [batch, n, hidden]` (prompt tuning / P-tuning: PEFT's virtual tokens in front of
+    /// the encoder input, given as the word-embedding output). The default supports no prompt.
+    fn encode_with_prompt(
+        &self,
+        input: &EncoderInput,
+        prompt: Option<Tensor<3>>,
+    ) -> Result<EncoderOutput> {
+        match prompt {
+            None => self.encode(input),
+            Some(_) => Err(ModelError::Input(
+                "this encoder-decoder takes no prompt embeddings".into(),
+            )),
+        }
+    }
+    /// Whether PEFT's prefix tuning applies: virtual keys/values prefilled into the decoder's
+    /// self-attention cache, attended by every position (T5: yes; NorT5's modelling code turns
+    /// its causal mask off when given a cache, so PEFT cannot train a prefix on it).
+    fn takes_prefix_cache(&self) -> bool {
+        true
+    }
+    /// Embedding width of the encoder input (`d_model` / `hidden_size`).
+    fn hidden_size(&self) -> usize;
+    /// Decoder self-attention key/value shape per layer: `(heads, head_dim)`.
+    fn kv_shape(&self) -> (usize, usize);
     /// Decoder logits `[batch, t, vocab]` for `decoder_ids` (`[batch, t]`) after the cache.
     fn decode(
         &self,

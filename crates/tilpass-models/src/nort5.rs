@@ -309,9 +309,24 @@ impl NorT5 {
 
     /// Encoder hidden states `[batch, seq, hidden]` (the last layer; NorT5 has no final norm).
     pub fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
+        self.encode_with_prompt(input, None)
+    }
+
+    /// [`Self::encode`] with the word embeddings of the first `n` encoder columns replaced by
+    /// `prompt [batch, n, hidden]` before the embedding LayerNorm (PEFT's prompt tuning puts
+    /// its virtual tokens where `get_input_embeddings()` — NorT5's `word_embedding` — would
+    /// give the token embeddings).
+    pub fn encode_with_prompt(
+        &self,
+        input: &EncoderInput,
+        prompt: Option<Tensor<3>>,
+    ) -> Result<EncoderOutput> {
         input.check_limits(self.config.vocab_size, None)?;
         let (b, s) = (input.batch, input.seq);
-        let mut x = self.embed(&input.input_ids, b, s);
+        let ids: Vec<i64> = input.input_ids.iter().map(|&t| i64::from(t)).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &self.device());
+        let words = crate::encoder::splice_prompt(self.word.forward(ids), prompt)?;
+        let mut x = plain_layer_norm(words, self.config.layer_norm_eps);
         let rel = self.enc_rel.forward();
         let mask = input.key_padding_mask(&self.device());
         for l in &self.encoder {
@@ -496,6 +511,26 @@ impl FamilyModel for NorT5 {
 impl Seq2SeqModel for NorT5 {
     fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
         NorT5::encode(self, input)
+    }
+    fn encode_with_prompt(
+        &self,
+        input: &EncoderInput,
+        prompt: Option<Tensor<3>>,
+    ) -> Result<EncoderOutput> {
+        NorT5::encode_with_prompt(self, input, prompt)
+    }
+    fn takes_prefix_cache(&self) -> bool {
+        false
+    }
+    fn hidden_size(&self) -> usize {
+        self.config().hidden_size
+    }
+    fn kv_shape(&self) -> (usize, usize) {
+        let c = self.config();
+        (
+            c.num_attention_heads,
+            c.hidden_size / c.num_attention_heads.max(1),
+        )
     }
     fn decode(
         &self,

@@ -83,6 +83,22 @@ impl Seq2SeqModel for Seq2SeqLm {
     fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
         self.inner().encode(input)
     }
+    fn encode_with_prompt(
+        &self,
+        input: &EncoderInput,
+        prompt: Option<Tensor<3>>,
+    ) -> Result<EncoderOutput> {
+        self.inner().encode_with_prompt(input, prompt)
+    }
+    fn takes_prefix_cache(&self) -> bool {
+        self.inner().takes_prefix_cache()
+    }
+    fn hidden_size(&self) -> usize {
+        self.inner().hidden_size()
+    }
+    fn kv_shape(&self) -> (usize, usize) {
+        self.inner().kv_shape()
+    }
     fn decode(
         &self,
         enc: &EncoderOutput,

@@ -663,6 +663,19 @@ impl Seq2SeqModel for T5 {
     fn encode(&self, input: &EncoderInput) -> Result<EncoderOutput> {
         T5::encode(self, input)
     }
+    fn encode_with_prompt(
+        &self,
+        input: &EncoderInput,
+        prompt: Option<Tensor<3>>,
+    ) -> Result<EncoderOutput> {
+        T5::encode_with_prompt(self, input, prompt)
+    }
+    fn hidden_size(&self) -> usize {
+        self.config().d_model
+    }
+    fn kv_shape(&self) -> (usize, usize) {
+        (self.config().num_heads, self.config().d_kv)
+    }
     fn decode(
         &self,
         enc: &EncoderOutput,

@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tilpass_core::{Checkpoint, HostTensor, SaveDtype, save_safetensors};
 use tilpass_models::{
-    Bert, DecoderInput, DecoderLm, EncoderInput, GenerateConfig, HasLinears, KvCache, T5, T5Cache,
-    VirtualPrefix, generate_with_prefix,
+    Bert, DecoderInput, DecoderLm, EncoderInput, GenerateConfig, HasLinears, KvCache, Seq2SeqModel,
+    T5Cache, VirtualPrefix, generate_with_prefix,
 };
 
 use crate::config::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use crate::error::{PeftError, Result};
-use crate::lora::KEY_PREFIX;
+use crate::lora::{KEY_PREFIX, ParamMut};
 use crate::prompt_encoder::{ENCODER_SIDECAR, EncoderKind, PromptEncoder};
 
 /// The prompt-learning methods.
@@ -241,11 +241,16 @@ impl PromptAdapter {
         Ok(model.classify_with_prompt(&prefixed, Some(self.first_rows(input.batch)))?)
     }
 
-    /// Prompt tuning / P-tuning on T5: virtual tokens in front of the encoder input only (as
-    /// PEFT for seq2seq); decoder logits `[batch, t, vocab]`.
-    pub fn forward_seq2seq(
+    /// The adapter on an encoder-decoder (T5, NorT5), as PEFT 0.21's
+    /// `PeftModelForSeq2SeqLM.forward`: prompt tuning / P-tuning put the table's first `n`
+    /// rows in front of the encoder input (attention mask extended with ones; the decoder
+    /// inputs and labels are untouched, though the table has `n · num_transformer_submodules`
+    /// rows); prefix tuning fills the decoder's self-attention cache. Decoder logits
+    /// `[batch, t, vocab]`. Prefix tuning on a model that cannot take a prefilled cache
+    /// (NorT5) is an error.
+    pub fn forward_seq2seq<M: Seq2SeqModel + ?Sized>(
         &self,
-        model: &T5,
+        model: &M,
         input: &EncoderInput,
         decoder_ids: &[Vec<u32>],
     ) -> Result<Tensor<3>> {
@@ -257,6 +262,14 @@ impl PromptAdapter {
             )));
         }
         if self.method == PromptMethod::Prefix {
+            if !model.takes_prefix_cache() {
+                return Err(PeftError::Config(
+                    "prefix tuning needs a decoder that takes a prefilled self-attention cache \
+                     with its causal mask (T5); NorT5's modelling code drops the mask with a \
+                     cache, so PEFT cannot apply a prefix to it: use prompt tuning or P-tuning"
+                        .into(),
+                ));
+            }
             // PEFT: the prefix goes into the decoder's self-attention cache only; the
             // cross-attention cache is reset (computed from the encoder output).
             let enc = model.encode(input)?;
@@ -294,41 +307,129 @@ impl PromptAdapter {
         out
     }
 
-    /// A fresh adapter whose table comes from a trainable prompt encoder (prefix tuning's
-    /// projection MLP, or P-tuning's MLP — `lstm: false` — or bidirectional LSTM with
-    /// `lstm_layers`), with hidden width `hidden` (PEFT's `encoder_hidden_size`).
-    pub fn new_with_encoder(
-        model: &DecoderLm,
+    /// A fresh adapter for an encoder-decoder (PEFT task `SEQ_2_SEQ_LM`,
+    /// `num_transformer_submodules` 2): prompt tuning / P-tuning tables of `2n` rows (only the
+    /// first `n` reach the encoder, as PEFT), a prefix table of `n` rows of
+    /// `decoder layers · 2 · heads · head_dim`; drawn from N(0, 1) with `seed`. Then
+    /// [`Self::with_encoder`] for prefix projection or P-tuning. Errors for `n` = 0 and for
+    /// prefix tuning on a model that cannot take it (NorT5).
+    pub fn new_seq2seq<M: Seq2SeqModel + ?Sized>(
+        model: &M,
         method: PromptMethod,
         n: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        if n == 0 {
+            return Err(PeftError::Config(
+                "num_virtual_tokens must be at least 1".into(),
+            ));
+        }
+        if method == PromptMethod::Prefix && !model.takes_prefix_cache() {
+            return Err(PeftError::Config(
+                "prefix tuning is not available for this encoder-decoder (NorT5's modelling \
+                 code drops the decoder's causal mask with a cache, so PEFT cannot apply it): \
+                 use prompt tuning or P-tuning"
+                    .into(),
+            ));
+        }
+        let dims = seq2seq_dims(model);
+        let width = dims.width(method);
+        let rows = match method {
+            PromptMethod::Prefix => n,
+            _ => 2 * n,
+        };
+        let table = normal_table(rows, width, seed, device);
+        Ok(Self {
+            encoder: None,
+            saved_modules: Vec::new(),
+            config: PromptConfig {
+                peft_type: peft_type_name(method).into(),
+                task_type: Some("SEQ_2_SEQ_LM".into()),
+                num_virtual_tokens: n,
+                token_dim: Some(if method == PromptMethod::Prefix {
+                    dims.kv_heads * dims.head_dim
+                } else {
+                    dims.hidden
+                }),
+                num_transformer_submodules: Some(2),
+                num_attention_heads: Some(dims.kv_heads),
+                num_layers: Some(dims.layers),
+                other: BTreeMap::new(),
+            },
+            method,
+            table: Param::from_tensor(table),
+            layers: dims.layers,
+            kv_heads: dims.kv_heads,
+            head_dim: dims.head_dim,
+        })
+    }
+
+    /// Loads a PEFT prompt-learning adapter for an encoder-decoder (T5, NorT5), checking its
+    /// shapes against the model.
+    pub fn load_seq2seq<M: Seq2SeqModel + ?Sized>(
+        dir: impl AsRef<Path>,
+        model: &M,
+        device: &Device,
+    ) -> Result<Self> {
+        let me = Self::load_with(dir.as_ref(), seq2seq_dims(model), device)?;
+        if me.method == PromptMethod::Prefix && !model.takes_prefix_cache() {
+            return Err(PeftError::Mismatch {
+                path: dir.as_ref().display().to_string(),
+                message: "a prefix-tuning adapter; this encoder-decoder (NorT5) cannot take a \
+                          prefix"
+                    .into(),
+            });
+        }
+        Ok(me)
+    }
+
+    /// Adds the trainable prompt encoder PEFT trains for this adapter's method — prefix
+    /// tuning's projection MLP (`Linear → tanh → Linear`), P-tuning's MLP, or its
+    /// bidirectional LSTM with `lstm_layers` — of hidden width `hidden` (PEFT's
+    /// `encoder_hidden_size`), one input row per table row, PyTorch's initialisation with
+    /// `seed`. Errors for prompt tuning (no encoder) and a zero width.
+    pub fn with_encoder(
+        mut self,
         hidden: usize,
         lstm_layers: Option<usize>,
         seed: u64,
+        device: &Device,
     ) -> Result<Self> {
-        let mut me = Self::new(model, method, n, seed, None)?;
-        let (kind, d_in) = match (method, lstm_layers) {
-            (PromptMethod::Prefix, _) => (EncoderKind::PrefixMlp, me.config.token_dim.unwrap_or(0)),
-            (PromptMethod::PTuning, None) => (EncoderKind::PTuningMlp, model.hidden_size()),
-            (PromptMethod::PTuning, Some(_)) => (EncoderKind::PTuningLstm, model.hidden_size()),
+        if hidden == 0 {
+            return Err(PeftError::Config(
+                "encoder_hidden_size must be at least 1".into(),
+            ));
+        }
+        let [rows, width] = self.table.dims();
+        let (kind, d_in) = match (self.method, lstm_layers) {
+            (PromptMethod::Prefix, _) => (
+                EncoderKind::PrefixMlp,
+                self.config
+                    .token_dim
+                    .unwrap_or(self.kv_heads * self.head_dim),
+            ),
+            (PromptMethod::PTuning, None) => (EncoderKind::PTuningMlp, width),
+            (PromptMethod::PTuning, Some(_)) => (EncoderKind::PTuningLstm, width),
             (PromptMethod::PromptTuning, _) => {
                 return Err(PeftError::Config(
-                    "prompt tuning has no prompt encoder".into(),
+                    "prompt tuning has no prompt encoder (prefix_projection / \
+                     encoder_hidden_size apply to prefix tuning and P-tuning)"
+                        .into(),
                 ));
             }
         };
-        let width = me.table.dims()[1];
-        let device = model_device(model);
-        me.encoder = Some(PromptEncoder::new(
+        self.encoder = Some(PromptEncoder::new(
             kind,
-            n,
+            rows,
             d_in,
             hidden,
             width,
             lstm_layers.unwrap_or(2),
             seed,
-            &device,
+            device,
         ));
-        let other = &mut me.config.other;
+        let other = &mut self.config.other;
         other.insert("encoder_hidden_size".into(), hidden.into());
         match kind {
             EncoderKind::PrefixMlp => {
@@ -342,7 +443,55 @@ impl PromptAdapter {
                 other.insert("encoder_num_layers".into(), lstm_layers.unwrap_or(2).into());
             }
         }
-        Ok(me)
+        Ok(self)
+    }
+
+    /// The trainable parameters — the prompt encoder's (sidecar names) when there is one, else
+    /// the table itself as `prompt_embeddings` — for an optimiser (names stable across steps).
+    pub fn trainable_params_mut(&mut self) -> Vec<(String, ParamMut<'_>)> {
+        match &mut self.encoder {
+            Some(e) => e.params_mut(),
+            None => vec![("prompt_embeddings".into(), ParamMut::D2(&mut self.table))],
+        }
+    }
+
+    /// The number of trainable values (prompt encoder or table).
+    pub fn trainable_count(&mut self) -> usize {
+        self.trainable_params_mut()
+            .into_iter()
+            .map(|(_, p)| match p {
+                ParamMut::D1(p) => p.dims()[0],
+                ParamMut::D2(p) => p.dims().iter().product(),
+            })
+            .sum()
+    }
+
+    /// The model sizes this adapter was made for.
+    pub fn dims(&self) -> PromptDims {
+        PromptDims {
+            hidden: match self.method {
+                PromptMethod::Prefix => self.config.token_dim.unwrap_or(0),
+                _ => self.table.dims()[1],
+            },
+            layers: self.layers,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+        }
+    }
+
+    /// A fresh adapter whose table comes from a trainable prompt encoder (prefix tuning's
+    /// projection MLP, or P-tuning's MLP — `lstm: false` — or bidirectional LSTM with
+    /// `lstm_layers`), with hidden width `hidden` (PEFT's `encoder_hidden_size`).
+    pub fn new_with_encoder(
+        model: &DecoderLm,
+        method: PromptMethod,
+        n: usize,
+        hidden: usize,
+        lstm_layers: Option<usize>,
+        seed: u64,
+    ) -> Result<Self> {
+        let device = model_device(model);
+        Self::new(model, method, n, seed, None)?.with_encoder(hidden, lstm_layers, seed, &device)
     }
 
     /// The virtual-token table in use, `[n, width]`: the encoder's output, else `table`.
@@ -392,29 +541,9 @@ impl PromptAdapter {
                     "text / vocabulary initialisation needs prompt tuning or P-tuning and at least one id".into(),
                 ));
             }
-            None => {
-                let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
-                let mut uniform = || {
-                    state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                    let mut z = state;
-                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-                };
-                let v: Vec<f32> = (0..n * width)
-                    .map(|_| {
-                        let (u1, u2) = (uniform().max(1e-300), uniform());
-                        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-                    })
-                    .collect();
-                Tensor::from_data(TensorData::new(v, [n, width]), &device)
-            }
+            None => normal_table(n, width, seed, &device),
         };
-        let peft_type = match method {
-            PromptMethod::Prefix => "PREFIX_TUNING",
-            PromptMethod::PromptTuning => "PROMPT_TUNING",
-            PromptMethod::PTuning => "P_TUNING",
-        };
+        let peft_type = peft_type_name(method);
         let token_dim = if method == PromptMethod::Prefix {
             kv_heads * head_dim
         } else {
@@ -605,6 +734,45 @@ impl PromptAdapter {
         tilpass_core::write_atomic(dir.join(ADAPTER_CONFIG), text.as_bytes())?;
         Ok(())
     }
+}
+
+/// PEFT's `peft_type` of a method.
+fn peft_type_name(method: PromptMethod) -> &'static str {
+    match method {
+        PromptMethod::Prefix => "PREFIX_TUNING",
+        PromptMethod::PromptTuning => "PROMPT_TUNING",
+        PromptMethod::PTuning => "P_TUNING",
+    }
+}
+
+/// The dimensions of an encoder-decoder a prompt adapter must fit (prefix: the decoder's).
+fn seq2seq_dims<M: Seq2SeqModel + ?Sized>(model: &M) -> PromptDims {
+    let (kv_heads, head_dim) = model.kv_shape();
+    PromptDims {
+        hidden: model.hidden_size(),
+        layers: model.num_decoder_layers(),
+        kv_heads,
+        head_dim,
+    }
+}
+
+/// A `[rows, width]` table drawn from N(0, 1) (Box–Muller on SplitMix64 seeded with `seed`).
+fn normal_table(rows: usize, width: usize, seed: u64, device: &Device) -> Tensor<2> {
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut uniform = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let v: Vec<f32> = (0..rows * width)
+        .map(|_| {
+            let (u1, u2) = (uniform().max(1e-300), uniform());
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(v, [rows, width]), device)
 }
 
 /// The encoder a config describes (`prefix_projection`, `encoder_reparameterization_type`).

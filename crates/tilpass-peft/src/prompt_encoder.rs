@@ -180,6 +180,38 @@ impl PromptEncoder {
         )
     }
 
+    /// Every parameter, mutable, named as in the sidecar file (PEFT's in-memory names:
+    /// `embedding.weight`, `mlp_head.0.weight`, `lstm_head.weight_ih_l0`, ...); linear weights
+    /// are held `[in, out]` (the sidecar stores them transposed).
+    pub fn params_mut(&mut self) -> Vec<(String, crate::lora::ParamMut<'_>)> {
+        use crate::lora::ParamMut;
+        let names = self.linear_names();
+        let mut out = vec![(
+            "embedding.weight".to_string(),
+            ParamMut::D2(&mut self.embedding),
+        )];
+        for (name, l) in names.into_iter().zip(&mut self.linears) {
+            out.push((format!("{name}.weight"), ParamMut::D2(&mut l.weight)));
+            if let Some(b) = &mut l.bias {
+                out.push((format!("{name}.bias"), ParamMut::D1(b)));
+            }
+        }
+        for (i, d) in self.lstm.iter_mut().enumerate() {
+            let sfx = format!("_l{}{}", i / 2, if i % 2 == 1 { "_reverse" } else { "" });
+            out.push((
+                format!("lstm_head.weight_ih{sfx}"),
+                ParamMut::D2(&mut d.w_ih),
+            ));
+            out.push((
+                format!("lstm_head.weight_hh{sfx}"),
+                ParamMut::D2(&mut d.w_hh),
+            ));
+            out.push((format!("lstm_head.bias_ih{sfx}"), ParamMut::D1(&mut d.b_ih)));
+            out.push((format!("lstm_head.bias_hh{sfx}"), ParamMut::D1(&mut d.b_hh)));
+        }
+        out
+    }
+
     /// One SGD step on every parameter with a gradient; returns how many were updated.
     pub fn sgd_step(&mut self, grads: &burn::tensor::Gradients, lr: f64) -> usize {
         let mut n = usize::from(crate::lora::sgd(&mut self.embedding, grads, lr));

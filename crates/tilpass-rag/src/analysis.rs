@@ -1,7 +1,9 @@
 //! The lexical analysis chain (Lucene's `NorwegianAnalyzer` order): split into runs of
 //! alphanumeric characters (tantivy's `SimpleTokenizer`), drop tokens of `max_token_bytes` bytes
 //! or more, lowercase, remove the Snowball Norwegian stop words, stem with the Snowball
-//! Norwegian stemmer. Indexing and querying run the same chain, named by the manifest.
+//! Norwegian stemmer, or with Lucene's `NorwegianLightStemmer` (Bokmål, Nynorsk or both
+//! variants; [`crate::light_stem`]), or not at all ([`StemmerKind`]). Indexing and querying run
+//! the same chain, named by the manifest.
 
 use serde::{Deserialize, Serialize};
 use tantivy::tokenizer::{
@@ -10,6 +12,78 @@ use tantivy::tokenizer::{
 };
 
 use crate::error::{RagError, Result};
+use crate::light_stem::{LightStemmer, LightVariant};
+
+/// Which stemmer ends the chain (`"stemmer"` in the manifest: `"snowball"`, `"light-nb"`,
+/// `"light-nn"`, `"light-both"` or `"none"`; the booleans of earlier manifests read as
+/// `true` = snowball, `false` = none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StemmerKind {
+    /// Snowball's Norwegian stemmer (Lucene's `NorwegianAnalyzer`; Bokmål oriented).
+    Snowball,
+    /// Lucene's `NorwegianLightStemmer` with `BOKMAAL` endings.
+    LightNb,
+    /// Lucene's `NorwegianLightStemmer` with `NYNORSK` endings.
+    LightNn,
+    /// Lucene's `NorwegianLightStemmer` with `BOKMAAL | NYNORSK` endings.
+    LightBoth,
+    /// No stemming.
+    None,
+}
+
+impl StemmerKind {
+    /// Every kind with its manifest / CLI name.
+    pub const ALL: [(StemmerKind, &'static str); 5] = [
+        (StemmerKind::Snowball, "snowball"),
+        (StemmerKind::LightNb, "light-nb"),
+        (StemmerKind::LightNn, "light-nn"),
+        (StemmerKind::LightBoth, "light-both"),
+        (StemmerKind::None, "none"),
+    ];
+
+    /// The manifest / CLI name.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map_or("none", |(_, n)| n)
+    }
+}
+
+impl std::str::FromStr for StemmerKind {
+    type Err = RagError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(k, _)| *k)
+            .ok_or_else(|| RagError::InvalidSetting {
+                setting: "analysis.stemmer".into(),
+                message: format!(
+                    "{s:?} is not a stemmer; expected one of snowball, light-nb, light-nn, \
+                     light-both, none"
+                ),
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for StemmerKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Flag(bool),
+            Name(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Flag(true) => Ok(StemmerKind::Snowball),
+            Repr::Flag(false) => Ok(StemmerKind::None),
+            Repr::Name(n) => n.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
 
 /// The name the analyzer is registered under in the index's tokenizer manager.
 pub(crate) const ANALYZER_NAME: &str = "tilpass_norwegian";
@@ -26,8 +100,8 @@ pub struct AnalysisConfig {
     pub lowercase: bool,
     /// Remove Snowball's stop words of the language (after lowercasing).
     pub stop_words: bool,
-    /// Stem with Snowball's stemmer of the language.
-    pub stemmer: bool,
+    /// The stemmer ending the chain.
+    pub stemmer: StemmerKind,
     /// Tokens of this many UTF-8 bytes or more are dropped (tantivy's `RemoveLongFilter`).
     pub max_token_bytes: usize,
 }
@@ -38,7 +112,7 @@ impl Default for AnalysisConfig {
             language: "norwegian".into(),
             lowercase: true,
             stop_words: true,
-            stemmer: true,
+            stemmer: StemmerKind::Snowball,
             max_token_bytes: 40,
         }
     }
@@ -82,9 +156,13 @@ impl AnalysisConfig {
             })?;
             b = b.filter_dynamic(stop);
         }
-        if self.stemmer {
-            b = b.filter_dynamic(Stemmer::new(Language::Norwegian));
-        }
+        b = match self.stemmer {
+            StemmerKind::Snowball => b.filter_dynamic(Stemmer::new(Language::Norwegian)),
+            StemmerKind::LightNb => b.filter_dynamic(LightStemmer(LightVariant::NB)),
+            StemmerKind::LightNn => b.filter_dynamic(LightStemmer(LightVariant::NN)),
+            StemmerKind::LightBoth => b.filter_dynamic(LightStemmer(LightVariant::BOTH)),
+            StemmerKind::None => b,
+        };
         Ok(b.build())
     }
 }
@@ -115,6 +193,43 @@ mod tests {
         let a1 = analyze(&mut a, "kommunene");
         let a2 = analyze(&mut a, "kommunen");
         assert_eq!(a1, a2);
+    }
+
+    #[test]
+    fn stemmer_kinds_parse_serialise_and_change_the_chain() {
+        for (k, name) in StemmerKind::ALL {
+            assert_eq!(name.parse::<StemmerKind>().unwrap(), k);
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("{name:?}"));
+            assert_eq!(serde_json::from_str::<StemmerKind>(&json).unwrap(), k);
+        }
+        assert!(matches!(
+            "porter".parse::<StemmerKind>(),
+            Err(RagError::InvalidSetting { .. })
+        ));
+        // Manifests written before the choice existed.
+        assert_eq!(
+            serde_json::from_str::<StemmerKind>("true").unwrap(),
+            StemmerKind::Snowball
+        );
+        assert_eq!(
+            serde_json::from_str::<StemmerKind>("false").unwrap(),
+            StemmerKind::None
+        );
+        let run = |k: StemmerKind, text: &str| {
+            let c = AnalysisConfig {
+                stemmer: k,
+                ..Default::default()
+            };
+            analyze(&mut c.analyzer().unwrap(), text)
+        };
+        assert_eq!(run(StemmerKind::None, "Kommunene"), ["kommunene"]);
+        assert_eq!(run(StemmerKind::LightNb, "Hemmeligheten"), ["hemmelig"]);
+        assert_eq!(run(StemmerKind::LightNn, "Tryggleiken"), ["trygg"]);
+        assert_eq!(
+            run(StemmerKind::LightBoth, "hemmeligheten tryggleiken"),
+            ["hemmelig", "trygg"]
+        );
     }
 
     #[test]

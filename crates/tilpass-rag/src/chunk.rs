@@ -3,8 +3,16 @@
 //! cut into windows of tokens. Every passage is a contiguous slice of its document and keeps its
 //! character span (`start..end` in Unicode scalar values, as Python's `str` indexes), so a
 //! citation points into the source.
+//!
+//! Tokens are whitespace-separated words ([`ChunkerConfig::chunk`]) or the tokens of a Hugging
+//! Face tokenizer ([`Chunker`] with [`TokenUnit::Tokenizer`]): the budget is checked on the
+//! passage text itself (encoded alone, without special tokens), so a passage never has more
+//! than `max_tokens` tokens of that tokenizer even where subword merges differ at its edges.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tilpass_tokenize::Tokenizer;
 
 use crate::error::{RagError, Result};
 
@@ -14,6 +22,8 @@ use crate::error::{RagError, Result};
 pub enum TokenUnit {
     /// Runs of non-whitespace characters.
     Whitespace,
+    /// Tokens of a Hugging Face tokenizer (`tokenizer.json`; a knowledge base keeps its copy).
+    Tokenizer,
 }
 
 /// Settings of the chunker (stored in the manifest: every passage of a knowledge base is cut
@@ -29,6 +39,10 @@ pub struct ChunkerConfig {
     /// whose tokens fit; windows of an over-long sentence overlap by exactly this many tokens);
     /// less than `max_tokens`.
     pub overlap_tokens: usize,
+    /// Where the tokenizer of [`TokenUnit::Tokenizer`] was loaded from (for the record; the
+    /// knowledge base reads its own copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_source: Option<String>,
 }
 
 impl Default for ChunkerConfig {
@@ -37,6 +51,7 @@ impl Default for ChunkerConfig {
             unit: TokenUnit::Whitespace,
             max_tokens: 200,
             overlap_tokens: 40,
+            tokenizer_source: None,
         }
     }
 }
@@ -74,35 +89,127 @@ impl ChunkerConfig {
         Ok(())
     }
 
+    /// Cuts `text` into passages by whitespace tokens (none for text without a token);
+    /// [`TokenUnit::Tokenizer`] needs a [`Chunker`] holding the tokenizer.
+    pub fn chunk(&self, text: &str) -> Result<Vec<Chunk>> {
+        if self.unit != TokenUnit::Whitespace {
+            return Err(RagError::InvalidSetting {
+                setting: "chunk_tokenizer".into(),
+                message: "chunking by tokenizer tokens needs the tokenizer (use a Chunker)".into(),
+            });
+        }
+        Chunker::new(self.clone(), None)?.chunk(text)
+    }
+}
+
+/// A chunker ready to run: its settings and, for [`TokenUnit::Tokenizer`], the tokenizer.
+#[derive(Debug, Clone)]
+pub struct Chunker {
+    config: ChunkerConfig,
+    tokenizer: Option<Arc<Tokenizer>>,
+}
+
+impl Chunker {
+    /// Checks that `tokenizer` is given exactly when `config.unit` is [`TokenUnit::Tokenizer`].
+    pub fn new(config: ChunkerConfig, tokenizer: Option<Arc<Tokenizer>>) -> Result<Self> {
+        config.validate()?;
+        match (config.unit, tokenizer.is_some()) {
+            (TokenUnit::Tokenizer, false) => Err(RagError::InvalidSetting {
+                setting: "chunk_tokenizer".into(),
+                message: "chunking by tokenizer tokens without a tokenizer".into(),
+            }),
+            (TokenUnit::Whitespace, true) => Err(RagError::InvalidSetting {
+                setting: "chunk_tokenizer".into(),
+                message: "a tokenizer given for whitespace chunking".into(),
+            }),
+            _ => Ok(Self { config, tokenizer }),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ChunkerConfig {
+        &self.config
+    }
+
+    /// The tokenizer, for [`TokenUnit::Tokenizer`].
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.tokenizer.as_deref()
+    }
+
+    /// Byte spans of the tokens of `text` (whitespace runs, or the tokenizer's offsets without
+    /// special tokens; empty spans dropped).
+    fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>> {
+        match &self.tokenizer {
+            None => Ok(whitespace_tokens(text)),
+            Some(t) => {
+                let enc = t
+                    .encode_full(text, false)
+                    .map_err(|e| RagError::InvalidSetting {
+                        setting: "chunk_tokenizer".into(),
+                        message: e.to_string(),
+                    })?;
+                Ok(enc
+                    .get_offsets()
+                    .iter()
+                    .copied()
+                    .filter(|(s, e)| e > s)
+                    .collect())
+            }
+        }
+    }
+
+    /// The number of tokens of `text` for the budget (whitespace runs, or the tokenizer's tokens
+    /// without special tokens).
+    pub fn count(&self, text: &str) -> Result<usize> {
+        match &self.tokenizer {
+            None => Ok(text.split_whitespace().count()),
+            Some(t) => Ok(t
+                .encode_full(text, false)
+                .map_err(|e| RagError::InvalidSetting {
+                    setting: "chunk_tokenizer".into(),
+                    message: e.to_string(),
+                })?
+                .len()),
+        }
+    }
+
     /// Cuts `text` into passages (none for text without a token).
     pub fn chunk(&self, text: &str) -> Result<Vec<Chunk>> {
-        self.validate()?;
+        let max = self.config.max_tokens;
+        let overlap = self.config.overlap_tokens;
         let sentences = sentences(text);
-        let mut spans: Vec<(usize, usize)> = Vec::new(); // byte spans
         let n = sentences.len();
+        // Tokens of the text from byte `a` to byte `b` (whitespace counts add up over sentences;
+        // subword counts are taken on the span itself).
+        let additive = self.tokenizer.is_none();
+        let mut sentence_tokens = Vec::with_capacity(n);
+        for s in &sentences {
+            sentence_tokens.push(if additive {
+                s.tokens.len()
+            } else {
+                self.count(&text[s.start..s.end])?
+            });
+        }
+        let count = |i: usize, j: usize| -> Result<usize> {
+            // Sentences i..j (j exclusive, i < j).
+            if additive || j == i + 1 {
+                Ok(sentence_tokens[i..j].iter().sum())
+            } else {
+                self.count(&text[sentences[i].start..sentences[j - 1].end])
+            }
+        };
+        let mut spans: Vec<(usize, usize)> = Vec::new(); // byte spans
         let mut i = 0;
         while i < n {
             let s = &sentences[i];
-            if s.tokens.len() > self.max_tokens {
-                // An over-long sentence: windows of tokens.
-                let step = self.max_tokens - self.overlap_tokens;
-                let mut w = 0;
-                loop {
-                    let last = (w + self.max_tokens).min(s.tokens.len());
-                    spans.push((s.tokens[w].0, s.tokens[last - 1].1));
-                    if last == s.tokens.len() {
-                        break;
-                    }
-                    w += step;
-                }
+            if sentence_tokens[i] > max {
+                self.windows(text, s.start, s.end, &mut spans)?;
                 i += 1;
                 continue;
             }
             // Pack sentences i..j.
-            let mut j = i;
-            let mut total = 0;
-            while j < n && total + sentences[j].tokens.len() <= self.max_tokens {
-                total += sentences[j].tokens.len();
+            let mut j = i + 1;
+            while j < n && count(i, j + 1)? <= max {
                 j += 1;
             }
             spans.push((sentences[i].start, sentences[j - 1].end));
@@ -111,15 +218,11 @@ impl ChunkerConfig {
             }
             // Overlap: the earliest k in (i, j) whose sentences k..j fit the overlap and leave
             // room for sentence j; else no overlap.
-            let next_len = sentences[j].tokens.len();
             let mut k = j;
-            let mut tail = 0;
             while k > i + 1 {
-                let t = sentences[k - 1].tokens.len();
-                if tail + t > self.overlap_tokens || tail + t + next_len > self.max_tokens {
+                if count(k - 1, j)? > overlap || count(k - 1, j + 1)? > max {
                     break;
                 }
-                tail += t;
                 k -= 1;
             }
             i = k;
@@ -150,20 +253,57 @@ impl ChunkerConfig {
         }
         Ok(out)
     }
+
+    /// Cuts the over-long sentence `text[start..end]` into windows of `max_tokens` tokens that
+    /// overlap by `overlap_tokens` (with a tokenizer, a window whose text encodes to more tokens
+    /// than the budget is shortened by whole tokens until it fits).
+    fn windows(
+        &self,
+        text: &str,
+        start: usize,
+        end: usize,
+        spans: &mut Vec<(usize, usize)>,
+    ) -> Result<()> {
+        let max = self.config.max_tokens;
+        let step = max - self.config.overlap_tokens;
+        let toks: Vec<(usize, usize)> = self
+            .token_spans(&text[start..end])?
+            .into_iter()
+            .map(|(a, b)| (a + start, b + start))
+            .collect();
+        // Offsets of byte-level tokens may include the space before a word: trim it.
+        let trimmed = |a: usize, b: usize| {
+            let piece = &text[a..b];
+            (
+                a + piece.len() - piece.trim_start().len(),
+                b - (piece.len() - piece.trim_end().len()),
+            )
+        };
+        let mut w = 0;
+        while w < toks.len() {
+            let mut last = (w + max).min(toks.len());
+            let (mut a, mut b) = trimmed(toks[w].0, toks[last - 1].1);
+            if self.tokenizer.is_some() {
+                while last > w + 1 && b > a && self.count(&text[a..b])? > max {
+                    last -= 1;
+                    (a, b) = trimmed(toks[w].0, toks[last - 1].1);
+                }
+            }
+            if b > a {
+                spans.push((a, b));
+            }
+            if last == toks.len() {
+                break;
+            }
+            // Always advance; by `step` unless the window was shortened below it.
+            w += step.min(last - w).max(1);
+        }
+        Ok(())
+    }
 }
 
-/// A sentence: byte span (trimmed) and its tokens' byte spans.
-struct Sentence {
-    start: usize,
-    end: usize,
-    tokens: Vec<(usize, usize)>,
-}
-
-/// Splits text into sentences: a sentence ends after `.`, `!`, `?` or `…` (with any closing
-/// quotes or brackets) when whitespace follows and the next word does not start with a
-/// lowercase letter (so `f.eks. en` stays whole), and at every blank line.
-fn sentences(text: &str) -> Vec<Sentence> {
-    // Tokens (byte spans of non-whitespace runs).
+/// Byte spans of the runs of non-whitespace characters of `text`.
+fn whitespace_tokens(text: &str) -> Vec<(usize, usize)> {
     let mut tokens: Vec<(usize, usize)> = Vec::new();
     let mut start = None;
     for (b, c) in text.char_indices() {
@@ -178,6 +318,21 @@ fn sentences(text: &str) -> Vec<Sentence> {
     if let Some(s) = start {
         tokens.push((s, text.len()));
     }
+    tokens
+}
+
+/// A sentence: byte span (trimmed) and its tokens' byte spans.
+struct Sentence {
+    start: usize,
+    end: usize,
+    tokens: Vec<(usize, usize)>,
+}
+
+/// Splits text into sentences: a sentence ends after `.`, `!`, `?` or `…` (with any closing
+/// quotes or brackets) when whitespace follows and the next word does not start with a
+/// lowercase letter (so `f.eks. en` stays whole), and at every blank line.
+fn sentences(text: &str) -> Vec<Sentence> {
+    let tokens = whitespace_tokens(text);
     let mut out = Vec::new();
     let mut first = 0;
     for (t, &(ts, te)) in tokens.iter().enumerate() {
@@ -296,6 +451,123 @@ mod tests {
         assert_eq!(t, ["én to tre fire", "fire fem seks sju", "sju åtte ni ti"]);
         assert_eq!((chunks[1].start, chunks[1].end), (10, 27));
         check_invariants(text, &cfg, &chunks);
+    }
+
+    /// A document of sentences of varied length (one far over any budget below), with
+    /// non-ASCII letters, quotes and a blank line.
+    fn long_document() -> String {
+        let mut t = String::new();
+        for i in 0..40 {
+            let n = 3 + (i * 7) % 19;
+            let words: Vec<String> = (0..n)
+                .map(|j| {
+                    [
+                        "kommunen",
+                        "fylkeskommunane",
+                        "sjøen",
+                        "værmeldinga",
+                        "Ålesund",
+                        "f.eks.",
+                        "«bibliotek»",
+                        "barnehageplassar",
+                    ][(i + j) % 8]
+                        .to_string()
+                })
+                .collect();
+            t.push_str(&words.join(" "));
+            t.push_str(if i % 9 == 4 { ".\n\n" } else { ". " });
+        }
+        let run: Vec<&str> = std::iter::repeat_n("skuleveg", 150).collect();
+        t.push_str(&run.join(" "));
+        t.push_str(". Slutt.");
+        t
+    }
+
+    #[test]
+    fn tokenizer_tokens_bound_every_passage_and_spans_are_exact() {
+        use tilpass_tokenize::{TokenizerKind, TrainConfig, train_tokenizer};
+        let text = long_document();
+        let dir = tempfile::tempdir().unwrap();
+        let train = dir.path().join("train.txt");
+        std::fs::write(&train, text.repeat(3)).unwrap();
+        for kind in [
+            TokenizerKind::Bpe,
+            TokenizerKind::WordPiece,
+            TokenizerKind::Unigram,
+        ] {
+            let tok = train_tokenizer(
+                std::slice::from_ref(&train),
+                &TrainConfig {
+                    kind,
+                    vocab_size: 400,
+                    min_frequency: 1,
+                    show_progress: false,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let tok = Arc::new(tok);
+            for (max, ov) in [(16, 4), (40, 10), (7, 0), (64, 32)] {
+                let cfg = ChunkerConfig {
+                    unit: TokenUnit::Tokenizer,
+                    max_tokens: max,
+                    overlap_tokens: ov,
+                    tokenizer_source: None,
+                };
+                let ch = Chunker::new(cfg, Some(tok.clone())).unwrap();
+                let chunks = ch.chunk(&text).unwrap();
+                assert!(chunks.len() > 3, "{kind:?} {max}");
+                let chars: Vec<char> = text.chars().collect();
+                for c in &chunks {
+                    let slice: String = chars[c.start..c.end].iter().collect();
+                    assert_eq!(slice, c.text, "{kind:?} {max}: span {}..{}", c.start, c.end);
+                    let n = tok.encode(&c.text, false).unwrap().len();
+                    assert!(
+                        (1..=max).contains(&n),
+                        "{kind:?}: {n} tokens > {max}: {:?}",
+                        c.text
+                    );
+                    assert_eq!(c.text.trim(), c.text);
+                }
+                for w in chunks.windows(2) {
+                    assert!(
+                        w[1].start > w[0].start && w[1].end > w[0].end,
+                        "{kind:?} {max}"
+                    );
+                }
+                // Sentence-aligned where sentences fit the budget: most passages end one.
+                let ends = chunks.iter().filter(|c| c.text.ends_with('.')).count();
+                if max >= 40 {
+                    assert!(
+                        ends * 2 > chunks.len(),
+                        "{kind:?} {max}: {ends}/{}",
+                        chunks.len()
+                    );
+                }
+                // Everything is covered up to the end.
+                assert_eq!(chunks.last().unwrap().end, chars.len());
+            }
+        }
+        // The unit and the tokenizer must agree.
+        let ws = ChunkerConfig::default();
+        assert!(matches!(
+            ChunkerConfig {
+                unit: TokenUnit::Tokenizer,
+                ..ws.clone()
+            }
+            .chunk("x"),
+            Err(RagError::InvalidSetting { .. })
+        ));
+        assert!(matches!(
+            Chunker::new(
+                ChunkerConfig {
+                    unit: TokenUnit::Tokenizer,
+                    ..ws
+                },
+                None
+            ),
+            Err(RagError::InvalidSetting { .. })
+        ));
     }
 
     #[test]

@@ -72,6 +72,22 @@ pub enum RagError {
         /// tantivy's message.
         message: String,
     },
+    /// The embedder given does not make the vectors the knowledge base holds.
+    #[error(
+        "embedder mismatch: the knowledge base's vectors were made with {index}; got {given} (use that model, or a new --kb)"
+    )]
+    EmbedderMismatch {
+        /// The knowledge base's embedder.
+        index: String,
+        /// The one given.
+        given: String,
+    },
+    /// Dense or hybrid search on a knowledge base without vectors.
+    #[error("{path}: the knowledge base has no dense vectors (index it with --embedder MODEL_DIR)")]
+    NoVectors {
+        /// The directory.
+        path: PathBuf,
+    },
     /// A file could not be read or written (the error names it).
     #[error(transparent)]
     File(#[from] tilpass_core::Error),

@@ -12,15 +12,16 @@
 //!   merge).
 //! - Readers ([`KnowledgeBase::open`] in any number of processes) see the last commit while one
 //!   writer (tantivy's writer lock) works.
+//! - Search scores with [`crate::bm25`] over tantivy's postings and field norms, so `k1` and `b`
+//!   are the manifest's (or a search's) rather than tantivy's fixed 1.2 / 0.75.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tantivy::collector::TopDocs;
 use tantivy::directory::error::LockError;
 use tantivy::indexer::NoMergePolicy;
-use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::query::TermQuery;
 use tantivy::schema::{
     Field, IndexRecordOption, NumericOptions, STORED, STRING, Schema, TextFieldIndexing,
     TextOptions, Value,
@@ -32,8 +33,14 @@ use tantivy::{
 };
 
 use crate::analysis::{ANALYZER_NAME, AnalysisConfig, analyze};
-use crate::chunk::ChunkerConfig;
+pub use crate::bm25::Bm25Params;
+use crate::chunk::{Chunker, ChunkerConfig, TokenUnit};
 use crate::error::{RagError, Result};
+
+// Dense vectors, HNSW and hybrid search (a child module: it reaches the index and the writer).
+#[path = "kb_dense.rs"]
+mod dense;
+pub use dense::{DENSE_DIR, DenseIndex};
 
 /// File name of the manifest inside a knowledge-base directory.
 pub const MANIFEST_FILE: &str = "tilpass-kb.json";
@@ -41,6 +48,8 @@ pub const MANIFEST_FILE: &str = "tilpass-kb.json";
 pub const FORMAT_NAME: &str = "tilpass-kb";
 /// The format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// The copy of the chunking tokenizer in a knowledge base chunked by tokenizer tokens.
+pub const CHUNK_TOKENIZER_FILE: &str = "chunk-tokenizer.json";
 /// Sub-directory of the tantivy index.
 const INDEX_DIR: &str = "index";
 /// Memory of the indexing thread (tantivy's arena; at least 15 MB).
@@ -49,25 +58,6 @@ const WRITER_MEMORY: usize = 64 << 20;
 const MAX_SEGMENTS: usize = 8;
 /// Longest document id, in bytes.
 const MAX_ID_BYTES: usize = 512;
-
-/// BM25 parameters. tantivy 0.27 fixes them (k1 1.2, b 0.75, as Lucene's defaults) and scores
-/// `idf * (k1 + 1) * tf / (tf + k1 (1 - b + b dl / avgdl))` with `idf = ln(1 + (N - df + 0.5)
-/// / (df + 0.5))` and `dl` quantised to 256 buckets (Lucene's `SmallFloat.intToByte4`): Lucene's
-/// `BM25Similarity` times `k1 + 1` (same ranking). Other values are rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Bm25Params {
-    /// Term-frequency saturation (1.2, fixed by tantivy).
-    pub k1: f32,
-    /// Length normalisation (0.75, fixed by tantivy).
-    pub b: f32,
-}
-
-impl Default for Bm25Params {
-    fn default() -> Self {
-        Self { k1: 1.2, b: 0.75 }
-    }
-}
 
 /// The manifest of a knowledge base (`tilpass-kb.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,10 +71,26 @@ pub struct Manifest {
     pub analysis: AnalysisConfig,
     /// How documents were cut into passages.
     pub chunker: ChunkerConfig,
-    /// BM25 parameters.
+    /// BM25 parameters of [`KnowledgeBase::search`] (set at creation; `k1 >= 0`, `b` in
+    /// `[0, 1]`).
     pub bm25: Bm25Params,
-    /// The dense embedder (model directory and pooling), `null` until dense search exists.
-    pub embedder: Option<serde_json::Value>,
+    /// The dense embedder (path-independent identity: model type, width, pooling,
+    /// fingerprint of the model files); `null` for a BM25-only knowledge base.
+    pub embedder: Option<crate::dense::EmbedderIdentity>,
+}
+
+/// Settings of a new knowledge base ([`KnowledgeBase::create_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct KbOptions {
+    /// The analysis chain.
+    pub analysis: AnalysisConfig,
+    /// How documents are cut into passages.
+    pub chunker: ChunkerConfig,
+    /// BM25 parameters of [`KnowledgeBase::search`].
+    pub bm25: Bm25Params,
+    /// The tokenizer counting the chunker's tokens, for [`TokenUnit::Tokenizer`] (copied into
+    /// the knowledge base as [`CHUNK_TOKENIZER_FILE`]).
+    pub chunk_tokenizer: Option<std::sync::Arc<tilpass_tokenize::Tokenizer>>,
 }
 
 /// A document to index: a JSONL row `{"id", "text", "title"?, "meta"?}`.
@@ -134,7 +140,7 @@ impl Document {
 pub struct Hit {
     /// Document id.
     pub id: String,
-    /// BM25 score as tantivy computes it (f32).
+    /// BM25 score (f32): Lucene's `BM25Similarity` times `k1 + 1`, as tantivy scores.
     pub score: f32,
     /// Passage text.
     pub passage: String,
@@ -192,6 +198,8 @@ pub struct KnowledgeBase {
     reader: IndexReader,
     fields: Fields,
     analyzer: TextAnalyzer,
+    chunker: Chunker,
+    dense: dense::DenseCache,
 }
 
 impl std::fmt::Debug for KnowledgeBase {
@@ -232,9 +240,29 @@ impl KnowledgeBase {
         analysis: AnalysisConfig,
         chunker: ChunkerConfig,
     ) -> Result<Self> {
+        Self::create_with(
+            dir,
+            KbOptions {
+                analysis,
+                chunker,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// [`KnowledgeBase::create`] with every setting: BM25 parameters other than Lucene's
+    /// defaults, chunking by the tokens of a tokenizer (checked before anything is written).
+    pub fn create_with(dir: impl AsRef<Path>, options: KbOptions) -> Result<Self> {
+        let KbOptions {
+            analysis,
+            chunker,
+            bm25,
+            chunk_tokenizer,
+        } = options;
         let dir = dir.as_ref();
+        bm25.validate()?;
         analysis.validate()?;
-        chunker.validate()?;
+        Chunker::new(chunker.clone(), chunk_tokenizer.clone())?;
         if dir.exists() {
             let mut entries =
                 std::fs::read_dir(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
@@ -257,13 +285,19 @@ impl KnowledgeBase {
             format_version: FORMAT_VERSION,
             analysis,
             chunker,
-            bm25: Bm25Params::default(),
+            bm25,
             embedder: None,
         };
         let tmp = tilpass_core::temp_dir_for(dir)?;
         let built = (|| -> Result<()> {
             let index_dir = tmp.join(INDEX_DIR);
             std::fs::create_dir(&index_dir).map_err(|e| tilpass_core::Error::io(&index_dir, e))?;
+            if let Some(t) = &chunk_tokenizer {
+                let path = tmp.join(CHUNK_TOKENIZER_FILE);
+                t.inner().save(&path, false).map_err(|e| {
+                    tilpass_core::Error::invalid(format!("{}: {e}", path.display()))
+                })?;
+            }
             Index::builder()
                 .schema(schema())
                 .settings(IndexSettings::default())
@@ -332,17 +366,25 @@ impl KnowledgeBase {
             path: manifest_path.clone(),
             message: e.to_string(),
         })?;
-        if manifest.bm25 != Bm25Params::default() {
-            return Err(RagError::Corrupt {
-                path: manifest_path,
-                message: format!(
-                    "bm25 {:?}; tantivy scores with k1 1.2, b 0.75 only",
-                    manifest.bm25
-                ),
-            });
-        }
+        manifest.bm25.validate().map_err(|e| RagError::Corrupt {
+            path: manifest_path.clone(),
+            message: e.to_string(),
+        })?;
         let analyzer = manifest.analysis.analyzer()?;
-        manifest.chunker.validate()?;
+        let chunk_tokenizer = match manifest.chunker.unit {
+            TokenUnit::Whitespace => None,
+            TokenUnit::Tokenizer => {
+                let path = dir.join(CHUNK_TOKENIZER_FILE);
+                let t = tilpass_tokenize::Tokenizer::from_file(&path).map_err(|e| {
+                    RagError::Corrupt {
+                        path: path.clone(),
+                        message: format!("the chunking tokenizer does not load: {e}"),
+                    }
+                })?;
+                Some(std::sync::Arc::new(t))
+            }
+        };
+        let chunker = Chunker::new(manifest.chunker.clone(), chunk_tokenizer)?;
         let index_dir = dir.join(INDEX_DIR);
         if !index_dir.is_dir() {
             return Err(RagError::Corrupt {
@@ -387,6 +429,8 @@ impl KnowledgeBase {
             reader,
             fields,
             analyzer,
+            chunker,
+            dense: Default::default(),
         })
     }
 
@@ -443,6 +487,11 @@ impl KnowledgeBase {
         &self.manifest
     }
 
+    /// The chunker (with its tokenizer when chunking by tokenizer tokens).
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+
     /// The terms the analysis chain makes of `text` (what BM25 scores).
     pub fn analyze(&self, text: &str) -> Vec<String> {
         analyze(&mut self.analyzer.clone(), text)
@@ -472,11 +521,17 @@ impl KnowledgeBase {
         Ok(n > 0)
     }
 
-    /// The `k` best passages for `query` by BM25 (best first; equal scores in index order).
-    /// Each analysed query term is one `SHOULD` clause (a repeated term counts again, as in
-    /// Lucene's query parser). A query whose terms are all stop words finds nothing; a query
-    /// without any text is [`RagError::EmptyQuery`].
+    /// The `k` best passages for `query` by BM25 with the manifest's parameters (best first;
+    /// equal scores in index order). Each analysed query term counts once per occurrence (as one
+    /// `SHOULD` clause each in Lucene's query parser). A query whose terms are all stop words
+    /// finds nothing; a query without any text is [`RagError::EmptyQuery`].
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<Hit>> {
+        self.search_with(query, k, self.manifest.bm25)
+    }
+
+    /// [`KnowledgeBase::search`] with other BM25 parameters than the manifest's (checked first;
+    /// the index's statistics do not depend on them).
+    pub fn search_with(&self, query: &str, k: usize, bm25: Bm25Params) -> Result<Vec<Hit>> {
         if query.trim().is_empty() {
             return Err(RagError::EmptyQuery);
         }
@@ -486,24 +541,13 @@ impl KnowledgeBase {
                 message: "0 hits asked; expected at least 1".into(),
             });
         }
+        bm25.validate()?;
         let terms = self.analyze(query);
         if terms.is_empty() {
             return Ok(Vec::new());
         }
-        let clauses: Vec<(Occur, Box<dyn Query>)> = terms
-            .iter()
-            .map(|t| {
-                let q: Box<dyn Query> = Box::new(TermQuery::new(
-                    Term::from_field_text(self.fields.text, t),
-                    IndexRecordOption::WithFreqs,
-                ));
-                (Occur::Should, q)
-            })
-            .collect();
-        let q = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
-        let top = searcher
-            .search(&q, &TopDocs::with_limit(k).order_by_score())
+        let top = crate::bm25::top_k(&searcher, self.fields.text, &terms, bm25, k)
             .map_err(|e| index_err(&self.dir, e))?;
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
@@ -550,6 +594,7 @@ impl KnowledgeBase {
             upserted: HashSet::new(),
             deleted: HashSet::new(),
             purge: false,
+            dense: Default::default(),
         })
     }
 }
@@ -575,6 +620,7 @@ pub struct KbWriter<'a> {
     upserted: HashSet<String>,
     deleted: HashSet<String>,
     purge: bool,
+    dense: dense::WriterDense<'a>,
 }
 
 impl std::fmt::Debug for KbWriter<'_> {
@@ -594,7 +640,7 @@ impl KbWriter<'_> {
     /// Stages document `doc` (replacing any document with its id); returns its passages.
     pub fn upsert(&mut self, doc: &Document) -> Result<usize> {
         doc.validate(&format!("document {:?}", doc.id))?;
-        let chunks = self.kb.manifest.chunker.chunk(&doc.text)?;
+        let chunks = self.kb.chunker.chunk(&doc.text)?;
         let f = self.kb.fields;
         if self.kb.contains(&doc.id)? || self.upserted.contains(&doc.id) {
             self.purge = true;
@@ -621,6 +667,8 @@ impl KbWriter<'_> {
             let dir = self.kb.dir.clone();
             self.w().add_document(d).map_err(|e| index_err(&dir, e))?;
         }
+        self.dense
+            .stage(&doc.id, chunks.iter().map(|c| c.text.clone()));
         self.deleted.remove(&doc.id);
         self.upserted.insert(doc.id.clone());
         Ok(chunks.len())
@@ -636,6 +684,7 @@ impl KbWriter<'_> {
         }
         let term = Term::from_field_text(self.kb.fields.id, id);
         self.w().delete_term(term);
+        self.dense.unstage(id);
         self.upserted.remove(id);
         self.deleted.insert(id.to_string());
         self.purge = true;
@@ -648,7 +697,17 @@ impl KbWriter<'_> {
     pub fn commit(&mut self) -> Result<CommitStats> {
         let dir = self.kb.dir.clone();
         let err = |e| index_err(&dir, e);
-        self.w().commit().map_err(err)?;
+        // With an embedder: the vector files first, then the commit whose payload names them.
+        match self.stage_dense()? {
+            Some(payload) => {
+                let mut prepared = self.w().prepare_commit().map_err(err)?;
+                prepared.set_payload(&payload);
+                prepared.commit().map_err(err)?;
+            }
+            None => {
+                self.w().commit().map_err(err)?;
+            }
+        }
         let mut merged = 0;
         if self.purge {
             // Segment ids only: a live `SegmentMeta` (here or in a searcher) keeps its files
@@ -675,6 +734,7 @@ impl KbWriter<'_> {
         // The reader lets go of the old segments before their files are collected.
         self.kb.reload()?;
         self.w().garbage_collect_files().wait().map_err(err)?;
+        self.finish_dense()?;
         let stats = CommitStats {
             upserted: self.upserted.len(),
             deleted: self.deleted.len(),
@@ -700,6 +760,8 @@ impl KbWriter<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn doc(id: &str, text: &str) -> Document {
@@ -878,6 +940,81 @@ mod tests {
         assert!(again.search("staten", 5).unwrap().is_empty());
         // The lock is free again.
         again.writer().unwrap().close().unwrap();
+    }
+
+    #[test]
+    fn concurrent_readers_see_only_whole_commits() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        const BATCH: usize = 5;
+        const COMMITS: usize = 24;
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("kb");
+        let kb = new_kb(&dir);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let readers: Vec<_> = (0..2)
+                .map(|r| {
+                    let (dir, done) = (&dir, &done);
+                    scope.spawn(move || {
+                        // Another opening, as another process would make.
+                        let kb = KnowledgeBase::open(dir).unwrap();
+                        let mut rounds = 0usize;
+                        let mut seen = std::collections::BTreeSet::new();
+                        while !done.load(Ordering::SeqCst) || rounds < 3 {
+                            kb.reload().unwrap_or_else(|e| panic!("reader {r}: {e}"));
+                            let n = kb.num_passages() as usize;
+                            assert_eq!(n % BATCH, 0, "reader {r}: {n} passages, half a commit");
+                            let hits = kb
+                                .search("felles", 1000)
+                                .unwrap_or_else(|e| panic!("reader {r}: {e}"));
+                            assert_eq!(hits.len(), n, "reader {r}");
+                            let mut per: HashMap<String, usize> = HashMap::new();
+                            for h in &hits {
+                                let b = h.id.split('-').next().unwrap().to_string();
+                                *per.entry(b).or_default() += 1;
+                            }
+                            assert!(
+                                per.values().all(|&c| c == BATCH),
+                                "reader {r}: a partial batch {per:?}"
+                            );
+                            seen.insert(n);
+                            rounds += 1;
+                        }
+                        (rounds, seen.len())
+                    })
+                })
+                .collect();
+            let mut w = kb.writer().unwrap();
+            for c in 0..COMMITS {
+                for i in 0..BATCH {
+                    w.upsert(&doc(
+                        &format!("b{c}-{i}"),
+                        &format!("Felles tekst for runde {c}, dokument {i}, om kommunen."),
+                    ))
+                    .unwrap();
+                }
+                // Every third commit also deletes an older batch whole (merges, collects files)
+                // and rewrites another one in place.
+                if c % 3 == 2 {
+                    for i in 0..BATCH {
+                        w.delete(&format!("b{}-{i}", c - 2)).unwrap();
+                        w.upsert(&doc(
+                            &format!("b{}-{i}", c - 1),
+                            &format!("Felles ny tekst {c} {i}."),
+                        ))
+                        .unwrap();
+                    }
+                }
+                w.commit().unwrap();
+            }
+            w.close().unwrap();
+            done.store(true, Ordering::SeqCst);
+            for r in readers {
+                let (rounds, distinct) = r.join().unwrap();
+                assert!(rounds >= 3 && distinct >= 1, "{rounds} {distinct}");
+            }
+        });
+        assert_eq!(kb.num_passages() as usize, BATCH * (COMMITS - COMMITS / 3));
     }
 
     #[test]

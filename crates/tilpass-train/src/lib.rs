@@ -35,6 +35,7 @@ pub mod classify;
 pub mod error;
 pub mod optim;
 pub mod progress;
+pub mod prompt;
 pub mod runs;
 pub mod schedule;
 pub mod seq2seq;
@@ -48,9 +49,13 @@ pub use classify::{
 pub use error::{Result, TrainError};
 pub use optim::{AdamW, AdamWConfig, NamedGrads, clip_global_norm, collect_grads, global_norm};
 pub use progress::Progress;
+pub use prompt::{
+    PromptModel, PromptSampler, PromptSeq2Seq, evaluate_prompt_lm, evaluate_prompt_seq2seq,
+    prompt_lm_loss, prompt_seq2seq_loss, train_prompt_lm, train_prompt_seq2seq,
+};
 pub use runs::{
-    AnnotateOutcome, AnnotateRun, ClassifyOutcome, ClassifyRun, PredictOutcome, PredictRun,
-    RunConfig, Seq2SeqSftOutcome, SftOutcome, SftRun,
+    AnnotateOutcome, AnnotateRun, ClassifyOutcome, ClassifyRun, PeftMethod, PredictOutcome,
+    PredictRun, PromptSftOutcome, RunConfig, Seq2SeqSftOutcome, SftOutcome, SftRun,
 };
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use seq2seq::{
@@ -59,7 +64,8 @@ pub use seq2seq::{
 };
 pub use sft::{packed_batches, prompt_of, sample_answers, sft_batches};
 pub use trainer::{
-    BatchLoss, EvalLog, Event, LmBatch, ModelEvalFn, ModelLossFn, StepLog, Summary, Target,
-    TrainConfig, TrainerState, causal_lm_loss, evaluate, save_checkpoint, train_lm,
-    train_lm_with_samples, train_loop, train_loop_with,
+    BatchLoss, EvalLog, Event, LmBatch, ModelEvalFn, ModelLossFn, PeftTarget, StepLog, Summary,
+    Target, TrainConfig, Trainable, TrainerState, causal_lm_loss, evaluate, save_checkpoint,
+    save_checkpoint_of, train_lm, train_lm_with_samples, train_loop, train_loop_with,
+    train_trainable,
 };

@@ -112,7 +112,7 @@ pub fn seq2seq_lm_loss<M: Seq2SeqModel>(
 
 /// Log-probabilities of `labels` (`[batch * t]`, -100 = none) under `logits` `[batch, t, vocab]`,
 /// `[batch, t]` with 0 where there is no label; and the number of labels.
-fn label_log_probs(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<2>, usize)> {
+pub(crate) fn label_log_probs(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<2>, usize)> {
     let [b, t, v] = logits.dims();
     if labels.len() != b * t {
         return Err(ModelError::Input(format!(

@@ -238,6 +238,10 @@ pub struct TrainerState {
     /// Whether the run trains every parameter.
     #[serde(default)]
     pub full: bool,
+    /// The prompt-learning method trained (`PROMPT_TUNING`, `P_TUNING`, `PREFIX_TUNING`);
+    /// absent for LoRA and full fine-tuning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peft_type: Option<String>,
     /// Identifies the run (kept on resume): checkpoint rotation only removes checkpoints
     /// whose state carries this id, never another run's.
     #[serde(default)]
@@ -545,26 +549,175 @@ pub fn train_loop_with<'t, M: HasLinears>(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary> {
     cfg.validate()?;
+    let target = target.into();
+    if let Target::Adapter(a) = target
+        && !model.adapters().contains_key(a)
+    {
+        return Err(TrainError::Config(format!(
+            "the model has no adapter `{a}`"
+        )));
+    }
+    let mut subject = PeftTarget { model, target };
+    train_trainable(
+        &mut subject,
+        batch_tokens,
+        &mut |s: &mut PeftTarget<'_, '_, M>, i| loss_of(s.model, i),
+        &mut |s: &mut PeftTarget<'_, '_, M>, step| s.model.with_eval_mode(|m| eval_of(m, step)),
+        cfg,
+        resume,
+        on_event,
+    )
+}
+
+/// What a training run updates, for [`train_trainable`]: its trainable parameters by stable
+/// names (for the optimiser state), how they are saved into and restored from a checkpoint,
+/// and how the run is named in `trainer_state.json`. Implemented for a [`PeftModel`] with its
+/// [`Target`] ([`PeftTarget`]: one LoRA adapter, or every weight) and for a prompt-learning
+/// model (`crate::prompt::PromptModel`).
+pub trait Trainable {
+    /// How `trainer_state.json` names the run: `(adapter, full, peft_type)`; a resumed run
+    /// must match.
+    fn tag(&self) -> (String, bool, Option<String>);
+    /// What is trained, for messages (`adapter `default``).
+    fn describe(&self) -> String;
+    /// Called once before the first step (full fine-tuning: every weight made trainable).
+    fn prepare(&mut self) {}
+    /// Sizes of the trainable parameters by name.
+    fn param_sizes(&mut self) -> BTreeMap<String, usize>;
+    /// The gradients of the trainable parameters in `grads`, flattened, by name.
+    fn grads(&mut self, grads: &burn::tensor::Gradients) -> NamedGrads;
+    /// One optimiser update of the trainable parameters with `grads` at `lr`.
+    fn update(&mut self, opt: &mut AdamW, grads: &NamedGrads, lr: f64);
+    /// Writes the trained weights into a checkpoint directory.
+    fn save_weights(&mut self, dir: &Path) -> Result<()>;
+    /// Restores the trained weights from a checkpoint directory written by
+    /// [`Self::save_weights`] (before the optimiser state is loaded).
+    fn restore_weights(&mut self, dir: &Path) -> Result<()>;
+    /// Whether a checkpoint's optimiser state may cover a subset of the parameters (full
+    /// fine-tuning: parameters without gradients have none); otherwise it must be exact.
+    fn partial_state(&self) -> bool {
+        false
+    }
+    /// The device the parameters live on.
+    fn device(&mut self) -> burn::tensor::Device;
+}
+
+/// A [`PeftModel`] and what of it a run trains.
+pub struct PeftTarget<'m, 't, M> {
+    /// The model with its adapters.
+    pub model: &'m mut PeftModel<M>,
+    /// One adapter or every weight.
+    pub target: Target<'t>,
+}
+
+impl<M: HasLinears> Trainable for PeftTarget<'_, '_, M> {
+    fn tag(&self) -> (String, bool, Option<String>) {
+        match self.target {
+            Target::Adapter(a) => (a.into(), false, None),
+            Target::Full => (String::new(), true, None),
+        }
+    }
+    fn describe(&self) -> String {
+        self.target.to_string()
+    }
+    fn prepare(&mut self) {
+        if self.target == Target::Full {
+            self.model.unfreeze_all();
+        }
+    }
+    fn param_sizes(&mut self) -> BTreeMap<String, usize> {
+        trainable_sizes(self.model, self.target)
+    }
+    fn grads(&mut self, g: &burn::tensor::Gradients) -> NamedGrads {
+        match self.target {
+            Target::Full => full_grads(&mut **self.model, g),
+            Target::Adapter(_) => collect_grads(&self.model.trainable_params_mut(), g),
+        }
+    }
+    fn update(&mut self, opt: &mut AdamW, grads: &NamedGrads, lr: f64) {
+        match self.target {
+            Target::Full => {
+                opt.begin_step();
+                let by_name: BTreeMap<&str, &Tensor<1>> =
+                    grads.iter().map(|(n, g)| (n.as_str(), g)).collect();
+                self.model.map_params(None, &mut |path, v, rank, _| {
+                    let g = by_name.get(path)?;
+                    Some(opt.update(path, v, g, lr, crate::optim::decays(path, rank)))
+                });
+            }
+            Target::Adapter(_) => {
+                let mut params = self.model.trainable_params_mut();
+                opt.step(&mut params, grads, lr);
+            }
+        }
+    }
+    fn save_weights(&mut self, dir: &Path) -> Result<()> {
+        match self.target {
+            Target::Full => {
+                let params = model_params(&mut **self.model);
+                let host: Vec<(String, HostTensor)> = params
+                    .iter()
+                    .map(|(n, v, _)| (n.clone(), HostTensor::from_tensor(v)))
+                    .collect();
+                save_safetensors(
+                    dir.join(FULL_MODEL_FILE),
+                    host.iter().map(|(k, t)| (k.as_str(), t)),
+                    SaveDtype::F32,
+                    None,
+                )?;
+            }
+            Target::Adapter(a) => self.model.save_adapter(a, dir)?,
+        }
+        Ok(())
+    }
+    fn restore_weights(&mut self, dir: &Path) -> Result<()> {
+        // An adapter is loaded from the checkpoint by the caller (it names the adapter).
+        if self.target == Target::Full {
+            let sizes = trainable_sizes(self.model, self.target);
+            restore_full(self.model, &dir.join(FULL_MODEL_FILE), &sizes)?;
+        }
+        Ok(())
+    }
+    fn partial_state(&self) -> bool {
+        self.target == Target::Full
+    }
+    fn device(&mut self) -> burn::tensor::Device {
+        model_params(&mut **self.model)
+            .into_iter()
+            .next()
+            .map(|(_, v, _)| v.device())
+            .unwrap_or_default()
+    }
+}
+
+/// The loss of training batch `i` for a [`Trainable`] `S`.
+pub type SubjectLossFn<'a, S> = &'a mut dyn FnMut(&mut S, usize) -> Result<BatchLoss>;
+/// An evaluation after `step` steps for a [`Trainable`] `S` (`None`: no evaluation set); it
+/// runs the model in evaluation mode itself.
+pub type SubjectEvalFn<'a, S> = &'a mut dyn FnMut(&mut S, usize) -> Result<Option<EvalLog>>;
+
+/// The training loop over anything [`Trainable`] — one LoRA adapter, every weight, or a
+/// prompt-learning adapter — with the same AdamW, schedule, accumulation, clipping,
+/// evaluation with early stopping, NaN detection, checkpoints (keep the last K), exact resume
+/// from `resume` and `metrics.jsonl`. `loss_of(subject, i)` gives the loss of training batch
+/// `i` (of `batch_tokens.len()`, each with that many input tokens).
+#[allow(clippy::too_many_arguments)]
+pub fn train_trainable<S: Trainable>(
+    subject: &mut S,
+    batch_tokens: &[usize],
+    loss_of: SubjectLossFn<'_, S>,
+    eval_of: SubjectEvalFn<'_, S>,
+    cfg: &TrainConfig,
+    resume: Option<&Path>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Summary> {
+    cfg.validate()?;
     let n_train = batch_tokens.len();
     if n_train == 0 {
         return Err(TrainError::Config("the training set is empty".into()));
     }
-    let target = target.into();
-    let adapter = match target {
-        Target::Adapter(a) => {
-            if !model.adapters().contains_key(a) {
-                return Err(TrainError::Config(format!(
-                    "the model has no adapter `{a}`"
-                )));
-            }
-            a
-        }
-        Target::Full => {
-            model.unfreeze_all();
-            ""
-        }
-    };
-    let full = target == Target::Full;
+    subject.prepare();
+    let (adapter, full, peft_type) = subject.tag();
     let accum = cfg.gradient_accumulation_steps.max(1);
     let schedule = LrSchedule {
         base_lr: cfg.learning_rate,
@@ -574,8 +727,9 @@ pub fn train_loop_with<'t, M: HasLinears>(
     };
     let mut opt = AdamW::new(cfg.adamw);
     let mut state = TrainerState {
-        adapter: adapter.into(),
+        adapter: adapter.clone(),
         full,
+        peft_type: peft_type.clone(),
         run_id: new_run_id(),
         ..Default::default()
     };
@@ -586,33 +740,37 @@ pub fn train_loop_with<'t, M: HasLinears>(
             // A checkpoint from before run ids: its siblings are never rotated away.
             state.run_id = new_run_id();
         }
-        if state.adapter != adapter || state.full != full {
+        if state.adapter != adapter || state.full != full || state.peft_type != peft_type {
             let was = if state.full {
-                Target::Full
+                Target::Full.to_string()
             } else {
-                Target::Adapter(&state.adapter)
+                let kind = state.peft_type.as_deref().unwrap_or("LORA");
+                format!("{} ({kind})", Target::Adapter(&state.adapter))
+            };
+            let now = match &peft_type {
+                Some(t) => format!("{} ({t})", subject.describe()),
+                None if full => subject.describe(),
+                None => format!("{} (LORA)", subject.describe()),
             };
             return Err(TrainError::Resume {
                 path: path.display().to_string(),
-                message: format!("the checkpoint trained {was}, not {target}"),
+                message: format!("the checkpoint trained {was}, not {now}"),
             });
         }
-        let sizes = trainable_sizes(model, target);
-        if full {
-            restore_full(model, &dir.join(FULL_MODEL_FILE), &sizes)?;
-        }
+        subject.restore_weights(dir)?;
+        let sizes = subject.param_sizes();
         let ck = Checkpoint::open(dir.join(OPTIMIZER_FILE))?;
         let tensors: Vec<(String, HostTensor)> = ck
             .keys()
             .map(|k| Ok((k.to_string(), ck.read_f32(k)?)))
             .collect::<tilpass_core::Result<_>>()?;
-        // The checkpoint must hold state for exactly this adapter's parameters, same sizes
-        // (full fine-tuning: for parameters of this model, same sizes).
-        let saved: std::collections::BTreeMap<String, usize> = tensors
+        // The checkpoint must hold state for exactly these parameters, same sizes (full
+        // fine-tuning: for parameters of this model, same sizes).
+        let saved: BTreeMap<String, usize> = tensors
             .iter()
             .filter_map(|(k, t)| k.strip_prefix("m.").map(|n| (n.to_string(), t.numel())))
             .collect();
-        let mismatch: Vec<&String> = if full {
+        let mismatch: Vec<&String> = if subject.partial_state() {
             saved
                 .keys()
                 .filter(|k| sizes.get(*k) != saved.get(*k))
@@ -630,16 +788,13 @@ pub fn train_loop_with<'t, M: HasLinears>(
             return Err(TrainError::Resume {
                 path: dir.display().to_string(),
                 message: format!(
-                    "the optimiser state does not match {target} of this model (e.g. \
-                     {mismatch:?}): another model, adapter or rank"
+                    "the optimiser state does not match {} of this model (e.g. \
+                     {mismatch:?}): another model, adapter or rank",
+                    subject.describe()
                 ),
             });
         }
-        let device = model_params(&mut **model)
-            .into_iter()
-            .next()
-            .map(|(_, v, _)| v.device())
-            .unwrap_or_default();
+        let device = subject.device();
         let step = ck
             .metadata()
             .get("step")
@@ -687,7 +842,7 @@ pub fn train_loop_with<'t, M: HasLinears>(
                 loss,
                 items: n,
                 metrics: batch_metrics,
-            } = loss_of(model, bi)?;
+            } = loss_of(subject, bi)?;
             for (name, v) in batch_metrics {
                 let e = step_metrics.entry(name).or_insert((0.0, 0));
                 e.0 += v;
@@ -702,12 +857,7 @@ pub fn train_loop_with<'t, M: HasLinears>(
                 });
             }
             let g = loss.div_scalar(accum as f64).backward();
-            let named = if full {
-                full_grads(&mut **model, &g)
-            } else {
-                collect_grads(&model.trainable_params_mut(), &g)
-            };
-            add_grads(&mut grads, named);
+            add_grads(&mut grads, subject.grads(&g));
             loss_sum += f64::from(value);
             tokens += n;
             all_tokens += batch_tokens[bi];
@@ -725,18 +875,7 @@ pub fn train_loop_with<'t, M: HasLinears>(
             });
         }
         let lr = schedule.lr(state.step);
-        if full {
-            opt.begin_step();
-            let by_name: std::collections::BTreeMap<&str, &Tensor<1>> =
-                grads.iter().map(|(n, g)| (n.as_str(), g)).collect();
-            model.map_params(None, &mut |path, v, rank, _| {
-                let g = by_name.get(path)?;
-                Some(opt.update(path, v, g, lr, crate::optim::decays(path, rank)))
-            });
-        } else {
-            let mut params = model.trainable_params_mut();
-            opt.step(&mut params, &grads, lr);
-        }
+        subject.update(&mut opt, &grads, lr);
         state.step += 1;
         let log = StepLog {
             step: state.step,
@@ -756,7 +895,7 @@ pub fn train_loop_with<'t, M: HasLinears>(
         on_event(Event::Step(&log));
         if let Some(every) = cfg.eval_steps
             && state.step.is_multiple_of(every)
-            && let Some(e) = model.with_eval_mode(|m| eval_of(m, state.step))?
+            && let Some(e) = eval_of(subject, state.step)?
         {
             log_line(serde_json::to_value(&e).unwrap_or_default())?;
             on_event(Event::Eval(&e));
@@ -778,7 +917,7 @@ pub fn train_loop_with<'t, M: HasLinears>(
         if let (Some(every), Some(dir)) = (cfg.save_steps, &cfg.output_dir)
             && (state.step.is_multiple_of(every) || early_stopped)
         {
-            let p = save_checkpoint(model, &opt, &state, dir, cfg.save_total_limit)?;
+            let p = save_checkpoint_of(subject, &opt, &state, dir, cfg.save_total_limit)?;
             on_event(Event::Checkpoint(&p));
         }
         if early_stopped {
@@ -828,6 +967,22 @@ pub fn save_checkpoint<M: HasLinears>(
     dir: &Path,
     keep: usize,
 ) -> Result<PathBuf> {
+    let target = if state.full {
+        Target::Full
+    } else {
+        Target::Adapter(&state.adapter)
+    };
+    save_checkpoint_of(&mut PeftTarget { model, target }, opt, state, dir, keep)
+}
+
+/// [`save_checkpoint`] for anything [`Trainable`].
+pub fn save_checkpoint_of<S: Trainable>(
+    subject: &mut S,
+    opt: &AdamW,
+    state: &TrainerState,
+    dir: &Path,
+    keep: usize,
+) -> Result<PathBuf> {
     let final_dir = dir.join(format!("checkpoint-{}", state.step));
     if final_dir.exists() && checkpoint_run_id(&final_dir).as_deref() != Some(&state.run_id) {
         return Err(TrainError::Resume {
@@ -838,7 +993,7 @@ pub fn save_checkpoint<M: HasLinears>(
         });
     }
     let tmp = tilpass_core::temp_dir_for(&final_dir)?;
-    let written = write_checkpoint(model, opt, state, &tmp).and_then(|()| {
+    let written = write_checkpoint(subject, opt, state, &tmp).and_then(|()| {
         if final_dir.exists() {
             std::fs::remove_dir_all(&final_dir)
                 .map_err(|e| tilpass_core::Error::io(&final_dir, e))?;
@@ -871,27 +1026,13 @@ pub fn save_checkpoint<M: HasLinears>(
 }
 
 /// Writes a checkpoint's files into `tmp`.
-fn write_checkpoint<M: HasLinears>(
-    model: &mut PeftModel<M>,
+fn write_checkpoint<S: Trainable>(
+    subject: &mut S,
     opt: &AdamW,
     state: &TrainerState,
     tmp: &Path,
 ) -> Result<()> {
-    if state.full {
-        let params = model_params(&mut **model);
-        let host: Vec<(String, HostTensor)> = params
-            .iter()
-            .map(|(n, v, _)| (n.clone(), HostTensor::from_tensor(v)))
-            .collect();
-        save_safetensors(
-            tmp.join(FULL_MODEL_FILE),
-            host.iter().map(|(k, t)| (k.as_str(), t)),
-            SaveDtype::F32,
-            None,
-        )?;
-    } else {
-        model.save_adapter(&state.adapter, tmp)?;
-    }
+    subject.save_weights(tmp)?;
     let tensors = opt.state_tensors();
     let meta = [("step".to_string(), opt.step.to_string())]
         .into_iter()

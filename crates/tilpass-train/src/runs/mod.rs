@@ -40,12 +40,14 @@ mod jsonl;
 pub mod perplexity;
 pub mod predict;
 pub mod sft;
+pub mod sft_prompt;
 
 pub use annotate::{AnnotateOutcome, AnnotateRun};
 pub use classify::{ClassifyOutcome, ClassifyRun};
 pub use perplexity::{TextPerplexity, text_perplexity};
 pub use predict::{PredictOutcome, PredictRun};
 pub use sft::{Seq2SeqSftOutcome, SftOutcome, SftRun};
+pub use sft_prompt::{PeftMethod, PromptSftOutcome};
 
 /// The file a run writes its resolved config to, in its output directory.
 pub const RUN_CONFIG_FILE: &str = "run_config.json";

@@ -17,6 +17,7 @@ use tilpass_tokenize::{
     Truncation,
 };
 
+use super::sft_prompt::PeftMethod;
 use super::{LORA_SHORTHANDS, RunConfig, check, write_run_config};
 use crate::error::{Result, TrainError};
 use crate::optim::AdamWConfig;
@@ -79,6 +80,18 @@ pub struct SftRun {
     /// run's `adapter/`) instead of a new one made from `lora`; its adapter_config.json
     /// applies.
     pub init_adapter: Option<PathBuf>,
+    /// The adapter method: `lora` (default), or a prompt-learning method — `prompt` (PEFT's
+    /// prompt tuning), `p-tuning` (an MLP prompt encoder) or `prefix` (prefix tuning) —
+    /// trained by [`SftRun::run_prompt`].
+    pub peft: PeftMethod,
+    /// Virtual tokens of a prompt-learning adapter (required with `peft` other than `lora`:
+    /// PEFT's configs have no default).
+    pub num_virtual_tokens: Option<usize>,
+    /// Prefix tuning through PEFT's projection MLP (`Linear → tanh → Linear`).
+    pub prefix_projection: bool,
+    /// Hidden width of the prompt encoder (P-tuning, or prefix tuning with
+    /// `prefix_projection`); `None`: the model's hidden size, as PEFT.
+    pub encoder_hidden_size: Option<usize>,
     /// Rows per batch.
     pub batch_size: usize,
     /// Batches per optimiser step.
@@ -147,6 +160,10 @@ impl Default for SftRun {
                 ..Default::default()
             },
             init_adapter: None,
+            peft: PeftMethod::Lora,
+            num_virtual_tokens: None,
+            prefix_projection: false,
+            encoder_hidden_size: None,
             batch_size: 4,
             grad_accum: t.gradient_accumulation_steps,
             lr: t.learning_rate,
@@ -215,7 +232,12 @@ impl RunConfig for SftRun {
                 "no adapter with `full` (full fine-tuning trains the model's own weights)",
             ));
         }
-        if !self.full && self.resume.is_none() && self.init_adapter.is_none() {
+        self.check_peft_method()?;
+        if !self.full
+            && self.peft == PeftMethod::Lora
+            && self.resume.is_none()
+            && self.init_adapter.is_none()
+        {
             check::lora(&self.lora)?;
         }
         Ok(())
@@ -226,6 +248,10 @@ impl RunConfig for SftRun {
 /// optimisation or the data; `steps` may grow, and the adapter comes from the checkpoint).
 pub const RESUME_SETTINGS: &[&str] = &[
     "full",
+    "peft",
+    "num_virtual_tokens",
+    "prefix_projection",
+    "encoder_hidden_size",
     "batch_size",
     "grad_accum",
     "lr",
@@ -309,6 +335,7 @@ impl SftRun {
             check::path("out", &self.out)?,
         );
         let data = check::required("data", &self.data)?;
+        self.lora_only("SftRun::run")?;
         if is_encoder_decoder(model_dir).unwrap_or(false) {
             return Err(TrainError::setting(
                 "model",
@@ -554,6 +581,7 @@ impl SftRun {
     ) -> Result<Seq2SeqSftOutcome> {
         self.validate()?;
         self.check_seq2seq_settings()?;
+        self.lora_only("SftRun::run_seq2seq")?;
         let (model_dir, out) = (
             check::path("model", &self.model)?,
             check::path("out", &self.out)?,
@@ -710,14 +738,14 @@ impl SftRun {
 
 /// Appends an evaluation to `dir/metrics.jsonl`, as the training loop logs its own (a whole
 /// line in one write).
-fn append_metrics(dir: &Path, log: &EvalLog) -> Result<()> {
+pub(super) fn append_metrics(dir: &Path, log: &EvalLog) -> Result<()> {
     let v = serde_json::to_value(log).map_err(|e| TrainError::Config(e.to_string()))?;
     crate::trainer::append_json_line(&dir.join(crate::trainer::METRICS_FILE), &v)
 }
 
 /// Copies the tokenizer files of `from` that exist into `to` (a fully fine-tuned model's
 /// directory, so it loads with its tokenizer).
-fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
+pub(super) fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
     for f in [
         "tokenizer.json",
         "tokenizer_config.json",
