@@ -318,7 +318,9 @@ fn search_cmd(a: SearchArgs) -> Result<()> {
         b: a.b.unwrap_or(m.b),
     };
     if a.dense.mode != crate::rag_dense::Mode::Bm25 {
-        print(&crate::rag_dense::search(&kb, &a.query, a.k, bm25, &a.dense)?);
+        print(&crate::rag_dense::search(
+            &kb, &a.query, a.k, bm25, &a.dense,
+        )?);
         return Ok(());
     }
     let hits = kb.search_with(&a.query, a.k, bm25)?;

@@ -135,7 +135,10 @@ pub fn eval_cmd(a: EvalArgs) -> Result<()> {
     let (kb, _guard) = if builtin(&a.kb)? {
         let index_embedder = match (mode, a.dense.embedder_dir()) {
             (Mode::Bm25, _) => None,
-            (_, Some(dir)) => Some(ModelEmbedder::load(dir, &tilpass::device(a.dense.device())?)?),
+            (_, Some(dir)) => Some(ModelEmbedder::load(
+                dir,
+                &tilpass::device(a.dense.device())?,
+            )?),
             (_, None) => {
                 return Err(Error::invalid(format!(
                     "--kb builtin:{NORSK_RAG} with --mode {mode_name} needs --embedder MODEL_DIR \

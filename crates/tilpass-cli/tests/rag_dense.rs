@@ -142,13 +142,26 @@ fn dense_and_hybrid_search_and_embedder_mismatch() {
     // relevant, each mode's MRR@10 is 1 / its rank in that mode's search output.
     let relevant = ids(&dense)[0].clone();
     let qf = t.path().join("q.jsonl");
-    std::fs::write(&qf, format!("{}\n", serde_json::json!({"id": "q1", "text": q}))).unwrap();
+    std::fs::write(
+        &qf,
+        format!("{}\n", serde_json::json!({"id": "q1", "text": q})),
+    )
+    .unwrap();
     let qrels = t.path().join("qrels.txt");
     std::fs::write(&qrels, format!("q1 0 {relevant} 2\n")).unwrap();
     let (qf, qrels) = (qf.display().to_string(), qrels.display().to_string());
     for (mode, hits) in [("bm25", &bm25), ("dense", &dense), ("hybrid", &hybrid)] {
         let v = ok_json(&tilpass(&[
-            "rag", "eval", "--kb", &kb, "--queries", &qf, "--qrels", &qrels, "--mode", mode,
+            "rag",
+            "eval",
+            "--kb",
+            &kb,
+            "--queries",
+            &qf,
+            "--qrels",
+            &qrels,
+            "--mode",
+            mode,
         ]));
         assert_eq!(v["mode"], mode);
         assert_eq!(v["queries"], 1);

@@ -73,9 +73,13 @@ pub struct CitationScores {
     pub uncited: usize,
 }
 
+/// One answer's citations (document ids, `None` for an invalid marker) and its query's
+/// relevance judgements (document id to grade).
+pub type CitedAnswer<'a> = (Vec<Option<&'a str>>, &'a BTreeMap<String, i64>);
+
 /// Means of [`citation_precision`] and [`citation_recall`] over `(cited, qrels)` pairs, one per
 /// answer.
-pub fn citation_scores(answers: &[(Vec<Option<&str>>, &BTreeMap<String, i64>)]) -> CitationScores {
+pub fn citation_scores(answers: &[CitedAnswer<'_>]) -> CitationScores {
     let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     let p: Vec<f64> = answers
         .iter()

@@ -44,5 +44,5 @@ pub use kb::{
     KbOptions, KbWriter, KnowledgeBase, MANIFEST_FILE, Manifest,
 };
 pub use kb::{DENSE_DIR, DenseIndex};
-pub use vectors::{HnswIndex, HnswParams, RecallReport, VectorStore, recall_at_k};
 pub use prompt::{PromptConfig, PromptLang, PromptPassage, RagPrompt, build_prompt};
+pub use vectors::{HnswIndex, HnswParams, RecallReport, VectorStore, recall_at_k};

@@ -268,7 +268,7 @@ enum Layout {
     /// A chat template; `system` tells whether it takes a system message (else the
     /// instructions open the user message).
     Template {
-        template: tilpass_tokenize::ChatTemplate,
+        template: Box<tilpass_tokenize::ChatTemplate>,
         system: bool,
     },
 }
@@ -354,7 +354,7 @@ pub fn build_prompt(
         Some(PLAIN_LAYOUT) => Layout::Plain,
         name => match tok.chat_template(name) {
             Ok(template) => Layout::Template {
-                template,
+                template: Box::new(template),
                 system: true,
             },
             Err(TokenizeError::NoChatTemplate { .. }) if name.is_none() => Layout::Plain,
