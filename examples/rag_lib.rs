@@ -13,19 +13,34 @@ use tilpass::tokenize::Tokenizer;
 
 type BoxError = Box<dyn std::error::Error>;
 
-/// The corpus: 60 short CC0 passages on Norwegian public life (`tests/fixtures/rag`).
-pub const CORPUS: &str = include_str!("../tests/fixtures/rag/corpus.jsonl");
+/// The corpus: the embedded Norwegian retrieval set `norsk-rag` (502 CC0 passages on Norwegian
+/// public life, Bokmål and Nynorsk; `data/rag/`, `data/README.md`), one knowledge-base
+/// document per passage.
+pub const CORPUS: &str = tilpass::data::embedded::NORSK_RAG_PASSAGES_JSONL;
 
-/// The questions asked: `(language, question, id of the document that answers it)`.
+/// The questions asked: `(language, question, id of the passage that answers it)`, queries
+/// q020, q106, q052 and q125 of `norsk-rag` with the passage its judgements grade 2.
 pub const QUESTIONS: [(PromptLang, &str, &str); 4] = [
-    (PromptLang::Nb, "Når ble Grunnloven vedtatt?", "grunnloven"),
-    (PromptLang::Nb, "Hvilket nummer har legevakten?", "legevakt"),
+    (
+        PromptLang::Nb,
+        "hvilket nummer ringer jeg til legevakten",
+        "fastlege-3",
+    ),
+    (
+        PromptLang::Nb,
+        "hvem ble valgt til konge på Eidsvoll",
+        "grunnlova-2",
+    ),
     (
         PromptLang::Nn,
-        "Kven samla inn dialektar og laga landsmålet?",
-        "nynorsk-historie",
+        "Kvifor er Bryggen i Bergen på verdsarvlista?",
+        "bergen-1",
     ),
-    (PromptLang::Nn, "Kor høg er Galdhøpiggen?", "fjell"),
+    (
+        PromptLang::Nn,
+        "Kor langt frå eit hus må teltet stå?",
+        "allemannsrett-2",
+    ),
 ];
 
 /// Settings of the example.
@@ -92,7 +107,7 @@ pub fn build_kb(out: &Path) -> Result<KnowledgeBase, BoxError> {
     let mut w = kb.writer()?;
     for (i, line) in CORPUS.lines().enumerate() {
         let doc: Document = serde_json::from_str(line)?;
-        doc.validate(&format!("corpus.jsonl:{}", i + 1))?;
+        doc.validate(&format!("builtin:norsk-rag passage {}", i + 1))?;
         w.upsert(&doc)?;
     }
     w.commit()?;
