@@ -26,7 +26,7 @@ pub enum RagCommand {
     /// BM25 search; prints {"hits": [{"id", "score", "passage", "start", "end", "title", ...}]}
     /// best first (start/end: character span of the passage in its document).
     Search(SearchArgs),
-    /// Answer a question from the knowledge base with a decoder, citing passages as [n];
+    /// Answer a question from the knowledge base with a decoder, citing passages as `[n]`;
     /// prints {"answer", "citations": [{"n", "id", "title", "start", "end"}],
     /// "invalid_citations", ...}.
     Ask(crate::rag_ask::AskArgs),

@@ -2,38 +2,9 @@
 //! on stderr for bad input.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
-
-fn tilpass(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tilpass"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn ok_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}; stderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-}
-
-fn bad_input(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(err.lines().count(), 1, "one-line cause: {err}");
-    err
-}
 
 fn write(dir: &Path, name: &str, body: &str) -> String {
     let p = dir.join(name);
@@ -189,6 +160,9 @@ fn bad_input_exits_2_with_one_line() {
 
 /// The shared test comparison: max-abs difference, infinite on NaN, panics on unequal lengths.
 use tilpass_tests::max_abs_diff;
+
+mod common;
+use common::{bad_input, ok_json, tilpass};
 
 /// `v["logits"]` as numbers (a `null` — how JSON writes NaN — fails).
 fn logits_of(v: &Value) -> Vec<f32> {

@@ -6,16 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
-fn tilpass(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tilpass"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
+mod common;
+use common::tilpass;
 
 /// Every file under `dir` with a hash of its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, u64> {

@@ -3,39 +3,11 @@
 //! naming the setting or the row) before any work.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn tilpass(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tilpass"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn ok_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}; stderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-}
-
-fn bad_input(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "stdout: {}; stderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(err.lines().count(), 1, "one-line cause: {err}");
-    err
-}
+mod common;
+use common::{bad_input, ok_json, tilpass};
 
 fn write(dir: &Path, name: &str, body: &str) -> String {
     let p = dir.join(name);

@@ -4,39 +4,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-fn tilpass(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tilpass"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn ok_json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}; stderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-}
-
-fn bad_input(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "stdout: {} stderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(err.lines().count(), 1, "one-line cause: {err}");
-    err
-}
+mod common;
+use common::{bad_input, ok_json, tilpass};
 
 fn jsonl(dir: &Path, name: &str, rows: &[Value]) -> String {
     let p = dir.join(name);

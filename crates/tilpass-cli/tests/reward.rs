@@ -2,16 +2,12 @@
 //! fixture with a word-level tokenizer (token `tN` has id N).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{Value, json};
 
-fn tilpass(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tilpass"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
+mod common;
+use common::{bad_input, tilpass};
 
 fn ok_lines(out: &Output) -> Vec<Value> {
     assert!(
@@ -30,18 +26,6 @@ fn ok_json(out: &Output) -> Value {
     let mut v = ok_lines(out);
     assert_eq!(v.len(), 1, "one JSON line");
     v.remove(0)
-}
-
-fn bad_input(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(err.lines().count(), 1, "one-line cause: {err}");
-    err
 }
 
 fn write(dir: &Path, name: &str, body: &str) -> String {

@@ -15,7 +15,7 @@ use crate::error::{RagError, Result};
 
 /// Files whose bytes make an embedder's fingerprint, when present (weights, config, tokenizer,
 /// sentence-transformers pooling); the directory's path and name are not part of it.
-const FINGERPRINT_FILES: [&str; 9] = [
+pub const FINGERPRINT_FILES: [&str; 9] = [
     "config.json",
     "tokenizer.json",
     "vocab.txt",

@@ -19,7 +19,7 @@ use crate::error::{RagError, Result};
 const VEC_MAGIC: &[u8; 8] = b"TPVEC001";
 const HNSW_MAGIC: &[u8; 8] = b"TPHNSW01";
 /// Rows of the matrix scored per block in exact search (fits L2 with 384-wide vectors).
-const BLOCK_ROWS: usize = 256;
+pub const BLOCK_ROWS: usize = 256;
 
 /// The key of one passage: document id and passage number within it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
