@@ -144,7 +144,11 @@ fn max_abs(a: &[f32], b: &[f32]) -> f64 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs())
-        .fold(0.0, f64::max)
+        // A NaN on either side makes the difference infinite (f64::max would skip it).
+        .fold(
+            0.0,
+            |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+        )
 }
 
 /// Either model family with its adapter, behind one interface for the checks.
@@ -373,8 +377,12 @@ fn nort5_p_tuning() {
 }
 
 /// Three steps straight, or one step, a checkpoint, and a resumed run of two: the same
-/// losses, gradient norms and final table, bit for bit (the prompt encoder's weights and the
-/// optimiser state are in the checkpoint).
+/// losses, gradient norms and final table, bit for bit on the CPU (the prompt encoder's weights
+/// and the optimiser state are in the checkpoint). On wgpu (lavapipe) NorT5's resumed step-2
+/// loss came out one float32 ulp from the straight run's (5.4639320 vs 5.4639316) although
+/// the same checkpoint machinery is bit-exact on the CPU: cubecl picks kernels per launch
+/// (autotune), so two runs of one graph need not round alike there. Off the CPU the check is
+/// therefore 1e-6 relative (losses, gradient norms) and 1e-6 absolute (table).
 #[test]
 fn prompt_training_resumes_exactly() {
     for case in ["t5_ptuning", "llama_prefix_projection", "nort5_prompt"] {
@@ -415,15 +423,37 @@ fn prompt_training_resumes_exactly() {
             )
             .unwrap();
         assert_eq!(rest.len(), 2, "{case}: steps 2 and 3");
+        let exact = crate::preference_losses::on_cpu();
+        let same = |x: f64, y: f64| {
+            if exact {
+                x == y
+            } else {
+                (x - y).abs() <= 1e-6 * x.abs().max(1.0)
+            }
+        };
         for (a, b) in all[1..].iter().zip(&rest) {
-            assert_eq!(a.loss, b.loss, "{case} step {}: loss", a.step);
-            assert_eq!(
-                a.grad_norm, b.grad_norm,
-                "{case} step {}: grad norm",
+            assert!(
+                same(a.loss, b.loss),
+                "{case} step {}: loss {} vs {}",
+                a.step,
+                a.loss,
+                b.loss
+            );
+            let (ga, gb) = (a.grad_norm, b.grad_norm);
+            assert!(
+                same(ga, gb),
+                "{case} step {}: grad norm {ga} vs {gb}",
                 a.step
             );
         }
-        assert_eq!(straight.table(), resumed.table(), "{case}: final table");
+        let (ta, tb) = (straight.table(), resumed.table());
+        assert_eq!(ta.len(), tb.len(), "{case}: table size");
+        if exact {
+            assert_eq!(ta, tb, "{case}: final table");
+        } else {
+            let d = max_abs(&ta, &tb);
+            assert!(d <= 1e-6, "{case}: final table differs by {d:e}");
+        }
     }
 }
 
