@@ -168,39 +168,13 @@ pub fn prompt_seq2seq_loss<M: Seq2SeqModel>(
     Ok((lp.sum().neg().div_scalar(n.max(1) as f64), n))
 }
 
-fn mean_loss(
-    step: usize,
-    losses: impl Iterator<Item = Result<(Tensor<1>, usize)>>,
-) -> Result<EvalLog> {
-    let (mut total, mut count) = (0f64, 0usize);
-    for l in losses {
-        let (loss, n) = l?;
-        total += f64::from(loss.inner().into_scalar::<f32>()) * n as f64;
-        count += n;
-    }
-    let eval_loss = total / count.max(1) as f64;
-    if !eval_loss.is_finite() {
-        return Err(TrainError::NonFiniteOutput {
-            what: format!("evaluation loss after step {step}"),
-            value: eval_loss,
-        });
-    }
-    Ok(EvalLog {
-        step,
-        eval_loss,
-        perplexity: eval_loss.exp(),
-        samples: Vec::new(),
-        metrics: BTreeMap::new(),
-    })
-}
-
 /// Mean loss per supervised token over `eval` with the adapter (decoder).
 pub fn evaluate_prompt_lm(
     pm: &PromptModel<DecoderLm>,
     eval: &[LmBatch],
     step: usize,
 ) -> Result<EvalLog> {
-    mean_loss(step, eval.iter().map(|b| prompt_lm_loss(pm, b)))
+    crate::trainer::token_mean_eval(step, eval.iter().map(|b| prompt_lm_loss(pm, b)))
 }
 
 /// Mean loss per supervised token over `eval` with the adapter (encoder-decoder).
@@ -209,7 +183,7 @@ pub fn evaluate_prompt_seq2seq<M: Seq2SeqModel>(
     eval: &[Seq2SeqTrainBatch],
     step: usize,
 ) -> Result<EvalLog> {
-    mean_loss(step, eval.iter().map(|b| prompt_seq2seq_loss(pm, b)))
+    crate::trainer::token_mean_eval(step, eval.iter().map(|b| prompt_seq2seq_loss(pm, b)))
 }
 
 /// Sample generations logged with each evaluation, made with the adapter.

@@ -149,26 +149,7 @@ pub fn evaluate_seq2seq<M: Seq2SeqModel>(
     eval: &[Seq2SeqTrainBatch],
     step: usize,
 ) -> Result<EvalLog> {
-    let (mut total, mut count) = (0f64, 0usize);
-    for b in eval {
-        let (loss, n) = seq2seq_lm_loss(model, b)?;
-        total += f64::from(loss.inner().into_scalar::<f32>()) * n as f64;
-        count += n;
-    }
-    let eval_loss = total / count.max(1) as f64;
-    if !eval_loss.is_finite() {
-        return Err(TrainError::NonFiniteOutput {
-            what: format!("evaluation loss after step {step}"),
-            value: eval_loss,
-        });
-    }
-    Ok(EvalLog {
-        step,
-        eval_loss,
-        perplexity: eval_loss.exp(),
-        samples: Vec::new(),
-        metrics: Default::default(),
-    })
+    crate::trainer::token_mean_eval(step, eval.iter().map(|b| seq2seq_lm_loss(model, b)))
 }
 
 /// Sample generations of an encoder-decoder being trained, logged with each evaluation.

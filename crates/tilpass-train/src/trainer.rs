@@ -935,9 +935,18 @@ pub fn train_trainable<S: Trainable>(
 
 /// Mean loss per supervised token over `eval`.
 pub fn evaluate(model: &DecoderLm, eval: &[LmBatch], step: usize) -> Result<EvalLog> {
+    token_mean_eval(step, eval.iter().map(|b| causal_lm_loss(model, b)))
+}
+
+/// The evaluation log of per-batch `(mean loss, supervised tokens)`: their token-weighted mean
+/// (a non-finite mean is an error naming the step).
+pub(crate) fn token_mean_eval(
+    step: usize,
+    losses: impl Iterator<Item = Result<(Tensor<1>, usize)>>,
+) -> Result<EvalLog> {
     let (mut total, mut count) = (0f64, 0usize);
-    for b in eval {
-        let (loss, n) = causal_lm_loss(model, b)?;
+    for l in losses {
+        let (loss, n) = l?;
         total += f64::from(loss.inner().into_scalar::<f32>()) * n as f64;
         count += n;
     }
