@@ -291,7 +291,11 @@ pub fn run_generation(
         cfg.eos_token_ids = Some(eos);
     }
     let cache = |b: usize| adapter.map(|a| a.prefix_cache(b)).unwrap_or_default();
-    let embeds = |b: usize| adapter.map(|a| a.prompt_embeds(b)).expect("prompt adapter");
+    let embeds = |b: usize| {
+        adapter
+            .map(|a| a.prompt_embeds(b))
+            .expect("only called inside adapter.map below")
+    };
     let prefix = adapter.map(|a| match a.method {
         PromptMethod::Prefix => VirtualPrefix::Cache {
             n: a.len(),
