@@ -26,8 +26,16 @@ use tilpass::train::{
 use tilpass_tests::{fixture_json, fixture_path};
 
 /// Logits of the initial adapter on batch 0 vs PEFT's: max abs difference over the largest
-/// |logit| (the random T5.1.1 gives logits up to ~40, where float32 rounding alone is ~1e-5).
-const LOGITS: f64 = 1e-6;
+/// |logit| (the random T5.1.1 gives logits up to ~40, where float32 rounding alone is ~1e-5):
+/// 1e-6 on the CPU; 5e-6 on another device, whose float32 tanh/exp kernels are less exact
+/// (lavapipe put T5 P-tuning's logits 1.49e-6 from PEFT's).
+fn logits_tol() -> f64 {
+    if crate::preference_losses::on_cpu() {
+        1e-6
+    } else {
+        5e-6
+    }
+}
 /// Loss per step, relative (DESIGN.md's 1e-5).
 const LOSS: f64 = 1e-5;
 /// Gradient norm per step before clipping, relative.
@@ -231,7 +239,7 @@ fn check_case(case: &str) {
     let d = max_abs(&m.logits(), &want_logits) / scale;
     eprintln!("{case}: initial logits max abs diff {d:.2e} of their scale {scale:.1}");
     assert!(
-        d <= LOGITS,
+        d <= logits_tol(),
         "{case}: initial logits differ from PEFT's by {d} of {scale}"
     );
     let steps = m.train(&config(&reference), None).unwrap();
