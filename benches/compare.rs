@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! tilpass-compare GROUP [--threads N] [--bench NAME[:WARMUP:REPS]]...
-//! GROUP: sft_encode | decoder | encoder | train | dpo_step | metrics
+//! GROUP: sft_encode | decoder | encoder | train | dpo_step | metrics | rag
+//! tilpass-compare rag_prepare | rag_rss      (the rag group's cached inputs; its memory child)
 //! ```
 //!
 //! Without `--bench`, every benchmark of the group runs with 1 warm-up and 3 repetitions.
@@ -35,6 +36,9 @@ use tilpass::train::{
 };
 use tilpass_benches::{Shape, write_random_llama};
 
+#[path = "compare_rag.rs"]
+mod rag;
+
 type Res<T> = Result<T, Box<dyn Error>>;
 
 /// The benchmarks of each group, in the order they run.
@@ -54,6 +58,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("train", &["lora_sft_step", "t5_lora_sft_step"]),
     ("dpo_step", &["dpo_step"]),
     ("metrics", &["corpus_bleu", "corpus_chrf"]),
+    ("rag", rag::BENCHES),
 ];
 
 /// One benchmark to run: its name, untimed warm-up runs and timed repetitions.
@@ -67,6 +72,8 @@ struct Spec {
 struct Report {
     benchmarks: Vec<Value>,
     checks: serde_json::Map<String, Value>,
+    /// Further fields of the JSON report (the rag group's rankings, recall and memory).
+    extra: serde_json::Map<String, Value>,
 }
 
 impl Report {
@@ -548,6 +555,11 @@ fn run() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: tilpass-compare GROUP [--threads N] [--bench NAME[:WARMUP:REPS]]...";
     let group = args.first().ok_or(usage)?.clone();
+    match group.as_str() {
+        "rag_prepare" => return rag::prepare(),
+        "rag_rss" => return rag::rss(),
+        _ => {}
+    }
     let known = GROUPS
         .iter()
         .find(|(g, _)| *g == group)
@@ -579,6 +591,7 @@ fn run() -> Res<()> {
     let mut report = Report {
         benchmarks: Vec::new(),
         checks: serde_json::Map::new(),
+        extra: serde_json::Map::new(),
     };
     match group.as_str() {
         "sft_encode" => sft_encode(&specs, &mut report)?,
@@ -586,19 +599,25 @@ fn run() -> Res<()> {
         "encoder" => encoder(&specs, &mut report)?,
         "train" => train(&specs, &mut report)?,
         "dpo_step" => dpo_step(&specs, &mut report)?,
+        "rag" => {
+            let mut extra = std::mem::take(&mut report.extra);
+            rag::run(&specs, &mut report, &mut extra)?;
+            report.extra = extra;
+        }
         _ => metrics(&specs, &mut report)?,
     }
-    println!(
-        "{}",
-        json!({
-            "side": "tilpass",
-            "group": group,
-            "threads": rayon::current_num_threads(),
-            "versions": {"tilpass": env!("CARGO_PKG_VERSION")},
-            "benchmarks": report.benchmarks,
-            "checks": report.checks,
-        })
-    );
+    let mut out = json!({
+        "side": "tilpass",
+        "group": group,
+        "threads": rayon::current_num_threads(),
+        "versions": {"tilpass": env!("CARGO_PKG_VERSION")},
+        "benchmarks": report.benchmarks,
+        "checks": report.checks,
+    });
+    if let Value::Object(o) = &mut out {
+        o.extend(report.extra);
+    }
+    println!("{out}");
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 and prints one side-by-side markdown table. Called by scripts/compare/run.sh, which builds
 `tilpass-compare` first; run that instead of this file.
 
-Each round runs, for every group (sft_encode, decoder, encoder, train, dpo_step, metrics), the Python
+Each round runs, for every group (sft_encode, decoder, encoder, train, dpo_step, metrics, rag), the Python
 script `scripts/compare/<group>.py` and `tilpass-compare <group>` as two fresh processes, the
 order alternating between groups and rounds. Both get the same thread count (`--threads` and
 OMP/MKL/OpenBLAS/Rayon variables) and the same benchmark list with the same warm-up and
@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+import rag_harness
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # group, benchmark, warm-up runs, timed repetitions per process, title, reference library.
@@ -50,6 +52,7 @@ PLAN = [
     ("metrics", "corpus_bleu", 1, 5, "corpus BLEU, 10,000 pairs", "sacrebleu"),
     ("metrics", "corpus_chrf", 1, 5, "corpus chrF, 10,000 pairs", "sacrebleu"),
 ]
+PLAN += rag_harness.plan()  # BM25, indexing and HNSW against bm25s, rank-bm25, hnswlib
 GROUPS = list(dict.fromkeys(p[0] for p in PLAN))
 
 
@@ -129,7 +132,12 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 1 round, 1 warm-up and 1 repetition (3 for decode steps)")
     ap.add_argument("--out", default=None, help="directory for the raw JSON, logs and table")
+    ap.add_argument("--rag-scale", type=float, default=None,
+                    help="rag group: corpus sizes times this, in (0, 1] (default 1: 1M passages)")
     a = ap.parse_args()
+    if a.rag_scale is not None:
+        os.environ["TILPASS_RAG_SCALE"] = str(a.rag_scale)
+        PLAN[:] = [p for p in PLAN if p[0] != "rag"] + rag_harness.plan()
 
     threads = a.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     rounds = 1 if a.quick else a.rounds
@@ -154,6 +162,8 @@ def main():
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
         env[var] = str(threads)
 
+    if "rag" in groups:
+        rag_harness.prepare(a.rust_bin, a.python, env, log)
     load_start = load()
     results = []  # (round, side, report)
     t0 = time.time()
@@ -257,6 +267,7 @@ def main():
         lines += ["", f"**Not a valid measurement: the load average was {load_start} before the first "
                       "process started (other work on the machine, or the build just before). Rerun on a "
                       "quiet machine.**"]
+    lines += rag_harness.report(results)
     if problems:
         lines += ["", "**The two sides disagreed:**", *[f"- {p}" for p in problems]]
     table = "\n".join(lines)
