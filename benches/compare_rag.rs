@@ -347,11 +347,7 @@ fn fnv1a(terms: &[String]) -> u64 {
 }
 
 /// Runs the group's benchmarks; rankings, recall, statistics and memory go to `extra`.
-pub fn run(
-    specs: &[Spec],
-    r: &mut Report,
-    extra: &mut serde_json::Map<String, Value>,
-) -> Res<()> {
+pub fn run(specs: &[Spec], r: &mut Report, extra: &mut serde_json::Map<String, Value>) -> Res<()> {
     let cache = cache()?;
     let z = Sizes::load(&cache)?;
     let k = z.get("k")?;
@@ -375,8 +371,11 @@ pub fn run(
     let mut rankings = serde_json::Map::new();
     let mut recall = serde_json::Map::new();
     let mut big: Option<KnowledgeBase> = None;
-    let mut hnsw: Option<(VectorStore, Vec<Vec<f32>>, Vec<Vec<tilpass::rag::vectors::ScoredRow>>)> =
-        None;
+    let mut hnsw: Option<(
+        VectorStore,
+        Vec<Vec<f32>>,
+        Vec<Vec<tilpass::rag::vectors::ScoredRow>>,
+    )> = None;
     for spec in specs {
         let name = spec.name.as_str();
         match name {
