@@ -175,10 +175,15 @@ def report(results):
     first = {s: rep for r, s, rep in reps if r == 0}
     py, rs = first.get("python", {}), first.get("tilpass", {})
     lines = ["", "RAG details (round 1):", ""]
-    rk_py, rk_rs = py.get("rankings", {}), rs.get("rankings", {})
+    rk_py, rk_rs, ties = py.get("rankings", {}), rs.get("rankings", {}), rs.get("tie_sets", {})
     for name in sorted(set(rk_py) & set(rk_rs)):
         mean, equal = _overlap(rk_py[name], rk_rs[name])
-        lines.append(f"- {name}: top-10 overlap with tilpass {mean:.3f} (mean share of common passages), "
+        tied = ""
+        if name in ties:
+            shares = [len(set(a) & set(t)) / len(a) if a else 1.0 for a, t in zip(rk_py[name], ties[name])]
+            tied = (f"; {statistics.mean(shares):.3f} of the reference's top-10 score at least tilpass's 10th "
+                    "(ties at the cut counted)")
+        lines.append(f"- {name}: top-10 overlap with tilpass {mean:.3f} (mean share of common passages){tied}; "
                      f"identical top-10 lists {equal:.1%} of {len(rk_rs[name])} queries")
     th_py, th_rs = py.get("token_hashes"), rs.get("token_hashes")
     if th_py and th_rs and len(th_py) == len(th_rs):
