@@ -599,6 +599,28 @@ impl KnowledgeBase {
     }
 }
 
+#[cfg(test)]
+impl KnowledgeBase {
+    /// Pruned and exhaustive BM25 of `query` (the pruning tests of `bm25`).
+    pub(crate) fn bm25_both(
+        &self,
+        query: &str,
+        k: usize,
+        params: Bm25Params,
+    ) -> (
+        Vec<(f32, tantivy::DocAddress)>,
+        Vec<(f32, tantivy::DocAddress)>,
+    ) {
+        let terms = self.analyze(query);
+        let searcher = self.reader.searcher();
+        let f = self.fields.text;
+        (
+            crate::bm25::top_k(&searcher, f, &terms, params, k).unwrap(),
+            crate::bm25::top_k_exhaustive(&searcher, f, &terms, params, k).unwrap(),
+        )
+    }
+}
+
 /// Statistics of one commit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CommitStats {
