@@ -11,8 +11,11 @@ Data (nothing of it in the repository):
   are written to `corpus.idx` in the cache, one passage a line); queries: 2-5 words (letters only,
   4+ characters) of a drawn sentence, `queries.txt`;
 - the cache directory TILPASS_RAG_CACHE (default ~/.cache/tilpass-rag-bench/scale-S): corpus
-  indices, queries, the large knowledge base and bm25s index (built once, untimed), MiniLM
-  embeddings of the HNSW passages (tilpass's encoder, artefacts/minilm).
+  indices, queries, the large knowledge base, bm25s index and rank-bm25 object (built once,
+  untimed), the HNSW vectors: MiniLM embeddings (tilpass's encoder, artefacts/minilm) of every
+  sentence, a passage's vector being the normalised sum of its sentences' (embedding 20k
+  passages themselves takes minutes on two cores), and of the queries; one instant-distance
+  graph per ef (it fixes ef at build time).
 
 Scale: TILPASS_RAG_SCALE (run.py --rag-scale, default 1): the "1M" corpus has 1,000,000 x scale
 passages, the "10k" corpus 10,000 (at most the large one), indexing 100,000 x scale passages, HNSW
