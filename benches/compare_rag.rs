@@ -367,6 +367,13 @@ fn fnv1a(terms: &[String]) -> u64 {
     h
 }
 
+/// The HNSW benchmarks' vectors, query vectors and exact top-k of each query.
+type HnswBench = (
+    VectorStore,
+    Vec<Vec<f32>>,
+    Vec<Vec<tilpass::rag::vectors::ScoredRow>>,
+);
+
 /// Runs the group's benchmarks; rankings, recall, statistics and memory go to `extra`.
 pub fn run(specs: &[Spec], r: &mut Report, extra: &mut serde_json::Map<String, Value>) -> Res<()> {
     let cache = cache()?;
@@ -393,11 +400,7 @@ pub fn run(specs: &[Spec], r: &mut Report, extra: &mut serde_json::Map<String, V
     let mut recall = serde_json::Map::new();
     let mut tie_sets = serde_json::Map::new();
     let mut big: Option<KnowledgeBase> = None;
-    let mut hnsw: Option<(
-        VectorStore,
-        Vec<Vec<f32>>,
-        Vec<Vec<tilpass::rag::vectors::ScoredRow>>,
-    )> = None;
+    let mut hnsw: Option<HnswBench> = None;
     for spec in specs {
         let name = spec.name.as_str();
         match name {

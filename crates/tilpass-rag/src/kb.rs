@@ -599,6 +599,10 @@ impl KnowledgeBase {
     }
 }
 
+/// BM25 hits as `(score, address)`, best first (the pruning tests of `bm25`).
+#[cfg(test)]
+pub(crate) type ScoredAddresses = Vec<(f32, tantivy::DocAddress)>;
+
 #[cfg(test)]
 impl KnowledgeBase {
     /// Pruned and exhaustive BM25 of `query` (the pruning tests of `bm25`).
@@ -607,10 +611,7 @@ impl KnowledgeBase {
         query: &str,
         k: usize,
         params: Bm25Params,
-    ) -> (
-        Vec<(f32, tantivy::DocAddress)>,
-        Vec<(f32, tantivy::DocAddress)>,
-    ) {
+    ) -> (ScoredAddresses, ScoredAddresses) {
         let terms = self.analyze(query);
         let searcher = self.reader.searcher();
         let f = self.fields.text;
