@@ -412,17 +412,22 @@ impl HnswIndex {
     /// Approximate `k` nearest rows of `query` (normalised `[dim]`), best first; at most
     /// `max(k, ef_search)` are looked at, so `k` above `ef_search` still returns `k` rows.
     pub fn search(&self, query: &[f32], k: usize) -> Vec<ScoredRow> {
-        let mut search = Search::default();
+        thread_local! {
+            /// The search state (visited set, heaps) reused by this thread's searches.
+            static SEARCH: std::cell::RefCell<Search> = std::cell::RefCell::new(Search::default());
+        }
         let q = Point(query.to_vec());
-        let mut out: Vec<ScoredRow> = self
-            .map
-            .search(&q, &mut search)
-            .take(k)
-            .map(|item| ScoredRow {
-                row: *item.value as usize,
-                score: 1.0 - item.distance,
-            })
-            .collect();
+        let mut out: Vec<ScoredRow> = SEARCH.with(|s| {
+            let mut search = s.borrow_mut();
+            self.map
+                .search(&q, &mut search)
+                .take(k)
+                .map(|item| ScoredRow {
+                    row: *item.value as usize,
+                    score: 1.0 - item.distance,
+                })
+                .collect()
+        });
         out.sort_by(by_score);
         out
     }
