@@ -148,7 +148,7 @@ def main():
     if unknown:
         sys.exit(f"--only: unknown {sorted(unknown)}; groups {GROUPS}, benchmarks {[p[1] for p in PLAN]}")
     # The rag group runs only when asked for (--only rag): its preparation builds a 1M-passage index.
-    plan = [p for p in PLAN if (p[0] in only or p[1] in only) if only else p[0] != "rag"]
+    plan = [p for p in PLAN if ((p[0] in only or p[1] in only) if only else p[0] != "rag")]
     if a.quick:
         plan = [(g, b, 1, 3 if b.startswith("decode_step_") else 1, t, r) for g, b, _, _, t, r in plan]
     groups = [g for g in GROUPS if any(p[0] == g for p in plan)]
