@@ -30,6 +30,7 @@ mod rag_dense;
 mod rag_eval;
 mod reward_parity;
 mod runs;
+mod sampler_stats;
 mod sentence_embeddings;
 mod seq2seq_encoding;
 mod seq2seq_generate;
