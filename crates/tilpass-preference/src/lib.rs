@@ -84,6 +84,7 @@ pub mod dpo_run;
 pub mod dpo_trainer;
 pub mod error;
 pub mod grpo;
+pub mod grpo_trainer;
 pub mod kto;
 pub mod kto_run;
 pub mod kto_trainer;
@@ -119,6 +120,7 @@ pub use grpo::{
     GrpoAdvantages, GrpoConfig, GrpoInputs, GrpoLossType, GrpoOutput, MultiObjectiveAggregation,
     ScaleRewards, completion_metrics, completions_after_eos, grpo_advantages, grpo_loss,
 };
+pub use grpo_trainer::{OnlineAlgorithm, OnlineConfig, PromptRow, WeightedReward, train_online};
 pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotation, kto_loss};
 pub use kto_run::KtoRun;
 pub use kto_trainer::{
