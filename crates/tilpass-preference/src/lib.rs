@@ -28,6 +28,7 @@
 //! | [`rloo`] | RLOO: KL-penalised rewards, leave-one-out baselines, sequence-level clipped loss | `RLOOTrainer` (advantages, `_compute_loss`) |
 //! | [`rewards`] | reward functions: closures, written form (nb / nn), length, distinct-n, regex format, exact answer; `--reward` specs | `reward_funcs` |
 //! | [`model_reward`] | reward-model rewards (a sequence classifier scoring prompt + completion) | `reward_funcs` with a model |
+//! | [`grpo_run`] | `tilpass train grpo|rloo` as a serde run config: prompts, reward specs, reward models | `GRPOConfig`, `RLOOConfig` |
 //!
 //! Conventions: sequence inputs are `[batch]` tensors (one value per completion or pair),
 //! per-token inputs `[batch, seq]` with a 0/1 completion mask ([`TokenLogps`]). Reference
@@ -84,6 +85,7 @@ pub mod dpo_run;
 pub mod dpo_trainer;
 pub mod error;
 pub mod grpo;
+pub mod grpo_run;
 pub mod grpo_trainer;
 pub mod kto;
 pub mod kto_run;
@@ -119,6 +121,9 @@ pub use error::{PreferenceError, Result};
 pub use grpo::{
     GrpoAdvantages, GrpoConfig, GrpoInputs, GrpoLossType, GrpoOutput, MultiObjectiveAggregation,
     ScaleRewards, completion_metrics, completions_after_eos, grpo_advantages, grpo_loss,
+};
+pub use grpo_run::{
+    GrpoOutcome, GrpoRun, LoadedRewardModel, OnlineKind, load_reward_model, read_prompts,
 };
 pub use grpo_trainer::{OnlineAlgorithm, OnlineConfig, PromptRow, WeightedReward, train_online};
 pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotation, kto_loss};
