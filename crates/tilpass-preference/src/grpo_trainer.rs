@@ -1072,3 +1072,89 @@ fn generation_batch(
         zero,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_read_from_json_with_trl_names() {
+        let c: OnlineConfig = serde_json::from_str(
+            r#"{"algorithm": {"algorithm": "rloo", "beta": 0.1}, "num_generations": 4,
+                "steps_per_generation": 2, "top_k": 20}"#,
+        )
+        .unwrap();
+        assert_eq!(c.num_generations, 4);
+        assert_eq!(c.top_k, Some(20));
+        match c.algorithm() {
+            OnlineAlgorithm::Rloo(r) => {
+                assert_eq!(r.beta, 0.1);
+                assert_eq!(r.num_generations, 4, "G comes from the online settings");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            serde_json::from_str::<OnlineConfig>(
+                r#"{"algorithm": {"algorithm": "grpo", "bta": 1}}"#
+            )
+            .is_err(),
+            "unknown loss settings are refused"
+        );
+        assert!(serde_json::from_str::<OnlineConfig>(r#"{"num_generation": 4}"#).is_err());
+        let back: OnlineConfig =
+            serde_json::from_str(&serde_json::to_string(&OnlineConfig::default()).unwrap())
+                .unwrap();
+        assert_eq!(back, OnlineConfig::default());
+        OnlineConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn out_of_range_settings_name_the_setting() {
+        for (c, name) in [
+            (
+                OnlineConfig {
+                    num_iterations: 0,
+                    ..Default::default()
+                },
+                "num_iterations",
+            ),
+            (
+                OnlineConfig {
+                    top_p: 1.5,
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                OnlineConfig {
+                    temperature: 0.0,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                OnlineConfig {
+                    num_generations: 1,
+                    ..Default::default()
+                },
+                "num_generations",
+            ),
+        ] {
+            match c.validate() {
+                Err(PreferenceError::InvalidSetting { setting, .. }) => assert_eq!(setting, name),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn prompt_order_is_a_seeded_permutation_per_epoch() {
+        let p = permutation(10, 3);
+        let mut sorted = p.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_eq!(p, permutation(10, 3));
+        assert_ne!(p, permutation(10, 4));
+        assert_ne!(mix(1, PURPOSE_SAMPLE, 0), mix(1, PURPOSE_SAMPLE, 1));
+    }
+}
