@@ -9,6 +9,7 @@ mod encoder_parity;
 mod fixture_versions;
 mod fuzz;
 mod grpo_parity;
+mod grpo_trainer_parity;
 mod honest_outputs;
 mod hostile_inputs;
 mod lambert;

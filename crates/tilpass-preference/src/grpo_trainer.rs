@@ -4,18 +4,26 @@
 //! advantages ([`crate::grpo_advantages`] / [`crate::rloo_advantages`]) and trained on in
 //! micro-batches with [`crate::grpo_loss`] / [`crate::rloo_loss`].
 
+use std::cell::RefCell;
 use std::path::Path;
+use std::time::Instant;
 
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use tilpass_models::DecoderLm;
+use tilpass_models::{DecoderInput, DecoderLm, GenerateConfig, generate};
 use tilpass_peft::PeftModel;
 use tilpass_tokenize::Tokenizer;
-use tilpass_train::{Event, Summary, Target, TrainConfig};
+use tilpass_train::{BatchLoss, Event, Summary, Target, TrainConfig, TrainError, train_loop_with};
 
+use crate::dpo_trainer::{from_train, into_train};
 use crate::error::{PreferenceError, Result};
-use crate::grpo::GrpoConfig;
-use crate::rewards::RewardFunction;
-use crate::rloo::RlooConfig;
+use crate::grpo::{
+    GrpoConfig, GrpoInputs, completion_metrics, completions_after_eos, grpo_advantages, grpo_loss,
+};
+use crate::logps::{TokenLogps, constant, constant_2d, host};
+use crate::rewards::{RewardFunction, score_rewards};
+use crate::rloo::{RlooConfig, RlooInputs, rloo_advantages, rloo_loss};
 
 /// Which online algorithm, with its loss settings (serde: `{"algorithm": "grpo", ...}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,7 +177,274 @@ pub struct WeightedReward<'a> {
     pub weight: f64,
 }
 
-/// Trains `target` of `model` with GRPO or RLOO on `prompts` (see the module docs).
+/// Completions of one generation batch given instead of sampled ones — **for tests and
+/// replay** (e.g. feeding TRL's recorded completions to check the trainer against TRL's):
+/// everything after generation (EOS cut, rewards, advantages, log-probs, losses) runs as usual.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixedRollout {
+    /// The generation batch's prompts (indices into the prompt rows), each once; prompt `i`
+    /// gets the G consecutive completions `i * G .. (i + 1) * G`.
+    pub prompt_indices: Vec<usize>,
+    /// The completion ids, `[prompts * G][..]`, as generated (cut after the first EOS here).
+    pub completions: Vec<Vec<u32>>,
+    /// The order of the completions before the batch is split into micro-batches (TRL's
+    /// `shuffle_sequence_dict`); `None`: the trainer's own seeded shuffle.
+    pub permutation: Option<Vec<usize>>,
+}
+
+/// The file in a checkpoint directory holding the generation batch being trained on, so that
+/// a run resumed in the middle of a generation batch trains on exactly the same completions.
+pub const GENERATION_BUFFER_FILE: &str = "generation_buffer.json";
+
+/// One micro-batch of a generation batch on the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct MicroBatch {
+    /// Completions in it.
+    rows: usize,
+    /// Prompt columns (left-padded over the generation batch).
+    prompt_len: usize,
+    /// Completion columns (right-padded over the generation batch).
+    completion_len: usize,
+    /// Prompt then completion ids, `[rows, prompt_len + completion_len]`.
+    input_ids: Vec<u32>,
+    /// 1 on prompt and completion tokens, `[rows, prompt_len + completion_len]`.
+    attention_mask: Vec<u8>,
+    /// 1 on completion tokens up to the first EOS, `[rows, completion_len]`.
+    completion_mask: Vec<u8>,
+    /// One advantage per completion.
+    advantages: Vec<f64>,
+    /// Per-token log-probs of the generating policy, `[rows, completion_len]`.
+    old_logps: Option<Vec<f64>>,
+    /// Per-token reference log-probs, `[rows, completion_len]`.
+    ref_logps: Option<Vec<f64>>,
+}
+
+/// A generation batch split into its micro-batches, with what is logged for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct GenerationBuffer {
+    /// Which generation batch (0-based).
+    generation: usize,
+    /// The micro-batches, in training order.
+    micro: Vec<MicroBatch>,
+    /// Completion tokens of the whole generation batch (dapo's normaliser).
+    num_items: f64,
+    /// Metrics of the generation (rewards, completions, timing), logged once with its first
+    /// micro-batch.
+    metrics: Vec<(String, f64)>,
+}
+
+/// Seeds mixed so that every (seed, purpose, index) gets its own stream.
+fn mix(seed: u64, purpose: u64, index: u64) -> u64 {
+    let mut r = tilpass_core::SplitMix64::from_state(
+        seed ^ purpose.wrapping_mul(0xA076_1D64_78BD_642F)
+            ^ index.wrapping_mul(0xE703_7ED1_A0B4_28DB),
+    );
+    r.next_u64()
+}
+
+const PURPOSE_EPOCH: u64 = 1;
+const PURPOSE_SHUFFLE: u64 = 2;
+const PURPOSE_SAMPLE: u64 = 3;
+
+/// A seeded permutation of `0..n` (Fisher-Yates).
+fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut r = tilpass_core::SplitMix64::from_state(seed);
+    let mut p: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (r.next_u64() % (i as u64 + 1)) as usize;
+        p.swap(i, j);
+    }
+    p
+}
+
+/// The settings of one run, derived and checked once.
+struct Plan<'a> {
+    online: &'a OnlineConfig,
+    algorithm: OnlineAlgorithm,
+    ga: usize,
+    spg: usize,
+    per: usize,
+    g: usize,
+    prompts_per_generation: usize,
+    generate_every: usize,
+    need_old: bool,
+    beta: f64,
+    eos: Vec<u32>,
+    pad: u32,
+}
+
+impl Plan<'_> {
+    /// The generation batch's prompts: chunk `k` of the epoch's seeded permutation (TRL's
+    /// `RepeatSampler`: incomplete chunks dropped), or the fixed rollout's.
+    fn prompt_indices(
+        &self,
+        k: usize,
+        n: usize,
+        fixed: Option<&FixedRollout>,
+    ) -> Result<Vec<usize>> {
+        let p = self.prompts_per_generation;
+        if let Some(f) = fixed {
+            if f.prompt_indices.len() != p {
+                return Err(PreferenceError::Shape {
+                    input: "fixed rollout prompt_indices",
+                    got: format!("[{}] in generation batch {k}", f.prompt_indices.len()),
+                    expected: format!(
+                        "[{p}] (per_device_train_batch_size * steps_per_generation / num_generations)"
+                    ),
+                });
+            }
+            if let Some(i) = f.prompt_indices.iter().position(|&i| i >= n) {
+                return Err(PreferenceError::BadValue {
+                    input: "fixed rollout prompt_indices",
+                    index: i,
+                    value: f.prompt_indices[i] as f64,
+                    expected: "indices of the prompt rows",
+                });
+            }
+            return Ok(f.prompt_indices.clone());
+        }
+        let chunks = n / p;
+        let (epoch, c) = (k / chunks, k % chunks);
+        let perm = permutation(n, mix(self.online.seed, PURPOSE_EPOCH, epoch as u64));
+        Ok(perm[c * p..(c + 1) * p].to_vec())
+    }
+}
+
+/// Per-token log-probs of the completion tokens (logits divided by `temperature`, as TRL's
+/// fused head), `[rows, completion_len]`, differentiable, and the per-token entropies (host).
+fn token_logps(
+    model: &DecoderLm,
+    mb: &MicroBatch,
+    temperature: f64,
+    entropies: bool,
+) -> Result<(Tensor<2>, Option<Vec<f64>>)> {
+    let (b, p, c) = (mb.rows, mb.prompt_len, mb.completion_len);
+    let seq = p + c;
+    // TRL runs the model without position ids: transformers counts 0..seq in every row.
+    let input = DecoderInput {
+        input_ids: mb.input_ids.clone(),
+        attention_mask: mb.attention_mask.clone(),
+        position_ids: (0..b).flat_map(|_| 0..seq as i64).collect(),
+        batch: b,
+        seq,
+    };
+    let logits = model.forward(&input, None)?;
+    let [_, _, v] = logits.dims();
+    let (device, dtype) = (logits.device(), logits.dtype());
+    let mut x = logits.slice([0..b, p - 1..seq - 1, 0..v]);
+    if temperature != 1.0 {
+        // A tensor divisor: a scalar operand may be rounded through float32 by a backend.
+        x = x.div(constant(vec![temperature], &device, dtype).reshape([1, 1, 1]));
+    }
+    let lp = log_softmax(x, 2);
+    let ids: Vec<i64> = (0..b)
+        .flat_map(|r| {
+            mb.input_ids[r * seq + p..(r + 1) * seq]
+                .iter()
+                .map(|&t| i64::from(t))
+        })
+        .collect();
+    let idx = Tensor::<3, Int>::from_data(TensorData::new(ids, [b, c, 1]), &device);
+    let ent = if entropies {
+        let d = lp.clone().detach();
+        Some(host(
+            &d.clone().exp().mul(d).sum_dim(2).neg().reshape([b, c]),
+            "entropies",
+        )?)
+    } else {
+        None
+    };
+    Ok((lp.gather(2, idx).reshape([b, c]), ent))
+}
+
+/// Host values of per-token log-probs over `rows` in chunks of `per` rows (no gradient).
+fn logps_in_chunks(
+    model: &DecoderLm,
+    whole: &MicroBatch,
+    per: usize,
+    temperature: f64,
+) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(whole.rows * whole.completion_len);
+    for start in (0..whole.rows).step_by(per) {
+        let chunk = whole.rows_subset(&(start..(start + per).min(whole.rows)).collect::<Vec<_>>());
+        let (lp, _) = token_logps(model, &chunk, temperature, false)?;
+        out.extend(host(&lp.detach(), "log-probs")?);
+    }
+    Ok(out)
+}
+
+impl MicroBatch {
+    /// The rows `idx` (in that order), with the same padded widths.
+    fn rows_subset(&self, idx: &[usize]) -> MicroBatch {
+        let seq = self.prompt_len + self.completion_len;
+        let c = self.completion_len;
+        let pick = |v: &[u32], w: usize| -> Vec<u32> {
+            idx.iter()
+                .flat_map(|&r| v[r * w..(r + 1) * w].to_vec())
+                .collect()
+        };
+        let pick8 = |v: &[u8], w: usize| -> Vec<u8> {
+            idx.iter()
+                .flat_map(|&r| v[r * w..(r + 1) * w].to_vec())
+                .collect()
+        };
+        let pickf = |v: &[f64], w: usize| -> Vec<f64> {
+            idx.iter()
+                .flat_map(|&r| v[r * w..(r + 1) * w].to_vec())
+                .collect()
+        };
+        MicroBatch {
+            rows: idx.len(),
+            prompt_len: self.prompt_len,
+            completion_len: c,
+            input_ids: pick(&self.input_ids, seq),
+            attention_mask: pick8(&self.attention_mask, seq),
+            completion_mask: pick8(&self.completion_mask, c),
+            advantages: pickf(&self.advantages, 1),
+            old_logps: self.old_logps.as_ref().map(|v| pickf(v, c)),
+            ref_logps: self.ref_logps.as_ref().map(|v| pickf(v, c)),
+        }
+    }
+}
+
+/// Trains `target` of `model` with GRPO or RLOO on `prompts`, scoring completions with the
+/// weighted `rewards`, on `tilpass-train`'s loop (`cfg`: steps, accumulation, schedule,
+/// clipping, checkpoints; `resume`: a checkpoint directory of an earlier run of this function,
+/// its adapter already loaded into `model` as for every trainer).
+///
+/// As TRL 1.16.0's `GRPOTrainer` / `RLOOTrainer`:
+/// - a generation batch is `per_device_train_batch_size * steps_per_generation` completions:
+///   that many / G prompts, each G times, taken in order from a seeded shuffle of the prompt
+///   rows per epoch (TRL's `RepeatSampler`; an incomplete last chunk is dropped);
+/// - the current policy (adapter dropout off) samples them with `temperature`, `top_p`,
+///   `top_k` and `max_completion_length`, batched with the KV cache; tokens after the first
+///   EOS are masked; generation batch `k`'s sampler is seeded from (`seed`, `k`);
+/// - the reward functions score the decoded completions (special tokens skipped); `None` is
+///   NaN, left out as TRL does (nansum / nanmean); advantages as [`crate::grpo_advantages`] /
+///   [`crate::rloo_advantages`];
+/// - the batch is shuffled (seeded) and split into `steps_per_generation` micro-batches,
+///   and the loop trains on them `num_iterations` times: a new generation batch every
+///   `steps_per_generation * num_iterations` micro-batches;
+/// - per-token log-probs use the logits divided by `temperature` and positions `0..seq` in
+///   every row (TRL runs the model without position ids). The generating policy's log-probs
+///   are kept when the batch outlives an optimiser step (GRPO: `gradient_accumulation_steps`
+///   not a multiple of `steps_per_generation * num_iterations`; RLOO: always), else the
+///   ratio is 1 (TRL: the policy's own, detached). With `beta > 0` the reference is the
+///   model with its adapters disabled (full fine-tuning: a frozen copy of the starting
+///   weights). These no-gradient passes run with adapter dropout off (TRL keeps the model in
+///   training mode; identical without dropout).
+///
+/// Logged per step (TRL's names): `reward`, `reward_std`, `rewards/{name}/mean|std`,
+/// `frac_reward_zero_std`, `completions/*` and `time/generation_s` (generating, scoring and
+/// the no-gradient log-probs) with the step that generated a batch; `kl`, `entropy`,
+/// `clip_ratio/*` every step. TRL's cumulative `num_tokens` and `step_time` are not logged.
+/// When every group of a generation batch has zero reward spread, an [`Event::Message`] says
+/// so (the policy loss is then exactly 0, trl#3857); every step, an [`Event::Detail`] gives its
+/// generation and training seconds.
+///
+/// Each checkpoint holds the generation batch being trained on ([`GENERATION_BUFFER_FILE`]),
+/// so a run resumed in the middle of one trains on the same completions and ends exactly
+/// where an uninterrupted run does.
 #[allow(clippy::too_many_arguments)]
 pub fn train_online(
     model: &mut PeftModel<DecoderLm>,
@@ -182,13 +457,704 @@ pub fn train_online(
     resume: Option<&Path>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary> {
-    let _ = (
-        model, target, tokenizer, prompts, rewards, cfg, resume, on_event,
-    );
+    train_online_with(
+        model,
+        target,
+        tokenizer,
+        prompts,
+        rewards,
+        online,
+        cfg,
+        resume,
+        OnlineExtras::default(),
+        on_event,
+    )
+}
+
+/// What [`train_online_with`] takes beyond [`train_online`]'s arguments.
+#[derive(Default, Clone, Copy)]
+pub struct OnlineExtras<'a> {
+    /// The reference model for full fine-tuning with `beta > 0`: a frozen copy of the starting
+    /// weights on the policy's device (e.g. loaded again from the model directory). Adapter
+    /// training uses the model with its adapters disabled and ignores it.
+    pub reference: Option<&'a DecoderLm>,
+    /// Completions to train on instead of sampled ones, one [`FixedRollout`] per generation
+    /// batch — **for tests and replay** (checking the trainer against TRL's on TRL's own
+    /// completions).
+    pub fixed: Option<&'a [FixedRollout]>,
+}
+
+/// [`train_online`] with a reference model for full fine-tuning and, for tests and replay,
+/// fixed completions ([`OnlineExtras`]).
+#[allow(clippy::too_many_arguments)]
+pub fn train_online_with(
+    model: &mut PeftModel<DecoderLm>,
+    target: Target<'_>,
+    tokenizer: &Tokenizer,
+    prompts: &[PromptRow],
+    rewards: &[WeightedReward<'_>],
+    online: &OnlineConfig,
+    cfg: &TrainConfig,
+    resume: Option<&Path>,
+    extras: OnlineExtras<'_>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Summary> {
     online.validate()?;
-    Err(PreferenceError::InvalidSetting {
-        setting: "algorithm",
-        value: "grpo/rloo".into(),
-        expected: "(the online trainer is not implemented yet)".into(),
+    cfg.validate()?;
+    let fixed = extras.fixed;
+    let plan = plan(model, tokenizer, prompts, rewards, online, cfg, fixed)?;
+    let reference =
+        match target {
+            Target::Full if plan.beta != 0.0 => Some(extras.reference.ok_or_else(|| {
+                PreferenceError::MissingInput {
+                    input: "reference model",
+                    needed_by: format!(
+                        "full fine-tuning with beta = {} (pass a frozen copy of the starting \
+                     weights as OnlineExtras::reference)",
+                        plan.beta
+                    ),
+                }
+            })?),
+            _ => None,
+        };
+    let names: Vec<String> = rewards.iter().map(|r| r.reward.name()).collect();
+    let weights: Vec<f64> = rewards.iter().map(|r| r.weight).collect();
+    let mut buffer: Option<GenerationBuffer> = None;
+    if let Some(dir) = resume {
+        let p = dir.join(GENERATION_BUFFER_FILE);
+        if p.is_file() {
+            let b: GenerationBuffer = tilpass_core::read_json(&p).map_err(TrainError::from)?;
+            buffer = Some(b);
+        }
+    }
+    let state = RefCell::new(Shared {
+        buffer,
+        messages: Vec::new(),
+        generation_s: 0.0,
+    });
+    let micro_batches = cfg.max_steps * plan.ga;
+    let tokens = vec![0usize; micro_batches];
+    let resume_dir = resume.map(Path::to_path_buf);
+    let mut loss_of =
+        |m: &mut PeftModel<DecoderLm>, j: usize| -> tilpass_train::Result<BatchLoss> {
+            micro_loss(
+                m,
+                j,
+                &plan,
+                &state,
+                tokenizer,
+                prompts,
+                rewards,
+                &names,
+                &weights,
+                reference,
+                fixed,
+                resume_dir.as_deref(),
+            )
+            .map_err(into_train)
+        };
+    let mut step_started = Instant::now();
+    let mut forward = |e: Event| {
+        let mut pending = Vec::new();
+        if let Ok(mut s) = state.try_borrow_mut() {
+            pending = std::mem::take(&mut s.messages);
+        }
+        for m in &pending {
+            on_event(Event::Message(m));
+        }
+        match e {
+            Event::Checkpoint(p) => {
+                if let Err(err) = write_buffer(&state, p) {
+                    let m = format!(
+                        "could not save the generation batch into {}: {err}; resuming from it \
+                         regenerates the batch",
+                        p.display()
+                    );
+                    on_event(Event::Message(&m));
+                }
+                on_event(Event::Checkpoint(p));
+            }
+            Event::Step(log) => {
+                let total = step_started.elapsed().as_secs_f64();
+                let gen_s = state
+                    .try_borrow_mut()
+                    .map(|mut s| std::mem::take(&mut s.generation_s))
+                    .unwrap_or(0.0);
+                on_event(Event::Step(log));
+                let d = format!(
+                    "step {}: generation {gen_s:.2} s, training {:.2} s",
+                    log.step,
+                    (total - gen_s).max(0.0)
+                );
+                on_event(Event::Detail(&d));
+                step_started = Instant::now();
+            }
+            other => on_event(other),
+        }
+    };
+    train_loop_with(
+        model,
+        target,
+        &tokens,
+        &mut loss_of,
+        &mut |_, _| Ok(None),
+        cfg,
+        resume,
+        &mut forward,
+    )
+    .map_err(from_train)
+}
+
+/// State shared by the loss and the event handler.
+struct Shared {
+    buffer: Option<GenerationBuffer>,
+    messages: Vec<String>,
+    generation_s: f64,
+}
+
+/// Writes the current generation batch into a checkpoint directory (atomically).
+fn write_buffer(state: &RefCell<Shared>, dir: &Path) -> Result<()> {
+    let s = state.borrow();
+    if let Some(b) = &s.buffer {
+        let json = serde_json::to_vec(b).map_err(|e| TrainError::Config(e.to_string()))?;
+        tilpass_core::write_atomic(dir.join(GENERATION_BUFFER_FILE), json)
+            .map_err(TrainError::from)?;
+    }
+    Ok(())
+}
+
+/// Checks the inputs against the settings and derives the run's plan.
+fn plan<'a>(
+    model: &PeftModel<DecoderLm>,
+    tokenizer: &Tokenizer,
+    prompts: &[PromptRow],
+    rewards: &[WeightedReward<'_>],
+    online: &'a OnlineConfig,
+    cfg: &TrainConfig,
+    fixed: Option<&[FixedRollout]>,
+) -> Result<Plan<'a>> {
+    let ga = cfg.gradient_accumulation_steps;
+    let spg = online.steps_per_generation.unwrap_or(ga);
+    let per = online.per_device_train_batch_size;
+    let g = online.num_generations;
+    if !(per * spg).is_multiple_of(g) {
+        return Err(PreferenceError::Incompatible {
+            setting: "num_generations",
+            other: "per_device_train_batch_size",
+            reason: format!(
+                "a generation batch of per_device_train_batch_size * steps_per_generation = \
+                 {per} * {spg} completions must hold whole groups of num_generations = {g}"
+            ),
+        });
+    }
+    let prompts_per_generation = per * spg / g;
+    if prompts.len() < prompts_per_generation {
+        return Err(PreferenceError::Shape {
+            input: "prompts",
+            got: format!("{} rows", prompts.len()),
+            expected: format!(
+                "at least {prompts_per_generation} (the prompts of one generation batch)"
+            ),
+        });
+    }
+    if let Some(i) = prompts.iter().position(|p| p.prompt_ids.is_empty()) {
+        return Err(PreferenceError::BadValue {
+            input: "prompt_ids",
+            index: i,
+            value: 0.0,
+            expected: "at least one prompt token in every row",
+        });
+    }
+    if let Some(i) = prompts
+        .iter()
+        .flat_map(|p| &p.prompt_ids)
+        .position(|&t| t as usize >= model.vocab_size())
+    {
+        return Err(PreferenceError::BadValue {
+            input: "prompt_ids",
+            index: i,
+            value: f64::NAN,
+            expected: "token ids inside the model's vocabulary",
+        });
+    }
+    if rewards.is_empty() {
+        return Err(PreferenceError::MissingInput {
+            input: "rewards",
+            needed_by: "GRPO / RLOO (at least one reward function)".into(),
+        });
+    }
+    if let Some(i) = rewards.iter().position(|r| !r.weight.is_finite()) {
+        return Err(PreferenceError::BadValue {
+            input: "reward_weights",
+            index: i,
+            value: rewards[i].weight,
+            expected: "finite weights",
+        });
+    }
+    if let Some(f) = fixed {
+        let needed = (cfg.max_steps * ga).div_ceil(spg * online.num_iterations);
+        if f.len() < needed {
+            return Err(PreferenceError::Shape {
+                input: "fixed rollouts",
+                got: format!("{} generation batches", f.len()),
+                expected: format!("{needed} for {} steps", cfg.max_steps),
+            });
+        }
+    }
+    let algorithm = online.algorithm();
+    let (need_old, beta) = match &algorithm {
+        OnlineAlgorithm::Grpo(c) => (!ga.is_multiple_of(spg * online.num_iterations), c.beta),
+        OnlineAlgorithm::Rloo(c) => (true, c.beta),
+    };
+    let mut eos = model.eos_token_ids();
+    if eos.is_empty() {
+        eos.extend(tokenizer.eos_id());
+    }
+    let pad = tokenizer
+        .pad_id()
+        .or_else(|| eos.first().copied())
+        .unwrap_or(0);
+    Ok(Plan {
+        online,
+        algorithm,
+        ga,
+        spg,
+        per,
+        g,
+        prompts_per_generation,
+        generate_every: spg * online.num_iterations,
+        need_old,
+        beta,
+        eos,
+        pad,
     })
+}
+
+/// The loss of global micro-batch `j`: generates (and scores) generation batch
+/// `j / (steps_per_generation * num_iterations)` when it is not the buffered one.
+#[allow(clippy::too_many_arguments)]
+fn micro_loss(
+    model: &mut PeftModel<DecoderLm>,
+    j: usize,
+    plan: &Plan<'_>,
+    state: &RefCell<Shared>,
+    tokenizer: &Tokenizer,
+    prompts: &[PromptRow],
+    rewards: &[WeightedReward<'_>],
+    names: &[String],
+    weights: &[f64],
+    reference: Option<&DecoderLm>,
+    fixed: Option<&[FixedRollout]>,
+    resume: Option<&Path>,
+) -> Result<BatchLoss> {
+    let k = j / plan.generate_every;
+    let slot = j % plan.spg;
+    let mut st = state.borrow_mut();
+    let fresh = st.buffer.as_ref().is_none_or(|b| b.generation != k);
+    let mut metrics = Vec::new();
+    if fresh {
+        if j % plan.generate_every != 0 {
+            // Resumed in the middle of a generation batch whose completions were not saved.
+            return Err(PreferenceError::Train(TrainError::Resume {
+                path: resume.map_or_else(String::new, |p| p.display().to_string()),
+                message: format!(
+                    "the run stopped inside generation batch {k} and the checkpoint does not \
+                     hold it ({GENERATION_BUFFER_FILE}): resume from a checkpoint written by \
+                     this trainer"
+                ),
+            }));
+        }
+        let started = Instant::now();
+        let step = j / plan.ga + 1;
+        let (buffer, zero) = generation_batch(
+            model,
+            k,
+            plan,
+            tokenizer,
+            prompts,
+            rewards,
+            names,
+            weights,
+            reference,
+            fixed.map(|f| &f[k]),
+        )?;
+        if zero {
+            st.messages.push(format!(
+                "step {step}: every prompt of generation batch {} got the same reward for all \
+                 its {} completions: the advantages and the policy loss are exactly 0 \
+                 (trl#3857); use more varied prompts, more generations or finer rewards",
+                k + 1,
+                plan.g
+            ));
+        }
+        let secs = started.elapsed().as_secs_f64();
+        st.generation_s += secs;
+        st.buffer = Some(buffer);
+        metrics.extend(
+            st.buffer
+                .as_ref()
+                .map(|b| b.metrics.clone())
+                .unwrap_or_default(),
+        );
+        metrics.push(("time/generation_s".into(), secs));
+    }
+    let buf = st.buffer.as_ref().expect("filled above");
+    let Some(mb) = buf.micro.get(slot) else {
+        return Err(PreferenceError::Shape {
+            input: "generation buffer",
+            got: format!("{} micro-batches", buf.micro.len()),
+            expected: format!("{} (steps_per_generation)", plan.spg),
+        });
+    };
+    let temperature = plan.online.temperature;
+    let (logps, entropies) = token_logps(model, mb, temperature, true)?;
+    let (device, dtype) = (logps.device(), logps.dtype());
+    let dims = [mb.rows, mb.completion_len];
+    let mask_h: Vec<f64> = mb.completion_mask.iter().map(|&m| f64::from(m)).collect();
+    let mask = constant_2d(mask_h.clone(), dims, &device, dtype);
+    let ent = entropies.map(|e| constant_2d(e, dims, &device, dtype));
+    let advantages = constant(mb.advantages.clone(), &device, dtype);
+    let items = mb.completion_mask.iter().filter(|&&m| m == 1).count();
+    let (loss, loss_metrics) = match &plan.algorithm {
+        OnlineAlgorithm::Grpo(c) => {
+            let out = grpo_loss(
+                c,
+                &GrpoInputs {
+                    policy: TokenLogps::new(logps, mask),
+                    old_logps: mb
+                        .old_logps
+                        .as_ref()
+                        .map(|v| constant_2d(v.clone(), dims, &device, dtype)),
+                    ref_logps: mb
+                        .ref_logps
+                        .as_ref()
+                        .map(|v| constant_2d(v.clone(), dims, &device, dtype)),
+                    entropies: ent,
+                    advantages,
+                    // The loop divides by the accumulation itself: the loss undivided.
+                    num_items_in_batch: buf.num_items,
+                    gradient_accumulation_steps: 1,
+                    steps_per_generation: plan.spg,
+                },
+            )?;
+            (out.loss, out.metrics)
+        }
+        OnlineAlgorithm::Rloo(c) => {
+            let old = mb.old_logps.as_ref().ok_or(PreferenceError::MissingInput {
+                input: "old_logps",
+                needed_by: "RLOO".into(),
+            })?;
+            let c_len = mb.completion_len;
+            let sums: Vec<f64> = (0..mb.rows)
+                .map(|r| {
+                    (0..c_len)
+                        .map(|t| old[r * c_len + t] * mask_h[r * c_len + t])
+                        .sum()
+                })
+                .collect();
+            let out = rloo_loss(
+                c,
+                &RlooInputs {
+                    policy: TokenLogps::new(logps, mask),
+                    old_logps: constant(sums, &device, dtype),
+                    entropies: ent,
+                    advantages,
+                },
+            )?;
+            (out.loss, out.metrics)
+        }
+    };
+    metrics.extend(loss_metrics);
+    Ok(BatchLoss {
+        loss,
+        items,
+        metrics,
+    })
+}
+
+/// Generates, scores and prepares generation batch `k`; also whether every group had zero
+/// reward spread.
+#[allow(clippy::too_many_arguments)]
+fn generation_batch(
+    model: &mut PeftModel<DecoderLm>,
+    k: usize,
+    plan: &Plan<'_>,
+    tokenizer: &Tokenizer,
+    prompts: &[PromptRow],
+    rewards: &[WeightedReward<'_>],
+    names: &[String],
+    weights: &[f64],
+    reference: Option<&DecoderLm>,
+    fixed: Option<&FixedRollout>,
+) -> Result<(GenerationBuffer, bool)> {
+    let online = plan.online;
+    let g = plan.g;
+    let chosen = plan.prompt_indices(k, prompts.len(), fixed)?;
+    let rows: Vec<usize> = chosen
+        .iter()
+        .flat_map(|&i| std::iter::repeat_n(i, g))
+        .collect();
+    let n = rows.len();
+    let prompt_ids: Vec<Vec<u32>> = rows
+        .iter()
+        .map(|&i| {
+            let ids = &prompts[i].prompt_ids;
+            let keep = online.max_prompt_length.unwrap_or(ids.len()).min(ids.len());
+            ids[ids.len() - keep..].to_vec()
+        })
+        .collect();
+    let generated: Vec<Vec<u32>> = match fixed {
+        Some(f) => {
+            if f.completions.len() != n {
+                return Err(PreferenceError::Shape {
+                    input: "fixed rollout completions",
+                    got: format!("[{}] in generation batch {k}", f.completions.len()),
+                    expected: format!("[{n}] (prompts * num_generations)"),
+                });
+            }
+            if let Some(i) = f
+                .completions
+                .iter()
+                .position(|c| c.iter().any(|&t| t as usize >= model.vocab_size()))
+            {
+                return Err(PreferenceError::BadValue {
+                    input: "fixed rollout completions",
+                    index: i,
+                    value: f64::NAN,
+                    expected: "token ids inside the model's vocabulary",
+                });
+            }
+            f.completions.clone()
+        }
+        None => {
+            let gen_cfg = GenerateConfig {
+                max_new_tokens: online.max_completion_length,
+                eos_token_ids: Some(plan.eos.clone()),
+                pad_token_id: Some(plan.pad),
+                use_cache: true,
+                do_sample: true,
+                temperature: online.temperature as f32,
+                top_k: online.top_k,
+                top_p: (online.top_p < 1.0).then_some(online.top_p as f32),
+                repetition_penalty: None,
+                seed: mix(online.seed, PURPOSE_SAMPLE, k as u64),
+                stop_strings: Vec::new(),
+            };
+            model.with_eval_mode(|m| generate(m, &prompt_ids, &gen_cfg, &mut |_, _| true))?
+        }
+    };
+    let completions = completions_after_eos(&generated, &plan.eos);
+    let texts: Vec<String> = completions
+        .iter()
+        .map(|c| tokenizer.decode(c, true))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(TrainError::from)?;
+    let prompt_texts: Vec<&str> = rows.iter().map(|&i| prompts[i].prompt.as_str()).collect();
+    let row_values: Vec<&serde_json::Value> = rows.iter().map(|&i| &prompts[i].row).collect();
+    let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let fns: Vec<&dyn RewardFunction> = rewards.iter().map(|r| r.reward).collect();
+    let scores = score_rewards(&fns, &prompt_texts, &text_refs, &row_values)?;
+    // The generation batch, padded as TRL pads it (prompts left, completions right).
+    let p_len = prompt_ids.iter().map(Vec::len).max().unwrap_or(1);
+    let c_len = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let seq = p_len + c_len;
+    let mut whole = MicroBatch {
+        rows: n,
+        prompt_len: p_len,
+        completion_len: c_len,
+        input_ids: Vec::with_capacity(n * seq),
+        attention_mask: Vec::with_capacity(n * seq),
+        completion_mask: Vec::with_capacity(n * c_len),
+        advantages: vec![0.0; n],
+        old_logps: None,
+        ref_logps: None,
+    };
+    for (p, c) in prompt_ids.iter().zip(&completions) {
+        whole
+            .input_ids
+            .extend(std::iter::repeat_n(plan.pad, p_len - p.len()));
+        whole.input_ids.extend(p);
+        whole.input_ids.extend(c);
+        whole
+            .input_ids
+            .extend(std::iter::repeat_n(plan.pad, c_len - c.len()));
+        whole
+            .attention_mask
+            .extend(std::iter::repeat_n(0u8, p_len - p.len()));
+        whole
+            .attention_mask
+            .extend(std::iter::repeat_n(1u8, p.len() + c.len()));
+        whole
+            .attention_mask
+            .extend(std::iter::repeat_n(0u8, c_len - c.len()));
+        whole
+            .completion_mask
+            .extend(std::iter::repeat_n(1u8, c.len()));
+        whole
+            .completion_mask
+            .extend(std::iter::repeat_n(0u8, c_len - c.len()));
+    }
+    let temperature = online.temperature;
+    if plan.need_old {
+        whole.old_logps =
+            Some(model.with_eval_mode(|m| logps_in_chunks(m, &whole, plan.per, temperature))?);
+    }
+    if plan.beta != 0.0 {
+        whole.ref_logps = Some(match reference {
+            Some(r) => logps_in_chunks(r, &whole, plan.per, temperature)?,
+            None => model.with_eval_mode(|m| {
+                m.with_disabled(|base| logps_in_chunks(base, &whole, plan.per, temperature))
+            })??,
+        });
+    }
+    let num_items = whole.completion_mask.iter().filter(|&&m| m == 1).count() as f64;
+    let (advantages, mut metrics, zero) = match &plan.algorithm {
+        OnlineAlgorithm::Grpo(c) => {
+            let a = grpo_advantages(c, &scores, names, weights)?;
+            (a.advantages, a.metrics, a.all_zero_spread)
+        }
+        OnlineAlgorithm::Rloo(c) => {
+            let kl: Option<Vec<f64>> = match (&whole.old_logps, &whole.ref_logps) {
+                (Some(o), Some(r)) => Some(
+                    (0..n)
+                        .map(|i| {
+                            (0..c_len)
+                                .map(|t| {
+                                    let x = i * c_len + t;
+                                    (o[x] - r[x]) * f64::from(whole.completion_mask[x])
+                                })
+                                .sum()
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            };
+            let a = rloo_advantages(
+                c,
+                &scores,
+                names,
+                weights,
+                kl.as_deref().map(|k| (k, num_items)),
+            )?;
+            (a.advantages, a.metrics, a.all_zero_spread)
+        }
+    };
+    whole.advantages = advantages;
+    metrics.extend(completion_metrics(&completions, &plan.eos, plan.pad));
+    let order = match fixed.and_then(|f| f.permutation.clone()) {
+        Some(p) => {
+            let mut seen = vec![false; n];
+            if p.len() != n
+                || p.iter()
+                    .any(|&i| i >= n || std::mem::replace(&mut seen[i], true))
+            {
+                return Err(PreferenceError::Shape {
+                    input: "fixed rollout permutation",
+                    got: format!("{p:?}"),
+                    expected: format!("a permutation of 0..{n}"),
+                });
+            }
+            p
+        }
+        None => permutation(n, mix(online.seed, PURPOSE_SHUFFLE, k as u64)),
+    };
+    let micro = order
+        .chunks(plan.per)
+        .map(|idx| whole.rows_subset(idx))
+        .collect();
+    Ok((
+        GenerationBuffer {
+            generation: k,
+            micro,
+            num_items,
+            metrics,
+        },
+        zero,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_read_from_json_with_trl_names() {
+        let c: OnlineConfig = serde_json::from_str(
+            r#"{"algorithm": {"algorithm": "rloo", "beta": 0.1}, "num_generations": 4,
+                "steps_per_generation": 2, "top_k": 20}"#,
+        )
+        .unwrap();
+        assert_eq!(c.num_generations, 4);
+        assert_eq!(c.top_k, Some(20));
+        match c.algorithm() {
+            OnlineAlgorithm::Rloo(r) => {
+                assert_eq!(r.beta, 0.1);
+                assert_eq!(r.num_generations, 4, "G comes from the online settings");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            serde_json::from_str::<OnlineConfig>(
+                r#"{"algorithm": {"algorithm": "grpo", "bta": 1}}"#
+            )
+            .is_err(),
+            "unknown loss settings are refused"
+        );
+        assert!(serde_json::from_str::<OnlineConfig>(r#"{"num_generation": 4}"#).is_err());
+        let back: OnlineConfig =
+            serde_json::from_str(&serde_json::to_string(&OnlineConfig::default()).unwrap())
+                .unwrap();
+        assert_eq!(back, OnlineConfig::default());
+        OnlineConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn out_of_range_settings_name_the_setting() {
+        for (c, name) in [
+            (
+                OnlineConfig {
+                    num_iterations: 0,
+                    ..Default::default()
+                },
+                "num_iterations",
+            ),
+            (
+                OnlineConfig {
+                    top_p: 1.5,
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                OnlineConfig {
+                    temperature: 0.0,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                OnlineConfig {
+                    num_generations: 1,
+                    ..Default::default()
+                },
+                "num_generations",
+            ),
+        ] {
+            match c.validate() {
+                Err(PreferenceError::InvalidSetting { setting, .. }) => assert_eq!(setting, name),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn prompt_order_is_a_seeded_permutation_per_epoch() {
+        let p = permutation(10, 3);
+        let mut sorted = p.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_eq!(p, permutation(10, 3));
+        assert_ne!(p, permutation(10, 4));
+        assert_ne!(mix(1, PURPOSE_SAMPLE, 0), mix(1, PURPOSE_SAMPLE, 1));
+    }
 }

@@ -125,7 +125,10 @@ pub use grpo::{
 pub use grpo_run::{
     GrpoOutcome, GrpoRun, LoadedRewardModel, OnlineKind, load_reward_model, read_prompts,
 };
-pub use grpo_trainer::{OnlineAlgorithm, OnlineConfig, PromptRow, WeightedReward, train_online};
+pub use grpo_trainer::{
+    FixedRollout, GENERATION_BUFFER_FILE, OnlineAlgorithm, OnlineConfig, OnlineExtras, PromptRow,
+    WeightedReward, train_online, train_online_with,
+};
 pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotation, kto_loss};
 pub use kto_run::KtoRun;
 pub use kto_trainer::{
