@@ -35,7 +35,9 @@ use tilpass_train::{Event, ScheduleKind, Summary, Target, TrainConfig, TrainErro
 
 use crate::error::{PreferenceError, Result};
 use crate::grpo::{GrpoConfig, GrpoLossType, MultiObjectiveAggregation, ScaleRewards};
-use crate::grpo_trainer::{OnlineAlgorithm, OnlineConfig, PromptRow, WeightedReward, train_online};
+use crate::grpo_trainer::{
+    OnlineAlgorithm, OnlineConfig, OnlineExtras, PromptRow, WeightedReward, train_online_with,
+};
 use crate::model_reward::ModelReward;
 use crate::pref_run::{self, COMMON_RESUME_SETTINGS, Common};
 use crate::rewards::{RewardFunction, RewardKind, RewardSpec};
@@ -462,7 +464,8 @@ impl GrpoRun {
     /// stay on `device` without autodiff), reporting progress to `progress`: checks the
     /// settings, reads and renders the prompts and loads the reward models (errors name the
     /// row or directory) before the policy, writes `out/run_config.json`, trains with
-    /// [`train_online`], and saves the adapter (HF PEFT layout, `out/adapter`) or the model
+    /// [`crate::grpo_trainer::train_online`] (with a frozen reference copy for full
+    /// fine-tuning with `beta` > 0), and saves the adapter (HF PEFT layout, `out/adapter`) or the model
     /// (`out/model`).
     pub fn run(&self, device: &Device, progress: &mut dyn FnMut(Event)) -> Result<GrpoOutcome> {
         let common = self.common();
@@ -550,15 +553,31 @@ impl GrpoRun {
         } else {
             Target::Adapter("default")
         };
-        let summary = train_online(
+        let online = self.online_config();
+        let beta = match &online.algorithm {
+            OnlineAlgorithm::Grpo(c) => c.beta,
+            OnlineAlgorithm::Rloo(c) => c.beta,
+        };
+        // Full fine-tuning with a KL term needs a frozen copy of the starting weights (LoRA
+        // uses the model with its adapters disabled).
+        let reference = if self.full && beta > 0.0 {
+            Some(DecoderLm::load(&started.model_dir, &started.device)?)
+        } else {
+            None
+        };
+        let summary = train_online_with(
             &mut peft,
             target,
             &started.tokenizer,
             &prompts,
             &weighted,
-            &self.online_config(),
+            &online,
             &self.train_config(),
             self.resume.as_deref(),
+            OnlineExtras {
+                reference: reference.as_ref(),
+                fixed: None,
+            },
             progress,
         )?;
         let saved = pref_run::save(&common, &started, &peft)?;
