@@ -445,7 +445,7 @@ impl GrpoRun {
         let g = online.num_generations;
         let spg = self.steps_per_generation.unwrap_or(self.grad_accum);
         let generation_batch = self.batch_size * spg;
-        if generation_batch % g != 0 {
+        if !generation_batch.is_multiple_of(g) {
             return Err(PreferenceError::Incompatible {
                 setting: "num_generations",
                 other: "batch_size",
