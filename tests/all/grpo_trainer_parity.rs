@@ -186,6 +186,32 @@ fn resume_case(algorithm: OnlineAlgorithm) {
     )
     .unwrap_err();
     assert!(err.to_string().contains(GENERATION_BUFFER_FILE), "{err}");
+    // A saved batch that does not fit the run is refused, naming the file.
+    let mut buffer: Value =
+        serde_json::from_slice(&std::fs::read(ck1.join(GENERATION_BUFFER_FILE)).unwrap()).unwrap();
+    buffer["micro"][0]["advantages"] = serde_json::json!([0.0]);
+    std::fs::write(
+        bare.path().join(GENERATION_BUFFER_FILE),
+        serde_json::to_vec(&buffer).unwrap(),
+    )
+    .unwrap();
+    let err = train_online(
+        &mut crate::train_parity::fresh_model(bare.path()),
+        Target::Adapter("default"),
+        &tok,
+        &rows,
+        &rewards,
+        &online,
+        &train_cfg(None, None),
+        Some(bare.path()),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains(GENERATION_BUFFER_FILE)
+            && err.to_string().contains("micro-batch 0"),
+        "{err}"
+    );
     for ck in [1, 2] {
         let dir = out.path().join(format!("checkpoint-{ck}"));
         assert!(dir.join(GENERATION_BUFFER_FILE).is_file());
@@ -354,7 +380,7 @@ fn max_scaled_diff(a: &[f64], b: &[f64]) -> f64 {
 /// multiple of 3.
 fn even(_: &str, completion: &str, row: &Value) -> Option<f32> {
     let idx = row["idx"].as_u64().unwrap();
-    if idx % 3 == 0 {
+    if idx.is_multiple_of(3) {
         return None;
     }
     let n = completion
@@ -578,4 +604,76 @@ fn grpo_one_iteration_matches_trl() {
 #[test]
 fn rloo_matches_trl() {
     trl_case("rloo");
+}
+
+#[test]
+fn full_fine_tuning_with_a_kl_term_needs_and_uses_a_reference_model() {
+    use tilpass::preference::{OnlineExtras, train_online_with};
+    let dev = tilpass_tests::test_device().autodiff();
+    let base = || PeftModel::new(DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap());
+    let tok = tokenizer();
+    let rows = prompts(&tok);
+    let reward = FnReward::new("words", words);
+    let rewards = [WeightedReward {
+        reward: &reward,
+        weight: 1.0,
+    }];
+    let online = online(OnlineAlgorithm::Grpo(GrpoConfig {
+        beta: 0.1,
+        ..Default::default()
+    }));
+    let cfg = TrainConfig {
+        learning_rate: 1e-3,
+        max_steps: 2,
+        ..train_cfg(None, None)
+    };
+    let err = train_online(
+        &mut base(),
+        Target::Full,
+        &tok,
+        &rows,
+        &rewards,
+        &online,
+        &cfg,
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PreferenceError::MissingInput {
+                input: "reference model",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let reference = DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap();
+    let mut steps: Vec<StepLog> = Vec::new();
+    train_online_with(
+        &mut base(),
+        Target::Full,
+        &tok,
+        &rows,
+        &rewards,
+        &online,
+        &cfg,
+        None,
+        OnlineExtras {
+            reference: Some(&reference),
+            fixed: None,
+        },
+        &mut |e| {
+            if let Event::Step(s) = e {
+                steps.push(s.clone());
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(steps.len(), 2);
+    // Step 1 scores the policy against an identical reference: KL exactly 0; step 2 (same
+    // batch, after an update) sees the policy move away from it.
+    assert_eq!(steps[0].metrics["kl"], 0.0);
+    assert!(steps[1].metrics["kl"] > 0.0, "{:?}", steps[1].metrics);
 }
