@@ -233,6 +233,70 @@ struct GenerationBuffer {
     metrics: Vec<(String, f64)>,
 }
 
+impl GenerationBuffer {
+    /// Checks a buffer read from a checkpoint against the run's settings: `steps_per_generation`
+    /// micro-batches of `per_device_train_batch_size` rows, arrays of their stated shapes,
+    /// token ids inside the vocabulary, 0/1 masks, the log-probs this run needs, finite values.
+    fn check(&self, plan: &Plan<'_>, vocab: usize) -> std::result::Result<(), String> {
+        if self.micro.len() != plan.spg {
+            return Err(format!(
+                "{} micro-batches, expected steps_per_generation = {}",
+                self.micro.len(),
+                plan.spg
+            ));
+        }
+        if !(self.num_items.is_finite() && self.num_items >= 0.0) {
+            return Err(format!("num_items {}", self.num_items));
+        }
+        for (i, mb) in self.micro.iter().enumerate() {
+            let (b, p, c) = (mb.rows, mb.prompt_len, mb.completion_len);
+            let seq = p + c;
+            let wrong = |what: &str| Err(format!("micro-batch {i}: {what}"));
+            if b != plan.per || p == 0 || c == 0 {
+                return wrong(&format!(
+                    "{b} rows of {p} prompt + {c} completion columns (expected {} rows, both \
+                     widths at least 1)",
+                    plan.per
+                ));
+            }
+            if mb.input_ids.len() != b * seq
+                || mb.attention_mask.len() != b * seq
+                || mb.completion_mask.len() != b * c
+                || mb.advantages.len() != b
+            {
+                return wrong("arrays of other lengths than its shape");
+            }
+            if mb.input_ids.iter().any(|&t| t as usize >= vocab) {
+                return wrong("token ids outside the vocabulary");
+            }
+            if mb
+                .attention_mask
+                .iter()
+                .chain(&mb.completion_mask)
+                .any(|&m| m > 1)
+            {
+                return wrong("masks other than 0/1");
+            }
+            for (name, v, needed) in [
+                ("old log-probs", &mb.old_logps, plan.need_old),
+                ("reference log-probs", &mb.ref_logps, plan.beta != 0.0),
+            ] {
+                match v {
+                    Some(v) if v.len() != b * c || v.iter().any(|x| !x.is_finite()) => {
+                        return wrong(&format!("{name} of another shape or not finite"));
+                    }
+                    None if needed => return wrong(&format!("no {name}")),
+                    _ => {}
+                }
+            }
+            if mb.advantages.iter().any(|x| !x.is_finite()) {
+                return wrong("non-finite advantages");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Seeds mixed so that every (seed, purpose, index) gets its own stream.
 fn mix(seed: u64, purpose: u64, index: u64) -> u64 {
     let mut r = tilpass_core::SplitMix64::from_state(
@@ -524,6 +588,15 @@ pub fn train_online_with(
         let p = dir.join(GENERATION_BUFFER_FILE);
         if p.is_file() {
             let b: GenerationBuffer = tilpass_core::read_json(&p).map_err(TrainError::from)?;
+            if let Err(message) = b.check(&plan, model.vocab_size()) {
+                return Err(PreferenceError::Train(TrainError::Resume {
+                    path: p.display().to_string(),
+                    message: format!(
+                        "the saved generation batch does not fit this run ({message}): resume \
+                         with the settings of the run that wrote it"
+                    ),
+                }));
+            }
             buffer = Some(b);
         }
     }
@@ -753,7 +826,7 @@ fn micro_loss(
     let fresh = st.buffer.as_ref().is_none_or(|b| b.generation != k);
     let mut metrics = Vec::new();
     if fresh {
-        if j % plan.generate_every != 0 {
+        if !j.is_multiple_of(plan.generate_every) {
             // Resumed in the middle of a generation batch whose completions were not saved.
             return Err(PreferenceError::Train(TrainError::Resume {
                 path: resume.map_or_else(String::new, |p| p.display().to_string()),
