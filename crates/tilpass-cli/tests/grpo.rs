@@ -234,6 +234,11 @@ fn train_grpo_with_a_reward_model_from_train_reward() {
         .filter(|k| k.starts_with("rewards/") && k.ends_with("/mean"))
         .count();
     assert_eq!(per_fn, 2, "{keys:?}");
+    assert!(
+        keys.iter()
+            .any(|k| k.as_str() == "rewards/reward_model_rm/mean"),
+        "the reward model is named after its directory: {keys:?}"
+    );
     // The adapter directory alone works too.
     let adapter = format!("model={}", rm.join("adapter").display());
     let out2 = work.path().join("run2");

@@ -770,6 +770,16 @@ fn builtin_row(r: &Record) -> Value {
     }
 }
 
+/// The metric name of the reward model in `dir`: `reward_model_` + the directory's name.
+fn reward_name(dir: &Path) -> String {
+    let base = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    format!("reward_model_{base}")
+}
+
 /// A reward model loaded for scoring.
 pub struct LoadedRewardModel {
     /// The name in the logged metrics (`reward_model` + the directory's name).
@@ -801,7 +811,10 @@ pub fn load_reward_model(dir: &Path, device: &Device) -> Result<LoadedRewardMode
         for sub in ["model", "adapter"] {
             let d = dir.join(sub);
             if d.join("config.json").is_file() || d.join("adapter_config.json").is_file() {
-                return load_reward_model(&d, device);
+                // Named after the run directory the user gave, not its `adapter/`.
+                let mut m = load_reward_model(&d, device)?;
+                m.name = reward_name(dir);
+                return Ok(m);
             }
         }
         return Err(invalid(
@@ -875,14 +888,8 @@ pub fn load_reward_model(dir: &Path, device: &Device) -> Result<LoadedRewardMode
         })?;
     let mut model = model;
     model.set_pad_token_id(Some(pad_token_id));
-    let name = format!(
-        "reward_model_{}",
-        dir.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    );
     Ok(LoadedRewardModel {
-        name,
+        name: reward_name(dir),
         source: dir.to_path_buf(),
         model,
         tokenizer,
