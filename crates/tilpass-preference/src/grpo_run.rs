@@ -225,7 +225,7 @@ impl Default for GrpoRun {
 }
 
 /// The settings a resumed run must share with the run it continues (besides
-/// [`COMMON_RESUME_SETTINGS`]).
+/// the common ones of the preference runs: `full`, `batch_size`, `lr`, ..., `seed`).
 pub const ONLINE_RESUME_SETTINGS: &[&str] = &[
     "algorithm",
     "rewards",
