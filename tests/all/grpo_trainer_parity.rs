@@ -344,6 +344,22 @@ fn settings_that_cannot_form_whole_groups_are_refused_before_training() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("reward"), "{err}");
+    // The tiny Llama has 128 positions.
+    let mut long = online(OnlineAlgorithm::default());
+    long.max_completion_length = 126;
+    let err = train_online(
+        &mut model(),
+        Target::Adapter("default"),
+        &tok,
+        &rows,
+        &rewards,
+        &long,
+        &train_cfg(None, None),
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("128 positions"), "{err}");
 }
 
 // --- Parity with TRL's own trainers on fixed completions -------------------------------------

@@ -194,6 +194,8 @@ pub struct FixedRollout {
 
 /// The file in a checkpoint directory holding the generation batch being trained on, so that
 /// a run resumed in the middle of a generation batch trains on exactly the same completions.
+/// Written atomically into the checkpoint directory right after the loop has written it; a
+/// checkpoint without it (a kill in between) resumes only at a generation batch's start.
 pub const GENERATION_BUFFER_FILE: &str = "generation_buffer.json";
 
 /// One micro-batch of a generation batch on the host.
@@ -748,6 +750,27 @@ fn plan<'a>(
             index: i,
             value: f64::NAN,
             expected: "token ids inside the model's vocabulary",
+        });
+    }
+    let longest = prompts
+        .iter()
+        .map(|p| {
+            p.prompt_ids
+                .len()
+                .min(online.max_prompt_length.unwrap_or(usize::MAX))
+        })
+        .max()
+        .unwrap_or(0);
+    if longest + online.max_completion_length > model.max_positions() {
+        return Err(PreferenceError::Incompatible {
+            setting: "max_completion_length",
+            other: "max_prompt_length",
+            reason: format!(
+                "the longest prompt ({longest} tokens) plus max_completion_length ({}) exceeds \
+                 the model's {} positions: set max_prompt_length or a shorter completion length",
+                online.max_completion_length,
+                model.max_positions()
+            ),
         });
     }
     if rewards.is_empty() {
