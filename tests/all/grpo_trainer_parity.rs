@@ -161,6 +161,7 @@ fn resume_case(algorithm: OnlineAlgorithm) {
     }
     assert!(steps[0].metrics.contains_key("completions/mean_length"));
     assert!(steps[0].metrics.contains_key("time/generation_s"));
+    assert!(steps.iter().all(|s| s.metrics["time/train_s"] > 0.0));
     assert!(steps[0].metrics.contains_key("rewards/words/mean"));
     assert!(steps[0].grad_norm > 0.0, "the adapter must move");
     let want = adapter_values(&full);

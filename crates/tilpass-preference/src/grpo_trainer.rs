@@ -503,7 +503,10 @@ impl MicroBatch {
 /// Logged per step (TRL's names): `reward`, `reward_std`, `rewards/{name}/mean|std`,
 /// `frac_reward_zero_std`, `completions/*` and `time/generation_s` (generating, scoring and
 /// the no-gradient log-probs) with the step that generated a batch; `kl`, `entropy`,
-/// `clip_ratio/*` every step. TRL's cumulative `num_tokens` and `step_time` are not logged.
+/// `clip_ratio/*` and `time/train_s` every step. `time/train_s` is the wall-clock time between
+/// micro-batches less generation (forward, backward, update, checkpoints), so a step's last
+/// backward and update count in the next step's (the first step after a start or resume lacks
+/// them). TRL's cumulative `num_tokens` and `step_time` are not logged.
 /// When every group of a generation batch has zero reward spread, an [`Event::Message`] says
 /// so (the policy loss is then exactly 0, trl#3857); every step, an [`Event::Detail`] gives its
 /// generation and training seconds.
@@ -606,6 +609,7 @@ pub fn train_online_with(
         buffer,
         messages: Vec::new(),
         generation_s: 0.0,
+        mark: None,
     });
     let micro_batches = cfg.max_steps * plan.ga;
     let tokens = vec![0usize; micro_batches];
@@ -685,6 +689,8 @@ struct Shared {
     buffer: Option<GenerationBuffer>,
     messages: Vec<String>,
     generation_s: f64,
+    /// When the last micro-batch's loss was returned (for `time/train_s`).
+    mark: Option<Instant>,
 }
 
 /// Writes the current generation batch into a checkpoint directory (atomically).
@@ -846,6 +852,8 @@ fn micro_loss(
     let k = j / plan.generate_every;
     let slot = j % plan.spg;
     let mut st = state.borrow_mut();
+    let entered = Instant::now();
+    let since_last = st.mark.map(|m| entered - m).unwrap_or_default();
     let fresh = st.buffer.as_ref().is_none_or(|b| b.generation != k);
     let mut metrics = Vec::new();
     if fresh {
@@ -894,7 +902,12 @@ fn micro_loss(
         );
         metrics.push(("time/generation_s".into(), secs));
     }
-    let buf = st.buffer.as_ref().expect("filled above");
+    let train_from = Instant::now();
+    // Cannot fail: a fresh batch was just stored, and an old one is kept only when it exists.
+    let buf = st
+        .buffer
+        .as_ref()
+        .expect("the generation buffer is filled above");
     let Some(mb) = buf.micro.get(slot) else {
         return Err(PreferenceError::Shape {
             input: "generation buffer",
@@ -961,6 +974,11 @@ fn micro_loss(
         }
     };
     metrics.extend(loss_metrics);
+    let done = Instant::now();
+    let train_s = (since_last + (done - train_from)).as_secs_f64();
+    st.mark = Some(done);
+    // The loop averages a metric over the step's micro-batches: times `ga`, it sums.
+    metrics.push(("time/train_s".into(), train_s * plan.ga as f64));
     Ok(BatchLoss {
         loss,
         items,
