@@ -107,9 +107,9 @@ fn adapter_values(peft: &PeftModel<DecoderLm>) -> Vec<Vec<f32>> {
 }
 
 /// Runs 4 steps (accumulation 2, a generation batch every 2 steps: `num_iterations` 2),
-/// checkpointing every step; resumes from step 1 (inside the first generation batch) and from
-/// step 2 (at the second's start) and checks both end bit-identical to the uninterrupted run,
-/// with the same step logs.
+/// checkpointing every step, each with its generation batch as soon as it exists; resumes from
+/// steps 1 and 3 (inside a generation batch) and 2 (at the second's start) and checks each ends
+/// bit-identical to the uninterrupted run, with the same step logs.
 fn resume_case(algorithm: OnlineAlgorithm) {
     let tok = tokenizer();
     let rows = prompts(&tok);
@@ -135,11 +135,17 @@ fn resume_case(algorithm: OnlineAlgorithm) {
         &mut |e| match e {
             Event::Step(s) => steps.push(s.clone()),
             Event::Message(m) => messages.push(m.to_string()),
+            Event::Checkpoint(p) => assert!(
+                p.join(GENERATION_BUFFER_FILE).is_file(),
+                "{} without its generation batch",
+                p.display()
+            ),
             _ => {}
         },
     )
     .unwrap();
     assert_eq!(steps.len(), 4);
+    assert!(messages.is_empty(), "{messages:?}");
     for s in &steps {
         println!(
             "step {}: loss {:e}, grad_norm {:e}, {:?}",
@@ -161,6 +167,26 @@ fn resume_case(algorithm: OnlineAlgorithm) {
     }
     assert!(steps[0].metrics.contains_key("completions/mean_length"));
     assert!(steps[0].metrics.contains_key("time/generation_s"));
+    // Training time and throughput of every step, also in metrics.jsonl.
+    assert!(steps.iter().all(|s| s.metrics["time/train_s"] > 0.0));
+    assert!(
+        steps.iter().all(|s| s.tokens_per_s > 0.0),
+        "tokens per second"
+    );
+    let logged: Vec<StepLog> = std::fs::read_to_string(out.path().join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(logged.len(), steps.len());
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
+    for (l, s) in logged.iter().zip(&steps) {
+        assert!(close(l.tokens_per_s, s.tokens_per_s), "{l:?}");
+        assert!(
+            close(l.metrics["time/train_s"], s.metrics["time/train_s"]),
+            "{l:?}"
+        );
+    }
     assert!(steps[0].metrics.contains_key("rewards/words/mean"));
     assert!(steps[0].grad_norm > 0.0, "the adapter must move");
     let want = adapter_values(&full);
@@ -212,7 +238,7 @@ fn resume_case(algorithm: OnlineAlgorithm) {
             && err.to_string().contains("micro-batch 0"),
         "{err}"
     );
-    for ck in [1, 2] {
+    for ck in [1, 2, 3] {
         let dir = out.path().join(format!("checkpoint-{ck}"));
         assert!(dir.join(GENERATION_BUFFER_FILE).is_file());
         let mut resumed = crate::train_parity::fresh_model(&dir);
@@ -344,6 +370,22 @@ fn settings_that_cannot_form_whole_groups_are_refused_before_training() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("reward"), "{err}");
+    // The tiny Llama has 128 positions.
+    let mut long = online(OnlineAlgorithm::default());
+    long.max_completion_length = 126;
+    let err = train_online(
+        &mut model(),
+        Target::Adapter("default"),
+        &tok,
+        &rows,
+        &rewards,
+        &long,
+        &train_cfg(None, None),
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("128 positions"), "{err}");
 }
 
 // --- Parity with TRL's own trainers on fixed completions -------------------------------------

@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use tilpass_models::{DecoderInput, DecoderLm, GenerateConfig, generate};
 use tilpass_peft::PeftModel;
 use tilpass_tokenize::Tokenizer;
-use tilpass_train::{BatchLoss, Event, Summary, Target, TrainConfig, TrainError, train_loop_with};
+use tilpass_train::{
+    BatchLoss, Event, LoopHooks, StepLog, Summary, Target, TrainConfig, TrainError,
+    train_loop_with_hooks,
+};
 
 use crate::dpo_trainer::{from_train, into_train};
 use crate::error::{PreferenceError, Result};
@@ -194,6 +197,10 @@ pub struct FixedRollout {
 
 /// The file in a checkpoint directory holding the generation batch being trained on, so that
 /// a run resumed in the middle of a generation batch trains on exactly the same completions.
+/// Written into the checkpoint's temporary directory before the loop renames it into place
+/// ([`tilpass_train::LoopHooks::checkpoint_extras`]): every checkpoint of this trainer holds
+/// it (failing to write it fails the save). A checkpoint without it (e.g. one copied without
+/// it) resumes only at a generation batch's start.
 pub const GENERATION_BUFFER_FILE: &str = "generation_buffer.json";
 
 /// One micro-batch of a generation batch on the host.
@@ -501,7 +508,13 @@ impl MicroBatch {
 /// Logged per step (TRL's names): `reward`, `reward_std`, `rewards/{name}/mean|std`,
 /// `frac_reward_zero_std`, `completions/*` and `time/generation_s` (generating, scoring and
 /// the no-gradient log-probs) with the step that generated a batch; `kl`, `entropy`,
-/// `clip_ratio/*` every step. TRL's cumulative `num_tokens` and `step_time` are not logged.
+/// `clip_ratio/*` and `time/train_s` every step. `time/train_s` is the step's wall-clock time
+/// from the start of its first micro-batch to the end of its optimiser update (forwards,
+/// backwards, gradient clipping and the update; on an asynchronous device, the update as
+/// queued) less `time/generation_s`; the evaluation and checkpoint after a step are not in
+/// it. [`StepLog::tokens_per_s`] is the step's prompt and completion tokens (attention-mask
+/// ones, padding excluded) per second of `time/train_s`. TRL's cumulative `num_tokens` and
+/// `step_time` are not logged.
 /// When every group of a generation batch has zero reward spread, an [`Event::Message`] says
 /// so (the policy loss is then exactly 0, trl#3857); every step, an [`Event::Detail`] gives its
 /// generation and training seconds.
@@ -604,6 +617,9 @@ pub fn train_online_with(
         buffer,
         messages: Vec::new(),
         generation_s: 0.0,
+        step_started: None,
+        step_tokens: 0,
+        last_times: (0.0, 0.0),
     });
     let micro_batches = cfg.max_steps * plan.ga;
     let tokens = vec![0usize; micro_batches];
@@ -626,46 +642,50 @@ pub fn train_online_with(
             )
             .map_err(into_train)
         };
-    let mut step_started = Instant::now();
+    // Runs right after each step's optimiser update: its training time and throughput.
+    let mut amend = |log: &mut StepLog| {
+        let now = Instant::now();
+        let mut s = state.borrow_mut();
+        let total = s
+            .step_started
+            .take()
+            .map_or(0.0, |t| (now - t).as_secs_f64());
+        let gen_s = std::mem::take(&mut s.generation_s);
+        let train_s = (total - gen_s).max(0.0);
+        let tokens = std::mem::take(&mut s.step_tokens);
+        log.metrics.insert("time/train_s".into(), train_s);
+        log.tokens_per_s = if train_s > 0.0 {
+            tokens as f64 / train_s
+        } else {
+            0.0
+        };
+        s.last_times = (gen_s, train_s);
+    };
+    // Every checkpoint holds the generation batch before it appears.
+    let mut extras = |tmp: &Path| write_buffer(&state, tmp).map_err(into_train);
     let mut forward = |e: Event| {
         let mut pending = Vec::new();
+        let mut times = (0.0, 0.0);
         if let Ok(mut s) = state.try_borrow_mut() {
             pending = std::mem::take(&mut s.messages);
+            times = s.last_times;
         }
         for m in &pending {
             on_event(Event::Message(m));
         }
         match e {
-            Event::Checkpoint(p) => {
-                if let Err(err) = write_buffer(&state, p) {
-                    let m = format!(
-                        "could not save the generation batch into {}: {err}; resuming from it \
-                         regenerates the batch",
-                        p.display()
-                    );
-                    on_event(Event::Message(&m));
-                }
-                on_event(Event::Checkpoint(p));
-            }
             Event::Step(log) => {
-                let total = step_started.elapsed().as_secs_f64();
-                let gen_s = state
-                    .try_borrow_mut()
-                    .map(|mut s| std::mem::take(&mut s.generation_s))
-                    .unwrap_or(0.0);
                 on_event(Event::Step(log));
                 let d = format!(
-                    "step {}: generation {gen_s:.2} s, training {:.2} s",
-                    log.step,
-                    (total - gen_s).max(0.0)
+                    "step {}: generation {:.2} s, training {:.2} s",
+                    log.step, times.0, times.1
                 );
                 on_event(Event::Detail(&d));
-                step_started = Instant::now();
             }
             other => on_event(other),
         }
     };
-    train_loop_with(
+    train_loop_with_hooks(
         model,
         target,
         &tokens,
@@ -673,6 +693,10 @@ pub fn train_online_with(
         &mut |_, _| Ok(None),
         cfg,
         resume,
+        LoopHooks {
+            checkpoint_extras: Some(&mut extras),
+            step_log: Some(&mut amend),
+        },
         &mut forward,
     )
     .map_err(from_train)
@@ -682,7 +706,14 @@ pub fn train_online_with(
 struct Shared {
     buffer: Option<GenerationBuffer>,
     messages: Vec<String>,
+    /// Seconds generating in the current step.
     generation_s: f64,
+    /// When the current step's first micro-batch started (for `time/train_s`).
+    step_started: Option<Instant>,
+    /// Prompt and completion tokens (attention-mask ones) of the current step's micro-batches.
+    step_tokens: usize,
+    /// The last finished step's generation and training seconds (for its detail line).
+    last_times: (f64, f64),
 }
 
 /// Writes the current generation batch into a checkpoint directory (atomically).
@@ -748,6 +779,27 @@ fn plan<'a>(
             index: i,
             value: f64::NAN,
             expected: "token ids inside the model's vocabulary",
+        });
+    }
+    let longest = prompts
+        .iter()
+        .map(|p| {
+            p.prompt_ids
+                .len()
+                .min(online.max_prompt_length.unwrap_or(usize::MAX))
+        })
+        .max()
+        .unwrap_or(0);
+    if longest + online.max_completion_length > model.max_positions() {
+        return Err(PreferenceError::Incompatible {
+            setting: "max_completion_length",
+            other: "max_prompt_length",
+            reason: format!(
+                "the longest prompt ({longest} tokens) plus max_completion_length ({}) exceeds \
+                 the model's {} positions: set max_prompt_length or a shorter completion length",
+                online.max_completion_length,
+                model.max_positions()
+            ),
         });
     }
     if rewards.is_empty() {
@@ -823,6 +875,12 @@ fn micro_loss(
     let k = j / plan.generate_every;
     let slot = j % plan.spg;
     let mut st = state.borrow_mut();
+    if j.is_multiple_of(plan.ga) || st.step_started.is_none() {
+        // A step's first micro-batch (the loop starts steps, also resumed ones, there).
+        st.step_started = Some(Instant::now());
+        st.generation_s = 0.0;
+        st.step_tokens = 0;
+    }
     let fresh = st.buffer.as_ref().is_none_or(|b| b.generation != k);
     let mut metrics = Vec::new();
     if fresh {
@@ -871,7 +929,11 @@ fn micro_loss(
         );
         metrics.push(("time/generation_s".into(), secs));
     }
-    let buf = st.buffer.as_ref().expect("filled above");
+    // Cannot fail: a fresh batch was just stored, and an old one is kept only when it exists.
+    let buf = st
+        .buffer
+        .as_ref()
+        .expect("the generation buffer is filled above");
     let Some(mb) = buf.micro.get(slot) else {
         return Err(PreferenceError::Shape {
             input: "generation buffer",
@@ -879,6 +941,7 @@ fn micro_loss(
             expected: format!("{} (steps_per_generation)", plan.spg),
         });
     };
+    let mb_tokens = mb.attention_mask.iter().filter(|&&m| m == 1).count();
     let temperature = plan.online.temperature;
     let (logps, entropies) = token_logps(model, mb, temperature, true)?;
     let (device, dtype) = (logps.device(), logps.dtype());
@@ -938,6 +1001,7 @@ fn micro_loss(
         }
     };
     metrics.extend(loss_metrics);
+    st.step_tokens += mb_tokens;
     Ok(BatchLoss {
         loss,
         items,

@@ -82,7 +82,7 @@ impl Progress {
             Event::Step(s) => {
                 self.first_step.get_or_insert(s.step);
                 let mut msg = format!("loss {:.4}  lr {:.2e}", s.loss, s.lr);
-                // 0 where the loop cannot know the tokens in advance (online training).
+                // 0 where nothing measured it (online training sets it after the step).
                 if s.tokens_per_s > 0.0 {
                     msg.push_str(&format!("  {:.0} tok/s", s.tokens_per_s));
                 }
