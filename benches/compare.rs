@@ -112,6 +112,9 @@ impl Report {
             .take(spec.reps)
             .copied()
             .collect();
+        if let Some(t) = times.iter().find(|t| !t.is_finite()) {
+            return Err(format!("{}: a timing is {t}", spec.name).into());
+        }
         if times.len() < spec.reps {
             return Err(format!(
                 "{}: {} timings for {} repetitions",
@@ -516,8 +519,9 @@ const TINY: Shape = Shape {
 /// completions of 64 tokens sampled with the KV cache for one 64-token prompt, scored by a
 /// length reward, advantages, then the loss forward, backward, clipping at 1.0 and AdamW
 /// (lr 1e-4) — [`tilpass::preference::train_online`] itself, run for warm-up + repetitions
-/// steps; the trainer's own per-step report splits each step into generation (sampling,
-/// decoding, rewards, advantages: TRL's `_generate_and_score_completions`) and training.
+/// steps; the trainer's own per-step metrics `time/generation_s` (sampling, decoding, rewards,
+/// advantages: TRL's `_generate_and_score_completions`) and `time/train_s` (loss, backward,
+/// clipping, AdamW) split each step.
 /// `TILPASS_COMPARE_SCALE=tiny`: a tiny model, to check the benchmark runs.
 fn grpo_step(specs: &[Spec], r: &mut Report) -> Res<()> {
     use tilpass::preference::{FnReward, OnlineConfig, PromptRow, WeightedReward, train_online};
@@ -597,24 +601,13 @@ fn grpo_step(specs: &[Spec], r: &mut Report) -> Res<()> {
         &online,
         &train_cfg,
         None,
-        &mut |e| match e {
-            // "step N: generation X s, training Y s"
-            Event::Detail(d) => {
-                let num = |key: &str| {
-                    d.split(key)
-                        .nth(1)
-                        .and_then(|t| t.trim().split(' ').next())
-                        .and_then(|x| x.parse::<f64>().ok())
-                };
-                if let (Some(g), Some(t)) = (num("generation"), num("training")) {
-                    gen_s.push(g);
-                    train_s.push(t);
-                }
+        &mut |e| {
+            if let Event::Step(log) = e {
+                let m = |k: &str| log.metrics.get(k).copied();
+                gen_s.push(m("time/generation_s").unwrap_or(f64::NAN));
+                train_s.push(m("time/train_s").unwrap_or(f64::NAN));
+                lengths.push(m("completions/mean_length"));
             }
-            Event::Step(log) => {
-                lengths.push(log.metrics.get("completions/mean_length").copied());
-            }
-            _ => {}
         },
     )?;
     for spec in specs {
