@@ -28,6 +28,7 @@ mod prompt_train_parity;
 mod rag_bm25;
 mod rag_dense;
 mod rag_eval;
+mod rag_rerank;
 mod reward_parity;
 mod runs;
 mod sentence_embeddings;
