@@ -29,6 +29,7 @@ mod rag_bm25;
 mod rag_dense;
 mod rag_eval;
 mod rag_rerank;
+mod rag_sft;
 mod reward_parity;
 mod runs;
 mod sentence_embeddings;

@@ -1,7 +1,8 @@
 //! Fine-tuning data for cited answers: chat examples whose user turn is the retrieval-augmented
 //! prompt `tilpass rag ask` builds ([`build_prompt`]: the `k` best BM25 passages numbered
 //! before the question, under the Norwegian instructions) and whose assistant turn answers with
-//! text from the passage the judgements grade highest, followed by its number: `… [n]`.
+//! text from the passage the judgements grade highest, followed by its number: `… [n]` (or
+//! preceded by it, [`RagSftConfig::cite_first`]).
 //!
 //! A model fine-tuned on them (e.g. LoRA SFT with tilpass-train's `SftRun` on the JSONL
 //! [`RagSftExample::record`] rows) learns the answer format `rag ask` expects: a sentence taken
@@ -13,7 +14,9 @@
 //! the query's highest grade (at least [`RagSftConfig::min_grade`]); the answer is the sentence
 //! of that passage sharing the most analysed terms (lower-cased, stemmed as the knowledge base
 //! does) with the question (the earliest on ties), then ` [n]`. A query whose prompt holds no
-//! such passage is skipped and counted ([`RagSftReport`]).
+//! such passage is skipped and counted ([`RagSftReport`]) or, with [`RagSftConfig::abstain`] and
+//! no relevant passage in its prompt at all, answered with "the sources do not hold the answer"
+//! as the instructions ask.
 
 use std::collections::BTreeSet;
 
@@ -37,7 +40,21 @@ pub struct RagSftConfig {
     pub prompt: PromptConfig,
     /// Lowest grade that makes a passage an answer (default 2: "answers the question").
     pub min_grade: i64,
+    /// Also make examples for queries whose prompt holds no relevant passage (none judged 1
+    /// or more): the answer says the sources do not hold it ([`NOT_FOUND_NB`] /
+    /// [`NOT_FOUND_NN`], as the instructions ask), without a citation. Default off.
+    pub abstain: bool,
+    /// Put the citation before the quoted sentence (`[n] sentence`) instead of after it
+    /// (`sentence [n]`, the default). A model too small to copy a sentence reliably still
+    /// learns to open its answer with the marker; with the marker last, greedy decoding of such
+    /// a model can derail before it reaches it.
+    pub cite_first: bool,
 }
+
+/// The answer of an abstaining example in Bokmål.
+pub const NOT_FOUND_NB: &str = "Jeg finner ikke svaret i kildene.";
+/// The answer of an abstaining example in Nynorsk.
+pub const NOT_FOUND_NN: &str = "Eg finn ikkje svaret i kjeldene.";
 
 impl Default for RagSftConfig {
     fn default() -> Self {
@@ -48,6 +65,8 @@ impl Default for RagSftConfig {
                 ..Default::default()
             },
             min_grade: 2,
+            abstain: false,
+            cite_first: false,
         }
     }
 }
@@ -67,11 +86,12 @@ pub struct RagSftExample {
     pub prompt_text: String,
     /// The passages of the prompt, `[1]` first.
     pub passages: Vec<PromptPassage>,
-    /// The assistant's answer: a sentence of the answering passage and ` [n]`.
+    /// The assistant's answer: a sentence of the answering passage and ` [n]` (`[n] ` before it
+    /// with [`RagSftConfig::cite_first`]).
     pub answer: String,
-    /// The number of the answering passage in the prompt.
+    /// The number of the answering passage in the prompt (0 for an abstaining example).
     pub cited: usize,
-    /// Its document id.
+    /// Its document id (empty for an abstaining example).
     pub cited_id: String,
 }
 
@@ -90,6 +110,19 @@ impl RagSftExample {
             Record::Conversation { messages }
         }
     }
+
+    /// The example as a TRL JSONL row: `{"messages": [..., {"role": "assistant", "content":
+    /// answer}]}`, or `{"prompt", "completion"}` for the plain layout (what
+    /// `tilpass train sft --data FILE.jsonl` reads).
+    pub fn to_json(&self) -> serde_json::Value {
+        if self.messages.is_empty() {
+            serde_json::json!({"prompt": self.prompt_text, "completion": format!(" {}", self.answer)})
+        } else {
+            let mut messages = self.messages.clone();
+            messages.push(Message::new(Role::Assistant, self.answer.clone()));
+            serde_json::json!({ "messages": messages })
+        }
+    }
 }
 
 /// What [`build_rag_sft`] made and left out.
@@ -102,10 +135,13 @@ pub struct RagSftReport {
     /// Queries without judgements of at least `min_grade`.
     pub unjudged: usize,
     /// Queries whose prompt held no answering passage (BM25 did not find it in the top `k`,
-    /// or the budget dropped it).
+    /// or the budget dropped it); with [`RagSftConfig::abstain`] those whose prompt holds no
+    /// relevant passage at all become abstaining examples.
     pub not_retrieved: usize,
     /// Examples per cited number: `by_position[i]` cite `[i + 1]`.
     pub by_position: Vec<usize>,
+    /// Abstaining examples made (with [`RagSftConfig::abstain`]; also in `examples`).
+    pub abstaining: usize,
 }
 
 /// Sentences of `text`: cut after `.`, `!` or `?` followed by whitespace; trimmed, non-empty.
@@ -196,6 +232,27 @@ pub fn build_rag_sft(
             .find(|p| judged.get(&p.id) == Some(&top))
         else {
             report.not_retrieved += 1;
+            let none_relevant = prompt
+                .passages
+                .iter()
+                .all(|p| judged.get(&p.id).is_none_or(|g| *g < 1));
+            if cfg.abstain && none_relevant {
+                report.abstaining += 1;
+                out.push(RagSftExample {
+                    query_id: q.id.clone(),
+                    question: q.text.clone(),
+                    messages: prompt.messages.clone(),
+                    prompt_text: prompt.text.clone(),
+                    answer: match lang {
+                        PromptLang::Nn => NOT_FOUND_NN,
+                        PromptLang::Nb => NOT_FOUND_NB,
+                    }
+                    .to_string(),
+                    cited: 0,
+                    cited_id: String::new(),
+                    passages: prompt.passages.clone(),
+                });
+            }
             continue;
         };
         let sentence = answer_sentence(&analysis, &q.text, &p.text)?;
@@ -205,7 +262,11 @@ pub fn build_rag_sft(
             question: q.text.clone(),
             messages: prompt.messages.clone(),
             prompt_text: prompt.text.clone(),
-            answer: format!("{sentence} [{}]", p.n),
+            answer: if cfg.cite_first {
+                format!("[{}] {sentence}", p.n)
+            } else {
+                format!("{sentence} [{}]", p.n)
+            },
             cited: p.n,
             cited_id: p.id.clone(),
             passages: prompt.passages.clone(),
