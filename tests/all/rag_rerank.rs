@@ -178,8 +178,7 @@ fn models_that_are_no_cross_encoders_are_refused() {
     let cfg = CrossEncoderConfig::default();
     let err = |dir: std::path::PathBuf, cfg| {
         CrossEncoder::load(dir, cfg, &dev)
-            .err()
-            .expect("should be refused")
+            .expect_err("should be refused")
             .to_string()
     };
     let e = err(fixture_path("encoders/bert_mlm"), cfg);
