@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! tilpass-compare GROUP [--threads N] [--bench NAME[:WARMUP:REPS]]...
-//! GROUP: sft_encode | decoder | encoder | train | dpo_step | metrics
+//! GROUP: sft_encode | decoder | encoder | train | dpo_step | grpo_step | metrics
 //! ```
 //!
 //! Without `--bench`, every benchmark of the group runs with 1 warm-up and 3 repetitions.
@@ -53,6 +53,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("encoder", &["embed_1000"]),
     ("train", &["lora_sft_step", "t5_lora_sft_step"]),
     ("dpo_step", &["dpo_step"]),
+    ("grpo_step", &["grpo_generate", "grpo_train"]),
     ("metrics", &["corpus_bleu", "corpus_chrf"]),
 ];
 
@@ -100,6 +101,36 @@ impl Report {
             "reps": spec.reps, "times_s": times, "median_s": median(&sorted),
         }));
         last.ok_or_else(|| format!("{}: no repetitions", spec.name).into())
+    }
+
+    /// Records timings measured elsewhere (e.g. reported by a trainer per step): the first
+    /// `spec.warmup` of `all` are the warm-up, the next `spec.reps` the timed repetitions.
+    fn record(&mut self, spec: &Spec, work: usize, unit: &str, all: &[f64]) -> Res<()> {
+        let times: Vec<f64> = all
+            .iter()
+            .skip(spec.warmup)
+            .take(spec.reps)
+            .copied()
+            .collect();
+        if let Some(t) = times.iter().find(|t| !t.is_finite()) {
+            return Err(format!("{}: a timing is {t}", spec.name).into());
+        }
+        if times.len() < spec.reps {
+            return Err(format!(
+                "{}: {} timings for {} repetitions",
+                spec.name,
+                times.len(),
+                spec.reps
+            )
+            .into());
+        }
+        let mut sorted = times.clone();
+        sorted.sort_by(f64::total_cmp);
+        self.benchmarks.push(json!({
+            "name": spec.name, "work": work, "unit": unit, "warmup": spec.warmup,
+            "reps": spec.reps, "times_s": times, "median_s": median(&sorted),
+        }));
+        Ok(())
     }
 
     fn check(&mut self, key: &str, v: Value) {
@@ -468,6 +499,133 @@ fn dpo_step(specs: &[Spec], r: &mut Report) -> Res<()> {
     Ok(())
 }
 
+/// The GRPO benchmark's sizes: G completions of exactly `completion` tokens (the random
+/// checkpoint has no EOS id; TRL's side uses `min_new_tokens`) to one `prompt`-token prompt.
+const GRPO_G: usize = 8;
+const GRPO_PROMPT: usize = 64;
+const GRPO_COMPLETION: usize = 64;
+
+/// A tiny Llama for checking the GRPO benchmark runs (`TILPASS_COMPARE_SCALE=tiny`).
+const TINY: Shape = Shape {
+    hidden: 64,
+    layers: 2,
+    heads: 4,
+    inter: 128,
+    vocab: 32000,
+};
+
+/// One GRPO step of TRL 1.16.0's `GRPOTrainer` defaults (beta 0, dapo loss, one iteration,
+/// temperature 1) on the standard benchmark Llama with LoRA r=16 alpha 32 on q/k/v/o: G = 8
+/// completions of 64 tokens sampled with the KV cache for one 64-token prompt, scored by a
+/// length reward, advantages, then the loss forward, backward, clipping at 1.0 and AdamW
+/// (lr 1e-4) — [`tilpass::preference::train_online`] itself, run for warm-up + repetitions
+/// steps; the trainer's own per-step metrics `time/generation_s` (sampling, decoding, rewards,
+/// advantages: TRL's `_generate_and_score_completions`) and `time/train_s` (loss, backward,
+/// clipping, AdamW) split each step.
+/// `TILPASS_COMPARE_SCALE=tiny`: a tiny model, to check the benchmark runs.
+fn grpo_step(specs: &[Spec], r: &mut Report) -> Res<()> {
+    use tilpass::preference::{FnReward, OnlineConfig, PromptRow, WeightedReward, train_online};
+    use tilpass::train::{Event, Target, TrainConfig};
+    let tiny = std::env::var("TILPASS_COMPARE_SCALE").is_ok_and(|v| v == "tiny");
+    let shape = if tiny { &TINY } else { &STANDARD };
+    let device = flex()?.autodiff();
+    let (dir, base) = llama(shape, &device)?;
+    // A word-level tokenizer (`w{i}` has id i), as the Python side's.
+    let vocab: serde_json::Map<String, Value> = (0..shape.vocab)
+        .map(|i| {
+            let name = match i {
+                0 => "<pad>".to_string(),
+                1 => "<s>".to_string(),
+                2 => "</s>".to_string(),
+                _ => format!("w{i}"),
+            };
+            (name, json!(i))
+        })
+        .collect();
+    let tok_json = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
+        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<pad>"}
+    });
+    std::fs::write(dir.path().join("tokenizer.json"), tok_json.to_string())?;
+    std::fs::write(
+        dir.path().join("tokenizer_config.json"),
+        r#"{"pad_token": "<pad>", "bos_token": "<s>"}"#,
+    )?;
+    let tok = Tokenizer::from_dir(dir.path())?;
+    let ids: Vec<u32> = (0..GRPO_PROMPT)
+        .map(|i| 3 + ((i * 7919 + 13) % (shape.vocab - 3)) as u32)
+        .collect();
+    let text = ids
+        .iter()
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let prompts = vec![PromptRow {
+        prompt: text,
+        prompt_ids: ids,
+        row: json!({}),
+    }];
+    let mut peft = PeftModel::new(base);
+    let cfg = LoraConfig::new(16, 32.0, &["q_proj", "k_proj", "v_proj", "o_proj"]);
+    peft.add_adapter("default", &cfg, 0)?;
+    peft.freeze_base();
+    let length = FnReward::new("length", |_: &str, c: &str, _: &Value| Some(c.len() as f32));
+    let rewards = [WeightedReward {
+        reward: &length,
+        weight: 1.0,
+    }];
+    let online = OnlineConfig {
+        num_generations: GRPO_G,
+        per_device_train_batch_size: GRPO_G,
+        max_completion_length: GRPO_COMPLETION,
+        ..Default::default()
+    };
+    let warmup = specs.iter().map(|s| s.warmup).max().unwrap_or(1);
+    let reps = specs.iter().map(|s| s.reps).max().unwrap_or(1);
+    let train_cfg = TrainConfig {
+        learning_rate: 1e-4,
+        max_steps: warmup + reps,
+        output_dir: None,
+        ..Default::default()
+    };
+    let mut gen_s = Vec::new();
+    let mut train_s = Vec::new();
+    let mut lengths = Vec::new();
+    train_online(
+        &mut peft,
+        Target::Adapter("default"),
+        &tok,
+        &prompts,
+        &rewards,
+        &online,
+        &train_cfg,
+        None,
+        &mut |e| {
+            if let Event::Step(log) = e {
+                let m = |k: &str| log.metrics.get(k).copied();
+                gen_s.push(m("time/generation_s").unwrap_or(f64::NAN));
+                train_s.push(m("time/train_s").unwrap_or(f64::NAN));
+                lengths.push(m("completions/mean_length"));
+            }
+        },
+    )?;
+    for spec in specs {
+        match spec.name.as_str() {
+            "grpo_generate" => r.record(spec, GRPO_G * GRPO_COMPLETION, "tokens", &gen_s)?,
+            _ => r.record(
+                spec,
+                GRPO_G * (GRPO_PROMPT + GRPO_COMPLETION),
+                "tokens",
+                &train_s,
+            )?,
+        }
+    }
+    let all_full = lengths.iter().all(|l| *l == Some(GRPO_COMPLETION as f64));
+    r.check("completions_all_full_length", json!(all_full));
+    Ok(())
+}
+
 /// sacrebleu-exact corpus BLEU and chrF of 10,000 pairs (a fresh metric per run, built
 /// outside the timed region).
 fn metrics(specs: &[Spec], r: &mut Report) -> Res<()> {
@@ -586,6 +744,7 @@ fn run() -> Res<()> {
         "encoder" => encoder(&specs, &mut report)?,
         "train" => train(&specs, &mut report)?,
         "dpo_step" => dpo_step(&specs, &mut report)?,
+        "grpo_step" => grpo_step(&specs, &mut report)?,
         _ => metrics(&specs, &mut report)?,
     }
     println!(

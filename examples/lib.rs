@@ -9,3 +9,6 @@ pub mod chat_nort5;
 
 #[path = "rag_lib.rs"]
 pub mod rag;
+
+#[path = "nynorsk_rl_lib.rs"]
+pub mod nynorsk_rl;

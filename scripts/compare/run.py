@@ -3,7 +3,7 @@
 and prints one side-by-side markdown table. Called by scripts/compare/run.sh, which builds
 `tilpass-compare` first; run that instead of this file.
 
-Each round runs, for every group (sft_encode, decoder, encoder, train, dpo_step, metrics), the Python
+Each round runs, for every group (sft_encode, decoder, encoder, train, dpo_step, grpo_step, metrics), the Python
 script `scripts/compare/<group>.py` and `tilpass-compare <group>` as two fresh processes, the
 order alternating between groups and rounds. Both get the same thread count (`--threads` and
 OMP/MKL/OpenBLAS/Rayon variables) and the same benchmark list with the same warm-up and
@@ -47,6 +47,11 @@ PLAN = [
     ("train", "t5_lora_sft_step", 1, 5, "T5 LoRA SFT step, 4 × (256 source + 64 target) tokens",
      "PyTorch + PEFT"),
     ("dpo_step", "dpo_step", 1, 5, "DPO step (LoRA r16), 2 pairs × 256 tokens", "TRL 1.16 DPOTrainer loss + PEFT"),
+    ("grpo_step", "grpo_generate", 1, 3,
+     "GRPO step, generation: G = 8 × 64 new tokens after 64, sampled, KV cache, rewards (LoRA r16)",
+     "TRL 1.16 GRPOTrainer._generate_and_score_completions + PEFT"),
+    ("grpo_step", "grpo_train", 1, 3, "GRPO step, training: loss + backward + AdamW on the 8 × 128 tokens",
+     "TRL 1.16 GRPOTrainer.compute_loss + PEFT"),
     ("metrics", "corpus_bleu", 1, 5, "corpus BLEU, 10,000 pairs", "sacrebleu"),
     ("metrics", "corpus_chrf", 1, 5, "corpus chrF, 10,000 pairs", "sacrebleu"),
 ]

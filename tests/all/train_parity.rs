@@ -428,6 +428,140 @@ fn resuming_from_a_checkpoint_ends_bit_identical_to_an_uninterrupted_run() {
     assert_eq!(names, ["checkpoint-3", "checkpoint-4"]);
 }
 
+/// The loop's hooks ([`tilpass::train::LoopHooks`]): the checkpoint extras are written into
+/// the temporary directory, so they are in every checkpoint as soon as it exists; a failing
+/// hook fails the run and leaves no checkpoint (nor temporary directory) behind; the step-log
+/// hook's changes reach `metrics.jsonl` and the step events; and a run with hooks trains
+/// bit-identically to one without.
+#[test]
+fn checkpoint_extras_are_written_before_the_checkpoint_appears() {
+    use std::collections::BTreeSet;
+    use tilpass::models::DecoderLm;
+    use tilpass::train::{
+        BatchLoss, Event, LoopHooks, StepLog, TrainConfig, causal_lm_loss, train_lm,
+        train_loop_with_hooks,
+    };
+    let batches = reference_batches();
+    let tokens: Vec<usize> = batches.iter().map(|b| b.input.input_ids.len()).collect();
+    let cfg = |out: &std::path::Path| TrainConfig {
+        max_steps: 3,
+        save_steps: Some(1),
+        save_total_limit: 5,
+        output_dir: Some(out.to_path_buf()),
+        ..reference_config()
+    };
+    // Fails the checkpoint of step `fail_at` (never when `None`).
+    let run = |out: &std::path::Path, fail_at: Option<usize>| {
+        let mut model = fresh_model(&fixture_path("train/lora_sft/initial"));
+        let mut saves = 0usize;
+        let mut extras = |tmp: &std::path::Path| -> tilpass::train::Result<()> {
+            saves += 1;
+            let name = tmp.file_name().unwrap().to_string_lossy().to_string();
+            assert!(
+                !name.starts_with("checkpoint-"),
+                "a temporary directory: {name}"
+            );
+            assert!(
+                !out.join(format!("checkpoint-{saves}")).exists(),
+                "written before the checkpoint appears"
+            );
+            assert!(
+                tmp.join("trainer_state.json").is_file(),
+                "after the loop's files"
+            );
+            if fail_at == Some(saves) {
+                return Err(tilpass::train::TrainError::Config("extras failed".into()));
+            }
+            std::fs::write(tmp.join("extra.txt"), saves.to_string()).unwrap();
+            Ok(())
+        };
+        let mut amend = |log: &mut StepLog| {
+            log.tokens_per_s = 1000.0 + log.step as f64;
+            log.metrics.insert("hooked".into(), log.step as f64);
+        };
+        let mut steps = Vec::new();
+        let mut checkpoints = Vec::new();
+        let result = train_loop_with_hooks(
+            &mut model,
+            "default",
+            &tokens,
+            &mut |m: &mut tilpass::peft::PeftModel<DecoderLm>, i| {
+                let (loss, items) = causal_lm_loss(m, &batches[i])?;
+                Ok(BatchLoss {
+                    loss,
+                    items,
+                    metrics: Vec::new(),
+                })
+            },
+            &mut |_, _| Ok(None),
+            &cfg(out),
+            None,
+            LoopHooks {
+                checkpoint_extras: Some(&mut extras),
+                step_log: Some(&mut amend),
+            },
+            &mut |e| match e {
+                Event::Step(s) => steps.push(s.clone()),
+                Event::Checkpoint(p) => {
+                    // The extra file is there as soon as the checkpoint is.
+                    let step =
+                        p.file_name().unwrap().to_string_lossy()["checkpoint-".len()..].to_string();
+                    assert_eq!(std::fs::read_to_string(p.join("extra.txt")).unwrap(), step);
+                    checkpoints.push(p.to_path_buf());
+                }
+                _ => {}
+            },
+        );
+        (result, steps, checkpoints, adapter_values(&model))
+    };
+    let out = tempfile::tempdir().unwrap();
+    let (result, steps, checkpoints, hooked) = run(out.path(), None);
+    assert_eq!(result.unwrap().steps, 3);
+    assert_eq!(checkpoints.len(), 3);
+    for s in &steps {
+        assert_eq!(s.tokens_per_s, 1000.0 + s.step as f64);
+        assert_eq!(s.metrics["hooked"], s.step as f64);
+    }
+    let lines: Vec<StepLog> = std::fs::read_to_string(out.path().join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, steps, "metrics.jsonl holds the amended logs");
+    // The hooks change nothing of the training itself.
+    let plain = tempfile::tempdir().unwrap();
+    let mut model = fresh_model(&fixture_path("train/lora_sft/initial"));
+    train_lm(
+        &mut model,
+        "default",
+        &batches,
+        &[],
+        &cfg(plain.path()),
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        hooked,
+        adapter_values(&model),
+        "bit-identical with and without hooks"
+    );
+    // A failing hook fails the run; its checkpoint never appears, no temporary directory stays.
+    let failed = tempfile::tempdir().unwrap();
+    let (result, _, checkpoints, _) = run(failed.path(), Some(2));
+    let err = result.unwrap_err();
+    assert!(err.to_string().contains("extras failed"), "{err}");
+    assert_eq!(checkpoints.len(), 1);
+    let left: BTreeSet<String> = std::fs::read_dir(failed.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(
+        left,
+        BTreeSet::from(["checkpoint-1".to_string(), "metrics.jsonl".to_string()])
+    );
+}
+
 #[test]
 fn training_errors_name_step_batch_and_cause() {
     use tilpass::train::{TrainError, train_lm};

@@ -1,6 +1,6 @@
-//! `tilpass train sft|classify|dpo|reward|orpo|cpo|kto`: flags into a run config
+//! `tilpass train sft|classify|dpo|reward|orpo|cpo|kto|grpo|rloo`: flags into a run config
 //! ([`tilpass::train::SftRun`], [`tilpass::train::ClassifyRun`],
-//! [`tilpass::preference::DpoRun`]; reward: [`crate::reward`]; `orpo|cpo|kto` in [`pref`]),
+//! [`tilpass::preference::DpoRun`]; reward: [`crate::reward`]; `orpo|cpo|kto` in [`pref`]; `grpo|rloo` in [`grpo`]),
 //! the run, and its result
 //! printed. Every flag is the
 //! kebab-case form of a config key; `--config FILE` supplies the rest, flags win.
@@ -16,6 +16,7 @@ use tilpass::train::{ClassifyRun, Event, Progress, RunConfig, SftRun};
 
 use crate::common::{ConfigArgs, finite_f64, parse_pattern, print, print_json};
 
+mod grpo;
 mod pref;
 
 #[derive(Subcommand)]
@@ -57,6 +58,17 @@ pub enum TrainCommand {
     /// (LoRA) or a copy of the starting model (--full); needs --batch-size >= 2. Defaults are
     /// TRL's KTOConfig except --lr: 5e-5 (TRL: 1e-6).
     Kto(Box<pref::KtoArgs>),
+    /// GRPO (TRL's GRPOTrainer): online RL on the model's own completions to prompts (JSONL
+    /// rows with `prompt`, text or chat), G sampled per prompt and scored by --reward specs
+    /// (rules such as lang=nn or length=20..200, and reward models from `tilpass train
+    /// reward`: model=DIR:WEIGHT); group-normalised advantages, clipped objective, optional KL
+    /// (--beta) against the model with its adapters disabled. LoRA or --full. Writes the
+    /// adapter, checkpoints, metrics.jsonl (reward, reward_std, kl, clip_ratio/*,
+    /// completions/*) and run_config.json. Defaults are TRL's GRPOConfig except --lr: 5e-5.
+    Grpo(Box<grpo::GrpoArgs>),
+    /// RLOO (TRL's RLOOTrainer): as `train grpo`, with leave-one-out baselines and a
+    /// KL-penalised reward (--beta, TRL: 0.05). Defaults are TRL's RLOOConfig except --lr.
+    Rloo(Box<grpo::GrpoArgs>),
 }
 
 /// LoRA flags: the top-level keys of a run config that set its `lora` section.
@@ -490,6 +502,8 @@ pub fn train_cmd(c: TrainCommand) -> Result<()> {
         TrainCommand::Orpo(a) => pref::orpo(&a)?,
         TrainCommand::Cpo(a) => pref::cpo(&a)?,
         TrainCommand::Kto(a) => pref::kto(&a)?,
+        TrainCommand::Grpo(a) => grpo::grpo(*a, tilpass::preference::OnlineKind::Grpo)?,
+        TrainCommand::Rloo(a) => grpo::grpo(*a, tilpass::preference::OnlineKind::Rloo)?,
     }
     Ok(())
 }

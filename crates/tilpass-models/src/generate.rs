@@ -166,10 +166,14 @@ pub fn next_token(logits: &mut [f32], cfg: &GenerateConfig, sampler: &mut Sample
     logits.iter_mut().for_each(|l| *l /= t);
     let mut order: Vec<usize> = (0..logits.len()).collect();
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-    let keep = cfg
+    let mut keep = cfg
         .top_k
         .filter(|k| *k > 0)
         .map_or(order.len(), |k| k.min(order.len()));
+    // transformers keeps every token tied with the k-th largest logit.
+    while keep < order.len() && logits[order[keep]] == logits[order[keep - 1]] {
+        keep += 1;
+    }
     let max = logits[order[0]];
     let mut probs: Vec<f64> = order[..keep]
         .iter()

@@ -28,6 +28,8 @@
 //! | [`rloo`] | RLOO: KL-penalised rewards, leave-one-out baselines, sequence-level clipped loss | `RLOOTrainer` (advantages, `_compute_loss`) |
 //! | [`rewards`] | reward functions: closures, written form (nb / nn), length, distinct-n, regex format, exact answer; `--reward` specs | `reward_funcs` |
 //! | [`model_reward`] | reward-model rewards (a sequence classifier scoring prompt + completion) | `reward_funcs` with a model |
+//! | [`grpo_trainer`] | GRPO / RLOO on the training loop: sampling generation batches, rewards, advantages, `num_iterations` passes with old / reference log-probs, exact resume | `GRPOTrainer.train`, `RLOOTrainer.train` |
+//! | [`grpo_run`] | `tilpass train grpo|rloo` as a serde run config: prompts, reward specs, reward models | `GRPOConfig`, `RLOOConfig` |
 //!
 //! Conventions: sequence inputs are `[batch]` tensors (one value per completion or pair),
 //! per-token inputs `[batch, seq]` with a 0/1 completion mask ([`TokenLogps`]). Reference
@@ -67,11 +69,12 @@
 //! **Online methods** (issue 18): [`grpo`] and [`rloo`] compute advantages, losses and metrics
 //! as TRL 1.16.0 does on given inputs (checked against TRL's own advantage code and
 //! `_compute_loss`: tests/fixtures/generate_grpo.py, tests/all/grpo_parity.rs); [`rewards`] and
-//! [`model_reward`] score completions.
+//! [`model_reward`] score completions; [`grpo_trainer::train_online`] trains with them on the
+//! shared loop, checked against TRL's own `GRPOTrainer` / `RLOOTrainer` on fixed completions
+//! (tests/fixtures/generate_grpo_trainer.py, tests/all/grpo_trainer_parity.rs).
 //!
-//! **Not here yet**: evaluation sets in the ORPO / CPO / KTO trainers, BERT / NorBERT3 reward
-//! models in the CLI, and the GRPO / RLOO trainer on the training loop (generation, several
-//! iterations per generation, `tilpass train grpo|rloo`).
+//! **Not here yet**: evaluation sets in the ORPO / CPO / KTO and online trainers, BERT /
+//! NorBERT3 reward models in the CLI.
 
 #![warn(missing_docs)]
 
@@ -84,6 +87,8 @@ pub mod dpo_run;
 pub mod dpo_trainer;
 pub mod error;
 pub mod grpo;
+pub mod grpo_run;
+pub mod grpo_trainer;
 pub mod kto;
 pub mod kto_run;
 pub mod kto_trainer;
@@ -118,6 +123,13 @@ pub use error::{PreferenceError, Result};
 pub use grpo::{
     GrpoAdvantages, GrpoConfig, GrpoInputs, GrpoLossType, GrpoOutput, MultiObjectiveAggregation,
     ScaleRewards, completion_metrics, completions_after_eos, grpo_advantages, grpo_loss,
+};
+pub use grpo_run::{
+    GrpoOutcome, GrpoRun, LoadedRewardModel, OnlineKind, load_reward_model, read_prompts,
+};
+pub use grpo_trainer::{
+    FixedRollout, GENERATION_BUFFER_FILE, OnlineAlgorithm, OnlineConfig, OnlineExtras, PromptRow,
+    WeightedReward, train_online, train_online_with,
 };
 pub use kto::{KtoConfig, KtoInputs, KtoLossType, KtoMetrics, KtoOutput, kl_rotation, kto_loss};
 pub use kto_run::KtoRun;

@@ -10,6 +10,8 @@ use tilpass_train::TrainError;
 use crate::error::{PreferenceError, Result};
 use crate::logps::host;
 use crate::reward_trainer::RewardModel;
+use crate::rewards::RewardFunction;
+use serde_json::Value;
 
 /// A reward model with its tokenizer, scoring batches of texts.
 pub struct ModelReward<'m, M: RewardModel> {
@@ -79,5 +81,32 @@ impl<M: RewardModel> ModelReward<'_, M> {
             out.extend((0..batch).map(|r| v[r * labels]));
         }
         Ok(out)
+    }
+}
+
+impl<M: RewardModel + Send + Sync> RewardFunction for ModelReward<'_, M> {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// One completion scored alone; `None` when the model fails on it (use
+    /// [`RewardFunction::rewards`], which reports the error).
+    fn reward(&self, prompt: &str, completion: &str, _row: &Value) -> Option<f32> {
+        self.score(&[prompt], &[completion])
+            .ok()
+            .and_then(|v| v.first().map(|r| *r as f32))
+    }
+
+    fn rewards(
+        &self,
+        prompts: &[&str],
+        completions: &[&str],
+        _rows: &[&Value],
+    ) -> Result<Vec<Option<f32>>> {
+        Ok(self
+            .score(prompts, completions)?
+            .into_iter()
+            .map(|r| Some(r as f32))
+            .collect())
     }
 }

@@ -23,6 +23,22 @@ pub trait RewardFunction: Send + Sync {
     /// The reward of `completion` to `prompt`; `row` is the dataset row (its other columns, e.g.
     /// a gold `answer`). `None` when the function does not apply.
     fn reward(&self, prompt: &str, completion: &str, row: &Value) -> Option<f32>;
+    /// The rewards of a batch (`prompts`, `completions`, `rows` per completion), `[batch]`.
+    /// The default calls [`RewardFunction::reward`] on each; reward models override it to
+    /// score in batches and to report errors (a failed forward pass is not a missing reward).
+    fn rewards(
+        &self,
+        prompts: &[&str],
+        completions: &[&str],
+        rows: &[&Value],
+    ) -> Result<Vec<Option<f32>>> {
+        Ok(prompts
+            .iter()
+            .zip(completions)
+            .zip(rows)
+            .map(|((p, c), r)| self.reward(p, c, r))
+            .collect())
+    }
 }
 
 /// A closure as a named [`RewardFunction`].
@@ -394,15 +410,25 @@ pub fn score_rewards(
             expected: format!("{n} (one per completion)"),
         });
     }
+    let columns = functions
+        .iter()
+        .map(|f| {
+            let v = f.rewards(prompts, completions, rows)?;
+            if v.len() != n {
+                return Err(PreferenceError::Shape {
+                    input: "rewards",
+                    got: format!("{} rewards from `{}`", v.len(), f.name()),
+                    expected: format!("{n} (one per completion)"),
+                });
+            }
+            Ok(v)
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok((0..n)
         .map(|i| {
-            functions
+            columns
                 .iter()
-                .map(|f| {
-                    f.reward(prompts[i], completions[i], rows[i])
-                        .map(f64::from)
-                        .filter(|r| !r.is_nan())
-                })
+                .map(|c| c[i].map(f64::from).filter(|r| !r.is_nan()))
                 .collect()
         })
         .collect())

@@ -64,8 +64,9 @@ pub use seq2seq::{
 };
 pub use sft::{packed_batches, prompt_of, sample_answers, sft_batches};
 pub use trainer::{
-    BatchLoss, EvalLog, Event, LmBatch, ModelEvalFn, ModelLossFn, PeftTarget, StepLog, Summary,
-    Target, TrainConfig, Trainable, TrainerState, causal_lm_loss, evaluate, save_checkpoint,
-    save_checkpoint_of, train_lm, train_lm_with_samples, train_loop, train_loop_with,
-    train_trainable,
+    BatchLoss, CheckpointExtrasFn, EvalLog, Event, LmBatch, LoopHooks, ModelEvalFn, ModelLossFn,
+    PeftTarget, StepLog, StepLogFn, Summary, Target, TrainConfig, Trainable, TrainerState,
+    causal_lm_loss, evaluate, save_checkpoint, save_checkpoint_of, save_checkpoint_with_extras,
+    train_lm, train_lm_with_samples, train_loop, train_loop_with, train_loop_with_hooks,
+    train_trainable, train_trainable_with_hooks,
 };

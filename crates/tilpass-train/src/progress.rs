@@ -81,10 +81,19 @@ impl Progress {
         match event {
             Event::Step(s) => {
                 self.first_step.get_or_insert(s.step);
-                let msg = format!(
-                    "loss {:.4}  lr {:.2e}  {:.0} tok/s",
-                    s.loss, s.lr, s.tokens_per_s
-                );
+                let mut msg = format!("loss {:.4}  lr {:.2e}", s.loss, s.lr);
+                // 0 where nothing measured it (online training sets it after the step).
+                if s.tokens_per_s > 0.0 {
+                    msg.push_str(&format!("  {:.0} tok/s", s.tokens_per_s));
+                }
+                // Online training (GRPO / RLOO): the reward and the generation time of the
+                // steps that generated a batch.
+                if let Some(r) = s.metrics.get("reward") {
+                    msg.push_str(&format!("  reward {r:.3}"));
+                }
+                if let Some(g) = s.metrics.get("time/generation_s") {
+                    msg.push_str(&format!("  generation {g:.1}s"));
+                }
                 self.bar.set_position(s.step as u64);
                 self.bar.set_message(msg.clone());
                 if !self.tty && (s.step.is_multiple_of(self.every) || s.step == self.total) {

@@ -143,7 +143,9 @@ pub struct StepLog {
     pub grad_norm: f64,
     /// Supervised tokens in the step.
     pub tokens: usize,
-    /// Tokens (all, not only supervised) per second.
+    /// Tokens (all, not only supervised) per second of the step's wall-clock time. An online
+    /// trainer (GRPO / RLOO) sets it through [`LoopHooks::step_log`]: its prompt and completion
+    /// tokens per second of training time, generation excluded.
     pub tokens_per_s: f64,
     /// Further metrics of the step by name (e.g. DPO's `rewards/chosen`), each the mean over
     /// the step's accumulated batches of what [`BatchLoss::metrics`] reported; empty for
@@ -548,6 +550,56 @@ pub fn train_loop_with<'t, M: HasLinears>(
     resume: Option<&Path>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary> {
+    train_loop_with_hooks(
+        model,
+        target,
+        batch_tokens,
+        loss_of,
+        eval_of,
+        cfg,
+        resume,
+        LoopHooks::default(),
+        on_event,
+    )
+}
+
+/// Writes further files into a checkpoint's temporary directory (see
+/// [`LoopHooks::checkpoint_extras`]).
+pub type CheckpointExtrasFn<'a> = &'a mut dyn FnMut(&Path) -> Result<()>;
+/// Amends a step's log after its optimiser update (see [`LoopHooks::step_log`]).
+pub type StepLogFn<'a> = &'a mut dyn FnMut(&mut StepLog);
+
+/// Optional hooks into the training loop ([`train_loop_with_hooks`],
+/// [`train_trainable_with_hooks`]); the default has none, as [`train_loop_with`] and
+/// [`train_trainable`] run it.
+#[derive(Default)]
+pub struct LoopHooks<'a> {
+    /// Called with a checkpoint's temporary directory after the loop has written its own files
+    /// there and before the directory is renamed to `checkpoint-<step>`: what it writes is in
+    /// the checkpoint as soon as the checkpoint exists (e.g. an online trainer's generation
+    /// batch). An error fails the save (and the run); no checkpoint directory is left behind.
+    pub checkpoint_extras: Option<CheckpointExtrasFn<'a>>,
+    /// Called with each step's log right after the step's optimiser update, before the log is
+    /// written to `metrics.jsonl` and reported ([`Event::Step`]): the caller may fill in what
+    /// only it knows (e.g. an online trainer's tokens per second of training time, or timing
+    /// that must include the update).
+    pub step_log: Option<StepLogFn<'a>>,
+}
+
+/// [`train_loop_with`] with [`LoopHooks`]: extra files written into every checkpoint before it
+/// appears, and a step log amended before it is logged.
+#[allow(clippy::too_many_arguments)]
+pub fn train_loop_with_hooks<'t, M: HasLinears>(
+    model: &mut PeftModel<M>,
+    target: impl Into<Target<'t>>,
+    batch_tokens: &[usize],
+    loss_of: ModelLossFn<'_, M>,
+    eval_of: ModelEvalFn<'_, M>,
+    cfg: &TrainConfig,
+    resume: Option<&Path>,
+    hooks: LoopHooks<'_>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Summary> {
     cfg.validate()?;
     let target = target.into();
     if let Target::Adapter(a) = target
@@ -558,13 +610,14 @@ pub fn train_loop_with<'t, M: HasLinears>(
         )));
     }
     let mut subject = PeftTarget { model, target };
-    train_trainable(
+    train_trainable_with_hooks(
         &mut subject,
         batch_tokens,
         &mut |s: &mut PeftTarget<'_, '_, M>, i| loss_of(s.model, i),
         &mut |s: &mut PeftTarget<'_, '_, M>, step| s.model.with_eval_mode(|m| eval_of(m, step)),
         cfg,
         resume,
+        hooks,
         on_event,
     )
 }
@@ -711,6 +764,34 @@ pub fn train_trainable<S: Trainable>(
     resume: Option<&Path>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary> {
+    train_trainable_with_hooks(
+        subject,
+        batch_tokens,
+        loss_of,
+        eval_of,
+        cfg,
+        resume,
+        LoopHooks::default(),
+        on_event,
+    )
+}
+
+/// [`train_trainable`] with [`LoopHooks`].
+#[allow(clippy::too_many_arguments)]
+pub fn train_trainable_with_hooks<S: Trainable>(
+    subject: &mut S,
+    batch_tokens: &[usize],
+    loss_of: SubjectLossFn<'_, S>,
+    eval_of: SubjectEvalFn<'_, S>,
+    cfg: &TrainConfig,
+    resume: Option<&Path>,
+    hooks: LoopHooks<'_>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Summary> {
+    let LoopHooks {
+        mut checkpoint_extras,
+        mut step_log,
+    } = hooks;
     cfg.validate()?;
     let n_train = batch_tokens.len();
     if n_train == 0 {
@@ -877,7 +958,7 @@ pub fn train_trainable<S: Trainable>(
         let lr = schedule.lr(state.step);
         subject.update(&mut opt, &grads, lr);
         state.step += 1;
-        let log = StepLog {
+        let mut log = StepLog {
             step: state.step,
             loss: loss_sum / accum as f64,
             lr,
@@ -889,6 +970,9 @@ pub fn train_trainable<S: Trainable>(
                 .map(|(k, (sum, n))| (k, sum / n.max(1) as f64))
                 .collect(),
         };
+        if let Some(f) = step_log.as_mut() {
+            f(&mut log);
+        }
         first_loss.get_or_insert(log.loss);
         last_loss = log.loss;
         log_line(serde_json::to_value(&log).unwrap_or_default())?;
@@ -917,7 +1001,16 @@ pub fn train_trainable<S: Trainable>(
         if let (Some(every), Some(dir)) = (cfg.save_steps, &cfg.output_dir)
             && (state.step.is_multiple_of(every) || early_stopped)
         {
-            let p = save_checkpoint_of(subject, &opt, &state, dir, cfg.save_total_limit)?;
+            let p = save_checkpoint_with_extras(
+                subject,
+                &opt,
+                &state,
+                dir,
+                cfg.save_total_limit,
+                checkpoint_extras
+                    .as_mut()
+                    .map(|f| &mut **f as &mut dyn FnMut(&Path) -> Result<()>),
+            )?;
             on_event(Event::Checkpoint(&p));
         }
         if early_stopped {
@@ -992,6 +1085,21 @@ pub fn save_checkpoint_of<S: Trainable>(
     dir: &Path,
     keep: usize,
 ) -> Result<PathBuf> {
+    save_checkpoint_with_extras(subject, opt, state, dir, keep, None)
+}
+
+/// [`save_checkpoint_of`] that lets `extras` write further files into the temporary directory
+/// after the checkpoint's own files and before it is renamed into place, so that they are in
+/// the checkpoint as soon as it exists; an error from `extras` leaves no checkpoint (nor the
+/// temporary directory) behind.
+pub fn save_checkpoint_with_extras<S: Trainable>(
+    subject: &mut S,
+    opt: &AdamW,
+    state: &TrainerState,
+    dir: &Path,
+    keep: usize,
+    extras: Option<CheckpointExtrasFn<'_>>,
+) -> Result<PathBuf> {
     let final_dir = dir.join(format!("checkpoint-{}", state.step));
     if final_dir.exists() && checkpoint_run_id(&final_dir).as_deref() != Some(&state.run_id) {
         return Err(TrainError::Resume {
@@ -1003,6 +1111,9 @@ pub fn save_checkpoint_of<S: Trainable>(
     }
     let tmp = tilpass_core::temp_dir_for(&final_dir)?;
     let written = write_checkpoint(subject, opt, state, &tmp).and_then(|()| {
+        if let Some(f) = extras {
+            f(&tmp)?;
+        }
         if final_dir.exists() {
             std::fs::remove_dir_all(&final_dir)
                 .map_err(|e| tilpass_core::Error::io(&final_dir, e))?;
