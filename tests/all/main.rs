@@ -29,6 +29,8 @@ mod prompt_train_parity;
 mod rag_bm25;
 mod rag_dense;
 mod rag_eval;
+mod rag_rerank;
+mod rag_sft;
 mod reward_parity;
 mod runs;
 mod sampler_stats;

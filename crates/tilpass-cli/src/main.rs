@@ -34,6 +34,7 @@ mod rag;
 mod rag_ask;
 mod rag_dense;
 mod rag_eval;
+mod rag_rerank;
 mod reward;
 mod tokenizer;
 mod train;

@@ -24,7 +24,9 @@ pub enum RagCommand {
     /// Delete documents by id (removed from the files on disk); prints {"deleted", "passages"}.
     Delete(DeleteArgs),
     /// BM25 search; prints {"hits": [{"id", "score", "passage", "start", "end", "title", ...}]}
-    /// best first (start/end: character span of the passage in its document).
+    /// best first (start/end: character span of the passage in its document). With --rerank
+    /// the top --rerank-top hits are re-ordered by a cross-encoder and each hit also has
+    /// "rerank_score" (null below the re-ranked ones), "retriever_rank" and "retriever_score".
     Search(SearchArgs),
     /// Answer a question from the knowledge base with a decoder, citing passages as `[n]`;
     /// prints {"answer", "citations": [{"n", "id", "title", "start", "end"}],
@@ -101,6 +103,8 @@ pub struct SearchArgs {
     b: Option<f32>,
     #[command(flatten)]
     dense: crate::rag_dense::SearchDenseArgs,
+    #[command(flatten)]
+    rerank: crate::rag_rerank::RerankArgs,
 }
 
 /// Runs `tilpass rag ...`.
@@ -311,12 +315,25 @@ fn search_cmd(a: SearchArgs) -> Result<()> {
     if a.query.trim().is_empty() {
         return Err(RagError::EmptyQuery.into());
     }
+    a.rerank.check()?;
     let kb = KnowledgeBase::open(&a.kb)?;
     let m = kb.manifest().bm25;
     let bm25 = Bm25Params {
         k1: a.k1.unwrap_or(m.k1),
         b: a.b.unwrap_or(m.b),
     };
+    if let Some(ce) = a.rerank.load()? {
+        use crate::rag_dense::{Mode, mode_hits, query_embedder};
+        let e = match a.dense.mode {
+            Mode::Bm25 => None,
+            _ => Some(query_embedder(&kb, &a.dense)?),
+        };
+        let depth = a.rerank.depth(a.k);
+        let hits = mode_hits(&kb, e.as_ref(), &a.query, depth, bm25, &a.dense)?;
+        let hits = crate::rag_rerank::rerank_hits(&ce, &a.query, hits, a.rerank.rerank_top, a.k)?;
+        print(&json!({ "hits": crate::rag_rerank::to_json(&hits)? }));
+        return Ok(());
+    }
     if a.dense.mode != crate::rag_dense::Mode::Bm25 {
         print(&crate::rag_dense::search(
             &kb, &a.query, a.k, bm25, &a.dense,

@@ -22,7 +22,8 @@ use crate::generate::SamplingArgs;
 #[command(
     after_help = "The k best passages (BM25) are numbered [1]..[k] before the question \
 under instructions (Bokmål or Nynorsk, --lang) to answer only from them, cite them as [n] and \
-say so when they do not answer; the prompt goes through the tokenizer's chat template when it \
+say so when they do not answer; with --rerank MODEL_DIR the top --rerank-top BM25 hits are \
+first re-ordered by a cross-encoder and the k best of them are used; the prompt goes through the tokenizer's chat template when it \
 has one (--chat-template plain for none). Lowest-ranked passages are dropped, then the best one \
 cut, to leave --max-new-tokens (at most half the context) for the answer. Prints {\"answer\", \
 \"citations\": [{\"n\", \"id\", \"title\", \"start\", \"end\"}], \"invalid_citations\": [{\"n\", \
@@ -56,6 +57,8 @@ pub struct AskArgs {
     stream: bool,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    rerank: crate::rag_rerank::RerankArgs,
 }
 
 /// Runs `tilpass rag ask`.
@@ -79,6 +82,7 @@ pub fn ask_cmd(a: AskArgs) -> Result<()> {
         chat_template: a.sampling.chat_template.clone(),
     };
     cfg.validate()?;
+    a.rerank.check()?;
     let kb = KnowledgeBase::open(&a.kb)?;
     let kind = ModelKind::from_dir(&a.model.model)?;
     if kind.head != Head::CausalLm {
@@ -90,7 +94,14 @@ pub fn ask_cmd(a: AskArgs) -> Result<()> {
         )));
     }
     let tok = Tokenizer::from_dir(&a.model.model)?;
-    let hits = kb.search(&a.query, a.k)?;
+    let reranker = a.rerank.load()?;
+    let mut hits = kb.search(&a.query, a.rerank.depth(a.k))?;
+    if let Some(ce) = &reranker {
+        hits = crate::rag_rerank::rerank_hits(ce, &a.query, hits, a.rerank.rerank_top, a.k)?
+            .into_iter()
+            .map(|r| r.hit)
+            .collect();
+    }
     let (model, adapter) = load_decoder(&a.model)?;
     let virtual_tokens = adapter.as_ref().map(|p| p.len()).unwrap_or(0);
     let context = model.max_positions().saturating_sub(virtual_tokens);

@@ -43,6 +43,8 @@ pub struct EvalArgs {
     /// Hits retrieved per query (at least 100, the recall cutoff).
     #[arg(long, default_value_t = CUTOFF_RECALL)]
     k: usize,
+    #[command(flatten)]
+    rerank: crate::rag_rerank::RerankArgs,
     /// Also print every query's scores under "per_query".
     #[arg(long)]
     per_query: bool,
@@ -126,6 +128,8 @@ pub fn eval_cmd(a: EvalArgs) -> Result<()> {
         }
         .into());
     }
+    // The cross-encoder is checked and loaded before any indexing or searching.
+    let reranker = a.rerank.load()?;
     let mode = a.dense.mode;
     let mode_name = match mode {
         Mode::Bm25 => "bm25",
@@ -161,7 +165,24 @@ pub fn eval_cmd(a: EvalArgs) -> Result<()> {
     let run = run_queries(
         &queries,
         a.k,
-        |text, k| mode_hits(&kb, query_embedder.as_ref(), text, k, bm25, &a.dense),
+        |text, k| {
+            let hits = mode_hits(
+                &kb,
+                query_embedder.as_ref(),
+                text,
+                a.rerank.depth(k),
+                bm25,
+                &a.dense,
+            )?;
+            match &reranker {
+                None => Ok(hits),
+                Some(ce) => {
+                    let mut r = ce.rerank(text, hits, a.rerank.rerank_top)?;
+                    r.truncate(k);
+                    Ok(crate::rag_rerank::rank_scored(r))
+                }
+            }
+        },
         |done, total| {
             if done % step == 0 || done == total {
                 eprintln!("searched {done} / {total} queries");
@@ -201,6 +222,9 @@ pub fn eval_cmd(a: EvalArgs) -> Result<()> {
         "qrels_without_query": report.qrels_without_query,
         "seconds": seconds,
     });
+    if let Some(ce) = &reranker {
+        out["rerank"] = json!({"model": ce.dir(), "top": a.rerank.rerank_top});
+    }
     if a.per_query {
         out["per_query"] = report
             .per_query

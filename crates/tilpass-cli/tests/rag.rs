@@ -280,3 +280,140 @@ fn stemmer_bm25_and_tokenizer_chunking_flags() {
     ]));
     assert!(err.contains("k1"), "{err}");
 }
+
+/// `rag search --rerank`: the retriever's top hits re-ordered by the cross-encoder fixture,
+/// scores equal to sentence-transformers' for the pairs it scored; models that are no
+/// cross-encoders exit 2 with one line.
+#[test]
+fn search_rerank_with_a_cross_encoder() {
+    let t = tempfile::tempdir().unwrap();
+    let kb = t.path().join("kb");
+    let kb = kb.to_str().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let corpus = fixtures.join("rag/corpus.jsonl");
+    ok_json(&tilpass(&[
+        "rag",
+        "index",
+        "--kb",
+        kb,
+        "--docs",
+        corpus.to_str().unwrap(),
+    ]));
+    let ce = fixtures.join("rag/cross_encoder/labels1");
+    let ce = ce.to_str().unwrap();
+    let fx: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("rag/cross_encoder/expected.json")).unwrap(),
+    )
+    .unwrap();
+    // BM25 finds five passages for this query, two of which the reference scored.
+    let q = "Hvor mye får jeg i dagpenger når jeg mister jobben?";
+    let bm25 = search(kb, q);
+    assert_eq!(bm25.len(), 5);
+    let v = ok_json(&tilpass(&[
+        "rag",
+        "search",
+        "--kb",
+        kb,
+        "--query",
+        q,
+        "--k",
+        "4",
+        "--rerank",
+        ce,
+        "--rerank-top",
+        "5",
+    ]));
+    let hits = v["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 4);
+    // The four best of BM25's five by the cross-encoder's score.
+    let score = |h: &Value| h["rerank_score"].as_f64().unwrap();
+    assert!(hits.windows(2).all(|w| score(&w[0]) >= score(&w[1])), "{v}");
+    for h in hits {
+        let r = h["retriever_rank"].as_u64().unwrap() as usize;
+        assert!((1..=5).contains(&r));
+        assert_eq!(h["id"], bm25[r - 1]["id"]);
+        assert_eq!(h["retriever_score"], bm25[r - 1]["score"]);
+        assert_eq!(h["score"], h["rerank_score"]);
+    }
+    let ranks: std::collections::BTreeSet<u64> = hits
+        .iter()
+        .map(|h| h["retriever_rank"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ranks.len(), 4);
+    // Pairs the reference scored (a corpus row is one passage) have its score.
+    let mut checked = 0;
+    for (i, p) in fx["pairs"].as_array().unwrap().iter().enumerate() {
+        if p["query"] != q {
+            continue;
+        }
+        if let Some(h) = hits.iter().find(|h| h["id"] == p["passage_id"]) {
+            let want = fx["models"]["labels1"]["scores"][i].as_f64().unwrap();
+            assert!(
+                (score(h) - want).abs() <= 1e-5,
+                "{}: {}",
+                p["passage_id"],
+                score(h)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "{v}");
+    // Fewer hits re-ranked than asked for: the rest follow in BM25's order.
+    let v = ok_json(&tilpass(&[
+        "rag",
+        "search",
+        "--kb",
+        kb,
+        "--query",
+        q,
+        "--k",
+        "5",
+        "--rerank",
+        ce,
+        "--rerank-top",
+        "2",
+    ]));
+    let hits = v["hits"].as_array().unwrap();
+    for (i, h) in hits.iter().enumerate().skip(2) {
+        assert_eq!(h["id"], bm25[i]["id"]);
+        assert!(h["rerank_score"].is_null());
+    }
+
+    let mlm = fixtures.join("encoders/bert_mlm");
+    let err = bad_input(&tilpass(&[
+        "rag",
+        "search",
+        "--kb",
+        kb,
+        "--query",
+        q,
+        "--rerank",
+        mlm.to_str().unwrap(),
+    ]));
+    assert!(err.contains("not a sequence classifier"), "{err}");
+    let three = fixtures.join("encoders/bert_cls");
+    let err = bad_input(&tilpass(&[
+        "rag",
+        "search",
+        "--kb",
+        kb,
+        "--query",
+        q,
+        "--rerank",
+        three.to_str().unwrap(),
+    ]));
+    assert!(err.contains("wrong labels: 3 classes"), "{err}");
+    let err = bad_input(&tilpass(&[
+        "rag",
+        "search",
+        "--kb",
+        kb,
+        "--query",
+        q,
+        "--rerank",
+        ce,
+        "--rerank-top",
+        "0",
+    ]));
+    assert!(err.contains("--rerank-top"), "{err}");
+}

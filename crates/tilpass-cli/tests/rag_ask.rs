@@ -233,3 +233,59 @@ fn ask_cites_the_passages_it_was_given() {
     ]));
     assert!(err.contains("--lang"), "{err}");
 }
+
+/// `rag ask --rerank`: the passages given are the cross-encoder's best of the BM25 top hits,
+/// as `rag search --rerank` lists them.
+#[test]
+fn ask_with_rerank_uses_the_reranked_passages() {
+    let work = tempfile::tempdir().unwrap();
+    let kb = work.path().join("kb");
+    let kb = kb.to_str().unwrap();
+    let corpus = fixtures().join("rag/corpus.jsonl");
+    ok_json(&tilpass(&[
+        "rag",
+        "index",
+        "--kb",
+        kb,
+        "--docs",
+        corpus.to_str().unwrap(),
+    ]));
+    let model = marker_model();
+    let m = model.path().to_str().unwrap();
+    let ce = fixtures().join("rag/cross_encoder/labels1");
+    let ce = ce.to_str().unwrap();
+    let q = "Hvor mye får jeg i dagpenger når jeg mister jobben?";
+    let rr = ["--rerank", ce, "--rerank-top", "5"];
+    let mut search = vec!["rag", "search", "--kb", kb, "--query", q, "--k", "2"];
+    search.extend(rr);
+    let hits = ok_json(&tilpass(&search))["hits"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let mut ask = vec![
+        "rag",
+        "ask",
+        "--kb",
+        kb,
+        "--model",
+        m,
+        "--query",
+        q,
+        "--k",
+        "2",
+        "--max-new-tokens",
+        "4",
+    ];
+    let mut bad = ask.clone();
+    ask.extend(rr);
+    let v = ok_json(&tilpass(&ask));
+    let passages = v["passages"].as_array().unwrap();
+    assert_eq!(passages.len(), 2, "{v}");
+    for (p, h) in passages.iter().zip(&hits) {
+        assert_eq!(p["id"], h["id"]);
+    }
+    let mlm = fixtures().join("encoders/bert_mlm");
+    bad.extend(["--rerank", mlm.to_str().unwrap()]);
+    let err = bad_input(&tilpass(&bad));
+    assert!(err.contains("not a sequence classifier"), "{err}");
+}

@@ -195,3 +195,45 @@ fn bad_input_exits_2_naming_the_cause() {
     ]));
     assert!(err.contains("builtin:wiki"), "{err}");
 }
+
+/// `rag eval --rerank`: re-ranking inside the top 100 leaves recall@100 as it was and reports
+/// the model; a model that is no cross-encoder exits 2.
+#[test]
+fn rerank_keeps_recall_at_100() {
+    let t = tempfile::tempdir().unwrap();
+    let queries: String = std::fs::read_to_string(root().join("data/rag/queries.jsonl"))
+        .unwrap()
+        .lines()
+        .take(12)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let qf = t.path().join("q.jsonl");
+    std::fs::write(&qf, queries).unwrap();
+    let q = qf.to_str().unwrap();
+    let ce = root().join("tests/fixtures/rag/cross_encoder/labels2");
+    let args = [
+        "rag",
+        "eval",
+        "--kb",
+        "builtin:norsk-rag",
+        "--queries",
+        q,
+        "--qrels",
+        "builtin:norsk-rag",
+    ];
+    let plain = ok_json(&tilpass(&args));
+    let mut with = args.to_vec();
+    with.extend(["--rerank", ce.to_str().unwrap(), "--rerank-top", "20"]);
+    let v = ok_json(&tilpass(&with));
+    assert_eq!(v["queries"], plain["queries"]);
+    assert!(
+        (v["recall@100"].as_f64().unwrap() - plain["recall@100"].as_f64().unwrap()).abs() < 1e-12
+    );
+    assert_eq!(v["rerank"]["top"], 20);
+    assert!(v["ndcg@10"].is_f64());
+    let mut bad = args.to_vec();
+    let mlm = root().join("tests/fixtures/encoders/bert_mlm");
+    bad.extend(["--rerank", mlm.to_str().unwrap()]);
+    let err = bad_input(&tilpass(&bad));
+    assert!(err.contains("not a sequence classifier"), "{err}");
+}

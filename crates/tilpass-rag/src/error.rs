@@ -88,6 +88,15 @@ pub enum RagError {
         /// The directory.
         path: PathBuf,
     },
+    /// A re-ranking model that cannot serve as a cross-encoder (not a sequence classifier,
+    /// a label count other than 1 or 2, an unknown activation, ...).
+    #[error("{path}: cannot re-rank with this model: {message}")]
+    Reranker {
+        /// The model directory.
+        path: PathBuf,
+        /// What is wrong and what was expected.
+        message: String,
+    },
     /// A file could not be read or written (the error names it).
     #[error(transparent)]
     File(#[from] tilpass_core::Error),

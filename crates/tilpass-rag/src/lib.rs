@@ -13,6 +13,13 @@
 //! exact blocked dot products and an HNSW graph persisted with each commit) and hybrid search
 //! ([`fusion`]: reciprocal rank fusion and weighted min-max fusion of BM25 and dense lists).
 //!
+//! Re-ranking ([`rerank`]): a cross-encoder ([`CrossEncoder`], any BERT / NorBERT3
+//! sequence classifier) re-orders the top hits of any retriever as sentence-transformers'
+//! `CrossEncoder` scores them.
+//!
+//! Fine-tuning data for cited answers ([`sft`]): chat examples whose user turn is the
+//! prompt `rag ask` builds and whose assistant turn quotes the answering passage and cites it.
+//!
 //! Answers with citations: [`build_prompt`] puts numbered passages before the question
 //! (Norwegian instructions, chat-template aware, within a token budget) and
 //! [`generate_answer`] generates through a tilpass decoder, mapping each `[n]` of the answer to
@@ -31,6 +38,8 @@ pub mod fusion;
 pub mod kb;
 pub mod light_stem;
 pub mod prompt;
+pub mod rerank;
+pub mod sft;
 pub mod vectors;
 
 pub use analysis::{AnalysisConfig, StemmerKind, analyze};
@@ -45,4 +54,6 @@ pub use kb::{
 };
 pub use kb::{DENSE_DIR, DenseIndex};
 pub use prompt::{PromptConfig, PromptLang, PromptPassage, RagPrompt, build_prompt};
+pub use rerank::{CrossEncoder, CrossEncoderConfig, RerankedHit, ScoreRule};
+pub use sft::{RagSftConfig, RagSftExample, RagSftReport, build_rag_sft};
 pub use vectors::{HnswIndex, HnswParams, RecallReport, VectorStore, recall_at_k};

@@ -210,6 +210,12 @@ pub struct RagPrompt {
     pub dropped: usize,
     /// The chat template used (`None`: the plain layout).
     pub template: Option<String>,
+    /// The messages the chat template rendered (instructions as the system message, or opening
+    /// the user message when the template has no system role; then the sources and the
+    /// question); empty for the plain layout. With an assistant turn appended they make a
+    /// training conversation whose prompt is this one ([`crate::sft`]).
+    #[serde(default)]
+    pub messages: Vec<Message>,
     /// Most tokens the prompt could take (budget minus the room kept for the answer; `None`
     /// without a budget).
     pub prompt_limit: Option<usize>,
@@ -399,6 +405,10 @@ pub fn build_prompt(
         .collect();
     let fits = |ids: &[u32]| limit.is_none_or(|l| ids.len() <= l);
     let done = |text: String, ids: Vec<u32>, passages: Vec<PromptPassage>| RagPrompt {
+        messages: match &r.layout {
+            Layout::Plain => Vec::new(),
+            Layout::Template { system, .. } => messages(cfg, question, &passages, *system),
+        },
         text,
         ids,
         dropped: chosen.len() - passages.len(),
