@@ -8,7 +8,7 @@
 //! same ranking), computed in `f32` with the same operations as tantivy's `Bm25Weight`, so with
 //! k1 1.2 and b 0.75 the scores are tantivy's own.
 //!
-//! Scoring is term at a time with MaxScore pruning ([`top_k`]); [`top_k_exhaustive`] reads every
+//! Scoring is term at a time with MaxScore pruning (`top_k`); `top_k_exhaustive` reads every
 //! posting of every query term and is the definition the pruned search must equal (the same
 //! passages, order and scores bit for bit). Per segment, the terms are read in decreasing order
 //! of their score bound `count * idf * (k1 + 1)` (a term adds at most that: `tf / (tf + norm)
