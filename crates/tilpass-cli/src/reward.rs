@@ -85,21 +85,12 @@ pub struct RewardTrainArgs {
     #[command(flatten)]
     #[serde(flatten)]
     optim: OptimFlags,
-    /// AdamW β₁.
-    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
-    adam_beta1: Option<f64>,
-    /// AdamW β₂.
-    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
-    adam_beta2: Option<f64>,
-    /// AdamW ε.
-    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
-    adam_epsilon: Option<f64>,
-    /// Checkpoint every N steps.
-    #[arg(long)]
-    save_steps: Option<usize>,
-    /// Checkpoints kept.
-    #[arg(long)]
-    save_total_limit: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    adam: crate::train::AdamFlags,
+    #[command(flatten)]
+    #[serde(flatten)]
+    checkpoints: crate::train::CheckpointFlags,
 }
 
 /// Runs `tilpass train reward`.

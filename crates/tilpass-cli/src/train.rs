@@ -129,6 +129,31 @@ fn parse_init(s: &str) -> std::result::Result<Value, String> {
     }
 }
 
+/// AdamW's β₁, β₂ and ε (PyTorch's names), shared by every training job.
+#[derive(Args, Serialize)]
+pub struct AdamFlags {
+    /// AdamW β₁.
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
+    adam_beta1: Option<f64>,
+    /// AdamW β₂.
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
+    adam_beta2: Option<f64>,
+    /// AdamW ε.
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
+    adam_epsilon: Option<f64>,
+}
+
+/// Checkpoint frequency and retention, shared by the training jobs that take them as flags.
+#[derive(Args, Serialize)]
+pub struct CheckpointFlags {
+    /// Checkpoint every N steps.
+    #[arg(long)]
+    save_steps: Option<usize>,
+    /// Checkpoints kept.
+    #[arg(long)]
+    save_total_limit: Option<usize>,
+}
+
 /// Optimiser flags shared by both jobs.
 #[derive(Args, Serialize)]
 pub struct OptimFlags {
@@ -238,15 +263,9 @@ pub struct SftArgs {
     #[command(flatten)]
     #[serde(flatten)]
     optim: OptimFlags,
-    /// AdamW β₁.
-    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
-    adam_beta1: Option<f64>,
-    /// AdamW β₂.
-    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
-    adam_beta2: Option<f64>,
-    /// AdamW ε.
-    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
-    adam_epsilon: Option<f64>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    adam: AdamFlags,
     /// Evaluate every N steps.
     #[arg(long)]
     eval_steps: Option<usize>,
@@ -409,21 +428,12 @@ pub struct DpoArgs {
     #[command(flatten)]
     #[serde(flatten)]
     optim: OptimFlags,
-    /// AdamW β₁.
-    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
-    adam_beta1: Option<f64>,
-    /// AdamW β₂.
-    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
-    adam_beta2: Option<f64>,
-    /// AdamW ε.
-    #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
-    adam_epsilon: Option<f64>,
-    /// Checkpoint every N steps.
-    #[arg(long)]
-    save_steps: Option<usize>,
-    /// Checkpoints kept.
-    #[arg(long)]
-    save_total_limit: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    adam: AdamFlags,
+    #[command(flatten)]
+    #[serde(flatten)]
+    checkpoints: CheckpointFlags,
 }
 
 /// Shows a run's events: the progress bar, messages on stderr, details in the log.
