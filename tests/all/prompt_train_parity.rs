@@ -40,8 +40,17 @@ fn logits_tol() -> f64 {
 const LOSS: f64 = 1e-5;
 /// Gradient norm per step before clipping, relative.
 const GRAD_NORM: f64 = 1e-5;
-/// Final `prompt_embeddings`, absolute.
-const TABLE: f64 = 1e-5;
+/// Final `prompt_embeddings` after three AdamW steps, absolute: 1e-5 on the CPU (P-tuning's
+/// table, the output of its MLP encoder, comes within 8.1e-6 there); 5e-5 on another device,
+/// whose float32 kernels differ more (lavapipe put Llama P-tuning's table 1.56e-5 from PEFT's
+/// with every loss and gradient norm within 4e-7 relative).
+fn table_tol() -> f64 {
+    if crate::preference_losses::on_cpu() {
+        1e-5
+    } else {
+        5e-5
+    }
+}
 
 const ROOT: &str = "train/prompt";
 
@@ -277,7 +286,10 @@ fn check_case(case: &str) {
     let table = m.table();
     let d = max_abs(&table, &want_table);
     eprintln!("{case}: final prompt_embeddings max abs diff {d:.2e}");
-    assert!(d <= TABLE, "{case}: final prompt_embeddings differ by {d}");
+    assert!(
+        d <= table_tol(),
+        "{case}: final prompt_embeddings differ by {d}"
+    );
     // Saved in PEFT's format: reloads with the same table; PEFT's final adapter has the
     // same config fields that matter.
     let dir = tempfile::tempdir().unwrap();
@@ -316,7 +328,7 @@ fn check_case(case: &str) {
         let ck = Checkpoint::open(committed.join("adapter_model.safetensors")).unwrap();
         let d = max_abs(&ck.read_f32("prompt_embeddings").unwrap().data, &table);
         assert!(
-            d <= TABLE,
+            d <= table_tol(),
             "{case}: the committed round-trip adapter differs by {d}"
         );
     }
