@@ -26,8 +26,9 @@ pub enum TrainCommand {
     /// dataset (TRL formats); writes the adapter (HF PEFT format), checkpoints, metrics.jsonl and
     /// run_config.json to --out.
     Sft(Box<SftArgs>),
-    /// Train a BERT sequence classifier (LoRA + a new classifier head) on labelled JSONL
-    /// (LamBERT step 2); prints accuracy and macro-F1 on a held-out split.
+    /// Train a BERT / NorBERT3 sequence classifier (a new classifier head with --method lora,
+    /// dora, prefix, p-tuning, prompt or full) on labelled JSONL (LamBERT step 2); prints
+    /// accuracy and macro-F1 on a held-out split.
     Classify(Box<ClassifyArgs>),
     /// DPO (TRL's DPOTrainer) of a decoder on preference pairs (TRL formats, or
     /// builtin:norsk-pref) with a LoRA adapter (reference: the model with its adapters
@@ -320,6 +321,24 @@ pub struct ClassifyArgs {
     /// Fraction of the rows (the last ones) held out for evaluation.
     #[arg(long, allow_negative_numbers = true, value_parser = finite_f64)]
     eval_split: Option<f64>,
+    /// Adaptation method: lora (default), dora, prefix (prefix tuning), p-tuning (MLP prompt
+    /// encoder), prompt (prompt tuning) or full (every weight; saved as a transformers model
+    /// in out/model). BERT takes all six; NorBERT3 / LTG-BERT lora, dora and full (PEFT
+    /// cannot apply prompt learning to its modelling code). Prompt methods train the
+    /// classifier head too; with prompt / p-tuning the pooler reads the first virtual token,
+    /// as in PEFT.
+    #[arg(long, value_parser = ["lora", "dora", "prefix", "p-tuning", "prompt", "full"])]
+    method: Option<String>,
+    /// Virtual tokens of a prefix / p-tuning / prompt adapter (required for them).
+    #[arg(long)]
+    num_virtual_tokens: Option<usize>,
+    /// Prefix tuning through PEFT's projection MLP.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    prefix_projection: Option<bool>,
+    /// Hidden width of the prompt encoder (p-tuning, or prefix with --prefix-projection;
+    /// default: the model's width, as PEFT).
+    #[arg(long)]
+    encoder_hidden_size: Option<usize>,
     #[command(flatten)]
     #[serde(flatten)]
     lora: LoraFlags,

@@ -574,6 +574,50 @@ impl PromptAdapter {
         })
     }
 
+    /// A fresh adapter for a model of the given dimensions (e.g. a BERT sequence classifier,
+    /// `task_type` `SEQ_CLS`): `n` virtual tokens, the table (`[n, width]`, see
+    /// [`PromptDims::width`]) drawn from N(0, 1) with `seed`; one transformer submodule, as
+    /// PEFT for encoders and decoders. Then [`Self::with_encoder`] for prefix projection or
+    /// P-tuning. Errors for `n` = 0.
+    pub fn new_for_dims(
+        dims: PromptDims,
+        method: PromptMethod,
+        n: usize,
+        task_type: &str,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        if n == 0 {
+            return Err(PeftError::Config(
+                "num_virtual_tokens must be at least 1".into(),
+            ));
+        }
+        let width = dims.width(method);
+        Ok(Self {
+            encoder: None,
+            saved_modules: Vec::new(),
+            config: PromptConfig {
+                peft_type: peft_type_name(method).into(),
+                task_type: Some(task_type.into()),
+                num_virtual_tokens: n,
+                token_dim: Some(if method == PromptMethod::Prefix {
+                    dims.kv_heads * dims.head_dim
+                } else {
+                    dims.hidden
+                }),
+                num_transformer_submodules: Some(1),
+                num_attention_heads: Some(dims.kv_heads),
+                num_layers: Some(dims.layers),
+                other: BTreeMap::new(),
+            },
+            method,
+            table: Param::from_tensor(normal_table(n, width, seed, device)),
+            layers: dims.layers,
+            kv_heads: dims.kv_heads,
+            head_dim: dims.head_dim,
+        })
+    }
+
     fn width(method: PromptMethod, model: &DecoderLm) -> usize {
         let (kv_heads, head_dim) = model.kv_shape();
         PromptDims {
@@ -707,7 +751,8 @@ impl PromptAdapter {
         )?)
     }
 
-    /// Writes the adapter as PEFT does (`adapter_config.json`, `prompt_embeddings`).
+    /// Writes the adapter as PEFT does (`adapter_config.json`, `prompt_embeddings` and the
+    /// saved modules, e.g. a SEQ_CLS head as `base_model.classifier.weight`).
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
@@ -720,7 +765,8 @@ impl PromptAdapter {
             .collect();
         save_safetensors(
             dir.join(ADAPTER_WEIGHTS),
-            [("prompt_embeddings", &t)],
+            std::iter::once(("prompt_embeddings", &t))
+                .chain(self.saved_modules.iter().map(|(k, v)| (k.as_str(), v))),
             SaveDtype::F32,
             Some(meta),
         )?;

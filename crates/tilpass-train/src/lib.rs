@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod classify;
+pub mod classify_methods;
 pub mod error;
 pub mod optim;
 pub mod progress;
@@ -45,6 +46,10 @@ pub mod trainer;
 pub use classify::{
     ClsBatch, classification_loss, cls_batches, evaluate_classifier, label_probabilities, predict,
     score_labels, train_classifier,
+};
+pub use classify_methods::{
+    ClassifyMethod, LoadedClassifier, PromptClassifier, check_method, load_classifier,
+    train_prompt_classifier,
 };
 pub use error::{Result, TrainError};
 pub use optim::{AdamW, AdamWConfig, NamedGrads, clip_global_norm, collect_grads, global_norm};

@@ -1,7 +1,9 @@
 //! `tilpass train classify` (LamBERT step 2): a BERT or NorBERT3 (LTG-BERT) encoder gets a new
-//! classifier head over the labels of a JSONL file and learns them with LoRA — the family's
-//! targets and head from [`tilpass_peft::classifier_defaults`] unless [`ClassifyRun::lora`]
-//! names its own.
+//! classifier head over the labels of a JSONL file and learns them with the method of
+//! [`ClassifyRun::method`]: LoRA / DoRA (the family's targets and head from
+//! [`tilpass_peft::classifier_defaults`] unless [`ClassifyRun::lora`] names its own), prefix
+//! tuning, P-tuning, prompt tuning (BERT only: see [`crate::classify_methods`] for the family x
+//! method table) or full fine-tuning.
 
 use std::path::{Path, PathBuf};
 
@@ -9,19 +11,21 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use tilpass_metrics::ClassificationReport;
 use tilpass_models::{EncoderModel, HasLinears};
-use tilpass_peft::{LoraConfig, PeftModel, TargetModules, classifier_defaults};
+use tilpass_peft::{LoraConfig, PeftModel, PromptAdapter, TargetModules, classifier_defaults};
 use tilpass_tokenize::Tokenizer;
 
 use super::jsonl::{read_rows, text_field};
 use super::{LORA_SHORTHANDS, RunConfig, check, write_run_config};
 use crate::classify::{cls_batches, evaluate_classifier, train_classifier};
+pub use crate::classify_methods::LABELS_FILE;
+use crate::classify_methods::{
+    ClassifyMethod, PromptClassifier, bert_prompt_dims, check_method, save_full_classifier,
+    saved_dir, train_prompt_classifier, write_labels,
+};
 use crate::error::{Result, TrainError};
 use crate::optim::AdamWConfig;
 use crate::schedule::ScheduleKind;
 use crate::trainer::{Event, Summary, TrainConfig};
-
-/// The file beside a classifier's adapter that names its labels, in class order.
-pub const LABELS_FILE: &str = "labels.json";
 
 /// Settings of classifier training. Field names are the `tilpass train classify` flags; the
 /// LoRA settings are PEFT's `LoraConfig` under `lora` (also at the top level: `lora_r`,
@@ -37,7 +41,8 @@ pub struct ClassifyRun {
     pub text_field: String,
     /// Field holding the label.
     pub label_field: String,
-    /// Output directory: `adapter/` with `labels.json`, `metrics.jsonl`, `run_config.json`.
+    /// Output directory: `adapter/` (or `model/` for `full`) with `labels.json`,
+    /// `metrics.jsonl`, `run_config.json`.
     pub out: Option<PathBuf>,
     /// Replace an earlier run in a non-empty `out`; without it such an `out` is an error.
     pub overwrite_output_dir: bool,
@@ -45,7 +50,16 @@ pub struct ClassifyRun {
     pub device: String,
     /// Fraction of the rows (the last ones) held out for evaluation; 0 holds none out.
     pub eval_split: f64,
-    /// The LoRA adapter. `target_modules: null` takes the family's classifier targets and
+    /// The adaptation method: lora (default), dora, prefix, p-tuning, prompt or full.
+    pub method: ClassifyMethod,
+    /// Virtual tokens of a prefix / p-tuning / prompt adapter (required for them, at least 1).
+    pub num_virtual_tokens: Option<usize>,
+    /// Prefix tuning through PEFT's projection MLP (`prefix` only).
+    pub prefix_projection: bool,
+    /// Hidden width of the prompt encoder (p-tuning, or prefix with `prefix_projection`;
+    /// `None`: the model's hidden size, as PEFT).
+    pub encoder_hidden_size: Option<usize>,
+    /// The LoRA adapter (lora / dora). `target_modules: null` takes the family's classifier targets and
     /// `modules_to_save: null` its head.
     pub lora: LoraConfig,
     /// Rows per batch.
@@ -83,6 +97,10 @@ impl Default for ClassifyRun {
             overwrite_output_dir: false,
             device: "flex".into(),
             eval_split: 0.1,
+            method: ClassifyMethod::Lora,
+            num_virtual_tokens: None,
+            prefix_projection: false,
+            encoder_hidden_size: None,
             lora: LoraConfig {
                 r: 8,
                 lora_alpha: 16.0,
@@ -134,7 +152,76 @@ impl RunConfig for ClassifyRun {
         }
         check::non_negative("weight_decay", self.weight_decay)?;
         check::at_least("max_length", self.max_length, 2)?;
+        self.check_method_settings()?;
         check::lora(&self.lora)
+    }
+}
+
+impl ClassifyRun {
+    /// The prompt-learning settings fit the method: a prompt method needs
+    /// `num_virtual_tokens` >= 1, `prefix_projection` needs `prefix`, `encoder_hidden_size`
+    /// (>= 1) needs p-tuning or prefix with the projection, and the other methods take none.
+    pub fn check_method_settings(&self) -> Result<()> {
+        let m = self.method;
+        let prompt = m.prompt_method().is_some();
+        match self.num_virtual_tokens {
+            None if prompt => {
+                return Err(TrainError::setting(
+                    "num_virtual_tokens",
+                    "(none)",
+                    format!("at least 1 with --method {m}"),
+                ));
+            }
+            Some(0) if prompt => {
+                return Err(TrainError::setting(
+                    "num_virtual_tokens",
+                    0,
+                    format!("at least 1 with --method {m}"),
+                ));
+            }
+            Some(n) if !prompt => {
+                return Err(TrainError::setting(
+                    "num_virtual_tokens",
+                    n,
+                    format!("unset with --method {m} (it applies to prefix, p-tuning, prompt)"),
+                ));
+            }
+            _ => {}
+        }
+        if self.prefix_projection && m != ClassifyMethod::Prefix {
+            return Err(TrainError::setting(
+                "prefix_projection",
+                true,
+                format!("false with --method {m} (it applies to prefix)"),
+            ));
+        }
+        if let Some(h) = self.encoder_hidden_size {
+            let takes = m == ClassifyMethod::PTuning
+                || (m == ClassifyMethod::Prefix && self.prefix_projection);
+            if !takes {
+                return Err(TrainError::setting(
+                    "encoder_hidden_size",
+                    h,
+                    format!(
+                        "unset with --method {m} (it applies to p-tuning and to prefix with \
+                         prefix_projection)"
+                    ),
+                ));
+            }
+            check::at_least("encoder_hidden_size", h, 1)?;
+        }
+        if m == ClassifyMethod::Lora && self.lora.use_dora {
+            // `lora.use_dora` is DoRA by another name.
+            return Ok(());
+        }
+        if m != ClassifyMethod::Dora && m != ClassifyMethod::Lora && self.lora.use_dora {
+            return Err(TrainError::setting(
+                "lora.use_dora",
+                true,
+                format!("false with --method {m}"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -147,7 +234,10 @@ pub struct ClassifyOutcome {
     pub labels: Vec<String>,
     /// Accuracy, macro-F1 and the rest on the held-out rows (none held out: `None`).
     pub eval: Option<ClassificationReport>,
-    /// The adapter directory (HF PEFT layout, with `labels.json`).
+    /// The method that trained it.
+    pub method: ClassifyMethod,
+    /// The saved classifier with `labels.json`: the adapter directory (HF PEFT layout) or,
+    /// for `full`, the transformers model directory.
     pub adapter: PathBuf,
 }
 
@@ -236,7 +326,7 @@ impl ClassifyRun {
         device.seed(self.seed);
         let tok = Tokenizer::from_dir(model_dir)?;
         let encoder = EncoderModel::load(model_dir, &device)?;
-        let lora = classifier_lora(&self.lora, &encoder, model_dir)?;
+        check_method(&encoder.model_type(), self.method)?;
         let model = encoder.with_new_classifier(&names, self.seed)?;
         let pad = model.pad_token_id();
         let encoded = encode_texts(&tok, &texts, self.max_length)?;
@@ -244,14 +334,6 @@ impl ClassifyRun {
         let examples: Vec<(Vec<u32>, usize)> = encoded.into_iter().zip(ids).collect();
         let train = cls_batches(&examples[..n_train], self.batch_size, pad)?;
         let eval = cls_batches(&examples[n_train..], self.batch_size, pad)?;
-        let mut peft = PeftModel::new(model);
-        peft.add_adapter("default", &lora, self.seed)?;
-        peft.freeze_base();
-        progress(Event::Message(&format!(
-            "{} labels {names:?}; {}",
-            names.len(),
-            peft.trainable_parameters()
-        )));
         let cfg = TrainConfig {
             learning_rate: self.lr,
             lr_scheduler_type: self.lr_scheduler_type,
@@ -266,18 +348,88 @@ impl ClassifyRun {
             output_dir: Some(out.clone()),
             ..Default::default()
         };
-        let summary = train_classifier(&mut peft, "default", &train, &cfg, None, progress)?;
-        let eval = if eval.is_empty() {
-            None
-        } else {
-            Some(peft.with_eval_mode(|p| evaluate_classifier(p.model(), &eval))?)
+        let adapter = saved_dir(out, self.method);
+        let (summary, eval) = match (self.method.prompt_method(), model) {
+            (Some(method), EncoderModel::Bert(bert)) => {
+                let n = self.num_virtual_tokens.unwrap_or(1);
+                let dims = bert_prompt_dims(&bert);
+                let mut prompt =
+                    PromptAdapter::new_for_dims(dims, method, n, "SEQ_CLS", self.seed, &device)?;
+                let hidden = self.encoder_hidden_size.unwrap_or(dims.hidden);
+                if self.method == ClassifyMethod::PTuning || self.prefix_projection {
+                    prompt = prompt.with_encoder(hidden, None, self.seed, &device)?;
+                }
+                prompt.config.other.insert(
+                    "base_model_name_or_path".into(),
+                    model_dir.display().to_string().into(),
+                );
+                let mut pm = PromptClassifier::new(*bert, prompt);
+                progress(Event::Message(&format!(
+                    "{} labels {names:?}; {}",
+                    names.len(),
+                    pm.trainable_report()
+                )));
+                let summary = train_prompt_classifier(&mut pm, &train, &cfg, None, progress)?;
+                let eval = if eval.is_empty() {
+                    None
+                } else {
+                    Some(evaluate_classifier(&pm, &eval)?)
+                };
+                pm.save(&adapter)?;
+                (summary, eval)
+            }
+            (Some(_), other) => {
+                // check_method refuses prompt learning on every other family.
+                return Err(TrainError::setting(
+                    "method",
+                    self.method,
+                    format!("a BERT model, not model_type `{}`", other.model_type()),
+                ));
+            }
+            (None, model) => {
+                let full = self.method == ClassifyMethod::Full;
+                let mut peft = PeftModel::new(model);
+                let summary = if full {
+                    progress(Event::Message(&format!(
+                        "{} labels {names:?}; every weight trains",
+                        names.len()
+                    )));
+                    train_classifier(
+                        &mut peft,
+                        crate::trainer::Target::Full,
+                        &train,
+                        &cfg,
+                        None,
+                        progress,
+                    )?
+                } else {
+                    let mut lora = classifier_lora(&self.lora, peft.model(), model_dir)?;
+                    lora.use_dora |= self.method == ClassifyMethod::Dora;
+                    peft.add_adapter("default", &lora, self.seed)?;
+                    peft.freeze_base();
+                    progress(Event::Message(&format!(
+                        "{} labels {names:?}; {}",
+                        names.len(),
+                        peft.trainable_parameters()
+                    )));
+                    train_classifier(&mut peft, "default", &train, &cfg, None, progress)?
+                };
+                let eval = if eval.is_empty() {
+                    None
+                } else {
+                    Some(peft.with_eval_mode(|p| evaluate_classifier(p.model(), &eval))?)
+                };
+                if full {
+                    save_full_classifier(peft.model(), model_dir, &names, &adapter)?;
+                } else {
+                    peft.save_adapter("default", &adapter)?;
+                }
+                (summary, eval)
+            }
         };
-        let adapter = out.join("adapter");
-        peft.save_adapter("default", &adapter)?;
-        let names_json =
-            serde_json::to_string(&names).map_err(|e| TrainError::Config(e.to_string()))?;
-        tilpass_core::write_atomic(adapter.join(LABELS_FILE), names_json)?;
+        write_labels(&adapter, &names)?;
         Ok(ClassifyOutcome {
+            method: self.method,
             summary,
             labels: names,
             eval,

@@ -8,8 +8,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tilpass_data::JsonlRows;
-use tilpass_models::{EncoderInput, EncoderModel};
-use tilpass_peft::PeftModel;
+use tilpass_models::EncoderInput;
 use tilpass_tokenize::Tokenizer;
 
 use super::classify::{LABELS_FILE, encode_texts};
@@ -93,13 +92,9 @@ impl PredictRun {
             check::path("out", &self.out)?,
         );
         super::jsonl::distinct_output(out, data)?;
-        let names: Vec<String> = tilpass_core::read_json(adapter.join(LABELS_FILE))?;
         let tok = Tokenizer::from_dir(model_dir)?;
-        let model = EncoderModel::load(model_dir, device)?.with_new_classifier(&names, 0)?;
+        let (model, names) = crate::classify_methods::load_classifier(model_dir, adapter, device)?;
         let pad = model.pad_token_id();
-        let mut peft = PeftModel::new(model);
-        peft.load_adapter(adapter, "default")?;
-        let model = peft.into_model();
         let mut writer = JsonlOut::create(out, data)?;
         let start = Instant::now();
         let mut rows = JsonlRows::open(data)?;
