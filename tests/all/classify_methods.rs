@@ -273,6 +273,62 @@ fn prefix_tuning_classifier_trains_as_peft() {
     check_prompt_case("prefix_projection");
 }
 
+/// LoRA / DoRA from PEFT's initial adapter (the head in `modules_to_save`): the loop of
+/// `tilpass train classify --method lora|dora`.
+fn check_lora_case(case: &str) {
+    let dev = test_device().autodiff();
+    let (reference, ck) = reference(case);
+    let data = batches();
+    let base = fixture_path("encoders/bert_cls");
+    let initial = fixture_path(&format!("{ROOT}/{case}/initial"));
+    let mut peft = PeftModel::new(EncoderModel::load(&base, &dev).unwrap());
+    let cfg = peft.load_adapter(&initial, "default").unwrap();
+    assert_eq!(cfg.use_dora, case == "dora", "{case}");
+    assert_eq!(cfg.task_type.as_deref(), Some("SEQ_CLS"));
+    peft.freeze_base();
+    let d = max_abs(
+        &logits(peft.model(), &data[0]),
+        &ck.read_f32("logits").unwrap().data,
+    );
+    assert!(d <= 1e-5, "{case}: initial logits {d}");
+    let mut steps = Vec::new();
+    train_classifier(
+        &mut peft,
+        "default",
+        &data,
+        &config(&reference),
+        None,
+        &mut |e| {
+            if let Event::Step(s) = e {
+                steps.push(s.clone());
+            }
+        },
+    )
+    .unwrap();
+    check_steps(case, &steps, &reference);
+    let ours = logits(peft.model(), &data[0]);
+    let d = max_abs(&ours, &ck.read_f32("final_logits").unwrap().data);
+    eprintln!("measured {case}: final logits {d:.2e}");
+    assert!(d <= LOGITS, "{case}: final logits {d}");
+    let dir = tempfile::tempdir().unwrap();
+    peft.save_adapter("default", dir.path()).unwrap();
+    let reload = |p: &Path| {
+        let dev = test_device();
+        let mut m = PeftModel::new(EncoderModel::load(&base, &dev).unwrap());
+        m.load_adapter(p, "default").unwrap();
+        logits(&m.into_model(), &data[0])
+    };
+    let d = max_abs(&reload(dir.path()), &ours);
+    assert!(d <= 1e-6, "{case}: reloaded {d}");
+    round_trip(case, "adapter", dir.path(), &ours, &reload);
+}
+
+#[test]
+fn lora_and_dora_classifiers_train_as_peft() {
+    check_lora_case("lora");
+    check_lora_case("dora");
+}
+
 #[test]
 fn full_fine_tuning_of_a_classifier_trains_as_transformers_and_saves_a_model_dir() {
     let dev = test_device().autodiff();
