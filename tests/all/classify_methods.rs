@@ -555,6 +555,32 @@ fn bad_method_settings_are_typed_errors_naming_them() {
     let run: ClassifyRun = serde_json::from_value(json!({"method": "p-tuning"})).unwrap();
     assert_eq!(run.method, ClassifyMethod::PTuning);
     assert!(serde_json::from_value::<ClassifyRun>(json!({"method": "ia3"})).is_err());
+    // Virtual tokens and text must fit BERT's positions (128 in the fixture): refused before
+    // training.
+    let bert_dir = crate::runs::with_tokenizer("encoders/bert_cls");
+    let work0 = tempfile::tempdir().unwrap();
+    let rows0: Vec<Value> = (0..8)
+        .map(|i| json!({"text": format!("t{} t{}", 10 + i, 20 + i % 2), "label": (["a", "b"][i % 2])}))
+        .collect();
+    let data0 = crate::runs::write_jsonl(&work0.path().join("d.jsonl"), &rows0);
+    let err = ClassifyRun {
+        model: Some(bert_dir.path().into()),
+        data: Some(data0),
+        out: Some(work0.path().join("out")),
+        method: ClassifyMethod::Prompt,
+        num_virtual_tokens: Some(120),
+        max_length: 24,
+        eval_split: 0.0,
+        ..Default::default()
+    }
+    .run(&test_device(), &mut |_| {})
+    .unwrap_err();
+    assert!(
+        matches!(&err, TrainError::InvalidSetting { setting, .. } if setting == "num_virtual_tokens"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("at most 104"), "{err}");
+    assert!(!work0.path().join("out/adapter").exists());
     // Prompt learning on NorBERT3 / LTG-BERT: PEFT cannot apply it; refused before training,
     // naming the method, with nothing written but the run's config.
     let model = crate::runs::with_tokenizer("encoders/ltg_bert_cls");

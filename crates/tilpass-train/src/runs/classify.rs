@@ -352,6 +352,19 @@ impl ClassifyRun {
         let (summary, eval) = match (self.method.prompt_method(), model) {
             (Some(method), EncoderModel::Bert(bert)) => {
                 let n = self.num_virtual_tokens.unwrap_or(1);
+                let max = bert.config().max_position_embeddings;
+                if n + self.max_length > max {
+                    return Err(TrainError::setting(
+                        "num_virtual_tokens",
+                        n,
+                        format!(
+                            "at most {} with max_length {}: the virtual tokens and the text \
+                             share the model's {max} positions",
+                            max.saturating_sub(self.max_length),
+                            self.max_length
+                        ),
+                    ));
+                }
                 let dims = bert_prompt_dims(&bert);
                 let mut prompt =
                     PromptAdapter::new_for_dims(dims, method, n, "SEQ_CLS", self.seed, &device)?;
