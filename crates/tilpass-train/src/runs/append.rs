@@ -171,7 +171,7 @@ pub fn open_resumable(
             return Err(TrainError::Resume {
                 path: sidecar.display().to_string(),
                 message: format!(
-                    "the output holds a partial run with `{key}` = {was}; this run has {is}: \
+                    "the output holds a run with `{key}` = {was}; this run has {is}: \
                      resume with the same settings, or give another --out"
                 ),
             });

@@ -549,4 +549,53 @@ mod tests {
                           "rejected": [{"role": "assistant", "content": "r"}]});
         assert_eq!(segments(&pref).len(), 3);
     }
+
+    fn job(row: usize, slot: Slot, source: &str, output: &str) -> Job {
+        let masked = mask_code(source);
+        let translate = !masked.is_only_code();
+        Job {
+            row,
+            slot,
+            source: source.into(),
+            masked,
+            translate,
+            output: if translate { output } else { source }.into(),
+            back: None,
+        }
+    }
+
+    #[test]
+    fn a_row_gets_its_code_and_placeholders_back_or_is_flagged() {
+        let run = TranslateRun::default();
+        let src = json!({"id": 1, "messages": [
+            {"role": "user", "content": "Hello {name}, run `ls` and mail [EPOST]."},
+            {"role": "assistant", "content": "```sh\nls -la\n```"},
+        ]});
+        let s = segments(&src);
+        // A faithful model: markers and placeholders kept.
+        let jobs = [
+            job(0, s[0].0.clone(), &s[0].1, "Hei {name}, kjør [[C0]] og send e-post til [EPOST]."),
+            job(0, s[1].0.clone(), &s[1].1, "unused: only code is copied"),
+        ];
+        let mut row = src.clone();
+        let q = run.quality(&jobs.iter().collect::<Vec<_>>(), &mut row).unwrap();
+        assert_eq!(
+            row["messages"][0]["content"],
+            "Hei {name}, kjør `ls` og send e-post til [EPOST]."
+        );
+        assert_eq!(row["messages"][1]["content"], "```sh\nls -la\n```");
+        assert_eq!(row["messages"][1]["role"], "assistant");
+        assert_eq!(q["translated"], 1);
+        assert_eq!(q["segments"], 2);
+        let flags: Vec<&str> = q["flags"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert!(!flags.contains(&"code_lost") && !flags.contains(&"placeholders_changed"), "{q}");
+        // A model that drops the code marker and renames a placeholder is flagged.
+        let jobs = [job(0, s[0].0.clone(), &s[0].1, "Hei {navn}, kjør og send til [EPOST].")];
+        let mut row = src.clone();
+        let q = run.quality(&jobs.iter().collect::<Vec<_>>(), &mut row).unwrap();
+        let flags: Vec<&str> = q["flags"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert!(flags.contains(&"code_lost") && flags.contains(&"placeholders_changed"), "{q}");
+        assert_eq!(q["ok"], false);
+        assert_eq!(q["placeholder_changes"], json!([["{name}", 1, 0], ["{navn}", 0, 1]]));
+    }
 }
