@@ -26,7 +26,10 @@ pub fn sidecar_path(out: &Path) -> PathBuf {
 
 /// `out` with `suffix` appended to its file name (`data.jsonl` → `data.jsonl.run.json`).
 pub fn with_suffix(out: &Path, suffix: &str) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(suffix);
     out.with_file_name(name)
 }
@@ -181,8 +184,8 @@ pub fn open_resumable(
             std::fs::create_dir_all(dir).map_err(|e| tilpass_core::Error::io(dir, e))?;
         }
         let record = json!({"job": job, "version": SIDECAR_VERSION, "config": config});
-        let text = serde_json::to_string_pretty(&record)
-            .map_err(|e| TrainError::Config(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&record).map_err(|e| TrainError::Config(e.to_string()))?;
         tilpass_core::write_atomic(&sidecar, text.as_bytes())?;
     }
     let mut rows = Vec::with_capacity(files.len());

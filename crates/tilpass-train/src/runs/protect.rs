@@ -112,7 +112,11 @@ pub fn placeholders(text: &str) -> BTreeMap<String, usize> {
     let chars: Vec<(usize, char)> = text.char_indices().collect();
     for (n, &(i, c)) in chars.iter().enumerate() {
         let (close, body_ok, first_ok): (char, fn(char) -> bool, fn(char) -> bool) = match c {
-            '{' => ('}', |ch| ch.is_alphanumeric() || ch == '_' || ch == '.', |_| true),
+            '{' => (
+                '}',
+                |ch| ch.is_alphanumeric() || ch == '_' || ch == '.',
+                |_| true,
+            ),
             '[' => (
                 ']',
                 |ch| ch.is_uppercase() || ch.is_ascii_digit() || ch == '_',

@@ -149,7 +149,11 @@ impl RunConfig for SelfInstructRun {
         }
         let t = self.rouge_threshold;
         if !(t.is_finite() && t > 0.0 && t <= 1.0) {
-            return Err(TrainError::setting("rouge_threshold", t, "a number in (0, 1]"));
+            return Err(TrainError::setting(
+                "rouge_threshold",
+                t,
+                "a number in (0, 1]",
+            ));
         }
         if self.max_words < self.min_words {
             return Err(TrainError::setting(
@@ -292,7 +296,10 @@ impl SelfInstructRun {
 
     /// The rejects report beside `out`.
     pub fn rejects_path(&self) -> Result<PathBuf> {
-        Ok(with_suffix(check::path("out", &self.out)?, ".rejects.jsonl"))
+        Ok(with_suffix(
+            check::path("out", &self.out)?,
+            ".rejects.jsonl",
+        ))
     }
 
     fn prompt(&self, seeds: &[Seed], picks: &[usize]) -> String {
@@ -379,7 +386,9 @@ impl SelfInstructRun {
         for (k, rows) in done.iter().enumerate() {
             for v in rows {
                 let a = attempt_of(v).ok_or_else(|| TrainError::Resume {
-                    path: if k == 0 { out } else { &rejects_path }.display().to_string(),
+                    path: if k == 0 { out } else { &rejects_path }
+                        .display()
+                        .to_string(),
                     message: "a row without its attempt number: not a self-instruct output".into(),
                 })?;
                 next = next.max(a + 1);
@@ -414,7 +423,12 @@ impl SelfInstructRun {
                 seconds: start.elapsed().as_secs_f64(),
             });
         }
-        let model = TextModel::load(model_dir, self.adapter.as_deref(), self.prompt_format, device)?;
+        let model = TextModel::load(
+            model_dir,
+            self.adapter.as_deref(),
+            self.prompt_format,
+            device,
+        )?;
         let (task_label, answer_label) = labels(self.lang);
         let rouge = Rouge::new(&[RougeType::L], RougeTokenizer::default());
         let bs = self.batch_size;
@@ -539,12 +553,15 @@ mod tests {
 
     #[test]
     fn seeds_of_each_format_and_draws_are_distinct_and_seeded() {
-        let s = seed_of(&json!({"instruction": "Skriv et dikt", "input": "", "output": "Ja"}))
-            .unwrap();
+        let s =
+            seed_of(&json!({"instruction": "Skriv et dikt", "input": "", "output": "Ja"})).unwrap();
         assert_eq!(s.instruction, "Skriv et dikt");
         assert_eq!(s.answer.as_deref(), Some("Ja"));
         let s = seed_of(&json!({"prompt": "P", "completion": "C"})).unwrap();
-        assert_eq!((s.instruction.as_str(), s.answer.as_deref()), ("P", Some("C")));
+        assert_eq!(
+            (s.instruction.as_str(), s.answer.as_deref()),
+            ("P", Some("C"))
+        );
         assert!(seed_of(&json!({"text": "x"})).is_err());
         let d = draw(10, 4, 3, 5);
         let mut u = d.clone();
@@ -565,16 +582,36 @@ mod tests {
         let rouge = Rouge::new(&[RougeType::L], RougeTokenizer::default());
         let seen = vec!["Skriv et kort dikt om høsten i Bergen".to_string()];
         let r = run
-            .judge(" Skriv et kort dikt om høsten i Oslo\nSvar: ...", "Svar:", &seen, &rouge, None)
+            .judge(
+                " Skriv et kort dikt om høsten i Oslo\nSvar: ...",
+                "Svar:",
+                &seen,
+                &rouge,
+                None,
+            )
             .unwrap_err();
         assert_eq!(r["reason"], "rouge_l");
         assert!(r["rouge_l"].as_f64().unwrap() >= 0.7);
         let ok = run
-            .judge("Forklar hvordan fotosyntese virker\nSvar: Lys blir til energi.", "Svar:", &seen, &rouge, None)
+            .judge(
+                "Forklar hvordan fotosyntese virker\nSvar: Lys blir til energi.",
+                "Svar:",
+                &seen,
+                &rouge,
+                None,
+            )
             .unwrap();
         assert_eq!(ok.0, "Forklar hvordan fotosyntese virker");
         assert_eq!(ok.1, "Lys blir til energi.");
-        assert_eq!(run.judge("bare tekst", "Svar:", &seen, &rouge, None).unwrap_err()["reason"], "unparseable");
-        assert_eq!(run.judge("Hei\nSvar: x", "Svar:", &seen, &rouge, None).unwrap_err()["reason"], "instruction_length");
+        assert_eq!(
+            run.judge("bare tekst", "Svar:", &seen, &rouge, None)
+                .unwrap_err()["reason"],
+            "unparseable"
+        );
+        assert_eq!(
+            run.judge("Hei\nSvar: x", "Svar:", &seen, &rouge, None)
+                .unwrap_err()["reason"],
+            "instruction_length"
+        );
     }
 }

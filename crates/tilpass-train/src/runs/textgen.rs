@@ -171,6 +171,9 @@ impl TextModel {
                 generate_seq2seq_text(m, &input, &cfg, &decode, &mut |_, _| {})?
             }
         };
-        Ok(rows.into_iter().map(|g| g.text.trim().to_string()).collect())
+        Ok(rows
+            .into_iter()
+            .map(|g| g.text.trim().to_string())
+            .collect())
     }
 }

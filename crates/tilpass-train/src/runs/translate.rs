@@ -201,7 +201,14 @@ struct Slot {
 
 /// The fields translated in a row of each layout.
 const ALPACA_KEYS: &[&str] = &["system", "instruction", "input", "output"];
-const TRL_KEYS: &[&str] = &["text", "messages", "prompt", "completion", "chosen", "rejected"];
+const TRL_KEYS: &[&str] = &[
+    "text",
+    "messages",
+    "prompt",
+    "completion",
+    "chosen",
+    "rejected",
+];
 
 /// The texts of a row to translate, in field order.
 fn segments(row: &Value) -> Vec<(Slot, String)> {
@@ -315,7 +322,8 @@ impl TranslateRun {
                 ));
             }
         }
-        let (done, mut writers) = open_resumable("translate", &[out], &self.resume_key()?, &[data])?;
+        let (done, mut writers) =
+            open_resumable("translate", &[out], &self.resume_key()?, &[data])?;
         let resumed = done[0].len();
         if resumed > rows.len() {
             return Err(TrainError::Resume {
@@ -340,7 +348,12 @@ impl TranslateRun {
             outcome.seconds = start.elapsed().as_secs_f64();
             return Ok(outcome);
         }
-        let model = TextModel::load(model_dir, self.adapter.as_deref(), self.prompt_format, device)?;
+        let model = TextModel::load(
+            model_dir,
+            self.adapter.as_deref(),
+            self.prompt_format,
+            device,
+        )?;
         let opts = TextGenOptions {
             max_new_tokens: self.max_new_tokens,
             do_sample: false,
@@ -540,7 +553,10 @@ mod tests {
         assert_eq!(s[1].1, "Hi {name}");
         let mut row = chat.clone();
         put(&mut row, &s[1].0, "Hei {name}".into());
-        assert_eq!(row["messages"][1], json!({"role": "user", "content": "Hei {name}"}));
+        assert_eq!(
+            row["messages"][1],
+            json!({"role": "user", "content": "Hei {name}"})
+        );
         assert_eq!(row["id"], 7);
         let alpaca = json!({"instruction": "a", "input": "", "output": "c", "text": "not this"});
         let keys: Vec<String> = segments(&alpaca).into_iter().map(|s| s.0.key).collect();
@@ -574,11 +590,18 @@ mod tests {
         let s = segments(&src);
         // A faithful model: markers and placeholders kept.
         let jobs = [
-            job(0, s[0].0.clone(), &s[0].1, "Hei {name}, kjør [[C0]] og send e-post til [EPOST]."),
+            job(
+                0,
+                s[0].0.clone(),
+                &s[0].1,
+                "Hei {name}, kjør [[C0]] og send e-post til [EPOST].",
+            ),
             job(0, s[1].0.clone(), &s[1].1, "unused: only code is copied"),
         ];
         let mut row = src.clone();
-        let q = run.quality(&jobs.iter().collect::<Vec<_>>(), &mut row).unwrap();
+        let q = run
+            .quality(&jobs.iter().collect::<Vec<_>>(), &mut row)
+            .unwrap();
         assert_eq!(
             row["messages"][0]["content"],
             "Hei {name}, kjør `ls` og send e-post til [EPOST]."
@@ -587,15 +610,41 @@ mod tests {
         assert_eq!(row["messages"][1]["role"], "assistant");
         assert_eq!(q["translated"], 1);
         assert_eq!(q["segments"], 2);
-        let flags: Vec<&str> = q["flags"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-        assert!(!flags.contains(&"code_lost") && !flags.contains(&"placeholders_changed"), "{q}");
+        let flags: Vec<&str> = q["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            !flags.contains(&"code_lost") && !flags.contains(&"placeholders_changed"),
+            "{q}"
+        );
         // A model that drops the code marker and renames a placeholder is flagged.
-        let jobs = [job(0, s[0].0.clone(), &s[0].1, "Hei {navn}, kjør og send til [EPOST].")];
+        let jobs = [job(
+            0,
+            s[0].0.clone(),
+            &s[0].1,
+            "Hei {navn}, kjør og send til [EPOST].",
+        )];
         let mut row = src.clone();
-        let q = run.quality(&jobs.iter().collect::<Vec<_>>(), &mut row).unwrap();
-        let flags: Vec<&str> = q["flags"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-        assert!(flags.contains(&"code_lost") && flags.contains(&"placeholders_changed"), "{q}");
+        let q = run
+            .quality(&jobs.iter().collect::<Vec<_>>(), &mut row)
+            .unwrap();
+        let flags: Vec<&str> = q["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            flags.contains(&"code_lost") && flags.contains(&"placeholders_changed"),
+            "{q}"
+        );
         assert_eq!(q["ok"], false);
-        assert_eq!(q["placeholder_changes"], json!([["{name}", 1, 0], ["{navn}", 0, 1]]));
+        assert_eq!(
+            q["placeholder_changes"],
+            json!([["{name}", 1, 0], ["{navn}", 0, 1]])
+        );
     }
 }
