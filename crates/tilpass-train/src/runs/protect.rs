@@ -30,9 +30,9 @@ pub fn mask_code(text: &str) -> MaskedText {
     while let Some(start) = rest.find('`') {
         out.push_str(&rest[..start]);
         let tail = &rest[start..];
-        let end = if tail.starts_with("```") {
+        let end = if let Some(body) = tail.strip_prefix("```") {
             // A fenced block: up to and including the closing fence.
-            match tail[3..].find("```") {
+            match body.find("```") {
                 Some(k) => 3 + k + 3,
                 None => tail.len(),
             }
@@ -104,6 +104,8 @@ impl MaskedText {
     }
 }
 
+type CharTest = fn(char) -> bool;
+
 /// The placeholders of `text` with their counts: `{name}` / `{0}` (letters, digits, `_`, `.`
 /// between braces) and `[EPOST]` (an upper-case letter, then upper-case letters, digits or `_`,
 /// between brackets).
@@ -111,7 +113,7 @@ pub fn placeholders(text: &str) -> BTreeMap<String, usize> {
     let mut found = BTreeMap::new();
     let chars: Vec<(usize, char)> = text.char_indices().collect();
     for (n, &(i, c)) in chars.iter().enumerate() {
-        let (close, body_ok, first_ok): (char, fn(char) -> bool, fn(char) -> bool) = match c {
+        let (close, body_ok, first_ok): (char, CharTest, CharTest) = match c {
             '{' => (
                 '}',
                 |ch| ch.is_alphanumeric() || ch == '_' || ch == '.',
