@@ -150,7 +150,7 @@ fn translate_keeps_rows_and_fields_resumes_exactly_and_refuses_what_is_not_its_o
     assert!(flags.contains(&json!("placeholders_changed")), "{}", out[1]);
     assert_eq!(
         out[1]["quality"]["placeholder_changes"],
-        json!([["[EPOST]", 1, 0]])
+        json!([{"field": "text", "placeholder": "[EPOST]", "source": 1, "output": 0}])
     );
     let full_text = std::fs::read_to_string(&full).unwrap();
 
@@ -275,8 +275,11 @@ fn bokmal_words(n: usize) -> Vec<String> {
 
 #[test]
 fn self_instruct_filters_reports_rejects_and_resumes_exactly() {
+    // The random model writes Bokmål words of norsk-chat and never a newline: each attempt's
+    // instruction is its whole first generation, and the answer a second one.
+    let model = model_with_words(&bokmal_words(256));
+    let m = model.path().to_str().unwrap();
     let work = tempfile::tempdir().unwrap();
-    // Seeds without answers, so that no prompt holds the answer label `Svar:`.
     let seed_texts = [
         "hva heter hovedstaden i norge",
         "skriv en setning om vann",
@@ -286,12 +289,13 @@ fn self_instruct_filters_reports_rejects_and_resumes_exactly() {
         work.path(),
         "seeds.jsonl",
         &[
-            json!({"prompt": seed_texts[0]}),
-            json!({"messages": [{"role": "user", "content": seed_texts[1]}]}),
-            json!({"prompt": [{"role": "user", "content": seed_texts[2]}]}),
+            json!({"instruction": seed_texts[0], "input": "", "output": "oslo"}),
+            json!({"messages": [{"role": "user", "content": seed_texts[1]},
+                                {"role": "assistant", "content": "vann er godt"}]}),
+            json!({"prompt": seed_texts[2], "completion": "vestland"}),
         ],
     );
-    let run_with = |out: &Path, m: &Path| {
+    let run = |out: &Path, max_new: &str| {
         tilpass(&[
             "data",
             "self-instruct",
@@ -300,52 +304,28 @@ fn self_instruct_filters_reports_rejects_and_resumes_exactly() {
             "--out",
             out.to_str().unwrap(),
             "--model",
-            m.to_str().unwrap(),
+            m,
             "--num",
-            "3",
+            "6",
             "--max-attempts",
             "30",
             "--batch-size",
             "4",
             "--max-new-tokens",
-            "16",
+            max_new,
             "--seed",
             "1",
             "--num-examples",
             "2",
         ])
     };
-    // A probe run finds the word the sampled outputs hold most often (and no prompt holds:
-    // the prompts' ids stay the same); that word becomes the answer label.
-    let mut words = bokmal_words(256);
-    let probe = model_with_words(&words);
-    let probe_out = work.path().join("probe.jsonl");
-    ok_json(&run_with(&probe_out, probe.path()));
-    let prompt_words = format!(
-        "{} {}",
-        tilpass::train::runs::self_instruct::default_header(tilpass::train::runs::WrittenForm::Nb),
-        seed_texts.join(" ")
-    )
-    .to_lowercase();
-    let mut count = std::collections::BTreeMap::<String, usize>::new();
-    for r in read_jsonl(&work.path().join("probe.jsonl.rejects.jsonl")) {
-        for w in r["text"].as_str().unwrap().split_whitespace().skip(3) {
-            if w != "[UNK]"
-                && !prompt_words
-                    .split(|c: char| !c.is_alphabetic())
-                    .any(|p| p == w)
-            {
-                *count.entry(w.to_string()).or_default() += 1;
-            }
-        }
-    }
-    let label = count.iter().max_by_key(|(_, n)| **n).unwrap().0.clone();
-    let id = words.iter().position(|w| *w == label).unwrap();
-    words[id] = "Svar:".into();
-    let model = model_with_words(&words);
-    let run = |out: &Path| run_with(out, model.path());
     let out = work.path().join("si.jsonl");
-    let v = ok_json(&run(&out));
+    // Instructions of 2 words are too short for the default 3..150: all rejected as such.
+    let short = work.path().join("short.jsonl");
+    let v = ok_json(&run(&short, "2"));
+    assert_eq!(v["accepted"], 0, "{v}");
+    assert_eq!(v["reasons"], json!({"instruction_length": 30}), "{v}");
+    let v = ok_json(&run(&out, "12"));
     let rejects_path = work.path().join("si.jsonl.rejects.jsonl");
     assert_eq!(v["rejects"], rejects_path.display().to_string());
     let accepted = read_jsonl(&out);
@@ -353,10 +333,10 @@ fn self_instruct_filters_reports_rejects_and_resumes_exactly() {
     assert_eq!(accepted.len() as u64, v["accepted"].as_u64().unwrap());
     assert_eq!(rejects.len() as u64, v["rejected"].as_u64().unwrap());
     assert!(
-        !accepted.is_empty(),
-        "the fixture model should get a task through: {v}"
+        accepted.len() >= 2,
+        "the fixture model should get tasks through: {v}"
     );
-    // Every attempt is in exactly one of the files, in order.
+    // Every attempt is in exactly one of the files.
     let mut attempts: Vec<u64> = accepted
         .iter()
         .map(|r| r["self_instruct"]["attempt"].as_u64().unwrap())
@@ -366,8 +346,9 @@ fn self_instruct_filters_reports_rejects_and_resumes_exactly() {
     assert_eq!(attempts, (0..attempts.len() as u64).collect::<Vec<_>>());
     assert_eq!(attempts.len() as u64, v["attempts"].as_u64().unwrap());
     let known = [
-        "unparseable",
+        "empty_instruction",
         "instruction_length",
+        "empty_answer",
         "language",
         "written_form",
         "rouge_l",
@@ -388,6 +369,7 @@ fn self_instruct_filters_reports_rejects_and_resumes_exactly() {
             (msgs[0]["role"].as_str(), msgs[1]["role"].as_str()),
             (Some("user"), Some("assistant"))
         );
+        assert!(!msgs[1]["content"].as_str().unwrap().is_empty());
         let inst = msgs[0]["content"].as_str().unwrap().to_string();
         assert!(inst.split_whitespace().count() >= 3, "{r}");
         let max = seen
@@ -399,42 +381,61 @@ fn self_instruct_filters_reports_rejects_and_resumes_exactly() {
         assert_eq!(r["self_instruct"]["lang"], "nb");
         seen.push(inst);
     }
-    // Killed in the middle of the last line of the rejects report: the rerun ends equal.
+    // Killed in the middle of writing attempt `cut`: the outputs hold the attempts before it
+    // and a torn line; the rerun ends equal to the uninterrupted run.
     let (full_out, full_rej) = (
         std::fs::read_to_string(&out).unwrap(),
         std::fs::read_to_string(&rejects_path).unwrap(),
     );
-    let last_accepted = accepted.last().unwrap()["self_instruct"]["attempt"]
-        .as_u64()
-        .unwrap();
-    let cut_rej = rejects
-        .iter()
-        .position(|r| r["attempt"].as_u64().unwrap() > last_accepted / 2)
-        .unwrap_or(0);
-    let keep_out = accepted
-        .iter()
-        .filter(|r| {
-            r["self_instruct"]["attempt"].as_u64().unwrap()
-                < rejects[cut_rej]["attempt"].as_u64().unwrap()
+    let cut = attempts.len() as u64 / 2;
+    let before = |text: &str, attempt: &dyn Fn(&Value) -> u64| -> String {
+        text.lines()
+            .filter(|l| attempt(&serde_json::from_str(l).unwrap()) < cut)
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let mut torn_out = before(&full_out, &|v| {
+        v["self_instruct"]["attempt"].as_u64().unwrap()
+    });
+    let mut torn_rej = before(&full_rej, &|v| v["attempt"].as_u64().unwrap());
+    let torn_line = full_out
+        .lines()
+        .chain(full_rej.lines())
+        .find(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["attempt"]
+                .as_u64()
+                .or(v["self_instruct"]["attempt"].as_u64())
+                == Some(cut)
         })
-        .count();
+        .unwrap();
+    if full_out.contains(torn_line) {
+        torn_out.push_str(&torn_line[..torn_line.len() / 2]);
+    } else {
+        torn_rej.push_str(&torn_line[..torn_line.len() / 2]);
+    }
     let out2 = work.path().join("again.jsonl");
-    let rej2 = work.path().join("again.jsonl.rejects.jsonl");
-    let prefix: usize = full_out
-        .split_inclusive('\n')
-        .take(keep_out)
-        .map(str::len)
-        .sum();
-    std::fs::write(&out2, &full_out[..prefix]).unwrap();
-    std::fs::write(&rej2, &full_rej[..mid_line(&full_rej, cut_rej)]).unwrap();
+    std::fs::write(&out2, torn_out).unwrap();
+    std::fs::write(work.path().join("again.jsonl.rejects.jsonl"), torn_rej).unwrap();
     std::fs::copy(
         work.path().join("si.jsonl.run.json"),
         work.path().join("again.jsonl.run.json"),
     )
     .unwrap();
-    ok_json(&run(&out2));
+    let v2 = ok_json(&run(&out2, "12"));
+    assert_eq!(
+        v2["attempts"].as_u64(),
+        Some(attempts.len() as u64 - cut),
+        "{v2}"
+    );
     assert_eq!(std::fs::read_to_string(&out2).unwrap(), full_out);
-    assert_eq!(std::fs::read_to_string(&rej2).unwrap(), full_rej);
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("again.jsonl.rejects.jsonl")).unwrap(),
+        full_rej
+    );
+    // Another setting on the same output is refused.
+    let err = bad_input(&run(&out, "13"));
+    assert!(err.contains("max_new_tokens"), "{err}");
     // A bad seed row is named by file and line.
     let bad = jsonl(
         work.path(),
@@ -453,83 +454,50 @@ fn self_instruct_filters_reports_rejects_and_resumes_exactly() {
         "--out",
         o.to_str().unwrap(),
         "--model",
-        model.path().to_str().unwrap(),
+        m,
     ]));
     assert!(err.contains("bad.jsonl:2"), "{err}");
 }
 
 #[test]
 fn self_instruct_rejects_a_repeat_of_an_earlier_task_by_rouge_l() {
-    // Greedy decoding with one seed shows the model the same prompt every attempt: whatever it
-    // writes first, it writes again, and the copy is rejected (ROUGE-L 1.0 >= 0.7). The answer
-    // label is put where the model's first greedy output has its fourth word.
+    // Greedy decoding with one seed shows the model the same prompt at every attempt: it
+    // writes the same task again, and the copy is rejected (ROUGE-L 1.0 >= 0.7).
+    let model = model_with_words(&bokmal_words(256));
     let work = tempfile::tempdir().unwrap();
     let seeds = jsonl(
         work.path(),
         "seeds.jsonl",
-        &[json!({"prompt": "hva heter hovedstaden i norge"})],
+        &[json!({"instruction": "hva heter hovedstaden i norge", "output": "oslo"})],
     );
-    let args = |out: &Path, m: &Path| -> Vec<String> {
-        [
-            "data",
-            "self-instruct",
-            "--seeds",
-            &seeds,
-            "--out",
-            out.to_str().unwrap(),
-            "--model",
-            m.to_str().unwrap(),
-            "--num",
-            "2",
-            "--max-attempts",
-            "3",
-            "--do-sample",
-            "false",
-            "--max-new-tokens",
-            "12",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-    let run = |out: &Path, m: &Path| {
-        let a = args(out, m);
-        tilpass(&a.iter().map(String::as_str).collect::<Vec<_>>())
-    };
-    let mut words = bokmal_words(256);
-    let probe = model_with_words(&words);
-    let out = work.path().join("probe.jsonl");
-    ok_json(&run(&out, probe.path()));
-    let first = &read_jsonl(&work.path().join("probe.jsonl.rejects.jsonl"))[0];
-    // A word at position >= 3 that the prompt does not hold (so the prompt's ids stay the
-    // same); the seed has no answer, so the prompt holds no `Svar:` either.
-    let prompt_words = format!(
-        "{} hva heter hovedstaden i norge",
-        tilpass::train::runs::self_instruct::default_header(tilpass::train::runs::WrittenForm::Nb)
-    )
-    .to_lowercase();
-    let generated: Vec<&str> = first["text"].as_str().unwrap().split_whitespace().collect();
-    let label = generated[3..generated.len() - 1]
-        .iter()
-        .find(|w| {
-            **w != "[UNK]"
-                && !prompt_words
-                    .split(|c: char| !c.is_alphabetic())
-                    .any(|p| p == **w)
-        })
-        .expect("a word to turn into the answer label")
-        .to_string();
-    let id = words.iter().position(|w| *w == label).unwrap();
-    words[id] = "Svar:".into();
-    let model = model_with_words(&words);
     let out = work.path().join("si.jsonl");
-    let v = ok_json(&run(&out, model.path()));
+    let v = ok_json(&tilpass(&[
+        "data",
+        "self-instruct",
+        "--seeds",
+        &seeds,
+        "--out",
+        out.to_str().unwrap(),
+        "--model",
+        model.path().to_str().unwrap(),
+        "--num",
+        "2",
+        "--max-attempts",
+        "3",
+        "--do-sample",
+        "false",
+        "--max-new-tokens",
+        "8",
+        "--format",
+        "prompt_completion",
+    ]));
     let rejects = read_jsonl(&work.path().join("si.jsonl.rejects.jsonl"));
     let accepted = read_jsonl(&out);
-    assert_eq!(accepted.len(), 1, "{v}");
-    assert!(!rejects.is_empty(), "{v}");
+    assert_eq!((accepted.len(), rejects.len()), (1, 2), "{v}");
+    assert!(accepted[0]["completion"].is_string());
     for r in &rejects {
         assert_eq!(r["reason"], "rouge_l", "{r}");
         assert_eq!(r["rouge_l"], 1.0);
-        assert_eq!(r["most_similar"], accepted[0]["messages"][0]["content"]);
+        assert_eq!(r["most_similar"], accepted[0]["prompt"]);
     }
 }

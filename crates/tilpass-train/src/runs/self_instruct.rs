@@ -2,17 +2,23 @@
 //! local model, after Self-Instruct (Wang et al. 2022, arXiv:2212.10560).
 //!
 //! Attempt `j` shows the model `num_examples` seed tasks drawn without replacement by a
-//! generator seeded with `(seed, j)` — as `Oppgave: ...` / `Svar: ...` pairs (Nynorsk:
-//! `Oppgåve`) after an instruction line — and reads a new task and answer from what follows the
-//! final `Oppgave:`. A candidate is rejected (with its reason, in `OUT.rejects.jsonl`) when it
-//! cannot be parsed (`unparseable`: no `Svar:` line, or an empty part), when the instruction has
-//! fewer than `min_words` or more than `max_words` words (`instruction_length`; Self-Instruct
-//! keeps 3–150), when the language identifier does not read the task and answer as the target
-//! written form (`language` / `written_form`), or when its ROUGE-L F-measure against any
-//! instruction so far (the seeds and every accepted one) reaches `rouge_threshold`
-//! (`rouge_l`, 0.7 as in Self-Instruct; rouge-score's LCS with Unicode word tokens, so that
-//! æ, ø and å count). Unlike Self-Instruct, examples are drawn from the seeds only, so an
-//! attempt's prompt does not depend on what earlier attempts produced.
+//! generator seeded with `(seed, j)` — `Oppgave: ...` / `Svar: ...` pairs (Nynorsk: `Oppgåve`)
+//! after a header line, as raw text — and takes the first line the model writes after the
+//! final `Oppgave:` as the new instruction. The model then answers it: the instruction as a
+//! user turn of its chat template (`prompt_format`), or, without one, `Oppgave: ... Svar:`.
+//! (Two steps rather than Self-Instruct's one, so that a small chat model, which answers a
+//! question but does not continue a few-shot list, still gives answers.)
+//!
+//! A candidate is rejected (with its reason, in `OUT.rejects.jsonl`) when the instruction is
+//! empty (`empty_instruction`) or has fewer than `min_words` or more than `max_words` words
+//! (`instruction_length`; Self-Instruct keeps 3–150), when the answer is empty
+//! (`empty_answer`), when the language identifier does not read the task and answer as the
+//! target written form (`language` / `written_form`), when the extra filter says so
+//! (`filter`), or when its ROUGE-L F-measure against any instruction so far (the seeds and
+//! every accepted one) reaches `rouge_threshold` (`rouge_l`, 0.7 as in Self-Instruct;
+//! rouge-score's LCS with Unicode word tokens, so that æ, ø and å count). Unlike
+//! Self-Instruct, examples are drawn from the seeds only, so an attempt's prompt does not
+//! depend on what earlier attempts produced.
 //!
 //! Accepted tasks are written in TRL's conversational format (`messages`: user, assistant) or
 //! as `prompt` / `completion`, each with a `self_instruct` object (`attempt`, `rouge_l_max`,
@@ -78,7 +84,7 @@ pub struct SelfInstructRun {
     pub header: Option<String>,
     /// Output layout.
     pub format: TaskFormat,
-    /// How a decoder receives the prompt.
+    /// How a decoder receives the answer prompt (the instruction prompt is raw text).
     pub prompt_format: PromptFormat,
     /// Attempts generated together.
     pub batch_size: usize,
@@ -115,7 +121,7 @@ impl Default for SelfInstructRun {
             lang: WrittenForm::Nb,
             header: None,
             format: TaskFormat::Chat,
-            prompt_format: PromptFormat::Plain,
+            prompt_format: PromptFormat::Auto,
             batch_size: 8,
             max_new_tokens: 256,
             do_sample: true,
@@ -273,11 +279,14 @@ fn draw(n: usize, k: usize, seed: u64, attempt: usize) -> Vec<usize> {
     idx
 }
 
-/// Splits a generated continuation into `(instruction, answer)`.
-fn parse(text: &str, answer_label: &str) -> Option<(String, String)> {
-    let (i, a) = text.split_once(answer_label)?;
-    let (i, a) = (i.trim(), a.trim());
-    (!i.is_empty() && !a.is_empty()).then(|| (i.to_string(), a.to_string()))
+/// The instruction in a generated line: cut before an answer label, trimmed.
+fn instruction_of(text: &str, answer_label: &str) -> String {
+    let line = text.lines().next().unwrap_or("");
+    line.split(answer_label)
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 /// An extra filter: `Some(reason)` rejects a task `(instruction, answer)`.
@@ -444,16 +453,59 @@ impl SelfInstructRun {
                 temperature: self.temperature,
                 top_p: self.top_p,
                 seed: self.seed.wrapping_add(b0 as u64),
-                stop: vec![format!("\n{task_label}")],
+                stop: vec!["\n".into()],
+                raw: true,
             };
-            let texts = model.generate(&prompts, &opts)?;
-            for (a, text) in (b0..b1).zip(texts) {
+            let lines = model.generate(&prompts, &opts)?;
+            // Instructions that pass the checks of their own get an answer (all together).
+            let mut verdicts: Vec<std::result::Result<(String, Option<String>), Value>> = lines
+                .iter()
+                .map(|l| {
+                    let i = instruction_of(l, answer_label);
+                    self.check_instruction(&i).map(|()| (i, None))
+                })
+                .collect();
+            // Also those of attempts a resumed run has done: the batch is the same as the
+            // uninterrupted run's, so the sampled answers are too.
+            let asked: Vec<usize> = (0..verdicts.len())
+                .filter(|&k| verdicts[k].is_ok())
+                .collect();
+            let chat = model.uses_chat_template();
+            let answer_prompts: Vec<String> = asked
+                .iter()
+                .map(|&k| {
+                    let i = &verdicts[k]
+                        .as_ref()
+                        .map(|v| v.0.clone())
+                        .unwrap_or_default();
+                    if chat {
+                        i.clone()
+                    } else {
+                        format!("{task_label} {i}\n{answer_label}")
+                    }
+                })
+                .collect();
+            let answer_opts = TextGenOptions {
+                seed: opts.seed ^ 0x5DEE_CE66_D1CE_4E5B,
+                stop: vec![format!("\n{task_label}")],
+                raw: !chat,
+                ..opts
+            };
+            let answers = model.generate(&answer_prompts, &answer_opts)?;
+            for (&k, ans) in asked.iter().zip(answers) {
+                if let Ok((_, a)) = &mut verdicts[k] {
+                    *a = Some(ans);
+                }
+            }
+            for ((a, verdict), line) in (b0..b1).zip(verdicts).zip(lines) {
                 if a < next || accepted >= self.num {
                     continue;
                 }
                 attempts += 1;
                 next = a + 1;
-                let verdict = self.judge(&text, answer_label, &instructions, &rouge, filter);
+                let verdict = verdict.and_then(|(i, ans)| {
+                    self.judge(i, ans.unwrap_or_default(), &instructions, &rouge, filter)
+                });
                 match verdict {
                     Ok((instruction, answer, info)) => {
                         let mut row = match self.format {
@@ -474,7 +526,9 @@ impl SelfInstructRun {
                     }
                     Err(mut reject) => {
                         reject["attempt"] = json!(a);
-                        reject["text"] = json!(text);
+                        if reject.get("instruction").is_none() {
+                            reject["text"] = json!(line);
+                        }
                         let reason = reject["reason"].as_str().unwrap_or("?").to_string();
                         *reasons.entry(reason).or_default() += 1;
                         writers[1].push(&reject)?;
@@ -495,22 +549,32 @@ impl SelfInstructRun {
         })
     }
 
-    /// Accepts `(instruction, answer, self_instruct info)` or rejects with `{reason, ...}`.
-    fn judge(
-        &self,
-        text: &str,
-        answer_label: &str,
-        instructions: &[String],
-        rouge: &Rouge,
-        filter: Option<TaskFilter>,
-    ) -> std::result::Result<(String, String, Value), Value> {
-        let Some((instruction, answer)) = parse(text, answer_label) else {
-            return Err(json!({"reason": "unparseable"}));
-        };
+    /// The checks of an instruction on its own: not empty, `min_words..=max_words` words.
+    fn check_instruction(&self, instruction: &str) -> std::result::Result<(), Value> {
+        if instruction.is_empty() {
+            return Err(json!({"reason": "empty_instruction"}));
+        }
         let words = instruction.split_whitespace().count();
         if words < self.min_words || words > self.max_words {
             return Err(json!({"reason": "instruction_length", "words": words,
                               "instruction": instruction}));
+        }
+        Ok(())
+    }
+
+    /// Accepts `(instruction, answer, self_instruct info)` or rejects with `{reason, ...}`.
+    fn judge(
+        &self,
+        instruction: String,
+        answer: String,
+        instructions: &[String],
+        rouge: &Rouge,
+        filter: Option<TaskFilter>,
+    ) -> std::result::Result<(String, String, Value), Value> {
+        self.check_instruction(&instruction)?;
+        let answer = answer.trim().to_string();
+        if answer.is_empty() {
+            return Err(json!({"reason": "empty_answer", "instruction": instruction}));
         }
         let p = LangId::builtin().predict(&format!("{instruction}\n{answer}"));
         let prob = p.probabilities.first().map_or(0.0, |x| x.1);
@@ -521,12 +585,15 @@ impl SelfInstructRun {
                 "language"
             };
             return Err(json!({"reason": reason, "lang": p.lang, "lang_prob": prob,
-                              "instruction": instruction}));
+                              "instruction": instruction, "answer": answer}));
         }
         if let Some(f) = filter
             && let Some(why) = f(&instruction, &answer)
         {
-            return Err(json!({"reason": "filter", "detail": why, "instruction": instruction}));
+            return Err(
+                json!({"reason": "filter", "detail": why, "instruction": instruction,
+                              "answer": answer}),
+            );
         }
         let mut best: (f64, Option<&String>) = (0.0, None);
         for earlier in instructions {
@@ -537,7 +604,8 @@ impl SelfInstructRun {
         }
         if best.0 >= self.rouge_threshold {
             return Err(json!({"reason": "rouge_l", "rouge_l": best.0,
-                              "most_similar": best.1, "instruction": instruction}));
+                              "most_similar": best.1, "instruction": instruction,
+                              "answer": answer}));
         }
         Ok((
             instruction,
@@ -574,44 +642,66 @@ mod tests {
     }
 
     #[test]
-    fn rouge_and_parse_reject_near_copies() {
+    fn rouge_length_and_emptiness_reject_candidates() {
         let run = SelfInstructRun {
             check_language: false,
             ..Default::default()
         };
         let rouge = Rouge::new(&[RougeType::L], RougeTokenizer::default());
         let seen = vec!["Skriv et kort dikt om høsten i Bergen".to_string()];
+        let judge = |i: &str, a: &str| run.judge(i.into(), a.into(), &seen, &rouge, None);
+        let r = judge("Skriv et kort dikt om høsten i Oslo", "...").unwrap_err();
+        assert_eq!(r["reason"], "rouge_l");
+        // LCS 7 of 8 tokens each way: F = 0.875.
+        assert!(
+            (r["rouge_l"].as_f64().unwrap() - 0.875).abs() < 1e-12,
+            "{r}"
+        );
+        assert_eq!(r["most_similar"], seen[0]);
+        let ok = judge(
+            "Forklar hvordan fotosyntese virker",
+            " Lys blir til energi. ",
+        )
+        .unwrap();
+        assert_eq!(ok.0, "Forklar hvordan fotosyntese virker");
+        assert_eq!(ok.1, "Lys blir til energi.");
+        assert_eq!(
+            judge("Hei der", "x").unwrap_err()["reason"],
+            "instruction_length"
+        );
+        assert_eq!(judge("", "x").unwrap_err()["reason"], "empty_instruction");
+        assert_eq!(
+            judge("Forklar hvordan fotosyntese virker", " ").unwrap_err()["reason"],
+            "empty_answer"
+        );
+        let only_nn = |_: &str, a: &str| (!a.contains("ikkje")).then(|| "no ikkje".to_string());
         let r = run
             .judge(
-                " Skriv et kort dikt om høsten i Oslo\nSvar: ...",
-                "Svar:",
+                "Forklar hvordan fotosyntese virker".into(),
+                "Ja".into(),
+                &seen,
+                &rouge,
+                Some(&only_nn),
+            )
+            .unwrap_err();
+        assert_eq!(
+            (r["reason"].as_str(), r["detail"].as_str()),
+            (Some("filter"), Some("no ikkje"))
+        );
+        let nb = SelfInstructRun::default();
+        let r = nb
+            .judge(
+                "What is the capital of Norway today".into(),
+                "It is Oslo, of course.".into(),
                 &seen,
                 &rouge,
                 None,
             )
             .unwrap_err();
-        assert_eq!(r["reason"], "rouge_l");
-        assert!(r["rouge_l"].as_f64().unwrap() >= 0.7);
-        let ok = run
-            .judge(
-                "Forklar hvordan fotosyntese virker\nSvar: Lys blir til energi.",
-                "Svar:",
-                &seen,
-                &rouge,
-                None,
-            )
-            .unwrap();
-        assert_eq!(ok.0, "Forklar hvordan fotosyntese virker");
-        assert_eq!(ok.1, "Lys blir til energi.");
+        assert_eq!(r["reason"], "language");
         assert_eq!(
-            run.judge("bare tekst", "Svar:", &seen, &rouge, None)
-                .unwrap_err()["reason"],
-            "unparseable"
-        );
-        assert_eq!(
-            run.judge("Hei\nSvar: x", "Svar:", &seen, &rouge, None)
-                .unwrap_err()["reason"],
-            "instruction_length"
+            instruction_of("  Lag en liste Svar: nei\nmer", "Svar:"),
+            "Lag en liste"
         );
     }
 }

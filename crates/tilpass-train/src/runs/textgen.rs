@@ -43,6 +43,9 @@ pub struct TextGenOptions {
     pub seed: u64,
     /// Stop a text at any of these (cut before it).
     pub stop: Vec<String>,
+    /// Send the prompt text as it is, even to a decoder with a chat template (few-shot
+    /// completion prompts).
+    pub raw: bool,
 }
 
 enum Model {
@@ -106,10 +109,15 @@ impl TextModel {
         &self.tok
     }
 
+    /// True when a decoder's prompts go through its chat template (unless `raw`).
+    pub fn uses_chat_template(&self) -> bool {
+        matches!(self.model, Model::Decoder(_)) && self.chat.is_some()
+    }
+
     /// Token ids of a prompt as the model receives it.
-    fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
+    fn encode(&self, prompt: &str, raw: bool) -> Result<Vec<u32>> {
         match (&self.model, &self.chat) {
-            (Model::Decoder(_), Some(t)) => {
+            (Model::Decoder(_), Some(t)) if !raw => {
                 let msgs = [tilpass_data::Message::new(
                     tilpass_data::Role::User,
                     prompt.to_string(),
@@ -131,7 +139,7 @@ impl TextModel {
         }
         let ids = prompts
             .iter()
-            .map(|p| self.encode(p))
+            .map(|p| self.encode(p, opts.raw))
             .collect::<Result<Vec<_>>>()?;
         let decode = |ids: &[u32]| self.tok.decode(ids, true).map_err(|e| e.to_string());
         let rows = match &self.model {

@@ -294,7 +294,8 @@ impl TranslateRun {
     /// `lang` and `lang_prob` (the language identifier's label and posterior for the row's
     /// translated text; `null` when nothing was translated), `length_ratio`, `segments`,
     /// `translated` (segments sent to the model), `round_trip_chrf` (with `round_trip`), and,
-    /// when flagged, `placeholder_changes` (`[placeholder, in source, in output]`).
+    /// when flagged, `placeholder_changes` (`{field, placeholder, source, output}`: the field —
+    /// `messages[1]` for a message — and the placeholder's count in the source and the output).
     ///
     /// Every row is checked first (a TRL or Alpaca record without a `quality` field): a bad
     /// row is [`TrainError::Row`] naming file and line, before anything is written.
@@ -361,6 +362,7 @@ impl TranslateRun {
             top_p: None,
             seed: 0,
             stop: Vec::new(),
+            raw: false,
         };
         let template = self.template();
         let back_template = self
@@ -457,8 +459,13 @@ impl TranslateRun {
                 if j.output.trim().is_empty() {
                     flags.push("empty_output");
                 }
+                let field = match j.slot.index {
+                    Some(i) => format!("{}[{i}]", j.slot.key),
+                    None => j.slot.key.clone(),
+                };
                 for (p, a, b) in placeholder_changes(&j.source, &restored) {
-                    changes.push(json!([p, a, b]));
+                    changes
+                        .push(json!({"field": field, "placeholder": p, "source": a, "output": b}));
                 }
                 src_chars += j.source.chars().count();
                 out_chars += restored.chars().count();
@@ -644,7 +651,10 @@ mod tests {
         assert_eq!(q["ok"], false);
         assert_eq!(
             q["placeholder_changes"],
-            json!([["{name}", 1, 0], ["{navn}", 0, 1]])
+            json!([
+                {"field": "messages[0]", "placeholder": "{name}", "source": 1, "output": 0},
+                {"field": "messages[0]", "placeholder": "{navn}", "source": 0, "output": 1}
+            ])
         );
     }
 }
