@@ -501,3 +501,110 @@ fn self_instruct_rejects_a_repeat_of_an_earlier_task_by_rouge_l() {
         assert_eq!(r["most_similar"], accepted[0]["prompt"]);
     }
 }
+
+/// A copy of a fixture model (`models/...` or `encoders/...`) with the `tN` word-level tokenizer.
+fn fixture_with_t_words(rel: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(rel);
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let words = t_words();
+    let vocab: Map<String, Value> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.clone(), Value::from(i)))
+        .collect();
+    let tok = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
+        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}
+    });
+    std::fs::write(dir.path().join("tokenizer.json"), tok.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn translations_are_what_tilpass_generate_writes_for_the_prompt_on_decoders_and_t5() {
+    let work = tempfile::tempdir().unwrap();
+    let texts = ["t5 t6 t7 t8", "t40 t41", "t90 t91 t92 t93 t94 t95"];
+    let rows: Vec<Value> = texts.iter().map(|t| json!({"text": t})).collect();
+    let data = jsonl(work.path(), "in.jsonl", &rows);
+    for rel in ["models/llama_gqa", "models/gpt2", "encoders/t5_v1_1"] {
+        let model = fixture_with_t_words(rel);
+        let m = model.path().to_str().unwrap();
+        let out = work.path().join(format!("{}.jsonl", rel.replace('/', "_")));
+        // One row per batch: no padding, so the texts must equal single-prompt generation.
+        ok_json(&tilpass(&[
+            "data",
+            "translate",
+            &data,
+            "--out",
+            out.to_str().unwrap(),
+            "--model",
+            m,
+            "--template",
+            "t1 {text} t3",
+            "--batch-size",
+            "1",
+            "--max-new-tokens",
+            "6",
+        ]));
+        let got = read_jsonl(&out);
+        for (t, row) in texts.iter().zip(&got) {
+            let prompt = format!("t1 {t} t3");
+            let v = ok_json(&tilpass(&[
+                "generate",
+                "--model",
+                m,
+                "--prompt",
+                &prompt,
+                "--max-new-tokens",
+                "6",
+                "--json",
+            ]));
+            assert_eq!(
+                row["text"].as_str().unwrap(),
+                v["text"].as_str().unwrap().trim(),
+                "{rel}: {t}"
+            );
+        }
+    }
+    // A text longer than the decoder's context (128 positions) gets no translation, flagged;
+    // the other row of its batch is still translated.
+    let model = fixture_with_t_words("models/llama_gqa");
+    let long: Vec<String> = (0..140).map(|i| format!("t{}", 10 + i % 200)).collect();
+    let data = jsonl(
+        work.path(),
+        "long.jsonl",
+        &[json!({"text": long.join(" ")}), json!({"text": "t5 t6"})],
+    );
+    let out = work.path().join("long-out.jsonl");
+    ok_json(&tilpass(&[
+        "data",
+        "translate",
+        &data,
+        "--out",
+        out.to_str().unwrap(),
+        "--model",
+        model.path().to_str().unwrap(),
+        "--template",
+        "{text}",
+        "--max-new-tokens",
+        "4",
+    ]));
+    let got = read_jsonl(&out);
+    assert_eq!(got[0]["text"], "");
+    assert!(
+        got[0]["quality"]["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("empty_output"))
+    );
+    assert!(!got[1]["text"].as_str().unwrap().is_empty());
+}

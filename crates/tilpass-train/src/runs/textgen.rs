@@ -132,7 +132,9 @@ impl TextModel {
         }
     }
 
-    /// The model's text after each prompt (white space trimmed), generated together.
+    /// The model's text after each prompt (white space trimmed), generated together. On a
+    /// decoder, new tokens are capped to fit the context after the batch's longest prompt, and
+    /// a prompt that fills the context on its own gets an empty text.
     pub fn generate(&self, prompts: &[String], opts: &TextGenOptions) -> Result<Vec<String>> {
         if prompts.is_empty() {
             return Ok(Vec::new());
@@ -144,10 +146,17 @@ impl TextModel {
         let decode = |ids: &[u32]| self.tok.decode(ids, true).map_err(|e| e.to_string());
         let rows = match &self.model {
             Model::Decoder(m) => {
+                // Prompts that fill the context get no text; the others share the room left
+                // by the longest of them.
+                let ctx = m.max_positions();
+                let fits: Vec<usize> = (0..ids.len()).filter(|&k| ids[k].len() < ctx).collect();
+                let Some(longest) = fits.iter().map(|&k| ids[k].len()).max() else {
+                    return Ok(vec![String::new(); prompts.len()]);
+                };
                 let mut eos = m.eos_token_ids();
                 eos.extend(self.tok.eos_id());
                 let cfg = GenerateConfig {
-                    max_new_tokens: opts.max_new_tokens,
+                    max_new_tokens: opts.max_new_tokens.min(ctx - longest),
                     eos_token_ids: Some(eos),
                     pad_token_id: self.tok.pad_id(),
                     do_sample: opts.do_sample,
@@ -157,7 +166,13 @@ impl TextModel {
                     stop_strings: opts.stop.clone(),
                     ..Default::default()
                 };
-                generate_text(m, &ids, &cfg, &decode, &mut |_, _| {})?
+                let kept: Vec<Vec<u32>> = fits.iter().map(|&k| ids[k].clone()).collect();
+                let rows = generate_text(m, &kept, &cfg, &decode, &mut |_, _| {})?;
+                let mut texts = vec![String::new(); prompts.len()];
+                for (&k, g) in fits.iter().zip(rows) {
+                    texts[k] = g.text.trim().to_string();
+                }
+                return Ok(texts);
             }
             Model::Seq2Seq(m) => {
                 let mut eos = m.eos_token_ids();
