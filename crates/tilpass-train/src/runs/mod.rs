@@ -37,15 +37,19 @@ use crate::error::{Result, TrainError};
 pub mod annotate;
 pub mod classify;
 mod jsonl;
+pub mod merge;
 pub mod perplexity;
 pub mod predict;
 pub mod sft;
 pub mod sft_prompt;
+pub mod stream;
 
 pub use annotate::{AnnotateOutcome, AnnotateRun};
 pub use classify::{ClassifyOutcome, ClassifyRun};
 pub use perplexity::{TextPerplexity, text_perplexity};
+pub use merge::{MergeOutcome, merge_shards};
 pub use predict::{PredictOutcome, PredictRun};
+pub use stream::{Shard, Sidecar, StreamOutcome, remove_partial_outputs};
 pub use sft::{Seq2SeqSftOutcome, SftOutcome, SftRun};
 pub use sft_prompt::{PeftMethod, PromptSftOutcome};
 
