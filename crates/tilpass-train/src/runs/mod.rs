@@ -46,12 +46,12 @@ pub mod stream;
 
 pub use annotate::{AnnotateOutcome, AnnotateRun};
 pub use classify::{ClassifyOutcome, ClassifyRun};
-pub use perplexity::{TextPerplexity, text_perplexity};
 pub use merge::{MergeOutcome, merge_shards};
+pub use perplexity::{TextPerplexity, text_perplexity};
 pub use predict::{PredictOutcome, PredictRun};
-pub use stream::{Shard, Sidecar, StreamOutcome, remove_partial_outputs};
 pub use sft::{Seq2SeqSftOutcome, SftOutcome, SftRun};
 pub use sft_prompt::{PeftMethod, PromptSftOutcome};
+pub use stream::{Shard, Sidecar, StreamOutcome, remove_partial_outputs};
 
 /// The file a run writes its resolved config to, in its output directory.
 pub const RUN_CONFIG_FILE: &str = "run_config.json";

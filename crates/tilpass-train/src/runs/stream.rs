@@ -325,7 +325,15 @@ impl Stream<'_> {
         }
         let tracked = [part.clone(), side.clone()];
         track(&tracked, created && !self.keep_partial);
-        let result = self.stream(resume_from.unwrap_or(0), &part, &side, fresh, encode, label, progress);
+        let result = self.stream(
+            resume_from.unwrap_or(0),
+            &part,
+            &side,
+            fresh,
+            encode,
+            label,
+            progress,
+        );
         track(&tracked, false);
         match result {
             Ok(mut o) => {
@@ -365,7 +373,8 @@ impl Stream<'_> {
         }
         if s.config != self.config {
             let (was, now) = (s.config.as_object(), self.config.as_object());
-            let mut keys: Vec<&String> = was.into_iter().chain(now).flat_map(|m| m.keys()).collect();
+            let mut keys: Vec<&String> =
+                was.into_iter().chain(now).flat_map(|m| m.keys()).collect();
             keys.dedup();
             let key = keys
                 .into_iter()
@@ -480,7 +489,10 @@ impl Stream<'_> {
                 ),
             });
         }
-        let digest = hash.lock().map(|h| hex(&h.clone().finalize())).unwrap_or_default();
+        let digest = hash
+            .lock()
+            .map(|h| hex(&h.clone().finalize()))
+            .unwrap_or_default();
         sidecar.complete = true;
         sidecar.rows = Some(local);
         sidecar.input_rows = Some(k);
