@@ -26,7 +26,8 @@ pub struct PredictRun {
     /// The encoder the classifier was trained on (with its tokenizer).
     pub model: Option<PathBuf>,
     /// The classifier's adapter directory (`out/adapter` of `tilpass train classify`, with
-    /// `labels.json`).
+    /// `labels.json`); without it `model` must be a whole sequence classifier
+    /// (`*ForSequenceClassification` with `id2label`, e.g. a fully fine-tuned one).
     pub adapter: Option<PathBuf>,
     /// Device the CLI runs on; [`PredictRun::run`] takes the device as an argument.
     pub device: String,
@@ -78,7 +79,6 @@ impl RunConfig for PredictRun {
 
     fn validate(&self) -> Result<()> {
         check::path("model", &self.model)?;
-        check::path("adapter", &self.adapter)?;
         check::path("data", &self.data)?;
         check::path("out", &self.out)?;
         check::at_least("batch_size", self.batch_size, 1)?;
@@ -123,19 +123,41 @@ impl PredictRun {
     pub fn run(&self, device: &Device, progress: &mut dyn FnMut(Event)) -> Result<PredictOutcome> {
         self.validate()?;
         let model_dir = check::path("model", &self.model)?;
-        let adapter = check::path("adapter", &self.adapter)?;
         let (data, out) = (
             check::path("data", &self.data)?,
             check::path("out", &self.out)?,
         );
         super::jsonl::distinct_output(out, data)?;
-        let names: Vec<String> = tilpass_core::read_json(adapter.join(LABELS_FILE))?;
+        let (model, names, labels_file) = match &self.adapter {
+            Some(adapter) => {
+                let labels_file = adapter.join(LABELS_FILE);
+                let names: Vec<String> = tilpass_core::read_json(&labels_file)?;
+                let model =
+                    EncoderModel::load(model_dir, device)?.with_new_classifier(&names, 0)?;
+                let mut peft = PeftModel::new(model);
+                peft.load_adapter(adapter, "default")?;
+                (peft.into_model(), names, labels_file)
+            }
+            None => {
+                let config = model_dir.join("config.json");
+                let v: Value = tilpass_core::read_json(&config)?;
+                let arch = v["architectures"][0].as_str().unwrap_or("");
+                if !arch.ends_with("ForSequenceClassification") || !v["id2label"].is_object() {
+                    return Err(TrainError::MissingSetting {
+                        setting: "adapter".into(),
+                        flag: "adapter (the model is no sequence classifier with `id2label`)"
+                            .into(),
+                    });
+                }
+                let model = EncoderModel::load(model_dir, device)?;
+                let names = model.labels()?.ok_or_else(|| {
+                    TrainError::Config(format!("{}: no `id2label`", config.display()))
+                })?;
+                (model, names, config)
+            }
+        };
         let tok = Tokenizer::from_dir(model_dir)?;
-        let model = EncoderModel::load(model_dir, device)?.with_new_classifier(&names, 0)?;
         let pad = model.pad_token_id();
-        let mut peft = PeftModel::new(model);
-        peft.load_adapter(adapter, "default")?;
-        let model = peft.into_model();
         let labels = |batch: &[&[u32]]| -> Result<Vec<Map<String, Value>>> {
             let input = EncoderInput::from_batch(&tilpass_tokenize::Batch::from_ids(
                 batch,
@@ -148,7 +170,7 @@ impl PredictRun {
                         TrainError::Config(format!(
                             "the classifier predicted class {best} of {}: {} holds {} labels",
                             probs.len(),
-                            adapter.join(LABELS_FILE).display(),
+                            labels_file.display(),
                             names.len()
                         ))
                     })?;
