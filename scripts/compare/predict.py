@@ -7,7 +7,7 @@
 not timed: building the pipeline (loading the model), which the tilpass side does include.
 
 `--prepare` (run.py calls it once before the rounds) writes the two random-init
-`BertForSequenceClassification` models (seed 0, two labels) in HF format with the
+`BertForSequenceClassification` models (seed 0, labels `negativ` and `positiv`) in HF format with the
 all-MiniLM-L6-v2 WordPiece tokenizer ($TILPASS_ARTEFACTS/minilm), and their inputs, to
 $TILPASS_COMPARE_PREDICT (default target/compare/predict):
 
@@ -50,7 +50,8 @@ def prepare():
             continue
         d.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
-        cfg = BertConfig(vocab_size=30522, max_position_embeddings=512, num_labels=2, **shape)
+        cfg = BertConfig(vocab_size=30522, max_position_embeddings=512, num_labels=2,
+                         id2label={0: "negativ", 1: "positiv"}, label2id={"negativ": 0, "positiv": 1}, **shape)
         BertForSequenceClassification(cfg).eval().save_pretrained(d, safe_serialization=True)
         for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
             if (art / f).exists():

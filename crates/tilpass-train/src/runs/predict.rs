@@ -27,7 +27,8 @@ pub struct PredictRun {
     pub model: Option<PathBuf>,
     /// The classifier's adapter directory (`out/adapter` of `tilpass train classify`, with
     /// `labels.json`); without it `model` must be a whole sequence classifier
-    /// (`*ForSequenceClassification` with `id2label`, e.g. a fully fine-tuned one).
+    /// (`*ForSequenceClassification`, e.g. a fully fine-tuned one; labels from `id2label`,
+    /// else transformers' `LABEL_<i>`).
     pub adapter: Option<PathBuf>,
     /// Device the CLI runs on; [`PredictRun::run`] takes the device as an argument.
     pub device: String,
@@ -142,17 +143,20 @@ impl PredictRun {
                 let config = model_dir.join("config.json");
                 let v: Value = tilpass_core::read_json(&config)?;
                 let arch = v["architectures"][0].as_str().unwrap_or("");
-                if !arch.ends_with("ForSequenceClassification") || !v["id2label"].is_object() {
+                if !arch.ends_with("ForSequenceClassification") {
                     return Err(TrainError::MissingSetting {
                         setting: "adapter".into(),
-                        flag: "adapter (the model is no sequence classifier with `id2label`)"
-                            .into(),
+                        flag: "adapter (the model is no `*ForSequenceClassification`)".into(),
                     });
                 }
                 let model = EncoderModel::load(model_dir, device)?;
-                let names = model.labels()?.ok_or_else(|| {
-                    TrainError::Config(format!("{}: no `id2label`", config.display()))
-                })?;
+                // transformers leaves out its default `id2label` (LABEL_0, LABEL_1, ...).
+                let names = match model.labels()? {
+                    Some(n) => n,
+                    None => (0..tilpass_models::SequenceClassifier::num_labels(&model))
+                        .map(|i| format!("LABEL_{i}"))
+                        .collect(),
+                };
                 (model, names, config)
             }
         };
