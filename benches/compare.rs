@@ -400,7 +400,10 @@ fn predict(specs: &[Spec], r: &mut Report) -> Res<()> {
             rows,
             "texts",
             || {
-                for p in [out.clone(), tilpass::train::runs::stream::sidecar_path(&out)] {
+                for p in [
+                    out.clone(),
+                    tilpass::train::runs::stream::sidecar_path(&out),
+                ] {
                     let _ = std::fs::remove_file(p);
                 }
                 Ok(())
@@ -413,7 +416,10 @@ fn predict(specs: &[Spec], r: &mut Report) -> Res<()> {
             .map(|l| serde_json::from_str::<Value>(l).map(|v| v["label"].to_string()))
             .collect::<Result<_, _>>()?;
         r.check(&format!("{}_rows", spec.name), json!(o.rows));
-        r.check(&format!("{}_label_names", spec.name), json!(labels.len() <= 2));
+        r.check(
+            &format!("{}_label_names", spec.name),
+            json!(labels.len() <= 2),
+        );
     }
     Ok(())
 }

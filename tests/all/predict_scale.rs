@@ -48,7 +48,7 @@ fn setup(rows: usize) -> Setup {
         })
         .collect();
     let mut text: String = texts.iter().map(|r| format!("{r}\n")).collect();
-    text.insert_str(0, "\n"); // a blank line is not a row
+    text.insert(0, '\n'); // a blank line is not a row
     let data = work.path().join("rows.jsonl");
     std::fs::write(&data, text).unwrap();
     let run = PredictRun {

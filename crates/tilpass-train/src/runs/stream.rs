@@ -222,6 +222,12 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+/// Texts of a window → their token ids, `[rows][tokens]`.
+pub(crate) type Encode<'a> = &'a dyn Fn(&[&str]) -> Result<Vec<Vec<u32>>>;
+
+/// A batch of token ids, `[batch][tokens]` → the fields to add to each of its rows.
+pub(crate) type Label<'a> = &'a mut dyn FnMut(&[&[u32]]) -> Result<Vec<Map<String, Value>>>;
+
 /// A streamed labelling job: where it reads and writes, and how.
 pub(crate) struct Stream<'a> {
     /// The job, for the sidecar.
@@ -264,8 +270,8 @@ impl Stream<'_> {
     /// (a batch of token ids, `[batch][tokens]` → the fields to add to each row).
     pub(crate) fn run(
         &self,
-        encode: &dyn Fn(&[&str]) -> Result<Vec<Vec<u32>>>,
-        label: &mut dyn FnMut(&[&[u32]]) -> Result<Vec<Map<String, Value>>>,
+        encode: Encode<'_>,
+        label: Label<'_>,
         progress: &mut dyn FnMut(Event),
     ) -> Result<StreamOutcome> {
         let start = Instant::now();
@@ -398,8 +404,8 @@ impl Stream<'_> {
         part: &Path,
         side: &Path,
         mut sidecar: Sidecar,
-        encode: &dyn Fn(&[&str]) -> Result<Vec<Vec<u32>>>,
-        label: &mut dyn FnMut(&[&[u32]]) -> Result<Vec<Map<String, Value>>>,
+        encode: Encode<'_>,
+        label: Label<'_>,
         progress: &mut dyn FnMut(Event),
     ) -> Result<StreamOutcome> {
         let started = Instant::now();
@@ -448,7 +454,7 @@ impl Stream<'_> {
                 message: e.to_string(),
             })?;
             buf.push((line, j, value));
-            if k % self.window == 0 && !buf.is_empty() {
+            if k.is_multiple_of(self.window) && !buf.is_empty() {
                 let n = self.window_out(&mut buf, done, &mut written, &mut w, encode, label)?;
                 w.flush().map_err(io_out)?;
                 progress(Event::Rows {
@@ -516,8 +522,8 @@ impl Stream<'_> {
         done: usize,
         written: &mut usize,
         w: &mut BufWriter<File>,
-        encode: &dyn Fn(&[&str]) -> Result<Vec<Vec<u32>>>,
-        label: &mut dyn FnMut(&[&[u32]]) -> Result<Vec<Map<String, Value>>>,
+        encode: Encode<'_>,
+        label: Label<'_>,
     ) -> Result<bool> {
         if buf.is_empty() {
             return Ok(false);
