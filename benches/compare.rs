@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! tilpass-compare GROUP [--threads N] [--bench NAME[:WARMUP:REPS]]...
-//! GROUP: sft_encode | decoder | encoder | train | dpo_step | grpo_step | metrics | rag
+//! GROUP: sft_encode | decoder | encoder | predict | train | dpo_step | grpo_step | metrics | rag
 //! tilpass-compare rag_prepare | rag_rss      (the rag group's cached inputs; its memory child)
 //! ```
 //!
@@ -55,6 +55,7 @@ const GROUPS: &[(&str, &[&str])] = &[
         ],
     ),
     ("encoder", &["embed_1000"]),
+    ("predict", &["predict_minilm", "predict_base"]),
     ("train", &["lora_sft_step", "t5_lora_sft_step"]),
     ("dpo_step", &["dpo_step"]),
     ("grpo_step", &["grpo_generate", "grpo_train"]),
@@ -361,6 +362,64 @@ fn encoder(specs: &[Spec], r: &mut Report) -> Res<()> {
             },
         )?;
         r.check("embeddings", json!([vectors.len(), vectors[0].len()]));
+    }
+    Ok(())
+}
+
+/// `tilpass predict` as a library call (`PredictRun::run`: model and tokenizer loading,
+/// reading the JSONL, windows sorted by length, batches of 32 truncated to 128 tokens, writing
+/// the labelled JSONL) over the random-init classifiers and texts that `scripts/compare/predict.py
+/// --prepare` wrote to `$TILPASS_COMPARE_PREDICT` (default target/compare/predict).
+fn predict(specs: &[Spec], r: &mut Report) -> Res<()> {
+    let dir = std::env::var_os("TILPASS_COMPARE_PREDICT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/compare/predict"));
+    let device = flex()?;
+    for spec in specs {
+        let size = spec.name.trim_start_matches("predict_");
+        let model = dir.join(size);
+        need_dir(&model)?;
+        let data = dir.join(format!("texts_{size}.jsonl"));
+        let rows = std::fs::read_to_string(&data)
+            .map_err(|e| format!("{}: {e}", data.display()))?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count();
+        let work = tempfile::tempdir()?;
+        let out = work.path().join("labels.jsonl");
+        let run = tilpass::train::PredictRun {
+            model: Some(model),
+            data: Some(data),
+            out: Some(out.clone()),
+            batch_size: 32,
+            max_length: 128,
+            ..Default::default()
+        };
+        let o = r.time(
+            spec,
+            rows,
+            "texts",
+            || {
+                for p in [
+                    out.clone(),
+                    tilpass::train::runs::stream::sidecar_path(&out),
+                ] {
+                    let _ = std::fs::remove_file(p);
+                }
+                Ok(())
+            },
+            |()| Ok(run.run(&device, &mut |_| {})?),
+        )?;
+        let labelled = std::fs::read_to_string(&out)?;
+        let labels: std::collections::BTreeSet<String> = labelled
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).map(|v| v["label"].to_string()))
+            .collect::<Result<_, _>>()?;
+        r.check(&format!("{}_rows", spec.name), json!(o.rows));
+        r.check(
+            &format!("{}_label_names", spec.name),
+            json!(labels.len() <= 2),
+        );
     }
     Ok(())
 }
@@ -755,6 +814,7 @@ fn run() -> Res<()> {
         "sft_encode" => sft_encode(&specs, &mut report)?,
         "decoder" => decoder(&specs, &mut report)?,
         "encoder" => encoder(&specs, &mut report)?,
+        "predict" => predict(&specs, &mut report)?,
         "train" => train(&specs, &mut report)?,
         "dpo_step" => dpo_step(&specs, &mut report)?,
         "grpo_step" => grpo_step(&specs, &mut report)?,

@@ -3,7 +3,7 @@
 and prints one side-by-side markdown table. Called by scripts/compare/run.sh, which builds
 `tilpass-compare` first; run that instead of this file.
 
-Each round runs, for every group (sft_encode, decoder, encoder, train, dpo_step, grpo_step, metrics, rag), the Python
+Each round runs, for every group (sft_encode, decoder, encoder, predict, train, dpo_step, grpo_step, metrics, rag), the Python
 script `scripts/compare/<group>.py` and `tilpass-compare <group>` as two fresh processes, the
 order alternating between groups and rounds. Both get the same thread count (`--threads` and
 OMP/MKL/OpenBLAS/Rayon variables) and the same benchmark list with the same warm-up and
@@ -45,6 +45,12 @@ PLAN = [
     ("decoder", "decode_step_512", 2, 20, "same, cache of 512", "PyTorch + transformers"),
     ("encoder", "embed_1000", 1, 3, "all-MiniLM-L6-v2 embeddings of 1,000 sentences, batch 32",
      "sentence-transformers"),
+    ("predict", "predict_minilm", 1, 3,
+     "predict 500 texts, MiniLM-L6-size random-init BERT classifier, batch 32, max 128 tokens",
+     "transformers pipeline(\"text-classification\")"),
+    ("predict", "predict_base", 0, 2,
+     "predict 100 texts, BERT-base-size random-init classifier, batch 32, max 128 tokens",
+     "transformers pipeline(\"text-classification\")"),
     ("train", "lora_sft_step", 1, 5, "LoRA SFT step, 4 × 256 tokens", "PyTorch + PEFT"),
     ("train", "t5_lora_sft_step", 1, 5, "T5 LoRA SFT step, 4 × (256 source + 64 target) tokens",
      "PyTorch + PEFT"),
@@ -170,6 +176,9 @@ def main():
 
     if "rag" in groups:
         rag_harness.prepare(a.rust_bin, a.python, env, log)
+    if "predict" in groups:  # the random-init classifiers both sides load
+        subprocess.run([a.python, str(ROOT / "scripts" / "compare" / "predict.py"), "--prepare"],
+                       cwd=ROOT, env=env, check=True)
     load_start = load()
     results = []  # (round, side, report)
     t0 = time.time()

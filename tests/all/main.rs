@@ -21,6 +21,7 @@ mod output_dirs;
 mod packing;
 mod param_tables;
 mod peft_parity;
+mod predict_scale;
 mod pref_eval;
 mod pref_s2s_parity;
 mod pref_s2s_runs;

@@ -46,6 +46,19 @@ pub struct AnnotateArgs {
     /// Sequences per forward pass.
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Rows read at a time and sorted by token length for batching (default 4096).
+    #[arg(long)]
+    window: Option<usize>,
+    /// `i/n`: label only windows w with w % n == i (Slurm: `$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`);
+    /// merge the parts with `tilpass merge-shards`.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Stop after writing this many rows (the output stays partial; the same command continues it).
+    #[arg(long)]
+    max_rows: Option<usize>,
+    /// Keep the partial output on an error or Ctrl-C, so that the same command continues it.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    keep_partial: Option<bool>,
 }
 
 /// The flags of `predict` (the defaults: `--print-config`).
@@ -79,6 +92,19 @@ pub struct PredictArgs {
     /// Truncate texts to this many tokens.
     #[arg(long)]
     max_length: Option<usize>,
+    /// Rows read at a time and sorted by token length for batching (default 4096).
+    #[arg(long)]
+    window: Option<usize>,
+    /// `i/n`: label only windows w with w % n == i (Slurm: `$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`);
+    /// merge the parts with `tilpass merge-shards`.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Stop after writing this many rows (the output stays partial; the same command continues it).
+    #[arg(long)]
+    max_rows: Option<usize>,
+    /// Keep the partial output on an error or Ctrl-C, so that the same command continues it.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    keep_partial: Option<bool>,
 }
 
 /// Logs row counts of a job (`TILPASS_LOG=info`).
@@ -100,7 +126,8 @@ pub fn annotate_cmd(a: AnnotateArgs) -> Result<()> {
     };
     let o = run.run(&tilpass::device(&run.device)?, &mut log_rows)?;
     let out = run.out.as_deref().map(|p| p.display().to_string());
-    print(&json!({"rows": o.rows, "seconds": o.seconds, "out": out}));
+    print(&json!({"rows": o.rows, "seconds": o.seconds, "out": out,
+        "resumed_from": o.resumed_from, "complete": o.complete}));
     Ok(())
 }
 
@@ -110,5 +137,23 @@ pub fn predict_cmd(a: PredictArgs) -> Result<()> {
         return Ok(());
     };
     let o = run.run(&tilpass::device(&run.device)?, &mut log_rows)?;
+    print_json(&o)
+}
+
+/// The flags of `merge-shards`.
+#[derive(Args)]
+pub struct MergeArgs {
+    /// The outputs of the `--shard i/n` runs (each with its `<part>.run.json`), in any order.
+    #[arg(required = true)]
+    parts: Vec<PathBuf>,
+    /// The merged output (written whole or not at all, with its own sidecar).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Runs `tilpass merge-shards`: checks that the parts are complete and of one job and input,
+/// writes them in input order; prints `{"rows", "shards", "out"}`.
+pub fn merge_cmd(a: MergeArgs) -> Result<()> {
+    let o = tilpass::train::merge_shards(&a.parts, &a.out)?;
     print_json(&o)
 }

@@ -82,6 +82,9 @@ enum Command {
     /// Label a JSONL stream with a classifier trained by `tilpass train classify` (LamBERT
     /// step 3); prints throughput.
     Predict(lambert::PredictArgs),
+    /// Merge the outputs of `predict` / `annotate --shard i/n` runs into the single-process
+    /// output, after checking that every shard is there once, complete, of one job and input.
+    MergeShards(lambert::MergeArgs),
     /// Train adapters (LoRA SFT on a decoder, BERT classifiers).
     #[command(subcommand)]
     Train(train::TrainCommand),
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
     // removed, so an interrupted command leaves neither a partial output nor a temporary.
     let _ = ctrlc::set_handler(|| {
         tilpass::core::remove_temp_files();
+        tilpass::train::runs::remove_partial_outputs();
         eprintln!("error: interrupted (Ctrl-C); partial outputs removed");
         std::process::exit(130);
     });
@@ -161,6 +165,7 @@ fn main() -> ExitCode {
         Command::Train(c) => done(train::train_cmd(c)),
         Command::Reward(c) => done(reward::reward_cmd(c)),
         Command::Predict(a) => done(lambert::predict_cmd(a)),
+        Command::MergeShards(a) => done(lambert::merge_cmd(a)),
         Command::Metrics(a) => done(metrics::metrics_cmd(a)),
         Command::Rag(c) => done(rag::rag_cmd(c)),
     };

@@ -1434,6 +1434,7 @@ fn train_classify_and_predict_with_an_ltg_bert_model() {
         preds.to_str().unwrap(),
     ]));
     assert_eq!(v["rows"], 20);
+    assert_eq!(v["complete"], true);
 }
 
 #[test]

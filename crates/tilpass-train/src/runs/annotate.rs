@@ -1,18 +1,18 @@
 //! `tilpass annotate` (LamBERT step 1): an instruction LLM labels the texts of a JSONL stream
 //! by scoring each label's verbalisation after a prompt ([`crate::score_labels`]), writing
-//! each row back with `label`, `confidence` and `probabilities`.
+//! each row back with `label`, `confidence` and `probabilities`; streamed in windows,
+//! resumable and shardable ([`super::stream`]).
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use tilpass_data::JsonlRows;
+use serde_json::{Map, Value, json};
 use tilpass_peft::load_causal_lm;
 use tilpass_tokenize::Tokenizer;
 
-use super::jsonl::{JsonlOut, by_label, row, text_field};
+use super::jsonl::by_label;
+use super::stream::{Shard, Stream};
 use super::{RunConfig, check};
 use crate::classify::{label_probabilities, score_labels};
 use crate::error::{Result, TrainError};
@@ -36,10 +36,22 @@ pub struct AnnotateRun {
     pub labels: Vec<String>,
     /// The prompt, with `{text}` where the text goes (a literal `\n` is a newline).
     pub template: String,
-    /// Output JSONL, written whole or not at all.
+    /// Output JSONL (in input order); written as `<out>.partial` beside a sidecar
+    /// `<out>.run.json` and renamed when complete.
     pub out: Option<PathBuf>,
     /// Sequences (text × label) per forward pass, and rows per batch.
     pub batch_size: usize,
+    /// Rows read at a time and sorted by prompt length for batching (memory is bounded by it).
+    pub window: usize,
+    /// `i/n`: label only the windows `w` with `w % n == i` (an array job's part; merge the
+    /// parts with `tilpass merge-shards`).
+    pub shard: Option<Shard>,
+    /// Stop after writing this many rows; the output stays partial, and the same command
+    /// continues it.
+    pub max_rows: Option<usize>,
+    /// On an error or Ctrl-C keep the partial output (the same command continues it); without
+    /// it a run that started the output removes it. A hard kill always leaves it.
+    pub keep_partial: bool,
 }
 
 impl Default for AnnotateRun {
@@ -54,6 +66,10 @@ impl Default for AnnotateRun {
             template: "Tekst: {text}\nKategori:".into(),
             out: None,
             batch_size: 16,
+            window: 4096,
+            shard: None,
+            max_rows: None,
+            keep_partial: false,
         }
     }
 }
@@ -97,15 +113,21 @@ impl RunConfig for AnnotateRun {
                 "a prompt with `{text}` where the text goes",
             ));
         }
-        check::at_least("batch_size", self.batch_size, 1)
+        check::at_least("batch_size", self.batch_size, 1)?;
+        check::at_least("window", self.window, 1)?;
+        check::opt_at_least("max_rows", self.max_rows, 1)
     }
 }
 
 /// What an annotation job did.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct AnnotateOutcome {
-    /// Rows labelled.
+    /// Rows labelled by this call.
     pub rows: usize,
+    /// Rows already in the (partial) output when this call started.
+    pub resumed_from: usize,
+    /// Whether the output is complete (false after `max_rows`).
+    pub complete: bool,
     /// Seconds it took.
     pub seconds: f64,
 }
@@ -136,41 +158,60 @@ impl AnnotateRun {
             .map(|l| tok.encode(&format!(" {l}"), false))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let template = self.template.replace("\\n", "\n");
-        let mut writer = JsonlOut::create(out, data)?;
-        let start = Instant::now();
-        let mut done = 0usize;
-        let mut pending: Vec<(Value, Vec<u32>)> = Vec::new();
-        let mut flush = |pending: &mut Vec<(Value, Vec<u32>)>, done: &mut usize| -> Result<()> {
-            let prompts: Vec<Vec<u32>> = pending.iter().map(|(_, p)| p.clone()).collect();
+        let mut labels = |batch: &[&[u32]]| -> Result<Vec<Map<String, Value>>> {
+            let prompts: Vec<Vec<u32>> = batch.iter().map(|p| p.to_vec()).collect();
             let scores = score_labels(&model, &prompts, &verbal, self.batch_size)?;
-            for ((mut r, _), s) in pending.drain(..).zip(scores) {
-                let (best, probs) = label_probabilities(&s);
-                r["label"] = json!(self.labels[best]);
-                r["confidence"] = json!(probs[best]);
-                r["probabilities"] = by_label(&self.labels, &probs);
-                writer.write(&r)?;
-                *done += 1;
-            }
-            Ok(())
+            Ok(scores
+                .iter()
+                .map(|s| {
+                    let (best, probs) = label_probabilities(s);
+                    let mut m = Map::new();
+                    m.insert("label".into(), json!(self.labels[best]));
+                    m.insert("confidence".into(), json!(probs[best]));
+                    m.insert("probabilities".into(), by_label(&self.labels, &probs));
+                    m
+                })
+                .collect())
         };
-        for r in JsonlRows::open(data)? {
-            let (line, r) = row(data, r?)?;
-            let text = text_field(&r, &self.text_field, data, line)?;
-            let prompt = tok.encode(&template.replace("{text}", text), true)?;
-            pending.push((r, prompt));
-            if pending.len() >= self.batch_size {
-                flush(&mut pending, &mut done)?;
-                progress(Event::Rows {
-                    done,
-                    seconds: start.elapsed().as_secs_f64(),
-                });
+        let o = Stream {
+            job: Self::JOB,
+            data,
+            out,
+            text_field: &self.text_field,
+            window: self.window,
+            batch_size: self.batch_size,
+            shard: self.shard,
+            max_rows: self.max_rows,
+            keep_partial: self.keep_partial,
+            config: self.output_settings()?,
+        }
+        .run(
+            &|texts| {
+                texts
+                    .iter()
+                    .map(|t| Ok(tok.encode(&template.replace("{text}", t), true)?))
+                    .collect()
+            },
+            &mut labels,
+            progress,
+        )?;
+        Ok(AnnotateOutcome {
+            rows: o.rows,
+            resumed_from: o.resumed_from,
+            complete: o.complete,
+            seconds: o.seconds,
+        })
+    }
+
+    /// The settings that shape the output, recorded in its sidecar: the run config without
+    /// `out`, `max_rows` and `keep_partial`.
+    pub fn output_settings(&self) -> Result<Value> {
+        let mut v = self.to_json()?;
+        if let Value::Object(m) = &mut v {
+            for k in ["out", "max_rows", "keep_partial"] {
+                m.shift_remove(k);
             }
         }
-        flush(&mut pending, &mut done)?;
-        writer.finish()?;
-        Ok(AnnotateOutcome {
-            rows: done,
-            seconds: start.elapsed().as_secs_f64(),
-        })
+        Ok(v)
     }
 }

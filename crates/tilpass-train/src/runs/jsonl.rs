@@ -1,8 +1,6 @@
 //! Reading and writing the JSONL rows of the jobs: rows with their line numbers (a malformed
-//! line is an error naming file and line), string fields, and an output file that appears
-//! whole or not at all.
+//! line is an error naming file and line), string fields, outputs that are not the input.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde_json::Value;
@@ -44,34 +42,6 @@ pub(crate) fn text_field<'a>(
         line,
         message: format!("no string field `{name}`"),
     })
-}
-
-/// A JSONL output written to a unique temporary file beside it ([`tilpass_core::TempFile`])
-/// and moved into place when complete; on an error (the value dropped) nothing is left.
-pub(crate) struct JsonlOut {
-    file: tilpass_core::TempFile,
-}
-
-impl JsonlOut {
-    /// Starts the output `path`; `input` (the job's input file) may not be the same file.
-    pub(crate) fn create(path: &Path, input: &Path) -> Result<Self> {
-        distinct_output(path, input)?;
-        Ok(Self {
-            file: tilpass_core::TempFile::create(path)?,
-        })
-    }
-
-    pub(crate) fn write(&mut self, row: &Value) -> Result<()> {
-        let line = format!("{row}\n");
-        self.file
-            .writer()
-            .write_all(line.as_bytes())
-            .map_err(|e| tilpass_core::Error::io(self.file.target(), e).into())
-    }
-
-    pub(crate) fn finish(self) -> Result<()> {
-        Ok(self.file.commit()?)
-    }
 }
 
 /// An error unless the output `out` is another file than the input `data`.

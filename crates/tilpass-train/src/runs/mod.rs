@@ -38,22 +38,26 @@ pub mod annotate;
 pub mod append;
 pub mod classify;
 mod jsonl;
+pub mod merge;
 pub mod perplexity;
 pub mod predict;
 pub mod protect;
 pub mod self_instruct;
 pub mod sft;
 pub mod sft_prompt;
+pub mod stream;
 pub mod textgen;
 pub mod translate;
 
 pub use annotate::{AnnotateOutcome, AnnotateRun};
 pub use classify::{ClassifyOutcome, ClassifyRun};
+pub use merge::{MergeOutcome, merge_shards};
 pub use perplexity::{TextPerplexity, text_perplexity};
 pub use predict::{PredictOutcome, PredictRun};
 pub use self_instruct::{SelfInstructOutcome, SelfInstructRun, TaskFormat};
 pub use sft::{Seq2SeqSftOutcome, SftOutcome, SftRun};
 pub use sft_prompt::{PeftMethod, PromptSftOutcome};
+pub use stream::{Shard, Sidecar, StreamOutcome, remove_partial_outputs};
 pub use textgen::{PromptFormat, TextModel};
 pub use translate::{TranslateOutcome, TranslateRun, WrittenForm};
 

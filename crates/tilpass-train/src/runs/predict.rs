@@ -1,20 +1,21 @@
 //! `tilpass predict` (LamBERT step 3): a classifier trained by [`super::ClassifyRun`] labels
-//! a JSONL stream, batch by batch, writing each row back with `label` and `probabilities`.
+//! a JSONL stream, batch by batch, writing each row back with `label` and `probabilities`;
+//! streamed in windows, resumable and shardable ([`super::stream`]).
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use tilpass_data::JsonlRows;
-use tilpass_models::EncoderInput;
+use serde_json::{Map, Value, json};
+use tilpass_models::{EncoderInput, EncoderModel};
 use tilpass_tokenize::Tokenizer;
 
-use super::classify::{LABELS_FILE, encode_texts};
-use super::jsonl::{JsonlOut, by_label, row, text_field};
+use super::classify::LABELS_FILE;
+use super::jsonl::by_label;
+use super::stream::{Shard, Stream};
 use super::{RunConfig, check};
 use crate::classify::predict;
+use crate::classify_methods::LoadedClassifier;
 use crate::error::{Result, TrainError};
 use crate::trainer::Event;
 
@@ -25,7 +26,9 @@ pub struct PredictRun {
     /// The encoder the classifier was trained on (with its tokenizer).
     pub model: Option<PathBuf>,
     /// The classifier's adapter directory (`out/adapter` of `tilpass train classify`, with
-    /// `labels.json`).
+    /// `labels.json`); without it `model` must be a whole sequence classifier
+    /// (`*ForSequenceClassification`, e.g. a fully fine-tuned one; labels from `id2label`,
+    /// else transformers' `LABEL_<i>`).
     pub adapter: Option<PathBuf>,
     /// Device the CLI runs on; [`PredictRun::run`] takes the device as an argument.
     pub device: String,
@@ -33,12 +36,24 @@ pub struct PredictRun {
     pub data: Option<PathBuf>,
     /// Field holding the text.
     pub text_field: String,
-    /// Output JSONL (rows with `label` and `probabilities` added), written whole or not at all.
+    /// Output JSONL (rows with `label` and `probabilities` added, in input order); written as
+    /// `<out>.partial` beside a sidecar `<out>.run.json` and renamed when complete.
     pub out: Option<PathBuf>,
     /// Rows per batch.
     pub batch_size: usize,
     /// Truncate texts to this many tokens (at least 2).
     pub max_length: usize,
+    /// Rows read at a time and sorted by token length for batching (memory is bounded by it).
+    pub window: usize,
+    /// `i/n`: label only the windows `w` with `w % n == i` (an array job's part; merge the
+    /// parts with `tilpass merge-shards`).
+    pub shard: Option<Shard>,
+    /// Stop after writing this many rows; the output stays partial, and the same command
+    /// continues it.
+    pub max_rows: Option<usize>,
+    /// On an error or Ctrl-C keep the partial output (the same command continues it); without
+    /// it a run that started the output removes it. A hard kill always leaves it.
+    pub keep_partial: bool,
 }
 
 impl Default for PredictRun {
@@ -52,6 +67,10 @@ impl Default for PredictRun {
             out: None,
             batch_size: 64,
             max_length: 128,
+            window: 4096,
+            shard: None,
+            max_rows: None,
+            keep_partial: false,
         }
     }
 }
@@ -61,19 +80,38 @@ impl RunConfig for PredictRun {
 
     fn validate(&self) -> Result<()> {
         check::path("model", &self.model)?;
-        check::path("adapter", &self.adapter)?;
         check::path("data", &self.data)?;
         check::path("out", &self.out)?;
         check::at_least("batch_size", self.batch_size, 1)?;
-        check::at_least("max_length", self.max_length, 2)
+        check::at_least("max_length", self.max_length, 2)?;
+        check::at_least("window", self.window, 1)?;
+        check::opt_at_least("max_rows", self.max_rows, 1)
+    }
+}
+
+impl PredictRun {
+    /// The settings that shape the output, recorded in its sidecar: the run config without
+    /// `out`, `max_rows` and `keep_partial`.
+    pub fn output_settings(&self) -> Result<Value> {
+        let mut v = self.to_json()?;
+        if let Value::Object(m) = &mut v {
+            for k in ["out", "max_rows", "keep_partial"] {
+                m.shift_remove(k);
+            }
+        }
+        Ok(v)
     }
 }
 
 /// What a prediction job did.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PredictOutcome {
-    /// Rows labelled.
+    /// Rows labelled by this call.
     pub rows: usize,
+    /// Rows already in the (partial) output when this call started.
+    pub resumed_from: usize,
+    /// Whether the output is complete (false after `max_rows`).
+    pub complete: bool,
     /// Seconds it took.
     pub seconds: f64,
     /// Throughput.
@@ -86,61 +124,94 @@ impl PredictRun {
     pub fn run(&self, device: &Device, progress: &mut dyn FnMut(Event)) -> Result<PredictOutcome> {
         self.validate()?;
         let model_dir = check::path("model", &self.model)?;
-        let adapter = check::path("adapter", &self.adapter)?;
         let (data, out) = (
             check::path("data", &self.data)?,
             check::path("out", &self.out)?,
         );
         super::jsonl::distinct_output(out, data)?;
-        let tok = Tokenizer::from_dir(model_dir)?;
-        let (model, names) = crate::classify_methods::load_classifier(model_dir, adapter, device)?;
-        let pad = model.pad_token_id();
-        let mut writer = JsonlOut::create(out, data)?;
-        let start = Instant::now();
-        let mut rows = JsonlRows::open(data)?;
-        let mut done = 0usize;
-        loop {
-            let chunk = rows
-                .by_ref()
-                .take(self.batch_size)
-                .map(|r| row(data, r?))
-                .collect::<Result<Vec<_>>>()?;
-            if chunk.is_empty() {
-                break;
+        let (model, names, labels_file) = match &self.adapter {
+            Some(adapter) => {
+                // A LoRA / DoRA or prompt-learning adapter, or a full model directory that
+                // `tilpass train classify --method full` saved.
+                let (model, names) =
+                    crate::classify_methods::load_classifier(model_dir, adapter, device)?;
+                (model, names, adapter.join(LABELS_FILE))
             }
-            let texts = chunk
-                .iter()
-                .map(|(line, r)| text_field(r, &self.text_field, data, *line))
-                .collect::<Result<Vec<_>>>()?;
-            let ids = encode_texts(&tok, &texts, self.max_length)?;
+            None => {
+                let config = model_dir.join("config.json");
+                let v: Value = tilpass_core::read_json(&config)?;
+                let arch = v["architectures"][0].as_str().unwrap_or("");
+                if !arch.ends_with("ForSequenceClassification") {
+                    return Err(TrainError::MissingSetting {
+                        setting: "adapter".into(),
+                        flag: "adapter (the model is no `*ForSequenceClassification`)".into(),
+                    });
+                }
+                let model = EncoderModel::load(model_dir, device)?;
+                // transformers leaves out its default `id2label` (LABEL_0, LABEL_1, ...).
+                let names = match model.labels()? {
+                    Some(n) => n,
+                    None => (0..tilpass_models::SequenceClassifier::num_labels(&model))
+                        .map(|i| format!("LABEL_{i}"))
+                        .collect(),
+                };
+                (LoadedClassifier::Encoder(model), names, config)
+            }
+        };
+        let tok = Tokenizer::from_dir(model_dir)?;
+        let pad = model.pad_token_id();
+        let labels = |batch: &[&[u32]]| -> Result<Vec<Map<String, Value>>> {
             let input = EncoderInput::from_batch(&tilpass_tokenize::Batch::from_ids(
-                &ids,
+                batch,
                 tilpass_tokenize::Padding::right(pad),
             ))?;
-            let preds = predict(&model, &[input])?;
-            for ((_, mut r), (best, probs)) in chunk.into_iter().zip(preds) {
-                let label = names.get(best).ok_or_else(|| {
-                    TrainError::Config(format!(
-                        "the classifier predicted class {best} of {}: {} holds {} labels",
-                        probs.len(),
-                        adapter.join(LABELS_FILE).display(),
-                        names.len()
-                    ))
-                })?;
-                r["label"] = json!(label);
-                r["probabilities"] = by_label(&names, &probs);
-                writer.write(&r)?;
-                done += 1;
-            }
-            progress(Event::Rows {
-                done,
-                seconds: start.elapsed().as_secs_f64(),
-            });
+            predict(&model, &[input])?
+                .into_iter()
+                .map(|(best, probs)| {
+                    let label = names.get(best).ok_or_else(|| {
+                        TrainError::Config(format!(
+                            "the classifier predicted class {best} of {}: {} holds {} labels",
+                            probs.len(),
+                            labels_file.display(),
+                            names.len()
+                        ))
+                    })?;
+                    let mut m = Map::new();
+                    m.insert("label".into(), json!(label));
+                    m.insert("probabilities".into(), by_label(&names, &probs));
+                    Ok(m)
+                })
+                .collect()
+        };
+        let o = Stream {
+            job: Self::JOB,
+            data,
+            out,
+            text_field: &self.text_field,
+            window: self.window,
+            batch_size: self.batch_size,
+            shard: self.shard,
+            max_rows: self.max_rows,
+            keep_partial: self.keep_partial,
+            config: self.output_settings()?,
         }
-        writer.finish()?;
-        let seconds = start.elapsed().as_secs_f64();
+        .run(
+            &|texts| {
+                let mut ids = tok.encode_batch(texts, true)?;
+                for row in &mut ids {
+                    row.truncate(self.max_length);
+                }
+                Ok(ids)
+            },
+            &mut { labels },
+            progress,
+        )?;
+        let seconds = o.seconds;
+        let done = o.rows;
         Ok(PredictOutcome {
             rows: done,
+            resumed_from: o.resumed_from,
+            complete: o.complete,
             seconds,
             rows_per_s: done as f64 / seconds.max(1e-9),
         })
