@@ -1,4 +1,4 @@
-//! `tilpass data stats|validate|dedup`: inspecting and cleaning datasets in TRL's formats.
+//! `tilpass data stats|validate|dedup|filter|card`: inspecting and cleaning datasets in TRL's formats.
 
 use std::path::PathBuf;
 
@@ -60,6 +60,11 @@ pub enum DataCommand {
         #[arg(long)]
         max_chars: Option<usize>,
     },
+    /// Quality filters (language, length, ratios, Gopher repetition rules, perplexity) with a
+    /// report of every failed rule; writes the kept rows unchanged.
+    Filter(crate::data_quality::FilterArgs),
+    /// A Markdown data card (counts, languages, length histograms as SVG/PNG, reports).
+    Card(crate::data_quality::CardArgs),
 }
 
 fn parse_dedup_key(s: &str) -> Result<DedupKey, String> {
@@ -116,6 +121,8 @@ pub fn data_cmd(cmd: DataCommand) -> Result<bool> {
                 "out": out,
             }));
         }
+        DataCommand::Filter(a) => crate::data_quality::filter_cmd(a)?,
+        DataCommand::Card(a) => crate::data_quality::card_cmd(a)?,
     }
     Ok(true)
 }
