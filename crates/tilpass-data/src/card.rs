@@ -422,3 +422,65 @@ pub fn write_card(
     }
     result.map(|_| stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Message, Role};
+
+    #[test]
+    fn histogram_bins_cover_every_value() {
+        let h = Histogram::of(&[0, 1, 1, 5, 59], 30);
+        assert_eq!(h.width, 2);
+        assert_eq!(h.bins.first(), Some(&(0, 3)));
+        assert_eq!(h.bins.iter().map(|b| b.1).sum::<usize>(), 5);
+        assert_eq!(h.bins.last(), Some(&(58, 1)));
+        let h = Histogram::of(&[3, 4, 4], 30);
+        assert_eq!((h.width, h.bins.clone()), (1, vec![(3, 1), (4, 2)]));
+        assert_eq!(Histogram::of(&[], 30), Histogram::default());
+    }
+
+    #[test]
+    fn card_is_written_whole_and_refuses_an_existing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let recs = vec![
+            Record::Conversation {
+                messages: vec![
+                    Message::new(Role::User, "Kva heiter du?"),
+                    Message::new(Role::Assistant, "Eg heiter Tilpass."),
+                ],
+            },
+            Record::Conversation {
+                messages: vec![Message::new(Role::User, "Hei")],
+            },
+        ];
+        let report = dir.path().join("r.jsonl");
+        std::fs::write(
+            &report,
+            "{\"line\": 1, \"rule\": \"min_words\"}\n{\"line\": 1, \"rule\": \"language\"}\n{\"line\": 4, \"rule\": \"min_words\"}\n",
+        )
+        .unwrap();
+        let out = dir.path().join("card");
+        let opts = CardOptions {
+            name: "Test".into(),
+            source: "test.jsonl".into(),
+            license: Some("CC0-1.0".into()),
+            reports: vec![report],
+        };
+        let s = write_card(&out, &recs, crate::LangId::builtin(), &opts).unwrap();
+        assert_eq!(s.turns.max, 2);
+        assert_eq!(s.reports[0].rules["min_words"], 2);
+        assert_eq!(s.reports[0].rows, 2);
+        for f in ["README.md", "stats.json", "words.svg", "words.png", "turns.svg", "turns.png"] {
+            assert!(out.join(f).is_file(), "{f}");
+        }
+        let png = std::fs::read(out.join("words.png")).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let md = std::fs::read_to_string(out.join("README.md")).unwrap();
+        assert!(md.contains("**Licence:** CC0-1.0"), "{md}");
+        assert!(md.contains("| min_words | 2 |"), "{md}");
+        assert!(write_card(&out, &recs, crate::LangId::builtin(), &opts).is_err());
+        // Nothing but the card and the report is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+}

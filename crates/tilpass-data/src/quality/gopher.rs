@@ -179,17 +179,18 @@ pub fn top_ngram_chars(words: &[&str], n: usize) -> usize {
 }
 
 /// datatrove's `find_all_duplicate`: characters of repeated word `n`-grams (words joined with no
-/// separator), skipping `n` words after each repeat.
+/// separator, compared as joined strings), skipping `n` words after each repeat.
 pub fn duplicate_ngram_chars(words: &[&str], n: usize) -> usize {
     if n == 0 {
         return 0;
     }
-    let mut seen: HashSet<&[&str]> = HashSet::new();
+    // Keyed by the joined string, as datatrove does: ("ab", "c") and ("a", "bc") are the same.
+    let mut seen: HashSet<String> = HashSet::new();
     let (mut chars, mut i) = (0, 0);
     while i + n <= words.len() {
-        let g = &words[i..i + n];
-        if seen.contains(g) {
-            chars += g.iter().map(|w| nchars(w)).sum::<usize>();
+        let g = words[i..i + n].concat();
+        if seen.contains(&g) {
+            chars += nchars(&g);
             i += n;
         } else {
             seen.insert(g);

@@ -522,3 +522,6 @@ pub fn filter_records(
     }
     Ok(verdicts)
 }
+
+#[cfg(test)]
+mod tests;
