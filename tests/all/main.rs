@@ -26,7 +26,6 @@ mod pref_s2s_runs;
 mod pref_trainer_parity;
 mod preference_losses;
 mod prompt_train_parity;
-mod quality;
 mod rag_bm25;
 mod rag_dense;
 mod rag_eval;

@@ -154,8 +154,9 @@ pub fn filter_cmd(a: FilterArgs) -> Result<()> {
     let mut config: QualityConfig = match &a.config {
         Some(p) => {
             let text = tilpass::core::read_text(p)?;
-            serde_json::from_str(&text)
-                .map_err(|e| Error::invalid(format!("{}: invalid quality config: {e}", p.display())))?
+            serde_json::from_str(&text).map_err(|e| {
+                Error::invalid(format!("{}: invalid quality config: {e}", p.display()))
+            })?
         }
         None => QualityConfig::default(),
     };
@@ -240,7 +241,10 @@ pub fn filter_cmd(a: FilterArgs) -> Result<()> {
         for (v, loc) in verdicts.iter().zip(&ds.locations) {
             if v.kept() {
                 kept += 1;
-                let text = raw.get(&location_index(*loc)).map(String::as_str).unwrap_or_default();
+                let text = raw
+                    .get(&location_index(*loc))
+                    .map(String::as_str)
+                    .unwrap_or_default();
                 w.write_all(text.as_bytes())?;
                 w.write_all(b"\n")?;
             }

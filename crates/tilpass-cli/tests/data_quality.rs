@@ -51,8 +51,10 @@ fn filter_keeps_rows_unchanged_in_order_and_reports_every_rule() {
         "5",
     ]));
     let entries = report(&rep);
-    let failed: std::collections::BTreeSet<u64> =
-        entries.iter().map(|e| e["line"].as_u64().unwrap()).collect();
+    let failed: std::collections::BTreeSet<u64> = entries
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
     // Kept rows: exactly the input lines no rule failed, byte for byte, in input order.
     let expected: Vec<&str> = rows
         .iter()
@@ -72,21 +74,35 @@ fn filter_keeps_rows_unchanged_in_order_and_reports_every_rule() {
             .map(|e| e["rule"].as_str().unwrap().to_string())
             .collect()
     };
-    assert!(line_rules(4).contains(&"language".to_string()), "{entries:?}");
-    assert!(line_rules(11).contains(&"dup_line_frac".to_string()), "{entries:?}");
-    assert!(line_rules(21).contains(&"min_words".to_string()), "{entries:?}");
+    assert!(
+        line_rules(4).contains(&"language".to_string()),
+        "{entries:?}"
+    );
+    assert!(
+        line_rules(11).contains(&"dup_line_frac".to_string()),
+        "{entries:?}"
+    );
+    assert!(
+        line_rules(21).contains(&"min_words".to_string()),
+        "{entries:?}"
+    );
     // Summary counts per rule agree with the report.
     let mut counts = std::collections::BTreeMap::<String, u64>::new();
     for e in &entries {
         for k in ["line", "rule", "value", "threshold"] {
             assert!(e.get(k).is_some(), "{e}");
         }
-        *counts.entry(e["rule"].as_str().unwrap().into()).or_default() += 1;
+        *counts
+            .entry(e["rule"].as_str().unwrap().into())
+            .or_default() += 1;
     }
     let summary: std::collections::BTreeMap<String, u64> =
         serde_json::from_value(v["rules"].clone()).unwrap();
     assert_eq!(summary, counts);
-    let lang = entries.iter().find(|e| e["line"] == 4 && e["rule"] == "language").unwrap();
+    let lang = entries
+        .iter()
+        .find(|e| e["line"] == 4 && e["rule"] == "language")
+        .unwrap();
     assert_eq!(lang["value"], "en");
     assert_eq!(lang["threshold"], serde_json::json!(["nb", "nn"]));
 }
@@ -165,7 +181,10 @@ fn filter_rejects_bad_rows_settings_and_outputs() {
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(
         &bad,
-        format!("{}\n{{\"messages\": [{{\"role\": \"robot\", \"content\": \"x\"}}]}}\n", rows[0]),
+        format!(
+            "{}\n{{\"messages\": [{{\"role\": \"robot\", \"content\": \"x\"}}]}}\n",
+            rows[0]
+        ),
     )
     .unwrap();
     let out = dir.path().join("kept.jsonl");
@@ -258,7 +277,10 @@ fn filter_checks_preference_rows_per_field() {
     assert_eq!(e[0]["line"], 1);
     assert_eq!(e[0]["field"], "rejected");
     assert_eq!(e[0]["rule"], "min_words");
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), format!("{}\n", rows[1]));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        format!("{}\n", rows[1])
+    );
 }
 
 #[test]
@@ -279,7 +301,13 @@ fn card_for_builtin_and_filtered_data() {
     assert!(md.contains("# norsk-chat"), "{md}");
     assert!(md.contains("CC0-1.0"));
     assert!(md.contains("| nn |") && md.contains("| nb |"), "{md}");
-    for f in ["words.svg", "words.png", "turns.svg", "turns.png", "stats.json"] {
+    for f in [
+        "words.svg",
+        "words.png",
+        "turns.svg",
+        "turns.png",
+        "stats.json",
+    ] {
         assert!(card.join(f).is_file(), "{f}");
     }
     let svg = std::fs::read_to_string(card.join("turns.svg")).unwrap();

@@ -192,8 +192,7 @@ fn font() -> bool {
         for p in candidates {
             if let Ok(bytes) = std::fs::read(&p) {
                 let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
-                {
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
                     return true;
                 }
             }
@@ -248,7 +247,10 @@ fn plot(dir: &Path, stem: &str, h: &Histogram, title: &str, x_desc: &str) -> Res
     let png = dir.join(format!("{stem}.png"));
     let text = font();
     let err = |path: &Path, m: String| {
-        DataError::Invalid(format!("{}: cannot draw the histogram: {m}", path.display()))
+        DataError::Invalid(format!(
+            "{}: cannot draw the histogram: {m}",
+            path.display()
+        ))
     };
     draw_histogram(
         &SVGBackend::new(&svg, size).into_drawing_area(),
@@ -344,10 +346,10 @@ pub fn render_card(stats: &CardStats, opts: &CardOptions) -> String {
     if !stats.reports.is_empty() {
         md.push_str("## Filter and dedup reports\n\n");
         for r in &stats.reports {
-            let file = r
-                .path
-                .file_name()
-                .map_or_else(|| r.path.display().to_string(), |f| f.to_string_lossy().into());
+            let file = r.path.file_name().map_or_else(
+                || r.path.display().to_string(),
+                |f| f.to_string_lossy().into(),
+            );
             let _ = writeln!(
                 md,
                 "### {file}\n\n{} entries, {} distinct rows.\n\n| rule | entries |\n| --- | ---: |",
@@ -471,7 +473,14 @@ mod tests {
         assert_eq!(s.turns.max, 2);
         assert_eq!(s.reports[0].rules["min_words"], 2);
         assert_eq!(s.reports[0].rows, 2);
-        for f in ["README.md", "stats.json", "words.svg", "words.png", "turns.svg", "turns.png"] {
+        for f in [
+            "README.md",
+            "stats.json",
+            "words.svg",
+            "words.png",
+            "turns.svg",
+            "turns.png",
+        ] {
             assert!(out.join(f).is_file(), "{f}");
         }
         let png = std::fs::read(out.join("words.png")).unwrap();

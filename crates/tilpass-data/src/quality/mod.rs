@@ -246,12 +246,20 @@ impl QualityConfig {
         if let (Some(lo), Some(hi)) = (self.min_words, self.max_words)
             && lo > hi
         {
-            return bad("min_words", lo.to_string(), &format!("at most `max_words` ({hi})"));
+            return bad(
+                "min_words",
+                lo.to_string(),
+                &format!("at most `max_words` ({hi})"),
+            );
         }
         if let (Some(lo), Some(hi)) = (self.min_chars, self.max_chars)
             && lo > hi
         {
-            return bad("min_chars", lo.to_string(), &format!("at most `max_chars` ({hi})"));
+            return bad(
+                "min_chars",
+                lo.to_string(),
+                &format!("at most `max_chars` ({hi})"),
+            );
         }
         if let (Some(lo), Some(hi)) = (self.min_mean_word_length, self.max_mean_word_length)
             && lo > hi
@@ -418,20 +426,74 @@ impl QualityFilter {
                 out.push(fail(rule, json!(v), json!(t)));
             }
         };
-        min("min_mean_word_length", s.mean_word_length, c.min_mean_word_length);
+        min(
+            "min_mean_word_length",
+            s.mean_word_length,
+            c.min_mean_word_length,
+        );
         let mut checks: Vec<(String, f64, Option<f64>, bool)> = vec![
-            ("max_mean_word_length".into(), s.mean_word_length, c.max_mean_word_length, true),
+            (
+                "max_mean_word_length".into(),
+                s.mean_word_length,
+                c.max_mean_word_length,
+                true,
+            ),
             ("hash_ratio".into(), s.hash_ratio, c.max_hash_ratio, true),
-            ("ellipsis_ratio".into(), s.ellipsis_ratio, c.max_ellipsis_ratio, true),
-            ("bullet_lines".into(), s.bullet_lines, c.max_bullet_lines, true),
-            ("ellipsis_lines".into(), s.ellipsis_lines, c.max_ellipsis_lines, true),
-            ("alpha_words".into(), s.alpha_words, c.min_alpha_words, false),
-            ("alpha_chars".into(), s.alpha_chars, c.min_alpha_chars, false),
+            (
+                "ellipsis_ratio".into(),
+                s.ellipsis_ratio,
+                c.max_ellipsis_ratio,
+                true,
+            ),
+            (
+                "bullet_lines".into(),
+                s.bullet_lines,
+                c.max_bullet_lines,
+                true,
+            ),
+            (
+                "ellipsis_lines".into(),
+                s.ellipsis_lines,
+                c.max_ellipsis_lines,
+                true,
+            ),
+            (
+                "alpha_words".into(),
+                s.alpha_words,
+                c.min_alpha_words,
+                false,
+            ),
+            (
+                "alpha_chars".into(),
+                s.alpha_chars,
+                c.min_alpha_chars,
+                false,
+            ),
             ("digit_chars".into(), s.digit_chars, c.max_digit_chars, true),
-            ("dup_para_frac".into(), s.dup_para_frac, c.max_dup_para_frac, true),
-            ("dup_para_char_frac".into(), s.dup_para_char_frac, c.max_dup_para_char_frac, true),
-            ("dup_line_frac".into(), s.dup_line_frac, c.max_dup_line_frac, true),
-            ("dup_line_char_frac".into(), s.dup_line_char_frac, c.max_dup_line_char_frac, true),
+            (
+                "dup_para_frac".into(),
+                s.dup_para_frac,
+                c.max_dup_para_frac,
+                true,
+            ),
+            (
+                "dup_para_char_frac".into(),
+                s.dup_para_char_frac,
+                c.max_dup_para_char_frac,
+                true,
+            ),
+            (
+                "dup_line_frac".into(),
+                s.dup_line_frac,
+                c.max_dup_line_frac,
+                true,
+            ),
+            (
+                "dup_line_char_frac".into(),
+                s.dup_line_char_frac,
+                c.max_dup_line_char_frac,
+                true,
+            ),
         ];
         for ((n, v), (_, t)) in s.top_ngram.iter().zip(&c.max_top_ngram) {
             checks.push((format!("top_{n}_gram"), *v, Some(*t), true));
@@ -515,8 +577,11 @@ pub fn filter_records(
         for (i, (v, p)) in verdicts.iter_mut().zip(&ppl).enumerate() {
             v.perplexity = Some(*p);
             if dropped[i] {
-                v.failures
-                    .push(fail("perplexity", json!(p), cut.map_or(Value::Null, |c| json!(c))));
+                v.failures.push(fail(
+                    "perplexity",
+                    json!(p),
+                    cut.map_or(Value::Null, |c| json!(c)),
+                ));
             }
         }
     }

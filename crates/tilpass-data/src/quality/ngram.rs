@@ -66,7 +66,10 @@ pub struct NgramLm {
 
 impl NgramLm {
     /// Trains on `lines` (each one sequence); needs some text.
-    pub fn train<'a>(lines: impl IntoIterator<Item = &'a str>, config: NgramLmConfig) -> Result<Self> {
+    pub fn train<'a>(
+        lines: impl IntoIterator<Item = &'a str>,
+        config: NgramLmConfig,
+    ) -> Result<Self> {
         if config.order == 0 {
             return Err(DataError::Invalid(
                 "invalid n-gram setting `order` = 0: expected at least 1".into(),

@@ -14,8 +14,9 @@ fn rules(f: &QualityFilter, text: &str) -> Vec<String> {
     f.check_text(text).into_iter().map(|x| x.rule).collect()
 }
 
-const NN: &str = "Eg veit ikkje kva eg skal gjere i dag, men eg trur eg går ein tur i skogen.";
-const NB: &str = "Jeg vet ikke hva jeg skal gjøre i dag, men jeg tror jeg går en tur i skogen.";
+// Rows of the built-in norsk-chat data (what the built-in identifier learnt from).
+const NN: &str = "Kva gjer ein språkmodell?\n\nEin språkmodell reknar ut kor sannsynleg det neste ordet er, gitt teksten framfor. Slik kan han fullføre setningar og svare på spørsmål.";
+const NB: &str = "Hva er det motsatte av «høy»?\n\nDet motsatte av «høy» er «lav».";
 const EN: &str = "I do not know what I should do today, but I think I will go for a walk.";
 
 #[test]
@@ -111,7 +112,10 @@ fn implicit_preference_prompt_counts_once() {
     let user = Message::new(Role::User, "Kva er klokka?");
     let rec = Record::Preference {
         prompt: None,
-        chosen: Content::Messages(vec![user.clone(), Message::new(Role::Assistant, "Ho er tolv.")]),
+        chosen: Content::Messages(vec![
+            user.clone(),
+            Message::new(Role::Assistant, "Ho er tolv."),
+        ]),
         rejected: Content::Messages(vec![user, Message::new(Role::Assistant, "Veit ikkje.")]),
     };
     assert_eq!(
@@ -167,7 +171,8 @@ fn settings_are_checked() {
     QualityConfig::default().validate(id).unwrap();
     let e = serde_json::from_value::<QualityConfig>(json!({"min_word": 3})).unwrap_err();
     assert!(e.to_string().contains("min_word"), "{e}");
-    let c: QualityConfig = serde_json::from_value(json!({"min_words": 3, "languages": null})).unwrap();
+    let c: QualityConfig =
+        serde_json::from_value(json!({"min_words": 3, "languages": null})).unwrap();
     assert_eq!(c.min_words, Some(3));
     assert_eq!(c.languages, None);
     assert_eq!(c.max_dup_line_frac, Some(0.3));
@@ -184,7 +189,10 @@ fn perplexity_cutoff_drops_the_highest_share() {
     let (cut, drop) = perplexity_cutoff(&v, 25.0).unwrap();
     // floor(2.5) = 2: NaN and the later 9.
     assert_eq!(cut, Some(9.0));
-    assert_eq!((0..v.len()).filter(|&i| drop[i]).collect::<Vec<_>>(), [3, 4]);
+    assert_eq!(
+        (0..v.len()).filter(|&i| drop[i]).collect::<Vec<_>>(),
+        [3, 4]
+    );
     let (cut, drop) = perplexity_cutoff(&v, 0.0).unwrap();
     assert_eq!(cut, None);
     assert!(drop.iter().all(|d| !d));
@@ -193,13 +201,17 @@ fn perplexity_cutoff_drops_the_highest_share() {
 
 #[test]
 fn ngram_model_is_a_distribution_and_prefers_its_training_text() {
-    let lines = ["eg likar å gå tur", "eg likar å lese bøker", "du likar å gå på ski"];
+    let lines = [
+        "eg likar å gå tur",
+        "eg likar å lese bøker",
+        "du likar å gå på ski",
+    ];
     let lm = NgramLm::train(lines, NgramLmConfig { order: 3 }).unwrap();
     let alphabet = lm.alphabet();
     for ctx in ["", "e", "eg ", "zz"] {
         let ctx: Vec<char> = ctx.chars().collect();
-        let total: f64 = alphabet.iter().map(|&c| lm.prob(&ctx, c)).sum::<f64>()
-            + lm.prob(&ctx, 'Q');
+        let total: f64 =
+            alphabet.iter().map(|&c| lm.prob(&ctx, c)).sum::<f64>() + lm.prob(&ctx, 'Q');
         assert!((total - 1.0).abs() < 1e-12, "{total}");
     }
     assert!(lm.perplexity("eg likar å gå") < lm.perplexity("kq zxw vvv"));
@@ -211,10 +223,15 @@ fn ngram_model_is_a_distribution_and_prefers_its_training_text() {
 fn filter_records_adds_the_perplexity_rule() {
     let recs: Vec<Record> = ["eg likar å gå tur", "qqq zzz xxx", "eg likar å lese"]
         .iter()
-        .map(|t| Record::Text { text: t.to_string() })
+        .map(|t| Record::Text {
+            text: t.to_string(),
+        })
         .collect();
-    let lm = NgramLm::train(["eg likar å gå tur", "eg likar å lese bøker"], NgramLmConfig::default())
-        .unwrap();
+    let lm = NgramLm::train(
+        ["eg likar å gå tur", "eg likar å lese bøker"],
+        NgramLmConfig::default(),
+    )
+    .unwrap();
     let f = only(QualityConfig::none());
     let v = filter_records(
         &recs,
