@@ -1,4 +1,6 @@
-//! `tilpass data stats|validate|dedup|filter|card`: inspecting and cleaning datasets in TRL's formats.
+//! `tilpass data stats|validate|dedup`: inspecting and cleaning datasets in TRL's formats;
+//! `translate` and `self-instruct` are in `data_gen.rs`, `filter` and `card` in
+//! `data_quality.rs`.
 
 use std::path::PathBuf;
 
@@ -65,6 +67,10 @@ pub enum DataCommand {
     Filter(crate::data_quality::FilterArgs),
     /// A Markdown data card (counts, languages, length histograms as SVG/PNG, reports).
     Card(crate::data_quality::CardArgs),
+    /// Translate a dataset into Bokmål or Nynorsk with a local model (resumable).
+    Translate(crate::data_gen::TranslateArgs),
+    /// Generate new instructions and answers from seed tasks with a local model (resumable).
+    SelfInstruct(crate::data_gen::SelfInstructArgs),
 }
 
 fn parse_dedup_key(s: &str) -> Result<DedupKey, String> {
@@ -75,6 +81,8 @@ fn parse_dedup_key(s: &str) -> Result<DedupKey, String> {
 /// Runs `tilpass data ...`; `Ok(false)` when `validate` found invalid rows (exit 2).
 pub fn data_cmd(cmd: DataCommand) -> Result<bool> {
     match cmd {
+        DataCommand::Translate(a) => crate::data_gen::translate_cmd(a)?,
+        DataCommand::SelfInstruct(a) => crate::data_gen::self_instruct_cmd(a)?,
         DataCommand::Stats(r) => {
             let ds = read_dataset(&r.file, &r.options(false))?;
             print(&json!({"stats": stats(&ds.records), "read": ds.report}));
