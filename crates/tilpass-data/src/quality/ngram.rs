@@ -88,8 +88,7 @@ impl NgramLm {
                 .chain(line.chars())
                 .chain([EOS])
                 .collect();
-            for i in k..seq.len() {
-                let c = seq[i];
+            for (i, &c) in seq.iter().enumerate().skip(k) {
                 vocab.insert(c);
                 for len in 0..=k {
                     let ctx: String = seq[i - len..i].iter().collect();
@@ -163,8 +162,8 @@ impl NgramLm {
     pub fn log_prob(&self, text: &str) -> (f64, usize) {
         let chars: Vec<char> = text.chars().chain([EOS]).collect();
         let mut lp = 0.0;
-        for i in 0..chars.len() {
-            lp += self.prob(&chars[..i], chars[i]).ln();
+        for (i, &c) in chars.iter().enumerate() {
+            lp += self.prob(&chars[..i], c).ln();
         }
         (lp, chars.len())
     }
