@@ -1,5 +1,6 @@
 //! `tilpass data stats|validate|dedup`: inspecting and cleaning datasets in TRL's formats;
-//! `translate` and `self-instruct` are in `data_gen.rs`.
+//! `translate` and `self-instruct` are in `data_gen.rs`, `filter` and `card` in
+//! `data_quality.rs`.
 
 use std::path::PathBuf;
 
@@ -61,6 +62,11 @@ pub enum DataCommand {
         #[arg(long)]
         max_chars: Option<usize>,
     },
+    /// Quality filters (language, length, ratios, Gopher repetition rules, perplexity) with a
+    /// report of every failed rule; writes the kept rows unchanged.
+    Filter(crate::data_quality::FilterArgs),
+    /// A Markdown data card (counts, languages, length histograms as SVG/PNG, reports).
+    Card(crate::data_quality::CardArgs),
     /// Translate a dataset into Bokmål or Nynorsk with a local model (resumable).
     Translate(crate::data_gen::TranslateArgs),
     /// Generate new instructions and answers from seed tasks with a local model (resumable).
@@ -123,6 +129,8 @@ pub fn data_cmd(cmd: DataCommand) -> Result<bool> {
                 "out": out,
             }));
         }
+        DataCommand::Filter(a) => crate::data_quality::filter_cmd(a)?,
+        DataCommand::Card(a) => crate::data_quality::card_cmd(a)?,
     }
     Ok(true)
 }

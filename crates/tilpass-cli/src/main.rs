@@ -24,6 +24,7 @@ mod chat;
 mod common;
 mod data;
 mod data_gen;
+mod data_quality;
 mod embed;
 mod generate;
 mod lambert;

@@ -12,6 +12,8 @@
 //! - [`stats()`]: rows, kinds, turns, characters per role;
 //! - [`LangId`]: language identification (Bokmål, Nynorsk, Swedish, Danish, English, or labels
 //!   you train), e.g. to keep only Nynorsk rows;
+//! - [`quality`]: quality filters with a reason per rule (language, length, ratios, the Gopher
+//!   repetition rules, n-gram perplexity); [`card`]: Markdown data cards with histograms;
 //! - [`embedded::norsk_chat`] and [`embedded::norsk_pref`]: the project's own Norwegian chat
 //!   and preference datasets (CC0), compiled in; [`DatasetSpec`] names a file or a built-in set
 //!   (`builtin:norsk-chat[:eval]`, `builtin:norsk-pref[:eval]`) and [`load_records`] reads
@@ -31,6 +33,9 @@ pub mod embedded;
 pub mod error;
 pub mod filter;
 pub mod langid;
+// Quality filters and data cards (issue 21).
+pub mod card;
+pub mod quality;
 pub mod reader;
 pub mod record;
 pub mod spec;

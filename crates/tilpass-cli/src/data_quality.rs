@@ -1,0 +1,317 @@
+//! `tilpass data filter` (quality rules with a report of what was removed and why) and
+//! `tilpass data card` (a Markdown data card with histograms).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde_json::{Value, json};
+use tilpass::data::card::{CardOptions, write_card};
+use tilpass::data::quality::{
+    NgramLm, NgramLmConfig, PerplexityRule, PerplexityScorer, QualityConfig, QualityFilter,
+    TextScope, filter_records,
+};
+use tilpass::data::{
+    DatasetSpec, LangId, Location, ReadOptions, RecordKind, load_records, read_dataset,
+};
+use tilpass::{Error, Result};
+
+use crate::common::print;
+
+/// Arguments of `tilpass data filter`.
+#[derive(Args)]
+pub struct FilterArgs {
+    /// Dataset file (.jsonl, or .json holding an array), any TRL format.
+    file: PathBuf,
+    /// Output JSONL: the kept rows, unchanged (every field), in input order.
+    #[arg(long)]
+    out: PathBuf,
+    /// Report JSONL: one line per failed rule, {"line", "rule", "value", "threshold"}.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Quality settings (JSON, the fields of `QualityConfig`; unknown fields are errors); flags
+    /// below override it. Default: the Gopher rules and languages nb, nn.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Force the record kind; by default the first row decides.
+    #[arg(long)]
+    format: Option<RecordKind>,
+    /// Languages (written forms) to keep, comma-separated (`nb,nn`); `any` turns the rule off.
+    #[arg(long, value_delimiter = ',')]
+    lang: Option<Vec<String>>,
+    /// Fewest non-symbol words (Gopher: 50).
+    #[arg(long)]
+    min_words: Option<usize>,
+    /// Most non-symbol words (Gopher: 100000).
+    #[arg(long)]
+    max_words: Option<usize>,
+    /// Fewest characters.
+    #[arg(long)]
+    min_chars: Option<usize>,
+    /// Most characters.
+    #[arg(long)]
+    max_chars: Option<usize>,
+    /// Which text is checked: joined (all fields of a row) or per_field.
+    #[arg(long, value_parser = parse_scope)]
+    scope: Option<TextScope>,
+    /// Score perplexity with this tilpass decoder (model directory with its tokenizer).
+    #[arg(long, conflicts_with = "ngram_train")]
+    perplexity_model: Option<PathBuf>,
+    /// Device for --perplexity-model (cpu, ...).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Score perplexity with a character n-gram model trained on this text file (one
+    /// sequence a line).
+    #[arg(long)]
+    ngram_train: Option<PathBuf>,
+    /// Order of the n-gram model.
+    #[arg(long, default_value_t = 5)]
+    ngram_order: usize,
+    /// Drop this percentage of rows, those of highest perplexity (needs a perplexity model).
+    #[arg(long)]
+    perplexity_drop_pct: Option<f64>,
+}
+
+fn parse_scope(s: &str) -> Result<TextScope, String> {
+    serde_json::from_value(json!(s))
+        .map_err(|_| format!("unknown scope `{s}`; expected joined or per_field"))
+}
+
+/// Arguments of `tilpass data card`.
+#[derive(Args)]
+pub struct CardArgs {
+    /// Dataset: a file (.jsonl / .json, any TRL format) or `builtin:NAME[:SPLIT]`.
+    data: String,
+    /// The card directory to create (README.md, stats.json, SVG and PNG histograms).
+    #[arg(long)]
+    out: PathBuf,
+    /// Filter / dedup reports (JSONL) to summarise by rule.
+    #[arg(long, num_args = 1..)]
+    reports: Vec<PathBuf>,
+    /// Licence of the dataset.
+    #[arg(long)]
+    license: Option<String>,
+    /// Name of the dataset (the card's title); default: the file name.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+/// The decoder as a [`PerplexityScorer`]: token perplexity of each text (NaN for a text of
+/// fewer than two tokens, which the cut-off counts as the highest).
+struct DecoderScorer {
+    model: tilpass::models::DecoderLm,
+    tokenizer: tilpass::tokenize::Tokenizer,
+}
+
+impl PerplexityScorer for DecoderScorer {
+    fn perplexity(&self, text: &str) -> f64 {
+        tilpass::train::runs::text_perplexity(&self.model, &self.tokenizer, &[text.to_string()])
+            .map_or(f64::NAN, |p| p.scores.perplexity)
+    }
+}
+
+/// The rows of the file as they are written (JSONL: the line's text; JSON array: each element
+/// serialised), by location.
+fn raw_rows(path: &Path) -> Result<HashMap<usize, String>> {
+    let mut out = HashMap::new();
+    if path.extension().is_some_and(|e| e == "json") {
+        let text = tilpass::core::read_text(path)?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::invalid(format!("{}: invalid JSON: {e}", path.display())))?;
+        let items = match v {
+            Value::Array(a) => a,
+            Value::Object(mut o) => match o.remove("data") {
+                Some(Value::Array(a)) => a,
+                _ => vec![],
+            },
+            _ => vec![],
+        };
+        for (i, v) in items.into_iter().enumerate() {
+            out.insert(i, v.to_string());
+        }
+    } else {
+        for row in tilpass::core::TextLines::open(path)? {
+            let (line, text) = row?;
+            let t = text.trim();
+            if !t.is_empty() {
+                out.insert(line, t.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The line (JSONL, 1-based) or item (JSON array, 0-based) of a row.
+fn location_index(l: Location) -> usize {
+    match l {
+        Location::Line(n) | Location::Item(n) => n,
+    }
+}
+
+/// Runs `tilpass data filter`.
+pub fn filter_cmd(a: FilterArgs) -> Result<()> {
+    let mut config: QualityConfig = match &a.config {
+        Some(p) => {
+            let text = tilpass::core::read_text(p)?;
+            serde_json::from_str(&text).map_err(|e| {
+                Error::invalid(format!("{}: invalid quality config: {e}", p.display()))
+            })?
+        }
+        None => QualityConfig::default(),
+    };
+    if let Some(l) = &a.lang {
+        config.languages = if l.len() == 1 && l[0] == "any" {
+            None
+        } else {
+            Some(l.clone())
+        };
+    }
+    for (slot, v) in [
+        (&mut config.min_words, a.min_words),
+        (&mut config.max_words, a.max_words),
+        (&mut config.min_chars, a.min_chars),
+        (&mut config.max_chars, a.max_chars),
+    ] {
+        if v.is_some() {
+            *slot = v;
+        }
+    }
+    if let Some(s) = a.scope {
+        config.scope = s;
+    }
+    let filter = QualityFilter::new(config)?;
+    let has_model = a.perplexity_model.is_some() || a.ngram_train.is_some();
+    match (has_model, a.perplexity_drop_pct) {
+        (true, None) => {
+            return Err(Error::invalid(
+                "--perplexity-model / --ngram-train need --perplexity-drop-pct P",
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(Error::invalid(
+                "--perplexity-drop-pct needs --perplexity-model DIR or --ngram-train FILE",
+            ));
+        }
+        (_, Some(p)) if !(0.0..=100.0).contains(&p) => {
+            return Err(Error::invalid(format!(
+                "--perplexity-drop-pct {p}: expected a percentage in [0, 100]"
+            )));
+        }
+        _ => {}
+    }
+    tilpass::core::check_output_is_not_input("out", &a.out, &[&a.file])?;
+    if let Some(r) = &a.report {
+        tilpass::core::check_output_is_not_input("report", r, &[&a.file, &a.out])?;
+    }
+    // Every row must be valid before any work (errors name file and line).
+    let ds = read_dataset(
+        &a.file,
+        &ReadOptions {
+            kind: a.format,
+            ..Default::default()
+        },
+    )?;
+    let raw = raw_rows(&a.file)?;
+    let scorer: Option<Box<dyn PerplexityScorer>> = if let Some(p) = &a.ngram_train {
+        Some(Box::new(NgramLm::train_file(
+            p,
+            NgramLmConfig {
+                order: a.ngram_order,
+            },
+        )?))
+    } else if let Some(dir) = &a.perplexity_model {
+        let device = tilpass::device(&a.device)?;
+        Some(Box::new(DecoderScorer {
+            model: tilpass::models::DecoderLm::load(dir, &device)?,
+            tokenizer: tilpass::tokenize::Tokenizer::from_dir(dir)?,
+        }))
+    } else {
+        None
+    };
+    let rule = scorer.as_deref().map(|s| PerplexityRule {
+        scorer: s,
+        drop_pct: a.perplexity_drop_pct.unwrap_or(0.0),
+    });
+    let verdicts = filter_records(&ds.records, &filter, rule)?;
+    let mut rules: BTreeMap<String, usize> = BTreeMap::new();
+    let mut kept = 0usize;
+    let mut cutoff = Value::Null;
+    tilpass::core::write_atomic_with(&a.out, |w| {
+        for (v, loc) in verdicts.iter().zip(&ds.locations) {
+            if v.kept() {
+                kept += 1;
+                let text = raw
+                    .get(&location_index(*loc))
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                w.write_all(text.as_bytes())?;
+                w.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    })?;
+    let mut report_lines = Vec::new();
+    for (v, loc) in verdicts.iter().zip(&ds.locations) {
+        for f in &v.failures {
+            *rules.entry(f.rule.clone()).or_default() += 1;
+            if f.rule == "perplexity" {
+                cutoff = f.threshold.clone();
+            }
+            let mut o = json!({"line": location_index(*loc), "rule": f.rule, "value": f.value, "threshold": f.threshold});
+            if let Some(field) = &f.field {
+                o["field"] = json!(field);
+            }
+            report_lines.push(o);
+        }
+    }
+    if let Some(r) = &a.report {
+        tilpass::core::write_atomic_with(r, |w| {
+            for o in &report_lines {
+                serde_json::to_writer(&mut *w, o)?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        })?;
+    }
+    print(&json!({
+        "read": ds.records.len(),
+        "kept": kept,
+        "removed": ds.records.len() - kept,
+        "rules": rules,
+        "perplexity_cutoff": cutoff,
+        "config": filter.config(),
+        "out": a.out,
+        "report": a.report,
+    }));
+    Ok(())
+}
+
+/// Runs `tilpass data card`.
+pub fn card_cmd(a: CardArgs) -> Result<()> {
+    let spec: DatasetSpec = a.data.parse()?;
+    let records = load_records(&spec)?;
+    let name = a.name.clone().unwrap_or_else(|| match &spec {
+        DatasetSpec::File(p) => p
+            .file_stem()
+            .map_or_else(|| a.data.clone(), |s| s.to_string_lossy().into_owned()),
+        DatasetSpec::Builtin { name, .. } => name.clone(),
+    });
+    let opts = CardOptions {
+        name,
+        source: a.data.clone(),
+        license: a.license.clone(),
+        reports: a.reports.clone(),
+    };
+    let start = std::time::Instant::now();
+    let stats = write_card(&a.out, &records, LangId::builtin(), &opts)?;
+    print(&json!({
+        "out": a.out,
+        "rows": stats.rows,
+        "formats": stats.formats,
+        "languages": stats.languages,
+        "reports": stats.reports.len(),
+        "seconds": start.elapsed().as_secs_f64(),
+    }));
+    Ok(())
+}
