@@ -32,6 +32,7 @@ mod logits;
 mod metrics;
 mod metrics_lm;
 mod peft;
+mod plot;
 mod rag;
 mod rag_ask;
 mod rag_dense;
@@ -86,6 +87,9 @@ enum Command {
     /// Merge the outputs of `predict` / `annotate --shard i/n` runs into the single-process
     /// output, after checking that every shard is there once, complete, of one job and input.
     MergeShards(lambert::MergeArgs),
+    /// Plot a training run's metrics log (loss / eval / lr curves) as SVG and PNG: prints
+    /// {"plots", "points"}.
+    Plot(plot::PlotArgs),
     /// Train adapters (LoRA SFT on a decoder, BERT classifiers).
     #[command(subcommand)]
     Train(train::TrainCommand),
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
         Command::Reward(c) => done(reward::reward_cmd(c)),
         Command::Predict(a) => done(lambert::predict_cmd(a)),
         Command::MergeShards(a) => done(lambert::merge_cmd(a)),
+        Command::Plot(a) => done(plot::plot_cmd(a)),
         Command::Metrics(a) => done(metrics::metrics_cmd(a)),
         Command::Rag(c) => done(rag::rag_cmd(c)),
     };

@@ -1435,6 +1435,48 @@ fn train_classify_and_predict_with_an_ltg_bert_model() {
     ]));
     assert_eq!(v["rows"], 20);
     assert_eq!(v["complete"], true);
+    // `tilpass plot` draws the run's metrics log: a chart per group of metrics, SVG and PNG,
+    // every finite logged value a point.
+    let metrics = out.join("metrics.jsonl");
+    let logged: usize = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v.as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, x)| {
+                    ["loss", "lr", "grad_norm", "eval_loss"].contains(&k.as_str())
+                        || (k.starts_with("eval_") && x.as_f64().is_some())
+                })
+                .count()
+        })
+        .sum();
+    let plots = work.path().join("plots");
+    let v = ok_json(&tilpass(&[
+        "plot",
+        metrics.to_str().unwrap(),
+        "--out",
+        plots.to_str().unwrap(),
+    ]));
+    assert_eq!(v["points"], logged);
+    for stem in ["loss", "lr", "grad_norm"] {
+        let svg = std::fs::read_to_string(plots.join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{stem}");
+        let png = std::fs::read(plots.join(format!("{stem}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{stem}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&plots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let bad = write(work.path(), "bad.jsonl", "{\"step\": 1, \"loss\": 2.0}\n{oops\n");
+    let err = tilpass(&["plot", &bad]);
+    assert_eq!(err.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&err.stderr).contains("bad.jsonl:2"));
 }
 
 #[test]
