@@ -31,6 +31,11 @@ pub mod embedded;
 pub mod error;
 pub mod filter;
 pub mod langid;
+pub mod lsh;
+pub mod minhash;
+pub mod near_dedup;
+pub mod nprandom;
+pub mod pii;
 pub mod reader;
 pub mod record;
 pub mod spec;
@@ -40,6 +45,10 @@ pub use embedded::{PreferenceExample, Rejection};
 pub use error::{DataError, Location, RecordError, Result};
 pub use filter::{DedupKey, DedupReport, LengthFilter, dedup, dedup_indices, normalize_text};
 pub use langid::{LangId, LangIdConfig, LangPrediction};
+pub use near_dedup::{
+    NearDedup, NearDedupConfig, NearDedupReport, NearDuplicate, near_dedup_texts,
+};
+pub use pii::{PiiKind, PiiMatch, find_pii, redact};
 pub use reader::{
     Dataset, JsonlRows, ReadOptions, ReadReport, SkippedRow, read_dataset, stream_records,
     write_jsonl,
