@@ -1,4 +1,4 @@
-//! `tilpass data stats|validate|dedup`: inspecting and cleaning datasets in TRL's formats.
+//! `tilpass data stats|validate|dedup|near-dedup|pii`: inspecting and cleaning datasets in TRL's formats.
 
 use std::path::PathBuf;
 
@@ -60,6 +60,12 @@ pub enum DataCommand {
         #[arg(long)]
         max_chars: Option<usize>,
     },
+    /// Remove near-duplicates (MinHash + LSH, equal to datasketch): keeps the first row of
+    /// each cluster, unchanged; --report lists {"line", "kept_line", "jaccard", "reason"}.
+    NearDedup(crate::data_clean::NearDedupArgs),
+    /// Redact personal data ([EPOST], [TELEFON], [FØDSELSNUMMER], [KONTONUMMER], [URL]) in
+    /// every text field; other fields and unchanged rows pass through as they are.
+    Pii(crate::data_clean::CleanIo),
 }
 
 fn parse_dedup_key(s: &str) -> Result<DedupKey, String> {
@@ -116,6 +122,8 @@ pub fn data_cmd(cmd: DataCommand) -> Result<bool> {
                 "out": out,
             }));
         }
+        DataCommand::NearDedup(a) => crate::data_clean::near_dedup_cmd(a)?,
+        DataCommand::Pii(a) => crate::data_clean::pii_cmd(a)?,
     }
     Ok(true)
 }

@@ -36,6 +36,7 @@ pub mod minhash;
 pub mod near_dedup;
 pub mod nprandom;
 pub mod pii;
+pub mod raw_rows;
 pub mod reader;
 pub mod record;
 pub mod spec;

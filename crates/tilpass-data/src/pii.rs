@@ -393,6 +393,15 @@ impl PiiCounts {
         }
     }
 
+    /// Adds another count.
+    pub fn merge(&mut self, o: &PiiCounts) {
+        self.email += o.email;
+        self.phone += o.phone;
+        self.national_id += o.national_id;
+        self.bank_account += o.bank_account;
+        self.url += o.url;
+    }
+
     /// All findings.
     pub fn total(&self) -> usize {
         self.email + self.phone + self.national_id + self.bank_account + self.url
