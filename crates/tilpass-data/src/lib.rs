@@ -9,6 +9,13 @@
 //!   `skip_invalid` mode that counts and reports what it dropped; [`stream_records`] for files
 //!   too large to hold;
 //! - filters: [`dedup`] (exact or normalised) and [`LengthFilter`];
+//! - near-duplicates: [`minhash`] (MinHash equal to datasketch's, over word or character
+//!   shingles), [`lsh`] (banding with datasketch's optimal `(b, r)`) and [`near_dedup`]
+//!   (clusters, the first row of each kept);
+//! - personal data: [`pii`] finds and redacts e-mail addresses, Norwegian phone numbers,
+//!   fødselsnummer / D-numbers and account numbers (mod-11 checked) and URLs with typed
+//!   placeholders (`[EPOST]`, `[TELEFON]`, `[FØDSELSNUMMER]`, `[KONTONUMMER]`, `[URL]`);
+//!   [`raw_rows`] keeps rows as written so cleaned rows pass through unchanged;
 //! - [`stats()`]: rows, kinds, turns, characters per role;
 //! - [`LangId`]: language identification (Bokmål, Nynorsk, Swedish, Danish, English, or labels
 //!   you train), e.g. to keep only Nynorsk rows;
