@@ -3,7 +3,7 @@
 //! | kind | placeholder | what is found |
 //! |---|---|---|
 //! | [`PiiKind::Email`] | `[EPOST]` | `local@domain.tld` (letters, digits, `._%+-` in the local part) |
-//! | [`PiiKind::Phone`] | `[TELEFON]` | Norwegian numbers: 8 digits starting with 2-9, optionally after `+47`, `0047` or `(+47)`; grouped `123 45 678`, `12 34 56 78` or `1234 5678` (spaces); ungrouped `12345678` only after `+47`/`0047` or a phone word (tlf, telefon, mobil, ring, sms, ...) in the 30 characters before |
+//! | [`PiiKind::Phone`] | `[TELEFON]` | Norwegian numbers: 8 digits starting with 2-9, optionally after `+47`, `0047` or `(+47)`; grouped `123 45 678`, `12 34 56 78` or `1234 5678` (spaces); ungrouped `12345678` only after `+47`/`0047` or a word starting with a phone word (tlf, telefon, mobil, ring, sms, ...) in the 30 characters before |
 //! | [`PiiKind::NationalId`] | `[FØDSELSNUMMER]` | fødselsnummer and D-numbers: 11 digits (or `DDMMYY NNNNN`) with both mod-11 check digits right and a real date (D-number: first digit + 4; century from the individual number) |
 //! | [`PiiKind::BankAccount`] | `[KONTONUMMER]` | 11 digits (or `1234.56.78903` / `1234 56 78903`) with the mod-11 check digit (weights 5,4,3,2,7,6,5,4,3,2) right, and not a valid national identity number |
 //! | [`PiiKind::Url`] | `[URL]` | `http://`, `https://` and `www.` addresses up to white space (trailing punctuation and unbalanced closing brackets left out) |
@@ -193,7 +193,15 @@ fn phone_word_before(text: &str, start: usize) -> bool {
         .rev()
         .collect::<String>()
         .to_lowercase();
-    PHONE_WORDS.iter().any(|w| before.contains(w))
+    // A phone word starts a word: `ring` in `ring meg`, not in `oppfordring`.
+    PHONE_WORDS.iter().any(|w| {
+        before.match_indices(w).any(|(i, _)| {
+            !before[..i]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_alphanumeric)
+        })
+    })
 }
 
 /// Classifies one number-like match `m` (country prefix included when present).
@@ -494,6 +502,8 @@ mod tests {
             kinds("Se (https://www.nav.no/side)."),
             [(PiiKind::Url, "https://www.nav.no/side")]
         );
+        assert!(kinds("Oppfordring 41234567").is_empty());
+        assert_eq!(kinds("Ring: 41234567").len(), 1);
         for neg in [
             "12.03.2024",
             "ordre 20231234",
