@@ -1,4 +1,6 @@
-//! `tilpass data stats|validate|dedup|near-dedup|pii`: inspecting and cleaning datasets in TRL's formats.
+//! `tilpass data stats|validate|dedup`: inspecting and cleaning datasets in TRL's formats;
+//! `near-dedup` and `pii` are in `data_clean.rs`, `translate` and `self-instruct` in
+//! `data_gen.rs`.
 
 use std::path::PathBuf;
 
@@ -66,6 +68,10 @@ pub enum DataCommand {
     /// Redact personal data ([EPOST], [TELEFON], [FØDSELSNUMMER], [KONTONUMMER], [URL]) in
     /// every text field; other fields and unchanged rows pass through as they are.
     Pii(crate::data_clean::CleanIo),
+    /// Translate a dataset into Bokmål or Nynorsk with a local model (resumable).
+    Translate(crate::data_gen::TranslateArgs),
+    /// Generate new instructions and answers from seed tasks with a local model (resumable).
+    SelfInstruct(crate::data_gen::SelfInstructArgs),
 }
 
 fn parse_dedup_key(s: &str) -> Result<DedupKey, String> {
@@ -76,6 +82,8 @@ fn parse_dedup_key(s: &str) -> Result<DedupKey, String> {
 /// Runs `tilpass data ...`; `Ok(false)` when `validate` found invalid rows (exit 2).
 pub fn data_cmd(cmd: DataCommand) -> Result<bool> {
     match cmd {
+        DataCommand::Translate(a) => crate::data_gen::translate_cmd(a)?,
+        DataCommand::SelfInstruct(a) => crate::data_gen::self_instruct_cmd(a)?,
         DataCommand::Stats(r) => {
             let ds = read_dataset(&r.file, &r.options(false))?;
             print(&json!({"stats": stats(&ds.records), "read": ds.report}));

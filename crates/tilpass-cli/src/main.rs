@@ -24,6 +24,7 @@ mod chat;
 mod common;
 mod data;
 mod data_clean;
+mod data_gen;
 mod embed;
 mod generate;
 mod lambert;
