@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! tilpass-compare GROUP [--threads N] [--bench NAME[:WARMUP:REPS]]...
-//! GROUP: sft_encode | decoder | encoder | predict | train | dpo_step | grpo_step | metrics | rag
+//! GROUP: sft_encode | decoder | encoder | predict | train | dpo_step | grpo_step | metrics | minhash | rag
 //! tilpass-compare rag_prepare | rag_rss      (the rag group's cached inputs; its memory child)
 //! ```
 //!
@@ -61,6 +61,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("grpo_step", &["grpo_generate", "grpo_train"]),
     ("metrics", &["corpus_bleu", "corpus_chrf"]),
     ("rag", rag::BENCHES),
+    ("minhash", &["minhash_100k", "lsh_100k"]),
 ];
 
 /// One benchmark to run: its name, untimed warm-up runs and timed repetitions.
@@ -747,6 +748,92 @@ fn metrics(specs: &[Spec], r: &mut Report) -> Res<()> {
     Ok(())
 }
 
+/// The 32-bit integer hash of scripts/compare/minhash.py's `mix`.
+fn mix32(x: u64) -> u64 {
+    let x = ((x ^ (x >> 16)) * 0x45d9f3b) % (1 << 32);
+    let x = ((x ^ (x >> 16)) * 0x45d9f3b) % (1 << 32);
+    x ^ (x >> 16)
+}
+
+/// MinHash signatures and LSH candidates of 100,000 synthetic documents, as
+/// scripts/compare/minhash.py makes them with datasketch (signatures in parallel with rayon).
+fn minhash(specs: &[Spec], r: &mut Report) -> Res<()> {
+    use tilpass::data::lsh::{LshConfig, MinHashLsh};
+    use tilpass::data::minhash::{MinHashConfig, MinHasher};
+    let dir = root().join("../shared/data/ud-norwegian");
+    let read = |f: &str| {
+        let p = dir.join(f);
+        std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let (nob, nno) = (read("nob-dev.txt")?, read("nno-dev.txt")?);
+    let pool: Vec<&str> = nob.lines().chain(nno.lines()).collect();
+    let n = pool.len() as u64;
+    let mut docs: Vec<String> = Vec::with_capacity(100_000);
+    for i in 0..100_000usize {
+        if i % 10 == 9 {
+            let mut words: Vec<&str> = docs[i - 5].split(' ').collect();
+            let k = i % words.len();
+            words[k] = "endret";
+            let d = words.join(" ");
+            docs.push(d);
+        } else {
+            let parts: Vec<&str> = (0..4)
+                .map(|j| pool[(mix32(4 * i as u64 + j) % n) as usize])
+                .collect();
+            docs.push(parts.join(" "));
+        }
+    }
+    let hasher = MinHasher::new(&MinHashConfig::default())?;
+    let lsh = MinHashLsh::new(&LshConfig::default())?;
+    let mut cached = None;
+    for spec in specs {
+        match spec.name.as_str() {
+            "minhash_100k" => {
+                let sigs = r.time(
+                    spec,
+                    docs.len(),
+                    "docs",
+                    || Ok(()),
+                    |()| Ok(hasher.signatures(&docs)),
+                )?;
+                let sum: u128 = (0..sigs.len())
+                    .flat_map(|i| sigs.get(i)[..8].to_vec())
+                    .map(u128::from)
+                    .sum();
+                r.check(
+                    "hash_checksum",
+                    json!((sum % ((1u128 << 61) - 1)).to_string()),
+                );
+                cached = Some(sigs);
+            }
+            "lsh_100k" => {
+                let sigs = match cached.take() {
+                    Some(s) => s,
+                    None => hasher.signatures(&docs),
+                };
+                let cands = r.time(
+                    spec,
+                    docs.len(),
+                    "docs",
+                    || Ok(()),
+                    |()| Ok(lsh.candidates(&sigs)),
+                )?;
+                r.check(
+                    "candidate_entries",
+                    json!(cands.iter().map(Vec::len).sum::<usize>()),
+                );
+                r.check(
+                    "docs_with_candidates",
+                    json!(cands.iter().filter(|c| c.len() > 1).count()),
+                );
+                cached = Some(sigs);
+            }
+            other => return Err(format!("unknown minhash benchmark {other}").into()),
+        }
+    }
+    Ok(())
+}
+
 /// Parses `NAME[:WARMUP:REPS]`.
 fn parse_spec(s: &str, known: &[&str]) -> Res<Spec> {
     let parts: Vec<&str> = s.split(':').collect();
@@ -823,6 +910,7 @@ fn run() -> Res<()> {
             rag::run(&specs, &mut report, &mut extra)?;
             report.extra = extra;
         }
+        "minhash" => minhash(&specs, &mut report)?,
         _ => metrics(&specs, &mut report)?,
     }
     let mut out = json!({

@@ -3,7 +3,8 @@
 and prints one side-by-side markdown table. Called by scripts/compare/run.sh, which builds
 `tilpass-compare` first; run that instead of this file.
 
-Each round runs, for every group (sft_encode, decoder, encoder, predict, train, dpo_step, grpo_step, metrics, rag), the Python
+Each round runs, for every group (sft_encode, decoder, encoder, predict, train, dpo_step, grpo_step, metrics,
+minhash, rag), the Python
 script `scripts/compare/<group>.py` and `tilpass-compare <group>` as two fresh processes, the
 order alternating between groups and rounds. Both get the same thread count (`--threads` and
 OMP/MKL/OpenBLAS/Rayon variables) and the same benchmark list with the same warm-up and
@@ -62,6 +63,10 @@ PLAN = [
      "TRL 1.16 GRPOTrainer.compute_loss + PEFT"),
     ("metrics", "corpus_bleu", 1, 5, "corpus BLEU, 10,000 pairs", "sacrebleu"),
     ("metrics", "corpus_chrf", 1, 5, "corpus chrF, 10,000 pairs", "sacrebleu"),
+    ("minhash", "minhash_100k", 0, 2, "MinHash (128 perms, word 5-shingles) of 100,000 documents",
+     "datasketch 2.0 MinHash.update_batch"),
+    ("minhash", "lsh_100k", 0, 2, "MinHashLSH (threshold 0.8) insert + query of 100,000 signatures",
+     "datasketch 2.0 MinHashLSH"),
 ]
 PLAN += rag_harness.plan()  # BM25, indexing and HNSW against bm25s, rank-bm25, hnswlib
 GROUPS = list(dict.fromkeys(p[0] for p in PLAN))

@@ -1,6 +1,6 @@
 //! `tilpass data stats|validate|dedup`: inspecting and cleaning datasets in TRL's formats;
-//! `translate` and `self-instruct` are in `data_gen.rs`, `filter` and `card` in
-//! `data_quality.rs`.
+//! `near-dedup` and `pii` are in `data_clean.rs`, `filter` and `card` in `data_quality.rs`,
+//! `translate` and `self-instruct` in `data_gen.rs`.
 
 use std::path::PathBuf;
 
@@ -67,6 +67,12 @@ pub enum DataCommand {
     Filter(crate::data_quality::FilterArgs),
     /// A Markdown data card (counts, languages, length histograms as SVG/PNG, reports).
     Card(crate::data_quality::CardArgs),
+    /// Remove near-duplicates (MinHash + LSH, equal to datasketch): keeps the first row of
+    /// each cluster, unchanged; --report lists {"line", "kept_line", "jaccard", "reason"}.
+    NearDedup(crate::data_clean::NearDedupArgs),
+    /// Redact personal data ([EPOST], [TELEFON], [FØDSELSNUMMER], [KONTONUMMER], [URL]) in
+    /// every text field; other fields and unchanged rows pass through as they are.
+    Pii(crate::data_clean::CleanIo),
     /// Translate a dataset into Bokmål or Nynorsk with a local model (resumable).
     Translate(crate::data_gen::TranslateArgs),
     /// Generate new instructions and answers from seed tasks with a local model (resumable).
@@ -131,6 +137,8 @@ pub fn data_cmd(cmd: DataCommand) -> Result<bool> {
         }
         DataCommand::Filter(a) => crate::data_quality::filter_cmd(a)?,
         DataCommand::Card(a) => crate::data_quality::card_cmd(a)?,
+        DataCommand::NearDedup(a) => crate::data_clean::near_dedup_cmd(a)?,
+        DataCommand::Pii(a) => crate::data_clean::pii_cmd(a)?,
     }
     Ok(true)
 }

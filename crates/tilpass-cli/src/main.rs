@@ -23,6 +23,7 @@ use clap::{Parser, Subcommand};
 mod chat;
 mod common;
 mod data;
+mod data_clean;
 mod data_gen;
 mod data_quality;
 mod embed;

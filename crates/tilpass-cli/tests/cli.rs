@@ -2562,3 +2562,158 @@ fn prompt_fixture(name: &str) -> std::path::PathBuf {
         _ => root.join("encoders").join(name),
     }
 }
+
+#[test]
+fn data_near_dedup_and_pii_pass_rows_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "Været i Bergen er vått og kaldt i dag, men i morgen kommer sola tilbake og det blir varmt og fint";
+    let rows = [
+        format!(r#"{{"id": 1, "messages":[{{"role":"user","content":"Hvordan blir været?"}},{{"role":"assistant","content":"{long}."}}], "meta": {{"src": "a"}}}}"#),
+        r#"{"id": 2, "messages":[{"role":"user","content":"Takk"},{"role":"assistant","content":"Bare hyggelig, ring 22 33 44 55 eller skriv til kari@example.no."}]}"#.to_string(),
+        format!(r#"{{"id": 3,  "messages":[{{"role":"user","content":"Hvordan blir været?"}},{{"role":"assistant","content":"{long}!"}}]}}"#),
+    ];
+    let input = write(
+        dir.path(),
+        "chat.jsonl",
+        &format!("{}\n\n{}\n{}\n", rows[0], rows[1], rows[2]),
+    );
+    let out = dir.path().join("near.jsonl");
+    let report = dir.path().join("near_report.jsonl");
+    let v = ok_json(&tilpass(&[
+        "data",
+        "near-dedup",
+        &input,
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--threshold",
+        "0.7",
+        "--shingle",
+        "words:3",
+    ]));
+    assert_eq!(
+        (
+            v["near_dedup"]["input"].as_u64(),
+            v["near_dedup"]["removed"].as_u64()
+        ),
+        (Some(3), Some(1))
+    );
+    // Kept rows byte for byte (ids, metadata, key order, spacing), in input order.
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        format!("{}\n{}\n", rows[0], rows[1])
+    );
+    let r: Value = serde_json::from_str(std::fs::read_to_string(&report).unwrap().trim()).unwrap();
+    assert_eq!(
+        (r["line"].as_u64(), r["kept_line"].as_u64()),
+        (Some(4), Some(1))
+    );
+    assert_eq!(r["reason"], "near-duplicate");
+    assert!(r["jaccard"].as_f64().unwrap() >= 0.7);
+
+    let red = dir.path().join("pii.jsonl");
+    let pr = dir.path().join("pii_report.jsonl");
+    let v = ok_json(&tilpass(&[
+        "data",
+        "pii",
+        &input,
+        "--out",
+        red.to_str().unwrap(),
+        "--report",
+        pr.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        (v["rows"].as_u64(), v["rows_changed"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(
+        (v["found"]["phone"].as_u64(), v["found"]["email"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let lines: Vec<String> = std::fs::read_to_string(&red)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        (lines[0].as_str(), lines[2].as_str()),
+        (rows[0].as_str(), rows[2].as_str())
+    );
+    let row: Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(row["id"], 2);
+    assert_eq!(
+        row["messages"][1]["content"],
+        "Bare hyggelig, ring [TELEFON] eller skriv til [EPOST]."
+    );
+    let report = std::fs::read_to_string(&pr).unwrap();
+    assert!(
+        report.contains("\"line\":3") && !report.contains("kari@"),
+        "{report}"
+    );
+
+    // Prompt-completion rows: every text field.
+    let pc = write(
+        dir.path(),
+        "pc.jsonl",
+        "{\"prompt\": \"Mitt nummer er 41234567?\", \"completion\": \"Se https://www.nav.no/side.\", \"id\": \"x\"}\n",
+    );
+    let pc_out = dir.path().join("pc_out.jsonl");
+    ok_json(&tilpass(&[
+        "data",
+        "pii",
+        &pc,
+        "--out",
+        pc_out.to_str().unwrap(),
+    ]));
+    let row: Value = serde_json::from_str(&std::fs::read_to_string(&pc_out).unwrap()).unwrap();
+    assert_eq!(row["completion"], "Se [URL].");
+    assert_eq!(row["prompt"], "Mitt nummer er 41234567?");
+
+    // Built-in datasets.
+    for cmd in ["near-dedup", "pii"] {
+        let o = dir.path().join(format!("{cmd}-builtin.jsonl"));
+        let v = ok_json(&tilpass(&[
+            "data",
+            cmd,
+            "builtin:norsk-chat",
+            "--out",
+            o.to_str().unwrap(),
+        ]));
+        assert!(
+            std::fs::read_to_string(&o).unwrap().lines().count() > 300,
+            "{v}"
+        );
+    }
+
+    // Bad rows and settings: exit 2 naming file and line, nothing written.
+    let bad = write(
+        dir.path(),
+        "bad.jsonl",
+        &format!("{}\n{{\"messages\": 5}}\n", rows[0]),
+    );
+    let bad_out = dir.path().join("bad_out.jsonl");
+    for cmd in ["near-dedup", "pii"] {
+        let err = bad_input(&tilpass(&[
+            "data",
+            cmd,
+            &bad,
+            "--out",
+            bad_out.to_str().unwrap(),
+        ]));
+        assert!(err.contains("bad.jsonl:line 2"), "{err}");
+        assert!(!bad_out.exists());
+    }
+    let err = bad_input(&tilpass(&[
+        "data",
+        "near-dedup",
+        &input,
+        "--out",
+        bad_out.to_str().unwrap(),
+        "--shingle",
+        "bytes:3",
+    ]));
+    assert!(err.contains("words:N or chars:N"), "{err}");
+    let err = bad_input(&tilpass(&["data", "near-dedup", &input, "--out", &input]));
+    assert!(err.contains("out"), "{err}");
+}

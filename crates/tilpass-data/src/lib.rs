@@ -9,6 +9,13 @@
 //!   `skip_invalid` mode that counts and reports what it dropped; [`stream_records`] for files
 //!   too large to hold;
 //! - filters: [`dedup`] (exact or normalised) and [`LengthFilter`];
+//! - near-duplicates: [`minhash`] (MinHash equal to datasketch's, over word or character
+//!   shingles), [`lsh`] (banding with datasketch's optimal `(b, r)`) and [`near_dedup`]
+//!   (clusters, the first row of each kept);
+//! - personal data: [`pii`] finds and redacts e-mail addresses, Norwegian phone numbers,
+//!   fødselsnummer / D-numbers and account numbers (mod-11 checked) and URLs with typed
+//!   placeholders (`[EPOST]`, `[TELEFON]`, `[FØDSELSNUMMER]`, `[KONTONUMMER]`, `[URL]`);
+//!   [`raw_rows`] keeps rows as written so cleaned rows pass through unchanged;
 //! - [`stats()`]: rows, kinds, turns, characters per role;
 //! - [`LangId`]: language identification (Bokmål, Nynorsk, Swedish, Danish, English, or labels
 //!   you train), e.g. to keep only Nynorsk rows;
@@ -36,6 +43,12 @@ pub mod langid;
 // Quality filters and data cards (issue 21).
 pub mod card;
 pub mod quality;
+pub mod lsh;
+pub mod minhash;
+pub mod near_dedup;
+pub mod nprandom;
+pub mod pii;
+pub mod raw_rows;
 pub mod reader;
 pub mod record;
 pub mod spec;
@@ -45,6 +58,10 @@ pub use embedded::{PreferenceExample, Rejection};
 pub use error::{DataError, Location, RecordError, Result};
 pub use filter::{DedupKey, DedupReport, LengthFilter, dedup, dedup_indices, normalize_text};
 pub use langid::{LangId, LangIdConfig, LangPrediction};
+pub use near_dedup::{
+    NearDedup, NearDedupConfig, NearDedupReport, NearDuplicate, near_dedup_texts,
+};
+pub use pii::{PiiKind, PiiMatch, find_pii, redact};
 pub use reader::{
     Dataset, JsonlRows, ReadOptions, ReadReport, SkippedRow, read_dataset, stream_records,
     write_jsonl,

@@ -1,0 +1,118 @@
+//! Rows kept as they were written, for commands whose kept rows must pass through unchanged
+//! (`tilpass data near-dedup`, `tilpass data pii`): each row's original JSONL line, its JSON
+//! value (every field: ids, metadata) and the [`Record`] it parses to.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{DataError, Location, Result};
+use crate::reader::{ReadOptions, read_dataset};
+use crate::record::{Record, RecordKind};
+use crate::spec::{DatasetSpec, load_records};
+
+/// One row of a dataset.
+#[derive(Debug, Clone)]
+pub struct RawRow {
+    /// Where it was: the 1-based line of a JSONL file, the item of a JSON array, or the
+    /// 0-based index in a built-in dataset (as an item).
+    pub location: Location,
+    /// The row as written (a JSONL line without its line break), or re-serialised for JSON
+    /// arrays and built-in datasets.
+    pub raw: String,
+    /// The parsed row.
+    pub value: Value,
+    /// The record it is.
+    pub record: Record,
+}
+
+/// Reads every row of a dataset, checking each is a record (of `kind` when given). The first bad row is an error naming file and line
+/// ([`DataError::Json`] / [`DataError::Record`]).
+pub fn read_raw_rows(spec: &DatasetSpec, kind: Option<RecordKind>) -> Result<Vec<RawRow>> {
+    match spec {
+        DatasetSpec::Builtin { .. } => Ok(load_records(spec)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, record)| {
+                let value = record.to_json();
+                RawRow {
+                    location: Location::Item(i),
+                    raw: value.to_string(),
+                    value,
+                    record,
+                }
+            })
+            .collect()),
+        DatasetSpec::File(p) if p.extension().is_some_and(|e| e == "json") => {
+            let opts = ReadOptions {
+                kind,
+                ..Default::default()
+            };
+            let ds = read_dataset(p, &opts)?;
+            Ok(ds
+                .records
+                .into_iter()
+                .zip(ds.locations)
+                .map(|(record, location)| {
+                    let value = record.to_json();
+                    RawRow {
+                        location,
+                        raw: value.to_string(),
+                        value,
+                        record,
+                    }
+                })
+                .collect())
+        }
+        DatasetSpec::File(p) => read_jsonl_rows(p, kind),
+    }
+}
+
+fn read_jsonl_rows(path: &Path, kind: Option<RecordKind>) -> Result<Vec<RawRow>> {
+    let lines = tilpass_core::TextLines::open(path).map_err(|e| match e {
+        tilpass_core::Error::Io { path, source } => DataError::Io { path, source },
+        other => DataError::Text(other),
+    })?;
+    let mut rows = Vec::new();
+    for item in lines {
+        let (line, text) = item.map_err(|e| match e {
+            tilpass_core::Error::Io { path, source } => DataError::Io { path, source },
+            other => DataError::Text(other),
+        })?;
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let location = Location::Line(line);
+        let value: Value = serde_json::from_str(trimmed).map_err(|e| DataError::Json {
+            path: path.to_path_buf(),
+            location,
+            message: e.to_string(),
+        })?;
+        let record = Record::from_json(&value, kind).map_err(|error| DataError::Record {
+            path: path.to_path_buf(),
+            location,
+            error,
+        })?;
+        rows.push(RawRow {
+            location,
+            raw: trimmed.to_string(),
+            value,
+            record,
+        });
+    }
+    if rows.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(rows)
+}
+
+/// The line number of a location for reports (JSONL line, or item index + 1).
+pub fn report_line(location: Location) -> usize {
+    match location {
+        Location::Line(n) => n,
+        Location::Item(i) => i + 1,
+    }
+}
