@@ -116,12 +116,15 @@ def read_sentences():
 def write_inputs(cache):
     """corpus.idx and queries.txt, deterministic for (seed, scale, sentences)."""
     done = cache / "inputs.done"
+    z = sizes()
+    cache.mkdir(parents=True, exist_ok=True)
+    # Rewritten on every run (cheap): the HNSW settings both sides read may have changed.
+    (cache / "sizes.json").write_text(json.dumps({**z, "k": K, "m": M, "ef_construction": EF_CONSTRUCTION,
+                                                  "ef_search": list(EF_SEARCH)}) + "\n")
     if done.exists():
         return
-    cache.mkdir(parents=True, exist_ok=True)
     sents = read_sentences()
     rng = random.Random(SEED)
-    z = sizes()
     with open(cache / "corpus.idx", "w") as f:
         for _ in range(z["big"]):
             n = rng.randint(2, 4)
@@ -135,8 +138,6 @@ def write_inputs(cache):
         start = rng.randrange(len(words) - n + 1)
         queries.append(" ".join(words[start:start + n]))
     (cache / "queries.txt").write_text("\n".join(queries) + "\n", encoding="utf-8")
-    (cache / "sizes.json").write_text(json.dumps({**z, "k": K, "m": M, "ef_construction": EF_CONSTRUCTION,
-                                                  "ef_search": list(EF_SEARCH)}) + "\n")
     done.write_text("")
 
 

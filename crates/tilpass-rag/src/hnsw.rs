@@ -517,9 +517,7 @@ impl HnswIndex {
                 }
                 nbr_cands.sort_unstable();
                 self.select(&nbr_cands, cap, &mut nbr_sel);
-                let sel = std::mem::take(&mut nbr_sel);
-                self.set_links(nb, l, &sel);
-                nbr_sel = sel;
+                self.set_links(nb, l, &nbr_sel);
             }
             // The nearest candidate enters the next level down (hnswlib's next entry point).
             if let Some(c) = cands.first() {
