@@ -116,7 +116,9 @@ impl HnswParams {
 
     /// Whether graphs built with `self` and `other` are the same (only `ef_search` may differ).
     pub fn same_graph(&self, other: &Self) -> bool {
-        self.m == other.m && self.ef_construction == other.ef_construction && self.seed == other.seed
+        self.m == other.m
+            && self.ef_construction == other.ef_construction
+            && self.seed == other.seed
     }
 }
 
@@ -338,14 +340,21 @@ impl HnswIndex {
             (node as usize * (cap + 1), cap)
         } else {
             let cap = self.params.m;
-            (self.upper_start[node as usize] + (level - 1) * (cap + 1), cap)
+            (
+                self.upper_start[node as usize] + (level - 1) * (cap + 1),
+                cap,
+            )
         }
     }
 
     #[inline(always)]
     fn links(&self, node: u32, level: usize) -> &[u32] {
         let (s, _) = self.block(node, level);
-        let arr = if level == 0 { &self.links0 } else { &self.upper };
+        let arr = if level == 0 {
+            &self.links0
+        } else {
+            &self.upper
+        };
         let c = arr[s] as usize;
         &arr[s + 1..s + 1 + c]
     }
@@ -470,7 +479,8 @@ impl HnswIndex {
         let level = self.level_of(i);
         self.levels.push(level as u8);
         let m = self.params.m;
-        self.upper_start.push(if level > 0 { self.upper.len() } else { 0 });
+        self.upper_start
+            .push(if level > 0 { self.upper.len() } else { 0 });
         if level > 0 {
             self.upper.resize(self.upper.len() + level * (1 + m), 0);
         }
@@ -563,8 +573,9 @@ impl HnswIndex {
     /// Serialises the graph (format in the module docs).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let n = self.len();
-        let mut b =
-            Vec::with_capacity(64 + n + 4 * (self.links0.len() + self.upper.len() + self.vectors.len()));
+        let mut b = Vec::with_capacity(
+            64 + n + 4 * (self.links0.len() + self.upper.len() + self.vectors.len()),
+        );
         b.extend_from_slice(MAGIC);
         let p = self.params;
         for v in [p.m, p.ef_construction, p.ef_search] {
@@ -657,7 +668,9 @@ impl HnswIndex {
                 .map(|c| u32::from_le_bytes(*c))
                 .collect()
         };
-        let links0 = u32s(take(words(n.checked_mul(m0).ok_or_else(|| corrupt("size"))?)?)?);
+        let links0 = u32s(take(words(
+            n.checked_mul(m0).ok_or_else(|| corrupt("size"))?,
+        )?)?);
         let n_upper = usize::try_from(u64_at(take(8)?)).map_err(|_| corrupt("upper links"))?;
         let upper = u32s(take(words(n_upper)?)?);
         let vectors: Vec<f32> = take(words(n.checked_mul(dim).ok_or_else(|| corrupt("size"))?)?)?
@@ -699,7 +712,9 @@ impl HnswIndex {
                 return Err(corrupt("an entry point in an empty graph"));
             }
         } else if entry as usize >= n || levels[entry as usize] as usize != top_level {
-            return Err(corrupt("an entry point that is not a node of the top level"));
+            return Err(corrupt(
+                "an entry point that is not a node of the top level",
+            ));
         }
         Ok(Self {
             params,
@@ -858,10 +873,9 @@ mod tests {
         let j = serde_json::to_value(d).unwrap();
         assert_eq!(j["hnsw_m"], 16);
         assert_eq!(j["hnsw_ef_construction"], 200);
-        let old: HnswParams = serde_json::from_str(
-            r#"{"ef_construction": 128, "ef_search": 64, "seed": 1}"#,
-        )
-        .unwrap();
+        let old: HnswParams =
+            serde_json::from_str(r#"{"ef_construction": 128, "ef_search": 64, "seed": 1}"#)
+                .unwrap();
         assert_eq!((old.m, old.ef_construction, old.seed), (16, 128, 1));
     }
 }
