@@ -1,4 +1,5 @@
-//! `tilpass data stats|validate|dedup`: inspecting and cleaning datasets in TRL's formats.
+//! `tilpass data stats|validate|dedup`: inspecting and cleaning datasets in TRL's formats;
+//! `translate` and `self-instruct` are in `data_gen.rs`.
 
 use std::path::PathBuf;
 
@@ -60,6 +61,10 @@ pub enum DataCommand {
         #[arg(long)]
         max_chars: Option<usize>,
     },
+    /// Translate a dataset into Bokmål or Nynorsk with a local model (resumable).
+    Translate(crate::data_gen::TranslateArgs),
+    /// Generate new instructions and answers from seed tasks with a local model (resumable).
+    SelfInstruct(crate::data_gen::SelfInstructArgs),
 }
 
 fn parse_dedup_key(s: &str) -> Result<DedupKey, String> {
@@ -70,6 +75,8 @@ fn parse_dedup_key(s: &str) -> Result<DedupKey, String> {
 /// Runs `tilpass data ...`; `Ok(false)` when `validate` found invalid rows (exit 2).
 pub fn data_cmd(cmd: DataCommand) -> Result<bool> {
     match cmd {
+        DataCommand::Translate(a) => crate::data_gen::translate_cmd(a)?,
+        DataCommand::SelfInstruct(a) => crate::data_gen::self_instruct_cmd(a)?,
         DataCommand::Stats(r) => {
             let ds = read_dataset(&r.file, &r.options(false))?;
             print(&json!({"stats": stats(&ds.records), "read": ds.report}));

@@ -23,6 +23,7 @@ use clap::{Parser, Subcommand};
 mod chat;
 mod common;
 mod data;
+mod data_gen;
 mod embed;
 mod generate;
 mod lambert;

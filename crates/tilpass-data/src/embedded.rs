@@ -10,7 +10,12 @@
 //!   answers are wrong, in another language, in the other written standard, rude or evasive
 //!   ([`Rejection`]).
 //!
-//! In both a fixed tenth is the `eval` split, the rest `train`.
+//! - `norsk-topic` ([`norsk_topic`]): 1,020 news-style sentences on Norwegian public life in six
+//!   topics ([`TOPIC_LABELS`]), each written in Bokmål and in Nynorsk — gold labels for
+//!   classifiers (the LamBERT recipe) and for the written-form task.
+//!
+//! In `norsk-chat` and `norsk-pref` a fixed tenth is the `eval` split, the rest `train`; in
+//! `norsk-topic` a fifth of each topic's sentence pairs is `test`, the rest `train`.
 //!
 //! ```
 //! let train = tilpass_data::embedded::norsk_chat(Some("train")).unwrap();
@@ -51,6 +56,27 @@ pub const NORSK_RAG_QUERIES_JSONL: &str = include_str!("../../../data/rag/querie
 /// The `norsk-rag` relevance judgements, TREC qrels lines `qid 0 passage_id grade` (2 answers
 /// the query, 1 related or partial).
 pub const NORSK_RAG_QRELS: &str = include_str!("../../../data/rag/qrels.txt");
+
+/// The `norsk-topic` JSONL text, rows `{"id", "pair", "split", "lang", "label", "text"}`,
+/// compiled into the library.
+pub const NORSK_TOPIC_JSONL: &str = include_str!("../../../data/norsk-topic.jsonl");
+
+/// The name of the topic-classification set.
+pub const NORSK_TOPIC: &str = "norsk-topic";
+
+/// The six labels of `norsk-topic`, in class order: health, education, transport, culture,
+/// sport, nature and environment.
+pub const TOPIC_LABELS: [&str; 6] = [
+    "helse",
+    "utdanning",
+    "samferdsel",
+    "kultur",
+    "idrett",
+    "natur",
+];
+
+/// The splits of `norsk-topic`.
+pub const TOPIC_SPLITS: [&str; 2] = ["train", "test"];
 
 /// The names of the built-in datasets (`builtin:NAME`).
 pub const BUILTIN_DATASETS: [&str; 2] = [NORSK_CHAT, NORSK_PREF];
@@ -105,6 +131,16 @@ fn rows<T: serde::de::DeserializeOwned>(
     if let Some(s) = split {
         check_split(name, s)?;
     }
+    parse_rows(name, jsonl, split, split_of)
+}
+
+/// [`rows`] without the split check.
+fn parse_rows<T: serde::de::DeserializeOwned>(
+    name: &str,
+    jsonl: &str,
+    split: Option<&str>,
+    split_of: impl Fn(&T) -> &str,
+) -> Result<Vec<T>> {
     let mut out = Vec::new();
     for (i, line) in jsonl.lines().enumerate() {
         let row: T = serde_json::from_str(line).map_err(|e| DataError::Json {
@@ -229,4 +265,45 @@ pub fn norsk_pref(split: Option<&str>) -> Result<Vec<PreferenceExample>> {
         split,
         |p: &PreferenceExample| &p.split,
     )
+}
+
+/// One item of `norsk-topic`: a sentence and its topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicExample {
+    /// Stable id, `norsk-topic-NNNN`.
+    pub id: String,
+    /// The sentence pair it belongs to: the Bokmål and the Nynorsk version share it (and their
+    /// split).
+    pub pair: usize,
+    /// `train` or `test`.
+    pub split: String,
+    /// Written standard: `nb` or `nn`.
+    pub lang: String,
+    /// Topic, one of [`TOPIC_LABELS`].
+    pub label: String,
+    /// The sentence.
+    pub text: String,
+}
+
+/// The items of `norsk-topic`, split `train` or `test` (`None`: all), in file order.
+///
+/// ```
+/// let test = tilpass_data::embedded::norsk_topic(Some("test")).unwrap();
+/// assert_eq!(test.len(), 204);
+/// assert!(test.iter().all(|t| tilpass_data::embedded::TOPIC_LABELS.contains(&t.label.as_str())));
+/// ```
+pub fn norsk_topic(split: Option<&str>) -> Result<Vec<TopicExample>> {
+    if let Some(s) = split
+        && !TOPIC_SPLITS.contains(&s)
+    {
+        return Err(DataError::UnknownSplit {
+            dataset: NORSK_TOPIC.into(),
+            split: s.into(),
+            available: TOPIC_SPLITS.map(str::to_string).to_vec(),
+        });
+    }
+    parse_rows(NORSK_TOPIC, NORSK_TOPIC_JSONL, split, |t: &TopicExample| {
+        &t.split
+    })
 }

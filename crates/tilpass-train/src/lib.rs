@@ -48,7 +48,7 @@ pub use classify::{
 };
 pub use error::{Result, TrainError};
 pub use optim::{AdamW, AdamWConfig, NamedGrads, clip_global_norm, collect_grads, global_norm};
-pub use progress::Progress;
+pub use progress::{Progress, count_bar};
 pub use prompt::{
     PromptModel, PromptSampler, PromptSeq2Seq, evaluate_prompt_lm, evaluate_prompt_seq2seq,
     prompt_lm_loss, prompt_seq2seq_loss, train_prompt_lm, train_prompt_seq2seq,

@@ -169,3 +169,31 @@ impl Progress {
         );
     }
 }
+
+/// A count bar on stderr for the data jobs (`data translate`, `data self-instruct`): call it
+/// with `(done, total)`; drawn on a terminal, hidden otherwise. The bar finishes when `done`
+/// reaches `total`.
+pub fn count_bar(label: &str) -> impl FnMut(usize, usize) {
+    let tty = std::io::stderr().is_terminal();
+    let bar = ProgressBar::with_draw_target(
+        None,
+        if tty {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix:>10} [{bar:28.cyan/blue}] {pos}/{len} {per_sec} [{elapsed_precise} < {eta_precise}]",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(label.to_string());
+    move |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        if done >= total {
+            bar.finish();
+        }
+    }
+}

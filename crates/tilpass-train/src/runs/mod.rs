@@ -35,19 +35,27 @@ use serde_json::{Map, Value};
 use crate::error::{Result, TrainError};
 
 pub mod annotate;
+pub mod append;
 pub mod classify;
 mod jsonl;
 pub mod perplexity;
 pub mod predict;
+pub mod protect;
+pub mod self_instruct;
 pub mod sft;
 pub mod sft_prompt;
+pub mod textgen;
+pub mod translate;
 
 pub use annotate::{AnnotateOutcome, AnnotateRun};
 pub use classify::{ClassifyOutcome, ClassifyRun};
 pub use perplexity::{TextPerplexity, text_perplexity};
 pub use predict::{PredictOutcome, PredictRun};
+pub use self_instruct::{SelfInstructOutcome, SelfInstructRun, TaskFormat};
 pub use sft::{Seq2SeqSftOutcome, SftOutcome, SftRun};
 pub use sft_prompt::{PeftMethod, PromptSftOutcome};
+pub use textgen::{PromptFormat, TextModel};
+pub use translate::{TranslateOutcome, TranslateRun, WrittenForm};
 
 /// The file a run writes its resolved config to, in its output directory.
 pub const RUN_CONFIG_FILE: &str = "run_config.json";
