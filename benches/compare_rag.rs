@@ -6,9 +6,9 @@
 //!   k1 1.2, b 0.75, Snowball Norwegian analysis; stored passage text read back) of the queries,
 //!   spread over the pinned rayon threads, on knowledge bases built once by `rag_prepare`;
 //! - `bm25_index`: a new knowledge base of the first passages (analysis, indexing, commit);
-//! - `hnsw_ef*`: `HnswIndex::search` top-10 of MiniLM query vectors (graphs built once by
-//!   `rag_prepare` at each ef: instant-distance fixes ef at build time), recall@10 against exact
-//!   search (`VectorStore::exact_search_batch`).
+//! - `hnsw_ef*`: `HnswIndex::search_ef` top-10 of MiniLM query vectors at that ef, on one
+//!   graph built once by `rag_prepare` with the harness's M and ef_construction (the ones
+//!   hnswlib gets), recall@10 against exact search (`VectorStore::exact_search_batch`).
 //!
 //! `tilpass-compare rag_prepare` builds the cached inputs; `tilpass-compare rag_rss` is the child
 //! process whose peak RSS is the memory figure (opens the large knowledge base, runs its queries).
@@ -35,7 +35,9 @@ pub const BENCHES: &[&str] = &[
     "rank_bm25_big",
     "bm25_index",
     "hnsw_ef16",
+    "hnsw_ef32",
     "hnsw_ef64",
+    "hnsw_ef128",
     "hnsw_ef256",
 ];
 
@@ -192,7 +194,7 @@ fn read_f32(path: &Path, dim: usize) -> Res<Vec<Vec<f32>>> {
 }
 
 /// The untimed preparation: the two knowledge bases, MiniLM vectors of the HNSW passages and
-/// queries, one HNSW graph per ef. Each step is skipped when its cache entry exists.
+/// queries, the HNSW graph (M and ef_construction of `sizes.json`). Each step is skipped when its cache entry exists.
 pub fn prepare() -> Res<()> {
     let cache = cache()?;
     let z = Sizes::load(&cache)?;
@@ -250,35 +252,45 @@ pub fn prepare() -> Res<()> {
                 .to_string(),
         )?;
     }
-    let (store, _) = hnsw_data(&cache)?;
-    let ef_c = z.get("ef_construction")?;
-    for ef in ef_values(&z)? {
-        let path = cache.join(format!("hnsw-ef{ef}.bin"));
-        if !path.exists() {
-            eprintln!("rag_prepare: HNSW graph of {} rows, ef {ef}", store.len());
-            let params = HnswParams {
-                ef_construction: ef_c,
-                ef_search: ef,
-                ..Default::default()
-            };
-            let g = HnswIndex::build(&store, params);
-            std::fs::write(&path, g.to_bytes()?)?;
-        }
+    let path = graph_file(&cache, &z)?;
+    if !path.exists() {
+        let (store, _) = hnsw_data(&cache)?;
+        let params = graph_params(&z)?;
+        eprintln!(
+            "rag_prepare: HNSW graph of {} rows, M {}, ef_construction {}",
+            store.len(),
+            params.m,
+            params.ef_construction
+        );
+        let t = std::time::Instant::now();
+        let g = HnswIndex::build(&store, params);
+        eprintln!(
+            "rag_prepare: HNSW graph built in {:.1} s (one thread)",
+            t.elapsed().as_secs_f64()
+        );
+        std::fs::write(&path, g.to_bytes()?)?;
     }
     Ok(())
 }
 
-fn ef_values(z: &Sizes) -> Res<Vec<usize>> {
-    z.0["ef_search"]
-        .as_array()
-        .ok_or("sizes.json: no ef_search")?
-        .iter()
-        .map(|v| {
-            v.as_u64()
-                .map(|v| v as usize)
-                .ok_or_else(|| "sizes.json: ef_search".into())
-        })
-        .collect()
+/// The HNSW settings of `sizes.json` (`ef_search`: a placeholder, each benchmark sets its own).
+fn graph_params(z: &Sizes) -> Res<HnswParams> {
+    let p = HnswParams {
+        m: z.get("m")?,
+        ef_construction: z.get("ef_construction")?,
+        ..Default::default()
+    };
+    p.validate()?;
+    Ok(p)
+}
+
+/// The cached graph of the harness's M and ef_construction.
+fn graph_file(cache: &Path, z: &Sizes) -> Res<PathBuf> {
+    let p = graph_params(z)?;
+    Ok(cache.join(format!(
+        "hnsw-tilpass-m{}-efc{}.bin",
+        p.m, p.ef_construction
+    )))
 }
 
 fn hnsw_data(cache: &Path) -> Res<(VectorStore, Vec<Vec<f32>>)> {
@@ -401,6 +413,7 @@ pub fn run(specs: &[Spec], r: &mut Report, extra: &mut serde_json::Map<String, V
     let mut tie_sets = serde_json::Map::new();
     let mut big: Option<KnowledgeBase> = None;
     let mut hnsw: Option<HnswBench> = None;
+    let mut graph: Option<HnswIndex> = None;
     for spec in specs {
         let name = spec.name.as_str();
         match name {
@@ -496,19 +509,25 @@ pub fn run(specs: &[Spec], r: &mut Report, extra: &mut serde_json::Map<String, V
                     hnsw = Some((store, q, exact));
                 }
                 let (_, q, exact) = hnsw.as_ref().ok_or("no vectors")?;
-                let g = HnswIndex::from_bytes(
-                    &std::fs::read(cache.join(format!("hnsw-ef{ef}.bin")))?,
-                    Path::new("hnsw"),
-                )?;
-                if g.params().ef_search != ef {
-                    return Err(format!("hnsw-ef{ef}.bin was built with another ef").into());
+                if graph.is_none() {
+                    let path = graph_file(&cache, &z)?;
+                    let g = HnswIndex::from_bytes(&std::fs::read(&path)?, &path)?;
+                    if !g.params().same_graph(&graph_params(&z)?) {
+                        return Err(format!("{}: other HNSW settings", path.display()).into());
+                    }
+                    graph = Some(g);
                 }
+                let g = graph.as_ref().ok_or("no graph")?;
                 let approx = r.time(
                     spec,
                     q.len(),
                     "queries",
                     || Ok(()),
-                    |()| Ok(q.par_iter().map(|v| g.search(v, k)).collect::<Vec<_>>()),
+                    |()| {
+                        Ok(q.par_iter()
+                            .map(|v| g.search_ef(v, k, ef))
+                            .collect::<Vec<_>>())
+                    },
                 )?;
                 recall.insert(name.into(), json!(recall_at_k(exact, &approx, k)));
                 r.check(&format!("{name}_queries"), json!(q.len()));

@@ -7,8 +7,8 @@
 - rank_bm25_small / rank_bm25_big: rank-bm25's BM25Okapi (k1 1.2, b 0.75; its own idf) on a
   query sample, single-threaded Python;
 - bm25_index: bm25s tokenize + index of the first passages;
-- hnsw_ef{16,64,256}: hnswlib (inner product, M 32, ef_construction 200) top-10 of the query
-  vectors at each ef, `num_threads` = --threads; recall@10 against exact numpy search.
+- hnsw_ef{16,32,64,128,256}: hnswlib (inner product, M 16, ef_construction 200: rag_harness)
+  top-10 of the query vectors at each ef, `num_threads` = --threads; recall@10 against exact numpy search.
 
 Tokenisation made as close to tilpass's analysis chain as bm25s allows: lowercase, runs of
 letters/digits (Python's `[^\\W_]+`, tantivy's SimpleTokenizer: `char::is_alphanumeric`), the

@@ -14,8 +14,9 @@ Data (nothing of it in the repository):
   indices, queries, the large knowledge base, bm25s index and rank-bm25 object (built once,
   untimed), the HNSW vectors: MiniLM embeddings (tilpass's encoder, artefacts/minilm) of every
   sentence, a passage's vector being the normalised sum of its sentences' (embedding 20k
-  passages themselves takes minutes on two cores), and of the queries; one instant-distance
-  graph per ef (it fixes ef at build time).
+  passages themselves takes minutes on two cores), and of the queries; tilpass's HNSW graph of
+  M / ef_construction below (hnswlib builds its own with the same settings; ef is set per
+  benchmark on both sides).
 
 Scale: TILPASS_RAG_SCALE (run.py --rag-scale, default 1): the "1M" corpus has 1,000,000 x scale
 passages, the "10k" corpus 10,000 (at most the large one), indexing 100,000 x scale passages, HNSW
@@ -34,8 +35,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SEED = 20261201
 K = 10
 EF_CONSTRUCTION = 200
-M = 32  # instant-distance fixes M = 32 (64 links on layer 0); hnswlib gets the same M
-EF_SEARCH = (16, 64, 256)
+M = 16  # hnswlib's default (2M = 32 links on layer 0); both sides get the same M
+EF_SEARCH = (16, 32, 64, 128, 256)
 
 
 def scale():
@@ -115,12 +116,15 @@ def read_sentences():
 def write_inputs(cache):
     """corpus.idx and queries.txt, deterministic for (seed, scale, sentences)."""
     done = cache / "inputs.done"
+    z = sizes()
+    cache.mkdir(parents=True, exist_ok=True)
+    # Rewritten on every run (cheap): the HNSW settings both sides read may have changed.
+    (cache / "sizes.json").write_text(json.dumps({**z, "k": K, "m": M, "ef_construction": EF_CONSTRUCTION,
+                                                  "ef_search": list(EF_SEARCH)}) + "\n")
     if done.exists():
         return
-    cache.mkdir(parents=True, exist_ok=True)
     sents = read_sentences()
     rng = random.Random(SEED)
-    z = sizes()
     with open(cache / "corpus.idx", "w") as f:
         for _ in range(z["big"]):
             n = rng.randint(2, 4)
@@ -134,8 +138,6 @@ def write_inputs(cache):
         start = rng.randrange(len(words) - n + 1)
         queries.append(" ".join(words[start:start + n]))
     (cache / "queries.txt").write_text("\n".join(queries) + "\n", encoding="utf-8")
-    (cache / "sizes.json").write_text(json.dumps({**z, "k": K, "m": M, "ef_construction": EF_CONSTRUCTION,
-                                                  "ef_search": list(EF_SEARCH)}) + "\n")
     done.write_text("")
 
 

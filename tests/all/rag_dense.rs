@@ -427,3 +427,87 @@ fn hnsw_recall_at_10_on_random_vectors() {
         assert_eq!(back.search(q, 10), index.search(q, 10));
     }
 }
+
+#[test]
+fn hnsw_settings_persist_and_incremental_commits_match_exact_search() {
+    let e = HashEmbedder::new("a");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("kb");
+    let kb =
+        KnowledgeBase::create(&dir, AnalysisConfig::default(), ChunkerConfig::default()).unwrap();
+    let mut w = kb.writer().unwrap();
+    w.set_embedder(&e).unwrap();
+    // Bad settings are refused by name before any work.
+    for (p, name) in [
+        (
+            HnswParams {
+                m: 1,
+                ..HnswParams::default()
+            },
+            "hnsw_m",
+        ),
+        (
+            HnswParams {
+                ef_construction: 0,
+                ..HnswParams::default()
+            },
+            "hnsw_ef_construction",
+        ),
+        (
+            HnswParams {
+                ef_search: 0,
+                ..HnswParams::default()
+            },
+            "hnsw_ef_search",
+        ),
+    ] {
+        match w.set_hnsw_params(p) {
+            Err(RagError::InvalidSetting { setting, .. }) => assert_eq!(setting, name),
+            other => panic!("{other:?}"),
+        }
+    }
+    let params = HnswParams {
+        m: 4,
+        ef_construction: 20,
+        ef_search: 40,
+        ..HnswParams::default()
+    };
+    w.set_hnsw_params(params).unwrap();
+    let text = |i: usize| format!("tekst {i} om kommune{} og fylke{} i landet", i % 7, i % 5);
+    for i in 0..30 {
+        w.upsert(&doc(&format!("d{i}"), &text(i))).unwrap();
+    }
+    w.commit().unwrap();
+    // A second commit that only adds rows (the graph is extended), then one that deletes.
+    for i in 30..60 {
+        w.upsert(&doc(&format!("d{i}"), &text(i))).unwrap();
+    }
+    w.commit().unwrap();
+    assert_eq!(kb.hnsw_params().unwrap(), Some(params));
+    assert_eq!(kb.num_vectors().unwrap(), 60);
+    let check = |kb: &KnowledgeBase| {
+        for i in [0usize, 13, 31, 59] {
+            let q = text(i);
+            let exact = kb.dense_search(&e, &q, 10, DenseIndex::Exact).unwrap();
+            let hnsw = kb.dense_search(&e, &q, 10, DenseIndex::Hnsw).unwrap();
+            let ids = |h: &[tilpass::rag::Hit]| h.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
+            assert_eq!(ids(&hnsw), ids(&exact), "{q}");
+        }
+    };
+    check(&kb);
+    w.delete("d13").unwrap();
+    w.commit().unwrap();
+    w.close().unwrap();
+    assert_eq!(kb.num_vectors().unwrap(), 59);
+    // Reopened: the settings of the last commit hold; a writer without settings keeps them.
+    let kb = KnowledgeBase::open(&dir).unwrap();
+    check(&kb);
+    let mut w = kb.writer().unwrap();
+    w.set_embedder(&e).unwrap();
+    w.upsert(&doc("d60", &text(60))).unwrap();
+    w.commit().unwrap();
+    w.close().unwrap();
+    assert_eq!(kb.hnsw_params().unwrap(), Some(params));
+    assert_eq!(kb.num_vectors().unwrap(), 60);
+    check(&kb);
+}

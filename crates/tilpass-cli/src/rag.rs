@@ -246,7 +246,7 @@ fn index_cmd(a: IndexArgs) -> Result<()> {
     let embedder = a.dense.load()?;
     let mut w = kb.writer()?;
     if let Some(e) = &embedder {
-        a.dense.attach(&mut w, e)?;
+        a.dense.attach(&kb, &mut w, e)?;
     }
     let mut replaced = 0usize;
     let mut passages = 0usize;

@@ -25,12 +25,15 @@ pub struct IndexDenseArgs {
     /// Passages per forward pass of the embedder.
     #[arg(long, default_value_t = 32)]
     embed_batch: usize,
-    /// HNSW efConstruction.
-    #[arg(long, default_value_t = HnswParams::default().ef_construction)]
-    ef_construction: usize,
-    /// HNSW ef at search time (stored with the graph).
-    #[arg(long, default_value_t = HnswParams::default().ef_search)]
-    ef_search: usize,
+    /// HNSW M (links per node; layer 0 holds 2M). Default: the knowledge base's, else 16.
+    #[arg(long)]
+    hnsw_m: Option<usize>,
+    /// HNSW efConstruction. Default: the knowledge base's, else 200.
+    #[arg(long)]
+    ef_construction: Option<usize>,
+    /// HNSW ef at search time (stored with the graph). Default: the knowledge base's, else 64.
+    #[arg(long)]
+    ef_search: Option<usize>,
     /// After the commit, measure recall@10 of HNSW against exact search (up to 1000 stored
     /// vectors as queries) and queries/s of both; added to the output as "recall".
     #[arg(long)]
@@ -112,18 +115,23 @@ impl IndexDenseArgs {
     }
 
     /// Gives the writer the embedder, the HNSW settings and a progress bar on stderr.
-    pub fn attach<'a>(&self, w: &mut KbWriter<'a>, e: &'a ModelEmbedder) -> Result<()> {
-        if self.ef_construction == 0 || self.ef_search == 0 {
-            return Err(Error::invalid(
-                "--ef-construction and --ef-search must be at least 1",
-            ));
+    /// HNSW settings not given keep the knowledge base's (`kb`, the writer's knowledge base).
+    pub fn attach<'a>(
+        &self,
+        kb: &KnowledgeBase,
+        w: &mut KbWriter<'a>,
+        e: &'a ModelEmbedder,
+    ) -> Result<()> {
+        if self.hnsw_m.is_some() || self.ef_construction.is_some() || self.ef_search.is_some() {
+            let base = kb.hnsw_params()?.unwrap_or_default();
+            w.set_hnsw_params(HnswParams {
+                m: self.hnsw_m.unwrap_or(base.m),
+                ef_construction: self.ef_construction.unwrap_or(base.ef_construction),
+                ef_search: self.ef_search.unwrap_or(base.ef_search),
+                ..base
+            })?;
         }
         w.set_embedder(e)?;
-        w.set_hnsw_params(HnswParams {
-            ef_construction: self.ef_construction,
-            ef_search: self.ef_search,
-            ..HnswParams::default()
-        });
         let start = std::time::Instant::now();
         w.set_progress(move |done, total| {
             let width = 30;

@@ -600,6 +600,7 @@ impl KnowledgeBase {
             writer: Some(writer),
             upserted: HashSet::new(),
             deleted: HashSet::new(),
+            committed_empty: self.num_passages() == 0,
             purge: false,
             dense: Default::default(),
         })
@@ -649,6 +650,9 @@ pub struct KbWriter<'a> {
     writer: Option<IndexWriter<TantivyDocument>>,
     upserted: HashSet<String>,
     deleted: HashSet<String>,
+    /// Whether the last commit the reader sees has no passage (then no upserted id can replace
+    /// a committed one: no lookup, no delete).
+    committed_empty: bool,
     purge: bool,
     dense: dense::WriterDense<'a>,
 }
@@ -667,15 +671,37 @@ impl KbWriter<'_> {
         self.writer.as_mut().expect("the writer lives until close")
     }
 
+    /// Whether document `id` has live passages in the last commit the reader sees: nothing to
+    /// look up in an empty knowledge base, a term-dictionary lookup for an id never indexed,
+    /// and a count of live passages otherwise (the dictionary counts deleted ones too).
+    fn committed_has(&self, id: &str) -> Result<bool> {
+        if self.committed_empty {
+            return Ok(false);
+        }
+        let term = Term::from_field_text(self.kb.fields.id, id);
+        let df = self
+            .kb
+            .reader
+            .searcher()
+            .doc_freq(&term)
+            .map_err(|e| index_err(&self.kb.dir, e))?;
+        if df == 0 {
+            return Ok(false);
+        }
+        self.kb.contains(id)
+    }
+
     /// Stages document `doc` (replacing any document with its id); returns its passages.
+    /// A new id costs no delete: only an id staged before or in the last commit is deleted
+    /// first.
     pub fn upsert(&mut self, doc: &Document) -> Result<usize> {
         doc.validate(&format!("document {:?}", doc.id))?;
         let chunks = self.kb.chunker.chunk(&doc.text)?;
         let f = self.kb.fields;
-        if self.kb.contains(&doc.id)? || self.upserted.contains(&doc.id) {
+        if self.upserted.contains(&doc.id) || self.committed_has(&doc.id)? {
             self.purge = true;
+            self.w().delete_term(Term::from_field_text(f.id, &doc.id));
         }
-        self.w().delete_term(Term::from_field_text(f.id, &doc.id));
         let meta = doc
             .meta
             .as_ref()
@@ -773,6 +799,7 @@ impl KbWriter<'_> {
         };
         self.upserted.clear();
         self.deleted.clear();
+        self.committed_empty = stats.passages == 0;
         self.purge = false;
         Ok(stats)
     }

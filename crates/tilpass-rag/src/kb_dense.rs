@@ -7,7 +7,11 @@
 //!
 //! Every commit of a knowledge base with an embedder writes a new generation: the rows of
 //! deleted and replaced documents are dropped (so their vectors leave the bytes on disk with
-//! the old files), new passages are embedded in batches, and the HNSW graph is rebuilt.
+//! the old files), new passages are embedded in batches and appended. The HNSW graph
+//! ([`crate::hnsw`]) is extended in place by incremental inserts when the commit only added
+//! rows, and rebuilt from the surviving rows when it dropped some (deleted or replaced
+//! documents) or when its `hnsw_m` / `hnsw_ef_construction` / seed changed: a graph never
+//! holds a deleted row, in memory or on disk. A changed `hnsw_ef_search` only changes searches.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -75,7 +79,9 @@ pub(crate) struct WriterDense<'a> {
     embedder: Option<&'a dyn Embedder>,
     pending: Vec<(PassageKey, String)>,
     progress: Option<Box<dyn FnMut(usize, usize) + 'a>>,
-    hnsw: HnswParams,
+    /// Settings given with [`KbWriter::set_hnsw_params`] (else the last commit's, else the
+    /// defaults).
+    hnsw: Option<HnswParams>,
     /// Generation committed by this writer (files of others are removed after the commit).
     committed: Option<u64>,
 }
@@ -177,8 +183,15 @@ impl KnowledgeBase {
         let vp = vec_file(&self.dir, p.generation);
         let store = VectorStore::from_bytes(&read(vp.clone())?, &vp)?;
         let hp = hnsw_file(&self.dir, p.generation);
-        let hnsw = HnswIndex::from_bytes(&read(hp.clone())?, &hp)?;
-        if store.dim != p.embedder.dim || hnsw.len() != store.len() {
+        let bytes = read(hp.clone())?;
+        let hnsw = if HnswIndex::is_legacy(&bytes) {
+            // A graph of an earlier build (instant-distance): rebuilt in memory from the vectors;
+            // the next commit writes it in the current format.
+            HnswIndex::build(&store, p.hnsw)
+        } else {
+            HnswIndex::from_bytes(&bytes, &hp)?
+        };
+        if store.dim != p.embedder.dim || hnsw.len() != store.len() || hnsw.dim() != store.dim {
             return Err(RagError::Corrupt {
                 path: vp,
                 message: format!(
@@ -197,6 +210,11 @@ impl KnowledgeBase {
         });
         *cache = Some(s.clone());
         Ok(s)
+    }
+
+    /// The HNSW settings of the last commit's graph; `None` without vectors.
+    pub fn hnsw_params(&self) -> Result<Option<HnswParams>> {
+        Ok(self.payload()?.map(|p| p.hnsw))
     }
 
     /// Passages with vectors in the last commit.
@@ -426,9 +444,13 @@ impl<'a> KbWriter<'a> {
         self.dense.progress = Some(Box::new(f));
     }
 
-    /// HNSW settings of the graphs this writer builds.
-    pub fn set_hnsw_params(&mut self, p: HnswParams) {
-        self.dense.hnsw = p;
+    /// HNSW settings of the graphs this writer builds or extends (checked:
+    /// [`RagError::InvalidSetting`] naming `hnsw_m`, `hnsw_ef_construction` or
+    /// `hnsw_ef_search`). Without a call, the last commit's settings (else the defaults) hold.
+    pub fn set_hnsw_params(&mut self, p: HnswParams) -> Result<()> {
+        p.validate()?;
+        self.dense.hnsw = Some(p);
+        Ok(())
     }
 
     /// Before the tantivy commit: when the knowledge base has (or gets) an embedder, writes the
@@ -447,9 +469,27 @@ impl<'a> KbWriter<'a> {
             .chain(self.deleted.iter())
             .map(String::as_str)
             .collect();
+        let params = match (self.dense.hnsw, &previous) {
+            (Some(p), _) => p,
+            (None, Some(p)) => p.hnsw,
+            (None, None) => HnswParams::default(),
+        };
+        params.validate()?;
         let mut todo: Vec<(PassageKey, String)> = Vec::new();
+        // The previous graph, when this commit can extend it (no row dropped, same build
+        // settings); otherwise the graph is rebuilt from the surviving rows.
+        let mut graph: Option<HnswIndex> = None;
         let mut store = match &previous {
-            Some(_) => kb.dense_state()?.store.without(|id| dropped.contains(id)),
+            Some(_) => {
+                let state = kb.dense_state()?;
+                let kept = state.store.without(|id| dropped.contains(id));
+                if kept.len() == state.store.len() && state.hnsw.params().same_graph(&params) {
+                    let mut g = state.hnsw.clone();
+                    g.set_ef_search(params.ef_search);
+                    graph = Some(g);
+                }
+                kept
+            }
             None => {
                 // First vectors of this knowledge base: its committed passages too.
                 todo.extend(
@@ -498,7 +538,13 @@ impl<'a> KbWriter<'a> {
             }
         }
         let generation = previous.as_ref().map_or(1, |p| p.generation + 1);
-        let hnsw = HnswIndex::build(&store, self.dense.hnsw);
+        let hnsw = match graph {
+            Some(mut g) => {
+                g.extend_from(&store);
+                g
+            }
+            None => HnswIndex::build(&store, params),
+        };
         let dense_dir = kb.dir.join(DENSE_DIR);
         std::fs::create_dir_all(&dense_dir).map_err(|e| tilpass_core::Error::io(&dense_dir, e))?;
         write_file(&vec_file(&kb.dir, generation), &store.to_bytes())?;
@@ -515,7 +561,7 @@ impl<'a> KbWriter<'a> {
             dense: Some(DensePayload {
                 generation,
                 embedder: identity,
-                hnsw: self.dense.hnsw,
+                hnsw: params,
             }),
         };
         // Cannot fail: plain structs of strings and numbers.

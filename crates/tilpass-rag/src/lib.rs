@@ -35,6 +35,7 @@ pub mod dense;
 pub mod error;
 pub mod eval;
 pub mod fusion;
+pub mod hnsw;
 pub mod kb;
 pub mod light_stem;
 pub mod prompt;

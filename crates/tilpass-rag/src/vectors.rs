@@ -1,23 +1,22 @@
 //! Passage vectors on disk and in memory: a row-major `[rows, dim]` matrix of L2-normalised
 //! `f32` vectors keyed by (document id, passage number), exact search by blocked dot products,
-//! and an HNSW graph over the same rows ([`HnswIndex`], crate `instant-distance`).
+//! and an HNSW graph over the same rows ([`HnswIndex`], [`crate::hnsw`]).
 //!
 //! File `vectors-<generation>.bin` (little endian): magic `TPVEC001`, `u32` dim, `u64` rows,
 //! per row `u32` id length + id bytes + `u64` passage number, then `rows * dim` `f32`, then
-//! the SHA-256 of everything before it. File `hnsw-<generation>.bin`: magic `TPHNSW01`, then
-//! the MessagePack of the graph (which holds its own copy of the vectors). Both are written
+//! the SHA-256 of everything before it. File `hnsw-<generation>.bin`: the graph in
+//! [`crate::hnsw`]'s format (which holds its own copy of the vectors). Both are written
 //! whole (temporary file, fsync, rename) before the tantivy commit that names the generation.
 
 use std::path::Path;
 
-use instant_distance::{Builder, HnswMap, Search};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{RagError, Result};
+pub use crate::hnsw::{HnswIndex, HnswParams};
 
 const VEC_MAGIC: &[u8; 8] = b"TPVEC001";
-const HNSW_MAGIC: &[u8; 8] = b"TPHNSW01";
 /// Rows of the matrix scored per block in exact search (fits L2 with 384-wide vectors).
 pub const BLOCK_ROWS: usize = 256;
 
@@ -316,161 +315,6 @@ impl VectorStore {
             return Err(corrupt("trailing bytes after the matrix"));
         }
         Ok(Self { dim, keys, data })
-    }
-}
-
-/// HNSW build and search settings (instant-distance fixes M = 32, so layer 0 holds 64 links).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HnswParams {
-    /// Candidate list while inserting (`efConstruction`).
-    pub ef_construction: usize,
-    /// Candidate list while searching (`ef`); at least the `k` asked for is returned when
-    /// the index has that many rows.
-    pub ef_search: usize,
-    /// Seed of the layer assignment.
-    pub seed: u64,
-}
-
-impl Default for HnswParams {
-    fn default() -> Self {
-        Self {
-            ef_construction: 128,
-            ef_search: 64,
-            seed: 0x7417_9a55,
-        }
-    }
-}
-
-/// A point of the graph: a normalised vector; distance `1 - cosine`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Point(Vec<f32>);
-
-impl instant_distance::Point for Point {
-    fn distance(&self, other: &Self) -> f32 {
-        1.0 - dot(&self.0, &other.0)
-    }
-}
-
-/// An HNSW graph over the rows of a [`VectorStore`] (values: row numbers).
-pub struct HnswIndex {
-    map: HnswMap<Point, u32>,
-    params: HnswParams,
-    rows: usize,
-}
-
-impl std::fmt::Debug for HnswIndex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HnswIndex")
-            .field("params", &self.params)
-            .field("rows", &self.rows)
-            .finish()
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct HnswFile {
-    params: HnswParams,
-    rows: usize,
-    map: HnswMap<Point, u32>,
-}
-
-impl HnswIndex {
-    /// Builds the graph over every row of `store` (parallel over the machine's cores).
-    pub fn build(store: &VectorStore, params: HnswParams) -> Self {
-        let points: Vec<Point> = (0..store.len())
-            .map(|i| Point(store.row(i).to_vec()))
-            .collect();
-        let values: Vec<u32> = (0..store.len() as u32).collect();
-        let map = Builder::default()
-            .ef_construction(params.ef_construction)
-            .ef_search(params.ef_search)
-            .seed(params.seed)
-            .build(points, values);
-        Self {
-            map,
-            params,
-            rows: store.len(),
-        }
-    }
-
-    /// The settings it was built with.
-    pub fn params(&self) -> HnswParams {
-        self.params
-    }
-
-    /// Rows indexed.
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
-    /// Whether no row is indexed.
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
-    }
-
-    /// Approximate `k` nearest rows of `query` (normalised `[dim]`), best first; at most
-    /// `max(k, ef_search)` are looked at, so `k` above `ef_search` still returns `k` rows.
-    pub fn search(&self, query: &[f32], k: usize) -> Vec<ScoredRow> {
-        thread_local! {
-            /// The search state (visited set, heaps) reused by this thread's searches.
-            static SEARCH: std::cell::RefCell<Search> = std::cell::RefCell::new(Search::default());
-        }
-        let q = Point(query.to_vec());
-        let mut out: Vec<ScoredRow> = SEARCH.with(|s| {
-            let mut search = s.borrow_mut();
-            self.map
-                .search(&q, &mut search)
-                .take(k)
-                .map(|item| ScoredRow {
-                    row: *item.value as usize,
-                    score: 1.0 - item.distance,
-                })
-                .collect()
-        });
-        out.sort_by(by_score);
-        out
-    }
-
-    /// Serialises the graph (format in the module docs).
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        #[derive(Serialize)]
-        struct Ref<'a> {
-            params: HnswParams,
-            rows: usize,
-            map: &'a HnswMap<Point, u32>,
-        }
-        let mut b = HNSW_MAGIC.to_vec();
-        rmp_serde::encode::write(
-            &mut b,
-            &Ref {
-                params: self.params,
-                rows: self.rows,
-                map: &self.map,
-            },
-        )
-        .map_err(|e| RagError::InvalidSetting {
-            setting: "hnsw".into(),
-            message: format!("cannot serialise the HNSW graph: {e}"),
-        })?;
-        Ok(b)
-    }
-
-    /// Parses [`Self::to_bytes`]'s format; damage is [`RagError::Corrupt`] naming `path`.
-    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
-        let corrupt = |m: String| RagError::Corrupt {
-            path: path.to_path_buf(),
-            message: format!("HNSW file: {m}"),
-        };
-        if bytes.len() < 8 || &bytes[..8] != HNSW_MAGIC {
-            return Err(corrupt("not a tilpass HNSW file (magic TPHNSW01)".into()));
-        }
-        let f: HnswFile = rmp_serde::from_slice(&bytes[8..]).map_err(|e| corrupt(e.to_string()))?;
-        Ok(Self {
-            map: f.map,
-            params: f.params,
-            rows: f.rows,
-        })
     }
 }
 
