@@ -198,3 +198,16 @@ pub fn parse_pattern(s: &str) -> std::result::Result<serde_json::Map<String, Val
         })
         .collect()
 }
+
+/// Refuses to replace a file that already exists at `path` (the output named by flag `flag`)
+/// unless `overwrite` (`--overwrite`): a data command never destroys an existing file the user
+/// did not hand over. With `--overwrite` the new file replaces the old one atomically.
+pub fn check_new_file(flag: &str, path: &Path, overwrite: bool) -> Result<()> {
+    if !overwrite && std::fs::symlink_metadata(path).is_ok() {
+        return Err(Error::invalid(format!(
+            "--{flag} {}: the file exists; expected a new path (pass --overwrite to replace it)",
+            path.display()
+        )));
+    }
+    Ok(())
+}

@@ -61,6 +61,9 @@ pub enum DataCommand {
         /// Drop rows with more characters.
         #[arg(long)]
         max_chars: Option<usize>,
+        /// Replace an existing `--out` file (without it such a file is an error).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Quality filters (language, length, ratios, Gopher repetition rules, perplexity) with a
     /// report of every failed rule; writes the kept rows unchanged.
@@ -115,6 +118,7 @@ pub fn data_cmd(cmd: DataCommand) -> Result<bool> {
             key,
             min_chars,
             max_chars,
+            overwrite,
         } => {
             let filter = LengthFilter {
                 min_chars,
@@ -122,6 +126,7 @@ pub fn data_cmd(cmd: DataCommand) -> Result<bool> {
             };
             filter.validate()?;
             tilpass::core::check_output_is_not_input("out", &out, &[&read.file])?;
+            crate::common::check_new_file("out", &out, overwrite)?;
             let ds = read_dataset(&read.file, &read.options(false))?;
             let mut records = ds.records;
             let removed_length = filter.apply(&mut records);

@@ -33,6 +33,9 @@ pub struct CleanIo {
     /// unpaired_preference, alpaca).
     #[arg(long)]
     format: Option<RecordKind>,
+    /// Replace existing `--out` / `--report` files (without it such a file is an error).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// `tilpass data near-dedup` settings.
@@ -75,9 +78,11 @@ impl CleanIo {
             inputs.push(p);
         }
         tilpass::core::check_output_is_not_input("out", &self.out, &inputs)?;
+        crate::common::check_new_file("out", &self.out, self.overwrite)?;
         if let Some(r) = &self.report {
             inputs.push(&self.out);
             tilpass::core::check_output_is_not_input("report", r, &inputs)?;
+            crate::common::check_new_file("report", r, self.overwrite)?;
         }
         Ok(spec)
     }

@@ -30,6 +30,9 @@ pub struct FilterArgs {
     /// Report JSONL: one line per failed rule, {"line", "rule", "value", "threshold"}.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Replace existing `--out` / `--report` files (without it such a file is an error).
+    #[arg(long)]
+    overwrite: bool,
     /// Quality settings (JSON, the fields of `QualityConfig`; unknown fields are errors); flags
     /// below override it. Default: the Gopher rules and languages nb, nn.
     #[arg(long)]
@@ -201,8 +204,10 @@ pub fn filter_cmd(a: FilterArgs) -> Result<()> {
         _ => {}
     }
     tilpass::core::check_output_is_not_input("out", &a.out, &[&a.file])?;
+    crate::common::check_new_file("out", &a.out, a.overwrite)?;
     if let Some(r) = &a.report {
         tilpass::core::check_output_is_not_input("report", r, &[&a.file, &a.out])?;
+        crate::common::check_new_file("report", r, a.overwrite)?;
     }
     // Every row must be valid before any work (errors name file and line).
     let ds = read_dataset(

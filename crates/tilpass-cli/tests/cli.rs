@@ -1463,7 +1463,10 @@ fn train_classify_and_predict_with_an_ltg_bert_model() {
     assert_eq!(v["points"], logged);
     for stem in ["loss", "lr", "grad_norm"] {
         let svg = std::fs::read_to_string(plots.join(format!("{stem}.svg"))).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{stem}");
+        assert!(
+            svg.starts_with("<svg") && svg.contains("<polyline"),
+            "{stem}"
+        );
         let png = std::fs::read(plots.join(format!("{stem}.png"))).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{stem}");
     }
@@ -1473,7 +1476,11 @@ fn train_classify_and_predict_with_an_ltg_bert_model() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    let bad = write(work.path(), "bad.jsonl", "{\"step\": 1, \"loss\": 2.0}\n{oops\n");
+    let bad = write(
+        work.path(),
+        "bad.jsonl",
+        "{\"step\": 1, \"loss\": 2.0}\n{oops\n",
+    );
     let err = tilpass(&["plot", &bad]);
     assert_eq!(err.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&err.stderr).contains("bad.jsonl:2"));
@@ -2716,4 +2723,52 @@ fn data_near_dedup_and_pii_pass_rows_through() {
     assert!(err.contains("words:N or chars:N"), "{err}");
     let err = bad_input(&tilpass(&["data", "near-dedup", &input, "--out", &input]));
     assert!(err.contains("out"), "{err}");
+}
+
+/// Every `tilpass data` command that writes a file refuses one that exists (exit 2, the file
+/// untouched) unless `--overwrite`, then replaces it whole.
+#[test]
+fn data_commands_refuse_an_existing_output_unless_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(
+        dir.path(),
+        "chat.jsonl",
+        r#"{"messages":[{"role":"user","content":"Kva heiter du?"},{"role":"assistant","content":"Eg heiter Kari og bur i Bergen, der det regnar mykje om hausten."}]}
+"#,
+    );
+    let cases: [(&str, &[&str]); 4] = [
+        ("dedup", &[]),
+        ("near-dedup", &[]),
+        ("pii", &[]),
+        ("filter", &["--lang", "any", "--min-words", "1"]),
+    ];
+    for (cmd, extra) in cases {
+        let out = dir.path().join(format!("{cmd}.out.jsonl"));
+        std::fs::write(&out, "keep me\n").unwrap();
+        let mut args = vec!["data", cmd, &input, "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let err = bad_input(&tilpass(&args));
+        assert!(
+            err.contains("--out") && err.contains("exists") && err.contains("--overwrite"),
+            "{cmd}: {err}"
+        );
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "keep me\n", "{cmd}");
+        if cmd != "dedup" {
+            // The report is checked too.
+            let fresh = dir.path().join(format!("{cmd}.fresh.jsonl"));
+            let report = dir.path().join(format!("{cmd}.report.jsonl"));
+            std::fs::write(&report, "keep me too\n").unwrap();
+            let mut args = vec!["data", cmd, &input, "--out", fresh.to_str().unwrap()];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&["--report", report.to_str().unwrap()]);
+            let err = bad_input(&tilpass(&args));
+            assert!(err.contains("--report"), "{cmd}: {err}");
+            assert!(!fresh.exists(), "{cmd}: nothing written");
+            assert_eq!(std::fs::read_to_string(&report).unwrap(), "keep me too\n");
+        }
+        args.push("--overwrite");
+        ok_json(&tilpass(&args));
+        let written = std::fs::read_to_string(&out).unwrap();
+        assert!(written.contains("Kari"), "{cmd}: {written}");
+    }
 }
