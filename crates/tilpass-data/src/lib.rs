@@ -42,12 +42,12 @@ pub mod filter;
 pub mod langid;
 // Quality filters and data cards (issue 21).
 pub mod card;
-pub mod quality;
 pub mod lsh;
 pub mod minhash;
 pub mod near_dedup;
 pub mod nprandom;
 pub mod pii;
+pub mod quality;
 pub mod raw_rows;
 pub mod reader;
 pub mod record;
