@@ -73,8 +73,8 @@ pub enum DataCommand {
     /// Remove near-duplicates (MinHash + LSH, equal to datasketch): keeps the first row of
     /// each cluster, unchanged; --report lists {"line", "kept_line", "jaccard", "reason"}.
     NearDedup(crate::data_clean::NearDedupArgs),
-    /// Redact personal data ([EPOST], [TELEFON], [FØDSELSNUMMER], [KONTONUMMER], [URL]) in
-    /// every text field; other fields and unchanged rows pass through as they are.
+    /// Redact personal data (`[EPOST]`, `[TELEFON]`, `[FØDSELSNUMMER]`, `[KONTONUMMER]`,
+    /// `[URL]`) in every text field; other fields and unchanged rows pass through as they are.
     Pii(crate::data_clean::CleanIo),
     /// Translate a dataset into Bokmål or Nynorsk with a local model (resumable).
     Translate(crate::data_gen::TranslateArgs),

@@ -25,8 +25,10 @@
 //! `lang`, `lang_prob`). Attempts stop at `num` accepted tasks or `max_attempts`. Both files are
 //! appended attempt by attempt and resume like translation's output ([`super::append`]).
 //!
-//! The quality filters of `tilpass_data::quality` (Gopher rules, perplexity) are not applied
-//! here yet: [`SelfInstructRun::run_with_filter`] takes them as a hook.
+//! With [`SelfInstructRun::quality`] set, the quality rules of `tilpass_data::quality`
+//! (language, length, ratios, Gopher repetition rules) check each task's instruction and answer
+//! together (reason `quality`, with the failed rules); [`SelfInstructRun::run_with_filter`] takes
+//! any further filter (e.g. perplexity under a reference model) as a hook.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -104,6 +106,11 @@ pub struct SelfInstructRun {
     pub max_words: usize,
     /// Reject tasks the language identifier does not read as `lang`.
     pub check_language: bool,
+    /// Quality rules every task (instruction and answer, joined by a blank line) must pass
+    /// (`None`: none). The Gopher defaults are made for web documents: short chat answers fail
+    /// their 50-word minimum and top n-gram rules, so a chat job sets e.g. `"min_words": 3` and
+    /// `"max_top_ngram": []` (see docs/data-quality.md).
+    pub quality: Option<tilpass_data::quality::QualityConfig>,
 }
 
 impl Default for SelfInstructRun {
@@ -131,6 +138,7 @@ impl Default for SelfInstructRun {
             min_words: 3,
             max_words: 150,
             check_language: true,
+            quality: None,
         }
     }
 }
@@ -350,6 +358,11 @@ impl SelfInstructRun {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<SelfInstructOutcome> {
         self.validate()?;
+        let quality = self
+            .quality
+            .clone()
+            .map(tilpass_data::quality::QualityFilter::new)
+            .transpose()?;
         let start = Instant::now();
         let seeds_path = check::path("seeds", &self.seeds)?;
         let out = check::path("out", &self.out)?;
@@ -504,7 +517,14 @@ impl SelfInstructRun {
                 attempts += 1;
                 next = a + 1;
                 let verdict = verdict.and_then(|(i, ans)| {
-                    self.judge(i, ans.unwrap_or_default(), &instructions, &rouge, filter)
+                    self.judge(
+                        i,
+                        ans.unwrap_or_default(),
+                        &instructions,
+                        &rouge,
+                        quality.as_ref(),
+                        filter,
+                    )
                 });
                 match verdict {
                     Ok((instruction, answer, info)) => {
@@ -569,6 +589,7 @@ impl SelfInstructRun {
         answer: String,
         instructions: &[String],
         rouge: &Rouge,
+        quality: Option<&tilpass_data::quality::QualityFilter>,
         filter: Option<TaskFilter>,
     ) -> std::result::Result<(String, String, Value), Value> {
         self.check_instruction(&instruction)?;
@@ -586,6 +607,13 @@ impl SelfInstructRun {
             };
             return Err(json!({"reason": reason, "lang": p.lang, "lang_prob": prob,
                               "instruction": instruction, "answer": answer}));
+        }
+        if let Some(q) = quality {
+            let failed = q.check_text(&format!("{instruction}\n\n{answer}"));
+            if !failed.is_empty() {
+                return Err(json!({"reason": "quality", "failed": failed,
+                                  "instruction": instruction, "answer": answer}));
+            }
         }
         if let Some(f) = filter
             && let Some(why) = f(&instruction, &answer)
@@ -649,7 +677,7 @@ mod tests {
         };
         let rouge = Rouge::new(&[RougeType::L], RougeTokenizer::default());
         let seen = vec!["Skriv et kort dikt om høsten i Bergen".to_string()];
-        let judge = |i: &str, a: &str| run.judge(i.into(), a.into(), &seen, &rouge, None);
+        let judge = |i: &str, a: &str| run.judge(i.into(), a.into(), &seen, &rouge, None, None);
         let r = judge("Skriv et kort dikt om høsten i Oslo", "...").unwrap_err();
         assert_eq!(r["reason"], "rouge_l");
         // LCS 7 of 8 tokens each way: F = 0.875.
@@ -681,6 +709,7 @@ mod tests {
                 "Ja".into(),
                 &seen,
                 &rouge,
+                None,
                 Some(&only_nn),
             )
             .unwrap_err();
@@ -696,9 +725,36 @@ mod tests {
                 &seen,
                 &rouge,
                 None,
+                None,
             )
             .unwrap_err();
         assert_eq!(r["reason"], "language");
+        // The quality rules: a repeated answer fails the Gopher duplicate-line rule.
+        let config = tilpass_data::quality::QualityConfig {
+            languages: None,
+            min_words: Some(1),
+            ..Default::default()
+        };
+        let q = tilpass_data::quality::QualityFilter::new(config).unwrap();
+        let repeated = "Sol i dag.\n".repeat(20);
+        let r = run
+            .judge(
+                "Forklar hvordan fotosyntese virker".into(),
+                repeated,
+                &seen,
+                &rouge,
+                Some(&q),
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(r["reason"], "quality", "{r}");
+        let rules: Vec<_> = r["failed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["rule"].as_str().unwrap().to_string())
+            .collect();
+        assert!(rules.iter().any(|x| x.starts_with("dup_line")), "{rules:?}");
         assert_eq!(
             instruction_of("  Lag en liste Svar: nei\nmer", "Svar:"),
             "Lag en liste"

@@ -1,6 +1,6 @@
 //! Labelling JSONL of any size (`tilpass predict`, `tilpass annotate`): rows are read in
-//! windows of [`Stream::window`] rows (never the whole file), sorted by token length inside the
-//! window so that batches pad little, labelled, and written back in input order.
+//! windows of `window` rows (a setting of both; never the whole file), sorted by token length
+//! inside the window so that batches pad little, labelled, and written back in input order.
 //!
 //! **Resuming.** The output is written to `<out>.partial`, beside a sidecar
 //! `<out>.run.json` ([`Sidecar`]) that records the settings that shape the output and a
