@@ -1,7 +1,7 @@
 //! `tilpass data filter` (quality rules with a report of what was removed and why) and
 //! `tilpass data card` (a Markdown data card with histograms).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -12,9 +12,8 @@ use tilpass::data::quality::{
     NgramLm, NgramLmConfig, PerplexityRule, PerplexityScorer, QualityConfig, QualityFilter,
     TextScope, filter_records,
 };
-use tilpass::data::{
-    DatasetSpec, LangId, Location, ReadOptions, RecordKind, load_records, read_dataset,
-};
+use tilpass::data::raw_rows::read_raw_rows;
+use tilpass::data::{DatasetSpec, LangId, Location, RecordKind, load_records};
 use tilpass::{Error, Result};
 
 use crate::common::print;
@@ -22,8 +21,9 @@ use crate::common::print;
 /// Arguments of `tilpass data filter`.
 #[derive(Args)]
 pub struct FilterArgs {
-    /// Dataset file (.jsonl, or .json holding an array), any TRL format.
-    file: PathBuf,
+    /// Dataset: a file (.jsonl, or .json holding an array) in any TRL format, or
+    /// `builtin:NAME[:SPLIT]` (e.g. `builtin:norsk-chat`).
+    file: String,
     /// Output JSONL: the kept rows, unchanged (every field), in input order.
     #[arg(long)]
     out: PathBuf,
@@ -114,37 +114,6 @@ impl PerplexityScorer for DecoderScorer {
     }
 }
 
-/// The rows of the file as they are written (JSONL: the line's text; JSON array: each element
-/// serialised), by location.
-fn raw_rows(path: &Path) -> Result<HashMap<usize, String>> {
-    let mut out = HashMap::new();
-    if path.extension().is_some_and(|e| e == "json") {
-        let text = tilpass::core::read_text(path)?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::invalid(format!("{}: invalid JSON: {e}", path.display())))?;
-        let items = match v {
-            Value::Array(a) => a,
-            Value::Object(mut o) => match o.remove("data") {
-                Some(Value::Array(a)) => a,
-                _ => vec![],
-            },
-            _ => vec![],
-        };
-        for (i, v) in items.into_iter().enumerate() {
-            out.insert(i, v.to_string());
-        }
-    } else {
-        for row in tilpass::core::TextLines::open(path)? {
-            let (line, text) = row?;
-            let t = text.trim();
-            if !t.is_empty() {
-                out.insert(line, t.to_string());
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// The line (JSONL, 1-based) or item (JSON array, 0-based) of a row.
 fn location_index(l: Location) -> usize {
     match l {
@@ -203,21 +172,22 @@ pub fn filter_cmd(a: FilterArgs) -> Result<()> {
         }
         _ => {}
     }
-    tilpass::core::check_output_is_not_input("out", &a.out, &[&a.file])?;
+    let spec: DatasetSpec = a.file.parse()?;
+    let mut inputs: Vec<&Path> = Vec::new();
+    if let DatasetSpec::File(p) = &spec {
+        inputs.push(p);
+    }
+    tilpass::core::check_output_is_not_input("out", &a.out, &inputs)?;
     crate::common::check_new_file("out", &a.out, a.overwrite)?;
     if let Some(r) = &a.report {
-        tilpass::core::check_output_is_not_input("report", r, &[&a.file, &a.out])?;
+        inputs.push(&a.out);
+        tilpass::core::check_output_is_not_input("report", r, &inputs)?;
         crate::common::check_new_file("report", r, a.overwrite)?;
     }
-    // Every row must be valid before any work (errors name file and line).
-    let ds = read_dataset(
-        &a.file,
-        &ReadOptions {
-            kind: a.format,
-            ..Default::default()
-        },
-    )?;
-    let raw = raw_rows(&a.file)?;
+    // Every row must be valid before any work (errors name file and line); kept rows are
+    // written as they were read.
+    let rows = read_raw_rows(&spec, a.format)?;
+    let records: Vec<_> = rows.iter().map(|r| r.record.clone()).collect();
     let scorer: Option<Box<dyn PerplexityScorer>> = if let Some(p) = &a.ngram_train {
         Some(Box::new(NgramLm::train_file(
             p,
@@ -238,26 +208,23 @@ pub fn filter_cmd(a: FilterArgs) -> Result<()> {
         scorer: s,
         drop_pct: a.perplexity_drop_pct.unwrap_or(0.0),
     });
-    let verdicts = filter_records(&ds.records, &filter, rule)?;
+    let verdicts = filter_records(&records, &filter, rule)?;
     let mut rules: BTreeMap<String, usize> = BTreeMap::new();
     let mut kept = 0usize;
     let mut cutoff = Value::Null;
     tilpass::core::write_atomic_with(&a.out, |w| {
-        for (v, loc) in verdicts.iter().zip(&ds.locations) {
+        for (v, row) in verdicts.iter().zip(&rows) {
             if v.kept() {
                 kept += 1;
-                let text = raw
-                    .get(&location_index(*loc))
-                    .map(String::as_str)
-                    .unwrap_or_default();
-                w.write_all(text.as_bytes())?;
+                w.write_all(row.raw.as_bytes())?;
                 w.write_all(b"\n")?;
             }
         }
         Ok(())
     })?;
     let mut report_lines = Vec::new();
-    for (v, loc) in verdicts.iter().zip(&ds.locations) {
+    for (v, row) in verdicts.iter().zip(&rows) {
+        let loc = &row.location;
         for f in &v.failures {
             *rules.entry(f.rule.clone()).or_default() += 1;
             if f.rule == "perplexity" {
@@ -280,9 +247,9 @@ pub fn filter_cmd(a: FilterArgs) -> Result<()> {
         })?;
     }
     print(&json!({
-        "read": ds.records.len(),
+        "read": records.len(),
         "kept": kept,
-        "removed": ds.records.len() - kept,
+        "removed": records.len() - kept,
         "rules": rules,
         "perplexity_cutoff": cutoff,
         "config": filter.config(),

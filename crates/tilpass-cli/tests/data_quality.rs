@@ -357,3 +357,36 @@ fn card_for_builtin_and_filtered_data() {
     assert!(md.contains("| language |"), "{md}");
     assert!(!card2.join("turns.svg").exists());
 }
+
+/// `data filter` reads the built-in datasets too (as every `tilpass data` command does), and
+/// writes their rows in the library's JSON, the kept ones in order.
+#[test]
+fn filter_reads_builtin_norsk_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kept.jsonl");
+    let v = ok_json(&tilpass(&[
+        "data",
+        "filter",
+        "builtin:norsk-chat",
+        "--out",
+        out.to_str().unwrap(),
+        "--lang",
+        "nb,nn",
+        "--min-words",
+        "3",
+    ]));
+    let read = v["read"].as_u64().unwrap();
+    let kept = v["kept"].as_u64().unwrap();
+    assert!(read > 300 && kept > 0 && kept <= read, "{v}");
+    let rows: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len() as u64, kept);
+    assert!(
+        rows.iter().all(|r| r["messages"].is_array()),
+        "{:?}",
+        rows[0]
+    );
+}
