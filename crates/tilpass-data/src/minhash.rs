@@ -173,13 +173,7 @@ fn for_each_shingle(
         Shingles::Words(n) => {
             // offsets: start of each word; the word ends before the next space.
             offsets.push(0);
-            offsets.extend(
-                bytes
-                    .iter()
-                    .enumerate()
-                    .filter(|&(_, &b)| b == b' ')
-                    .map(|(i, _)| i + 1),
-            );
+            offsets.extend(memchr::memchr_iter(b' ', bytes).map(|i| i + 1));
             let words = offsets.len();
             if words < n {
                 f(bytes);
@@ -222,9 +216,30 @@ pub fn shingles_of(text: &str, shingles: Shingles) -> Vec<String> {
 
 /// datasketch's `sha1_hash32`: the first 4 bytes of SHA-1, little-endian.
 pub fn sha1_hash32(data: &[u8]) -> u32 {
+    // A shingle that fits one block (<= 55 bytes with the padding) is padded here and
+    // compressed directly: the same digest without the hasher's buffering.
+    if data.len() <= 55 {
+        let mut block = [0u8; 64];
+        block[..data.len()].copy_from_slice(data);
+        block[data.len()] = 0x80;
+        block[56..].copy_from_slice(&(data.len() as u64 * 8).to_be_bytes());
+        let mut h = SHA1_INIT;
+        sha1::compress(&mut h, &[block.into()]);
+        // The digest's first four bytes are `h[0]` big-endian, read little-endian.
+        return h[0].swap_bytes();
+    }
     let d = Sha1::digest(data);
     u32::from_le_bytes([d[0], d[1], d[2], d[3]])
 }
+
+/// SHA-1's initial state (FIPS 180-4, 5.3.1).
+const SHA1_INIT: [u32; 5] = [
+    0x6745_2301,
+    0xefcd_ab89,
+    0x98ba_dcfe,
+    0x1032_5476,
+    0xc3d2_e1f0,
+];
 
 /// The MurmurHash3 32-bit finalizer (datasketch's `_fmix(hv, 32)`).
 pub fn fmix32(mut h: u32) -> u32 {
@@ -233,6 +248,33 @@ pub fn fmix32(mut h: u32) -> u32 {
     h ^= h >> 13;
     h = h.wrapping_mul(0xc2b2_ae35);
     h ^ (h >> 16)
+}
+
+/// `sig[i] = min(sig[i], a[i] * h + b[i] mod 2^32)`: with AVX2 where the CPU has it (eight
+/// lanes; the portable build targets SSE2, which has no 32-bit lane multiply or minimum).
+#[inline]
+fn affine_min(sig: &mut [u32], a: &[u32], b: &[u32], h: u32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { affine_min_avx2(sig, a, b, h) };
+        return;
+    }
+    affine_min_portable(sig, a, b, h);
+}
+
+#[inline(always)]
+fn affine_min_portable(sig: &mut [u32], a: &[u32], b: &[u32], h: u32) {
+    for ((s, &a), &b) in sig.iter_mut().zip(a).zip(b) {
+        *s = (*s).min(a.wrapping_mul(h).wrapping_add(b));
+    }
+}
+
+/// [`affine_min_portable`] compiled for AVX2 (the compiler vectorises the loop).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn affine_min_avx2(sig: &mut [u32], a: &[u32], b: &[u32], h: u32) {
+    affine_min_portable(sig, a, b, h)
 }
 
 /// MinHash with fixed permutations: makes signatures (`[num_perm]` u32 values each).
@@ -302,12 +344,7 @@ impl MinHasher {
     pub fn update(&self, sig: &mut [u32], token: &[u8]) {
         let hv = sha1_hash32(token);
         match self.config.scheme {
-            MinHashScheme::Affine32 => {
-                let h = fmix32(hv);
-                for ((s, &a), &b) in sig.iter_mut().zip(&self.a32).zip(&self.b32) {
-                    *s = (*s).min(a.wrapping_mul(h).wrapping_add(b));
-                }
-            }
+            MinHashScheme::Affine32 => affine_min(sig, &self.a32, &self.b32, fmix32(hv)),
             MinHashScheme::Legacy => {
                 let h = hv as u64;
                 for ((s, &a), &b) in sig.iter_mut().zip(&self.a64).zip(&self.b64) {
@@ -338,7 +375,9 @@ impl MinHasher {
     /// Signatures of many texts, hashed in parallel (rayon): `[texts.len(), num_perm]`.
     pub fn signatures<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Signatures {
         let n = self.config.num_perm;
-        let mut data = vec![u32::MAX; texts.len() * n];
+        // Zeroed (fresh pages, touched first by the worker that fills them): each
+        // `signature_into` starts its row at `u32::MAX` itself.
+        let mut data = vec![0u32; texts.len() * n];
         data.par_chunks_mut(n * 64)
             .zip(texts.par_chunks(64))
             .for_each_init(Vec::new, |offsets, (out, ts)| {
@@ -389,6 +428,19 @@ pub fn jaccard(a: &[u32], b: &[u32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_block_sha1_equals_the_hasher() {
+        for len in 0..200usize {
+            let data: Vec<u8> = (0..len).map(|i| (i * 37 + len) as u8).collect();
+            let d = Sha1::digest(&data);
+            assert_eq!(
+                sha1_hash32(&data),
+                u32::from_le_bytes([d[0], d[1], d[2], d[3]]),
+                "length {len}"
+            );
+        }
+    }
 
     #[test]
     fn shingles_follow_the_documented_normalisation() {
