@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """The transformers side of the predict benchmark of scripts/compare/run.sh (the tilpass side is
 `tilpass-compare predict`, benches/compare.rs, which calls `tilpass predict`'s library path,
-`PredictRun::run`): label JSONL texts with a sequence classifier through
-`pipeline("text-classification")`, batch size 32, truncation to 128 tokens, every label's score
-(`top_k=None`), on the CPU. Timed: reading the JSONL, the pipeline, writing the labelled JSONL;
-not timed: building the pipeline (loading the model), which the tilpass side does include.
+`Predictor::run` after an untimed `Predictor::load`): label JSONL texts with a sequence classifier
+through `pipeline("text-classification")`, batch size 32, truncation to 128 tokens, every label's
+score (`top_k=None`), on the CPU. Timed: reading the JSONL, the pipeline, writing the labelled
+JSONL; not timed: building the pipeline (loading the model), on either side.
 
 `--prepare` (run.py calls it once before the rounds) writes the two random-init
 `BertForSequenceClassification` models (seed 0, labels `negativ` and `positiv`) in HF format with the

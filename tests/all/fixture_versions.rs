@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-/// Files transformers / PEFT / tokenizers write as part of a model, adapter or tokenizer
-/// directory: not fixture records.
-const MODEL_FILES: [&str; 11] = [
+/// Files transformers / PEFT / tokenizers / sentence-transformers write as part of a model,
+/// adapter or tokenizer directory: not fixture records.
+const MODEL_FILES: [&str; 14] = [
     "config.json",
     "generation_config.json",
     "adapter_config.json",
@@ -32,6 +32,9 @@ const MODEL_FILES: [&str; 11] = [
     "added_tokens.json",
     "chat_template.json",
     "preprocessor_config.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
 ];
 
 /// PEP 503 normalisation: `Jinja2` = `jinja2`, `rouge_score` = `rouge-score`.

@@ -50,3 +50,4 @@ mod tokenize_parity;
 mod tokenizer_training;
 mod train_parity;
 mod trl_diffs;
+mod truncation;

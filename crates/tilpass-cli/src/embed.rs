@@ -57,13 +57,15 @@ pub fn embed_cmd(a: EmbedArgs) -> Result<()> {
     let single = texts.len() == 1 && a.file.is_none();
     let mut done = 0usize;
     for chunk in texts.chunks(a.batch_size.max(1) * 8) {
-        let ids = chunk
+        let full = chunk
             .iter()
             .map(|t| tok.encode(t, true))
             .collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&str> = chunk.iter().map(|t| t.as_ref()).collect();
+        let ids = embedder.encode_texts(&tok, &refs)?;
         let vectors = embedder.embed_ids(&ids, a.batch_size)?;
         let limit = embedder.pooling.max_seq_length;
-        for (i, ((t, v), ids)) in chunk.iter().zip(vectors).zip(&ids).enumerate() {
+        for (i, ((t, v), ids)) in chunk.iter().zip(vectors).zip(&full).enumerate() {
             if let Some(x) = v.iter().find(|x| !x.is_finite()) {
                 return Err(Error::invalid(format!(
                     "the embedding of text {} is not finite ({x}): the model produced NaN/inf \
@@ -71,7 +73,8 @@ pub fn embed_cmd(a: EmbedArgs) -> Result<()> {
                     done + i + 1
                 )));
             }
-            // Texts longer than the model's max_seq_length are embedded from their start.
+            // Texts longer than the model's max_seq_length are cut as sentence-transformers
+            // cuts them (the content, keeping the special tokens).
             let truncated = limit.is_some_and(|m| ids.len() > m);
             if single {
                 print(&json!({"dim": v.len(), "embedding": v, "truncated": truncated}));

@@ -5,7 +5,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor};
 use serde::Deserialize;
 use tilpass_core::{CONFIG_FILE, ModelDir};
-use tilpass_tokenize::{Batch, Padding};
+use tilpass_tokenize::{Batch, Padding, Tokenizer};
 
 use crate::bert::{Bert, BertConfig};
 use crate::encoder::{EncoderInput, PoolingMode, ProblemType, SequenceClassifier, pool};
@@ -165,7 +165,10 @@ pub struct PoolingConfig {
     pub mode: PoolingMode,
     /// L2-normalise the pooled vector.
     pub normalize: bool,
-    /// Truncate inputs to this many tokens (`sentence_bert_config.json`'s `max_seq_length`).
+    /// Truncate inputs to this many tokens, special tokens included:
+    /// `sentence_bert_config.json`'s `max_seq_length`, else (in a sentence-transformers
+    /// directory, one with `modules.json`) `tokenizer_config.json`'s `model_max_length` capped
+    /// by `config.json`'s `max_position_embeddings`, as sentence-transformers reads them.
     pub max_seq_length: Option<usize>,
 }
 
@@ -249,9 +252,28 @@ impl PoolingConfig {
                 }
             }
         };
-        let max_seq_length = read(Path::new("sentence_bert_config.json"))?
+        let mut max_seq_length = read(Path::new("sentence_bert_config.json"))?
             .and_then(|v| serde_json::from_value::<StConfig>(v).ok())
             .and_then(|c| c.max_seq_length);
+        if max_seq_length.is_none() && dir.join("modules.json").exists() {
+            // sentence-transformers 6 records `max_seq_length` as the tokenizer's
+            // `model_max_length`; older versions fall back to it too, capped by the model's
+            // `max_position_embeddings`.
+            let number = |v: Option<serde_json::Value>, key: &str| {
+                v.and_then(|v| v.get(key).and_then(serde_json::Value::as_f64))
+                    .filter(|n| *n >= 1.0 && *n < 1e12)
+                    .map(|n| n as usize)
+            };
+            let tok = number(
+                read(Path::new("tokenizer_config.json"))?,
+                "model_max_length",
+            );
+            let pos = number(read(Path::new(CONFIG_FILE))?, "max_position_embeddings");
+            max_seq_length = match (tok, pos) {
+                (Some(t), Some(p)) => Some(t.min(p)),
+                (t, _) => t,
+            };
+        }
         Ok(Self {
             mode,
             normalize,
@@ -279,8 +301,35 @@ impl SentenceEmbedder {
         })
     }
 
-    /// Embeds tokenized sentences (with their special tokens), `batch_size` at a time;
-    /// rows longer than `max_seq_length` keep their first tokens. Like sentence-transformers,
+    /// Embeds texts as sentence-transformers' `encode` does: each is encoded with `tok` and
+    /// truncated to `max_seq_length` the way the reference truncates (the content is cut,
+    /// then the special tokens are added, so a long text still ends in `[SEP]`), then
+    /// embedded by [`Self::embed_ids`]. One vector per text, in input order.
+    pub fn embed_texts(
+        &self,
+        tok: &Tokenizer,
+        texts: &[&str],
+        batch_size: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        let ids = self.encode_texts(tok, texts)?;
+        self.embed_ids(&ids, batch_size)
+    }
+
+    /// The token ids [`Self::embed_texts`] embeds: `texts` encoded with their special tokens,
+    /// truncated to `max_seq_length` as sentence-transformers truncates.
+    pub fn encode_texts(&self, tok: &Tokenizer, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        match self.pooling.max_seq_length {
+            Some(m) => tok.encode_batch_truncated(texts, m),
+            None => tok.encode_batch(texts, true),
+        }
+        .map_err(|e| ModelError::Input(e.to_string()))
+    }
+
+    /// Embeds tokenized sentences (with their special tokens), `batch_size` at a time.
+    /// Rows are expected to be truncated already ([`Self::encode_texts`] or
+    /// [`Tokenizer::encode_batch_truncated`]); a row still longer than `max_seq_length` keeps
+    /// its first `max_seq_length` tokens, which drops its closing special token (unlike the
+    /// reference, which truncates the text). Like sentence-transformers,
     /// rows are batched in order of decreasing length (less padding); the result is in input
     /// order, one vector per row.
     pub fn embed_ids(&self, rows: &[Vec<u32>], batch_size: usize) -> Result<Vec<Vec<f32>>> {

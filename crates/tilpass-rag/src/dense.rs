@@ -172,13 +172,8 @@ impl Embedder for ModelEmbedder {
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let ids = texts
-            .iter()
-            .map(|t| self.tokenizer.encode(t, true))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(model_err)?;
         self.model
-            .embed_ids(&ids, self.batch_size)
+            .embed_texts(&self.tokenizer, texts, self.batch_size)
             .map_err(model_err)
     }
 }

@@ -343,6 +343,66 @@ impl Tokenizer {
         Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
+    /// Encodes text with its special tokens, truncated to at most `max_len` tokens as
+    /// transformers truncates (`tokenizer(text, truncation=True, max_length=max_len)`,
+    /// `tokenizers`' `TruncationParams` with `longest_first`, direction right, stride 0): the
+    /// content is cut to `max_len` minus the special tokens the post-processor adds, which are
+    /// then added, so a long text keeps its closing `[SEP]` / EOS. Errors when `max_len` leaves
+    /// no room for the special tokens.
+    pub fn encode_truncated(&self, text: &str, max_len: usize) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(tk_err(format!("encoding with {}", self.source)))?;
+        Ok(self.truncate_and_finish(enc, max_len)?.get_ids().to_vec())
+    }
+
+    /// [`Self::encode_truncated`] of many texts, encoded in parallel.
+    pub fn encode_batch_truncated(&self, texts: &[&str], max_len: usize) -> Result<Vec<Vec<u32>>> {
+        let enc = self
+            .inner
+            .encode_batch(texts.to_vec(), false)
+            .map_err(tk_err(format!("encoding with {}", self.source)))?;
+        enc.into_iter()
+            .map(|e| Ok(self.truncate_and_finish(e, max_len)?.get_ids().to_vec()))
+            .collect()
+    }
+
+    /// Truncates an encoding made without special tokens to leave room for them, then adds
+    /// them (the post-processor), as `tokenizers` does with truncation set.
+    fn truncate_and_finish(&self, enc: Encoding, max_len: usize) -> Result<Encoding> {
+        use tokenizers::utils::truncation::{
+            TruncationDirection, TruncationParams, TruncationStrategy, truncate_encodings,
+        };
+        let added = self
+            .inner
+            .get_post_processor()
+            .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, false));
+        if max_len <= added {
+            return Err(TokenizeError::Tokenizer {
+                context: format!("truncating with {}", self.source),
+                message: format!(
+                    "max length {max_len} leaves no room for text: the tokenizer adds {added} \
+                     special tokens"
+                ),
+            });
+        }
+        let params = TruncationParams {
+            max_length: max_len - added,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        };
+        let (enc, _) = truncate_encodings(enc, None, &params)
+            .map_err(tk_err(format!("truncating with {}", self.source)))?;
+        self.inner
+            .post_process(enc, None, true)
+            .map_err(tk_err(format!(
+                "adding special tokens with {}",
+                self.source
+            )))
+    }
+
     /// Decodes ids to text.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.inner

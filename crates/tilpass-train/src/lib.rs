@@ -60,8 +60,8 @@ pub use prompt::{
 };
 pub use runs::{
     AnnotateOutcome, AnnotateRun, ClassifyOutcome, ClassifyRun, MergeOutcome, PeftMethod,
-    PredictOutcome, PredictRun, PromptSftOutcome, RunConfig, Seq2SeqSftOutcome, SftOutcome, SftRun,
-    Shard, merge_shards,
+    PredictOutcome, PredictRun, Predictor, PromptSftOutcome, RunConfig, Seq2SeqSftOutcome,
+    SftOutcome, SftRun, Shard, merge_shards,
 };
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use seq2seq::{

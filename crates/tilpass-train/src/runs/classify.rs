@@ -241,20 +241,15 @@ pub struct ClassifyOutcome {
     pub adapter: PathBuf,
 }
 
-/// Encodes texts with the tokenizer's special tokens, keeping the first `max_length` tokens.
+/// Encodes texts with the tokenizer's special tokens, truncated to `max_length` tokens as
+/// transformers truncates (the content is cut, the special tokens kept:
+/// [`Tokenizer::encode_batch_truncated`]).
 pub(crate) fn encode_texts(
     tok: &Tokenizer,
     texts: &[&str],
     max_length: usize,
 ) -> Result<Vec<Vec<u32>>> {
-    texts
-        .iter()
-        .map(|t| {
-            let mut ids = tok.encode(t, true)?;
-            ids.truncate(max_length.max(2));
-            Ok(ids)
-        })
-        .collect()
+    Ok(tok.encode_batch_truncated(texts, max_length)?)
 }
 
 /// The LoRA config of a classifier on `model`: `lora` with the family's targets and head

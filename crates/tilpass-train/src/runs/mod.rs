@@ -53,7 +53,7 @@ pub use annotate::{AnnotateOutcome, AnnotateRun};
 pub use classify::{ClassifyOutcome, ClassifyRun};
 pub use merge::{MergeOutcome, merge_shards};
 pub use perplexity::{TextPerplexity, text_perplexity};
-pub use predict::{PredictOutcome, PredictRun};
+pub use predict::{PredictOutcome, PredictRun, Predictor};
 pub use self_instruct::{SelfInstructOutcome, SelfInstructRun, TaskFormat};
 pub use sft::{Seq2SeqSftOutcome, SftOutcome, SftRun};
 pub use sft_prompt::{PeftMethod, PromptSftOutcome};

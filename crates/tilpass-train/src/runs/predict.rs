@@ -41,7 +41,8 @@ pub struct PredictRun {
     pub out: Option<PathBuf>,
     /// Rows per batch.
     pub batch_size: usize,
-    /// Truncate texts to this many tokens (at least 2).
+    /// Truncate texts to this many tokens, special tokens included (at least 2; the content
+    /// is cut and the special tokens kept, as transformers' `truncation=True` does).
     pub max_length: usize,
     /// Rows read at a time and sorted by token length for batching (memory is bounded by it).
     pub window: usize,
@@ -120,16 +121,37 @@ pub struct PredictOutcome {
 
 impl PredictRun {
     /// Labels every row of `data` on `device`, `batch_size` rows at a time, reporting
-    /// [`Event::Rows`] after each batch.
+    /// [`Event::Rows`] after each batch: [`Predictor::load`] then [`Predictor::run`].
     pub fn run(&self, device: &Device, progress: &mut dyn FnMut(Event)) -> Result<PredictOutcome> {
         self.validate()?;
-        let model_dir = check::path("model", &self.model)?;
         let (data, out) = (
             check::path("data", &self.data)?,
             check::path("out", &self.out)?,
         );
         super::jsonl::distinct_output(out, data)?;
-        let (model, names, labels_file) = match &self.adapter {
+        Predictor::load(self, device)?.run(self, progress)
+    }
+}
+
+/// A loaded classifier with its tokenizer and label names, ready to label any number of
+/// streams ([`Predictor::run`]); [`PredictRun::run`] is [`Predictor::load`] followed by one
+/// [`Predictor::run`].
+#[derive(Debug)]
+pub struct Predictor {
+    model: LoadedClassifier,
+    names: Vec<String>,
+    labels_file: PathBuf,
+    tok: Tokenizer,
+    model_dir: PathBuf,
+    adapter: Option<PathBuf>,
+}
+
+impl Predictor {
+    /// Loads the classifier `run` names (`model`, with `adapter` when set) and its tokenizer
+    /// on `device`; the other settings of `run` are not read here.
+    pub fn load(run: &PredictRun, device: &Device) -> Result<Self> {
+        let model_dir = check::path("model", &run.model)?;
+        let (model, names, labels_file) = match &run.adapter {
             Some(adapter) => {
                 // A LoRA / DoRA or prompt-learning adapter, or a full model directory that
                 // `tilpass train classify --method full` saved.
@@ -159,13 +181,50 @@ impl PredictRun {
             }
         };
         let tok = Tokenizer::from_dir(model_dir)?;
+        Ok(Self {
+            model,
+            names,
+            labels_file,
+            tok,
+            model_dir: model_dir.clone(),
+            adapter: run.adapter.clone(),
+        })
+    }
+
+    /// The label names, in class order.
+    pub fn labels(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Labels every row of `run.data` into `run.out`, `batch_size` rows at a time (texts
+    /// truncated to `max_length` tokens as transformers truncates: the content is cut, the
+    /// special tokens kept), reporting [`Event::Rows`] after each batch. `run.model` and
+    /// `run.adapter` must name what was loaded; `run.device` is not read.
+    pub fn run(&self, run: &PredictRun, progress: &mut dyn FnMut(Event)) -> Result<PredictOutcome> {
+        run.validate()?;
+        let (data, out) = (
+            check::path("data", &run.data)?,
+            check::path("out", &run.out)?,
+        );
+        super::jsonl::distinct_output(out, data)?;
+        if run.model.as_ref() != Some(&self.model_dir) || run.adapter != self.adapter {
+            return Err(TrainError::Config(format!(
+                "this predictor holds model {} with adapter {:?}; the run names model {:?} with \
+                 adapter {:?}",
+                self.model_dir.display(),
+                self.adapter,
+                run.model,
+                run.adapter
+            )));
+        }
+        let (model, names, labels_file) = (&self.model, &self.names, &self.labels_file);
         let pad = model.pad_token_id();
         let labels = |batch: &[&[u32]]| -> Result<Vec<Map<String, Value>>> {
             let input = EncoderInput::from_batch(&tilpass_tokenize::Batch::from_ids(
                 batch,
                 tilpass_tokenize::Padding::right(pad),
             ))?;
-            predict(&model, &[input])?
+            predict(model, &[input])?
                 .into_iter()
                 .map(|(best, probs)| {
                     let label = names.get(best).ok_or_else(|| {
@@ -178,31 +237,25 @@ impl PredictRun {
                     })?;
                     let mut m = Map::new();
                     m.insert("label".into(), json!(label));
-                    m.insert("probabilities".into(), by_label(&names, &probs));
+                    m.insert("probabilities".into(), by_label(names, &probs));
                     Ok(m)
                 })
                 .collect()
         };
         let o = Stream {
-            job: Self::JOB,
+            job: PredictRun::JOB,
             data,
             out,
-            text_field: &self.text_field,
-            window: self.window,
-            batch_size: self.batch_size,
-            shard: self.shard,
-            max_rows: self.max_rows,
-            keep_partial: self.keep_partial,
-            config: self.output_settings()?,
+            text_field: &run.text_field,
+            window: run.window,
+            batch_size: run.batch_size,
+            shard: run.shard,
+            max_rows: run.max_rows,
+            keep_partial: run.keep_partial,
+            config: run.output_settings()?,
         }
         .run(
-            &|texts| {
-                let mut ids = tok.encode_batch(texts, true)?;
-                for row in &mut ids {
-                    row.truncate(self.max_length);
-                }
-                Ok(ids)
-            },
+            &|texts| Ok(self.tok.encode_batch_truncated(texts, run.max_length)?),
             &mut { labels },
             progress,
         )?;
