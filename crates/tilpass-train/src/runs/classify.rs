@@ -3,8 +3,8 @@
 //! on the last non-pad token), gets a new classifier head over the labels of a JSONL file and learns them with the method of
 //! [`ClassifyRun::method`]: LoRA / DoRA (the family's targets and head from
 //! [`tilpass_peft::classifier_defaults`] unless [`ClassifyRun::lora`] names its own), prefix
-//! tuning, P-tuning, prompt tuning (BERT only: see [`crate::classify_methods`] for the family x
-//! method table) or full fine-tuning.
+//! tuning, P-tuning, prompt tuning (BERT and decoders, not NorBERT3: see
+//! [`crate::classify_methods`] for the family x method table) or full fine-tuning.
 
 use std::path::{Path, PathBuf};
 
@@ -22,9 +22,10 @@ use super::{LORA_SHORTHANDS, RunConfig, check, write_run_config};
 use crate::classify::{cls_batches, evaluate_classifier, train_classifier};
 pub use crate::classify_methods::LABELS_FILE;
 use crate::classify_methods::{
-    ClassifyMethod, PromptClassifier, bert_prompt_dims, check_decoder_batch, check_method,
-    is_decoder, load_decoder_classifier, model_type_of, save_full_classifier,
-    save_full_decoder_classifier, saved_dir, train_prompt_classifier, write_labels,
+    ClassifyMethod, DecoderPromptClassifier, PromptClassifier, bert_prompt_dims,
+    check_decoder_batch, check_method, decoder_prompt_dims, is_decoder, load_decoder_classifier,
+    model_type_of, save_full_classifier, save_full_decoder_classifier, saved_dir,
+    train_prompt_classifier, write_labels,
 };
 use crate::error::{Result, TrainError};
 use crate::optim::AdamWConfig;
@@ -482,7 +483,7 @@ impl ClassifyRun {
         }
     }
 
-    /// Trains a Llama / Mistral / GPT-2 sequence classifier (lora, dora or full: see
+    /// Trains a Llama / Mistral / GPT-2 sequence classifier (any method: see
     /// [`crate::classify_methods`]) on `(train, eval)` examples and saves it in `saved`.
     #[allow(clippy::too_many_arguments)]
     fn train_decoder(
@@ -500,6 +501,34 @@ impl ClassifyRun {
         let pad = model.pad_token_id().unwrap_or(0);
         let train = cls_batches(train, self.batch_size, pad)?;
         let eval = cls_batches(eval, self.batch_size, pad)?;
+        if let Some(method) = self.method.prompt_method() {
+            let dims = decoder_prompt_dims(&model);
+            let n = self.num_virtual_tokens.unwrap_or(1);
+            let mut prompt =
+                PromptAdapter::new_for_dims(dims, method, n, "SEQ_CLS", self.seed, device)?;
+            let hidden = self.encoder_hidden_size.unwrap_or(dims.hidden);
+            if self.method == ClassifyMethod::PTuning || self.prefix_projection {
+                prompt = prompt.with_encoder(hidden, None, self.seed, device)?;
+            }
+            prompt.config.other.insert(
+                "base_model_name_or_path".into(),
+                model_dir.display().to_string().into(),
+            );
+            let mut pm = DecoderPromptClassifier::new(model, prompt);
+            progress(Event::Message(&format!(
+                "{} labels {names:?}; {}",
+                names.len(),
+                pm.trainable_report()
+            )));
+            let summary = train_prompt_classifier(&mut pm, &train, cfg, None, progress)?;
+            let eval = if eval.is_empty() {
+                None
+            } else {
+                Some(evaluate_classifier(&pm, &eval)?)
+            };
+            pm.save(saved)?;
+            return Ok((summary, eval));
+        }
         let full = self.method == ClassifyMethod::Full;
         let mut peft = PeftModel::new(model);
         let summary = if full {
@@ -543,8 +572,8 @@ impl ClassifyRun {
 }
 
 /// The LoRA config of a decoder classifier of `family` (HF `model_type`): `lora` with PEFT's
-/// default targets of the family (`q_proj`, `v_proj`; GPT-2 `c_attn`) and the head `score`
-/// in `modules_to_save` where it names none, task `SEQ_CLS`, and the base model's path.
+/// default targets of the family (`q_proj`, `v_proj`; GPT-2 `c_attn`) and PEFT's
+/// `modules_to_save = ["classifier", "score"]` (the head is `score`) where it names none, task `SEQ_CLS`, and the base model's path.
 pub fn decoder_classifier_lora(lora: &LoraConfig, family: &str, dir: &Path) -> Result<LoraConfig> {
     let mut cfg = lora.clone();
     if cfg.target_modules.is_none() {
@@ -556,7 +585,8 @@ pub fn decoder_classifier_lora(lora: &LoraConfig, family: &str, dir: &Path) -> R
         cfg.target_modules = Some(TargetModules::from(d.as_slice()));
     }
     if cfg.modules_to_save.is_none() {
-        cfg.modules_to_save = Some(vec!["score".into()]);
+        // PEFT's `SEQ_CLS` list: `classifier` matches no decoder module.
+        cfg.modules_to_save = Some(vec!["classifier".into(), "score".into()]);
     }
     cfg.task_type.get_or_insert_with(|| "SEQ_CLS".into());
     cfg.base_model_name_or_path

@@ -179,7 +179,12 @@ impl PredictRun {
         out: &std::path::Path,
         progress: &mut dyn FnMut(Event),
     ) -> Result<PredictOutcome> {
-        if let LoadedClassifier::Decoder(d) = &model {
+        let decoder = match &model {
+            LoadedClassifier::Decoder(d) => Some(d.as_ref()),
+            LoadedClassifier::DecoderPrompt(d) => Some(&d.model),
+            _ => None,
+        };
+        if let Some(d) = decoder {
             crate::classify_methods::check_decoder_batch(d, "batch_size", self.batch_size)?;
         }
         let tok = Tokenizer::from_dir(model_dir)?;
