@@ -1,7 +1,7 @@
 //! `tilpass train classify` (LamBERT step 2): a BERT or NorBERT3 (LTG-BERT) encoder, or a
 //! Llama / Mistral / GPT-2 decoder (transformers' `*ForSequenceClassification`: the score head
-//! on the last non-pad token), gets a new classifier head over the labels of a JSONL file and learns them with the method of
-//! [`ClassifyRun::method`]: LoRA / DoRA (the family's targets and head from
+//! on the last non-pad token), gets a new classifier head over the labels of a JSONL file and
+//! learns them with the method of [`ClassifyRun::method`]: LoRA / DoRA (the family's targets and head from
 //! [`tilpass_peft::classifier_defaults`] unless [`ClassifyRun::lora`] names its own), prefix
 //! tuning, P-tuning, prompt tuning (BERT and decoders, not NorBERT3: see
 //! [`crate::classify_methods`] for the family x method table) or full fine-tuning.
@@ -332,7 +332,9 @@ impl ClassifyRun {
         device.seed(self.seed);
         let tok = Tokenizer::from_dir(model_dir)?;
         let model_type = model_type_of(model_dir)?;
-        check_method(&model_type, self.method)?;
+        if is_decoder(&model_type) {
+            check_method(&model_type, self.method)?;
+        }
         let encoded = encode_texts(&tok, &texts, self.max_length)?;
         let n_train = rows.len() - n_eval;
         let examples: Vec<(Vec<u32>, usize)> = encoded.into_iter().zip(ids).collect();
@@ -358,6 +360,7 @@ impl ClassifyRun {
             });
         }
         let encoder = EncoderModel::load(model_dir, &device)?;
+        check_method(&encoder.model_type(), self.method)?;
         let model = encoder.with_new_classifier(&names, self.seed)?;
         let pad = model.pad_token_id();
         let train = cls_batches(&examples[..n_train], self.batch_size, pad)?;
