@@ -344,7 +344,8 @@ impl ClassifyRun {
             let (summary, eval) = self.train_decoder(
                 model_dir,
                 &names,
-                (&examples[..n_train], &examples[n_train..]),
+                &examples[..n_train],
+                &examples[n_train..],
                 &cfg,
                 &adapter,
                 &device,
@@ -487,13 +488,15 @@ impl ClassifyRun {
     }
 
     /// Trains a Llama / Mistral / GPT-2 sequence classifier (any method: see
-    /// [`crate::classify_methods`]) on `(train, eval)` examples and saves it in `saved`.
+    /// [`crate::classify_methods`]) on the `train` examples, evaluates it on `eval` and
+    /// saves it in `saved`.
     #[allow(clippy::too_many_arguments)]
     fn train_decoder(
         &self,
         model_dir: &Path,
         names: &[String],
-        (train, eval): (&[(Vec<u32>, usize)], &[(Vec<u32>, usize)]),
+        train: &[(Vec<u32>, usize)],
+        eval: &[(Vec<u32>, usize)],
         cfg: &TrainConfig,
         saved: &Path,
         device: &Device,
