@@ -27,6 +27,9 @@ use crate::classify_methods::{
     LOGITS, ROOT, check_steps, config, hashed, logits, max_abs, reference, round_trip,
 };
 
+/// Logits on batch 0 of the files in a directory.
+type Reload = dyn Fn(&Path) -> Vec<f32>;
+
 /// The pad id the reference sets in the config (`decoder_batches.json` pads with it).
 const PAD: u32 = 0;
 
@@ -122,7 +125,7 @@ fn check_decoder_case(family: &str, method: &str) {
     eprintln!("measured {case}: final logits {d:.2e}");
     assert!(d <= LOGITS, "{case}: final logits {d}");
     let dir = tempfile::tempdir().unwrap();
-    let (sub, reload): (&str, Box<dyn Fn(&Path) -> Vec<f32>>) = if full {
+    let (sub, reload): (&str, Box<Reload>) = if full {
         save_full_decoder_classifier(peft.model(), &base, &labels3(), dir.path()).unwrap();
         let cfg: Value = tilpass::core::read_json(dir.path().join("config.json")).unwrap();
         assert_eq!(
