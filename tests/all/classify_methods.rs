@@ -25,11 +25,11 @@ use tilpass::train::{
 };
 use tilpass_tests::{fixture_json, fixture_path, test_device};
 
-const ROOT: &str = "train/classify";
+pub(crate) const ROOT: &str = "train/classify";
 /// Loss and gradient norm per step, relative (DESIGN.md's 1e-5).
 const LOSS: f64 = 1e-5;
 /// Logits after training and of reloaded / round-tripped files, absolute.
-const LOGITS: f64 = 1e-4;
+pub(crate) const LOGITS: f64 = 1e-4;
 
 fn table_tol() -> f64 {
     if crate::preference_losses::on_cpu() {
@@ -67,7 +67,7 @@ fn batches() -> Vec<ClsBatch> {
         .collect()
 }
 
-fn config(reference: &Value) -> TrainConfig {
+pub(crate) fn config(reference: &Value) -> TrainConfig {
     let num = |k: &str| reference[k].as_f64().unwrap();
     TrainConfig {
         learning_rate: num("lr"),
@@ -82,7 +82,7 @@ fn config(reference: &Value) -> TrainConfig {
     }
 }
 
-fn max_abs(a: &[f32], b: &[f32]) -> f64 {
+pub(crate) fn max_abs(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "lengths");
     a.iter()
         .zip(b)
@@ -93,7 +93,7 @@ fn max_abs(a: &[f32], b: &[f32]) -> f64 {
         )
 }
 
-fn logits<M: SequenceClassifier>(m: &M, b: &ClsBatch) -> Vec<f32> {
+pub(crate) fn logits<M: SequenceClassifier>(m: &M, b: &ClsBatch) -> Vec<f32> {
     m.classify(&b.input)
         .unwrap()
         .into_data()
@@ -101,7 +101,7 @@ fn logits<M: SequenceClassifier>(m: &M, b: &ClsBatch) -> Vec<f32> {
         .unwrap()
 }
 
-fn reference(case: &str) -> (Value, Checkpoint) {
+pub(crate) fn reference(case: &str) -> (Value, Checkpoint) {
     (
         fixture_json(&format!("{ROOT}/{case}/reference.json")),
         Checkpoint::open(fixture_path(&format!(
@@ -111,7 +111,7 @@ fn reference(case: &str) -> (Value, Checkpoint) {
     )
 }
 
-fn check_steps(case: &str, steps: &[StepLog], reference: &Value) {
+pub(crate) fn check_steps(case: &str, steps: &[StepLog], reference: &Value) {
     let want = reference["steps"].as_array().unwrap();
     assert_eq!(steps.len(), want.len(), "{case}: steps");
     for (got, w) in steps.iter().zip(want) {
@@ -154,7 +154,7 @@ fn bert(dev: &tilpass::burn::tensor::Device) -> Bert {
 /// With `TILPASS_WRITE_CLASSIFY_ROUNDTRIP=DIR`, copies `files` to `DIR/<case>/<sub>` with the
 /// logits on batch 0 for the script's `--verify`; otherwise checks the committed copy: the
 /// logits tilpass gives for it equal the reference's (its `verified.json`).
-fn round_trip(
+pub(crate) fn round_trip(
     case: &str,
     sub: &str,
     files: &Path,
@@ -383,7 +383,7 @@ fn full_fine_tuning_of_a_classifier_trains_as_transformers_and_saves_a_model_dir
 
 /// A word-level text of norsk-topic's sentence for the tiny fixture vocabulary (`t4`..`t255`
 /// by a stable hash of each lower-cased word).
-fn hashed(text: &str) -> String {
+pub(crate) fn hashed(text: &str) -> String {
     text.split_whitespace()
         .map(|w| {
             let h = w

@@ -1,6 +1,7 @@
 //! All cross-crate tests in one binary (each test binary links burn, so there is one).
 
 mod batch_inputs;
+mod classify_decoder;
 mod classify_methods;
 mod config_compat;
 mod core_device;

@@ -26,9 +26,10 @@ pub enum TrainCommand {
     /// dataset (TRL formats); writes the adapter (HF PEFT format), checkpoints, metrics.jsonl and
     /// run_config.json to --out.
     Sft(Box<SftArgs>),
-    /// Train a BERT / NorBERT3 sequence classifier (a new classifier head with --method lora,
-    /// dora, prefix, p-tuning, prompt or full) on labelled JSONL (LamBERT step 2); prints
-    /// accuracy and macro-F1 on a held-out split.
+    /// Train a sequence classifier — BERT, NorBERT3, or a Llama / Mistral / GPT-2 decoder
+    /// scored at its last non-pad token as transformers' *ForSequenceClassification — (a new
+    /// classifier head with --method lora, dora, prefix, p-tuning, prompt or full) on labelled
+    /// JSONL (LamBERT step 2); prints accuracy and macro-F1 on a held-out split.
     Classify(Box<ClassifyArgs>),
     /// DPO (TRL's DPOTrainer) of a decoder on preference pairs (TRL formats, or
     /// builtin:norsk-pref) with a LoRA adapter (reference: the model with its adapters
@@ -297,7 +298,9 @@ pub struct ClassifyArgs {
     #[command(flatten)]
     #[serde(skip)]
     config: ConfigArgs,
-    /// Encoder directory (BERT or NorBERT3, with its tokenizer).
+    /// Model directory with its tokenizer: BERT, NorBERT3, or a Llama / Mistral / GPT-2
+    /// decoder (a causal LM gets a new `score` head; a decoder without a pad_token_id uses the
+    /// tokenizer's pad or EOS token, and without any takes only --batch-size 1).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Device: flex (CPU), wgpu, wgpu-cpu, wgpu:N, cuda:N.
@@ -324,7 +327,8 @@ pub struct ClassifyArgs {
     /// Adaptation method: lora (default), dora, prefix (prefix tuning), p-tuning (MLP prompt
     /// encoder), prompt (prompt tuning) or full (every weight; saved as a transformers model
     /// in out/model). BERT takes all six; NorBERT3 / LTG-BERT lora, dora and full (PEFT
-    /// cannot apply prompt learning to its modelling code). Prompt methods train the
+    /// cannot apply prompt learning to its modelling code); decoders lora, dora and full
+    /// (LoRA on PEFT's default targets, the `score` head trained). Prompt methods train the
     /// classifier head too; with prompt / p-tuning the pooler reads the first virtual token,
     /// as in PEFT.
     #[arg(long, value_parser = ["lora", "dora", "prefix", "p-tuning", "prompt", "full"])]

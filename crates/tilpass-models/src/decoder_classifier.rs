@@ -25,6 +25,7 @@ use tilpass_core::{CONFIG_FILE, Checkpoint, HostTensor, ModelDir, SaveDtype, sav
 
 use crate::auto::{Family, Head};
 use crate::decoder::{DecoderInput, DecoderLm, SUPPORTED_DECODERS};
+use crate::encoder::{EncoderInput, ProblemType, SequenceClassifier};
 use crate::error::{ModelError, Result};
 use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::linear::{HasLinears, Linear, ParamFn, map_module_params};
@@ -205,6 +206,26 @@ impl DecoderClassifier {
     /// The label names (`id2label`).
     pub fn labels(&self) -> &[String] {
         &self.labels
+    }
+
+    /// Names the outputs (`id2label`, written by [`Self::save`]); an error unless there is one
+    /// name per output.
+    pub fn set_labels(&mut self, labels: Vec<String>) -> Result<()> {
+        if labels.len() != self.num_labels() {
+            return Err(ModelError::Input(format!(
+                "{} label names for a score head of {} outputs",
+                labels.len(),
+                self.num_labels()
+            )));
+        }
+        self.labels = labels;
+        Ok(())
+    }
+
+    /// The score head, mutable (`weight` `[hidden, num_labels]`), e.g. to start from a
+    /// reference's initial head.
+    pub fn score_head_mut(&mut self) -> &mut Linear {
+        &mut self.score
     }
 
     /// The family (Llama, Mistral or GPT-2).
@@ -394,5 +415,37 @@ impl HasLinears for DecoderClassifier {
         self.score = map_module_params(self.score.clone(), grads, &mut |p: &str, v, rank, g| {
             f(&format!("score.{p}"), v, rank, g)
         });
+    }
+}
+
+/// A decoder classifier reads the ids and attention mask of an [`EncoderInput`] (token type ids
+/// are ignored; positions are `0..seq` in every row, as transformers makes them without
+/// `position_ids`) and scores each row's last non-pad token ([`DecoderClassifier::scores`]).
+/// The problem type is transformers' default: regression for one output, single-label
+/// classification otherwise.
+impl SequenceClassifier for DecoderClassifier {
+    fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
+        let (batch, seq) = (input.batch, input.seq);
+        if input.input_ids.len() != batch * seq || input.attention_mask.len() != batch * seq {
+            return Err(ModelError::Input(format!(
+                "expected input ids and attention mask of {batch}x{seq}, got {} and {}",
+                input.input_ids.len(),
+                input.attention_mask.len()
+            )));
+        }
+        let position_ids = (0..batch).flat_map(|_| 0..seq as i64).collect();
+        self.scores(&DecoderInput {
+            input_ids: input.input_ids.clone(),
+            attention_mask: input.attention_mask.clone(),
+            position_ids,
+            batch,
+            seq,
+        })
+    }
+    fn problem_type(&self) -> Result<ProblemType> {
+        ProblemType::from_config(None, DecoderClassifier::num_labels(self))
+    }
+    fn num_labels(&self) -> usize {
+        DecoderClassifier::num_labels(self)
     }
 }

@@ -7,7 +7,7 @@
 //! |-------------------------------------|------|------|--------|----------|--------|------|
 //! | BERT (`bert`)                       | yes  | yes  | yes    | yes      | yes    | yes  |
 //! | NorBERT3 / LTG-BERT (`ltgbert`, `norbert`) | yes | yes | no | no     | no     | yes  |
-//! | Llama / Mistral / GPT-2 `*ForSequenceClassification` | not in `train classify` yet | | | | | |
+//! | Llama / Mistral / GPT-2 (`llama`, `mistral`, `gpt2`) | yes | yes | yes | yes | yes | yes |
 //!
 //! PEFT's prompt learning for `SEQ_CLS` hands the base model `inputs_embeds` (prompt tuning,
 //! P-tuning) or `past_key_values` (prefix tuning); LTG-BERT's remote modelling code takes
@@ -19,6 +19,23 @@
 //! PEFT; prefix tuning leaves the sequence alone and the pooler reads `[CLS]`. The head
 //! (`classifier`) trains alongside, as PEFT's `modules_to_save`, and is saved in the adapter as
 //! `base_model.classifier.weight` / `.bias`.
+//!
+//! Decoders train as transformers' `*ForSequenceClassification` ([`DecoderClassifier`]): the
+//! logits are the score head (`score`, `[num_labels, hidden]`, no bias) on the row's last
+//! token that is not the pad id. A checkpoint without `score.weight` (a causal LM) gets a new
+//! head drawn as transformers initialises it (normal, std `initializer_range`); one with a
+//! head must have one output per label (else a typed error). The pad id is the config's
+//! `pad_token_id`; when the config has none, the tokenizer's pad token and else its EOS token,
+//! as TRL / transformers users set `model.config.pad_token_id = tokenizer.pad_token_id` (the
+//! saved full model's `config.json` records it; an adapter's base is given the same id when
+//! loaded). A model without any of them scores the last column and takes only batches of one
+//! row (`batch_size` > 1 is a typed error, as transformers refuses it). LoRA / DoRA use PEFT's
+//! default targets of the family (`q_proj`, `v_proj`; GPT-2 `c_attn`) and train the head as
+//! `modules_to_save = ["classifier", "score"]` as PEFT's `SEQ_CLS` (saved as
+//! `base_model.model.score.weight`). Prompt learning on decoders
+//! follows PEFT's `PeftModelForSequenceClassification` exactly, including where it scores
+//! (the last column with prompt tuning / P-tuning): see
+//! [`crate::decoder_prompt_classifier`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,11 +46,13 @@ use tilpass_core::HostTensor;
 use tilpass_models::linear::ParamFn;
 use tilpass_models::params::hf_tensors;
 use tilpass_models::{
-    Bert, EncoderInput, EncoderModel, HasLinears, ProblemType, SequenceClassifier,
+    Bert, DecoderClassifier, EncoderInput, EncoderModel, HasLinears, ProblemType, ScoreInit,
+    SequenceClassifier,
 };
 use tilpass_peft::{ParamMut, PeftModel, PromptAdapter, PromptDims, PromptMethod};
 
 use crate::classify::{ClsBatch, classification_loss};
+pub use crate::decoder_prompt_classifier::{DecoderPromptClassifier, decoder_prompt_dims};
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, NamedGrads, collect_grads};
 use crate::trainer::{BatchLoss, EvalLog, Event, Summary, TrainConfig, Trainable, train_trainable};
@@ -112,11 +131,110 @@ pub fn unsupported_reason(model_type: &str, method: ClassifyMethod) -> Option<St
              code does not take; use lora, dora or full"
         )),
         "ltgbert" | "norbert" | "norbert3" => None,
+        t if is_decoder(t) => None,
         other => Some(format!(
-            "`tilpass train classify` trains BERT and NorBERT3 / LTG-BERT classifiers; \
-             model_type `{other}` is not one of them"
+            "`tilpass train classify` trains BERT, NorBERT3 / LTG-BERT and Llama / Mistral / \
+             GPT-2 classifiers; model_type `{other}` is not one of them"
         )),
     }
+}
+
+/// Whether HF `model_type` is a decoder family that trains as a sequence classifier
+/// ([`DecoderClassifier`]: Llama, Mistral, GPT-2).
+pub fn is_decoder(model_type: &str) -> bool {
+    matches!(model_type, "llama" | "mistral" | "gpt2")
+}
+
+/// The `model_type` of the model directory `dir` (its `config.json`).
+pub fn model_type_of(dir: &Path) -> Result<String> {
+    let md = tilpass_core::ModelDir::open(dir)?;
+    Ok(md.model_type().unwrap_or("").to_string())
+}
+
+/// The pad id a decoder classifier scores with: the config's `pad_token_id`, else the
+/// tokenizer's pad token, else its EOS token (what TRL / transformers users copy into
+/// `model.config.pad_token_id`); `None` when there is none of them.
+pub fn decoder_pad_id(
+    model: &DecoderClassifier,
+    tok: Option<&tilpass_tokenize::Tokenizer>,
+) -> Option<u32> {
+    model
+        .pad_token_id()
+        .or_else(|| tok.and_then(|t| t.pad_id()))
+}
+
+/// Loads the decoder of `dir` (a causal LM or a `*ForSequenceClassification`) as a classifier
+/// of `labels`: the checkpoint's score head when it has one (it must have `labels.len()`
+/// outputs), else a new one drawn from `seed`; the pad id set as [`decoder_pad_id`] finds it
+/// with the tokenizer of `dir` (when it has one).
+pub fn load_decoder_classifier(
+    dir: &Path,
+    labels: &[String],
+    seed: u64,
+    device: &Device,
+) -> Result<DecoderClassifier> {
+    let init = ScoreInit::NewIfMissing {
+        num_labels: labels.len(),
+        seed,
+    };
+    let mut model = DecoderClassifier::load_with(dir, init, device)?;
+    model.set_labels(labels.to_vec())?;
+    let tok = tilpass_tokenize::Tokenizer::from_dir(dir).ok();
+    let pad = decoder_pad_id(&model, tok.as_ref());
+    model.set_pad_token_id(pad);
+    Ok(model)
+}
+
+/// A decoder without a pad id takes batches of one row only (transformers: "Cannot handle
+/// batch sizes > 1 if no padding token is defined"): a typed error naming `setting` otherwise.
+pub fn check_decoder_batch(
+    model: &DecoderClassifier,
+    setting: &str,
+    batch_size: usize,
+) -> Result<()> {
+    if model.pad_token_id().is_none() && batch_size > 1 {
+        return Err(TrainError::setting(
+            setting,
+            batch_size,
+            format!(
+                "1: the {} model has no pad_token_id and its tokenizer no pad or EOS token, \
+                 so padded batches cannot be scored (as in transformers)",
+                model.model_type()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes a fully fine-tuned decoder classifier as transformers'
+/// `*ForSequenceClassification` directory ([`DecoderClassifier::save`]: `config.json` with
+/// `id2label` / `label2id` and `pad_token_id`, `model.safetensors`), the base's tokenizer
+/// files and `labels.json`.
+pub fn save_full_decoder_classifier(
+    model: &DecoderClassifier,
+    base: &Path,
+    labels: &[String],
+    out: &Path,
+) -> Result<()> {
+    model.save(out, tilpass_core::SaveDtype::F32)?;
+    copy_tokenizer_files(base, out)?;
+    write_labels(out, labels)
+}
+
+fn copy_tokenizer_files(base: &Path, out: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(base).map_err(|e| tilpass_core::Error::io(base, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let copy = name.starts_with("tokenizer")
+            || name == "vocab.txt"
+            || name == "special_tokens_map.json"
+            || name.ends_with(".py");
+        if copy && entry.path().is_file() {
+            std::fs::copy(entry.path(), out.join(&name))
+                .map_err(|e| tilpass_core::Error::io(out.join(&name), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// [`unsupported_reason`] as a typed error naming the `method` setting.
@@ -347,10 +465,11 @@ impl Trainable for PromptClassifier {
     }
 }
 
-/// Trains `pm` (adapter and head) on `train` with the shared loop: AdamW, schedule,
+/// Trains `pm` (adapter and head: [`PromptClassifier`] or
+/// [`DecoderPromptClassifier`]) on `train` with the shared loop: AdamW, schedule,
 /// accumulation, clipping, checkpoints, `metrics.jsonl`.
-pub fn train_prompt_classifier(
-    pm: &mut PromptClassifier,
+pub fn train_prompt_classifier<P: Trainable + SequenceClassifier>(
+    pm: &mut P,
     train: &[ClsBatch],
     cfg: &TrainConfig,
     resume: Option<&Path>,
@@ -360,7 +479,7 @@ pub fn train_prompt_classifier(
     train_trainable(
         pm,
         &tokens,
-        &mut |m: &mut PromptClassifier, i| {
+        &mut |m: &mut P, i| {
             let (loss, items) = classification_loss(m, &train[i])?;
             Ok(BatchLoss {
                 loss,
@@ -368,7 +487,7 @@ pub fn train_prompt_classifier(
                 metrics: Vec::new(),
             })
         },
-        &mut |_: &mut PromptClassifier, _| -> Result<Option<EvalLog>> { Ok(None) },
+        &mut |_: &mut P, _| -> Result<Option<EvalLog>> { Ok(None) },
         cfg,
         resume,
         on_event,
@@ -424,18 +543,7 @@ pub fn save_full_classifier(
                 .collect(),
         ),
     )?;
-    let entries = std::fs::read_dir(base).map_err(|e| tilpass_core::Error::io(base, e))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let copy = name.starts_with("tokenizer")
-            || name == "vocab.txt"
-            || name == "special_tokens_map.json"
-            || name.ends_with(".py");
-        if copy && entry.path().is_file() {
-            std::fs::copy(entry.path(), out.join(&name))
-                .map_err(|e| tilpass_core::Error::io(out.join(&name), e))?;
-        }
-    }
+    copy_tokenizer_files(base, out)?;
     write_labels(out, labels)
 }
 
@@ -453,6 +561,11 @@ pub enum LoadedClassifier {
     Encoder(EncoderModel),
     /// A BERT with a prompt-learning adapter.
     Prompt(Box<PromptClassifier>),
+    /// A Llama / Mistral / GPT-2 sequence classifier (a LoRA / DoRA adapter merged, or a full
+    /// model).
+    Decoder(Box<DecoderClassifier>),
+    /// A Llama / Mistral / GPT-2 sequence classifier with a prompt-learning adapter.
+    DecoderPrompt(Box<DecoderPromptClassifier>),
 }
 
 impl LoadedClassifier {
@@ -461,6 +574,9 @@ impl LoadedClassifier {
         match self {
             Self::Encoder(m) => m.pad_token_id(),
             Self::Prompt(p) => p.model.config().pad_token_id.unwrap_or(0),
+            // Without a pad id only one-row batches are scored: no padding is needed.
+            Self::Decoder(d) => d.pad_token_id().unwrap_or(0),
+            Self::DecoderPrompt(d) => d.model.pad_token_id().unwrap_or(0),
         }
     }
 }
@@ -470,36 +586,48 @@ impl HasLinears for LoadedClassifier {
         match self {
             Self::Encoder(m) => m.linears(),
             Self::Prompt(p) => p.linears(),
+            Self::Decoder(d) => d.linears(),
+            Self::DecoderPrompt(d) => d.linears(),
         }
     }
     fn linears_mut(&mut self) -> Vec<(String, &mut tilpass_models::Linear)> {
         match self {
             Self::Encoder(m) => m.linears_mut(),
             Self::Prompt(p) => p.linears_mut(),
+            Self::Decoder(d) => d.linears_mut(),
+            Self::DecoderPrompt(d) => d.linears_mut(),
         }
     }
     fn model_type(&self) -> String {
         match self {
             Self::Encoder(m) => m.model_type(),
             Self::Prompt(p) => p.model_type(),
+            Self::Decoder(d) => d.model_type(),
+            Self::DecoderPrompt(d) => d.model_type(),
         }
     }
     fn parameter_count(&self) -> usize {
         match self {
             Self::Encoder(m) => m.parameter_count(),
             Self::Prompt(p) => p.parameter_count(),
+            Self::Decoder(d) => d.parameter_count(),
+            Self::DecoderPrompt(d) => d.parameter_count(),
         }
     }
     fn freeze(&mut self) {
         match self {
             Self::Encoder(m) => m.freeze(),
             Self::Prompt(p) => p.freeze(),
+            Self::Decoder(d) => d.freeze(),
+            Self::DecoderPrompt(d) => d.freeze(),
         }
     }
     fn map_params(&mut self, grads: Option<&Gradients>, f: &mut ParamFn<'_>) {
         match self {
             Self::Encoder(m) => m.map_params(grads, f),
             Self::Prompt(p) => p.map_params(grads, f),
+            Self::Decoder(d) => d.map_params(grads, f),
+            Self::DecoderPrompt(d) => d.map_params(grads, f),
         }
     }
 }
@@ -509,18 +637,24 @@ impl SequenceClassifier for LoadedClassifier {
         match self {
             Self::Encoder(m) => m.classify(input),
             Self::Prompt(p) => p.classify(input),
+            Self::Decoder(d) => d.classify(input),
+            Self::DecoderPrompt(d) => d.classify(input),
         }
     }
     fn problem_type(&self) -> tilpass_models::Result<ProblemType> {
         match self {
             Self::Encoder(m) => m.problem_type(),
             Self::Prompt(p) => p.problem_type(),
+            Self::Decoder(d) => d.problem_type(),
+            Self::DecoderPrompt(d) => d.problem_type(),
         }
     }
     fn num_labels(&self) -> usize {
         match self {
             Self::Encoder(m) => SequenceClassifier::num_labels(m),
             Self::Prompt(p) => p.num_labels(),
+            Self::Decoder(d) => SequenceClassifier::num_labels(d.as_ref()),
+            Self::DecoderPrompt(d) => SequenceClassifier::num_labels(d.as_ref()),
         }
     }
 }
@@ -535,6 +669,28 @@ pub fn load_classifier(
     device: &Device,
 ) -> Result<(LoadedClassifier, Vec<String>)> {
     let labels_file = saved.join(LABELS_FILE);
+    if saved.join(tilpass_core::CONFIG_FILE).exists() && is_decoder(&model_type_of(saved)?) {
+        let mut model = DecoderClassifier::load(saved, device)?;
+        let names: Vec<String> = if labels_file.exists() {
+            tilpass_core::read_json(&labels_file)?
+        } else {
+            model.labels().to_vec()
+        };
+        if names.len() != model.num_labels() {
+            return Err(TrainError::Config(format!(
+                "{}: {} labels for a score head of {} outputs",
+                labels_file.display(),
+                names.len(),
+                model.num_labels()
+            )));
+        }
+        let tok = tilpass_tokenize::Tokenizer::from_dir(saved)
+            .or_else(|_| tilpass_tokenize::Tokenizer::from_dir(base))
+            .ok();
+        let pad = decoder_pad_id(&model, tok.as_ref());
+        model.set_pad_token_id(pad);
+        return Ok((LoadedClassifier::Decoder(Box::new(model)), names));
+    }
     if saved.join(tilpass_core::CONFIG_FILE).exists() {
         let model = EncoderModel::load(saved, device)?;
         let names = match model.labels()? {
@@ -556,6 +712,20 @@ pub fn load_classifier(
         .get("peft_type")
         .and_then(serde_json::Value::as_str)
         .unwrap_or("");
+    let base_type = model_type_of(base)?;
+    if is_decoder(&base_type) {
+        let model = load_decoder_classifier(base, &names, 0, device)?;
+        if matches!(peft_type, "PREFIX_TUNING" | "PROMPT_TUNING" | "P_TUNING") {
+            let pm = DecoderPromptClassifier::load(model, saved, device)?;
+            return Ok((LoadedClassifier::DecoderPrompt(Box::new(pm)), names));
+        }
+        let mut peft = PeftModel::new(model);
+        peft.load_adapter(saved, "default")?;
+        return Ok((
+            LoadedClassifier::Decoder(Box::new(peft.into_model())),
+            names,
+        ));
+    }
     let model = EncoderModel::load(base, device)?.with_new_classifier(&names, 0)?;
     match (peft_type, model) {
         ("PREFIX_TUNING" | "PROMPT_TUNING" | "P_TUNING", EncoderModel::Bert(bert)) => {
@@ -609,9 +779,14 @@ mod tests {
                 assert!(e.contains("method") && e.contains("LTG-BERT"), "{e}");
             }
         }
-        let e = check_method("llama", ClassifyMethod::Lora)
+        let e = check_method("t5", ClassifyMethod::Lora)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("llama"), "{e}");
+        assert!(e.contains("t5"), "{e}");
+        for family in ["llama", "mistral", "gpt2"] {
+            for m in ClassifyMethod::ALL {
+                assert!(check_method(family, m).is_ok(), "{family} {m}");
+            }
+        }
     }
 }

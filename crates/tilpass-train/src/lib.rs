@@ -33,6 +33,7 @@
 
 pub mod classify;
 pub mod classify_methods;
+pub mod decoder_prompt_classifier;
 pub mod error;
 pub mod optim;
 pub mod progress;

@@ -1,9 +1,10 @@
-//! `tilpass train classify` (LamBERT step 2): a BERT or NorBERT3 (LTG-BERT) encoder gets a new
-//! classifier head over the labels of a JSONL file and learns them with the method of
-//! [`ClassifyRun::method`]: LoRA / DoRA (the family's targets and head from
+//! `tilpass train classify` (LamBERT step 2): a BERT or NorBERT3 (LTG-BERT) encoder, or a
+//! Llama / Mistral / GPT-2 decoder (transformers' `*ForSequenceClassification`: the score head
+//! on the last non-pad token), gets a new classifier head over the labels of a JSONL file and
+//! learns them with the method of [`ClassifyRun::method`]: LoRA / DoRA (the family's targets and head from
 //! [`tilpass_peft::classifier_defaults`] unless [`ClassifyRun::lora`] names its own), prefix
-//! tuning, P-tuning, prompt tuning (BERT only: see [`crate::classify_methods`] for the family x
-//! method table) or full fine-tuning.
+//! tuning, P-tuning, prompt tuning (BERT and decoders, not NorBERT3: see
+//! [`crate::classify_methods`] for the family x method table) or full fine-tuning.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,9 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use tilpass_metrics::ClassificationReport;
 use tilpass_models::{EncoderModel, HasLinears};
-use tilpass_peft::{LoraConfig, PeftModel, PromptAdapter, TargetModules, classifier_defaults};
+use tilpass_peft::{
+    LoraConfig, PeftModel, PromptAdapter, TargetModules, classifier_defaults, default_targets,
+};
 use tilpass_tokenize::Tokenizer;
 
 use super::jsonl::{read_rows, text_field};
@@ -19,8 +22,10 @@ use super::{LORA_SHORTHANDS, RunConfig, check, write_run_config};
 use crate::classify::{cls_batches, evaluate_classifier, train_classifier};
 pub use crate::classify_methods::LABELS_FILE;
 use crate::classify_methods::{
-    ClassifyMethod, PromptClassifier, bert_prompt_dims, check_method, save_full_classifier,
-    saved_dir, train_prompt_classifier, write_labels,
+    ClassifyMethod, DecoderPromptClassifier, PromptClassifier, bert_prompt_dims,
+    check_decoder_batch, check_method, decoder_prompt_dims, is_decoder, load_decoder_classifier,
+    model_type_of, save_full_classifier, save_full_decoder_classifier, saved_dir,
+    train_prompt_classifier, write_labels,
 };
 use crate::error::{Result, TrainError};
 use crate::optim::AdamWConfig;
@@ -33,7 +38,8 @@ use crate::trainer::{Event, Summary, TrainConfig};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClassifyRun {
-    /// Encoder directory (BERT or NorBERT3, with its tokenizer).
+    /// Model directory with its tokenizer: a BERT or NorBERT3 encoder, or a Llama / Mistral /
+    /// GPT-2 decoder (causal LM or `*ForSequenceClassification`).
     pub model: Option<PathBuf>,
     /// Labelled JSONL (e.g. from `tilpass annotate`).
     pub data: Option<PathBuf>,
@@ -320,30 +326,41 @@ impl ClassifyRun {
         let device = device.clone().autodiff();
         device.seed(self.seed);
         let tok = Tokenizer::from_dir(model_dir)?;
+        let model_type = model_type_of(model_dir)?;
+        if is_decoder(&model_type) {
+            check_method(&model_type, self.method)?;
+        }
+        let encoded = encode_texts(&tok, &texts, self.max_length)?;
+        let n_train = rows.len() - n_eval;
+        let examples: Vec<(Vec<u32>, usize)> = encoded.into_iter().zip(ids).collect();
+        let cfg = self.train_config(out);
+        let adapter = saved_dir(out, self.method);
+        if is_decoder(&model_type) {
+            let (summary, eval) = self.train_decoder(
+                model_dir,
+                &names,
+                &examples[..n_train],
+                &examples[n_train..],
+                &cfg,
+                &adapter,
+                &device,
+                progress,
+            )?;
+            write_labels(&adapter, &names)?;
+            return Ok(ClassifyOutcome {
+                method: self.method,
+                summary,
+                labels: names,
+                eval,
+                adapter,
+            });
+        }
         let encoder = EncoderModel::load(model_dir, &device)?;
         check_method(&encoder.model_type(), self.method)?;
         let model = encoder.with_new_classifier(&names, self.seed)?;
         let pad = model.pad_token_id();
-        let encoded = encode_texts(&tok, &texts, self.max_length)?;
-        let n_train = rows.len() - n_eval;
-        let examples: Vec<(Vec<u32>, usize)> = encoded.into_iter().zip(ids).collect();
         let train = cls_batches(&examples[..n_train], self.batch_size, pad)?;
         let eval = cls_batches(&examples[n_train..], self.batch_size, pad)?;
-        let cfg = TrainConfig {
-            learning_rate: self.lr,
-            lr_scheduler_type: self.lr_scheduler_type,
-            warmup_steps: self.warmup,
-            max_steps: self.steps,
-            gradient_accumulation_steps: self.grad_accum,
-            max_grad_norm: self.max_grad_norm,
-            adamw: AdamWConfig {
-                weight_decay: self.weight_decay,
-                ..Default::default()
-            },
-            output_dir: Some(out.clone()),
-            ..Default::default()
-        };
-        let adapter = saved_dir(out, self.method);
         let (summary, eval) = match (self.method.prompt_method(), model) {
             (Some(method), EncoderModel::Bert(bert)) => {
                 let n = self.num_virtual_tokens.unwrap_or(1);
@@ -444,6 +461,138 @@ impl ClassifyRun {
             adapter,
         })
     }
+}
+
+impl ClassifyRun {
+    /// The training-loop settings of this run, checkpoints and `metrics.jsonl` under `out`.
+    fn train_config(&self, out: &Path) -> TrainConfig {
+        TrainConfig {
+            learning_rate: self.lr,
+            lr_scheduler_type: self.lr_scheduler_type,
+            warmup_steps: self.warmup,
+            max_steps: self.steps,
+            gradient_accumulation_steps: self.grad_accum,
+            max_grad_norm: self.max_grad_norm,
+            adamw: AdamWConfig {
+                weight_decay: self.weight_decay,
+                ..Default::default()
+            },
+            output_dir: Some(out.to_path_buf()),
+            ..Default::default()
+        }
+    }
+
+    /// Trains a Llama / Mistral / GPT-2 sequence classifier (any method: see
+    /// [`crate::classify_methods`]) on the `train` examples, evaluates it on `eval` and
+    /// saves it in `saved`.
+    #[allow(clippy::too_many_arguments)]
+    fn train_decoder(
+        &self,
+        model_dir: &Path,
+        names: &[String],
+        train: &[(Vec<u32>, usize)],
+        eval: &[(Vec<u32>, usize)],
+        cfg: &TrainConfig,
+        saved: &Path,
+        device: &Device,
+        progress: &mut dyn FnMut(Event),
+    ) -> Result<(Summary, Option<ClassificationReport>)> {
+        let model = load_decoder_classifier(model_dir, names, self.seed, device)?;
+        check_decoder_batch(&model, "batch_size", self.batch_size)?;
+        let pad = model.pad_token_id().unwrap_or(0);
+        let train = cls_batches(train, self.batch_size, pad)?;
+        let eval = cls_batches(eval, self.batch_size, pad)?;
+        if let Some(method) = self.method.prompt_method() {
+            let dims = decoder_prompt_dims(&model);
+            let n = self.num_virtual_tokens.unwrap_or(1);
+            let mut prompt =
+                PromptAdapter::new_for_dims(dims, method, n, "SEQ_CLS", self.seed, device)?;
+            let hidden = self.encoder_hidden_size.unwrap_or(dims.hidden);
+            if self.method == ClassifyMethod::PTuning || self.prefix_projection {
+                prompt = prompt.with_encoder(hidden, None, self.seed, device)?;
+            }
+            prompt.config.other.insert(
+                "base_model_name_or_path".into(),
+                model_dir.display().to_string().into(),
+            );
+            let mut pm = DecoderPromptClassifier::new(model, prompt);
+            progress(Event::Message(&format!(
+                "{} labels {names:?}; {}",
+                names.len(),
+                pm.trainable_report()
+            )));
+            let summary = train_prompt_classifier(&mut pm, &train, cfg, None, progress)?;
+            let eval = if eval.is_empty() {
+                None
+            } else {
+                Some(evaluate_classifier(&pm, &eval)?)
+            };
+            pm.save(saved)?;
+            return Ok((summary, eval));
+        }
+        let full = self.method == ClassifyMethod::Full;
+        let mut peft = PeftModel::new(model);
+        let summary = if full {
+            progress(Event::Message(&format!(
+                "{} labels {names:?}; every weight trains",
+                names.len()
+            )));
+            train_classifier(
+                &mut peft,
+                crate::trainer::Target::Full,
+                &train,
+                cfg,
+                None,
+                progress,
+            )?
+        } else {
+            let mut lora =
+                decoder_classifier_lora(&self.lora, &peft.model().model_type(), model_dir)?;
+            lora.use_dora |= self.method == ClassifyMethod::Dora;
+            peft.add_adapter("default", &lora, self.seed)?;
+            peft.freeze_base();
+            progress(Event::Message(&format!(
+                "{} labels {names:?}; {}",
+                names.len(),
+                peft.trainable_parameters()
+            )));
+            train_classifier(&mut peft, "default", &train, cfg, None, progress)?
+        };
+        let eval = if eval.is_empty() {
+            None
+        } else {
+            Some(peft.with_eval_mode(|p| evaluate_classifier(p.model(), &eval))?)
+        };
+        if full {
+            save_full_decoder_classifier(peft.model(), model_dir, names, saved)?;
+        } else {
+            peft.save_adapter("default", saved)?;
+        }
+        Ok((summary, eval))
+    }
+}
+
+/// The LoRA config of a decoder classifier of `family` (HF `model_type`): `lora` with PEFT's
+/// default targets of the family (`q_proj`, `v_proj`; GPT-2 `c_attn`) and PEFT's
+/// `modules_to_save = ["classifier", "score"]` (the head is `score`) where it names none, task `SEQ_CLS`, and the base model's path.
+pub fn decoder_classifier_lora(lora: &LoraConfig, family: &str, dir: &Path) -> Result<LoraConfig> {
+    let mut cfg = lora.clone();
+    if cfg.target_modules.is_none() {
+        let d = default_targets(family).ok_or_else(|| {
+            TrainError::Config(format!(
+                "{family} has no default LoRA targets: set lora.target_modules"
+            ))
+        })?;
+        cfg.target_modules = Some(TargetModules::from(d.as_slice()));
+    }
+    if cfg.modules_to_save.is_none() {
+        // PEFT's `SEQ_CLS` list: `classifier` matches no decoder module.
+        cfg.modules_to_save = Some(vec!["classifier".into(), "score".into()]);
+    }
+    cfg.task_type.get_or_insert_with(|| "SEQ_CLS".into());
+    cfg.base_model_name_or_path
+        .get_or_insert_with(|| dir.display().to_string());
+    Ok(cfg)
 }
 
 /// Rows held out for evaluation: `eval_split` of `rows`, rounded; an error when a non-zero split

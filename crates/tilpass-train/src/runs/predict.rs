@@ -169,6 +169,12 @@ impl Predictor {
                         flag: "adapter (the model is no `*ForSequenceClassification`)".into(),
                     });
                 }
+                let model_type = v["model_type"].as_str().unwrap_or("");
+                if crate::classify_methods::is_decoder(model_type) {
+                    let (model, names) =
+                        crate::classify_methods::load_classifier(model_dir, model_dir, device)?;
+                    return self.run_with(model, names, config, model_dir, data, out, progress);
+                }
                 let model = EncoderModel::load(model_dir, device)?;
                 // transformers leaves out its default `id2label` (LABEL_0, LABEL_1, ...).
                 let names = match model.labels()? {
@@ -180,6 +186,29 @@ impl Predictor {
                 (LoadedClassifier::Encoder(model), names, config)
             }
         };
+        self.run_with(model, names, labels_file, model_dir, data, out, progress)
+    }
+
+    /// Labels the rows of `data` into `out` with a loaded classifier and its label names.
+    #[allow(clippy::too_many_arguments)]
+    fn run_with(
+        &self,
+        model: LoadedClassifier,
+        names: Vec<String>,
+        labels_file: std::path::PathBuf,
+        model_dir: &std::path::Path,
+        data: &std::path::Path,
+        out: &std::path::Path,
+        progress: &mut dyn FnMut(Event),
+    ) -> Result<PredictOutcome> {
+        let decoder = match &model {
+            LoadedClassifier::Decoder(d) => Some(d.as_ref()),
+            LoadedClassifier::DecoderPrompt(d) => Some(&d.model),
+            _ => None,
+        };
+        if let Some(d) = decoder {
+            crate::classify_methods::check_decoder_batch(d, "batch_size", self.batch_size)?;
+        }
         let tok = Tokenizer::from_dir(model_dir)?;
         Ok(Self {
             model,
