@@ -273,7 +273,12 @@ struct Flops {
 
 impl Flops {
     fn of(s: &Shape) -> Self {
-        let (h, i, l, v) = (s.hidden as f64, s.inter as f64, s.layers as f64, s.vocab as f64);
+        let (h, i, l, v) = (
+            s.hidden as f64,
+            s.inter as f64,
+            s.layers as f64,
+            s.vocab as f64,
+        );
         Self {
             n: l * (4.0 * h * h + 3.0 * h * i) + h * v,
             lh: l * h,

@@ -26,7 +26,9 @@ pub fn causal_lm_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> Result<(Ten
         .into());
     }
     if let Some(l) = labels.iter().find(|&&l| l >= v as i64) {
-        return Err(ModelError::Input(format!("label {l} is outside the vocabulary of {v}")).into());
+        return Err(
+            ModelError::Input(format!("label {l} is outside the vocabulary of {v}")).into(),
+        );
     }
     // Target of each logits row (`None`: not supervised — last position or ignored label).
     let targets: Vec<Option<usize>> = (0..b * s)
@@ -73,10 +75,7 @@ pub fn causal_lm_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> Result<(Ten
             loss
         })
         .sum();
-    let value = Tensor::<1>::from_data(
-        TensorData::new(vec![(total * inv_n) as f32], [1]),
-        &device,
-    );
+    let value = Tensor::<1>::from_data(TensorData::new(vec![(total * inv_n) as f32], [1]), &device);
     if !track {
         return Ok((value, n));
     }

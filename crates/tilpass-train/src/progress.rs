@@ -208,7 +208,8 @@ pub fn train_flops_per_token(config: &serde_json::Value, full: bool) -> Option<f
     let mlp = if gpt2 { 2.0 } else { 3.0 } * h * inter;
     let (heads, kv) = (
         get(&["num_attention_heads", "n_head"]).unwrap_or(1.0),
-        get(&["num_key_value_heads"]).unwrap_or_else(|| get(&["num_attention_heads", "n_head"]).unwrap_or(1.0)),
+        get(&["num_key_value_heads"])
+            .unwrap_or_else(|| get(&["num_attention_heads", "n_head"]).unwrap_or(1.0)),
     );
     // q and o are h×h; k and v shrink with grouped-query attention.
     let attn = 2.0 * h * h + 2.0 * h * h * kv / heads.max(1.0);

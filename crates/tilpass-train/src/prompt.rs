@@ -13,9 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::{Device, Gradients, Tensor};
-use tilpass_models::{
-    DecoderLm, EncoderInput, EncoderOutput, HasLinears, Seq2SeqModel, T5Cache,
-};
+use tilpass_models::{DecoderLm, EncoderInput, EncoderOutput, HasLinears, Seq2SeqModel, T5Cache};
 use tilpass_peft::{ParamMut, PromptAdapter, PromptMethod};
 use tilpass_tokenize::IGNORE_INDEX;
 
