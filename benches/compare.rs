@@ -11,9 +11,14 @@
 //! ```
 //!
 //! Without `--bench`, every benchmark of the group runs with 1 warm-up and 3 repetitions.
-//! Built in release mode with mimalloc keeping freed memory, as the `tilpass` binary runs.
+//! Built in release mode with mimalloc keeping freed memory, as the `tilpass` binary runs
+//! (`--features system-alloc`: the system allocator instead). With `TILPASS_PERF_CTL` and
+//! `TILPASS_PERF_ACK` set, `perf record` samples only the timed repetitions
+//! (`scripts/compare/profile.sh`). Benchmarks with a FLOP count print their MFU.
 
-/// The allocator the `tilpass` binary uses (see its `main.rs`).
+/// The allocator the `tilpass` binary uses (see its `main.rs`); the `system-alloc` feature
+/// leaves the system allocator in place instead, as a library user's program has by default.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -27,6 +32,7 @@ use tilpass::data::{Message, Record, Role};
 use tilpass::metrics::{Bleu, Chrf};
 use tilpass::models::{
     DecoderInput, DecoderLm, GenerateConfig, KvCache, SentenceEmbedder, generate_greedy,
+    shifted_log_probs,
 };
 use tilpass::peft::{LoraConfig, PeftModel};
 use tilpass::preference::{DpoBatch, DpoConfig, DpoReference, dpo_batch_loss};
@@ -56,7 +62,10 @@ const GROUPS: &[(&str, &[&str])] = &[
     ),
     ("encoder", &["embed_1000"]),
     ("predict", &["predict_minilm", "predict_base"]),
-    ("train", &["lora_sft_step", "t5_lora_sft_step"]),
+    (
+        "train",
+        &["lora_sft_step", "t5_lora_sft_step", "lora_sft_step_unfused"],
+    ),
     ("dpo_step", &["dpo_step"]),
     ("grpo_step", &["grpo_generate", "grpo_train"]),
     ("metrics", &["corpus_bleu", "corpus_chrf"]),
@@ -77,6 +86,9 @@ struct Report {
     checks: serde_json::Map<String, Value>,
     /// Further fields of the JSON report (the rag group's rankings, recall and memory).
     extra: serde_json::Map<String, Value>,
+    /// The machine's measured f32 matmul peak in GFLOP/s ([`measure_peak_gflops`]), measured
+    /// at the first benchmark that counts its FLOPs.
+    peak_gflops: Option<f64>,
 }
 
 impl Report {
@@ -93,11 +105,19 @@ impl Report {
     ) -> Res<T> {
         let mut last = None;
         let mut times = Vec::with_capacity(spec.reps);
+        let mut perf = PerfControl::from_env()?;
         for i in 0..spec.warmup + spec.reps {
             let input = setup()?;
+            let timed = i >= spec.warmup;
+            if timed && let Some(p) = &mut perf {
+                p.send("enable")?;
+            }
             let start = Instant::now();
             let out = run(input)?;
             let t = start.elapsed().as_secs_f64();
+            if timed && let Some(p) = &mut perf {
+                p.send("disable")?;
+            }
             if i >= spec.warmup {
                 times.push(t);
             }
@@ -142,8 +162,71 @@ impl Report {
         Ok(())
     }
 
+    /// Adds the model FLOPs of one run of the benchmark just timed (`model_gflop`), the
+    /// achieved rate over its median (`gflops`) and the MFU (that rate over the measured f32
+    /// peak, `mfu`) to its JSON entry, and prints them on stderr.
+    fn flops(&mut self, flop_per_run: f64) -> Res<()> {
+        let peak = match self.peak_gflops {
+            Some(p) => p,
+            None => {
+                let p = measure_peak_gflops()?;
+                eprintln!("tilpass-compare: f32 peak (Flex matmul 1024x1024x1024): {p:.1} GFLOP/s");
+                self.peak_gflops = Some(p);
+                p
+            }
+        };
+        let Some(Value::Object(b)) = self.benchmarks.last_mut() else {
+            return Err("no benchmark to annotate".into());
+        };
+        let median = b["median_s"].as_f64().unwrap_or(f64::NAN);
+        let gflops = flop_per_run / median / 1e9;
+        let mfu = gflops / peak;
+        eprintln!(
+            "tilpass-compare: {}: {:.1} model GFLOP per run, {gflops:.1} GFLOP/s, MFU {:.1}%",
+            b["name"].as_str().unwrap_or("?"),
+            flop_per_run / 1e9,
+            100.0 * mfu
+        );
+        b.insert("model_gflop".into(), json!(flop_per_run / 1e9));
+        b.insert("gflops".into(), json!(gflops));
+        b.insert("mfu".into(), json!(mfu));
+        Ok(())
+    }
+
     fn check(&mut self, key: &str, v: Value) {
         self.checks.insert(key.into(), v);
+    }
+}
+
+/// `perf record --control fifo:CTL,ACK -D -1` driven from inside: with `TILPASS_PERF_CTL=CTL`
+/// and `TILPASS_PERF_ACK=ACK` set (scripts/compare/profile.sh), sampling is enabled only
+/// around the timed repetitions (not setup, warm-up or dropping results).
+struct PerfControl {
+    ctl: std::fs::File,
+    ack: std::io::BufReader<std::fs::File>,
+}
+
+impl PerfControl {
+    fn from_env() -> Res<Option<Self>> {
+        let (Some(ctl), Some(ack)) = (
+            std::env::var_os("TILPASS_PERF_CTL"),
+            std::env::var_os("TILPASS_PERF_ACK"),
+        ) else {
+            return Ok(None);
+        };
+        let ctl = std::fs::OpenOptions::new().write(true).open(ctl)?;
+        let ack = std::io::BufReader::new(std::fs::File::open(ack)?);
+        Ok(Some(Self { ctl, ack }))
+    }
+
+    /// Sends `enable` / `disable` and waits for perf's acknowledgement.
+    fn send(&mut self, cmd: &str) -> Res<()> {
+        use std::io::{BufRead, Write};
+        writeln!(self.ctl, "{cmd}")?;
+        self.ctl.flush()?;
+        let mut line = String::new();
+        self.ack.read_line(&mut line)?;
+        Ok(())
     }
 }
 
@@ -155,6 +238,67 @@ fn median(sorted: &[f64]) -> f64 {
         0 => f64::NAN,
         _ if n % 2 == 1 => sorted[n / 2],
         _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// The machine's f32 peak as Flex reaches it: the best of 10 timed `[1024, 1024] x [1024,
+/// 1024]` matmuls (after 2 untimed), in GFLOP/s (`2 * 1024^3` FLOPs each).
+fn measure_peak_gflops() -> Res<f64> {
+    use tilpass::burn::tensor::{Distribution, Tensor};
+    let device = flex()?;
+    let a = Tensor::<2>::random([1024, 1024], Distribution::Default, &device);
+    let b = Tensor::<2>::random([1024, 1024], Distribution::Default, &device);
+    let mut best = f64::INFINITY;
+    for i in 0..12 {
+        let start = Instant::now();
+        let c = a.clone().matmul(b.clone());
+        let t = start.elapsed().as_secs_f64();
+        drop(c);
+        if i >= 2 {
+            best = best.min(t);
+        }
+    }
+    Ok(2.0 * 1024f64.powi(3) / best / 1e9)
+}
+
+/// Model FLOPs of a Llama [`Shape`] (heads = key/value heads):
+/// - `n`: the matmul weights (no embedding): `L·(4h² + 3·h·inter) + h·V`; a forward pass
+///   costs `2n` per token;
+/// - `attn(ctx)`: attention's score and value products for one token over `ctx` positions,
+///   `4·L·h·ctx` (the full rows as computed, masked positions included).
+struct Flops {
+    n: f64,
+    lh: f64,
+}
+
+impl Flops {
+    fn of(s: &Shape) -> Self {
+        let (h, i, l, v) = (
+            s.hidden as f64,
+            s.inter as f64,
+            s.layers as f64,
+            s.vocab as f64,
+        );
+        Self {
+            n: l * (4.0 * h * h + 3.0 * h * i) + h * v,
+            lh: l * h,
+        }
+    }
+
+    /// A forward pass of `batch` rows of `seq` new tokens after `past` cached ones:
+    /// `batch·seq·2n + batch·Σ_t 4·L·h·(past + seq)` (every query row spans the whole context).
+    fn forward(&self, batch: usize, seq: usize, past: usize) -> f64 {
+        let (b, s) = (batch as f64, seq as f64);
+        b * s * (2.0 * self.n + 4.0 * self.lh * (past + seq) as f64)
+    }
+
+    /// A LoRA step over `batch × seq` tokens with `lora` adapter weights: the frozen weights'
+    /// forward and the backward of their activations (`4n` per token, no weight gradients),
+    /// the adapters' forward and backward (`6·lora` per token), and attention's forward and
+    /// backward (3x its forward).
+    fn lora_step(&self, batch: usize, seq: usize, lora: f64) -> f64 {
+        let t = (batch * seq) as f64;
+        t * (4.0 * self.n + 6.0 * lora + 3.0 * 4.0 * self.lh * seq as f64)
     }
 }
 
@@ -287,6 +431,7 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                     || Ok(()),
                     |()| Ok(m.forward(&input, None)?),
                 )?;
+                r.flops(Flops::of(&STANDARD).forward(1, 512, 0))?;
                 r.check("prefill_logits_shape", json!(logits.dims()));
             }
             "greedy_decode_256" => {
@@ -304,6 +449,10 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                     || Ok(()),
                     |()| Ok(generate_greedy(m, &p32, &cfg)?),
                 )?;
+                // The 32-token prompt's prefill, then 255 steps of one token after 32 + i.
+                let f = Flops::of(&STANDARD);
+                let steps: f64 = (0..255).map(|i| f.forward(1, 1, 32 + i)).sum();
+                r.flops(f.forward(1, 32, 0) + steps)?;
                 r.check("decode_new_tokens", json!(out[0].len()));
             }
             name => {
@@ -328,6 +477,7 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                     || Ok(cache.clone()),
                     |mut c| Ok(m.forward(&step, Some(&mut c))?),
                 )?;
+                r.flops(Flops::of(&SMALL).forward(1, 1, past))?;
             }
         }
     }
@@ -425,8 +575,11 @@ fn predict(specs: &[Spec], r: &mut Report) -> Res<()> {
 
 /// One LoRA SFT optimiser step (forward, causal-LM loss, backward, global-norm clipping at
 /// 1.0, AdamW at lr 1e-4 with PyTorch's default weight decay 0.01) of the standard model,
-/// r=16 alpha 32 on q/k/v/o, batch 4 × 256.
-fn llama_lora_step(spec: &Spec, r: &mut Report) -> Res<()> {
+/// r=16 alpha 32 on q/k/v/o, batch 4 × 256. `fused`: the loss is `causal_lm_loss` (the fused
+/// cross-entropy); otherwise the same loss composed of tensor ops (`shifted_log_probs`: log-
+/// softmax, gather, mean) as before the fusion, for an in-process A/B
+/// (`lora_sft_step_unfused`).
+fn llama_lora_step(spec: &Spec, r: &mut Report, fused: bool) -> Res<()> {
     let device = flex()?.autodiff();
     let (_dir, base) = llama(&STANDARD, &device)?;
     let mut peft = PeftModel::new(base);
@@ -450,7 +603,14 @@ fn llama_lora_step(spec: &Spec, r: &mut Report) -> Res<()> {
             "tokens",
             || Ok(()),
             |()| {
-                let (loss, _) = causal_lm_loss(&peft, &batch)?;
+                let loss = if fused {
+                    causal_lm_loss(&peft, &batch)?.0
+                } else {
+                    let logits = peft.forward(&batch.input, None)?;
+                    let (lp, mask) = shifted_log_probs(logits, &batch.labels)?;
+                    let n = mask.iter().filter(|m| **m).count();
+                    lp.sum().neg().div_scalar(n.max(1) as f64)
+                };
                 let grads = loss.backward();
                 let mut params = peft.trainable_params_mut();
                 let mut gr = collect_grads(&params, &grads);
@@ -459,6 +619,8 @@ fn llama_lora_step(spec: &Spec, r: &mut Report) -> Res<()> {
                 Ok(loss.into_scalar::<f32>())
             },
         )?;
+        let lora = (STANDARD.layers * 4 * cfg.r * 2 * STANDARD.hidden) as f64;
+        r.flops(Flops::of(&STANDARD).lora_step(b, s, lora))?;
         r.check("last_loss_finite", json!(loss.is_finite()));
     }
     Ok(())
@@ -522,7 +684,8 @@ fn train(specs: &[Spec], r: &mut Report) -> Res<()> {
     for spec in specs {
         match spec.name.as_str() {
             "t5_lora_sft_step" => t5_lora_step(spec, r)?,
-            _ => llama_lora_step(spec, r)?,
+            "lora_sft_step_unfused" => llama_lora_step(spec, r, false)?,
+            _ => llama_lora_step(spec, r, true)?,
         }
     }
     Ok(())
@@ -889,11 +1052,18 @@ fn run() -> Res<()> {
             .num_threads(n)
             .build_global()?;
     }
+    #[cfg(not(feature = "system-alloc"))]
     tilpass_benches::keep_freed_memory();
+    let allocator = if cfg!(feature = "system-alloc") {
+        "system"
+    } else {
+        "mimalloc (purge_delay -1)"
+    };
     let mut report = Report {
         benchmarks: Vec::new(),
         checks: serde_json::Map::new(),
         extra: serde_json::Map::new(),
+        peak_gflops: None,
     };
     match group.as_str() {
         "sft_encode" => sft_encode(&specs, &mut report)?,
@@ -916,6 +1086,8 @@ fn run() -> Res<()> {
         "group": group,
         "threads": rayon::current_num_threads(),
         "versions": {"tilpass": env!("CARGO_PKG_VERSION")},
+        "allocator": allocator,
+        "peak_gflops": report.peak_gflops,
         "benchmarks": report.benchmarks,
         "checks": report.checks,
     });

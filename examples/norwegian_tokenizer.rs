@@ -1,6 +1,12 @@
 //! Train a byte-level BPE tokenizer on Norwegian text, compare its fertility with a tokenizer
 //! you already have, and encode a chat for fine-tuning with the built-in `norsk` template.
 //!
+//! Speed: like any program that adds tilpass as a dependency, this example runs under the
+//! system allocator, which hands large freed tensor buffers back to the kernel; a program of
+//! your own should install mimalloc with `purge_delay = -1`, as the `tilpass` binary does
+//! (the `tilpass` crate docs' first paragraph: on the benchmark model the LoRA SFT step ran
+//! 1.4–2.2x and a 512-token prefill 1.4–2.7x slower under the system allocator).
+//!
 //! ```text
 //! cargo run --release --example norwegian_tokenizer -- CORPUS.txt [BASELINE_TOKENIZER_DIR]
 //! # e.g. ../shared/data/ud-norwegian/nob-dev.txt artefacts/gpt2

@@ -892,3 +892,61 @@ fn packed_batches_give_the_loss_of_their_documents() {
         "longer than the context"
     );
 }
+
+/// The fused cross-entropy of `causal_lm_loss` (`causal_lm_cross_entropy`: one host pass,
+/// surrogate gradient) gives the loss and the logits' gradient of the tensor-op composition
+/// above (log-softmax, gather, mean over the supervised tokens) on random logits with ignored
+/// labels, to f32 rounding; outside autodiff it gives the same value and no graph.
+#[test]
+fn fused_cross_entropy_matches_the_composed_loss_and_gradient() {
+    use tilpass::burn::tensor::Distribution;
+    let dev = tilpass_tests::test_device().autodiff();
+    let (b, s, v) = (2usize, 6usize, 300usize);
+    let data = Tensor::<3>::random([b, s, v], Distribution::Normal(0.0, 3.0), &dev).into_data();
+    let labels: Vec<i64> = (0..b * s)
+        .map(|i| {
+            if i % 5 == 2 {
+                -100
+            } else {
+                ((i * 37 + 11) % v) as i64
+            }
+        })
+        .collect();
+    let leaf = || Tensor::<3>::from_data(data.clone(), &dev).require_grad();
+    let (x_ref, x_fused) = (leaf(), leaf());
+    let reference = causal_lm_loss(x_ref.clone(), &labels);
+    let (fused, n) = tilpass::train::causal_lm_cross_entropy(x_fused.clone(), &labels).unwrap();
+    assert_eq!(
+        n,
+        (0..b * s)
+            .filter(|i| i % s != s - 1 && labels[i + 1] >= 0)
+            .count()
+    );
+    let (r, f) = (
+        reference.clone().into_scalar::<f32>(),
+        fused.clone().into_scalar::<f32>(),
+    );
+    assert!((r - f).abs() <= 2e-6 * r.abs(), "loss {f} vs {r}");
+    let g_ref = x_ref.grad(&reference.backward()).unwrap().into_data();
+    let g_fused = x_fused.grad(&fused.backward()).unwrap().into_data();
+    let (g_ref, g_fused) = (
+        g_ref.try_to_vec::<f32>().unwrap(),
+        g_fused.try_to_vec::<f32>().unwrap(),
+    );
+    let worst = g_ref
+        .iter()
+        .zip(&g_fused)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let scale = g_ref.iter().map(|a| a.abs()).fold(0f32, f32::max);
+    println!("fused cross-entropy: loss {f} vs {r}, gradient max diff {worst:e} (max {scale:e})");
+    assert!(
+        worst <= 1e-6 * scale.max(1e-3),
+        "gradient differs by {worst}"
+    );
+    // Outside autodiff: the same value.
+    let plain = Tensor::<3>::from_data(data, &tilpass_tests::test_device());
+    let (value, _) = tilpass::train::causal_lm_cross_entropy(plain, &labels).unwrap();
+    let value = value.into_scalar::<f32>();
+    assert!((value - f).abs() <= 1e-6 * f.abs(), "{value} vs {f}");
+}

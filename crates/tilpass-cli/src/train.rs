@@ -467,6 +467,26 @@ pub(crate) fn show(bar: &mut Progress, e: Event) {
     }
 }
 
+/// Adds the MFU to the progress line of a decoder run when its model FLOPs per token (from
+/// the model's `config.json`) and the peak (`TILPASS_PEAK_GFLOPS`, or measured on Flex) are
+/// known; otherwise the line shows tokens/s only.
+fn show_mfu(
+    bar: &mut Progress,
+    model: Option<&std::path::Path>,
+    full: bool,
+    device: &tilpass::burn::tensor::Device,
+) {
+    let per_token = model
+        .and_then(|m| std::fs::read_to_string(m.join("config.json")).ok())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|c| tilpass::train::train_flops_per_token(&c, full));
+    if let Some(f) = per_token
+        && let Some(peak) = tilpass::train::peak_gflops(device)
+    {
+        bar.set_mfu(f, peak);
+    }
+}
+
 /// Runs `tilpass train ...`.
 pub fn train_cmd(c: TrainCommand) -> Result<()> {
     match c {
@@ -481,6 +501,9 @@ pub fn train_cmd(c: TrainCommand) -> Result<()> {
                 .model
                 .as_deref()
                 .is_some_and(|m| tilpass::models::is_encoder_decoder(m).unwrap_or(false));
+            if !seq2seq {
+                show_mfu(&mut bar, run.model.as_deref(), run.full, &device);
+            }
             let (summary, saved) = if run.peft != tilpass::train::PeftMethod::Lora {
                 let o = run
                     .run_prompt(&device, &mut |e| show(&mut bar, e))

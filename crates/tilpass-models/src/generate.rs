@@ -128,6 +128,14 @@ impl Sampler {
     }
 }
 
+/// Logits `[batch, 1, vocab]` of the last column of final hidden states `[batch, seq,
+/// hidden]`: generation picks from the last column only (rows are left-padded), so the LM head
+/// runs on that column alone (`seq` times fewer FLOPs in the prefill's head).
+fn last_logits(model: &DecoderLm, hidden: Tensor<3>) -> Tensor<3> {
+    let [b, s, h] = hidden.dims();
+    model.logits(hidden.slice([0..b, s - 1..s, 0..h]))
+}
+
 /// transformers' `RepetitionPenaltyLogitsProcessor` on one row of logits.
 pub fn apply_repetition_penalty(logits: &mut [f32], seen: &[u32], penalty: f32) {
     let mut done = std::collections::HashSet::new();
@@ -349,7 +357,7 @@ fn generate_core(
                         batch: b,
                         seq: real,
                     };
-                    let l = model.forward(&input, Some(&mut c))?;
+                    let l = last_logits(model, model.forward_hidden(&input, Some(&mut c))?);
                     cache = cfg.use_cache.then_some(c);
                     l
                 }
@@ -362,13 +370,13 @@ fn generate_core(
                         seq,
                     };
                     let mut c = KvCache::new(model.num_layers());
-                    let l = model.forward_with_prompt(
+                    let l = model.forward_hidden_with_prompt(
                         &input,
                         cfg.use_cache.then_some(&mut c),
                         Some(make(b)),
                     )?;
                     cache = cfg.use_cache.then_some(c);
-                    l
+                    last_logits(model, l)
                 }
                 None => {
                     let input = DecoderInput {
@@ -379,7 +387,10 @@ fn generate_core(
                         seq,
                     };
                     let mut c = KvCache::new(model.num_layers());
-                    let l = model.forward(&input, cfg.use_cache.then_some(&mut c))?;
+                    let l = last_logits(
+                        model,
+                        model.forward_hidden(&input, cfg.use_cache.then_some(&mut c))?,
+                    );
                     cache = cfg.use_cache.then_some(c);
                     l
                 }

@@ -35,6 +35,7 @@ pub mod classify;
 pub mod classify_methods;
 pub mod decoder_prompt_classifier;
 pub mod error;
+pub mod fused_ce;
 pub mod optim;
 pub mod progress;
 pub mod prompt;
@@ -53,8 +54,9 @@ pub use classify_methods::{
     train_prompt_classifier,
 };
 pub use error::{Result, TrainError};
+pub use fused_ce::causal_lm_cross_entropy;
 pub use optim::{AdamW, AdamWConfig, NamedGrads, clip_global_norm, collect_grads, global_norm};
-pub use progress::{Progress, count_bar};
+pub use progress::{Progress, count_bar, peak_gflops, train_flops_per_token};
 pub use prompt::{
     PromptModel, PromptSampler, PromptSeq2Seq, evaluate_prompt_lm, evaluate_prompt_seq2seq,
     prompt_lm_loss, prompt_seq2seq_loss, train_prompt_lm, train_prompt_seq2seq,

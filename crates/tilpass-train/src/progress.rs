@@ -2,9 +2,17 @@
 //! ETA on a terminal; on anything else (CI logs, pipes) a plain line every 5% of the run,
 //! held back until the run ends (so that a failed run's cause can come first on stderr) unless
 //! `TILPASS_PROGRESS=live`.
+//!
+//! With the model FLOPs per token and the machine's peak known ([`Progress::set_mfu`],
+//! [`train_flops_per_token`], [`peak_gflops`]), the line also shows the MFU: model FLOPs per
+//! second over the peak. Without a peak (a device other than Flex and no
+//! `TILPASS_PEAK_GFLOPS`) it shows tokens/s only.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 use std::time::Instant;
+
+use burn::tensor::{Device, Distribution, Tensor};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -21,6 +29,8 @@ pub struct Progress {
     first_step: Option<usize>,
     /// Lines held back (not a terminal, not `TILPASS_PROGRESS=live`).
     held: Option<Vec<String>>,
+    /// Model FLOPs per trained token and the peak in FLOP/s, for the MFU.
+    mfu: Option<(f64, f64)>,
 }
 
 impl Progress {
@@ -50,6 +60,14 @@ impl Progress {
             first_step: None,
             held: (!tty && std::env::var("TILPASS_PROGRESS").as_deref() != Ok("live"))
                 .then(Vec::new),
+            mfu: None,
+        }
+    }
+
+    /// Shows the MFU next to tokens/s: `tokens/s × flops_per_token / (peak_gflops × 1e9)`.
+    pub fn set_mfu(&mut self, flops_per_token: f64, peak_gflops: f64) {
+        if flops_per_token > 0.0 && peak_gflops > 0.0 {
+            self.mfu = Some((flops_per_token, peak_gflops * 1e9));
         }
     }
 
@@ -85,6 +103,10 @@ impl Progress {
                 // 0 where nothing measured it (online training sets it after the step).
                 if s.tokens_per_s > 0.0 {
                     msg.push_str(&format!("  {:.0} tok/s", s.tokens_per_s));
+                    if let Some((per_token, peak)) = self.mfu {
+                        let mfu = 100.0 * s.tokens_per_s * per_token / peak;
+                        msg.push_str(&format!("  MFU {mfu:.0}%"));
+                    }
                 }
                 // Online training (GRPO / RLOO): the reward and the generation time of the
                 // steps that generated a batch.
@@ -168,6 +190,64 @@ impl Progress {
             }
         );
     }
+}
+
+/// Model FLOPs per trained token of a decoder from its `config.json` (Llama / Mistral / GPT-2
+/// keys): with `N` the matmul weights without the embedding (`L·(4h² + 3·h·inter) + h·V` for
+/// gated MLPs, `L·(4h² + 2·h·inter) + h·V` for GPT-2's), `6N` for full fine-tuning (forward,
+/// backward of activations and of weights) and `4N` for adapters (the frozen weights get no
+/// weight gradient; the adapters' own FLOPs and attention's are left out, a few percent at
+/// short contexts). `None` when the sizes are not in the config (e.g. an encoder-decoder).
+pub fn train_flops_per_token(config: &serde_json::Value, full: bool) -> Option<f64> {
+    let get = |keys: &[&str]| keys.iter().find_map(|k| config.get(*k)?.as_f64());
+    let h = get(&["hidden_size", "n_embd"])?;
+    let l = get(&["num_hidden_layers", "n_layer"])?;
+    let v = get(&["vocab_size"])?;
+    let gpt2 = config.get("model_type").and_then(|t| t.as_str()) == Some("gpt2");
+    let inter = get(&["intermediate_size", "n_inner"]).unwrap_or(4.0 * h);
+    let mlp = if gpt2 { 2.0 } else { 3.0 } * h * inter;
+    let (heads, kv) = (
+        get(&["num_attention_heads", "n_head"]).unwrap_or(1.0),
+        get(&["num_key_value_heads"])
+            .unwrap_or_else(|| get(&["num_attention_heads", "n_head"]).unwrap_or(1.0)),
+    );
+    // q and o are h×h; k and v shrink with grouped-query attention.
+    let attn = 2.0 * h * h + 2.0 * h * h * kv / heads.max(1.0);
+    let n = l * (attn + mlp) + h * v;
+    Some(if full { 6.0 } else { 4.0 } * n)
+}
+
+/// The machine's f32 peak in GFLOP/s for the MFU: `TILPASS_PEAK_GFLOPS` if set, else on Flex
+/// (the CPU backend) measured once per process — the best of 5 `[1024, 1024]` matmuls, ~0.1 s
+/// — and cached; `None` on other devices (their line shows tokens/s only).
+pub fn peak_gflops(device: &Device) -> Option<f64> {
+    if let Some(p) = std::env::var("TILPASS_PEAK_GFLOPS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|p| *p > 0.0)
+    {
+        return Some(p);
+    }
+    static MEASURED: OnceLock<f64> = OnceLock::new();
+    // Library crates enable no backend, so Flex is recognised by its name (as `mlp::is_flex`).
+    if !format!("{device:?}").contains("Flex(") {
+        return None;
+    }
+    Some(*MEASURED.get_or_init(|| {
+        let a = Tensor::<2>::random([1024, 1024], Distribution::Default, device);
+        let b = Tensor::<2>::random([1024, 1024], Distribution::Default, device);
+        let mut best = f64::INFINITY;
+        for i in 0..6 {
+            let start = Instant::now();
+            let c = a.clone().matmul(b.clone());
+            let t = start.elapsed().as_secs_f64();
+            drop(c);
+            if i > 0 {
+                best = best.min(t);
+            }
+        }
+        2.0 * 1024f64.powi(3) / best / 1e9
+    }))
 }
 
 /// A count bar on stderr for the data jobs (`data translate`, `data self-instruct`): call it

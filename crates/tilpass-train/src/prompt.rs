@@ -13,9 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::{Device, Gradients, Tensor};
-use tilpass_models::{
-    DecoderLm, EncoderInput, EncoderOutput, HasLinears, Seq2SeqModel, T5Cache, shifted_log_probs,
-};
+use tilpass_models::{DecoderLm, EncoderInput, EncoderOutput, HasLinears, Seq2SeqModel, T5Cache};
 use tilpass_peft::{ParamMut, PromptAdapter, PromptMethod};
 use tilpass_tokenize::IGNORE_INDEX;
 
@@ -150,9 +148,7 @@ pub fn prompt_lm_loss(pm: &PromptModel<DecoderLm>, batch: &LmBatch) -> Result<(T
         PromptMethod::Prefix => batch.labels.clone(),
         _ => pad_labels(&batch.labels, batch.input.batch, pm.prompt.len()),
     };
-    let (lp, mask) = shifted_log_probs(logits, &labels)?;
-    let n = mask.iter().filter(|m| **m).count();
-    Ok((lp.sum().neg().div_scalar(n.max(1) as f64), n))
+    crate::fused_ce::causal_lm_cross_entropy(logits, &labels)
 }
 
 /// The encoder-decoder loss of a batch with the adapter (the model's own loss from `labels`;

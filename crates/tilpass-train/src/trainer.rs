@@ -10,7 +10,7 @@ use std::time::Instant;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use tilpass_core::{Checkpoint, HostTensor, SaveDtype, save_safetensors};
-use tilpass_models::{DecoderInput, DecoderLm, HasLinears, shifted_log_probs};
+use tilpass_models::{DecoderInput, DecoderLm, HasLinears};
 use tilpass_peft::PeftModel;
 
 use crate::error::{Result, TrainError};
@@ -349,9 +349,7 @@ pub struct Summary {
 /// and the number of supervised tokens.
 pub fn causal_lm_loss(model: &DecoderLm, batch: &LmBatch) -> Result<(Tensor<1>, usize)> {
     let logits = model.forward(&batch.input, None)?;
-    let (lp, mask) = shifted_log_probs(logits, &batch.labels)?;
-    let n = mask.iter().filter(|m| **m).count();
-    Ok((lp.sum().neg().div_scalar(n.max(1) as f64), n))
+    crate::fused_ce::causal_lm_cross_entropy(logits, &batch.labels)
 }
 
 fn add_grads(acc: &mut Option<NamedGrads>, g: NamedGrads) {

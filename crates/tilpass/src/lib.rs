@@ -2,7 +2,15 @@
 //!
 //! Adapting language models to low-resource languages, Norwegian first, in Rust on
 //! [burn](https://burn.dev). This facade re-exports the tilpass crates and owns the backend
-//! features: `flex` (CPU, default), `wgpu`, `cuda`.
+//! features: `flex` (CPU, default), `wgpu`, `cuda`. **Install mimalloc as your program's
+//! global allocator and keep freed memory** (`#[global_allocator] static A: mimalloc::MiMalloc
+//! = mimalloc::MiMalloc;` and `mi_option_set(15 /* purge_delay */, -1)` from
+//! `libmimalloc-sys` at start-up, as the `tilpass` binary does): burn's CPU backend allocates
+//! fresh tensor buffers on every operation, and under the system allocator large freed buffers
+//! go back to the kernel, which zeroes the pages again on the next allocation — the LoRA SFT
+//! step of the benchmark model ran 1.4–2.2x slower and a 512-token prefill 1.4–2.7x slower
+//! with the system allocator than with mimalloc (`tilpass-compare` with and without
+//! `--features system-alloc`, alternating, docs/benchmarks.md "Where the time goes").
 //!
 //! | module | crate | status |
 //! | --- | --- | --- |
