@@ -86,7 +86,7 @@ fn main() {
             "learning_curves.svg",
             "learning_curves.png",
         ] {
-            if std::fs::metadata(dir.join(f)).map_or(true, |m| m.len() == 0) {
+            if !std::fs::metadata(dir.join(f)).is_ok_and(|m| m.len() > 0) {
                 problems.push(format!("{f} missing or empty"));
             }
         }
@@ -97,12 +97,25 @@ fn main() {
             }
         }
         if !o.complete || o.results.len() != 6 * cfg.seeds.len() {
-            problems.push(format!("{} results, expected {}", o.results.len(), 6 * cfg.seeds.len()));
+            problems.push(format!(
+                "{} results, expected {}",
+                o.results.len(),
+                6 * cfg.seeds.len()
+            ));
         }
         for r in &o.results {
-            let nums = [r.accuracy, r.macro_f1, r.train_seconds, r.predict_items_per_s, r.last_loss];
+            let nums = [
+                r.accuracy,
+                r.macro_f1,
+                r.train_seconds,
+                r.predict_items_per_s,
+                r.last_loss,
+            ];
             if nums.iter().any(|x| !x.is_finite()) || r.trainable_parameters == 0 {
-                problems.push(format!("{} seed {}: a number is not finite: {r:?}", r.method, r.seed));
+                problems.push(format!(
+                    "{} seed {}: a number is not finite: {r:?}",
+                    r.method, r.seed
+                ));
             }
         }
         if !problems.is_empty() {

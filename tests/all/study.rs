@@ -87,10 +87,16 @@ fn study_settings_are_checked_before_any_work() {
         assert!(!s.work.path().join("o").exists(), "no output before: {e}");
         e
     };
-    let e = tilpass::train::runs::from_json::<StudyRun>(json!({"methods": ["lora", "lorra"]}), "study.json")
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("methods") && e.contains("lorra") && e.contains("p-tuning"), "{e}");
+    let e = tilpass::train::runs::from_json::<StudyRun>(
+        json!({"methods": ["lora", "lorra"]}),
+        "study.json",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("methods") && e.contains("lorra") && e.contains("p-tuning"),
+        "{e}"
+    );
     let e = err(StudyRun {
         seeds: vec![],
         ..s.run("o")
@@ -100,7 +106,10 @@ fn study_settings_are_checked_before_any_work() {
         items: Some(17),
         ..s.run("o")
     });
-    assert!(e.contains("items") && e.contains("16 training items"), "{e}");
+    assert!(
+        e.contains("items") && e.contains("16 training items"),
+        "{e}"
+    );
     let e = err(StudyRun {
         labels: LabelSource::Llm,
         llm: None,
@@ -165,7 +174,12 @@ fn an_interrupted_study_resumes_and_its_table_is_computed_from_the_results() {
     assert_eq!(rows.len(), 6);
     let mut pairs: Vec<(String, u64)> = rows
         .iter()
-        .map(|r| (r["method"].as_str().unwrap().to_string(), r["seed"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap().to_string(),
+                r["seed"].as_u64().unwrap(),
+            )
+        })
         .collect();
     pairs.sort();
     pairs.dedup();
@@ -200,7 +214,10 @@ fn an_interrupted_study_resumes_and_its_table_is_computed_from_the_results() {
         for (cell, key) in [(cells[3], "accuracy"), (cells[4], "macro_f1")] {
             let (m, sd) = mean_std_cell(cell);
             let (want_m, want_sd) = stats(key);
-            assert!((m - want_m).abs() < 6e-5 && (sd - want_sd).abs() < 6e-5, "{method} {key}: {cell} vs {want_m} ± {want_sd}");
+            assert!(
+                (m - want_m).abs() < 6e-5 && (sd - want_sd).abs() < 6e-5,
+                "{method} {key}: {cell} vs {want_m} ± {want_sd}"
+            );
         }
         for r in &of {
             let acc = r["accuracy"].as_f64().unwrap();
@@ -258,7 +275,12 @@ fn llm_labels_are_annotated_with_agreement_and_unsupported_methods_are_skipped()
         .collect();
     let annotated: Vec<String> = read(&out.join(files::ANNOTATED))
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["label"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["label"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(annotated.len(), 12);
     let agree = gold.iter().zip(&annotated).filter(|(g, a)| g == a).count();
@@ -270,7 +292,12 @@ fn llm_labels_are_annotated_with_agreement_and_unsupported_methods_are_skipped()
     // The classifiers trained on the LLM's labels.
     let train: Vec<String> = read(&out.join(files::TRAIN_LABELS))
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["label"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["label"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(train, annotated);
     // NorBERT3 / LTG-BERT takes lora, dora and full; the prompt methods are listed as skipped.

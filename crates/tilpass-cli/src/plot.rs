@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::{Value, json};
 use tilpass::Result;
-use tilpass::data::chart::{self, Chart, Series};
 use tilpass::core::Error;
+use tilpass::data::chart::{self, Chart, Series};
 
 use crate::common::print;
 

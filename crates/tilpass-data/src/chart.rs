@@ -272,7 +272,9 @@ mod tests {
             log_x: true,
             series: &bad,
         };
-        let err = write_chart(dir.path(), "c", &chart).unwrap_err().to_string();
+        let err = write_chart(dir.path(), "c", &chart)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lora") && err.contains("x > 0"), "{err}");
         assert!(!dir.path().join("c.svg").exists());
         let good = [

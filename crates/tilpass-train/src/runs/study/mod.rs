@@ -241,9 +241,12 @@ impl RunConfig for StudyRun {
                 "at least one seed, e.g. [0, 1, 2]",
             ));
         }
-        if let Some(s) = self.seeds.iter().enumerate().find_map(|(i, s)| {
-            self.seeds[..i].contains(s).then_some(s)
-        }) {
+        if let Some(s) = self
+            .seeds
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| self.seeds[..i].contains(s).then_some(s))
+        {
             return Err(TrainError::setting(
                 "seeds",
                 format!("{:?}", self.seeds),
@@ -298,7 +301,10 @@ impl RunConfig for StudyRun {
             ("classify.out", c.out.is_some()),
             ("classify.method", c.method != ClassifyMethod::default()),
             ("classify.seed", c.seed != 0),
-            ("classify.num_virtual_tokens", c.num_virtual_tokens.is_some()),
+            (
+                "classify.num_virtual_tokens",
+                c.num_virtual_tokens.is_some(),
+            ),
             ("classify.eval_split", c.eval_split != 0.0),
         ];
         if let Some((name, _)) = unset.iter().find(|(_, set)| *set) {
@@ -338,9 +344,7 @@ impl StudyRun {
             eval_split: 0.0,
             method,
             seed,
-            num_virtual_tokens: method
-                .prompt_method()
-                .map(|_| self.num_virtual_tokens),
+            num_virtual_tokens: method.prompt_method().map(|_| self.num_virtual_tokens),
             prefix_projection: self.classify.prefix_projection && method == ClassifyMethod::Prefix,
             encoder_hidden_size: self.classify.encoder_hidden_size.filter(|_| {
                 method == ClassifyMethod::PTuning
@@ -380,9 +384,27 @@ mod tests {
     fn settings_are_checked_by_name() {
         base().validate().unwrap();
         let err = |r: StudyRun| r.validate().unwrap_err().to_string();
-        assert!(err(StudyRun { seeds: vec![], ..base() }).contains("seeds"));
-        assert!(err(StudyRun { seeds: vec![1, 1], ..base() }).contains("twice"));
-        assert!(err(StudyRun { llm: None, ..base() }).contains("llm"));
+        assert!(
+            err(StudyRun {
+                seeds: vec![],
+                ..base()
+            })
+            .contains("seeds")
+        );
+        assert!(
+            err(StudyRun {
+                seeds: vec![1, 1],
+                ..base()
+            })
+            .contains("twice")
+        );
+        assert!(
+            err(StudyRun {
+                llm: None,
+                ..base()
+            })
+            .contains("llm")
+        );
         StudyRun {
             llm: None,
             labels: LabelSource::Gold,
@@ -405,11 +427,9 @@ mod tests {
 
     #[test]
     fn methods_are_all_or_a_list() {
-        let r: StudyRun = super::super::from_json(
-            serde_json::json!({"methods": ["lora", "p-tuning"]}),
-            "t",
-        )
-        .unwrap();
+        let r: StudyRun =
+            super::super::from_json(serde_json::json!({"methods": ["lora", "p-tuning"]}), "t")
+                .unwrap();
         assert_eq!(
             r.methods,
             Methods::List(vec![ClassifyMethod::Lora, ClassifyMethod::PTuning])

@@ -51,12 +51,11 @@ pub(crate) fn read_results(path: &Path, fingerprint: &str) -> Result<Vec<StudyRe
     read_rows(path)?
         .into_iter()
         .map(|(line, v)| {
-            let r: StudyResult =
-                serde_json::from_value(v).map_err(|e| TrainError::Row {
-                    path: path.display().to_string(),
-                    line,
-                    message: format!("not a study result: {e}"),
-                })?;
+            let r: StudyResult = serde_json::from_value(v).map_err(|e| TrainError::Row {
+                path: path.display().to_string(),
+                line,
+                message: format!("not a study result: {e}"),
+            })?;
             if r.fingerprint != fingerprint {
                 return Err(TrainError::Row {
                     path: path.display().to_string(),

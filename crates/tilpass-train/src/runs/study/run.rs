@@ -62,9 +62,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 fn model_type(model: &Path) -> Result<String> {
     let path = model.join("config.json");
     let v: Value = tilpass_core::read_json(&path)?;
-    v["model_type"].as_str().map(String::from).ok_or_else(|| {
-        TrainError::Config(format!("{}: no string `model_type`", path.display()))
-    })
+    v["model_type"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| TrainError::Config(format!("{}: no string `model_type`", path.display())))
 }
 
 /// `N` of PEFT's `trainable params: N || ...` line.
@@ -285,7 +286,9 @@ impl StudyRun {
         write_items(
             &train_items,
             "gold",
-            data.train.iter().map(|i| (i.text.as_str(), i.gold.as_str())),
+            data.train
+                .iter()
+                .map(|i| (i.text.as_str(), i.gold.as_str())),
         )?;
         write_items(
             &test_items,
@@ -303,7 +306,9 @@ impl StudyRun {
                 write_items(
                     &train_labels,
                     "label",
-                    data.train.iter().map(|i| (i.text.as_str(), i.gold.as_str())),
+                    data.train
+                        .iter()
+                        .map(|i| (i.text.as_str(), i.gold.as_str())),
                 )?;
                 None
             }
@@ -391,7 +396,8 @@ impl StudyRun {
                     "[{}/{total}] {m} seed {seed}: training",
                     results.len() + 1
                 ));
-                let run = self.classify_run(m, seed, model.clone(), train_labels.clone(), dir.clone());
+                let run =
+                    self.classify_run(m, seed, model.clone(), train_labels.clone(), dir.clone());
                 let mut trainable = None;
                 let started = Instant::now();
                 let o = run.run(device, &mut |e| {
