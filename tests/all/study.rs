@@ -18,7 +18,11 @@ fn rows(n: usize, offset: usize) -> Vec<Value> {
     (0..n)
         .map(|i| {
             let j = i + offset;
-            let (first, label) = if j.is_multiple_of(2) { (10, "t5") } else { (11, "t9") };
+            let (first, label) = if j.is_multiple_of(2) {
+                (10, "t5")
+            } else {
+                (11, "t9")
+            };
             json!({"text": format!("t{first} t{} t{}", 30 + j % 50, 90 + j % 7), "label": label})
         })
         .collect()
