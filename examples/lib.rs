@@ -12,3 +12,6 @@ pub mod rag;
 
 #[path = "nynorsk_rl_lib.rs"]
 pub mod nynorsk_rl;
+
+#[path = "lambert_study_lib.rs"]
+pub mod lambert_study;

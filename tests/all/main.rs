@@ -46,6 +46,7 @@ mod seq2seq_parity;
 mod seq2seq_train_parity;
 mod settings;
 mod stop_strings;
+mod study;
 mod tokenize_errors;
 mod tokenize_parity;
 mod tokenizer_training;

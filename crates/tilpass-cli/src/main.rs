@@ -40,6 +40,7 @@ mod rag_dense;
 mod rag_eval;
 mod rag_rerank;
 mod reward;
+mod study;
 mod tokenizer;
 mod train;
 
@@ -91,6 +92,10 @@ enum Command {
     /// Plot a training run's metrics log (loss / eval / lr curves) as SVG and PNG: prints
     /// {"plots", "points"}.
     Plot(plot::PlotArgs),
+    /// Studies: `study lambert` (which PEFT method makes the best classifier from LLM
+    /// labels): prints a JSON summary; progress on stderr.
+    #[command(subcommand)]
+    Study(study::StudyCommand),
     /// Train adapters (LoRA SFT on a decoder, BERT classifiers).
     #[command(subcommand)]
     Train(train::TrainCommand),
@@ -173,6 +178,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => done(lambert::predict_cmd(a)),
         Command::MergeShards(a) => done(lambert::merge_cmd(a)),
         Command::Plot(a) => done(plot::plot_cmd(a)),
+        Command::Study(c) => done(study::study_cmd(c)),
         Command::Metrics(a) => done(metrics::metrics_cmd(a)),
         Command::Rag(c) => done(rag::rag_cmd(c)),
     };

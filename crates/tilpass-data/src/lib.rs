@@ -21,6 +21,7 @@
 //!   you train), e.g. to keep only Nynorsk rows;
 //! - [`quality`]: quality filters with a reason per rule (language, length, ratios, the Gopher
 //!   repetition rules, n-gram perplexity); [`card`]: Markdown data cards with histograms;
+//!   [`chart`]: line and point charts as SVG and PNG (`tilpass plot`, the LamBERT study);
 //! - [`embedded::norsk_chat`] and [`embedded::norsk_pref`]: the project's own Norwegian chat
 //!   and preference datasets (CC0), compiled in; [`DatasetSpec`] names a file or a built-in set
 //!   (`builtin:norsk-chat[:eval]`, `builtin:norsk-pref[:eval]`) and [`load_records`] reads
@@ -42,6 +43,7 @@ pub mod filter;
 pub mod langid;
 // Quality filters and data cards (issue 21).
 pub mod card;
+pub mod chart;
 pub mod lsh;
 pub mod minhash;
 pub mod near_dedup;

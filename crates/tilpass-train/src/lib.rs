@@ -64,7 +64,7 @@ pub use prompt::{
 pub use runs::{
     AnnotateOutcome, AnnotateRun, ClassifyOutcome, ClassifyRun, MergeOutcome, PeftMethod,
     PredictOutcome, PredictRun, Predictor, PromptSftOutcome, RunConfig, Seq2SeqSftOutcome,
-    SftOutcome, SftRun, Shard, merge_shards,
+    SftOutcome, SftRun, Shard, StudyOutcome, StudyResult, StudyRun, merge_shards,
 };
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use seq2seq::{

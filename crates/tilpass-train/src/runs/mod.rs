@@ -1,6 +1,6 @@
 //! Jobs as library types: each job of the `tilpass` command — [`SftRun`] (`train sft`),
 //! [`ClassifyRun`] (`train classify`), [`AnnotateRun`] (`annotate`), [`PredictRun`]
-//! (`predict`) — is a serde run config with one set of defaults (its `Default`) and a
+//! (`predict`), [`StudyRun`] (`study lambert`) — is a serde run config with one set of defaults (its `Default`) and a
 //! `run(&self, device, progress)` that the CLI, the examples and your program share.
 //!
 //! A run config is read from JSON with [`RunConfig`]'s rules: unknown keys are errors naming
@@ -46,6 +46,7 @@ pub mod self_instruct;
 pub mod sft;
 pub mod sft_prompt;
 pub mod stream;
+pub mod study;
 pub mod textgen;
 pub mod translate;
 
@@ -58,6 +59,7 @@ pub use self_instruct::{SelfInstructOutcome, SelfInstructRun, TaskFormat};
 pub use sft::{Seq2SeqSftOutcome, SftOutcome, SftRun};
 pub use sft_prompt::{PeftMethod, PromptSftOutcome};
 pub use stream::{Shard, Sidecar, StreamOutcome, remove_partial_outputs};
+pub use study::{StudyOutcome, StudyResult, StudyRun};
 pub use textgen::{PromptFormat, TextModel};
 pub use translate::{TranslateOutcome, TranslateRun, WrittenForm};
 
