@@ -267,9 +267,6 @@ fn llm_labels_are_annotated_with_agreement_and_unsupported_methods_are_skipped()
         seeds: vec![3],
         items: Some(12),
         label_names: vec!["t5".into(), "t9".into(), "t7".into()],
-        // lora and dora; `full` on NorBERT3 is left out: a saved full NorBERT3 classifier does
-        // not load back for prediction yet (`head.*` saved, `classifier.*` looked for).
-        stop_after: Some(2),
         ..s.run("llm")
     };
     run.classify.steps = 2;
@@ -307,7 +304,7 @@ fn llm_labels_are_annotated_with_agreement_and_unsupported_methods_are_skipped()
         })
         .collect();
     assert_eq!(train, annotated);
-    // NorBERT3 / LTG-BERT takes lora, dora (and full); the prompt methods are listed as skipped.
+    // NorBERT3 / LTG-BERT takes lora, dora and full; the prompt methods are listed as skipped.
     let methods: Vec<&str> = results(&out)
         .iter()
         .map(|r| r["method"].as_str().unwrap())
@@ -318,8 +315,9 @@ fn llm_labels_are_annotated_with_agreement_and_unsupported_methods_are_skipped()
             other => panic!("{other} ran on LTG-BERT"),
         })
         .collect();
-    assert_eq!(methods, ["lora", "dora"]);
-    assert!(!o.complete);
+    // `full` saves a `…ForSequenceClassification` NorBERT3 directory that predict loads back.
+    assert_eq!(methods, ["lora", "dora", "full"]);
+    assert!(o.complete);
     let table = read(&out.join(files::TABLE));
     for m in ["prefix", "p-tuning", "prompt"] {
         let row = table

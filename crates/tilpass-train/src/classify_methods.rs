@@ -522,9 +522,19 @@ pub fn save_full_classifier(
         .map(|(i, l)| (l.clone(), i.into()))
         .collect();
     if let Some(o) = config.as_object_mut() {
-        if !matches!(model, EncoderModel::LtgBert(_)) || !o.contains_key("architectures") {
-            o.insert("architectures".into(), serde_json::json!([arch]));
-        }
+        // LTG-BERT keeps its own class family (`Norbert…`, `Ltgbert…`) with the
+        // sequence-classification head: the loader picks the head (`head.*`) from it.
+        let arch = match (model, o.get("architectures").and_then(|a| a[0].as_str())) {
+            (EncoderModel::LtgBert(_), Some(base_arch)) => {
+                let family = ["ForMaskedLM", "ForSequenceClassification", "Model"]
+                    .iter()
+                    .find_map(|s| base_arch.strip_suffix(s))
+                    .unwrap_or(base_arch);
+                format!("{family}ForSequenceClassification")
+            }
+            _ => arch.to_string(),
+        };
+        o.insert("architectures".into(), serde_json::json!([arch]));
         o.insert("id2label".into(), id2label.into());
         o.insert("label2id".into(), label2id.into());
         o.remove("num_labels");
