@@ -171,9 +171,10 @@ impl Predictor {
                 }
                 let model_type = v["model_type"].as_str().unwrap_or("");
                 if crate::classify_methods::is_decoder(model_type) {
+                    // A decoder `*ForSequenceClassification` directory (e.g. `--method full`).
                     let (model, names) =
                         crate::classify_methods::load_classifier(model_dir, model_dir, device)?;
-                    return self.run_with(model, names, config, model_dir, data, out, progress);
+                    return Self::new(model, names, config, model_dir, run);
                 }
                 let model = EncoderModel::load(model_dir, device)?;
                 // transformers leaves out its default `id2label` (LABEL_0, LABEL_1, ...).
@@ -186,36 +187,24 @@ impl Predictor {
                 (LoadedClassifier::Encoder(model), names, config)
             }
         };
-        self.run_with(model, names, labels_file, model_dir, data, out, progress)
+        Self::new(model, names, labels_file, model_dir, run)
     }
 
-    /// Labels the rows of `data` into `out` with a loaded classifier and its label names.
-    #[allow(clippy::too_many_arguments)]
-    fn run_with(
-        &self,
+    /// The predictor of a loaded classifier: its tokenizer from `model_dir`.
+    fn new(
         model: LoadedClassifier,
         names: Vec<String>,
-        labels_file: std::path::PathBuf,
+        labels_file: PathBuf,
         model_dir: &std::path::Path,
-        data: &std::path::Path,
-        out: &std::path::Path,
-        progress: &mut dyn FnMut(Event),
-    ) -> Result<PredictOutcome> {
-        let decoder = match &model {
-            LoadedClassifier::Decoder(d) => Some(d.as_ref()),
-            LoadedClassifier::DecoderPrompt(d) => Some(&d.model),
-            _ => None,
-        };
-        if let Some(d) = decoder {
-            crate::classify_methods::check_decoder_batch(d, "batch_size", self.batch_size)?;
-        }
+        run: &PredictRun,
+    ) -> Result<Self> {
         let tok = Tokenizer::from_dir(model_dir)?;
         Ok(Self {
             model,
             names,
             labels_file,
             tok,
-            model_dir: model_dir.clone(),
+            model_dir: model_dir.to_path_buf(),
             adapter: run.adapter.clone(),
         })
     }
@@ -247,6 +236,15 @@ impl Predictor {
             )));
         }
         let (model, names, labels_file) = (&self.model, &self.names, &self.labels_file);
+        let decoder = match model {
+            LoadedClassifier::Decoder(d) => Some(d.as_ref()),
+            LoadedClassifier::DecoderPrompt(d) => Some(&d.model),
+            _ => None,
+        };
+        if let Some(d) = decoder {
+            // Batches of more than one row need a pad id (transformers refuses them too).
+            crate::classify_methods::check_decoder_batch(d, "batch_size", run.batch_size)?;
+        }
         let pad = model.pad_token_id();
         let labels = |batch: &[&[u32]]| -> Result<Vec<Map<String, Value>>> {
             let input = EncoderInput::from_batch(&tilpass_tokenize::Batch::from_ids(
