@@ -37,6 +37,7 @@ use crate::error::{Result, TrainError};
 pub mod annotate;
 pub mod append;
 pub mod classify;
+pub mod fewshot;
 mod jsonl;
 pub mod merge;
 pub mod perplexity;
@@ -49,7 +50,7 @@ pub mod stream;
 pub mod textgen;
 pub mod translate;
 
-pub use annotate::{AnnotateOutcome, AnnotateRun};
+pub use annotate::{AnnotateOutcome, AnnotateReport, AnnotateRun};
 pub use classify::{ClassifyOutcome, ClassifyRun};
 pub use merge::{MergeOutcome, merge_shards};
 pub use perplexity::{TextPerplexity, text_perplexity};
