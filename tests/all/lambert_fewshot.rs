@@ -494,6 +494,30 @@ fn fewshot_bad_inputs_are_typed_errors() {
         e.to_string().contains("shot_template") && e.to_string().contains("{label}"),
         "{e}"
     );
+    for (run, setting) in [
+        (
+            AnnotateRun {
+                shots: None,
+                k: None,
+                max_prompt_tokens: Some(10),
+                ..base.clone()
+            },
+            "max_prompt_tokens",
+        ),
+        (
+            AnnotateRun {
+                verbalizer: None,
+                ..base.clone()
+            },
+            "form",
+        ),
+    ] {
+        let e = run.validate().unwrap_err();
+        assert!(
+            matches!(&e, TrainError::InvalidSetting { setting: s, .. } if s == setting),
+            "{e}"
+        );
+    }
     // A gold label outside the labels, named by file and line, before the run.
     write_jsonl(
         &s.dir.join("gold_bad.jsonl"),

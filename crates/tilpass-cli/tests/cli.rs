@@ -2841,7 +2841,12 @@ fn annotate_few_shot_flags_and_agreement_summary() {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|r| r.as_array().unwrap().iter().map(|c| c.as_u64().unwrap() as usize))
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_u64().unwrap() as usize)
+        })
         .sum();
     assert_eq!(confusion, 6);
     for l in std::fs::read_to_string(&out).unwrap().lines() {

@@ -179,6 +179,20 @@ impl RunConfig for AnnotateRun {
                 });
             }
         }
+        if let (None, Some(m)) = (&self.shots, self.max_prompt_tokens) {
+            return Err(TrainError::setting(
+                "max_prompt_tokens",
+                m,
+                "`shots` with it (the budget is kept by dropping shots)",
+            ));
+        }
+        if self.verbalizer.is_none() && self.form != FormChoice::Auto {
+            return Err(TrainError::setting(
+                "form",
+                format!("{:?}", self.form).to_lowercase(),
+                "`verbalizer` with it (the form picks the verbalisations)",
+            ));
+        }
         match (self.shot_selection, &self.embedder) {
             (ShotSelection::Similar, None) => {
                 return Err(TrainError::MissingSetting {
@@ -616,7 +630,12 @@ impl<'a> FewShot<'a> {
     /// stream's length sort and batches.
     fn window(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         let run = self.run;
-        let forms: Vec<Form> = texts.iter().map(|t| run.form.form_of(t)).collect();
+        // Without a verbalizer both forms have the same words: no language identification.
+        let forms: Vec<Form> = if run.verbalizer.is_some() {
+            texts.iter().map(|t| run.form.form_of(t)).collect()
+        } else {
+            vec![Form::Nb; texts.len()]
+        };
         let chosen: Vec<Vec<usize>> = match &self.embedder {
             Some((e, etok)) => {
                 let k = run.k.unwrap_or(self.shots.len());
