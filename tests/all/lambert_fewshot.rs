@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tilpass::models::{DecoderInput, DecoderLm, SentenceEmbedder};
 use tilpass::tokenize::Tokenizer;
 use tilpass::train::runs::fewshot::{Calibration, FormChoice, ShotSelection};
-use tilpass::train::{AnnotateRun, TrainError};
+use tilpass::train::{AnnotateRun, RunConfig, TrainError};
 use tilpass_tests::{max_abs_diff, test_device};
 
 use crate::runs::{with_tokenizer, write_jsonl};
