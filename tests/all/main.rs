@@ -15,6 +15,7 @@ mod grpo_trainer_parity;
 mod honest_outputs;
 mod hostile_inputs;
 mod lambert;
+mod lambert_fewshot;
 mod langid;
 mod metrics_classification;
 mod metrics_text;

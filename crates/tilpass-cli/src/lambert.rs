@@ -59,6 +59,47 @@ pub struct AnnotateArgs {
     /// Keep the partial output on an error or Ctrl-C, so that the same command continues it.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     keep_partial: Option<bool>,
+    /// In-context examples: JSONL rows with the text field and a `label` (one of --labels).
+    #[arg(long)]
+    shots: Option<PathBuf>,
+    /// Shots per prompt (default: all of --shots; more than the file holds is an error).
+    #[arg(long)]
+    k: Option<usize>,
+    /// fixed: the same k shots for every row, balanced per label (label by label in --labels
+    /// order, each label's next shot in file order, round after round); similar: per row the k
+    /// shots nearest by cosine of --embedder's sentence embeddings (most similar last).
+    #[arg(long, value_parser = ["fixed", "similar"])]
+    shot_selection: Option<String>,
+    /// Sentence embedder for --shot-selection similar (an encoder directory: MiniLM, BERT,
+    /// NorBERT3; sentence-transformers pooling files when present, else mean pooling).
+    #[arg(long)]
+    embedder: Option<PathBuf>,
+    /// How a shot is rendered, with {text} and {label} (the label's first verbalisation);
+    /// the shots are joined before the --template prompt
+    /// (default "Tekst: {text}\nKategori: {label}\n\n").
+    #[arg(long)]
+    shot_template: Option<String>,
+    /// Longest prompt in tokens: shots are dropped (least similar / last chosen first) until
+    /// it fits; the summary counts them.
+    #[arg(long)]
+    max_prompt_tokens: Option<usize>,
+    /// Label verbalisations: JSON {"label": {"nb": ["ord", ...], "nn": ["ord", ...]}}; a
+    /// label's synonyms are scored as full continuations and combined by logsumexp.
+    #[arg(long)]
+    verbalizer: Option<PathBuf>,
+    /// Written form of the verbalisations: auto (per row, by the built-in language
+    /// identifier), nb or nn.
+    #[arg(long, value_parser = ["auto", "nb", "nn"])]
+    form: Option<String>,
+    /// Calibration: none; contextual (divide by the probabilities of the content-free inputs
+    /// "N/A", "", "[MASK]" with the same shots, Zhao et al. 2021); prior (divide by the mean
+    /// predicted distribution of the window). See docs/lambert.md.
+    #[arg(long, value_parser = ["none", "contextual", "prior"])]
+    calibrate: Option<String>,
+    /// Input field with gold labels: the summary gains accuracy, macro-F1, Cohen's kappa and
+    /// the confusion matrix.
+    #[arg(long)]
+    gold_field: Option<String>,
 }
 
 /// The flags of `predict` (the defaults: `--print-config`).
@@ -119,15 +160,26 @@ fn log_rows(e: Event) {
 }
 
 /// Runs `tilpass annotate`: writes the labelled rows to --out, prints `{"rows", "seconds",
-/// "out"}`.
+/// "out", "resumed_from", "complete"}`, with shots the shots dropped for the token budget, and
+/// with --gold-field the `agreement`.
 pub fn annotate_cmd(a: AnnotateArgs) -> Result<()> {
     let Some(run) = a.config.resolve::<AnnotateRun>(&a)? else {
         return Ok(());
     };
-    let o = run.run(&tilpass::device(&run.device)?, &mut log_rows)?;
+    let r = run.run_report(&tilpass::device(&run.device)?, &mut log_rows)?;
+    let o = r.outcome;
     let out = run.out.as_deref().map(|p| p.display().to_string());
-    print(&json!({"rows": o.rows, "seconds": o.seconds, "out": out,
-        "resumed_from": o.resumed_from, "complete": o.complete}));
+    let mut summary = json!({"rows": o.rows, "seconds": o.seconds, "out": out,
+        "resumed_from": o.resumed_from, "complete": o.complete});
+    if run.shots.is_some() {
+        summary["shots_dropped"] = json!(r.shots_dropped);
+        summary["rows_with_dropped_shots"] = json!(r.rows_with_dropped_shots);
+        summary["rows_over_budget"] = json!(r.rows_over_budget);
+    }
+    if let Some(a) = &r.agreement {
+        summary["agreement"] = json!(a);
+    }
+    print(&summary);
     Ok(())
 }
 

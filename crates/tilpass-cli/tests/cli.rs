@@ -2777,3 +2777,97 @@ fn data_commands_refuse_an_existing_output_unless_overwrite() {
         );
     }
 }
+
+/// Few-shot `annotate` from the command line: shots, a Nynorsk verbalizer, contextual
+/// calibration and a gold field give rows with `form`, `shots`, `uncalibrated` and a summary
+/// whose agreement counts the rows (the values are checked in tests/all/lambert_fewshot.rs);
+/// `--help` documents the flags.
+#[test]
+fn annotate_few_shot_flags_and_agreement_summary() {
+    let dir = model_with_tokenizer("llama_gqa");
+    let m = dir.path().to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let rows: String = (0..6)
+        .map(|i| {
+            serde_json::json!({"text": format!("t{} t{}", 50 + i, 60 + i),
+                "gold": if i % 2 == 0 { "a" } else { "b" }})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let data = write(work.path(), "texts.jsonl", &rows);
+    let shots = write(
+        work.path(),
+        "shots.jsonl",
+        "{\"text\": \"t20\", \"label\": \"a\"}\n{\"text\": \"t21 t22\", \"label\": \"b\"}\n",
+    );
+    let verb = write(
+        work.path(),
+        "verb.json",
+        r#"{"a": {"nb": ["t5"], "nn": ["t6 t7"]}, "b": {"nb": ["t9"], "nn": ["t10", "t11"]}}"#,
+    );
+    let out = work.path().join("annotated.jsonl");
+    let v = ok_json(&tilpass(&[
+        "annotate",
+        "--model",
+        m,
+        "--data",
+        &data,
+        "--labels",
+        "a,b",
+        "--template",
+        "t1 {text} t30",
+        "--shots",
+        &shots,
+        "--k",
+        "2",
+        "--shot-template",
+        "t2 {text} t3 {label} t4 ",
+        "--verbalizer",
+        &verb,
+        "--form",
+        "nn",
+        "--calibrate",
+        "contextual",
+        "--gold-field",
+        "gold",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(v["rows"], 6, "{v}");
+    assert_eq!(v["shots_dropped"], 0, "{v}");
+    assert_eq!(v["agreement"]["rows"], 6, "{v}");
+    let confusion: usize = v["agreement"]["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_u64().unwrap() as usize)
+        })
+        .sum();
+    assert_eq!(confusion, 6);
+    for l in std::fs::read_to_string(&out).unwrap().lines() {
+        let row: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(row["form"], "nn");
+        assert_eq!(row["shots"], 2);
+        assert!(row["uncalibrated"].is_object(), "{row}");
+    }
+    let help = String::from_utf8(tilpass(&["annotate", "--help"]).stdout).unwrap();
+    for flag in [
+        "--shots",
+        "--k",
+        "--shot-selection",
+        "--embedder",
+        "--shot-template",
+        "--max-prompt-tokens",
+        "--verbalizer",
+        "--form",
+        "--calibrate",
+        "--gold-field",
+    ] {
+        assert!(help.contains(flag), "{flag} in --help");
+    }
+}

@@ -11,7 +11,7 @@
 //! | ROUGE-N / L / Lsum, Porter stemming | rouge-score 0.1.2 (+ a Unicode tokenizer with Snowball Norwegian stemming) | [`rouge`] |
 //! | exact match, token F1 | SQuAD v1.1 script (+ Norwegian articles) | [`qa`] |
 //! | perplexity, word / byte perplexity, bits per byte | lm-evaluation-harness definitions | [`lm`] |
-//! | accuracy, P/R/F1 (macro, micro, weighted), MCC, confusion | scikit-learn | [`classification`] |
+//! | accuracy, P/R/F1 (macro, micro, weighted), MCC, Cohen's kappa, confusion | scikit-learn | [`classification`] |
 //! | nDCG@k, MAP, MRR, recall@k, P@k; RRF | pytrec_eval (trec_eval) | [`retrieval`] |
 //! | citation precision / recall of RAG answers | their definitions over qrels | [`citation`] |
 //! | length stats, distinct-n, self-BLEU, seq-rep-n | their definitions | [`chat`] |
@@ -53,7 +53,10 @@ pub use chat::{
 };
 pub use chrf::{Chrf, ChrfConfig, ChrfScore};
 pub use citation::{CitationScores, citation_precision, citation_recall, citation_scores};
-pub use classification::{ClassificationError, ClassificationReport, classification_report};
+pub use classification::{
+    ClassificationError, ClassificationReport, classification_report, cohen_kappa,
+    cohen_kappa_from_confusion,
+};
 pub use error::{MetricsError, Result};
 pub use files::{read_lines, read_qrels, read_run, read_trec};
 pub use judge::{

@@ -62,9 +62,10 @@ pub use prompt::{
     prompt_lm_loss, prompt_seq2seq_loss, train_prompt_lm, train_prompt_seq2seq,
 };
 pub use runs::{
-    AnnotateOutcome, AnnotateRun, ClassifyOutcome, ClassifyRun, MergeOutcome, PeftMethod,
-    PredictOutcome, PredictRun, Predictor, PromptSftOutcome, RunConfig, Seq2SeqSftOutcome,
-    SftOutcome, SftRun, Shard, StudyOutcome, StudyResult, StudyRun, merge_shards,
+    AnnotateOutcome, AnnotateReport, AnnotateRun, ClassifyOutcome, ClassifyRun, MergeOutcome,
+    PeftMethod, PredictOutcome, PredictRun, Predictor, PromptSftOutcome, RunConfig,
+    Seq2SeqSftOutcome, SftOutcome, SftRun, Shard, StudyOutcome, StudyResult, StudyRun,
+    merge_shards,
 };
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use seq2seq::{

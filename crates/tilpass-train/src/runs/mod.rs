@@ -37,6 +37,7 @@ use crate::error::{Result, TrainError};
 pub mod annotate;
 pub mod append;
 pub mod classify;
+pub mod fewshot;
 mod jsonl;
 pub mod merge;
 pub mod perplexity;
@@ -50,7 +51,7 @@ pub mod study;
 pub mod textgen;
 pub mod translate;
 
-pub use annotate::{AnnotateOutcome, AnnotateRun};
+pub use annotate::{AnnotateOutcome, AnnotateReport, AnnotateRun};
 pub use classify::{ClassifyOutcome, ClassifyRun};
 pub use merge::{MergeOutcome, merge_shards};
 pub use perplexity::{TextPerplexity, text_perplexity};
