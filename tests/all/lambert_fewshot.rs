@@ -34,7 +34,10 @@ fn ids(words: &str) -> Vec<u32> {
 fn seq_logprob(model: &DecoderLm, prompt: &[u32], cont: &[u32]) -> f64 {
     let row = [prompt, cont].concat();
     let logits = model
-        .forward(&DecoderInput::unpadded(&[row.clone()]).unwrap(), None)
+        .forward(
+            &DecoderInput::unpadded(std::slice::from_ref(&row)).unwrap(),
+            None,
+        )
         .unwrap();
     let v: Vec<f32> = logits.into_data().try_into_vec_as::<f32>().unwrap();
     let vocab = v.len() / row.len();

@@ -471,6 +471,9 @@ fn file_sha256(p: &std::path::Path) -> Result<String> {
         .collect())
 }
 
+/// Content-free probabilities by (shot indices, written form).
+type CfCache = HashMap<(Vec<usize>, Form), Vec<f64>>;
+
 /// A prepared few-shot annotator: scores a whole window in [`FewShot::window`] and hands the
 /// rows' fields to the stream's batches in [`FewShot::take`].
 struct FewShot<'a> {
@@ -489,7 +492,7 @@ struct FewShot<'a> {
     template: String,
     shot_template: String,
     /// p_cf per (shots in prompt order, form).
-    cf_cache: RefCell<HashMap<(Vec<usize>, Form), Vec<f64>>>,
+    cf_cache: RefCell<CfCache>,
     /// The window's fields, by row of the window.
     store: RefCell<Vec<Option<Map<String, Value>>>>,
     /// (shots dropped, rows with dropped shots, rows over budget).
