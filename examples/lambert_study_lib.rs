@@ -17,8 +17,8 @@
 use std::path::{Path, PathBuf};
 
 use tilpass::core::{SaveDtype, SplitMix64, save_safetensors};
-use tilpass::data::Record;
 use tilpass::data::embedded::norsk_topic;
+use tilpass::data::{Content, Record};
 use tilpass::models::bert::bert_params;
 use tilpass::models::init::init_tensors;
 use tilpass::models::{BertConfig, BertHeadKind, DecoderLm, LlamaConfig, create_llama};
@@ -82,8 +82,8 @@ impl LambertStudyConfig {
             out,
             items: 96,
             seeds: vec![0, 1],
-            steps: 8,
-            llm_steps: 80,
+            steps: 60,
+            llm_steps: 400,
             tiny: true,
             llm: None,
             hidden_size: 32,
@@ -202,8 +202,11 @@ fn tiny_llm(
     let teach: Vec<Record> = norsk_topic(Some("train"))?
         .iter()
         .skip(cfg.items)
-        .map(|t| Record::Text {
-            text: format!("{} {}", TEMPLATE.replace("{text}", &t.text), t.label),
+        // The loss on the label alone (prompt-completion, completion-only loss), so the
+        // few steps go to the task rather than to modelling the texts.
+        .map(|t| Record::PromptCompletion {
+            prompt: Content::Text(TEMPLATE.replace("{text}", &t.text)),
+            completion: Content::Text(format!(" {}", t.label)),
         })
         .collect();
     let enc = SftEncoder::new(&tok, SftConfig::default())?;
