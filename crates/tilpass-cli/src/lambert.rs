@@ -92,7 +92,7 @@ pub struct AnnotateArgs {
     #[arg(long, value_parser = ["auto", "nb", "nn"])]
     form: Option<String>,
     /// Calibration: none; contextual (divide by the probabilities of the content-free inputs
-    /// "N/A", "", "[MASK]" with the same shots, Zhao et al. 2021); prior (divide by the mean
+    /// `"N/A"`, `""`, `"[MASK]"` with the same shots, Zhao et al. 2021); prior (divide by the mean
     /// predicted distribution of the window). See docs/lambert.md.
     #[arg(long, value_parser = ["none", "contextual", "prior"])]
     calibrate: Option<String>,
