@@ -406,64 +406,74 @@ impl SequenceClassifier for PromptClassifier {
     }
 }
 
-impl Trainable for PromptClassifier {
-    fn tag(&self) -> (String, bool, Option<String>) {
-        (
-            "default".into(),
-            false,
-            Some(self.prompt.config.peft_type.clone()),
-        )
-    }
-    fn describe(&self) -> String {
-        format!(
-            "the {} adapter and the classifier head",
-            self.prompt.config.peft_type
-        )
-    }
-    fn param_sizes(&mut self) -> BTreeMap<String, usize> {
-        self.params_mut()
-            .iter()
-            .map(|(n, p)| (n.clone(), numel(p)))
-            .collect()
-    }
-    fn grads(&mut self, grads: &Gradients) -> NamedGrads {
-        collect_grads(&self.params_mut(), grads)
-    }
-    fn update(&mut self, opt: &mut AdamW, grads: &NamedGrads, lr: f64) {
-        let mut params = self.params_mut();
-        opt.step(&mut params, grads, lr);
-    }
-    fn save_weights(&mut self, dir: &Path) -> Result<()> {
-        self.save(dir)
-    }
-    fn restore_weights(&mut self, dir: &Path) -> Result<()> {
-        let device = self.device();
-        let loaded = PromptAdapter::load_with(dir, self.prompt.dims(), &device)?;
-        if loaded.method != self.prompt.method
-            || loaded.encoder.as_ref().map(|e| e.kind())
-                != self.prompt.encoder.as_ref().map(|e| e.kind())
-        {
-            return Err(TrainError::Resume {
-                path: dir.display().to_string(),
-                message: format!(
-                    "the checkpoint's adapter ({}) is not the one this run trains ({})",
-                    loaded.config.peft_type, self.prompt.config.peft_type
-                ),
-            });
+/// `Trainable` for a prompt-learning classifier (fields `prompt: PromptAdapter` and `model`,
+/// methods `params_mut`, `save`): the adapter's table / encoder and the head, named `$head`
+/// in progress lines.
+macro_rules! prompt_classifier_trainable {
+    ($ty:ty, $head:literal) => {
+        impl Trainable for $ty {
+            fn tag(&self) -> (String, bool, Option<String>) {
+                (
+                    "default".into(),
+                    false,
+                    Some(self.prompt.config.peft_type.clone()),
+                )
+            }
+            fn describe(&self) -> String {
+                format!(
+                    concat!("the {} adapter and the ", $head),
+                    self.prompt.config.peft_type
+                )
+            }
+            fn param_sizes(&mut self) -> BTreeMap<String, usize> {
+                self.params_mut()
+                    .iter()
+                    .map(|(n, p)| (n.clone(), numel(p)))
+                    .collect()
+            }
+            fn grads(&mut self, grads: &Gradients) -> NamedGrads {
+                collect_grads(&self.params_mut(), grads)
+            }
+            fn update(&mut self, opt: &mut AdamW, grads: &NamedGrads, lr: f64) {
+                let mut params = self.params_mut();
+                opt.step(&mut params, grads, lr);
+            }
+            fn save_weights(&mut self, dir: &Path) -> Result<()> {
+                self.save(dir)
+            }
+            fn restore_weights(&mut self, dir: &Path) -> Result<()> {
+                let device = self.device();
+                let loaded = PromptAdapter::load_with(dir, self.prompt.dims(), &device)?;
+                if loaded.method != self.prompt.method
+                    || loaded.encoder.as_ref().map(|e| e.kind())
+                        != self.prompt.encoder.as_ref().map(|e| e.kind())
+                {
+                    return Err(TrainError::Resume {
+                        path: dir.display().to_string(),
+                        message: format!(
+                            "the checkpoint's adapter ({}) is not the one this run trains ({})",
+                            loaded.config.peft_type, self.prompt.config.peft_type
+                        ),
+                    });
+                }
+                loaded.apply_saved_modules(&mut self.model)?;
+                // Keep the run's config (base_model_name_or_path, ...) with the restored weights.
+                let run = std::mem::replace(&mut self.prompt, loaded);
+                self.prompt.config = run.config;
+                for (_, p) in self.params_mut() {
+                    track(p);
+                }
+                Ok(())
+            }
+            fn device(&mut self) -> Device {
+                self.prompt.table.val().device()
+            }
         }
-        loaded.apply_saved_modules(&mut self.model)?;
-        // Keep the run's config (base_model_name_or_path, ...) with the restored weights.
-        let run = std::mem::replace(&mut self.prompt, loaded);
-        self.prompt.config = run.config;
-        for (_, p) in self.params_mut() {
-            track(p);
-        }
-        Ok(())
-    }
-    fn device(&mut self) -> Device {
-        self.prompt.table.val().device()
-    }
+    };
 }
+pub(crate) use prompt_classifier_trainable;
+
+prompt_classifier_trainable!(PromptClassifier, "classifier head");
 
 /// Trains `pm` (adapter and head: [`PromptClassifier`] or
 /// [`DecoderPromptClassifier`]) on `train` with the shared loop: AdamW, schedule,
