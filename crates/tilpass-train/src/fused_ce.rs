@@ -52,9 +52,10 @@ pub fn causal_lm_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> Result<(Ten
     } else {
         host.cast(DType::F32)
     };
-    let Ok(mut z) = host.into_data().try_into_vec::<f32>() else {
-        unreachable!("an f32 tensor converts to Vec<f32>")
-    };
+    let mut z = host
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| ModelError::Input(format!("logits as f32: {e:?}")))?;
     let inv_n = 1.0 / n.max(1) as f64;
     let total: f64 = z
         .par_chunks_mut(v)

@@ -414,36 +414,15 @@ impl ClassifyRun {
             (None, model) => {
                 let full = self.method == ClassifyMethod::Full;
                 let mut peft = PeftModel::new(model);
-                let summary = if full {
-                    progress(Event::Message(&format!(
-                        "{} labels {names:?}; every weight trains",
-                        names.len()
-                    )));
-                    train_classifier(
-                        &mut peft,
-                        crate::trainer::Target::Full,
-                        &train,
-                        &cfg,
-                        None,
-                        progress,
-                    )?
-                } else {
-                    let mut lora = classifier_lora(&self.lora, peft.model(), model_dir)?;
-                    lora.use_dora |= self.method == ClassifyMethod::Dora;
-                    peft.add_adapter("default", &lora, self.seed)?;
-                    peft.freeze_base();
-                    progress(Event::Message(&format!(
-                        "{} labels {names:?}; {}",
-                        names.len(),
-                        peft.trainable_parameters()
-                    )));
-                    train_classifier(&mut peft, "default", &train, &cfg, None, progress)?
-                };
-                let eval = if eval.is_empty() {
-                    None
-                } else {
-                    Some(peft.with_eval_mode(|p| evaluate_classifier(p.model(), &eval))?)
-                };
+                let (summary, eval) = self.train_peft(
+                    &mut peft,
+                    |m| classifier_lora(&self.lora, m, model_dir),
+                    &names,
+                    &train,
+                    &eval,
+                    &cfg,
+                    progress,
+                )?;
                 if full {
                     save_full_classifier(peft.model(), model_dir, &names, &adapter)?;
                 } else {
@@ -464,6 +443,53 @@ impl ClassifyRun {
 }
 
 impl ClassifyRun {
+    /// Trains a classifier in full (`--method full`) or through a LoRA / DoRA adapter made by
+    /// `lora` (the head trained in full, as PEFT's `modules_to_save`), then evaluates it on
+    /// `eval`; the caller saves it.
+    #[allow(clippy::too_many_arguments)]
+    fn train_peft<M: tilpass_models::SequenceClassifier + HasLinears>(
+        &self,
+        peft: &mut PeftModel<M>,
+        lora: impl FnOnce(&M) -> Result<LoraConfig>,
+        names: &[String],
+        train: &[crate::classify::ClsBatch],
+        eval: &[crate::classify::ClsBatch],
+        cfg: &TrainConfig,
+        progress: &mut dyn FnMut(Event),
+    ) -> Result<(Summary, Option<ClassificationReport>)> {
+        let summary = if self.method == ClassifyMethod::Full {
+            progress(Event::Message(&format!(
+                "{} labels {names:?}; every weight trains",
+                names.len()
+            )));
+            train_classifier(
+                peft,
+                crate::trainer::Target::Full,
+                train,
+                cfg,
+                None,
+                progress,
+            )?
+        } else {
+            let mut lora = lora(peft.model())?;
+            lora.use_dora |= self.method == ClassifyMethod::Dora;
+            peft.add_adapter("default", &lora, self.seed)?;
+            peft.freeze_base();
+            progress(Event::Message(&format!(
+                "{} labels {names:?}; {}",
+                names.len(),
+                peft.trainable_parameters()
+            )));
+            train_classifier(peft, "default", train, cfg, None, progress)?
+        };
+        let eval = if eval.is_empty() {
+            None
+        } else {
+            Some(peft.with_eval_mode(|p| evaluate_classifier(p.model(), eval))?)
+        };
+        Ok((summary, eval))
+    }
+
     /// The training-loop settings of this run, checkpoints and `metrics.jsonl` under `out`.
     fn train_config(&self, out: &Path) -> TrainConfig {
         TrainConfig {
@@ -532,37 +558,15 @@ impl ClassifyRun {
         }
         let full = self.method == ClassifyMethod::Full;
         let mut peft = PeftModel::new(model);
-        let summary = if full {
-            progress(Event::Message(&format!(
-                "{} labels {names:?}; every weight trains",
-                names.len()
-            )));
-            train_classifier(
-                &mut peft,
-                crate::trainer::Target::Full,
-                &train,
-                cfg,
-                None,
-                progress,
-            )?
-        } else {
-            let mut lora =
-                decoder_classifier_lora(&self.lora, &peft.model().model_type(), model_dir)?;
-            lora.use_dora |= self.method == ClassifyMethod::Dora;
-            peft.add_adapter("default", &lora, self.seed)?;
-            peft.freeze_base();
-            progress(Event::Message(&format!(
-                "{} labels {names:?}; {}",
-                names.len(),
-                peft.trainable_parameters()
-            )));
-            train_classifier(&mut peft, "default", &train, cfg, None, progress)?
-        };
-        let eval = if eval.is_empty() {
-            None
-        } else {
-            Some(peft.with_eval_mode(|p| evaluate_classifier(p.model(), &eval))?)
-        };
+        let (summary, eval) = self.train_peft(
+            &mut peft,
+            |m| decoder_classifier_lora(&self.lora, &m.model_type(), model_dir),
+            names,
+            &train,
+            &eval,
+            cfg,
+            progress,
+        )?;
         if full {
             save_full_decoder_classifier(peft.model(), model_dir, names, saved)?;
         } else {
