@@ -695,40 +695,59 @@ impl PromptAdapter {
     /// PEFT drops them: positions count every column): prefix tuning gives `[batch, seq,
     /// vocab]`; prompt tuning and P-tuning prepend the virtual tokens, `[batch, n + seq, vocab]`.
     pub fn forward(&self, model: &DecoderLm, input: &DecoderInput) -> Result<Tensor<3>> {
-        let (b, s, n) = (input.batch, input.seq, self.len());
+        let (inp, cache) = self.decoder_input(
+            &input.input_ids,
+            &input.attention_mask,
+            input.batch,
+            input.seq,
+        );
+        Ok(match cache {
+            Some(mut cache) => model.forward(&inp, Some(&mut cache))?,
+            None => model.forward_with_prompt(&inp, None, Some(self.prompt_embeds(input.batch)))?,
+        })
+    }
+
+    /// The decoder input PEFT builds around `batch` rows of `input_ids` / `attention_mask`
+    /// (`[batch, seq]`), the mask extended with `n` ones in front: prefix tuning keeps the ids,
+    /// counts positions from `n` and returns the prefix cache to pass along; prompt tuning and
+    /// P-tuning put `n` placeholder ids in front (their embeddings are replaced by
+    /// [`Self::prompt_embeds`]), count positions from 0 and return no cache.
+    pub fn decoder_input(
+        &self,
+        input_ids: &[u32],
+        attention_mask: &[u8],
+        batch: usize,
+        seq: usize,
+    ) -> (DecoderInput, Option<KvCache>) {
+        let (b, s, n) = (batch, seq, self.len());
         let mut mask = Vec::with_capacity(b * (n + s));
         for r in 0..b {
             mask.extend(std::iter::repeat_n(1u8, n));
-            mask.extend_from_slice(&input.attention_mask[r * s..(r + 1) * s]);
+            mask.extend_from_slice(&attention_mask[r * s..(r + 1) * s]);
         }
-        Ok(match self.method {
-            PromptMethod::Prefix => {
-                let mut cache = self.prefix_cache(b);
-                let inp = DecoderInput {
-                    input_ids: input.input_ids.clone(),
-                    attention_mask: mask,
-                    position_ids: (0..b).flat_map(|_| (n..n + s).map(|p| p as i64)).collect(),
-                    batch: b,
-                    seq: s,
-                };
-                model.forward(&inp, Some(&mut cache))?
-            }
-            _ => {
-                let mut ids = Vec::with_capacity(b * (n + s));
-                for r in 0..b {
-                    ids.extend(std::iter::repeat_n(0u32, n));
-                    ids.extend_from_slice(&input.input_ids[r * s..(r + 1) * s]);
-                }
-                let inp = DecoderInput {
-                    input_ids: ids,
-                    attention_mask: mask,
-                    position_ids: (0..b).flat_map(|_| 0..(n + s) as i64).collect(),
-                    batch: b,
-                    seq: n + s,
-                };
-                model.forward_with_prompt(&inp, None, Some(self.prompt_embeds(b)))?
-            }
-        })
+        if self.method == PromptMethod::Prefix {
+            let inp = DecoderInput {
+                input_ids: input_ids.to_vec(),
+                attention_mask: mask,
+                position_ids: (0..b).flat_map(|_| (n..n + s).map(|p| p as i64)).collect(),
+                batch: b,
+                seq: s,
+            };
+            return (inp, Some(self.prefix_cache(b)));
+        }
+        let mut ids = Vec::with_capacity(b * (n + s));
+        for r in 0..b {
+            ids.extend(std::iter::repeat_n(0u32, n));
+            ids.extend_from_slice(&input_ids[r * s..(r + 1) * s]);
+        }
+        let inp = DecoderInput {
+            input_ids: ids,
+            attention_mask: mask,
+            position_ids: (0..b).flat_map(|_| 0..(n + s) as i64).collect(),
+            batch: b,
+            seq: n + s,
+        };
+        (inp, None)
     }
 
     /// Generation with the virtual tokens in front (greedy or sampled per `cfg`).

@@ -24,10 +24,9 @@ use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 use tilpass_core::HostTensor;
 use tilpass_models::linear::ParamFn;
 use tilpass_models::{
-    DecoderClassifier, DecoderInput, EncoderInput, HasLinears, ModelError, ProblemType,
-    SequenceClassifier,
+    DecoderClassifier, EncoderInput, HasLinears, ModelError, ProblemType, SequenceClassifier,
 };
-use tilpass_peft::{ParamMut, PromptAdapter, PromptDims, PromptMethod};
+use tilpass_peft::{ParamMut, PromptAdapter, PromptDims};
 
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, NamedGrads, collect_grads};
@@ -151,40 +150,20 @@ impl DecoderPromptClassifier {
         if self.model.pad_token_id().is_none() && b != 1 {
             return Err(ModelError::NoPadToken { batch: b }.into());
         }
-        let mut mask = Vec::with_capacity(b * (n + s));
-        for r in 0..b {
-            mask.extend(std::iter::repeat_n(1u8, n));
-            mask.extend_from_slice(&input.attention_mask[r * s..(r + 1) * s]);
-        }
         let base = self.model.base();
-        let (hidden, pos) = if self.prompt.method == PromptMethod::Prefix {
-            let pos = self.model.score_positions(&input.input_ids, b, s)?;
-            let mut cache = self.prompt.prefix_cache(b);
-            let inp = DecoderInput {
-                input_ids: input.input_ids.clone(),
-                attention_mask: mask,
-                position_ids: (0..b).flat_map(|_| (n..n + s).map(|p| p as i64)).collect(),
-                batch: b,
-                seq: s,
-            };
-            (base.forward_hidden(&inp, Some(&mut cache))?, pos)
-        } else {
-            let mut ids = Vec::with_capacity(b * (n + s));
-            for r in 0..b {
-                ids.extend(std::iter::repeat_n(0u32, n));
-                ids.extend_from_slice(&input.input_ids[r * s..(r + 1) * s]);
-            }
-            let inp = DecoderInput {
-                input_ids: ids,
-                attention_mask: mask,
-                position_ids: (0..b).flat_map(|_| 0..(n + s) as i64).collect(),
-                batch: b,
-                seq: n + s,
-            };
-            let hidden =
-                base.forward_hidden_with_prompt(&inp, None, Some(self.prompt.prompt_embeds(b)))?;
-            // `inputs_embeds` only: transformers scores the last column of every row.
-            (hidden, vec![n + s - 1; b])
+        let (inp, cache) = self
+            .prompt
+            .decoder_input(&input.input_ids, &input.attention_mask, b, s);
+        let (hidden, pos) = match cache {
+            Some(mut cache) => (
+                base.forward_hidden(&inp, Some(&mut cache))?,
+                self.model.score_positions(&input.input_ids, b, s)?,
+            ),
+            None => (
+                base.forward_hidden_with_prompt(&inp, None, Some(self.prompt.prompt_embeds(b)))?,
+                // `inputs_embeds` only: transformers scores the last column of every row.
+                vec![n + s - 1; b],
+            ),
         };
         let h = hidden.dims()[2];
         let idx: Vec<i64> = pos
