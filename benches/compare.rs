@@ -55,6 +55,7 @@ const GROUPS: &[(&str, &[&str])] = &[
         &[
             "prefill_512",
             "greedy_decode_256",
+            "greedy_decode_256_b8",
             "decode_step_16",
             "decode_step_128",
             "decode_step_512",
@@ -335,6 +336,18 @@ fn prompt(n: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 7919 + 13) % 32000) as u32).collect()
 }
 
+/// The 8 prompts of `greedy_decode_256_b8`: row `r` has `32 - 2r` tokens
+/// `(i * 7919 + 13 + 101 r) % vocab` (generation left-pads them, as decoder.py does).
+fn prompts_b8() -> Vec<Vec<u32>> {
+    (0..8)
+        .map(|r| {
+            (0..32 - 2 * r)
+                .map(|i| ((i * 7919 + 13 + 101 * r) % 32000) as u32)
+                .collect()
+        })
+        .collect()
+}
+
 fn flex() -> Res<Device> {
     Ok(tilpass::device("flex")?)
 }
@@ -405,7 +418,7 @@ fn sft_encode(specs: &[Spec], r: &mut Report) -> Res<()> {
     Ok(())
 }
 
-/// Prefill and greedy decode of the standard model; one decode step of the small model at
+/// Prefill and greedy decode (batch 1 and 8) of the standard model; one decode step of the small model at
 /// cache lengths 16/128/512 (the cache is filled and copied outside the timed region).
 fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
     let device = flex()?;
@@ -454,6 +467,29 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                 let steps: f64 = (0..255).map(|i| f.forward(1, 1, 32 + i)).sum();
                 r.flops(f.forward(1, 32, 0) + steps)?;
                 r.check("decode_new_tokens", json!(out[0].len()));
+            }
+            "greedy_decode_256_b8" => {
+                let (_, m) = standard.as_ref().ok_or("no model")?;
+                let cfg = GenerateConfig {
+                    max_new_tokens: 256,
+                    eos_token_ids: Some(vec![]),
+                    pad_token_id: Some(0),
+                    ..Default::default()
+                };
+                let prompts = prompts_b8();
+                let out = r.time(
+                    spec,
+                    8 * 256,
+                    "tokens",
+                    || Ok(()),
+                    |()| Ok(generate_greedy(m, &prompts, &cfg)?),
+                )?;
+                // The left-padded 8 x 32 prefill, then 255 steps of 8 tokens after 32 + i.
+                let f = Flops::of(&STANDARD);
+                let steps: f64 = (0..255).map(|i| f.forward(8, 1, 32 + i)).sum();
+                r.flops(f.forward(8, 32, 0) + steps)?;
+                let lens: Vec<usize> = out.iter().map(Vec::len).collect();
+                r.check("decode_new_tokens_b8", json!(lens));
             }
             name => {
                 let past: usize = name
