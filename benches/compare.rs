@@ -31,8 +31,8 @@ use tilpass::burn::tensor::Device;
 use tilpass::data::{Message, Record, Role};
 use tilpass::metrics::{Bleu, Chrf};
 use tilpass::models::{
-    DecoderInput, DecoderLm, GenerateConfig, KvCache, SentenceEmbedder, generate_greedy,
-    shifted_log_probs,
+    DecoderInput, DecoderLm, GenerateConfig, KvCache, SentenceEmbedder, WeightDtype,
+    generate_greedy, shifted_log_probs,
 };
 use tilpass::peft::{LoraConfig, PeftModel};
 use tilpass::preference::{DpoBatch, DpoConfig, DpoReference, dpo_batch_loss};
@@ -56,6 +56,7 @@ const GROUPS: &[(&str, &[&str])] = &[
             "prefill_512",
             "greedy_decode_256",
             "greedy_decode_256_b8",
+            "greedy_decode_256_bf16",
             "decode_step_16",
             "decode_step_128",
             "decode_step_512",
@@ -422,8 +423,19 @@ fn sft_encode(specs: &[Spec], r: &mut Report) -> Res<()> {
 /// cache lengths 16/128/512 (the cache is filled and copied outside the timed region).
 fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
     let device = flex()?;
-    let standard = if specs.iter().any(|s| !s.name.starts_with("decode_step_")) {
+    let standard = if specs
+        .iter()
+        .any(|s| !s.name.starts_with("decode_step_") && !s.name.ends_with("_bf16"))
+    {
         Some(llama(&STANDARD, &device)?)
+    } else {
+        None
+    };
+    // The same weights stored in bf16 (`DecoderLm::set_weight_dtype`).
+    let bf16 = if specs.iter().any(|s| s.name.ends_with("_bf16")) {
+        let (dir, mut m) = llama(&STANDARD, &device)?;
+        m.set_weight_dtype(WeightDtype::Bf16);
+        Some((dir, m))
     } else {
         None
     };
@@ -447,8 +459,12 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                 r.flops(Flops::of(&STANDARD).forward(1, 512, 0))?;
                 r.check("prefill_logits_shape", json!(logits.dims()));
             }
-            "greedy_decode_256" => {
-                let (_, m) = standard.as_ref().ok_or("no model")?;
+            "greedy_decode_256" | "greedy_decode_256_bf16" => {
+                let (_, m) = match spec.name.as_str() {
+                    "greedy_decode_256" => standard.as_ref(),
+                    _ => bf16.as_ref(),
+                }
+                .ok_or("no model")?;
                 let cfg = GenerateConfig {
                     max_new_tokens: 256,
                     eos_token_ids: Some(vec![]),
@@ -466,7 +482,11 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                 let f = Flops::of(&STANDARD);
                 let steps: f64 = (0..255).map(|i| f.forward(1, 1, 32 + i)).sum();
                 r.flops(f.forward(1, 32, 0) + steps)?;
-                r.check("decode_new_tokens", json!(out[0].len()));
+                let key = match spec.name.as_str() {
+                    "greedy_decode_256" => "decode_new_tokens",
+                    _ => "decode_new_tokens_bf16",
+                };
+                r.check(key, json!(out[0].len()));
             }
             "greedy_decode_256_b8" => {
                 let (_, m) = standard.as_ref().ok_or("no model")?;

@@ -9,6 +9,8 @@ transformers on the CPU, as a user gets it (default attention implementation, sd
   32-token prompt at batch 1 (transformers' default DynamicCache);
 - greedy_decode_256_b8: the same at batch 8, prompts of 32, 30, ..., 18 tokens left-padded with
   their attention mask (as a user batches prompts of different lengths: `padding_side="left"`);
+- greedy_decode_256_bf16: greedy_decode_256 with the model in bf16 (`model.to(torch.bfloat16)`:
+  weights and activations bf16; tilpass stores the weights in bf16, activations f32);
 - decode_step_N (N = 16, 128, 512): one decode step of a 4-layer hidden-256 model from a cache
   of N positions; the cache is filled once and deep-copied before the clock starts.
 
@@ -19,7 +21,7 @@ import copy
 
 from common import Run
 
-BENCHES = ["prefill_512", "greedy_decode_256", "greedy_decode_256_b8", "decode_step_16", "decode_step_128", "decode_step_512"]
+BENCHES = ["prefill_512", "greedy_decode_256", "greedy_decode_256_b8", "greedy_decode_256_bf16", "decode_step_16", "decode_step_128", "decode_step_512"]
 run = Run("decoder", BENCHES)
 
 import torch  # noqa: E402
@@ -52,7 +54,9 @@ def batch8():
 
 names = run.names()
 with torch.no_grad():
-    standard = model(512, 8, 8, 1376) if any(not n.startswith("decode_step_") for n in names) else None
+    standard = (model(512, 8, 8, 1376)
+                if any(not n.startswith("decode_step_") and not n.endswith("_bf16") for n in names) else None)
+    half = model(512, 8, 8, 1376).to(torch.bfloat16) if "greedy_decode_256_bf16" in names else None
     small = model(256, 4, 4, 688) if any(n.startswith("decode_step_") for n in names) else None
     for name in names:
         if name == "prefill_512":
@@ -66,6 +70,13 @@ with torch.no_grad():
                 input_ids=p32, attention_mask=mask, max_new_tokens=256, min_new_tokens=256, do_sample=False,
                 pad_token_id=0))
             run.checks["decode_new_tokens"] = out.shape[1] - p32.shape[1]
+        elif name == "greedy_decode_256_bf16":
+            p32 = prompt(32)
+            mask = torch.ones_like(p32)
+            out = run.time(name, 256, "tokens", lambda _: half.generate(
+                input_ids=p32, attention_mask=mask, max_new_tokens=256, min_new_tokens=256, do_sample=False,
+                pad_token_id=0))
+            run.checks["decode_new_tokens_bf16"] = out.shape[1] - p32.shape[1]
         elif name == "greedy_decode_256_b8":
             ids8, mask8 = batch8()
             out = run.time(name, 8 * 256, "tokens", lambda _: standard.generate(
@@ -82,5 +93,5 @@ with torch.no_grad():
                      lambda c: small(input_ids=step, past_key_values=c, use_cache=True, position_ids=pos),
                      setup=lambda: copy.deepcopy(cache))
 
-run.extra["attn_implementation"] = (standard or small).config._attn_implementation
+run.extra["attn_implementation"] = (standard or half or small).config._attn_implementation
 run.emit(torch.get_num_threads(), ["torch", "transformers"])
