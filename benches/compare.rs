@@ -57,6 +57,8 @@ const GROUPS: &[(&str, &[&str])] = &[
             "greedy_decode_256",
             "greedy_decode_256_b8",
             "greedy_decode_256_bf16",
+            "greedy_decode_256_gemm",
+            "greedy_decode_256_b8_gemm",
             "decode_step_16",
             "decode_step_128",
             "decode_step_512",
@@ -445,7 +447,11 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
         None
     };
     for spec in specs {
-        match spec.name.as_str() {
+        // `_gemm`: the same benchmark with the few-row decode kernel off (burn's matmul for
+        // every product), for A/B measurements in one process; tilpass-only.
+        let gemm = spec.name.ends_with("_gemm");
+        tilpass::models::matvec::set_kernel_enabled(!gemm);
+        match spec.name.trim_end_matches("_gemm") {
             "prefill_512" => {
                 let (_, m) = standard.as_ref().ok_or("no model")?;
                 let input = DecoderInput::unpadded(&[prompt(512)])?;
@@ -460,7 +466,7 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                 r.check("prefill_logits_shape", json!(logits.dims()));
             }
             "greedy_decode_256" | "greedy_decode_256_bf16" => {
-                let (_, m) = match spec.name.as_str() {
+                let (_, m) = match spec.name.trim_end_matches("_gemm") {
                     "greedy_decode_256" => standard.as_ref(),
                     _ => bf16.as_ref(),
                 }
@@ -482,7 +488,7 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                 let f = Flops::of(&STANDARD);
                 let steps: f64 = (0..255).map(|i| f.forward(1, 1, 32 + i)).sum();
                 r.flops(f.forward(1, 32, 0) + steps)?;
-                let key = match spec.name.as_str() {
+                let key = match spec.name.trim_end_matches("_gemm") {
                     "greedy_decode_256" => "decode_new_tokens",
                     _ => "decode_new_tokens_bf16",
                 };

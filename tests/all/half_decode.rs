@@ -31,14 +31,14 @@ fn step_logits(model: &DecoderLm, prompts: &[Vec<u32>], steps: &[Vec<u32>]) -> V
     )];
     let b = input.batch;
     let mut mask = input.attention_mask.clone();
-    let mut seq = input.seq;
     for col in 0..steps[0].len() - 1 {
+        let seq = mask.len() / b;
         let mut grown = Vec::with_capacity(b * (seq + 1));
         for r in 0..b {
             grown.extend_from_slice(&mask[r * seq..(r + 1) * seq]);
             grown.push(1);
         }
-        seq += 1;
+        let seq = seq + 1;
         mask = grown;
         input = DecoderInput {
             input_ids: steps.iter().map(|row| row[col]).collect(),

@@ -14,6 +14,15 @@ use serde::{Deserialize, Serialize};
 /// Row counts up to this take [`try_linear`]'s kernel.
 pub const MAX_ROWS: usize = 8;
 
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns [`try_linear`]'s kernel on or off for the whole process (on by default; off, every
+/// product goes through burn's `linear`): for A/B measurements (`tilpass-compare`'s `_gemm`
+/// benchmarks).
+pub fn set_kernel_enabled(on: bool) {
+    ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Storage dtype of linear weights for inference ([`crate::DecoderLm::set_weight_dtype`]):
 /// activations stay f32; half-precision weights halve the bytes a decode step reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -64,7 +73,12 @@ pub fn try_linear<const D: usize>(
     let dims = x.dims();
     let [k, n] = w.dims();
     let rows: usize = dims[..D - 1].iter().product();
-    if rows == 0 || rows > MAX_ROWS || dims[D - 1] != k || x.dtype() != DType::F32 {
+    if rows == 0
+        || rows > MAX_ROWS
+        || dims[D - 1] != k
+        || x.dtype() != DType::F32
+        || !ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+    {
         return None;
     }
     let wt = w.clone().try_into_primitive::<Flex>().ok()?;
