@@ -96,12 +96,27 @@ impl Linear {
         }
     }
 
-    /// Applies the layer to `[.., in]`, giving `[.., out]`. A few rows (a decode step) on Flex
-    /// take [`crate::matvec::try_linear`]'s kernel; otherwise burn's `linear` (a weight stored
-    /// in another dtype than `x` is cast first).
+    /// Applies the layer to `[.., in]`, giving `[.., out]`, with burn's `linear` (a weight
+    /// stored in another dtype than `x` is cast first).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.forward_with(x, false)
+    }
+
+    /// [`Self::forward`] for the decoders' layers: a few rows (a decode step) on Flex take
+    /// [`crate::matvec::try_linear`]'s kernel, which reads the weight in place (f32 or bf16).
+    /// Its sums run in another order than burn's matmul (last-bit differences), so callers
+    /// whose outputs are compared byte for byte elsewhere keep [`Self::forward`].
+    pub fn forward_decode<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.forward_with(x, true)
+    }
+
+    fn forward_with<const D: usize>(&self, x: Tensor<D>, kernel: bool) -> Tensor<D> {
         let bias = self.bias.as_ref().map(|b| b.val());
-        let base = match crate::matvec::try_linear(&x, &self.weight.val(), bias.as_ref()) {
+        let fast = match kernel {
+            true => crate::matvec::try_linear(&x, &self.weight.val(), bias.as_ref()),
+            false => None,
+        };
+        let base = match fast {
             Some(y) => y,
             None => burn::tensor::module::linear(x.clone(), self.weight_as(x.dtype()), bias),
         };
