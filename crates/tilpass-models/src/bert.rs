@@ -515,21 +515,11 @@ impl Bert {
         if prompt.is_none()
             && let Some(lens) = self.packed_lens(input)
         {
-            // Fused host kernels over the real tokens only; the classifier reads [CLS].
+            // Fused host kernels over the real tokens only; the classifier reads [CLS], so
+            // the last layer runs for the [CLS] queries alone.
             self.check_input(input, 0)?;
-            let x = self.packed_hidden(input, &lens);
-            let device = x.device();
-            let starts: Vec<i64> = lens
-                .iter()
-                .scan(0usize, |at, l| {
-                    let start = *at;
-                    *at += l;
-                    Some(start as i64)
-                })
-                .collect();
-            let starts =
-                Tensor::<1, Int>::from_data(TensorData::new(starts, [lens.len()]), &device);
-            return Ok(c.linear.forward(self.pool_cls(x.select(0, starts))?));
+            let cls = self.packed_hidden(input, &lens, true);
+            return Ok(c.linear.forward(self.pool_cls(cls)?));
         }
         let pooled = self.pooled(self.forward_hidden_with_prompt(input, prompt)?)?;
         Ok(c.linear.forward(pooled))
@@ -545,7 +535,7 @@ impl Bert {
             return self.forward_hidden(input);
         };
         self.check_input(input, 0)?;
-        let x = self.packed_hidden(input, &lens);
+        let x = self.packed_hidden(input, &lens, false);
         let device = x.device();
         let [_, h] = x.dims();
         let (b, s) = (input.batch, input.seq);
@@ -578,8 +568,10 @@ impl Bert {
     }
 
     /// The encoder over the real tokens of `input` packed one row after the other (`lens`
-    /// tokens each, see [`Self::packed_lens`]): last hidden states `[tokens, hidden]`.
-    fn packed_hidden(&self, input: &EncoderInput, lens: &[usize]) -> Tensor<2> {
+    /// tokens each, see [`Self::packed_lens`]): last hidden states `[tokens, hidden]`, or with
+    /// `cls_only` those of each row's first token, `[batch, hidden]` (the last layer then
+    /// computes only those).
+    fn packed_hidden(&self, input: &EncoderInput, lens: &[usize], cls_only: bool) -> Tensor<2> {
         let device = self.word.weight.device();
         let tokens: usize = lens.iter().sum();
         let (mut ids, mut pos, mut types) = (
@@ -600,8 +592,12 @@ impl Bert {
             + self.token_type.forward(ints(types));
         let h = self.config.hidden_size;
         let mut x: Tensor<2> = self.emb_norm.forward(x).reshape([tokens, h]);
-        for layer in &self.layers {
-            x = self.packed_layer(layer, x, lens);
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = self.packed_layer(layer, x, lens, cls_only && i == last);
+        }
+        if cls_only && self.layers.is_empty() {
+            x = x.select(0, first_rows(lens, &device));
         }
         x
     }
@@ -609,7 +605,15 @@ impl Bert {
     /// One encoder layer over packed tokens `x [tokens, hidden]` with the fused host kernels:
     /// one query/key/value product (weights side by side) unless an adapter sits on one of
     /// them, attention per row, bias + GELU and bias + residual + layer norm in one pass each.
-    fn packed_layer(&self, l: &BertLayer, x: Tensor<2>, lens: &[usize]) -> Tensor<2> {
+    /// With `first_only` the output is that of each row's first token alone, `[rows, hidden]`
+    /// (every token still serves as key and value).
+    fn packed_layer(
+        &self,
+        l: &BertLayer,
+        x: Tensor<2>,
+        lens: &[usize],
+        first_only: bool,
+    ) -> Tensor<2> {
         use crate::encoder_kernels as k;
         let h = self.config.hidden_size;
         let (qkv, bias) = if [&l.query, &l.key, &l.value].into_iter().all(plain) {
@@ -634,7 +638,12 @@ impl Bert {
             (Tensor::cat(qkv, 1), None)
         };
         let scale = 1.0 / ((h / self.heads) as f32).sqrt();
-        let ctx = k::packed_attention(qkv, bias.as_deref(), lens, self.heads, scale);
+        let ctx = k::packed_attention(qkv, bias.as_deref(), lens, self.heads, scale, first_only);
+        let x = if first_only {
+            x.select(0, first_rows(lens, &ctx.device()))
+        } else {
+            x
+        };
         let (a, ab) = product(&l.attn_out, ctx);
         let x = k::bias_residual_layer_norm(a, ab.as_deref(), x, &host_norm(&l.attn_norm));
         let inter = match (self.act, plain(&l.intermediate)) {
@@ -679,6 +688,19 @@ impl Bert {
 /// True when no adapter changes the layer's output (none, inactive or merged).
 fn plain(l: &Linear) -> bool {
     l.lora.iter().all(|b| !b.active || b.merged)
+}
+
+/// The index of each row's first token among packed rows of `lens` tokens, `[rows]`.
+fn first_rows(lens: &[usize], device: &Device) -> Tensor<1, Int> {
+    let starts: Vec<i64> = lens
+        .iter()
+        .scan(0usize, |at, l| {
+            let start = *at;
+            *at += l;
+            Some(start as i64)
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(starts, [lens.len()]), device)
 }
 
 /// Output width of a linear layer.

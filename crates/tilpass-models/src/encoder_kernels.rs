@@ -21,17 +21,26 @@ pub fn usable<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && !x.is_require_grad() && is_flex(&x.device())
 }
 
-/// The elements of an f32 tensor, row-major (no copy when the tensor holds its buffer alone).
-fn host<const D: usize>(x: Tensor<D>) -> Vec<f32> {
-    match x.into_data().try_into_vec::<f32>() {
+/// The data of an f32 tensor, row-major, to change in place (no copy when the tensor holds
+/// its buffer alone).
+fn host<const D: usize>(x: Tensor<D>) -> TensorData {
+    x.into_data()
+}
+
+/// The f32 values of [`host`] data, mutable.
+fn values(data: &mut TensorData) -> &mut [f32] {
+    match data.as_mut_slice::<f32>() {
         Ok(v) => v,
-        Err(e) => unreachable!("an f32 tensor converts to Vec<f32>: {e:?}"),
+        Err(e) => unreachable!("an f32 tensor's data is a slice of f32: {e:?}"),
     }
 }
 
 /// The values of a small tensor (biases, norm weights) on the host.
 pub fn host_vec(x: Tensor<1>) -> Vec<f32> {
-    host(x)
+    match x.into_data().try_into_vec::<f32>() {
+        Ok(v) => v,
+        Err(e) => unreachable!("an f32 tensor converts to Vec<f32>: {e:?}"),
+    }
 }
 
 /// Multi-head attention of an encoder layer over packed sequences (no padding): `qkv [tokens,
@@ -39,13 +48,15 @@ pub fn host_vec(x: Tensor<1>) -> Vec<f32> {
 /// wide each) of `lens.len()` sequences, one after the other, `lens[i]` tokens each; `bias
 /// [3·hidden]` is added first when given. Every token attends to every token of its own
 /// sequence: `softmax(q·kᵀ·scale)·v` per head. Returns the context `[tokens, hidden]` with the
-/// heads side by side (what a padded batch with a key-padding mask gives at its real tokens).
+/// heads side by side (what a padded batch with a key-padding mask gives at its real tokens),
+/// or with `first_only` that of each sequence's first token alone, `[sequences, hidden]`.
 pub fn packed_attention(
     qkv: Tensor<2>,
     bias: Option<&[f32]>,
     lens: &[usize],
     heads: usize,
     scale: f32,
+    first_only: bool,
 ) -> Tensor<2> {
     let [tokens, h3] = qkv.dims();
     let device = qkv.device();
@@ -54,18 +65,21 @@ pub fn packed_attention(
     debug_assert_eq!(h * 3, h3);
     debug_assert_eq!(lens.iter().sum::<usize>(), tokens);
     let mut qkv = host(qkv);
-    let mut out = vec![0.0f32; tokens * h];
+    let queries = |len: usize| if first_only { len.min(1) } else { len };
+    let rows: usize = lens.iter().map(|&l| queries(l)).sum();
+    let mut out = vec![0.0f32; rows * h];
     // One (projection, context) pair of slices per sequence.
     let mut parts = Vec::with_capacity(lens.len());
-    let (mut x_rest, mut o_rest) = (qkv.as_mut_slice(), out.as_mut_slice());
+    let (mut x_rest, mut o_rest) = (values(&mut qkv), out.as_mut_slice());
     for &len in lens {
         let (x, xr) = x_rest.split_at_mut(len * h3);
-        let (o, or) = o_rest.split_at_mut(len * h);
+        let (o, or) = o_rest.split_at_mut(queries(len) * h);
         parts.push((x, o));
         (x_rest, o_rest) = (xr, or);
     }
     parts.into_par_iter().for_each(|(x, o)| {
         let s = x.len() / h3;
+        let m = o.len() / h;
         if let Some(bias) = bias {
             for row in x.chunks_exact_mut(h3) {
                 for (v, bb) in row.iter_mut().zip(bias) {
@@ -73,17 +87,18 @@ pub fn packed_attention(
                 }
             }
         }
-        let mut scores = vec![0.0f32; s * s];
+        let mut scores = vec![0.0f32; m * s];
         for head in 0..heads {
             let q = x[head * d..].as_ptr();
             let k = x[h + head * d..].as_ptr();
             let v = x[2 * h + head * d..].as_ptr();
-            // SAFETY: q, k, v point into `x` ([s, 3h]); the products read rows 0..s of each,
-            // `d` columns from there, row stride 3h, all inside `x`; `scores` is [s, s]; `o`
-            // is [s, h] and the written block (columns head·d.., d wide) lies in it.
+            // SAFETY: q, k, v point into `x` ([s, 3h]); the products read rows 0..m (q) or
+            // 0..s (k, v), m <= s, `d` columns from there, row stride 3h, all inside `x`;
+            // `scores` is [m, s]; `o` is [m, h] and the written block (columns head·d.., d
+            // wide) lies in it.
             unsafe {
                 gemm::gemm(
-                    s,
+                    m,
                     s,
                     d,
                     scores.as_mut_ptr(),
@@ -110,7 +125,7 @@ pub fn packed_attention(
             // SAFETY: as above.
             unsafe {
                 gemm::gemm(
-                    s,
+                    m,
                     d,
                     s,
                     o[head * d..].as_mut_ptr(),
@@ -133,7 +148,7 @@ pub fn packed_attention(
             }
         }
     });
-    Tensor::from_data(TensorData::new(out, [tokens, h]), &device)
+    Tensor::from_data(TensorData::new(out, [rows, h]), &device)
 }
 
 /// Softmax of one row in place (finite values, at least one).
@@ -153,14 +168,14 @@ fn softmax_row(row: &mut [f32]) {
 /// `gelu(x + bias)` over the last dimension of `x [.., n]` (`bias [n]`), the exact GELU of
 /// [`crate::mlp::gelu_exact`] computed the same way, in one pass.
 pub fn bias_gelu<const D: usize>(x: Tensor<D>, bias: &[f32]) -> Tensor<D> {
-    let shape = x.dims();
     let device = x.device();
     let n = bias.len();
-    debug_assert_eq!(shape[D - 1], n);
-    let mut v = host(x);
-    v.par_chunks_mut(n * ROWS_PER_TASK)
+    debug_assert_eq!(x.dims()[D - 1], n);
+    let mut data = host(x);
+    values(&mut data)
+        .par_chunks_mut(n * ROWS_PER_TASK)
         .for_each(|rows| bias_gelu_rows(rows, bias));
-    Tensor::from_data(TensorData::new(v, shape), &device)
+    Tensor::from_data(data, &device)
 }
 
 /// [`bias_gelu_loop`] with the widest vectors the CPU has.
@@ -226,16 +241,20 @@ pub fn bias_residual_layer_norm<const D: usize>(
     residual: Tensor<D>,
     norm: &HostNorm,
 ) -> Tensor<D> {
-    let shape = y.dims();
     let device = y.device();
-    let n = shape[D - 1];
-    debug_assert_eq!(residual.dims(), shape);
-    let mut v = host(y);
-    let r = host(residual);
-    v.par_chunks_mut(n * ROWS_PER_TASK)
+    let n = y.dims()[D - 1];
+    debug_assert_eq!(residual.dims(), y.dims());
+    let mut data = host(y);
+    let res = host(residual);
+    let r: &[f32] = match res.as_slice::<f32>() {
+        Ok(r) => r,
+        Err(e) => unreachable!("an f32 tensor's data is a slice of f32: {e:?}"),
+    };
+    values(&mut data)
+        .par_chunks_mut(n * ROWS_PER_TASK)
         .zip(r.par_chunks(n * ROWS_PER_TASK))
         .for_each(|(v, r)| residual_norm_rows(v, r, bias, norm));
-    Tensor::from_data(TensorData::new(v, shape), &device)
+    Tensor::from_data(data, &device)
 }
 
 /// [`residual_norm_loop`] with the widest vectors the CPU has.
