@@ -119,9 +119,7 @@ pub fn packed_attention(
                     gemm::Parallelism::None,
                 );
             }
-            for row in scores.chunks_exact_mut(s) {
-                softmax_row(row);
-            }
+            softmax_rows(&mut scores, s);
             // SAFETY: as above.
             unsafe {
                 gemm::gemm(
@@ -151,18 +149,89 @@ pub fn packed_attention(
     Tensor::from_data(TensorData::new(out, [rows, h]), &device)
 }
 
-/// Softmax of one row in place (finite values, at least one).
-fn softmax_row(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
-    for e in row.iter_mut() {
-        *e = (*e - max).exp();
-        sum += *e;
+/// Softmax of every `n`-wide row of `v` in place (finite values), with the widest vectors the
+/// CPU has.
+fn softmax_rows(v: &mut [f32], n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { softmax_avx512(v, n) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { softmax_avx2(v, n) };
+            return;
+        }
     }
-    let inv = 1.0 / sum;
-    for e in row.iter_mut() {
-        *e *= inv;
+    softmax_loop(v, n);
+}
+
+/// The softmax loop, inlined into each target-feature variant so that it vectorises: the
+/// maximum and the sum over [`LANES`] partial results, `exp` by [`exp_f32`].
+#[inline(always)]
+fn softmax_loop(v: &mut [f32], n: usize) {
+    for row in v.chunks_exact_mut(n) {
+        let mut acc = [f32::NEG_INFINITY; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (a, e) in acc.iter_mut().zip(c) {
+                *a = a.max(*e);
+            }
+        }
+        let max = chunks
+            .remainder()
+            .iter()
+            .chain(&acc)
+            .fold(f32::NEG_INFINITY, |m, e| m.max(*e));
+        for e in row.iter_mut() {
+            *e = exp_f32(*e - max);
+        }
+        let inv = 1.0 / lane_sum(row, |e| e);
+        for e in row.iter_mut() {
+            *e *= inv;
+        }
     }
+}
+
+/// [`softmax_loop`] compiled for AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_avx512(v: &mut [f32], n: usize) {
+    softmax_loop(v, n);
+}
+
+/// [`softmax_loop`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_avx2(v: &mut [f32], n: usize) {
+    softmax_loop(v, n);
+}
+
+/// `exp(x)` for f32 without branches (Cephes' `expf`: `x = n·ln 2 + r`, a degree-5 polynomial
+/// for `exp(r)` on `|r| <= ln 2 / 2`, `2^n` from the exponent bits), within a few ulp of the
+/// exact value on `[-87, 88]`; below that it gives 0 (softmax's `x - max <= 0` never goes
+/// above), so the loop vectorises.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let tiny = x < -87.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5e-1;
+    let e = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if tiny { 0.0 } else { e * scale }
 }
 
 /// `gelu(x + bias)` over the last dimension of `x [.., n]` (`bias [n]`), the exact GELU of
@@ -332,4 +401,41 @@ unsafe fn residual_norm_avx512(v: &mut [f32], r: &[f32], bias: Option<&[f32]>, n
 #[target_feature(enable = "avx2,fma")]
 unsafe fn residual_norm_avx2(v: &mut [f32], r: &[f32], bias: Option<&[f32]>, norm: &HostNorm) {
     residual_norm_loop(v, r, bias, norm);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_is_within_a_few_ulp_of_the_exact_value() {
+        let mut worst = 0.0f64;
+        for i in 0..=200_000 {
+            let x = (-87.0 + 87.0 * f64::from(i) / 200_000.0) as f32;
+            let want = f64::from(x).exp();
+            let got = f64::from(exp_f32(x));
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(
+            worst < 4.0 * f64::from(f32::EPSILON),
+            "relative error {worst:e}"
+        );
+        assert_eq!(exp_f32(-100.0), 0.0);
+        assert_eq!(exp_f32(0.0), 1.0);
+    }
+
+    #[test]
+    fn vectorised_softmax_equals_the_plain_loop_and_sums_to_one() {
+        let mut v: Vec<f32> = (0..7 * 37)
+            .map(|i| ((i * 7919) % 113) as f32 * 0.1 - 5.0)
+            .collect();
+        let mut plain = v.clone();
+        softmax_rows(&mut v, 37);
+        softmax_loop(&mut plain, 37);
+        assert_eq!(v, plain);
+        for row in v.chunks_exact(37) {
+            let sum: f32 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "{sum}");
+        }
+    }
 }
