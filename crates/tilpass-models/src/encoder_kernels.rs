@@ -35,9 +35,10 @@ fn values(data: &mut TensorData) -> &mut [f32] {
     }
 }
 
-/// The values of a small tensor (biases, norm weights) on the host.
+/// The values of a small tensor (biases, norm weights) on the host, as f32 whatever the
+/// tensor's float type.
 pub fn host_vec(x: Tensor<1>) -> Vec<f32> {
-    match x.into_data().try_into_vec::<f32>() {
+    match x.into_data().convert::<f32>().try_into_vec::<f32>() {
         Ok(v) => v,
         Err(e) => unreachable!("an f32 tensor converts to Vec<f32>: {e:?}"),
     }
