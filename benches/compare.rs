@@ -31,8 +31,8 @@ use tilpass::burn::tensor::Device;
 use tilpass::data::{Message, Record, Role};
 use tilpass::metrics::{Bleu, Chrf};
 use tilpass::models::{
-    DecoderInput, DecoderLm, GenerateConfig, KvCache, SentenceEmbedder, generate_greedy,
-    shifted_log_probs,
+    DecoderInput, DecoderLm, GenerateConfig, KvCache, SentenceEmbedder, WeightDtype,
+    generate_greedy, shifted_log_probs,
 };
 use tilpass::peft::{LoraConfig, PeftModel};
 use tilpass::preference::{DpoBatch, DpoConfig, DpoReference, dpo_batch_loss};
@@ -55,6 +55,10 @@ const GROUPS: &[(&str, &[&str])] = &[
         &[
             "prefill_512",
             "greedy_decode_256",
+            "greedy_decode_256_b8",
+            "greedy_decode_256_bf16",
+            "greedy_decode_256_gemm",
+            "greedy_decode_256_b8_gemm",
             "decode_step_16",
             "decode_step_128",
             "decode_step_512",
@@ -335,6 +339,18 @@ fn prompt(n: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 7919 + 13) % 32000) as u32).collect()
 }
 
+/// The 8 prompts of `greedy_decode_256_b8`: row `r` has `32 - 2r` tokens
+/// `(i * 7919 + 13 + 101 r) % vocab` (generation left-pads them, as decoder.py does).
+fn prompts_b8() -> Vec<Vec<u32>> {
+    (0..8)
+        .map(|r| {
+            (0..32 - 2 * r)
+                .map(|i| ((i * 7919 + 13 + 101 * r) % 32000) as u32)
+                .collect()
+        })
+        .collect()
+}
+
 fn flex() -> Res<Device> {
     Ok(tilpass::device("flex")?)
 }
@@ -405,12 +421,23 @@ fn sft_encode(specs: &[Spec], r: &mut Report) -> Res<()> {
     Ok(())
 }
 
-/// Prefill and greedy decode of the standard model; one decode step of the small model at
+/// Prefill and greedy decode (batch 1 and 8) of the standard model; one decode step of the small model at
 /// cache lengths 16/128/512 (the cache is filled and copied outside the timed region).
 fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
     let device = flex()?;
-    let standard = if specs.iter().any(|s| !s.name.starts_with("decode_step_")) {
+    let standard = if specs
+        .iter()
+        .any(|s| !s.name.starts_with("decode_step_") && !s.name.ends_with("_bf16"))
+    {
         Some(llama(&STANDARD, &device)?)
+    } else {
+        None
+    };
+    // The same weights stored in bf16 (`DecoderLm::set_weight_dtype`).
+    let bf16 = if specs.iter().any(|s| s.name.ends_with("_bf16")) {
+        let (dir, mut m) = llama(&STANDARD, &device)?;
+        m.set_weight_dtype(WeightDtype::Bf16);
+        Some((dir, m))
     } else {
         None
     };
@@ -420,7 +447,11 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
         None
     };
     for spec in specs {
-        match spec.name.as_str() {
+        // `_gemm`: the same benchmark with the few-row decode kernel off (burn's matmul for
+        // every product), for A/B measurements in one process; tilpass-only.
+        let gemm = spec.name.ends_with("_gemm");
+        tilpass::models::matvec::set_kernel_enabled(!gemm);
+        match spec.name.trim_end_matches("_gemm") {
             "prefill_512" => {
                 let (_, m) = standard.as_ref().ok_or("no model")?;
                 let input = DecoderInput::unpadded(&[prompt(512)])?;
@@ -434,8 +465,12 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                 r.flops(Flops::of(&STANDARD).forward(1, 512, 0))?;
                 r.check("prefill_logits_shape", json!(logits.dims()));
             }
-            "greedy_decode_256" => {
-                let (_, m) = standard.as_ref().ok_or("no model")?;
+            "greedy_decode_256" | "greedy_decode_256_bf16" => {
+                let (_, m) = match spec.name.trim_end_matches("_gemm") {
+                    "greedy_decode_256" => standard.as_ref(),
+                    _ => bf16.as_ref(),
+                }
+                .ok_or("no model")?;
                 let cfg = GenerateConfig {
                     max_new_tokens: 256,
                     eos_token_ids: Some(vec![]),
@@ -453,7 +488,34 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                 let f = Flops::of(&STANDARD);
                 let steps: f64 = (0..255).map(|i| f.forward(1, 1, 32 + i)).sum();
                 r.flops(f.forward(1, 32, 0) + steps)?;
-                r.check("decode_new_tokens", json!(out[0].len()));
+                let key = match spec.name.trim_end_matches("_gemm") {
+                    "greedy_decode_256" => "decode_new_tokens",
+                    _ => "decode_new_tokens_bf16",
+                };
+                r.check(key, json!(out[0].len()));
+            }
+            "greedy_decode_256_b8" => {
+                let (_, m) = standard.as_ref().ok_or("no model")?;
+                let cfg = GenerateConfig {
+                    max_new_tokens: 256,
+                    eos_token_ids: Some(vec![]),
+                    pad_token_id: Some(0),
+                    ..Default::default()
+                };
+                let prompts = prompts_b8();
+                let out = r.time(
+                    spec,
+                    8 * 256,
+                    "tokens",
+                    || Ok(()),
+                    |()| Ok(generate_greedy(m, &prompts, &cfg)?),
+                )?;
+                // The left-padded 8 x 32 prefill, then 255 steps of 8 tokens after 32 + i.
+                let f = Flops::of(&STANDARD);
+                let steps: f64 = (0..255).map(|i| f.forward(8, 1, 32 + i)).sum();
+                r.flops(f.forward(8, 32, 0) + steps)?;
+                let lens: Vec<usize> = out.iter().map(Vec::len).collect();
+                r.check("decode_new_tokens_b8", json!(lens));
             }
             name => {
                 let past: usize = name

@@ -7,6 +7,10 @@ transformers on the CPU, as a user gets it (default attention implementation, sd
 - prefill_512: one forward of 512 tokens (all logits, no cache), under torch.no_grad();
 - greedy_decode_256: `generate(do_sample=False, min_new_tokens=256, max_new_tokens=256)` after a
   32-token prompt at batch 1 (transformers' default DynamicCache);
+- greedy_decode_256_b8: the same at batch 8, prompts of 32, 30, ..., 18 tokens left-padded with
+  their attention mask (as a user batches prompts of different lengths: `padding_side="left"`);
+- greedy_decode_256_bf16: greedy_decode_256 with the model in bf16 (`model.to(torch.bfloat16)`:
+  weights and activations bf16; tilpass stores the weights in bf16, activations f32);
 - decode_step_N (N = 16, 128, 512): one decode step of a 4-layer hidden-256 model from a cache
   of N positions; the cache is filled once and deep-copied before the clock starts.
 
@@ -17,7 +21,7 @@ import copy
 
 from common import Run
 
-BENCHES = ["prefill_512", "greedy_decode_256", "decode_step_16", "decode_step_128", "decode_step_512"]
+BENCHES = ["prefill_512", "greedy_decode_256", "greedy_decode_256_b8", "greedy_decode_256_bf16", "decode_step_16", "decode_step_128", "decode_step_512"]
 run = Run("decoder", BENCHES)
 
 import torch  # noqa: E402
@@ -38,9 +42,21 @@ def prompt(n):
     return torch.tensor([[(i * 7919 + 13) % 32000 for i in range(n)]])
 
 
+def batch8():
+    """Row r: `32 - 2r` tokens `(i * 7919 + 13 + 101 r) % 32000`, left-padded with 0 to 32."""
+    ids, mask = [], []
+    for r in range(8):
+        n = 32 - 2 * r
+        ids.append([0] * (32 - n) + [(i * 7919 + 13 + 101 * r) % 32000 for i in range(n)])
+        mask.append([0] * (32 - n) + [1] * n)
+    return torch.tensor(ids), torch.tensor(mask)
+
+
 names = run.names()
 with torch.no_grad():
-    standard = model(512, 8, 8, 1376) if any(not n.startswith("decode_step_") for n in names) else None
+    standard = (model(512, 8, 8, 1376)
+                if any(not n.startswith("decode_step_") and not n.endswith("_bf16") for n in names) else None)
+    half = model(512, 8, 8, 1376).to(torch.bfloat16) if "greedy_decode_256_bf16" in names else None
     small = model(256, 4, 4, 688) if any(n.startswith("decode_step_") for n in names) else None
     for name in names:
         if name == "prefill_512":
@@ -54,6 +70,19 @@ with torch.no_grad():
                 input_ids=p32, attention_mask=mask, max_new_tokens=256, min_new_tokens=256, do_sample=False,
                 pad_token_id=0))
             run.checks["decode_new_tokens"] = out.shape[1] - p32.shape[1]
+        elif name == "greedy_decode_256_bf16":
+            p32 = prompt(32)
+            mask = torch.ones_like(p32)
+            out = run.time(name, 256, "tokens", lambda _: half.generate(
+                input_ids=p32, attention_mask=mask, max_new_tokens=256, min_new_tokens=256, do_sample=False,
+                pad_token_id=0))
+            run.checks["decode_new_tokens_bf16"] = out.shape[1] - p32.shape[1]
+        elif name == "greedy_decode_256_b8":
+            ids8, mask8 = batch8()
+            out = run.time(name, 8 * 256, "tokens", lambda _: standard.generate(
+                input_ids=ids8, attention_mask=mask8, max_new_tokens=256, min_new_tokens=256, do_sample=False,
+                pad_token_id=0))
+            run.checks["decode_new_tokens_b8"] = [out.shape[1] - ids8.shape[1]] * 8
         else:
             past = int(name.removeprefix("decode_step_"))
             cache = DynamicCache(config=small.config)
@@ -64,5 +93,5 @@ with torch.no_grad():
                      lambda c: small(input_ids=step, past_key_values=c, use_cache=True, position_ids=pos),
                      setup=lambda: copy.deepcopy(cache))
 
-run.extra["attn_implementation"] = (standard or small).config._attn_implementation
+run.extra["attn_implementation"] = (standard or half or small).config._attn_implementation
 run.emit(torch.get_num_threads(), ["torch", "transformers"])

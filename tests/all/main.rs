@@ -12,6 +12,7 @@ mod fixture_versions;
 mod fuzz;
 mod grpo_parity;
 mod grpo_trainer_parity;
+mod half_decode;
 mod honest_outputs;
 mod hostile_inputs;
 mod lambert;

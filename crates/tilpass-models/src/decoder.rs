@@ -194,6 +194,20 @@ impl DecoderLm {
         }
     }
 
+    /// Stores every linear weight (the LM head included; not the embeddings, norms, biases or
+    /// adapters) in `dtype`, for inference: bf16 halves the bytes a decode step reads, and on
+    /// Flex a decode step reads them as they are (f32 activations, bf16 converted in
+    /// registers). Other backends cast the weight back to the activations' dtype in every
+    /// product (correct, not faster). Changing it back to f32 does not restore the dropped
+    /// precision. Saving writes the weights as they are stored now.
+    pub fn set_weight_dtype(&mut self, dtype: crate::matvec::WeightDtype) {
+        for slot in self.family_mut().param_slots_mut() {
+            if let crate::params::SlotMut::Linear(l) = slot {
+                l.set_weight_dtype(dtype);
+            }
+        }
+    }
+
     /// Width of the model (embedding size).
     pub fn hidden_size(&self) -> usize {
         self.family().hidden_size()

@@ -218,7 +218,7 @@ impl Gpt2 {
             1.0
         };
         for (i, blk) in self.h.iter().enumerate() {
-            let qkv = blk.c_attn.forward(blk.ln_1.forward(x.clone()));
+            let qkv = blk.c_attn.forward_decode(blk.ln_1.forward(x.clone()));
             let split = |j: usize| {
                 qkv.clone()
                     .slice([0..b, 0..s, j * d..(j + 1) * d])
@@ -233,10 +233,10 @@ impl Gpt2 {
             let a = attention(q, k, v, Some(mask), None, scale)
                 .swap_dims(1, 2)
                 .reshape([b, s, d]);
-            x = x + blk.c_proj.forward(a);
-            let m = blk
-                .mlp_proj
-                .forward(gelu_new(blk.c_fc.forward(blk.ln_2.forward(x.clone()))));
+            x = x + blk.c_proj.forward_decode(a);
+            let m = blk.mlp_proj.forward_decode(gelu_new(
+                blk.c_fc.forward_decode(blk.ln_2.forward(x.clone())),
+            ));
             x = x + m;
         }
         self.ln_f.forward(x)

@@ -71,6 +71,7 @@ pub mod layers;
 pub mod linear;
 pub mod llama;
 pub mod ltg_bert;
+pub mod matvec;
 pub mod mlp;
 pub mod norm;
 pub mod nort5;
@@ -102,6 +103,7 @@ pub use init::create_llama;
 pub use layers::{HasLinears, KvCache, Linear, LoraBranch, causal_mask};
 pub use llama::{Llama, LlamaConfig};
 pub use ltg_bert::{LtgBert, LtgBertConfig};
+pub use matvec::WeightDtype;
 pub use nort5::{NorT5, NorT5Config};
 pub use params::{ParamKind, ParamSpec, ParamTable};
 pub use seq2seq::{

@@ -81,13 +81,45 @@ impl Linear {
         (i, o)
     }
 
-    /// Applies the layer to `[.., in]`, giving `[.., out]`.
+    /// The weight `[in, out]` in `dtype` (cast when stored otherwise, e.g. bf16 for inference).
+    fn weight_as(&self, dtype: burn::tensor::DType) -> Tensor<2> {
+        let w = self.weight.val();
+        if w.dtype() == dtype { w } else { w.cast(dtype) }
+    }
+
+    /// Stores the weight in `dtype` (bf16 / f16 halve what a decode step reads; see
+    /// [`crate::matvec`]). The bias and adapters stay as they are.
+    pub fn set_weight_dtype(&mut self, dtype: crate::matvec::WeightDtype) {
+        let w = self.weight.val();
+        if w.dtype() != dtype.dtype() {
+            self.weight = Param::initialized(self.weight.id, w.cast(dtype.dtype()));
+        }
+    }
+
+    /// Applies the layer to `[.., in]`, giving `[.., out]`, with burn's `linear` (a weight
+    /// stored in another dtype than `x` is cast first).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let base = burn::tensor::module::linear(
-            x.clone(),
-            self.weight.val(),
-            self.bias.as_ref().map(|b| b.val()),
-        );
+        self.forward_with(x, false)
+    }
+
+    /// [`Self::forward`] for the decoders' layers: a few rows (a decode step) on Flex take
+    /// [`crate::matvec::try_linear`]'s kernel, which reads the weight in place (f32 or bf16).
+    /// Its sums run in another order than burn's matmul (last-bit differences), so callers
+    /// whose outputs are compared byte for byte elsewhere keep [`Self::forward`].
+    pub fn forward_decode<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.forward_with(x, true)
+    }
+
+    fn forward_with<const D: usize>(&self, x: Tensor<D>, kernel: bool) -> Tensor<D> {
+        let bias = self.bias.as_ref().map(|b| b.val());
+        let fast = match kernel {
+            true => crate::matvec::try_linear(&x, &self.weight.val(), bias.as_ref()),
+            false => None,
+        };
+        let base = match fast {
+            Some(y) => y,
+            None => burn::tensor::module::linear(x.clone(), self.weight_as(x.dtype()), bias),
+        };
         let mut y = base.clone();
         for br in self.lora.iter().filter(|b| b.active && !b.merged) {
             let h = br.dropout.forward(x.clone());
@@ -97,7 +129,8 @@ impl Linear {
                 None => y + lora,
                 Some(m) => {
                     // PEFT: y + (m/n − 1)·Wx + (m/n)·s·BAx, with n = ‖W + ΔW‖ detached.
-                    let ratio = (m.val() / br.weight_norm(self.weight.val())).unsqueeze::<D>();
+                    let ratio =
+                        (m.val() / br.weight_norm(self.weight_as(x.dtype()))).unsqueeze::<D>();
                     let wx = match &self.bias {
                         Some(b) => base.clone() - b.val().unsqueeze::<D>(),
                         None => base.clone(),

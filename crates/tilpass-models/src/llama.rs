@@ -210,17 +210,17 @@ impl LlamaAttention {
         let (h, kv, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let q = self
             .q_proj
-            .forward(x.clone())
+            .forward_decode(x.clone())
             .reshape([b, s, h, d])
             .swap_dims(1, 2);
         let k = self
             .k_proj
-            .forward(x.clone())
+            .forward_decode(x.clone())
             .reshape([b, s, kv, d])
             .swap_dims(1, 2);
         let v = self
             .v_proj
-            .forward(x)
+            .forward_decode(x)
             .reshape([b, s, kv, d])
             .swap_dims(1, 2);
         let q = apply_rope(q, cos, sin);
@@ -231,7 +231,7 @@ impl LlamaAttention {
         };
         let out = attention(q, k, v, Some(mask), None, 1.0 / (d as f64).sqrt());
         self.o_proj
-            .forward(out.swap_dims(1, 2).reshape([b, s, h * d]))
+            .forward_decode(out.swap_dims(1, 2).reshape([b, s, h * d]))
     }
 }
 
@@ -444,9 +444,9 @@ impl Llama {
             x = x + a;
             let hdn = layer.post_attention_layernorm.forward(x.clone());
             let m = &layer.mlp;
-            let y = m
-                .down_proj
-                .forward(silu(m.gate_proj.forward(hdn.clone())) * m.up_proj.forward(hdn));
+            let y = m.down_proj.forward_decode(
+                silu(m.gate_proj.forward_decode(hdn.clone())) * m.up_proj.forward_decode(hdn),
+            );
             x = x + y;
         }
         self.norm.forward(x)
@@ -455,7 +455,7 @@ impl Llama {
     /// Logits `[batch, seq, vocab]` from final hidden states.
     pub fn lm_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => head.forward_decode(hidden),
             None => tied_logits(hidden, self.embed_tokens.weight.val()),
         }
     }
