@@ -11,7 +11,8 @@ use std::path::PathBuf;
 
 use tilpass_examples::data_synth::{BoxError, write_synth};
 
-const USAGE: &str = "usage: data_synth --out FILE [--rows N (default 100000)] [--seed S (default 0)]";
+const USAGE: &str =
+    "usage: data_synth --out FILE [--rows N (default 100000)] [--seed S (default 0)]";
 
 fn main() -> Result<(), BoxError> {
     let (mut out, mut rows, mut seed) = (None::<PathBuf>, 100_000usize, 0u64);

@@ -435,7 +435,10 @@ mod tests {
             m[m.len() - 1]["content"].as_str().unwrap().to_string()
         };
         let (x, y) = (last(d), last(&a[24]));
-        assert!(x.starts_with(&format!("{y} ")) && !x[y.len() + 1..].contains(' '), "{x} / {y}");
+        assert!(
+            x.starts_with(&format!("{y} ")) && !x[y.len() + 1..].contains(' '),
+            "{x} / {y}"
+        );
         assert_eq!(d["messages"][0], a[24]["messages"][0]);
     }
 
@@ -445,10 +448,20 @@ mod tests {
         for _ in 0..50 {
             let id = national_id(&mut rng);
             let d: Vec<u8> = id.bytes().map(|b| b - b'0').collect();
-            assert!(tilpass::data::pii::valid_national_id(&d.try_into().unwrap()), "{id}");
+            assert!(
+                tilpass::data::pii::valid_national_id(&d.try_into().unwrap()),
+                "{id}"
+            );
             let acct = bank_account(&mut rng);
-            let d: Vec<u8> = acct.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect();
-            assert!(tilpass::data::pii::valid_account(&d.try_into().unwrap()), "{acct}");
+            let d: Vec<u8> = acct
+                .bytes()
+                .filter(u8::is_ascii_digit)
+                .map(|b| b - b'0')
+                .collect();
+            assert!(
+                tilpass::data::pii::valid_account(&d.try_into().unwrap()),
+                "{acct}"
+            );
         }
         let m = Material::new().unwrap();
         let row = synth_row(&m, 13, 0);

@@ -107,7 +107,7 @@ timed() {
 kill_at() {
     local file="$1" lines="$2" pid="$3" have=0
     while kill -0 "$pid" 2> /dev/null; do
-        have=$(wc -l < "$file" 2> /dev/null || echo 0)
+        have=$( { wc -l < "$file"; } 2> /dev/null || echo 0)
         (( have >= lines )) && break
         sleep 0.2
     done

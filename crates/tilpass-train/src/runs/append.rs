@@ -258,11 +258,14 @@ mod tests {
             "{\"a\":1}\n{\"a\":2}\n"
         );
         // Counting: the same rows, a torn line cut the same way.
-        std::fs::write(&out, format!("{text}\n{{\"a\": 4"))
-            .unwrap();
+        std::fs::write(&out, format!("{text}}}\n{{\"a\": 4")).unwrap();
         let (counts, _) = open_resumable_counted("translate", &[&out], &cfg, &[]).unwrap();
         assert_eq!(counts, vec![3]);
-        assert!(std::fs::read_to_string(&out).unwrap().ends_with("\"a\": 3\n"));
+        assert!(
+            std::fs::read_to_string(&out)
+                .unwrap()
+                .ends_with("{\"a\": 3}\n")
+        );
         let Err(e) = open_resumable("translate", &[&out], &json!({"to": "nn"}), &[]) else {
             panic!("config mismatch accepted")
         };

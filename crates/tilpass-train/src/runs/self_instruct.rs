@@ -684,8 +684,7 @@ mod tests {
         let seen = vec!["Skriv et kort dikt om høsten i Bergen".to_string()];
         let mut pool = RougePool::for_rouge(&rouge);
         pool.push(&seen[0]);
-        let judge =
-            |i: &str, a: &str| run.judge(i.into(), a.into(), (&seen, &pool), None, None);
+        let judge = |i: &str, a: &str| run.judge(i.into(), a.into(), (&seen, &pool), None, None);
         let r = judge("Skriv et kort dikt om høsten i Oslo", "...").unwrap_err();
         assert_eq!(r["reason"], "rouge_l");
         // LCS 7 of 8 tokens each way: F = 0.875.

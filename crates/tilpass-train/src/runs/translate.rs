@@ -19,7 +19,13 @@
 //! The output is appended row by row and resumable ([`super::append`]): a rerun with the same
 //! settings continues after the last complete row. Batches are formed from the start of the
 //! data, so a resumed run recomputes the batch it stopped in and writes exactly the bytes an
-//! uninterrupted run writes (greedy decoding).
+//! uninterrupted run writes (greedy decoding). Within a batch of `batch_size` rows, the texts
+//! go to the model `batch_size` at a time in order of prompt length (less padding, and texts
+//! that tend to end together); the order depends only on the batch, so resuming is unaffected.
+//!
+//! Memory does not grow with the data: the input is read a line at a time (once to check every
+//! row, once to translate), and resuming counts the output's rows without keeping them. A run
+//! over 100,000 rows: docs/data.md.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -383,7 +389,9 @@ impl TranslateRun {
                 let r = stream.next().ok_or_else(|| TrainError::Row {
                     path: data.display().to_string(),
                     line: 0,
-                    message: format!("the file changed while it was translated: fewer than {n_rows} rows"),
+                    message: format!(
+                        "the file changed while it was translated: fewer than {n_rows} rows"
+                    ),
                 })?;
                 batch.push(parse_row(data, r?)?.1);
             }
