@@ -110,6 +110,10 @@ fn bert_heads_match_transformers_on_a_padded_batch() {
         let want = expected(name, "last_hidden_state");
         let d = max_diff(&hidden, &want, real_tokens(&mask, 64));
         assert!(d <= 1e-4, "{name}: hidden max diff {d}");
+        // The packed path (real tokens only; fused host kernels on Flex) for poolers.
+        let real = values(model.forward_hidden_real(&input).unwrap());
+        let d = max_diff(&real, &want, real_tokens(&mask, 64));
+        assert!(d <= 1e-4, "{name}: hidden (real tokens) max diff {d}");
         let (got, want) = match head {
             BertHeadKind::SequenceClassification => (
                 values(model.classify(&input).unwrap()),

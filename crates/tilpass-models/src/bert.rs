@@ -387,16 +387,9 @@ impl Bert {
         Ok(c.linear.forward(pooled))
     }
 
-    fn hidden_impl(
-        &self,
-        input: &EncoderInput,
-        prompt: Option<Tensor<3>>,
-        prefix: Option<&[(Tensor<4>, Tensor<4>)]>,
-    ) -> Result<Tensor<3>> {
-        let n = prefix
-            .and_then(|p| p.first())
-            .map(|(k, _)| k.dims()[2])
-            .unwrap_or(0);
+    /// Errors unless `input` (with `n` virtual tokens in front) fits the model: token ids and
+    /// types inside their vocabularies, rows no longer than the learned positions.
+    fn check_input(&self, input: &EncoderInput, n: usize) -> Result<()> {
         if input.seq + n > self.config.max_position_embeddings {
             return Err(ModelError::TooLong {
                 len: input.seq + n,
@@ -417,6 +410,20 @@ impl Bert {
                 self.config.type_vocab_size
             )));
         }
+        Ok(())
+    }
+
+    fn hidden_impl(
+        &self,
+        input: &EncoderInput,
+        prompt: Option<Tensor<3>>,
+        prefix: Option<&[(Tensor<4>, Tensor<4>)]>,
+    ) -> Result<Tensor<3>> {
+        let n = prefix
+            .and_then(|p| p.first())
+            .map(|(k, _)| k.dims()[2])
+            .unwrap_or(0);
+        self.check_input(input, n)?;
         let device = self.word.weight.device();
         let (b, s) = (input.batch, input.seq);
         let ints = |v: &[u32], shape: [usize; 2]| {
@@ -469,12 +476,8 @@ impl Bert {
 
     /// The pooler output `tanh(dense(h[:, 0]))`, `[batch, hidden]`.
     pub fn pooled(&self, hidden: Tensor<3>) -> Result<Tensor<2>> {
-        let pooler = self.pooler.as_ref().ok_or_else(|| {
-            ModelError::Input("this checkpoint has no pooler (pooler.dense)".into())
-        })?;
         let [b, _, h] = hidden.dims();
-        let cls = hidden.slice([0..b, 0..1, 0..h]).reshape([b, h]);
-        Ok(pooler.forward(cls).tanh())
+        self.pool_cls(hidden.slice([0..b, 0..1, 0..h]).reshape([b, h]))
     }
 
     /// Masked-LM logits `[batch, seq, vocab]`.
@@ -509,8 +512,157 @@ impl Bert {
             .classifier
             .as_ref()
             .ok_or_else(|| self.wrong_head("classifier"))?;
+        if prompt.is_none()
+            && let Some(lens) = self.packed_lens(input)
+        {
+            // Fused host kernels over the real tokens only; the classifier reads [CLS], so
+            // the last layer runs for the [CLS] queries alone.
+            self.check_input(input, 0)?;
+            let cls = self.packed_hidden(input, &lens, true);
+            return Ok(c.linear.forward(self.pool_cls(cls)?));
+        }
         let pooled = self.pooled(self.forward_hidden_with_prompt(input, prompt)?)?;
         Ok(c.linear.forward(pooled))
+    }
+
+    /// Last hidden states `[batch, seq, hidden]` where only the real (non-padding) tokens
+    /// count: on Flex outside autodiff, with right-padded rows, they are computed over the
+    /// real tokens alone (fused host kernels, no padding work) and padding positions hold
+    /// zeros; elsewhere this is [`Self::forward_hidden`]. For poolers that ignore padding
+    /// (mean, max, `[CLS]`).
+    pub fn forward_hidden_real(&self, input: &EncoderInput) -> Result<Tensor<3>> {
+        let Some(lens) = self.packed_lens(input) else {
+            return self.forward_hidden(input);
+        };
+        self.check_input(input, 0)?;
+        let x = self.packed_hidden(input, &lens, false);
+        let device = x.device();
+        let [_, h] = x.dims();
+        let (b, s) = (input.batch, input.seq);
+        let packed = crate::encoder_kernels::host_vec(x.reshape([lens.iter().sum::<usize>() * h]));
+        let mut out = vec![0.0f32; b * s * h];
+        let mut at = 0;
+        for (r, &len) in lens.iter().enumerate() {
+            out[r * s * h..(r * s + len) * h].copy_from_slice(&packed[at..at + len * h]);
+            at += len * h;
+        }
+        Ok(Tensor::from_data(TensorData::new(out, [b, s, h]), &device))
+    }
+
+    /// The token count of every row when the packed host path can run: a plain Flex f32
+    /// model outside autodiff and rows that are real tokens followed by padding only (at
+    /// least one token each); `None` otherwise.
+    fn packed_lens(&self, input: &EncoderInput) -> Option<Vec<usize>> {
+        if !crate::encoder_kernels::usable(&self.word.weight.val()) || input.validate().is_err() {
+            return None;
+        }
+        let mut lens = Vec::with_capacity(input.batch);
+        for row in input.attention_mask.chunks_exact(input.seq) {
+            let len = row.iter().take_while(|m| **m != 0).count();
+            if len == 0 || row[len..].iter().any(|m| *m != 0) {
+                return None;
+            }
+            lens.push(len);
+        }
+        Some(lens)
+    }
+
+    /// The encoder over the real tokens of `input` packed one row after the other (`lens`
+    /// tokens each, see [`Self::packed_lens`]): last hidden states `[tokens, hidden]`, or with
+    /// `cls_only` those of each row's first token, `[batch, hidden]` (the last layer then
+    /// computes only those).
+    fn packed_hidden(&self, input: &EncoderInput, lens: &[usize], cls_only: bool) -> Tensor<2> {
+        let device = self.word.weight.device();
+        let tokens: usize = lens.iter().sum();
+        let (mut ids, mut pos, mut types) = (
+            Vec::with_capacity(tokens),
+            Vec::with_capacity(tokens),
+            Vec::with_capacity(tokens),
+        );
+        for (r, &len) in lens.iter().enumerate() {
+            let row = r * input.seq..r * input.seq + len;
+            ids.extend(input.input_ids[row.clone()].iter().map(|&t| i64::from(t)));
+            types.extend(input.token_type_ids[row].iter().map(|&t| i64::from(t)));
+            pos.extend(0..len as i64);
+        }
+        let ints =
+            |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [1, tokens]), &device);
+        let x = self.word.forward(ints(ids))
+            + self.position.forward(ints(pos))
+            + self.token_type.forward(ints(types));
+        let h = self.config.hidden_size;
+        let mut x: Tensor<2> = self.emb_norm.forward(x).reshape([tokens, h]);
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = self.packed_layer(layer, x, lens, cls_only && i == last);
+        }
+        if cls_only && self.layers.is_empty() {
+            x = x.select(0, first_rows(lens, &device));
+        }
+        x
+    }
+
+    /// One encoder layer over packed tokens `x [tokens, hidden]` with the fused host kernels:
+    /// one query/key/value product (weights side by side) unless an adapter sits on one of
+    /// them, attention per row, bias + GELU and bias + residual + layer norm in one pass each.
+    /// With `first_only` the output is that of each row's first token alone, `[rows, hidden]`
+    /// (every token still serves as key and value).
+    fn packed_layer(
+        &self,
+        l: &BertLayer,
+        x: Tensor<2>,
+        lens: &[usize],
+        first_only: bool,
+    ) -> Tensor<2> {
+        use crate::encoder_kernels as k;
+        let h = self.config.hidden_size;
+        let (qkv, bias) = if [&l.query, &l.key, &l.value].into_iter().all(plain) {
+            let w = Tensor::cat(
+                vec![
+                    l.query.weight.val(),
+                    l.key.weight.val(),
+                    l.value.weight.val(),
+                ],
+                1,
+            );
+            let bias: Vec<f32> = [&l.query, &l.key, &l.value]
+                .into_iter()
+                .flat_map(|lin| bias_of(lin, h))
+                .collect();
+            (x.clone().matmul(w), Some(bias))
+        } else {
+            let qkv = [&l.query, &l.key, &l.value]
+                .into_iter()
+                .map(|lin| lin.forward(x.clone()))
+                .collect();
+            (Tensor::cat(qkv, 1), None)
+        };
+        let scale = 1.0 / ((h / self.heads) as f32).sqrt();
+        let ctx = k::packed_attention(qkv, bias.as_deref(), lens, self.heads, scale, first_only);
+        let x = if first_only {
+            x.select(0, first_rows(lens, &ctx.device()))
+        } else {
+            x
+        };
+        let (a, ab) = product(&l.attn_out, ctx);
+        let x = k::bias_residual_layer_norm(a, ab.as_deref(), x, &host_norm(&l.attn_norm));
+        let inter = match (self.act, plain(&l.intermediate)) {
+            (Activation::Gelu, true) => {
+                let i = x.clone().matmul(l.intermediate.weight.val());
+                k::bias_gelu(i, &bias_of(&l.intermediate, i_size(&l.intermediate)))
+            }
+            _ => self.act.apply(l.intermediate.forward(x.clone())),
+        };
+        let (o, ob) = product(&l.output, inter);
+        k::bias_residual_layer_norm(o, ob.as_deref(), x, &host_norm(&l.out_norm))
+    }
+
+    /// The pooler output `tanh(dense(cls))` of the `[CLS]` states `[batch, hidden]`.
+    fn pool_cls(&self, cls: Tensor<2>) -> Result<Tensor<2>> {
+        let pooler = self.pooler.as_ref().ok_or_else(|| {
+            ModelError::Input("this checkpoint has no pooler (pooler.dense)".into())
+        })?;
+        Ok(pooler.forward(cls).tanh())
     }
 
     /// Token-classification logits `[batch, seq, num_labels]`.
@@ -530,6 +682,56 @@ impl Bert {
             "the model has a {:?} head, not a {wanted} head (architectures: {:?})",
             self.head, self.config.architectures
         ))
+    }
+}
+
+/// True when no adapter changes the layer's output (none, inactive or merged).
+fn plain(l: &Linear) -> bool {
+    l.lora.iter().all(|b| !b.active || b.merged)
+}
+
+/// The index of each row's first token among packed rows of `lens` tokens, `[rows]`.
+fn first_rows(lens: &[usize], device: &Device) -> Tensor<1, Int> {
+    let starts: Vec<i64> = lens
+        .iter()
+        .scan(0usize, |at, l| {
+            let start = *at;
+            *at += l;
+            Some(start as i64)
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(starts, [lens.len()]), device)
+}
+
+/// Output width of a linear layer.
+fn i_size(l: &Linear) -> usize {
+    l.dims().1
+}
+
+/// The bias of a linear layer on the host, zeros `[out]` when it has none.
+fn bias_of(l: &Linear, out: usize) -> Vec<f32> {
+    match &l.bias {
+        Some(b) => crate::encoder_kernels::host_vec(b.val()),
+        None => vec![0.0; out],
+    }
+}
+
+/// `x·W` of a plain layer with its bias left for a fused host pass, or the whole forward
+/// (adapters included) of one that carries adapters, with no bias left to add.
+fn product(l: &Linear, x: Tensor<2>) -> (Tensor<2>, Option<Vec<f32>>) {
+    if plain(l) {
+        (x.matmul(l.weight.val()), Some(bias_of(l, i_size(l))))
+    } else {
+        (l.forward(x), None)
+    }
+}
+
+/// A layer norm's weights on the host.
+fn host_norm(n: &LayerNorm) -> crate::encoder_kernels::HostNorm {
+    crate::encoder_kernels::HostNorm {
+        gamma: crate::encoder_kernels::host_vec(n.weight.val()),
+        beta: crate::encoder_kernels::host_vec(n.bias.val()),
+        eps: n.eps as f32,
     }
 }
 

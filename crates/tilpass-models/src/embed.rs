@@ -89,6 +89,16 @@ impl EncoderModel {
         }
     }
 
+    /// Last hidden states `[batch, seq, hidden]` for poolers that ignore padding: at padding
+    /// positions they may be zeros instead of what [`Self::forward_hidden`] computes there
+    /// (BERT on Flex skips the padding; see [`crate::Bert::forward_hidden_real`]).
+    pub fn forward_hidden_real(&self, input: &EncoderInput) -> Result<Tensor<3>> {
+        match self {
+            Self::Bert(m) => m.forward_hidden_real(input),
+            Self::LtgBert(m) => m.forward_hidden(input),
+        }
+    }
+
     /// Turns the model into a fresh sequence classifier over `labels` (see
     /// [`crate::Bert::with_new_classifier`] and [`crate::LtgBert::with_new_classifier`]).
     pub fn with_new_classifier(self, labels: &[String], seed: u64) -> Result<Self> {
@@ -346,7 +356,7 @@ impl SentenceEmbedder {
                 })
                 .collect();
             let input = EncoderInput::from_batch(&Batch::from_ids(&batch, Padding::right(pad)))?;
-            let hidden = self.model.forward_hidden(&input)?;
+            let hidden = self.model.forward_hidden_real(&input)?;
             let pooled = pool(
                 hidden,
                 &input.attention_mask,

@@ -61,6 +61,7 @@ pub mod embed;
 pub mod embedding;
 pub mod enc_dec;
 pub mod encoder;
+pub mod encoder_kernels;
 pub mod error;
 pub mod generate;
 pub mod gpt2;

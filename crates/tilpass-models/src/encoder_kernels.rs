@@ -1,0 +1,442 @@
+//! Fused host kernels for encoder inference on Flex: attention read straight from a packed
+//! `[batch, seq, 3·hidden]` query/key/value projection (no head transposes, padding keys
+//! skipped), bias + exact GELU in one pass, and bias + residual + layer norm in one pass.
+//!
+//! They take over the element-wise work between the matrix products of a BERT layer when
+//! [`usable`] says so (a plain Flex f32 tensor outside autodiff); every other backend, and
+//! training, keeps burn's ops. Tensors go to the host and back without copies (Flex hands over
+//! a buffer it holds alone), and the kernels work in place over rows spread on the Rayon pool.
+
+use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::mlp::{erf_f32, is_flex};
+
+/// Rows per Rayon task of the row-wise kernels.
+const ROWS_PER_TASK: usize = 16;
+
+/// True when the host kernels can run on `x`: a plain Flex (CPU) f32 tensor that autodiff does
+/// not track.
+pub fn usable<const D: usize>(x: &Tensor<D>) -> bool {
+    x.dtype() == DType::F32 && !x.is_require_grad() && is_flex(&x.device())
+}
+
+/// The data of an f32 tensor, row-major, to change in place (no copy when the tensor holds
+/// its buffer alone).
+fn host<const D: usize>(x: Tensor<D>) -> TensorData {
+    x.into_data()
+}
+
+/// The f32 values of [`host`] data, mutable.
+fn values(data: &mut TensorData) -> &mut [f32] {
+    match data.as_mut_slice::<f32>() {
+        Ok(v) => v,
+        Err(e) => unreachable!("an f32 tensor's data is a slice of f32: {e:?}"),
+    }
+}
+
+/// The values of a small tensor (biases, norm weights) on the host, as f32 whatever the
+/// tensor's float type.
+pub fn host_vec(x: Tensor<1>) -> Vec<f32> {
+    match x.into_data().convert::<f32>().try_into_vec::<f32>() {
+        Ok(v) => v,
+        Err(e) => unreachable!("an f32 tensor converts to Vec<f32>: {e:?}"),
+    }
+}
+
+/// Multi-head attention of an encoder layer over packed sequences (no padding): `qkv [tokens,
+/// 3·hidden]` holds the query, key and value projections side by side (heads `hidden / heads`
+/// wide each) of `lens.len()` sequences, one after the other, `lens[i]` tokens each; `bias
+/// [3·hidden]` is added first when given. Every token attends to every token of its own
+/// sequence: `softmax(q·kᵀ·scale)·v` per head. Returns the context `[tokens, hidden]` with the
+/// heads side by side (what a padded batch with a key-padding mask gives at its real tokens),
+/// or with `first_only` that of each sequence's first token alone, `[sequences, hidden]`.
+pub fn packed_attention(
+    qkv: Tensor<2>,
+    bias: Option<&[f32]>,
+    lens: &[usize],
+    heads: usize,
+    scale: f32,
+    first_only: bool,
+) -> Tensor<2> {
+    let [tokens, h3] = qkv.dims();
+    let device = qkv.device();
+    let h = h3 / 3;
+    let d = h / heads;
+    debug_assert_eq!(h * 3, h3);
+    debug_assert_eq!(lens.iter().sum::<usize>(), tokens);
+    let mut qkv = host(qkv);
+    let queries = |len: usize| if first_only { len.min(1) } else { len };
+    let rows: usize = lens.iter().map(|&l| queries(l)).sum();
+    let mut out = vec![0.0f32; rows * h];
+    // One (projection, context) pair of slices per sequence.
+    let mut parts = Vec::with_capacity(lens.len());
+    let (mut x_rest, mut o_rest) = (values(&mut qkv), out.as_mut_slice());
+    for &len in lens {
+        let (x, xr) = x_rest.split_at_mut(len * h3);
+        let (o, or) = o_rest.split_at_mut(queries(len) * h);
+        parts.push((x, o));
+        (x_rest, o_rest) = (xr, or);
+    }
+    parts.into_par_iter().for_each(|(x, o)| {
+        let s = x.len() / h3;
+        let m = o.len() / h;
+        if let Some(bias) = bias {
+            for row in x.chunks_exact_mut(h3) {
+                for (v, bb) in row.iter_mut().zip(bias) {
+                    *v += bb;
+                }
+            }
+        }
+        let mut scores = vec![0.0f32; m * s];
+        for head in 0..heads {
+            let q = x[head * d..].as_ptr();
+            let k = x[h + head * d..].as_ptr();
+            let v = x[2 * h + head * d..].as_ptr();
+            // SAFETY: q, k, v point into `x` ([s, 3h]); the products read rows 0..m (q) or
+            // 0..s (k, v), m <= s, `d` columns from there, row stride 3h, all inside `x`;
+            // `scores` is [m, s]; `o` is [m, h] and the written block (columns head·d.., d
+            // wide) lies in it.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    s,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    s as isize,
+                    false,
+                    q,
+                    1,
+                    h3 as isize,
+                    k,
+                    h3 as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            softmax_rows(&mut scores, s);
+            // SAFETY: as above.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    d,
+                    s,
+                    o[head * d..].as_mut_ptr(),
+                    1,
+                    h as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    s as isize,
+                    v,
+                    1,
+                    h3 as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
+    });
+    Tensor::from_data(TensorData::new(out, [rows, h]), &device)
+}
+
+/// Softmax of every `n`-wide row of `v` in place (finite values), with the widest vectors the
+/// CPU has.
+fn softmax_rows(v: &mut [f32], n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { softmax_avx512(v, n) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { softmax_avx2(v, n) };
+            return;
+        }
+    }
+    softmax_loop(v, n);
+}
+
+/// The softmax loop, inlined into each target-feature variant so that it vectorises: the
+/// maximum and the sum over [`LANES`] partial results, `exp` by [`exp_f32`].
+#[inline(always)]
+fn softmax_loop(v: &mut [f32], n: usize) {
+    for row in v.chunks_exact_mut(n) {
+        let mut acc = [f32::NEG_INFINITY; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (a, e) in acc.iter_mut().zip(c) {
+                *a = a.max(*e);
+            }
+        }
+        let max = chunks
+            .remainder()
+            .iter()
+            .chain(&acc)
+            .fold(f32::NEG_INFINITY, |m, e| m.max(*e));
+        for e in row.iter_mut() {
+            *e = exp_f32(*e - max);
+        }
+        let inv = 1.0 / lane_sum(row, |e| e);
+        for e in row.iter_mut() {
+            *e *= inv;
+        }
+    }
+}
+
+/// [`softmax_loop`] compiled for AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_avx512(v: &mut [f32], n: usize) {
+    softmax_loop(v, n);
+}
+
+/// [`softmax_loop`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_avx2(v: &mut [f32], n: usize) {
+    softmax_loop(v, n);
+}
+
+/// `exp(x)` for f32 without branches (Cephes' `expf`: `x = n·ln 2 + r`, a degree-5 polynomial
+/// for `exp(r)` on `|r| <= ln 2 / 2`, `2^n` from the exponent bits), within a few ulp of the
+/// exact value on `[-87, 88]`; below that it gives 0 (softmax's `x - max <= 0` never goes
+/// above), so the loop vectorises.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let tiny = x < -87.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5e-1;
+    let e = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if tiny { 0.0 } else { e * scale }
+}
+
+/// `gelu(x + bias)` over the last dimension of `x [.., n]` (`bias [n]`), the exact GELU of
+/// [`crate::mlp::gelu_exact`] computed the same way, in one pass.
+pub fn bias_gelu<const D: usize>(x: Tensor<D>, bias: &[f32]) -> Tensor<D> {
+    let device = x.device();
+    let n = bias.len();
+    debug_assert_eq!(x.dims()[D - 1], n);
+    let mut data = host(x);
+    values(&mut data)
+        .par_chunks_mut(n * ROWS_PER_TASK)
+        .for_each(|rows| bias_gelu_rows(rows, bias));
+    Tensor::from_data(data, &device)
+}
+
+/// [`bias_gelu_loop`] with the widest vectors the CPU has.
+fn bias_gelu_rows(v: &mut [f32], bias: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { bias_gelu_avx512(v, bias) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { bias_gelu_avx2(v, bias) };
+            return;
+        }
+    }
+    bias_gelu_loop(v, bias);
+}
+
+/// The bias + GELU loop, inlined into each target-feature variant so that it vectorises.
+#[inline(always)]
+fn bias_gelu_loop(v: &mut [f32], bias: &[f32]) {
+    const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    for row in v.chunks_exact_mut(bias.len()) {
+        for (e, b) in row.iter_mut().zip(bias) {
+            let x = *e + b;
+            *e = 0.5 * x * (1.0 + erf_f32(x * FRAC_1_SQRT_2));
+        }
+    }
+}
+
+/// [`bias_gelu_loop`] compiled for AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn bias_gelu_avx512(v: &mut [f32], bias: &[f32]) {
+    bias_gelu_loop(v, bias);
+}
+
+/// [`bias_gelu_loop`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bias_gelu_avx2(v: &mut [f32], bias: &[f32]) {
+    bias_gelu_loop(v, bias);
+}
+
+/// The weights of a layer norm on the host: `gamma [n]`, `beta [n]`, epsilon.
+pub struct HostNorm {
+    /// Scale.
+    pub gamma: Vec<f32>,
+    /// Shift.
+    pub beta: Vec<f32>,
+    /// Epsilon.
+    pub eps: f32,
+}
+
+/// `layer_norm(y + bias + residual)` over the last dimension (`y`, `residual` `[.., n]`,
+/// `bias [n]`), biased variance as PyTorch, in one pass over each row.
+pub fn bias_residual_layer_norm<const D: usize>(
+    y: Tensor<D>,
+    bias: Option<&[f32]>,
+    residual: Tensor<D>,
+    norm: &HostNorm,
+) -> Tensor<D> {
+    let device = y.device();
+    let n = y.dims()[D - 1];
+    debug_assert_eq!(residual.dims(), y.dims());
+    let mut data = host(y);
+    let res = host(residual);
+    let r: &[f32] = match res.as_slice::<f32>() {
+        Ok(r) => r,
+        Err(e) => unreachable!("an f32 tensor's data is a slice of f32: {e:?}"),
+    };
+    values(&mut data)
+        .par_chunks_mut(n * ROWS_PER_TASK)
+        .zip(r.par_chunks(n * ROWS_PER_TASK))
+        .for_each(|(v, r)| residual_norm_rows(v, r, bias, norm));
+    Tensor::from_data(data, &device)
+}
+
+/// [`residual_norm_loop`] with the widest vectors the CPU has.
+fn residual_norm_rows(v: &mut [f32], r: &[f32], bias: Option<&[f32]>, norm: &HostNorm) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { residual_norm_avx512(v, r, bias, norm) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { residual_norm_avx2(v, r, bias, norm) };
+            return;
+        }
+    }
+    residual_norm_loop(v, r, bias, norm);
+}
+
+/// Lanes of the partial sums (so that the reductions vectorise).
+const LANES: usize = 16;
+
+/// Sum of a slice with [`LANES`] partial sums.
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, e) in acc.iter_mut().zip(c) {
+            *a += f(*e);
+        }
+    }
+    let mut total: f32 = chunks.remainder().iter().map(|e| f(*e)).sum();
+    total += acc.iter().sum::<f32>();
+    total
+}
+
+/// The residual + layer-norm loop, inlined into each target-feature variant.
+#[inline(always)]
+fn residual_norm_loop(v: &mut [f32], r: &[f32], bias: Option<&[f32]>, norm: &HostNorm) {
+    let n = norm.gamma.len();
+    for (row, res) in v.chunks_exact_mut(n).zip(r.chunks_exact(n)) {
+        match bias {
+            Some(b) => {
+                for ((e, x), bb) in row.iter_mut().zip(res).zip(b) {
+                    *e += x + bb;
+                }
+            }
+            None => {
+                for (e, x) in row.iter_mut().zip(res) {
+                    *e += x;
+                }
+            }
+        }
+        let mean = lane_sum(row, |e| e) / n as f32;
+        let var = lane_sum(row, |e| (e - mean) * (e - mean)) / n as f32;
+        let rstd = 1.0 / (var + norm.eps).sqrt();
+        for ((e, g), bb) in row.iter_mut().zip(&norm.gamma).zip(&norm.beta) {
+            *e = (*e - mean) * rstd * g + bb;
+        }
+    }
+}
+
+/// [`residual_norm_loop`] compiled for AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn residual_norm_avx512(v: &mut [f32], r: &[f32], bias: Option<&[f32]>, norm: &HostNorm) {
+    residual_norm_loop(v, r, bias, norm);
+}
+
+/// [`residual_norm_loop`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn residual_norm_avx2(v: &mut [f32], r: &[f32], bias: Option<&[f32]>, norm: &HostNorm) {
+    residual_norm_loop(v, r, bias, norm);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_is_within_a_few_ulp_of_the_exact_value() {
+        let mut worst = 0.0f64;
+        for i in 0..=200_000 {
+            let x = (-87.0 + 87.0 * f64::from(i) / 200_000.0) as f32;
+            let want = f64::from(x).exp();
+            let got = f64::from(exp_f32(x));
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(
+            worst < 4.0 * f64::from(f32::EPSILON),
+            "relative error {worst:e}"
+        );
+        assert_eq!(exp_f32(-100.0), 0.0);
+        assert_eq!(exp_f32(0.0), 1.0);
+    }
+
+    #[test]
+    fn vectorised_softmax_equals_the_plain_loop_and_sums_to_one() {
+        let mut v: Vec<f32> = (0..7 * 37)
+            .map(|i| ((i * 7919) % 113) as f32 * 0.1 - 5.0)
+            .collect();
+        let mut plain = v.clone();
+        softmax_rows(&mut v, 37);
+        softmax_loop(&mut plain, 37);
+        assert_eq!(v, plain);
+        for row in v.chunks_exact(37) {
+            let sum: f32 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "{sum}");
+        }
+    }
+}
