@@ -249,7 +249,7 @@ fn meta(i: usize, kind: &str, lang: &str, rng: &mut SplitMix64) -> Value {
         "n": i,
         "weight": (rng.next_u64() % 1000) as f64 / 8.0,
         "tags": ["synth", format!("batch-{}", i / 1000)],
-        "reviewed": i % 3 == 0,
+        "reviewed": i.is_multiple_of(3),
         "note": null,
     })
 }

@@ -436,9 +436,9 @@ impl TranslateRun {
                     jobs[j].back = Some(b);
                 }
             }
-            for r in 0..(b1 - b0) {
+            for (r, source) in batch.iter().enumerate() {
                 let index = b0 + r;
-                let mut row = batch[r].clone();
+                let mut row = source.clone();
                 let mine: Vec<&Job> = jobs.iter().filter(|j| j.row == r).collect();
                 let quality = self.quality(&mine, &mut row)?;
                 if index < resumed {
