@@ -13,5 +13,8 @@ pub mod rag;
 #[path = "nynorsk_rl_lib.rs"]
 pub mod nynorsk_rl;
 
+#[path = "data_synth_lib.rs"]
+pub mod data_synth;
+
 #[path = "lambert_study_lib.rs"]
 pub mod lambert_study;

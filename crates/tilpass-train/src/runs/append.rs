@@ -9,7 +9,7 @@
 //! but no sidecar is someone else's file and is refused.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
@@ -56,45 +56,55 @@ impl AppendJsonl {
     }
 }
 
-/// The complete rows of an existing output, the file cut back to them (a torn last line is
-/// dropped); a missing file is empty.
-fn complete_rows(path: &Path) -> Result<Vec<Value>> {
-    let mut bytes = Vec::new();
-    match File::open(path) {
-        Ok(mut f) => {
-            f.read_to_end(&mut bytes)
-                .map_err(|e| tilpass_core::Error::io(path, e))?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+/// Calls `each` on the complete rows of an existing output, one line at a time, and cuts the
+/// file back to them (a torn last line is dropped); a missing file has none.
+fn scan_complete_rows(path: &Path, each: &mut dyn FnMut(Value)) -> Result<()> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(tilpass_core::Error::io(path, e).into()),
-    }
-    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-    let mut rows = Vec::new();
-    for (i, line) in bytes[..complete]
-        .split_inclusive(|&b| b == b'\n')
-        .enumerate()
-    {
+    };
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let (mut complete, mut total) = (0u64, 0u64);
+    for i in 1.. {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| tilpass_core::Error::io(path, e))?;
+        total += n as u64;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
         match serde_json::from_slice::<Value>(&line[..line.len() - 1]) {
-            Ok(v @ Value::Object(_)) => rows.push(v),
+            Ok(v @ Value::Object(_)) => each(v),
             _ => {
                 return Err(TrainError::Row {
                     path: path.display().to_string(),
-                    line: i + 1,
+                    line: i,
                     message: "not a JSON object: this output holds foreign content (give \
                               another --out)"
                         .into(),
                 });
             }
         }
+        complete = total;
     }
-    if complete < bytes.len() {
+    if complete < total {
         let f = OpenOptions::new()
             .write(true)
             .open(path)
             .map_err(|e| tilpass_core::Error::io(path, e))?;
-        f.set_len(complete as u64)
+        f.set_len(complete)
             .map_err(|e| tilpass_core::Error::io(path, e))?;
     }
+    Ok(())
+}
+
+/// The complete rows of an existing output ([`scan_complete_rows`]).
+fn complete_rows(path: &Path) -> Result<Vec<Value>> {
+    let mut rows = Vec::new();
+    scan_complete_rows(path, &mut |v| rows.push(v))?;
     Ok(rows)
 }
 
@@ -140,6 +150,39 @@ pub fn open_resumable(
     config: &Value,
     inputs: &[&Path],
 ) -> Result<(Vec<Vec<Value>>, Vec<AppendJsonl>)> {
+    check_resumable(job, files, config, inputs)?;
+    let mut rows = Vec::with_capacity(files.len());
+    let mut writers = Vec::with_capacity(files.len());
+    for f in files {
+        rows.push(complete_rows(f)?);
+        writers.push(open_append(f)?);
+    }
+    Ok((rows, writers))
+}
+
+/// [`open_resumable`] for a job that only needs to know how many rows each output holds (a
+/// translation of a large file): the outputs are read a line at a time and not kept, so
+/// resuming takes memory independent of their size.
+pub fn open_resumable_counted(
+    job: &str,
+    files: &[&Path],
+    config: &Value,
+    inputs: &[&Path],
+) -> Result<(Vec<usize>, Vec<AppendJsonl>)> {
+    check_resumable(job, files, config, inputs)?;
+    let mut counts = Vec::with_capacity(files.len());
+    let mut writers = Vec::with_capacity(files.len());
+    for f in files {
+        let mut n = 0usize;
+        scan_complete_rows(f, &mut |_| n += 1)?;
+        counts.push(n);
+        writers.push(open_append(f)?);
+    }
+    Ok((counts, writers))
+}
+
+/// The checks of [`open_resumable`], and the sidecar of a new run.
+fn check_resumable(job: &str, files: &[&Path], config: &Value, inputs: &[&Path]) -> Result<()> {
     let out = files[0];
     for f in files {
         tilpass_core::check_output_is_not_input("out", f, inputs)?;
@@ -188,13 +231,7 @@ pub fn open_resumable(
             serde_json::to_string_pretty(&record).map_err(|e| TrainError::Config(e.to_string()))?;
         tilpass_core::write_atomic(&sidecar, text.as_bytes())?;
     }
-    let mut rows = Vec::with_capacity(files.len());
-    let mut writers = Vec::with_capacity(files.len());
-    for f in files {
-        rows.push(complete_rows(f)?);
-        writers.push(open_append(f)?);
-    }
-    Ok((rows, writers))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -219,6 +256,15 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "{\"a\":1}\n{\"a\":2}\n"
+        );
+        // Counting: the same rows, a torn line cut the same way.
+        std::fs::write(&out, format!("{text}}}\n{{\"a\": 4")).unwrap();
+        let (counts, _) = open_resumable_counted("translate", &[&out], &cfg, &[]).unwrap();
+        assert_eq!(counts, vec![3]);
+        assert!(
+            std::fs::read_to_string(&out)
+                .unwrap()
+                .ends_with("{\"a\": 3}\n")
         );
         let Err(e) = open_resumable("translate", &[&out], &json!({"to": "nn"}), &[]) else {
             panic!("config mismatch accepted")

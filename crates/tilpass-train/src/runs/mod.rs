@@ -43,6 +43,7 @@ pub mod merge;
 pub mod perplexity;
 pub mod predict;
 pub mod protect;
+pub mod rouge_pool;
 pub mod self_instruct;
 pub mod sft;
 pub mod sft_prompt;

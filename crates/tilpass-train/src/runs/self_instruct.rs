@@ -20,6 +20,10 @@
 //! Self-Instruct, examples are drawn from the seeds only, so an attempt's prompt does not
 //! depend on what earlier attempts produced.
 //!
+//! The instructions are held in a [`RougePool`], an inverted index that finds the most similar
+//! one (the same score and instruction as scoring each in turn) without scoring every seed, so
+//! that a pool of 100,000 seeds costs milliseconds per candidate.
+//!
 //! Accepted tasks are written in TRL's conversational format (`messages`: user, assistant) or
 //! as `prompt` / `completion`, each with a `self_instruct` object (`attempt`, `rouge_l_max`,
 //! `lang`, `lang_prob`). Attempts stop at `num` accepted tasks or `max_attempts`. Both files are
@@ -40,7 +44,7 @@ use tilpass_data::{Content, LangId, Record, Role};
 use tilpass_metrics::{Rouge, RougeTokenizer, RougeType};
 
 use super::append::{open_resumable, with_suffix};
-use super::jsonl::read_rows;
+use super::rouge_pool::RougePool;
 use super::textgen::{PromptFormat, TextGenOptions, TextModel};
 use super::translate::WrittenForm;
 use super::{RunConfig, check};
@@ -367,8 +371,10 @@ impl SelfInstructRun {
         let seeds_path = check::path("seeds", &self.seeds)?;
         let out = check::path("out", &self.out)?;
         let model_dir = check::path("model", &self.model)?;
+        // Streamed: only the seed texts are kept, not the parsed rows.
         let mut seeds = Vec::new();
-        for (line, v) in read_rows(seeds_path)? {
+        for r in tilpass_data::JsonlRows::open(seeds_path)? {
+            let (line, v) = super::jsonl::row(seeds_path, r?)?;
             seeds.push(seed_of(&v).map_err(|message| TrainError::Row {
                 path: seeds_path.display().to_string(),
                 line,
@@ -432,6 +438,11 @@ impl SelfInstructRun {
             };
             instructions.push(text.unwrap_or_default().to_string());
         }
+        let rouge = Rouge::new(&[RougeType::L], RougeTokenizer::default());
+        let mut pool = RougePool::for_rouge(&rouge);
+        for i in &instructions {
+            pool.push(i);
+        }
         let max_attempts = self.max_attempts.unwrap_or(self.num.saturating_mul(20));
         let mut attempts = 0usize;
         progress(accepted.min(self.num), self.num);
@@ -452,7 +463,6 @@ impl SelfInstructRun {
             device,
         )?;
         let (task_label, answer_label) = labels(self.lang);
-        let rouge = Rouge::new(&[RougeType::L], RougeTokenizer::default());
         let bs = self.batch_size;
         let mut b0 = next / bs * bs;
         while accepted < self.num && next < max_attempts {
@@ -520,8 +530,7 @@ impl SelfInstructRun {
                     self.judge(
                         i,
                         ans.unwrap_or_default(),
-                        &instructions,
-                        &rouge,
+                        (&instructions, &pool),
                         quality.as_ref(),
                         filter,
                     )
@@ -541,6 +550,7 @@ impl SelfInstructRun {
                         info["attempt"] = json!(a);
                         row["self_instruct"] = info;
                         writers[0].push(&row)?;
+                        pool.push(&instruction);
                         instructions.push(instruction);
                         accepted += 1;
                     }
@@ -587,8 +597,7 @@ impl SelfInstructRun {
         &self,
         instruction: String,
         answer: String,
-        instructions: &[String],
-        rouge: &Rouge,
+        (instructions, pool): (&[String], &RougePool),
         quality: Option<&tilpass_data::quality::QualityFilter>,
         filter: Option<TaskFilter>,
     ) -> std::result::Result<(String, String, Value), Value> {
@@ -623,13 +632,9 @@ impl SelfInstructRun {
                               "answer": answer}),
             );
         }
-        let mut best: (f64, Option<&String>) = (0.0, None);
-        for earlier in instructions {
-            let f = rouge.score(earlier, &instruction).scores["rougeL"].fmeasure;
-            if best.1.is_none() || f > best.0 {
-                best = (f, Some(earlier));
-            }
-        }
+        // The first instruction with the highest ROUGE-L, as scoring each in turn finds it.
+        let (f, k) = pool.best(&instruction);
+        let best: (f64, Option<&String>) = (f, k.map(|k| &instructions[k]));
         if best.0 >= self.rouge_threshold {
             return Err(json!({"reason": "rouge_l", "rouge_l": best.0,
                               "most_similar": best.1, "instruction": instruction,
@@ -677,7 +682,9 @@ mod tests {
         };
         let rouge = Rouge::new(&[RougeType::L], RougeTokenizer::default());
         let seen = vec!["Skriv et kort dikt om høsten i Bergen".to_string()];
-        let judge = |i: &str, a: &str| run.judge(i.into(), a.into(), &seen, &rouge, None, None);
+        let mut pool = RougePool::for_rouge(&rouge);
+        pool.push(&seen[0]);
+        let judge = |i: &str, a: &str| run.judge(i.into(), a.into(), (&seen, &pool), None, None);
         let r = judge("Skriv et kort dikt om høsten i Oslo", "...").unwrap_err();
         assert_eq!(r["reason"], "rouge_l");
         // LCS 7 of 8 tokens each way: F = 0.875.
@@ -707,8 +714,7 @@ mod tests {
             .judge(
                 "Forklar hvordan fotosyntese virker".into(),
                 "Ja".into(),
-                &seen,
-                &rouge,
+                (&seen, &pool),
                 None,
                 Some(&only_nn),
             )
@@ -722,8 +728,7 @@ mod tests {
             .judge(
                 "What is the capital of Norway today".into(),
                 "It is Oslo, of course.".into(),
-                &seen,
-                &rouge,
+                (&seen, &pool),
                 None,
                 None,
             )
@@ -741,8 +746,7 @@ mod tests {
             .judge(
                 "Forklar hvordan fotosyntese virker".into(),
                 repeated,
-                &seen,
-                &rouge,
+                (&seen, &pool),
                 Some(&q),
                 None,
             )

@@ -19,7 +19,13 @@
 //! The output is appended row by row and resumable ([`super::append`]): a rerun with the same
 //! settings continues after the last complete row. Batches are formed from the start of the
 //! data, so a resumed run recomputes the batch it stopped in and writes exactly the bytes an
-//! uninterrupted run writes (greedy decoding).
+//! uninterrupted run writes (greedy decoding). Within a batch of `batch_size` rows, the texts
+//! go to the model `batch_size` at a time in order of prompt length (less padding, and texts
+//! that tend to end together); the order depends only on the batch, so resuming is unaffected.
+//!
+//! Memory does not grow with the data: the input is read a line at a time (once to check every
+//! row, once to translate), and resuming counts the output's rows without keeping them. A run
+//! over 100,000 rows: docs/data.md.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -30,8 +36,8 @@ use serde_json::{Map, Value, json};
 use tilpass_data::{LangId, Record};
 use tilpass_metrics::{Chrf, ChrfConfig};
 
-use super::append::open_resumable;
-use super::jsonl::read_rows;
+use super::append::open_resumable_counted;
+use super::jsonl::row as parse_row;
 use super::protect::{MaskedText, mask_code, placeholder_changes};
 use super::textgen::{PromptFormat, TextGenOptions, TextModel};
 use super::{RunConfig, check};
@@ -309,43 +315,45 @@ impl TranslateRun {
         let data = check::path("data", &self.data)?;
         let out = check::path("out", &self.out)?;
         let model_dir = check::path("model", &self.model)?;
-        let rows = read_rows(data)?;
-        for (line, v) in &rows {
+        // Every row is checked first, a line at a time (the data is streamed twice, never held).
+        let mut n_rows = 0usize;
+        for r in tilpass_data::JsonlRows::open(data)? {
+            let (line, v) = parse_row(data, r?)?;
             let bad = |message: String| TrainError::Row {
                 path: data.display().to_string(),
-                line: *line,
+                line,
                 message,
             };
-            Record::from_json(v, None).map_err(|e| bad(e.to_string()))?;
+            Record::from_json(&v, None).map_err(|e| bad(e.to_string()))?;
             if v.get("quality").is_some() {
                 return Err(bad(
                     "has a `quality` field, which translation adds: rename or drop it".into(),
                 ));
             }
+            n_rows += 1;
         }
         let (done, mut writers) =
-            open_resumable("translate", &[out], &self.resume_key()?, &[data])?;
-        let resumed = done[0].len();
-        if resumed > rows.len() {
+            open_resumable_counted("translate", &[out], &self.resume_key()?, &[data])?;
+        let resumed = done[0];
+        if resumed > n_rows {
             return Err(TrainError::Resume {
                 path: out.display().to_string(),
                 message: format!(
-                    "holds {resumed} rows, more than the {} of {}: not a run of this data",
-                    rows.len(),
+                    "holds {resumed} rows, more than the {n_rows} of {}: not a run of this data",
                     data.display()
                 ),
             });
         }
         let mut outcome = TranslateOutcome {
-            rows: rows.len(),
+            rows: n_rows,
             resumed,
             written: 0,
             flagged: 0,
             generated: 0,
             seconds: 0.0,
         };
-        progress(resumed, rows.len());
-        if resumed == rows.len() {
+        progress(resumed, n_rows);
+        if resumed == n_rows {
             outcome.seconds = start.elapsed().as_secs_f64();
             return Ok(outcome);
         }
@@ -372,10 +380,23 @@ impl TranslateRun {
         let bs = self.batch_size;
         // Batches start where an uninterrupted run's would, so a resumed batch is the same.
         let first = resumed / bs * bs;
-        for b0 in (first..rows.len()).step_by(bs) {
-            let b1 = (b0 + bs).min(rows.len());
+        let mut stream = tilpass_data::JsonlRows::open(data)?.skip(first);
+        let mut batch: Vec<Value> = Vec::with_capacity(bs);
+        for b0 in (first..n_rows).step_by(bs) {
+            let b1 = (b0 + bs).min(n_rows);
+            batch.clear();
+            for _ in b0..b1 {
+                let r = stream.next().ok_or_else(|| TrainError::Row {
+                    path: data.display().to_string(),
+                    line: 0,
+                    message: format!(
+                        "the file changed while it was translated: fewer than {n_rows} rows"
+                    ),
+                })?;
+                batch.push(parse_row(data, r?)?.1);
+            }
             let mut jobs: Vec<Job> = Vec::new();
-            for (r, (_, v)) in rows[b0..b1].iter().enumerate() {
+            for (r, v) in batch.iter().enumerate() {
                 for (slot, source) in segments(v) {
                     let masked = mask_code(&source);
                     let translate = !masked.is_only_code();
@@ -399,7 +420,7 @@ impl TranslateRun {
                 .iter()
                 .map(|&j| template.replacen("{text}", &jobs[j].masked.text, 1))
                 .collect();
-            let outputs = generate_chunked(&model, &prompts, bs, &opts)?;
+            let outputs = generate_by_length(&model, &prompts, bs, &opts)?;
             outcome.generated += outputs.len();
             for (&j, o) in todo.iter().zip(outputs) {
                 jobs[j].output = o;
@@ -409,15 +430,15 @@ impl TranslateRun {
                     .iter()
                     .map(|&j| back_template.replacen("{text}", &jobs[j].output, 1))
                     .collect();
-                let backs = generate_chunked(&model, &prompts, bs, &opts)?;
+                let backs = generate_by_length(&model, &prompts, bs, &opts)?;
                 outcome.generated += backs.len();
                 for (&j, b) in todo.iter().zip(backs) {
                     jobs[j].back = Some(b);
                 }
             }
-            for r in 0..(b1 - b0) {
+            for (r, source) in batch.iter().enumerate() {
                 let index = b0 + r;
-                let mut row = rows[index].1.clone();
+                let mut row = source.clone();
                 let mine: Vec<&Job> = jobs.iter().filter(|j| j.row == r).collect();
                 let quality = self.quality(&mine, &mut row)?;
                 if index < resumed {
@@ -430,7 +451,7 @@ impl TranslateRun {
                 writers[0].push(&row)?;
                 outcome.written += 1;
             }
-            progress(b1, rows.len());
+            progress(b1, n_rows);
         }
         outcome.seconds = start.elapsed().as_secs_f64();
         Ok(outcome)
@@ -529,6 +550,27 @@ impl TranslateRun {
         }
         Ok(Value::Object(q))
     }
+}
+
+/// `model.generate` over `prompts`, `chunk` at a time, the prompts taken in order of length
+/// (characters; a stable sort) so that a chunk's prompts pad little and its texts tend to end
+/// together; the texts come back in the order of `prompts`. The order depends only on
+/// `prompts`, so the same prompts give the same texts (a resumed batch equals the original).
+pub(crate) fn generate_by_length(
+    model: &TextModel,
+    prompts: &[String],
+    chunk: usize,
+    opts: &TextGenOptions,
+) -> Result<Vec<String>> {
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by_key(|&k| prompts[k].chars().count());
+    let sorted: Vec<String> = order.iter().map(|&k| prompts[k].clone()).collect();
+    let texts = generate_chunked(model, &sorted, chunk, opts)?;
+    let mut out = vec![String::new(); prompts.len()];
+    for (k, t) in order.into_iter().zip(texts) {
+        out[k] = t;
+    }
+    Ok(out)
 }
 
 /// `model.generate` over `prompts`, `chunk` at a time.
