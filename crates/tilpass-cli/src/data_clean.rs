@@ -12,7 +12,7 @@ use tilpass::Result;
 use tilpass::data::minhash::{MinHashScheme, Shingles};
 use tilpass::data::near_dedup::{NearDedupConfig, near_dedup_texts, record_text};
 use tilpass::data::pii::{PiiCounts, redact_row};
-use tilpass::data::raw_rows::{read_raw_rows, report_line};
+use tilpass::data::raw_rows::{for_each_raw_row, read_raw_rows, report_line};
 use tilpass::data::{DatasetSpec, RecordKind};
 
 use crate::common::{finite_f64, print};
@@ -160,28 +160,27 @@ pub fn near_dedup_cmd(a: NearDedupArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs `tilpass data pii`.
+/// Runs `tilpass data pii`: streams the rows (a JSONL file a line at a time, so memory holds
+/// only the report), writing the output into a temporary file that replaces `--out` only when
+/// every row was read and redacted; a bad row leaves no output.
 pub fn pii_cmd(io: CleanIo) -> Result<()> {
     let spec = io.spec()?;
     let t0 = Instant::now();
-    let rows = read_raw_rows(&spec, io.format)?;
-    eprintln!(
-        "pii: read {} rows from {spec} in {:.2}s",
-        rows.len(),
-        t0.elapsed().as_secs_f64()
-    );
     let mut total = PiiCounts::default();
     let mut changed_rows = 0;
-    let mut out_lines: Vec<String> = Vec::with_capacity(rows.len());
     let mut report: Vec<String> = Vec::new();
-    for (n, row) in rows.into_iter().enumerate() {
+    let mut out = tilpass::core::TempFile::create(&io.out)?;
+    let out_path = io.out.clone();
+    let io_err = |e: std::io::Error| tilpass::core::Error::io(&out_path, e);
+    let rows = for_each_raw_row(&spec, io.format, |row| -> Result<()> {
         let mut value: Value = row.value;
         let counts = redact_row(&mut value);
+        let w = out.writer();
         if counts.total() == 0 {
-            out_lines.push(row.raw);
+            w.write_all(row.raw.as_bytes()).map_err(io_err)?;
         } else {
             changed_rows += 1;
-            out_lines.push(value.to_string());
+            w.write_all(value.to_string().as_bytes()).map_err(io_err)?;
             // The report names kinds and counts, never the personal data itself.
             report.push(
                 json!({"line": report_line(row.location), "found": counts, "reason": "personal-data"})
@@ -189,18 +188,21 @@ pub fn pii_cmd(io: CleanIo) -> Result<()> {
             );
             total.merge(&counts);
         }
-        if (n + 1) % 100_000 == 0 {
-            eprintln!("pii: {} rows", n + 1);
-        }
-    }
-    write_lines(&io.out, out_lines.iter().map(String::as_str))?;
+        w.write_all(b"\n").map_err(io_err)?;
+        Ok(())
+    })?;
+    out.commit()?;
     if let Some(r) = &io.report {
         write_lines(r, report.iter().map(String::as_str))?;
     }
-    eprintln!("pii: {} finding(s) in {changed_rows} row(s)", total.total());
+    eprintln!(
+        "pii: {rows} rows from {spec}, {} finding(s) in {changed_rows} row(s) in {:.2}s",
+        total.total(),
+        t0.elapsed().as_secs_f64()
+    );
     print(&json!({
         "input": spec.to_string(),
-        "rows": out_lines.len(),
+        "rows": rows,
         "rows_changed": changed_rows,
         "found": total,
         "out": io.out,

@@ -2710,6 +2710,13 @@ fn data_near_dedup_and_pii_pass_rows_through() {
         ]));
         assert!(err.contains("bad.jsonl:line 2"), "{err}");
         assert!(!bad_out.exists());
+        // pii streams into a temporary file beside the output: a bad row leaves none behind.
+        let leftovers: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("bad_out"))
+            .collect();
+        assert!(leftovers.is_empty(), "{cmd}: {leftovers:?}");
     }
     let err = bad_input(&tilpass(&[
         "data",

@@ -68,6 +68,81 @@ pub fn read_raw_rows(spec: &DatasetSpec, kind: Option<RecordKind>) -> Result<Vec
     }
 }
 
+/// Visits every row of a dataset in order, one at a time, checking each is a record (of `kind`
+/// when given), and returns how many there were. A JSONL file is read a line at a time, so the
+/// memory does not grow with the file (a JSON array or a built-in dataset is read whole, as
+/// [`read_raw_rows`] does). The first bad row stops the visit with an error naming file and line
+/// ([`DataError::Json`] / [`DataError::Record`]), after the rows before it were visited; an
+/// empty file is [`DataError::Empty`]. `visit`'s own error stops it too.
+pub fn for_each_raw_row<E: From<DataError>>(
+    spec: &DatasetSpec,
+    kind: Option<RecordKind>,
+    mut visit: impl FnMut(RawRow) -> std::result::Result<(), E>,
+) -> std::result::Result<usize, E> {
+    let path = match spec {
+        DatasetSpec::File(p) if p.extension().is_none_or(|e| e != "json") => p,
+        _ => {
+            let rows = read_raw_rows(spec, kind)?;
+            let n = rows.len();
+            for row in rows {
+                visit(row)?;
+            }
+            return Ok(n);
+        }
+    };
+    let mut n = 0;
+    for_each_jsonl_row(path, kind, |row| {
+        n += 1;
+        visit(row)
+    })?;
+    if n == 0 {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        }
+        .into());
+    }
+    Ok(n)
+}
+
+fn for_each_jsonl_row<E: From<DataError>>(
+    path: &Path,
+    kind: Option<RecordKind>,
+    mut visit: impl FnMut(RawRow) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let lines = tilpass_core::TextLines::open(path).map_err(|e| match e {
+        tilpass_core::Error::Io { path, source } => DataError::Io { path, source },
+        other => DataError::Text(other),
+    })?;
+    for item in lines {
+        let (line, text) = item.map_err(|e| match e {
+            tilpass_core::Error::Io { path, source } => DataError::Io { path, source },
+            other => DataError::Text(other),
+        })?;
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let location = Location::Line(line);
+        let value: Value = serde_json::from_str(trimmed).map_err(|e| DataError::Json {
+            path: path.to_path_buf(),
+            location,
+            message: e.to_string(),
+        })?;
+        let record = Record::from_json(&value, kind).map_err(|error| DataError::Record {
+            path: path.to_path_buf(),
+            location,
+            error,
+        })?;
+        visit(RawRow {
+            location,
+            raw: trimmed.to_string(),
+            value,
+            record,
+        })?;
+    }
+    Ok(())
+}
+
 fn read_jsonl_rows(path: &Path, kind: Option<RecordKind>) -> Result<Vec<RawRow>> {
     let lines = tilpass_core::TextLines::open(path).map_err(|e| match e {
         tilpass_core::Error::Io { path, source } => DataError::Io { path, source },
@@ -114,5 +189,54 @@ pub fn report_line(location: Location) -> usize {
     match location {
         Location::Line(n) => n,
         Location::Item(i) => i + 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(dir: &Path, name: &str, text: &str) -> DatasetSpec {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        DatasetSpec::File(p)
+    }
+
+    #[test]
+    fn streaming_visits_what_reading_returns_and_stops_at_a_bad_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = "{\"prompt\": \"a\", \"completion\": \"b\", \"id\": 1}\n\n{\"text\": \"c\"}\n";
+        let spec = file(dir.path(), "good.jsonl", good);
+        let read = read_raw_rows(&spec, None).unwrap();
+        let mut seen = Vec::new();
+        let n = for_each_raw_row(&spec, None, |r| -> Result<()> {
+            seen.push((r.location, r.raw, r.value));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, read.len());
+        let want: Vec<_> = read
+            .into_iter()
+            .map(|r| (r.location, r.raw, r.value))
+            .collect();
+        assert_eq!(seen, want);
+
+        let bad = file(
+            dir.path(),
+            "bad.jsonl",
+            "{\"text\": \"c\"}\n{\"messages\": 5}\n",
+        );
+        let mut visited = 0;
+        let err = for_each_raw_row(&bad, None, |_| -> Result<()> {
+            visited += 1;
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(visited, 1);
+        assert!(err.to_string().contains("line 2"), "{err}");
+
+        let empty = file(dir.path(), "empty.jsonl", "\n\n");
+        let err = for_each_raw_row(&empty, None, |_| -> Result<()> { Ok(()) }).unwrap_err();
+        assert!(matches!(err, DataError::Empty { .. }), "{err}");
     }
 }
