@@ -144,38 +144,11 @@ fn for_each_jsonl_row<E: From<DataError>>(
 }
 
 fn read_jsonl_rows(path: &Path, kind: Option<RecordKind>) -> Result<Vec<RawRow>> {
-    let lines = tilpass_core::TextLines::open(path).map_err(|e| match e {
-        tilpass_core::Error::Io { path, source } => DataError::Io { path, source },
-        other => DataError::Text(other),
-    })?;
     let mut rows = Vec::new();
-    for item in lines {
-        let (line, text) = item.map_err(|e| match e {
-            tilpass_core::Error::Io { path, source } => DataError::Io { path, source },
-            other => DataError::Text(other),
-        })?;
-        let trimmed = text.trim();
-        if trimmed.is_empty() {
-            continue;
-        }
-        let location = Location::Line(line);
-        let value: Value = serde_json::from_str(trimmed).map_err(|e| DataError::Json {
-            path: path.to_path_buf(),
-            location,
-            message: e.to_string(),
-        })?;
-        let record = Record::from_json(&value, kind).map_err(|error| DataError::Record {
-            path: path.to_path_buf(),
-            location,
-            error,
-        })?;
-        rows.push(RawRow {
-            location,
-            raw: trimmed.to_string(),
-            value,
-            record,
-        });
-    }
+    for_each_jsonl_row(path, kind, |row| -> Result<()> {
+        rows.push(row);
+        Ok(())
+    })?;
     if rows.is_empty() {
         return Err(DataError::Empty {
             path: path.to_path_buf(),

@@ -21,16 +21,21 @@ pub fn usable<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && !x.is_require_grad() && is_flex(&x.device())
 }
 
-/// The data of an f32 tensor, row-major, to change in place (no copy when the tensor holds
-/// its buffer alone).
+/// The data of a float tensor as f32, row-major, to change in place (no copy when the tensor
+/// is f32 and holds its buffer alone; another float type is cast on the device first).
 fn host<const D: usize>(x: Tensor<D>) -> TensorData {
-    x.into_data()
+    if x.dtype() == DType::F32 {
+        x.into_data()
+    } else {
+        x.cast(DType::F32).into_data()
+    }
 }
 
 /// The f32 values of [`host`] data, mutable.
 fn values(data: &mut TensorData) -> &mut [f32] {
     match data.as_mut_slice::<f32>() {
         Ok(v) => v,
+        // `host` made the data f32, and an f32 buffer is a slice of f32.
         Err(e) => unreachable!("an f32 tensor's data is a slice of f32: {e:?}"),
     }
 }
@@ -38,8 +43,9 @@ fn values(data: &mut TensorData) -> &mut [f32] {
 /// The values of a small tensor (biases, norm weights) on the host, as f32 whatever the
 /// tensor's float type.
 pub fn host_vec(x: Tensor<1>) -> Vec<f32> {
-    match x.into_data().convert::<f32>().try_into_vec::<f32>() {
+    match host(x).try_into_vec::<f32>() {
         Ok(v) => v,
+        // `host` made the data f32.
         Err(e) => unreachable!("an f32 tensor converts to Vec<f32>: {e:?}"),
     }
 }
@@ -318,6 +324,7 @@ pub fn bias_residual_layer_norm<const D: usize>(
     let res = host(residual);
     let r: &[f32] = match res.as_slice::<f32>() {
         Ok(r) => r,
+        // `host` made the data f32.
         Err(e) => unreachable!("an f32 tensor's data is a slice of f32: {e:?}"),
     };
     values(&mut data)
