@@ -10,10 +10,11 @@ use clap::Args;
 use serde_json::{Value, json};
 use tilpass::Result;
 use tilpass::data::minhash::{MinHashScheme, Shingles};
-use tilpass::data::near_dedup::{NearDedupConfig, near_dedup_texts, record_text};
+use tilpass::data::near_dedup::{NearDedupConfig, NearDedupStream, record_text};
 use tilpass::data::pii::{PiiCounts, redact_row};
-use tilpass::data::raw_rows::{for_each_raw_row, read_raw_rows, report_line};
-use tilpass::data::{DatasetSpec, RecordKind};
+use tilpass::data::raw_rows::{for_each_raw_row, report_line, write_selected_rows};
+use tilpass::data::{DatasetSpec, Location, RecordKind};
+use tilpass::train::count_spinner;
 
 use crate::common::{finite_f64, print};
 
@@ -110,35 +111,41 @@ pub fn near_dedup_cmd(a: NearDedupArgs) -> Result<()> {
         ..Default::default()
     };
     // Settings are checked before reading.
-    tilpass::data::lsh::MinHashLsh::new(&tilpass::data::lsh::LshConfig {
-        threshold: cfg.threshold,
-        num_perm: cfg.num_perm,
-        weights: cfg.weights,
-    })?;
+    let mut stream = NearDedupStream::new(&cfg)?;
+    // Pass 1: every row checked, its text hashed; only the signatures and locations are kept.
     let t0 = Instant::now();
-    let rows = read_raw_rows(&spec, a.io.format)?;
-    eprintln!(
-        "near-dedup: read {} rows from {spec} in {:.2}s",
-        rows.len(),
-        t0.elapsed().as_secs_f64()
-    );
+    let mut locations: Vec<Location> = Vec::new();
+    let mut progress = count_spinner("near-dedup");
+    let rows = for_each_raw_row(&spec, a.io.format, |row| -> Result<()> {
+        stream.push(record_text(&row.record));
+        locations.push(row.location);
+        progress(Some(locations.len()));
+        Ok(())
+    })?;
+    progress(None);
+    let read_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let texts: Vec<String> = rows.iter().map(|r| record_text(&r.record)).collect();
-    let found = near_dedup_texts(&texts, &cfg)?;
+    let found = stream.finish()?;
     let dedup_s = t1.elapsed().as_secs_f64();
     eprintln!(
-        "near-dedup: {} near-duplicate(s) in {} cluster(s) ({} bands x {} rows) in {dedup_s:.2}s",
+        "near-dedup: {rows} rows from {spec} read and hashed in {read_s:.2}s; {} near-duplicate(s) \
+         in {} cluster(s) ({} bands x {} rows) in {dedup_s:.2}s",
         found.report.removed, found.report.clusters, found.report.bands, found.report.rows
     );
-    write_lines(&a.io.out, found.keep.iter().map(|&i| rows[i].raw.as_str()))?;
+    // Pass 2: the kept rows, as they were written, into `--out` (whole or not at all).
+    let mut removed = vec![false; rows];
+    for d in &found.removed {
+        removed[d.index] = true;
+    }
+    let written = write_selected_rows(&spec, a.io.format, rows, &a.io.out, |i| !removed[i])?;
     if let Some(r) = &a.io.report {
         let lines: Vec<String> = found
             .removed
             .iter()
             .map(|d| {
                 json!({
-                    "line": report_line(rows[d.index].location),
-                    "kept_line": report_line(rows[d.kept].location),
+                    "line": report_line(locations[d.index]),
+                    "kept_line": report_line(locations[d.kept]),
                     "jaccard": d.jaccard,
                     "reason": "near-duplicate",
                 })
@@ -151,7 +158,7 @@ pub fn near_dedup_cmd(a: NearDedupArgs) -> Result<()> {
         "input": spec.to_string(),
         "near_dedup": found.report,
         "config": cfg,
-        "written": found.keep.len(),
+        "written": written,
         "out": a.io.out,
         "report": a.io.report,
         "seconds": t0.elapsed().as_secs_f64(),

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde_json::{Value, json};
-use tilpass::data::card::{CardOptions, write_card};
+use tilpass::data::card::{CardOptions, CardStatsBuilder, write_card_stats};
 use tilpass::data::quality::{
-    NgramLm, NgramLmConfig, PerplexityRule, PerplexityScorer, QualityConfig, QualityFilter,
-    TextScope, filter_records,
+    NgramLm, NgramLmConfig, PerplexityScorer, QualityConfig, QualityFilter, RowVerdict, TextScope,
+    apply_perplexity_cutoff, check_row, record_text,
 };
-use tilpass::data::raw_rows::read_raw_rows;
-use tilpass::data::{DatasetSpec, LangId, Location, RecordKind, load_records};
+use tilpass::data::raw_rows::{for_each_raw_row, write_selected_rows};
+use tilpass::data::{DatasetSpec, LangId, Location, RecordKind};
+use tilpass::train::{count_bar, count_spinner};
 use tilpass::{Error, Result};
 
 use crate::common::print;
@@ -184,10 +185,19 @@ pub fn filter_cmd(a: FilterArgs) -> Result<()> {
         tilpass::core::check_output_is_not_input("report", r, &inputs)?;
         crate::common::check_new_file("report", r, a.overwrite)?;
     }
-    // Every row must be valid before any work (errors name file and line); kept rows are
-    // written as they were read.
-    let rows = read_raw_rows(&spec, a.format)?;
-    let records: Vec<_> = rows.iter().map(|r| r.record.clone()).collect();
+    // Pass 1: every row checked (a bad row is an error naming file and line, before a
+    // perplexity model is loaded or anything is written) and judged by the rules; only the
+    // verdicts and locations are kept, not the rows.
+    let mut verdicts: Vec<RowVerdict> = Vec::new();
+    let mut locations: Vec<Location> = Vec::new();
+    let mut progress = count_spinner("filter");
+    let read = for_each_raw_row(&spec, a.format, |row| -> Result<()> {
+        verdicts.push(check_row(&row.record, &filter, None));
+        locations.push(row.location);
+        progress(Some(locations.len()));
+        Ok(())
+    })?;
+    progress(None);
     let scorer: Option<Box<dyn PerplexityScorer>> = if let Some(p) = &a.ngram_train {
         Some(Box::new(NgramLm::train_file(
             p,
@@ -204,52 +214,59 @@ pub fn filter_cmd(a: FilterArgs) -> Result<()> {
     } else {
         None
     };
-    let rule = scorer.as_deref().map(|s| PerplexityRule {
-        scorer: s,
-        drop_pct: a.perplexity_drop_pct.unwrap_or(0.0),
-    });
-    let verdicts = filter_records(&records, &filter, rule)?;
-    let mut rules: BTreeMap<String, usize> = BTreeMap::new();
-    let mut kept = 0usize;
-    let mut cutoff = Value::Null;
-    tilpass::core::write_atomic_with(&a.out, |w| {
-        for (v, row) in verdicts.iter().zip(&rows) {
-            if v.kept() {
-                kept += 1;
-                w.write_all(row.raw.as_bytes())?;
-                w.write_all(b"\n")?;
-            }
+    if let Some(scorer) = &scorer {
+        // Pass 1b: each row's perplexity, then the dataset-wide cut-off.
+        let mut bar = count_bar("perplexity");
+        let mut i = 0;
+        let seen = for_each_raw_row(&spec, a.format, |row| -> Result<()> {
+            let Some(v) = verdicts.get_mut(i) else {
+                return Err(Error::invalid(format!(
+                    "{spec}: the dataset changed while it was being filtered (the first pass \
+                     read {read} rows)"
+                )));
+            };
+            v.perplexity = Some(scorer.perplexity(&record_text(&row.record)));
+            i += 1;
+            bar(i, read);
+            Ok(())
+        })?;
+        if seen != read {
+            return Err(Error::invalid(format!(
+                "{spec}: the dataset changed while it was being filtered (the first pass read \
+                 {read} rows, the second {seen})"
+            )));
         }
-        Ok(())
-    })?;
-    let mut report_lines = Vec::new();
-    for (v, row) in verdicts.iter().zip(&rows) {
-        let loc = &row.location;
-        for f in &v.failures {
-            *rules.entry(f.rule.clone()).or_default() += 1;
-            if f.rule == "perplexity" {
-                cutoff = f.threshold.clone();
-            }
-            let mut o = json!({"line": location_index(*loc), "rule": f.rule, "value": f.value, "threshold": f.threshold});
-            if let Some(field) = &f.field {
-                o["field"] = json!(field);
-            }
-            report_lines.push(o);
+        apply_perplexity_cutoff(&mut verdicts, a.perplexity_drop_pct.unwrap_or(0.0))?;
+    }
+    let mut rules: BTreeMap<String, usize> = BTreeMap::new();
+    let mut cutoff = Value::Null;
+    // Pass 2: the kept rows, as they were written, into `--out` (whole or not at all).
+    let kept = write_selected_rows(&spec, a.format, read, &a.out, |i| verdicts[i].kept())?;
+    for f in verdicts.iter().flat_map(|v| &v.failures) {
+        *rules.entry(f.rule.clone()).or_default() += 1;
+        if f.rule == "perplexity" {
+            cutoff = f.threshold.clone();
         }
     }
     if let Some(r) = &a.report {
         tilpass::core::write_atomic_with(r, |w| {
-            for o in &report_lines {
-                serde_json::to_writer(&mut *w, o)?;
-                w.write_all(b"\n")?;
+            for (v, loc) in verdicts.iter().zip(&locations) {
+                for f in &v.failures {
+                    let mut o = json!({"line": location_index(*loc), "rule": f.rule, "value": f.value, "threshold": f.threshold});
+                    if let Some(field) = &f.field {
+                        o["field"] = json!(field);
+                    }
+                    serde_json::to_writer(&mut *w, &o)?;
+                    w.write_all(b"\n")?;
+                }
             }
             Ok(())
         })?;
     }
     print(&json!({
-        "read": records.len(),
+        "read": read,
         "kept": kept,
-        "removed": records.len() - kept,
+        "removed": read - kept,
         "rules": rules,
         "perplexity_cutoff": cutoff,
         "config": filter.config(),
@@ -262,7 +279,24 @@ pub fn filter_cmd(a: FilterArgs) -> Result<()> {
 /// Runs `tilpass data card`.
 pub fn card_cmd(a: CardArgs) -> Result<()> {
     let spec: DatasetSpec = a.data.parse()?;
-    let records = load_records(&spec)?;
+    if a.out.exists() {
+        return Err(Error::invalid(format!(
+            "{}: the card directory exists; choose a new one",
+            a.out.display()
+        )));
+    }
+    // The rows are streamed (a JSONL file a line at a time): only a few counts per row are
+    // kept. Every row must be a record (errors name file and line); rows of different formats
+    // are counted per format.
+    let mut builder = CardStatsBuilder::new(LangId::builtin());
+    let mut progress = count_spinner("card");
+    for_each_raw_row(&spec, None, |row| -> Result<()> {
+        builder.add(&row.record);
+        progress(Some(builder.rows()));
+        Ok(())
+    })?;
+    progress(None);
+    let measured = builder.finish();
     let name = a.name.clone().unwrap_or_else(|| match &spec {
         DatasetSpec::File(p) => p
             .file_stem()
@@ -276,7 +310,7 @@ pub fn card_cmd(a: CardArgs) -> Result<()> {
         reports: a.reports.clone(),
     };
     let start = std::time::Instant::now();
-    let stats = write_card(&a.out, &records, LangId::builtin(), &opts)?;
+    let stats = write_card_stats(&a.out, measured, &opts)?;
     print(&json!({
         "out": a.out,
         "rows": stats.rows,

@@ -110,21 +110,52 @@ pub struct CardStats {
 
 /// Measures `records` for a card (reports are read by [`write_card`]).
 pub fn card_stats(records: &[Record], langid: &LangId) -> CardStats {
-    let mut s = CardStats {
-        rows: records.len(),
-        ..Default::default()
-    };
-    let mut word_counts = Vec::with_capacity(records.len());
-    let mut turns = vec![];
+    let mut b = CardStatsBuilder::new(langid);
     for r in records {
+        b.add(r);
+    }
+    b.finish()
+}
+
+/// [`card_stats`] a record at a time, for a dataset streamed from disk: keeps two counts per
+/// row (words, turns), not the rows.
+pub struct CardStatsBuilder<'a> {
+    langid: &'a LangId,
+    stats: CardStats,
+    word_counts: Vec<usize>,
+    turns: Vec<usize>,
+}
+
+impl<'a> CardStatsBuilder<'a> {
+    /// An empty measurement, predicting languages with `langid`.
+    pub fn new(langid: &'a LangId) -> Self {
+        Self {
+            langid,
+            stats: CardStats::default(),
+            word_counts: Vec::new(),
+            turns: Vec::new(),
+        }
+    }
+
+    /// Records added so far.
+    pub fn rows(&self) -> usize {
+        self.stats.rows
+    }
+
+    /// Counts one record.
+    pub fn add(&mut self, r: &Record) {
+        let s = &mut self.stats;
+        s.rows += 1;
         *s.formats.entry(r.kind().as_str().to_string()).or_default() += 1;
         let text = record_text(r);
-        word_counts.push(words(&text).len());
-        *s.languages.entry(langid.predict(&text).lang).or_default() += 1;
+        self.word_counts.push(words(&text).len());
+        *s.languages
+            .entry(self.langid.predict(&text).lang)
+            .or_default() += 1;
         let contents = r.contents();
         if r.is_conversational() {
             s.conversational_rows += 1;
-            turns.push(contents.iter().map(Content::turns).sum());
+            self.turns.push(contents.iter().map(Content::turns).sum());
         }
         for c in &contents {
             if let Content::Messages(ms) = c {
@@ -136,11 +167,16 @@ pub fn card_stats(records: &[Record], langid: &LangId) -> CardStats {
             }
         }
     }
-    s.words = Summary::of(&word_counts);
-    s.turns = Summary::of(&turns);
-    s.words_histogram = Histogram::of(&word_counts, 30);
-    s.turns_histogram = Histogram::of(&turns, 30);
-    s
+
+    /// The measurement of every record added (no reports yet).
+    pub fn finish(self) -> CardStats {
+        let mut s = self.stats;
+        s.words = Summary::of(&self.word_counts);
+        s.turns = Summary::of(&self.turns);
+        s.words_histogram = Histogram::of(&self.word_counts, 30);
+        s.turns_histogram = Histogram::of(&self.turns, 30);
+        s
+    }
 }
 
 /// Reads a report file (JSONL) and counts its entries by `rule` (or `reason`, or `kind`).
@@ -374,13 +410,24 @@ pub fn write_card(
     langid: &LangId,
     opts: &CardOptions,
 ) -> Result<CardStats> {
+    check_card_dir(dir)?;
+    write_card_stats(dir, card_stats(records, langid), opts)
+}
+
+fn check_card_dir(dir: &Path) -> Result<()> {
     if dir.exists() {
         return Err(DataError::Invalid(format!(
             "{}: the card directory exists; choose a new one",
             dir.display()
         )));
     }
-    let mut stats = card_stats(records, langid);
+    Ok(())
+}
+
+/// [`write_card`] from a measurement already made ([`card_stats`], or a
+/// [`CardStatsBuilder`] fed a streamed dataset); the reports of `opts` are read here.
+pub fn write_card_stats(dir: &Path, mut stats: CardStats, opts: &CardOptions) -> Result<CardStats> {
+    check_card_dir(dir)?;
     for r in &opts.reports {
         stats.reports.push(summarise_report(r)?);
     }

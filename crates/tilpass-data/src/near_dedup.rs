@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 use crate::lsh::{LshConfig, MinHashLsh};
-use crate::minhash::{MinHashConfig, MinHashScheme, MinHasher, Shingles, jaccard};
+use crate::minhash::{MinHashConfig, MinHashScheme, MinHasher, Shingles, Signatures, jaccard};
 use crate::record::Record;
 
 /// Near-duplicate settings.
@@ -107,34 +107,143 @@ fn find(parent: &mut [u32], mut x: u32) -> u32 {
     x
 }
 
+fn lsh_of(config: &NearDedupConfig) -> Result<MinHashLsh> {
+    MinHashLsh::new(&LshConfig {
+        threshold: config.threshold,
+        num_perm: config.num_perm,
+        weights: config.weights,
+    })
+}
+
+fn hasher_of(config: &NearDedupConfig) -> Result<MinHasher> {
+    MinHasher::new(&MinHashConfig {
+        num_perm: config.num_perm,
+        seed: config.seed,
+        scheme: config.scheme,
+        shingles: config.shingles,
+    })
+}
+
+/// Checks `config` (threshold, permutations, LSH weights) without doing any work.
+pub fn check_config(config: &NearDedupConfig) -> Result<()> {
+    lsh_of(config)?;
+    hasher_of(config)?;
+    Ok(())
+}
+
 /// Finds near-duplicate clusters among `texts` and keeps the first of each.
 pub fn near_dedup_texts<S: AsRef<str> + Sync>(
     texts: &[S],
     config: &NearDedupConfig,
 ) -> Result<NearDedup> {
-    if texts.len() > u32::MAX as usize {
+    check_count(texts.len())?;
+    let hasher = hasher_of(config)?;
+    near_dedup_signatures(&hasher.signatures(texts), config)
+}
+
+fn check_count(n: usize) -> Result<()> {
+    if n > u32::MAX as usize {
         return Err(DataError::Invalid(format!(
-            "{} documents: near-dedup takes at most {}",
-            texts.len(),
+            "{n} documents: near-dedup takes at most {}",
             u32::MAX
         )));
     }
-    let lsh = MinHashLsh::new(&LshConfig {
-        threshold: config.threshold,
-        num_perm: config.num_perm,
-        weights: config.weights,
-    })?;
-    let hasher = MinHasher::new(&MinHashConfig {
-        num_perm: config.num_perm,
-        seed: config.seed,
-        scheme: config.scheme,
-        shingles: config.shingles,
-    })?;
-    let sigs = hasher.signatures(texts);
-    let n = texts.len();
+    Ok(())
+}
+
+/// Texts pushed one at a time, hashed a chunk at a time, so that only their MinHash
+/// signatures (`num_perm` × 4 bytes each) are kept, not the texts: near-dedup of a dataset
+/// larger than memory. [`NearDedupStream::finish`] gives what [`near_dedup_texts`] gives for
+/// the same texts in the same order.
+///
+/// ```
+/// use tilpass_data::near_dedup::{NearDedupConfig, NearDedupStream, near_dedup_texts};
+/// let texts = ["en to tre fire fem seks", "sju åtte ni ti", "en to tre fire fem seks!"];
+/// let cfg = NearDedupConfig { threshold: 0.5, ..Default::default() };
+/// let mut stream = NearDedupStream::new(&cfg).unwrap();
+/// for t in texts {
+///     stream.push(t.to_string());
+/// }
+/// assert_eq!(stream.finish().unwrap(), near_dedup_texts(&texts, &cfg).unwrap());
+/// ```
+pub struct NearDedupStream {
+    config: NearDedupConfig,
+    hasher: MinHasher,
+    sigs: Signatures,
+    pending: Vec<String>,
+    pushed: usize,
+}
+
+impl NearDedupStream {
+    /// Texts hashed together (in parallel) when this many are pending.
+    pub const CHUNK: usize = 4096;
+
+    /// A stream for `config` (checked here: threshold, permutations, LSH weights).
+    pub fn new(config: &NearDedupConfig) -> Result<Self> {
+        lsh_of(config)?;
+        let hasher = hasher_of(config)?;
+        Ok(Self {
+            config: *config,
+            hasher,
+            sigs: Signatures {
+                num_perm: config.num_perm,
+                data: Vec::new(),
+            },
+            pending: Vec::with_capacity(Self::CHUNK),
+            pushed: 0,
+        })
+    }
+
+    /// Adds the next document's text.
+    pub fn push(&mut self, text: String) {
+        self.pending.push(text);
+        self.pushed += 1;
+        if self.pending.len() >= Self::CHUNK {
+            self.flush();
+        }
+    }
+
+    /// Documents pushed so far.
+    pub fn len(&self) -> usize {
+        self.pushed
+    }
+
+    /// True before the first [`NearDedupStream::push`].
+    pub fn is_empty(&self) -> bool {
+        self.pushed == 0
+    }
+
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let chunk = self.hasher.signatures(&self.pending);
+            self.sigs.data.extend_from_slice(&chunk.data);
+            self.pending.clear();
+        }
+    }
+
+    /// The clusters of every pushed document (indices in push order).
+    pub fn finish(mut self) -> Result<NearDedup> {
+        check_count(self.pushed)?;
+        self.flush();
+        near_dedup_signatures(&self.sigs, &self.config)
+    }
+}
+
+/// Finds near-duplicate clusters from MinHash signatures (`[docs, num_perm]`, made with
+/// `config`'s permutations, seed and shingles) and keeps the first of each.
+pub fn near_dedup_signatures(sigs: &Signatures, config: &NearDedupConfig) -> Result<NearDedup> {
+    check_count(sigs.len())?;
+    if sigs.num_perm != config.num_perm {
+        return Err(DataError::Invalid(format!(
+            "signatures of {} values, but the near-dedup settings have num_perm {}",
+            sigs.num_perm, config.num_perm
+        )));
+    }
+    let lsh = lsh_of(config)?;
+    let n = sigs.len();
     let mut parent: Vec<u32> = (0..n as u32).collect();
     let mut pairs = 0;
-    for group in lsh.buckets(&sigs) {
+    for group in lsh.buckets(sigs) {
         for (x, &i) in group.iter().enumerate() {
             for &j in &group[x + 1..] {
                 let (ri, rj) = (find(&mut parent, i), find(&mut parent, j));
@@ -221,5 +330,44 @@ mod tests {
             ..Default::default()
         };
         assert!(near_dedup_texts(&texts, &bad).is_err());
+    }
+
+    #[test]
+    fn the_stream_equals_the_whole_list_across_chunks() {
+        // More than two chunks, with near-duplicates far apart (across chunk boundaries).
+        let n = 2 * NearDedupStream::CHUNK + 17;
+        let texts: Vec<String> = (0..n)
+            .map(|i| {
+                let base = i % 997;
+                let words: String = (0..12).map(|w| format!("ord{base}x{w} ")).collect();
+                if i % 3 == 0 {
+                    format!("{words} tillegg")
+                } else {
+                    words
+                }
+            })
+            .collect();
+        let cfg = NearDedupConfig {
+            threshold: 0.6,
+            num_perm: 64,
+            ..Default::default()
+        };
+        let mut stream = NearDedupStream::new(&cfg).unwrap();
+        assert!(stream.is_empty());
+        for t in &texts {
+            stream.push(t.clone());
+        }
+        assert_eq!(stream.len(), n);
+        let streamed = stream.finish().unwrap();
+        let whole = near_dedup_texts(&texts, &cfg).unwrap();
+        assert!(whole.report.removed > n / 2, "{:?}", whole.report);
+        assert_eq!(streamed, whole);
+        // Signatures of other settings are refused.
+        let sigs = hasher_of(&cfg).unwrap().signatures(&texts[..3]);
+        let other = NearDedupConfig {
+            num_perm: 128,
+            ..cfg
+        };
+        assert!(near_dedup_signatures(&sigs, &other).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! (`tilpass data near-dedup`, `tilpass data pii`): each row's original JSONL line, its JSON
 //! value (every field: ids, metadata) and the [`Record`] it parses to.
 
+use std::io::Write;
 use std::path::Path;
 
 use serde_json::Value;
@@ -157,6 +158,53 @@ fn read_jsonl_rows(path: &Path, kind: Option<RecordKind>) -> Result<Vec<RawRow>>
     Ok(rows)
 }
 
+/// The second pass of a streaming command: reads `spec` again (one row at a time for a JSONL
+/// file) and writes the rows for which `keep(i)` is true (`i`: the 0-based row index), as they
+/// were written (see [`RawRow::raw`]), into a temporary file beside `out` that replaces `out`
+/// only when every row was read — an error, or a panic, leaves `out` as it was. `expected` is
+/// the number of rows the first pass saw: a dataset that changed in between is an error
+/// ([`DataError::Invalid`]) and writes nothing. Returns the number of rows written.
+pub fn write_selected_rows(
+    spec: &DatasetSpec,
+    kind: Option<RecordKind>,
+    expected: usize,
+    out: &Path,
+    mut keep: impl FnMut(usize) -> bool,
+) -> Result<usize> {
+    let mut file = tilpass_core::TempFile::create(out)?;
+    let io_err = |e: std::io::Error| DataError::Io {
+        path: out.to_path_buf(),
+        source: e,
+    };
+    let mut index = 0usize;
+    let mut written = 0usize;
+    let changed = || {
+        DataError::Invalid(format!(
+            "{spec}: the dataset changed while it was being processed (the first pass read \
+             {expected} rows); nothing was written to {}",
+            out.display()
+        ))
+    };
+    for_each_raw_row(spec, kind, |row| -> Result<()> {
+        if index >= expected {
+            return Err(changed());
+        }
+        if keep(index) {
+            let w = file.writer();
+            w.write_all(row.raw.as_bytes()).map_err(io_err)?;
+            w.write_all(b"\n").map_err(io_err)?;
+            written += 1;
+        }
+        index += 1;
+        Ok(())
+    })?;
+    if index != expected {
+        return Err(changed());
+    }
+    file.commit()?;
+    Ok(written)
+}
+
 /// The line number of a location for reports (JSONL line, or item index + 1).
 pub fn report_line(location: Location) -> usize {
     match location {
@@ -211,5 +259,35 @@ mod tests {
         let empty = file(dir.path(), "empty.jsonl", "\n\n");
         let err = for_each_raw_row(&empty, None, |_| -> Result<()> { Ok(()) }).unwrap_err();
         assert!(matches!(err, DataError::Empty { .. }), "{err}");
+    }
+
+    #[test]
+    fn selected_rows_are_written_as_read_and_a_changed_dataset_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "{\"text\": \"a\",  \"id\": 1}\n\n{\"text\": \"b\"}\n{\"text\": \"c\"}\n";
+        let spec = file(dir.path(), "in.jsonl", text);
+        let out = dir.path().join("out.jsonl");
+        let n = write_selected_rows(&spec, None, 3, &out, |i| i != 1).unwrap();
+        assert_eq!(n, 2);
+        // Kept rows byte for byte (spacing included), the blank line and row 1 gone.
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "{\"text\": \"a\",  \"id\": 1}\n{\"text\": \"c\"}\n"
+        );
+        // A first pass that saw a different number of rows: an error, `out` untouched, no
+        // temporary file left.
+        for expected in [2, 4] {
+            let err = write_selected_rows(&spec, None, expected, &out, |_| true).unwrap_err();
+            assert!(err.to_string().contains("changed"), "{err}");
+            assert_eq!(
+                std::fs::read_to_string(&out).unwrap(),
+                "{\"text\": \"a\",  \"id\": 1}\n{\"text\": \"c\"}\n"
+            );
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 }

@@ -56,7 +56,7 @@ pub use classify_methods::{
 pub use error::{Result, TrainError};
 pub use fused_ce::causal_lm_cross_entropy;
 pub use optim::{AdamW, AdamWConfig, NamedGrads, clip_global_norm, collect_grads, global_norm};
-pub use progress::{Progress, count_bar, peak_gflops, train_flops_per_token};
+pub use progress::{Progress, count_bar, count_spinner, peak_gflops, train_flops_per_token};
 pub use prompt::{
     PromptModel, PromptSampler, PromptSeq2Seq, evaluate_prompt_lm, evaluate_prompt_seq2seq,
     prompt_lm_loss, prompt_seq2seq_loss, train_prompt_lm, train_prompt_seq2seq,

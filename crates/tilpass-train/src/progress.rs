@@ -277,3 +277,28 @@ pub fn count_bar(label: &str) -> impl FnMut(usize, usize) {
         }
     }
 }
+
+/// A row counter on stderr for a pass of unknown length (`data near-dedup`, `data filter`
+/// reading their input): call it with the rows done so far (redrawn at most a few times a
+/// second), then with `None` when the pass ends. Drawn on a terminal, hidden otherwise.
+pub fn count_spinner(label: &str) -> impl FnMut(Option<usize>) {
+    let tty = std::io::stderr().is_terminal();
+    let bar = ProgressBar::with_draw_target(
+        None,
+        if tty {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix:>10} {spinner} {pos} rows {per_sec} [{elapsed_precise}]",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_prefix(label.to_string());
+    move |done| match done {
+        Some(n) => bar.set_position(n as u64),
+        None => bar.finish_and_clear(),
+    }
+}

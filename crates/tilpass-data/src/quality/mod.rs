@@ -555,37 +555,58 @@ pub struct PerplexityRule<'a> {
 
 /// Checks every record: the rules of `filter`, then, with `perplexity`, the rows of highest
 /// perplexity (computed over the whole dataset, see [`perplexity_cutoff`]) fail rule
-/// `perplexity`. One verdict per record, in order.
+/// `perplexity`. One verdict per record, in order. A caller streaming a dataset gets the same
+/// verdicts from [`check_row`] per row and [`apply_perplexity_cutoff`] at the end.
 pub fn filter_records(
     records: &[Record],
     filter: &QualityFilter,
     perplexity: Option<PerplexityRule<'_>>,
 ) -> Result<Vec<RowVerdict>> {
+    let scorer = perplexity.as_ref().map(|r| r.scorer);
     let mut verdicts: Vec<RowVerdict> = records
         .iter()
-        .map(|r| RowVerdict {
-            failures: filter.check_record(r),
-            perplexity: None,
-        })
+        .map(|r| check_row(r, filter, scorer))
         .collect();
     if let Some(rule) = perplexity {
-        let ppl: Vec<f64> = records
-            .iter()
-            .map(|r| rule.scorer.perplexity(&record_text(r)))
-            .collect();
-        let (cut, dropped) = perplexity_cutoff(&ppl, rule.drop_pct)?;
-        for (i, (v, p)) in verdicts.iter_mut().zip(&ppl).enumerate() {
-            v.perplexity = Some(*p);
-            if dropped[i] {
-                v.failures.push(fail(
-                    "perplexity",
-                    json!(p),
-                    cut.map_or(Value::Null, |c| json!(c)),
-                ));
-            }
-        }
+        apply_perplexity_cutoff(&mut verdicts, rule.drop_pct)?;
     }
     Ok(verdicts)
+}
+
+/// The verdict on one record before the dataset-wide perplexity cut-off: the rules of
+/// `filter`, and its perplexity under `scorer` (of [`record_text`]) when given.
+pub fn check_row(
+    record: &Record,
+    filter: &QualityFilter,
+    scorer: Option<&dyn PerplexityScorer>,
+) -> RowVerdict {
+    RowVerdict {
+        failures: filter.check_record(record),
+        perplexity: scorer.map(|s| s.perplexity(&record_text(record))),
+    }
+}
+
+/// The perplexity rule over a whole dataset's verdicts (from [`check_row`] with a scorer): the
+/// `drop_pct` percent of rows of highest perplexity ([`perplexity_cutoff`]; a verdict without
+/// a perplexity counts as NaN, the highest) fail rule `perplexity` with the cut-off as its
+/// threshold. Returns the cut-off (`None` when nothing is dropped).
+pub fn apply_perplexity_cutoff(verdicts: &mut [RowVerdict], drop_pct: f64) -> Result<Option<f64>> {
+    let ppl: Vec<f64> = verdicts
+        .iter()
+        .map(|v| v.perplexity.unwrap_or(f64::NAN))
+        .collect();
+    let (cut, dropped) = perplexity_cutoff(&ppl, drop_pct)?;
+    for ((v, p), drop) in verdicts.iter_mut().zip(&ppl).zip(dropped) {
+        v.perplexity = Some(*p);
+        if drop {
+            v.failures.push(fail(
+                "perplexity",
+                json!(p),
+                cut.map_or(Value::Null, |c| json!(c)),
+            ));
+        }
+    }
+    Ok(cut)
 }
 
 #[cfg(test)]
