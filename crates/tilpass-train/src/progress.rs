@@ -250,25 +250,30 @@ pub fn peak_gflops(device: &Device) -> Option<f64> {
     }))
 }
 
+/// A bar of unknown length on stderr with `template` and `label` as its prefix: drawn on a
+/// terminal, hidden otherwise.
+fn stderr_bar(label: &str, template: &str) -> (ProgressBar, Option<ProgressStyle>) {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(None, target);
+    bar.set_prefix(label.to_string());
+    (bar, ProgressStyle::with_template(template).ok())
+}
+
 /// A count bar on stderr for the data jobs (`data translate`, `data self-instruct`): call it
 /// with `(done, total)`; drawn on a terminal, hidden otherwise. The bar finishes when `done`
 /// reaches `total`.
 pub fn count_bar(label: &str) -> impl FnMut(usize, usize) {
-    let tty = std::io::stderr().is_terminal();
-    let bar = ProgressBar::with_draw_target(
-        None,
-        if tty {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    if let Ok(style) = ProgressStyle::with_template(
+    let (bar, style) = stderr_bar(
+        label,
         "{prefix:>10} [{bar:28.cyan/blue}] {pos}/{len} {per_sec} [{elapsed_precise} < {eta_precise}]",
-    ) {
+    );
+    if let Some(style) = style {
         bar.set_style(style.progress_chars("=> "));
     }
-    bar.set_prefix(label.to_string());
     move |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
@@ -278,25 +283,17 @@ pub fn count_bar(label: &str) -> impl FnMut(usize, usize) {
     }
 }
 
-/// A row counter on stderr for a pass of unknown length (`data near-dedup`, `data filter`
-/// reading their input): call it with the rows done so far (redrawn at most a few times a
-/// second), then with `None` when the pass ends. Drawn on a terminal, hidden otherwise.
+/// A row counter on stderr for a pass of unknown length (`data near-dedup`, `data filter`,
+/// `data card` reading their input): call it with the rows done so far (redrawn at most a few
+/// times a second), then with `None` when the pass ends. Drawn on a terminal, hidden otherwise.
 pub fn count_spinner(label: &str) -> impl FnMut(Option<usize>) {
-    let tty = std::io::stderr().is_terminal();
-    let bar = ProgressBar::with_draw_target(
-        None,
-        if tty {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    if let Ok(style) = ProgressStyle::with_template(
+    let (bar, style) = stderr_bar(
+        label,
         "{prefix:>10} {spinner} {pos} rows {per_sec} [{elapsed_precise}]",
-    ) {
+    );
+    if let Some(style) = style {
         bar.set_style(style);
     }
-    bar.set_prefix(label.to_string());
     move |done| match done {
         Some(n) => bar.set_position(n as u64),
         None => bar.finish_and_clear(),
