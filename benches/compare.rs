@@ -59,6 +59,8 @@ const GROUPS: &[(&str, &[&str])] = &[
             "greedy_decode_256_bf16",
             "greedy_decode_256_gemm",
             "greedy_decode_256_b8_gemm",
+            "prefill_512_plain",
+            "greedy_decode_256_plain",
             "decode_step_16",
             "decode_step_128",
             "decode_step_512",
@@ -451,7 +453,14 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
         // every product), for A/B measurements in one process; tilpass-only.
         let gemm = spec.name.ends_with("_gemm");
         tilpass::models::matvec::set_kernel_enabled(!gemm);
-        match spec.name.trim_end_matches("_gemm") {
+        // `_plain`: the same with the fused RMS-norm / SwiGLU host kernels off (burn's ops).
+        let plain = spec.name.ends_with("_plain");
+        tilpass::models::decoder_kernels::set_enabled(!plain);
+        let base = spec
+            .name
+            .trim_end_matches("_gemm")
+            .trim_end_matches("_plain");
+        match base {
             "prefill_512" => {
                 let (_, m) = standard.as_ref().ok_or("no model")?;
                 let input = DecoderInput::unpadded(&[prompt(512)])?;
@@ -466,7 +475,7 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                 r.check("prefill_logits_shape", json!(logits.dims()));
             }
             "greedy_decode_256" | "greedy_decode_256_bf16" => {
-                let (_, m) = match spec.name.trim_end_matches("_gemm") {
+                let (_, m) = match base {
                     "greedy_decode_256" => standard.as_ref(),
                     _ => bf16.as_ref(),
                 }
@@ -488,7 +497,7 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                 let f = Flops::of(&STANDARD);
                 let steps: f64 = (0..255).map(|i| f.forward(1, 1, 32 + i)).sum();
                 r.flops(f.forward(1, 32, 0) + steps)?;
-                let key = match spec.name.trim_end_matches("_gemm") {
+                let key = match base {
                     "greedy_decode_256" => "decode_new_tokens",
                     _ => "decode_new_tokens_bf16",
                 };

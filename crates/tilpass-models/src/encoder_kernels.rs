@@ -23,7 +23,7 @@ pub fn usable<const D: usize>(x: &Tensor<D>) -> bool {
 
 /// The data of a float tensor as f32, row-major, to change in place (no copy when the tensor
 /// is f32 and holds its buffer alone; another float type is cast on the device first).
-fn host<const D: usize>(x: Tensor<D>) -> TensorData {
+pub(crate) fn host<const D: usize>(x: Tensor<D>) -> TensorData {
     if x.dtype() == DType::F32 {
         x.into_data()
     } else {

@@ -57,6 +57,7 @@ pub mod config;
 pub mod decoder;
 pub mod decoder_classifier;
 pub mod decoder_family;
+pub mod decoder_kernels;
 pub mod embed;
 pub mod embedding;
 pub mod enc_dec;

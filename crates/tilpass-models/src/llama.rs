@@ -444,9 +444,15 @@ impl Llama {
             x = x + a;
             let hdn = layer.post_attention_layernorm.forward(x.clone());
             let m = &layer.mlp;
-            let y = m.down_proj.forward_decode(
-                silu(m.gate_proj.forward_decode(hdn.clone())) * m.up_proj.forward_decode(hdn),
-            );
+            let gate = m.gate_proj.forward_decode(hdn.clone());
+            let up = m.up_proj.forward_decode(hdn);
+            let y = m
+                .down_proj
+                .forward_decode(if crate::decoder_kernels::applies(&gate) {
+                    crate::decoder_kernels::silu_mul(gate, up)
+                } else {
+                    silu(gate) * up
+                });
             x = x + y;
         }
         self.norm.forward(x)

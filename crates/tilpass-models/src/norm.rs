@@ -30,8 +30,12 @@ impl RmsNorm {
         })
     }
 
-    /// Normalises the last dimension of `[.., hidden]`.
+    /// Normalises the last dimension of `[.., hidden]` (on Flex outside autodiff in one host
+    /// pass, [`crate::decoder_kernels::rms_norm`]).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if crate::decoder_kernels::applies(&x) {
+            return crate::decoder_kernels::rms_norm(x, self.weight.val(), self.eps);
+        }
         let var = x.clone().square().mean_dim(D - 1);
         let normed = x * (var.add_scalar(self.eps).sqrt().recip());
         normed * self.weight.val().unsqueeze::<D>()

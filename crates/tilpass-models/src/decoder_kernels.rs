@@ -1,0 +1,206 @@
+//! Fused host kernels for decoder inference on Flex: RMS normalisation and the SwiGLU product
+//! `silu(gate) · up`, each one pass over the rows instead of burn's five and three ops (each a
+//! fresh buffer and a full pass).
+//!
+//! Like [`crate::encoder_kernels`], they run when [`crate::encoder_kernels::usable`] says so (a
+//! plain Flex f32 tensor outside autodiff) and [`enabled`]; every other backend, and training,
+//! keeps burn's ops. The sums run in another order than burn's (last-bit differences).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::encoder_kernels::{exp_f32, host, host_vec, usable};
+
+/// Rows per Rayon task.
+const ROWS_PER_TASK: usize = 16;
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the decoder kernels on or off for the whole process (on by default); off, every
+/// decoder runs burn's ops. For in-process A/B timings.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether the decoder kernels are on ([`set_enabled`]).
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// True when the kernels run on `x`: on, and `x` a plain Flex f32 tensor outside autodiff.
+pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
+    enabled() && usable(x)
+}
+
+/// `w · x / sqrt(mean(x²) + eps)` over the last dimension of `x [.., n]` (`weight` the `[n]`
+/// scale, as HF Llama / T5 compute it in f32), in place, one pass per row.
+pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Tensor<D> {
+    let device = x.device();
+    let n = x.dims()[D - 1];
+    let w = host_vec(weight);
+    debug_assert_eq!(w.len(), n);
+    let mut data = host(x);
+    values_mut(&mut data)
+        .par_chunks_mut(n * ROWS_PER_TASK)
+        .for_each(|rows| rms_rows(rows, &w, eps as f32));
+    Tensor::from_data(data, &device)
+}
+
+/// `silu(gate) · up` elementwise (`gate`, `up` of one shape), written over `gate`'s buffer.
+pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    let device = gate.device();
+    debug_assert_eq!(gate.dims(), up.dims());
+    let mut g = host(gate);
+    let u = host(up);
+    let u: &[f32] = match u.as_slice::<f32>() {
+        Ok(u) => u,
+        // `host` made the data f32.
+        Err(e) => unreachable!("an f32 tensor's data is a slice of f32: {e:?}"),
+    };
+    const CHUNK: usize = 4096;
+    values_mut(&mut g)
+        .par_chunks_mut(CHUNK)
+        .zip(u.par_chunks(CHUNK))
+        .for_each(|(g, u)| silu_mul_chunk(g, u));
+    Tensor::from_data(g, &device)
+}
+
+fn values_mut(data: &mut TensorData) -> &mut [f32] {
+    match data.as_mut_slice::<f32>() {
+        Ok(v) => v,
+        // `host` made the data f32.
+        Err(e) => unreachable!("an f32 tensor's data is a slice of f32: {e:?}"),
+    }
+}
+
+macro_rules! vectorised {
+    ($name:ident, $loop:ident, ($($arg:ident: $ty:ty),*)) => {
+        /// The loop with the widest vectors the CPU has.
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $loop($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $loop($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F (checked just above).
+                    unsafe { avx512($($arg),*) };
+                    return;
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                    unsafe { avx2($($arg),*) };
+                    return;
+                }
+            }
+            $loop($($arg),*)
+        }
+    };
+}
+
+vectorised!(rms_rows, rms_loop, (v: &mut [f32], w: &[f32], eps: f32));
+vectorised!(silu_mul_chunk, silu_mul_loop, (g: &mut [f32], u: &[f32]));
+
+/// Lanes of the partial sums (so that the sum of squares vectorises).
+const LANES: usize = 16;
+
+#[inline(always)]
+fn rms_loop(v: &mut [f32], w: &[f32], eps: f32) {
+    let n = w.len();
+    for row in v.chunks_exact_mut(n) {
+        let mut acc = [0.0f32; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (a, x) in acc.iter_mut().zip(c) {
+                *a += x * x;
+            }
+        }
+        let mut sum: f32 = acc.iter().sum();
+        for x in chunks.remainder() {
+            sum += x * x;
+        }
+        let inv = 1.0 / (sum / n as f32 + eps).sqrt();
+        for (x, wi) in row.iter_mut().zip(w) {
+            *x = wi * (*x * inv);
+        }
+    }
+}
+
+#[inline(always)]
+fn silu_mul_loop(g: &mut [f32], u: &[f32]) {
+    for (x, y) in g.iter_mut().zip(u) {
+        *x = *x / (1.0 + exp_f32(-*x)) * y;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        // A fixed spread of values in about [-6, 6], large and small.
+        (0..n)
+            .map(|i| {
+                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                (h % 12_001) as f32 / 1000.0 - 6.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rms_rows_match_a_double_precision_reference() {
+        // Widths below, at and past the lane count, with a remainder.
+        for n in [1, 7, 16, 37, 512] {
+            let rows = 5;
+            let x = values(rows * n, 1);
+            let w = values(n, 2);
+            let eps = 1e-6;
+            let mut got = x.clone();
+            rms_rows(&mut got, &w, eps);
+            for r in 0..rows {
+                let row = &x[r * n..(r + 1) * n];
+                let ms: f64 = row
+                    .iter()
+                    .map(|&v| f64::from(v) * f64::from(v))
+                    .sum::<f64>()
+                    / n as f64;
+                let inv = 1.0 / (ms + f64::from(eps)).sqrt();
+                for j in 0..n {
+                    let want = f64::from(w[j]) * f64::from(row[j]) * inv;
+                    let g = f64::from(got[r * n + j]);
+                    assert!(
+                        (g - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "n {n} row {r} col {j}: {g} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn silu_mul_matches_a_double_precision_reference() {
+        let mut g = values(1001, 3);
+        g.extend([-100.0, -88.5, 88.5, 100.0, 0.0]);
+        let u = values(g.len(), 4);
+        let mut got = g.clone();
+        silu_mul_chunk(&mut got, &u);
+        for ((&x, &y), &o) in g.iter().zip(&u).zip(&got) {
+            let (x, y) = (f64::from(x), f64::from(y));
+            let want = x / (1.0 + (-x).exp()) * y;
+            assert!(o.is_finite(), "{x}: {o}");
+            assert!(
+                (f64::from(o) - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "silu({x}) * {y}: {o} vs {want}"
+            );
+        }
+    }
+}
