@@ -1,6 +1,8 @@
 //! Fused host kernels for decoder inference on Flex: RMS normalisation and the SwiGLU product
 //! `silu(gate) · up`, each one pass over the rows instead of burn's five and three ops (each a
-//! fresh buffer and a full pass).
+//! fresh buffer and a full pass), and attention read in place from the query / key / value head
+//! views with the context written in the output projection's layout ([`try_attention`], with
+//! the `flex` feature).
 //!
 //! Like [`crate::encoder_kernels`], they run when [`crate::encoder_kernels::usable`] says so (a
 //! plain Flex f32 tensor outside autodiff) and [`enabled`]; every other backend, and training,
@@ -66,6 +68,209 @@ pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
         .for_each(|(g, u)| silu_mul_chunk(g, u));
     Tensor::from_data(g, &device)
 }
+
+/// Scaled dot-product attention of a decoder layer read in place from burn's tensors, with
+/// the context written straight into the `[batch, seq, heads·head_dim]` layout the output
+/// projection takes (no head transposes, no key/value head expansion, no mask broadcast):
+/// `q [b, h, s, d]`, `k` / `v [b, kv, t, d]` with `h % kv == 0`, `mask [b, 1, s, t]` `true`
+/// where a key is hidden (as [`crate::attention::attention`] takes it); a query row that sees
+/// no key gets zeros. `None` when it does not apply (kernels off, not Flex f32 tensors
+/// outside autodiff, not contiguous, other shapes): the caller then runs
+/// [`crate::attention::attention`].
+#[cfg(feature = "flex")]
+pub fn try_attention(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    mask: Option<&Tensor<4, burn::tensor::Bool>>,
+    scale: f64,
+) -> Option<Tensor<3>> {
+    use burn::backend::Flex;
+    use burn::backend::flex::FlexTensor;
+    use burn::tensor::DType;
+
+    if !enabled() || !usable(q) || !usable(k) || !usable(v) {
+        return None;
+    }
+    let [b, h, s, d] = q.dims();
+    let [bk, kv, t, dk] = k.dims();
+    if bk != b || dk != d || v.dims() != [b, kv, t, d] || kv == 0 || h % kv != 0 || t == 0 {
+        return None;
+    }
+    let prim = |x: &Tensor<4>| x.clone().try_into_primitive::<Flex>().ok();
+    let (qt, kt, vt) = (prim(q)?, prim(k)?, prim(v)?);
+    // Any layout with non-negative strides is read in place (the projections' head views,
+    // `[b, s, h, d]` swapped to `[b, h, s, d]`, included).
+    let (qs, qst) = strided(&qt)?;
+    let (ks, kst) = strided(&kt)?;
+    let (vs, vst) = strided(&vt)?;
+    let mt: Option<FlexTensor> = match mask {
+        Some(m) if m.dims() == [b, 1, s, t] => {
+            let p = m.clone().try_into_primitive::<Flex>().ok()?;
+            let plain = p.is_contiguous() && p.layout().start_offset() == 0;
+            Some((plain && matches!(p.dtype(), DType::Bool(_))).then_some(p)?)
+        }
+        Some(_) => return None,
+        None => None,
+    };
+    // Flex stores a bool as one byte, 0 or 1.
+    let ms: Option<&[u8]> = match &mt {
+        Some(m) => Some(m.bytes().get(..b * s * t)?),
+        None => None,
+    };
+    let hd = h * d;
+    let mut out = vec![0f32; b * s * hd];
+    let group = h / kv;
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let at = |st: &[isize; 5], i: usize, j: usize| {
+        (st[4] + i as isize * st[0] + j as isize * st[1]) as usize
+    };
+    (0..b * h)
+        .into_par_iter()
+        .for_each_init(Vec::new, |scores: &mut Vec<f32>, bh| {
+            let (bi, head) = (bh / h, bh % h);
+            let kvh = head / group;
+            let q = qs[at(&qst, bi, head)..].as_ptr();
+            let k = ks[at(&kst, bi, kvh)..].as_ptr();
+            let v = vs[at(&vst, bi, kvh)..].as_ptr();
+            scores.clear();
+            scores.resize(s * t, 0.0);
+            // SAFETY: `strided` checked that every element of q, k and v lies in its buffer;
+            // q is read as [s, d] (row stride qst[2], column stride qst[3]), k as kᵀ [d, t];
+            // `scores` is [s, t].
+            unsafe {
+                gemm::gemm(
+                    s,
+                    t,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    t as isize,
+                    false,
+                    q,
+                    qst[3],
+                    qst[2],
+                    k,
+                    kst[2],
+                    kst[3],
+                    0.0,
+                    scale as f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            let mut empty = vec![false; s];
+            if let Some(ms) = ms {
+                for (i, row) in scores.chunks_exact_mut(t).enumerate() {
+                    let m = &ms[(bi * s + i) * t..(bi * s + i + 1) * t];
+                    let mut seen = false;
+                    for (x, &hidden) in row.iter_mut().zip(m) {
+                        if hidden != 0 {
+                            *x = f32::NEG_INFINITY;
+                        } else {
+                            seen = true;
+                        }
+                    }
+                    empty[i] = !seen;
+                    if !seen {
+                        row.fill(0.0);
+                    }
+                }
+            }
+            crate::encoder_kernels::softmax_rows(scores, t);
+            for (i, row) in scores.chunks_exact_mut(t).enumerate() {
+                if empty[i] {
+                    row.fill(0.0);
+                }
+            }
+            // SAFETY: this task writes rows bi·s .. bi·s + s, columns head·d .. head·d + d of
+            // `out` [b·s, h·d] (row stride h·d): a block no other (bi, head) task writes;
+            // `scores` is [s, t]; v is read as [t, d] (row stride vst[2], column vst[3]).
+            unsafe {
+                let dst = out_ptr.get().add(bi * s * hd + head * d);
+                gemm::gemm(
+                    s,
+                    d,
+                    t,
+                    dst,
+                    1,
+                    hd as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    t as isize,
+                    v,
+                    vst[3],
+                    vst[2],
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+    Some(Tensor::from_data(
+        TensorData::new(out, [b, s, hd]),
+        &q.device(),
+    ))
+}
+
+/// Without the `flex` feature the kernel is not compiled: always `None`.
+#[cfg(not(feature = "flex"))]
+pub fn try_attention(
+    _q: &Tensor<4>,
+    _k: &Tensor<4>,
+    _v: &Tensor<4>,
+    _mask: Option<&Tensor<4, burn::tensor::Bool>>,
+    _scale: f64,
+) -> Option<Tensor<3>> {
+    None
+}
+
+/// A 4-d f32 Flex tensor's whole buffer with its strides and start (`[s0, s1, s2, s3,
+/// start]`, in elements), when every stride is non-negative and every element lies in the
+/// buffer.
+#[cfg(feature = "flex")]
+fn strided(x: &burn::backend::flex::FlexTensor) -> Option<(&[f32], [isize; 5])> {
+    if x.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    let l = x.layout();
+    let (shape, st) = (l.shape(), l.strides());
+    if shape.num_dims() != 4 || st.len() != 4 || st.iter().any(|&v| v < 0) {
+        return None;
+    }
+    let buf: &[f32] = x.storage::<f32>();
+    let last: usize = (0..4).map(|i| (shape[i].max(1) - 1) * st[i] as usize).sum();
+    if l.start_offset() + last >= buf.len() {
+        return None;
+    }
+    Some((buf, [st[0], st[1], st[2], st[3], l.start_offset() as isize]))
+}
+
+/// A raw pointer the Rayon tasks of [`try_attention`] share; each writes its own block.
+#[cfg(feature = "flex")]
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+
+#[cfg(feature = "flex")]
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: the tasks write disjoint blocks of the buffer (see `try_attention`), which outlives
+// them (the parallel loop ends before it is read).
+#[cfg(feature = "flex")]
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+#[cfg(feature = "flex")]
+unsafe impl Sync for SendPtr {}
 
 fn values_mut(data: &mut TensorData) -> &mut [f32] {
     match data.as_mut_slice::<f32>() {

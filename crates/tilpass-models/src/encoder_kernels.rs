@@ -158,7 +158,7 @@ pub fn packed_attention(
 
 /// Softmax of every `n`-wide row of `v` in place (finite values), with the widest vectors the
 /// CPU has.
-fn softmax_rows(v: &mut [f32], n: usize) {
+pub(crate) fn softmax_rows(v: &mut [f32], n: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {

@@ -229,7 +229,11 @@ impl LlamaAttention {
             Some((c, layer)) => c.append(layer, k, v),
             None => (k, v),
         };
-        let out = attention(q, k, v, Some(mask), None, 1.0 / (d as f64).sqrt());
+        let scale = 1.0 / (d as f64).sqrt();
+        if let Some(ctx) = crate::decoder_kernels::try_attention(&q, &k, &v, Some(mask), scale) {
+            return self.o_proj.forward_decode(ctx);
+        }
+        let out = attention(q, k, v, Some(mask), None, scale);
         self.o_proj
             .forward_decode(out.swap_dims(1, 2).reshape([b, s, h * d]))
     }
