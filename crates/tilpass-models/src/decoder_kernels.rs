@@ -18,6 +18,10 @@ use crate::encoder_kernels::{exp_f32, host, host_vec, usable};
 /// Rows per Rayon task.
 const ROWS_PER_TASK: usize = 16;
 
+/// Query rows per attention product (the keys a block needs end at its last query's).
+#[cfg(feature = "flex")]
+const QUERY_BLOCK: usize = 64;
+
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
 /// Turns the decoder kernels on or off for the whole process (on by default); off, every
@@ -118,6 +122,18 @@ pub fn try_attention(
         Some(m) => Some(m.bytes().get(..b * s * t)?),
         None => None,
     };
+    // Per query row: one past the last key it sees (0: none).
+    let limits: Vec<usize> = match ms {
+        Some(ms) => ms
+            .chunks_exact(t)
+            .map(|row| {
+                row.iter()
+                    .rposition(|&hidden| hidden == 0)
+                    .map_or(0, |j| j + 1)
+            })
+            .collect(),
+        None => vec![t; b * s],
+    };
     let hd = h * d;
     let mut out = vec![0f32; b * s * hd];
     let group = h / kv;
@@ -130,87 +146,93 @@ pub fn try_attention(
         .for_each_init(Vec::new, |scores: &mut Vec<f32>, bh| {
             let (bi, head) = (bh / h, bh % h);
             let kvh = head / group;
-            let q = qs[at(&qst, bi, head)..].as_ptr();
             let k = ks[at(&kst, bi, kvh)..].as_ptr();
             let v = vs[at(&vst, bi, kvh)..].as_ptr();
-            scores.clear();
-            scores.resize(s * t, 0.0);
-            // SAFETY: `strided` checked that every element of q, k and v lies in its buffer;
-            // q is read as [s, d] (row stride qst[2], column stride qst[3]), k as kᵀ [d, t];
-            // `scores` is [s, t].
-            unsafe {
-                gemm::gemm(
-                    s,
-                    t,
-                    d,
-                    scores.as_mut_ptr(),
-                    1,
-                    t as isize,
-                    false,
-                    q,
-                    qst[3],
-                    qst[2],
-                    k,
-                    kst[2],
-                    kst[3],
-                    0.0,
-                    scale as f32,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-            let mut empty = vec![false; s];
-            if let Some(ms) = ms {
-                for (i, row) in scores.chunks_exact_mut(t).enumerate() {
-                    let m = &ms[(bi * s + i) * t..(bi * s + i + 1) * t];
-                    let mut seen = false;
-                    for (x, &hidden) in row.iter_mut().zip(m) {
-                        if hidden != 0 {
-                            *x = f32::NEG_INFINITY;
-                        } else {
-                            seen = true;
+            for i0 in (0..s).step_by(QUERY_BLOCK) {
+                let rows = (s - i0).min(QUERY_BLOCK);
+                let lim = &limits[bi * s + i0..bi * s + i0 + rows];
+                // Keys past the last one any query of the block sees are skipped (causal
+                // masks: about half the products of a prefill).
+                let tb = lim.iter().copied().max().unwrap_or(0);
+                if tb == 0 {
+                    continue; // no query of the block sees a key: zeros
+                }
+                let q = qs[at(&qst, bi, head) + i0 * qst[2] as usize..].as_ptr();
+                scores.clear();
+                scores.resize(rows * tb, 0.0);
+                // SAFETY: `strided` checked that every element of q, k and v lies in its
+                // buffer; q rows i0 .. i0 + rows are read as [rows, d] (row stride qst[2],
+                // column stride qst[3]), keys 0 .. tb as kᵀ [d, tb]; `scores` is [rows, tb].
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        tb,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        tb as isize,
+                        false,
+                        q,
+                        qst[3],
+                        qst[2],
+                        k,
+                        kst[2],
+                        kst[3],
+                        0.0,
+                        scale as f32,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                if let Some(ms) = ms {
+                    for (r, row) in scores.chunks_exact_mut(tb).enumerate() {
+                        let at_row = (bi * s + i0 + r) * t;
+                        for (x, &hidden) in row.iter_mut().zip(&ms[at_row..at_row + tb]) {
+                            if hidden != 0 {
+                                *x = f32::NEG_INFINITY;
+                            }
+                        }
+                        if lim[r] == 0 {
+                            row.fill(0.0);
                         }
                     }
-                    empty[i] = !seen;
-                    if !seen {
+                }
+                crate::encoder_kernels::softmax_rows(scores, tb);
+                for (r, row) in scores.chunks_exact_mut(tb).enumerate() {
+                    if lim[r] == 0 {
                         row.fill(0.0);
                     }
                 }
-            }
-            crate::encoder_kernels::softmax_rows(scores, t);
-            for (i, row) in scores.chunks_exact_mut(t).enumerate() {
-                if empty[i] {
-                    row.fill(0.0);
+                // SAFETY: this task writes rows bi·s + i0 .. + rows, columns head·d .. + d of
+                // `out` [b·s, h·d] (row stride h·d): a block no other task writes; `scores` is
+                // [rows, tb]; values 0 .. tb are read as [tb, d] (row stride vst[2], column
+                // vst[3]).
+                unsafe {
+                    let dst = out_ptr.get().add((bi * s + i0) * hd + head * d);
+                    gemm::gemm(
+                        rows,
+                        d,
+                        tb,
+                        dst,
+                        1,
+                        hd as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        tb as isize,
+                        v,
+                        vst[3],
+                        vst[2],
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
                 }
-            }
-            // SAFETY: this task writes rows bi·s .. bi·s + s, columns head·d .. head·d + d of
-            // `out` [b·s, h·d] (row stride h·d): a block no other (bi, head) task writes;
-            // `scores` is [s, t]; v is read as [t, d] (row stride vst[2], column vst[3]).
-            unsafe {
-                let dst = out_ptr.get().add(bi * s * hd + head * d);
-                gemm::gemm(
-                    s,
-                    d,
-                    t,
-                    dst,
-                    1,
-                    hd as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    t as isize,
-                    v,
-                    vst[3],
-                    vst[2],
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
             }
         });
     Some(Tensor::from_data(
