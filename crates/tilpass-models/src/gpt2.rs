@@ -230,9 +230,12 @@ impl Gpt2 {
                 Some(c) => c.append(i, k, v),
                 None => (k, v),
             };
-            let a = attention(q, k, v, Some(mask), None, scale)
-                .swap_dims(1, 2)
-                .reshape([b, s, d]);
+            let a = match crate::decoder_kernels::try_attention(&q, &k, &v, Some(mask), scale) {
+                Some(ctx) => ctx,
+                None => attention(q, k, v, Some(mask), None, scale)
+                    .swap_dims(1, 2)
+                    .reshape([b, s, d]),
+            };
             x = x + blk.c_proj.forward_decode(a);
             let m = blk.mlp_proj.forward_decode(gelu_new(
                 blk.c_fc.forward_decode(blk.ln_2.forward(x.clone())),
