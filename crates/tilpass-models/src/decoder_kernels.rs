@@ -18,6 +18,9 @@ use crate::encoder_kernels::{exp_f32, host, host_vec, usable};
 /// Rows per Rayon task.
 const ROWS_PER_TASK: usize = 16;
 
+/// Elements at or below which a kernel runs on the calling thread (a decode step's rows).
+const SEQUENTIAL: usize = 32 * 1024;
+
 /// Query rows per attention product (the keys a block needs end at its last query's).
 #[cfg(feature = "flex")]
 const QUERY_BLOCK: usize = 64;
@@ -48,9 +51,14 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Te
     let w = host_vec(weight);
     debug_assert_eq!(w.len(), n);
     let mut data = host(x);
-    values_mut(&mut data)
-        .par_chunks_mut(n * ROWS_PER_TASK)
-        .for_each(|rows| rms_rows(rows, &w, eps as f32));
+    let v = values_mut(&mut data);
+    if v.len() <= SEQUENTIAL {
+        // A decode step's few rows: handing them to the pool costs more than the pass.
+        rms_rows(v, &w, eps as f32);
+    } else {
+        v.par_chunks_mut(n * ROWS_PER_TASK)
+            .for_each(|rows| rms_rows(rows, &w, eps as f32));
+    }
     Tensor::from_data(data, &device)
 }
 
@@ -66,10 +74,14 @@ pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
         Err(e) => unreachable!("an f32 tensor's data is a slice of f32: {e:?}"),
     };
     const CHUNK: usize = 4096;
-    values_mut(&mut g)
-        .par_chunks_mut(CHUNK)
-        .zip(u.par_chunks(CHUNK))
-        .for_each(|(g, u)| silu_mul_chunk(g, u));
+    let gv = values_mut(&mut g);
+    if gv.len() <= SEQUENTIAL {
+        silu_mul_chunk(gv, u);
+    } else {
+        gv.par_chunks_mut(CHUNK)
+            .zip(u.par_chunks(CHUNK))
+            .for_each(|(g, u)| silu_mul_chunk(g, u));
+    }
     Tensor::from_data(g, &device)
 }
 
@@ -141,100 +153,107 @@ pub fn try_attention(
     let at = |st: &[isize; 5], i: usize, j: usize| {
         (st[4] + i as isize * st[0] + j as isize * st[1]) as usize
     };
-    (0..b * h)
-        .into_par_iter()
-        .for_each_init(Vec::new, |scores: &mut Vec<f32>, bh| {
-            let (bi, head) = (bh / h, bh % h);
-            let kvh = head / group;
-            let k = ks[at(&kst, bi, kvh)..].as_ptr();
-            let v = vs[at(&vst, bi, kvh)..].as_ptr();
-            for i0 in (0..s).step_by(QUERY_BLOCK) {
-                let rows = (s - i0).min(QUERY_BLOCK);
-                let lim = &limits[bi * s + i0..bi * s + i0 + rows];
-                // Keys past the last one any query of the block sees are skipped (causal
-                // masks: about half the products of a prefill).
-                let tb = lim.iter().copied().max().unwrap_or(0);
-                if tb == 0 {
-                    continue; // no query of the block sees a key: zeros
-                }
-                let q = qs[at(&qst, bi, head) + i0 * qst[2] as usize..].as_ptr();
-                scores.clear();
-                scores.resize(rows * tb, 0.0);
-                // SAFETY: `strided` checked that every element of q, k and v lies in its
-                // buffer; q rows i0 .. i0 + rows are read as [rows, d] (row stride qst[2],
-                // column stride qst[3]), keys 0 .. tb as kᵀ [d, tb]; `scores` is [rows, tb].
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        tb,
-                        d,
-                        scores.as_mut_ptr(),
-                        1,
-                        tb as isize,
-                        false,
-                        q,
-                        qst[3],
-                        qst[2],
-                        k,
-                        kst[2],
-                        kst[3],
-                        0.0,
-                        scale as f32,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                if let Some(ms) = ms {
-                    for (r, row) in scores.chunks_exact_mut(tb).enumerate() {
-                        let at_row = (bi * s + i0 + r) * t;
-                        for (x, &hidden) in row.iter_mut().zip(&ms[at_row..at_row + tb]) {
-                            if hidden != 0 {
-                                *x = f32::NEG_INFINITY;
-                            }
-                        }
-                        if lim[r] == 0 {
-                            row.fill(0.0);
+    let task = |scores: &mut Vec<f32>, bh: usize| {
+        let (bi, head) = (bh / h, bh % h);
+        let kvh = head / group;
+        let k = ks[at(&kst, bi, kvh)..].as_ptr();
+        let v = vs[at(&vst, bi, kvh)..].as_ptr();
+        for i0 in (0..s).step_by(QUERY_BLOCK) {
+            let rows = (s - i0).min(QUERY_BLOCK);
+            let lim = &limits[bi * s + i0..bi * s + i0 + rows];
+            // Keys past the last one any query of the block sees are skipped (causal
+            // masks: about half the products of a prefill).
+            let tb = lim.iter().copied().max().unwrap_or(0);
+            if tb == 0 {
+                continue; // no query of the block sees a key: zeros
+            }
+            let q = qs[at(&qst, bi, head) + i0 * qst[2] as usize..].as_ptr();
+            scores.clear();
+            scores.resize(rows * tb, 0.0);
+            // SAFETY: `strided` checked that every element of q, k and v lies in its
+            // buffer; q rows i0 .. i0 + rows are read as [rows, d] (row stride qst[2],
+            // column stride qst[3]), keys 0 .. tb as kᵀ [d, tb]; `scores` is [rows, tb].
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    tb,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    tb as isize,
+                    false,
+                    q,
+                    qst[3],
+                    qst[2],
+                    k,
+                    kst[2],
+                    kst[3],
+                    0.0,
+                    scale as f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            if let Some(ms) = ms {
+                for (r, row) in scores.chunks_exact_mut(tb).enumerate() {
+                    let at_row = (bi * s + i0 + r) * t;
+                    for (x, &hidden) in row.iter_mut().zip(&ms[at_row..at_row + tb]) {
+                        if hidden != 0 {
+                            *x = f32::NEG_INFINITY;
                         }
                     }
-                }
-                crate::encoder_kernels::softmax_rows(scores, tb);
-                for (r, row) in scores.chunks_exact_mut(tb).enumerate() {
                     if lim[r] == 0 {
                         row.fill(0.0);
                     }
                 }
-                // SAFETY: this task writes rows bi·s + i0 .. + rows, columns head·d .. + d of
-                // `out` [b·s, h·d] (row stride h·d): a block no other task writes; `scores` is
-                // [rows, tb]; values 0 .. tb are read as [tb, d] (row stride vst[2], column
-                // vst[3]).
-                unsafe {
-                    let dst = out_ptr.get().add((bi * s + i0) * hd + head * d);
-                    gemm::gemm(
-                        rows,
-                        d,
-                        tb,
-                        dst,
-                        1,
-                        hd as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        tb as isize,
-                        v,
-                        vst[3],
-                        vst[2],
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+            }
+            crate::encoder_kernels::softmax_rows(scores, tb);
+            for (r, row) in scores.chunks_exact_mut(tb).enumerate() {
+                if lim[r] == 0 {
+                    row.fill(0.0);
                 }
             }
-        });
+            // SAFETY: this task writes rows bi·s + i0 .. + rows, columns head·d .. + d of
+            // `out` [b·s, h·d] (row stride h·d): a block no other task writes; `scores` is
+            // [rows, tb]; values 0 .. tb are read as [tb, d] (row stride vst[2], column
+            // vst[3]).
+            unsafe {
+                let dst = out_ptr.get().add((bi * s + i0) * hd + head * d);
+                gemm::gemm(
+                    rows,
+                    d,
+                    tb,
+                    dst,
+                    1,
+                    hd as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    tb as isize,
+                    v,
+                    vst[3],
+                    vst[2],
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
+    };
+    if b * h * s * t * d <= SEQUENTIAL * 64 {
+        // A decode step's products: handing them to the pool costs more than the work.
+        let mut scores = Vec::new();
+        for bh in 0..b * h {
+            task(&mut scores, bh);
+        }
+    } else {
+        (0..b * h).into_par_iter().for_each_init(Vec::new, task);
+    }
     Some(Tensor::from_data(
         TensorData::new(out, [b, s, hd]),
         &q.device(),
