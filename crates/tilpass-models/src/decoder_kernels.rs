@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::encoder_kernels::{exp_f32, host, host_vec, usable};
+use crate::encoder_kernels::{exp_f32, host, host_vec, usable, values, values_ref};
 
 /// Rows per Rayon task.
 const ROWS_PER_TASK: usize = 16;
@@ -54,7 +54,7 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Te
     let w = host_vec(weight);
     debug_assert_eq!(w.len(), n);
     let mut data = host(x);
-    let v = values_mut(&mut data);
+    let v = values(&mut data);
     if v.len() <= SEQUENTIAL {
         // A decode step's few rows: handing them to the pool costs more than the pass.
         rms_rows(v, &w, eps as f32);
@@ -71,13 +71,9 @@ pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     debug_assert_eq!(gate.dims(), up.dims());
     let mut g = host(gate);
     let u = host(up);
-    let u: &[f32] = match u.as_slice::<f32>() {
-        Ok(u) => u,
-        // `host` made the data f32.
-        Err(e) => unreachable!("an f32 tensor's data is a slice of f32: {e:?}"),
-    };
+    let u = values_ref(&u);
     const CHUNK: usize = 4096;
-    let gv = values_mut(&mut g);
+    let gv = values(&mut g);
     if gv.len() <= SEQUENTIAL {
         silu_mul_chunk(gv, u);
     } else {
@@ -315,14 +311,6 @@ unsafe impl Send for SendPtr {}
 // SAFETY: as above.
 #[cfg(feature = "flex")]
 unsafe impl Sync for SendPtr {}
-
-fn values_mut(data: &mut TensorData) -> &mut [f32] {
-    match data.as_mut_slice::<f32>() {
-        Ok(v) => v,
-        // `host` made the data f32.
-        Err(e) => unreachable!("an f32 tensor's data is a slice of f32: {e:?}"),
-    }
-}
 
 macro_rules! vectorised {
     ($name:ident, $loop:ident, ($($arg:ident: $ty:ty),*)) => {

@@ -32,8 +32,17 @@ pub(crate) fn host<const D: usize>(x: Tensor<D>) -> TensorData {
 }
 
 /// The f32 values of [`host`] data, mutable.
-fn values(data: &mut TensorData) -> &mut [f32] {
+pub(crate) fn values(data: &mut TensorData) -> &mut [f32] {
     match data.as_mut_slice::<f32>() {
+        Ok(v) => v,
+        // `host` made the data f32, and an f32 buffer is a slice of f32.
+        Err(e) => unreachable!("an f32 tensor's data is a slice of f32: {e:?}"),
+    }
+}
+
+/// The f32 values of [`host`] data, read-only.
+pub(crate) fn values_ref(data: &TensorData) -> &[f32] {
+    match data.as_slice::<f32>() {
         Ok(v) => v,
         // `host` made the data f32, and an f32 buffer is a slice of f32.
         Err(e) => unreachable!("an f32 tensor's data is a slice of f32: {e:?}"),
@@ -322,11 +331,7 @@ pub fn bias_residual_layer_norm<const D: usize>(
     debug_assert_eq!(residual.dims(), y.dims());
     let mut data = host(y);
     let res = host(residual);
-    let r: &[f32] = match res.as_slice::<f32>() {
-        Ok(r) => r,
-        // `host` made the data f32.
-        Err(e) => unreachable!("an f32 tensor's data is a slice of f32: {e:?}"),
-    };
+    let r = values_ref(&res);
     values(&mut data)
         .par_chunks_mut(n * ROWS_PER_TASK)
         .zip(r.par_chunks(n * ROWS_PER_TASK))
