@@ -57,7 +57,10 @@ pub fn causal_lm_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> Result<(Ten
         .try_into_vec::<f32>()
         .map_err(|e| ModelError::Input(format!("logits as f32: {e:?}")))?;
     let inv_n = 1.0 / n.max(1) as f64;
-    let total: f64 = z
+    // Per-row losses collected in order and added on one thread: a parallel `sum` would add
+    // them in an order that depends on thread scheduling, and the loss of a resumed run must
+    // equal the uninterrupted run's bit for bit.
+    let losses: Vec<f64> = z
         .par_chunks_mut(v)
         .zip(targets.par_iter())
         .map(|(row, target)| {
@@ -81,7 +84,8 @@ pub fn causal_lm_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> Result<(Ten
             }
             loss
         })
-        .sum();
+        .collect();
+    let total: f64 = losses.iter().sum();
     let value = Tensor::<1>::from_data(TensorData::new(vec![(total * inv_n) as f32], [1]), &device);
     if !track {
         return Ok((value, n));
