@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use crate::encoder_kernels::{exp_f32, host, host_vec, usable, values, values_ref};
@@ -254,7 +254,7 @@ pub fn try_attention(
         (0..b * h).into_par_iter().for_each_init(Vec::new, task);
     }
     Some(Tensor::from_data(
-        TensorData::new(out, [b, s, hd]),
+        burn::tensor::TensorData::new(out, [b, s, hd]),
         &q.device(),
     ))
 }
