@@ -34,6 +34,8 @@ use tilpass::models::{
     DecoderInput, DecoderLm, GenerateConfig, KvCache, SentenceEmbedder, WeightDtype,
     generate_greedy, shifted_log_probs,
 };
+// The trainer runs the backward on the Rayon pool (tilpass_models::pool); the steps here too.
+use tilpass::models::pool::on_pool;
 use tilpass::peft::{LoraConfig, PeftModel};
 use tilpass::preference::{DpoBatch, DpoConfig, DpoReference, dpo_batch_loss};
 use tilpass::tokenize::{SftConfig, SftEncoder, Tokenizer};
@@ -682,7 +684,7 @@ fn llama_lora_step(spec: &Spec, r: &mut Report, fused: bool) -> Res<()> {
                     let n = mask.iter().filter(|m| **m).count();
                     lp.sum().neg().div_scalar(n.max(1) as f64)
                 };
-                let grads = loss.backward();
+                let grads = on_pool(|| loss.backward());
                 let mut params = peft.trainable_params_mut();
                 let mut gr = collect_grads(&params, &grads);
                 clip_global_norm(&mut gr, 1.0);
@@ -738,7 +740,7 @@ fn t5_lora_step(spec: &Spec, r: &mut Report) -> Res<()> {
         || Ok(()),
         |()| {
             let (loss, _) = seq2seq_lm_loss(peft.model(), &batch)?;
-            let grads = loss.backward();
+            let grads = on_pool(|| loss.backward());
             let mut params = peft.trainable_params_mut();
             let mut gr = collect_grads(&params, &grads);
             clip_global_norm(&mut gr, 1.0);
@@ -785,7 +787,7 @@ fn dpo_step(specs: &[Spec], r: &mut Report) -> Res<()> {
             || Ok(()),
             |()| {
                 let out = dpo_batch_loss(&mut peft, DpoReference::DisabledAdapters, &dpo, &batch)?;
-                let grads = out.loss.backward();
+                let grads = on_pool(|| out.loss.backward());
                 let mut params = peft.trainable_params_mut();
                 let mut gr = collect_grads(&params, &grads);
                 clip_global_norm(&mut gr, 1.0);

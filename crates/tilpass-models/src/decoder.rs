@@ -245,13 +245,15 @@ impl DecoderLm {
     /// Logits `[batch, seq, vocab]` for the new tokens of `input`; with a cache, the cached
     /// columns are attended to and the new keys/values are appended.
     pub fn forward(&self, input: &DecoderInput, cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
-        let hidden = self.forward_hidden(input, cache)?;
-        Ok(self.logits(hidden))
+        crate::pool::on_pool(|| {
+            let hidden = self.forward_hidden(input, cache)?;
+            Ok(self.logits(hidden))
+        })
     }
 
     /// Logits `[batch, seq, vocab]` from final hidden states `[batch, seq, hidden]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        self.family().lm_logits(hidden)
+        crate::pool::on_pool(|| self.family().lm_logits(hidden))
     }
 
     /// Final hidden states `[batch, seq, hidden]` (after the last norm) for the new tokens of
@@ -278,6 +280,16 @@ impl DecoderLm {
 
     /// [`Self::forward_hidden`] with optional prompt embeddings (see [`Self::forward_with_prompt`]).
     pub fn forward_hidden_with_prompt(
+        &self,
+        input: &DecoderInput,
+        cache: Option<&mut KvCache>,
+        prompt: Option<Tensor<3>>,
+    ) -> Result<Tensor<3>> {
+        crate::pool::on_pool(|| self.forward_hidden_here(input, cache, prompt))
+    }
+
+    /// [`Self::forward_hidden_with_prompt`] on the calling thread.
+    fn forward_hidden_here(
         &self,
         input: &DecoderInput,
         cache: Option<&mut KvCache>,

@@ -83,20 +83,20 @@ impl EncoderModel {
 
     /// Last hidden states `[batch, seq, hidden]`.
     pub fn forward_hidden(&self, input: &EncoderInput) -> Result<Tensor<3>> {
-        match self {
+        crate::pool::on_pool(|| match self {
             Self::Bert(m) => m.forward_hidden(input),
             Self::LtgBert(m) => m.forward_hidden(input),
-        }
+        })
     }
 
     /// Last hidden states `[batch, seq, hidden]` for poolers that ignore padding: at padding
     /// positions they may be zeros instead of what [`Self::forward_hidden`] computes there
     /// (BERT on Flex skips the padding; see [`crate::Bert::forward_hidden_real`]).
     pub fn forward_hidden_real(&self, input: &EncoderInput) -> Result<Tensor<3>> {
-        match self {
+        crate::pool::on_pool(|| match self {
             Self::Bert(m) => m.forward_hidden_real(input),
             Self::LtgBert(m) => m.forward_hidden(input),
-        }
+        })
     }
 
     /// Turns the model into a fresh sequence classifier over `labels` (see
@@ -110,18 +110,18 @@ impl EncoderModel {
 
     /// Sequence-classification logits `[batch, num_labels]`.
     pub fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
-        match self {
+        crate::pool::on_pool(|| match self {
             Self::Bert(m) => m.classify(input),
             Self::LtgBert(m) => m.classify(input),
-        }
+        })
     }
 
     /// Masked-LM logits `[batch, seq, vocab]`.
     pub fn mlm_logits(&self, input: &EncoderInput) -> Result<Tensor<3>> {
-        match self {
+        crate::pool::on_pool(|| match self {
             Self::Bert(m) => m.mlm_logits(input),
             Self::LtgBert(m) => m.mlm_logits(input),
-        }
+        })
     }
 
     /// Class names by id, from `id2label`, when the config has them.
@@ -343,6 +343,11 @@ impl SentenceEmbedder {
     /// rows are batched in order of decreasing length (less padding); the result is in input
     /// order, one vector per row.
     pub fn embed_ids(&self, rows: &[Vec<u32>], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+        crate::pool::on_pool(|| self.embed_ids_here(rows, batch_size))
+    }
+
+    /// [`Self::embed_ids`] on the calling thread.
+    fn embed_ids_here(&self, rows: &[Vec<u32>], batch_size: usize) -> Result<Vec<Vec<f32>>> {
         let pad = self.model.pad_token_id();
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(rows[i].len()));

@@ -77,6 +77,7 @@ pub mod mlp;
 pub mod norm;
 pub mod nort5;
 pub mod params;
+pub mod pool;
 pub mod rope;
 pub mod seq2seq;
 pub mod t5;

@@ -75,7 +75,7 @@ impl Seq2SeqLm {
 
     /// Logits `[batch, t, vocab]` of a full pass: encode `input`, decode `decoder_ids`.
     pub fn forward(&self, input: &EncoderInput, decoder_ids: &[Vec<u32>]) -> Result<Tensor<3>> {
-        forward_seq2seq(self, input, decoder_ids)
+        crate::pool::on_pool(|| forward_seq2seq(self, input, decoder_ids))
     }
 }
 
