@@ -71,14 +71,25 @@ pub fn causal_lm_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> Result<(Ten
                 return 0.0;
             };
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = row.iter().map(|&x| f64::from((x - max).exp())).sum();
+            let target = row[label];
+            let sum: f64 = if track {
+                // exp(z - max) kept in place for the gradient: one exp per logit.
+                row.iter_mut()
+                    .map(|x| {
+                        *x = (*x - max).exp();
+                        f64::from(*x)
+                    })
+                    .sum()
+            } else {
+                row.iter().map(|&x| f64::from((x - max).exp())).sum()
+            };
             let lse = f64::from(max) + sum.ln();
-            let loss = lse - f64::from(row[label]);
+            let loss = lse - f64::from(target);
             if track {
                 // d loss / d z = (softmax(z) - onehot(label)) / n.
                 let scale = (inv_n / sum) as f32;
                 for x in row.iter_mut() {
-                    *x = (*x - max).exp() * scale;
+                    *x *= scale;
                 }
                 row[label] -= inv_n as f32;
             }
