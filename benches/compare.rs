@@ -97,6 +97,9 @@ struct Report {
     /// The machine's measured f32 matmul peak in GFLOP/s ([`measure_peak_gflops`]), measured
     /// at the first benchmark that counts its FLOPs.
     peak_gflops: Option<f64>,
+    /// The machine's measured read bandwidth in GB/s ([`measure_read_gbs`]), measured at the
+    /// first benchmark that counts the bytes it must read.
+    read_gbs: Option<f64>,
 }
 
 impl Report {
@@ -201,6 +204,39 @@ impl Report {
         Ok(())
     }
 
+    /// Adds the weight bytes one run must read from memory at least (`weight_gb`: a decode
+    /// step reads every weight once), the achieved rate over its median (`weight_gbs`) and the
+    /// memory-bandwidth utilisation (that rate over the measured read bandwidth, `mbu`) to its
+    /// JSON entry, and prints them on stderr. Decoding is bound by this, not by FLOPs.
+    fn bytes(&mut self, bytes_per_run: f64) -> Res<()> {
+        let peak = match self.read_gbs {
+            Some(p) => p,
+            None => {
+                let p = measure_read_gbs();
+                eprintln!(
+                    "tilpass-compare: read bandwidth (256 MiB over the Rayon pool): {p:.1} GB/s"
+                );
+                self.read_gbs = Some(p);
+                p
+            }
+        };
+        let Some(Value::Object(b)) = self.benchmarks.last_mut() else {
+            return Err("no benchmark to annotate".into());
+        };
+        let median = b["median_s"].as_f64().unwrap_or(f64::NAN);
+        let gbs = bytes_per_run / median / 1e9;
+        eprintln!(
+            "tilpass-compare: {}: {:.2} GB of weights read per run, {gbs:.1} GB/s, MBU {:.1}%",
+            b["name"].as_str().unwrap_or("?"),
+            bytes_per_run / 1e9,
+            100.0 * gbs / peak
+        );
+        b.insert("weight_gb".into(), json!(bytes_per_run / 1e9));
+        b.insert("weight_gbs".into(), json!(gbs));
+        b.insert("mbu".into(), json!(gbs / peak));
+        Ok(())
+    }
+
     fn check(&mut self, key: &str, v: Value) {
         self.checks.insert(key.into(), v);
     }
@@ -267,6 +303,54 @@ fn measure_peak_gflops() -> Res<f64> {
         }
     }
     Ok(2.0 * 1024f64.powi(3) / best / 1e9)
+}
+
+/// The machine's read bandwidth as the decode kernels could use it: the best of 5 sums of a
+/// 256 MiB f32 buffer split over the Rayon pool and run from inside it (as the models'
+/// forwards run, `tilpass_models::pool`), with the CPU's vector width (after 1 untimed), in
+/// GB/s.
+fn measure_read_gbs() -> f64 {
+    use rayon::prelude::*;
+    /// 16 independent sums: the loads, not the additions, set the pace.
+    #[inline(always)]
+    fn sum(c: &[f32]) -> f32 {
+        let mut acc = [0f32; 16];
+        for ch in c.chunks_exact(16) {
+            for (a, x) in acc.iter_mut().zip(ch) {
+                *a += x;
+            }
+        }
+        acc.iter().sum()
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn sum_avx2(c: &[f32]) -> f32 {
+        sum(c)
+    }
+    fn sum_wide(c: &[f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { sum_avx2(c) };
+        }
+        sum(c)
+    }
+    let n: usize = 64 << 20;
+    let v: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+    let parts = 2 * rayon::current_num_threads();
+    let mut best = f64::INFINITY;
+    for i in 0..6 {
+        let t = rayon::scope(|_| {
+            let start = Instant::now();
+            let total: f32 = v.par_chunks(n.div_ceil(parts)).map(sum_wide).sum();
+            std::hint::black_box(total);
+            start.elapsed().as_secs_f64()
+        });
+        if i >= 1 {
+            best = best.min(t);
+        }
+    }
+    (n * 4) as f64 / best / 1e9
 }
 
 /// Model FLOPs of a Llama [`Shape`] (heads = key/value heads):
@@ -499,6 +583,13 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                 let f = Flops::of(&STANDARD);
                 let steps: f64 = (0..255).map(|i| f.forward(1, 1, 32 + i)).sum();
                 r.flops(f.forward(1, 32, 0) + steps)?;
+                // Every step reads every matmul weight once (f32 or bf16).
+                let width = if base == "greedy_decode_256" {
+                    4.0
+                } else {
+                    2.0
+                };
+                r.bytes(256.0 * f.n * width)?;
                 let key = match base {
                     "greedy_decode_256" => "decode_new_tokens",
                     _ => "decode_new_tokens_bf16",
@@ -525,6 +616,7 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                 let f = Flops::of(&STANDARD);
                 let steps: f64 = (0..255).map(|i| f.forward(8, 1, 32 + i)).sum();
                 r.flops(f.forward(8, 32, 0) + steps)?;
+                r.bytes(256.0 * f.n * 4.0)?;
                 let lens: Vec<usize> = out.iter().map(Vec::len).collect();
                 r.check("decode_new_tokens_b8", json!(lens));
             }
@@ -684,7 +776,7 @@ fn llama_lora_step(spec: &Spec, r: &mut Report, fused: bool) -> Res<()> {
                     let n = mask.iter().filter(|m| **m).count();
                     lp.sum().neg().div_scalar(n.max(1) as f64)
                 };
-                let grads = on_pool(|| loss.backward());
+                let grads = on_pool(&device, || loss.backward());
                 let mut params = peft.trainable_params_mut();
                 let mut gr = collect_grads(&params, &grads);
                 clip_global_norm(&mut gr, 1.0);
@@ -740,7 +832,7 @@ fn t5_lora_step(spec: &Spec, r: &mut Report) -> Res<()> {
         || Ok(()),
         |()| {
             let (loss, _) = seq2seq_lm_loss(peft.model(), &batch)?;
-            let grads = on_pool(|| loss.backward());
+            let grads = on_pool(&device, || loss.backward());
             let mut params = peft.trainable_params_mut();
             let mut gr = collect_grads(&params, &grads);
             clip_global_norm(&mut gr, 1.0);
@@ -787,7 +879,7 @@ fn dpo_step(specs: &[Spec], r: &mut Report) -> Res<()> {
             || Ok(()),
             |()| {
                 let out = dpo_batch_loss(&mut peft, DpoReference::DisabledAdapters, &dpo, &batch)?;
-                let grads = on_pool(|| out.loss.backward());
+                let grads = on_pool(&device, || out.loss.backward());
                 let mut params = peft.trainable_params_mut();
                 let mut gr = collect_grads(&params, &grads);
                 clip_global_norm(&mut gr, 1.0);
@@ -1137,6 +1229,7 @@ fn run() -> Res<()> {
         checks: serde_json::Map::new(),
         extra: serde_json::Map::new(),
         peak_gflops: None,
+        read_gbs: None,
     };
     match group.as_str() {
         "sft_encode" => sft_encode(&specs, &mut report)?,
@@ -1161,6 +1254,7 @@ fn run() -> Res<()> {
         "versions": {"tilpass": env!("CARGO_PKG_VERSION")},
         "allocator": allocator,
         "peak_gflops": report.peak_gflops,
+        "read_gbs": report.read_gbs,
         "benchmarks": report.benchmarks,
         "checks": report.checks,
     });

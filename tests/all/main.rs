@@ -15,6 +15,7 @@ mod grpo_trainer_parity;
 mod half_decode;
 mod honest_outputs;
 mod hostile_inputs;
+mod kv_cache;
 mod lambert;
 mod lambert_fewshot;
 mod langid;

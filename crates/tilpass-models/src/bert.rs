@@ -176,6 +176,11 @@ pub struct Bert {
 }
 
 impl Bert {
+    /// The device of the weights.
+    pub(crate) fn weights_device(&self) -> burn::tensor::Device {
+        self.word.weight.device()
+    }
+
     /// Loads the weights of `config` with the head named by `architectures` (or `head`), from
     /// keys with or without the `bert.` prefix (buffers such as `embeddings.position_ids` are
     /// ignored).

@@ -245,7 +245,7 @@ impl DecoderLm {
     /// Logits `[batch, seq, vocab]` for the new tokens of `input`; with a cache, the cached
     /// columns are attended to and the new keys/values are appended.
     pub fn forward(&self, input: &DecoderInput, cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
-        crate::pool::on_pool(|| {
+        crate::pool::on_pool(&self.device(), || {
             let hidden = self.forward_hidden(input, cache)?;
             Ok(self.logits(hidden))
         })
@@ -253,7 +253,7 @@ impl DecoderLm {
 
     /// Logits `[batch, seq, vocab]` from final hidden states `[batch, seq, hidden]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        crate::pool::on_pool(|| self.family().lm_logits(hidden))
+        crate::pool::on_pool(&self.device(), || self.family().lm_logits(hidden))
     }
 
     /// Final hidden states `[batch, seq, hidden]` (after the last norm) for the new tokens of
@@ -285,7 +285,9 @@ impl DecoderLm {
         cache: Option<&mut KvCache>,
         prompt: Option<Tensor<3>>,
     ) -> Result<Tensor<3>> {
-        crate::pool::on_pool(|| self.forward_hidden_here(input, cache, prompt))
+        crate::pool::on_pool(&self.device(), || {
+            self.forward_hidden_here(input, cache, prompt)
+        })
     }
 
     /// [`Self::forward_hidden_with_prompt`] on the calling thread.

@@ -81,9 +81,17 @@ impl EncoderModel {
         })
     }
 
+    /// The device of the weights.
+    fn weights_device(&self) -> burn::tensor::Device {
+        match self {
+            Self::Bert(m) => m.weights_device(),
+            Self::LtgBert(m) => m.weights_device(),
+        }
+    }
+
     /// Last hidden states `[batch, seq, hidden]`.
     pub fn forward_hidden(&self, input: &EncoderInput) -> Result<Tensor<3>> {
-        crate::pool::on_pool(|| match self {
+        crate::pool::on_pool(&self.weights_device(), || match self {
             Self::Bert(m) => m.forward_hidden(input),
             Self::LtgBert(m) => m.forward_hidden(input),
         })
@@ -93,7 +101,7 @@ impl EncoderModel {
     /// positions they may be zeros instead of what [`Self::forward_hidden`] computes there
     /// (BERT on Flex skips the padding; see [`crate::Bert::forward_hidden_real`]).
     pub fn forward_hidden_real(&self, input: &EncoderInput) -> Result<Tensor<3>> {
-        crate::pool::on_pool(|| match self {
+        crate::pool::on_pool(&self.weights_device(), || match self {
             Self::Bert(m) => m.forward_hidden_real(input),
             Self::LtgBert(m) => m.forward_hidden(input),
         })
@@ -110,7 +118,7 @@ impl EncoderModel {
 
     /// Sequence-classification logits `[batch, num_labels]`.
     pub fn classify(&self, input: &EncoderInput) -> Result<Tensor<2>> {
-        crate::pool::on_pool(|| match self {
+        crate::pool::on_pool(&self.weights_device(), || match self {
             Self::Bert(m) => m.classify(input),
             Self::LtgBert(m) => m.classify(input),
         })
@@ -118,7 +126,7 @@ impl EncoderModel {
 
     /// Masked-LM logits `[batch, seq, vocab]`.
     pub fn mlm_logits(&self, input: &EncoderInput) -> Result<Tensor<3>> {
-        crate::pool::on_pool(|| match self {
+        crate::pool::on_pool(&self.weights_device(), || match self {
             Self::Bert(m) => m.mlm_logits(input),
             Self::LtgBert(m) => m.mlm_logits(input),
         })
@@ -343,7 +351,9 @@ impl SentenceEmbedder {
     /// rows are batched in order of decreasing length (less padding); the result is in input
     /// order, one vector per row.
     pub fn embed_ids(&self, rows: &[Vec<u32>], batch_size: usize) -> Result<Vec<Vec<f32>>> {
-        crate::pool::on_pool(|| self.embed_ids_here(rows, batch_size))
+        crate::pool::on_pool(&self.model.weights_device(), || {
+            self.embed_ids_here(rows, batch_size)
+        })
     }
 
     /// [`Self::embed_ids`] on the calling thread.

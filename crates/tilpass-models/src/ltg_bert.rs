@@ -226,6 +226,11 @@ pub struct LtgBert {
 }
 
 impl LtgBert {
+    /// The device of the weights.
+    pub(crate) fn weights_device(&self) -> burn::tensor::Device {
+        self.word.weight.device()
+    }
+
     /// Loads the weights of `config`; the head follows `architectures`
     /// (`…ForMaskedLM` → `classifier.*`, `…ForSequenceClassification` → `head.*`).
     pub fn load(

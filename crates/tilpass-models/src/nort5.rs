@@ -163,6 +163,11 @@ pub struct NorT5 {
 }
 
 impl NorT5 {
+    /// The device of the weights.
+    pub(crate) fn weights_device(&self) -> burn::tensor::Device {
+        self.word.weight.device()
+    }
+
     /// Loads a NorT5 directory (`model_type` `nort5`, or `architectures` naming a NorT5 class).
     pub fn from_dir(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
         let md = tilpass_core::ModelDir::open(dir)?;

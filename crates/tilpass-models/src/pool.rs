@@ -8,10 +8,18 @@
 //! whole forward on a pool thread instead: the kernels' splits then become Rayon joins that the
 //! running thread takes part in, and the hand-over happens once per forward.
 
-/// Runs `work` on a thread of Rayon's global pool and returns its result; on a pool thread
-/// already, runs it in place.
-pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() {
+use burn::tensor::Device;
+
+/// Runs `work` on a thread of Rayon's global pool and returns its result when `device` is Flex
+/// (the CPU backend, with or without autodiff) and the calling thread is outside the pool;
+/// otherwise runs it in place (GPU backends keep their work on the caller's stream).
+pub fn on_pool<R: Send>(device: &Device, work: impl FnOnce() -> R + Send) -> R {
+    on_pool_if(format!("{device:?}").contains("Flex("), work)
+}
+
+/// [`on_pool`] with the device's verdict made: `pool` false runs `work` in place.
+fn on_pool_if<R: Send>(pool: bool, work: impl FnOnce() -> R + Send) -> R {
+    if !pool || rayon::current_thread_index().is_some() {
         work()
     } else {
         rayon::scope(|_| work())
@@ -29,9 +37,9 @@ mod tests {
             None,
             "a test thread is not a pool thread"
         );
-        let (outer, inner, sum) = on_pool(|| {
+        let (outer, inner, sum) = on_pool_if(true, || {
             let outer = rayon::current_thread_index();
-            let inner = on_pool(rayon::current_thread_index);
+            let inner = on_pool_if(true, rayon::current_thread_index);
             // A parallel split inside still works (and may use the other pool threads).
             use rayon::prelude::*;
             let sum: u64 = (0..10_000u64).into_par_iter().sum();
@@ -43,5 +51,10 @@ mod tests {
         );
         assert_eq!(inner, outer, "nested on_pool moved the work");
         assert_eq!(sum, 10_000 * 9_999 / 2);
+        assert_eq!(
+            on_pool_if(false, rayon::current_thread_index),
+            None,
+            "work for another device moved to the pool"
+        );
     }
 }

@@ -75,7 +75,11 @@ impl Seq2SeqLm {
 
     /// Logits `[batch, t, vocab]` of a full pass: encode `input`, decode `decoder_ids`.
     pub fn forward(&self, input: &EncoderInput, decoder_ids: &[Vec<u32>]) -> Result<Tensor<3>> {
-        crate::pool::on_pool(|| forward_seq2seq(self, input, decoder_ids))
+        let device = match self {
+            Self::T5(m) => m.weights_device(),
+            Self::NorT5(m) => m.weights_device(),
+        };
+        crate::pool::on_pool(&device, || forward_seq2seq(self, input, decoder_ids))
     }
 }
 

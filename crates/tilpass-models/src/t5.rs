@@ -274,6 +274,11 @@ pub struct T5 {
 }
 
 impl T5 {
+    /// The device of the weights.
+    pub(crate) fn weights_device(&self) -> burn::tensor::Device {
+        self.shared.weight.device()
+    }
+
     /// Loads a T5 directory (`model_type` `t5` or `mt5`; single or sharded safetensors).
     pub fn from_dir(dir: impl AsRef<std::path::Path>, device: &Device) -> Result<Self> {
         let md = tilpass_core::ModelDir::open(dir)?;

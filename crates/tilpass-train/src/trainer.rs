@@ -937,7 +937,9 @@ pub fn train_trainable_with_hooks<S: Trainable>(
             }
             // On the Rayon pool: the backward's kernels then split without waking the pool
             // from outside for each (see tilpass_models::pool).
-            let g = tilpass_models::pool::on_pool(|| loss.div_scalar(accum as f64).backward());
+            let device = loss.device();
+            let g =
+                tilpass_models::pool::on_pool(&device, || loss.div_scalar(accum as f64).backward());
             add_grads(&mut grads, subject.grads(&g));
             loss_sum += f64::from(value);
             tokens += n;
