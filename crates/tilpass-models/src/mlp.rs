@@ -71,8 +71,7 @@ pub fn erf_f32(x: f32) -> f32 {
 /// True for a plain Flex (CPU) device, not wrapped in autodiff (burn prints it
 /// `Device<Flex(Cpu)>`; library crates enable no backend, so the variant cannot be matched).
 pub fn is_flex(device: &Device) -> bool {
-    let name = format!("{device:?}");
-    name.contains("Flex(") && !name.contains("Autodiff")
+    crate::pool::on_flex(device) && !format!("{device:?}").contains("Autodiff")
 }
 
 /// Exact GELU, `x · Φ(x) = 0.5 x (1 + erf(x / √2))` (transformers' `gelu`). On Flex, outside

@@ -14,7 +14,12 @@ use burn::tensor::Device;
 /// (the CPU backend, with or without autodiff) and the calling thread is outside the pool;
 /// otherwise runs it in place (GPU backends keep their work on the caller's stream).
 pub fn on_pool<R: Send>(device: &Device, work: impl FnOnce() -> R + Send) -> R {
-    on_pool_if(format!("{device:?}").contains("Flex("), work)
+    on_pool_if(on_flex(device), work)
+}
+
+/// True when `device` is burn's Flex CPU backend, with or without autodiff.
+pub fn on_flex(device: &Device) -> bool {
+    format!("{device:?}").contains("Flex(")
 }
 
 /// [`on_pool`] with the device's verdict made: `pool` false runs `work` in place.

@@ -40,7 +40,7 @@ pub fn causal_lm_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> Result<(Ten
         .collect();
     let n = targets.iter().filter(|t| t.is_some()).count();
     let device = logits.device();
-    if !format!("{device:?}").contains("Flex(") {
+    if !tilpass_models::pool::on_flex(&device) {
         // On a GPU the logits stay there: the composed tensor ops, no host round trip.
         let (lp, _) = tilpass_models::shifted_log_probs(logits, labels)?;
         return Ok((lp.sum().neg().div_scalar(n.max(1) as f64), n));

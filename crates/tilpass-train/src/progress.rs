@@ -229,8 +229,8 @@ pub fn peak_gflops(device: &Device) -> Option<f64> {
         return Some(p);
     }
     static MEASURED: OnceLock<f64> = OnceLock::new();
-    // Library crates enable no backend, so Flex is recognised by its name (as `mlp::is_flex`).
-    if !format!("{device:?}").contains("Flex(") {
+    // Library crates enable no backend, so Flex is recognised by its name (`pool::on_flex`).
+    if !tilpass_models::pool::on_flex(device) {
         return None;
     }
     Some(*MEASURED.get_or_init(|| {
