@@ -72,7 +72,12 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("predict", &["predict_minilm", "predict_base"]),
     (
         "train",
-        &["lora_sft_step", "t5_lora_sft_step", "lora_sft_step_unfused"],
+        &[
+            "lora_sft_step",
+            "t5_lora_sft_step",
+            "lora_sft_step_unfused",
+            "lora_sft_step_logits",
+        ],
     ),
     ("dpo_step", &["dpo_step"]),
     ("grpo_step", &["grpo_generate", "grpo_train"]),
@@ -758,7 +763,8 @@ fn predict(specs: &[Spec], r: &mut Report) -> Res<()> {
 /// r=16 alpha 32 on q/k/v/o, batch 4 × 256. `fused`: the loss is `causal_lm_loss` (the fused
 /// cross-entropy); otherwise the same loss composed of tensor ops (`shifted_log_probs`: log-
 /// softmax, gather, mean) as before the fusion, for an in-process A/B
-/// (`lora_sft_step_unfused`).
+/// (`lora_sft_step_unfused`); `lora_sft_step_logits` is the fused cross-entropy over computed
+/// logits, without the head fused into the loss (`tilpass_train::fused_ce::set_fused_head_enabled`).
 fn llama_lora_step(spec: &Spec, r: &mut Report, fused: bool) -> Res<()> {
     let device = flex()?.autodiff();
     let (_dir, base) = llama(&STANDARD, &device)?;
@@ -865,6 +871,13 @@ fn train(specs: &[Spec], r: &mut Report) -> Res<()> {
         match spec.name.as_str() {
             "t5_lora_sft_step" => t5_lora_step(spec, r)?,
             "lora_sft_step_unfused" => llama_lora_step(spec, r, false)?,
+            "lora_sft_step_logits" => {
+                // The fused cross-entropy over computed logits, without the head fused in.
+                tilpass::train::fused_ce::set_fused_head_enabled(false);
+                let out = llama_lora_step(spec, r, true);
+                tilpass::train::fused_ce::set_fused_head_enabled(true);
+                out?
+            }
             _ => llama_lora_step(spec, r, true)?,
         }
     }

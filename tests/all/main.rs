@@ -13,6 +13,7 @@ mod fuzz;
 mod grpo_parity;
 mod grpo_trainer_parity;
 mod half_decode;
+mod head_loss;
 mod honest_outputs;
 mod hostile_inputs;
 mod kv_cache;

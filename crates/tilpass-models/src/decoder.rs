@@ -256,6 +256,12 @@ impl DecoderLm {
         crate::pool::on_pool(&self.device(), || self.family().lm_logits(hidden))
     }
 
+    /// The LM head when it is a plain frozen matrix (adapter training: no bias, no adapter on
+    /// it, no gradient), for the loss fused with it ([`crate::head_loss`]); `None` otherwise.
+    pub fn frozen_lm_head(&self) -> Option<crate::head_loss::LmHead> {
+        self.family().frozen_lm_head()
+    }
+
     /// Final hidden states `[batch, seq, hidden]` (after the last norm) for the new tokens of
     /// `input`, e.g. for embeddings or a value head.
     pub fn forward_hidden(

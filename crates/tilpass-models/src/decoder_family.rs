@@ -44,4 +44,7 @@ pub trait DecoderFamily: ParamTable + HasLinears {
     ) -> Tensor<3>;
     /// Logits `[batch, seq, vocab]` from final hidden states.
     fn lm_logits(&self, hidden: Tensor<3>) -> Tensor<3>;
+    /// The LM head as a plain frozen matrix (no bias, no active adapter, no gradient), for
+    /// the fused loss ([`crate::head_loss`]); `None` otherwise.
+    fn frozen_lm_head(&self) -> Option<crate::head_loss::LmHead>;
 }

@@ -365,4 +365,11 @@ impl DecoderFamily for Gpt2 {
     fn lm_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         Gpt2::lm_logits(self, hidden)
     }
+    fn frozen_lm_head(&self) -> Option<crate::head_loss::LmHead> {
+        let weight = self.wte.weight.val();
+        (!weight.is_require_grad()).then_some(crate::head_loss::LmHead {
+            weight,
+            vocab_major: true,
+        })
+    }
 }

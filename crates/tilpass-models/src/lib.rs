@@ -66,6 +66,7 @@ pub mod encoder_kernels;
 pub mod error;
 pub mod generate;
 pub mod gpt2;
+pub mod head_loss;
 pub mod init;
 pub mod kv_cache;
 pub mod layers;

@@ -110,6 +110,14 @@ impl Linear {
         self.forward_with(x, true)
     }
 
+    /// The weight `[in, out]` when the layer is a plain frozen matrix: no bias, no adapter
+    /// taking part, no gradient (for [`crate::head_loss`]); `None` otherwise.
+    pub fn frozen_plain_weight(&self) -> Option<Tensor<2>> {
+        let w = self.weight.val();
+        let adapted = self.lora.iter().any(|b| b.active && !b.merged);
+        (self.bias.is_none() && !adapted && !w.is_require_grad()).then_some(w)
+    }
+
     fn forward_with<const D: usize>(&self, x: Tensor<D>, kernel: bool) -> Tensor<D> {
         let bias = self.bias.as_ref().map(|b| b.val());
         let fast = match kernel {

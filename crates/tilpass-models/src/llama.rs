@@ -594,4 +594,21 @@ impl DecoderFamily for Llama {
     fn lm_logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         Llama::lm_logits(self, hidden)
     }
+    fn frozen_lm_head(&self) -> Option<crate::head_loss::LmHead> {
+        match &self.lm_head {
+            Some(head) => head
+                .frozen_plain_weight()
+                .map(|weight| crate::head_loss::LmHead {
+                    weight,
+                    vocab_major: false,
+                }),
+            None => {
+                let weight = self.embed_tokens.weight.val();
+                (!weight.is_require_grad()).then_some(crate::head_loss::LmHead {
+                    weight,
+                    vocab_major: true,
+                })
+            }
+        }
+    }
 }

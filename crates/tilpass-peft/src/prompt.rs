@@ -695,6 +695,11 @@ impl PromptAdapter {
     /// PEFT drops them: positions count every column): prefix tuning gives `[batch, seq,
     /// vocab]`; prompt tuning and P-tuning prepend the virtual tokens, `[batch, n + seq, vocab]`.
     pub fn forward(&self, model: &DecoderLm, input: &DecoderInput) -> Result<Tensor<3>> {
+        Ok(model.logits(self.forward_hidden(model, input)?))
+    }
+
+    /// The final hidden states `[batch, seq (+ n), hidden]` behind [`Self::forward`]'s logits.
+    pub fn forward_hidden(&self, model: &DecoderLm, input: &DecoderInput) -> Result<Tensor<3>> {
         let (inp, cache) = self.decoder_input(
             &input.input_ids,
             &input.attention_mask,
@@ -702,8 +707,12 @@ impl PromptAdapter {
             input.seq,
         );
         Ok(match cache {
-            Some(mut cache) => model.forward(&inp, Some(&mut cache))?,
-            None => model.forward_with_prompt(&inp, None, Some(self.prompt_embeds(input.batch)))?,
+            Some(mut cache) => model.forward_hidden(&inp, Some(&mut cache))?,
+            None => model.forward_hidden_with_prompt(
+                &inp,
+                None,
+                Some(self.prompt_embeds(input.batch)),
+            )?,
         })
     }
 

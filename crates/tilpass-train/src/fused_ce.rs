@@ -6,7 +6,8 @@
 
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
-use tilpass_models::ModelError;
+use tilpass_models::head_loss::{LmHead, head_cross_entropy, row_loss};
+use tilpass_models::{DecoderLm, ModelError};
 
 use crate::error::Result;
 
@@ -19,25 +20,7 @@ use crate::error::Result;
 /// are not `batch × seq`, a sequence shorter than 2 or a label outside the vocabulary.
 pub fn causal_lm_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<1>, usize)> {
     let [b, s, v] = logits.dims();
-    if labels.len() != b * s || s < 2 {
-        return Err(ModelError::Input(format!(
-            "labels must be {b}x{s} (and seq >= 2), got {} values",
-            labels.len()
-        ))
-        .into());
-    }
-    if let Some(l) = labels.iter().find(|&&l| l >= v as i64) {
-        return Err(
-            ModelError::Input(format!("label {l} is outside the vocabulary of {v}")).into(),
-        );
-    }
-    // Target of each logits row (`None`: not supervised — last position or ignored label).
-    let targets: Vec<Option<usize>> = (0..b * s)
-        .map(|i| {
-            let t = i % s;
-            (t + 1 < s && labels[i + 1] >= 0).then(|| labels[i + 1] as usize)
-        })
-        .collect();
+    let targets = shifted_targets(labels, b, s, v)?;
     let n = targets.iter().filter(|t| t.is_some()).count();
     let device = logits.device();
     if !tilpass_models::pool::on_flex(&device) {
@@ -63,37 +46,15 @@ pub fn causal_lm_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> Result<(Ten
     let losses: Vec<f64> = z
         .par_chunks_mut(v)
         .zip(targets.par_iter())
-        .map(|(row, target)| {
-            let Some(label) = *target else {
+        .map(|(row, target)| match *target {
+            // d loss / d z = (softmax(z) - onehot(label)) / n.
+            Some(label) => row_loss(row, label, inv_n, track),
+            None => {
                 if track {
                     row.fill(0.0);
                 }
-                return 0.0;
-            };
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let target = row[label];
-            let sum: f64 = if track {
-                // exp(z - max) kept in place for the gradient: one exp per logit.
-                row.iter_mut()
-                    .map(|x| {
-                        *x = (*x - max).exp();
-                        f64::from(*x)
-                    })
-                    .sum()
-            } else {
-                row.iter().map(|&x| f64::from((x - max).exp())).sum()
-            };
-            let lse = f64::from(max) + sum.ln();
-            let loss = lse - f64::from(target);
-            if track {
-                // d loss / d z = (softmax(z) - onehot(label)) / n.
-                let scale = (inv_n / sum) as f32;
-                for x in row.iter_mut() {
-                    *x *= scale;
-                }
-                row[label] -= inv_n as f32;
+                0.0
             }
-            loss
         })
         .collect();
     let total: f64 = losses.iter().sum();
@@ -107,8 +68,107 @@ pub fn causal_lm_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> Result<(Ten
     } else {
         grad.cast(logits.dtype())
     };
-    // value + (Σ logits·G − its detached value): the value stays, the gradient is G.
-    let surrogate = (logits * grad).sum();
-    let loss = surrogate.clone() - surrogate.detach() + value;
-    Ok((loss, n))
+    Ok((with_gradient(logits, grad, value), n))
+}
+
+/// The causal-LM loss of `model` from its final hidden states `[batch, seq, hidden]` (what
+/// [`DecoderLm::forward_hidden`] returns) against `labels` `[batch, seq]`, as
+/// [`causal_lm_cross_entropy`] of the logits computes it. On Flex with a frozen head
+/// ([`DecoderLm::frozen_lm_head`]) and f32 states the head is fused with the loss
+/// ([`tilpass_models::head_loss`]): logits only for supervised positions, in blocks that never
+/// form a `[batch, seq, vocab]` tensor, and the gradient handed to autodiff at the hidden
+/// states; otherwise (and while [`set_fused_head_enabled`] is off) the logits are computed.
+pub fn causal_lm_loss_from_hidden(
+    model: &DecoderLm,
+    hidden: Tensor<3>,
+    labels: &[i64],
+) -> Result<(Tensor<1>, usize)> {
+    let head = FUSED_HEAD
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .then(|| model.frozen_lm_head())
+        .flatten()
+        .filter(|_| {
+            hidden.dtype() == DType::F32 && tilpass_models::pool::on_flex(&hidden.device())
+        });
+    match head {
+        Some(head) => match head_loss(&hidden, &head, labels)? {
+            Some(out) => Ok(out),
+            None => causal_lm_cross_entropy(model.logits(hidden), labels),
+        },
+        None => causal_lm_cross_entropy(model.logits(hidden), labels),
+    }
+}
+
+static FUSED_HEAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the head fused with the loss ([`causal_lm_loss_from_hidden`]) on or off for the
+/// whole process (on by default): for A/B measurements (`tilpass-compare`'s
+/// `lora_sft_step_logits`) and tests that compare both paths.
+pub fn set_fused_head_enabled(on: bool) {
+    FUSED_HEAD.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// [`causal_lm_loss_from_hidden`]'s fused path; `Ok(None)` when the head cannot be read in
+/// place (the caller then computes logits).
+fn head_loss(
+    hidden: &Tensor<3>,
+    head: &LmHead,
+    labels: &[i64],
+) -> Result<Option<(Tensor<1>, usize)>> {
+    let [b, s, h] = hidden.dims();
+    let (_, v) = head.dims();
+    let targets = shifted_targets(labels, b, s, v)?;
+    let n = targets.iter().filter(|t| t.is_some()).count();
+    let track = hidden.is_tracked();
+    let x = hidden
+        .clone()
+        .inner()
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| ModelError::Input(format!("hidden states as f32: {e:?}")))?;
+    let inv_n = 1.0 / n.max(1) as f64;
+    let Some(out) = head_cross_entropy(&x, h, head, &targets, inv_n, track) else {
+        return Ok(None);
+    };
+    // Added in row order on one thread (see causal_lm_cross_entropy).
+    let total: f64 = out.losses.iter().sum();
+    let device = hidden.device();
+    let value = Tensor::<1>::from_data(TensorData::new(vec![(total * inv_n) as f32], [1]), &device);
+    Ok(Some(match out.grad_hidden {
+        Some(g) if track => {
+            let grad = Tensor::<3>::from_data(TensorData::new(g, [b, s, h]), &device);
+            (with_gradient(hidden.clone(), grad, value), n)
+        }
+        _ => (value, n),
+    }))
+}
+
+/// `value` with the gradient `grad` at `x`: `value + (Σ x·G − its detached value)`.
+fn with_gradient<const D: usize>(x: Tensor<D>, grad: Tensor<D>, value: Tensor<1>) -> Tensor<1> {
+    let surrogate = (x * grad).sum();
+    surrogate.clone() - surrogate.detach() + value
+}
+
+/// The target of each row of `[batch, seq]` positions (`None`: not supervised — the last
+/// position of a row or an ignored label), after checking `labels` (`batch × seq` values,
+/// `seq >= 2`, every label below `vocab`).
+fn shifted_targets(labels: &[i64], b: usize, s: usize, v: usize) -> Result<Vec<Option<usize>>> {
+    if labels.len() != b * s || s < 2 {
+        return Err(ModelError::Input(format!(
+            "labels must be {b}x{s} (and seq >= 2), got {} values",
+            labels.len()
+        ))
+        .into());
+    }
+    if let Some(l) = labels.iter().find(|&&l| l >= v as i64) {
+        return Err(
+            ModelError::Input(format!("label {l} is outside the vocabulary of {v}")).into(),
+        );
+    }
+    Ok((0..b * s)
+        .map(|i| {
+            let t = i % s;
+            (t + 1 < s && labels[i + 1] >= 0).then(|| labels[i + 1] as usize)
+        })
+        .collect())
 }

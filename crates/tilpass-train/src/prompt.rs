@@ -143,12 +143,12 @@ fn pad_labels(labels: &[i64], batch: usize, n: usize) -> Vec<i64> {
 /// -100 (prompt tuning / P-tuning: the logits cover the virtual tokens too, their labels
 /// -100), and the number of supervised tokens.
 pub fn prompt_lm_loss(pm: &PromptModel<DecoderLm>, batch: &LmBatch) -> Result<(Tensor<1>, usize)> {
-    let logits = pm.prompt.forward(&pm.model, &batch.input)?;
+    let hidden = pm.prompt.forward_hidden(&pm.model, &batch.input)?;
     let labels = match pm.prompt.method {
         PromptMethod::Prefix => batch.labels.clone(),
         _ => pad_labels(&batch.labels, batch.input.batch, pm.prompt.len()),
     };
-    crate::fused_ce::causal_lm_cross_entropy(logits, &labels)
+    crate::fused_ce::causal_lm_loss_from_hidden(&pm.model, hidden, &labels)
 }
 
 /// The encoder-decoder loss of a batch with the adapter (the model's own loss from `labels`;

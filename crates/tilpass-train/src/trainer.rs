@@ -347,9 +347,13 @@ pub struct Summary {
 
 /// transformers' causal-LM loss of one batch: the mean next-token NLL over labels != -100,
 /// and the number of supervised tokens.
+///
+/// On the CPU with a frozen head (adapter training) the head is fused with the loss
+/// ([`tilpass_models::head_loss`]: no `[batch, seq, vocab]` logits, none for unsupervised
+/// positions); otherwise the logits go through [`crate::fused_ce::causal_lm_cross_entropy`].
 pub fn causal_lm_loss(model: &DecoderLm, batch: &LmBatch) -> Result<(Tensor<1>, usize)> {
-    let logits = model.forward(&batch.input, None)?;
-    crate::fused_ce::causal_lm_cross_entropy(logits, &batch.labels)
+    let hidden = model.forward_hidden(&batch.input, None)?;
+    crate::fused_ce::causal_lm_loss_from_hidden(model, hidden, &batch.labels)
 }
 
 fn add_grads(acc: &mut Option<NamedGrads>, g: NamedGrads) {

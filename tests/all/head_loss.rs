@@ -1,0 +1,148 @@
+//! The LM head fused with the causal-LM loss (`tilpass_models::head_loss`, used by
+//! `causal_lm_loss` / `prompt_lm_loss` when the head is frozen) against the loss of the
+//! computed logits (`causal_lm_cross_entropy`, itself checked against transformers / TRL in
+//! train_parity): loss and gradient at the hidden states, for a linear head (Llama), tied
+//! embeddings (GPT-2, Llama 3 with `tie_word_embeddings`) and ignored labels. The reference
+//! trainer runs (train_parity, prompt_train_parity, runs) go through the fused path too: a
+//! 0.1% error in its gradient fails six of them.
+
+use tilpass::burn::tensor::{Distribution, Tensor};
+use tilpass::models::DecoderLm;
+use tilpass::models::head_loss::head_cross_entropy;
+use tilpass::models::linear::HasLinears;
+use tilpass::peft::{LoraConfig, PeftModel};
+use tilpass::train::causal_lm_cross_entropy;
+use tilpass::train::fused_ce::causal_lm_loss_from_hidden;
+use tilpass_tests::fixture_path;
+
+/// A frozen fixture model on the test device with autodiff.
+fn frozen(name: &str) -> DecoderLm {
+    let dev = tilpass_tests::test_device().autodiff();
+    let mut model = DecoderLm::load(fixture_path(&format!("models/{name}")), &dev).unwrap();
+    model.freeze();
+    model
+}
+
+/// Labels `[b, s]` with ignored (-100) positions, as chat SFT masks prompts.
+fn labels(b: usize, s: usize, v: usize) -> Vec<i64> {
+    (0..b * s)
+        .map(|i| {
+            if i % 7 < 2 {
+                -100
+            } else {
+                ((i * 37 + 11) % v) as i64
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_fused_head_matches_the_loss_of_the_logits() {
+    for name in ["llama_gqa", "gpt2", "llama3_rope_bf16_sharded"] {
+        let model = frozen(name);
+        let dev = tilpass_tests::test_device().autodiff();
+        let on_cpu = tilpass::models::pool::on_flex(&dev);
+        let head = model.frozen_lm_head().expect("a frozen plain head");
+        let (b, s, h) = (3usize, 9usize, model.hidden_size());
+        let v = model.vocab_size();
+        let y = labels(b, s, v);
+        let data = Tensor::<3>::random([b, s, h], Distribution::Normal(0.0, 1.0), &dev).into_data();
+        let leaf = || Tensor::<3>::from_data(data.clone(), &dev).require_grad();
+        let (x_ref, x_fused) = (leaf(), leaf());
+        let (reference, n_ref) = causal_lm_cross_entropy(model.logits(x_ref.clone()), &y).unwrap();
+        let (fused, n) = causal_lm_loss_from_hidden(&model, x_fused.clone(), &y).unwrap();
+        assert_eq!(n, n_ref);
+        let (r, f) = (
+            reference.clone().into_scalar::<f32>(),
+            fused.clone().into_scalar::<f32>(),
+        );
+        assert!(
+            r.is_finite() && (r - f).abs() <= 2e-6 * r.abs(),
+            "{name}: loss {f} vs {r}"
+        );
+        let grad = |x: &Tensor<3>, loss: Tensor<1>| {
+            x.grad(&loss.backward())
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let (g_ref, g_fused) = (grad(&x_ref, reference), grad(&x_fused, fused));
+        assert_eq!(g_ref.len(), g_fused.len());
+        assert!(g_fused.iter().all(|g| g.is_finite()));
+        let worst = g_ref
+            .iter()
+            .zip(&g_fused)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let scale = g_ref.iter().map(|a| a.abs()).fold(0f32, f32::max);
+        println!(
+            "{name}: fused head (taken: {on_cpu}) loss {f} vs {r}, gradient max diff {worst:e} \
+             (max {scale:e})"
+        );
+        assert!(
+            scale > 0.0 && worst <= 1e-5 * scale,
+            "{name}: gradient differs by {worst}"
+        );
+        // On the CPU the fused kernel is what ran (it declines elsewhere).
+        let host = data.clone().try_to_vec::<f32>().unwrap();
+        let targets: Vec<Option<usize>> = (0..b * s)
+            .map(|i| (i % s != s - 1 && y[i + 1] >= 0).then(|| y[i + 1] as usize))
+            .collect();
+        let direct = head_cross_entropy(&host, h, &head, &targets, 1.0, false);
+        assert_eq!(direct.is_some(), on_cpu, "{name}");
+        if let Some(d) = direct {
+            let mean = d.losses.iter().sum::<f64>() / n as f64;
+            assert!(
+                (mean as f32 - f).abs() <= 1e-6 * f.abs(),
+                "{name}: {mean} vs {f}"
+            );
+        }
+        // Rows of ignored positions get no gradient.
+        for (i, row) in g_fused.chunks_exact(h).enumerate() {
+            let supervised = i % s != s - 1 && y[i + 1] >= 0;
+            if !supervised {
+                assert!(
+                    row.iter().all(|g| *g == 0.0),
+                    "{name}: row {i} has a gradient"
+                );
+            }
+        }
+        // Outside autodiff: the same value.
+        let plain = Tensor::<3>::from_data(data.clone(), &dev);
+        let (value, _) = causal_lm_loss_from_hidden(&model, plain, &y).unwrap();
+        let value = value.into_scalar::<f32>();
+        assert!(
+            (value - f).abs() <= 1e-6 * f.abs(),
+            "{name}: {value} vs {f}"
+        );
+    }
+}
+
+#[test]
+fn only_a_frozen_head_is_fused() {
+    // Full fine-tuning: the head takes gradients.
+    let dev = tilpass_tests::test_device().autodiff();
+    let model = DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap();
+    assert!(model.frozen_lm_head().is_none());
+    let tied = DecoderLm::load(fixture_path("models/gpt2"), &dev).unwrap();
+    assert!(tied.frozen_lm_head().is_none());
+    // Adapter training: the base frozen, the head plain.
+    let mut peft = PeftModel::new(DecoderLm::load(fixture_path("models/llama_gqa"), &dev).unwrap());
+    peft.add_adapter(
+        "default",
+        &LoraConfig::new(4, 8.0, &["q_proj", "v_proj"]),
+        0,
+    )
+    .unwrap();
+    peft.freeze_base();
+    assert!(peft.model().frozen_lm_head().is_some());
+    // Labels outside the vocabulary are refused before any work, as on the logits path.
+    let model = frozen("llama_gqa");
+    let x = Tensor::<3>::zeros(
+        [1, 4, model.hidden_size()],
+        &tilpass_tests::test_device().autodiff(),
+    );
+    let err = causal_lm_loss_from_hidden(&model, x, &[1, 2, 999, 3]).unwrap_err();
+    assert!(err.to_string().contains("999"), "{err}");
+}
