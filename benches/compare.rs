@@ -77,6 +77,8 @@ const GROUPS: &[(&str, &[&str])] = &[
             "t5_lora_sft_step",
             "lora_sft_step_unfused",
             "lora_sft_step_logits",
+            "lm_head_loss",
+            "lm_head_loss_logits",
         ],
     ),
     ("dpo_step", &["dpo_step"]),
@@ -812,6 +814,47 @@ fn llama_lora_step(spec: &Spec, r: &mut Report, fused: bool) -> Res<()> {
     Ok(())
 }
 
+/// The LM head's part of a LoRA step alone: the causal-LM loss of the standard model's frozen
+/// head (`[512, 32000]`) over hidden states `[4, 256, 512]` (a tracked leaf, N(0, 1), fixed
+/// seed) and its backward to them. `fused`: `causal_lm_loss_from_hidden` with the head fused
+/// into the loss (`tilpass_models::head_loss`); otherwise the logits path it replaces (logits
+/// tensor, the fused cross-entropy over them, autodiff's product back), for an in-process A/B.
+fn head_loss(spec: &Spec, r: &mut Report, fused: bool) -> Res<()> {
+    use tilpass::burn::tensor::{Distribution, Tensor};
+    use tilpass::models::linear::HasLinears;
+    use tilpass::train::fused_ce::{causal_lm_loss_from_hidden, set_fused_head_enabled};
+    let device = flex()?.autodiff();
+    device.seed(7);
+    let (_dir, mut model) = llama(&STANDARD, &device)?;
+    model.freeze();
+    let (b, s, h) = (4usize, 256usize, STANDARD.hidden);
+    let labels: Vec<i64> = prompt(b * s).iter().map(|&t| i64::from(t)).collect();
+    let hidden = Tensor::<3>::random([b, s, h], Distribution::Normal(0.0, 1.0), &device);
+    set_fused_head_enabled(fused);
+    let out = r.time(
+        spec,
+        b * s,
+        "tokens",
+        || Ok(hidden.clone().require_grad()),
+        |x| {
+            let (loss, _) = causal_lm_loss_from_hidden(&model, x.clone(), &labels)?;
+            let grads = on_pool(&device, || loss.backward());
+            let g = x.grad(&grads).ok_or("no gradient at the hidden states")?;
+            Ok((
+                loss.into_scalar::<f32>(),
+                g.abs().sum().into_scalar::<f32>(),
+            ))
+        },
+    );
+    set_fused_head_enabled(true);
+    let (loss, grad_l1) = out?;
+    // Two products of [1024, 512] x [512, 32000]: the logits and the gradient back.
+    r.flops(2.0 * 2.0 * (b * s * h * STANDARD.vocab) as f64)?;
+    r.check("head_loss", json!(loss));
+    r.check("head_grad_l1", json!(grad_l1));
+    Ok(())
+}
+
 /// One LoRA SFT step of an encoder-decoder: the T5 benchmark model
 /// ([`tilpass_benches::t5_standard_config`]), LoRA r=16 alpha 32 on q/k/v/o of every attention
 /// (both stacks), a batch of 4 rows of 256 source and 64 target tokens (63 + EOS), the seq2seq
@@ -878,6 +921,8 @@ fn train(specs: &[Spec], r: &mut Report) -> Res<()> {
                 tilpass::train::fused_ce::set_fused_head_enabled(true);
                 out?
             }
+            "lm_head_loss" => head_loss(spec, r, true)?,
+            "lm_head_loss_logits" => head_loss(spec, r, false)?,
             _ => llama_lora_step(spec, r, true)?,
         }
     }
