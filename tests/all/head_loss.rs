@@ -146,3 +146,19 @@ fn only_a_frozen_head_is_fused() {
     let err = causal_lm_loss_from_hidden(&model, x, &[1, 2, 999, 3]).unwrap_err();
     assert!(err.to_string().contains("999"), "{err}");
 }
+
+#[test]
+fn encoder_decoder_labels_other_than_minus_100_below_zero_are_refused() {
+    use tilpass::train::fused_ce::label_cross_entropy;
+    let dev = tilpass_tests::test_device();
+    let logits = Tensor::<3>::zeros([1, 3, 10], &dev);
+    let (loss, n) = label_cross_entropy(logits.clone(), &[1, -100, 9]).unwrap();
+    assert_eq!(n, 2);
+    // Uniform logits: the loss is ln(10) whatever the labels.
+    let l = loss.into_scalar::<f32>();
+    assert!((l - 10f32.ln()).abs() < 1e-6, "{l}");
+    for bad in [-5i64, 10] {
+        let err = label_cross_entropy(logits.clone(), &[1, bad, 2]).unwrap_err();
+        assert!(err.to_string().contains(&bad.to_string()), "{err}");
+    }
+}

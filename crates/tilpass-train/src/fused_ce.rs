@@ -21,13 +21,60 @@ use crate::error::Result;
 pub fn causal_lm_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<1>, usize)> {
     let [b, s, v] = logits.dims();
     let targets = shifted_targets(labels, b, s, v)?;
-    let n = targets.iter().filter(|t| t.is_some()).count();
-    let device = logits.device();
-    if !tilpass_models::pool::on_flex(&device) {
+    if !tilpass_models::pool::on_flex(&logits.device()) {
         // On a GPU the logits stay there: the composed tensor ops, no host round trip.
+        let n = targets.iter().filter(|t| t.is_some()).count();
         let (lp, _) = tilpass_models::shifted_log_probs(logits, labels)?;
         return Ok((lp.sum().neg().div_scalar(n.max(1) as f64), n));
     }
+    rows_cross_entropy(logits, &targets)
+}
+
+/// Mean cross-entropy of `logits` `[batch, t, vocab]` against `labels` `[batch, t]` read as
+/// they stand (no shift: encoder-decoder targets), `-100` ignored, and the number of labels:
+/// `-mean(log_softmax(logits).gather(labels))` over the labelled positions, as transformers'
+/// `CrossEntropyLoss(ignore_index=-100)`. On Flex one host pass (as
+/// [`causal_lm_cross_entropy`]); elsewhere composed from tensor ops. Errors on labels that are
+/// not `batch × t` or outside `[0, vocab)` (other than `-100`).
+pub fn label_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<1>, usize)> {
+    let [b, t, v] = logits.dims();
+    if labels.len() != b * t {
+        return Err(ModelError::Input(format!(
+            "labels must be {b}x{t}, got {} values",
+            labels.len()
+        ))
+        .into());
+    }
+    if let Some(l) = labels
+        .iter()
+        .find(|&&l| l >= v as i64 || (l < 0 && l != IGNORE_INDEX))
+    {
+        return Err(ModelError::Input(format!(
+            "label {l} is outside the vocabulary of {v} (and is not -100)"
+        ))
+        .into());
+    }
+    if !tilpass_models::pool::on_flex(&logits.device()) {
+        let (lp, n) = crate::seq2seq::label_log_probs(logits, labels)?;
+        return Ok((lp.sum().neg().div_scalar(n.max(1) as f64), n));
+    }
+    let targets: Vec<Option<usize>> = labels
+        .iter()
+        .map(|&l| (l >= 0).then_some(l as usize))
+        .collect();
+    rows_cross_entropy(logits, &targets)
+}
+
+/// The ignored label.
+const IGNORE_INDEX: i64 = -100;
+
+/// The mean cross-entropy of every logits row `[batch, seq, vocab]` against its target (rows
+/// without one count for nothing) in one host pass on Flex, with the surrogate that hands
+/// autodiff the gradient `(softmax - onehot) / n`; and the number of targets.
+fn rows_cross_entropy(logits: Tensor<3>, targets: &[Option<usize>]) -> Result<(Tensor<1>, usize)> {
+    let [b, s, v] = logits.dims();
+    let n = targets.iter().filter(|t| t.is_some()).count();
+    let device = logits.device();
     let track = logits.is_tracked();
     let host = logits.clone().inner();
     let host = if host.dtype() == DType::F32 {

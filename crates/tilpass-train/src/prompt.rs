@@ -19,7 +19,7 @@ use tilpass_tokenize::IGNORE_INDEX;
 
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, NamedGrads, collect_grads};
-use crate::seq2seq::{Seq2SeqTrainBatch, label_log_probs};
+use crate::seq2seq::Seq2SeqTrainBatch;
 use crate::trainer::{
     BatchLoss, EvalLog, Event, LmBatch, Summary, TrainConfig, Trainable, train_trainable,
 };
@@ -160,8 +160,7 @@ pub fn prompt_seq2seq_loss<M: Seq2SeqModel>(
     let logits = pm
         .prompt
         .forward_seq2seq(&pm.model, &batch.input, &batch.decoder_input_ids)?;
-    let (lp, n) = label_log_probs(logits, &pm.model.loss_labels(&batch.labels))?;
-    Ok((lp.sum().neg().div_scalar(n.max(1) as f64), n))
+    crate::fused_ce::label_cross_entropy(logits, &pm.model.loss_labels(&batch.labels))
 }
 
 /// Mean loss per supervised token over `eval` with the adapter (decoder).

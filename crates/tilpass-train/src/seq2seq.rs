@@ -106,8 +106,7 @@ pub fn seq2seq_lm_loss<M: Seq2SeqModel>(
         &batch.input,
         &batch.decoder_input_ids,
     )?;
-    let (lp, n) = label_log_probs(logits, &model.loss_labels(&batch.labels))?;
-    Ok((lp.sum().neg().div_scalar(n.max(1) as f64), n))
+    crate::fused_ce::label_cross_entropy(logits, &model.loss_labels(&batch.labels))
 }
 
 /// Log-probabilities of `labels` (`[batch * t]`, -100 = none) under `logits` `[batch, t, vocab]`,
@@ -123,7 +122,7 @@ pub(crate) fn label_log_probs(logits: Tensor<3>, labels: &[i64]) -> Result<(Tens
     }
     if let Some(l) = labels
         .iter()
-        .find(|l| **l >= v as i64 || **l < IGNORE_INDEX)
+        .find(|l| **l >= v as i64 || (**l < 0 && **l != IGNORE_INDEX))
     {
         return Err(ModelError::Input(format!(
             "label {l} is outside the vocabulary of {v} (and is not -100)"
