@@ -119,6 +119,17 @@ impl Linear {
     }
 
     fn forward_with<const D: usize>(&self, x: Tensor<D>, kernel: bool) -> Tensor<D> {
+        if D > 2 {
+            // `[.., in]` as one `[rows, in]` matrix: one product per weight (burn multiplies a
+            // `[b, s, in]` input batch by batch, packing the weight again for every row group,
+            // and sums the per-batch weight gradients of adapters in the backward).
+            let dims = x.dims();
+            let rows = dims[..D - 1].iter().product::<usize>();
+            let y = self.forward_with::<2>(x.reshape([rows, dims[D - 1]]), kernel);
+            let mut out = dims;
+            out[D - 1] = y.dims()[1];
+            return y.reshape(out);
+        }
         let bias = self.bias.as_ref().map(|b| b.val());
         let fast = match kernel {
             true => crate::matvec::try_linear(&x, &self.weight.val(), bias.as_ref()),
