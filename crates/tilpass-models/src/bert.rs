@@ -622,19 +622,16 @@ impl Bert {
         use crate::encoder_kernels as k;
         let h = self.config.hidden_size;
         let (qkv, bias) = if [&l.query, &l.key, &l.value].into_iter().all(plain) {
-            let w = Tensor::cat(
-                vec![
-                    l.query.weight.val(),
-                    l.key.weight.val(),
-                    l.value.weight.val(),
-                ],
-                1,
-            );
+            let ws = [
+                l.query.weight.val(),
+                l.key.weight.val(),
+                l.value.weight.val(),
+            ];
             let bias: Vec<f32> = [&l.query, &l.key, &l.value]
                 .into_iter()
                 .flat_map(|lin| bias_of(lin, h))
                 .collect();
-            (x.clone().matmul(w), Some(bias))
+            (k::matmul_side_by_side(x.clone(), &ws), Some(bias))
         } else {
             let qkv = [&l.query, &l.key, &l.value]
                 .into_iter()
@@ -653,7 +650,7 @@ impl Bert {
         let x = k::bias_residual_layer_norm(a, ab.as_deref(), x, &host_norm(&l.attn_norm));
         let inter = match (self.act, plain(&l.intermediate)) {
             (Activation::Gelu, true) => {
-                let i = x.clone().matmul(l.intermediate.weight.val());
+                let i = k::matmul_side_by_side(x.clone(), &[l.intermediate.weight.val()]);
                 k::bias_gelu(i, &bias_of(&l.intermediate, i_size(&l.intermediate)))
             }
             _ => self.act.apply(l.intermediate.forward(x.clone())),
@@ -725,7 +722,10 @@ fn bias_of(l: &Linear, out: usize) -> Vec<f32> {
 /// (adapters included) of one that carries adapters, with no bias left to add.
 fn product(l: &Linear, x: Tensor<2>) -> (Tensor<2>, Option<Vec<f32>>) {
     if plain(l) {
-        (x.matmul(l.weight.val()), Some(bias_of(l, i_size(l))))
+        (
+            crate::encoder_kernels::matmul_side_by_side(x, &[l.weight.val()]),
+            Some(bias_of(l, i_size(l))),
+        )
     } else {
         (l.forward(x), None)
     }

@@ -31,6 +31,86 @@ pub(crate) fn host<const D: usize>(x: Tensor<D>) -> TensorData {
     }
 }
 
+/// `x [m, k] · [w₀ | w₁ | ..] ` — the weights `[k, nᵢ]` side by side, `[m, Σ nᵢ]` — with gemm
+/// writing straight into the output's buffer: each weight is read in place (no concatenated
+/// copy), the output is neither zero-filled nor copied again (burn-flex's matmul zero-fills a
+/// byte vector and then copies it into an aligned one). Falls back to burn's matmul and
+/// concatenation when a weight cannot be read in place (not a contiguous Flex f32 tensor, the
+/// `flex` feature off). For [`usable`] inputs.
+pub fn matmul_side_by_side(x: Tensor<2>, ws: &[Tensor<2>]) -> Tensor<2> {
+    let [m, k] = x.dims();
+    let n: usize = ws.iter().map(|w| w.dims()[1]).sum();
+    let fits = !ws.is_empty() && ws.iter().all(|w| w.dims()[0] == k);
+    let out = fits
+        .then(|| {
+            crate::head_loss::with_host_f32(&x, |xs| {
+                let mut out: Vec<f32> = Vec::with_capacity(m * n);
+                let mut col = 0;
+                for w in ws {
+                    let wn = w.dims()[1];
+                    let done = crate::head_loss::with_host_f32(w, |wv| {
+                        if wv.len() != k * wn || xs.len() != m * k {
+                            return false;
+                        }
+                        let threads = rayon::current_num_threads();
+                        let par = if threads > 1 && m * k * wn > 1 << 18 {
+                            gemm::Parallelism::Rayon(threads)
+                        } else {
+                            gemm::Parallelism::None
+                        };
+                        // SAFETY: out has capacity m·n; this writes columns col .. col + wn of
+                        // every row (row stride n) and reads x [m, k] and w [k, wn] row-major,
+                        // all in bounds.
+                        unsafe {
+                            gemm::gemm(
+                                m,
+                                wn,
+                                k,
+                                out.as_mut_ptr().add(col),
+                                1,
+                                n as isize,
+                                false,
+                                xs.as_ptr(),
+                                1,
+                                k as isize,
+                                wv.as_ptr(),
+                                1,
+                                wn as isize,
+                                0.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                par,
+                            );
+                        }
+                        true
+                    });
+                    if done != Some(true) {
+                        return None;
+                    }
+                    col += wn;
+                }
+                // SAFETY: the products above wrote every one of the m·n values (each column
+                // range of every row once).
+                unsafe { out.set_len(m * n) };
+                Some(out)
+            })
+            .flatten()
+        })
+        .flatten();
+    match out {
+        Some(out) => Tensor::from_data(TensorData::new(out, [m, n]), &x.device()),
+        None => {
+            let mut ys: Vec<Tensor<2>> = ws.iter().map(|w| x.clone().matmul(w.clone())).collect();
+            match ys.len() {
+                1 => ys.remove(0),
+                _ => Tensor::cat(ys, 1),
+            }
+        }
+    }
+}
+
 /// The f32 values of [`host`] data, mutable.
 pub(crate) fn values(data: &mut TensorData) -> &mut [f32] {
     match data.as_mut_slice::<f32>() {

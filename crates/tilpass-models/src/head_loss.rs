@@ -90,7 +90,7 @@ pub fn head_cross_entropy(
 /// Runs `f` on the f32 values of `w` read in place (no copy), `None` when `w` is not a
 /// contiguous Flex f32 tensor (autodiff's wrapper is looked through: the head is frozen).
 #[cfg(feature = "flex")]
-fn with_host_f32<R>(w: &Tensor<2>, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+pub(crate) fn with_host_f32<R>(w: &Tensor<2>, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     use burn::backend::Flex;
     let t = w.clone().inner().try_into_primitive::<Flex>().ok()?;
     if !t.is_contiguous() || t.layout().start_offset() != 0 || t.dtype() != DType::F32 {
@@ -106,7 +106,7 @@ fn with_host_f32<R>(w: &Tensor<2>, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
 
 /// Without the `flex` feature nothing is read in place: always `None`.
 #[cfg(not(feature = "flex"))]
-fn with_host_f32<R>(_w: &Tensor<2>, _f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+pub(crate) fn with_host_f32<R>(_w: &Tensor<2>, _f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     None
 }
 
