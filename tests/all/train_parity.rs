@@ -933,11 +933,7 @@ fn fused_cross_entropy_matches_the_composed_loss_and_gradient() {
         g_ref.try_to_vec::<f32>().unwrap(),
         g_fused.try_to_vec::<f32>().unwrap(),
     );
-    let worst = g_ref
-        .iter()
-        .zip(&g_fused)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let worst = tilpass_tests::max_abs_diff(&g_fused, &g_ref) as f32;
     let scale = g_ref.iter().map(|a| a.abs()).fold(0f32, f32::max);
     println!("fused cross-entropy: loss {f} vs {r}, gradient max diff {worst:e} (max {scale:e})");
     assert!(

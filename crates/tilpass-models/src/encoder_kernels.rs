@@ -52,38 +52,18 @@ pub fn matmul_side_by_side(x: Tensor<2>, ws: &[Tensor<2>]) -> Tensor<2> {
                         if wv.len() != k * wn || xs.len() != m * k {
                             return false;
                         }
-                        let threads = rayon::current_num_threads();
-                        let par = if threads > 1 && m * k * wn > 1 << 18 {
-                            gemm::Parallelism::Rayon(threads)
-                        } else {
-                            gemm::Parallelism::None
-                        };
                         // SAFETY: out has capacity m·n; this writes columns col .. col + wn of
                         // every row (row stride n) and reads x [m, k] and w [k, wn] row-major,
                         // all in bounds.
                         unsafe {
-                            gemm::gemm(
-                                m,
-                                wn,
-                                k,
-                                out.as_mut_ptr().add(col),
-                                1,
-                                n as isize,
-                                false,
-                                xs.as_ptr(),
-                                1,
-                                k as isize,
-                                wv.as_ptr(),
-                                1,
-                                wn as isize,
-                                0.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
-                                par,
-                            );
-                        }
+                            crate::head_loss::gemm_into(
+                                (m, wn, k),
+                                (out.as_mut_ptr().add(col), 1, n as isize),
+                                (xs.as_ptr(), 1, k as isize),
+                                (wv.as_ptr(), 1, wn as isize),
+                                crate::head_loss::parallelism(m * k * wn),
+                            )
+                        };
                         true
                     });
                     if done != Some(true) {

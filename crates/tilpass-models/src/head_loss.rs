@@ -140,12 +140,7 @@ fn fused(
         .enumerate()
         .filter_map(|(r, t)| t.map(|t| (r, t)))
         .collect();
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
+    let par = parallelism(usize::MAX);
     // Strides (column, row) of W read as [h, v]: the right operand of x·W, the left of W·gᵀ.
     let (w_cs, w_rs) = if vocab_major {
         (h as isize, 1)
@@ -168,28 +163,14 @@ fn fused(
         // SAFETY: x is [m, h] row-major, w is [h, v] (or [v, h] read transposed through the
         // strides), z is [m, v] row-major: every index the product touches is in bounds.
         unsafe {
-            gemm::gemm(
-                m,
-                v,
-                h,
-                z.as_mut_ptr(),
-                1,
-                v as isize,
-                false,
-                x.as_ptr(),
-                1,
-                h as isize,
-                w.as_ptr(),
-                w_cs,
-                w_rs,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
+            gemm_into(
+                (m, v, h),
+                (z.as_mut_ptr(), 1, v as isize),
+                (x.as_ptr(), 1, h as isize),
+                (w.as_ptr(), w_cs, w_rs),
                 par,
-            );
-        }
+            )
+        };
         let block_losses: Vec<f64> = z
             .par_chunks_mut(v)
             .zip(chunk.par_iter())
@@ -205,28 +186,14 @@ fn fused(
             // through the strides, W is read as [h, v] (through the strides when stored
             // [v, h]), dx is [m, h] row-major written as [h, m] (row stride 1, column h).
             unsafe {
-                gemm::gemm(
-                    h,
-                    m,
-                    v,
-                    dx.as_mut_ptr(),
-                    h as isize,
-                    1,
-                    false,
-                    w.as_ptr(),
-                    w_cs,
-                    w_rs,
-                    z.as_ptr(),
-                    v as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                gemm_into(
+                    (h, m, v),
+                    (dx.as_mut_ptr(), h as isize, 1),
+                    (w.as_ptr(), w_cs, w_rs),
+                    (z.as_ptr(), v as isize, 1),
                     par,
-                );
-            }
+                )
+            };
             for (&(r, _), d) in chunk.iter().zip(dx.chunks_exact(h)) {
                 grad[r * h..(r + 1) * h].copy_from_slice(d);
             }
@@ -235,6 +202,39 @@ fn fused(
     HeadLoss {
         losses,
         grad_hidden: grad,
+    }
+}
+
+/// `dst = lhs · rhs` for f32 matrices given as `(pointer, column stride, row stride)` in
+/// elements, `(m, n, k)` = (rows of dst, columns of dst, inner size); dst is overwritten.
+///
+/// # Safety
+/// Every element `dst[i, j]`, `lhs[i, l]`, `rhs[l, j]` for `i < m`, `j < n`, `l < k` reached
+/// through the strides must lie inside its allocation, and dst must not overlap the operands.
+pub(crate) unsafe fn gemm_into(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, isize, isize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+    par: gemm::Parallelism,
+) {
+    // SAFETY: the caller's contract is gemm's.
+    unsafe {
+        gemm::gemm(
+            m, n, k, dst.0, dst.1, dst.2, false, lhs.0, lhs.1, lhs.2, rhs.0, rhs.1, rhs.2, 0.0,
+            1.0, false, false, false, par,
+        )
+    };
+}
+
+/// gemm's threading for a product of `work` multiply-adds: the Rayon pool when it has more
+/// than one thread and the work is worth splitting (over 2^18), else the calling thread.
+pub(crate) fn parallelism(work: usize) -> gemm::Parallelism {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && work > 1 << 18 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
     }
 }
 
