@@ -102,5 +102,55 @@ fn dpo_step(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lora_step, dpo_step);
+/// The cross-entropy row pass over the logits of a 4 × 256 batch and a vocabulary of 32,000
+/// (loss and gradient in place, both threads): `tilpass_models::head_loss::row_loss` (the
+/// vectorised exp and 16-lane sums) against the same pass with the standard library's `exp`
+/// and one running f64 sum (the implementation before the sixth session), for the record in
+/// docs/benchmarks.md.
+fn cross_entropy_rows(c: &mut Criterion) {
+    use rayon::prelude::*;
+    fn libm_row(row: &mut [f32], label: usize, scale: f64) -> f64 {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let target = row[label];
+        let sum: f64 = row
+            .iter_mut()
+            .map(|x| {
+                *x = (*x - max).exp();
+                f64::from(*x)
+            })
+            .sum();
+        let s = (scale / sum) as f32;
+        for x in row.iter_mut() {
+            *x *= s;
+        }
+        row[label] -= scale as f32;
+        f64::from(max) + sum.ln() - f64::from(target)
+    }
+    let (rows, v) = (1024usize, 32000usize);
+    let logits = tilpass::core::SplitMix64::from_state(3).normal_vec(rows * v, 3.0);
+    let mut z = logits.clone();
+    let mut g = c.benchmark_group("cross_entropy_rows");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements((rows * v) as u64));
+    let pass = |z: &mut Vec<f32>, f: fn(&mut [f32], usize, f64) -> f64| -> f64 {
+        z.copy_from_slice(&logits);
+        z.par_chunks_mut(v)
+            .enumerate()
+            .map(|(i, r)| f(r, (i * 37) % v, 1e-3))
+            .collect::<Vec<f64>>()
+            .iter()
+            .sum()
+    };
+    g.bench_function("row_loss", |b| {
+        b.iter(|| {
+            pass(&mut z, |r, l, s| {
+                tilpass::models::head_loss::row_loss(r, l, s, true)
+            })
+        })
+    });
+    g.bench_function("libm_exp", |b| b.iter(|| pass(&mut z, libm_row)));
+    g.finish();
+}
+
+criterion_group!(benches, lora_step, dpo_step, cross_entropy_rows);
 criterion_main!(benches);

@@ -42,10 +42,9 @@ pub struct HeadLoss {
 }
 
 /// Logits held at once per block, in f32 values (64 MiB; at least 64 rows): the head's weight
-/// is streamed twice per block, so blocks are large (at a vocabulary of 32,000: 524 rows),
-/// while the memory stays bounded whatever the batch. Measured on the benchmark head
-/// (`[512, 32000]`, 1,024 rows): blocks of 131 rows took 550-650 ms for the loss and its
-/// backward, 512 or 1,024 rows 410-440 ms, the logits path 520-590 ms.
+/// is streamed and packed twice per block, so blocks are large (at a vocabulary of 32,000: 524
+/// rows; blocks of 131 rows were slower than the logits path in a trial), while the memory
+/// stays bounded whatever the batch (`tilpass-compare train --bench lm_head_loss`).
 const BLOCK_VALUES: usize = 16 << 20;
 
 /// The fused head + cross-entropy over `hidden` `[rows, h]` (row-major, host f32): for each row
