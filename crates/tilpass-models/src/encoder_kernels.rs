@@ -43,12 +43,12 @@ pub fn matmul_side_by_side(x: Tensor<2>, ws: &[Tensor<2>]) -> Tensor<2> {
     let fits = !ws.is_empty() && ws.iter().all(|w| w.dims()[0] == k);
     let out = fits
         .then(|| {
-            crate::head_loss::with_host_f32(&x, |xs| {
+            crate::host_gemm::with_host_f32(&x, |xs| {
                 let mut out: Vec<f32> = Vec::with_capacity(m * n);
                 let mut col = 0;
                 for w in ws {
                     let wn = w.dims()[1];
-                    let done = crate::head_loss::with_host_f32(w, |wv| {
+                    let done = crate::host_gemm::with_host_f32(w, |wv| {
                         if wv.len() != k * wn || xs.len() != m * k {
                             return false;
                         }
@@ -56,12 +56,12 @@ pub fn matmul_side_by_side(x: Tensor<2>, ws: &[Tensor<2>]) -> Tensor<2> {
                         // every row (row stride n) and reads x [m, k] and w [k, wn] row-major,
                         // all in bounds.
                         unsafe {
-                            crate::head_loss::gemm_into(
+                            crate::host_gemm::gemm_into(
                                 (m, wn, k),
                                 (out.as_mut_ptr().add(col), 1, n as isize),
                                 (xs.as_ptr(), 1, k as isize),
                                 (wv.as_ptr(), 1, wn as isize),
-                                crate::head_loss::parallelism(m * k * wn),
+                                crate::host_gemm::parallelism(m * k * wn),
                             )
                         };
                         true

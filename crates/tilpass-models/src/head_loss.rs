@@ -68,7 +68,7 @@ pub fn head_cross_entropy(
     if targets.iter().flatten().any(|&t| t >= v) {
         return None;
     }
-    with_host_f32(&head.weight, |w| {
+    crate::host_gemm::with_host_f32(&head.weight, |w| {
         if w.len() != h * v {
             return None;
         }
@@ -84,29 +84,6 @@ pub fn head_cross_entropy(
         }))
     })
     .flatten()
-}
-
-/// Runs `f` on the f32 values of `w` read in place (no copy), `None` when `w` is not a
-/// contiguous Flex f32 tensor (autodiff's wrapper is looked through: the head is frozen).
-#[cfg(feature = "flex")]
-pub(crate) fn with_host_f32<R>(w: &Tensor<2>, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    use burn::backend::Flex;
-    let t = w.clone().inner().try_into_primitive::<Flex>().ok()?;
-    if !t.is_contiguous() || t.layout().start_offset() != 0 || t.dtype() != DType::F32 {
-        return None;
-    }
-    // SAFETY: every bit pattern is a valid f32; alignment is checked by `align_to`.
-    let (pre, vals, _) = unsafe { t.bytes().align_to::<f32>() };
-    if !pre.is_empty() {
-        return None;
-    }
-    Some(f(vals))
-}
-
-/// Without the `flex` feature nothing is read in place: always `None`.
-#[cfg(not(feature = "flex"))]
-pub(crate) fn with_host_f32<R>(_w: &Tensor<2>, _f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    None
 }
 
 /// Sizes of [`fused`]'s work: hidden width, vocabulary, the weight's layout and the
@@ -139,7 +116,7 @@ fn fused(
         .enumerate()
         .filter_map(|(r, t)| t.map(|t| (r, t)))
         .collect();
-    let par = parallelism(usize::MAX);
+    let par = crate::host_gemm::parallelism(usize::MAX);
     // Strides (column, row) of W read as [h, v]: the right operand of x·W, the left of W·gᵀ.
     let (w_cs, w_rs) = if vocab_major {
         (h as isize, 1)
@@ -162,7 +139,7 @@ fn fused(
         // SAFETY: x is [m, h] row-major, w is [h, v] (or [v, h] read transposed through the
         // strides), z is [m, v] row-major: every index the product touches is in bounds.
         unsafe {
-            gemm_into(
+            crate::host_gemm::gemm_into(
                 (m, v, h),
                 (z.as_mut_ptr(), 1, v as isize),
                 (x.as_ptr(), 1, h as isize),
@@ -185,7 +162,7 @@ fn fused(
             // through the strides, W is read as [h, v] (through the strides when stored
             // [v, h]), dx is [m, h] row-major written as [h, m] (row stride 1, column h).
             unsafe {
-                gemm_into(
+                crate::host_gemm::gemm_into(
                     (h, m, v),
                     (dx.as_mut_ptr(), h as isize, 1),
                     (w.as_ptr(), w_cs, w_rs),
@@ -201,39 +178,6 @@ fn fused(
     HeadLoss {
         losses,
         grad_hidden: grad,
-    }
-}
-
-/// `dst = lhs · rhs` for f32 matrices given as `(pointer, column stride, row stride)` in
-/// elements, `(m, n, k)` = (rows of dst, columns of dst, inner size); dst is overwritten.
-///
-/// # Safety
-/// Every element `dst[i, j]`, `lhs[i, l]`, `rhs[l, j]` for `i < m`, `j < n`, `l < k` reached
-/// through the strides must lie inside its allocation, and dst must not overlap the operands.
-pub(crate) unsafe fn gemm_into(
-    (m, n, k): (usize, usize, usize),
-    dst: (*mut f32, isize, isize),
-    lhs: (*const f32, isize, isize),
-    rhs: (*const f32, isize, isize),
-    par: gemm::Parallelism,
-) {
-    // SAFETY: the caller's contract is gemm's.
-    unsafe {
-        gemm::gemm(
-            m, n, k, dst.0, dst.1, dst.2, false, lhs.0, lhs.1, lhs.2, rhs.0, rhs.1, rhs.2, 0.0,
-            1.0, false, false, false, par,
-        )
-    };
-}
-
-/// gemm's threading for a product of `work` multiply-adds: the Rayon pool when it has more
-/// than one thread and the work is worth splitting (over 2^18), else the calling thread.
-pub(crate) fn parallelism(work: usize) -> gemm::Parallelism {
-    let threads = rayon::current_num_threads();
-    if threads > 1 && work > 1 << 18 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
     }
 }
 

@@ -67,6 +67,7 @@ pub mod error;
 pub mod generate;
 pub mod gpt2;
 pub mod head_loss;
+pub mod host_gemm;
 pub mod init;
 pub mod kv_cache;
 pub mod layers;

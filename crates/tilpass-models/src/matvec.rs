@@ -120,7 +120,7 @@ pub fn try_linear<const D: usize>(
 }
 
 #[cfg(feature = "flex")]
-fn f32s(bytes: &[u8], len: usize) -> Option<&[f32]> {
+pub(crate) fn f32s(bytes: &[u8], len: usize) -> Option<&[f32]> {
     // SAFETY: every bit pattern is a valid f32; alignment is checked by `align_to`.
     let (pre, v, _) = unsafe { bytes.align_to::<f32>() };
     (pre.is_empty() && v.len() >= len).then(|| &v[..len])

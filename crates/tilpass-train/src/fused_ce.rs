@@ -38,22 +38,7 @@ pub fn causal_lm_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> Result<(Ten
 /// not `batch × t` or outside `[0, vocab)` (other than `-100`).
 pub fn label_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<1>, usize)> {
     let [b, t, v] = logits.dims();
-    if labels.len() != b * t {
-        return Err(ModelError::Input(format!(
-            "labels must be {b}x{t}, got {} values",
-            labels.len()
-        ))
-        .into());
-    }
-    if let Some(l) = labels
-        .iter()
-        .find(|&&l| l >= v as i64 || (l < 0 && l != IGNORE_INDEX))
-    {
-        return Err(ModelError::Input(format!(
-            "label {l} is outside the vocabulary of {v} (and is not -100)"
-        ))
-        .into());
-    }
+    crate::seq2seq::check_labels(labels, b, t, v)?;
     if !tilpass_models::pool::on_flex(&logits.device()) {
         let (lp, n) = crate::seq2seq::label_log_probs(logits, labels)?;
         return Ok((lp.sum().neg().div_scalar(n.max(1) as f64), n));
@@ -64,9 +49,6 @@ pub fn label_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<
         .collect();
     rows_cross_entropy(logits, &targets)
 }
-
-/// The ignored label.
-const IGNORE_INDEX: i64 = -100;
 
 /// The mean cross-entropy of every logits row `[batch, seq, vocab]` against its target (rows
 /// without one count for nothing) in one host pass on Flex, with the surrogate that hands

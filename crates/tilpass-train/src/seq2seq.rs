@@ -109,10 +109,9 @@ pub fn seq2seq_lm_loss<M: Seq2SeqModel>(
     crate::fused_ce::label_cross_entropy(logits, &model.loss_labels(&batch.labels))
 }
 
-/// Log-probabilities of `labels` (`[batch * t]`, -100 = none) under `logits` `[batch, t, vocab]`,
-/// `[batch, t]` with 0 where there is no label; and the number of labels.
-pub(crate) fn label_log_probs(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<2>, usize)> {
-    let [b, t, v] = logits.dims();
+/// Errors unless `labels` holds `b × t` values, each in `[0, v)` or -100 (ignored), as
+/// transformers' `CrossEntropyLoss(ignore_index=-100)` accepts them.
+pub(crate) fn check_labels(labels: &[i64], b: usize, t: usize, v: usize) -> Result<()> {
     if labels.len() != b * t {
         return Err(ModelError::Input(format!(
             "labels must be {b}x{t}, got {} values",
@@ -129,6 +128,14 @@ pub(crate) fn label_log_probs(logits: Tensor<3>, labels: &[i64]) -> Result<(Tens
         ))
         .into());
     }
+    Ok(())
+}
+
+/// Log-probabilities of `labels` (`[batch * t]`, -100 = none) under `logits` `[batch, t, vocab]`,
+/// `[batch, t]` with 0 where there is no label; and the number of labels.
+pub(crate) fn label_log_probs(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<2>, usize)> {
+    let [b, t, v] = logits.dims();
+    check_labels(labels, b, t, v)?;
     let device = logits.device();
     let idx: Vec<i64> = labels.iter().map(|l| (*l).max(0)).collect();
     let keep: Vec<f32> = labels
