@@ -1,5 +1,5 @@
-//! Products on the host for Flex tensors read in place: [`with_host_f32`] borrows a tensor's
-//! f32 buffer, [`gemm_into`] multiplies strided f32 matrices with gemm into a caller's buffer
+//! Products on the host for Flex tensors read in place: `with_host_f32` borrows a tensor's
+//! f32 buffer, `gemm_into` multiplies strided f32 matrices with gemm into a caller's buffer
 //! (used by the fused LM-head loss and the packed encoder layers).
 
 use burn::tensor::Tensor;
