@@ -77,6 +77,7 @@ const GROUPS: &[(&str, &[&str])] = &[
             "t5_lora_sft_step",
             "lora_sft_step_unfused",
             "lora_sft_step_logits",
+            "lora_sft_step_composed",
             "lm_head_loss",
             "lm_head_loss_logits",
         ],
@@ -919,6 +920,14 @@ fn train(specs: &[Spec], r: &mut Report) -> Res<()> {
                 tilpass::train::fused_ce::set_fused_head_enabled(false);
                 let out = llama_lora_step(spec, r, true);
                 tilpass::train::fused_ce::set_fused_head_enabled(true);
+                out?
+            }
+            "lora_sft_step_composed" => {
+                // burn's composed ops for RMS norm, SwiGLU, RoPE and attention under autodiff
+                // instead of the training kernels (`tilpass_models::train_kernels`).
+                tilpass::models::train_kernels::set_enabled(false);
+                let out = llama_lora_step(spec, r, true);
+                tilpass::models::train_kernels::set_enabled(true);
                 out?
             }
             "lm_head_loss" => head_loss(spec, r, true)?,

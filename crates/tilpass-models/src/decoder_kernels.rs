@@ -343,6 +343,8 @@ macro_rules! vectorised {
         }
     };
 }
+#[cfg(feature = "flex")]
+pub(crate) use vectorised;
 
 vectorised!(rms_rows, rms_loop, (v: &mut [f32], w: &[f32], eps: f32));
 vectorised!(silu_mul_chunk, silu_mul_loop, (g: &mut [f32], u: &[f32]));

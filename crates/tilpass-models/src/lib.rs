@@ -83,6 +83,8 @@ pub mod pool;
 pub mod rope;
 pub mod seq2seq;
 pub mod t5;
+#[cfg(feature = "flex")]
+pub mod train_kernels;
 pub mod validate;
 
 pub use auto::{AnyModel, Family, Head, Logits, ModelKind, supported_model_types};

@@ -233,10 +233,28 @@ impl LlamaAttention {
         if let Some(ctx) = crate::decoder_kernels::try_attention(&q, &k, &v, Some(mask), scale) {
             return self.o_proj.forward_decode(ctx);
         }
+        #[cfg(feature = "flex")]
+        if let Some(ctx) = crate::train_kernels::attention(&q, &k, &v, mask, scale) {
+            return self.o_proj.forward_decode(ctx);
+        }
         let out = attention(q, k, v, Some(mask), None, scale);
         self.o_proj
             .forward_decode(out.swap_dims(1, 2).reshape([b, s, h * d]))
     }
+}
+
+/// `silu(gate) · up`: one host pass at inference on Flex ([`crate::decoder_kernels::silu_mul`]),
+/// one recorded operation under autodiff on Flex (`train_kernels::silu_mul`, with the `flex` feature), burn's
+/// ops otherwise.
+fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
+    if crate::decoder_kernels::applies(&gate) {
+        return crate::decoder_kernels::silu_mul(gate, up);
+    }
+    #[cfg(feature = "flex")]
+    if let Some(y) = crate::train_kernels::silu_mul(&gate, &up) {
+        return y;
+    }
+    silu(gate) * up
 }
 
 /// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
@@ -439,27 +457,21 @@ impl Llama {
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
             let a = layer.self_attn.forward(
-                layer.input_layernorm.forward(x.clone()),
+                layer.input_layernorm.forward_fused(x.clone()),
                 &cos,
                 &sin,
                 mask,
                 c,
             );
             x = x + a;
-            let hdn = layer.post_attention_layernorm.forward(x.clone());
+            let hdn = layer.post_attention_layernorm.forward_fused(x.clone());
             let m = &layer.mlp;
             let gate = m.gate_proj.forward_decode(hdn.clone());
             let up = m.up_proj.forward_decode(hdn);
-            let y = m
-                .down_proj
-                .forward_decode(if crate::decoder_kernels::applies(&gate) {
-                    crate::decoder_kernels::silu_mul(gate, up)
-                } else {
-                    silu(gate) * up
-                });
+            let y = m.down_proj.forward_decode(swiglu(gate, up));
             x = x + y;
         }
-        self.norm.forward(x)
+        self.norm.forward_fused(x)
     }
 
     /// Logits `[batch, seq, vocab]` from final hidden states.

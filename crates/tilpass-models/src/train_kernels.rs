@@ -1,0 +1,1042 @@
+//! Fused host kernels with their own backward pass, for training decoders on Flex under
+//! autodiff: RMS normalisation, the SwiGLU product `silu(gate) · up`, rotary embeddings and
+//! scaled dot-product attention, each one recorded operation instead of burn's composition
+//! of five to fifteen (each a fresh buffer and a full pass, forward and backward).
+//!
+//! They apply when every input is a Flex f32 tensor on an autodiff device without gradient
+//! checkpointing and [`enabled`]; the functions return `None` otherwise, and the caller runs
+//! burn's ops (other backends, checkpointing, inference — which has [`crate::decoder_kernels`]).
+//! [`rms_norm`] also steps aside when its weight is trained (full fine-tuning): there the
+//! composed ops stay, since with the kernel the full fine-tuning DPO parity run
+//! (tests/all/dpo_parity.rs) ended 6.2e-5 from TRL's float64 weights, over its 3e-5 bound, though
+//! the kernel's values and gradients are closer to exact ones than the composed ops'
+//! (`rms_norm_is_within_f32_rounding_of_the_exact_values`); Adam turns the rounding of small
+//! gradients into step-sized moves, and the cause was not pinned down.
+//!
+//! Numerics: row statistics (sums of squares, the softmax's and its backward's row sums) are
+//! accumulated in f64, the exponentials are the standard library's (correctly rounded to
+//! within an ulp: the faster polynomial of [`crate::encoder_kernels::exp_f32`] measured no
+//! faster here and moved the full fine-tuning parity run to 5.6e-5). Values and gradients
+//! match the composed ops to 1e-5 relative (the tests below); the reference trainer tests
+//! (PEFT / TRL fixtures) run through the kernels.
+//!
+//! Attention keeps the softmax probabilities `[batch, heads, seq, keys]` for the backward, as
+//! burn's composed attention under autodiff keeps its softmax output (no more memory), and
+//! multiplies with gemm head by head.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, BackendTypes, Flex};
+use burn::tensor::{Bool, DType, Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::decoder_kernels::vectorised;
+
+/// Autodiff over Flex without checkpointing: the only backend these kernels record on.
+type Ad = Autodiff<Flex>;
+/// Its float primitive (a Flex tensor with its graph node).
+type AdTensor = <Ad as BackendTypes>::FloatTensorPrimitive;
+
+/// Rows per Rayon task of the row-wise kernels.
+const ROWS_PER_TASK: usize = 16;
+/// Elements per Rayon task of the element-wise kernels.
+const CHUNK: usize = 8192;
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the training kernels on or off for the whole process (on by default); off, training
+/// runs burn's composed ops. For in-process A/B timings and parity tests.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether the training kernels are on ([`set_enabled`]).
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// `x` as an autodiff-over-Flex f32 primitive, `None` when the kernels are off or `x` is not one.
+fn tracked<const D: usize>(x: &Tensor<D>) -> Option<AdTensor> {
+    if !enabled() || x.dtype() != DType::F32 {
+        return None;
+    }
+    let t = x.clone().try_into_primitive::<Ad>().ok()?;
+    (t.primitive().dtype() == DType::F32).then_some(t)
+}
+
+/// `t` with a contiguous buffer (a cheap handle when it has one already).
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// The values of a tensor made by [`contiguous`] or [`flex`].
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("train_kernels: a tensor made contiguous f32 by this module")
+}
+
+/// A contiguous Flex tensor of `shape` over `v`.
+fn flex(v: Vec<f32>, shape: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape.to_vec()))
+}
+
+/// Records `op` with `inputs` as parents and `state` for its backward; returns the output as
+/// a tensor of the autodiff device.
+fn record<const D: usize, const N: usize, O>(
+    op: O,
+    inputs: [&AdTensor; N],
+    state: O::State,
+    out: FlexTensor,
+) -> Tensor<D>
+where
+    O: Backward<Flex, N>,
+{
+    let t = match op
+        .prepare::<NoCheckpointing>(inputs.map(AdTensor::node))
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Tensor::from_primitive::<Ad>(t)
+}
+
+/// The gradient arriving at `ops`' output, contiguous.
+fn incoming<S, const N: usize>(ops: &Ops<S, N>, grads: &mut Gradients) -> FlexTensor {
+    contiguous(&grads.consume::<Flex>(&ops.node))
+}
+
+// ---------------------------------------------------------------------------------------
+// RMS normalisation
+
+#[derive(Debug)]
+struct RmsNormOp;
+
+#[derive(Debug, Clone)]
+struct RmsNormState {
+    x: FlexTensor,
+    w: FlexTensor,
+    /// `1 / sqrt(mean(x²) + eps)` per row.
+    rstd: Arc<Vec<f64>>,
+}
+
+impl Backward<Flex, 1> for RmsNormOp {
+    type State = RmsNormState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = incoming(&ops, grads);
+        let [px] = ops.parents;
+        let Some(node) = px else { return };
+        let st = ops.state;
+        let (x, w, g) = (slice(&st.x), slice(&st.w), slice(&g));
+        let n = w.len();
+        let mut dx = vec![0.0f32; x.len()];
+        dx.par_chunks_mut(n * ROWS_PER_TASK)
+            .zip(x.par_chunks(n * ROWS_PER_TASK))
+            .zip(g.par_chunks(n * ROWS_PER_TASK))
+            .zip(st.rstd.par_chunks(ROWS_PER_TASK))
+            .for_each(|(((dx, x), g), r)| rms_backward_rows(x, w, g, r, dx));
+        grads.register::<Flex>(node.id, flex(dx, st.x.layout().shape()));
+    }
+}
+
+/// `w · x / sqrt(mean(x²) + eps)` over the last dimension of `x [.., n]` (`weight [n]`), as
+/// [`crate::norm::RmsNorm`] computes it, recorded as one operation with the gradient for `x`;
+/// `weight` is a constant (frozen). `None` when it does not apply, `weight` trained included
+/// (see the module docs).
+pub fn rms_norm<const D: usize>(x: &Tensor<D>, weight: &Tensor<1>, eps: f64) -> Option<Tensor<D>> {
+    let n = weight.dims()[0];
+    if n == 0 || x.dims()[D - 1] != n {
+        return None;
+    }
+    let (xt, wt) = (tracked(x)?, tracked(weight)?);
+    if wt.is_tracked() {
+        // A trained norm weight (full fine-tuning): burn's ops, see the module docs.
+        return None;
+    }
+    let (xp, wp) = (contiguous(xt.primitive()), contiguous(wt.primitive()));
+    let (xs, ws) = (slice(&xp), slice(&wp));
+    let rows = xs.len() / n;
+    let mut y = vec![0.0f32; xs.len()];
+    let mut rstd = vec![0.0f64; rows];
+    y.par_chunks_mut(n * ROWS_PER_TASK)
+        .zip(xs.par_chunks(n * ROWS_PER_TASK))
+        .zip(rstd.par_chunks_mut(ROWS_PER_TASK))
+        .for_each(|((y, x), r)| rms_forward_rows(x, ws, eps as f32, y, r));
+    let out = flex(y, &x.dims());
+    let state = RmsNormState {
+        x: xp,
+        w: wp,
+        rstd: Arc::new(rstd),
+    };
+    Some(record(RmsNormOp, [&xt], state, out))
+}
+
+vectorised!(rms_forward_rows, rms_forward_loop, (x: &[f32], w: &[f32], eps: f32, y: &mut [f32], rstd: &mut [f64]));
+vectorised!(rms_backward_rows, rms_backward_loop, (x: &[f32], w: &[f32], g: &[f32], rstd: &[f64], dx: &mut [f32]));
+
+/// `Σ a_j · b_j` (times `w_j` when given), accumulated in f64 over 8 lanes (so that it
+/// vectorises, and the row statistics carry no more rounding than the f32 inputs have).
+#[inline(always)]
+fn dot64(a: &[f32], b: &[f32], w: Option<&[f32]>) -> f64 {
+    const L: usize = 8;
+    let mut acc = [0.0f64; L];
+    let n = a.len().min(b.len());
+    let full = n - n % L;
+    match w {
+        None => {
+            for (x, y) in a[..full].chunks_exact(L).zip(b[..full].chunks_exact(L)) {
+                for ((a, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+                    *a += f64::from(x) * f64::from(y);
+                }
+            }
+        }
+        Some(w) => {
+            for ((x, y), w) in a[..full]
+                .chunks_exact(L)
+                .zip(b[..full].chunks_exact(L))
+                .zip(w[..full].chunks_exact(L))
+            {
+                for (((a, &x), &y), &w) in acc.iter_mut().zip(x).zip(y).zip(w) {
+                    *a += f64::from(x) * f64::from(w) * f64::from(y);
+                }
+            }
+        }
+    }
+    let mut s: f64 = acc.iter().sum();
+    for j in full..n {
+        s += f64::from(a[j]) * f64::from(b[j]) * w.map_or(1.0, |w| f64::from(w[j]));
+    }
+    s
+}
+
+#[inline(always)]
+fn rms_forward_loop(x: &[f32], w: &[f32], eps: f32, y: &mut [f32], rstd: &mut [f64]) {
+    let n = w.len();
+    for ((x, y), r) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)).zip(rstd) {
+        let inv = 1.0 / (dot64(x, x, None) / n as f64 + f64::from(eps)).sqrt();
+        *r = inv;
+        for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+            *y = (f64::from(w) * (f64::from(x) * inv)) as f32;
+        }
+    }
+}
+
+/// `dx = r · w ⊙ g − x · r³ · (Σ w ⊙ g ⊙ x) / n` per row, in f64 before the one rounding.
+#[inline(always)]
+fn rms_backward_loop(x: &[f32], w: &[f32], g: &[f32], rstd: &[f64], dx: &mut [f32]) {
+    let n = w.len();
+    for (((x, g), dx), &r) in x
+        .chunks_exact(n)
+        .zip(g.chunks_exact(n))
+        .zip(dx.chunks_exact_mut(n))
+        .zip(rstd)
+    {
+        let c = dot64(g, x, Some(w)) * r * r * r / n as f64;
+        for (((d, &g), &w), &x) in dx.iter_mut().zip(g).zip(w).zip(x) {
+            *d = (r * (f64::from(g) * f64::from(w)) - f64::from(x) * c) as f32;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// SwiGLU
+
+#[derive(Debug)]
+struct SiluMulOp;
+
+#[derive(Debug, Clone)]
+struct SiluMulState {
+    gate: FlexTensor,
+    up: FlexTensor,
+}
+
+impl Backward<Flex, 2> for SiluMulOp {
+    type State = SiluMulState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = incoming(&ops, grads);
+        let [pg, pu] = ops.parents;
+        let st = ops.state;
+        let (gate, up, g) = (slice(&st.gate), slice(&st.up), slice(&g));
+        let shape = st.gate.layout().shape().to_vec();
+        let mut dgate = vec![0.0f32; if pg.is_some() { g.len() } else { 0 }];
+        let mut dup = vec![0.0f32; if pu.is_some() { g.len() } else { 0 }];
+        match (dgate.is_empty(), dup.is_empty()) {
+            (false, false) => dgate
+                .par_chunks_mut(CHUNK)
+                .zip(dup.par_chunks_mut(CHUNK))
+                .zip(gate.par_chunks(CHUNK))
+                .zip(up.par_chunks(CHUNK))
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|((((dg, du), x), u), g)| silu_mul_backward_chunk(x, u, g, dg, du)),
+            (false, true) => dgate
+                .par_chunks_mut(CHUNK)
+                .zip(gate.par_chunks(CHUNK))
+                .zip(up.par_chunks(CHUNK))
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(((dg, x), u), g)| silu_mul_backward_chunk(x, u, g, dg, &mut [])),
+            (true, false) => dup
+                .par_chunks_mut(CHUNK)
+                .zip(gate.par_chunks(CHUNK))
+                .zip(up.par_chunks(CHUNK))
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(((du, x), u), g)| silu_mul_backward_chunk(x, u, g, &mut [], du)),
+            (true, true) => {}
+        }
+        if let Some(node) = pg {
+            grads.register::<Flex>(node.id, flex(dgate, &shape));
+        }
+        if let Some(node) = pu {
+            grads.register::<Flex>(node.id, flex(dup, &shape));
+        }
+    }
+}
+
+/// `silu(gate) · up` element-wise (`gate`, `up` of one shape), recorded as one operation with
+/// gradients for both. `None` when it does not apply (see the module docs).
+pub fn silu_mul<const D: usize>(gate: &Tensor<D>, up: &Tensor<D>) -> Option<Tensor<D>> {
+    if gate.dims() != up.dims() {
+        return None;
+    }
+    let (gt, ut) = (tracked(gate)?, tracked(up)?);
+    let (gp, up_) = (contiguous(gt.primitive()), contiguous(ut.primitive()));
+    let (gs, us) = (slice(&gp), slice(&up_));
+    let mut y = vec![0.0f32; gs.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(gs.par_chunks(CHUNK))
+        .zip(us.par_chunks(CHUNK))
+        .for_each(|((y, g), u)| silu_mul_forward_chunk(g, u, y));
+    let out = flex(y, &gate.dims());
+    let state = SiluMulState { gate: gp, up: up_ };
+    Some(record(SiluMulOp, [&gt, &ut], state, out))
+}
+
+vectorised!(silu_mul_forward_chunk, silu_mul_forward_loop, (g: &[f32], u: &[f32], y: &mut [f32]));
+vectorised!(silu_mul_backward_chunk, silu_mul_backward_loop, (x: &[f32], u: &[f32], g: &[f32], dg: &mut [f32], du: &mut [f32]));
+
+#[inline(always)]
+fn silu_mul_forward_loop(g: &[f32], u: &[f32], y: &mut [f32]) {
+    for ((y, &x), &u) in y.iter_mut().zip(g).zip(u) {
+        *y = x / (1.0 + (-x).exp()) * u;
+    }
+}
+
+/// `dg = g ⊙ u ⊙ s(1 + x(1 − s))`, `du = g ⊙ x·s` with `s = sigmoid(x)`; an empty `dg` or
+/// `du` is not computed.
+#[inline(always)]
+fn silu_mul_backward_loop(x: &[f32], u: &[f32], g: &[f32], dg: &mut [f32], du: &mut [f32]) {
+    if !dg.is_empty() {
+        for (((d, &x), &u), &g) in dg.iter_mut().zip(x).zip(u).zip(g) {
+            let s = 1.0 / (1.0 + (-x).exp());
+            *d = g * u * (s * (1.0 + x * (1.0 - s)));
+        }
+    }
+    if !du.is_empty() {
+        for ((d, &x), &g) in du.iter_mut().zip(x).zip(g) {
+            *d = g * (x / (1.0 + (-x).exp()));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rotary embeddings
+
+#[derive(Debug)]
+struct RopeOp;
+
+#[derive(Debug, Clone)]
+struct RopeState {
+    cos: FlexTensor,
+    sin: FlexTensor,
+    shape: [usize; 4],
+}
+
+impl Backward<Flex, 1> for RopeOp {
+    type State = RopeState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = incoming(&ops, grads);
+        let [px] = ops.parents;
+        let Some(node) = px else { return };
+        let st = ops.state;
+        let [_, h, s, d] = st.shape;
+        let (cos, sin, g) = (slice(&st.cos), slice(&st.sin), slice(&g));
+        let mut dx = vec![0.0f32; g.len()];
+        // dx₁ = g₁ ⊙ cos₁ + g₂ ⊙ sin₂, dx₂ = g₂ ⊙ cos₂ − g₁ ⊙ sin₁ (the transpose of the
+        // forward's rotation).
+        dx.par_chunks_mut(s * d)
+            .zip(g.par_chunks(s * d))
+            .enumerate()
+            .for_each(|(bh, (dx, g))| {
+                let b = bh / h;
+                let (c, sn) = (
+                    &cos[b * s * d..(b + 1) * s * d],
+                    &sin[b * s * d..(b + 1) * s * d],
+                );
+                rope_rows(g, c, sn, dx, d, true);
+            });
+        grads.register::<Flex>(node.id, flex(dx, &st.shape));
+    }
+}
+
+/// Rotary embeddings in HF's rotate-half layout, `x · cos + rotate_half(x) · sin`, for
+/// `x [batch, heads, seq, head_dim]` (any strides) and `cos` / `sin [batch, 1, seq, head_dim]`
+/// (constants), recorded as one operation; the output is contiguous. `None` when it does not
+/// apply (see the module docs).
+pub fn rope(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tensor<4>> {
+    let [b, h, s, d] = x.dims();
+    if d % 2 != 0 || cos.dims() != [b, 1, s, d] || sin.dims() != [b, 1, s, d] {
+        return None;
+    }
+    let xt = tracked(x)?;
+    let (ct, st) = (tracked(cos)?, tracked(sin)?);
+    if ct.is_tracked() || st.is_tracked() {
+        return None;
+    }
+    let (cp, sp) = (contiguous(ct.primitive()), contiguous(st.primitive()));
+    let (cs, ss) = (slice(&cp), slice(&sp));
+    let xp = contiguous(xt.primitive());
+    let xs = slice(&xp);
+    let mut y = vec![0.0f32; xs.len()];
+    y.par_chunks_mut(s * d)
+        .zip(xs.par_chunks(s * d))
+        .enumerate()
+        .for_each(|(bh, (y, x))| {
+            let bi = bh / h;
+            let r = bi * s * d..(bi + 1) * s * d;
+            rope_rows(x, &cs[r.clone()], &ss[r], y, d, false);
+        });
+    let state = RopeState {
+        cos: cp,
+        sin: sp,
+        shape: [b, h, s, d],
+    };
+    Some(record(RopeOp, [&xt], state, flex(y, &[b, h, s, d])))
+}
+
+vectorised!(rope_rows, rope_loop, (x: &[f32], cos: &[f32], sin: &[f32], y: &mut [f32], d: usize, transpose: bool));
+
+/// Forward (`transpose` false): `y₁ = x₁ cos₁ − x₂ sin₁`, `y₂ = x₂ cos₂ + x₁ sin₂` per row of
+/// `d` (halves `₁`, `₂`); backward (`transpose`): `y₁ = x₁ cos₁ + x₂ sin₂`,
+/// `y₂ = x₂ cos₂ − x₁ sin₁`.
+#[inline(always)]
+fn rope_loop(x: &[f32], cos: &[f32], sin: &[f32], y: &mut [f32], d: usize, transpose: bool) {
+    let half = d / 2;
+    for ((x, y), (c, s)) in x
+        .chunks_exact(d)
+        .zip(y.chunks_exact_mut(d))
+        .zip(cos.chunks_exact(d).zip(sin.chunks_exact(d)))
+    {
+        let (x1, x2) = x.split_at(half);
+        let (y1, y2) = y.split_at_mut(half);
+        let (c1, c2) = c.split_at(half);
+        let (s1, s2) = s.split_at(half);
+        if transpose {
+            for j in 0..half {
+                y1[j] = x1[j] * c1[j] + x2[j] * s2[j];
+                y2[j] = x2[j] * c2[j] - x1[j] * s1[j];
+            }
+        } else {
+            for j in 0..half {
+                y1[j] = x1[j] * c1[j] - x2[j] * s1[j];
+                y2[j] = x2[j] * c2[j] + x1[j] * s2[j];
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Attention
+
+/// A 4-d operand for gemm: the tensor (kept alive) and its element strides and start.
+#[derive(Debug, Clone)]
+struct Operand {
+    t: FlexTensor,
+    strides: [usize; 4],
+    start: usize,
+}
+
+impl Operand {
+    /// `t` read in place when its strides are non-negative and in bounds, else a contiguous copy.
+    fn new(t: &FlexTensor) -> Option<Self> {
+        let l = t.layout();
+        let (shape, st) = (l.shape(), l.strides());
+        if shape.num_dims() != 4 || st.len() != 4 {
+            return None;
+        }
+        if st.iter().all(|&v| v >= 0) {
+            let buf = t.storage::<f32>();
+            let last: usize = (0..4).map(|i| (shape[i].max(1) - 1) * st[i] as usize).sum();
+            if l.start_offset() + last < buf.len() {
+                return Some(Self {
+                    t: t.clone(),
+                    strides: [
+                        st[0] as usize,
+                        st[1] as usize,
+                        st[2] as usize,
+                        st[3] as usize,
+                    ],
+                    start: l.start_offset(),
+                });
+            }
+        }
+        let c = t.to_contiguous();
+        let dims = [shape[0], shape[1], shape[2], shape[3]];
+        Some(Self {
+            t: c,
+            strides: [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1],
+            start: 0,
+        })
+    }
+
+    /// Pointer to matrix `[i, j]` (the last two dimensions) with its `(column, row)` strides.
+    fn matrix(&self, i: usize, j: usize) -> (*const f32, isize, isize) {
+        let buf = self.t.storage::<f32>();
+        let off = self.start + i * self.strides[0] + j * self.strides[1];
+        // SAFETY (of later reads): `new` checked that every element is inside the buffer.
+        (
+            buf[off..].as_ptr(),
+            self.strides[3] as isize,
+            self.strides[2] as isize,
+        )
+    }
+}
+
+#[derive(Debug)]
+struct AttentionOp;
+
+#[derive(Debug, Clone)]
+struct AttentionState {
+    q: Operand,
+    k: Operand,
+    v: Operand,
+    /// Softmax probabilities `[b, h, s, t]`.
+    p: Arc<Vec<f32>>,
+    dims: [usize; 5],
+    scale: f32,
+}
+
+/// A raw pointer the Rayon tasks share; each writes its own disjoint part.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+
+impl SendPtr {
+    fn at(self, off: usize) -> *mut f32 {
+        // SAFETY: callers stay inside the allocation the pointer was made from.
+        unsafe { self.0.add(off) }
+    }
+}
+
+// SAFETY: the tasks write disjoint parts of the buffer, which outlives the parallel loop.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+/// `dst = beta · lhs · rhs (+ dst when accumulate)`, one thread.
+///
+/// # Safety
+/// As [`crate::host_gemm::gemm_into`].
+unsafe fn product(
+    dims: (usize, usize, usize),
+    dst: (*mut f32, isize, isize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+    beta: f32,
+    accumulate: bool,
+) {
+    // SAFETY: the caller's contract is gemm's.
+    unsafe {
+        gemm::gemm(
+            dims.0,
+            dims.1,
+            dims.2,
+            dst.0,
+            dst.1,
+            dst.2,
+            accumulate,
+            lhs.0,
+            lhs.1,
+            lhs.2,
+            rhs.0,
+            rhs.1,
+            rhs.2,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    };
+}
+
+impl Backward<Flex, 3> for AttentionOp {
+    type State = AttentionState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let go = incoming(&ops, grads);
+        let [pq, pk, pv] = ops.parents;
+        let st = ops.state;
+        let [b, h, kv, s, t] = st.dims;
+        let d = st.q.t.layout().shape()[3];
+        let rep = h / kv;
+        let go = slice(&go);
+        let mut dq = vec![0.0f32; b * h * s * d];
+        let mut dk = vec![0.0f32; b * kv * t * d];
+        let mut dv = vec![0.0f32; b * kv * t * d];
+        let (dqp, dkp, dvp) = (
+            SendPtr(dq.as_mut_ptr()),
+            SendPtr(dk.as_mut_ptr()),
+            SendPtr(dv.as_mut_ptr()),
+        );
+        let p = &st.p[..];
+        (0..b * kv).into_par_iter().for_each(|task| {
+            let (bi, g) = (task / kv, task % kv);
+            let mut ds = vec![0.0f32; s * t];
+            let kvo = (bi * kv + g) * t * d;
+            for hi in g * rep..(g + 1) * rep {
+                let ph = &p[(bi * h + hi) * s * t..(bi * h + hi + 1) * s * t];
+                let go_ptr = go[bi * s * h * d + hi * d..].as_ptr();
+                let dout = (go_ptr, 1isize, (h * d) as isize);
+                let first = hi == g * rep;
+                // SAFETY: every pointer below addresses a matrix inside its buffer (the
+                // operands' bounds were checked, the outputs sized [b, h or kv, s or t, d]);
+                // the task writes only its own kv head's dk / dv and its heads' dq.
+                unsafe {
+                    // dV += Pᵀ · dO
+                    product(
+                        (t, d, s),
+                        (dvp.at(kvo), 1, d as isize),
+                        (ph.as_ptr(), t as isize, 1),
+                        dout,
+                        1.0,
+                        !first,
+                    );
+                    // dP = dO · Vᵀ
+                    let (vp, vcs, vrs) = st.v.matrix(bi, g);
+                    product(
+                        (s, t, d),
+                        (ds.as_mut_ptr(), 1, t as isize),
+                        dout,
+                        (vp, vrs, vcs),
+                        1.0,
+                        false,
+                    );
+                }
+                // dS = P ⊙ (dP − rowsum(dP ⊙ P))
+                for (dsr, pr) in ds.chunks_exact_mut(t).zip(ph.chunks_exact(t)) {
+                    softmax_backward_row(dsr, pr);
+                }
+                // SAFETY: as above.
+                unsafe {
+                    // dQ = scale · dS · K
+                    let (kp, kcs, krs) = st.k.matrix(bi, g);
+                    product(
+                        (s, d, t),
+                        (dqp.at((bi * h + hi) * s * d), 1, d as isize),
+                        (ds.as_ptr(), 1, t as isize),
+                        (kp, kcs, krs),
+                        st.scale,
+                        false,
+                    );
+                    // dK += scale · dSᵀ · Q
+                    let (qp, qcs, qrs) = st.q.matrix(bi, hi);
+                    product(
+                        (t, d, s),
+                        (dkp.at(kvo), 1, d as isize),
+                        (ds.as_ptr(), t as isize, 1),
+                        (qp, qcs, qrs),
+                        st.scale,
+                        !first,
+                    );
+                }
+            }
+        });
+        for (parent, grad, heads, len) in [(pq, dq, h, s), (pk, dk, kv, t), (pv, dv, kv, t)] {
+            if let Some(node) = parent {
+                grads.register::<Flex>(node.id, flex(grad, &[b, heads, len, d]));
+            }
+        }
+    }
+}
+
+/// Scaled dot-product attention for training, `q [b, h, s, d]`, `k` / `v [b, kv, t, d]` (any
+/// strides, `h % kv == 0`), `mask [b, 1, s, t]` `true` where a key is hidden (as
+/// [`crate::attention::attention`] takes them; a query row that sees no key gets zeros),
+/// recorded as one operation; the context comes back as `[b, s, h·d]` (the output
+/// projection's layout). `None` when it does not apply (see the module docs).
+pub fn attention(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    mask: &Tensor<4, Bool>,
+    scale: f64,
+) -> Option<Tensor<3>> {
+    let [b, h, s, d] = q.dims();
+    let [_, kv, t, _] = k.dims();
+    if kv == 0 || h % kv != 0 || k.dims() != [b, kv, t, d] || v.dims() != [b, kv, t, d] {
+        return None;
+    }
+    if mask.dims() != [b, 1, s, t] {
+        return None;
+    }
+    let (qt, kt, vt) = (tracked(q)?, tracked(k)?, tracked(v)?);
+    let (qo, ko, vo) = (
+        Operand::new(qt.primitive())?,
+        Operand::new(kt.primitive())?,
+        Operand::new(vt.primitive())?,
+    );
+    let hidden = mask.to_data().try_to_vec::<bool>().ok()?;
+    let rep = h / kv;
+    let scale = scale as f32;
+    let mut p = vec![0.0f32; b * h * s * t];
+    let mut ctx = vec![0.0f32; b * s * h * d];
+    let ctxp = SendPtr(ctx.as_mut_ptr());
+    p.par_chunks_mut(s * t).enumerate().for_each(|(bh, ph)| {
+        let (bi, hi) = (bh / h, bh % h);
+        let g = hi / rep;
+        // SAFETY: operands checked in bounds; `ph` is this task's [s, t] block; the task
+        // writes only columns hi·d..(hi+1)·d of batch bi's context rows.
+        unsafe {
+            let (kp, kcs, krs) = ko.matrix(bi, g);
+            product(
+                (s, t, d),
+                (ph.as_mut_ptr(), 1, t as isize),
+                qo.matrix(bi, hi),
+                (kp, krs, kcs),
+                scale,
+                false,
+            );
+        }
+        let m = &hidden[bi * s * t..(bi + 1) * s * t];
+        for (row, mr) in ph.chunks_exact_mut(t).zip(m.chunks_exact(t)) {
+            masked_softmax_row(row, mr);
+        }
+        // SAFETY: as above.
+        unsafe {
+            product(
+                (s, d, t),
+                (ctxp.at(bi * s * h * d + hi * d), 1, (h * d) as isize),
+                (ph.as_ptr(), 1, t as isize),
+                vo.matrix(bi, g),
+                1.0,
+                false,
+            );
+        }
+    });
+    let state = AttentionState {
+        q: qo,
+        k: ko,
+        v: vo,
+        p: Arc::new(p),
+        dims: [b, h, kv, s, t],
+        scale,
+    };
+    Some(record(
+        AttentionOp,
+        [&qt, &kt, &vt],
+        state,
+        flex(ctx, &[b, s, h * d]),
+    ))
+}
+
+/// Softmax of a row of scores over the keys not `hidden`, in place; hidden keys (and every key
+/// of a row that sees none) get 0.
+fn masked_softmax_row(row: &mut [f32], hidden: &[bool]) {
+    let mut max = f32::NEG_INFINITY;
+    for (x, &m) in row.iter_mut().zip(hidden) {
+        if m {
+            *x = f32::NEG_INFINITY;
+        } else if *x > max {
+            max = *x;
+        }
+    }
+    if max == f32::NEG_INFINITY {
+        row.fill(0.0);
+        return;
+    }
+    softmax_shifted(row, max);
+}
+
+vectorised!(softmax_shifted, softmax_shifted_loop, (row: &mut [f32], max: f32));
+vectorised!(softmax_backward_row, softmax_backward_loop, (ds: &mut [f32], p: &[f32]));
+
+/// `exp(x − max) / Σ exp(x − max)` in place (`−∞` gives 0).
+#[inline(always)]
+fn softmax_shifted_loop(row: &mut [f32], max: f32) {
+    const L: usize = 8;
+    let mut acc = [0.0f64; L];
+    let mut chunks = row.chunks_exact_mut(L);
+    for c in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(c.iter_mut()) {
+            *x = (*x - max).exp();
+            *a += f64::from(*x);
+        }
+    }
+    let mut sum: f64 = acc.iter().sum();
+    for x in chunks.into_remainder() {
+        *x = (*x - max).exp();
+        sum += f64::from(*x);
+    }
+    let inv = (1.0 / sum) as f32;
+    for x in row.iter_mut() {
+        *x *= inv;
+    }
+}
+
+/// `ds ← p ⊙ (ds − Σ ds ⊙ p)` in place.
+#[inline(always)]
+fn softmax_backward_loop(ds: &mut [f32], p: &[f32]) {
+    let c = dot64(ds, p, None) as f32;
+    for (x, &p) in ds.iter_mut().zip(p) {
+        *x = p * (*x - c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each kernel against burn's autodiff of the same definition composed of tensor ops
+    //! (values and input gradients of `Σ out ⊙ r` for a random `r`), on inputs with strides,
+    //! grouped-query heads, padding and a query row that sees no key. The flag of
+    //! [`set_enabled`] is never touched here (tests run in parallel).
+    use super::*;
+    use burn::tensor::activation::{silu, softmax};
+    use burn::tensor::{Device, Distribution};
+
+    fn device() -> Device {
+        Device::flex().autodiff()
+    }
+
+    fn randn<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+    }
+
+    fn vals<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
+        t.to_data().try_to_vec::<f32>().expect("f32 values")
+    }
+
+    /// Fails on a length mismatch, a NaN on either side, or a difference over `tol · (1 + |want|)`.
+    fn close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                g.is_finite() && w.is_finite() && (g - w).abs() <= tol * (1.0 + w.abs()),
+                "{what}[{i}]: {g} vs {w}"
+            );
+        }
+    }
+
+    /// Value of `f` and the gradients of `Σ f(inputs) ⊙ r` at `inputs` (fresh leaves).
+    fn run<const D: usize, const E: usize, const N: usize>(
+        inputs: [Tensor<D>; N],
+        r: &Tensor<E>,
+        f: impl Fn(&[Tensor<D>; N]) -> Tensor<E>,
+    ) -> (Vec<f32>, Vec<Vec<f32>>) {
+        let leaves: [Tensor<D>; N] = inputs.map(|t| t.detach().require_grad());
+        let out = f(&leaves);
+        let grads = (out.clone() * r.clone()).sum().backward();
+        let g = leaves
+            .iter()
+            .map(|l| vals(&l.grad(&grads).expect("a gradient for every input")))
+            .collect();
+        (vals(&out), g)
+    }
+
+    #[test]
+    fn rms_norm_matches_the_composed_ops() {
+        let dev = device();
+        let n = 37;
+        // A transposed view: the kernel reads it through a contiguous copy.
+        let x = randn([5, 3, n], &dev).swap_dims(0, 1);
+        let w = randn([n], &dev);
+        let r = randn([3, 5, n], &dev);
+        let eps = 1e-6;
+        let (y, g) = run([x.clone()], &r, |[x]| {
+            rms_norm(x, &w, eps).expect("the kernel applies")
+        });
+        let (y0, g0) = run([x.clone()], &r, |[x]| {
+            let var = x.clone().square().mean_dim(2);
+            x.clone() * var.add_scalar(eps).sqrt().recip() * w.clone().unsqueeze::<3>()
+        });
+        close("rms_norm", &y, &y0, 1e-5);
+        close("rms_norm dx", &g[0], &g0[0], 1e-4);
+        // A trained weight (full fine-tuning) keeps burn's ops.
+        assert!(rms_norm(&x, &w.clone().require_grad(), eps).is_none());
+    }
+
+    #[test]
+    fn silu_mul_matches_the_composed_ops() {
+        let dev = device();
+        let gate = randn([3, 7, 1001], &dev).mul_scalar(4.0);
+        let up = randn([3, 7, 1001], &dev);
+        let r = randn([3, 7, 1001], &dev);
+        let (y, g) = run([gate.clone(), up.clone()], &r, |[g, u]| {
+            silu_mul(g, u).expect("the kernel applies")
+        });
+        let (y0, g0) = run([gate, up], &r, |[g, u]| silu(g.clone()) * u.clone());
+        close("silu_mul", &y, &y0, 1e-5);
+        close("silu_mul dgate", &g[0], &g0[0], 1e-5);
+        close("silu_mul dup", &g[1], &g0[1], 1e-5);
+    }
+
+    #[test]
+    fn rope_matches_the_composed_ops() {
+        let dev = device();
+        let (b, h, s, d) = (2, 3, 5, 8);
+        // [b, s, h, d] viewed as [b, h, s, d], as the projections give it.
+        let x = randn([b, s, h, d], &dev).swap_dims(1, 2);
+        let cos = randn([b, 1, s, d], &dev);
+        let sin = randn([b, 1, s, d], &dev);
+        let r = randn([b, h, s, d], &dev);
+        let (y, g) = run([x.clone()], &r, |[x]| {
+            rope(x, &cos, &sin).expect("the kernel applies")
+        });
+        let (y0, g0) = run([x], &r, |[x]| {
+            let x1 = x.clone().slice([0..b, 0..h, 0..s, 0..d / 2]);
+            let x2 = x.clone().slice([0..b, 0..h, 0..s, d / 2..d]);
+            let rot = Tensor::cat(vec![x2.neg(), x1], 3);
+            x.clone() * cos.clone() + rot * sin.clone()
+        });
+        close("rope", &y, &y0, 1e-5);
+        close("rope dx", &g[0], &g0[0], 1e-5);
+    }
+
+    #[test]
+    fn attention_matches_the_composed_ops() {
+        let dev = device();
+        // Grouped-query heads (4 over 2), keys past the queries (a cache of 3), strided q / v.
+        let (b, h, kv, s, past, d) = (2, 4, 2, 5, 3, 8);
+        let t = past + s;
+        let q = randn([b, s, h, d], &dev).swap_dims(1, 2);
+        let k = randn([b, kv, t, d], &dev);
+        let v = randn([b, t, kv, d], &dev).swap_dims(1, 2);
+        // Causal over the cache, the first row's keys 0 and 1 padded, and in the second
+        // row a query (its position 2) that sees no key.
+        let mut am = vec![1u8; b * t];
+        am[0] = 0;
+        am[1] = 0;
+        let mut mask = vals_bool(&crate::attention::causal_mask(&am, b, s, past, None, &dev));
+        for j in 0..t {
+            mask[(s + 2) * t + j] = true;
+        }
+        let mask = Tensor::<4, Bool>::from_data(TensorData::new(mask, [b, 1, s, t]), &dev);
+        let r = randn([b, s, h * d], &dev);
+        let scale = 1.0 / (d as f64).sqrt();
+        let (y, g) = run([q.clone(), k.clone(), v.clone()], &r, |[q, k, v]| {
+            attention(q, k, v, &mask, scale).expect("the kernel applies")
+        });
+        let (y0, g0) = run([q, k, v], &r, |[q, k, v]| {
+            let rep = h / kv;
+            let expand = |x: &Tensor<4>| {
+                x.clone()
+                    .unsqueeze_dim::<5>(2)
+                    .expand([b, kv, rep, t, d])
+                    .reshape([b, h, t, d])
+            };
+            let scores = q
+                .clone()
+                .matmul(expand(k).swap_dims(2, 3))
+                .mul_scalar(scale);
+            let scores = scores.mask_fill(mask.clone().expand([b, h, s, t]), -1e30);
+            let p = softmax(scores, 3);
+            // The row that sees no key: zeros, as the kernel and burn's attention give.
+            let seen = mask
+                .clone()
+                .bool_not()
+                .float()
+                .sum_dim(3)
+                .greater_elem(0.0)
+                .float();
+            let p = p * seen;
+            p.matmul(expand(v)).swap_dims(1, 2).reshape([b, s, h * d])
+        });
+        close("attention", &y, &y0, 1e-5);
+        for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
+            close(&format!("attention {name}"), &g[i], &g0[i], 1e-4);
+        }
+        // The row that sees no key is zeros.
+        let row = &y[(s + 2) * h * d..(s + 3) * h * d];
+        assert!(row.iter().all(|&x| x == 0.0), "{row:?}");
+    }
+
+    fn vals_bool(t: &Tensor<4, Bool>) -> Vec<bool> {
+        t.to_data().try_to_vec::<bool>().expect("bool values")
+    }
+
+    #[test]
+    fn kernels_step_aside_outside_autodiff_and_for_other_shapes() {
+        let plain = Device::flex();
+        let x = randn([2, 4], &plain);
+        assert!(rms_norm(&x, &randn([4], &plain), 1e-6).is_none());
+        let dev = device();
+        let x = randn([2, 4], &dev);
+        assert!(rms_norm(&x, &randn([3], &dev), 1e-6).is_none());
+        assert!(silu_mul(&x, &randn([4, 2], &dev)).is_none());
+    }
+
+    #[test]
+    fn rms_norm_is_within_f32_rounding_of_the_exact_values() {
+        // Large activations (as deep decoders have): the kernel's value and gradient against
+        // f64, and no further from it than the composed ops are.
+        let dev = device();
+        let (rows, n, eps) = (40, 64, 1e-6);
+        let x = Tensor::<2>::random([rows, n], Distribution::Normal(0.0, 30.0), &dev);
+        let w = Tensor::<1>::random([n], Distribution::Normal(1.0, 0.3), &dev);
+        let r = randn([rows, n], &dev);
+        let (xv, wv, rv) = (vals(&x), vals(&w), vals(&r));
+        let (mut y64, mut dx64) = (vec![0f64; rows * n], vec![0f64; rows * n]);
+        for i in 0..rows {
+            let xr: Vec<f64> = xv[i * n..(i + 1) * n]
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect();
+            let inv = 1.0 / (xr.iter().map(|v| v * v).sum::<f64>() / n as f64 + eps).sqrt();
+            let gw: Vec<f64> = (0..n)
+                .map(|j| f64::from(rv[i * n + j]) * f64::from(wv[j]))
+                .collect();
+            let dot: f64 = (0..n).map(|j| gw[j] * xr[j]).sum();
+            for j in 0..n {
+                y64[i * n + j] = f64::from(wv[j]) * xr[j] * inv;
+                dx64[i * n + j] = inv * gw[j] - xr[j] * inv.powi(3) * dot / n as f64;
+            }
+        }
+        let err = |a: &[f32], b: &[f64]| {
+            assert_eq!(a.len(), b.len());
+            a.iter()
+                .zip(b)
+                .map(|(&a, &b)| (f64::from(a) - b).abs() / (b.abs() + 1e-3))
+                .fold(
+                    0.0f64,
+                    |m, e| if e.is_nan() { f64::INFINITY } else { m.max(e) },
+                )
+        };
+        let (y, g) = run([x.clone()], &r, |[x]| {
+            rms_norm(x, &w, eps).expect("applies")
+        });
+        let (y0, g0) = run([x], &r, |[x]| {
+            let var = x.clone().square().mean_dim(1);
+            x.clone() * var.add_scalar(eps).sqrt().recip() * w.clone().unsqueeze::<2>()
+        });
+        let (ey, edx) = (err(&y, &y64), err(&g[0], &dx64));
+        let (ey0, edx0) = (err(&y0, &y64), err(&g0[0], &dx64));
+        assert!(
+            ey <= 2.5e-7 && edx <= 2.5e-7,
+            "kernel: value {ey:e}, gradient {edx:e}"
+        );
+        assert!(
+            ey <= ey0 && edx <= edx0,
+            "kernel {ey:e} / {edx:e}, composed {ey0:e} / {edx0:e}"
+        );
+    }
+}
