@@ -62,7 +62,7 @@ pub fn enabled() -> bool {
 
 /// `x` as an autodiff-over-Flex f32 primitive, `None` when the kernels are off or `x` is not one.
 fn tracked<const D: usize>(x: &Tensor<D>) -> Option<AdTensor> {
-    if !enabled() || x.dtype() != DType::F32 {
+    if !enabled() || x.dtype() != DType::F32 || !x.device().is_autodiff() {
         return None;
     }
     let t = x.clone().try_into_primitive::<Ad>().ok()?;
