@@ -78,6 +78,7 @@ const GROUPS: &[(&str, &[&str])] = &[
             "lora_sft_step_unfused",
             "lora_sft_step_logits",
             "lora_sft_step_composed",
+            "t5_lora_sft_step_composed",
             "lm_head_loss",
             "lm_head_loss_logits",
         ],
@@ -927,6 +928,12 @@ fn train(specs: &[Spec], r: &mut Report) -> Res<()> {
                 // instead of the training kernels (`tilpass_models::train_kernels`).
                 tilpass::models::train_kernels::set_enabled(false);
                 let out = llama_lora_step(spec, r, true);
+                tilpass::models::train_kernels::set_enabled(true);
+                out?
+            }
+            "t5_lora_sft_step_composed" => {
+                tilpass::models::train_kernels::set_enabled(false);
+                let out = t5_lora_step(spec, r);
                 tilpass::models::train_kernels::set_enabled(true);
                 out?
             }

@@ -234,7 +234,7 @@ impl LlamaAttention {
             return self.o_proj.forward_decode(ctx);
         }
         #[cfg(feature = "flex")]
-        if let Some(ctx) = crate::train_kernels::attention(&q, &k, &v, mask, scale) {
+        if let Some(ctx) = crate::train_kernels::attention(&q, &k, &v, mask, None, scale) {
             return self.o_proj.forward_decode(ctx);
         }
         let out = attention(q, k, v, Some(mask), None, scale);

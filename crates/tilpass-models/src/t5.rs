@@ -425,6 +425,24 @@ impl T5 {
         x.swap_dims(1, 2).reshape([b, s, h * d])
     }
 
+    /// Unscaled attention with its heads merged, `[b, s, h·d]`: one recorded operation under
+    /// autodiff on Flex (`train_kernels::attention`, with the `flex` feature), burn's attention
+    /// otherwise.
+    fn attend(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        mask: &Tensor<4, Bool>,
+        bias: Option<&Tensor<4>>,
+    ) -> Tensor<3> {
+        #[cfg(feature = "flex")]
+        if let Some(ctx) = crate::train_kernels::attention(&q, &k, &v, mask, bias, 1.0) {
+            return ctx;
+        }
+        self.merge(attention(q, k, v, Some(mask), bias, 1.0))
+    }
+
     fn ff(&self, f: &T5Ff, x: Tensor<3>) -> Tensor<3> {
         let h = self.act.apply(f.wi.forward(x.clone()));
         let h = match &f.wi_1 {
@@ -458,15 +476,14 @@ impl T5 {
         for blk in &self.encoder {
             let h = blk.self_norm.forward(x.clone());
             let a = &blk.self_attn;
-            let ctx = attention(
+            let ctx = self.attend(
                 self.split(a.q.forward(h.clone())),
                 self.split(a.k.forward(h.clone())),
                 self.split(a.v.forward(h)),
-                Some(&mask),
+                &mask,
                 Some(&bias),
-                1.0,
             );
-            x = x + a.o.forward(self.merge(ctx));
+            x = x + a.o.forward(ctx);
             x = x.clone() + self.ff(&blk.ff, blk.ff_norm.forward(x));
         }
         Ok(EncoderOutput {
@@ -507,8 +524,8 @@ impl T5 {
                 Some(c) => c.self_attn.append(l, k, v),
                 None => (k, v),
             };
-            let ctx = attention(q, k, v, Some(&self_mask), Some(&bias), 1.0);
-            x = x + a.o.forward(self.merge(ctx));
+            let ctx = self.attend(q, k, v, &self_mask, Some(&bias));
+            x = x + a.o.forward(ctx);
             let (norm, ca) = blk
                 .cross
                 .as_ref()
@@ -528,15 +545,8 @@ impl T5 {
                     kv
                 }
             };
-            let ctx = attention(
-                self.split(ca.q.forward(h)),
-                ck,
-                cv,
-                Some(&cross_mask),
-                None,
-                1.0,
-            );
-            x = x + ca.o.forward(self.merge(ctx));
+            let ctx = self.attend(self.split(ca.q.forward(h)), ck, cv, &cross_mask, None);
+            x = x + ca.o.forward(ctx);
             x = x.clone() + self.ff(&blk.ff, blk.ff_norm.forward(x));
         }
         let x = self.decoder_norm.forward(x);

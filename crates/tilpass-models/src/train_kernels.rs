@@ -672,8 +672,9 @@ impl Backward<Flex, 3> for AttentionOp {
 }
 
 /// Scaled dot-product attention for training, `q [b, h, s, d]`, `k` / `v [b, kv, t, d]` (any
-/// strides, `h % kv == 0`), `mask [b, 1, s, t]` `true` where a key is hidden (as
-/// [`crate::attention::attention`] takes them; a query row that sees no key gets zeros),
+/// strides, `h % kv == 0`), `mask [b, 1, s, t]` `true` where a key is hidden, `bias [1 or b, h,
+/// s, t]` a constant added to the scaled scores (as [`crate::attention::attention`] takes
+/// them; a query row that sees no key gets zeros),
 /// recorded as one operation; the context comes back as `[b, s, h·d]` (the output
 /// projection's layout). `None` when it does not apply (see the module docs).
 pub fn attention(
@@ -681,6 +682,7 @@ pub fn attention(
     k: &Tensor<4>,
     v: &Tensor<4>,
     mask: &Tensor<4, Bool>,
+    bias: Option<&Tensor<4>>,
     scale: f64,
 ) -> Option<Tensor<3>> {
     let [b, h, s, d] = q.dims();
@@ -697,6 +699,21 @@ pub fn attention(
         Operand::new(kt.primitive())?,
         Operand::new(vt.primitive())?,
     );
+    // The additive score bias (T5's relative positions): a constant `[1 or b, h, s, t]`.
+    let bias = match bias {
+        None => None,
+        Some(x) => {
+            let [bb, bh, bs, bk] = x.dims();
+            if (bb != 1 && bb != b) || [bh, bs, bk] != [h, s, t] {
+                return None;
+            }
+            let xt = tracked(x)?;
+            if xt.is_tracked() {
+                return None;
+            }
+            Some((contiguous(xt.primitive()), bb))
+        }
+    };
     let hidden = mask.to_data().try_to_vec::<bool>().ok()?;
     let rep = h / kv;
     let scale = scale as f32;
@@ -718,6 +735,13 @@ pub fn attention(
                 scale,
                 false,
             );
+        }
+        if let Some((bt, bb)) = &bias {
+            let bi = if *bb == 1 { 0 } else { bi };
+            let off = (bi * h + hi) * s * t;
+            for (x, y) in ph.iter_mut().zip(&slice(bt)[off..off + s * t]) {
+                *x += y;
+            }
         }
         let m = &hidden[bi * s * t..(bi + 1) * s * t];
         for (row, mr) in ph.chunks_exact_mut(t).zip(m.chunks_exact(t)) {
@@ -932,42 +956,52 @@ mod tests {
         }
         let mask = Tensor::<4, Bool>::from_data(TensorData::new(mask, [b, 1, s, t]), &dev);
         let r = randn([b, s, h * d], &dev);
-        let scale = 1.0 / (d as f64).sqrt();
-        let (y, g) = run([q.clone(), k.clone(), v.clone()], &r, |[q, k, v]| {
-            attention(q, k, v, &mask, scale).expect("the kernel applies")
-        });
-        let (y0, g0) = run([q, k, v], &r, |[q, k, v]| {
-            let rep = h / kv;
-            let expand = |x: &Tensor<4>| {
-                x.clone()
-                    .unsqueeze_dim::<5>(2)
-                    .expand([b, kv, rep, t, d])
-                    .reshape([b, h, t, d])
+        // Without and with an additive score bias (T5: relative positions, no scaling).
+        for bias in [None, Some(randn([1, h, s, t], &dev))] {
+            let scale = if bias.is_some() {
+                1.0
+            } else {
+                1.0 / (d as f64).sqrt()
             };
-            let scores = q
-                .clone()
-                .matmul(expand(k).swap_dims(2, 3))
-                .mul_scalar(scale);
-            let scores = scores.mask_fill(mask.clone().expand([b, h, s, t]), -1e30);
-            let p = softmax(scores, 3);
-            // The row that sees no key: zeros, as the kernel and burn's attention give.
-            let seen = mask
-                .clone()
-                .bool_not()
-                .float()
-                .sum_dim(3)
-                .greater_elem(0.0)
-                .float();
-            let p = p * seen;
-            p.matmul(expand(v)).swap_dims(1, 2).reshape([b, s, h * d])
-        });
-        close("attention", &y, &y0, 1e-5);
-        for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
-            close(&format!("attention {name}"), &g[i], &g0[i], 1e-4);
+            let (y, g) = run([q.clone(), k.clone(), v.clone()], &r, |[q, k, v]| {
+                attention(q, k, v, &mask, bias.as_ref(), scale).expect("the kernel applies")
+            });
+            let (y0, g0) = run([q.clone(), k.clone(), v.clone()], &r, |[q, k, v]| {
+                let rep = h / kv;
+                let expand = |x: &Tensor<4>| {
+                    x.clone()
+                        .unsqueeze_dim::<5>(2)
+                        .expand([b, kv, rep, t, d])
+                        .reshape([b, h, t, d])
+                };
+                let mut scores = q
+                    .clone()
+                    .matmul(expand(k).swap_dims(2, 3))
+                    .mul_scalar(scale);
+                if let Some(bias) = &bias {
+                    scores = scores + bias.clone();
+                }
+                let scores = scores.mask_fill(mask.clone().expand([b, h, s, t]), -1e30);
+                let p = softmax(scores, 3);
+                // The row that sees no key: zeros, as the kernel and burn's attention give.
+                let seen = mask
+                    .clone()
+                    .bool_not()
+                    .float()
+                    .sum_dim(3)
+                    .greater_elem(0.0)
+                    .float();
+                let p = p * seen;
+                p.matmul(expand(v)).swap_dims(1, 2).reshape([b, s, h * d])
+            });
+            close("attention", &y, &y0, 1e-5);
+            for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
+                close(&format!("attention {name}"), &g[i], &g0[i], 1e-4);
+            }
+            // The row that sees no key is zeros.
+            let row = &y[(s + 2) * h * d..(s + 3) * h * d];
+            assert!(row.iter().all(|&x| x == 0.0), "{row:?}");
         }
-        // The row that sees no key is zeros.
-        let row = &y[(s + 2) * h * d..(s + 3) * h * d];
-        assert!(row.iter().all(|&x| x == 0.0), "{row:?}");
     }
 
     fn vals_bool(t: &Tensor<4, Bool>) -> Vec<bool> {
