@@ -81,3 +81,25 @@ pub fn attention(
         },
     )
 }
+
+/// [`attention`] with the heads merged, `[b, s, h·d]` (the output projection's layout; `mask`
+/// `[b, 1, s, t]`): under autodiff on Flex one recorded operation with a host backward
+/// (`train_kernels::attention`, with the `flex` feature; a constant `bias` only), burn's
+/// attention and a head transpose otherwise.
+pub fn attention_merged(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: &Tensor<4, Bool>,
+    bias: Option<&Tensor<4>>,
+    scale: f64,
+) -> Tensor<3> {
+    #[cfg(feature = "flex")]
+    if let Some(ctx) = crate::train_kernels::attention(&q, &k, &v, mask, bias, scale) {
+        return ctx;
+    }
+    let [b, h, s, d] = q.dims();
+    attention(q, k, v, Some(mask), bias, scale)
+        .swap_dims(1, 2)
+        .reshape([b, s, h * d])
+}

@@ -12,7 +12,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
 
-use crate::attention::attention;
+use crate::attention::attention_merged;
 use crate::encoder::{Activation, EncoderInput, ProblemType, SequenceClassifier, labels_from};
 use crate::error::{ModelError, Result};
 use crate::norm::LayerNorm;
@@ -471,9 +471,7 @@ impl Bert {
             k = Tensor::cat(vec![pk.clone(), k], 2);
             v = Tensor::cat(vec![pv.clone(), v], 2);
         }
-        let ctx = attention(q, k, v, Some(mask), None, 1.0 / (hd as f64).sqrt())
-            .swap_dims(1, 2)
-            .reshape([b, s, h]);
+        let ctx = attention_merged(q, k, v, mask, None, 1.0 / (hd as f64).sqrt());
         let x = l.attn_norm.forward(l.attn_out.forward(ctx) + x);
         let inter = self.act.apply(l.intermediate.forward(x.clone()));
         l.out_norm.forward(l.output.forward(inter) + x)

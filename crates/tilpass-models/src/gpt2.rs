@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tilpass_core::Checkpoint;
 
-use crate::attention::attention;
+use crate::attention::attention_merged;
 use crate::config::TokenIds;
 use crate::decoder_family::DecoderFamily;
 use crate::embedding::tied_logits;
@@ -232,9 +232,7 @@ impl Gpt2 {
             };
             let a = match crate::decoder_kernels::try_attention(&q, &k, &v, Some(mask), scale) {
                 Some(ctx) => ctx,
-                None => attention(q, k, v, Some(mask), None, scale)
-                    .swap_dims(1, 2)
-                    .reshape([b, s, d]),
+                None => attention_merged(q, k, v, mask, None, scale),
             };
             x = x + blk.c_proj.forward_decode(a);
             let m = blk.mlp_proj.forward_decode(gelu_new(

@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use tilpass_core::Checkpoint;
 
-use crate::attention::attention;
+use crate::attention::attention_merged;
 use crate::config::{RopeParameters, TokenIds, class_defaults};
 use crate::decoder_family::DecoderFamily;
 use crate::embedding::tied_logits;
@@ -233,13 +233,8 @@ impl LlamaAttention {
         if let Some(ctx) = crate::decoder_kernels::try_attention(&q, &k, &v, Some(mask), scale) {
             return self.o_proj.forward_decode(ctx);
         }
-        #[cfg(feature = "flex")]
-        if let Some(ctx) = crate::train_kernels::attention(&q, &k, &v, mask, None, scale) {
-            return self.o_proj.forward_decode(ctx);
-        }
-        let out = attention(q, k, v, Some(mask), None, scale);
         self.o_proj
-            .forward_decode(out.swap_dims(1, 2).reshape([b, s, h * d]))
+            .forward_decode(attention_merged(q, k, v, mask, None, scale))
     }
 }
 

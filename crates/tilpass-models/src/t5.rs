@@ -19,7 +19,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use tilpass_core::Checkpoint;
 
-use crate::attention::attention;
+use crate::attention::attention_merged;
 use crate::config::TokenIds;
 use crate::embedding::tied_logits;
 use crate::enc_dec::{EncoderOutput, Seq2SeqModel, T5Cache, check_decoder_ids, forward_seq2seq};
@@ -420,29 +420,6 @@ impl T5 {
             .swap_dims(1, 2)
     }
 
-    fn merge(&self, x: Tensor<4>) -> Tensor<3> {
-        let [b, h, s, d] = x.dims();
-        x.swap_dims(1, 2).reshape([b, s, h * d])
-    }
-
-    /// Unscaled attention with its heads merged, `[b, s, h·d]`: one recorded operation under
-    /// autodiff on Flex (`train_kernels::attention`, with the `flex` feature), burn's attention
-    /// otherwise.
-    fn attend(
-        &self,
-        q: Tensor<4>,
-        k: Tensor<4>,
-        v: Tensor<4>,
-        mask: &Tensor<4, Bool>,
-        bias: Option<&Tensor<4>>,
-    ) -> Tensor<3> {
-        #[cfg(feature = "flex")]
-        if let Some(ctx) = crate::train_kernels::attention(&q, &k, &v, mask, bias, 1.0) {
-            return ctx;
-        }
-        self.merge(attention(q, k, v, Some(mask), bias, 1.0))
-    }
-
     fn ff(&self, f: &T5Ff, x: Tensor<3>) -> Tensor<3> {
         let h = self.act.apply(f.wi.forward(x.clone()));
         let h = match &f.wi_1 {
@@ -476,12 +453,13 @@ impl T5 {
         for blk in &self.encoder {
             let h = blk.self_norm.forward(x.clone());
             let a = &blk.self_attn;
-            let ctx = self.attend(
+            let ctx = attention_merged(
                 self.split(a.q.forward(h.clone())),
                 self.split(a.k.forward(h.clone())),
                 self.split(a.v.forward(h)),
                 &mask,
                 Some(&bias),
+                1.0,
             );
             x = x + a.o.forward(ctx);
             x = x.clone() + self.ff(&blk.ff, blk.ff_norm.forward(x));
@@ -524,7 +502,7 @@ impl T5 {
                 Some(c) => c.self_attn.append(l, k, v),
                 None => (k, v),
             };
-            let ctx = self.attend(q, k, v, &self_mask, Some(&bias));
+            let ctx = attention_merged(q, k, v, &self_mask, Some(&bias), 1.0);
             x = x + a.o.forward(ctx);
             let (norm, ca) = blk
                 .cross
@@ -545,7 +523,7 @@ impl T5 {
                     kv
                 }
             };
-            let ctx = self.attend(self.split(ca.q.forward(h)), ck, cv, &cross_mask, None);
+            let ctx = attention_merged(self.split(ca.q.forward(h)), ck, cv, &cross_mask, None, 1.0);
             x = x + ca.o.forward(ctx);
             x = x.clone() + self.ff(&blk.ff, blk.ff_norm.forward(x));
         }
