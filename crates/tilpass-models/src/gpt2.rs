@@ -82,6 +82,7 @@ fn yes() -> bool {
     true
 }
 
+use crate::mlp::Activation;
 pub use crate::mlp::gelu_new;
 
 /// One GPT-2 block.
@@ -235,9 +236,10 @@ impl Gpt2 {
                 None => attention_merged(q, k, v, mask, None, scale),
             };
             x = x + blk.c_proj.forward_decode(a);
-            let m = blk.mlp_proj.forward_decode(gelu_new(
-                blk.c_fc.forward_decode(blk.ln_2.forward(x.clone())),
-            ));
+            let m = blk.mlp_proj.forward_decode(
+                Activation::GeluTanh
+                    .apply_mul(blk.c_fc.forward_decode(blk.ln_2.forward(x.clone())), None),
+            );
             x = x + m;
         }
         self.ln_f.forward(x)

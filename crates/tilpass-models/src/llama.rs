@@ -2,7 +2,6 @@
 
 use burn::module::Module;
 use burn::nn::Embedding;
-use burn::tensor::activation::silu;
 use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -239,17 +238,12 @@ impl LlamaAttention {
 }
 
 /// `silu(gate) · up`: one host pass at inference on Flex ([`crate::decoder_kernels::silu_mul`]),
-/// one recorded operation under autodiff on Flex (`train_kernels::silu_mul`, with the `flex` feature), burn's
-/// ops otherwise.
+/// [`crate::mlp::Activation::apply_mul`] otherwise.
 fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
     if crate::decoder_kernels::applies(&gate) {
         return crate::decoder_kernels::silu_mul(gate, up);
     }
-    #[cfg(feature = "flex")]
-    if let Some(y) = crate::train_kernels::silu_mul(&gate, &up) {
-        return y;
-    }
-    silu(gate) * up
+    crate::mlp::Activation::Silu.apply_mul(gate, Some(up))
 }
 
 /// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.

@@ -45,6 +45,20 @@ impl Activation {
             Self::Silu => a::silu(x),
         }
     }
+
+    /// `act(x) · up` (without `up`: [`Activation::apply`]); under autodiff on Flex one recorded
+    /// operation with a host backward for SiLU and `gelu_new` (`train_kernels::activation_mul`,
+    /// with the `flex` feature).
+    pub fn apply_mul<const D: usize>(self, x: Tensor<D>, up: Option<Tensor<D>>) -> Tensor<D> {
+        #[cfg(feature = "flex")]
+        if let Some(y) = crate::train_kernels::activation_mul(self, &x, up.as_ref()) {
+            return y;
+        }
+        match up {
+            Some(u) => self.apply(x) * u,
+            None => self.apply(x),
+        }
+    }
 }
 
 /// erf(x) for f32 as a rational polynomial (Eigen's / TensorFlow's float `erf`: odd degree-13

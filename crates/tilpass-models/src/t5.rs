@@ -421,11 +421,8 @@ impl T5 {
     }
 
     fn ff(&self, f: &T5Ff, x: Tensor<3>) -> Tensor<3> {
-        let h = self.act.apply(f.wi.forward(x.clone()));
-        let h = match &f.wi_1 {
-            Some(w1) => h * w1.forward(x),
-            None => h,
-        };
+        let up = f.wi_1.as_ref().map(|w1| w1.forward(x.clone()));
+        let h = self.act.apply_mul(f.wi.forward(x), up);
         f.wo.forward(h)
     }
 

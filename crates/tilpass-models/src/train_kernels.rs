@@ -27,6 +27,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -37,6 +38,7 @@ use burn::tensor::{Bool, DType, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::decoder_kernels::vectorised;
+use crate::mlp::Activation;
 
 /// Autodiff over Flex without checkpointing: the only backend these kernels record on.
 type Ad = Autodiff<Flex>;
@@ -250,103 +252,250 @@ fn rms_backward_loop(x: &[f32], w: &[f32], g: &[f32], rstd: &[f64], dx: &mut [f3
 }
 
 // ---------------------------------------------------------------------------------------
-// SwiGLU
+// Activations, gated or not: `act(gate) · up` and `act(x)`
 
-#[derive(Debug)]
-struct SiluMulOp;
-
-#[derive(Debug, Clone)]
-struct SiluMulState {
-    gate: FlexTensor,
-    up: FlexTensor,
+/// An activation with its derivative, in f32 through the standard library's `exp` / `tanh`.
+trait Act {
+    fn value(x: f32) -> f32;
+    fn slope(x: f32) -> f32;
 }
 
-impl Backward<Flex, 2> for SiluMulOp {
-    type State = SiluMulState;
+/// `silu(x) = x · sigmoid(x)`.
+struct SiluAct;
 
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let g = incoming(&ops, grads);
-        let [pg, pu] = ops.parents;
-        let st = ops.state;
-        let (gate, up, g) = (slice(&st.gate), slice(&st.up), slice(&g));
-        let shape = st.gate.layout().shape().to_vec();
-        let mut dgate = vec![0.0f32; if pg.is_some() { g.len() } else { 0 }];
-        let mut dup = vec![0.0f32; if pu.is_some() { g.len() } else { 0 }];
-        match (dgate.is_empty(), dup.is_empty()) {
-            (false, false) => dgate
-                .par_chunks_mut(CHUNK)
-                .zip(dup.par_chunks_mut(CHUNK))
-                .zip(gate.par_chunks(CHUNK))
-                .zip(up.par_chunks(CHUNK))
-                .zip(g.par_chunks(CHUNK))
-                .for_each(|((((dg, du), x), u), g)| silu_mul_backward_chunk(x, u, g, dg, du)),
-            (false, true) => dgate
-                .par_chunks_mut(CHUNK)
-                .zip(gate.par_chunks(CHUNK))
-                .zip(up.par_chunks(CHUNK))
-                .zip(g.par_chunks(CHUNK))
-                .for_each(|(((dg, x), u), g)| silu_mul_backward_chunk(x, u, g, dg, &mut [])),
-            (true, false) => dup
-                .par_chunks_mut(CHUNK)
-                .zip(gate.par_chunks(CHUNK))
-                .zip(up.par_chunks(CHUNK))
-                .zip(g.par_chunks(CHUNK))
-                .for_each(|(((du, x), u), g)| silu_mul_backward_chunk(x, u, g, &mut [], du)),
-            (true, true) => {}
-        }
-        if let Some(node) = pg {
-            grads.register::<Flex>(node.id, flex(dgate, &shape));
-        }
-        if let Some(node) = pu {
-            grads.register::<Flex>(node.id, flex(dup, &shape));
-        }
+impl Act for SiluAct {
+    #[inline(always)]
+    fn value(x: f32) -> f32 {
+        x / (1.0 + (-x).exp())
+    }
+    /// `s (1 + x (1 − s))`, `s = sigmoid(x)`.
+    #[inline(always)]
+    fn slope(x: f32) -> f32 {
+        let s = 1.0 / (1.0 + (-x).exp());
+        s * (1.0 + x * (1.0 - s))
     }
 }
 
-/// `silu(gate) · up` element-wise (`gate`, `up` of one shape), recorded as one operation with
-/// gradients for both. `None` when it does not apply (see the module docs).
-pub fn silu_mul<const D: usize>(gate: &Tensor<D>, up: &Tensor<D>) -> Option<Tensor<D>> {
-    if gate.dims() != up.dims() {
-        return None;
+/// transformers' `gelu_new`: `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+struct GeluTanhAct;
+
+const GELU_K: f32 = 0.797_884_6; // √(2/π)
+const GELU_C: f32 = 0.044_715;
+
+impl Act for GeluTanhAct {
+    #[inline(always)]
+    fn value(x: f32) -> f32 {
+        0.5 * x * (1.0 + (GELU_K * (x + GELU_C * x * x * x)).tanh())
     }
-    let (gt, ut) = (tracked(gate)?, tracked(up)?);
-    let (gp, up_) = (contiguous(gt.primitive()), contiguous(ut.primitive()));
-    let (gs, us) = (slice(&gp), slice(&up_));
-    let mut y = vec![0.0f32; gs.len()];
-    y.par_chunks_mut(CHUNK)
-        .zip(gs.par_chunks(CHUNK))
-        .zip(us.par_chunks(CHUNK))
-        .for_each(|((y, g), u)| silu_mul_forward_chunk(g, u, y));
-    let out = flex(y, &gate.dims());
-    let state = SiluMulState { gate: gp, up: up_ };
-    Some(record(SiluMulOp, [&gt, &ut], state, out))
+    /// `0.5 (1 + t) + 0.5 x (1 − t²) √(2/π) (1 + 3 · 0.044715 x²)`.
+    #[inline(always)]
+    fn slope(x: f32) -> f32 {
+        let t = (GELU_K * (x + GELU_C * x * x * x)).tanh();
+        0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * GELU_C * x * x)
+    }
 }
 
-vectorised!(silu_mul_forward_chunk, silu_mul_forward_loop, (g: &[f32], u: &[f32], y: &mut [f32]));
-vectorised!(silu_mul_backward_chunk, silu_mul_backward_loop, (x: &[f32], u: &[f32], g: &[f32], dg: &mut [f32], du: &mut [f32]));
-
+/// `y = act(x) · u` (`u` empty: `act(x)`).
 #[inline(always)]
-fn silu_mul_forward_loop(g: &[f32], u: &[f32], y: &mut [f32]) {
-    for ((y, &x), &u) in y.iter_mut().zip(g).zip(u) {
-        *y = x / (1.0 + (-x).exp()) * u;
+fn act_forward<A: Act>(x: &[f32], u: &[f32], y: &mut [f32]) {
+    if u.is_empty() {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = A::value(x);
+        }
+    } else {
+        for ((y, &x), &u) in y.iter_mut().zip(x).zip(u) {
+            *y = A::value(x) * u;
+        }
     }
 }
 
-/// `dg = g ⊙ u ⊙ s(1 + x(1 − s))`, `du = g ⊙ x·s` with `s = sigmoid(x)`; an empty `dg` or
-/// `du` is not computed.
+/// `dx = g ⊙ u ⊙ act'(x)` (`u` empty: 1), `du = g ⊙ act(x)`; an empty `dx` or `du` is not
+/// computed.
 #[inline(always)]
-fn silu_mul_backward_loop(x: &[f32], u: &[f32], g: &[f32], dg: &mut [f32], du: &mut [f32]) {
-    if !dg.is_empty() {
-        for (((d, &x), &u), &g) in dg.iter_mut().zip(x).zip(u).zip(g) {
-            let s = 1.0 / (1.0 + (-x).exp());
-            *d = g * u * (s * (1.0 + x * (1.0 - s)));
+fn act_backward<A: Act>(x: &[f32], u: &[f32], g: &[f32], dx: &mut [f32], du: &mut [f32]) {
+    if !dx.is_empty() {
+        if u.is_empty() {
+            for ((d, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+                *d = g * A::slope(x);
+            }
+        } else {
+            for (((d, &x), &u), &g) in dx.iter_mut().zip(x).zip(u).zip(g) {
+                *d = g * u * A::slope(x);
+            }
         }
     }
     if !du.is_empty() {
         for ((d, &x), &g) in du.iter_mut().zip(x).zip(g) {
-            *d = g * (x / (1.0 + (-x).exp()));
+            *d = g * A::value(x);
         }
     }
+}
+
+#[inline(always)]
+fn silu_forward_loop(x: &[f32], u: &[f32], y: &mut [f32]) {
+    act_forward::<SiluAct>(x, u, y)
+}
+#[inline(always)]
+fn gelu_tanh_forward_loop(x: &[f32], u: &[f32], y: &mut [f32]) {
+    act_forward::<GeluTanhAct>(x, u, y)
+}
+#[inline(always)]
+fn silu_backward_loop(x: &[f32], u: &[f32], g: &[f32], dx: &mut [f32], du: &mut [f32]) {
+    act_backward::<SiluAct>(x, u, g, dx, du)
+}
+#[inline(always)]
+fn gelu_tanh_backward_loop(x: &[f32], u: &[f32], g: &[f32], dx: &mut [f32], du: &mut [f32]) {
+    act_backward::<GeluTanhAct>(x, u, g, dx, du)
+}
+
+vectorised!(silu_forward_chunk, silu_forward_loop, (x: &[f32], u: &[f32], y: &mut [f32]));
+vectorised!(gelu_tanh_forward_chunk, gelu_tanh_forward_loop, (x: &[f32], u: &[f32], y: &mut [f32]));
+vectorised!(silu_backward_chunk, silu_backward_loop, (x: &[f32], u: &[f32], g: &[f32], dx: &mut [f32], du: &mut [f32]));
+vectorised!(gelu_tanh_backward_chunk, gelu_tanh_backward_loop, (x: &[f32], u: &[f32], g: &[f32], dx: &mut [f32], du: &mut [f32]));
+
+/// The activations with a kernel.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Silu,
+    GeluTanh,
+}
+
+impl Kind {
+    fn of(act: Activation) -> Option<Self> {
+        match act {
+            Activation::Silu => Some(Self::Silu),
+            Activation::GeluTanh => Some(Self::GeluTanh),
+            Activation::Gelu | Activation::Relu => None,
+        }
+    }
+
+    fn forward(self, x: &[f32], u: &[f32], y: &mut [f32]) {
+        match self {
+            Self::Silu => silu_forward_chunk(x, u, y),
+            Self::GeluTanh => gelu_tanh_forward_chunk(x, u, y),
+        }
+    }
+
+    fn backward(self, x: &[f32], u: &[f32], g: &[f32], dx: &mut [f32], du: &mut [f32]) {
+        match self {
+            Self::Silu => silu_backward_chunk(x, u, g, dx, du),
+            Self::GeluTanh => gelu_tanh_backward_chunk(x, u, g, dx, du),
+        }
+    }
+}
+
+/// `act(x) · up` (or `act(x)`) with gradients for `x` and `up`.
+#[derive(Debug)]
+struct ActOp(Kind);
+
+#[derive(Debug, Clone)]
+struct ActState {
+    x: FlexTensor,
+    /// `None`: no gate product.
+    up: Option<FlexTensor>,
+}
+
+/// The backward of [`ActOp`] for parents `[x]` or `[x, up]`.
+fn act_backward_step(
+    kind: Kind,
+    st: ActState,
+    g: &FlexTensor,
+    parents: (Option<NodeId>, Option<NodeId>),
+    grads: &mut Gradients,
+) {
+    let (x, g) = (slice(&st.x), slice(g));
+    let u: &[f32] = st.up.as_ref().map_or(&[], slice);
+    let shape = st.x.layout().shape().to_vec();
+    let mut dx = vec![0.0f32; if parents.0.is_some() { g.len() } else { 0 }];
+    let mut du = vec![0.0f32; if parents.1.is_some() { g.len() } else { 0 }];
+    let (nx, nu) = (dx.len().min(CHUNK), du.len().min(CHUNK));
+    let chunks = g.len().div_ceil(CHUNK);
+    let (dxp, dup) = (SendPtr(dx.as_mut_ptr()), SendPtr(du.as_mut_ptr()));
+    (0..chunks).into_par_iter().for_each(|c| {
+        let r = c * CHUNK..((c + 1) * CHUNK).min(g.len());
+        let len = r.len();
+        // SAFETY: chunk `c` of dx / du (when computed) is written by this task alone.
+        let (dxc, duc) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(dxp.at(r.start), if nx > 0 { len } else { 0 }),
+                std::slice::from_raw_parts_mut(dup.at(r.start), if nu > 0 { len } else { 0 }),
+            )
+        };
+        let uc = if u.is_empty() { u } else { &u[r.clone()] };
+        kind.backward(&x[r.clone()], uc, &g[r], dxc, duc);
+    });
+    if let Some(id) = parents.0 {
+        grads.register::<Flex>(id, flex(dx, &shape));
+    }
+    if let Some(id) = parents.1 {
+        grads.register::<Flex>(id, flex(du, &shape));
+    }
+}
+
+impl Backward<Flex, 2> for ActOp {
+    type State = ActState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = incoming(&ops, grads);
+        let [px, pu] = ops.parents;
+        let ids = (px.map(|n| n.id), pu.map(|n| n.id));
+        act_backward_step(self.0, ops.state, &g, ids, grads);
+    }
+}
+
+impl Backward<Flex, 1> for ActOp {
+    type State = ActState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = incoming(&ops, grads);
+        let [px] = ops.parents;
+        act_backward_step(self.0, ops.state, &g, (px.map(|n| n.id), None), grads);
+    }
+}
+
+/// `act(x) · up` element-wise (`up` of `x`'s shape; without it `act(x)`), recorded as one
+/// operation with gradients for both; `act` SiLU or transformers' `gelu_new` (tanh
+/// approximation). `None` when it does not apply (another activation; see the module docs).
+pub fn activation_mul<const D: usize>(
+    act: Activation,
+    x: &Tensor<D>,
+    up: Option<&Tensor<D>>,
+) -> Option<Tensor<D>> {
+    let kind = Kind::of(act)?;
+    if up.is_some_and(|u| u.dims() != x.dims()) {
+        return None;
+    }
+    let xt = tracked(x)?;
+    let ut = match up {
+        Some(u) => Some(tracked(u)?),
+        None => None,
+    };
+    let xp = contiguous(xt.primitive());
+    let upp = ut.as_ref().map(|u| contiguous(u.primitive()));
+    let (xs, us): (&[f32], &[f32]) = (slice(&xp), upp.as_ref().map_or(&[], slice));
+    let mut y = vec![0.0f32; xs.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(xs.par_chunks(CHUNK))
+        .enumerate()
+        .for_each(|(c, (y, x))| {
+            let u = if us.is_empty() {
+                us
+            } else {
+                &us[c * CHUNK..c * CHUNK + x.len()]
+            };
+            kind.forward(x, u, y)
+        });
+    let out = flex(y, &x.dims());
+    let state = ActState { x: xp, up: upp };
+    Some(match &ut {
+        Some(ut) => record(ActOp(kind), [&xt, ut], state, out),
+        None => record(ActOp(kind), [&xt], state, out),
+    })
+}
+
+/// `silu(gate) · up` ([`activation_mul`] with SiLU).
+pub fn silu_mul<const D: usize>(gate: &Tensor<D>, up: &Tensor<D>) -> Option<Tensor<D>> {
+    activation_mul(Activation::Silu, gate, Some(up))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -912,6 +1061,40 @@ mod tests {
         close("silu_mul", &y, &y0, 1e-5);
         close("silu_mul dgate", &g[0], &g0[0], 1e-5);
         close("silu_mul dup", &g[1], &g0[1], 1e-5);
+    }
+
+    #[test]
+    fn gelu_tanh_and_ungated_activations_match_the_composed_ops() {
+        let dev = device();
+        let x = randn([3, 7, 1001], &dev).mul_scalar(3.0);
+        let up = randn([3, 7, 1001], &dev);
+        let r = randn([3, 7, 1001], &dev);
+        let gelu = |x: &Tensor<3>| crate::mlp::gelu_new(x.clone());
+        // Gated gelu_new (T5.1.1's feed-forward).
+        let (y, g) = run([x.clone(), up.clone()], &r, |[x, u]| {
+            activation_mul(Activation::GeluTanh, x, Some(u)).expect("the kernel applies")
+        });
+        let (y0, g0) = run([x.clone(), up.clone()], &r, |[x, u]| gelu(x) * u.clone());
+        close("gelu_tanh · up", &y, &y0, 1e-5);
+        close("gelu_tanh · up dx", &g[0], &g0[0], 1e-5);
+        close("gelu_tanh · up dup", &g[1], &g0[1], 1e-5);
+        // gelu_new alone (GPT-2's MLP) and SiLU alone.
+        let (y, g) = run([x.clone()], &r, |[x]| {
+            activation_mul(Activation::GeluTanh, x, None).expect("the kernel applies")
+        });
+        let (y0, g0) = run([x.clone()], &r, |[x]| gelu(x));
+        close("gelu_tanh", &y, &y0, 1e-5);
+        close("gelu_tanh dx", &g[0], &g0[0], 1e-5);
+        let (y, g) = run([x.clone()], &r, |[x]| {
+            activation_mul(Activation::Silu, x, None).expect("the kernel applies")
+        });
+        let (y0, g0) = run([x], &r, |[x]| silu(x.clone()));
+        close("silu", &y, &y0, 1e-5);
+        close("silu dx", &g[0], &g0[0], 1e-5);
+        // Exact GELU and ReLU have no kernel.
+        let z = randn([2, 3], &dev);
+        assert!(activation_mul(Activation::Gelu, &z, None).is_none());
+        assert!(activation_mul(Activation::Relu, &z, None).is_none());
     }
 
     #[test]
