@@ -545,7 +545,11 @@ impl Backward<Flex, 1> for RopeOp {
 /// apply (see the module docs).
 pub fn rope(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tensor<4>> {
     let [b, h, s, d] = x.dims();
-    if d % 2 != 0 || cos.dims() != [b, 1, s, d] || sin.dims() != [b, 1, s, d] {
+    if x.dims().contains(&0)
+        || d % 2 != 0
+        || cos.dims() != [b, 1, s, d]
+        || sin.dims() != [b, 1, s, d]
+    {
         return None;
     }
     let xt = tracked(x)?;
@@ -836,7 +840,11 @@ pub fn attention(
 ) -> Option<Tensor<3>> {
     let [b, h, s, d] = q.dims();
     let [_, kv, t, _] = k.dims();
-    if kv == 0 || h % kv != 0 || k.dims() != [b, kv, t, d] || v.dims() != [b, kv, t, d] {
+    // Empty shapes (and the chunk sizes they would make) are left to burn.
+    if [b, h, kv, s, t, d].contains(&0) || h % kv != 0 {
+        return None;
+    }
+    if k.dims() != [b, kv, t, d] || v.dims() != [b, kv, t, d] {
         return None;
     }
     if mask.dims() != [b, 1, s, t] {
@@ -1200,6 +1208,13 @@ mod tests {
         let x = randn([2, 4], &dev);
         assert!(rms_norm(&x, &randn([3], &dev), 1e-6).is_none());
         assert!(silu_mul(&x, &randn([4, 2], &dev)).is_none());
+        // Empty shapes are left to burn.
+        let e = randn([1, 2, 0, 4], &dev);
+        let cs = randn([1, 1, 0, 4], &dev);
+        assert!(rope(&e, &cs, &cs).is_none());
+        let m =
+            Tensor::<4, Bool>::from_data(TensorData::new(Vec::<bool>::new(), [1, 1, 0, 0]), &dev);
+        assert!(attention(&e, &e, &e, &m, None, 1.0).is_none());
     }
 
     #[test]
