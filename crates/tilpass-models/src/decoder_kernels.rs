@@ -275,7 +275,7 @@ pub fn try_attention(
 /// start]`, in elements), when every stride is non-negative and every element lies in the
 /// buffer.
 #[cfg(feature = "flex")]
-fn strided(x: &burn::backend::flex::FlexTensor) -> Option<(&[f32], [isize; 5])> {
+pub(crate) fn strided(x: &burn::backend::flex::FlexTensor) -> Option<(&[f32], [isize; 5])> {
     if x.dtype() != burn::tensor::DType::F32 {
         return None;
     }
@@ -292,20 +292,27 @@ fn strided(x: &burn::backend::flex::FlexTensor) -> Option<(&[f32], [isize; 5])> 
     Some((buf, [st[0], st[1], st[2], st[3], l.start_offset() as isize]))
 }
 
-/// A raw pointer the Rayon tasks of [`try_attention`] share; each writes its own block.
+/// A raw pointer Rayon tasks share (here and in [`crate::train_kernels`]); each task writes
+/// its own disjoint block.
 #[cfg(feature = "flex")]
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 
 #[cfg(feature = "flex")]
 impl SendPtr {
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
+    }
+
+    /// The pointer `off` elements further on.
+    pub(crate) fn at(self, off: usize) -> *mut f32 {
+        // SAFETY: callers stay inside the allocation the pointer was made from.
+        unsafe { self.0.add(off) }
     }
 }
 
-// SAFETY: the tasks write disjoint blocks of the buffer (see `try_attention`), which outlives
-// them (the parallel loop ends before it is read).
+// SAFETY: the tasks write disjoint blocks of the buffer (see `try_attention` and the training
+// kernels), which outlives them (the parallel loop ends before it is read).
 #[cfg(feature = "flex")]
 unsafe impl Send for SendPtr {}
 // SAFETY: as above.

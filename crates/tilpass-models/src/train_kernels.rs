@@ -37,7 +37,7 @@ use burn::backend::{Autodiff, BackendTypes, Flex};
 use burn::tensor::{Bool, DType, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::decoder_kernels::vectorised;
+use crate::decoder_kernels::{SendPtr, strided, vectorised};
 use crate::mlp::Activation;
 
 /// Autodiff over Flex without checkpointing: the only backend these kernels record on.
@@ -82,6 +82,9 @@ fn contiguous(t: &FlexTensor) -> FlexTensor {
 
 /// The values of a tensor made by [`contiguous`] or [`flex`].
 fn slice(t: &FlexTensor) -> &[f32] {
+    // Cannot fail: every tensor passed here came from `contiguous` (a contiguous copy when
+    // `as_slice` is `None`) or `flex` (a fresh contiguous buffer) of f32 data (`tracked` admits
+    // f32 inputs only, and gradients of f32 outputs are f32).
     t.as_slice::<f32>()
         .expect("train_kernels: a tensor made contiguous f32 by this module")
 }
@@ -493,11 +496,6 @@ pub fn activation_mul<const D: usize>(
     })
 }
 
-/// `silu(gate) · up` ([`activation_mul`] with SiLU).
-pub fn silu_mul<const D: usize>(gate: &Tensor<D>, up: &Tensor<D>) -> Option<Tensor<D>> {
-    activation_mul(Activation::Silu, gate, Some(up))
-}
-
 // ---------------------------------------------------------------------------------------
 // Rotary embeddings
 
@@ -621,34 +619,24 @@ struct Operand {
 }
 
 impl Operand {
-    /// `t` read in place when its strides are non-negative and in bounds, else a contiguous copy.
+    /// `t` read in place when its strides are non-negative and in bounds
+    /// ([`crate::decoder_kernels`]' `strided`), else a contiguous copy.
     fn new(t: &FlexTensor) -> Option<Self> {
-        let l = t.layout();
-        let (shape, st) = (l.shape(), l.strides());
-        if shape.num_dims() != 4 || st.len() != 4 {
+        if let Some((_, [s0, s1, s2, s3, start])) = strided(t) {
+            return Some(Self {
+                t: t.clone(),
+                strides: [s0, s1, s2, s3].map(|v| v as usize),
+                start: start as usize,
+            });
+        }
+        let shape = t.layout().shape();
+        if shape.num_dims() != 4 {
             return None;
         }
-        if st.iter().all(|&v| v >= 0) {
-            let buf = t.storage::<f32>();
-            let last: usize = (0..4).map(|i| (shape[i].max(1) - 1) * st[i] as usize).sum();
-            if l.start_offset() + last < buf.len() {
-                return Some(Self {
-                    t: t.clone(),
-                    strides: [
-                        st[0] as usize,
-                        st[1] as usize,
-                        st[2] as usize,
-                        st[3] as usize,
-                    ],
-                    start: l.start_offset(),
-                });
-            }
-        }
-        let c = t.to_contiguous();
-        let dims = [shape[0], shape[1], shape[2], shape[3]];
+        let (d1, d2, d3) = (shape[1], shape[2], shape[3]);
         Some(Self {
-            t: c,
-            strides: [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1],
+            t: t.to_contiguous(),
+            strides: [d1 * d2 * d3, d2 * d3, d3, 1],
             start: 0,
         })
     }
@@ -679,22 +667,6 @@ struct AttentionState {
     dims: [usize; 5],
     scale: f32,
 }
-
-/// A raw pointer the Rayon tasks share; each writes its own disjoint part.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-
-impl SendPtr {
-    fn at(self, off: usize) -> *mut f32 {
-        // SAFETY: callers stay inside the allocation the pointer was made from.
-        unsafe { self.0.add(off) }
-    }
-}
-
-// SAFETY: the tasks write disjoint parts of the buffer, which outlives the parallel loop.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
 
 /// `dst = beta · lhs · rhs (+ dst when accumulate)`, one thread.
 ///
@@ -1063,7 +1035,7 @@ mod tests {
         let up = randn([3, 7, 1001], &dev);
         let r = randn([3, 7, 1001], &dev);
         let (y, g) = run([gate.clone(), up.clone()], &r, |[g, u]| {
-            silu_mul(g, u).expect("the kernel applies")
+            activation_mul(Activation::Silu, g, Some(u)).expect("the kernel applies")
         });
         let (y0, g0) = run([gate, up], &r, |[g, u]| silu(g.clone()) * u.clone());
         close("silu_mul", &y, &y0, 1e-5);
@@ -1207,7 +1179,7 @@ mod tests {
         let dev = device();
         let x = randn([2, 4], &dev);
         assert!(rms_norm(&x, &randn([3], &dev), 1e-6).is_none());
-        assert!(silu_mul(&x, &randn([4, 2], &dev)).is_none());
+        assert!(activation_mul(Activation::Silu, &x, Some(&randn([4, 2], &dev))).is_none());
         // Empty shapes are left to burn.
         let e = randn([1, 2, 0, 4], &dev);
         let cs = randn([1, 1, 0, 4], &dev);
