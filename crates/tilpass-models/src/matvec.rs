@@ -4,8 +4,9 @@
 //! A decode step multiplies one row per sequence by every weight matrix: the work is reading
 //! the weights (memory-bound), which a general matmul does poorly at `rows = 1`. On Flex
 //! (the `flex` feature), [`try_linear`] reads the weight in place (f32 or bf16, converted to
-//! f32 in registers) and streams it once per call with the rows' accumulators in registers,
-//! over column blocks split across the thread pool. Elsewhere (other backends, autodiff,
+//! f32 in registers) and streams it once per call, each 8 × 16 block of weights loaded into
+//! registers once for all the rows (AVX-512, with the next block prefetched), over bands of
+//! weight rows (or column blocks, for wide outputs) split across the thread pool. Elsewhere (other backends, autodiff,
 //! more rows) it declines and [`crate::Linear`] uses burn's `linear`.
 
 use burn::tensor::{DType, Tensor};
@@ -133,13 +134,24 @@ fn u16s(bytes: &[u8], len: usize) -> Option<&[u16]> {
     (pre.is_empty() && v.len() >= len).then(|| &v[..len])
 }
 
-/// A weight element the kernel converts to f32.
-pub trait WeightElem: Copy + Send + Sync {
+mod sealed {
+    /// Implemented by `f32` and `u16` (bf16 bits) only: the vector kernel reads the weight
+    /// memory as one of the two ([`super::WeightElem::BF16`]).
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for u16 {}
+}
+
+/// A weight element the kernel converts to f32: `f32`, or `u16` holding bf16 bits (sealed).
+pub trait WeightElem: Copy + Send + Sync + sealed::Sealed {
+    /// Whether the element is bf16 bits (`u16`) rather than `f32`.
+    const BF16: bool;
     /// The value as f32.
     fn to_f32(self) -> f32;
 }
 
 impl WeightElem for f32 {
+    const BF16: bool = false;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
@@ -148,6 +160,7 @@ impl WeightElem for f32 {
 
 /// bf16 bits: the high half of an f32.
 impl WeightElem for u16 {
+    const BF16: bool = true;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         f32::from_bits(u32::from(self) << 16)
@@ -239,6 +252,12 @@ fn tile<W: WeightElem>(
     tile_loop(x, rows, k, w, n, t, y);
 }
 
+/// [`tile`] with AVX-512: eight weight rows at a time, each 16-column block of them loaded
+/// once into registers (bf16 widened to f32 on the way) and applied to every input row's
+/// accumulators (kept in `y`, in L1); the same block of the next eight rows is prefetched into
+/// L2 meanwhile (one block ahead: the hardware prefetcher alone left decoding at ~65% of the
+/// read bandwidth, `docs/benchmarks.md`). Columns past the last full 16 and rows past the last
+/// full eight go through [`tile_loop`]'s scalar steps.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn tile_avx512<W: WeightElem>(
@@ -247,10 +266,79 @@ unsafe fn tile_avx512<W: WeightElem>(
     k: usize,
     w: &[W],
     n: usize,
-    t: (usize, usize, usize, usize),
+    (i0, kr, c0, cw): (usize, usize, usize, usize),
     y: &mut [f32],
 ) {
-    tile_loop(x, rows, k, w, n, t, y);
+    use std::arch::x86_64::*;
+    // Bounds the raw reads below: every weight index is `< (i0 + kr) * n` (rows of the band,
+    // columns `c0 + c < c0 + cw <= n`), every input index `< rows * k`, every output `< rows * cw`.
+    assert!(
+        i0 + kr <= k
+            && c0 + cw <= n
+            && w.len() >= k * n
+            && x.len() >= rows * k
+            && y.len() >= rows * cw
+    );
+    let load = |p: *const W| -> __m512 {
+        // SAFETY: `p` points at 16 elements inside `w` (callers' indices, bounded above).
+        unsafe {
+            if W::BF16 {
+                let h = _mm256_loadu_si256(p.cast::<__m256i>());
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+            } else {
+                _mm512_loadu_ps(p.cast::<f32>())
+            }
+        }
+    };
+    let full = cw / 16 * 16;
+    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+    let mut i = i0;
+    while i + 8 <= i0 + kr {
+        // SAFETY (this block): weight reads at `(i + j) * n + c0 + c` with `j < 8`, `c + 16 <=
+        // full <= cw`, inside the band; prefetches (which never fault) one band block further
+        // only when that block is inside the band; input reads at `r * k + i + j < rows * k`;
+        // output reads and writes at `r * cw + c .. + 16 <= rows * cw`.
+        unsafe {
+            let base = w.as_ptr().add(i * n + c0);
+            let ahead = (i + 16 <= i0 + kr).then(|| base.add(8 * n));
+            let mut c = 0;
+            while c < full {
+                if let Some(pf) = ahead {
+                    for j in 0..8 {
+                        _mm_prefetch::<_MM_HINT_T1>(pf.add(j * n + c).cast::<i8>());
+                    }
+                }
+                let wv: [__m512; 8] = std::array::from_fn(|j| load(base.add(j * n + c)));
+                for r in 0..rows {
+                    let xr = xp.add(r * k + i);
+                    let yr = yp.add(r * cw + c);
+                    let b = |j: usize| _mm512_set1_ps(*xr.add(j));
+                    // Two accumulation chains (even and odd rows), added at the end.
+                    let mut e = _mm512_fmadd_ps(wv[0], b(0), _mm512_loadu_ps(yr));
+                    let mut o = _mm512_mul_ps(wv[1], b(1));
+                    e = _mm512_fmadd_ps(wv[2], b(2), e);
+                    o = _mm512_fmadd_ps(wv[3], b(3), o);
+                    e = _mm512_fmadd_ps(wv[4], b(4), e);
+                    o = _mm512_fmadd_ps(wv[5], b(5), o);
+                    e = _mm512_fmadd_ps(wv[6], b(6), e);
+                    o = _mm512_fmadd_ps(wv[7], b(7), o);
+                    _mm512_storeu_ps(yr, _mm512_add_ps(e, o));
+                }
+                c += 16;
+            }
+        }
+        for r in 0..rows {
+            for c in full..cw {
+                let mut s = y[r * cw + c];
+                for j in 0..8 {
+                    s = x[r * k + i + j].mul_add(w[(i + j) * n + c0 + c].to_f32(), s);
+                }
+                y[r * cw + c] = s;
+            }
+        }
+        i += 8;
+    }
+    tile_loop(x, rows, k, w, n, (i, i0 + kr - i, c0, cw), y);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -368,6 +456,10 @@ mod tests {
             (5, 19, 130),
             (8, 128, 70),
             (2, 7, 5),
+            (1, 301, 515),
+            (8, 45, 1040),
+            (3, 40, 5000),
+            (1, 16, 4113),
         ] {
             let (x, w, b) = (values(rows * k, 1), values(k * n, 2), values(n, 3));
             let want = reference(&x, rows, k, &w, n, &b);
