@@ -63,12 +63,15 @@ const GROUPS: &[(&str, &[&str])] = &[
             "greedy_decode_256_b8_gemm",
             "prefill_512_plain",
             "greedy_decode_256_plain",
+            "prefill_512_sleeping",
+            "greedy_decode_256_sleeping",
+            "greedy_decode_256_b8_sleeping",
             "decode_step_16",
             "decode_step_128",
             "decode_step_512",
         ],
     ),
-    ("encoder", &["embed_1000"]),
+    ("encoder", &["embed_1000", "embed_1000_sleeping"]),
     ("predict", &["predict_minilm", "predict_base"]),
     (
         "train",
@@ -79,6 +82,7 @@ const GROUPS: &[(&str, &[&str])] = &[
             "lora_sft_step_logits",
             "lora_sft_step_composed",
             "t5_lora_sft_step_composed",
+            "lora_sft_step_sleeping",
             "lm_head_loss",
             "lm_head_loss_logits",
         ],
@@ -126,6 +130,9 @@ impl Report {
         let mut last = None;
         let mut times = Vec::with_capacity(spec.reps);
         let mut perf = PerfControl::from_env()?;
+        // `_sleeping`: the same benchmark with the pool's idle threads left to sleep between
+        // kernels instead of polling (`tilpass_models::pool::set_polling`); tilpass-only.
+        tilpass::models::pool::set_polling(!spec.name.ends_with("_sleeping"));
         for i in 0..spec.warmup + spec.reps {
             let input = setup()?;
             let timed = i >= spec.warmup;
@@ -568,6 +575,7 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
         tilpass::models::decoder_kernels::set_enabled(!plain);
         let base = spec
             .name
+            .trim_end_matches("_sleeping")
             .trim_end_matches("_gemm")
             .trim_end_matches("_plain");
         match base {

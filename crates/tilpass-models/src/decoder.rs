@@ -245,7 +245,7 @@ impl DecoderLm {
     /// Logits `[batch, seq, vocab]` for the new tokens of `input`; with a cache, the cached
     /// columns are attended to and the new keys/values are appended.
     pub fn forward(&self, input: &DecoderInput, cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
-        crate::pool::on_pool(&self.device(), || {
+        crate::pool::on_pool_polled(&self.device(), few_rows(input), || {
             let hidden = self.forward_hidden(input, cache)?;
             Ok(self.logits(hidden))
         })
@@ -291,7 +291,7 @@ impl DecoderLm {
         cache: Option<&mut KvCache>,
         prompt: Option<Tensor<3>>,
     ) -> Result<Tensor<3>> {
-        crate::pool::on_pool(&self.device(), || {
+        crate::pool::on_pool_polled(&self.device(), few_rows(input), || {
             self.forward_hidden_here(input, cache, prompt)
         })
     }
@@ -384,3 +384,9 @@ pub fn shifted_log_probs(logits: Tensor<3>, labels: &[i64]) -> Result<(Tensor<2>
 }
 
 crate::linear::has_linears_via!(DecoderLm, family, family_mut);
+
+/// Whether `input` is a few-row forward (a decode step: at most [`crate::matvec::MAX_ROWS`]
+/// new positions in all), which runs with the pool's threads polling ([`crate::pool`]).
+fn few_rows(input: &DecoderInput) -> bool {
+    input.batch.saturating_mul(input.seq) <= crate::matvec::MAX_ROWS
+}
