@@ -80,7 +80,7 @@ fn poll(stop: &AtomicBool) {
         }
         std::hint::spin_loop();
         spins = spins.wrapping_add(1);
-        if spins % 64 == 0 {
+        if spins.is_multiple_of(64) {
             let now = Instant::now();
             match idle_since {
                 None => idle_since = Some(now),
