@@ -66,6 +66,8 @@ const GROUPS: &[(&str, &[&str])] = &[
             "prefill_512_sleeping",
             "greedy_decode_256_sleeping",
             "greedy_decode_256_b8_sleeping",
+            "decode_step_16_sleeping",
+            "decode_step_512_sleeping",
             "decode_step_16",
             "decode_step_128",
             "decode_step_512",
