@@ -57,3 +57,139 @@ pub(crate) fn parallelism(work: usize) -> gemm::Parallelism {
         gemm::Parallelism::None
     }
 }
+
+/// burn-flex's threshold for a parallel product (`m·n·k` multiply-adds; `ops/matmul.rs`).
+#[cfg(feature = "flex")]
+const FLEX_PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
+
+/// A 2-d f32 Flex tensor outside autodiff: its buffer, `(column stride, row stride)` and start,
+/// when every stride is non-negative and every element lies in the buffer.
+#[cfg(feature = "flex")]
+fn matrix(t: &burn::backend::flex::FlexTensor) -> Option<(&[f32], isize, isize, usize)> {
+    if t.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    let l = t.layout();
+    let (shape, st) = (l.shape(), l.strides());
+    if shape.num_dims() != 2 || st.len() != 2 || st.iter().any(|&v| v < 0) {
+        return None;
+    }
+    let buf: &[f32] = t.storage::<f32>();
+    let last: usize = (0..2).map(|i| (shape[i].max(1) - 1) * st[i] as usize).sum();
+    (l.start_offset() + last < buf.len()).then_some((buf, st[1], st[0], l.start_offset()))
+}
+
+/// `x [m, k] · w [k, n] (+ bias [n])` for Flex f32 tensors outside autodiff (any non-negative
+/// strides), computed as burn's `linear` computes it — the same gemm call as burn-flex's
+/// matmul (strides, parallelism), then the bias added — so the values are bit-identical, but
+/// written into a buffer that becomes the output tensor as it is: burn-flex allocates a
+/// matmul's output with `FlexTensor::empty`, whose byte vector is copied once more to meet its
+/// alignment (a zero-fill and a copy of every product's output; 3-4% of a prefill).
+/// `None` when it does not apply (other backends, autodiff, other dtypes, empty shapes).
+#[cfg(feature = "flex")]
+pub(crate) fn try_linear(
+    x: &Tensor<2>,
+    w: &Tensor<2>,
+    bias: Option<&Tensor<1>>,
+) -> Option<Tensor<2>> {
+    use burn::backend::Flex;
+    use burn::tensor::TensorData;
+
+    let ([m, k], [kw, n]) = (x.dims(), w.dims());
+    if k != kw || m == 0 || n == 0 || k == 0 {
+        return None;
+    }
+    let xt = x.clone().try_into_primitive::<Flex>().ok()?;
+    let wt = w.clone().try_into_primitive::<Flex>().ok()?;
+    let (xs, xcs, xrs, xo) = matrix(&xt)?;
+    let (ws, wcs, wrs, wo) = matrix(&wt)?;
+    let bt = match bias {
+        Some(b) => {
+            let b = b.clone().try_into_primitive::<Flex>().ok()?;
+            let plain = b.is_contiguous() && b.layout().start_offset() == 0;
+            if !plain || b.dtype() != burn::tensor::DType::F32 {
+                return None;
+            }
+            Some(b)
+        }
+        None => None,
+    };
+    let bs = match &bt {
+        Some(b) => Some(crate::matvec::f32s(b.bytes(), n)?),
+        None => None,
+    };
+    let mut out = vec![0f32; m * n];
+    let par = if m.saturating_mul(n).saturating_mul(k) >= FLEX_PARALLEL_THRESHOLD {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `matrix` checked that every element of x ([m, k]) and w ([k, n]) reached through
+    // their strides lies in its buffer; `out` is [m, n] row-major and does not overlap them.
+    unsafe {
+        gemm_into(
+            (m, n, k),
+            (out.as_mut_ptr(), 1, n as isize),
+            (xs[xo..].as_ptr(), xcs, xrs),
+            (ws[wo..].as_ptr(), wcs, wrs),
+            par,
+        );
+    }
+    if let Some(b) = bs {
+        for row in out.chunks_exact_mut(n) {
+            for (o, b) in row.iter_mut().zip(b) {
+                *o += b;
+            }
+        }
+    }
+    Some(Tensor::from_data(TensorData::new(out, [m, n]), &x.device()))
+}
+
+/// Without the `flex` feature nothing runs on the host: always `None`.
+#[cfg(not(feature = "flex"))]
+pub(crate) fn try_linear(
+    _x: &Tensor<2>,
+    _w: &Tensor<2>,
+    _bias: Option<&Tensor<1>>,
+) -> Option<Tensor<2>> {
+    None
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    fn device() -> Device {
+        Device::flex()
+    }
+
+    #[test]
+    fn try_linear_is_bit_identical_to_burns_linear() {
+        let dev = device();
+        // Small (one thread) and over burn-flex's parallel threshold; with and without bias;
+        // the weight contiguous and as a transposed view.
+        for (m, k, n) in [(3, 5, 7), (1, 64, 9), (300, 200, 250), (512, 256, 384)] {
+            let x = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), &dev);
+            let w = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 1.0), &dev);
+            let wt = Tensor::<2>::random([n, k], Distribution::Normal(0.0, 1.0), &dev).transpose();
+            let b = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &dev);
+            for (w, bias) in [(&w, None), (&w, Some(&b)), (&wt, Some(&b))] {
+                let want = burn::tensor::module::linear(x.clone(), w.clone(), bias.cloned());
+                let got = super::try_linear(&x, w, bias).expect("applies to Flex f32");
+                let (g, e) = (
+                    got.into_data().try_to_vec::<f32>().unwrap(),
+                    want.into_data().try_to_vec::<f32>().unwrap(),
+                );
+                assert_eq!(g.len(), e.len());
+                for (i, (g, e)) in g.iter().zip(&e).enumerate() {
+                    assert_eq!(g.to_bits(), e.to_bits(), "{m}x{k}x{n} at {i}: {g} vs {e}");
+                }
+            }
+        }
+        // Autodiff tensors are left to burn.
+        let ad = dev.autodiff();
+        let x = Tensor::<2>::ones([2, 3], &ad);
+        let w = Tensor::<2>::ones([3, 4], &ad);
+        assert!(super::try_linear(&x, &w, None).is_none());
+    }
+}

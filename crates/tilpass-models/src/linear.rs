@@ -137,13 +137,13 @@ impl Linear {
         };
         let base = match fast {
             Some(y) => y,
-            None => burn::tensor::module::linear(x.clone(), self.weight_as(x.dtype()), bias),
+            None => plain_linear(x.clone(), self.weight_as(x.dtype()), bias),
         };
         let mut y = base.clone();
         for br in self.lora.iter().filter(|b| b.active && !b.merged) {
             let h = br.dropout.forward(x.clone());
-            let lora = burn::tensor::module::linear(h, br.a.val(), None);
-            let lora = burn::tensor::module::linear(lora, br.b.val(), None).mul_scalar(br.scale);
+            let lora = plain_linear(h, br.a.val(), None);
+            let lora = plain_linear(lora, br.b.val(), None).mul_scalar(br.scale);
             y = match &br.magnitude {
                 None => y + lora,
                 Some(m) => {
@@ -160,6 +160,22 @@ impl Linear {
         }
         y
     }
+}
+
+/// burn's `linear` (`x [.., in] · w [in, out] + bias`); for a matrix input on Flex outside
+/// autodiff computed by [`crate::host_gemm::try_linear`] instead: the same values bit for bit,
+/// without the copy burn-flex makes of every product's output.
+fn plain_linear<const D: usize>(x: Tensor<D>, w: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+    if D == 2 {
+        let dims = x.dims();
+        let x2: Tensor<2> = x.clone().reshape([dims[0], dims[1]]);
+        if let Some(y) = crate::host_gemm::try_linear(&x2, &w, bias.as_ref()) {
+            let mut out = dims;
+            out[1] = y.dims()[1];
+            return y.reshape(out);
+        }
+    }
+    burn::tensor::module::linear(x, w, bias)
 }
 
 /// A model whose linear layers can carry adapters, each named by its Hugging Face module path
