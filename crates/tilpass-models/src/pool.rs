@@ -47,7 +47,10 @@ impl Polling {
     fn start() -> Option<Self> {
         let me = rayon::current_thread_index()?;
         let threads = rayon::current_num_threads();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Read once: `available_parallelism` reads the cgroup's CPU quota from files.
+        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let cores =
+            *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if threads < 2 || threads > cores || !POLLING.load(Ordering::Relaxed) {
             return None;
         }
