@@ -276,20 +276,30 @@ pub fn try_attention(
 /// buffer.
 #[cfg(feature = "flex")]
 pub(crate) fn strided(x: &burn::backend::flex::FlexTensor) -> Option<(&[f32], [isize; 5])> {
+    let (buf, st, start) = strided_dims::<4>(x)?;
+    Some((buf, [st[0], st[1], st[2], st[3], start as isize]))
+}
+
+/// An `N`-d f32 Flex tensor's whole buffer with its strides (in elements) and start offset,
+/// when every stride is non-negative and every element lies in the buffer.
+#[cfg(feature = "flex")]
+pub(crate) fn strided_dims<const N: usize>(
+    x: &burn::backend::flex::FlexTensor,
+) -> Option<(&[f32], [isize; N], usize)> {
     if x.dtype() != burn::tensor::DType::F32 {
         return None;
     }
     let l = x.layout();
     let (shape, st) = (l.shape(), l.strides());
-    if shape.num_dims() != 4 || st.len() != 4 || st.iter().any(|&v| v < 0) {
+    if shape.num_dims() != N || st.len() != N || st.iter().any(|&v| v < 0) {
         return None;
     }
     let buf: &[f32] = x.storage::<f32>();
-    let last: usize = (0..4).map(|i| (shape[i].max(1) - 1) * st[i] as usize).sum();
+    let last: usize = (0..N).map(|i| (shape[i].max(1) - 1) * st[i] as usize).sum();
     if l.start_offset() + last >= buf.len() {
         return None;
     }
-    Some((buf, [st[0], st[1], st[2], st[3], l.start_offset() as isize]))
+    Some((buf, std::array::from_fn(|i| st[i]), l.start_offset()))
 }
 
 /// A raw pointer Rayon tasks share (here and in [`crate::train_kernels`]); each task writes

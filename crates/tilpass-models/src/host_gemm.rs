@@ -62,21 +62,12 @@ pub(crate) fn parallelism(work: usize) -> gemm::Parallelism {
 #[cfg(feature = "flex")]
 const FLEX_PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 
-/// A 2-d f32 Flex tensor outside autodiff: its buffer, `(column stride, row stride)` and start,
-/// when every stride is non-negative and every element lies in the buffer.
+/// A 2-d f32 Flex tensor: its buffer, `(column stride, row stride)` and start, when every
+/// stride is non-negative and every element lies in the buffer.
 #[cfg(feature = "flex")]
 fn matrix(t: &burn::backend::flex::FlexTensor) -> Option<(&[f32], isize, isize, usize)> {
-    if t.dtype() != burn::tensor::DType::F32 {
-        return None;
-    }
-    let l = t.layout();
-    let (shape, st) = (l.shape(), l.strides());
-    if shape.num_dims() != 2 || st.len() != 2 || st.iter().any(|&v| v < 0) {
-        return None;
-    }
-    let buf: &[f32] = t.storage::<f32>();
-    let last: usize = (0..2).map(|i| (shape[i].max(1) - 1) * st[i] as usize).sum();
-    (l.start_offset() + last < buf.len()).then_some((buf, st[1], st[0], l.start_offset()))
+    let (buf, [rs, cs], start) = crate::decoder_kernels::strided_dims::<2>(t)?;
+    Some((buf, cs, rs, start))
 }
 
 /// `x [m, k] · w [k, n] (+ bias [n])` for Flex f32 tensors outside autodiff (any non-negative
