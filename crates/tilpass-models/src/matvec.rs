@@ -272,6 +272,9 @@ unsafe fn tile_avx512<W: WeightElem>(
     use std::arch::x86_64::*;
     // Bounds the raw reads below: every weight index is `< (i0 + kr) * n` (rows of the band,
     // columns `c0 + c < c0 + cw <= n`), every input index `< rows * k`, every output `< rows * cw`.
+    // Cannot fail: `products` (the only caller, through `tile`) asserts the slice lengths and
+    // builds every tile inside `[0, k) × [0, n)` with a `y` of `rows * cw`; kept as the guard
+    // of the unsafe reads.
     assert!(
         i0 + kr <= k
             && c0 + cw <= n

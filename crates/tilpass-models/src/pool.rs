@@ -98,21 +98,18 @@ fn poll(stop: &AtomicBool) {
 /// (the CPU backend, with or without autodiff) and the calling thread is outside the pool;
 /// otherwise runs it in place (GPU backends keep their work on the caller's stream).
 pub fn on_pool<R: Send>(device: &Device, work: impl FnOnce() -> R + Send) -> R {
-    on_pool_if(on_flex(device), work)
+    on_pool_if(on_flex(device), false, work)
 }
 
 /// [`on_pool`], with the pool's other threads polling for work while `work` runs when `polled`
-/// (few-row forwards: decode steps; see the module docs).
+/// (few-row forwards: decode steps; see the module docs). Only a call that moves onto the pool
+/// starts polling: nested calls, and calls already on a pool thread, run as [`on_pool`]'s do.
 pub fn on_pool_polled<R: Send>(
     device: &Device,
     polled: bool,
     work: impl FnOnce() -> R + Send,
 ) -> R {
-    let pool = on_flex(device);
-    on_pool_if(pool, || {
-        let _polling = if polled { Polling::start() } else { None };
-        work()
-    })
+    on_pool_if(on_flex(device), polled, work)
 }
 
 /// True when `device` is burn's Flex CPU backend, with or without autodiff.
@@ -120,12 +117,16 @@ pub fn on_flex(device: &Device) -> bool {
     format!("{device:?}").contains("Flex(")
 }
 
-/// [`on_pool`] with the device's verdict made: `pool` false runs `work` in place.
-fn on_pool_if<R: Send>(pool: bool, work: impl FnOnce() -> R + Send) -> R {
+/// [`on_pool`] with the device's verdict made: `pool` false runs `work` in place; `polled`
+/// starts [`Polling`] for the work when it moves onto the pool.
+fn on_pool_if<R: Send>(pool: bool, polled: bool, work: impl FnOnce() -> R + Send) -> R {
     if !pool || rayon::current_thread_index().is_some() {
         work()
     } else {
-        rayon::scope(|_| work())
+        rayon::scope(|_| {
+            let _polling = if polled { Polling::start() } else { None };
+            work()
+        })
     }
 }
 
@@ -140,9 +141,9 @@ mod tests {
             None,
             "a test thread is not a pool thread"
         );
-        let (outer, inner, sum) = on_pool_if(true, || {
+        let (outer, inner, sum) = on_pool_if(true, false, || {
             let outer = rayon::current_thread_index();
-            let inner = on_pool_if(true, rayon::current_thread_index);
+            let inner = on_pool_if(true, false, rayon::current_thread_index);
             // A parallel split inside still works (and may use the other pool threads).
             use rayon::prelude::*;
             let sum: u64 = (0..10_000u64).into_par_iter().sum();
@@ -155,7 +156,7 @@ mod tests {
         assert_eq!(inner, outer, "nested on_pool moved the work");
         assert_eq!(sum, 10_000 * 9_999 / 2);
         assert_eq!(
-            on_pool_if(false, rayon::current_thread_index),
+            on_pool_if(false, false, rayon::current_thread_index),
             None,
             "work for another device moved to the pool"
         );
@@ -166,8 +167,7 @@ mod tests {
         use rayon::prelude::*;
         let device = burn::tensor::Device::default();
         let run = |n: u64| {
-            on_pool_if(true, || {
-                let _polling = Polling::start();
+            on_pool_if(true, true, || {
                 assert!(rayon::current_thread_index().is_some());
                 (0..n).into_par_iter().map(|v| v * 2).sum::<u64>()
             })
