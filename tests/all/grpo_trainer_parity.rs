@@ -7,7 +7,8 @@
 //! completions and its shuffle of each generation batch, three optimiser steps (accumulation 2,
 //! `num_iterations` 2 or 1) give TRL's per-step loss, gradient norm, learning rate, every metric
 //! TRL logs (but its cumulative `num_tokens`) and its final adapter, within 1e-5 or twice TRL's
-//! own float32 distance from its float64 run (tests/all/trl_diffs.rs).
+//! own float32 distance from its float64 run of that run (and that plus TRL's own distance of
+//! TRL's float32 run: tests/all/trl_diffs.rs).
 //!
 //! Measured on the CPU (tilpass vs TRL float32; vs float64): losses <= 2.3e-6 relative (RLOO),
 //! gradient norms <= 2.8e-6, metrics <= 6.4e-7 absolute, adapters <= 2.0e-6 (TRL's own f32 run

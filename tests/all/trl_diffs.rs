@@ -38,12 +38,19 @@ impl Diffs {
     }
 
     /// Within `tol` or twice TRL's own distance from the float64 run, whichever is larger, of
-    /// both the float64 run and TRL's float32 run. Fails on NaN (every comparison with NaN is
-    /// false).
+    /// the float64 run; and within that bound plus TRL's own distance of TRL's float32 run
+    /// (the triangle inequality: a result that far from the exact one can be that much
+    /// further from a float32 run on the other side of it: the encoder-decoder SimPO case's
+    /// step-2 `logps/chosen` ~ -23.29 lies 7.3e-6 above float64 on Flex and TRL's 3.2e-6
+    /// below it, a few float32 steps of 1.9e-6 each way, 1.05e-5 apart). Fails on NaN (every
+    /// comparison with NaN is false).
     pub fn check(&self, case: &str, what: &str, tol: f64) {
         let bound = tol.max(2.0 * self.torch);
         assert!(self.exact <= bound, "{case} {what} vs float64: {self}");
-        assert!(self.trl32 <= bound, "{case} {what} vs TRL float32: {self}");
+        assert!(
+            self.trl32 <= bound + self.torch,
+            "{case} {what} vs TRL float32: {self}"
+        );
     }
 
     /// [`Diffs::check`] for the final adapter or weights.

@@ -86,6 +86,7 @@ pub mod t5;
 #[cfg(feature = "flex")]
 pub mod train_kernels;
 pub mod validate;
+pub mod vmath;
 
 pub use auto::{AnyModel, Family, Head, Logits, ModelKind, supported_model_types};
 pub use bert::{Bert, BertConfig, BertHeadKind};

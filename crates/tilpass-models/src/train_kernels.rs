@@ -39,6 +39,7 @@ use rayon::prelude::*;
 
 use crate::decoder_kernels::{SendPtr, strided, vectorised};
 use crate::mlp::Activation;
+use crate::vmath::tanh_f64;
 
 /// Autodiff over Flex without checkpointing: the only backend these kernels record on.
 type Ad = Autodiff<Flex>;
@@ -257,10 +258,16 @@ fn rms_backward_loop(x: &[f32], w: &[f32], g: &[f32], rstd: &[f64], dx: &mut [f3
 // ---------------------------------------------------------------------------------------
 // Activations, gated or not: `act(gate) · up` and `act(x)`
 
-/// An activation with its derivative, in f32 through the standard library's `exp` / `tanh`.
+/// An activation with its derivative, in f32 (SiLU through the standard library's `exp`,
+/// the tanh GELU in f64 through [`crate::vmath::tanh_f64`]).
 trait Act {
     fn value(x: f32) -> f32;
     fn slope(x: f32) -> f32;
+    /// `(value(x), slope(x))`, sharing what both need.
+    #[inline(always)]
+    fn value_slope(x: f32) -> (f32, f32) {
+        (Self::value(x), Self::slope(x))
+    }
 }
 
 /// `silu(x) = x · sigmoid(x)`.
@@ -277,24 +284,43 @@ impl Act for SiluAct {
         let s = 1.0 / (1.0 + (-x).exp());
         s * (1.0 + x * (1.0 - s))
     }
+    /// One `exp` for both (the same roundings as [`Self::value`] and [`Self::slope`]).
+    #[inline(always)]
+    fn value_slope(x: f32) -> (f32, f32) {
+        let d = 1.0 + (-x).exp();
+        let s = 1.0 / d;
+        (x / d, s * (1.0 + x * (1.0 - s)))
+    }
 }
 
-/// transformers' `gelu_new`: `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+/// transformers' `gelu_new`: `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, value and slope
+/// evaluated in f64 (tanh by [`crate::vmath::tanh_f64`]) and rounded once each.
 struct GeluTanhAct;
 
-const GELU_K: f32 = 0.797_884_6; // √(2/π)
-const GELU_C: f32 = 0.044_715;
+/// √(2/π).
+const GELU_K: f64 = 0.797_884_560_802_865_4;
+const GELU_C: f64 = 0.044_715;
 
 impl Act for GeluTanhAct {
     #[inline(always)]
     fn value(x: f32) -> f32 {
-        0.5 * x * (1.0 + (GELU_K * (x + GELU_C * x * x * x)).tanh())
+        Self::value_slope(x).0
     }
-    /// `0.5 (1 + t) + 0.5 x (1 − t²) √(2/π) (1 + 3 · 0.044715 x²)`.
     #[inline(always)]
     fn slope(x: f32) -> f32 {
-        let t = (GELU_K * (x + GELU_C * x * x * x)).tanh();
-        0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * GELU_C * x * x)
+        Self::value_slope(x).1
+    }
+    /// The slope is `0.5 (1 + t) + 0.5 x (1 − t²) √(2/π) (1 + 3 · 0.044715 x²)` with the
+    /// value's `t = tanh(..)`.
+    #[inline(always)]
+    fn value_slope(x: f32) -> (f32, f32) {
+        let x = f64::from(x);
+        let u = GELU_K * (x + GELU_C * x * x * x);
+        let t = tanh_f64(u.abs()).copysign(u);
+        let value = 0.5 * x * (1.0 + t);
+        let slope =
+            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * GELU_C * x * x);
+        (value as f32, slope as f32)
     }
 }
 
@@ -316,6 +342,15 @@ fn act_forward<A: Act>(x: &[f32], u: &[f32], y: &mut [f32]) {
 /// computed.
 #[inline(always)]
 fn act_backward<A: Act>(x: &[f32], u: &[f32], g: &[f32], dx: &mut [f32], du: &mut [f32]) {
+    if !dx.is_empty() && !du.is_empty() && !u.is_empty() {
+        // Both gradients of a gated product: one pass, the activation evaluated once.
+        for ((((d, e), &x), &u), &g) in dx.iter_mut().zip(du.iter_mut()).zip(x).zip(u).zip(g) {
+            let (value, slope) = A::value_slope(x);
+            *d = g * u * slope;
+            *e = g * value;
+        }
+        return;
+    }
     if !dx.is_empty() {
         if u.is_empty() {
             for ((d, &x), &g) in dx.iter_mut().zip(x).zip(g) {
