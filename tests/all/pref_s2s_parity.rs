@@ -13,12 +13,12 @@
 //! wgpu (lavapipe) SimPO's `logps/rejected` lies 1.68e-5 from float64 where TRL's float32 lies
 //! 1.11e-5 from it. The tests print what they measure (`--nocapture`).
 //!
-//! Measured on flex (tilpass vs float64; TRL f32 vs float64 in brackets): ORPO loss 2.6e-7
-//! relative (6.4e-8), gradient norm 4.3e-7 (5.8e-7), metrics 4.4e-6 absolute (7.7e-6), adapter
-//! 3.1e-6 (2.8e-6); SimPO (lr 5e-3) loss 1.4e-6 (1.3e-6), gradient norm 3.7e-6 (3.2e-6), metrics
-//! 1.8e-5 (1.4e-5, `logps/rejected` ~ -28), adapter 2.0e-5 (1.9e-5). These move by a few float32
-//! steps with any change of rounding inside the model (with the standard library's `tanhf` in
-//! the gated GELU instead of the f64 one: metrics 9.8e-6, adapter 1.1e-5).
+//! Measured on flex (tilpass vs float64; TRL f32 vs float64 in brackets): ORPO loss 1.8e-7
+//! relative (6.4e-8), gradient norm 4.7e-7 (5.8e-7), metrics 3.2e-6 absolute (7.7e-6), adapter
+//! 2.9e-6 (2.8e-6); SimPO (lr 5e-3) loss 4.3e-7 (1.3e-6), gradient norm 4.8e-7 (3.2e-6), metrics
+//! 3.6e-6 (1.4e-5, `logps/rejected` ~ -28), adapter 2.6e-6 (1.9e-5). These move by a few float32
+//! steps with any change of rounding inside the model (with burn's composed RMS norm instead of
+//! the f64-statistics kernel: SimPO metrics 1.8e-5, adapter 2.0e-5).
 
 use crate::trl_diffs::Diffs;
 use serde_json::Value;

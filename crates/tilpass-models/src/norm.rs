@@ -43,10 +43,8 @@ impl RmsNorm {
 
     /// [`RmsNorm::forward`], but under autodiff on Flex with a frozen weight as one recorded
     /// operation (`train_kernels::rms_norm`, with the `flex` feature: row statistics in f64, closer to the exact
-    /// values and gradient than the composed ops). The decoders train through it; T5 keeps
-    /// [`RmsNorm::forward`], whose SimPO parity fixture compares log-probabilities of magnitude
-    /// ~28 at 1e-5 (the f32 resolution of its large logits), which the kernel's different
-    /// rounding moved to 1.05e-5 from TRL's float32 run.
+    /// values and gradient than the composed ops). The Llama-family decoders and T5 train
+    /// through it.
     pub fn forward_fused<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         #[cfg(feature = "flex")]
         if !crate::decoder_kernels::applies(&x)

@@ -448,7 +448,7 @@ impl T5 {
         let mask = input.key_padding_mask(&device);
         let bias = self.position_bias(&self.encoder_bias, s, s, 0, true);
         for blk in &self.encoder {
-            let h = blk.self_norm.forward(x.clone());
+            let h = blk.self_norm.forward_fused(x.clone());
             let a = &blk.self_attn;
             let ctx = attention_merged(
                 self.split(a.q.forward(h.clone())),
@@ -459,10 +459,10 @@ impl T5 {
                 1.0,
             );
             x = x + a.o.forward(ctx);
-            x = x.clone() + self.ff(&blk.ff, blk.ff_norm.forward(x));
+            x = x.clone() + self.ff(&blk.ff, blk.ff_norm.forward_fused(x));
         }
         Ok(EncoderOutput {
-            hidden: self.encoder_norm.forward(x),
+            hidden: self.encoder_norm.forward_fused(x),
             attention_mask: input.attention_mask.clone(),
         })
     }
@@ -488,7 +488,7 @@ impl T5 {
         let bias = self.position_bias(&self.decoder_bias, t, past + t, past, false);
         let cross_mask: Tensor<4, Bool> = key_padding_mask(&enc.attention_mask, b, t, s, &device);
         for (l, blk) in self.decoder.iter().enumerate() {
-            let h = blk.self_norm.forward(x.clone());
+            let h = blk.self_norm.forward_fused(x.clone());
             let a = &blk.self_attn;
             let (q, k, v) = (
                 self.split(a.q.forward(h.clone())),
@@ -505,7 +505,7 @@ impl T5 {
                 .cross
                 .as_ref()
                 .expect("decoder blocks have cross-attention");
-            let h = norm.forward(x.clone());
+            let h = norm.forward_fused(x.clone());
             let cached = cache.as_ref().and_then(|c| c.cross[l].clone());
             let (ck, cv) = match cached {
                 Some(kv) => kv,
@@ -522,9 +522,9 @@ impl T5 {
             };
             let ctx = attention_merged(self.split(ca.q.forward(h)), ck, cv, &cross_mask, None, 1.0);
             x = x + ca.o.forward(ctx);
-            x = x.clone() + self.ff(&blk.ff, blk.ff_norm.forward(x));
+            x = x.clone() + self.ff(&blk.ff, blk.ff_norm.forward_fused(x));
         }
-        let x = self.decoder_norm.forward(x);
+        let x = self.decoder_norm.forward_fused(x);
         let x = if self.rescale {
             x.mul_scalar((self.config.d_model as f64).powf(-0.5))
         } else {
