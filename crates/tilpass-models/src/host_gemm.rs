@@ -47,6 +47,27 @@ pub(crate) unsafe fn gemm_into(
     };
 }
 
+/// `dst += lhs · rhs` (gemm adds the finished product to each `dst` element: one rounding),
+/// with operands as for [`gemm_into`].
+///
+/// # Safety
+/// As [`gemm_into`].
+pub(crate) unsafe fn gemm_acc(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, isize, isize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+    par: gemm::Parallelism,
+) {
+    // SAFETY: the caller's contract is gemm's.
+    unsafe {
+        gemm::gemm(
+            m, n, k, dst.0, dst.1, dst.2, true, lhs.0, lhs.1, lhs.2, rhs.0, rhs.1, rhs.2, 1.0, 1.0,
+            false, false, false, par,
+        )
+    };
+}
+
 /// gemm's threading for a product of `work` multiply-adds: the Rayon pool when it has more
 /// than one thread and the work is worth splitting (over 2^18), else the calling thread.
 pub(crate) fn parallelism(work: usize) -> gemm::Parallelism {
@@ -61,6 +82,17 @@ pub(crate) fn parallelism(work: usize) -> gemm::Parallelism {
 /// burn-flex's threshold for a parallel product (`m·n·k` multiply-adds; `ops/matmul.rs`).
 #[cfg(feature = "flex")]
 const FLEX_PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
+
+/// burn-flex's matmul threading for an `[m, k] · [k, n]` product: the whole pool from its
+/// threshold on, else the calling thread.
+#[cfg(feature = "flex")]
+pub(crate) fn flex_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    if m.saturating_mul(n).saturating_mul(k) >= FLEX_PARALLEL_THRESHOLD {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    }
+}
 
 /// A 2-d f32 Flex tensor: its buffer, `(column stride, row stride)` and start, when every
 /// stride is non-negative and every element lies in the buffer.
@@ -110,11 +142,7 @@ pub(crate) fn try_linear(
         None => None,
     };
     let mut out = vec![0f32; m * n];
-    let par = if m.saturating_mul(n).saturating_mul(k) >= FLEX_PARALLEL_THRESHOLD {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
+    let par = flex_parallelism(m, n, k);
     // SAFETY: `matrix` checked that every element of x ([m, k]) and w ([k, n]) reached through
     // their strides lies in its buffer; `out` is [m, n] row-major and does not overlap them.
     unsafe {

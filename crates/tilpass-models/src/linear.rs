@@ -131,6 +131,10 @@ impl Linear {
             return y.reshape(out);
         }
         let bias = self.bias.as_ref().map(|b| b.val());
+        #[cfg(feature = "flex")]
+        if let Some(y) = self.train_kernel(&x, bias.as_ref()) {
+            return y;
+        }
         let fast = match kernel {
             true => crate::matvec::try_linear(&x, &self.weight.val(), bias.as_ref()),
             false => None,
@@ -159,6 +163,47 @@ impl Linear {
             };
         }
         y
+    }
+}
+
+impl Linear {
+    /// Training on Flex (autodiff): a frozen weight with at most one plain LoRA branch
+    /// (no DoRA magnitude, no dropout) as one recorded operation
+    /// ([`crate::train_kernels::linear`]); `None` otherwise, and for `D != 2`.
+    #[cfg(feature = "flex")]
+    fn train_kernel<const D: usize>(
+        &self,
+        x: &Tensor<D>,
+        bias: Option<&Tensor<1>>,
+    ) -> Option<Tensor<D>> {
+        if D != 2 || !x.device().is_autodiff() {
+            return None;
+        }
+        let x2: Tensor<2> = x.clone().reshape([x.dims()[0], x.dims()[D - 1]]);
+        let mut active = self.lora.iter().filter(|b| b.active && !b.merged);
+        let branch = match (active.next(), active.next()) {
+            (None, _) => None,
+            (Some(br), None) if br.magnitude.is_none() && br.dropout.prob == 0.0 => {
+                Some((br.a.val(), br.b.val(), br.scale))
+            }
+            _ => return None,
+        };
+        let w = self.weight_as(x.dtype());
+        let y = crate::train_kernels::linear(
+            &x2,
+            &w,
+            bias,
+            branch
+                .as_ref()
+                .map(|(a, b, scale)| crate::train_kernels::Branch {
+                    a,
+                    b,
+                    scale: *scale,
+                }),
+        )?;
+        let mut out = x.dims();
+        out[D - 1] = y.dims()[1];
+        Some(y.reshape(out))
     }
 }
 

@@ -1,7 +1,8 @@
-//! Fused host kernels with their own backward pass, for training decoders on Flex under
-//! autodiff: RMS normalisation, the SwiGLU product `silu(gate) · up`, rotary embeddings and
-//! scaled dot-product attention, each one recorded operation instead of burn's composition
-//! of five to fifteen (each a fresh buffer and a full pass, forward and backward).
+//! Fused host kernels with their own backward pass, for training on Flex under autodiff: RMS
+//! normalisation, the gated activations `act(gate) · up`, rotary embeddings, scaled
+//! dot-product attention and linear layers with a frozen weight and a LoRA branch
+//! ([`linear`]), each one recorded operation instead of burn's composition of three to
+//! fifteen (each a fresh buffer and a full pass, forward and backward).
 //!
 //! They apply when every input is a Flex f32 tensor on an autodiff device without gradient
 //! checkpointing and [`enabled`]; the functions return `None` otherwise, and the caller runs
@@ -40,6 +41,9 @@ use rayon::prelude::*;
 use crate::decoder_kernels::{SendPtr, strided, vectorised};
 use crate::mlp::Activation;
 use crate::vmath::tanh_f64;
+
+mod linear;
+pub use linear::{Branch, linear};
 
 /// Autodiff over Flex without checkpointing: the only backend these kernels record on.
 type Ad = Autodiff<Flex>;
