@@ -427,6 +427,32 @@ impl Flops {
     }
 }
 
+/// Model FLOPs of one LoRA step of the T5 benchmark model ([`tilpass_benches::t5_standard_config`],
+/// gated feed-forward) over `batch` rows of `src` source and `tgt` target tokens with rank-`r`
+/// adapters on q/k/v/o of every attention, counted as [`Flops::lora_step`] counts a decoder's:
+/// `4·params·tokens` for the frozen weights (encoder layers over source tokens, cross-attention
+/// keys / values over source tokens, decoder layers and the head over target tokens),
+/// `6·params·tokens` for the adapters, and attention's products 3x their forward (every query
+/// row spanning all keys). 130.7 GFLOP for 4 × (256 + 64) at r = 16, as PyTorch's
+/// `FlopCounterMode` counts the reference step (forward and backward).
+fn t5_lora_step_flops(batch: usize, src: usize, tgt: usize, r: usize) -> f64 {
+    let c = tilpass_benches::t5_standard_config();
+    let get = |k: &str| c[k].as_f64().unwrap_or(0.0);
+    let (d, ff, v) = (get("d_model"), get("d_ff"), get("vocab_size"));
+    let (le, ld) = (get("num_layers"), get("num_decoder_layers"));
+    let inner = get("num_heads") * get("d_kv");
+    let (b, s, t) = (batch as f64, src as f64, tgt as f64);
+    let attn = 4.0 * d * inner;
+    let ffn = 3.0 * d * ff;
+    let enc = le * (attn + ffn) * b * s;
+    let cross_kv = ld * 2.0 * d * inner * b * s;
+    let dec = (ld * (attn + 2.0 * d * inner + ffn) + d * v) * b * t;
+    let lora =
+        2.0 * d * r as f64 * (le * 4.0 * b * s + ld * (4.0 + 2.0) * b * t + ld * 2.0 * b * s);
+    let scores = 3.0 * 4.0 * inner * b * (le * s * s + ld * t * t + ld * t * s);
+    4.0 * (enc + cross_kv + dec) + 6.0 * lora + scores
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -916,6 +942,7 @@ fn t5_lora_step(spec: &Spec, r: &mut Report) -> Res<()> {
             Ok(loss.into_scalar::<f32>())
         },
     )?;
+    r.flops(t5_lora_step_flops(b, src, tgt, 16))?;
     r.check("t5_last_loss_finite", json!(loss.is_finite()));
     Ok(())
 }
