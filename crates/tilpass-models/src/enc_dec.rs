@@ -124,6 +124,19 @@ pub trait Seq2SeqModel {
         t: usize,
         cache: Option<&mut T5Cache>,
     ) -> Result<Tensor<3>>;
+    /// What [`Self::decode`] would multiply by its LM head — the decoder's final states
+    /// `[batch, t, hidden]` — with that head, when the head takes no gradient and the model
+    /// exposes it (T5), for a loss fused with the head ([`crate::head_loss`]); `Ok(None)`
+    /// without decoding otherwise (the default; then [`Self::decode`]).
+    fn decode_to_head(
+        &self,
+        _enc: &EncoderOutput,
+        _decoder_ids: &[u32],
+        _t: usize,
+        _cache: Option<&mut T5Cache>,
+    ) -> Result<Option<(Tensor<3>, crate::head_loss::LmHead)>> {
+        Ok(None)
+    }
     /// Decoder layers (for the cache).
     fn num_decoder_layers(&self) -> usize;
     /// End-of-sequence ids.
@@ -147,6 +160,39 @@ pub fn forward_seq2seq(
     input: &EncoderInput,
     decoder_ids: &[Vec<u32>],
 ) -> Result<Tensor<3>> {
+    let t = decoder_rows(input, decoder_ids)?;
+    let enc = model.encode(input)?;
+    model.decode(&enc, &decoder_ids.concat(), t, None)
+}
+
+/// What [`forward_seq2seq_to_head`] returns.
+#[derive(Debug, Clone)]
+pub enum Seq2SeqOutput {
+    /// The decoder's final states `[batch, t, hidden]` and the frozen head they go through.
+    Hidden(Tensor<3>, Box<crate::head_loss::LmHead>),
+    /// Logits `[batch, t, vocab]` (the model exposes no frozen head).
+    Logits(Tensor<3>),
+}
+
+/// [`forward_seq2seq`] stopped before the LM head where the model exposes a frozen one
+/// ([`Seq2SeqModel::decode_to_head`]), for a loss fused with the head; the logits otherwise.
+pub fn forward_seq2seq_to_head(
+    model: &dyn Seq2SeqModel,
+    input: &EncoderInput,
+    decoder_ids: &[Vec<u32>],
+) -> Result<Seq2SeqOutput> {
+    let t = decoder_rows(input, decoder_ids)?;
+    let enc = model.encode(input)?;
+    let ids = decoder_ids.concat();
+    Ok(match model.decode_to_head(&enc, &ids, t, None)? {
+        Some((hidden, head)) => Seq2SeqOutput::Hidden(hidden, Box::new(head)),
+        None => Seq2SeqOutput::Logits(model.decode(&enc, &ids, t, None)?),
+    })
+}
+
+/// The decoder length `t` of `decoder_ids`, which must hold one row of equal length per
+/// encoder row.
+fn decoder_rows(input: &EncoderInput, decoder_ids: &[Vec<u32>]) -> Result<usize> {
     let t = decoder_ids.first().map(Vec::len).unwrap_or(0);
     if decoder_ids.len() != input.batch || decoder_ids.iter().any(|r| r.len() != t) {
         return Err(ModelError::Input(format!(
@@ -154,8 +200,7 @@ pub fn forward_seq2seq(
             input.batch
         )));
     }
-    let enc = model.encode(input)?;
-    model.decode(&enc, &decoder_ids.concat(), t, None)
+    Ok(t)
 }
 
 /// Errors unless `decoder_ids` is `batch × t` (t ≥ 1) ids inside the vocabulary.

@@ -29,6 +29,16 @@ impl LmHead {
         let [a, b] = self.weight.dims();
         if self.vocab_major { (b, a) } else { (a, b) }
     }
+
+    /// Logits `[batch, seq, vocab]` of `hidden [batch, seq, hidden]` through the head, as the
+    /// models compute them (for where the fused loss does not apply).
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        if self.vocab_major {
+            crate::embedding::tied_logits(hidden, self.weight.clone())
+        } else {
+            hidden.matmul(self.weight.clone().unsqueeze::<3>())
+        }
+    }
 }
 
 /// What [`head_cross_entropy`] returns.

@@ -52,6 +52,7 @@ pub(crate) unsafe fn gemm_into(
 ///
 /// # Safety
 /// As [`gemm_into`].
+#[cfg(feature = "flex")]
 pub(crate) unsafe fn gemm_acc(
     (m, n, k): (usize, usize, usize),
     dst: (*mut f32, isize, isize),

@@ -11,7 +11,9 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
 
-pub use crate::enc_dec::{EncoderOutput, Seq2SeqModel, T5Cache, forward_seq2seq};
+pub use crate::enc_dec::{
+    EncoderOutput, Seq2SeqModel, Seq2SeqOutput, T5Cache, forward_seq2seq, forward_seq2seq_to_head,
+};
 use crate::encoder::EncoderInput;
 use crate::error::{ModelError, Result};
 use crate::generate::{
@@ -111,6 +113,15 @@ impl Seq2SeqModel for Seq2SeqLm {
         cache: Option<&mut T5Cache>,
     ) -> Result<Tensor<3>> {
         self.inner().decode(enc, ids, t, cache)
+    }
+    fn decode_to_head(
+        &self,
+        enc: &EncoderOutput,
+        ids: &[u32],
+        t: usize,
+        cache: Option<&mut T5Cache>,
+    ) -> Result<Option<(Tensor<3>, crate::head_loss::LmHead)>> {
+        self.inner().decode_to_head(enc, ids, t, cache)
     }
     fn num_decoder_layers(&self) -> usize {
         self.inner().num_decoder_layers()

@@ -474,6 +474,37 @@ impl T5 {
         enc: &EncoderOutput,
         decoder_ids: &[u32],
         t: usize,
+        cache: Option<&mut T5Cache>,
+    ) -> Result<Tensor<3>> {
+        let x = self.decode_hidden(enc, decoder_ids, t, cache)?;
+        Ok(tied_logits(x, self.head_weight()))
+    }
+
+    /// The LM head's weight `[vocab, d_model]`: `lm_head`, or the shared embeddings when tied.
+    fn head_weight(&self) -> Tensor<2> {
+        match &self.lm_head {
+            Some(w) => w.val(),
+            None => self.shared.weight.val(),
+        }
+    }
+
+    /// The LM head as [`crate::head_loss`] reads it, when it takes no gradient (adapter
+    /// training); `None` when it is trained.
+    pub fn frozen_lm_head(&self) -> Option<crate::head_loss::LmHead> {
+        let weight = self.head_weight();
+        (!weight.is_require_grad()).then_some(crate::head_loss::LmHead {
+            weight,
+            vocab_major: true,
+        })
+    }
+
+    /// What [`Self::decode`] multiplies by the LM head: the decoder's final states `[batch, t,
+    /// d_model]` after the last norm (and the `d_model^-0.5` rescale of tied T5 heads).
+    pub fn decode_hidden(
+        &self,
+        enc: &EncoderOutput,
+        decoder_ids: &[u32],
+        t: usize,
         mut cache: Option<&mut T5Cache>,
     ) -> Result<Tensor<3>> {
         let [b, s, _] = enc.hidden.dims();
@@ -525,16 +556,11 @@ impl T5 {
             x = x.clone() + self.ff(&blk.ff, blk.ff_norm.forward_fused(x));
         }
         let x = self.decoder_norm.forward_fused(x);
-        let x = if self.rescale {
+        Ok(if self.rescale {
             x.mul_scalar((self.config.d_model as f64).powf(-0.5))
         } else {
             x
-        };
-        let head = match &self.lm_head {
-            Some(w) => w.val(),
-            None => self.shared.weight.val(),
-        };
-        Ok(tied_logits(x, head))
+        })
     }
 
     /// Logits `[batch, t, vocab]` of a full pass: encode `input`, decode `decoder_ids`.
@@ -674,6 +700,18 @@ impl Seq2SeqModel for T5 {
         cache: Option<&mut T5Cache>,
     ) -> Result<Tensor<3>> {
         T5::decode(self, enc, ids, t, cache)
+    }
+    fn decode_to_head(
+        &self,
+        enc: &EncoderOutput,
+        ids: &[u32],
+        t: usize,
+        cache: Option<&mut T5Cache>,
+    ) -> Result<Option<(Tensor<3>, crate::head_loss::LmHead)>> {
+        let Some(head) = self.frozen_lm_head() else {
+            return Ok(None);
+        };
+        Ok(Some((self.decode_hidden(enc, ids, t, cache)?, head)))
     }
     fn num_decoder_layers(&self) -> usize {
         T5::num_decoder_layers(self)

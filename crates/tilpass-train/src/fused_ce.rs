@@ -137,6 +137,34 @@ pub fn set_fused_head_enabled(on: bool) {
     FUSED_HEAD.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// The encoder-decoder loss of decoder states `hidden [batch, t, hidden]` through the frozen
+/// `head` against `labels` `[batch, t]` read as they stand (`-100` ignored), and the number of
+/// labels: [`label_cross_entropy`] of `head.logits(hidden)`, with the head fused with the loss
+/// on Flex for f32 states (as [`causal_lm_loss_from_hidden`]; logits only for labelled
+/// positions, never a `[batch, t, vocab]` tensor). Errors as [`label_cross_entropy`].
+pub fn label_loss_from_hidden(
+    hidden: Tensor<3>,
+    head: &LmHead,
+    labels: &[i64],
+) -> Result<(Tensor<1>, usize)> {
+    let [b, t, _] = hidden.dims();
+    let (_, v) = head.dims();
+    crate::seq2seq::check_labels(labels, b, t, v)?;
+    let fused = FUSED_HEAD.load(std::sync::atomic::Ordering::Relaxed)
+        && hidden.dtype() == DType::F32
+        && tilpass_models::pool::on_flex(&hidden.device());
+    if fused {
+        let targets: Vec<Option<usize>> = labels
+            .iter()
+            .map(|&l| (l >= 0).then_some(l as usize))
+            .collect();
+        if let Some(out) = targets_head_loss(&hidden, head, &targets)? {
+            return Ok(out);
+        }
+    }
+    label_cross_entropy(head.logits(hidden), labels)
+}
+
 /// [`causal_lm_loss_from_hidden`]'s fused path; `Ok(None)` when the head cannot be read in
 /// place (the caller then computes logits).
 fn head_loss(
@@ -144,9 +172,21 @@ fn head_loss(
     head: &LmHead,
     labels: &[i64],
 ) -> Result<Option<(Tensor<1>, usize)>> {
-    let [b, s, h] = hidden.dims();
+    let [b, s, _] = hidden.dims();
     let (_, v) = head.dims();
     let targets = shifted_targets(labels, b, s, v)?;
+    targets_head_loss(hidden, head, &targets)
+}
+
+/// The mean cross-entropy of `hidden [batch, seq, hidden]` rows through `head` against their
+/// `targets` (one per row, `None`: not counted) by [`head_cross_entropy`], with the gradient
+/// handed to autodiff at `hidden`; `Ok(None)` when the head cannot be read in place.
+fn targets_head_loss(
+    hidden: &Tensor<3>,
+    head: &LmHead,
+    targets: &[Option<usize>],
+) -> Result<Option<(Tensor<1>, usize)>> {
+    let [b, s, h] = hidden.dims();
     let n = targets.iter().filter(|t| t.is_some()).count();
     let track = hidden.is_tracked();
     let x = hidden
@@ -156,7 +196,7 @@ fn head_loss(
         .try_into_vec::<f32>()
         .map_err(|e| ModelError::Input(format!("hidden states as f32: {e:?}")))?;
     let inv_n = 1.0 / n.max(1) as f64;
-    let Some(out) = head_cross_entropy(&x, h, head, &targets, inv_n, track) else {
+    let Some(out) = head_cross_entropy(&x, h, head, targets, inv_n, track) else {
         return Ok(None);
     };
     // Added in row order on one thread (see causal_lm_cross_entropy).

@@ -101,12 +101,18 @@ pub fn seq2seq_lm_loss<M: Seq2SeqModel>(
     model: &M,
     batch: &Seq2SeqTrainBatch,
 ) -> Result<(Tensor<1>, usize)> {
-    let logits = tilpass_models::seq2seq::forward_seq2seq(
+    use tilpass_models::seq2seq::{Seq2SeqOutput, forward_seq2seq_to_head};
+    let labels = model.loss_labels(&batch.labels);
+    match forward_seq2seq_to_head(
         model as &dyn Seq2SeqModel,
         &batch.input,
         &batch.decoder_input_ids,
-    )?;
-    crate::fused_ce::label_cross_entropy(logits, &model.loss_labels(&batch.labels))
+    )? {
+        Seq2SeqOutput::Hidden(hidden, head) => {
+            crate::fused_ce::label_loss_from_hidden(hidden, &head, &labels)
+        }
+        Seq2SeqOutput::Logits(logits) => crate::fused_ce::label_cross_entropy(logits, &labels),
+    }
 }
 
 /// Errors unless `labels` holds `b × t` values, each in `[0, v)` or -100 (ignored), as
