@@ -196,10 +196,10 @@ fn the_encoder_decoder_loss_with_the_head_fused_matches_the_logits() {
             logits.into_data().try_to_vec::<f32>().unwrap(),
             head.logits(states).into_data().try_to_vec::<f32>().unwrap(),
         );
-        assert!(
-            a.len() == z.len() && a.iter().zip(&z).all(|(a, z)| a.is_finite() && a == z),
-            "{name}: logits"
-        );
+        assert_eq!(a.len(), z.len(), "{name}: logits");
+        let worst = tilpass_tests::max_abs_diff(&a, &z);
+        // Equal on the CPU (the same products); 1e-5 leaves room for a GPU's scheduling.
+        assert!(worst <= 1e-5, "{name}: logits differ by {worst:e}");
         let (b, t, h) = (3usize, 5usize, peft.model().hidden_size());
         let (_, v) = head.dims();
         let y: Vec<i64> = (0..b * t)

@@ -1140,9 +1140,15 @@ mod tests {
 
     #[test]
     fn attention_matches_the_composed_ops() {
+        // Grouped-query heads (4 over 2), keys past the queries (a cache of 3), strided q / v;
+        // and a longer causal case over 150 queries and 170 keys.
+        for (b, h, kv, s, past, d) in [(2, 4, 2, 5, 3, 8), (2, 2, 1, 150, 20, 8)] {
+            attention_case(b, h, kv, s, past, d);
+        }
+    }
+
+    fn attention_case(b: usize, h: usize, kv: usize, s: usize, past: usize, d: usize) {
         let dev = device();
-        // Grouped-query heads (4 over 2), keys past the queries (a cache of 3), strided q / v.
-        let (b, h, kv, s, past, d) = (2, 4, 2, 5, 3, 8);
         let t = past + s;
         let q = randn([b, s, h, d], &dev).swap_dims(1, 2);
         let k = randn([b, kv, t, d], &dev);
