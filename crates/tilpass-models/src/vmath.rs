@@ -67,7 +67,9 @@ mod tests {
     #[test]
     fn tanh_is_within_one_ulp_of_f64_tanh_everywhere() {
         // Every 97th f32 bit pattern of both signs (~88 million values, all binades, subnormals
-        // and the saturated range): against f64's tanh rounded to f32.
+        // and the saturated range; every 4099th, ~2 million, in an unoptimised test build):
+        // against f64's tanh rounded to f32.
+        let step = if cfg!(debug_assertions) { 4099 } else { 97 };
         let (mut worst, mut off) = (0u32, 0usize);
         let mut bits = 0u32;
         while bits < 0x7f80_0000 {
@@ -79,9 +81,9 @@ mod tests {
                 off += usize::from(d > 0);
                 assert!(d <= 1, "tanh({x:e}) = {got:e}, f64 gives {want:e}");
             }
-            bits += 97;
+            bits += step;
         }
-        eprintln!("tanh_f32: worst {worst} ulp, {off} of ~88M values one ulp off");
+        eprintln!("tanh_f32: worst {worst} ulp, {off} values one ulp off (every {step}th pattern)");
         assert!(
             off < 1000,
             "{off} values one ulp off: the polynomial is too short"
@@ -103,8 +105,8 @@ mod tests {
     #[test]
     fn tanh_f64_is_within_1e_12_relative() {
         let mut worst = 0.0f64;
-        for i in 0..2_000_000 {
-            let a = f64::from(i) * 1.3e-5 + 1e-300;
+        for i in 0..200_000 {
+            let a = f64::from(i) * 1.3e-4 + 1e-300;
             let (got, want) = (super::tanh_f64(a), a.tanh());
             assert!(got.is_finite());
             worst = worst.max((got - want).abs() / want);
