@@ -37,6 +37,40 @@ fn labels(b: usize, s: usize, v: usize) -> Vec<i64> {
         .collect()
 }
 
+/// The fused loss against the loss of the logits, each with its leaf: values within 2e-6
+/// relative, gradients at the leaves within 1e-5 of the largest (and not all zero); returns
+/// the fused value and gradient.
+fn compare_losses(
+    name: &str,
+    (x_ref, reference): (&Tensor<3>, Tensor<1>),
+    (x_fused, fused): (&Tensor<3>, Tensor<1>),
+) -> (f32, Vec<f32>) {
+    let (r, f) = (
+        reference.clone().into_scalar::<f32>(),
+        fused.clone().into_scalar::<f32>(),
+    );
+    assert!(
+        r.is_finite() && (r - f).abs() <= 2e-6 * r.abs(),
+        "{name}: loss {f} vs {r}"
+    );
+    let grad = |x: &Tensor<3>, loss: Tensor<1>| {
+        x.grad(&loss.backward())
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let (g_ref, g_fused) = (grad(x_ref, reference), grad(x_fused, fused));
+    let worst = tilpass_tests::max_abs_diff(&g_fused, &g_ref) as f32;
+    let scale = g_ref.iter().map(|a| a.abs()).fold(0f32, f32::max);
+    println!("{name}: fused head loss {f} vs {r}, gradient max diff {worst:e} (max {scale:e})");
+    assert!(
+        scale > 0.0 && worst <= 1e-5 * scale,
+        "{name}: gradient differs by {worst}"
+    );
+    (f, g_fused)
+}
+
 #[test]
 fn the_fused_head_matches_the_loss_of_the_logits() {
     for name in ["llama_gqa", "gpt2", "llama3_rope_bf16_sharded"] {
@@ -53,32 +87,7 @@ fn the_fused_head_matches_the_loss_of_the_logits() {
         let (reference, n_ref) = causal_lm_cross_entropy(model.logits(x_ref.clone()), &y).unwrap();
         let (fused, n) = causal_lm_loss_from_hidden(&model, x_fused.clone(), &y).unwrap();
         assert_eq!(n, n_ref);
-        let (r, f) = (
-            reference.clone().into_scalar::<f32>(),
-            fused.clone().into_scalar::<f32>(),
-        );
-        assert!(
-            r.is_finite() && (r - f).abs() <= 2e-6 * r.abs(),
-            "{name}: loss {f} vs {r}"
-        );
-        let grad = |x: &Tensor<3>, loss: Tensor<1>| {
-            x.grad(&loss.backward())
-                .unwrap()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap()
-        };
-        let (g_ref, g_fused) = (grad(&x_ref, reference), grad(&x_fused, fused));
-        let worst = tilpass_tests::max_abs_diff(&g_fused, &g_ref) as f32;
-        let scale = g_ref.iter().map(|a| a.abs()).fold(0f32, f32::max);
-        println!(
-            "{name}: fused head (taken: {on_cpu}) loss {f} vs {r}, gradient max diff {worst:e} \
-             (max {scale:e})"
-        );
-        assert!(
-            scale > 0.0 && worst <= 1e-5 * scale,
-            "{name}: gradient differs by {worst}"
-        );
+        let (f, g_fused) = compare_losses(name, (&x_ref, reference), (&x_fused, fused));
         // On the CPU the fused kernel is what ran (it declines elsewhere).
         let host = data.clone().try_to_vec::<f32>().unwrap();
         let targets: Vec<Option<usize>> = (0..b * s)
@@ -217,29 +226,7 @@ fn the_encoder_decoder_loss_with_the_head_fused_matches_the_logits() {
         let (reference, n_ref) = label_cross_entropy(head.logits(x_ref.clone()), &y).unwrap();
         let (fused, n) = label_loss_from_hidden(x_fused.clone(), &head, &y).unwrap();
         assert_eq!(n, n_ref);
-        let (r, f) = (
-            reference.clone().into_scalar::<f32>(),
-            fused.clone().into_scalar::<f32>(),
-        );
-        assert!(
-            r.is_finite() && (r - f).abs() <= 2e-6 * r.abs(),
-            "{name}: loss {f} vs {r}"
-        );
-        let grad = |x: &Tensor<3>, loss: Tensor<1>| {
-            x.grad(&loss.backward())
-                .unwrap()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap()
-        };
-        let (g_ref, g_fused) = (grad(&x_ref, reference), grad(&x_fused, fused));
-        let worst = tilpass_tests::max_abs_diff(&g_fused, &g_ref) as f32;
-        let scale = g_ref.iter().map(|a| a.abs()).fold(0f32, f32::max);
-        println!("{name}: fused head loss {f} vs {r}, gradient max diff {worst:e} (max {scale:e})");
-        assert!(
-            scale > 0.0 && worst <= 1e-5 * scale,
-            "{name}: gradient differs by {worst}"
-        );
+        let (f, g_fused) = compare_losses(name, (&x_ref, reference), (&x_fused, fused));
         for (i, row) in g_fused.chunks_exact(h).enumerate() {
             if y[i] < 0 {
                 assert!(

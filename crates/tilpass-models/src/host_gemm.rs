@@ -32,19 +32,14 @@ pub(crate) fn with_host_f32<R>(_w: &Tensor<2>, _f: impl FnOnce(&[f32]) -> R) -> 
 /// Every element `dst[i, j]`, `lhs[i, l]`, `rhs[l, j]` for `i < m`, `j < n`, `l < k` reached
 /// through the strides must lie inside its allocation, and dst must not overlap the operands.
 pub(crate) unsafe fn gemm_into(
-    (m, n, k): (usize, usize, usize),
+    dims: (usize, usize, usize),
     dst: (*mut f32, isize, isize),
     lhs: (*const f32, isize, isize),
     rhs: (*const f32, isize, isize),
     par: gemm::Parallelism,
 ) {
-    // SAFETY: the caller's contract is gemm's.
-    unsafe {
-        gemm::gemm(
-            m, n, k, dst.0, dst.1, dst.2, false, lhs.0, lhs.1, lhs.2, rhs.0, rhs.1, rhs.2, 0.0,
-            1.0, false, false, false, par,
-        )
-    };
+    // SAFETY: the caller's contract is `gemm_f32`'s.
+    unsafe { gemm_f32(dims, dst, lhs, rhs, par, false) }
 }
 
 /// `dst += lhs · rhs` (gemm adds the finished product to each `dst` element: one rounding),
@@ -54,17 +49,34 @@ pub(crate) unsafe fn gemm_into(
 /// As [`gemm_into`].
 #[cfg(feature = "flex")]
 pub(crate) unsafe fn gemm_acc(
-    (m, n, k): (usize, usize, usize),
+    dims: (usize, usize, usize),
     dst: (*mut f32, isize, isize),
     lhs: (*const f32, isize, isize),
     rhs: (*const f32, isize, isize),
     par: gemm::Parallelism,
 ) {
+    // SAFETY: the caller's contract is `gemm_f32`'s.
+    unsafe { gemm_f32(dims, dst, lhs, rhs, par, true) }
+}
+
+/// gemm's f32 product into `dst`, overwriting it or (`accumulate`) adding to it.
+///
+/// # Safety
+/// As [`gemm_into`].
+unsafe fn gemm_f32(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, isize, isize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+    par: gemm::Parallelism,
+    accumulate: bool,
+) {
+    let alpha = if accumulate { 1.0 } else { 0.0 };
     // SAFETY: the caller's contract is gemm's.
     unsafe {
         gemm::gemm(
-            m, n, k, dst.0, dst.1, dst.2, true, lhs.0, lhs.1, lhs.2, rhs.0, rhs.1, rhs.2, 1.0, 1.0,
-            false, false, false, par,
+            m, n, k, dst.0, dst.1, dst.2, accumulate, lhs.0, lhs.1, lhs.2, rhs.0, rhs.1, rhs.2,
+            alpha, 1.0, false, false, false, par,
         )
     };
 }
