@@ -9,7 +9,7 @@
 
 use tilpass::burn::tensor::{Distribution, Tensor};
 use tilpass::models::DecoderLm;
-use tilpass::models::head_loss::head_cross_entropy;
+use tilpass::models::head_loss::{LmHead, head_cross_entropy};
 use tilpass::models::linear::HasLinears;
 use tilpass::peft::{LoraConfig, PeftModel};
 use tilpass::train::causal_lm_cross_entropy;
@@ -71,6 +71,26 @@ fn compare_losses(
     (f, g_fused)
 }
 
+/// On the CPU (`on_cpu`) the fused kernel reads the head in place and gives the mean loss `f`
+/// over `n` targets; elsewhere it declines.
+fn check_direct(
+    name: &str,
+    (host, h, head, targets): (&[f32], usize, &LmHead, &[Option<usize>]),
+    n: usize,
+    f: f32,
+    on_cpu: bool,
+) {
+    let direct = head_cross_entropy(host, h, head, targets, 1.0, false);
+    assert_eq!(direct.is_some(), on_cpu, "{name}");
+    if let Some(d) = direct {
+        let mean = d.losses.iter().sum::<f64>() / n as f64;
+        assert!(
+            (mean as f32 - f).abs() <= 1e-6 * f.abs(),
+            "{name}: {mean} vs {f}"
+        );
+    }
+}
+
 #[test]
 fn the_fused_head_matches_the_loss_of_the_logits() {
     for name in ["llama_gqa", "gpt2", "llama3_rope_bf16_sharded"] {
@@ -93,15 +113,7 @@ fn the_fused_head_matches_the_loss_of_the_logits() {
         let targets: Vec<Option<usize>> = (0..b * s)
             .map(|i| (i % s != s - 1 && y[i + 1] >= 0).then(|| y[i + 1] as usize))
             .collect();
-        let direct = head_cross_entropy(&host, h, &head, &targets, 1.0, false);
-        assert_eq!(direct.is_some(), on_cpu, "{name}");
-        if let Some(d) = direct {
-            let mean = d.losses.iter().sum::<f64>() / n as f64;
-            assert!(
-                (mean as f32 - f).abs() <= 1e-6 * f.abs(),
-                "{name}: {mean} vs {f}"
-            );
-        }
+        check_direct(name, (&host, h, &head, &targets), n, f, on_cpu);
         // Rows of ignored positions get no gradient.
         for (i, row) in g_fused.chunks_exact(h).enumerate() {
             let supervised = i % s != s - 1 && y[i + 1] >= 0;
@@ -240,15 +252,7 @@ fn the_encoder_decoder_loss_with_the_head_fused_matches_the_logits() {
         let host = data.clone().try_to_vec::<f32>().unwrap();
         let targets: Vec<Option<usize>> =
             y.iter().map(|&l| (l >= 0).then_some(l as usize)).collect();
-        let direct = head_cross_entropy(&host, h, &head, &targets, 1.0, false);
-        assert_eq!(direct.is_some(), on_cpu, "{name}");
-        if let Some(d) = direct {
-            let mean = d.losses.iter().sum::<f64>() / n as f64;
-            assert!(
-                (mean as f32 - f).abs() <= 1e-6 * f.abs(),
-                "{name}: {mean} vs {f}"
-            );
-        }
+        check_direct(name, (&host, h, &head, &targets), n, f, on_cpu);
         // Labels outside the vocabulary are refused, as on the logits path.
         let mut bad = y.clone();
         bad[1] = v as i64;
