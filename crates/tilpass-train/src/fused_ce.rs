@@ -112,13 +112,9 @@ pub fn causal_lm_loss_from_hidden(
     hidden: Tensor<3>,
     labels: &[i64],
 ) -> Result<(Tensor<1>, usize)> {
-    let head = FUSED_HEAD
-        .load(std::sync::atomic::Ordering::Relaxed)
+    let head = fused_head_applies(&hidden)
         .then(|| model.frozen_lm_head())
-        .flatten()
-        .filter(|_| {
-            hidden.dtype() == DType::F32 && tilpass_models::pool::on_flex(&hidden.device())
-        });
+        .flatten();
     match head {
         Some(head) => match head_loss(&hidden, &head, labels)? {
             Some(out) => Ok(out),
@@ -129,6 +125,14 @@ pub fn causal_lm_loss_from_hidden(
 }
 
 static FUSED_HEAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether a loss fused with the head may run on `hidden`: switched on
+/// ([`set_fused_head_enabled`]), f32 states, on Flex.
+fn fused_head_applies(hidden: &Tensor<3>) -> bool {
+    FUSED_HEAD.load(std::sync::atomic::Ordering::Relaxed)
+        && hidden.dtype() == DType::F32
+        && tilpass_models::pool::on_flex(&hidden.device())
+}
 
 /// Turns the head fused with the loss ([`causal_lm_loss_from_hidden`]) on or off for the
 /// whole process (on by default): for A/B measurements (`tilpass-compare`'s
@@ -150,10 +154,7 @@ pub fn label_loss_from_hidden(
     let [b, t, _] = hidden.dims();
     let (_, v) = head.dims();
     crate::seq2seq::check_labels(labels, b, t, v)?;
-    let fused = FUSED_HEAD.load(std::sync::atomic::Ordering::Relaxed)
-        && hidden.dtype() == DType::F32
-        && tilpass_models::pool::on_flex(&hidden.device());
-    if fused {
+    if fused_head_applies(&hidden) {
         let targets: Vec<Option<usize>> = labels
             .iter()
             .map(|&l| (l >= 0).then_some(l as usize))

@@ -40,16 +40,6 @@ struct Mat {
 }
 
 impl Mat {
-    /// `t` (2-d, f32, non-negative strides, every element in its buffer) in place.
-    fn of(t: &FlexTensor) -> Option<Self> {
-        let (buf, [rs, cs], start) = crate::decoder_kernels::strided_dims::<2>(t)?;
-        Some(Self {
-            ptr: buf[start..].as_ptr(),
-            cs,
-            rs,
-        })
-    }
-
     /// The transpose, the same buffer read the other way.
     fn t(self) -> Self {
         Self {
@@ -70,6 +60,33 @@ impl Mat {
 
     fn pair(self) -> (*const f32, isize, isize) {
         (self.ptr, self.cs, self.rs)
+    }
+}
+
+/// A 2-d f32 tensor checked once to be readable in place (non-negative strides, every element
+/// in its buffer), kept with its strides so that the backward reads it without checking again.
+#[derive(Debug, Clone)]
+struct Checked {
+    t: FlexTensor,
+    start: usize,
+    cs: isize,
+    rs: isize,
+}
+
+impl Checked {
+    /// `t` when it can be read in place, else `None`.
+    fn new(t: FlexTensor) -> Option<Self> {
+        let (_, [rs, cs], start) = crate::decoder_kernels::strided_dims::<2>(&t)?;
+        Some(Self { t, start, cs, rs })
+    }
+
+    /// The operand for gemm.
+    fn mat(&self) -> Mat {
+        Mat {
+            ptr: self.t.storage::<f32>()[self.start..].as_ptr(),
+            cs: self.cs,
+            rs: self.rs,
+        }
     }
 }
 
@@ -98,14 +115,14 @@ struct LinearOp;
 #[derive(Debug, Clone)]
 struct LinearState {
     /// `x [m, k]`, `W [k, n]` (as stored: any strides).
-    x: FlexTensor,
-    w: FlexTensor,
+    x: Checked,
+    w: Checked,
     /// `A [k, r]`, `B [r, n]`, `h = x·A [m, r]` and `s`, when there is a branch.
-    lora: Option<(FlexTensor, FlexTensor, FlexTensor, f32)>,
+    lora: Option<(Checked, Checked, FlexTensor, f32)>,
     dims: (usize, usize, usize, usize),
 }
 
-// SAFETY (for the `unsafe` products below): every `Mat` comes from `Mat::of` on a tensor whose
+// SAFETY (for the `unsafe` products below): every `Mat` comes from a `Checked` tensor whose
 // shape is the one its product reads ([m, k], [k, n], [k, r], [r, n], checked in `linear`), or
 // from `Mat::rows` on a buffer of exactly that size; destinations are fresh vectors.
 
@@ -118,20 +135,15 @@ impl Backward<Flex, 3> for LinearOp {
         let st = ops.state;
         let (m, n, k, r) = st.dims;
         let gs = slice(&g);
-        // Cannot fail: the same tensors passed `Mat::of` in the forward.
-        let (Some(xm), Some(wm)) = (Mat::of(&st.x), Mat::of(&st.w)) else {
-            unreachable!("train_kernels::linear: operands checked in the forward")
-        };
+        let (xm, wm) = (st.x.mat(), st.w.mat());
         let gm = Mat::rows(gs, n);
         let mut dh: Option<Vec<f32>> = None;
         let mut am = None;
         if let Some((a, b, h, s)) = &st.lora
             && (px.is_some() || pa.is_some() || pb.is_some())
         {
-            let (Some(a_), Some(bm)) = (Mat::of(a), Mat::of(b)) else {
-                unreachable!("train_kernels::linear: operands checked in the forward")
-            };
-            am = Some(a_);
+            let bm = b.mat();
+            am = Some(a.mat());
             // g·s, as burn's scalar product's backward forms it.
             let mut g_s = vec![0f32; m * n];
             g_s.par_chunks_mut(1 << 14)
@@ -219,10 +231,13 @@ pub fn linear(
         }
         None => None,
     };
-    let (xp, wp) = (xt.primitive().clone(), wt.primitive().clone());
-    let (xm, wm) = (Mat::of(&xp)?, Mat::of(&wp)?);
+    let (xc, wc) = (
+        Checked::new(xt.primitive().clone())?,
+        Checked::new(wt.primitive().clone())?,
+    );
+    let (xm, wm) = (xc.mat(), wc.mat());
     let mut y = vec![0f32; m * n];
-    // SAFETY: x is [m, k] and W [k, n] (dims checked above; Mat::of checked the buffers).
+    // SAFETY: x is [m, k] and W [k, n] (dims checked above; `Checked` checked the buffers).
     unsafe { product(&mut y, (m, n, k), xm, wm) };
     if let Some(b) = &bias {
         let b = slice(b);
@@ -235,16 +250,19 @@ pub fn linear(
     let out_dims = [m, n];
     let Some((at, bt, s)) = lora else {
         let state = LinearState {
-            x: xp,
-            w: wp,
+            x: xc,
+            w: wc,
             lora: None,
             dims: (m, n, k, 0),
         };
         return Some(record(FrozenLinearOp, [&xt], state, flex(y, &out_dims)));
     };
     let r = at.primitive().layout().shape()[1];
-    let (ap, bp) = (at.primitive().clone(), bt.primitive().clone());
-    let (am, bm) = (Mat::of(&ap)?, Mat::of(&bp)?);
+    let (ac, bc) = (
+        Checked::new(at.primitive().clone())?,
+        Checked::new(bt.primitive().clone())?,
+    );
+    let (am, bm) = (ac.mat(), bc.mat());
     let mut h = vec![0f32; m * r];
     // SAFETY: x [m, k], A [k, r] (dims checked above).
     unsafe { product(&mut h, (m, r, k), xm, am) };
@@ -256,9 +274,9 @@ pub fn linear(
         .zip(t.par_chunks(1 << 14))
         .for_each(|(y, t)| y.iter_mut().zip(t).for_each(|(y, t)| *y += t * s));
     let state = LinearState {
-        x: xp,
-        w: wp,
-        lora: Some((ap, bp, flex(h, &[m, r]), s)),
+        x: xc,
+        w: wc,
+        lora: Some((ac, bc, flex(h, &[m, r]), s)),
         dims: (m, n, k, r),
     };
     Some(record(LinearOp, [&xt, &at, &bt], state, flex(y, &out_dims)))
@@ -277,10 +295,7 @@ impl Backward<Flex, 1> for FrozenLinearOp {
         let Some(node) = px else { return };
         let st = ops.state;
         let (m, n, k, _) = st.dims;
-        // Cannot fail: the same tensor passed `Mat::of` in the forward.
-        let Some(wm) = Mat::of(&st.w) else {
-            unreachable!("train_kernels::linear: operands checked in the forward")
-        };
+        let wm = st.w.mat();
         let mut dx = vec![0f32; m * k];
         // SAFETY: g [m, n] (row-major, from `incoming`), Wᵀ [n, k].
         unsafe { product(&mut dx, (m, k, n), Mat::rows(slice(&g), n), wm.t()) };
