@@ -570,7 +570,15 @@ fn a_training_step_moves_only_the_adapters_and_round_trips() {
         back.load_adapter(dir.path(), "default").unwrap();
         let again = vals(back.forward(&input, None).unwrap());
         let keep = |i: usize| mask[i / 256] == 1;
-        assert!(max_diff(&logits, &again, keep) <= 1e-6, "{case}: reload");
+        // The trained model ran the autodiff path (on Flex the fused training kernels), the
+        // reloaded one the inference path: another summation order, whose rounding also depends
+        // on the CPU's SIMD width (1.1e-6 on an AVX2-only host; logits are O(1)). The saved
+        // weights themselves are checked against the PEFT-verified adapter below.
+        let reload_diff = max_diff(&logits, &again, keep);
+        assert!(
+            reload_diff <= 1e-5,
+            "{case}: reload, max |diff| {reload_diff}"
+        );
         let committed = fixture_path(&format!("peft/roundtrip/{case}"));
         if writing_round_trips() {
             peft.save_adapter("default", &committed).unwrap();
