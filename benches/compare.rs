@@ -44,6 +44,8 @@ use tilpass::train::{
 };
 use tilpass_benches::{Shape, write_random_llama};
 
+#[path = "compare_fma.rs"]
+mod fma;
 #[path = "compare_rag.rs"]
 mod rag;
 
@@ -112,6 +114,9 @@ struct Report {
     /// The machine's measured f32 matmul peak in GFLOP/s ([`measure_peak_gflops`]), measured
     /// at the first benchmark that counts its FLOPs.
     peak_gflops: Option<f64>,
+    /// The cores' FMA ceiling ([`fma::measure`]), measured with `peak_gflops`: the roofline
+    /// that `scripts/compare/run.py` reports both sides' rates against.
+    fma_peak: Option<fma::FmaPeak>,
     /// The machine's measured read bandwidth in GB/s ([`measure_read_gbs`]), measured at the
     /// first benchmark that counts the bytes it must read.
     read_gbs: Option<f64>,
@@ -201,6 +206,13 @@ impl Report {
                 let p = measure_peak_gflops()?;
                 eprintln!("tilpass-compare: f32 peak (Flex matmul 1024x1024x1024): {p:.1} GFLOP/s");
                 self.peak_gflops = Some(p);
+                self.fma_peak = fma::measure();
+                if let Some(f) = &self.fma_peak {
+                    eprintln!(
+                        "tilpass-compare: FMA ceiling ({}, every pool thread): {:.1} GFLOP/s",
+                        f.isa, f.gflops
+                    );
+                }
                 p
             }
         };
@@ -1355,6 +1367,7 @@ fn run() -> Res<()> {
         checks: serde_json::Map::new(),
         extra: serde_json::Map::new(),
         peak_gflops: None,
+        fma_peak: None,
         read_gbs: None,
     };
     match group.as_str() {
@@ -1380,6 +1393,8 @@ fn run() -> Res<()> {
         "versions": {"tilpass": env!("CARGO_PKG_VERSION")},
         "allocator": allocator,
         "peak_gflops": report.peak_gflops,
+        "fma_peak_gflops": report.fma_peak.as_ref().map(|f| f.gflops),
+        "isa": report.fma_peak.as_ref().map(|f| f.isa),
         "read_gbs": report.read_gbs,
         "benchmarks": report.benchmarks,
         "checks": report.checks,

@@ -74,6 +74,9 @@ PLAN = [
     ("minhash", "lsh_100k", 0, 2, "MinHashLSH (threshold 0.8) insert + query of 100,000 signatures",
      "datasketch 2.0 MinHashLSH"),
 ]
+# Issue 19's ratio goals for the compute-bound benchmarks: the roofline lines under the table
+# say what rate each would need (the goal times the reference's rate) against the FMA ceiling.
+GOALS = {"prefill_512": 1.5, "lora_sft_step": 1.5}
 PLAN += rag_harness.plan()  # BM25, indexing and HNSW against bm25s, rank-bm25, hnswlib
 GROUPS = list(dict.fromkeys(p[0] for p in PLAN))
 
@@ -141,6 +144,49 @@ def run_side(cmd, env, log):
         sys.exit(f"no JSON from {' '.join(cmd)}:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
     out["wall_s"] = time.time() - start
     return out
+
+
+def roofline(plan, rounds, results, median_time):
+    """Lines placing the compute-bound benchmarks (those tilpass counts model FLOPs for, decode
+    excepted: it reads weights, its bound is memory) under the cores' FMA ceiling that
+    tilpass-compare measures: both sides' model GFLOP/s (the same FLOP count for the same work)
+    as a share of it, and the rate a ratio goal of GOALS would need."""
+    ceilings = [rep["fma_peak_gflops"] for _, s, rep in results
+                if s == "tilpass" and rep.get("fma_peak_gflops")]
+    isa = {rep.get("isa") for _, s, rep in results if s == "tilpass" and rep.get("isa")}
+    matmul = [rep["peak_gflops"] for _, s, rep in results if s == "tilpass" and rep.get("peak_gflops")]
+    rows = []
+    for g, b, _, _, title, _ in plan:
+        gflop = None
+        for _, s, rep in results:
+            for e in rep["benchmarks"] if s == "tilpass" else []:
+                if e["name"] == b and "model_gflop" in e and "weight_gb" not in e:
+                    gflop = e["model_gflop"]
+        if gflop is None or not ceilings:
+            continue
+        peak = statistics.median(ceilings)
+        mp = statistics.median(median_time(r, "python", b)[0] for r in range(rounds))
+        mr = statistics.median(median_time(r, "tilpass", b)[0] for r in range(rounds))
+        ref, ours = gflop / mp, gflop / mr
+        goal = GOALS.get(b)
+        need = (f"{goal:g}×: {goal * ref:.0f} GFLOP/s ({100 * goal * ref / peak:.0f}%)"
+                if goal else "—")
+        rows.append(f"| {title} | {gflop:.1f} | {ref:.0f} GFLOP/s ({100 * ref / peak:.0f}%) "
+                    f"| {ours:.0f} GFLOP/s ({100 * ours / peak:.0f}%) | {need} |")
+    if not rows:
+        return []
+    return [
+        "",
+        f"Against the cores' FMA ceiling: {statistics.median(ceilings):.0f} GFLOP/s "
+        f"({', '.join(sorted(isa))}, every thread at once, no memory traffic; the median of "
+        f"tilpass-compare's measurements; its f32 matmul of 1024² reached "
+        f"{statistics.median(matmul):.0f}). Rates are model GFLOP over each side's median time, "
+        "the same count for both sides; percentages are of the ceiling.",
+        "",
+        "| work | model GFLOP per run | reference | tilpass | issue 19's goal would need |",
+        "| --- | --- | --- | --- | --- |",
+        *rows,
+    ]
 
 
 def main():
@@ -285,6 +331,7 @@ def main():
         "are the medians over the rounds of each process's median. \"(1 thread)\": the reference "
         "library runs single-threaded Python whatever the setting.",
     ]
+    lines += roofline(plan, rounds, results, median_time)
     try:
         busy = float(load_start) > max(1.0, 0.5 * (os.cpu_count() or 1))
     except ValueError:
