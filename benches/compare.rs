@@ -736,6 +736,7 @@ fn encoder(specs: &[Spec], r: &mut Report) -> Res<()> {
     let device = flex()?;
     let embedder = SentenceEmbedder::load(&dir, &device)?;
     let tok = Tokenizer::from_dir(&dir)?;
+    let flop = bert_embed_flops(&dir, &embedder.encode_texts(&tok, &sentences)?)?;
     for spec in specs {
         let vectors = r.time(
             spec,
@@ -745,8 +746,35 @@ fn encoder(specs: &[Spec], r: &mut Report) -> Res<()> {
             |()| Ok(embedder.embed_texts(&tok, &sentences, 32)?),
         )?;
         r.check("embeddings", json!([vectors.len(), vectors[0].len()]));
+        r.flops(flop)?;
     }
     Ok(())
+}
+
+/// Model FLOPs of a BERT encoder (`config.json` in `dir`) over `rows` of token ids, without
+/// padding: with `N = L·(4h² + 2·h·inter)` the layers' matmul weights, `2N` per token plus
+/// attention's `4·L·h·len` per token of a row of `len` (its scores and values over the row).
+/// The embedding lookups, norms and pooling are left out.
+fn bert_embed_flops(dir: &Path, rows: &[Vec<u32>]) -> Res<f64> {
+    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
+    let get = |k: &str| {
+        cfg[k]
+            .as_f64()
+            .ok_or_else(|| format!("{}: no number {k}", dir.display()))
+    };
+    let (h, l, inter) = (
+        get("hidden_size")?,
+        get("num_hidden_layers")?,
+        get("intermediate_size")?,
+    );
+    let n = l * (4.0 * h * h + 2.0 * h * inter);
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let len = r.len() as f64;
+            2.0 * n * len + 4.0 * l * h * len * len
+        })
+        .sum())
 }
 
 /// `tilpass predict` as a library call over the random-init classifiers and texts that
