@@ -79,49 +79,41 @@ fn fma_avx512(iters: usize) -> f32 {
     unsafe { fma_loop_avx512(iters) }
 }
 
-/// `CHAINS` chains of `a = a·b + c` on 8-lane vectors, `iters` steps each; returns a lane of
-/// their sum so that nothing is optimised away.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn fma_loop_avx2(iters: usize) -> f32 {
-    use std::arch::x86_64::*;
-    let b = _mm256_set1_ps(0.999_999);
-    let c = _mm256_set1_ps(1e-7);
-    let mut a = [_mm256_setzero_ps(); CHAINS];
-    for (i, a) in a.iter_mut().enumerate() {
-        *a = _mm256_set1_ps(i as f32);
-    }
-    for _ in 0..iters {
-        for a in a.iter_mut() {
-            *a = _mm256_fmadd_ps(*a, b, c);
+/// Defines `$name(iters)`: `CHAINS` chains of `a = a·b + c` on one vector type, `iters` steps
+/// each, compiled for `$feature`; it returns the first lane of their sum so that nothing is
+/// optimised away.
+macro_rules! fma_loop {
+    ($name:ident, $feature:literal, $set1:ident, $fmadd:ident, $add:ident, $first:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        fn $name(iters: usize) -> f32 {
+            use std::arch::x86_64::*;
+            let (b, c) = ($set1(0.999_999), $set1(1e-7));
+            let mut a: [_; CHAINS] = std::array::from_fn(|i| $set1(i as f32));
+            for _ in 0..iters {
+                for a in a.iter_mut() {
+                    *a = $fmadd(*a, b, c);
+                }
+            }
+            let s = a[1..].iter().fold(a[0], |s, a| $add(s, *a));
+            $first(s)
         }
-    }
-    let mut s = a[0];
-    for a in &a[1..] {
-        s = _mm256_add_ps(s, *a);
-    }
-    _mm256_cvtss_f32(s)
+    };
 }
 
-/// As [`fma_loop_avx2`] on 16-lane vectors.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn fma_loop_avx512(iters: usize) -> f32 {
-    use std::arch::x86_64::*;
-    let b = _mm512_set1_ps(0.999_999);
-    let c = _mm512_set1_ps(1e-7);
-    let mut a = [_mm512_setzero_ps(); CHAINS];
-    for (i, a) in a.iter_mut().enumerate() {
-        *a = _mm512_set1_ps(i as f32);
-    }
-    for _ in 0..iters {
-        for a in a.iter_mut() {
-            *a = _mm512_fmadd_ps(*a, b, c);
-        }
-    }
-    let mut s = a[0];
-    for a in &a[1..] {
-        s = _mm512_add_ps(s, *a);
-    }
-    _mm512_cvtss_f32(s)
-}
+fma_loop!(
+    fma_loop_avx2,
+    "avx2,fma",
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_add_ps,
+    _mm256_cvtss_f32
+);
+fma_loop!(
+    fma_loop_avx512,
+    "avx512f",
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_add_ps,
+    _mm512_cvtss_f32
+);
