@@ -751,21 +751,17 @@ fn encoder(specs: &[Spec], r: &mut Report) -> Res<()> {
     Ok(())
 }
 
-/// Model FLOPs of a BERT encoder (`config.json` in `dir`) over `rows` of token ids, without
-/// padding: with `N = L·(4h² + 2·h·inter)` the layers' matmul weights, `2N` per token plus
-/// attention's `4·L·h·len` per token of a row of `len` (its scores and values over the row).
-/// The embedding lookups, norms and pooling are left out.
+/// Model FLOPs of a BERT encoder (its [`tilpass::models::BertConfig`] in `dir`) over `rows` of
+/// token ids, without padding: with `N = L·(4h² + 2·h·inter)` the layers' matmul weights, `2N`
+/// per token plus attention's `4·L·h·len` per token of a row of `len` (its scores and values
+/// over the row). The embedding lookups, norms and pooling are left out.
 fn bert_embed_flops(dir: &Path, rows: &[Vec<u32>]) -> Res<f64> {
-    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
-    let get = |k: &str| {
-        cfg[k]
-            .as_f64()
-            .ok_or_else(|| format!("{}: no number {k}", dir.display()))
-    };
+    let cfg: tilpass::models::BertConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
     let (h, l, inter) = (
-        get("hidden_size")?,
-        get("num_hidden_layers")?,
-        get("intermediate_size")?,
+        cfg.hidden_size as f64,
+        cfg.num_hidden_layers as f64,
+        cfg.intermediate_size as f64,
     );
     let n = l * (4.0 * h * h + 2.0 * h * inter);
     Ok(rows

@@ -157,16 +157,16 @@ def roofline(plan, rounds, results, median_time):
                 if s == "tilpass" and rep.get("fma_peak_gflops")]
     isa = {rep.get("isa") for _, s, rep in results if s == "tilpass" and rep.get("isa")}
     matmul = [rep["peak_gflops"] for _, s, rep in results if s == "tilpass" and rep.get("peak_gflops")]
+    if not ceilings:
+        return []
+    peak = statistics.median(ceilings)
+    gflops = {e["name"]: e["model_gflop"] for _, s, rep in results if s == "tilpass"
+              for e in rep["benchmarks"] if "model_gflop" in e}
     rows = []
-    for g, b, _, _, title, _ in plan:
-        gflop = None
-        for _, s, rep in results:
-            for e in rep["benchmarks"] if s == "tilpass" else []:
-                if e["name"] == b and b in COMPUTE_BOUND and "model_gflop" in e:
-                    gflop = e["model_gflop"]
-        if gflop is None or not ceilings:
+    for _, b, _, _, title, _ in plan:
+        if b not in COMPUTE_BOUND or b not in gflops:
             continue
-        peak = statistics.median(ceilings)
+        gflop = gflops[b]
         mp = statistics.median(median_time(r, "python", b)[0] for r in range(rounds))
         mr = statistics.median(median_time(r, "tilpass", b)[0] for r in range(rounds))
         ref, ours = gflop / mp, gflop / mr
@@ -179,7 +179,7 @@ def roofline(plan, rounds, results, median_time):
         return []
     return [
         "",
-        f"Against the cores' FMA ceiling: {statistics.median(ceilings):.0f} GFLOP/s "
+        f"Against the cores' FMA ceiling: {peak:.0f} GFLOP/s "
         f"({', '.join(sorted(isa))}, every thread at once, no memory traffic; the median of "
         f"tilpass-compare's {len(ceilings)} measurements, {min(ceilings):.0f}–{max(ceilings):.0f}; "
         f"its f32 matmul of 1024² reached {statistics.median(matmul):.0f}, "
