@@ -84,6 +84,74 @@ pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     Tensor::from_data(g, &device)
 }
 
+/// Rotary position embeddings `x·cos + rotate_half(x)·sin` of `x [b, h, s, d]` read in place
+/// (any non-negative strides with contiguous rows of `d`, such as the projections' head views
+/// `[b, s, h, d]` swapped to `[b, h, s, d]`), with `cos` / `sin [b, 1, s, d]` from
+/// [`crate::rope::Rope::cos_sin`], in one pass into a contiguous `[b, h, s, d]` output instead
+/// of burn's six broadcasting ops: the same products and sums, so the same values. `None` when
+/// it does not apply (kernels off, not Flex f32 tensors outside autodiff, other shapes or
+/// layouts): the caller then runs burn's ops.
+#[cfg(feature = "flex")]
+pub fn try_rope(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tensor<4>> {
+    use burn::backend::Flex;
+    use burn::tensor::TensorData;
+
+    if !enabled() || !usable(x) || !usable(cos) || !usable(sin) {
+        return None;
+    }
+    let [b, h, s, d] = x.dims();
+    if x.dims().contains(&0)
+        || d % 2 != 0
+        || cos.dims() != [b, 1, s, d]
+        || sin.dims() != [b, 1, s, d]
+    {
+        return None;
+    }
+    let prim = |x: &Tensor<4>| x.clone().try_into_primitive::<Flex>().ok();
+    let (xt, ct, st) = (prim(x)?, prim(cos)?, prim(sin)?);
+    let (xs, [s0, s1, s2, s3, start]) = strided(&xt)?;
+    if s3 != 1 {
+        return None;
+    }
+    fn table(t: &burn::backend::flex::FlexTensor, len: usize) -> Option<&[f32]> {
+        let plain = t.is_contiguous() && t.layout().start_offset() == 0;
+        plain.then(|| crate::matvec::f32s(t.bytes(), len)).flatten()
+    }
+    let (cs, ss) = (table(&ct, b * s * d)?, table(&st, b * s * d)?);
+    let mut y = vec![0f32; b * h * s * d];
+    // One (batch, head) block of `s` rows.
+    let block = |bh: usize, y: &mut [f32]| {
+        let (bi, hi) = (bh / h, bh % h);
+        let trig = bi * s * d..(bi + 1) * s * d;
+        let (cb, sb) = (&cs[trig.clone()], &ss[trig]);
+        for (si, yr) in y.chunks_exact_mut(d).enumerate() {
+            // In the buffer: `strided` checked that every element of x lies in it.
+            let o = (start + bi as isize * s0 + hi as isize * s1 + si as isize * s2) as usize;
+            let t = si * d..(si + 1) * d;
+            crate::train_kernels::rope_rows(&xs[o..o + d], &cb[t.clone()], &sb[t], yr, d, false);
+        }
+    };
+    if y.len() <= SEQUENTIAL {
+        y.chunks_exact_mut(s * d)
+            .enumerate()
+            .for_each(|(bh, y)| block(bh, y));
+    } else {
+        y.par_chunks_exact_mut(s * d)
+            .enumerate()
+            .for_each(|(bh, y)| block(bh, y));
+    }
+    Some(Tensor::from_data(
+        TensorData::new(y, [b, h, s, d]),
+        &x.device(),
+    ))
+}
+
+/// Without the `flex` feature nothing runs on the host: always `None`.
+#[cfg(not(feature = "flex"))]
+pub fn try_rope(_x: &Tensor<4>, _cos: &Tensor<4>, _sin: &Tensor<4>) -> Option<Tensor<4>> {
+    None
+}
+
 /// Scaled dot-product attention of a decoder layer read in place from burn's tensors, with
 /// the context written straight into the `[batch, seq, heads·head_dim]` layout the output
 /// projection takes (no head transposes, no key/value head expansion, no mask broadcast):
@@ -330,9 +398,9 @@ unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 macro_rules! vectorised {
-    ($name:ident, $loop:ident, ($($arg:ident: $ty:ty),*)) => {
+    ($vis:vis $name:ident, $loop:ident, ($($arg:ident: $ty:ty),*)) => {
         /// The loop with the widest vectors the CPU has.
-        fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
@@ -440,6 +508,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The composed ops of [`crate::rope::apply_rope`] without the kernels.
+    #[cfg(feature = "flex")]
+    fn composed_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+        let [b, h, s, d] = x.dims();
+        let x1 = x.clone().slice([0..b, 0..h, 0..s, 0..d / 2]);
+        let x2 = x.clone().slice([0..b, 0..h, 0..s, d / 2..d]);
+        x * cos.clone() + Tensor::cat(vec![x2.neg(), x1], 3) * sin.clone()
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn rope_is_bit_identical_to_the_composed_ops() {
+        use burn::tensor::{Device, Distribution};
+        let dev = Device::flex();
+        let rope = crate::rope::Rope {
+            inv_freq: (0..8).map(|i| 10_000f32.powf(-(i as f32) / 8.0)).collect(),
+            attention_scaling: 1.0,
+        };
+        // Batch 2, 3 heads, 5 positions, head_dim 16: the head view of a projection
+        // (`[b, s, h, d]` swapped, strided) as the layers pass it, a contiguous tensor, and a
+        // decode step's single position.
+        for (s, offset) in [(5usize, 0i64), (1, 7)] {
+            let positions: Vec<i64> = (0..2).flat_map(|_| offset..offset + s as i64).collect();
+            let (cos, sin) = rope.cos_sin(&positions, 2, s, &dev);
+            let proj = Tensor::<3>::random([2, s, 48], Distribution::Default, &dev);
+            let view = proj.reshape([2, s, 3, 16]).swap_dims(1, 2);
+            let plain = Tensor::<4>::random([2, 3, s, 16], Distribution::Default, &dev);
+            for x in [view, plain] {
+                let got = try_rope(&x, &cos, &sin).expect("the kernel applies");
+                let want = composed_rope(x, &cos, &sin);
+                assert_eq!(got.dims(), want.dims());
+                let (g, w) = (got.into_data(), want.into_data());
+                let (g, w) = (g.as_slice::<f32>().unwrap(), w.as_slice::<f32>().unwrap());
+                assert_eq!(g.len(), w.len());
+                for (i, (a, e)) in g.iter().zip(w).enumerate() {
+                    assert!(a.to_bits() == e.to_bits(), "element {i}: {a} vs {e}");
+                }
+            }
+        }
+        // Shapes it does not take: an odd head_dim, tables of another length.
+        let x = Tensor::<4>::random([1, 2, 3, 5], Distribution::Default, &dev);
+        let t = Tensor::<4>::ones([1, 1, 3, 5], &dev);
+        assert!(try_rope(&x, &t, &t).is_none());
+        let x = Tensor::<4>::random([1, 2, 3, 4], Distribution::Default, &dev);
+        let t = Tensor::<4>::ones([1, 1, 2, 4], &dev);
+        assert!(try_rope(&x, &t, &t).is_none());
     }
 
     #[test]

@@ -60,5 +60,8 @@ pub fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     if let Some(y) = crate::train_kernels::rope(&x, cos, sin) {
         return y;
     }
+    if let Some(y) = crate::decoder_kernels::try_rope(&x, cos, sin) {
+        return y;
+    }
     x.clone() * cos.clone() + rotate_half(x) * sin.clone()
 }

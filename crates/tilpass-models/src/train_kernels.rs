@@ -15,9 +15,11 @@
 //! gradients into step-sized moves, and the cause was not pinned down.
 //!
 //! Numerics: row statistics (sums of squares, the softmax's and its backward's row sums) are
-//! accumulated in f64, the exponentials are the standard library's (correctly rounded to
-//! within an ulp: the faster polynomial of [`crate::encoder_kernels::exp_f32`] measured no
-//! faster here and moved the full fine-tuning parity run to 5.6e-5). Values and gradients
+//! accumulated in f64; the exponentials are [`crate::vmath::exp_rounded_f32`], computed in f64
+//! and rounded once (correctly rounded but for ~1e-14-close ties, as libm's `expf` to within
+//! an ulp, and vectorised where `f32::exp` is a libm call per element; the faster f32
+//! polynomial of [`crate::encoder_kernels::exp_f32`], a few ulp off, moved the full
+//! fine-tuning parity run to 5.6e-5). Values and gradients
 //! match the composed ops to 1e-5 relative (the tests below); the reference trainer tests
 //! (PEFT / TRL fixtures) run through the kernels.
 //!
@@ -40,7 +42,7 @@ use rayon::prelude::*;
 
 use crate::decoder_kernels::{SendPtr, strided, vectorised};
 use crate::mlp::Activation;
-use crate::vmath::tanh_f64;
+use crate::vmath::{exp_rounded_f32, tanh_f64};
 
 mod linear;
 pub use linear::{Branch, linear};
@@ -280,18 +282,18 @@ struct SiluAct;
 impl Act for SiluAct {
     #[inline(always)]
     fn value(x: f32) -> f32 {
-        x / (1.0 + (-x).exp())
+        x / (1.0 + exp_rounded_f32(-x))
     }
     /// `s (1 + x (1 − s))`, `s = sigmoid(x)`.
     #[inline(always)]
     fn slope(x: f32) -> f32 {
-        let s = 1.0 / (1.0 + (-x).exp());
+        let s = 1.0 / (1.0 + exp_rounded_f32(-x));
         s * (1.0 + x * (1.0 - s))
     }
     /// One `exp` for both (the same roundings as [`Self::value`] and [`Self::slope`]).
     #[inline(always)]
     fn value_slope(x: f32) -> (f32, f32) {
-        let d = 1.0 + (-x).exp();
+        let d = 1.0 + exp_rounded_f32(-x);
         let s = 1.0 / d;
         (x / d, s * (1.0 + x * (1.0 - s)))
     }
@@ -615,7 +617,7 @@ pub fn rope(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tensor<4>
     Some(record(RopeOp, [&xt], state, flex(y, &[b, h, s, d])))
 }
 
-vectorised!(rope_rows, rope_loop, (x: &[f32], cos: &[f32], sin: &[f32], y: &mut [f32], d: usize, transpose: bool));
+vectorised!(pub(crate) rope_rows, rope_loop, (x: &[f32], cos: &[f32], sin: &[f32], y: &mut [f32], d: usize, transpose: bool));
 
 /// Forward (`transpose` false): `y₁ = x₁ cos₁ − x₂ sin₁`, `y₂ = x₂ cos₂ + x₁ sin₂` per row of
 /// `d` (halves `₁`, `₂`); backward (`transpose`): `y₁ = x₁ cos₁ + x₂ sin₂`,
@@ -972,13 +974,13 @@ fn softmax_shifted_loop(row: &mut [f32], max: f32) {
     let mut chunks = row.chunks_exact_mut(L);
     for c in &mut chunks {
         for (a, x) in acc.iter_mut().zip(c.iter_mut()) {
-            *x = (*x - max).exp();
+            *x = exp_rounded_f32(*x - max);
             *a += f64::from(*x);
         }
     }
     let mut sum: f64 = acc.iter().sum();
     for x in chunks.into_remainder() {
-        *x = (*x - max).exp();
+        *x = exp_rounded_f32(*x - max);
         sum += f64::from(*x);
     }
     let inv = (1.0 / sum) as f32;
