@@ -99,14 +99,7 @@ pub fn try_rope(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tenso
     if !enabled() || !usable(x) || !usable(cos) || !usable(sin) {
         return None;
     }
-    let [b, h, s, d] = x.dims();
-    if x.dims().contains(&0)
-        || d % 2 != 0
-        || cos.dims() != [b, 1, s, d]
-        || sin.dims() != [b, 1, s, d]
-    {
-        return None;
-    }
+    let [b, h, s, d] = crate::rope::kernel_dims(x, cos, sin)?;
     let prim = |x: &Tensor<4>| x.clone().try_into_primitive::<Flex>().ok();
     let (xt, ct, st) = (prim(x)?, prim(cos)?, prim(sin)?);
     let (xs, [s0, s1, s2, s3, start]) = strided(&xt)?;

@@ -46,6 +46,18 @@ impl Rope {
     }
 }
 
+/// `[b, h, s, d]` of `x` when the host rope kernels take it: no empty dimension, an even
+/// `head_dim`, and `cos` / `sin` of `[b, 1, s, d]`; `None` otherwise.
+#[cfg(feature = "flex")]
+pub(crate) fn kernel_dims(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<[usize; 4]> {
+    let [b, h, s, d] = x.dims();
+    let fits = !x.dims().contains(&0)
+        && d % 2 == 0
+        && cos.dims() == [b, 1, s, d]
+        && sin.dims() == [b, 1, s, d];
+    fits.then_some([b, h, s, d])
+}
+
 /// `[-x2, x1]` for `x = [x1, x2]` along the last dimension.
 fn rotate_half(x: Tensor<4>) -> Tensor<4> {
     let [b, h, s, d] = x.dims();

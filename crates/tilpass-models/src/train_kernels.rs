@@ -583,14 +583,7 @@ impl Backward<Flex, 1> for RopeOp {
 /// (constants), recorded as one operation; the output is contiguous. `None` when it does not
 /// apply (see the module docs).
 pub fn rope(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tensor<4>> {
-    let [b, h, s, d] = x.dims();
-    if x.dims().contains(&0)
-        || d % 2 != 0
-        || cos.dims() != [b, 1, s, d]
-        || sin.dims() != [b, 1, s, d]
-    {
-        return None;
-    }
+    let [b, h, s, d] = crate::rope::kernel_dims(x, cos, sin)?;
     let xt = tracked(x)?;
     let (ct, st) = (tracked(cos)?, tracked(sin)?);
     if ct.is_tracked() || st.is_tracked() {

@@ -19,33 +19,8 @@ pub fn tanh_f32(x: f32) -> f32 {
 /// substitute for `f64::tanh` where full f64 precision matters.
 #[inline(always)]
 pub fn tanh_f64(a: f64) -> f64 {
-    const LOG2E: f64 = std::f64::consts::LOG2_E;
-    // ln 2 in two parts (the high part with its low 32 bits zero, so `n · LN2_HI` is exact
-    // for the |n| < 2^20 used here).
-    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
-    const LN2_LO: f64 = std::f64::consts::LN_2 - LN2_HI;
-    // 1.5 · 2^52: adding it rounds a small f64 to an integer held in the low mantissa bits.
-    const SHIFTER: f64 = 6_755_399_441_055_744.0;
     // tanh(20) = 1 - 8.5e-18 is 1 in f64; 2 · 20 keeps 2^n well inside f64.
-    let y = 2.0 * a.min(20.0);
-    let t = y * LOG2E + SHIFTER;
-    let n = t - SHIFTER;
-    let r = (y - n * LN2_HI) - n * LN2_LO;
-    // expm1(r) = r + r²/2! + ... + r¹¹/11!, by Horner from the highest term.
-    let mut p = 1.0 / 39_916_800.0;
-    p = p * r + 1.0 / 3_628_800.0;
-    p = p * r + 1.0 / 362_880.0;
-    p = p * r + 1.0 / 40_320.0;
-    p = p * r + 1.0 / 5_040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    let q = r + r * r * p;
-    // 2^n for n in [0, 58]: the integer in t's low bits moved into the exponent field.
-    let k = t.to_bits().wrapping_sub(SHIFTER.to_bits());
-    let scale = f64::from_bits(k.wrapping_add(1023) << 52);
+    let (scale, q) = exp_parts(2.0 * a.min(20.0));
     // expm1(2a) = 2^n (1 + q) - 1, exact for n = 0 where a is small.
     let e = scale * q + (scale - 1.0);
     e / (e + 2.0)
@@ -61,18 +36,28 @@ pub fn tanh_f64(a: f64) -> f64 {
 /// (relative error below 2e-14) and `2^n` from the exponent bits.
 #[inline(always)]
 pub fn exp_rounded_f32(x: f32) -> f32 {
-    const LOG2E: f64 = std::f64::consts::LOG2_E;
-    // ln 2 in two parts, as in `tanh_f64` (`n · LN2_HI` is exact for the |n| <= 160 here).
-    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
-    const LN2_LO: f64 = std::f64::consts::LN_2 - LN2_HI;
-    const SHIFTER: f64 = 6_755_399_441_055_744.0;
     // exp(-110) is below half the smallest f32 subnormal and exp(90) above f32::MAX, so the
     // clamp changes no result; it keeps 2^n a normal f64. NaN passes through `clamp`.
-    let y = f64::from(x).clamp(-110.0, 90.0);
+    let (scale, q) = exp_parts(f64::from(x).clamp(-110.0, 90.0));
+    ((1.0 + q) * scale) as f32
+}
+
+/// `exp(y) = 2^n · (1 + q)`: `(2^n, q)` with `y = n·ln 2 + r`, `|r| <= ln 2 / 2` and
+/// `q = expm1(r)` from a degree-11 Taylor polynomial (relative error below 2e-14), for
+/// `-1000 < y < 700` (`2^n` a normal f64) or NaN (then NaN parts). Branch-free.
+#[inline(always)]
+fn exp_parts(y: f64) -> (f64, f64) {
+    const LOG2E: f64 = std::f64::consts::LOG2_E;
+    // ln 2 in two parts (the high part with its low 32 bits zero, so `n · LN2_HI` is exact
+    // for the |n| < 2^20 used here).
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+    const LN2_LO: f64 = std::f64::consts::LN_2 - LN2_HI;
+    // 1.5 · 2^52: adding it rounds a small f64 to an integer held in the low mantissa bits.
+    const SHIFTER: f64 = 6_755_399_441_055_744.0;
     let t = y * LOG2E + SHIFTER;
     let n = t - SHIFTER;
     let r = (y - n * LN2_HI) - n * LN2_LO;
-    // exp(r) = 1 + r + r²·(1/2! + r/3! + ... + r⁹/11!), by Horner from the highest term.
+    // expm1(r) = r + r²/2! + ... + r¹¹/11!, by Horner from the highest term.
     let mut p = 1.0 / 39_916_800.0;
     p = p * r + 1.0 / 3_628_800.0;
     p = p * r + 1.0 / 362_880.0;
@@ -83,12 +68,10 @@ pub fn exp_rounded_f32(x: f32) -> f32 {
     p = p * r + 1.0 / 24.0;
     p = p * r + 1.0 / 6.0;
     p = p * r + 0.5;
-    let e = 1.0 + (r + r * r * p);
-    // 2^n for n in [-159, 130]: the integer in t's low bits (two's complement) moved into the
-    // exponent field.
+    let q = r + r * r * p;
+    // 2^n: the integer in t's low bits (two's complement) moved into the exponent field.
     let k = t.to_bits().wrapping_sub(SHIFTER.to_bits());
-    let scale = f64::from_bits(k.wrapping_add(1023) << 52);
-    (e * scale) as f32
+    (f64::from_bits(k.wrapping_add(1023) << 52), q)
 }
 
 #[cfg(test)]
