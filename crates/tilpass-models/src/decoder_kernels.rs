@@ -111,6 +111,25 @@ pub fn try_rope(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tenso
         plain.then(|| crate::matvec::f32s(t.bytes(), len)).flatten()
     }
     let (cs, ss) = (table(&ct, b * s * d)?, table(&st, b * s * d)?);
+    let y = rope_strided(xs, [s0, s1, s2, start], cs, ss, [b, h, s, d]);
+    Some(Tensor::from_data(
+        TensorData::new(y, [b, h, s, d]),
+        &x.device(),
+    ))
+}
+
+/// The forward rotation of `x` (`[b, h, s, d]` at strides `[s0, s1, s2]` from `start` in `xs`,
+/// rows of `d` contiguous) with `cos` / `sin [b, 1, s, d]` (contiguous), into a contiguous
+/// `[b, h, s, d]` buffer; (batch, head) blocks on the Rayon pool unless small. Every element
+/// of `x` must lie in `xs` (as [`strided`] checks).
+#[cfg(feature = "flex")]
+pub(crate) fn rope_strided(
+    xs: &[f32],
+    [s0, s1, s2, start]: [isize; 4],
+    cs: &[f32],
+    ss: &[f32],
+    [b, h, s, d]: [usize; 4],
+) -> Vec<f32> {
     let mut y = vec![0f32; b * h * s * d];
     // One (batch, head) block of `s` rows.
     let block = |bh: usize, y: &mut [f32]| {
@@ -118,7 +137,7 @@ pub fn try_rope(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tenso
         let trig = bi * s * d..(bi + 1) * s * d;
         let (cb, sb) = (&cs[trig.clone()], &ss[trig]);
         for (si, yr) in y.chunks_exact_mut(d).enumerate() {
-            // In the buffer: `strided` checked that every element of x lies in it.
+            // In the buffer: the caller's contract.
             let o = (start + bi as isize * s0 + hi as isize * s1 + si as isize * s2) as usize;
             let t = si * d..(si + 1) * d;
             crate::train_kernels::rope_rows(&xs[o..o + d], &cb[t.clone()], &sb[t], yr, d, false);
@@ -133,10 +152,7 @@ pub fn try_rope(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tenso
             .enumerate()
             .for_each(|(bh, y)| block(bh, y));
     }
-    Some(Tensor::from_data(
-        TensorData::new(y, [b, h, s, d]),
-        &x.device(),
-    ))
+    y
 }
 
 /// Without the `flex` feature nothing runs on the host: always `None`.

@@ -40,7 +40,7 @@ use burn::backend::{Autodiff, BackendTypes, Flex};
 use burn::tensor::{Bool, DType, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::decoder_kernels::{SendPtr, strided, vectorised};
+use crate::decoder_kernels::{SendPtr, rope_strided, strided, vectorised};
 use crate::mlp::Activation;
 use crate::vmath::{exp_rounded_f32, tanh_f64};
 
@@ -591,17 +591,16 @@ pub fn rope(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tensor<4>
     }
     let (cp, sp) = (contiguous(ct.primitive()), contiguous(st.primitive()));
     let (cs, ss) = (slice(&cp), slice(&sp));
-    let xp = contiguous(xt.primitive());
-    let xs = slice(&xp);
-    let mut y = vec![0.0f32; xs.len()];
-    y.par_chunks_mut(s * d)
-        .zip(xs.par_chunks(s * d))
-        .enumerate()
-        .for_each(|(bh, (y, x))| {
-            let bi = bh / h;
-            let r = bi * s * d..(bi + 1) * s * d;
-            rope_rows(x, &cs[r.clone()], &ss[r], y, d, false);
-        });
+    // The head view (`[b, s, h, d]` swapped) is read in place; other layouts are copied first.
+    let dims = [b, h, s, d];
+    let y = match strided(xt.primitive()) {
+        Some((xs, [s0, s1, s2, 1, start])) => rope_strided(xs, [s0, s1, s2, start], cs, ss, dims),
+        _ => {
+            let xp = contiguous(xt.primitive());
+            let plain = [(h * s * d) as isize, (s * d) as isize, d as isize, 0];
+            rope_strided(slice(&xp), plain, cs, ss, dims)
+        }
+    };
     let state = RopeState {
         cos: cp,
         sin: sp,
