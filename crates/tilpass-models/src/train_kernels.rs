@@ -1114,22 +1114,28 @@ mod tests {
     fn rope_matches_the_composed_ops() {
         let dev = device();
         let (b, h, s, d) = (2, 3, 5, 8);
-        // [b, s, h, d] viewed as [b, h, s, d], as the projections give it.
-        let x = randn([b, s, h, d], &dev).swap_dims(1, 2);
         let cos = randn([b, 1, s, d], &dev);
         let sin = randn([b, 1, s, d], &dev);
         let r = randn([b, h, s, d], &dev);
-        let (y, g) = run([x.clone()], &r, |[x]| {
-            rope(x, &cos, &sin).expect("the kernel applies")
-        });
-        let (y0, g0) = run([x], &r, |[x]| {
-            let x1 = x.clone().slice([0..b, 0..h, 0..s, 0..d / 2]);
-            let x2 = x.clone().slice([0..b, 0..h, 0..s, d / 2..d]);
-            let rot = Tensor::cat(vec![x2.neg(), x1], 3);
-            x.clone() * cos.clone() + rot * sin.clone()
-        });
-        close("rope", &y, &y0, 1e-5);
-        close("rope dx", &g[0], &g0[0], 1e-5);
+        // [b, s, h, d] viewed as [b, h, s, d], as the projections give it (read in place), and
+        // [b, h, d, s] viewed as [b, h, s, d] (rows not contiguous: copied first).
+        let views = [
+            randn([b, s, h, d], &dev).swap_dims(1, 2),
+            randn([b, h, d, s], &dev).swap_dims(2, 3),
+        ];
+        for x in views {
+            let (y, g) = run([x.clone()], &r, |[x]| {
+                rope(x, &cos, &sin).expect("the kernel applies")
+            });
+            let (y0, g0) = run([x], &r, |[x]| {
+                let x1 = x.clone().slice([0..b, 0..h, 0..s, 0..d / 2]);
+                let x2 = x.clone().slice([0..b, 0..h, 0..s, d / 2..d]);
+                let rot = Tensor::cat(vec![x2.neg(), x1], 3);
+                x.clone() * cos.clone() + rot * sin.clone()
+            });
+            close("rope", &y, &y0, 1e-5);
+            close("rope dx", &g[0], &g0[0], 1e-5);
+        }
     }
 
     #[test]
