@@ -7,7 +7,7 @@
 //! 1.4–2.2x and a 512-token prefill 1.4–2.7x slower under the system allocator).
 //!
 //! ```text
-//! cargo run --release --example rag [-- [OUT_DIR] [--model DIR [--adapter DIR | --no-finetune]] [--steps N] [--k N] [--max-new-tokens N] [--check]]
+//! cargo run --release --example rag [-- [OUT_DIR] [--model DIR [--adapter DIR | --no-finetune]] [--steps N] [--lr X] [--seed N] [--k N] [--max-new-tokens N] [--check]]
 //! ```
 //!
 //! Builds a knowledge base (`OUT_DIR/kb`, default `rag-out/kb`) from the embedded corpus of
@@ -36,15 +36,19 @@ use tilpass_examples::rag::{
 };
 
 const USAGE: &str = "usage: rag [OUT_DIR] [--model DIR [--adapter DIR | --no-finetune]] [--steps N] \
-[--k N] [--max-new-tokens N] [--check]";
+[--lr X] [--seed N] [--k N] [--max-new-tokens N] [--check]";
 
 /// Held-out citation precision `--check` asks of a fine-tuned model. Measured with the
-/// quickstart's chat model (150 LoRA steps, the default, and 80, as CI runs it): 0.675 on the 40
-/// held-out queries both times, every answer citing its prompt's `[1]`, which is exactly the
-/// share of those queries whose best BM25 passage is judged relevant (27 of 40; one query finds
-/// no passage at all). 0.6 fails a model that does not cite (no precision: counted as 0), cites
-/// passages it was not given (invalid markers count as wrong) or cites at random among the
-/// passages given, and leaves the fine-tuned model a margin of a few queries.
+/// quickstart's chat model at the default 150 LoRA steps: 0.675 on the 40 held-out queries for
+/// every seed tried (seeds 0-3 on one quickstart model, 0-2 on another trained with
+/// one-ulp-different exponentials), every answer citing its prompt's `[1]`, which is exactly
+/// the share of those queries whose best BM25 passage is judged relevant (27 of 40; one query
+/// finds no passage at all). At 80 steps it is not reliable (2 of 6 such runs passed; at
+/// `--lr 5e-3` 2 of 3): the quickstart model never saw `[` or `]` in training, their
+/// embeddings have cosine 0.91, and short runs answer `]1] ...` or `[1[1...`. 0.6 fails a
+/// model that does not cite (no precision: counted as 0), cites passages it was not given
+/// (invalid markers count as wrong) or cites at random among the passages given, and leaves
+/// the fine-tuned model a margin of a few queries.
 const MIN_HELD_OUT_PRECISION: f64 = 0.6;
 
 fn main() {
@@ -52,6 +56,8 @@ fn main() {
     let mut check = false;
     let mut no_finetune = false;
     let mut steps = None;
+    let mut lr = None;
+    let mut seed = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| -> String {
@@ -75,6 +81,20 @@ fn main() {
             "--k" => cfg.k = number("--k"),
             "--max-new-tokens" => cfg.max_new_tokens = number("--max-new-tokens"),
             "--steps" => steps = Some(number("--steps")),
+            "--lr" => match value("--lr").parse::<f64>() {
+                Ok(x) if x.is_finite() && x > 0.0 => lr = Some(x),
+                _ => {
+                    eprintln!("--lr needs a positive number; {USAGE}");
+                    std::process::exit(2);
+                }
+            },
+            "--seed" => match value("--seed").parse::<u64>() {
+                Ok(n) => seed = Some(n),
+                _ => {
+                    eprintln!("--seed needs a non-negative integer; {USAGE}");
+                    std::process::exit(2);
+                }
+            },
             "--no-finetune" => no_finetune = true,
             "--check" => check = true,
             "-h" | "--help" => {
@@ -114,6 +134,12 @@ fn main() {
         fcfg.max_new_tokens = cfg.max_new_tokens;
         if let Some(s) = steps {
             fcfg.steps = s;
+        }
+        if let Some(x) = lr {
+            fcfg.lr = x;
+        }
+        if let Some(n) = seed {
+            fcfg.seed = n;
         }
         if cfg.adapter.is_none() && !no_finetune {
             match finetune(&fcfg, false) {
