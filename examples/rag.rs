@@ -40,7 +40,7 @@ const USAGE: &str = "usage: rag [OUT_DIR] [--model DIR [--adapter DIR | --no-fin
 
 /// Held-out citation precision `--check` asks of a fine-tuned model. Measured with the
 /// quickstart's chat model at the default 150 LoRA steps: 0.675 on the 40 held-out queries for
-/// every seed tried (seeds 0-3 on one quickstart model, 0-2 on another trained with
+/// every seed tried (seeds 0-4 on one quickstart model, 0-2 on another trained with
 /// one-ulp-different exponentials), every answer citing its prompt's `[1]`, which is exactly
 /// the share of those queries whose best BM25 passage is judged relevant (27 of 40; one query
 /// finds no passage at all). At 80 steps it is not reliable (2 of 6 such runs passed; at
