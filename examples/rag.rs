@@ -17,14 +17,14 @@
 //! it also generates the answers and maps their `[n]` citations to document ids and character
 //! spans.
 //!
-//! The quickstart's chat model does not cite by itself, so with a model (and no `--adapter`)
-//! the example first fine-tunes it to: LoRA SFT (`--steps`, default 150; peak `--lr`, default
-//! 2e-3; `--seed`, default 0) on chat examples made from the `norsk-rag` queries that are not
-//! its questions (the prompt `tilpass rag ask` builds, answered with a sentence of the judged
-//! passage and its `[n]`), one query in ten held out; the adapter goes to `OUT_DIR/rag-sft/adapter`. It then answers its questions and 40
-//! held-out queries with the adapter, as `tilpass rag ask --adapter` does, and reports citation
-//! precision and recall against the judgements. `--no-finetune` skips the stage; `--adapter`
-//! scores a given adapter instead.
+//! The quickstart's chat model does not cite by itself, so with a model (and no `--adapter`) the
+//! example first fine-tunes it to: LoRA SFT (`--steps`, default 150; peak `--lr`, default 2e-3;
+//! `--seed`, default 0) on chat examples made from the `norsk-rag` queries that are not its
+//! questions (the prompt `tilpass rag ask` builds, answered with a sentence of the judged passage
+//! and its `[n]`), one query in ten held out; the adapter goes to `OUT_DIR/rag-sft/adapter`. It
+//! then answers its questions and 40 held-out queries with the adapter, as `tilpass rag ask
+//! --adapter` does, and reports citation precision and recall against the judgements.
+//! `--no-finetune` skips the stage; `--adapter` scores a given adapter instead.
 //!
 //! `--check` fails unless every question retrieves its answering document first and, with a
 //! model, unless the held-out citation precision reaches [`MIN_HELD_OUT_PRECISION`].
