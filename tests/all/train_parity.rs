@@ -75,7 +75,12 @@ fn per_step(reference: &Value, key: &str) -> Vec<f64> {
 }
 
 /// Checks `got` against PyTorch's float32 values (`key`) and the float64 run (`key_f64`),
-/// relative, and prints what it measured.
+/// relative, and prints what it measured: within `tol_f64` of the float64 run, and within
+/// `tol_f32` plus PyTorch's own distance from float64 of PyTorch's float32 run (that run carries
+/// its own rounding and may lie on the other side of the exact values; on wgpu (lavapipe),
+/// whose reductions add in an order that changes between runs, the T5.1.1 LoRA loss measured
+/// 4.6e-7 to 8.1e-7 from PyTorch's f32 run in three runs, with PyTorch's own run 3.1e-7 from
+/// float64).
 pub(crate) fn check_rel(
     what: &str,
     got: &[f64],
@@ -88,15 +93,20 @@ pub(crate) fn check_rel(
         per_step(reference, key),
         per_step(reference, &format!("{key}_f64")),
     );
-    let (d32, d64) = (max_rel(got, &torch), max_rel(got, &exact));
+    let (d32, d64, own) = (
+        max_rel(got, &torch),
+        max_rel(got, &exact),
+        max_rel(&torch, &exact),
+    );
     eprintln!(
         "measured {what}: max relative difference {d32:.2e} vs PyTorch f32, {d64:.2e} vs f64 \
-         (PyTorch f32 vs f64: {:.2e})",
-        max_rel(&torch, &exact)
+         (PyTorch f32 vs f64: {own:.2e})"
     );
+    let bound = tol_f32 + own;
     assert!(
-        d32 <= tol_f32,
-        "{what}: {got:?} vs PyTorch {key}: {d32:e} > {tol_f32:e}"
+        d32 <= bound,
+        "{what}: {got:?} vs PyTorch {key}: {d32:e} > {bound:e} ({tol_f32:e} + PyTorch's own \
+         {own:e})"
     );
     assert!(
         d64 <= tol_f64,
