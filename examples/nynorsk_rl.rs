@@ -7,7 +7,7 @@
 //! 1.4–2.2x and a 512-token prefill 1.4–2.7x slower under the system allocator).
 //!
 //! ```text
-//! cargo run --release --example nynorsk_rl [-- [MODEL_DIR] [--out DIR] [--steps N] [--num-generations G] [--lr LR] [--check]]
+//! cargo run --release --example nynorsk_rl [-- [MODEL_DIR] [--out DIR] [--steps N] [--num-generations G] [--lr LR] [--seed S] [--check]]
 //! ```
 //!
 //! GRPO (TRL's `GRPOTrainer`, here [`tilpass::preference::GrpoRun`] — the library call of
@@ -17,7 +17,12 @@
 //! answer is Nynorsk) plus a small length window, on Nynorsk questions from the embedded data
 //! (`norsk-chat` and the RAG queries; held-out ones kept apart). Prints the Nynorsk share of
 //! the greedy answers to the held-out questions before and after. `--check` exits 1 unless the
-//! share rises.
+//! share rises. `--seed` (default 0) seeds the adapter, the prompt order and the sampler.
+//!
+//! How robust the check is, measured with the default settings on two quickstart models (one
+//! from the current code, one from commit 1f0ad1d, whose exponentials differ in the last ulp),
+//! seeds 0-3: the share rose in all 8 runs, from 77.1% to 93.8-96.9% and from 67.7% to
+//! 90.6-100% (about 50 s each in the dev profile).
 
 use std::path::PathBuf;
 
@@ -25,7 +30,7 @@ use tilpass::train::Progress;
 use tilpass_examples::nynorsk_rl::{NynorskRlConfig, has_model, run};
 
 const USAGE: &str = "usage: nynorsk_rl [MODEL_DIR] [--out DIR] [--steps N] [--num-generations G] \
-                     [--lr LR] [--check]";
+                     [--lr LR] [--seed S] [--check]";
 
 fn main() {
     let mut cfg = NynorskRlConfig::default();
@@ -58,6 +63,15 @@ fn main() {
                     Ok(x) if x.is_finite() && x > 0.0 => x,
                     _ => {
                         eprintln!("--lr needs a number > 0; {USAGE}");
+                        std::process::exit(2);
+                    }
+                }
+            }
+            "--seed" => {
+                cfg.seed = match value("--seed").parse::<u64>() {
+                    Ok(s) => s,
+                    Err(_) => {
+                        eprintln!("--seed needs a non-negative integer; {USAGE}");
                         std::process::exit(2);
                     }
                 }
