@@ -436,12 +436,13 @@ fn check_case<M: RewardModel>(case: &str, mut peft: PeftModel<M>) -> PeftModel<M
     // that is larger (Adam turns float32 rounding of small gradients into step-sized
     // differences), of both runs.
     // On wgpu (lavapipe) the rounding differs from PyTorch's CPU kernels and from run to run:
-    // its reductions add in an order that changes between runs (reward_margin_accum's third
-    // loss 1.5816013217 / 1.5816014409 / 1.5816016793 in three runs of the same binary), and
+    // its float32 results change between runs of one binary (reward_margin_accum's third
+    // loss 1.5816013217 / 1.5816014409 / 1.5816016793 in three runs), and
     // Adam at lr 5e-2 turns that into step-sized differences. reward_margin_accum's adapter
     // ended 9.27e-6, 1.01e-5 and 1.05e-5 from the float64 run in three runs here (1.01e-5 in
     // CI; 5.1e-6 to 6.3e-6 from TRL's f32 run; TRL f32 vs float64: 4.16e-6), so the decoder
-    // cases are held to 3e-5 there, as dpo_parity holds its Adam-amplified weight checks.
+    // cases are held to 3e-5 there, as dpo_parity holds its Adam-amplified weight checks
+    // (scripts/measured_spread.py prints such spreads from several runs' logs).
     // The BERT case ends 6.05e-5 from both TRL runs on lavapipe (its losses 1.7e-7 relative
     // and metrics 2.1e-7 from TRL's, gradient norms 8.5e-6): lavapipe's float32 exp / erf
     // (attention softmax, GELU) are also less exact than PyTorch's CPU kernels (largest

@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""How much the parity tests' measurements move between runs of the same binary.
+
+The parity tests print what they measure (`measured ...` lines, shown with `--nocapture`).
+On wgpu (lavapipe) results change from run to run, so a bound that one run clears with a small
+margin can fail the next (stop 35's CI: a reward adapter at 1.01e-5 against a 1e-5 bound).
+Run the same tests several times, keep each run's output, and give the files to this script:
+
+    for i in 1 2 3; do
+      TILPASS_TEST_DEVICE=wgpu-cpu cargo test --workspace --features tilpass-tests/wgpu \\
+        --test all -- reward_parity seq2seq_train_parity --nocapture > /tmp/run$i.log 2>&1
+    done
+    scripts/measured_spread.py /tmp/run1.log /tmp/run2.log /tmp/run3.log
+
+It prints, for every `measured` line whose numbers differ between the runs, the line with its
+numbers replaced by `#` and, per number, the smallest and largest value over the runs. Compare
+the largest with the test's bound. Lines that are equal in every run are counted, not printed.
+
+Standard library only.
+"""
+
+import re
+import sys
+
+NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?e[-+]?\d+|[-+]?\d+\.\d+")
+
+
+def measured(path):
+    """The `measured` lines of a log, keyed by the line with its numbers blanked (in order,
+    with a counter for repeated keys)."""
+    lines = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line.startswith("measured "):
+                continue
+            key = NUMBER.sub("#", line)
+            n = 0
+            while (key, n) in lines:
+                n += 1
+            lines[(key, n)] = [float(x) for x in NUMBER.findall(line)]
+    return lines
+
+
+def main(paths):
+    if len(paths) < 2:
+        sys.exit("usage: measured_spread.py RUN1.log RUN2.log [...]")
+    runs = [measured(p) for p in paths]
+    keys = sorted(set().union(*runs))
+    same = 0
+    for key in keys:
+        values = [r.get(key) for r in runs]
+        missing = [p for p, v in zip(paths, values) if v is None]
+        if missing:
+            print(f"{key[0]}\n    missing in: {', '.join(missing)}")
+            continue
+        if any(len(v) != len(values[0]) for v in values):
+            print(f"{key[0]}\n    a different count of numbers between runs")
+            continue
+        if all(v == values[0] for v in values):
+            same += 1
+            continue
+        spread = [
+            f"{min(col):.6g}..{max(col):.6g}" if min(col) != max(col) else f"{col[0]:.6g}"
+            for col in zip(*values)
+        ]
+        print(f"{key[0]}\n    {' | '.join(spread)}")
+    print(f"\n{len(keys)} measured lines over {len(paths)} runs; {same} equal in every run")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
