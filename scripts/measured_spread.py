@@ -13,7 +13,8 @@ Run the same tests several times, keep each run's output, and give the files to 
     scripts/measured_spread.py /tmp/run1.log /tmp/run2.log /tmp/run3.log
 
 It prints, for every `measured` line whose numbers differ between the runs, the line with its
-numbers replaced by `#` and, per number, the smallest and largest value over the runs. Compare
+numbers replaced by `#` (as in the first run; lines are matched by their text up to the first
+number) and, per number, the smallest and largest value over the runs. Compare
 the largest with the test's bound. Lines that are equal in every run are counted, not printed.
 
 Standard library only.
@@ -22,23 +23,26 @@ Standard library only.
 import re
 import sys
 
-NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?e[-+]?\d+|[-+]?\d+\.\d+")
+# A number standing on its own: not part of a name such as "T5.1.1" or "layers.0.mlp".
+NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w.])")
 
 
 def measured(path):
-    """The `measured` lines of a log, keyed by the line with its numbers blanked (in order,
-    with a counter for repeated keys)."""
+    """The `measured` lines of a log as {(key, n): (blanked line, numbers)}. The key is the
+    line up to its first number, so a line whose trailing label changes between runs (the
+    metric or tensor with the largest difference) stays one line; `n` counts repeats."""
     lines = {}
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             line = line.rstrip("\n")
             if not line.startswith("measured "):
                 continue
-            key = NUMBER.sub("#", line)
+            blanked = NUMBER.sub("#", line)
+            key = blanked.split("#", 1)[0]
             n = 0
             while (key, n) in lines:
                 n += 1
-            lines[(key, n)] = [float(x) for x in NUMBER.findall(line)]
+            lines[(key, n)] = (blanked, [float(x) for x in NUMBER.findall(line)])
     return lines
 
 
@@ -49,13 +53,15 @@ def main(paths):
     keys = sorted(set().union(*runs))
     same = 0
     for key in keys:
-        values = [r.get(key) for r in runs]
-        missing = [p for p, v in zip(paths, values) if v is None]
+        found = [r.get(key) for r in runs]
+        missing = [p for p, v in zip(paths, found) if v is None]
         if missing:
-            print(f"{key[0]}\n    missing in: {', '.join(missing)}")
+            print(f"{key[0]}...\n    missing in: {', '.join(missing)}")
             continue
+        text = found[0][0]
+        values = [v for _, v in found]
         if any(len(v) != len(values[0]) for v in values):
-            print(f"{key[0]}\n    a different count of numbers between runs")
+            print(f"{text}\n    a different count of numbers between runs")
             continue
         if all(v == values[0] for v in values):
             same += 1
@@ -64,7 +70,7 @@ def main(paths):
             f"{min(col):.6g}..{max(col):.6g}" if min(col) != max(col) else f"{col[0]:.6g}"
             for col in zip(*values)
         ]
-        print(f"{key[0]}\n    {' | '.join(spread)}")
+        print(f"{text}\n    {' | '.join(spread)}")
     print(f"\n{len(keys)} measured lines over {len(paths)} runs; {same} equal in every run")
 
 

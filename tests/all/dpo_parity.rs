@@ -38,12 +38,20 @@ const WEIGHTS: f64 = 1e-5;
 /// each gradient by its running RMS, so a weight with a small gradient carries float32's
 /// relative rounding of that gradient into a step-sized move). Measured on flex: 1.19e-5 vs TRL
 /// f32 (one weight of up_proj), 1.47e-5 vs float64, as close to the exact run as TRL's own
-/// float32 run; on wgpu (lavapipe) 7.9e-6 / 6.3e-6. The bound is twice TRL's own distance.
+/// float32 run; on wgpu (lavapipe) 7.9e-6 / 6.3e-6 in one run, and up to 2.75e-5 in others
+/// ([`FULL_WEIGHTS_WGPU`]). The bound is twice TRL's own distance.
 /// Also the bound of the WPO adapter (lr 5e-2, gradients scaled down by the pair weights), the
 /// other case with a float64 TRL run: measured on flex 1.60e-5 vs TRL f32, 1.09e-5 vs float64,
 /// on wgpu (lavapipe) 1.01e-5 / 1.52e-5 (TRL f32 vs float64: 5.1e-6), while its losses,
 /// gradient norms and metrics agree to 3.8e-7 / 5.7e-7 / 2.9e-6.
 const FULL_WEIGHTS: f64 = 3e-5;
+/// [`FULL_WEIGHTS`] on wgpu (lavapipe), whose float32 results change between runs of one
+/// binary: over five runs of the CI's wgpu tests the full run's weights ended 7.5e-6 to
+/// 2.75e-5 from the float64 run (1.3e-5 to 1.7e-5 from TRL's f32 run; its losses 0 to 2.6e-7
+/// relative from TRL's). Adam's first steps move a weight by about lr whatever the size of its
+/// gradient, so a gradient near zero whose float32 rounding differs moves by a step-sized
+/// amount; 2.75e-5 was 92% of the CPU bound. The WPO adapter measured 1.8e-6 to 1.3e-5 there.
+const FULL_WEIGHTS_WGPU: f64 = 1e-4;
 
 /// TRL's metric names the trainer logs (all of TRL's DPO keys but the cumulative `num_tokens`).
 const METRIC_NAMES: [&str; 10] = [
@@ -345,13 +353,18 @@ fn check_case_with(case: &str, full: bool, precompute: bool) {
         "the reference run must change the weights"
     );
     if exact.is_some() {
+        let bound = if crate::preference_losses::on_cpu() {
+            FULL_WEIGHTS
+        } else {
+            FULL_WEIGHTS_WGPU
+        };
         assert!(
-            d32 <= FULL_WEIGHTS,
-            "{dir} final weights vs TRL f32: {d32:e}"
+            d32 <= bound,
+            "{dir} final weights vs TRL f32: {d32:e} (bound {bound:e})"
         );
         assert!(
-            d64 <= FULL_WEIGHTS,
-            "{dir} final weights vs float64: {d64:e}"
+            d64 <= bound,
+            "{dir} final weights vs float64: {d64:e} (bound {bound:e})"
         );
     } else {
         assert!(d32 <= WEIGHTS, "{dir} final adapter vs TRL: {d32:e}");
