@@ -8,9 +8,9 @@ Run the same tests several times, keep each run's output, and give the files to 
 
     for i in 1 2 3; do
       TILPASS_TEST_DEVICE=wgpu-cpu cargo test --workspace --features tilpass-tests/wgpu \\
-        --test all -- reward_parity seq2seq_train_parity --nocapture > /tmp/run$i.log 2>&1
+        --test all -- reward_parity seq2seq_train_parity --nocapture > run$i.log 2>&1
     done
-    scripts/measured_spread.py /tmp/run1.log /tmp/run2.log /tmp/run3.log
+    scripts/measured_spread.py run1.log run2.log run3.log
 
 It prints, for every `measured` line whose numbers differ between the runs, the line with its
 numbers replaced by `#` (as in the first run; lines are matched by their text up to the first

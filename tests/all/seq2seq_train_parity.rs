@@ -27,7 +27,7 @@ use crate::train_parity::check_rel;
 
 /// LoRA loss per step (~20: a random model), relative. Measured 1.9e-7 vs PyTorch f32 and
 /// 2.0e-7 vs float64 (flex); PyTorch's f32 run lies 3.1e-7 from float64. NorT5 (loss ~5):
-/// 8.8e-8 / 6.2e-8. On wgpu (lavapipe), three runs: 4.6e-7 to 8.1e-7 vs PyTorch f32, 3.4e-7 to
+/// 8.8e-8 / 6.2e-8. On wgpu (lavapipe), five runs: 3.5e-7 to 8.1e-7 vs PyTorch f32, 1.5e-7 to
 /// 5.0e-7 vs float64 (its float32 results change between runs of one binary); the check vs
 /// PyTorch's f32 run adds PyTorch's own distance from float64 (`check_rel`).
 const LORA_LOSS: f64 = 1e-6;
