@@ -59,6 +59,7 @@ PLAN = [
      "predict 100 texts, BERT-base-size random-init classifier, batch 32, max 128 tokens",
      "transformers pipeline(\"text-classification\")"),
     ("train", "lora_sft_step", 1, 5, "LoRA SFT step, 4 × 256 tokens", "PyTorch + PEFT"),
+    ("train", "lora_sft_step_2k", 1, 3, "LoRA SFT step, 1 × 2,048 tokens", "PyTorch + PEFT"),
     ("train", "t5_lora_sft_step", 1, 5, "T5 LoRA SFT step, 4 × (256 source + 64 target) tokens",
      "PyTorch + PEFT"),
     ("dpo_step", "dpo_step", 1, 5, "DPO step (LoRA r16), 2 pairs × 256 tokens", "TRL 1.16 DPOTrainer loss + PEFT"),
@@ -79,7 +80,7 @@ PLAN = [
 GOALS = {"prefill_512": 1.5, "embed_1000": 1.5, "lora_sft_step": 1.5}
 # The benchmarks bound by arithmetic (large products), placed under the FMA ceiling; decoding is
 # bound by reading the weights (and single small-model steps by latency), not by FLOPs.
-COMPUTE_BOUND = ["prefill_512", "embed_1000", "lora_sft_step", "t5_lora_sft_step"]
+COMPUTE_BOUND = ["prefill_512", "embed_1000", "lora_sft_step", "lora_sft_step_2k", "t5_lora_sft_step"]
 PLAN += rag_harness.plan()  # BM25, indexing and HNSW against bm25s, rank-bm25, hnswlib
 GROUPS = list(dict.fromkeys(p[0] for p in PLAN))
 

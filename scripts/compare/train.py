@@ -6,7 +6,8 @@ lora_sft_step: one optimiser step — forward, causal-LM loss,
 backward, global-norm clipping at 1.0, AdamW (lr 1e-4, PyTorch's defaults otherwise) — of the
 standard benchmark Llama of DESIGN.md (hidden 512, 8 layers, 8 heads, intermediate 1376, vocab
 32000, random init), LoRA r=16 alpha 32 on q/k/v/o, batch 4 x 256 tokens, on the CPU, as a user
-gets it (transformers' default attention implementation, sdpa). The model, adapter, optimiser
+gets it (transformers' default attention implementation, sdpa). lora_sft_step_2k: the same step
+on one row of 2048 tokens (long context: causal attention is about a third of the products). The model, adapter, optimiser
 and batch are built before the clock starts; the warm-up steps also create AdamW's state.
 
 t5_lora_sft_step: the same step for an encoder-decoder: T5-base's shape scaled like the Llama
@@ -20,7 +21,7 @@ dropout 0 (tilpass trains without dropout).
 
 from common import Run
 
-run = Run("train", ["lora_sft_step", "t5_lora_sft_step"])
+run = Run("train", ["lora_sft_step", "lora_sft_step_2k", "t5_lora_sft_step"])
 
 import torch  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
@@ -29,7 +30,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForCondition
 run.pin_torch(torch)
 
 
-def llama_step():
+def llama_step(name="lora_sft_step", rows=4, seq=256):
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=32000, hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
                       num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=2048,
@@ -39,7 +40,7 @@ def llama_step():
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    ids = torch.tensor([[(i * 7919 + 13) % 32000 for i in range(r * 256, (r + 1) * 256)] for r in range(4)])
+    ids = torch.tensor([[(i * 7919 + 13) % 32000 for i in range(r * seq, (r + 1) * seq)] for r in range(rows)])
 
     def step(_):
         out = model(input_ids=ids, labels=ids)
@@ -49,8 +50,9 @@ def llama_step():
         opt.zero_grad()
         return out.loss.item()
 
-    loss = run.time("lora_sft_step", 4 * 256, "tokens", step)
-    run.checks["last_loss_finite"] = bool(torch.isfinite(torch.tensor(loss)))
+    loss = run.time(name, rows * seq, "tokens", step)
+    run.checks["last_loss_finite" if name == "lora_sft_step" else f"{name}_last_loss_finite"] = bool(
+        torch.isfinite(torch.tensor(loss)))
     run.extra["attn_implementation"] = model.config._attn_implementation
 
 
@@ -84,6 +86,7 @@ def t5_step():
 
 
 for name in run.names():
-    {"lora_sft_step": llama_step, "t5_lora_sft_step": t5_step}[name]()
+    {"lora_sft_step": llama_step, "lora_sft_step_2k": lambda: llama_step("lora_sft_step_2k", 1, 2048),
+     "t5_lora_sft_step": t5_step}[name]()
 
 run.emit(torch.get_num_threads(), ["torch", "transformers", "peft"])

@@ -25,7 +25,8 @@
 //!
 //! Attention keeps the softmax probabilities `[batch, heads, seq, keys]` for the backward, as
 //! burn's composed attention under autodiff keeps its softmax output (no more memory), and
-//! multiplies with gemm head by head.
+//! multiplies with gemm head by head, in blocks of query rows over only the keys some row of
+//! the block sees (a causal mask skips about half the products of long rows).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,7 +41,7 @@ use burn::backend::{Autodiff, BackendTypes, Flex};
 use burn::tensor::{Bool, DType, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::decoder_kernels::{SendPtr, rope_strided, strided, vectorised};
+use crate::decoder_kernels::{QUERY_BLOCK, SendPtr, rope_strided, strided, vectorised};
 use crate::mlp::Activation;
 use crate::vmath::{exp_rounded_f32, tanh_f64};
 
@@ -674,10 +675,11 @@ impl Operand {
         })
     }
 
-    /// Pointer to matrix `[i, j]` (the last two dimensions) with its `(column, row)` strides.
-    fn matrix(&self, i: usize, j: usize) -> (*const f32, isize, isize) {
+    /// Pointer to row `r` of matrix `[i, j]` (the last two dimensions; `r` below its row
+    /// count), with the matrix's `(column, row)` strides.
+    fn rows(&self, i: usize, j: usize, r: usize) -> (*const f32, isize, isize) {
         let buf = self.t.storage::<f32>();
-        let off = self.start + i * self.strides[0] + j * self.strides[1];
+        let off = self.start + i * self.strides[0] + j * self.strides[1] + r * self.strides[2];
         // SAFETY (of later reads): `new` checked that every element is inside the buffer.
         (
             buf[off..].as_ptr(),
@@ -695,8 +697,10 @@ struct AttentionState {
     q: Operand,
     k: Operand,
     v: Operand,
-    /// Softmax probabilities `[b, h, s, t]`.
+    /// Softmax probabilities `[b, h, s, t]` (0 outside each query block's key span).
     p: Arc<Vec<f32>>,
+    /// [`key_spans`] of the mask.
+    spans: Arc<Vec<(usize, usize)>>,
     dims: [usize; 5],
     scale: f32,
 }
@@ -759,6 +763,8 @@ impl Backward<Flex, 3> for AttentionOp {
             SendPtr(dv.as_mut_ptr()),
         );
         let p = &st.p[..];
+        let spans = &st.spans[..];
+        let blocks = s.div_ceil(QUERY_BLOCK);
         (0..b * kv).into_par_iter().for_each(|task| {
             let (bi, g) = (task / kv, task % kv);
             let mut ds = vec![0.0f32; s * t];
@@ -766,58 +772,70 @@ impl Backward<Flex, 3> for AttentionOp {
             for hi in g * rep..(g + 1) * rep {
                 let ph = &p[(bi * h + hi) * s * t..(bi * h + hi + 1) * s * t];
                 let go_ptr = go[bi * s * h * d + hi * d..].as_ptr();
-                let dout = (go_ptr, 1isize, (h * d) as isize);
-                let first = hi == g * rep;
-                // SAFETY: every pointer below addresses a matrix inside its buffer (the
-                // operands' bounds were checked, the outputs sized [b, h or kv, s or t, d]);
-                // the task writes only its own kv head's dk / dv and its heads' dq.
-                unsafe {
-                    // dV += Pᵀ · dO
-                    product(
-                        (t, d, s),
-                        (dvp.at(kvo), 1, d as isize),
-                        (ph.as_ptr(), t as isize, 1),
-                        dout,
-                        1.0,
-                        !first,
-                    );
-                    // dP = dO · Vᵀ
-                    let (vp, vcs, vrs) = st.v.matrix(bi, g);
-                    product(
-                        (s, t, d),
-                        (ds.as_mut_ptr(), 1, t as isize),
-                        dout,
-                        (vp, vrs, vcs),
-                        1.0,
-                        false,
-                    );
-                }
-                // dS = P ⊙ (dP − rowsum(dP ⊙ P))
-                for (dsr, pr) in ds.chunks_exact_mut(t).zip(ph.chunks_exact(t)) {
-                    softmax_backward_row(dsr, pr);
-                }
-                // SAFETY: as above.
-                unsafe {
-                    // dQ = scale · dS · K
-                    let (kp, kcs, krs) = st.k.matrix(bi, g);
-                    product(
-                        (s, d, t),
-                        (dqp.at((bi * h + hi) * s * d), 1, d as isize),
-                        (ds.as_ptr(), 1, t as isize),
-                        (kp, kcs, krs),
-                        st.scale,
-                        false,
-                    );
-                    // dK += scale · dSᵀ · Q
-                    let (qp, qcs, qrs) = st.q.matrix(bi, hi);
-                    product(
-                        (t, d, s),
-                        (dkp.at(kvo), 1, d as isize),
-                        (ds.as_ptr(), t as isize, 1),
-                        (qp, qcs, qrs),
-                        st.scale,
-                        !first,
-                    );
+                for blk in 0..blocks {
+                    let (r0, (lo, hi_key)) = (blk * QUERY_BLOCK, spans[bi * blocks + blk]);
+                    let (m, w) = ((s - r0).min(QUERY_BLOCK), hi_key - lo);
+                    if w == 0 {
+                        // No row of the block sees a key: its dq rows stay 0.
+                        continue;
+                    }
+                    // The block's first row at the span's first key, in P and dS (both [s, t]).
+                    let pb = r0 * t + lo;
+                    // SAFETY: row r0 < s of dO `[b, s, h·d]` lies inside `go`.
+                    let dout = (unsafe { go_ptr.add(r0 * h * d) }, 1isize, (h * d) as isize);
+                    // SAFETY: every pointer below addresses a matrix inside its buffer (the
+                    // operands' bounds were checked, the outputs sized [b, h or kv, s or t, d],
+                    // rows r0..r0+m and keys lo..hi_key inside them); the task writes only its
+                    // own kv head's dk / dv and its heads' dq.
+                    unsafe {
+                        // dV[span] += P[block, span]ᵀ · dO[block]
+                        product(
+                            (w, d, m),
+                            (dvp.at(kvo + lo * d), 1, d as isize),
+                            (ph[pb..].as_ptr(), t as isize, 1),
+                            dout,
+                            1.0,
+                            true,
+                        );
+                        // dP[block, span] = dO[block] · V[span]ᵀ
+                        let (vp, vcs, vrs) = st.v.rows(bi, g, lo);
+                        product(
+                            (m, w, d),
+                            (ds[pb..].as_mut_ptr(), 1, t as isize),
+                            dout,
+                            (vp, vrs, vcs),
+                            1.0,
+                            false,
+                        );
+                    }
+                    // dS = P ⊙ (dP − rowsum(dP ⊙ P)) over the span (P is 0 outside it)
+                    for r in r0..r0 + m {
+                        let span = r * t + lo..r * t + hi_key;
+                        softmax_backward_row(&mut ds[span.clone()], &ph[span]);
+                    }
+                    // SAFETY: as above.
+                    unsafe {
+                        // dQ[block] = scale · dS[block, span] · K[span]
+                        let (kp, kcs, krs) = st.k.rows(bi, g, lo);
+                        product(
+                            (m, d, w),
+                            (dqp.at((bi * h + hi) * s * d + r0 * d), 1, d as isize),
+                            (ds[pb..].as_ptr(), 1, t as isize),
+                            (kp, kcs, krs),
+                            st.scale,
+                            false,
+                        );
+                        // dK[span] += scale · dS[block, span]ᵀ · Q[block]
+                        let (qp, qcs, qrs) = st.q.rows(bi, hi, r0);
+                        product(
+                            (w, d, m),
+                            (dkp.at(kvo + lo * d), 1, d as isize),
+                            (ds[pb..].as_ptr(), t as isize, 1),
+                            (qp, qcs, qrs),
+                            st.scale,
+                            true,
+                        );
+                    }
                 }
             }
         });
@@ -877,6 +895,8 @@ pub fn attention(
         }
     };
     let hidden = mask.to_data().try_to_vec::<bool>().ok()?;
+    let spans = key_spans(&hidden, b, s, t);
+    let blocks = s.div_ceil(QUERY_BLOCK);
     let rep = h / kv;
     let scale = scale as f32;
     let mut p = vec![0.0f32; b * h * s * t];
@@ -885,40 +905,59 @@ pub fn attention(
     p.par_chunks_mut(s * t).enumerate().for_each(|(bh, ph)| {
         let (bi, hi) = (bh / h, bh % h);
         let g = hi / rep;
-        // SAFETY: operands checked in bounds; `ph` is this task's [s, t] block; the task
-        // writes only columns hi·d..(hi+1)·d of batch bi's context rows.
-        unsafe {
-            let (kp, kcs, krs) = ko.matrix(bi, g);
-            product(
-                (s, t, d),
-                (ph.as_mut_ptr(), 1, t as isize),
-                qo.matrix(bi, hi),
-                (kp, krs, kcs),
-                scale,
-                false,
-            );
-        }
-        if let Some((bt, bb)) = &bias {
-            let bi = if *bb == 1 { 0 } else { bi };
-            let off = (bi * h + hi) * s * t;
-            for (x, y) in ph.iter_mut().zip(&slice(bt)[off..off + s * t]) {
-                *x += y;
-            }
-        }
         let m = &hidden[bi * s * t..(bi + 1) * s * t];
-        for (row, mr) in ph.chunks_exact_mut(t).zip(m.chunks_exact(t)) {
-            masked_softmax_row(row, mr);
-        }
-        // SAFETY: as above.
-        unsafe {
-            product(
-                (s, d, t),
-                (ctxp.at(bi * s * h * d + hi * d), 1, (h * d) as isize),
-                (ph.as_ptr(), 1, t as isize),
-                vo.matrix(bi, g),
-                1.0,
-                false,
-            );
+        for blk in 0..blocks {
+            let (r0, (lo, hi_key)) = (blk * QUERY_BLOCK, spans[bi * blocks + blk]);
+            let (rows, w) = ((s - r0).min(QUERY_BLOCK), hi_key - lo);
+            if w == 0 {
+                // No row of the block sees a key: its probabilities and context stay 0.
+                continue;
+            }
+            let pb = r0 * t + lo;
+            // SAFETY: operands checked in bounds; `ph` is this task's [s, t] block, written
+            // at the block's rows and span; the task writes only columns hi·d..(hi+1)·d of
+            // batch bi's context rows.
+            unsafe {
+                let (kp, kcs, krs) = ko.rows(bi, g, lo);
+                product(
+                    (rows, w, d),
+                    (ph[pb..].as_mut_ptr(), 1, t as isize),
+                    qo.rows(bi, hi, r0),
+                    (kp, krs, kcs),
+                    scale,
+                    false,
+                );
+            }
+            if let Some((bt, bb)) = &bias {
+                let bi = if *bb == 1 { 0 } else { bi };
+                let off = (bi * h + hi) * s * t;
+                let bias = &slice(bt)[off..off + s * t];
+                for r in r0..r0 + rows {
+                    let span = r * t + lo..r * t + hi_key;
+                    for (x, y) in ph[span.clone()].iter_mut().zip(&bias[span]) {
+                        *x += y;
+                    }
+                }
+            }
+            for r in r0..r0 + rows {
+                let span = r * t + lo..r * t + hi_key;
+                masked_softmax_row(&mut ph[span.clone()], &m[span]);
+            }
+            // SAFETY: as above.
+            unsafe {
+                product(
+                    (rows, d, w),
+                    (
+                        ctxp.at(bi * s * h * d + r0 * h * d + hi * d),
+                        1,
+                        (h * d) as isize,
+                    ),
+                    (ph[pb..].as_ptr(), 1, t as isize),
+                    vo.rows(bi, g, lo),
+                    1.0,
+                    false,
+                );
+            }
         }
     });
     let state = AttentionState {
@@ -926,6 +965,7 @@ pub fn attention(
         k: ko,
         v: vo,
         p: Arc::new(p),
+        spans: Arc::new(spans),
         dims: [b, h, kv, s, t],
         scale,
     };
@@ -935,6 +975,28 @@ pub fn attention(
         state,
         flex(ctx, &[b, s, h * d]),
     ))
+}
+
+/// For each batch row and block of [`QUERY_BLOCK`] query rows of `hidden` `[b, s, t]` (`true`:
+/// key hidden from the query), the keys `[lo, hi)` from the first to the last one any row of
+/// the block sees; `(0, 0)` when no row sees a key. `[b · ⌈s / QUERY_BLOCK⌉]`, batch-major.
+fn key_spans(hidden: &[bool], b: usize, s: usize, t: usize) -> Vec<(usize, usize)> {
+    let blocks = s.div_ceil(QUERY_BLOCK);
+    let mut spans = Vec::with_capacity(b * blocks);
+    for bi in 0..b {
+        for blk in 0..blocks {
+            let (mut lo, mut hi) = (t, 0);
+            for r in blk * QUERY_BLOCK..((blk + 1) * QUERY_BLOCK).min(s) {
+                let row = &hidden[(bi * s + r) * t..(bi * s + r + 1) * t];
+                if let Some(first) = row.iter().position(|&m| !m) {
+                    lo = lo.min(first);
+                    hi = hi.max(row.iter().rposition(|&m| !m).unwrap_or(first) + 1);
+                }
+            }
+            spans.push(if lo < hi { (lo, hi) } else { (0, 0) });
+        }
+    }
+    spans
 }
 
 /// Softmax of a row of scores over the keys not `hidden`, in place; hidden keys (and every key
@@ -1142,12 +1204,83 @@ mod tests {
     fn attention_matches_the_composed_ops() {
         // Grouped-query heads (4 over 2), keys past the queries (a cache of 3), strided q / v;
         // and a longer causal case over 150 queries and 170 keys.
-        for (b, h, kv, s, past, d) in [(2, 4, 2, 5, 3, 8), (2, 2, 1, 150, 20, 8)] {
-            attention_case(b, h, kv, s, past, d);
+        // The longer one also with a sliding window of 40 keys (blocks of query rows whose
+        // keys start past the first: the spans the products are cut to).
+        for (b, h, kv, s, past, d, window) in [
+            (2, 4, 2, 5, 3, 8, None),
+            (2, 2, 1, 150, 20, 8, None),
+            (2, 2, 1, 150, 20, 8, Some(40)),
+        ] {
+            attention_case(b, h, kv, s, past, d, window);
         }
     }
 
-    fn attention_case(b: usize, h: usize, kv: usize, s: usize, past: usize, d: usize) {
+    #[test]
+    fn key_spans_cover_every_visible_key_of_their_block() {
+        // Causal over 130 queries after a cache of 6, a window of 50 keys, two documents
+        // packed in the second row, and the first row's queries 64..=70 seeing nothing.
+        let (b, s, past) = (2, 130, 6);
+        let t = past + s;
+        let mut am = vec![1u8; b * t];
+        for j in 0..t {
+            am[t + j] = if j < 90 { 1 } else { 2 };
+        }
+        let dev = device();
+        let mut hidden = vals_bool(&crate::attention::causal_mask(
+            &am,
+            b,
+            s,
+            past,
+            Some(50),
+            &dev,
+        ));
+        for r in 64..=70 {
+            hidden[r * t..(r + 1) * t].fill(true);
+        }
+        let spans = key_spans(&hidden, b, s, t);
+        let blocks = s.div_ceil(QUERY_BLOCK);
+        assert_eq!(spans.len(), b * blocks);
+        let mut narrower = 0;
+        for bi in 0..b {
+            for blk in 0..blocks {
+                let (lo, hi) = spans[bi * blocks + blk];
+                let mut seen = false;
+                for r in blk * QUERY_BLOCK..((blk + 1) * QUERY_BLOCK).min(s) {
+                    for j in 0..t {
+                        if !hidden[(bi * s + r) * t + j] {
+                            seen = true;
+                            assert!(lo <= j && j < hi, "row {r} key {j} outside {lo}..{hi}");
+                        }
+                    }
+                }
+                // The span is tight: its first and last keys are seen by some row.
+                if seen {
+                    let col = |j: usize| {
+                        (blk * QUERY_BLOCK..((blk + 1) * QUERY_BLOCK).min(s))
+                            .any(|r| !hidden[(bi * s + r) * t + j])
+                    };
+                    assert!(col(lo) && col(hi - 1), "{lo}..{hi} not tight");
+                    narrower += usize::from(hi - lo < t);
+                } else {
+                    assert_eq!((lo, hi), (0, 0));
+                }
+            }
+        }
+        assert!(
+            narrower >= 4,
+            "only {narrower} spans narrower than the keys"
+        );
+    }
+
+    fn attention_case(
+        b: usize,
+        h: usize,
+        kv: usize,
+        s: usize,
+        past: usize,
+        d: usize,
+        window: Option<usize>,
+    ) {
         let dev = device();
         let t = past + s;
         let q = randn([b, s, h, d], &dev).swap_dims(1, 2);
@@ -1158,7 +1291,9 @@ mod tests {
         let mut am = vec![1u8; b * t];
         am[0] = 0;
         am[1] = 0;
-        let mut mask = vals_bool(&crate::attention::causal_mask(&am, b, s, past, None, &dev));
+        let mut mask = vals_bool(&crate::attention::causal_mask(
+            &am, b, s, past, window, &dev,
+        ));
         for j in 0..t {
             mask[(s + 2) * t + j] = true;
         }
