@@ -23,10 +23,11 @@
 //! match the composed ops to 1e-5 relative (the tests below); the reference trainer tests
 //! (PEFT / TRL fixtures) run through the kernels.
 //!
-//! Attention keeps the softmax probabilities `[batch, heads, seq, keys]` for the backward, as
-//! burn's composed attention under autodiff keeps its softmax output (no more memory), and
-//! multiplies with gemm head by head, in blocks of query rows over only the keys some row of
-//! the block sees (a causal mask skips about half the products of long rows).
+//! Attention multiplies with gemm head by head, in blocks of query rows over only the keys
+//! some row of the block sees (a causal mask skips about half the products of long rows), and
+//! keeps the softmax probabilities of those blocks for the backward: at most the
+//! `[batch, heads, seq, keys]` burn's composed attention under autodiff keeps, about half of
+//! it under a causal mask.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -697,10 +698,10 @@ struct AttentionState {
     q: Operand,
     k: Operand,
     v: Operand,
-    /// Softmax probabilities `[b, h, s, t]` (0 outside each query block's key span).
+    /// Softmax probabilities of each query block over its key span, laid out by `spans`.
     p: Arc<Vec<f32>>,
-    /// [`key_spans`] of the mask.
-    spans: Arc<Vec<(usize, usize)>>,
+    /// The key span of each block of query rows and where its probabilities lie in `p`.
+    spans: Arc<KeySpans>,
     dims: [usize; 5],
     scale: f32,
 }
@@ -763,24 +764,28 @@ impl Backward<Flex, 3> for AttentionOp {
             SendPtr(dv.as_mut_ptr()),
         );
         let p = &st.p[..];
-        let spans = &st.spans[..];
-        let blocks = s.div_ceil(QUERY_BLOCK);
+        let spans = &*st.spans;
         (0..b * kv).into_par_iter().for_each(|task| {
             let (bi, g) = (task / kv, task % kv);
-            let mut ds = vec![0.0f32; s * t];
+            // dS of one block `[rows, span]`, grown to the largest block.
+            let mut ds: Vec<f32> = Vec::new();
             let kvo = (bi * kv + g) * t * d;
             for hi in g * rep..(g + 1) * rep {
-                let ph = &p[(bi * h + hi) * s * t..(bi * h + hi + 1) * s * t];
+                let ph = &p[spans.head_start(bi, hi)..][..spans.head_len[bi]];
                 let go_ptr = go[bi * s * h * d + hi * d..].as_ptr();
-                for blk in 0..blocks {
-                    let (r0, (lo, hi_key)) = (blk * QUERY_BLOCK, spans[bi * blocks + blk]);
+                for blk in 0..spans.blocks {
+                    let (r0, (lo, hi_key)) =
+                        (blk * QUERY_BLOCK, spans.span[bi * spans.blocks + blk]);
                     let (m, w) = ((s - r0).min(QUERY_BLOCK), hi_key - lo);
                     if w == 0 {
                         // No row of the block sees a key: its dq rows stay 0.
                         continue;
                     }
-                    // The block's first row at the span's first key, in P and dS (both [s, t]).
-                    let pb = r0 * t + lo;
+                    // The block's probabilities `[m, w]` (row stride w); dS alike.
+                    let pblk = &ph[spans.offset[bi * spans.blocks + blk]..][..m * w];
+                    if ds.len() < m * w {
+                        ds.resize(m * w, 0.0);
+                    }
                     // SAFETY: row r0 < s of dO `[b, s, h·d]` lies inside `go`.
                     let dout = (unsafe { go_ptr.add(r0 * h * d) }, 1isize, (h * d) as isize);
                     // SAFETY: every pointer below addresses a matrix inside its buffer (the
@@ -792,7 +797,7 @@ impl Backward<Flex, 3> for AttentionOp {
                         product(
                             (w, d, m),
                             (dvp.at(kvo + lo * d), 1, d as isize),
-                            (ph[pb..].as_ptr(), t as isize, 1),
+                            (pblk.as_ptr(), w as isize, 1),
                             dout,
                             1.0,
                             true,
@@ -801,7 +806,7 @@ impl Backward<Flex, 3> for AttentionOp {
                         let (vp, vcs, vrs) = st.v.rows(bi, g, lo);
                         product(
                             (m, w, d),
-                            (ds[pb..].as_mut_ptr(), 1, t as isize),
+                            (ds.as_mut_ptr(), 1, w as isize),
                             dout,
                             (vp, vrs, vcs),
                             1.0,
@@ -809,9 +814,8 @@ impl Backward<Flex, 3> for AttentionOp {
                         );
                     }
                     // dS = P ⊙ (dP − rowsum(dP ⊙ P)) over the span (P is 0 outside it)
-                    for r in r0..r0 + m {
-                        let span = r * t + lo..r * t + hi_key;
-                        softmax_backward_row(&mut ds[span.clone()], &ph[span]);
+                    for (dsr, pr) in ds[..m * w].chunks_exact_mut(w).zip(pblk.chunks_exact(w)) {
+                        softmax_backward_row(dsr, pr);
                     }
                     // SAFETY: as above.
                     unsafe {
@@ -820,7 +824,7 @@ impl Backward<Flex, 3> for AttentionOp {
                         product(
                             (m, d, w),
                             (dqp.at((bi * h + hi) * s * d + r0 * d), 1, d as isize),
-                            (ds[pb..].as_ptr(), 1, t as isize),
+                            (ds.as_ptr(), 1, w as isize),
                             (kp, kcs, krs),
                             st.scale,
                             false,
@@ -830,7 +834,7 @@ impl Backward<Flex, 3> for AttentionOp {
                         product(
                             (w, d, m),
                             (dkp.at(kvo + lo * d), 1, d as isize),
-                            (ds[pb..].as_ptr(), t as isize, 1),
+                            (ds.as_ptr(), w as isize, 1),
                             (qp, qcs, qrs),
                             st.scale,
                             true,
@@ -895,53 +899,60 @@ pub fn attention(
         }
     };
     let hidden = mask.to_data().try_to_vec::<bool>().ok()?;
-    let spans = key_spans(&hidden, b, s, t);
-    let blocks = s.div_ceil(QUERY_BLOCK);
+    let spans = KeySpans::new(&hidden, b, h, s, t);
     let rep = h / kv;
     let scale = scale as f32;
-    let mut p = vec![0.0f32; b * h * s * t];
+    let mut p = vec![0.0f32; spans.total];
+    let mut heads: Vec<&mut [f32]> = Vec::with_capacity(b * h);
+    let mut rest = &mut p[..];
+    for bi in 0..b {
+        for _ in 0..h {
+            let (head, tail) = rest.split_at_mut(spans.head_len[bi]);
+            heads.push(head);
+            rest = tail;
+        }
+    }
     let mut ctx = vec![0.0f32; b * s * h * d];
     let ctxp = SendPtr(ctx.as_mut_ptr());
-    p.par_chunks_mut(s * t).enumerate().for_each(|(bh, ph)| {
+    heads.into_par_iter().enumerate().for_each(|(bh, ph)| {
         let (bi, hi) = (bh / h, bh % h);
         let g = hi / rep;
         let m = &hidden[bi * s * t..(bi + 1) * s * t];
-        for blk in 0..blocks {
-            let (r0, (lo, hi_key)) = (blk * QUERY_BLOCK, spans[bi * blocks + blk]);
+        for blk in 0..spans.blocks {
+            let (r0, (lo, hi_key)) = (blk * QUERY_BLOCK, spans.span[bi * spans.blocks + blk]);
             let (rows, w) = ((s - r0).min(QUERY_BLOCK), hi_key - lo);
             if w == 0 {
-                // No row of the block sees a key: its probabilities and context stay 0.
+                // No row of the block sees a key: its context stays 0.
                 continue;
             }
-            let pb = r0 * t + lo;
-            // SAFETY: operands checked in bounds; `ph` is this task's [s, t] block, written
-            // at the block's rows and span; the task writes only columns hi·d..(hi+1)·d of
-            // batch bi's context rows.
+            // The block's scores, then probabilities, `[rows, w]` (row stride w).
+            let pblk = &mut ph[spans.offset[bi * spans.blocks + blk]..][..rows * w];
+            // SAFETY: operands checked in bounds; `pblk` is this task's own `[rows, w]`; the
+            // task writes only columns hi·d..(hi+1)·d of batch bi's context rows.
             unsafe {
                 let (kp, kcs, krs) = ko.rows(bi, g, lo);
                 product(
                     (rows, w, d),
-                    (ph[pb..].as_mut_ptr(), 1, t as isize),
+                    (pblk.as_mut_ptr(), 1, w as isize),
                     qo.rows(bi, hi, r0),
                     (kp, krs, kcs),
                     scale,
                     false,
                 );
             }
+            let keys = |r: usize| (r0 + r) * t + lo..(r0 + r) * t + hi_key;
             if let Some((bt, bb)) = &bias {
                 let bi = if *bb == 1 { 0 } else { bi };
                 let off = (bi * h + hi) * s * t;
                 let bias = &slice(bt)[off..off + s * t];
-                for r in r0..r0 + rows {
-                    let span = r * t + lo..r * t + hi_key;
-                    for (x, y) in ph[span.clone()].iter_mut().zip(&bias[span]) {
+                for (r, row) in pblk.chunks_exact_mut(w).enumerate() {
+                    for (x, y) in row.iter_mut().zip(&bias[keys(r)]) {
                         *x += y;
                     }
                 }
             }
-            for r in r0..r0 + rows {
-                let span = r * t + lo..r * t + hi_key;
-                masked_softmax_row(&mut ph[span.clone()], &m[span]);
+            for (r, row) in pblk.chunks_exact_mut(w).enumerate() {
+                masked_softmax_row(row, &m[keys(r)]);
             }
             // SAFETY: as above.
             unsafe {
@@ -952,7 +963,7 @@ pub fn attention(
                         1,
                         (h * d) as isize,
                     ),
-                    (ph[pb..].as_ptr(), 1, t as isize),
+                    (pblk.as_ptr(), 1, w as isize),
                     vo.rows(bi, g, lo),
                     1.0,
                     false,
@@ -977,26 +988,71 @@ pub fn attention(
     ))
 }
 
-/// For each batch row and block of [`QUERY_BLOCK`] query rows of `hidden` `[b, s, t]` (`true`:
-/// key hidden from the query), the keys `[lo, hi)` from the first to the last one any row of
-/// the block sees; `(0, 0)` when no row sees a key. `[b · ⌈s / QUERY_BLOCK⌉]`, batch-major.
-fn key_spans(hidden: &[bool], b: usize, s: usize, t: usize) -> Vec<(usize, usize)> {
-    let blocks = s.div_ceil(QUERY_BLOCK);
-    let mut spans = Vec::with_capacity(b * blocks);
-    for bi in 0..b {
-        for blk in 0..blocks {
-            let (mut lo, mut hi) = (t, 0);
-            for r in blk * QUERY_BLOCK..((blk + 1) * QUERY_BLOCK).min(s) {
-                let row = &hidden[(bi * s + r) * t..(bi * s + r + 1) * t];
-                if let Some(first) = row.iter().position(|&m| !m) {
-                    lo = lo.min(first);
-                    hi = hi.max(row.iter().rposition(|&m| !m).unwrap_or(first) + 1);
+/// The keys each block of [`QUERY_BLOCK`] query rows multiplies over, and where the block's
+/// probabilities lie in the training attention's compact buffer: per batch row, each head's
+/// blocks one after another, a block `[rows, hi - lo]` row-major (a causal mask keeps about
+/// half of `[s, t]`).
+#[derive(Debug)]
+struct KeySpans {
+    /// Per batch row and block (batch-major): the keys `[lo, hi)` from the first to the last
+    /// one any row of the block sees; `(0, 0)` when no row sees a key.
+    span: Vec<(usize, usize)>,
+    /// Per batch row and block: the block's offset within its head's share.
+    offset: Vec<usize>,
+    /// Per batch row: one head's share (its blocks' `rows · (hi - lo)` summed).
+    head_len: Vec<usize>,
+    /// Per batch row: where its heads' shares start (`heads · head_len` of the rows before).
+    batch_start: Vec<usize>,
+    /// The buffer's length: every batch row's heads' shares.
+    total: usize,
+    /// Blocks per batch row, `⌈s / QUERY_BLOCK⌉`.
+    blocks: usize,
+}
+
+impl KeySpans {
+    /// The spans of `hidden` `[b, s, t]` (`true`: the key is hidden from the query), for
+    /// `heads` heads.
+    fn new(hidden: &[bool], b: usize, heads: usize, s: usize, t: usize) -> Self {
+        let blocks = s.div_ceil(QUERY_BLOCK);
+        let mut span = Vec::with_capacity(b * blocks);
+        let mut offset = Vec::with_capacity(b * blocks);
+        let (mut head_len, mut batch_start) = (Vec::with_capacity(b), Vec::with_capacity(b));
+        let mut total = 0;
+        for bi in 0..b {
+            let mut len = 0;
+            for blk in 0..blocks {
+                let rows = blk * QUERY_BLOCK..((blk + 1) * QUERY_BLOCK).min(s);
+                let (mut lo, mut hi) = (t, 0);
+                for r in rows.clone() {
+                    let row = &hidden[(bi * s + r) * t..(bi * s + r + 1) * t];
+                    if let Some(first) = row.iter().position(|&m| !m) {
+                        lo = lo.min(first);
+                        hi = hi.max(row.iter().rposition(|&m| !m).unwrap_or(first) + 1);
+                    }
                 }
+                let (lo, hi) = if lo < hi { (lo, hi) } else { (0, 0) };
+                span.push((lo, hi));
+                offset.push(len);
+                len += rows.len() * (hi - lo);
             }
-            spans.push(if lo < hi { (lo, hi) } else { (0, 0) });
+            head_len.push(len);
+            batch_start.push(total);
+            total += heads * len;
+        }
+        Self {
+            span,
+            offset,
+            head_len,
+            batch_start,
+            total,
+            blocks,
         }
     }
-    spans
+
+    /// Where head `hi` of batch row `bi` starts.
+    fn head_start(&self, bi: usize, hi: usize) -> usize {
+        self.batch_start[bi] + hi * self.head_len[bi]
+    }
 }
 
 /// Softmax of a row of scores over the keys not `hidden`, in place; hidden keys (and every key
@@ -1237,13 +1293,32 @@ mod tests {
         for r in 64..=70 {
             hidden[r * t..(r + 1) * t].fill(true);
         }
-        let spans = key_spans(&hidden, b, s, t);
+        let heads = 3;
+        let spans = KeySpans::new(&hidden, b, heads, s, t);
         let blocks = s.div_ceil(QUERY_BLOCK);
-        assert_eq!(spans.len(), b * blocks);
+        assert_eq!(spans.blocks, blocks);
+        assert_eq!(spans.span.len(), b * blocks);
+        // The blocks tile the buffer: each head's share is its blocks' areas, back to back.
+        let mut at = 0;
+        for bi in 0..b {
+            for hi in 0..heads {
+                assert_eq!(spans.head_start(bi, hi), at);
+                for blk in 0..blocks {
+                    let (lo, hi_key) = spans.span[bi * blocks + blk];
+                    let rows = (s - blk * QUERY_BLOCK).min(QUERY_BLOCK);
+                    assert_eq!(
+                        spans.head_start(bi, hi) + spans.offset[bi * blocks + blk],
+                        at
+                    );
+                    at += rows * (hi_key - lo);
+                }
+            }
+        }
+        assert_eq!(at, spans.total);
         let mut narrower = 0;
         for bi in 0..b {
             for blk in 0..blocks {
-                let (lo, hi) = spans[bi * blocks + blk];
+                let (lo, hi) = spans.span[bi * blocks + blk];
                 let mut seen = false;
                 for r in blk * QUERY_BLOCK..((blk + 1) * QUERY_BLOCK).min(s) {
                     for j in 0..t {
