@@ -773,16 +773,21 @@ impl Backward<Flex, 3> for AttentionOp {
             for hi in g * rep..(g + 1) * rep {
                 let ph = &p[spans.head_start(bi, hi)..][..spans.head_len[bi]];
                 let go_ptr = go[bi * s * h * d + hi * d..].as_ptr();
-                for blk in 0..spans.blocks {
-                    let (r0, (lo, hi_key)) =
-                        (blk * QUERY_BLOCK, spans.span[bi * spans.blocks + blk]);
-                    let (m, w) = ((s - r0).min(QUERY_BLOCK), hi_key - lo);
+                for &Run {
+                    r0,
+                    rows: m,
+                    lo,
+                    hi: hi_key,
+                    offset,
+                } in &spans.runs[bi]
+                {
+                    let w = hi_key - lo;
                     if w == 0 {
-                        // No row of the block sees a key: its dq rows stay 0.
+                        // No row of the run sees a key: its dq rows stay 0.
                         continue;
                     }
-                    // The block's probabilities `[m, w]` (row stride w); dS alike.
-                    let pblk = &ph[spans.offset[bi * spans.blocks + blk]..][..m * w];
+                    // The run's probabilities `[m, w]` (row stride w); dS alike.
+                    let pblk = &ph[offset..][..m * w];
                     if ds.len() < m * w {
                         ds.resize(m * w, 0.0);
                     }
@@ -918,15 +923,21 @@ pub fn attention(
         let (bi, hi) = (bh / h, bh % h);
         let g = hi / rep;
         let m = &hidden[bi * s * t..(bi + 1) * s * t];
-        for blk in 0..spans.blocks {
-            let (r0, (lo, hi_key)) = (blk * QUERY_BLOCK, spans.span[bi * spans.blocks + blk]);
-            let (rows, w) = ((s - r0).min(QUERY_BLOCK), hi_key - lo);
+        for &Run {
+            r0,
+            rows,
+            lo,
+            hi: hi_key,
+            offset,
+        } in &spans.runs[bi]
+        {
+            let w = hi_key - lo;
             if w == 0 {
-                // No row of the block sees a key: its context stays 0.
+                // No row of the run sees a key: its context stays 0.
                 continue;
             }
-            // The block's scores, then probabilities, `[rows, w]` (row stride w).
-            let pblk = &mut ph[spans.offset[bi * spans.blocks + blk]..][..rows * w];
+            // The run's scores, then probabilities, `[rows, w]` (row stride w).
+            let pblk = &mut ph[offset..][..rows * w];
             // SAFETY: operands checked in bounds; `pblk` is this task's own `[rows, w]`; the
             // task writes only columns hi·d..(hi+1)·d of batch bi's context rows.
             unsafe {
@@ -988,42 +999,49 @@ pub fn attention(
     ))
 }
 
-/// The keys each block of [`QUERY_BLOCK`] query rows multiplies over, and where the block's
-/// probabilities lie in the training attention's compact buffer: per batch row, each head's
-/// blocks one after another, a block `[rows, hi - lo]` row-major (a causal mask keeps about
-/// half of `[s, t]`).
+/// Consecutive query rows of one batch row that multiply over the same keys `[lo, hi)` (`lo ==
+/// hi`: no row of the run sees a key), and where their probabilities `[rows, hi - lo]`
+/// (row-major) start within a head's share of the compact buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    r0: usize,
+    rows: usize,
+    lo: usize,
+    hi: usize,
+    offset: usize,
+}
+
+/// The keys each block of [`QUERY_BLOCK`] query rows multiplies over (from the first to the
+/// last key any row of the block sees), with adjacent blocks of the same keys merged into one
+/// run (a mask that hides no key gives one run of all rows: one product, as before blocking),
+/// and the layout of the training attention's compact buffer of probabilities: per batch row,
+/// each head's runs one after another (a causal mask keeps about half of `[s, t]`).
 #[derive(Debug)]
 struct KeySpans {
-    /// Per batch row and block (batch-major): the keys `[lo, hi)` from the first to the last
-    /// one any row of the block sees; `(0, 0)` when no row sees a key.
-    span: Vec<(usize, usize)>,
-    /// Per batch row and block: the block's offset within its head's share.
-    offset: Vec<usize>,
-    /// Per batch row: one head's share (its blocks' `rows · (hi - lo)` summed).
+    /// Per batch row, its runs in row order, covering rows `0..s`.
+    runs: Vec<Vec<Run>>,
+    /// Per batch row: one head's share (its runs' `rows · (hi - lo)` summed).
     head_len: Vec<usize>,
     /// Per batch row: where its heads' shares start (`heads · head_len` of the rows before).
     batch_start: Vec<usize>,
     /// The buffer's length: every batch row's heads' shares.
     total: usize,
-    /// Blocks per batch row, `⌈s / QUERY_BLOCK⌉`.
-    blocks: usize,
 }
 
 impl KeySpans {
     /// The spans of `hidden` `[b, s, t]` (`true`: the key is hidden from the query), for
     /// `heads` heads.
     fn new(hidden: &[bool], b: usize, heads: usize, s: usize, t: usize) -> Self {
-        let blocks = s.div_ceil(QUERY_BLOCK);
-        let mut span = Vec::with_capacity(b * blocks);
-        let mut offset = Vec::with_capacity(b * blocks);
+        let mut runs = Vec::with_capacity(b);
         let (mut head_len, mut batch_start) = (Vec::with_capacity(b), Vec::with_capacity(b));
         let mut total = 0;
         for bi in 0..b {
             let mut len = 0;
-            for blk in 0..blocks {
-                let rows = blk * QUERY_BLOCK..((blk + 1) * QUERY_BLOCK).min(s);
+            let mut row_runs: Vec<Run> = Vec::new();
+            for r0 in (0..s).step_by(QUERY_BLOCK) {
+                let rows = QUERY_BLOCK.min(s - r0);
                 let (mut lo, mut hi) = (t, 0);
-                for r in rows.clone() {
+                for r in r0..r0 + rows {
                     let row = &hidden[(bi * s + r) * t..(bi * s + r + 1) * t];
                     if let Some(first) = row.iter().position(|&m| !m) {
                         lo = lo.min(first);
@@ -1031,21 +1049,28 @@ impl KeySpans {
                     }
                 }
                 let (lo, hi) = if lo < hi { (lo, hi) } else { (0, 0) };
-                span.push((lo, hi));
-                offset.push(len);
-                len += rows.len() * (hi - lo);
+                len += rows * (hi - lo);
+                match row_runs.last_mut() {
+                    Some(run) if (run.lo, run.hi) == (lo, hi) => run.rows += rows,
+                    _ => row_runs.push(Run {
+                        r0,
+                        rows,
+                        lo,
+                        hi,
+                        offset: len - rows * (hi - lo),
+                    }),
+                }
             }
+            runs.push(row_runs);
             head_len.push(len);
             batch_start.push(total);
             total += heads * len;
         }
         Self {
-            span,
-            offset,
+            runs,
             head_len,
             batch_start,
             total,
-            blocks,
         }
     }
 
@@ -1261,14 +1286,25 @@ mod tests {
         // Grouped-query heads (4 over 2), keys past the queries (a cache of 3), strided q / v;
         // and a longer causal case over 150 queries and 170 keys.
         // The longer one also with a sliding window of 40 keys (blocks of query rows whose
-        // keys start past the first: the spans the products are cut to).
-        for (b, h, kv, s, past, d, window) in [
-            (2, 4, 2, 5, 3, 8, None),
-            (2, 2, 1, 150, 20, 8, None),
-            (2, 2, 1, 150, 20, 8, Some(40)),
+        // keys start past the first: the spans the products are cut to), and bidirectional
+        // (padding only: the blocks merge into one run per batch row).
+        for (b, h, kv, s, past, d, keys) in [
+            (2, 4, 2, 5, 3, 8, Keys::Causal(None)),
+            (2, 2, 1, 150, 20, 8, Keys::Causal(None)),
+            (2, 2, 1, 150, 20, 8, Keys::Causal(Some(40))),
+            (2, 2, 1, 150, 0, 8, Keys::All),
         ] {
-            attention_case(b, h, kv, s, past, d, window);
+            attention_case(b, h, kv, s, past, d, keys);
         }
+    }
+
+    /// The keys a query may see in [`attention_case`] (besides padding).
+    #[derive(Clone, Copy)]
+    enum Keys {
+        /// Causal, with an optional sliding window.
+        Causal(Option<usize>),
+        /// Every key (an encoder's mask).
+        All,
     }
 
     #[test]
@@ -1295,32 +1331,36 @@ mod tests {
         }
         let heads = 3;
         let spans = KeySpans::new(&hidden, b, heads, s, t);
-        let blocks = s.div_ceil(QUERY_BLOCK);
-        assert_eq!(spans.blocks, blocks);
-        assert_eq!(spans.span.len(), b * blocks);
-        // The blocks tile the buffer: each head's share is its blocks' areas, back to back.
+        assert_eq!(spans.runs.len(), b);
+        // The runs tile the buffer: each head's share is its runs' areas, back to back.
         let mut at = 0;
         for bi in 0..b {
             for hi in 0..heads {
                 assert_eq!(spans.head_start(bi, hi), at);
-                for blk in 0..blocks {
-                    let (lo, hi_key) = spans.span[bi * blocks + blk];
-                    let rows = (s - blk * QUERY_BLOCK).min(QUERY_BLOCK);
-                    assert_eq!(
-                        spans.head_start(bi, hi) + spans.offset[bi * blocks + blk],
-                        at
-                    );
-                    at += rows * (hi_key - lo);
+                for run in &spans.runs[bi] {
+                    assert_eq!(spans.head_start(bi, hi) + run.offset, at);
+                    at += run.rows * (run.hi - run.lo);
                 }
             }
         }
         assert_eq!(at, spans.total);
         let mut narrower = 0;
-        for bi in 0..b {
-            for blk in 0..blocks {
-                let (lo, hi) = spans.span[bi * blocks + blk];
+        for (bi, runs) in spans.runs.iter().enumerate() {
+            // The runs cover the rows in order, in whole blocks, and adjacent runs differ.
+            let mut next = 0;
+            for (i, run) in runs.iter().enumerate() {
+                assert_eq!(run.r0, next);
+                assert!(run.r0 % QUERY_BLOCK == 0 && run.rows > 0);
+                next += run.rows;
+                if i > 0 {
+                    assert_ne!((runs[i - 1].lo, runs[i - 1].hi), (run.lo, run.hi));
+                }
+            }
+            assert_eq!(next, s);
+            for run in runs {
+                let (lo, hi) = (run.lo, run.hi);
                 let mut seen = false;
-                for r in blk * QUERY_BLOCK..((blk + 1) * QUERY_BLOCK).min(s) {
+                for r in run.r0..run.r0 + run.rows {
                     for j in 0..t {
                         if !hidden[(bi * s + r) * t + j] {
                             seen = true;
@@ -1328,13 +1368,15 @@ mod tests {
                         }
                     }
                 }
-                // The span is tight: its first and last keys are seen by some row.
+                // The span is tight in each of the run's blocks: its first and last keys are
+                // seen by some row of the block.
                 if seen {
-                    let col = |j: usize| {
-                        (blk * QUERY_BLOCK..((blk + 1) * QUERY_BLOCK).min(s))
-                            .any(|r| !hidden[(bi * s + r) * t + j])
-                    };
-                    assert!(col(lo) && col(hi - 1), "{lo}..{hi} not tight");
+                    for b0 in (run.r0..run.r0 + run.rows).step_by(QUERY_BLOCK) {
+                        let col = |j: usize| {
+                            (b0..(b0 + QUERY_BLOCK).min(s)).any(|r| !hidden[(bi * s + r) * t + j])
+                        };
+                        assert!(col(lo) && col(hi - 1), "{lo}..{hi} not tight");
+                    }
                     narrower += usize::from(hi - lo < t);
                 } else {
                     assert_eq!((lo, hi), (0, 0));
@@ -1345,17 +1387,24 @@ mod tests {
             narrower >= 4,
             "only {narrower} spans narrower than the keys"
         );
+        // A mask that hides nothing (an encoder's): one run of all rows over all keys.
+        let open = KeySpans::new(&vec![false; b * s * t], b, heads, s, t);
+        for runs in &open.runs {
+            assert_eq!(
+                runs,
+                &[Run {
+                    r0: 0,
+                    rows: s,
+                    lo: 0,
+                    hi: t,
+                    offset: 0
+                }]
+            );
+        }
+        assert_eq!(open.total, b * heads * s * t);
     }
 
-    fn attention_case(
-        b: usize,
-        h: usize,
-        kv: usize,
-        s: usize,
-        past: usize,
-        d: usize,
-        window: Option<usize>,
-    ) {
+    fn attention_case(b: usize, h: usize, kv: usize, s: usize, past: usize, d: usize, keys: Keys) {
         let dev = device();
         let t = past + s;
         let q = randn([b, s, h, d], &dev).swap_dims(1, 2);
@@ -1366,9 +1415,23 @@ mod tests {
         let mut am = vec![1u8; b * t];
         am[0] = 0;
         am[1] = 0;
+        let window = match keys {
+            Keys::Causal(window) => window,
+            Keys::All => None,
+        };
         let mut mask = vals_bool(&crate::attention::causal_mask(
             &am, b, s, past, window, &dev,
         ));
+        if matches!(keys, Keys::All) {
+            // An encoder's mask: the padding only (the blocks merge into one run per row).
+            for bi in 0..b {
+                for r in 0..s {
+                    for j in 0..t {
+                        mask[(bi * s + r) * t + j] = am[bi * t + j] == 0;
+                    }
+                }
+            }
+        }
         for j in 0..t {
             mask[(s + 2) * t + j] = true;
         }
