@@ -773,21 +773,11 @@ impl Backward<Flex, 3> for AttentionOp {
             for hi in g * rep..(g + 1) * rep {
                 let ph = &p[spans.head_start(bi, hi)..][..spans.head_len[bi]];
                 let go_ptr = go[bi * s * h * d + hi * d..].as_ptr();
-                for &Run {
-                    r0,
-                    rows: m,
-                    lo,
-                    hi: hi_key,
-                    offset,
-                } in &spans.runs[bi]
-                {
-                    let w = hi_key - lo;
-                    if w == 0 {
-                        // No row of the run sees a key: its dq rows stay 0.
-                        continue;
-                    }
+                // Runs whose rows see no key keep their dq rows 0.
+                for run in spans.seen(bi) {
+                    let (r0, m, lo, w) = (run.r0, run.rows, run.lo, run.width());
                     // The run's probabilities `[m, w]` (row stride w); dS alike.
-                    let pblk = &ph[offset..][..m * w];
+                    let pblk = &ph[run.offset..][..m * w];
                     if ds.len() < m * w {
                         ds.resize(m * w, 0.0);
                     }
@@ -795,7 +785,7 @@ impl Backward<Flex, 3> for AttentionOp {
                     let dout = (unsafe { go_ptr.add(r0 * h * d) }, 1isize, (h * d) as isize);
                     // SAFETY: every pointer below addresses a matrix inside its buffer (the
                     // operands' bounds were checked, the outputs sized [b, h or kv, s or t, d],
-                    // rows r0..r0+m and keys lo..hi_key inside them); the task writes only its
+                    // rows r0..r0+m and keys lo..lo+w inside them); the task writes only its
                     // own kv head's dk / dv and its heads' dq.
                     unsafe {
                         // dV[span] += P[block, span]ᵀ · dO[block]
@@ -923,21 +913,11 @@ pub fn attention(
         let (bi, hi) = (bh / h, bh % h);
         let g = hi / rep;
         let m = &hidden[bi * s * t..(bi + 1) * s * t];
-        for &Run {
-            r0,
-            rows,
-            lo,
-            hi: hi_key,
-            offset,
-        } in &spans.runs[bi]
-        {
-            let w = hi_key - lo;
-            if w == 0 {
-                // No row of the run sees a key: its context stays 0.
-                continue;
-            }
+        // Runs whose rows see no key keep their context 0.
+        for run in spans.seen(bi) {
+            let (r0, rows, lo, w) = (run.r0, run.rows, run.lo, run.width());
             // The run's scores, then probabilities, `[rows, w]` (row stride w).
-            let pblk = &mut ph[offset..][..rows * w];
+            let pblk = &mut ph[run.offset..][..rows * w];
             // SAFETY: operands checked in bounds; `pblk` is this task's own `[rows, w]`; the
             // task writes only columns hi·d..(hi+1)·d of batch bi's context rows.
             unsafe {
@@ -951,7 +931,7 @@ pub fn attention(
                     false,
                 );
             }
-            let keys = |r: usize| (r0 + r) * t + lo..(r0 + r) * t + hi_key;
+            let keys = |r: usize| (r0 + r) * t + lo..(r0 + r) * t + lo + w;
             if let Some((bt, bb)) = &bias {
                 let bi = if *bb == 1 { 0 } else { bi };
                 let off = (bi * h + hi) * s * t;
@@ -1077,6 +1057,19 @@ impl KeySpans {
     /// Where head `hi` of batch row `bi` starts.
     fn head_start(&self, bi: usize, hi: usize) -> usize {
         self.batch_start[bi] + hi * self.head_len[bi]
+    }
+
+    /// Batch row `bi`'s runs whose rows see some key (the others' outputs and gradients
+    /// stay 0).
+    fn seen(&self, bi: usize) -> impl Iterator<Item = Run> + '_ {
+        self.runs[bi].iter().copied().filter(|run| run.width() > 0)
+    }
+}
+
+impl Run {
+    /// The keys the run multiplies over, `hi - lo`.
+    fn width(&self) -> usize {
+        self.hi - self.lo
     }
 }
 
