@@ -838,10 +838,10 @@ fn predict(specs: &[Spec], r: &mut Report) -> Res<()> {
 /// One LoRA SFT optimiser step (forward, causal-LM loss, backward, global-norm clipping at
 /// 1.0, AdamW at lr 1e-4 with PyTorch's default weight decay 0.01) of the standard model,
 /// r=16 alpha 32 on q/k/v/o, batch 4 × 256 (`lora_sft_step_2k`: one row of 2,048 tokens, where
-/// causal attention is about a third of the step's products). `fused`: the loss is `causal_lm_loss` (the fused
-/// cross-entropy); otherwise the same loss composed of tensor ops (`shifted_log_probs`: log-
-/// softmax, gather, mean) as before the fusion, for an in-process A/B
-/// (`lora_sft_step_unfused`); `lora_sft_step_logits` is the fused cross-entropy over computed
+/// attention is about a quarter of the products computed once the masked keys are skipped).
+/// `fused`: the loss is `causal_lm_loss` (the fused cross-entropy); otherwise the same loss
+/// composed of tensor ops (`shifted_log_probs`: log-softmax, gather, mean) as before the
+/// fusion, for an in-process A/B (`lora_sft_step_unfused`); `lora_sft_step_logits` is the fused cross-entropy over computed
 /// logits, without the head fused into the loss (`tilpass_train::fused_ce::set_fused_head_enabled`).
 fn llama_lora_step(spec: &Spec, r: &mut Report, fused: bool) -> Res<()> {
     let device = flex()?.autodiff();

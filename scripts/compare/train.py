@@ -7,8 +7,9 @@ backward, global-norm clipping at 1.0, AdamW (lr 1e-4, PyTorch's defaults otherw
 standard benchmark Llama of DESIGN.md (hidden 512, 8 layers, 8 heads, intermediate 1376, vocab
 32000, random init), LoRA r=16 alpha 32 on q/k/v/o, batch 4 x 256 tokens, on the CPU, as a user
 gets it (transformers' default attention implementation, sdpa). lora_sft_step_2k: the same step
-on one row of 2048 tokens (long context: causal attention is about a third of the products). The model, adapter, optimiser
-and batch are built before the clock starts; the warm-up steps also create AdamW's state.
+on one row of 2048 tokens (long context: attention is about a quarter of the products computed
+once the masked keys are skipped). The model, adapter, optimiser and batch are built before the
+clock starts; the warm-up steps also create AdamW's state.
 
 t5_lora_sft_step: the same step for an encoder-decoder: T5-base's shape scaled like the Llama
 (T5.1.1 layout: gated-GELU, untied head; d_model 512, d_kv 64, d_ff 1024, 6 + 6 layers, 8 heads,

@@ -1301,7 +1301,7 @@ mod tests {
     }
 
     #[test]
-    fn key_spans_cover_every_visible_key_of_their_block() {
+    fn key_spans_cover_every_visible_key_of_their_runs() {
         // Causal over 130 queries after a cache of 6, a window of 50 keys, two documents
         // packed in the second row, and the first row's queries 64..=70 seeing nothing.
         let (b, s, past) = (2, 130, 6);
