@@ -5,12 +5,15 @@
 //! region, and so is dropping each repetition's result (Python's side does the same).
 //!
 //! ```text
-//! tilpass-compare GROUP [--threads N] [--bench NAME[:WARMUP:REPS]]...
+//! tilpass-compare GROUP [--threads N] [--device DEV] [--bench NAME[:WARMUP:REPS]]...
 //! GROUP: sft_encode | decoder | encoder | predict | train | dpo_step | grpo_step | metrics | minhash | rag
 //! tilpass-compare rag_prepare | rag_rss      (the rag group's cached inputs; its memory child)
 //! ```
 //!
 //! Without `--bench`, every benchmark of the group runs with 1 warm-up and 3 repetitions.
+//! `--device` (default `flex`) takes a device string of `tilpass::device` (`cuda`, `wgpu`, ...;
+//! the binary must be built with that backend's feature, e.g. `--features tilpass/cuda`); the
+//! clock of each repetition stops after the device has finished its queued work.
 //! Built in release mode with mimalloc keeping freed memory, as the `tilpass` binary runs
 //! (`--features system-alloc`: the system allocator instead). With `TILPASS_PERF_CTL` and
 //! `TILPASS_PERF_ACK` set, `perf record` samples only the timed repetitions
@@ -149,6 +152,7 @@ impl Report {
             }
             let start = Instant::now();
             let out = run(input)?;
+            sync_device()?;
             let t = start.elapsed().as_secs_f64();
             if timed && let Some(p) = &mut perf {
                 p.send("disable")?;
@@ -205,9 +209,17 @@ impl Report {
             Some(p) => p,
             None => {
                 let p = measure_peak_gflops()?;
-                eprintln!("tilpass-compare: f32 peak (Flex matmul 1024x1024x1024): {p:.1} GFLOP/s");
+                let (backend, n) = if on_flex() {
+                    ("Flex", 1024)
+                } else {
+                    (DEVICE_SPEC.get().map_or("?", String::as_str), 4096)
+                };
+                eprintln!(
+                    "tilpass-compare: f32 peak ({backend} matmul {n}x{n}x{n}): {p:.1} GFLOP/s"
+                );
                 self.peak_gflops = Some(p);
-                self.fma_peak = fma::measure();
+                // The cores' FMA ceiling is the CPU's roofline: not measured for a GPU.
+                self.fma_peak = if on_flex() { fma::measure() } else { None };
                 if let Some(f) = &self.fma_peak {
                     eprintln!(
                         "tilpass-compare: FMA ceiling ({}, every pool thread): {:.1} GFLOP/s",
@@ -240,6 +252,16 @@ impl Report {
     /// memory-bandwidth utilisation (that rate over the measured read bandwidth, `mbu`) to its
     /// JSON entry, and prints them on stderr. Decoding is bound by this, not by FLOPs.
     fn bytes(&mut self, bytes_per_run: f64) -> Res<()> {
+        if !on_flex() {
+            // The CPU's read bandwidth is no roofline for a GPU: the rate alone.
+            let Some(Value::Object(b)) = self.benchmarks.last_mut() else {
+                return Err("no benchmark to annotate".into());
+            };
+            let median = b["median_s"].as_f64().unwrap_or(f64::NAN);
+            b.insert("weight_gb".into(), json!(bytes_per_run / 1e9));
+            b.insert("weight_gbs".into(), json!(bytes_per_run / median / 1e9));
+            return Ok(());
+        }
         let peak = match self.read_gbs {
             Some(p) => p,
             None => {
@@ -316,24 +338,29 @@ fn median(sorted: &[f64]) -> f64 {
     }
 }
 
-/// The machine's f32 peak as Flex reaches it: the best of 10 timed `[1024, 1024] x [1024,
-/// 1024]` matmuls (after 2 untimed), in GFLOP/s (`2 * 1024^3` FLOPs each).
+/// The device's f32 peak as burn's matmul reaches it there: the best of 10 timed `[n, n] x
+/// [n, n]` matmuls (after 2 untimed), in GFLOP/s (`2 * n^3` FLOPs each); `n` is 1024 on Flex
+/// and 4096 on a GPU (where 1024² is too small to fill the chip; 4096² f32 stays under wgpu's
+/// default 128 MiB limit on one storage binding).
 fn measure_peak_gflops() -> Res<f64> {
     use tilpass::burn::tensor::{Distribution, Tensor};
-    let device = flex()?;
-    let a = Tensor::<2>::random([1024, 1024], Distribution::Default, &device);
-    let b = Tensor::<2>::random([1024, 1024], Distribution::Default, &device);
+    let device = bench_device()?;
+    let n = if on_flex() { 1024 } else { 4096 };
+    let a = Tensor::<2>::random([n, n], Distribution::Default, &device);
+    let b = Tensor::<2>::random([n, n], Distribution::Default, &device);
+    sync_device()?;
     let mut best = f64::INFINITY;
     for i in 0..12 {
         let start = Instant::now();
         let c = a.clone().matmul(b.clone());
+        sync_device()?;
         let t = start.elapsed().as_secs_f64();
         drop(c);
         if i >= 2 {
             best = best.min(t);
         }
     }
-    Ok(2.0 * 1024f64.powi(3) / best / 1e9)
+    Ok(2.0 * (n as f64).powi(3) / best / 1e9)
 }
 
 /// The machine's read bandwidth as the decode kernels could use it: the best of 5 sums of a
@@ -511,8 +538,28 @@ fn prompts_b8() -> Vec<Vec<u32>> {
         .collect()
 }
 
-fn flex() -> Res<Device> {
-    Ok(tilpass::device("flex")?)
+/// The device string of `--device` (default `flex`), set once in [`run`].
+static DEVICE_SPEC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The device the benchmarks run on (`--device`, default Flex).
+fn bench_device() -> Res<Device> {
+    Ok(tilpass::device(
+        DEVICE_SPEC.get().map_or("flex", String::as_str),
+    )?)
+}
+
+/// Whether the benchmarks run on Flex (the CPU): the FMA ceiling and the read bandwidth are
+/// the CPU's, measured only then.
+fn on_flex() -> bool {
+    DEVICE_SPEC.get().is_none_or(|d| d == "flex")
+}
+
+/// Waits until the benchmark device has finished its queued work (a no-op on Flex, which
+/// computes eagerly), so that a timed repetition includes its kernels on a GPU.
+fn sync_device() -> Res<()> {
+    bench_device()?
+        .sync()
+        .map_err(|e| format!("synchronising the device: {e:?}").into())
 }
 
 /// Writes a random Llama checkpoint of `shape` into a temporary directory and loads it.
@@ -584,7 +631,7 @@ fn sft_encode(specs: &[Spec], r: &mut Report) -> Res<()> {
 /// Prefill and greedy decode (batch 1 and 8) of the standard model; one decode step of the small model at
 /// cache lengths 16/128/512 (the cache is filled and copied outside the timed region).
 fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
-    let device = flex()?;
+    let device = bench_device()?;
     let standard = if specs
         .iter()
         .any(|s| !s.name.starts_with("decode_step_") && !s.name.ends_with("_bf16"))
@@ -734,7 +781,7 @@ fn encoder(specs: &[Spec], r: &mut Report) -> Res<()> {
         .collect();
     let dir = artefacts().join("minilm");
     need_dir(&dir)?;
-    let device = flex()?;
+    let device = bench_device()?;
     let embedder = SentenceEmbedder::load(&dir, &device)?;
     let tok = Tokenizer::from_dir(&dir)?;
     let flop = bert_embed_flops(&dir, &embedder.encode_texts(&tok, &sentences)?)?;
@@ -784,7 +831,7 @@ fn predict(specs: &[Spec], r: &mut Report) -> Res<()> {
     let dir = std::env::var_os("TILPASS_COMPARE_PREDICT")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/compare/predict"));
-    let device = flex()?;
+    let device = bench_device()?;
     for spec in specs {
         let size = spec.name.trim_start_matches("predict_");
         let model = dir.join(size);
@@ -844,7 +891,7 @@ fn predict(specs: &[Spec], r: &mut Report) -> Res<()> {
 /// fusion, for an in-process A/B (`lora_sft_step_unfused`); `lora_sft_step_logits` is the fused cross-entropy over computed
 /// logits, without the head fused into the loss (`tilpass_train::fused_ce::set_fused_head_enabled`).
 fn llama_lora_step(spec: &Spec, r: &mut Report, fused: bool) -> Res<()> {
-    let device = flex()?.autodiff();
+    let device = bench_device()?.autodiff();
     let (_dir, base) = llama(&STANDARD, &device)?;
     let mut peft = PeftModel::new(base);
     let cfg = LoraConfig::new(16, 32.0, &["q_proj", "k_proj", "v_proj", "o_proj"]);
@@ -908,7 +955,7 @@ fn head_loss(spec: &Spec, r: &mut Report, fused: bool) -> Res<()> {
     use tilpass::burn::tensor::{Distribution, Tensor};
     use tilpass::models::linear::HasLinears;
     use tilpass::train::fused_ce::{causal_lm_loss_from_hidden, set_fused_head_enabled};
-    let device = flex()?.autodiff();
+    let device = bench_device()?.autodiff();
     device.seed(7);
     let (_dir, mut model) = llama(&STANDARD, &device)?;
     model.freeze();
@@ -948,7 +995,7 @@ fn t5_lora_step(spec: &Spec, r: &mut Report) -> Res<()> {
     use tilpass::models::Seq2SeqLm;
     use tilpass::tokenize::Seq2SeqExample;
     use tilpass::train::{seq2seq_lm_loss, seq2seq_train_batches};
-    let device = flex()?.autodiff();
+    let device = bench_device()?.autodiff();
     let dir = tempfile::tempdir()?;
     tilpass_benches::write_random_t5(dir.path());
     let mut peft = PeftModel::new(Seq2SeqLm::load(dir.path(), &device)?);
@@ -1034,7 +1081,7 @@ fn train(specs: &[Spec], r: &mut Report) -> Res<()> {
 /// gradient), the policy forward with TRL's logged metrics, backward, clipping at 1.0, AdamW
 /// (lr 1e-4, no weight decay: TRL's defaults); 2 pairs × 256 tokens.
 fn dpo_step(specs: &[Spec], r: &mut Report) -> Res<()> {
-    let device = flex()?.autodiff();
+    let device = bench_device()?.autodiff();
     let (_dir, base) = llama(&STANDARD, &device)?;
     let mut peft = PeftModel::new(base);
     let cfg = LoraConfig::new(16, 32.0, &["q_proj", "k_proj", "v_proj", "o_proj"]);
@@ -1094,7 +1141,7 @@ fn grpo_step(specs: &[Spec], r: &mut Report) -> Res<()> {
     use tilpass::train::{Event, Target, TrainConfig};
     let tiny = std::env::var("TILPASS_COMPARE_SCALE").is_ok_and(|v| v == "tiny");
     let shape = if tiny { &TINY } else { &STANDARD };
-    let device = flex()?.autodiff();
+    let device = bench_device()?.autodiff();
     let (dir, base) = llama(shape, &device)?;
     // A word-level tokenizer (`w{i}` has id i), as the Python side's.
     let vocab: serde_json::Map<String, Value> = (0..shape.vocab)
@@ -1356,7 +1403,8 @@ fn parse_spec(s: &str, known: &[&str]) -> Res<Spec> {
 
 fn run() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: tilpass-compare GROUP [--threads N] [--bench NAME[:WARMUP:REPS]]...";
+    let usage =
+        "usage: tilpass-compare GROUP [--threads N] [--device DEV] [--bench NAME[:WARMUP:REPS]]...";
     let group = args.first().ok_or(usage)?.clone();
     match group.as_str() {
         "rag_prepare" => return rag::prepare(),
@@ -1376,6 +1424,12 @@ fn run() -> Res<()> {
         match a.as_str() {
             "--bench" => specs.push(parse_spec(v, known)?),
             "--threads" => threads = Some(v.parse::<usize>()?),
+            "--device" => {
+                tilpass::device(v)?; // an unknown or uncompiled device fails here, before any work
+                DEVICE_SPEC
+                    .set(v.clone())
+                    .map_err(|_| "--device given twice")?;
+            }
             _ => return Err(format!("unknown argument {a}; {usage}").into()),
         }
     }
@@ -1425,6 +1479,7 @@ fn run() -> Res<()> {
         "side": "tilpass",
         "group": group,
         "threads": rayon::current_num_threads(),
+        "device": DEVICE_SPEC.get().map_or("flex", String::as_str),
         "versions": {"tilpass": env!("CARGO_PKG_VERSION")},
         "allocator": allocator,
         "peak_gflops": report.peak_gflops,

@@ -25,7 +25,7 @@ use tilpass::rag::{
 };
 use tilpass::tokenize::Tokenizer;
 
-use super::{Report, Res, Spec, artefacts, flex, need_dir, root};
+use super::{Report, Res, Spec, artefacts, bench_device, need_dir, root};
 
 /// The benchmarks of the group (the same names as rag_harness.plan()).
 pub const BENCHES: &[&str] = &[
@@ -204,7 +204,7 @@ pub fn prepare() -> Res<()> {
     if !meta.exists() {
         let dir = artefacts().join("minilm");
         need_dir(&dir)?;
-        let device = flex()?;
+        let device = bench_device()?;
         let embedder = SentenceEmbedder::load(&dir, &device)?;
         let tok = Tokenizer::from_dir(&dir)?;
         let embed = |texts: &[String]| -> Res<Vec<Vec<f32>>> {

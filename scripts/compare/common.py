@@ -4,6 +4,8 @@ side (`benches/compare.rs`) follows the same protocol:
 
 - `--threads N` pins every thread pool to N before the libraries are imported
   (OMP/MKL/OpenBLAS/Rayon environment variables, then `torch.set_num_threads(N)`);
+- `--device cpu|cuda` (decoder and train only; default cpu) runs the models there; on CUDA the
+  clock stops after `torch.cuda.synchronize()`, so queued kernels are timed;
 - `--bench NAME:WARMUP:REPS` runs WARMUP untimed and REPS timed repetitions of NAME (without
   `--bench`: every benchmark of the script, 1 warm-up, 3 repetitions);
 - only the work itself is timed: setup (model build, tokenization of inputs, copies of caches,
@@ -26,13 +28,17 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RA
 class Run:
     """One process's benchmarks: the parsed command line, the timings and the checks."""
 
-    def __init__(self, group, known):
+    def __init__(self, group, known, devices=("cpu",)):
         p = argparse.ArgumentParser(description=f"{group}: the Python side of scripts/compare/run.sh")
         p.add_argument("--threads", type=int, help="pin every thread pool to this many threads")
         p.add_argument("--bench", action="append", default=[], metavar="NAME[:WARMUP:REPS]",
                        help=f"benchmarks to run, of {', '.join(known)} (default: all, 1 warm-up, 3 reps)")
+        p.add_argument("--device", default="cpu", choices=devices,
+                       help="where the models run (default cpu)")
         a = p.parse_args()
         self.group = group
+        self.device = a.device
+        self._sync = lambda: None
         self.threads = a.threads
         if a.threads is not None:
             if a.threads < 1:
@@ -63,9 +69,15 @@ class Run:
         return [s[0] for s in self.specs]
 
     def pin_torch(self, torch):
-        """Pins torch's intra-op threads (call right after importing torch)."""
+        """Pins torch's intra-op threads (call right after importing torch); with `--device
+        cuda`, checks that torch sees a GPU and makes `time` wait for its queued kernels."""
         if self.threads is not None:
             torch.set_num_threads(self.threads)
+        if self.device != "cpu":
+            if not torch.cuda.is_available():
+                raise SystemExit(f"--device {self.device}: torch sees no CUDA device")
+            self._sync = torch.cuda.synchronize
+            self.extra["gpu"] = torch.cuda.get_device_name(0)
 
     def time(self, name, work, unit, run, setup=lambda: None):
         """Runs `run(setup())` WARMUP untimed and REPS timed times; only `run` is timed, not
@@ -76,6 +88,7 @@ class Run:
             x = setup()
             start = time.perf_counter()
             out = run(x)
+            self._sync()
             t = time.perf_counter() - start
             if i >= warmup:
                 times.append(t)
@@ -91,6 +104,7 @@ class Run:
             "side": "python",
             "group": self.group,
             "threads": threads,
+            "device": self.device,
             "versions": {d: importlib.metadata.version(d) for d in distributions},
             "benchmarks": self.benchmarks,
             "checks": self.checks,

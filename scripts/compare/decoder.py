@@ -14,6 +14,9 @@ transformers on the CPU, as a user gets it (default attention implementation, sd
 - decode_step_N (N = 16, 128, 512): one decode step of a 4-layer hidden-256 model from a cache
   of N positions; the cache is filled once and deep-copied before the clock starts.
 
+With `--device cuda` the models and inputs live on the GPU (for the CUDA rows of
+docs/benchmarks.md; the clock waits for the queued kernels).
+
     ~/.cache/tilpass-refenv/bin/python scripts/compare/decoder.py [--threads 2] [--bench prefill_512:1:5]
 """
 
@@ -22,12 +25,13 @@ import copy
 from common import Run
 
 BENCHES = ["prefill_512", "greedy_decode_256", "greedy_decode_256_b8", "greedy_decode_256_bf16", "decode_step_16", "decode_step_128", "decode_step_512"]
-run = Run("decoder", BENCHES)
+run = Run("decoder", BENCHES, devices=("cpu", "cuda"))
 
 import torch  # noqa: E402
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 run.pin_torch(torch)
+dev = torch.device(run.device)
 
 
 def model(hidden, layers, heads, inter):
@@ -35,11 +39,11 @@ def model(hidden, layers, heads, inter):
     cfg = LlamaConfig(vocab_size=32000, hidden_size=hidden, intermediate_size=inter,
                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
                       max_position_embeddings=2048, tie_word_embeddings=False)
-    return LlamaForCausalLM(cfg).eval()
+    return LlamaForCausalLM(cfg).eval().to(dev)
 
 
 def prompt(n):
-    return torch.tensor([[(i * 7919 + 13) % 32000 for i in range(n)]])
+    return torch.tensor([[(i * 7919 + 13) % 32000 for i in range(n)]], device=dev)
 
 
 def batch8():
@@ -49,7 +53,7 @@ def batch8():
         n = 32 - 2 * r
         ids.append([0] * (32 - n) + [(i * 7919 + 13 + 101 * r) % 32000 for i in range(n)])
         mask.append([0] * (32 - n) + [1] * n)
-    return torch.tensor(ids), torch.tensor(mask)
+    return torch.tensor(ids, device=dev), torch.tensor(mask, device=dev)
 
 
 names = run.names()
@@ -87,8 +91,8 @@ with torch.no_grad():
             past = int(name.removeprefix("decode_step_"))
             cache = DynamicCache(config=small.config)
             small(input_ids=prompt(past), past_key_values=cache, use_cache=True)
-            step = torch.tensor([[7]])
-            pos = torch.tensor([[past]])
+            step = torch.tensor([[7]], device=dev)
+            pos = torch.tensor([[past]], device=dev)
             run.time(name, 1, "tokens",
                      lambda c: small(input_ids=step, past_key_values=c, use_cache=True, position_ids=pos),
                      setup=lambda: copy.deepcopy(cache))

@@ -135,9 +135,15 @@ def locked_version(crate):
     return m.group(1) if m else "?"
 
 
-def run_side(cmd, env, log):
+def run_side(cmd, env, log, timeout=None):
     start = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        with open(log, "a") as f:
+            f.write(f"$ {' '.join(cmd)}\n{err}\n(killed after {timeout} s)\n")
+        sys.exit(f"killed after {timeout} s (--process-timeout): {' '.join(cmd)}\n{err[-3000:]}")
     with open(log, "a") as f:
         f.write(f"$ {' '.join(cmd)}\n{p.stderr}\n")
     if p.returncode != 0:
@@ -210,6 +216,13 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 1 round, 1 warm-up and 1 repetition (3 for decode steps)")
     ap.add_argument("--out", default=None, help="directory for the raw JSON, logs and table")
+    ap.add_argument("--process-timeout", type=float, default=None,
+                    help="seconds one process may take before the run stops (default: no limit)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="the reference side's torch device (decoder and train groups only; default cpu)")
+    ap.add_argument("--tilpass-device", default="flex",
+                    help="tilpass-compare's --device (default flex; e.g. wgpu or cuda with a binary built "
+                         "with that backend)")
     ap.add_argument("--rag-scale", type=float, default=None,
                     help="rag group: corpus sizes times this, in (0, 1] (default 1: 1M passages)")
     a = ap.parse_args()
@@ -227,6 +240,10 @@ def main():
         sys.exit(f"--only: unknown {sorted(unknown)}; groups {GROUPS}, benchmarks {[p[1] for p in PLAN]}")
     # The rag group runs only when asked for (--only rag): its preparation builds a 1M-passage index.
     plan = [p for p in PLAN if ((p[0] in only or p[1] in only) if only else p[0] != "rag")]
+    if a.device != "cpu" or a.tilpass_device != "flex":
+        off = sorted({p[0] for p in plan} - {"decoder", "train"})
+        if off:
+            sys.exit(f"--device/--tilpass-device: only the decoder and train groups run on a GPU, not {off}")
     if a.quick:
         plan = [(g, b, 1, 3 if b.startswith("decode_step_") else 1, t, r) for g, b, _, _, t, r in plan]
     groups = [g for g in GROUPS if any(p[0] == g for p in plan)]
@@ -257,12 +274,19 @@ def main():
                     benches += ["--bench", f"{b}:{w}:{n}"]
             py = [a.python, str(ROOT / "scripts" / "compare" / f"{group}.py"), "--threads", str(threads), *benches]
             rs = [a.rust_bin, group, "--threads", str(threads), *benches]
+            if a.device != "cpu":
+                py += ["--device", a.device]
+            if a.tilpass_device != "flex":
+                rs += ["--device", a.tilpass_device]
             order = [("python", py), ("tilpass", rs)]
             if (r + gi) % 2 == 1:
                 order.reverse()
             for side, cmd in order:
-                rep = run_side(cmd, env, log)
+                rep = run_side(cmd, env, log, a.process_timeout)
                 results.append((r, side, rep))
+                # Written after every process, so a run cut short keeps what it measured.
+                (out_dir / "results.json").write_text(json.dumps(
+                    [{"round": rr + 1, "side": s, **x} for rr, s, x in results], indent=1))
                 print(f"round {r + 1}/{rounds} {group:<10} {side:<7} {rep['wall_s']:6.1f} s  "
                       + ", ".join(f"{b['name']} {fmt_time(b['median_s'])}" for b in rep["benchmarks"]),
                       file=sys.stderr, flush=True)
@@ -294,6 +318,7 @@ def main():
     versions = {}
     py_threads = {}
     attn = set()
+    gpus = {rep["gpu"] for _, s, rep in results if s == "python" and rep.get("gpu")}
     for _, s, rep in results:
         if s == "python":
             versions.update(rep["versions"])
@@ -301,21 +326,29 @@ def main():
             if "attn_implementation" in rep:
                 attn.add(rep["attn_implementation"])
 
-    commit = sh(["git", "rev-parse", "--short=12", "HEAD"])
+    # A copy of the tree without its git history (a GPU machine) names its commit and
+    # compiler through TILPASS_COMMIT and TILPASS_RUSTC.
+    commit = os.environ.get("TILPASS_COMMIT") or sh(["git", "rev-parse", "--short=12", "HEAD"])
     if sh(["git", "status", "--porcelain", "--untracked-files=no"]) not in ("", "?"):
         commit += " (with uncommitted changes)"
+    rustc = os.environ.get("TILPASS_RUSTC") or sh(["rustc", "-V"])
+    backend = {"flex": "Flex"}.get(a.tilpass_device, a.tilpass_device)
+    devices = ("" if a.device == "cpu" and a.tilpass_device == "flex" else
+               f" --device {a.device} --tilpass-device {a.tilpass_device}")
     lines = [
         f"Measured {datetime.date.today().isoformat()} with `scripts/compare/run.sh "
         + ("--quick" if a.quick else f"--rounds {rounds}") + f" --threads {threads}"
-        + (f" --only {a.only}" if only else "") + "`",
+        + (f" --only {a.only}" if only else "") + devices + "`",
         "",
-        f"- commit {commit}; machine: {machine()}; load average {load_start} at the start, {load_end} at the end",
+        f"- commit {commit}; machine: {machine()}" + (f", GPU: {', '.join(sorted(gpus))}" if gpus else "")
+        + f"; load average {load_start} at the start, {load_end} at the end",
         f"- {rounds} round(s), both sides alternating, each side a fresh process per round; "
         f"{threads} thread(s) pinned on both sides; {elapsed / 60:.1f} min",
-        f"- tilpass {locked_version('tilpass')} (burn {locked_version('burn')}, Flex, release, mimalloc), "
-        f"{sh(['rustc', '-V'])}",
+        f"- tilpass {locked_version('tilpass')} (burn {locked_version('burn')}, {backend}, release, mimalloc), "
+        f"{rustc}",
         "- reference: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
         + (f"; attention: {', '.join(sorted(attn))}" if attn else "")
+        + (f"; torch device: {a.device}" if a.device != "cpu" else "")
         + f"; {sh([a.python, '-V'])}",
         "",
         "| work | reference | reference (median) | tilpass (median) | ratio, median | ratio, range | runs per process |",

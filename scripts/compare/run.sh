@@ -11,7 +11,12 @@
 #   scripts/compare/run.sh --threads 1 --only sft_encode,metrics   # the 1-thread rows
 #   scripts/compare/run.sh --quick              # smoke test: 1 round, 1 repetition
 #
-# Environment: TILPASS_REF_PYTHON (default ~/.cache/tilpass-refenv/bin/python, the pinned
+#   # a GPU: the reference on CUDA, tilpass on its wgpu backend (a binary built with
+#   # `cargo build --release -p tilpass-benches --bin tilpass-compare --features wgpu`)
+#   TILPASS_COMPARE_BIN=path/to/tilpass-compare scripts/compare/run.sh --only decoder,train \
+#       --device cuda --tilpass-device wgpu
+#
+# Environment: TILPASS_COMPARE_BIN (a built tilpass-compare: no build), TILPASS_REF_PYTHON (default ~/.cache/tilpass-refenv/bin/python, the pinned
 # reference env of tests/fixtures/requirements.txt), TILPASS_ARTEFACTS (default artefacts/;
 # needs minilm and mistral from scripts/fetch-artefacts.sh), CARGO_TARGET_DIR. Run it on a quiet
 # machine: the table records the load average at the start and the end.
@@ -21,6 +26,10 @@ py="${TILPASS_REF_PYTHON:-$HOME/.cache/tilpass-refenv/bin/python}"
 if [[ ! -x "$py" ]]; then
     echo "run.sh: no Python at $py (set TILPASS_REF_PYTHON)" >&2
     exit 2
+fi
+if [[ -n "${TILPASS_COMPARE_BIN:-}" ]]; then
+    # A binary built elsewhere (e.g. with `--features wgpu` for a GPU machine without Rust).
+    exec "$py" scripts/compare/run.py --rust-bin "$TILPASS_COMPARE_BIN" --python "$py" "$@"
 fi
 echo "building tilpass-compare (release) ..." >&2
 bin=$(cargo build --release -p tilpass-benches --bin tilpass-compare \

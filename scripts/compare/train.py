@@ -17,18 +17,22 @@ vocab 32128), LoRA r=16 alpha 32 on q/k/v/o of every attention (task SEQ_2_SEQ_L
 source and 64 target tokens (63 + EOS), `T5ForConditionalGeneration`'s loss from `labels`;
 dropout 0 (tilpass trains without dropout).
 
+With `--device cuda` the models, optimiser state and batches live on the GPU (the CUDA rows of
+docs/benchmarks.md).
+
     ~/.cache/tilpass-refenv/bin/python scripts/compare/train.py [--threads 2] [--bench lora_sft_step:1:5]
 """
 
 from common import Run
 
-run = Run("train", ["lora_sft_step", "lora_sft_step_2k", "t5_lora_sft_step"])
+run = Run("train", ["lora_sft_step", "lora_sft_step_2k", "t5_lora_sft_step"], devices=("cpu", "cuda"))
 
 import torch  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration  # noqa: E402
 
 run.pin_torch(torch)
+dev = torch.device(run.device)
 
 
 def llama_step(name="lora_sft_step", rows=4, seq=256):
@@ -36,12 +40,13 @@ def llama_step(name="lora_sft_step", rows=4, seq=256):
     cfg = LlamaConfig(vocab_size=32000, hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
                       num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=2048,
                       tie_word_embeddings=False)
-    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=16, lora_alpha=32,
+    model = get_peft_model(LlamaForCausalLM(cfg).to(dev), LoraConfig(r=16, lora_alpha=32,
                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    ids = torch.tensor([[(i * 7919 + 13) % 32000 for i in range(r * seq, (r + 1) * seq)] for r in range(rows)])
+    ids = torch.tensor([[(i * 7919 + 13) % 32000 for i in range(r * seq, (r + 1) * seq)] for r in range(rows)],
+                       device=dev)
 
     def step(_):
         out = model(input_ids=ids, labels=ids)
@@ -63,15 +68,15 @@ def t5_step():
                    num_heads=8, relative_attention_num_buckets=32, relative_attention_max_distance=128,
                    feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0, pad_token_id=0,
                    eos_token_id=1, decoder_start_token_id=0)
-    model = get_peft_model(T5ForConditionalGeneration(cfg),
+    model = get_peft_model(T5ForConditionalGeneration(cfg).to(dev),
                            LoraConfig(r=16, lora_alpha=32, target_modules=["q", "k", "v", "o"],
                                       task_type="SEQ_2_SEQ_LM"))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     rows = [[(i * 7919 + 13) % 32000 + 2 for i in range(r * 320, (r + 1) * 320)] for r in range(4)]
-    src = torch.tensor([row[:256] for row in rows])
-    labels = torch.tensor([row[256:319] + [1] for row in rows])
+    src = torch.tensor([row[:256] for row in rows], device=dev)
+    labels = torch.tensor([row[256:319] + [1] for row in rows], device=dev)
     mask = torch.ones_like(src)
 
     def step(_):
