@@ -19,6 +19,7 @@ import argparse
 import importlib.metadata
 import json
 import os
+import platform
 import statistics
 import time
 
@@ -105,6 +106,7 @@ class Run:
             "group": self.group,
             "threads": threads,
             "device": self.device,
+            "python": f"Python {platform.python_version()}",
             "versions": {d: importlib.metadata.version(d) for d in distributions},
             "benchmarks": self.benchmarks,
             "checks": self.checks,

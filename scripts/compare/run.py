@@ -153,6 +153,7 @@ def run_side(cmd, env, log, timeout=None):
     except (IndexError, json.JSONDecodeError):
         sys.exit(f"no JSON from {' '.join(cmd)}:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
     out["wall_s"] = time.time() - start
+    out["machine"] = machine()
     return out
 
 
@@ -207,7 +208,7 @@ def roofline(plan, rounds, results, median_time):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rust-bin", required=True, help="the built tilpass-compare")
+    ap.add_argument("--rust-bin", help="the built tilpass-compare (required unless --from-results)")
     ap.add_argument("--python", default=os.environ.get("TILPASS_REF_PYTHON",
                                                      str(pathlib.Path.home() / ".cache/tilpass-refenv/bin/python")))
     ap.add_argument("--rounds", type=int, default=3)
@@ -216,6 +217,9 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 1 round, 1 warm-up and 1 repetition (3 for decode steps)")
     ap.add_argument("--out", default=None, help="directory for the raw JSON, logs and table")
+    ap.add_argument("--from-results", metavar="RESULTS_JSON",
+                    help="print the table of an earlier run's results.json instead of running (a run "
+                         "cut short: its complete rounds; give the same --only and device options)")
     ap.add_argument("--process-timeout", type=float, default=None,
                     help="seconds one process may take before the run stops (default: no limit)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
@@ -226,6 +230,8 @@ def main():
     ap.add_argument("--rag-scale", type=float, default=None,
                     help="rag group: corpus sizes times this, in (0, 1] (default 1: 1M passages)")
     a = ap.parse_args()
+    if not a.rust_bin and not a.from_results:
+        ap.error("--rust-bin is required (or --from-results)")
     if a.rag_scale is not None:
         os.environ["TILPASS_RAG_SCALE"] = str(a.rag_scale)
         PLAN[:] = [p for p in PLAN if p[0] != "rag"] + rag_harness.plan()
@@ -249,6 +255,12 @@ def main():
     groups = [g for g in GROUPS if any(p[0] == g for p in plan)]
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if a.from_results:
+        results, rounds, plan = earlier_results(a.from_results, plan, groups)
+        threads = next(rep["threads"] for _, s, rep in results if s == "tilpass")
+        render(a, plan, groups, rounds, threads, results, None, "not recorded", "not recorded",
+               pathlib.Path(a.out) if a.out else None, a.from_results)
+        return
     out_dir = pathlib.Path(a.out or ROOT / "target" / "compare" / stamp)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "stderr.log"
@@ -294,7 +306,29 @@ def main():
     load_end = load()
     (out_dir / "results.json").write_text(json.dumps(
         [{"round": r + 1, "side": s, **rep} for r, s, rep in results], indent=1))
+    render(a, plan, groups, rounds, threads, results, elapsed, load_start, load_end, out_dir, None)
 
+
+def earlier_results(path, plan, groups):
+    """The complete rounds of a results.json written by an earlier run (every group of `groups`
+    on both sides), and the plan restricted to the benchmarks it holds."""
+    raw = json.loads(pathlib.Path(path).read_text())
+    results = [(x["round"] - 1, x["side"], x) for x in raw]
+    have = {(r, s, rep["group"]) for r, s, rep in results}
+    rounds = 0
+    while all((rounds, s, g) in have for g in groups for s in ("python", "tilpass")):
+        rounds += 1
+    if rounds == 0:
+        sys.exit(f"{path}: no complete round of {groups} on both sides")
+    results = [x for x in results if x[0] < rounds]
+    # The warm-up and repetition counts the processes report, not today's PLAN.
+    counts = {b["name"]: (b["warmup"], b["reps"]) for _, _, rep in results for b in rep["benchmarks"]}
+    return results, rounds, [(g, b, *counts[b], t, r) for g, b, _, _, t, r in plan if b in counts]
+
+
+def render(a, plan, groups, rounds, threads, results, elapsed, load_start, load_end, out_dir, source):
+    """Checks that both sides did the same work and prints the side-by-side table (also written
+    to `out_dir/table.md` when given); exits non-zero when the sides disagreed."""
     # Both sides must have done the same work.
     problems = []
     for r in range(rounds):
@@ -328,28 +362,39 @@ def main():
 
     # A copy of the tree without its git history (a GPU machine) names its commit and
     # compiler through TILPASS_COMMIT and TILPASS_RUSTC.
-    commit = os.environ.get("TILPASS_COMMIT") or sh(["git", "rev-parse", "--short=12", "HEAD"])
-    if sh(["git", "status", "--porcelain", "--untracked-files=no"]) not in ("", "?"):
-        commit += " (with uncommitted changes)"
+    commit = os.environ.get("TILPASS_COMMIT")
+    if not commit:
+        commit = sh(["git", "rev-parse", "--short=12", "HEAD"])
+        if sh(["git", "status", "--porcelain", "--untracked-files=no"]) not in ("", "?"):
+            commit += " (with uncommitted changes)"
+    pyver = next((rep["python"] for _, s, rep in results if s == "python" and rep.get("python")),
+                 None) or ("Python version not recorded" if source else sh([a.python, "-V"]))
     rustc = os.environ.get("TILPASS_RUSTC") or sh(["rustc", "-V"])
     backend = {"flex": "Flex"}.get(a.tilpass_device, a.tilpass_device)
     devices = ("" if a.device == "cpu" and a.tilpass_device == "flex" else
                f" --device {a.device} --tilpass-device {a.tilpass_device}")
+    hosts = sorted({rep["machine"] for _, _, rep in results if rep.get("machine")}) or [
+        "not recorded" if source else machine()]
+    only = a.only
     lines = [
-        f"Measured {datetime.date.today().isoformat()} with `scripts/compare/run.sh "
-        + ("--quick" if a.quick else f"--rounds {rounds}") + f" --threads {threads}"
-        + (f" --only {a.only}" if only else "") + devices + "`",
+        (f"Re-rendered with `--from-results` from {source}: the {rounds} complete round(s) of a run of "
+         "`scripts/compare/run.sh" if source else
+         f"Measured {datetime.date.today().isoformat()} with `scripts/compare/run.sh "
+         + ("--quick" if a.quick else f"--rounds {rounds}"))
+        + f" --threads {threads}" + (f" --only {only}" if only else "") + devices + "`"
+        + (" that was cut short, as its results.json held them after each process" if source else ""),
         "",
-        f"- commit {commit}; machine: {machine()}" + (f", GPU: {', '.join(sorted(gpus))}" if gpus else "")
+        f"- commit {commit}; machine: {'; '.join(hosts)}" + (f", GPU: {', '.join(sorted(gpus))}" if gpus else "")
         + f"; load average {load_start} at the start, {load_end} at the end",
         f"- {rounds} round(s), both sides alternating, each side a fresh process per round; "
-        f"{threads} thread(s) pinned on both sides; {elapsed / 60:.1f} min",
+        f"{threads} thread(s) pinned on both sides"
+        + (f"; {elapsed / 60:.1f} min" if elapsed is not None else ""),
         f"- tilpass {locked_version('tilpass')} (burn {locked_version('burn')}, {backend}, release, mimalloc), "
         f"{rustc}",
         "- reference: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
         + (f"; attention: {', '.join(sorted(attn))}" if attn else "")
         + (f"; torch device: {a.device}" if a.device != "cpu" else "")
-        + f"; {sh([a.python, '-V'])}",
+        + f"; {pyver}",
         "",
         "| work | reference | reference (median) | tilpass (median) | ratio, median | ratio, range | runs per process |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -387,9 +432,11 @@ def main():
     if problems:
         lines += ["", "**The two sides disagreed:**", *[f"- {p}" for p in problems]]
     table = "\n".join(lines)
-    (out_dir / "table.md").write_text(table + "\n")
     print(table)
-    print(f"\n(raw results, logs and this table in {out_dir})", file=sys.stderr)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "table.md").write_text(table + "\n")
+        print(f"\n(raw results, logs and this table in {out_dir})", file=sys.stderr)
     if problems:
         sys.exit(1)
 
