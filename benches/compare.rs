@@ -85,6 +85,9 @@ const GROUPS: &[(&str, &[&str])] = &[
         &[
             "lora_sft_step",
             "lora_sft_step_2k",
+            "lora_sft_step_2k_recompute",
+            "lora_sft_step_8k",
+            "lora_sft_step_8k_keep",
             "t5_lora_sft_step",
             "lora_sft_step_unfused",
             "lora_sft_step_logits",
@@ -144,6 +147,8 @@ impl Report {
         // `_sleeping`: the same benchmark with the pool's idle threads left to sleep between
         // kernels instead of polling (`tilpass_models::pool::set_polling`); tilpass-only.
         tilpass::models::pool::set_polling(!spec.name.ends_with("_sleeping"));
+        // The process's peak resident memory is measured from here (Linux; else not given).
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
         for i in 0..spec.warmup + spec.reps {
             let input = setup()?;
             let timed = i >= spec.warmup;
@@ -167,6 +172,7 @@ impl Report {
         self.benchmarks.push(json!({
             "name": spec.name, "work": work, "unit": unit, "warmup": spec.warmup,
             "reps": spec.reps, "times_s": times, "median_s": median(&sorted),
+            "peak_rss_mb": peak_rss_mb(),
         }));
         last.ok_or_else(|| format!("{}: no repetitions", spec.name).into())
     }
@@ -325,6 +331,16 @@ impl PerfControl {
         self.ack.read_line(&mut line)?;
         Ok(())
     }
+}
+
+/// The process's peak resident memory in MiB since the last reset (`VmHWM` of
+/// /proc/self/status; [`Report::time`] resets it through /proc/self/clear_refs before the
+/// warm-up), `None` where there is no such file. Process-wide: the model and inputs included.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 /// Median of sorted values (mean of the middle two for an even count), as Python's
@@ -886,22 +902,32 @@ fn predict(specs: &[Spec], r: &mut Report) -> Res<()> {
 /// 1.0, AdamW at lr 1e-4 with PyTorch's default weight decay 0.01) of the standard model,
 /// r=16 alpha 32 on q/k/v/o, batch 4 × 256 (`lora_sft_step_2k`: one row of 2,048 tokens, where
 /// attention is about a quarter of the products computed once the masked keys are skipped).
+/// `lora_sft_step_2k_recompute`: the 2k step with no room for attention probabilities
+/// (`set_attention_memory_budget(0)`: the backward forms them again); `lora_sft_step_8k`: one
+/// row of 8,192 tokens (the model configured for 8,192 positions; past the default budget, so
+/// formed again), `lora_sft_step_8k_keep` the same keeping them (`usize::MAX`); tilpass-only,
+/// for time and peak memory.
 /// `fused`: the loss is `causal_lm_loss` (the fused cross-entropy); otherwise the same loss
 /// composed of tensor ops (`shifted_log_probs`: log-softmax, gather, mean) as before the
 /// fusion, for an in-process A/B (`lora_sft_step_unfused`); `lora_sft_step_logits` is the fused cross-entropy over computed
 /// logits, without the head fused into the loss (`tilpass_train::fused_ce::set_fused_head_enabled`).
 fn llama_lora_step(spec: &Spec, r: &mut Report, fused: bool) -> Res<()> {
     let device = bench_device()?.autodiff();
-    let (_dir, base) = llama(&STANDARD, &device)?;
+    let long = spec.name.starts_with("lora_sft_step_2k");
+    let (b, s) = if long {
+        (1usize, 2048usize)
+    } else if spec.name.starts_with("lora_sft_step_8k") {
+        (1, 8192)
+    } else {
+        (4, 256)
+    };
+    let _dir = tempfile::tempdir()?;
+    tilpass_benches::write_random_llama_positions(_dir.path(), &STANDARD, s.max(2048));
+    let base = DecoderLm::load(_dir.path(), &device)?;
     let mut peft = PeftModel::new(base);
     let cfg = LoraConfig::new(16, 32.0, &["q_proj", "k_proj", "v_proj", "o_proj"]);
     peft.add_adapter("default", &cfg, 0)?;
     peft.freeze_base();
-    let (b, s) = if spec.name == "lora_sft_step_2k" {
-        (1usize, 2048usize)
-    } else {
-        (4, 256)
-    };
     let ids = prompt(b * s);
     let batch = LmBatch {
         input: DecoderInput::unpadded(&ids.chunks(s).map(<[u32]>::to_vec).collect::<Vec<_>>())?,
@@ -936,7 +962,7 @@ fn llama_lora_step(spec: &Spec, r: &mut Report, fused: bool) -> Res<()> {
         )?;
         let lora = (STANDARD.layers * 4 * cfg.r * 2 * STANDARD.hidden) as f64;
         r.flops(Flops::of(&STANDARD).lora_step(b, s, lora))?;
-        let check = if spec.name == "lora_sft_step_2k" {
+        let check = if long {
             "lora_sft_step_2k_last_loss_finite"
         } else {
             "last_loss_finite"
@@ -1066,6 +1092,20 @@ fn train(specs: &[Spec], r: &mut Report) -> Res<()> {
                 tilpass::models::train_kernels::set_enabled(false);
                 let out = t5_lora_step(spec, r);
                 tilpass::models::train_kernels::set_enabled(true);
+                out?
+            }
+            "lora_sft_step_2k_recompute" | "lora_sft_step_8k_keep" => {
+                use tilpass::models::train_kernels::{
+                    attention_memory_budget, set_attention_memory_budget,
+                };
+                let budget = attention_memory_budget();
+                set_attention_memory_budget(if spec.name.ends_with("_keep") {
+                    usize::MAX
+                } else {
+                    0
+                });
+                let out = llama_lora_step(spec, r, true);
+                set_attention_memory_budget(budget);
                 out?
             }
             "lm_head_loss" => head_loss(spec, r, true)?,

@@ -25,14 +25,20 @@ pub struct Shape {
     pub vocab: usize,
 }
 
-/// Writes a random Llama checkpoint (uniform ±0.05, fixed seed) with `config.json` into `dir`.
+/// Writes a random Llama checkpoint (uniform ±0.05, fixed seed) with `config.json` into `dir`
+/// (2,048 positions).
 pub fn write_random_llama(dir: &std::path::Path, s: &Shape) {
+    write_random_llama_positions(dir, s, 2048);
+}
+
+/// [`write_random_llama`] with `max_position_embeddings` set to `positions` (same weights).
+pub fn write_random_llama_positions(dir: &std::path::Path, s: &Shape, positions: usize) {
     use tilpass::core::{HostTensor, SaveDtype, save_safetensors};
     let cfg = serde_json::json!({
         "model_type": "llama", "vocab_size": s.vocab, "hidden_size": s.hidden,
         "intermediate_size": s.inter, "num_hidden_layers": s.layers,
         "num_attention_heads": s.heads, "num_key_value_heads": s.heads,
-        "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+        "max_position_embeddings": positions, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}
     });
     std::fs::write(dir.join("config.json"), cfg.to_string()).expect("config");

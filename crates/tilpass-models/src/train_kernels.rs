@@ -24,13 +24,15 @@
 //! (PEFT / TRL fixtures) run through the kernels.
 //!
 //! Attention multiplies with gemm head by head, in blocks of query rows over only the keys
-//! some row of the block sees (a causal mask skips about half the products of long rows), and
-//! keeps the softmax probabilities of those blocks for the backward: at most the
-//! `[batch, heads, seq, keys]` burn's composed attention under autodiff keeps, about half of
-//! it under a causal mask.
+//! some row of the block sees (a causal mask skips about half the products of long rows). It
+//! keeps the softmax probabilities of those blocks for the backward (at most the `[batch,
+//! heads, seq, keys]` burn's composed attention under autodiff keeps, about half of it under a
+//! causal mask) while they fit in [`attention_memory_budget`]; past it (long contexts), it
+//! keeps only the mask and forms each block's probabilities again in the backward, with the
+//! same product and passes as the forward, so the gradients are the same bits either way.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -698,12 +700,101 @@ struct AttentionState {
     q: Operand,
     k: Operand,
     v: Operand,
-    /// Softmax probabilities of each query block over its key span, laid out by `spans`.
-    p: Arc<Vec<f32>>,
-    /// The key span of each block of query rows and where its probabilities lie in `p`.
+    saved: Saved,
+    /// The key span of each block of query rows and where its probabilities lie in
+    /// [`Saved::Probs`].
     spans: Arc<KeySpans>,
     dims: [usize; 5],
     scale: f32,
+}
+
+/// What the attention's backward gets the softmax probabilities from.
+#[derive(Debug, Clone)]
+enum Saved {
+    /// The forward's probabilities of each run over its keys, laid out by the spans.
+    Probs(Arc<Vec<f32>>),
+    /// Formed again per run from `q`, `k`, the score bias and the mask ([`Scores::probs`]):
+    /// the hidden keys `[b, s, t]` and the bias `[1 or b, h, s, t]` (contiguous) with its
+    /// batch size.
+    Recompute {
+        hidden: Arc<Vec<bool>>,
+        bias: Option<(FlexTensor, usize)>,
+    },
+}
+
+/// Default of [`attention_memory_budget`]: 256 MiB.
+const DEFAULT_ATTENTION_MEMORY: usize = 256 << 20;
+static ATTENTION_MEMORY: AtomicUsize = AtomicUsize::new(DEFAULT_ATTENTION_MEMORY);
+
+/// Sets the bytes of softmax probabilities one training attention call may keep for its
+/// backward (for the whole process; default 256 MiB). A call whose probabilities (4 bytes
+/// for each query row and key it multiplies, per head: `b · h · s · t · 4` at most, about
+/// half under a causal mask) would exceed it keeps only the mask (`b · s · t` bytes) and
+/// forms the probabilities again in the backward, one block of query rows at a time: one more
+/// score product and softmax pass per block, bit-identical gradients. `0` always forms them
+/// again; `usize::MAX` always keeps them.
+pub fn set_attention_memory_budget(bytes: usize) {
+    ATTENTION_MEMORY.store(bytes, Ordering::Relaxed);
+}
+
+/// The bytes of probabilities one training attention call may keep
+/// ([`set_attention_memory_budget`]).
+pub fn attention_memory_budget() -> usize {
+    ATTENTION_MEMORY.load(Ordering::Relaxed)
+}
+
+/// The forward's scores and softmax of one run, shared by the forward and the backward's
+/// recomputation (the same calls on the same inputs give the same bits).
+struct Scores<'a> {
+    q: &'a Operand,
+    k: &'a Operand,
+    /// The additive bias `[1 or b, h, s, t]` (contiguous) and its batch size.
+    bias: Option<(&'a [f32], usize)>,
+    /// `[b, s, t]`, `true` where a key is hidden.
+    hidden: &'a [bool],
+    /// `(h, kv, s, t, d)`.
+    dims: (usize, usize, usize, usize, usize),
+    scale: f32,
+}
+
+impl Scores<'_> {
+    /// The probabilities `[run.rows, run.width()]` (row stride `run.width()`) of head `hi` of
+    /// batch row `bi` over the run's keys, into `out`: `scale · Q·Kᵀ`, plus the bias, then the
+    /// softmax over the keys not hidden.
+    fn probs(&self, bi: usize, hi: usize, run: Run, out: &mut [f32]) {
+        let (h, kv, s, t, d) = self.dims;
+        let (r0, rows, lo, w) = (run.r0, run.rows, run.lo, run.width());
+        let g = hi / (h / kv);
+        let out = &mut out[..rows * w];
+        // SAFETY: the operands were checked in bounds (`Operand::new`), rows r0..r0+rows and
+        // keys lo..lo+w lie inside them, and `out` holds `[rows, w]`.
+        unsafe {
+            let (kp, kcs, krs) = self.k.rows(bi, g, lo);
+            product(
+                (rows, w, d),
+                (out.as_mut_ptr(), 1, w as isize),
+                self.q.rows(bi, hi, r0),
+                (kp, krs, kcs),
+                self.scale,
+                false,
+            );
+        }
+        let keys = |r: usize| (r0 + r) * t + lo..(r0 + r) * t + lo + w;
+        if let Some((bias, bb)) = self.bias {
+            let bi = if bb == 1 { 0 } else { bi };
+            let off = (bi * h + hi) * s * t;
+            let bias = &bias[off..off + s * t];
+            for (r, row) in out.chunks_exact_mut(w).enumerate() {
+                for (x, y) in row.iter_mut().zip(&bias[keys(r)]) {
+                    *x += y;
+                }
+            }
+        }
+        let m = &self.hidden[bi * s * t..(bi + 1) * s * t];
+        for (r, row) in out.chunks_exact_mut(w).enumerate() {
+            masked_softmax_row(row, &m[keys(r)]);
+        }
+    }
 }
 
 /// `dst = beta · lhs · rhs (+ dst when accumulate)`, one thread.
@@ -763,21 +854,46 @@ impl Backward<Flex, 3> for AttentionOp {
             SendPtr(dk.as_mut_ptr()),
             SendPtr(dv.as_mut_ptr()),
         );
-        let p = &st.p[..];
         let spans = &*st.spans;
+        let scores = match &st.saved {
+            Saved::Probs(_) => None,
+            Saved::Recompute { hidden, bias } => Some(Scores {
+                q: &st.q,
+                k: &st.k,
+                bias: bias.as_ref().map(|(x, bb)| (slice(x), *bb)),
+                hidden,
+                dims: (h, kv, s, t, d),
+                scale: st.scale,
+            }),
+        };
         (0..b * kv).into_par_iter().for_each(|task| {
             let (bi, g) = (task / kv, task % kv);
-            // dS of one block `[rows, span]`, grown to the largest block.
+            // dS of one block `[rows, span]` (and its probabilities, when formed again here),
+            // grown to the largest block.
             let mut ds: Vec<f32> = Vec::new();
+            let mut pbuf: Vec<f32> = Vec::new();
             let kvo = (bi * kv + g) * t * d;
             for hi in g * rep..(g + 1) * rep {
-                let ph = &p[spans.head_start(bi, hi)..][..spans.head_len[bi]];
                 let go_ptr = go[bi * s * h * d + hi * d..].as_ptr();
                 // Runs whose rows see no key keep their dq rows 0.
                 for run in spans.seen(bi) {
                     let (r0, m, lo, w) = (run.r0, run.rows, run.lo, run.width());
                     // The run's probabilities `[m, w]` (row stride w); dS alike.
-                    let pblk = &ph[run.offset..][..m * w];
+                    let pblk: &[f32] = match (&st.saved, &scores) {
+                        (Saved::Probs(p), _) => {
+                            &p[spans.head_start(bi, hi) + run.offset..][..m * w]
+                        }
+                        (_, Some(sc)) => {
+                            if pbuf.len() < m * w {
+                                pbuf.resize(m * w, 0.0);
+                            }
+                            sc.probs(bi, hi, run, &mut pbuf);
+                            &pbuf[..m * w]
+                        }
+                        (Saved::Recompute { .. }, None) => {
+                            unreachable!("scores are set for Recompute")
+                        }
+                    };
                     if ds.len() < m * w {
                         ds.resize(m * w, 0.0);
                     }
@@ -860,6 +976,19 @@ pub fn attention(
     bias: Option<&Tensor<4>>,
     scale: f64,
 ) -> Option<Tensor<3>> {
+    attention_within(q, k, v, mask, bias, scale, attention_memory_budget())
+}
+
+/// [`attention`] keeping at most `budget` bytes of probabilities for the backward.
+fn attention_within(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    mask: &Tensor<4, Bool>,
+    bias: Option<&Tensor<4>>,
+    scale: f64,
+    budget: usize,
+) -> Option<Tensor<3>> {
     let [b, h, s, d] = q.dims();
     let [_, kv, t, _] = k.dims();
     // Empty shapes (and the chunk sizes they would make) are left to burn.
@@ -897,55 +1026,58 @@ pub fn attention(
     let spans = KeySpans::new(&hidden, b, h, s, t);
     let rep = h / kv;
     let scale = scale as f32;
-    let mut p = vec![0.0f32; spans.total];
-    let mut heads: Vec<&mut [f32]> = Vec::with_capacity(b * h);
+    // Keep the probabilities when they fit in the budget; else each task forms a run's in a
+    // scratch buffer and the backward forms them again.
+    let keep = spans.total.saturating_mul(size_of::<f32>()) <= budget;
+    let mut p = if keep {
+        vec![0.0f32; spans.total]
+    } else {
+        Vec::new()
+    };
+    let mut heads: Vec<Option<&mut [f32]>> = Vec::with_capacity(b * h);
     let mut rest = &mut p[..];
     for bi in 0..b {
         for _ in 0..h {
-            let (head, tail) = rest.split_at_mut(spans.head_len[bi]);
-            heads.push(head);
-            rest = tail;
+            if keep {
+                let (head, tail) = rest.split_at_mut(spans.head_len[bi]);
+                heads.push(Some(head));
+                rest = tail;
+            } else {
+                heads.push(None);
+            }
         }
     }
+    let sc = Scores {
+        q: &qo,
+        k: &ko,
+        bias: bias.as_ref().map(|(x, bb)| (slice(x), *bb)),
+        hidden: &hidden,
+        dims: (h, kv, s, t, d),
+        scale,
+    };
     let mut ctx = vec![0.0f32; b * s * h * d];
     let ctxp = SendPtr(ctx.as_mut_ptr());
-    heads.into_par_iter().enumerate().for_each(|(bh, ph)| {
+    heads.into_par_iter().enumerate().for_each(|(bh, mut ph)| {
         let (bi, hi) = (bh / h, bh % h);
         let g = hi / rep;
-        let m = &hidden[bi * s * t..(bi + 1) * s * t];
+        let mut scratch: Vec<f32> = Vec::new();
         // Runs whose rows see no key keep their context 0.
         for run in spans.seen(bi) {
             let (r0, rows, lo, w) = (run.r0, run.rows, run.lo, run.width());
-            // The run's scores, then probabilities, `[rows, w]` (row stride w).
-            let pblk = &mut ph[run.offset..][..rows * w];
-            // SAFETY: operands checked in bounds; `pblk` is this task's own `[rows, w]`; the
-            // task writes only columns hi·d..(hi+1)·d of batch bi's context rows.
-            unsafe {
-                let (kp, kcs, krs) = ko.rows(bi, g, lo);
-                product(
-                    (rows, w, d),
-                    (pblk.as_mut_ptr(), 1, w as isize),
-                    qo.rows(bi, hi, r0),
-                    (kp, krs, kcs),
-                    scale,
-                    false,
-                );
-            }
-            let keys = |r: usize| (r0 + r) * t + lo..(r0 + r) * t + lo + w;
-            if let Some((bt, bb)) = &bias {
-                let bi = if *bb == 1 { 0 } else { bi };
-                let off = (bi * h + hi) * s * t;
-                let bias = &slice(bt)[off..off + s * t];
-                for (r, row) in pblk.chunks_exact_mut(w).enumerate() {
-                    for (x, y) in row.iter_mut().zip(&bias[keys(r)]) {
-                        *x += y;
+            // The run's probabilities `[rows, w]` (row stride w): this task's own share of
+            // the kept buffer, or its scratch.
+            let pblk: &mut [f32] = match ph.as_deref_mut() {
+                Some(ph) => &mut ph[run.offset..][..rows * w],
+                None => {
+                    if scratch.len() < rows * w {
+                        scratch.resize(rows * w, 0.0);
                     }
+                    &mut scratch[..rows * w]
                 }
-            }
-            for (r, row) in pblk.chunks_exact_mut(w).enumerate() {
-                masked_softmax_row(row, &m[keys(r)]);
-            }
-            // SAFETY: as above.
+            };
+            sc.probs(bi, hi, run, pblk);
+            // SAFETY: operands checked in bounds; the task writes only columns
+            // hi·d..(hi+1)·d of batch bi's context rows.
             unsafe {
                 product(
                     (rows, d, w),
@@ -962,11 +1094,19 @@ pub fn attention(
             }
         }
     });
+    let saved = if keep {
+        Saved::Probs(Arc::new(p))
+    } else {
+        Saved::Recompute {
+            hidden: Arc::new(hidden),
+            bias,
+        }
+    };
     let state = AttentionState {
         q: qo,
         k: ko,
         v: vo,
-        p: Arc::new(p),
+        saved,
         spans: Arc::new(spans),
         dims: [b, h, kv, s, t],
         scale,
@@ -1438,8 +1578,20 @@ mod tests {
                 1.0 / (d as f64).sqrt()
             };
             let (y, g) = run([q.clone(), k.clone(), v.clone()], &r, |[q, k, v]| {
-                attention(q, k, v, &mask, bias.as_ref(), scale).expect("the kernel applies")
+                attention_within(q, k, v, &mask, bias.as_ref(), scale, usize::MAX)
+                    .expect("the kernel applies")
             });
+            // Without room to keep the probabilities, the backward forms them again: the
+            // same bits.
+            let (y1, g1) = run([q.clone(), k.clone(), v.clone()], &r, |[q, k, v]| {
+                attention_within(q, k, v, &mask, bias.as_ref(), scale, 0)
+                    .expect("the kernel applies")
+            });
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y1), bits(&y), "attention formed again: values");
+            for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
+                assert_eq!(bits(&g1[i]), bits(&g[i]), "attention formed again: {name}");
+            }
             let (y0, g0) = run([q.clone(), k.clone(), v.clone()], &r, |[q, k, v]| {
                 let rep = h / kv;
                 let expand = |x: &Tensor<4>| {
