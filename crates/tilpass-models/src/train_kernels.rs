@@ -714,10 +714,10 @@ enum Saved {
     /// The forward's probabilities of each run over its keys, laid out by the spans.
     Probs(Arc<Vec<f32>>),
     /// Formed again per run from `q`, `k`, the score bias and the mask ([`Scores::probs`]):
-    /// the hidden keys `[b, s, t]` and the bias `[1 or b, h, s, t]` (contiguous) with its
-    /// batch size.
+    /// the hidden keys `[b, s, t]` one bit each ([`pack_bits`]) and the bias `[1 or b, h, s,
+    /// t]` (contiguous) with its batch size.
     Recompute {
-        hidden: Arc<Vec<bool>>,
+        hidden: Arc<Vec<u64>>,
         bias: Option<(FlexTensor, usize)>,
     },
 }
@@ -729,7 +729,7 @@ static ATTENTION_MEMORY: AtomicUsize = AtomicUsize::new(DEFAULT_ATTENTION_MEMORY
 /// Sets the bytes of softmax probabilities one training attention call may keep for its
 /// backward (for the whole process; default 256 MiB). A call whose probabilities (4 bytes
 /// for each query row and key it multiplies, per head: `b · h · s · t · 4` at most, about
-/// half under a causal mask) would exceed it keeps only the mask (`b · s · t` bytes) and
+/// half under a causal mask) would exceed it keeps only the mask (`b · s · t` bits) and
 /// forms the probabilities again in the backward, one block of query rows at a time: one more
 /// score product and softmax pass per block, bit-identical gradients. `0` always forms them
 /// again; `usize::MAX` always keeps them.
@@ -751,7 +751,7 @@ struct Scores<'a> {
     /// The additive bias `[1 or b, h, s, t]` (contiguous) and its batch size.
     bias: Option<(&'a [f32], usize)>,
     /// `[b, s, t]`, `true` where a key is hidden.
-    hidden: &'a [bool],
+    hidden: Hidden<'a>,
     /// `(h, kv, s, t, d)`.
     dims: (usize, usize, usize, usize, usize),
     scale: f32,
@@ -790,11 +790,43 @@ impl Scores<'_> {
                 }
             }
         }
-        let m = &self.hidden[bi * s * t..(bi + 1) * s * t];
+        let mut unpacked = Vec::new();
         for (r, row) in out.chunks_exact_mut(w).enumerate() {
-            masked_softmax_row(row, &m[keys(r)]);
+            let keys = keys(r);
+            let hidden = match self.hidden {
+                Hidden::Bools(m) => &m[bi * s * t..][keys],
+                Hidden::Bits(bits) => {
+                    let at = bi * s * t + keys.start;
+                    unpacked.clear();
+                    unpacked.extend((at..at + w).map(|i| bits[i / 64] >> (i % 64) & 1 == 1));
+                    &unpacked[..]
+                }
+            };
+            masked_softmax_row(row, hidden);
         }
     }
+}
+
+/// The attention mask `[b, s, t]` as [`Scores`] reads it: the forward's booleans, or the bits
+/// the backward keeps ([`pack_bits`]).
+#[derive(Clone, Copy)]
+enum Hidden<'a> {
+    Bools(&'a [bool]),
+    Bits(&'a [u64]),
+}
+
+/// `hidden` one bit each: bit `i % 64` of word `i / 64` is `hidden[i]`.
+fn pack_bits(hidden: &[bool]) -> Vec<u64> {
+    let mut bits = vec![0u64; hidden.len().div_ceil(64)];
+    bits.par_iter_mut()
+        .zip(hidden.par_chunks(64))
+        .for_each(|(word, chunk)| {
+            *word = chunk
+                .iter()
+                .enumerate()
+                .fold(0, |acc, (j, &h)| acc | (u64::from(h) << j));
+        });
+    bits
 }
 
 /// `dst = beta · lhs · rhs (+ dst when accumulate)`, one thread.
@@ -861,7 +893,7 @@ impl Backward<Flex, 3> for AttentionOp {
                 q: &st.q,
                 k: &st.k,
                 bias: bias.as_ref().map(|(x, bb)| (slice(x), *bb)),
-                hidden,
+                hidden: Hidden::Bits(hidden),
                 dims: (h, kv, s, t, d),
                 scale: st.scale,
             }),
@@ -1051,7 +1083,7 @@ fn attention_within(
         q: &qo,
         k: &ko,
         bias: bias.as_ref().map(|(x, bb)| (slice(x), *bb)),
-        hidden: &hidden,
+        hidden: Hidden::Bools(&hidden),
         dims: (h, kv, s, t, d),
         scale,
     };
@@ -1098,7 +1130,7 @@ fn attention_within(
         Saved::Probs(Arc::new(p))
     } else {
         Saved::Recompute {
-            hidden: Arc::new(hidden),
+            hidden: Arc::new(pack_bits(&hidden)),
             bias,
         }
     };
