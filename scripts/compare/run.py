@@ -312,8 +312,13 @@ def main():
 def earlier_results(path, plan, groups):
     """The complete rounds of a results.json written by an earlier run (every group of `groups`
     on both sides), and the plan restricted to the benchmarks it holds."""
-    raw = json.loads(pathlib.Path(path).read_text())
-    results = [(x["round"] - 1, x["side"], x) for x in raw]
+    try:
+        raw = json.loads(pathlib.Path(path).read_text())
+        results = [(x["round"] - 1, x["side"], x) for x in raw]
+        for _, _, rep in results:
+            rep["group"], rep["benchmarks"]  # noqa: B018 (the fields the table reads)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        sys.exit(f"--from-results {path}: not a results.json of run.py ({type(e).__name__}: {e})")
     have = {(r, s, rep["group"]) for r, s, rep in results}
     rounds = 0
     while all((rounds, s, g) in have for g in groups for s in ("python", "tilpass")):
