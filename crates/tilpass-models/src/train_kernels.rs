@@ -807,6 +807,12 @@ impl Scores<'_> {
     }
 }
 
+/// Where the attention's backward reads a run's probabilities from ([`Saved`] borrowed).
+enum Source<'a> {
+    Kept(&'a [f32]),
+    Formed(Scores<'a>),
+}
+
 /// The attention mask `[b, s, t]` as [`Scores`] reads it: the forward's booleans, or the bits
 /// the backward keeps ([`pack_bits`]).
 #[derive(Clone, Copy)]
@@ -887,9 +893,10 @@ impl Backward<Flex, 3> for AttentionOp {
             SendPtr(dv.as_mut_ptr()),
         );
         let spans = &*st.spans;
-        let scores = match &st.saved {
-            Saved::Probs(_) => None,
-            Saved::Recompute { hidden, bias } => Some(Scores {
+        // Where each run's probabilities come from: the kept buffer, or formed again.
+        let source = match &st.saved {
+            Saved::Probs(p) => Source::Kept(&p[..]),
+            Saved::Recompute { hidden, bias } => Source::Formed(Scores {
                 q: &st.q,
                 k: &st.k,
                 bias: bias.as_ref().map(|(x, bb)| (slice(x), *bb)),
@@ -911,19 +918,14 @@ impl Backward<Flex, 3> for AttentionOp {
                 for run in spans.seen(bi) {
                     let (r0, m, lo, w) = (run.r0, run.rows, run.lo, run.width());
                     // The run's probabilities `[m, w]` (row stride w); dS alike.
-                    let pblk: &[f32] = match (&st.saved, &scores) {
-                        (Saved::Probs(p), _) => {
-                            &p[spans.head_start(bi, hi) + run.offset..][..m * w]
-                        }
-                        (_, Some(sc)) => {
+                    let pblk: &[f32] = match &source {
+                        Source::Kept(p) => &p[spans.head_start(bi, hi) + run.offset..][..m * w],
+                        Source::Formed(sc) => {
                             if pbuf.len() < m * w {
                                 pbuf.resize(m * w, 0.0);
                             }
                             sc.probs(bi, hi, run, &mut pbuf);
                             &pbuf[..m * w]
-                        }
-                        (Saved::Recompute { .. }, None) => {
-                            unreachable!("scores are set for Recompute")
                         }
                     };
                     if ds.len() < m * w {
