@@ -147,8 +147,9 @@ impl Report {
         // `_sleeping`: the same benchmark with the pool's idle threads left to sleep between
         // kernels instead of polling (`tilpass_models::pool::set_polling`); tilpass-only.
         tilpass::models::pool::set_polling(!spec.name.ends_with("_sleeping"));
-        // The process's peak resident memory is measured from here (Linux; else not given).
-        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        // The process's peak resident memory is measured from here (Linux; where the reset is
+        // refused, the peak is not given: it would include earlier benchmarks).
+        let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
         for i in 0..spec.warmup + spec.reps {
             let input = setup()?;
             let timed = i >= spec.warmup;
@@ -172,7 +173,7 @@ impl Report {
         self.benchmarks.push(json!({
             "name": spec.name, "work": work, "unit": unit, "warmup": spec.warmup,
             "reps": spec.reps, "times_s": times, "median_s": median(&sorted),
-            "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_mb": if peak_reset { peak_rss_mb() } else { None },
         }));
         last.ok_or_else(|| format!("{}: no repetitions", spec.name).into())
     }
@@ -335,7 +336,7 @@ impl PerfControl {
 
 /// The process's peak resident memory in MiB since the last reset (`VmHWM` of
 /// /proc/self/status; [`Report::time`] resets it through /proc/self/clear_refs before the
-/// warm-up), `None` where there is no such file. Process-wide: the model and inputs included.
+/// warm-up), `None` where there is no such file or field. Process-wide: the model and inputs included.
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
