@@ -22,7 +22,7 @@ ls -l .devbin/tilpass-compare.gz >&2
 commit=$(git rev-parse --short=12 HEAD)
 git diff --quiet HEAD -- crates benches || commit="$commit (with uncommitted changes)"
 # Two rounds per group fit one 10-minute call on an H200: tilpass's first process per group
-# spends 1-2 minutes compiling and autotuning kernels (cubecl keeps the results on disk for the
+# spends 1-2 minutes compiling and autotuning kernels (cubecl keeps them on disk for the
 # next process), later ones 40-65 s; the Python processes 20-50 s.
 cat <<CMD
 gunzip -c .devbin/tilpass-compare.gz > /tmp/tc && chmod +x /tmp/tc && \\
