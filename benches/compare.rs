@@ -906,8 +906,8 @@ fn predict(specs: &[Spec], r: &mut Report) -> Res<()> {
 /// `lora_sft_step_2k_recompute`: the 2k step with no room for attention probabilities
 /// (`set_attention_memory_budget(0)`: the backward forms them again); `lora_sft_step_8k`: one
 /// row of 8,192 tokens (the model configured for 8,192 positions; past the default budget, so
-/// formed again), `lora_sft_step_8k_keep` the same keeping them (`usize::MAX`); tilpass-only,
-/// for time and peak memory.
+/// formed again; the Python side has it too), `lora_sft_step_8k_keep` the same keeping them
+/// (`usize::MAX`, tilpass-only); for time and peak memory.
 /// `fused`: the loss is `causal_lm_loss` (the fused cross-entropy); otherwise the same loss
 /// composed of tensor ops (`shifted_log_probs`: log-softmax, gather, mean) as before the
 /// fusion, for an in-process A/B (`lora_sft_step_unfused`); `lora_sft_step_logits` is the fused cross-entropy over computed
@@ -963,7 +963,10 @@ fn llama_lora_step(spec: &Spec, r: &mut Report, fused: bool) -> Res<()> {
         )?;
         let lora = (STANDARD.layers * 4 * cfg.r * 2 * STANDARD.hidden) as f64;
         r.flops(Flops::of(&STANDARD).lora_step(b, s, lora))?;
-        let check = if long {
+        // The key the Python side uses for the same step.
+        let check = if spec.name.starts_with("lora_sft_step_8k") {
+            "lora_sft_step_8k_last_loss_finite"
+        } else if long {
             "lora_sft_step_2k_last_loss_finite"
         } else {
             "last_loss_finite"

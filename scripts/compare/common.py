@@ -26,6 +26,16 @@ import time
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS")
 
 
+def peak_rss_mb():
+    """The process's peak resident memory so far in MiB (Linux's ru_maxrss is in KiB): since
+    the process started, the model and inputs included (Python cannot reset it)."""
+    try:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except (ImportError, OSError):
+        return None
+
+
 class Run:
     """One process's benchmarks: the parsed command line, the timings and the checks."""
 
@@ -96,7 +106,8 @@ class Run:
             last = out
             del x, out
         self.benchmarks.append({"name": name, "work": work, "unit": unit, "warmup": warmup, "reps": reps,
-                                "times_s": times, "median_s": statistics.median(times)})
+                                "times_s": times, "median_s": statistics.median(times),
+                                "peak_rss_mb": peak_rss_mb()})
         return last
 
     def emit(self, threads, distributions):

@@ -60,6 +60,7 @@ PLAN = [
      "transformers pipeline(\"text-classification\")"),
     ("train", "lora_sft_step", 1, 5, "LoRA SFT step, 4 × 256 tokens", "PyTorch + PEFT"),
     ("train", "lora_sft_step_2k", 1, 3, "LoRA SFT step, 1 × 2,048 tokens", "PyTorch + PEFT"),
+    ("train", "lora_sft_step_8k", 1, 1, "LoRA SFT step, 1 × 8,192 tokens", "PyTorch + PEFT"),
     ("train", "t5_lora_sft_step", 1, 5, "T5 LoRA SFT step, 4 × (256 source + 64 target) tokens",
      "PyTorch + PEFT"),
     ("dpo_step", "dpo_step", 1, 5, "DPO step (LoRA r16), 2 pairs × 256 tokens", "TRL 1.16 DPOTrainer loss + PEFT"),
@@ -81,6 +82,11 @@ GOALS = {"prefill_512": 1.5, "embed_1000": 1.5, "lora_sft_step": 1.5}
 # The benchmarks bound by arithmetic (large products), placed under the FMA ceiling; decoding is
 # bound by reading the weights (and single small-model steps by latency), not by FLOPs.
 COMPUTE_BOUND = ["prefill_512", "embed_1000", "lora_sft_step", "lora_sft_step_2k", "t5_lora_sft_step"]
+# Run only when named in --only (not with their group): minutes per process.
+OPT_IN = {"lora_sft_step_8k"}
+# Benchmarks whose processes' peak resident memory is printed under the table (name them alone
+# in --only: the Python side's peak counts everything its process ran before).
+MEMORY = {"lora_sft_step_8k"}
 PLAN += rag_harness.plan()  # BM25, indexing and HNSW against bm25s, rank-bm25, hnswlib
 GROUPS = list(dict.fromkeys(p[0] for p in PLAN))
 
@@ -245,7 +251,8 @@ def main():
     if unknown:
         sys.exit(f"--only: unknown {sorted(unknown)}; groups {GROUPS}, benchmarks {[p[1] for p in PLAN]}")
     # The rag group runs only when asked for (--only rag): its preparation builds a 1M-passage index.
-    plan = [p for p in PLAN if ((p[0] in only or p[1] in only) if only else p[0] != "rag")]
+    plan = [p for p in PLAN if ((p[0] in only or p[1] in only) if only else p[0] != "rag")
+            and (p[1] not in OPT_IN or p[1] in only)]
     if a.device != "cpu" or a.tilpass_device != "flex":
         off = sorted({p[0] for p in plan} - {"decoder", "train"})
         if off:
@@ -425,6 +432,19 @@ def render(a, plan, groups, rounds, threads, results, elapsed, load_start, load_
         "library runs single-threaded Python whatever the setting.",
     ]
     lines += roofline(plan, rounds, results, median_time)
+    memory = []
+    for _, b, _, _, title, _ in plan:
+        if b not in MEMORY:
+            continue
+        peaks = {side: [e.get("peak_rss_mb") for _, s, rep in results if s == side
+                        for e in rep["benchmarks"] if e["name"] == b] for side in ("python", "tilpass")}
+        if all(v and None not in v for v in peaks.values()):
+            memory.append(f"- {title}: reference {statistics.median(peaks['python']):,.0f} MiB, "
+                          f"tilpass {statistics.median(peaks['tilpass']):,.0f} MiB")
+    if memory:
+        lines += ["", "Peak resident memory of each side's process (median over the rounds; the model and "
+                      "inputs included; tilpass's since the benchmark's warm-up, the reference's since its "
+                      "process started):", *memory]
     try:
         busy = float(load_start) > max(1.0, 0.5 * (os.cpu_count() or 1))
     except ValueError:

@@ -8,7 +8,8 @@ standard benchmark Llama of DESIGN.md (hidden 512, 8 layers, 8 heads, intermedia
 32000, random init), LoRA r=16 alpha 32 on q/k/v/o, batch 4 x 256 tokens, on the CPU, as a user
 gets it (transformers' default attention implementation, sdpa). lora_sft_step_2k: the same step
 on one row of 2048 tokens (long context: attention is about a quarter of the products computed
-once the masked keys are skipped). The model, adapter, optimiser and batch are built before the
+once the masked keys are skipped); lora_sft_step_8k: one row of 8,192 tokens (the model configured
+for 8,192 positions), for time and peak memory at long context. The model, adapter, optimiser and batch are built before the
 clock starts; the warm-up steps also create AdamW's state.
 
 t5_lora_sft_step: the same step for an encoder-decoder: T5-base's shape scaled like the Llama
@@ -25,7 +26,8 @@ docs/benchmarks.md).
 
 from common import Run
 
-run = Run("train", ["lora_sft_step", "lora_sft_step_2k", "t5_lora_sft_step"], devices=("cpu", "cuda"))
+run = Run("train", ["lora_sft_step", "lora_sft_step_2k", "lora_sft_step_8k", "t5_lora_sft_step"],
+          devices=("cpu", "cuda"))
 
 import torch  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
@@ -38,7 +40,7 @@ dev = torch.device(run.device)
 def llama_step(name="lora_sft_step", rows=4, seq=256):
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=32000, hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
-                      num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=2048,
+                      num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=max(2048, seq),
                       tie_word_embeddings=False)
     model = get_peft_model(LlamaForCausalLM(cfg).to(dev), LoraConfig(r=16, lora_alpha=32,
                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
@@ -93,6 +95,7 @@ def t5_step():
 
 for name in run.names():
     {"lora_sft_step": llama_step, "lora_sft_step_2k": lambda: llama_step("lora_sft_step_2k", 1, 2048),
+     "lora_sft_step_8k": lambda: llama_step("lora_sft_step_8k", 1, 8192),
      "t5_lora_sft_step": t5_step}[name]()
 
 run.emit(torch.get_num_threads(), ["torch", "transformers", "peft"])
