@@ -10,6 +10,7 @@
 #   scripts/compare/run.sh --only decoder,lora_sft_step
 #   scripts/compare/run.sh --threads 1 --only sft_encode,metrics   # the 1-thread rows
 #   scripts/compare/run.sh --quick              # smoke test: 1 round, 1 repetition
+#   scripts/compare/run.sh --rounds 2 --only lora_sft_step_8k   # long context: time and memory
 #
 #   # a GPU: the reference on CUDA, tilpass on its wgpu backend (a binary built with
 #   # `cargo build --release -p tilpass-benches --bin tilpass-compare --features wgpu`)
