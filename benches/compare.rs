@@ -259,25 +259,17 @@ impl Report {
     /// memory-bandwidth utilisation (that rate over the measured read bandwidth, `mbu`) to its
     /// JSON entry, and prints them on stderr. Decoding is bound by this, not by FLOPs.
     fn bytes(&mut self, bytes_per_run: f64) -> Res<()> {
-        if !on_flex() {
-            // The CPU's read bandwidth is no roofline for a GPU: the rate alone.
-            let Some(Value::Object(b)) = self.benchmarks.last_mut() else {
-                return Err("no benchmark to annotate".into());
-            };
-            let median = b["median_s"].as_f64().unwrap_or(f64::NAN);
-            b.insert("weight_gb".into(), json!(bytes_per_run / 1e9));
-            b.insert("weight_gbs".into(), json!(bytes_per_run / median / 1e9));
-            return Ok(());
-        }
-        let peak = match self.read_gbs {
-            Some(p) => p,
-            None => {
+        // The CPU's read bandwidth is the roofline on Flex only; on a GPU the rate alone.
+        let peak = match (on_flex(), self.read_gbs) {
+            (false, _) => None,
+            (true, Some(p)) => Some(p),
+            (true, None) => {
                 let p = measure_read_gbs();
                 eprintln!(
                     "tilpass-compare: read bandwidth (256 MiB over the Rayon pool): {p:.1} GB/s"
                 );
                 self.read_gbs = Some(p);
-                p
+                Some(p)
             }
         };
         let Some(Value::Object(b)) = self.benchmarks.last_mut() else {
@@ -285,15 +277,17 @@ impl Report {
         };
         let median = b["median_s"].as_f64().unwrap_or(f64::NAN);
         let gbs = bytes_per_run / median / 1e9;
-        eprintln!(
-            "tilpass-compare: {}: {:.2} GB of weights read per run, {gbs:.1} GB/s, MBU {:.1}%",
-            b["name"].as_str().unwrap_or("?"),
-            bytes_per_run / 1e9,
-            100.0 * gbs / peak
-        );
         b.insert("weight_gb".into(), json!(bytes_per_run / 1e9));
         b.insert("weight_gbs".into(), json!(gbs));
-        b.insert("mbu".into(), json!(gbs / peak));
+        if let Some(peak) = peak {
+            eprintln!(
+                "tilpass-compare: {}: {:.2} GB of weights read per run, {gbs:.1} GB/s, MBU {:.1}%",
+                b["name"].as_str().unwrap_or("?"),
+                bytes_per_run / 1e9,
+                100.0 * gbs / peak
+            );
+            b.insert("mbu".into(), json!(gbs / peak));
+        }
         Ok(())
     }
 

@@ -25,8 +25,8 @@ git diff --quiet HEAD -- crates benches || commit="$commit (with uncommitted cha
 # spends 1-2 minutes compiling and autotuning kernels (cubecl keeps them on disk for the
 # next process), later ones 40-65 s; the Python processes 20-50 s.
 cat <<CMD
-gunzip -c .devbin/tilpass-compare.gz > /tmp/tc && chmod +x /tmp/tc && \\
-export TILPASS_COMMIT="$commit" TILPASS_RUSTC="$(rustc -V)" TILPASS_COMPARE_BIN=/tmp/tc \\
+gunzip -c .devbin/tilpass-compare.gz > .devbin/tilpass-compare && chmod +x .devbin/tilpass-compare && \\
+export TILPASS_COMMIT="$commit" TILPASS_RUSTC="$(rustc -V)" TILPASS_COMPARE_BIN=\$PWD/.devbin/tilpass-compare \\
   TILPASS_REF_PYTHON=\$(command -v python3) PYTHONUNBUFFERED=1 && \\
 timeout 250 scripts/compare/run.sh --rounds 2 --only lora_sft_step,t5_lora_sft_step \\
   --device cuda --tilpass-device wgpu:0 --process-timeout 150 --out \$OUT/train; \\
