@@ -61,6 +61,7 @@ const GROUPS: &[(&str, &[&str])] = &[
         "decoder",
         &[
             "prefill_512",
+            "prefill_512_last",
             "greedy_decode_256",
             "greedy_decode_256_b8",
             "greedy_decode_256_bf16",
@@ -691,6 +692,28 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                 r.flops(Flops::of(&STANDARD).forward(1, 512, 0))?;
                 r.check("prefill_logits_shape", json!(logits.dims()));
             }
+            // Generation's prefill: the LM head for the last position only (as `generate`
+            // and transformers' `logits_to_keep=1` do, and as candle's Llama always does).
+            "prefill_512_last" => {
+                let (_, m) = standard.as_ref().ok_or("no model")?;
+                let input = DecoderInput::unpadded(&[prompt(512)])?;
+                let logits = r.time(
+                    spec,
+                    512,
+                    "tokens",
+                    || Ok(()),
+                    |()| {
+                        let hidden = m.forward_hidden(&input, None)?;
+                        let [b, s, h] = hidden.dims();
+                        Ok(m.logits(hidden.slice([0..b, s - 1..s, 0..h])))
+                    },
+                )?;
+                // The full forward less the LM head of the 511 positions not computed.
+                let f = Flops::of(&STANDARD);
+                let head = 2.0 * (STANDARD.hidden * STANDARD.vocab) as f64;
+                r.flops(f.forward(1, 512, 0) - 511.0 * head)?;
+                r.check("prefill_last_logits_vocab", json!(logits.dims()[2]));
+            }
             "greedy_decode_256" | "greedy_decode_256_bf16" => {
                 let (_, m) = match base {
                     "greedy_decode_256" => standard.as_ref(),
@@ -770,7 +793,13 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                     spec,
                     1,
                     "tokens",
-                    || Ok(cache.clone()),
+                    // A copy with buffers of its own and room for the step, as a generation's
+                    // cache has between its (amortised) growths: the step writes in place.
+                    || {
+                        let mut c = cache.clone();
+                        c.reserve(1);
+                        Ok(c)
+                    },
                     |mut c| Ok(m.forward(&step, Some(&mut c))?),
                 )?;
                 r.flops(Flops::of(&SMALL).forward(1, 1, past))?;

@@ -5,6 +5,8 @@
 transformers on the CPU, as a user gets it (default attention implementation, sdpa):
 
 - prefill_512: one forward of 512 tokens (all logits, no cache), under torch.no_grad();
+- prefill_512_last: the same with `logits_to_keep=1` (the LM head for the last position only, as
+  `generate`'s prefill computes it; the candle column's prefill, whose Llama has no other);
 - greedy_decode_256: `generate(do_sample=False, min_new_tokens=256, max_new_tokens=256)` after a
   32-token prompt at batch 1 (transformers' default DynamicCache);
 - greedy_decode_256_b8: the same at batch 8, prompts of 32, 30, ..., 18 tokens left-padded with
@@ -24,7 +26,7 @@ import copy
 
 from common import Run
 
-BENCHES = ["prefill_512", "greedy_decode_256", "greedy_decode_256_b8", "greedy_decode_256_bf16", "decode_step_16", "decode_step_128", "decode_step_512"]
+BENCHES = ["prefill_512", "prefill_512_last", "greedy_decode_256", "greedy_decode_256_b8", "greedy_decode_256_bf16", "decode_step_16", "decode_step_128", "decode_step_512"]
 run = Run("decoder", BENCHES, devices=("cpu", "cuda"))
 
 import torch  # noqa: E402
@@ -67,6 +69,11 @@ with torch.no_grad():
             p512 = prompt(512)
             logits = run.time(name, 512, "tokens", lambda _: standard(input_ids=p512, use_cache=False).logits)
             run.checks["prefill_logits_shape"] = list(logits.shape)
+        elif name == "prefill_512_last":
+            p512 = prompt(512)
+            logits = run.time(name, 512, "tokens",
+                              lambda _: standard(input_ids=p512, use_cache=False, logits_to_keep=1).logits)
+            run.checks["prefill_last_logits_vocab"] = logits.shape[-1]
         elif name == "greedy_decode_256":
             p32 = prompt(32)
             mask = torch.ones_like(p32)

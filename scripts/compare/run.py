@@ -14,6 +14,10 @@ median and range of those ratios over the rounds, and each side's median over th
 Values both sides compute (generated-token counts, scores, token counts, shapes) must agree, or
 the run fails.
 
+With `--candle-bin` (run.sh builds scripts/compare/candle unless told `--no-candle`), the decoder
+and encoder groups run a third process per round, candle's (CANDLE below), and the table gains a
+candle column: the Rust library a user would pick instead of tilpass.
+
 Standard library only.
 """
 
@@ -38,6 +42,8 @@ PLAN = [
     ("sft_encode", "sft_encode_1000", 1, 5, "SFT encoding of 1,000 conversations",
      "transformers + TRL-style labels"),
     ("decoder", "prefill_512", 1, 5, "prefill 512 tokens", "PyTorch + transformers"),
+    ("decoder", "prefill_512_last", 1, 5,
+     "prefill 512 tokens, the last position's logits only (generate's prefill)", "PyTorch + transformers"),
     ("decoder", "greedy_decode_256", 1, 3, "greedy decode 256 tokens after 32, KV cache",
      "PyTorch + transformers"),
     ("decoder", "greedy_decode_256_b8", 1, 3,
@@ -81,12 +87,23 @@ PLAN = [
 GOALS = {"prefill_512": 1.5, "embed_1000": 1.5, "lora_sft_step": 1.5}
 # The benchmarks bound by arithmetic (large products), placed under the FMA ceiling; decoding is
 # bound by reading the weights (and single small-model steps by latency), not by FLOPs.
-COMPUTE_BOUND = ["prefill_512", "embed_1000", "lora_sft_step", "lora_sft_step_2k", "t5_lora_sft_step"]
+COMPUTE_BOUND = ["prefill_512", "prefill_512_last", "embed_1000", "lora_sft_step", "lora_sft_step_2k", "t5_lora_sft_step"]
 # Run only when named in --only (not with their group): minutes per process.
 OPT_IN = {"lora_sft_step_8k"}
 # Benchmarks whose processes' peak resident memory is printed under the table (name them alone
 # in --only: the Python side's peak counts everything its process ran before).
 MEMORY = {"lora_sft_step_8k"}
+# The benchmarks candle also runs (scripts/compare/candle, `candle-compare`): the Rust library a
+# user would pick instead (issue 19: keep tilpass ahead of it in every figure). The others have no
+# candle counterpart: its Llama computes the LM head for the last position only (no all-logits
+# prefill) and has no padding mask (no batch of prompts of different lengths), and candle has no
+# LoRA / PEFT, BM25 or metrics of its own.
+CANDLE = {"prefill_512_last", "greedy_decode_256", "greedy_decode_256_bf16", "decode_step_16",
+          "decode_step_128", "decode_step_512", "embed_1000"}
+CANDLE_WHY = {
+    "prefill_512": "all logits: candle's Llama computes the last position's only",
+    "greedy_decode_256_b8": "candle's Llama has no padding mask",
+}
 PLAN += rag_harness.plan()  # BM25, indexing and HNSW against bm25s, rank-bm25, hnswlib
 GROUPS = list(dict.fromkeys(p[0] for p in PLAN))
 
@@ -215,6 +232,9 @@ def roofline(plan, rounds, results, median_time):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rust-bin", help="the built tilpass-compare (required unless --from-results)")
+    ap.add_argument("--candle-bin", default="",
+                    help="the built candle-compare (scripts/compare/candle): adds candle's column to the "
+                         "decoder and encoder rows; empty: no candle column")
     ap.add_argument("--python", default=os.environ.get("TILPASS_REF_PYTHON",
                                                      str(pathlib.Path.home() / ".cache/tilpass-refenv/bin/python")))
     ap.add_argument("--rounds", type=int, default=3)
@@ -254,6 +274,7 @@ def main():
     plan = [p for p in PLAN if ((p[0] in only or p[1] in only) if only else p[0] != "rag")
             and (p[1] not in OPT_IN or p[1] in only)]
     if a.device != "cpu" or a.tilpass_device != "flex":
+        a.candle_bin = ""  # candle's column is the CPU's
         off = sorted({p[0] for p in plan} - {"decoder", "train"})
         if off:
             sys.exit(f"--device/--tilpass-device: only the decoder and train groups run on a GPU, not {off}")
@@ -298,7 +319,17 @@ def main():
             if a.tilpass_device != "flex":
                 rs += ["--device", a.tilpass_device]
             order = [("python", py), ("tilpass", rs)]
-            if (r + gi) % 2 == 1:
+            candle = [b for g, b, w, n, _, _ in plan if g == group and b in CANDLE]
+            if a.candle_bin and candle:
+                cb = [a.candle_bin, group, "--threads", str(threads)]
+                for g, b, w, n, _, _ in plan:
+                    if g == group and b in CANDLE:
+                        cb += ["--bench", f"{b}:{w}:{n}"]
+                # Three sides: each starts first, second and last in turn.
+                order.append(("candle", cb))
+                k = (r + gi) % 3
+                order = order[k:] + order[:k]
+            elif (r + gi) % 2 == 1:
                 order.reverse()
             for side, cmd in order:
                 rep = run_side(cmd, env, log, a.process_timeout)
@@ -350,8 +381,14 @@ def render(a, plan, groups, rounds, threads, results, elapsed, load_start, load_
             for k in sorted(set(py) & set(rs)):
                 if py[k] != rs[k]:
                     problems.append(f"round {r + 1} {group}: {k} python={py[k]} tilpass={rs[k]}")
-            if reps["tilpass"]["threads"] != threads:
-                problems.append(f"round {r + 1} {group}: tilpass ran {reps['tilpass']['threads']} threads")
+            if "candle" in reps:
+                cd = reps["candle"]["checks"]
+                for k in sorted(set(py) & set(cd)):
+                    if py[k] != cd[k]:
+                        problems.append(f"round {r + 1} {group}: {k} python={py[k]} candle={cd[k]}")
+            for side in ("tilpass", "candle"):
+                if side in reps and reps[side]["threads"] != threads:
+                    problems.append(f"round {r + 1} {group}: {side} ran {reps[side]['threads']} threads")
 
     def median_time(r, side, bench):
         for rr, s, rep in results:
@@ -361,10 +398,20 @@ def render(a, plan, groups, rounds, threads, results, elapsed, load_start, load_
                         return b["median_s"], b["work"], b["unit"], rep
         raise KeyError(bench)
 
+    def candle_times(bench):
+        """candle's median time per round for `bench`, or None unless every round has one."""
+        try:
+            return [median_time(r, "candle", bench)[0] for r in range(rounds)]
+        except KeyError:
+            return None
+
+    with_candle = any(s == "candle" for _, s, _ in results)
+
     versions = {}
     py_threads = {}
     attn = set()
     gpus = {rep["gpu"] for _, s, rep in results if s == "python" and rep.get("gpu")}
+    candle_versions = {v for _, s, rep in results if s == "candle" for v in rep["versions"].values()}
     for _, s, rep in results:
         if s == "python":
             versions.update(rep["versions"])
@@ -407,9 +454,15 @@ def render(a, plan, groups, rounds, threads, results, elapsed, load_start, load_
         + (f"; attention: {', '.join(sorted(attn))}" if attn else "")
         + (f"; torch device: {a.device}" if a.device != "cpu" else "")
         + f"; {pyver}",
+    ] + ([
+        f"- candle {', '.join(sorted(candle_versions))} (scripts/compare/candle: candle-transformers' llama "
+        "and bert on the CPU, gemm, the system allocator), the same threads, a third process per round "
+        "where it has the benchmark",
+    ] if with_candle else []) + [
         "",
-        "| work | reference | reference (median) | tilpass (median) | ratio, median | ratio, range | runs per process |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| work | reference | reference (median) | tilpass (median) | ratio, median | ratio, range | runs per process |"
+        + (" candle (median) | tilpass vs candle, median (range) |" if with_candle else ""),
+        "| --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if with_candle else ""),
     ]
     for g, b, w, n, title, ref in plan:
         ratios, py_t, rs_t = [], [], []
@@ -421,16 +474,28 @@ def render(a, plan, groups, rounds, threads, results, elapsed, load_start, load_
             ratios.append(tp / tr)
         mp, mr = statistics.median(py_t), statistics.median(rs_t)
         ref_label = ref + (" (1 thread)" if py_threads.get(g) == 1 and threads != 1 else "")
+        cells = ""
+        if with_candle:
+            ct = candle_times(b)
+            if ct:
+                cr = [c / t for c, t in zip(ct, rs_t)]
+                mc = statistics.median(ct)
+                cells = (f" {fmt_time(mc)} ({fmt_rate(work / mc)} {unit}/s) | {statistics.median(cr):.2f}× "
+                         f"({min(cr):.2f}–{max(cr):.2f}×) |")
+            else:
+                cells = f" — | {CANDLE_WHY.get(b, 'no candle counterpart')} |"
         lines.append(
             f"| {title} | {ref_label} | {fmt_time(mp)} ({fmt_rate(work / mp)} {unit}/s) "
             f"| {fmt_time(mr)} ({fmt_rate(work / mr)} {unit}/s) | {statistics.median(ratios):.2f}× "
-            f"| {min(ratios):.2f}–{max(ratios):.2f}× | {w} warm-up + {n} timed |")
+            f"| {min(ratios):.2f}–{max(ratios):.2f}× | {w} warm-up + {n} timed |" + cells)
     lines += [
         "",
         "Ratio = reference time / tilpass time per round (> 1: tilpass is faster); the absolute figures "
         "are the medians over the rounds of each process's median. \"(1 thread)\": the reference "
         "library runs single-threaded Python whatever the setting.",
-    ]
+    ] + ([
+        "tilpass vs candle = candle's time / tilpass's time per round (> 1: tilpass is faster).",
+    ] if with_candle else [])
     lines += roofline(plan, rounds, results, median_time)
     memory = []
     for _, b, _, _, title, _ in plan:

@@ -11,6 +11,11 @@
 #   scripts/compare/run.sh --threads 1 --only sft_encode,metrics   # the 1-thread rows
 #   scripts/compare/run.sh --quick              # smoke test: 1 round, 1 repetition
 #   scripts/compare/run.sh --rounds 2 --only lora_sft_step_8k   # long context: time and memory
+#   scripts/compare/run.sh --no-candle          # without the candle column
+#
+# The decoder and encoder rows get a candle column (candle 0.11.1's own Llama and BERT,
+# scripts/compare/candle, built here into target/candle on first use: a few minutes) unless
+# --no-candle is given or TILPASS_CANDLE_BIN names a built candle-compare.
 #
 #   # a GPU: the reference on CUDA, tilpass on its wgpu backend (a binary built with
 #   # `cargo build --release -p tilpass-benches --bin tilpass-compare --features wgpu`)
@@ -28,6 +33,21 @@ if [[ ! -x "$py" ]]; then
     echo "run.sh: no Python at $py (set TILPASS_REF_PYTHON)" >&2
     exit 2
 fi
+args=()
+candle=1
+for arg in "$@"; do
+    if [[ "$arg" == --no-candle ]]; then candle=0; else args+=("$arg"); fi
+done
+candle_bin=""
+if [[ -n "${TILPASS_CANDLE_BIN:-}" ]]; then
+    candle_bin="$TILPASS_CANDLE_BIN"
+elif [[ $candle == 1 && -z "${TILPASS_COMPARE_BIN:-}" ]]; then
+    echo "building candle-compare (release; scripts/compare/candle, --no-candle to leave it out) ..." >&2
+    cargo build --release --manifest-path scripts/compare/candle/Cargo.toml \
+        --target-dir "${CARGO_TARGET_DIR:-target}/candle" >&2
+    candle_bin="${CARGO_TARGET_DIR:-target}/candle/release/candle-compare"
+fi
+set -- "${args[@]+"${args[@]}"}" --candle-bin "$candle_bin"
 if [[ -n "${TILPASS_COMPARE_BIN:-}" ]]; then
     # A binary built elsewhere (e.g. with `--features wgpu` for a GPU machine without Rust).
     exec "$py" scripts/compare/run.py --rust-bin "$TILPASS_COMPARE_BIN" --python "$py" "$@"

@@ -60,3 +60,41 @@ fn appending_column_by_column_equals_concatenating() {
         want_k.clone().slice([0..1, 0..h, 0..45, 0..d]).to_data()
     );
 }
+
+#[test]
+fn reserve_keeps_the_contents_and_a_clone_apart() {
+    let device = tilpass_tests::test_device();
+    let (b, h, d) = (1, 2, 3);
+    let mut cache = KvCache::new(1);
+    let k0 = t(0..b * h * 4 * d, [b, h, 4, d], &device);
+    cache.append(0, k0.clone(), k0.clone().neg());
+    // A clone of a full cache, given room: its appends leave the original as it was.
+    let mut copy = cache.clone();
+    copy.reserve(3);
+    assert_eq!(copy.len(), 4);
+    let mut want = k0.clone();
+    for step in 0..5 {
+        let col = t(
+            100 * (step + 1)..100 * (step + 1) + b * h * d,
+            [b, h, 1, d],
+            &device,
+        );
+        want = Tensor::cat(vec![want, col.clone()], 2);
+        let (gk, gv) = copy.append(0, col.clone(), col.neg());
+        assert_eq!(gk.to_data(), want.to_data(), "keys after step {step}");
+        assert_eq!(
+            gv.to_data(),
+            want.clone().neg().to_data(),
+            "values after step {step}"
+        );
+    }
+    let col = t(7..7 + b * h * d, [b, h, 1, d], &device);
+    let (ok, _) = cache.append(0, col.clone(), col.clone());
+    assert_eq!(ok.to_data(), Tensor::cat(vec![k0, col], 2).to_data());
+    // Reserving on an empty cache, or less than the room there is, changes nothing.
+    let mut empty = KvCache::new(2);
+    empty.reserve(8);
+    assert!(empty.is_empty());
+    copy.reserve(0);
+    assert_eq!(copy.len(), 9);
+}

@@ -84,6 +84,32 @@ impl KvCache {
         }
     }
 
+    /// Makes room for `extra` more positions in every layer, so that the next appends write
+    /// in place: a layer whose buffer has no room for them gets a buffer of exactly
+    /// `len + extra` positions with the cached ones copied in; layers with room keep theirs.
+    /// A cache built under autodiff is left as it is (it concatenates). For decode loops that
+    /// know how many tokens follow. (A [`Clone`] shares the buffers of the original; a full
+    /// one given room here has buffers of its own, which its appends then write in place.)
+    pub fn reserve(&mut self, extra: usize) {
+        for slot in self.layers.iter_mut().flatten() {
+            if slot.k.is_tracked() || slot.v.is_tracked() {
+                continue;
+            }
+            let len = slot.len;
+            let grow = |buf: &Tensor<4>| -> Tensor<4> {
+                let [b, h, cap, d] = buf.dims();
+                if len + extra <= cap {
+                    return buf.clone();
+                }
+                let fresh =
+                    Tensor::<4>::empty([b, h, len + extra, d], (&buf.device(), buf.dtype()));
+                fresh.slice_assign([0..b, 0..h, 0..len, 0..d], Slot::filled(buf, len))
+            };
+            slot.k = grow(&slot.k);
+            slot.v = grow(&slot.v);
+        }
+    }
+
     /// Appends new keys/values `[batch, kv_heads, new, head_dim]` of `layer` and returns the
     /// full ones, `[batch, kv_heads, past + new, head_dim]`.
     pub fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
