@@ -248,8 +248,12 @@ pub fn try_attention(
                 continue; // no query of the block sees a key: zeros
             }
             let q = qs[at(&qst, bi, head) + i0 * qst[2] as usize..].as_ptr();
-            scores.clear();
-            scores.resize(rows * tb, 0.0);
+            // The product overwrites the block (gemm without reading its destination), so
+            // the buffer grows only when a block needs more, instead of a zero-fill per block.
+            if scores.len() < rows * tb {
+                scores.resize(rows * tb, 0.0);
+            }
+            let scores = &mut scores[..rows * tb];
             // SAFETY: `strided` checked that every element of q, k and v lies in its
             // buffer; q rows i0 .. i0 + rows are read as [rows, d] (row stride qst[2],
             // column stride qst[3]), keys 0 .. tb as kᵀ [d, tb]; `scores` is [rows, tb].

@@ -42,6 +42,57 @@ pub(crate) unsafe fn gemm_into(
     unsafe { gemm_f32(dims, dst, lhs, rhs, par, false) }
 }
 
+/// `lhs · rhs` as a fresh row-major `[m, n]` vector, operands as for [`gemm_into`]. On x86_64
+/// the vector is not zero-filled first: gemm told not to read its destination writes every
+/// element of it without reading any (its x86 kernels, the matrix-vector, vector-vector,
+/// small-matrix and `k = 0` paths all store `beta · product` when `alpha` is 0; the test
+/// `fresh_products_do_not_read_the_destination` checks every path with a destination full of
+/// NaN). A zero-fill of every product's output was 2-3% of a LoRA step and of a prefill.
+///
+/// # Safety
+/// Every element `lhs[i, l]`, `rhs[l, j]` for `i < m`, `j < n`, `l < k` reached through the
+/// strides must lie inside its allocation.
+#[cfg(feature = "flex")]
+pub(crate) unsafe fn gemm_new(
+    (m, n, k): (usize, usize, usize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+    par: gemm::Parallelism,
+) -> Vec<f32> {
+    let len = m * n;
+    if cfg!(not(target_arch = "x86_64")) {
+        let mut v = vec![0f32; len];
+        // SAFETY: the caller's contract; `v` is [m, n] row-major and new.
+        unsafe {
+            gemm_f32(
+                (m, n, k),
+                (v.as_mut_ptr(), 1, n as isize),
+                lhs,
+                rhs,
+                par,
+                false,
+            )
+        };
+        return v;
+    }
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: the caller's contract for the operands; the destination is `v`'s allocation of
+    // `len` = m·n values, row-major, new (no overlap). gemm writes each of them and reads none
+    // (see above), so all `len` are initialised when it returns.
+    unsafe {
+        gemm_f32(
+            (m, n, k),
+            (v.as_mut_ptr(), 1, n as isize),
+            lhs,
+            rhs,
+            par,
+            false,
+        );
+        v.set_len(len);
+    }
+    v
+}
+
 /// `dst += lhs · rhs` (gemm adds the finished product to each `dst` element: one rounding),
 /// with operands as for [`gemm_into`].
 ///
@@ -154,19 +205,17 @@ pub(crate) fn try_linear(
         Some(b) => Some(crate::matvec::f32s(b.bytes(), n)?),
         None => None,
     };
-    let mut out = vec![0f32; m * n];
     let par = flex_parallelism(m, n, k);
     // SAFETY: `matrix` checked that every element of x ([m, k]) and w ([k, n]) reached through
-    // their strides lies in its buffer; `out` is [m, n] row-major and does not overlap them.
-    unsafe {
-        gemm_into(
+    // their strides lies in its buffer.
+    let mut out = unsafe {
+        gemm_new(
             (m, n, k),
-            (out.as_mut_ptr(), 1, n as isize),
             (xs[xo..].as_ptr(), xcs, xrs),
             (ws[wo..].as_ptr(), wcs, wrs),
             par,
-        );
-    }
+        )
+    };
     if let Some(b) = bs {
         for row in out.chunks_exact_mut(n) {
             for (o, b) in row.iter_mut().zip(b) {
@@ -223,5 +272,75 @@ mod tests {
         let x = Tensor::<2>::ones([2, 3], &ad);
         let w = Tensor::<2>::ones([3, 4], &ad);
         assert!(super::try_linear(&x, &w, None).is_none());
+    }
+
+    /// gemm told not to read its destination must not: every path of gemm 0.19 (the packed
+    /// kernels with edge tiles, matrix-vector, vector-vector, small-matrix, `k = 0`, one thread
+    /// and the pool, transposed operands) gives the same bits over a destination of NaN as
+    /// over zeros, so [`super::gemm_new`] may hand it memory that was never written.
+    #[test]
+    fn fresh_products_do_not_read_the_destination() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let shapes = [
+            (1, 1, 1),
+            (1, 37, 64),
+            (37, 1, 64),
+            (5, 7, 1),
+            (16, 16, 9),
+            (3, 5, 0),
+            (65, 7, 33),
+            (64, 48, 512),
+            (300, 200, 100),
+            (1024, 96, 64),
+        ];
+        for (m, n, k) in shapes {
+            let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+            for par in [gemm::Parallelism::None, gemm::Parallelism::Rayon(2)] {
+                // Row-major operands, and the left one read as a transposed view.
+                let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+                let ops = [
+                    (
+                        (a.as_ptr(), 1isize, k as isize),
+                        (b.as_ptr(), 1isize, n as isize),
+                    ),
+                    (
+                        (at.as_ptr(), m as isize, 1isize),
+                        (b.as_ptr(), 1isize, n as isize),
+                    ),
+                ];
+                for (lhs, rhs) in ops {
+                    let run = |fill: f32| {
+                        let mut d = vec![fill; m * n];
+                        // SAFETY: a / at are [m, k], b is [k, n], d is [m, n]; no overlap.
+                        unsafe {
+                            super::gemm_into(
+                                (m, n, k),
+                                (d.as_mut_ptr(), 1, n as isize),
+                                lhs,
+                                rhs,
+                                par,
+                            )
+                        };
+                        d
+                    };
+                    let (zero, nan) = (run(0.0), run(f32::NAN));
+                    // SAFETY: as above.
+                    let fresh = unsafe { super::gemm_new((m, n, k), lhs, rhs, par) };
+                    assert_eq!(fresh.len(), m * n);
+                    for (i, ((z, x), f)) in zero.iter().zip(&nan).zip(&fresh).enumerate() {
+                        assert!(z.is_finite(), "{m}x{n}x{k}: finite product at {i}");
+                        assert_eq!(z.to_bits(), x.to_bits(), "{m}x{n}x{k} at {i}: read NaN");
+                        assert_eq!(z.to_bits(), f.to_bits(), "{m}x{n}x{k} at {i}: gemm_new");
+                    }
+                }
+            }
+        }
     }
 }

@@ -19,7 +19,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::{contiguous, flex, incoming, record, slice, tracked};
-use crate::host_gemm::{flex_parallelism, gemm_acc, gemm_into};
+use crate::host_gemm::{flex_parallelism, gemm_acc, gemm_new};
 
 /// One LoRA branch for [`linear`]: `A [in, r]`, `B [r, out]` and the scale `s`.
 pub struct Branch<'a> {
@@ -90,23 +90,14 @@ impl Checked {
     }
 }
 
-/// `dst [m, n] (row-major) = lhs · rhs`, `k` inner.
+/// `lhs · rhs` as a new row-major `[m, n]` vector, `k` inner ([`gemm_new`]: not zero-filled
+/// first).
 ///
 /// # Safety
-/// `lhs` must reach `[m, k]` and `rhs` `[k, n]` elements inside their buffers; `dst` holds
-/// `m·n` values and does not overlap them.
-unsafe fn product(dst: &mut [f32], (m, n, k): (usize, usize, usize), lhs: Mat, rhs: Mat) {
-    debug_assert_eq!(dst.len(), m * n);
+/// `lhs` must reach `[m, k]` and `rhs` `[k, n]` elements inside their buffers.
+unsafe fn product((m, n, k): (usize, usize, usize), lhs: Mat, rhs: Mat) -> Vec<f32> {
     // SAFETY: the caller's contract.
-    unsafe {
-        gemm_into(
-            (m, n, k),
-            (dst.as_mut_ptr(), 1, n as isize),
-            lhs.pair(),
-            rhs.pair(),
-            flex_parallelism(m, n, k),
-        )
-    }
+    unsafe { gemm_new((m, n, k), lhs.pair(), rhs.pair(), flex_parallelism(m, n, k)) }
 }
 
 #[derive(Debug)]
@@ -145,34 +136,27 @@ impl Backward<Flex, 3> for LinearOp {
             let bm = b.mat();
             am = Some(a.mat());
             // g·s, as burn's scalar product's backward forms it.
-            let mut g_s = vec![0f32; m * n];
-            g_s.par_chunks_mut(1 << 14)
-                .zip(gs.par_chunks(1 << 14))
-                .for_each(|(o, g)| o.iter_mut().zip(g).for_each(|(o, g)| *o = g * s));
+            let g_s: Vec<f32> = gs.par_iter().map(|g| g * s).collect();
             let gsm = Mat::rows(&g_s, n);
             if let Some(node) = pb {
-                let mut db = vec![0f32; r * n];
                 // SAFETY: see above (hᵀ [r, m], g·s [m, n]).
-                unsafe { product(&mut db, (r, n, m), Mat::rows(slice(h), r).t(), gsm) };
+                let db = unsafe { product((r, n, m), Mat::rows(slice(h), r).t(), gsm) };
                 grads.register::<Flex>(node.id, flex(db, &[r, n]));
             }
             if px.is_some() || pa.is_some() {
-                let mut d = vec![0f32; m * r];
                 // SAFETY: see above (g·s [m, n], Bᵀ [n, r]).
-                unsafe { product(&mut d, (m, r, n), gsm, bm.t()) };
+                let d = unsafe { product((m, r, n), gsm, bm.t()) };
                 dh = Some(d);
             }
         }
         if let (Some(node), Some(d)) = (pa, &dh) {
-            let mut da = vec![0f32; k * r];
             // SAFETY: see above (xᵀ [k, m], dh [m, r]).
-            unsafe { product(&mut da, (k, r, m), xm.t(), Mat::rows(d, r)) };
+            let da = unsafe { product((k, r, m), xm.t(), Mat::rows(d, r)) };
             grads.register::<Flex>(node.id, flex(da, &[k, r]));
         }
         if let Some(node) = px {
-            let mut dx = vec![0f32; m * k];
             // SAFETY: see above (g [m, n], Wᵀ [n, k]).
-            unsafe { product(&mut dx, (m, k, n), gm, wm.t()) };
+            let mut dx = unsafe { product((m, k, n), gm, wm.t()) };
             if let (Some(d), Some(a)) = (&dh, am) {
                 // dx += dh·Aᵀ (gemm adds the finished product to dx: one rounding, as the
                 // separate sum of the two gradients).
@@ -236,9 +220,8 @@ pub fn linear(
         Checked::new(wt.primitive().clone())?,
     );
     let (xm, wm) = (xc.mat(), wc.mat());
-    let mut y = vec![0f32; m * n];
     // SAFETY: x is [m, k] and W [k, n] (dims checked above; `Checked` checked the buffers).
-    unsafe { product(&mut y, (m, n, k), xm, wm) };
+    let mut y = unsafe { product((m, n, k), xm, wm) };
     if let Some(b) = &bias {
         let b = slice(b);
         y.par_chunks_mut(n * 64).for_each(|rows| {
@@ -263,12 +246,10 @@ pub fn linear(
         Checked::new(bt.primitive().clone())?,
     );
     let (am, bm) = (ac.mat(), bc.mat());
-    let mut h = vec![0f32; m * r];
     // SAFETY: x [m, k], A [k, r] (dims checked above).
-    unsafe { product(&mut h, (m, r, k), xm, am) };
-    let mut t = vec![0f32; m * n];
+    let h = unsafe { product((m, r, k), xm, am) };
     // SAFETY: h [m, r] (just made), B [r, n] (dims checked above).
-    unsafe { product(&mut t, (m, n, r), Mat::rows(&h, r), bm) };
+    let t = unsafe { product((m, n, r), Mat::rows(&h, r), bm) };
     // y + (t·s): the scaled branch rounded, then added, as burn's two operations.
     y.par_chunks_mut(1 << 14)
         .zip(t.par_chunks(1 << 14))
@@ -296,9 +277,8 @@ impl Backward<Flex, 1> for FrozenLinearOp {
         let st = ops.state;
         let (m, n, k, _) = st.dims;
         let wm = st.w.mat();
-        let mut dx = vec![0f32; m * k];
         // SAFETY: g [m, n] (row-major, from `incoming`), Wᵀ [n, k].
-        unsafe { product(&mut dx, (m, k, n), Mat::rows(slice(&g), n), wm.t()) };
+        let dx = unsafe { product((m, k, n), Mat::rows(slice(&g), n), wm.t()) };
         grads.register::<Flex>(node.id, flex(dx, &[m, k]));
     }
 }
