@@ -679,22 +679,11 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
             .trim_end_matches("_gemm")
             .trim_end_matches("_plain");
         match base {
-            "prefill_512" => {
-                let (_, m) = standard.as_ref().ok_or("no model")?;
-                let input = DecoderInput::unpadded(&[prompt(512)])?;
-                let logits = r.time(
-                    spec,
-                    512,
-                    "tokens",
-                    || Ok(()),
-                    |()| Ok(m.forward(&input, None)?),
-                )?;
-                r.flops(Flops::of(&STANDARD).forward(1, 512, 0))?;
-                r.check("prefill_logits_shape", json!(logits.dims()));
-            }
-            // Generation's prefill: the LM head for the last position only (as `generate`
-            // and transformers' `logits_to_keep=1` do, and as candle's Llama always does).
-            "prefill_512_last" => {
+            // `prefill_512_last`: generation's prefill, the LM head for the last position only
+            // (as `generate` and transformers' `logits_to_keep=1` do, and as candle's Llama
+            // always does).
+            "prefill_512" | "prefill_512_last" => {
+                let last = base == "prefill_512_last";
                 let (_, m) = standard.as_ref().ok_or("no model")?;
                 let input = DecoderInput::unpadded(&[prompt(512)])?;
                 let logits = r.time(
@@ -703,16 +692,24 @@ fn decoder(specs: &[Spec], r: &mut Report) -> Res<()> {
                     "tokens",
                     || Ok(()),
                     |()| {
+                        if !last {
+                            return Ok(m.forward(&input, None)?);
+                        }
                         let hidden = m.forward_hidden(&input, None)?;
                         let [b, s, h] = hidden.dims();
                         Ok(m.logits(hidden.slice([0..b, s - 1..s, 0..h])))
                     },
                 )?;
-                // The full forward less the LM head of the 511 positions not computed.
                 let f = Flops::of(&STANDARD);
-                let head = 2.0 * (STANDARD.hidden * STANDARD.vocab) as f64;
-                r.flops(f.forward(1, 512, 0) - 511.0 * head)?;
-                r.check("prefill_last_logits_vocab", json!(logits.dims()[2]));
+                if last {
+                    // The full forward less the LM head of the 511 positions not computed.
+                    let head = 2.0 * (STANDARD.hidden * STANDARD.vocab) as f64;
+                    r.flops(f.forward(1, 512, 0) - 511.0 * head)?;
+                    r.check("prefill_last_logits_vocab", json!(logits.dims()[2]));
+                } else {
+                    r.flops(f.forward(1, 512, 0))?;
+                    r.check("prefill_logits_shape", json!(logits.dims()));
+                }
             }
             "greedy_decode_256" | "greedy_decode_256_bf16" => {
                 let (_, m) = match base {

@@ -60,22 +60,10 @@ pub(crate) unsafe fn gemm_new(
     par: gemm::Parallelism,
 ) -> Vec<f32> {
     let len = m * n;
-    if cfg!(not(target_arch = "x86_64")) {
-        let mut v = vec![0f32; len];
-        // SAFETY: the caller's contract; `v` is [m, n] row-major and new.
-        unsafe {
-            gemm_f32(
-                (m, n, k),
-                (v.as_mut_ptr(), 1, n as isize),
-                lhs,
-                rhs,
-                par,
-                false,
-            )
-        };
-        return v;
-    }
     let mut v: Vec<f32> = Vec::with_capacity(len);
+    if cfg!(not(target_arch = "x86_64")) {
+        v.resize(len, 0.0); // gemm's other kernels were not checked
+    }
     // SAFETY: the caller's contract for the operands; the destination is `v`'s allocation of
     // `len` = m·n values, row-major, new (no overlap). gemm writes each of them and reads none
     // (see above), so all `len` are initialised when it returns.
