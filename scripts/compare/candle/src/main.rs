@@ -109,6 +109,11 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The text of `path`, or an error naming it.
+fn read(path: &Path) -> Res<String> {
+    std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()).into())
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..")
 }
@@ -304,15 +309,21 @@ fn embed(
 }
 
 fn encoder(specs: &[Spec], r: &mut Report) -> Res<()> {
-    let text = std::fs::read_to_string(root().join("../shared/data/ud-norwegian/nob-dev.txt"))?;
+    let text = read(&root().join("../shared/data/ud-norwegian/nob-dev.txt"))?;
     let sentences: Vec<&str> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
         .take(1000)
         .collect();
     let dir = artefacts().join("minilm");
-    let cfg: bert::Config =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
+    if !dir.is_dir() {
+        return Err(format!(
+            "{} is missing: run scripts/fetch-artefacts.sh (or set TILPASS_ARTEFACTS)",
+            dir.display()
+        )
+        .into());
+    }
+    let cfg: bert::Config = serde_json::from_str(&read(&dir.join("config.json"))?)?;
     let vb = unsafe {
         VarBuilder::from_mmaped_safetensors(
             &[dir.join("model.safetensors")],
@@ -322,9 +333,7 @@ fn encoder(specs: &[Spec], r: &mut Report) -> Res<()> {
     };
     let model = bert::BertModel::load(vb, &cfg)?;
     let mut tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))?;
-    let st: Value = serde_json::from_str(&std::fs::read_to_string(
-        dir.join("sentence_bert_config.json"),
-    )?)?;
+    let st: Value = serde_json::from_str(&read(&dir.join("sentence_bert_config.json"))?)?;
     let max_len = st["max_seq_length"].as_u64().ok_or("no max_seq_length")? as usize;
     tok.with_truncation(Some(tokenizers::TruncationParams {
         max_length: max_len,
