@@ -283,9 +283,11 @@ pub fn try_attention(
             if let Some(ms) = ms {
                 for (r, row) in scores.chunks_exact_mut(tb).enumerate() {
                     let at_row = (bi * s + i0 + r) * t;
-                    for (x, &hidden) in row.iter_mut().zip(&ms[at_row..at_row + tb]) {
-                        if hidden != 0 {
-                            *x = f32::NEG_INFINITY;
+                    let (row, hidden) = (&mut row[..tb], &ms[at_row..at_row + tb]);
+                    // Indexed, not zipped: LLVM left the `Zip` here un-inlined.
+                    for j in 0..tb {
+                        if hidden[j] != 0 {
+                            row[j] = f32::NEG_INFINITY;
                         }
                     }
                     if lim[r] == 0 {
