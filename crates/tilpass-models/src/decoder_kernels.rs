@@ -456,19 +456,22 @@ vectorised!(silu_mul_chunk, silu_mul_loop, (g: &mut [f32], u: &[f32]));
 /// Lanes of the partial sums (so that the sum of squares vectorises).
 const LANES: usize = 16;
 
+/// The lanes in fixed-size blocks, indexed (a zipped lane loop is what LLVM left un-inlined in
+/// the softmax passes: a call per block out of the vectorised code).
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // indexed lanes: what vectorises
 fn rms_loop(v: &mut [f32], w: &[f32], eps: f32) {
     let n = w.len();
     for row in v.chunks_exact_mut(n) {
         let mut acc = [0.0f32; LANES];
-        let mut chunks = row.chunks_exact(LANES);
-        for c in &mut chunks {
-            for (a, x) in acc.iter_mut().zip(c) {
-                *a += x * x;
+        let (blocks, rest) = row.as_chunks::<LANES>();
+        for c in blocks {
+            for j in 0..LANES {
+                acc[j] += c[j] * c[j];
             }
         }
         let mut sum: f32 = acc.iter().sum();
-        for x in chunks.remainder() {
+        for x in rest {
             sum += x * x;
         }
         let inv = 1.0 / (sum / n as f32 + eps).sqrt();

@@ -210,29 +210,27 @@ vectorised!(rms_backward_rows, rms_backward_loop, (x: &[f32], w: &[f32], g: &[f3
 #[inline(always)]
 fn dot64(a: &[f32], b: &[f32], w: Option<&[f32]>) -> f64 {
     const L: usize = 8;
-    const Z: [f32; L] = [0.0; L];
     let mut acc = [0.0f64; L];
     let n = a.len().min(b.len());
     let full = n - n % L;
-    let block = |v: &[f32], i: usize| -> [f32; L] { v[i..i + L].try_into().unwrap_or(Z) };
-    let mut i = 0;
+    let (xa, _) = a[..full].as_chunks::<L>();
+    let (yb, _) = b[..full].as_chunks::<L>();
     match w {
         None => {
-            while i < full {
-                let (x, y) = (block(a, i), block(b, i));
+            for i in 0..xa.len() {
+                let (x, y) = (&xa[i], &yb[i]);
                 for j in 0..L {
                     acc[j] += f64::from(x[j]) * f64::from(y[j]);
                 }
-                i += L;
             }
         }
         Some(w) => {
-            while i < full {
-                let (x, y, w) = (block(a, i), block(b, i), block(w, i));
+            let (wc, _) = w[..full].as_chunks::<L>();
+            for i in 0..xa.len() {
+                let (x, y, w) = (&xa[i], &yb[i], &wc[i]);
                 for j in 0..L {
                     acc[j] += f64::from(x[j]) * f64::from(w[j]) * f64::from(y[j]);
                 }
-                i += L;
             }
         }
     }
@@ -1315,20 +1313,16 @@ vectorised!(softmax_backward_row, softmax_backward_loop, (ds: &mut [f32], p: &[f
 fn softmax_shifted_loop(row: &mut [f32], max: f32) {
     const L: usize = 8;
     let mut acc = [0.0f64; L];
-    let n = row.len();
-    let full = n - n % L;
-    // Indexed blocks, as in `dot64`.
-    let mut i = 0;
-    while i < full {
-        let c = &mut row[i..i + L];
+    // Fixed-size blocks, as in `dot64`.
+    let (blocks, rest) = row.as_chunks_mut::<L>();
+    for c in blocks.iter_mut() {
         for j in 0..L {
             c[j] = exp_rounded_f32(c[j] - max);
             acc[j] += f64::from(c[j]);
         }
-        i += L;
     }
     let mut sum: f64 = acc.iter().sum();
-    for x in &mut row[full..] {
+    for x in rest.iter_mut() {
         *x = exp_rounded_f32(*x - max);
         sum += f64::from(*x);
     }
