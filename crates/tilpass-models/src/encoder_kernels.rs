@@ -291,11 +291,20 @@ unsafe fn softmax_avx2(v: &mut [f32], n: usize) {
 /// for `exp(r)` on `|r| <= ln 2 / 2`, `2^n` from the exponent bits), within a few ulp of the
 /// exact value on `[-87, 88]`; below that it gives 0 (softmax's `x - max <= 0` never goes
 /// above), so the loop vectorises.
+///
+/// `2^n` is built from the integer that adding 1.5 · 2^23 leaves in the low mantissa bits,
+/// not from `n as i32`: Rust's float-to-int `as` saturates and maps NaN to 0, which LLVM
+/// compiles lane by lane (a compare, two conditional moves and an insert per lane), and that
+/// had made this function's vector loops mostly scalar. n is an integer in `[-126, 127]`
+/// here, so both give the same bits (test `exp_scale_matches_the_integer_conversion`).
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 · 2^23: the sum with an integer of magnitude below 2^22 is exact and holds it,
+    // two's complement, in the low mantissa bits.
+    const SHIFTER: f32 = 12_582_912.0;
     let tiny = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
     let n = (x * LOG2E + 0.5).floor();
@@ -307,7 +316,8 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5e-1;
     let e = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let k = (n + SHIFTER).to_bits().wrapping_sub(SHIFTER.to_bits());
+    let scale = f32::from_bits(k.wrapping_add(127) << 23);
     if tiny { 0.0 } else { e * scale }
 }
 
@@ -516,6 +526,27 @@ mod tests {
         );
         assert_eq!(exp_f32(-100.0), 0.0);
         assert_eq!(exp_f32(0.0), 1.0);
+    }
+
+    /// `2^n` from the shifted sum's bits is `2^n` from `n as i32` for every `n` the clamped
+    /// argument gives, and `exp_f32` keeps its special values.
+    #[test]
+    fn exp_scale_matches_the_integer_conversion() {
+        const SHIFTER: f32 = 12_582_912.0;
+        let lo = (-87.0f32 * std::f32::consts::LOG2_E + 0.5).floor();
+        let hi = (88.0f32 * std::f32::consts::LOG2_E + 0.5).floor();
+        assert_eq!((lo, hi), (-126.0, 127.0));
+        for n in -126..=127 {
+            let n = n as f32;
+            let k = (n + SHIFTER).to_bits().wrapping_sub(SHIFTER.to_bits());
+            let want = ((n as i32 + 127) as u32) << 23;
+            assert_eq!(k.wrapping_add(127) << 23, want, "n = {n}");
+        }
+        assert!(exp_f32(f32::NAN).is_nan());
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_f32(f32::INFINITY), exp_f32(88.0));
+        assert!(exp_f32(88.0).is_finite());
+        assert_eq!(exp_f32(-87.0), (-87.0f64).exp() as f32);
     }
 
     /// The softmax as it was before its loops took fixed-size blocks (four passes, zipped
