@@ -49,6 +49,8 @@ use tilpass_benches::{Shape, write_random_llama};
 
 #[path = "compare_fma.rs"]
 mod fma;
+#[path = "compare_kernel.rs"]
+mod kernel;
 #[path = "compare_rag.rs"]
 mod rag;
 
@@ -125,6 +127,9 @@ struct Report {
     /// The cores' FMA ceiling ([`fma::measure`]), measured with `peak_gflops`: the roofline
     /// that `scripts/compare/run.py` reports both sides' rates against.
     fma_peak: Option<fma::FmaPeak>,
+    /// gemm's f32 microkernel alone ([`kernel::measure`]), measured with `peak_gflops`: the
+    /// most any product through gemm can reach here, reported next to the ceiling.
+    kernel_rate: Option<kernel::KernelRate>,
     /// The machine's measured read bandwidth in GB/s ([`measure_read_gbs`]), measured at the
     /// first benchmark that counts the bytes it must read.
     read_gbs: Option<f64>,
@@ -232,6 +237,14 @@ impl Report {
                     eprintln!(
                         "tilpass-compare: FMA ceiling ({}, every pool thread): {:.1} GFLOP/s",
                         f.isa, f.gflops
+                    );
+                }
+                self.kernel_rate = if on_flex() { kernel::measure() } else { None };
+                if let Some(k) = &self.kernel_rate {
+                    eprintln!(
+                        "tilpass-compare: gemm's f32 microkernel alone ({}, packed operands in \
+                         cache, every pool thread): {:.1} GFLOP/s",
+                        k.name, k.gflops
                     );
                 }
                 p
@@ -1521,6 +1534,7 @@ fn run() -> Res<()> {
         extra: serde_json::Map::new(),
         peak_gflops: None,
         fma_peak: None,
+        kernel_rate: None,
         read_gbs: None,
     };
     match group.as_str() {
@@ -1549,6 +1563,8 @@ fn run() -> Res<()> {
         "peak_gflops": report.peak_gflops,
         "fma_peak_gflops": report.fma_peak.as_ref().map(|f| f.gflops),
         "isa": report.fma_peak.as_ref().map(|f| f.isa),
+        "kernel_gflops": report.kernel_rate.as_ref().map(|k| k.gflops),
+        "kernel": report.kernel_rate.as_ref().map(|k| k.name),
         "read_gbs": report.read_gbs,
         "benchmarks": report.benchmarks,
         "checks": report.checks,
