@@ -136,7 +136,14 @@ impl Backward<Flex, 3> for LinearOp {
             let bm = b.mat();
             am = Some(a.mat());
             // g·s, as burn's scalar product's backward forms it.
-            let g_s: Vec<f32> = gs.par_iter().map(|g| g * s).collect();
+            // In blocks of plain loops: a per-element `par_iter().map()` called its closure
+            // once per value (1.2% of a LoRA step).
+            let mut g_s = gs.to_vec();
+            g_s.par_chunks_mut(1 << 14).for_each(|c| {
+                for v in c {
+                    *v *= s;
+                }
+            });
             let gsm = Mat::rows(&g_s, n);
             if let Some(node) = pb {
                 // SAFETY: see above (hᵀ [r, m], g·s [m, n]).
