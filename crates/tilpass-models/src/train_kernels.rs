@@ -640,18 +640,11 @@ fn rope_loop(x: &[f32], cos: &[f32], sin: &[f32], y: &mut [f32], d: usize, trans
         let (y1, y2) = y[at.clone()].split_at_mut(half);
         let (c1, c2) = cos[at.clone()].split_at(half);
         let (s1, s2) = sin[at].split_at(half);
-        let (x1b, x2b) = (
-            x1.as_chunks::<ROPE_BLOCK>().0,
-            x2.as_chunks::<ROPE_BLOCK>().0,
-        );
-        let (c1b, c2b) = (
-            c1.as_chunks::<ROPE_BLOCK>().0,
-            c2.as_chunks::<ROPE_BLOCK>().0,
-        );
-        let (s1b, s2b) = (
-            s1.as_chunks::<ROPE_BLOCK>().0,
-            s2.as_chunks::<ROPE_BLOCK>().0,
-        );
+        fn blocks(v: &[f32]) -> &[[f32; ROPE_BLOCK]] {
+            v.as_chunks().0
+        }
+        let (x1b, x2b, c1b, c2b) = (blocks(x1), blocks(x2), blocks(c1), blocks(c2));
+        let (s1b, s2b) = (blocks(s1), blocks(s2));
         let (y1b, y2b) = (
             y1.as_chunks_mut::<ROPE_BLOCK>().0,
             y2.as_chunks_mut::<ROPE_BLOCK>().0,
