@@ -1318,17 +1318,27 @@ vectorised!(mask_max, mask_max_loop, (row: &mut [f32], hidden: &[bool], max: &mu
 fn mask_max_loop(row: &mut [f32], hidden: &[bool], max: &mut f32) {
     const L: usize = 16;
     let mut lanes = [f32::NEG_INFINITY; L];
-    let mut rows = row.chunks_exact_mut(L);
-    let mut keys = hidden.chunks_exact(L);
-    for (r, h) in (&mut rows).zip(&mut keys) {
+    // Fixed-size blocks by index, the hidden keys' −∞ chosen by a bit mask and the block
+    // written from a local: with zipped chunk iterators and a select on the bool, LLVM
+    // compiled this loop scalar.
+    let n = row.len().min(hidden.len());
+    let (row, hidden) = (&mut row[..n], &hidden[..n]);
+    let (rows, rest) = row.as_chunks_mut::<L>();
+    let (keys, rest_keys) = hidden.as_chunks::<L>();
+    for i in 0..rows.len().min(keys.len()) {
+        let (r, h) = (&mut rows[i], &keys[i]);
+        let mut out = [0f32; L];
         for j in 0..L {
-            let v = if h[j] { f32::NEG_INFINITY } else { r[j] };
-            r[j] = v;
+            // All ones where the key is hidden.
+            let m = u32::from(h[j]).wrapping_neg();
+            let v = f32::from_bits((r[j].to_bits() & !m) | (f32::NEG_INFINITY.to_bits() & m));
+            out[j] = v;
             lanes[j] = if v > lanes[j] { v } else { lanes[j] };
         }
+        *r = out;
     }
-    for (x, &m) in rows.into_remainder().iter_mut().zip(keys.remainder()) {
-        if m {
+    for (j, x) in rest.iter_mut().enumerate() {
+        if rest_keys[j] {
             *x = f32::NEG_INFINITY;
         } else if *x > *max {
             *max = *x;
