@@ -449,10 +449,11 @@ fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     total
 }
 
-/// Maximum of a slice with [`LANES`] partial maxima (then the rest, then the lanes, in order).
+/// Maximum of a slice with [`LANES`] partial maxima (then the rest, then the lanes, in order);
+/// also the fused head loss's row maximum ([`crate::head_loss`]).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // indexed lanes: what vectorises
-fn lane_max(x: &[f32]) -> f32 {
+pub(crate) fn lane_max(x: &[f32]) -> f32 {
     let (blocks, rest) = x.as_chunks::<LANES>();
     let mut acc = [f32::NEG_INFINITY; LANES];
     for c in blocks {

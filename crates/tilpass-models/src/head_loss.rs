@@ -235,18 +235,8 @@ const LANES: usize = 16;
 #[allow(clippy::needless_range_loop)] // indexed lanes: what vectorises
 fn row_loss_loop(row: &mut [f32], label: usize, scale: f64, need_grad: bool) -> f64 {
     let target = row[label];
-    let mut top = [f32::NEG_INFINITY; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for c in &mut chunks {
-        for j in 0..LANES {
-            top[j] = top[j].max(c[j]);
-        }
-    }
-    let max = chunks
-        .remainder()
-        .iter()
-        .chain(&top)
-        .fold(f32::NEG_INFINITY, |m, x| m.max(*x));
+    // The inference softmax's maximum: the same lanes, in the same order.
+    let max = crate::encoder_kernels::lane_max(row);
     for x in row.iter_mut() {
         *x = crate::encoder_kernels::exp_f32(*x - max);
     }
